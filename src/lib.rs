@@ -1,0 +1,14 @@
+//! benchflow: stand up LLM inference stacks, drive load at them, analyse, tear down.
+//!
+//! # Layout
+//!
+//! * `cli`: the command line (clap types), dispatch to the subcommands, exit codes.
+//! * `sim`: the built-in vLLM-compatible simulator (`benchflow sim`): configuration and
+//!   profiles, the engine model (scheduler, KV cache, step cost), the driver that runs it in
+//!   scaled real time, the HTTP front end, metrics and fault injection.
+//! * `rng`: the seeded random number generator and distributions shared by everything that
+//!   samples (simulator jitter and faults; later arrival schedules and datasets).
+
+pub mod cli;
+pub mod rng;
+pub mod sim;

@@ -1,0 +1,39 @@
+//! The built-in vLLM-compatible simulator (`benchflow sim`).
+//!
+//! Same wire format, endpoints and metric names as vLLM's OpenAI server; timing from a model of
+//! vLLM's scheduler so that throughput saturates and latency climbs past saturation as on a GPU.
+//!
+//! * [`config`]: every knob, the shipped profiles, `--set` and `/admin/config` updates.
+//! * [`engine`]: the sans-IO engine model (scheduler, chunked prefill, preemption, step cost).
+//! * [`kv`]: KV-cache blocks and the prefix cache.
+//! * [`driver`]: runs the engine in scaled real time and hands tokens to the streams.
+//! * [`analytic`]: the per-request timing mode (fixed latencies, llm-d-inference-sim style).
+//! * [`server`]: HTTP routes, admission-time faults, the accept loop.
+//! * [`wire`]: request parsing, the SSE stream, error shapes.
+//! * [`metrics`]: the Prometheus exposition with vLLM's names and buckets.
+//! * [`tokenizer`]: deterministic token counting and generated words.
+
+pub mod analytic;
+pub mod config;
+pub mod driver;
+pub mod engine;
+pub mod kv;
+pub mod metrics;
+pub mod server;
+pub mod state;
+pub mod tokenizer;
+pub mod wire;
+
+pub use config::SimConfig;
+pub use server::serve;
+
+/// Why the simulator stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("failed to bind {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("simulator I/O error: {0}")]
+    Io(std::io::Error),
+    #[error("the simulated engine died (fault injection: die_mode exit)")]
+    EngineExited,
+}
