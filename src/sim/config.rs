@@ -232,9 +232,26 @@ impl FailureType {
     }
 }
 
+/// A string, or a number written without quotes (`metrics_fault: 500`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StrOrNum {
+    Str(String),
+    Num(u64),
+}
+
+impl StrOrNum {
+    fn into_string(self) -> String {
+        match self {
+            StrOrNum::Str(s) => s,
+            StrOrNum::Num(n) => n.to_string(),
+        }
+    }
+}
+
 /// What happens while the simulated model is still loading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "StrOrNum")]
 pub enum StartupMode {
     /// The port is closed (connection refused), as with real vLLM.
     Refuse,
@@ -290,7 +307,7 @@ impl<'de> Deserialize<'de> for DieAfter {
 
 /// Ways to break `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "StrOrNum")]
 pub enum MetricsFault {
     None,
     #[serde(rename = "500")]
@@ -299,6 +316,30 @@ pub enum MetricsFault {
     Timeout,
     /// Keep answering the values seen when the fault was set.
     Stale,
+}
+
+impl TryFrom<StrOrNum> for StartupMode {
+    type Error = String;
+    fn try_from(v: StrOrNum) -> Result<Self, String> {
+        match v.into_string().as_str() {
+            "refuse" => Ok(StartupMode::Refuse),
+            "503" => Ok(StartupMode::Unavailable),
+            other => Err(format!("startup_mode `{other}`: expected refuse or 503")),
+        }
+    }
+}
+
+impl TryFrom<StrOrNum> for MetricsFault {
+    type Error = String;
+    fn try_from(v: StrOrNum) -> Result<Self, String> {
+        match v.into_string().as_str() {
+            "none" => Ok(MetricsFault::None),
+            "500" => Ok(MetricsFault::Error500),
+            "timeout" => Ok(MetricsFault::Timeout),
+            "stale" => Ok(MetricsFault::Stale),
+            other => Err(format!("metrics_fault `{other}`: expected none, 500, timeout or stale")),
+        }
+    }
 }
 
 /// One step of a slowdown schedule: from `after` (simulated seconds since start) on, step times

@@ -109,33 +109,27 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         }
 
         if engine.is_idle() {
-            if realtime {
-                engine.advance_to(clock.virtual_at(Instant::now()));
-            }
-            match engine.next_pending() {
-                None => {
-                    match rx.recv().await {
-                        Some(cmd) => handle(&mut engine, &clock, cmd),
-                        None => return,
-                    }
-                    continue;
+            let Some(t) = engine.next_pending() else {
+                match rx.recv().await {
+                    Some(cmd) => handle(&mut engine, &clock, cmd),
+                    None => return,
                 }
-                Some(t) if t > engine.now() => {
-                    if !realtime {
-                        engine.advance_to(t);
-                    } else {
-                        tokio::select! {
-                            cmd = rx.recv() => match cmd {
-                                Some(cmd) => handle(&mut engine, &clock, cmd),
-                                None => return,
-                            },
-                            _ = tokio::time::sleep_until(clock.wall_at(t).into()) => {}
+                continue;
+            };
+            if realtime && clock.wall_at(t) > Instant::now() {
+                tokio::select! {
+                    cmd = rx.recv() => {
+                        match cmd {
+                            Some(cmd) => handle(&mut engine, &clock, cmd),
+                            None => return,
                         }
                         continue;
                     }
+                    _ = tokio::time::sleep_until(clock.wall_at(t).into()) => {}
                 }
-                Some(_) => {}
             }
+            // Start exactly when the request became ready, however late the timer woke us.
+            engine.advance_to(t);
         }
 
         let Some(dt) = engine.plan_step() else {

@@ -401,6 +401,7 @@ pub struct SseBody {
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     stalled: bool,
     abort_next: bool,
+    abort_flushed: bool,
     done: bool,
     _in_flight: InFlight,
 }
@@ -432,6 +433,7 @@ impl SseBody {
             stall: None,
             stalled: false,
             abort_next: false,
+            abort_flushed: false,
             done: false,
             _in_flight: in_flight,
         }
@@ -503,6 +505,13 @@ impl Body for SseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         let this = &mut *self;
         if this.abort_next {
+            if !this.abort_flushed {
+                // Yield once so the connection flushes the frames already written; an error
+                // returned right after a frame would drop it unsent.
+                this.abort_flushed = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             return Poll::Ready(Some(Err(Aborted)));
         }
         if this.done {
@@ -540,7 +549,7 @@ impl Body for SseBody {
         }
         if out.is_empty() {
             if this.abort_next {
-                return Poll::Ready(Some(Err(Aborted)));
+                return Pin::new(this).poll_frame(cx);
             }
             if this.stall.is_some() {
                 // Register the stall timer's waker.

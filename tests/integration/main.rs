@@ -1,1 +1,7 @@
+//! The integration tests: one binary, one module per area.
 
+mod sim_cli; // the `benchflow sim` binary: address line, signals, exit codes
+mod sim_faults; // every fault knob has an observable effect
+mod sim_timing; // the performance model as a client sees it
+mod sim_wire; // vLLM's wire format, parsed strictly
+mod support; // in-process simulator and a strict HTTP/SSE client

@@ -1,0 +1,241 @@
+//! Test support: an in-process simulator per test and a small, strict HTTP/SSE client.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use benchflow::sim::{self, SimConfig, SimError};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::{Request, body::Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
+
+/// A simulator serving on a free loopback port for the duration of a test.
+pub struct TestSim {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    pub handle: Option<JoinHandle<Result<(), SimError>>>,
+}
+
+impl TestSim {
+    /// Starts a simulator from a profile plus `--set`-style overrides.
+    pub async fn start(profile: &str, sets: &[&str]) -> Self {
+        let cfg = SimConfig::profile(profile).unwrap().apply_sets(sets).unwrap();
+        Self::with_config(cfg).await
+    }
+
+    pub async fn with_config(cfg: SimConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(sim::serve(cfg, listener, async {
+            let _ = rx.await;
+        }));
+        TestSim { addr, stop: Some(tx), handle: Some(handle) }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        request(self.addr, "GET", path, &[], None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        request(self.addr, "POST", path, &[], Some(body)).await
+    }
+
+    pub async fn post_with(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
+        request(self.addr, "POST", path, headers, Some(body)).await
+    }
+
+    /// The current value of a metric sample line starting with `prefix` (name plus labels).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let text = self.get("/metrics").await.text();
+        metric_value(&text, prefix).unwrap_or_else(|| panic!("no metric {prefix} in:\n{text}"))
+    }
+}
+
+impl Drop for TestSim {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Finds `prefix ... value` in a Prometheus text exposition.
+pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A response, with the arrival time of every body frame.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+    pub sent: Instant,
+    pub frames: Vec<(Instant, Bytes)>,
+    /// Set when the body ended with an error (e.g. the connection was cut).
+    pub body_error: Option<String>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).unwrap()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// Parses the body as an SSE stream, strictly; returns each event with its arrival time.
+    pub fn sse(&self) -> Result<Vec<(Instant, SseEvent)>, String> {
+        let mut out = Vec::new();
+        let mut pending = String::new();
+        let mut done = false;
+        for (t, frame) in &self.frames {
+            pending.push_str(std::str::from_utf8(frame).map_err(|e| e.to_string())?);
+            while let Some(end) = pending.find("\n\n") {
+                let event: String = pending.drain(..end + 2).collect();
+                let event = &event[..event.len() - 2];
+                if done {
+                    return Err(format!("event after [DONE]: {event:?}"));
+                }
+                let data =
+                    event.strip_prefix("data: ").ok_or_else(|| format!("not a data line: {event:?}"))?;
+                if data.contains('\n') {
+                    return Err(format!("multi-line event: {event:?}"));
+                }
+                if data == "[DONE]" {
+                    done = true;
+                    out.push((*t, SseEvent::Done));
+                } else {
+                    let v: Value =
+                        serde_json::from_str(data).map_err(|e| format!("bad JSON {data:?}: {e}"))?;
+                    out.push((*t, SseEvent::Json(v)));
+                }
+            }
+        }
+        if !pending.is_empty() {
+            return Err(format!("trailing bytes without a blank line: {pending:?}"));
+        }
+        Ok(out)
+    }
+
+    /// Arrival times of content chunks (non-empty `choices`) relative to the send time.
+    pub fn chunk_times(&self) -> Vec<f64> {
+        self.sse()
+            .unwrap()
+            .iter()
+            .filter_map(|(t, e)| match e {
+                SseEvent::Json(v) if v["choices"].as_array().is_some_and(|c| !c.is_empty()) => {
+                    Some(t.duration_since(self.sent).as_secs_f64())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SseEvent {
+    Json(Value),
+    Done,
+}
+
+/// One request on a fresh connection.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Reply {
+    try_request(addr, method, path, headers, body).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+pub async fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Result<Reply, String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).ok();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(http_body_util::Full::new(Bytes::from(payload))).unwrap();
+    let sent = Instant::now();
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let (frames, body_error) = read_frames(resp.into_body()).await;
+    let body = frames.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+    Ok(Reply { status, headers, body, sent, frames, body_error })
+}
+
+async fn read_frames(mut body: Incoming) -> (Vec<(Instant, Bytes)>, Option<String>) {
+    let mut frames = Vec::new();
+    loop {
+        match body.frame().await {
+            None => return (frames, None),
+            Some(Ok(f)) => {
+                if let Ok(data) = f.into_data() {
+                    frames.push((Instant::now(), data));
+                }
+            }
+            Some(Err(e)) => return (frames, Some(e.to_string())),
+        }
+    }
+}
+
+/// A streaming completion request body.
+pub fn completion(prompt: &str, max_tokens: u32) -> Value {
+    serde_json::json!({
+        "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": true, "stream": true,
+        "stream_options": { "include_usage": true },
+    })
+}
+
+/// A prompt of exactly `n` tokens under the default `bytes4` rule (n words of 3 letters).
+pub fn prompt_of(n: usize) -> String {
+    let mut s = String::with_capacity(n * 4);
+    for i in 0..n {
+        s.push_str(["abc ", "def ", "ghi ", "jkl "][i % 4]);
+    }
+    s
+}
+
+pub fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[((s.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Waits until `f` is true, polling; panics after `limit`.
+pub async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut f: F) {
+    let end = Instant::now() + limit;
+    while !f().await {
+        assert!(Instant::now() < end, "condition not reached within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
