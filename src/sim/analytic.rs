@@ -82,18 +82,18 @@ pub async fn serve(
 
     // Virtual offsets from `started`; wall deadlines are offsets × scale.
     let mut t = ttft;
-    let mut lateness = Vec::with_capacity(2);
     for k in 0..req.output_len.max(1) {
         if k > 0 {
             let f = load_factor(&cfg, pool.running.load(Ordering::Relaxed));
             t += jittered(&mut rng, cfg.itl.0, cfg.itl_std.0) * f * slow;
         }
+        let mut due = None;
         if scale > 0.0 {
             let deadline = started + Duration::from_secs_f64(t * scale);
-            tokio::time::sleep_until(deadline.into()).await;
-            if k == 0 || k + 1 == req.output_len {
-                lateness.push(Instant::now().saturating_duration_since(deadline).as_secs_f64());
+            if deadline > Instant::now() {
+                tokio::time::sleep_until(deadline.into()).await;
             }
+            due = Some(deadline);
         } else if k % 64 == 63 {
             tokio::task::yield_now().await;
         }
@@ -116,7 +116,7 @@ pub async fn serve(
             m.num_requests_running = pool.running.load(Ordering::Relaxed) as u64;
             m.num_requests_waiting = shared.queued.load(Ordering::Relaxed) as u64;
         }
-        if !req.sink.emit(Emit::Token { finish }) {
+        if !req.sink.emit(Emit::Token { finish, due }) {
             shared.metrics.lock().expect("metrics lock").success_abort += 1;
             return;
         }
@@ -143,9 +143,6 @@ pub async fn serve(
     } else {
         m.success_stop += 1;
     }
-    for l in lateness {
-        m.delivery_lateness.observe(l);
-    }
     if scale > 0.0 {
         m.virtual_time = shared.started.elapsed().as_secs_f64() / scale;
     }
@@ -166,9 +163,7 @@ mod tests {
 
     #[test]
     fn load_factor_is_linear_from_one_to_f() {
-        let mut cfg = SimConfig::default();
-        cfg.max_num_seqs = 11;
-        cfg.time_factor_under_load = 3.0;
+        let cfg = SimConfig { max_num_seqs: 11, time_factor_under_load: 3.0, ..SimConfig::default() };
         assert_eq!(load_factor(&cfg, 1), 1.0);
         assert!((load_factor(&cfg, 6) - 2.0).abs() < 1e-12);
         assert!((load_factor(&cfg, 11) - 3.0).abs() < 1e-12);

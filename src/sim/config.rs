@@ -638,13 +638,13 @@ impl SimConfig {
         if !(self.slowdown.is_finite() && self.slowdown >= 1.0) {
             return bad(format!("slowdown = {}: must be >= 1", self.slowdown));
         }
-        if let Some(s) = self.slowdown_schedule.iter().find(|s| !(s.factor >= 1.0)) {
+        if let Some(s) = self.slowdown_schedule.iter().find(|s| !s.factor.is_finite() || s.factor < 1.0) {
             return bad(format!("slowdown_schedule factor {}: must be >= 1", s.factor));
         }
         if !(0.0..1.0).contains(&self.step_jitter_cv) {
             return bad(format!("step_jitter_cv = {}: must be in [0, 1)", self.step_jitter_cv));
         }
-        if !(self.time_factor_under_load >= 1.0) {
+        if !self.time_factor_under_load.is_finite() || self.time_factor_under_load < 1.0 {
             return bad(format!("time_factor_under_load = {}: must be >= 1", self.time_factor_under_load));
         }
         for (name, v) in [

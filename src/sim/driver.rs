@@ -19,6 +19,9 @@ use super::{
     state::Shared,
 };
 
+/// Longest stretch of wall time the driver runs steps without giving other tasks the CPU.
+const YIELD_EVERY: Duration = Duration::from_micros(500);
+
 /// A request's token channel.
 pub struct TokenSink(pub mpsc::UnboundedSender<Emit>);
 
@@ -85,7 +88,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let mut engine: Engine<TokenSink> =
         Engine::new(&cfg, shared.seed, Arc::clone(&shared.metrics), Arc::clone(&shared.queued));
     let mut clock = Clock::new(cfg.time_scale);
-    let mut steps_since_yield = 0u32;
+    let mut last_yield = Instant::now();
 
     loop {
         let v = shared.config_version.load(std::sync::atomic::Ordering::Acquire);
@@ -137,21 +140,20 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
             continue;
         };
         let end = engine.now() + dt;
-        if realtime {
-            let target = clock.wall_at(end);
-            let now = Instant::now();
-            if target > now {
-                tokio::time::sleep_until(target.into()).await;
-            }
-            let late = Instant::now().saturating_duration_since(target).as_secs_f64();
-            shared.metrics.lock().expect("metrics lock").delivery_lateness.observe(late);
+        let due = realtime.then(|| clock.wall_at(end));
+        if let Some(target) = due
+            && target > Instant::now()
+        {
+            tokio::time::sleep_until(target.into()).await;
+            last_yield = Instant::now();
         }
-        engine.finish_step(end);
-        // Never starve the connection tasks, however cheap steps are.
-        steps_since_yield += 1;
-        if !realtime || dt * clock.scale() < 0.001 || steps_since_yield >= 64 {
-            steps_since_yield = 0;
+        engine.finish_step(end, due);
+        // Steps that did not sleep run back to back for up to YIELD_EVERY of wall time, so that
+        // the tokens of many cheap steps coalesce into one write per stream; then the
+        // connection tasks get the CPU.
+        if last_yield.elapsed() >= YIELD_EVERY {
             tokio::task::yield_now().await;
+            last_yield = Instant::now();
         }
     }
 }

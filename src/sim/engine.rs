@@ -12,6 +12,7 @@
 
 use std::{
     collections::{BinaryHeap, VecDeque},
+    time::Instant,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -46,8 +47,9 @@ impl FinishReason {
 /// What the engine hands to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Emit {
-    /// One new token; `finish` is set on the last one.
-    Token { finish: Option<FinishReason> },
+    /// One new token; `finish` is set on the last one; `due` is the wall instant it was meant to
+    /// reach the client (none in virtual time), so the front end can measure its own lateness.
+    Token { finish: Option<FinishReason>, due: Option<Instant> },
     /// The engine failed the request (engine death, request that cannot fit).
     Error(&'static str),
 }
@@ -423,9 +425,9 @@ impl<S: Sink> Engine<S> {
         self.slowdown * scheduled
     }
 
-    /// Ends the planned step at virtual time `end`: advances the clock, emits tokens, retires
-    /// finished requests and updates the metrics.
-    pub fn finish_step(&mut self, end: f64) {
+    /// Ends the planned step at virtual time `end` (wall instant `due`, if in real time):
+    /// advances the clock, emits tokens, retires finished requests and updates the metrics.
+    pub fn finish_step(&mut self, end: f64, due: Option<Instant>) {
         self.advance_to(end);
         let metrics = Arc::clone(&self.metrics);
         let mut m = metrics.lock().expect("metrics lock");
@@ -471,7 +473,7 @@ impl<S: Sink> Engine<S> {
             } else {
                 FinishReason::Stop
             });
-            let alive = seq.sink.emit(Emit::Token { finish });
+            let alive = seq.sink.emit(Emit::Token { finish, due });
             if finish.is_none() && alive {
                 i += 1;
                 continue;
@@ -552,7 +554,7 @@ pub(crate) mod tests {
         fn emit(&mut self, ev: Emit) -> bool {
             let mut r = self.rec.borrow_mut();
             match ev {
-                Emit::Token { finish } => {
+                Emit::Token { finish, .. } => {
                     r.tokens.push(*self.now.borrow());
                     r.finish = finish;
                 }
@@ -587,7 +589,7 @@ pub(crate) mod tests {
         let mut e: Engine<RecSink> = Engine::new(cfg, 1, Arc::clone(&metrics), Arc::new(AtomicUsize::new(0)));
         let now = Rc::new(RefCell::new(0.0));
         let mut recs: Vec<Rc<RefCell<Rec>>> = Vec::new();
-        let mut submit = |e: &mut Engine<RecSink>, at: f64, recs: &mut Vec<Rc<RefCell<Rec>>>| {
+        let submit = |e: &mut Engine<RecSink>, at: f64, recs: &mut Vec<Rc<RefCell<Rec>>>| {
             let rec = Rc::new(RefCell::new(Rec { arrival: at, ..Rec::default() }));
             recs.push(Rc::clone(&rec));
             e.queued.fetch_add(1, Ordering::Relaxed);
@@ -634,7 +636,7 @@ pub(crate) mod tests {
                     *now.borrow_mut() = end;
                     peak = peak.max(e.num_running());
                     area += e.num_running() as f64 * dt;
-                    e.finish_step(end);
+                    e.finish_step(end, None);
                 }
                 None => {
                     let next = [e.next_pending(), arrivals.front().copied()]
@@ -783,7 +785,7 @@ pub(crate) mod tests {
             while rec.borrow().finish.is_none() {
                 let dt = e.plan_step().expect("work to do");
                 *now.borrow_mut() = e.now() + dt;
-                e.finish_step(e.now() + dt);
+                e.finish_step(e.now() + dt, None);
             }
             ttft.push(rec.borrow().tokens[0] - start);
         }

@@ -111,11 +111,14 @@ impl KvCache {
     /// sequence already registered the same content, the private block is freed and the cached
     /// one is referenced instead. Either way the caller now holds `hash`.
     pub fn register(&mut self, hash: u64) {
-        if self.cached.contains_key(&hash) {
-            self.acquire(hash);
-            self.free_private(1);
-        } else {
-            self.cached.insert(hash, Cached { refs: 1, tick: 0 });
+        match self.cached.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.acquire(hash);
+                self.free_private(1);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Cached { refs: 1, tick: 0 });
+            }
         }
     }
 

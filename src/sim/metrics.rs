@@ -19,6 +19,40 @@ const REQUEST_BUCKETS: &[f64] = &[
 const ITERATION_BUCKETS: &[f64] =
     &[1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0];
 
+/// Buckets of `sim:delivery_lateness_seconds`.
+pub const LATENESS_BUCKETS: &[f64] =
+    &[0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// Per-stream lateness counts, merged into the shared histogram once when the stream ends.
+#[derive(Debug, Default)]
+pub struct LocalLateness {
+    counts: [u32; LATENESS_BUCKETS.len()],
+    sum: f64,
+    count: u32,
+}
+
+impl LocalLateness {
+    pub fn observe(&mut self, v: f64) {
+        if let Some(i) = LATENESS_BUCKETS.iter().position(|b| v <= *b) {
+            self.counts[i] += 1;
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    pub fn merge_into(&self, h: &mut Histogram) {
+        for (c, n) in h.counts.iter_mut().zip(self.counts) {
+            *c += n as u64;
+        }
+        h.sum += self.sum;
+        h.count += self.count as u64;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
 /// A Prometheus histogram with fixed upper bounds.
 #[derive(Debug, Clone)]
 pub struct Histogram {
@@ -96,8 +130,9 @@ pub struct Metrics {
     pub max_generation: Histogram,
     pub iteration_tokens: Histogram,
     pub virtual_time: f64,
-    /// Wall-clock lateness of token delivery behind the schedule (how late the simulator itself
-    /// was; a client's measured latency minus this is the client's own share).
+    /// Wall-clock lateness of each streamed token when it was written to the connection, behind
+    /// the instant the model scheduled it for: the simulator's own share of any latency a client
+    /// measures beyond the truth (the rest is the network stack's and the client's).
     pub delivery_lateness: Histogram,
     pub faults: Vec<(&'static str, u64)>,
 }
@@ -131,9 +166,7 @@ impl Metrics {
             max_generation: Histogram::one_two_five(max_model_len),
             iteration_tokens: Histogram::new(ITERATION_BUCKETS),
             virtual_time: 0.0,
-            delivery_lateness: Histogram::new(&[
-                0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
-            ]),
+            delivery_lateness: Histogram::new(LATENESS_BUCKETS),
             faults: Vec::new(),
         }
     }

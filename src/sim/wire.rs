@@ -4,7 +4,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::{
     config::{Content, SimConfig},
     engine::{Emit, FinishReason},
+    metrics::LocalLateness,
     state::Shared,
     tokenizer::{self, LEXICON},
 };
@@ -403,7 +404,17 @@ pub struct SseBody {
     abort_next: bool,
     abort_flushed: bool,
     done: bool,
-    _in_flight: InFlight,
+    lateness: LocalLateness,
+    in_flight: InFlight,
+}
+
+impl Drop for SseBody {
+    fn drop(&mut self) {
+        if !self.lateness.is_empty() {
+            let mut m = self.in_flight.0.metrics.lock().expect("metrics lock");
+            self.lateness.merge_into(&mut m.delivery_lateness);
+        }
+    }
 }
 
 /// Maximum bytes coalesced into one body frame.
@@ -435,14 +446,18 @@ impl SseBody {
             abort_next: false,
             abort_flushed: false,
             done: false,
-            _in_flight: in_flight,
+            lateness: LocalLateness::default(),
+            in_flight,
         }
     }
 
     /// Appends the frames for one event; returns false when the stream must stop reading.
     fn on_event(&mut self, ev: Emit, out: &mut BytesMut) -> bool {
         match ev {
-            Emit::Token { finish } => {
+            Emit::Token { finish, due } => {
+                if let Some(due) = due {
+                    self.lateness.observe(Instant::now().saturating_duration_since(due).as_secs_f64());
+                }
                 if self.sent == 0 && self.chunks.api == Api::Chat {
                     self.chunks.role(out);
                 }
@@ -575,7 +590,7 @@ pub async fn collect(
     let mut n = 0;
     while let Some(ev) = rx.recv().await {
         match ev {
-            Emit::Token { finish } => {
+            Emit::Token { finish, .. } => {
                 n += 1;
                 text.push_str(words.next_word());
                 if let Some(f) = finish {
