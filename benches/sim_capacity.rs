@@ -82,7 +82,14 @@ async fn connect(addr: SocketAddr) -> Option<Sender> {
     Some(sender)
 }
 
-async fn worker(mut sender: Sender, addr: SocketAddr, body: Bytes, start: Instant, end: Instant, stats: Arc<Stats>) {
+async fn worker(
+    mut sender: Sender,
+    addr: SocketAddr,
+    body: Bytes,
+    start: Instant,
+    end: Instant,
+    stats: Arc<Stats>,
+) {
     tokio::time::sleep_until(start.into()).await;
     while Instant::now() < end {
         let req = Request::post("/v1/completions")
@@ -166,10 +173,13 @@ async fn run(server: &Server, streams: usize, tokens: u32, secs: f64) -> Outcome
     // clock, and what reached the client over the same wall interval.
     let (p0, p1) = (start + Duration::from_secs_f64(secs * 0.3), start + Duration::from_secs_f64(secs * 0.9));
     tokio::time::sleep_until(p0.into()).await;
-    let (m0, t0, w0) = (metrics_text(server.addr).await, stats.tokens.load(Ordering::Relaxed), Instant::now());
+    let (m0, t0, w0) =
+        (metrics_text(server.addr).await, stats.tokens.load(Ordering::Relaxed), Instant::now());
     tokio::time::sleep_until(p1.into()).await;
-    let (m1, t1, w1) = (metrics_text(server.addr).await, stats.tokens.load(Ordering::Relaxed), Instant::now());
-    let generated = sample(&m1, "vllm:generation_tokens_total{") - sample(&m0, "vllm:generation_tokens_total{");
+    let (m1, t1, w1) =
+        (metrics_text(server.addr).await, stats.tokens.load(Ordering::Relaxed), Instant::now());
+    let generated =
+        sample(&m1, "vllm:generation_tokens_total{") - sample(&m0, "vllm:generation_tokens_total{");
     let simulated = sample(&m1, "sim:virtual_time_seconds") - sample(&m0, "sim:virtual_time_seconds");
     let probe_model = generated / simulated;
     let probe_delivered = (t1 - t0) as f64 / (w1 - w0).as_secs_f64();
@@ -184,7 +194,11 @@ async fn run(server: &Server, streams: usize, tokens: u32, secs: f64) -> Outcome
         req_s: req as f64 / secs,
         tok_s: tok as f64 / secs,
         server_cpu_us_per_token: if tok > 0 { cpu * 1e6 / tok as f64 } else { f64::NAN },
-        mean_itl_ms: if req > 0 { stats.itl_us_sum.load(Ordering::Relaxed) as f64 / req as f64 / 1000.0 } else { f64::NAN },
+        mean_itl_ms: if req > 0 {
+            stats.itl_us_sum.load(Ordering::Relaxed) as f64 / req as f64 / 1000.0
+        } else {
+            f64::NAN
+        },
         errors: stats.errors.load(Ordering::Relaxed),
         connected,
         probe_model,
@@ -208,7 +222,8 @@ where
 
 async fn metrics_text(addr: SocketAddr) -> String {
     let Some(mut s) = connect(addr).await else { return String::new() };
-    let req = Request::get("/metrics").header("host", addr.to_string()).body(Full::new(Bytes::new())).expect("req");
+    let req =
+        Request::get("/metrics").header("host", addr.to_string()).body(Full::new(Bytes::new())).expect("req");
     let Ok(resp) = s.send_request(req).await else { return String::new() };
     let Ok(body) = resp.into_body().collect().await else { return String::new() };
     String::from_utf8_lossy(&body.to_bytes()).to_string()
@@ -234,17 +249,19 @@ async fn lateness_p99(addr: SocketAddr) -> String {
         })
         .collect();
     let total = buckets.last().map_or(0.0, |b| b.1);
-    buckets
-        .iter()
-        .find(|(_, c)| *c >= 0.99 * total)
-        .map_or("?".into(), |(le, _)| if le.is_finite() { format!("≤ {:.1} ms", le * 1000.0) } else { "> 1 s".into() })
+    buckets.iter().find(|(_, c)| *c >= 0.99 * total).map_or("?".into(), |(le, _)| {
+        if le.is_finite() { format!("≤ {:.1} ms", le * 1000.0) } else { "> 1 s".into() }
+    })
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let secs = if quick { 2.0 } else { 5.0 };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    println!("benchflow sim capacity ({} cores, {secs} s per point)\n", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "benchflow sim capacity ({} cores, {secs} s per point)\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 
     println!("A. zero model latency (profile fixed/zero, engine fidelity), 64 tokens per request");
     println!("| streams | requests/s | tokens/s | server CPU µs/token | errors |");
@@ -259,8 +276,10 @@ fn main() {
     }
     drop(server);
 
-    println!("\nC. engine model at high concurrency (profile llama-3.1-8b/h100, real time, 128 tokens)");
-    println!("| streams | model tokens/s (simulated clock) | delivered tokens/s (wall) | delivered / model | token lateness p99 | server CPU µs/token |");
+    println!("\nB. engine model at high concurrency (profile llama-3.1-8b/h100, real time, 128 tokens)");
+    println!(
+        "| streams | model tokens/s (simulated clock) | delivered tokens/s (wall) | delivered / model | token lateness p99 | server CPU µs/token |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     for streams in [256usize, 1024, 4096] {
         let server = Server::start(&["--profile", "llama-3.1-8b/h100", "--set", "seed=1"]);
@@ -277,8 +296,10 @@ fn main() {
         );
     }
 
-    println!("\nB. paced streams (analytic: TTFT 100 ms, ITL 50 ms, 100 tokens), truth ITL = 50 ms");
-    println!("| streams | tokens/s | client mean ITL (ms) | token lateness p99 | server CPU µs/token | errors |");
+    println!("\nC. paced streams (analytic: TTFT 100 ms, ITL 50 ms, 100 tokens), truth ITL = 50 ms");
+    println!(
+        "| streams | tokens/s | client mean ITL (ms) | token lateness p99 | server CPU µs/token | errors |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     for streams in [1024usize, 4096, 8192] {
         let server = Server::start(&[

@@ -12,11 +12,11 @@
 
 use std::{
     collections::{BinaryHeap, VecDeque},
-    time::Instant,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Instant,
 };
 
 use super::{
