@@ -6,9 +6,15 @@
 //! * `sim`: the built-in vLLM-compatible simulator (`benchflow sim`): configuration and
 //!   profiles, the engine model (scheduler, KV cache, step cost), the driver that runs it in
 //!   scaled real time, the HTTP front end, metrics and fault injection.
+//! * `spec`: what the user wrote: typed mirrors of the YAML files (workloads so far), with
+//!   file:line:column errors and suggestions.
+//! * `datasets`: prompt sources (synthetic, shared-prefix, ShareGPT, JSONL, shipped samples) and
+//!   request bodies rendered before a run.
 //! * `rng`: the seeded random number generator and distributions shared by everything that
 //!   samples (simulator jitter and faults; later arrival schedules and datasets).
 
 pub mod cli;
+pub mod datasets;
 pub mod rng;
 pub mod sim;
+pub mod spec;

@@ -8,6 +8,8 @@
 use std::{fmt, path::Path};
 
 use serde::{Deserialize, Serialize};
+
+use crate::spec::suggest;
 use serde_json::Value;
 
 /// Profiles shipped in the repository under `profiles/sim/`, embedded at compile time so that the
@@ -727,32 +729,6 @@ fn describe_serde_error(at: &str, message: &str) -> ConfigError {
         };
     }
     ConfigError::Parse { origin: at.to_string(), message: message.to_string() }
-}
-
-/// `; did you mean `x`?` when a known key is close to `key`.
-pub fn suggest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> String {
-    known
-        .map(|k| (edit_distance(key, k), k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
-        .min()
-        .map(|(_, k)| format!("; did you mean `{k}`?"))
-        .unwrap_or_default()
-}
-
-/// Levenshtein distance.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

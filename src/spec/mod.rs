@@ -1,0 +1,128 @@
+//! What the user wrote: typed mirrors of the YAML files, validated, with errors that name the
+//! file, line and column and suggest the key that was meant.
+//!
+//! * [`workload`]: what load to offer (dataset, stages, warm-up, SLOs).
+
+pub mod workload;
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+/// Why a file could not be read as a spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("failed to read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{at}: {message}")]
+    Invalid { at: String, message: String },
+    #[error("no {kind} named `{name}`: looked for {tried}{hint}")]
+    NotFound { kind: &'static str, name: String, tried: String, hint: String },
+}
+
+/// Parses YAML into `T`, turning serde errors into `origin:line:column: message (did you mean)`.
+pub fn from_yaml<T: DeserializeOwned>(text: &str, origin: &str, known_keys: &[&str]) -> Result<T, SpecError> {
+    serde_saphyr::from_str(text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!("{origin}:{}:{}", l.line(), l.column()))
+            .unwrap_or_else(|| origin.to_string());
+        SpecError::Invalid { at, message: clean_message(&e.to_string(), known_keys) }
+    })
+}
+
+/// Strips serde-saphyr's own location prefix and snippet, and adds a suggestion for unknown keys.
+pub fn clean_message(raw: &str, known_keys: &[&str]) -> String {
+    let mut message = raw.lines().next().unwrap_or(raw).trim();
+    message = message.strip_prefix("error: ").unwrap_or(message);
+    if let Some((head, rest)) = message.split_once(": ")
+        && head.starts_with("line ")
+    {
+        message = rest;
+    }
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((key, tail)) = rest.split_once('`')
+    {
+        // serde lists the expected fields after the key; prefer them over the caller's list.
+        let expected: Vec<&str> = tail
+            .split_once("expected one of ")
+            .or_else(|| tail.split_once("expected "))
+            .map(|(_, list)| list.split(", ").map(|k| k.trim_matches('`')).collect())
+            .unwrap_or_else(|| known_keys.to_vec());
+        return format!(
+            "unknown key `{key}`{}; expected one of: {}",
+            suggest(key, expected.iter().copied()),
+            expected.join(", ")
+        );
+    }
+    message.to_string()
+}
+
+/// `; did you mean `x`?` when a known name is close to `key`.
+pub fn suggest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> String {
+    known
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// Finds a spec by name in `dir` (`NAME.yaml`, `NAME.yml`) or as a path.
+pub fn resolve(kind: &'static str, dir: &str, name: &str) -> Result<PathBuf, SpecError> {
+    let direct = Path::new(name);
+    if direct.is_file() {
+        return Ok(direct.to_path_buf());
+    }
+    let candidates = [format!("{dir}/{name}.yaml"), format!("{dir}/{name}.yml"), format!("{dir}/{name}")];
+    if let Some(found) = candidates.iter().map(PathBuf::from).find(|p| p.is_file()) {
+        return Ok(found);
+    }
+    let known: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let hint = suggest(name, known.iter().map(String::as_str));
+    let hint = if hint.is_empty() && !known.is_empty() {
+        format!("; available: {}", known.join(", "))
+    } else {
+        hint
+    };
+    Err(SpecError::NotFound {
+        kind,
+        name: name.to_string(),
+        tried: format!("{name}, {}", candidates.join(", ")),
+        hint,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_and_distance() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(suggest("durtion", ["duration", "requests"].into_iter()), "; did you mean `duration`?");
+        assert_eq!(suggest("zzz", ["duration"].into_iter()), "");
+    }
+}
