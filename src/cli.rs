@@ -4,14 +4,22 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::sim::{self, SimConfig, config::ConfigError};
+use crate::{
+    analysis::{self, AnalysisError, Convention},
+    loadgen::{self, LoadError},
+    sim::{self, SimConfig, config::ConfigError},
+    spec::{self, SpecError, workload::Workload},
+    workdir,
+};
 
 /// The documented exit codes (also printed by `--help`).
 pub const EXIT_CODES: &str = "\
 Exit codes:
-  0  success
+  0  success (a run whose requests partly failed still succeeds: failures are in its results)
   1  failure at run time (I/O error, server error, the simulator's injected engine death)
-  2  invalid usage or configuration (bad flag, unknown profile, bad config file or --set)";
+  2  invalid usage or configuration (bad flag, unknown profile, bad workload or --set)
+  4  the run could not be carried out (endpoint unreachable, results not writable)
+  5  interrupted (Ctrl-C / SIGTERM); what was measured is kept and analysed";
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -19,6 +27,10 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_RUNTIME: u8 = 1;
 /// Exit code: invalid usage or configuration.
 pub const EXIT_CONFIG: u8 = 2;
+/// Exit code: the run could not be carried out.
+pub const EXIT_RUN: u8 = 4;
+/// Exit code: interrupted.
+pub const EXIT_INTERRUPTED: u8 = 5;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +49,44 @@ pub enum Command {
     /// Serve the built-in vLLM-compatible simulator until Ctrl-C or SIGTERM.
     #[command(after_help = EXIT_CODES)]
     Sim(SimArgs),
+    /// Run a workload against an OpenAI-compatible endpoint with the built-in load generator,
+    /// then analyse it.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+    /// Recompute statistics from a work directory's results.
+    #[command(after_help = EXIT_CODES)]
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The server to benchmark, e.g. http://127.0.0.1:8000 (a path prefix is kept).
+    #[arg(long)]
+    pub endpoint: String,
+    /// Workload: a name in workloads/ (e.g. sanity) or a path to a YAML file.
+    #[arg(short = 'w', long, default_value = "sanity")]
+    pub workload: String,
+    /// Work directory (default runs/<run-id>); must not hold results already.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Metric definitions for the statistics.
+    #[arg(long, value_enum, default_value = "vllm")]
+    pub convention: Convention,
+    /// Seconds between scrapes of the endpoint's /metrics.
+    #[arg(long, default_value_t = 2.0)]
+    pub scrape_interval: f64,
+    /// No progress lines.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The work directory of a run.
+    pub dir: PathBuf,
+    /// Metric definitions for the statistics.
+    #[arg(long, value_enum, default_value = "vllm")]
+    pub convention: Convention,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +120,18 @@ pub enum CliError {
     Sim(#[from] sim::SimError),
     #[error("failed to start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Analysis(#[from] AnalysisError),
+    #[error("work directory {0} already holds results: choose another --workdir, or omit it for a new one")]
+    WorkdirUsed(PathBuf),
+    #[error("failed to prepare the work directory {path}: {source}")]
+    Workdir { path: PathBuf, source: std::io::Error },
+    #[error("interrupted: the requests measured so far are kept and analysed in {0}")]
+    Interrupted(PathBuf),
 }
 
 impl CliError {
@@ -78,6 +140,12 @@ impl CliError {
             CliError::Config(_) => EXIT_CONFIG,
             CliError::Sim(sim::SimError::Bind { .. }) => EXIT_CONFIG,
             CliError::Sim(_) | CliError::Runtime(_) => EXIT_RUNTIME,
+            CliError::Spec(_) | CliError::WorkdirUsed(_) => EXIT_CONFIG,
+            CliError::Load(LoadError::Dataset(_) | LoadError::Endpoint { .. } | LoadError::Header { .. }) => {
+                EXIT_CONFIG
+            }
+            CliError::Load(_) | CliError::Workdir { .. } | CliError::Analysis(_) => EXIT_RUN,
+            CliError::Interrupted(_) => EXIT_INTERRUPTED,
         }
     }
 }
@@ -100,6 +168,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(CliError::Runtime)?;
     match cli.command {
         Command::Sim(args) => runtime.block_on(run_sim(args)),
+        Command::Run(args) => runtime.block_on(run_load(args)),
+        Command::Analyze(args) => analyze(args),
     }
 }
 
@@ -139,6 +209,50 @@ async fn run_sim(args: SimArgs) -> Result<(), CliError> {
         cfg.time_scale
     );
     sim::serve(cfg, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_load(args: RunArgs) -> Result<(), CliError> {
+    let path = spec::resolve("workload", "workloads", &args.workload)?;
+    let workload = Workload::from_file(&path)?;
+    let dir = workdir::choose(args.workdir.as_deref());
+    if dir.join("results/requests.csv").exists() {
+        return Err(CliError::WorkdirUsed(dir));
+    }
+    let prepare = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir.join("inputs"))?;
+        std::fs::copy(&path, dir.join("inputs/workload.yaml"))?;
+        Ok(())
+    };
+    prepare().map_err(|source| CliError::Workdir { path: dir.clone(), source })?;
+    eprintln!(
+        "benchflow run: workload {} against {}; work directory {}",
+        path.display(),
+        args.endpoint,
+        dir.display()
+    );
+    let opts = loadgen::Options {
+        endpoint: args.endpoint.clone(),
+        base_dir: path.parent().map(std::path::Path::to_path_buf).unwrap_or_default(),
+        results_dir: dir.join("results"),
+        quiet: args.quiet,
+        scrape_every: std::time::Duration::from_secs_f64(args.scrape_interval.max(0.1)),
+        workload: workload.clone(),
+    };
+    let info = loadgen::run(opts, shutdown_signal()).await?;
+    let analysis = analysis::analyze(&dir, args.convention, &workload.slo)?;
+    print!("{}", analysis::render_text(&analysis));
+    eprintln!("results: {}/results, statistics: {}/analysis", dir.display(), dir.display());
+    if info.interrupted {
+        return Err(CliError::Interrupted(dir));
+    }
+    Ok(())
+}
+
+fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
+    let slo = Workload::from_file(&args.dir.join("inputs/workload.yaml")).map(|w| w.slo).unwrap_or_default();
+    let analysis = analysis::analyze(&args.dir, args.convention, &slo)?;
+    print!("{}", analysis::render_text(&analysis));
     Ok(())
 }
 

@@ -10,11 +10,19 @@
 //!   file:line:column errors and suggestions.
 //! * `datasets`: prompt sources (synthetic, shared-prefix, ShareGPT, JSONL, shipped samples) and
 //!   request bodies rendered before a run.
+//! * `loadgen`: the built-in load generator: schedules, the send/receive hot path, the
+//!   per-request record writer, the `/metrics` scraper.
+//! * `analysis`: statistics from the records (vllm bench serve and GuideLLM conventions) and
+//!   the outputs in `analysis/`.
+//! * `workdir`: run directories and ids.
 //! * `rng`: the seeded random number generator and distributions shared by everything that
 //!   samples (simulator jitter and faults; later arrival schedules and datasets).
 
+pub mod analysis;
 pub mod cli;
 pub mod datasets;
+pub mod loadgen;
 pub mod rng;
 pub mod sim;
 pub mod spec;
+pub mod workdir;

@@ -1,0 +1,475 @@
+//! The built-in load generator: offers a workload's stages to an OpenAI-compatible endpoint and
+//! records every request.
+//!
+//! * [`schedule`]: arrival times, precomputed from the seed.
+//! * [`client`]: the send/receive hot path and the SSE scanner.
+//! * [`record`]: per-request records and the CSV writer task.
+//! * [`scrape`]: the `/metrics` scraper.
+//!
+//! Open-loop stages: one dispatcher sleeps until each scheduled instant (absolute times from one
+//! clock, so lateness never accumulates), takes an idle connection if one is free, and spawns
+//! the request; finished requests hand their connection back through a channel only the
+//! dispatcher reads. Closed-loop stages: N workers, each with its own connection, take request
+//! numbers from an atomic counter. Records go to the writer task through a channel.
+
+pub mod client;
+pub mod record;
+pub mod schedule;
+pub mod scrape;
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use hyper::{HeaderMap, header::HeaderValue};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    sync::{Semaphore, mpsc, watch},
+    task::JoinSet,
+};
+
+use self::{
+    client::{Conn, Target},
+    record::{ErrorKind, Msg, Record},
+};
+use crate::{
+    datasets::{self, DatasetError, Request},
+    rng::Rng,
+    spec::workload::{Load, Workload},
+};
+
+/// Why a run could not start or complete.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("invalid endpoint `{url}`: {why} (expected e.g. http://127.0.0.1:8000)")]
+    Endpoint { url: String, why: String },
+    #[error("cannot reach {url}: {why}; is the server up, and is the address right?")]
+    Unreachable { url: String, why: String },
+    #[error("{url}/v1/models: {why}")]
+    Models { url: String, why: String },
+    #[error("header `{name}`: {why}")]
+    Header { name: String, why: String },
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error("failed to write results in {dir}: {source}")]
+    Write { dir: PathBuf, source: std::io::Error },
+}
+
+/// What to run.
+pub struct Options {
+    pub endpoint: String,
+    pub workload: Workload,
+    /// Relative dataset paths are resolved against this directory.
+    pub base_dir: PathBuf,
+    /// Where `requests.csv`, `server_metrics.csv` and `stages.json` go.
+    pub results_dir: PathBuf,
+    pub quiet: bool,
+    pub scrape_every: Duration,
+}
+
+/// The measured window of one stage (seconds since the run's start).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageWindow {
+    pub stage: u32,
+    pub label: String,
+    /// Just before the first request was dispatched.
+    pub start_s: f64,
+    /// When the last request of the stage finished.
+    pub end_s: f64,
+    pub dispatched: u64,
+}
+
+/// What `results/run.json` records about the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub endpoint: String,
+    pub model: String,
+    pub started_at: String,
+    pub benchflow_version: String,
+    pub stages: Vec<StageWindow>,
+    pub interrupted: bool,
+    pub records: u64,
+    pub failed: u64,
+    pub server_metrics_scrapes: u64,
+    pub server_metrics_error: Option<String>,
+}
+
+struct Ctx {
+    target: Target,
+    t0: Instant,
+    timeout: Duration,
+    tx: mpsc::UnboundedSender<Msg>,
+    pool: Arc<Vec<Request>>,
+    next_prompt: AtomicU64,
+}
+
+impl Ctx {
+    fn ns(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.t0).as_nanos() as u64
+    }
+
+    fn request(&self) -> &Request {
+        let i = self.next_prompt.fetch_add(1, Ordering::Relaxed) as usize;
+        &self.pool[i % self.pool.len()]
+    }
+}
+
+/// Parses `http://host:port[/prefix]` into a target (path prefix kept).
+pub async fn target(
+    url: &str,
+    path: &str,
+    stream: bool,
+    headers: HeaderMap,
+) -> Result<(Target, String), LoadError> {
+    let bad = |why: &str| LoadError::Endpoint { url: url.to_string(), why: why.to_string() };
+    let rest = if let Some(r) = url.strip_prefix("http://") {
+        r
+    } else if url.starts_with("https://") {
+        return Err(bad("https is not supported yet: use a plain-HTTP address (e.g. a port-forward)"));
+    } else {
+        return Err(bad("it must start with http://"));
+    };
+    let (hostport, prefix) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+    let prefix = prefix.trim_end_matches('/');
+    let hostport = if hostport.contains(':') && !hostport.ends_with(']') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    let addr: SocketAddr = tokio::net::lookup_host(&hostport)
+        .await
+        .map_err(|e| bad(&format!("cannot resolve `{hostport}`: {e}")))?
+        .next()
+        .ok_or_else(|| bad("the host resolves to no address"))?;
+    let authority = HeaderValue::from_str(&hostport).map_err(|_| bad("invalid host"))?;
+    let base =
+        format!("http://{hostport}{}", if prefix.is_empty() { String::new() } else { format!("/{prefix}") });
+    let full_path = if prefix.is_empty() { path.to_string() } else { format!("/{prefix}{path}") };
+    Ok((Target { addr, authority, path: full_path, headers, stream }, base))
+}
+
+/// Resolves header values; `env:NAME` reads the environment (the value is never written).
+pub fn headers(spec: &std::collections::BTreeMap<String, String>) -> Result<HeaderMap, LoadError> {
+    let mut map = HeaderMap::new();
+    for (k, v) in spec {
+        let err = |why: String| LoadError::Header { name: k.clone(), why };
+        let value = match v.strip_prefix("env:") {
+            Some(var) => {
+                std::env::var(var).map_err(|_| err(format!("environment variable {var} is not set")))?
+            }
+            None => v.clone(),
+        };
+        let name = hyper::header::HeaderName::from_bytes(k.as_bytes()).map_err(|e| err(e.to_string()))?;
+        let mut value = HeaderValue::from_str(&value).map_err(|e| err(e.to_string()))?;
+        value.set_sensitive(v.starts_with("env:"));
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+/// The first model `/v1/models` lists.
+pub async fn discover_model(target: &Target, base: &str) -> Result<String, LoadError> {
+    use http_body_util::{BodyExt, Full};
+    let unreachable = |why: String| LoadError::Unreachable { url: base.to_string(), why };
+    let mut conn = client::connect(target.addr).await.map_err(|e| unreachable(e.to_string()))?;
+    let models_path =
+        target.path.rsplit_once("/v1/").map_or("/v1/models".to_string(), |(p, _)| format!("{p}/v1/models"));
+    let mut req = hyper::Request::get(models_path.as_str()).body(Full::default()).expect("valid request");
+    req.headers_mut().insert(hyper::header::HOST, target.authority.clone());
+    for (k, v) in &target.headers {
+        req.headers_mut().insert(k, v.clone());
+    }
+    let resp = tokio::time::timeout(Duration::from_secs(30), conn.send(req))
+        .await
+        .map_err(|_| unreachable("no answer within 30 s".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+    let models = |why: String| LoadError::Models { url: base.to_string(), why };
+    if !status.is_success() {
+        return Err(models(format!("answered {status}; set api.model in the workload to skip discovery")));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| models(format!("not JSON: {e}")))?;
+    v.pointer("/data/0/id")
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| models("lists no model; set api.model in the workload".into()))
+}
+
+async fn cancelled(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Sends one request with the timeout and cancellation applied.
+async fn one(
+    ctx: &Ctx,
+    conn: &mut Option<Conn>,
+    req: &Request,
+    head: (u32, u64, bool, u64),
+    cancel: &mut watch::Receiver<bool>,
+) -> Record {
+    let (stage, index, warmup, scheduled_ns) = head;
+    let mut rec = Record::new(stage, index, warmup, scheduled_ns, req.input_tokens, req.max_tokens);
+    let finished = tokio::select! {
+        r = tokio::time::timeout(ctx.timeout, client::send(conn, &ctx.target, req.body.clone(), ctx.t0, &mut rec)) => Some(r.is_ok()),
+        _ = cancelled(cancel) => None,
+    };
+    match finished {
+        Some(true) => {}
+        Some(false) => {
+            rec.end_ns = ctx.ns(Instant::now());
+            rec.fail(ErrorKind::Timeout, format!("no complete response within {:?}", ctx.timeout));
+            *conn = None;
+        }
+        None => {
+            rec.end_ns = ctx.ns(Instant::now());
+            rec.fail(ErrorKind::Cancelled, "the run was interrupted".into());
+            *conn = None;
+        }
+    }
+    if rec.sent_ns == 0 {
+        rec.sent_ns = rec.end_ns.max(scheduled_ns);
+    }
+    rec
+}
+
+async fn closed_loop(
+    ctx: &Arc<Ctx>,
+    stage: u32,
+    warmup: bool,
+    concurrency: u32,
+    limit: Option<u64>,
+    deadline: Option<Instant>,
+    cancel: &watch::Receiver<bool>,
+) -> u64 {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut set = JoinSet::new();
+    for _ in 0..concurrency {
+        let (ctx, next, mut cancel) = (Arc::clone(ctx), Arc::clone(&next), cancel.clone());
+        set.spawn(async move {
+            let mut conn = None;
+            loop {
+                if *cancel.borrow() || deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if limit.is_some_and(|l| index >= l) {
+                    break;
+                }
+                let scheduled = ctx.ns(Instant::now());
+                let rec =
+                    one(&ctx, &mut conn, ctx.request(), (stage, index, warmup, scheduled), &mut cancel).await;
+                let _ = ctx.tx.send(Msg::Record(Box::new(rec)));
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    next.load(Ordering::Relaxed).min(limit.unwrap_or(u64::MAX))
+}
+
+async fn open_loop(
+    ctx: &Arc<Ctx>,
+    stage: u32,
+    offsets: &[f64],
+    cap: Option<u32>,
+    cancel: &watch::Receiver<bool>,
+) -> u64 {
+    let (pool_tx, mut pool_rx) = mpsc::unbounded_channel::<Conn>();
+    let sem = cap.map(|c| Arc::new(Semaphore::new(c as usize)));
+    let mut set = JoinSet::new();
+    let start = Instant::now();
+    let mut watch = cancel.clone();
+    let mut dispatched = 0;
+    for (index, off) in offsets.iter().enumerate() {
+        let due = start + Duration::from_secs_f64(*off);
+        tokio::select! {
+            _ = tokio::time::sleep_until(due.into()) => {}
+            _ = cancelled(&mut watch) => break,
+        }
+        let permit = match &sem {
+            Some(s) => tokio::select! {
+                p = Arc::clone(s).acquire_owned() => p.ok(),
+                _ = cancelled(&mut watch) => break,
+            },
+            None => None,
+        };
+        let mut conn = pool_rx.try_recv().ok();
+        let (ctx, pool_tx, mut cancel) = (Arc::clone(ctx), pool_tx.clone(), cancel.clone());
+        let scheduled = ctx.ns(due);
+        set.spawn(async move {
+            let rec =
+                one(&ctx, &mut conn, ctx.request(), (stage, index as u64, false, scheduled), &mut cancel)
+                    .await;
+            if let Some(c) = conn {
+                let _ = pool_tx.send(c);
+            }
+            drop(permit);
+            let _ = ctx.tx.send(Msg::Record(Box::new(rec)));
+        });
+        dispatched += 1;
+        while set.try_join_next().is_some() {}
+    }
+    while set.join_next().await.is_some() {}
+    dispatched
+}
+
+fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), LoadError> {
+    let write = || -> std::io::Result<()> {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
+        std::fs::rename(tmp, dir.join(name))
+    };
+    write().map_err(|source| LoadError::Write { dir: dir.to_path_buf(), source })
+}
+
+/// Runs the workload against the endpoint. Resolves when every stage is done, or early when
+/// `shutdown` resolves (in-flight requests are then recorded as cancelled).
+pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<RunInfo, LoadError> {
+    let w = &opts.workload;
+    let (target, base) =
+        target(&opts.endpoint, w.api.endpoint.path(), w.api.stream, headers(&w.api.headers)?).await?;
+    let model = match &w.api.model {
+        Some(m) => m.clone(),
+        None => discover_model(&target, &base).await?,
+    };
+    let prompts = datasets::load(&w.dataset, w.seed, &opts.base_dir)?;
+    let pool: Vec<Request> = prompts.iter().map(|p| datasets::render(p, &w.api, &model)).collect();
+    std::fs::create_dir_all(&opts.results_dir)
+        .map_err(|source| LoadError::Write { dir: opts.results_dir.clone(), source })?;
+
+    let t0 = Instant::now();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let results = opts.results_dir.clone();
+    let quiet = opts.quiet;
+    let writer = tokio::spawn(async move { record::writer(&results.join("requests.csv"), rx, quiet).await });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let scraper = tokio::spawn(scrape::run(
+        target.clone(),
+        opts.results_dir.join("server_metrics.csv"),
+        t0,
+        opts.scrape_every,
+        stop_rx,
+    ));
+    let ctx = Arc::new(Ctx {
+        target,
+        t0,
+        timeout: Duration::from_secs_f64(w.api.timeout.0),
+        tx,
+        pool: Arc::new(pool),
+        next_prompt: AtomicU64::new(0),
+    });
+
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let mut info = RunInfo {
+        endpoint: base,
+        model,
+        started_at: crate::workdir::utc_now(),
+        benchflow_version: env!("CARGO_PKG_VERSION").to_string(),
+        stages: Vec::new(),
+        interrupted: false,
+        records: 0,
+        failed: 0,
+        server_metrics_scrapes: 0,
+        server_metrics_error: None,
+    };
+    write_json(&opts.results_dir, "run.json", &info)?;
+
+    let mut interrupted = false;
+    let result = {
+        let work = async {
+            if w.warmup.requests > 0 {
+                let _ = ctx.tx.send(Msg::Stage {
+                    stage: 0,
+                    label: "warm-up".into(),
+                    requests: Some(w.warmup.requests as u64),
+                    duration: None,
+                });
+                closed_loop(
+                    &ctx,
+                    0,
+                    true,
+                    w.warmup.concurrency.unwrap_or(1).max(1),
+                    Some(w.warmup.requests as u64),
+                    None,
+                    &cancel_rx,
+                )
+                .await;
+            }
+            for (i, stage) in w.stages.iter().enumerate() {
+                if *cancel_rx.borrow() {
+                    break;
+                }
+                let n = i as u32 + 1;
+                let duration = stage.duration.map(|d| d.0);
+                let _ = ctx.tx.send(Msg::Stage {
+                    stage: n,
+                    label: stage.label(),
+                    requests: stage.requests,
+                    duration,
+                });
+                let start_s = t0.elapsed().as_secs_f64();
+                let dispatched = match stage.load() {
+                    Load::Concurrency(c) => {
+                        let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
+                        closed_loop(&ctx, n, false, c, stage.requests, deadline, &cancel_rx).await
+                    }
+                    Load::Rate { rate, burstiness, max_concurrency, .. } => {
+                        let mut rng = Rng::derive(w.seed, 0x5EED_0000 + n as u64);
+                        let offsets = match duration {
+                            Some(d) => schedule::by_duration(rate, burstiness, d, stage.requests, &mut rng),
+                            None => {
+                                schedule::by_count(rate, burstiness, stage.requests.unwrap_or(1), &mut rng)
+                            }
+                        };
+                        open_loop(&ctx, n, &offsets, max_concurrency, &cancel_rx).await
+                    }
+                };
+                info.stages.push(StageWindow {
+                    stage: n,
+                    label: stage.label(),
+                    start_s,
+                    end_s: t0.elapsed().as_secs_f64(),
+                    dispatched,
+                });
+                write_json(&opts.results_dir, "run.json", &info)?;
+            }
+            Ok::<(), LoadError>(())
+        };
+        tokio::pin!(shutdown);
+        tokio::pin!(work);
+        tokio::select! {
+            r = &mut work => r,
+            _ = &mut shutdown => {
+                interrupted = true;
+                let _ = cancel_tx.send(true);
+                // Let in-flight requests record themselves as cancelled.
+                (&mut work).await
+            }
+        }
+    };
+    info.interrupted = interrupted;
+    drop(ctx);
+    let _ = stop_tx.send(true);
+    let written = writer
+        .await
+        .map_err(|e| LoadError::Write { dir: opts.results_dir.clone(), source: std::io::Error::other(e) })?
+        .map_err(|source| LoadError::Write { dir: opts.results_dir.clone(), source })?;
+    let (scrapes, scrape_err) = scraper.await.unwrap_or((0, Some("the scraper task failed".into())));
+    info.records = written.records;
+    info.failed = written.failed;
+    info.server_metrics_scrapes = scrapes;
+    info.server_metrics_error = scrape_err;
+    write_json(&opts.results_dir, "run.json", &info)?;
+    result.map(|()| info)
+}
