@@ -556,9 +556,11 @@ mod tests {
     use super::*;
     use crate::sim::config::Secs;
 
-    /// Writes a requests.csv from (stage, sent, first, last, end, output_tokens, itl gaps in ms,
-    /// error kind) rows, times in ms.
-    fn workdir(rows: &[(u32, f64, Option<f64>, Option<f64>, f64, u64, &[u64], &str)]) -> tempdir::Dir {
+    /// (stage, sent, first, last, end, output_tokens, itl gaps in ms, error kind), times in ms.
+    type TestRow<'a> = (u32, f64, Option<f64>, Option<f64>, f64, u64, &'a [u64], &'a str);
+
+    /// Writes a requests.csv from rows.
+    fn workdir(rows: &[TestRow]) -> tempdir::Dir {
         let dir = tempdir::Dir::new();
         std::fs::create_dir_all(dir.0.join("results")).unwrap();
         let mut csv = crate::loadgen::record::HEADER.join(",") + "\n";

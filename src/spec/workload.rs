@@ -337,13 +337,13 @@ impl Workload {
                     return bad("dataset.random: input_len and output_len must be at least 1".into());
                 }
             }
-            DatasetSpec::SharedPrefix(s) => {
-                if s.groups == 0 || s.prompts_per_group == 0 || s.output_len == 0 {
-                    return bad(
-                        "dataset.shared_prefix: groups, prompts_per_group and output_len must be at least 1"
-                            .into(),
-                    );
-                }
+            DatasetSpec::SharedPrefix(s)
+                if s.groups == 0 || s.prompts_per_group == 0 || s.output_len == 0 =>
+            {
+                return bad(
+                    "dataset.shared_prefix: groups, prompts_per_group and output_len must be at least 1"
+                        .into(),
+                );
             }
             _ => {}
         }

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per area.
 
 mod loadgen; // the load generator against the simulator: accuracy, pacing, accounting
+mod run_cli; // `benchflow run` and `analyze` as a user runs them: files, exit codes, SIGINT
 mod sim_cli; // the `benchflow sim` binary: address line, signals, exit codes
 mod sim_faults; // every fault knob has an observable effect
 mod sim_timing; // the performance model as a client sees it

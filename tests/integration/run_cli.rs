@@ -1,0 +1,185 @@
+//! `benchflow run --endpoint` and `benchflow analyze` as a user runs them.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use crate::loadgen::TempDir;
+
+fn benchflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_benchflow"))
+}
+
+struct Sim(Child, String);
+
+impl Sim {
+    fn start(args: &[&str]) -> Self {
+        let mut child = benchflow()
+            .args(["sim", "--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        Sim(child, line.trim().to_string())
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn workload(dir: &TempDir, yaml: &str) -> String {
+    let p = dir.0.join("w.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
+    let sim = Sim::start(&["--profile", "tiny/cpu", "--set", "time_scale=0"]);
+    let dir = TempDir::new("cli-run");
+    let w = workload(
+        &dir,
+        "dataset: { random: { input_len: 16, output_len: 8 } }\nwarmup: { requests: 2 }\nstages:\n  - { rate: 50, requests: 40 }\n  - { concurrency: 4, requests: 40 }\n",
+    );
+    let wd = dir.0.join("wd");
+    let out = benchflow()
+        .args(["run", "--endpoint", &sim.1, "-w", &w, "--workdir", wd.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("== stage 1: rate=50/s poisson ==")
+            && stdout.contains("== stage 2: concurrency=4 =="),
+        "{stdout}"
+    );
+    for f in [
+        "inputs/workload.yaml",
+        "results/requests.csv",
+        "results/run.json",
+        "results/server_metrics.csv",
+        "analysis/stats.json",
+        "analysis/stats.txt",
+        "analysis/summary.csv",
+    ] {
+        assert!(wd.join(f).is_file(), "{f} missing");
+    }
+    let rows = std::fs::read_to_string(wd.join("results/requests.csv")).unwrap().lines().count();
+    assert_eq!(rows, 1 + 2 + 80, "header + warm-up + two stages");
+    let stats = std::fs::read(wd.join("analysis/stats.json")).unwrap();
+    std::fs::remove_dir_all(wd.join("analysis")).unwrap();
+    let out = benchflow().args(["analyze", wd.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read(wd.join("analysis/stats.json")).unwrap(),
+        stats,
+        "analyze must reproduce the run's statistics"
+    );
+    let out =
+        benchflow().args(["analyze", wd.to_str().unwrap(), "--convention", "guidellm"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("guidellm conventions"));
+    // A second run into the same directory is refused.
+    let out = benchflow()
+        .args(["run", "--endpoint", &sim.1, "-w", &w, "--workdir", wd.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds results"));
+}
+
+#[test]
+fn sigint_keeps_and_analyses_what_was_measured() {
+    let sim = Sim::start(&["--profile", "tiny/cpu"]);
+    let dir = TempDir::new("cli-int");
+    let w = workload(
+        &dir,
+        "dataset: { random: { input_len: 16, output_len: 400 } }\nstages: [ { concurrency: 4, duration: 60s } ]\n",
+    );
+    let wd = dir.0.join("wd");
+    let mut child = benchflow()
+        .args(["run", "--endpoint", &sim.1, "-w", &w, "--workdir", wd.to_str().unwrap(), "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until requests are being recorded (the writer flushes every second).
+    let csv = wd.join("results/requests.csv");
+    for _ in 0..200 {
+        if std::fs::read_to_string(&csv).map(|t| t.lines().count() > 1).unwrap_or(false) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(5));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.lines().any(|l| l.contains(",cancelled,")), "in-flight requests are recorded as cancelled");
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(wd.join("results/run.json")).unwrap()).unwrap();
+    assert_eq!(info["interrupted"], true);
+    assert!(wd.join("analysis/stats.json").is_file());
+}
+
+#[test]
+fn an_unreachable_endpoint_and_a_bad_workload_are_clear_errors() {
+    let dir = TempDir::new("cli-err");
+    let w = workload(
+        &dir,
+        "dataset: { random: { input_len: 16, output_len: 8 } }\nstages: [ { rate: 1, requests: 1 } ]\n",
+    );
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = benchflow()
+        .args([
+            "run",
+            "--endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "-w",
+            &w,
+            "--workdir",
+            dir.0.join("wd").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = workload(
+        &dir,
+        "dataset: { random: { input_len: 16, output_len: 8 } }\nstages:\n  - { rate: 1, reqests: 1 }\n",
+    );
+    let out = benchflow().args(["run", "--endpoint", "http://127.0.0.1:1", "-w", &bad]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("w.yaml:3:") && err.contains("did you mean `requests`"), "{err}");
+
+    let out = benchflow()
+        .args(["run", "--endpoint", "http://127.0.0.1:1", "-w", "no-such-workload"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no workload named `no-such-workload`"));
+}
+
+#[test]
+fn the_shipped_workloads_parse() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/workloads")).unwrap() {
+        let p = entry.unwrap().path();
+        benchflow::spec::workload::Workload::from_file(&p).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
