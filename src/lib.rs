@@ -15,6 +15,7 @@
 //! * `analysis`: statistics from the records (vllm bench serve and GuideLLM conventions) and
 //!   the outputs in `analysis/`.
 //! * `workdir`: run directories and ids.
+//! * `timer`: sub-millisecond sleeps for the timing-critical waits (simulator, dispatcher).
 //! * `rng`: the seeded random number generator and distributions shared by everything that
 //!   samples (simulator jitter and faults; later arrival schedules and datasets).
 
@@ -25,4 +26,5 @@ pub mod loadgen;
 pub mod rng;
 pub mod sim;
 pub mod spec;
+pub mod timer;
 pub mod workdir;

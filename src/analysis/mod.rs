@@ -4,8 +4,11 @@
 //!
 //! Reads `results/requests.csv` in one streaming pass (warm-up rows skipped), keeps per stage
 //! only what the statistics need, and writes `analysis/stats.json` (vllm bench serve's key
-//! names), `analysis/stats.txt` (for people) and `analysis/summary.csv` (one row per stage).
+//! names), `analysis/stats.txt` (for people), `analysis/summary.csv` (one row per stage), the
+//! charts in `analysis/plots/` ([`plots`]) and `analysis/report.html` ([`report`]).
 
+pub mod plots;
+pub mod report;
 pub mod stats;
 
 use std::{
@@ -47,6 +50,8 @@ pub enum AnalysisError {
     Row { path: PathBuf, line: u64, why: String },
     #[error("failed to write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Plot(#[from] plots::PlotError),
 }
 
 /// One request as read back (seconds since the run's start).
@@ -102,6 +107,8 @@ struct Acc {
 pub struct StageStats {
     pub stage: u32,
     pub label: String,
+    /// (start, end) of the stage in run seconds.
+    pub window: (f64, f64),
     pub duration: f64,
     pub completed: u64,
     pub failed: u64,
@@ -130,6 +137,88 @@ pub struct Analysis {
     pub convention: Convention,
     pub info: Option<RunInfo>,
     pub stages: Vec<StageStats>,
+    /// What the charts draw.
+    pub series: Series,
+}
+
+/// Cumulative distribution points (value in ms, fraction ≤ value).
+pub type Cdf = Vec<(f64, f64)>;
+
+/// Per-stage latency distributions.
+#[derive(Debug, Clone, Default)]
+pub struct StageSeries {
+    pub stage: u32,
+    pub label: String,
+    pub ttft: Cdf,
+    pub itl: Cdf,
+    pub e2el: Cdf,
+}
+
+/// Data for the charts.
+#[derive(Debug, Clone, Default)]
+pub struct Series {
+    pub stages: Vec<StageSeries>,
+    /// Per second of run time: successful completions, output tokens (content chunks).
+    pub completions_per_s: Vec<f64>,
+    pub tokens_per_s: Vec<f64>,
+    /// Requests in flight, sampled every 100 ms of run time.
+    pub in_flight: Vec<f64>,
+    /// Stage windows (start, end, stage) in run seconds.
+    pub windows: Vec<(f64, f64, u32)>,
+    /// Server metrics over time, by metric name: (run seconds, value).
+    pub server: BTreeMap<String, Vec<(f64, f64)>>,
+}
+
+/// A CDF of `values` (seconds) in ms: exact below 2,000 values, else from a log-spaced
+/// histogram of 1,000 bins (O(n), plenty for a chart).
+pub fn cdf(values: &[f64]) -> Cdf {
+    let n = values.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    if n <= 2000 {
+        let mut v: Vec<f64> = values.iter().map(|x| x * 1000.0).collect();
+        v.sort_by(f64::total_cmp);
+        return v.iter().enumerate().map(|(i, x)| (*x, (i + 1) as f64 / n as f64)).collect();
+    }
+    // A systematic sample of at most 200,000 values keeps this cheap for tens of millions of
+    // chunk gaps; a chart cannot show the difference.
+    let step = n.div_ceil(200_000);
+    let values: Vec<f64> = values.iter().step_by(step).copied().collect();
+    let n = values.len();
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min).max(1e-7);
+    let hi = values.iter().copied().fold(0.0, f64::max).max(lo * 1.0001);
+    const BINS: usize = 1000;
+    let (llo, lhi) = (lo.ln(), hi.ln());
+    let mut counts = vec![0u64; BINS];
+    for x in &values {
+        let i = (((x.max(lo).ln() - llo) / (lhi - llo)) * BINS as f64) as usize;
+        counts[i.min(BINS - 1)] += 1;
+    }
+    let mut cum = 0;
+    counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .map(|(i, c)| {
+            cum += c;
+            ((llo + (i + 1) as f64 / BINS as f64 * (lhi - llo)).exp() * 1000.0, cum as f64 / n as f64)
+        })
+        .collect()
+}
+
+/// Reads `results/server_metrics.csv` (long format) into series by metric name.
+fn read_server_metrics(dir: &Path) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let Ok(mut r) = csv::Reader::from_path(dir.join("results/server_metrics.csv")) else { return out };
+    for rec in r.records().flatten() {
+        if let (Some(t), Some(name), Some(v)) = (rec.get(0), rec.get(1), rec.get(3))
+            && let (Ok(t), Ok(v)) = (t.parse::<f64>(), v.parse::<f64>())
+        {
+            out.entry(name.to_string()).or_default().push((t, v));
+        }
+    }
+    out
 }
 
 fn secs(field: &[u8]) -> Option<f64> {
@@ -139,8 +228,20 @@ fn secs(field: &[u8]) -> Option<f64> {
     std::str::from_utf8(field).ok()?.parse::<f64>().ok().map(|us| us / 1e6)
 }
 
+/// A decimal integer (digits only), without UTF-8 validation: the hot loop of reading
+/// millions of chunk gaps.
 fn int(field: &[u8]) -> Option<u64> {
-    std::str::from_utf8(field).ok()?.parse().ok()
+    if field.is_empty() || field.len() > 19 {
+        return None;
+    }
+    let mut n = 0u64;
+    for b in field {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Some(n)
 }
 
 /// Reads `results/run.json` if present.
@@ -149,10 +250,13 @@ pub fn read_info(dir: &Path) -> Option<RunInfo> {
     serde_json::from_slice(&text).ok()
 }
 
-/// Analyses a work directory (reads `results/`, writes `analysis/`).
+/// Analyses a work directory (reads `results/`, writes `analysis/`: statistics, charts, report).
 pub fn analyze(dir: &Path, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
     let analysis = compute(dir, convention, slo)?;
     write_outputs(dir, &analysis)?;
+    let charts = plots::render(&dir.join("analysis/plots"), &analysis)?;
+    let html = report::render(dir, &analysis, &charts);
+    write(dir.join("analysis/report.html"), html.as_bytes())?;
     Ok(analysis)
 }
 
@@ -176,6 +280,8 @@ pub fn compute(dir: &Path, convention: Convention, slo: &Slo) -> Result<Analysis
         });
     }
     let mut stages: BTreeMap<u32, Acc> = BTreeMap::new();
+    let mut inflight_diff: Vec<i64> = Vec::new();
+    let mut done_s: Vec<f64> = Vec::new();
     let mut record = csv::ByteRecord::new();
     let mut gaps: Vec<f64> = Vec::new();
     loop {
@@ -211,22 +317,59 @@ pub fn compute(dir: &Path, convention: Convention, slo: &Slo) -> Result<Analysis
         }
         let acc = stages.entry(row.stage).or_default();
         accumulate(acc, &row, &gaps, slo);
+        // Timeline: in flight from sent to end (100 ms grid), completions per second.
+        let (a, b) = ((row.sent * 10.0) as usize, (row.end * 10.0) as usize);
+        if inflight_diff.len() <= b + 1 {
+            inflight_diff.resize(b + 2, 0);
+        }
+        inflight_diff[a] += 1;
+        inflight_diff[b + 1] -= 1;
+        if row.error_kind.is_empty() && row.first.is_some() {
+            let i = row.end as usize;
+            if done_s.len() <= i {
+                done_s.resize(i + 1, 0.0);
+            }
+            done_s[i] += 1.0;
+        }
     }
     let windows: BTreeMap<u32, (String, f64, f64)> = info
         .as_ref()
         .map(|i| i.stages.iter().map(|s| (s.stage, (s.label.clone(), s.start_s, s.end_s))).collect())
         .unwrap_or_default();
-    let stats = stages
-        .into_iter()
-        .map(|(n, mut acc)| {
-            if let Some((label, a, b)) = windows.get(&n) {
-                acc.label = label.clone();
-                acc.window = Some((*a, *b));
+    let mut series = Series { completions_per_s: done_s, ..Series::default() };
+    let mut stats = Vec::new();
+    for (n, mut acc) in stages {
+        if let Some((label, a, b)) = windows.get(&n) {
+            acc.label = label.clone();
+            acc.window = Some((*a, *b));
+        }
+        for (i, c) in acc.chunk_ms.chunks(1000).enumerate() {
+            if series.tokens_per_s.len() <= i {
+                series.tokens_per_s.resize(i + 1, 0.0);
             }
-            finish(n, acc, convention, slo)
+            series.tokens_per_s[i] += c.iter().map(|x| *x as f64).sum::<f64>();
+        }
+        series.stages.push(StageSeries {
+            stage: n,
+            label: acc.label.clone(),
+            ttft: cdf(&acc.ttft),
+            itl: cdf(&acc.itl),
+            e2el: cdf(&acc.e2el),
+        });
+        let st = finish(n, acc, convention, slo);
+        series.windows.push((st.window.0, st.window.1, n));
+        stats.push(st);
+    }
+    let mut cur = 0i64;
+    series.in_flight = inflight_diff
+        .iter()
+        .map(|d| {
+            cur += d;
+            cur as f64
         })
         .collect();
-    Ok(Analysis { convention, info, stages: stats })
+    series.server = read_server_metrics(dir);
+    Ok(Analysis { convention, info, stages: stats, series })
 }
 
 fn accumulate(acc: &mut Acc, r: &Row, gaps: &[f64], slo: &Slo) {
@@ -361,6 +504,7 @@ fn finish(stage: u32, mut acc: Acc, convention: Convention, slo: &Slo) -> StageS
     StageStats {
         stage,
         label: acc.label,
+        window: (start, end),
         duration,
         completed: acc.completed,
         failed,
@@ -533,7 +677,7 @@ pub fn render_text(a: &Analysis) -> String {
             ("TPOT", &s.tpot),
             ("ITL", &s.itl),
             ("E2EL", &s.e2el),
-            ("client queue", &s.client_queue),
+            ("send delay", &s.client_queue),
         ] {
             let _ = writeln!(
                 t,

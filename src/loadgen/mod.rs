@@ -294,7 +294,7 @@ async fn open_loop(
     for (index, off) in offsets.iter().enumerate() {
         let due = start + Duration::from_secs_f64(*off);
         tokio::select! {
-            _ = tokio::time::sleep_until(due.into()) => {}
+            _ = crate::timer::sleep_until(due) => {}
             _ = cancelled(&mut watch) => break,
         }
         let permit = match &sem {

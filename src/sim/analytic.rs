@@ -91,7 +91,7 @@ pub async fn serve(
         if scale > 0.0 {
             let deadline = started + Duration::from_secs_f64(t * scale);
             if deadline > Instant::now() {
-                tokio::time::sleep_until(deadline.into()).await;
+                crate::timer::sleep_until(deadline).await;
             }
             due = Some(deadline);
         } else if k % 64 == 63 {

@@ -128,7 +128,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                         }
                         continue;
                     }
-                    _ = tokio::time::sleep_until(clock.wall_at(t).into()) => {}
+                    _ = crate::timer::sleep_until(clock.wall_at(t)) => {}
                 }
             }
             // Start exactly when the request became ready, however late the timer woke us.
@@ -144,7 +144,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         if let Some(target) = due
             && target > Instant::now()
         {
-            tokio::time::sleep_until(target.into()).await;
+            crate::timer::sleep_until(target).await;
             last_yield = Instant::now();
         }
         engine.finish_step(end, due);

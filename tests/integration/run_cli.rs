@@ -70,9 +70,32 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
         "analysis/stats.json",
         "analysis/stats.txt",
         "analysis/summary.csv",
+        "analysis/report.html",
     ] {
         assert!(wd.join(f).is_file(), "{f} missing");
     }
+    for chart in [
+        "ttft_cdf",
+        "e2el_cdf",
+        "itl_cdf",
+        "throughput",
+        "requests",
+        "server_kv_cache",
+        "server_queue",
+        "latency_vs_throughput",
+    ] {
+        let png = std::fs::read(wd.join(format!("analysis/plots/{chart}.png")))
+            .unwrap_or_else(|_| panic!("{chart}.png"));
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{chart}.png is a PNG");
+        let svg = std::fs::read_to_string(wd.join(format!("analysis/plots/{chart}.svg"))).unwrap();
+        assert!(svg.trim_start().starts_with("<svg") && svg.contains("</svg>"), "{chart}.svg");
+    }
+    let html = std::fs::read_to_string(wd.join("analysis/report.html")).unwrap();
+    assert!(html.contains("<h1>benchflow report</h1>") && html.matches("<svg").count() >= 8);
+    assert!(
+        !html.contains("src=\"http") && !html.contains("<script") && !html.contains("<link"),
+        "the report must be self-contained"
+    );
     let rows = std::fs::read_to_string(wd.join("results/requests.csv")).unwrap().lines().count();
     assert_eq!(rows, 1 + 2 + 80, "header + warm-up + two stages");
     let stats = std::fs::read(wd.join("analysis/stats.json")).unwrap();

@@ -1,0 +1,291 @@
+//! Charts (plotters): PNG and SVG of every chart into `analysis/plots/`.
+//!
+//! Every chart here is lines (and optionally points) over `(f64, f64)` series, so one
+//! [`LineChart`] spec and one drawing function serve them all, for both backends. Text uses
+//! DejaVu Sans Condensed embedded in the binary (`assets/fonts`), so no system font is needed.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Once,
+};
+
+use plotters::{coord::Shift, prelude::*, style::FontStyle};
+
+use super::{Analysis, Cdf};
+
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSansCondensed.ttf");
+const SIZE: (u32, u32) = (900, 480);
+
+/// tab10: distinct, readable on white.
+const COLORS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// Why a chart could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to draw {name}: {why}")]
+pub struct PlotError {
+    pub name: String,
+    pub why: String,
+}
+
+/// One chart.
+#[derive(Debug, Clone)]
+pub struct LineChart {
+    pub name: &'static str,
+    pub title: String,
+    pub x_desc: &'static str,
+    pub y_desc: &'static str,
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+    /// Dashed vertical lines (stage boundaries), x values.
+    pub marks: Vec<f64>,
+    pub points: bool,
+    /// Upper x limit (e.g. a CDF clipped at p99.9); None = the data's maximum.
+    pub x_max: Option<f64>,
+    pub y_max: Option<f64>,
+    /// CDFs rise to the right, so their legend goes lower right; time series' upper left.
+    pub legend_lower_right: bool,
+}
+
+impl LineChart {
+    fn new(name: &'static str, title: impl Into<String>, x_desc: &'static str, y_desc: &'static str) -> Self {
+        LineChart {
+            name,
+            title: title.into(),
+            x_desc,
+            y_desc,
+            series: Vec::new(),
+            marks: Vec::new(),
+            points: false,
+            x_max: None,
+            y_max: None,
+            legend_lower_right: false,
+        }
+    }
+
+    fn has_data(&self) -> bool {
+        self.series.iter().any(|(_, s)| !s.is_empty())
+    }
+}
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // A failure here shows as a drawing error naming the chart.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("{e:?}");
+    root.fill(&WHITE).map_err(e)?;
+    let all = c.series.iter().flat_map(|(_, s)| s.iter());
+    let (mut x_max, mut y_max) = all.fold((0.0f64, 0.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
+    x_max = c.x_max.unwrap_or(x_max).max(1e-9) * 1.02;
+    y_max = c.y_max.unwrap_or(y_max * 1.08).max(1e-9);
+    let mut chart = ChartBuilder::on(root)
+        .caption(&c.title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc(c.x_desc)
+        .y_desc(c.y_desc)
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 15))
+        .light_line_style(RGBColor(246, 246, 246))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .draw()
+        .map_err(e)?;
+    for m in &c.marks {
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(*m, 0.0), (*m, y_max)],
+                4,
+                4,
+                RGBColor(150, 150, 150).stroke_width(1),
+            ))
+            .map_err(e)?;
+    }
+    for (i, (label, pts)) in c.series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let clipped: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.0 <= x_max).collect();
+        chart
+            .draw_series(LineSeries::new(clipped.clone(), color.stroke_width(2)))
+            .map_err(e)?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
+        if c.points {
+            chart.draw_series(clipped.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(e)?;
+        }
+    }
+    if c.series.len() > 1 || c.series.first().is_some_and(|(l, _)| !l.is_empty()) {
+        chart
+            .configure_series_labels()
+            .position(if c.legend_lower_right {
+                SeriesLabelPosition::LowerRight
+            } else {
+                SeriesLabelPosition::UpperLeft
+            })
+            .label_font(("sans-serif", 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .draw()
+            .map_err(e)?;
+    }
+    root.present().map_err(e)
+}
+
+fn save(dir: &Path, c: &LineChart) -> Result<Vec<PathBuf>, PlotError> {
+    register_font();
+    let err = |why: String| PlotError { name: c.name.to_string(), why };
+    let (w, h) = SIZE;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        draw(&root, c).map_err(err)?;
+    }
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
+        draw(&root, c).map_err(err)?;
+    }
+    let mut png_bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut png_bytes, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().map_err(|e| err(e.to_string()))?;
+        writer.write_image_data(&rgb).map_err(|e| err(e.to_string()))?;
+    }
+    let mut written = Vec::new();
+    for (ext, bytes) in [("svg", svg.into_bytes()), ("png", png_bytes)] {
+        let path = dir.join(format!("{}.{ext}", c.name));
+        // Written under a temporary name first: a failed chart never leaves a partial file.
+        let tmp = dir.join(format!(".{}.{ext}.tmp", c.name));
+        std::fs::write(&tmp, &bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| err(e.to_string()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The p99.9 of the CDFs (in ms), to clip long tails off the x axis.
+fn clip(cdfs: &[&Cdf]) -> Option<f64> {
+    cdfs.iter().filter_map(|c| c.iter().find(|(_, f)| *f >= 0.999).map(|(x, _)| *x)).reduce(f64::max)
+}
+
+fn cdf_chart(
+    a: &Analysis,
+    name: &'static str,
+    what: &str,
+    pick: fn(&super::StageSeries) -> &Cdf,
+) -> LineChart {
+    let mut c = LineChart::new(
+        name,
+        format!("{what}: cumulative distribution (x clipped at p99.9)"),
+        "milliseconds",
+        "fraction of requests",
+    );
+    for s in &a.series.stages {
+        c.series.push((format!("stage {}: {}", s.stage, s.label), pick(s).clone()));
+    }
+    c.x_max = clip(&a.series.stages.iter().map(pick).collect::<Vec<_>>());
+    c.y_max = Some(1.0);
+    c.legend_lower_right = true;
+    c
+}
+
+/// Builds every chart the analysis supports.
+pub fn charts(a: &Analysis) -> Vec<LineChart> {
+    let mut out = vec![
+        cdf_chart(a, "ttft_cdf", "Time to first token", |s| &s.ttft),
+        cdf_chart(a, "e2el_cdf", "End-to-end latency", |s| &s.e2el),
+        cdf_chart(a, "itl_cdf", "Inter-token latency (per chunk)", |s| &s.itl),
+    ];
+    if let Some(c) = out.get_mut(2) {
+        c.y_desc = "fraction of chunk gaps";
+    }
+    let marks: Vec<f64> = a.series.windows.iter().flat_map(|(s, e, _)| [*s, *e]).collect();
+    let per_s = |v: &[f64]| v.iter().enumerate().map(|(i, y)| (i as f64 + 0.5, *y)).collect::<Vec<_>>();
+    let mut t = LineChart::new("throughput", "Throughput over time", "run time (s)", "per second");
+    t.series.push(("output tokens/s".into(), per_s(&a.series.tokens_per_s)));
+    t.marks = marks.clone();
+    out.push(t);
+    let mut r =
+        LineChart::new("requests", "Completed requests and requests in flight", "run time (s)", "requests");
+    r.series.push(("completed per second".into(), per_s(&a.series.completions_per_s)));
+    r.series.push((
+        "in flight".into(),
+        a.series.in_flight.iter().enumerate().map(|(i, y)| (i as f64 / 10.0, *y)).collect(),
+    ));
+    r.marks = marks.clone();
+    out.push(r);
+    let server = &a.series.server;
+    if let Some(kv) =
+        server.get("vllm:kv_cache_usage_perc").or_else(|| server.get("vllm:gpu_cache_usage_perc"))
+    {
+        let mut c = LineChart::new(
+            "server_kv_cache",
+            "Server KV-cache usage",
+            "run time (s)",
+            "percent of KV blocks",
+        );
+        c.series.push(("KV cache usage".into(), kv.iter().map(|(t, v)| (*t, v * 100.0)).collect()));
+        c.y_max = Some(100.0);
+        c.marks = marks.clone();
+        out.push(c);
+    }
+    let mut q =
+        LineChart::new("server_queue", "Server requests running and waiting", "run time (s)", "requests");
+    for (name, label) in [("vllm:num_requests_running", "running"), ("vllm:num_requests_waiting", "waiting")]
+    {
+        if let Some(v) = server.get(name) {
+            q.series.push((label.into(), v.clone()));
+        }
+    }
+    q.marks = marks;
+    out.push(q);
+    if a.stages.len() > 1 {
+        let mut c = LineChart::new(
+            "latency_vs_throughput",
+            "Latency against achieved throughput, one point per stage",
+            "achieved requests/s",
+            "milliseconds",
+        );
+        let pts = |f: fn(&super::StageStats) -> f64| {
+            a.stages.iter().map(|s| (s.request_throughput, f(s))).collect::<Vec<_>>()
+        };
+        c.series.push(("TTFT p50".into(), pts(|s| s.ttft.median)));
+        c.series.push(("TTFT p99".into(), pts(|s| s.ttft.p(99.0))));
+        c.series.push(("E2EL p50".into(), pts(|s| s.e2el.median)));
+        c.points = true;
+        out.push(c);
+    }
+    out.retain(LineChart::has_data);
+    out
+}
+
+/// Renders every chart into `dir`; returns the charts drawn.
+pub fn render(dir: &Path, a: &Analysis) -> Result<Vec<LineChart>, PlotError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| PlotError { name: dir.display().to_string(), why: e.to_string() })?;
+    let charts = charts(a);
+    for c in &charts {
+        save(dir, c)?;
+    }
+    Ok(charts)
+}

@@ -1,0 +1,140 @@
+//! `analysis/report.html`: one self-contained page (no network): the run's parameters, the
+//! workload as written, the statistics per stage, and every chart inline as SVG.
+
+use std::{fmt::Write as _, path::Path};
+
+use super::{Analysis, plots::LineChart};
+
+/// HTML-escapes text.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+const STYLE: &str = "body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}\
+h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}\
+table{border-collapse:collapse;font-size:.9em;margin:.6em 0}th,td{padding:.3em .6em;border-bottom:1px solid #eee;text-align:right}\
+th:first-child,td:first-child{text-align:left}th{background:#f6f6f6}pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}\
+.meta td{text-align:left}.note{color:#666;font-size:.9em}figure{margin:1.2em 0}figure svg{max-width:100%;height:auto}\
+.warn{color:#a40}";
+
+/// Renders the report; chart SVGs are read from `analysis/plots/`.
+pub fn render(dir: &Path, a: &Analysis, charts: &[LineChart]) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>benchflow report</title><style>{STYLE}</style></head><body>"
+    );
+    let _ = write!(h, "<h1>benchflow report</h1>");
+    let _ = write!(h, "<table class=meta>");
+    let mut meta = |k: &str, v: String| {
+        let _ = write!(h, "<tr><td><b>{}</b></td><td>{}</td></tr>", escape(k), escape(&v));
+    };
+    if let Some(i) = &a.info {
+        meta("endpoint", i.endpoint.clone());
+        meta("model", i.model.clone());
+        meta("started (UTC)", i.started_at.clone());
+        meta("benchflow", i.benchflow_version.clone());
+        meta("requests recorded", format!("{} ({} failed)", i.records, i.failed));
+        if i.interrupted {
+            meta(
+                "status",
+                "INTERRUPTED: the statistics cover what was measured before the interruption".into(),
+            );
+        }
+        if let Some(e) = &i.server_metrics_error {
+            meta("server metrics", format!("{} scrapes; last error: {e}", i.server_metrics_scrapes));
+        }
+    }
+    meta("metric definitions", a.convention.as_str().to_string());
+    meta("work directory", dir.display().to_string());
+    let _ = write!(h, "</table>");
+    let estimated: u64 = a.stages.iter().map(|s| s.estimated_token_requests).sum();
+    if estimated > 0 {
+        let _ = write!(
+            h,
+            "<p class=warn>Token counts of {estimated} requests are client estimates: the server reported no usage for them.</p>"
+        );
+    }
+
+    let _ = write!(
+        h,
+        "<h2>Results per stage</h2><table><tr><th>stage</th><th>duration s</th><th>completed</th><th>failed</th><th>req/s</th><th>goodput req/s</th><th>output tok/s</th><th>max concurrency</th></tr>"
+    );
+    for s in &a.stages {
+        let failed = if s.failed_by_kind.is_empty() {
+            "0".to_string()
+        } else {
+            format!(
+                "{} ({})",
+                s.failed,
+                s.failed_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+            )
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{} {}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
+            s.stage,
+            escape(&s.label),
+            s.duration,
+            s.completed,
+            escape(&failed),
+            s.request_throughput,
+            s.request_goodput.map(|g| format!("{g:.2}")).unwrap_or_else(|| "-".into()),
+            s.output_throughput,
+            s.max_concurrent_requests
+        );
+    }
+    let _ = write!(h, "</table>");
+    let _ = write!(
+        h,
+        "<h2>Latency (ms)</h2><table><tr><th>stage / metric</th><th>mean</th><th>median</th><th>std</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th></tr>"
+    );
+    for s in &a.stages {
+        for (name, m) in [
+            ("TTFT", &s.ttft),
+            ("TPOT", &s.tpot),
+            ("ITL", &s.itl),
+            ("E2EL", &s.e2el),
+            ("send delay", &s.client_queue),
+        ] {
+            let _ = write!(
+                h,
+                "<tr><td>{} · {name}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr>",
+                s.stage,
+                m.mean,
+                m.median,
+                m.std,
+                m.p(90.0),
+                m.p(95.0),
+                m.p(99.0),
+                m.p(99.9)
+            );
+        }
+    }
+    let _ = write!(h, "</table><p class=note>");
+    let _ = write!(
+        h,
+        "{}",
+        escape(match a.convention {
+            super::Convention::Vllm =>
+                "Definitions of vllm bench serve: TTFT to the first content chunk; ITL between content chunks, pooled over requests; TPOT = (E2EL − TTFT)/(output tokens − 1) per request; E2EL to the last content chunk; percentiles by linear interpolation; duration from the stage's first dispatch to its last completion. Send delay: scheduled → sent (waiting for a concurrency slot, timer lateness, connection setup).",
+            super::Convention::Guidellm =>
+                "Definitions of GuideLLM: TTFT to the first token; TPOT = time to the last token / output tokens, weighted by tokens; ITL = (last − first token)/(tokens − 1), weighted by tokens − 1; E2EL = request latency to the stream's end; percentiles by the inverse empirical CDF.",
+        })
+    );
+    let _ = write!(h, "</p><h2>Charts</h2>");
+    for c in charts {
+        let svg = std::fs::read_to_string(dir.join("analysis/plots").join(format!("{}.svg", c.name)))
+            .unwrap_or_default();
+        let _ = write!(
+            h,
+            "<figure id=\"{}\">{svg}<figcaption class=note><a href=\"plots/{}.png\">PNG</a> · <a href=\"plots/{}.svg\">SVG</a></figcaption></figure>",
+            c.name, c.name, c.name
+        );
+    }
+    if let Ok(w) = std::fs::read_to_string(dir.join("inputs/workload.yaml")) {
+        let _ = write!(h, "<h2>Workload</h2><pre>{}</pre>", escape(&w));
+    }
+    let _ = writeln!(h, "</body></html>");
+    h
+}
