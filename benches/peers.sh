@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# benchflow side by side with Python load generators, on this machine, in one run, against the
+# same benchflow simulator (fresh for every measurement):
+#   A. zero model latency, closed loop 64 in flight, 64 streamed tokens: sustained requests/s
+#   B. truth TTFT 100 ms / ITL 10 ms, 128 tokens, concurrency 512: reported TTFT p50 / p99
+# Peers are installed from PyPI into .venv-peers (aiperf; inference-perf needs Python >= 3.12,
+# which Debian 12 does not ship; GuideLLM pulls several GB of torch and is not scripted yet).
+# Usage: benches/peers.sh [SECONDS]   (default 30)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-30}
+root=$(pwd)
+venv=$root/.venv-peers
+cargo build --release --quiet
+bf=$root/target/release/benchflow
+tmp=$(mktemp -d)
+sim_pid=
+cleanup() { [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+if [ ! -x "$venv/bin/aiperf" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q aiperf tokenizers
+fi
+
+# A word-level tokenizer over the simulator's lexicon: one simulator word = one token.
+"$venv/bin/python" - "$tmp/tok" <<'PY'
+import json, re, sys, os
+os.makedirs(sys.argv[1], exist_ok=True)
+src = open("src/sim/tokenizer.rs").read()
+start = src.index("pub const LEXICON")
+words = re.findall(r'" (\w+)"', src[start:src.index("];", start)])
+from tokenizers import Tokenizer, models, pre_tokenizers
+vocab = {"[UNK]": 0}
+for w in words:
+    vocab.setdefault(w, len(vocab))
+tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+tok.save(os.path.join(sys.argv[1], "tokenizer.json"))
+json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "[UNK]", "model_max_length": 10**6},
+          open(os.path.join(sys.argv[1], "tokenizer_config.json"), "w"))
+PY
+
+start_sim() {
+  "$bf" sim --port 0 --set model=sim "$@" > "$tmp/sim.out" 2>/dev/null &
+  sim_pid=$!
+  for _ in $(seq 100); do [ -s "$tmp/sim.out" ] && break; sleep 0.05; done
+  url=$(head -1 "$tmp/sim.out")
+}
+stop_sim() { kill "$sim_pid"; wait "$sim_pid" 2>/dev/null || true; sim_pid=; }
+fixed=(--profile tiny/cpu --set fidelity=analytic --set ttft=100ms --set itl=10ms --set time_factor_under_load=1
+       --set request_overhead=0 --set max_num_seqs=100000)
+
+bench_benchflow() { # conc tokens -> "req/s ttft_p50 ttft_p99"
+  printf 'dataset: { random: { input_len: 128, output_len: %s } }\nstages: [ { concurrency: %s, duration: %ss } ]\n' "$2" "$1" "$secs" > "$tmp/w.yaml"
+  rm -rf "$tmp/bf"
+  "$bf" run --endpoint "$url" -w "$tmp/w.yaml" --workdir "$tmp/bf" -q > /dev/null 2>&1
+  python3 -c "import json; d=json.load(open('$tmp/bf/analysis/stats.json'))['stages'][0]; print(round(d['request_throughput']), round(d['median_ttft_ms'],2), round(d['p99_ttft_ms'],2))"
+}
+bench_aiperf() {
+  rm -rf "$tmp/aip"
+  (cd "$tmp" && "$venv/bin/aiperf" profile --model sim --tokenizer "$tmp/tok" --url "$url" --endpoint-type completions \
+    --streaming --isl 128 --osl "$2" --extra-inputs ignore_eos:true --concurrency "$1" --benchmark-duration "$secs" \
+    --ui-type none --artifact-dir "$tmp/aip" > "$tmp/aip.log" 2>&1)
+  python3 -c "import json; d=json.load(open('$tmp/aip/profile_export_aiperf.json')); t=d['time_to_first_token']; print(round(d['request_throughput']['avg']), round(t['p50'],2), round(t['p99'],2))"
+}
+
+echo "| tool | A: req/s (c=64, 64 tokens, zero latency) | B: TTFT p50 / p99 ms (truth 100, c=512, 128 tokens) |"
+echo "|---|---:|---:|"
+for tool in benchflow aiperf; do
+  start_sim --profile fixed/zero
+  read -r rps _ _ <<< "$(bench_$tool 64 64)"
+  stop_sim
+  start_sim "${fixed[@]}"
+  read -r _ p50 p99 <<< "$(bench_$tool 512 128)"
+  stop_sim
+  echo "| $tool | $rps | $p50 / $p99 |"
+done
