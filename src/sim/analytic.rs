@@ -124,20 +124,13 @@ pub async fn serve(
     let n = req.output_len.max(1);
     let mut m = shared.metrics.lock().expect("metrics lock");
     m.generation_tokens += n as u64;
-    m.e2e.observe(queue + t);
-    m.decode.observe(t - ttft);
-    m.inference.observe(t);
+    m.e2el_observe(queue + t, t - ttft, t, n, req.prompt_len, req.max_tokens);
     if n > 1 {
-        m.tpot.observe((t - ttft) / (n - 1) as f64);
         let itl = (t - ttft) / (n - 1) as f64;
         for _ in 1..n {
             m.itl.observe(itl);
         }
     }
-    m.prompt_len.observe(req.prompt_len as f64);
-    m.generation_len.observe(n as f64);
-    m.max_tokens_param.observe(req.max_tokens as f64);
-    m.max_generation.observe(req.max_tokens as f64);
     if n >= req.max_tokens {
         m.success_length += 1;
     } else {

@@ -488,16 +488,14 @@ impl<S: Sink> Engine<S> {
                 None => m.success_abort += 1,
             }
             if finish.is_some() {
-                m.e2e.observe(end - seq.arrival);
-                m.decode.observe(end - first);
-                m.inference.observe(end - scheduled);
-                if seq.generated > 1 {
-                    m.tpot.observe((end - first) / (seq.generated - 1) as f64);
-                }
-                m.prompt_len.observe(seq.prompt_len as f64);
-                m.generation_len.observe(seq.generated as f64);
-                m.max_tokens_param.observe(seq.max_tokens as f64);
-                m.max_generation.observe(seq.max_tokens as f64);
+                m.e2el_observe(
+                    end - seq.arrival,
+                    end - first,
+                    end - scheduled,
+                    seq.generated,
+                    seq.prompt_len,
+                    seq.max_tokens,
+                );
             }
         }
         self.publish_gauges(&mut m);

@@ -171,6 +171,29 @@ impl Metrics {
         }
     }
 
+    /// Records a finished request: end-to-end, decode and inference times, TPOT, and the
+    /// request-size histograms.
+    pub fn e2el_observe(
+        &mut self,
+        e2e: f64,
+        decode: f64,
+        inference: f64,
+        generated: u32,
+        prompt: u32,
+        max_tokens: u32,
+    ) {
+        self.e2e.observe(e2e);
+        self.decode.observe(decode);
+        self.inference.observe(inference);
+        if generated > 1 {
+            self.tpot.observe(decode / (generated - 1) as f64);
+        }
+        self.prompt_len.observe(prompt as f64);
+        self.generation_len.observe(generated as f64);
+        self.max_tokens_param.observe(max_tokens as f64);
+        self.max_generation.observe(max_tokens as f64);
+    }
+
     /// Counts one injected fault of the given type.
     pub fn fault(&mut self, kind: &'static str) {
         match self.faults.iter_mut().find(|(k, _)| *k == kind) {

@@ -66,12 +66,14 @@ async fn reported_latencies_match_the_simulators_fixed_truth() {
     let s = &a.stages[0];
     assert_eq!((s.completed, s.failed, s.estimated_token_requests), (64, 0, 0));
     assert_eq!(s.total_output_tokens, 64 * 20);
-    // Truth: TTFT 100 ms, ITL 10 ms, E2EL 100 + 19 · 10 = 290 ms. The server's timer adds up
-    // to 1 ms per deadline; allow for that and for a shared 2-core CI machine.
-    assert!((s.ttft.mean - 100.0).abs() < 3.0 && (s.ttft.median - 100.0).abs() < 3.0, "ttft {:?}", s.ttft);
+    // Truth: TTFT 100 ms, ITL 10 ms, E2EL 100 + 19 · 10 = 290 ms. Nothing can arrive before
+    // the truth (a reading below it would mean a wrong timestamp); lateness from a busy test
+    // machine only adds, so the upper bounds are loose. Accuracy figures come from
+    // benches/loadgen.sh, not from this test.
+    assert!(s.ttft.p(25.0) >= 99.9 && s.ttft.median < 108.0, "ttft {:?}", s.ttft);
     assert!((s.itl.mean - 10.0).abs() < 0.5, "itl {:?}", s.itl);
     assert!((s.tpot.mean - 10.0).abs() < 0.5, "tpot {:?}", s.tpot);
-    assert!((s.e2el.mean - 290.0).abs() < 4.0, "e2el {:?}", s.e2el);
+    assert!(s.e2el.p(25.0) >= 289.9 && s.e2el.median < 300.0, "e2el {:?}", s.e2el);
     assert!(s.max_concurrent_requests <= 16 && s.max_concurrent_requests >= 15);
     let csv = std::fs::read_to_string(dir.0.join("results/server_metrics.csv")).unwrap();
     assert!(csv.lines().any(|l| l.contains("vllm:generation_tokens_total")), "server metrics were scraped");
