@@ -803,6 +803,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_slowdown_schedule_takes_effect_at_its_time() {
+        let mut cfg = quiet(SimConfig::default());
+        cfg.slowdown_schedule = vec![SlowdownStep { after: crate::sim::config::Secs(1.0), factor: 2.0 }];
+        let r = run(&cfg, 16, 400, Load::Open(vec![0.0]));
+        let t = &r.recs[0].borrow().tokens;
+        let gap = |from: f64| t.windows(2).find(|w| w[0] > from).map(|w| w[1] - w[0]).unwrap();
+        // ≈ 7.5 ms before 1 s of simulated time, twice that after.
+        assert!(rel(gap(0.5), 0.0075) < 0.02, "{}", gap(0.5));
+        assert!(rel(gap(1.5), 0.015) < 0.02, "{}", gap(1.5));
+    }
+
+    #[test]
     fn a_request_larger_than_the_cache_fails_instead_of_hanging() {
         let mut cfg = quiet(SimConfig::default());
         cfg.kv_cache_tokens = Some(256);
