@@ -531,6 +531,17 @@ fn pkey(p: f64) -> String {
 }
 
 impl StageStats {
+    /// The latency summaries in table order, with their display names.
+    pub fn latency_rows(&self) -> [(&'static str, &Summary); 5] {
+        [
+            ("TTFT", &self.ttft),
+            ("TPOT", &self.tpot),
+            ("ITL", &self.itl),
+            ("E2EL", &self.e2el),
+            ("send delay", &self.client_queue),
+        ]
+    }
+
     /// The stage as vllm bench serve's result keys (plus `stage`, `label`, failures by kind).
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
@@ -672,13 +683,7 @@ pub fn render_text(a: &Analysis) -> String {
             "{:<14}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
             "metric (ms)", "mean", "median", "std", "p90", "p95", "p99", "p99.9"
         );
-        for (name, m) in [
-            ("TTFT", &s.ttft),
-            ("TPOT", &s.tpot),
-            ("ITL", &s.itl),
-            ("E2EL", &s.e2el),
-            ("send delay", &s.client_queue),
-        ] {
+        for (name, m) in s.latency_rows() {
             let _ = writeln!(
                 t,
                 "{name:<14}{:>10.2}{:>10.2}{:>10.2}{:>10.2}{:>10.2}{:>10.2}{:>10.2}",

@@ -90,13 +90,7 @@ pub fn render(dir: &Path, a: &Analysis, charts: &[LineChart]) -> String {
         "<h2>Latency (ms)</h2><table><tr><th>stage / metric</th><th>mean</th><th>median</th><th>std</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th></tr>"
     );
     for s in &a.stages {
-        for (name, m) in [
-            ("TTFT", &s.ttft),
-            ("TPOT", &s.tpot),
-            ("ITL", &s.itl),
-            ("E2EL", &s.e2el),
-            ("send delay", &s.client_queue),
-        ] {
+        for (name, m) in s.latency_rows() {
             let _ = write!(
                 h,
                 "<tr><td>{} · {name}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr>",

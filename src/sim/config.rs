@@ -706,14 +706,7 @@ impl SimConfig {
 }
 
 fn describe_serde_error(at: &str, message: &str) -> ConfigError {
-    // serde-saphyr prefixes its own location and appends a source snippet; keep the bare text.
-    let mut message = message.lines().next().unwrap_or(message).trim();
-    message = message.strip_prefix("error: ").unwrap_or(message);
-    if let Some((head, rest)) = message.split_once(": ")
-        && head.starts_with("line ")
-    {
-        message = rest;
-    }
+    let message = crate::spec::bare_message(message);
     // serde's unknown-field message lists the expected fields; turn it into a suggestion.
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((key, _)) = rest.split_once('`')

@@ -31,8 +31,9 @@ pub fn from_yaml<T: DeserializeOwned>(text: &str, origin: &str, known_keys: &[&s
     })
 }
 
-/// Strips serde-saphyr's own location prefix and snippet, and adds a suggestion for unknown keys.
-pub fn clean_message(raw: &str, known_keys: &[&str]) -> String {
+/// The bare text of a serde-saphyr error: without its own `error: line N column M:` prefix and
+/// the source snippet it appends (callers give the location as `file:line:column`).
+pub fn bare_message(raw: &str) -> &str {
     let mut message = raw.lines().next().unwrap_or(raw).trim();
     message = message.strip_prefix("error: ").unwrap_or(message);
     if let Some((head, rest)) = message.split_once(": ")
@@ -40,6 +41,12 @@ pub fn clean_message(raw: &str, known_keys: &[&str]) -> String {
     {
         message = rest;
     }
+    message
+}
+
+/// The bare message, with a suggestion for unknown keys.
+pub fn clean_message(raw: &str, known_keys: &[&str]) -> String {
+    let message = bare_message(raw);
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((key, tail)) = rest.split_once('`')
     {

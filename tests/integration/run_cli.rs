@@ -1,31 +1,19 @@
 //! `benchflow run --endpoint` and `benchflow analyze` as a user runs them.
 
 use std::{
-    io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use crate::loadgen::TempDir;
+use crate::{loadgen::TempDir, support::benchflow};
 
-fn benchflow() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_benchflow"))
-}
-
+/// A simulator process, killed when dropped; `.1` is its URL.
 struct Sim(Child, String);
 
 impl Sim {
     fn start(args: &[&str]) -> Self {
-        let mut child = benchflow()
-            .args(["sim", "--port", "0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        Sim(child, line.trim().to_string())
+        let (child, url) = crate::support::spawn_sim(args);
+        Sim(child, url)
     }
 }
 

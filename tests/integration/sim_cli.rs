@@ -1,35 +1,17 @@
 //! The `benchflow sim` binary: first-line address, clean exit on signals, exit codes.
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    net::SocketAddr,
+    process::{Child, Command},
     time::Duration,
 };
 
-use crate::support::completion;
+use crate::support::{benchflow, completion};
 
-fn benchflow() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_benchflow"))
-}
-
-/// Starts `benchflow sim` and reads the address from its first stdout line.
-fn spawn_sim(args: &[&str]) -> (Child, std::net::SocketAddr) {
-    let mut child = benchflow()
-        .args(["sim", "--port", "0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("http://")
-        .unwrap_or_else(|| panic!("first line: {line:?}"))
-        .parse()
-        .unwrap();
-    (child, addr)
+/// The simulator binary and its socket address.
+fn spawn_sim(args: &[&str]) -> (Child, SocketAddr) {
+    let (child, url) = crate::support::spawn_sim(args);
+    (child, url.trim_start_matches("http://").parse().unwrap())
 }
 
 fn signal(child: &Child, sig: &str) {

@@ -239,3 +239,26 @@ pub async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut f: F) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The compiled `benchflow` binary.
+pub fn benchflow() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_benchflow"))
+}
+
+/// Starts `benchflow sim --port 0 ARGS` and reads the address from its first stdout line.
+/// Returns the child (the caller owns its lifetime) and the base URL.
+pub fn spawn_sim(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = benchflow()
+        .args(["sim", "--port", "0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().to_string();
+    assert!(url.starts_with("http://"), "first line: {line:?}");
+    (child, url)
+}
