@@ -196,6 +196,7 @@ async fn run_sim(args: SimArgs) -> Result<(), CliError> {
         source,
     })?;
     let local = listener.local_addr().map_err(sim::SimError::Io)?;
+    let shutdown = shutdown_signal();
     // The first line of stdout is the address: scripts and the local platform read it.
     println!("http://{local}");
     eprintln!(
@@ -208,7 +209,7 @@ async fn run_sim(args: SimArgs) -> Result<(), CliError> {
         cfg.kv_cache_tokens_total(),
         cfg.time_scale
     );
-    sim::serve(cfg, listener, shutdown_signal()).await?;
+    sim::serve(cfg, listener, shutdown).await?;
     Ok(())
 }
 
@@ -239,7 +240,8 @@ async fn run_load(args: RunArgs) -> Result<(), CliError> {
         scrape_every: std::time::Duration::from_secs_f64(args.scrape_interval.max(0.1)),
         workload: workload.clone(),
     };
-    let info = loadgen::run(opts, shutdown_signal()).await?;
+    let shutdown = shutdown_signal();
+    let info = loadgen::run(opts, shutdown).await?;
     let analysis = analysis::analyze(&dir, args.convention, &workload.slo)?;
     print!("{}", analysis::render_text(&analysis));
     eprintln!("results: {}/results, statistics: {}/analysis", dir.display(), dir.display());
@@ -256,25 +258,42 @@ fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Resolves on the first Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+/// Registers the Ctrl-C and SIGTERM handlers now (so a signal that arrives before the returned
+/// future is first polled is not lost to the default action) and resolves on the first of them.
+/// Must be called inside the runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let mut int = signal(SignalKind::interrupt()).ok();
+        let mut term = signal(SignalKind::terminate()).ok();
+        async move {
+            let int = async {
+                match int.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = int => {}
+                _ = term => {}
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

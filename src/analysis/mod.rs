@@ -678,23 +678,17 @@ pub fn render_text(a: &Analysis) -> String {
                 s.estimated_token_requests
             );
         }
-        let _ = writeln!(
-            t,
-            "{:<14}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
-            "metric (ms)", "mean", "median", "std", "p90", "p95", "p99", "p99.9"
-        );
+        let _ = write!(t, "{:<14}", "metric (ms)");
+        for c in Summary::COLUMNS {
+            let _ = write!(t, "{c:>10}");
+        }
+        t.push('\n');
         for (name, m) in s.latency_rows() {
-            let _ = writeln!(
-                t,
-                "{name:<14}{:>10.2}{:>10.2}{:>10.2}{:>10.2}{:>10.2}{:>10.2}{:>10.2}",
-                m.mean,
-                m.median,
-                m.std,
-                m.p(90.0),
-                m.p(95.0),
-                m.p(99.0),
-                m.p(99.9)
-            );
+            let _ = write!(t, "{name:<14}");
+            for v in m.row() {
+                let _ = write!(t, "{v:>10.2}");
+            }
+            t.push('\n');
         }
     }
     t

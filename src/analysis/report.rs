@@ -85,24 +85,18 @@ pub fn render(dir: &Path, a: &Analysis, charts: &[LineChart]) -> String {
         );
     }
     let _ = write!(h, "</table>");
-    let _ = write!(
-        h,
-        "<h2>Latency (ms)</h2><table><tr><th>stage / metric</th><th>mean</th><th>median</th><th>std</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th></tr>"
-    );
+    let _ = write!(h, "<h2>Latency (ms)</h2><table><tr><th>stage / metric</th>");
+    for c in super::stats::Summary::COLUMNS {
+        let _ = write!(h, "<th>{c}</th>");
+    }
+    let _ = write!(h, "</tr>");
     for s in &a.stages {
         for (name, m) in s.latency_rows() {
-            let _ = write!(
-                h,
-                "<tr><td>{} · {name}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr>",
-                s.stage,
-                m.mean,
-                m.median,
-                m.std,
-                m.p(90.0),
-                m.p(95.0),
-                m.p(99.0),
-                m.p(99.9)
-            );
+            let _ = write!(h, "<tr><td>{} · {name}</td>", s.stage);
+            for v in m.row() {
+                let _ = write!(h, "<td>{v:.2}</td>");
+            }
+            let _ = write!(h, "</tr>");
         }
     }
     let _ = write!(h, "</table><p class=note>");

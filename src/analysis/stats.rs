@@ -25,6 +25,14 @@ impl Summary {
         }
     }
 
+    /// Column names of [`Summary::row`].
+    pub const COLUMNS: [&'static str; 7] = ["mean", "median", "std", "p90", "p95", "p99", "p99.9"];
+
+    /// The values tables show, in [`Summary::COLUMNS`] order.
+    pub fn row(&self) -> [f64; 7] {
+        [self.mean, self.median, self.std, self.p(90.0), self.p(95.0), self.p(99.0), self.p(99.9)]
+    }
+
     pub fn p(&self, p: f64) -> f64 {
         self.percentiles.iter().find(|(q, _)| *q == p).map_or(0.0, |(_, v)| *v)
     }
