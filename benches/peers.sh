@@ -3,9 +3,10 @@
 # same benchflow simulator (fresh for every measurement):
 #   A. zero model latency, closed loop 64 in flight, 64 streamed tokens: sustained requests/s
 #   B. truth TTFT 100 ms / ITL 10 ms, 128 tokens, concurrency 512: reported TTFT p50 / p99
-# Peers are installed from PyPI into .venv-peers (aiperf; inference-perf needs Python >= 3.12,
-# which Debian 12 does not ship; GuideLLM pulls several GB of torch and is not scripted yet).
-# Usage: benches/peers.sh [SECONDS]   (default 30)
+# Peers are installed from PyPI into .venv-peers: aiperf by default; add GuideLLM with
+# PEERS="aiperf guidellm" (it pulls about 6 GB of torch). inference-perf needs Python >= 3.12,
+# which Debian 12 does not ship.
+# Usage: [PEERS="aiperf guidellm"] benches/peers.sh [SECONDS]   (default 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-30}
@@ -18,10 +19,11 @@ sim_pid=
 cleanup() { [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-if [ ! -x "$venv/bin/aiperf" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q aiperf tokenizers
-fi
+peers=${PEERS:-aiperf}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+for p in $peers tokenizers; do
+  "$venv/bin/pip" show -q "$p" > /dev/null 2>&1 || "$venv/bin/pip" install -q "$p"
+done
 
 # A word-level tokenizer over the simulator's lexicon: one simulator word = one token.
 "$venv/bin/python" - "$tmp/tok" <<'PY'
@@ -65,9 +67,19 @@ bench_aiperf() {
   python3 -c "import json; d=json.load(open('$tmp/aip/profile_export_aiperf.json')); t=d['time_to_first_token']; print(round(d['request_throughput']['avg']), round(t['p50'],2), round(t['p99'],2))"
 }
 
+bench_guidellm() {
+  local out=$tmp/guidellm.json
+  rm -f "$out"
+  (cd "$tmp" && "$venv/bin/guidellm" run --backend "kind=openai_http,target=$url,model=sim,request_format=/v1/completions" \
+    --data "kind=synthetic_text,prompt_tokens=128,output_tokens=$2" --tokenizer "kind=hf_auto,model=$tmp/tok" \
+    --profile "kind=concurrent,streams=$1" --constraint "kind=max_duration,seconds=$secs" \
+    --output "kind=json,path=$out" --disable-progress > "$tmp/guidellm.log" 2>&1)
+  python3 -c "import json; m=json.load(open('$out'))['benchmarks'][0]['metrics']; t=m['time_to_first_token_ms']['successful']; print(round(m['requests_per_second']['successful']['mean']), round(t['median'],2), round(t['percentiles']['p99'],2))"
+}
+
 echo "| tool | A: req/s (c=64, 64 tokens, zero latency) | B: TTFT p50 / p99 ms (truth 100, c=512, 128 tokens) |"
 echo "|---|---:|---:|"
-for tool in benchflow aiperf; do
+for tool in benchflow $peers; do
   start_sim --profile fixed/zero
   read -r rps _ _ <<< "$(bench_$tool 64 64)"
   stop_sim
