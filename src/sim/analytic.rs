@@ -8,14 +8,17 @@
 //! generator accuracy is measured against.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use tokio::sync::Semaphore;
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 use super::{
     config::{SimConfig, TtftModel},
@@ -27,13 +30,13 @@ use crate::rng::Rng;
 
 /// The pool every analytic request goes through.
 pub struct Pool {
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     running: AtomicUsize,
 }
 
 impl Pool {
     pub fn new(cfg: &SimConfig) -> Self {
-        Pool { slots: Semaphore::new(cfg.max_num_seqs as usize), running: AtomicUsize::new(0) }
+        Pool { slots: Arc::new(Semaphore::new(cfg.max_num_seqs as usize)), running: AtomicUsize::new(0) }
     }
 }
 
@@ -54,6 +57,20 @@ fn jittered(rng: &mut Rng, mean: f64, std: f64) -> f64 {
     (mean + rng.normal() * std).clamp(0.3 * mean, 1.7 * mean)
 }
 
+/// Simulated seconds to the first token for a request started with `n_run` running.
+fn first_token(cfg: &SimConfig, rng: &mut Rng, prompt_len: u32, n_run: usize) -> f64 {
+    let base = match cfg.ttft_model {
+        TtftModel::Constant => jittered(rng, cfg.ttft.0, cfg.ttft_std.0),
+        TtftModel::Prefill => cfg.prefill_overhead.0 + prompt_len as f64 * cfg.prefill_per_token.0,
+    };
+    base * load_factor(cfg, n_run) * cfg.slowdown + cfg.request_overhead.0
+}
+
+/// Simulated seconds to the next token with `n_run` running.
+fn next_token(cfg: &SimConfig, rng: &mut Rng, n_run: usize) -> f64 {
+    jittered(rng, cfg.itl.0, cfg.itl_std.0) * load_factor(cfg, n_run) * cfg.slowdown
+}
+
 /// Serves one request to completion (or until its client leaves).
 pub async fn serve(
     shared: Arc<Shared>,
@@ -69,23 +86,15 @@ pub async fn serve(
     let cfg = shared.config();
     let scale = cfg.time_scale;
     let mut rng = Rng::derive(shared.seed, id ^ 0xA11A_1171C);
-    let slow = cfg.slowdown;
-    let f = load_factor(&cfg, n_run);
     let started = Instant::now();
     let queue = if scale > 0.0 { started.duration_since(arrived).as_secs_f64() / scale } else { 0.0 };
-
-    let ttft_model = match cfg.ttft_model {
-        TtftModel::Constant => jittered(&mut rng, cfg.ttft.0, cfg.ttft_std.0),
-        TtftModel::Prefill => cfg.prefill_overhead.0 + req.prompt_len as f64 * cfg.prefill_per_token.0,
-    };
-    let ttft = ttft_model * f * slow + cfg.request_overhead.0;
+    let ttft = first_token(&cfg, &mut rng, req.prompt_len, n_run);
 
     // Virtual offsets from `started`; wall deadlines are offsets × scale.
     let mut t = ttft;
     for k in 0..req.output_len.max(1) {
         if k > 0 {
-            let f = load_factor(&cfg, pool.running.load(Ordering::Relaxed));
-            t += jittered(&mut rng, cfg.itl.0, cfg.itl_std.0) * f * slow;
+            t += next_token(&cfg, &mut rng, pool.running.load(Ordering::Relaxed));
         }
         let mut due = None;
         if scale > 0.0 {
@@ -147,6 +156,155 @@ struct RunningGuard<'a>(&'a AtomicUsize);
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// A streamed analytic request that is its own clock: the SSE body polls it, and it sleeps on
+/// the precise timer until its next token is due. One wake-up per token reaches the connection
+/// directly, instead of waking a request task that then wakes the connection.
+pub struct Pacer {
+    shared: Arc<Shared>,
+    pool: Arc<Pool>,
+    cfg: Arc<SimConfig>,
+    rng: Rng,
+    acquire: Option<Acquire>,
+    permit: Option<OwnedSemaphorePermit>,
+    arrived: Instant,
+    started: Instant,
+    queue: f64,
+    ttft: f64,
+    /// Simulated seconds from `started` to the next token.
+    t: f64,
+    sent: u32,
+    output_len: u32,
+    max_tokens: u32,
+    prompt_len: u32,
+    sleep: Option<crate::timer::Sleep>,
+    done: bool,
+}
+
+impl Pacer {
+    pub fn new(
+        shared: Arc<Shared>,
+        pool: Arc<Pool>,
+        sizes: (u32, u32, u32),
+        arrived: Instant,
+        id: u64,
+    ) -> Self {
+        let (prompt_len, max_tokens, output_len) = sizes;
+        let acquire: Acquire = Box::pin(Arc::clone(&pool.slots).acquire_owned());
+        Pacer {
+            cfg: shared.config(),
+            rng: Rng::derive(shared.seed, id ^ 0xA11A_1171C),
+            shared,
+            pool,
+            acquire: Some(acquire),
+            permit: None,
+            arrived,
+            started: arrived,
+            queue: 0.0,
+            ttft: 0.0,
+            t: 0.0,
+            sent: 0,
+            output_len: output_len.max(1),
+            max_tokens,
+            prompt_len,
+            sleep: None,
+            done: false,
+        }
+    }
+
+    fn finish_metrics(&self) {
+        let mut m = self.shared.metrics.lock().expect("metrics lock");
+        let n = self.sent;
+        m.generation_tokens += n as u64;
+        m.e2el_observe(self.queue + self.t, self.t - self.ttft, self.t, n, self.prompt_len, self.max_tokens);
+        if n >= self.max_tokens {
+            m.success_length += 1;
+        } else {
+            m.success_stop += 1;
+        }
+    }
+
+    /// The next event of the stream, when it is due.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Emit>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(acq) = self.acquire.as_mut() {
+            match acq.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(p) => {
+                    self.acquire = None;
+                    self.permit = p.ok();
+                    self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                    let n_run = self.pool.running.fetch_add(1, Ordering::Relaxed) + 1;
+                    self.started = Instant::now();
+                    let scale = self.cfg.time_scale;
+                    self.queue = if scale > 0.0 {
+                        self.started.duration_since(self.arrived).as_secs_f64() / scale
+                    } else {
+                        0.0
+                    };
+                    self.ttft = first_token(&self.cfg, &mut self.rng, self.prompt_len, n_run);
+                    self.t = self.ttft;
+                }
+            }
+        }
+        if self.shared.dead.load(Ordering::Acquire) {
+            self.done = true;
+            return Poll::Ready(Some(Emit::Error("the engine is dead (injected fault)")));
+        }
+        let scale = self.cfg.time_scale;
+        let due = (scale > 0.0).then(|| self.started + Duration::from_secs_f64(self.t * scale));
+        if let Some(d) = due
+            && d > Instant::now()
+        {
+            let sleep = self.sleep.get_or_insert_with(|| crate::timer::sleep_until(d));
+            if Pin::new(sleep).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        self.sleep = None;
+        if self.sent == 0 {
+            let mut m = self.shared.metrics.lock().expect("metrics lock");
+            m.ttft.observe(self.queue + self.ttft);
+            m.queue.observe(self.queue);
+            m.prefill.observe(self.ttft);
+            m.prompt_tokens += self.prompt_len as u64;
+        }
+        self.sent += 1;
+        let last = self.sent >= self.output_len;
+        let finish = last.then_some(if self.output_len >= self.max_tokens {
+            FinishReason::Length
+        } else {
+            FinishReason::Stop
+        });
+        if last {
+            self.done = true;
+            self.finish_metrics();
+        } else {
+            let gap = next_token(&self.cfg, &mut self.rng, self.pool.running.load(Ordering::Relaxed));
+            self.shared.metrics.lock().expect("metrics lock").itl.observe(gap);
+            self.t += gap;
+        }
+        Poll::Ready(Some(Emit::Token { finish, due }))
+    }
+}
+
+impl Drop for Pacer {
+    fn drop(&mut self) {
+        if self.acquire.is_some() {
+            // Never admitted: still counted as waiting.
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.pool.running.fetch_sub(1, Ordering::Relaxed);
+            if !self.done {
+                self.shared.metrics.lock().expect("metrics lock").success_abort += 1;
+            }
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use super::{
     engine::NewRequest,
     metrics::Metrics,
     state::Shared,
-    wire::{self, Aborted, Api, ApiError, Chunks, InFlight, SseBody, StreamFaults, Words},
+    wire::{self, Aborted, Api, ApiError, Chunks, InFlight, Source, SseBody, StreamFaults, Words},
 };
 use crate::rng::Rng;
 
@@ -391,32 +391,15 @@ impl App {
             faults.stall = Some(wall(&cfg, cfg.stall_duration.0));
         }
 
-        let (tx, rx) = mpsc::unbounded_channel();
-        let new = NewRequest {
-            sink: TokenSink(tx),
-            prompt_len: parsed.prompt_tokens,
-            max_tokens: parsed.max_tokens,
-            output_len,
-            hashes: parsed.hashes,
-            arrival: 0.0,
-        };
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let in_flight = InFlight(Arc::clone(shared));
-        match cfg.fidelity {
-            Fidelity::Engine => {
-                let _ = shared.engine.send(Cmd::Submit(Box::new(new), arrived));
-            }
-            Fidelity::Analytic => {
-                tokio::spawn(analytic::serve(Arc::clone(shared), Arc::clone(&self.pool), new, arrived, id));
-            }
-        }
         let prefix = if api == Api::Chat { "chatcmpl" } else { "cmpl" };
         let resp_id = format!("{prefix}-{:016x}{:016x}", rng.next_u64(), rng.next_u64());
         let mut words = Words::new(shared.seed, id, parsed.echo);
-        if parsed.stream {
+        let sse = |source: Source, words: Words, in_flight: InFlight| {
             let chunks = Chunks::new(api, &resp_id, unix_now(), &parsed.model, parsed.prompt_tokens);
             let body = SseBody::new(
-                rx,
+                source,
                 chunks,
                 words,
                 faults,
@@ -429,7 +412,32 @@ impl App {
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            return r;
+            r
+        };
+        if parsed.stream && cfg.fidelity == Fidelity::Analytic {
+            let sizes = (parsed.prompt_tokens, parsed.max_tokens, output_len);
+            let pacer = analytic::Pacer::new(Arc::clone(shared), Arc::clone(&self.pool), sizes, arrived, id);
+            return sse(Source::Paced(Box::new(pacer)), words, in_flight);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let new = NewRequest {
+            sink: TokenSink(tx),
+            prompt_len: parsed.prompt_tokens,
+            max_tokens: parsed.max_tokens,
+            output_len,
+            hashes: parsed.hashes,
+            arrival: 0.0,
+        };
+        match cfg.fidelity {
+            Fidelity::Engine => {
+                let _ = shared.engine.send(Cmd::Submit(Box::new(new), arrived));
+            }
+            Fidelity::Analytic => {
+                tokio::spawn(analytic::serve(Arc::clone(shared), Arc::clone(&self.pool), new, arrived, id));
+            }
+        }
+        if parsed.stream {
+            return sse(Source::Channel(rx), words, in_flight);
         }
         if faults.abort_after.is_some() {
             return Response::new(SimBody::Abort);

@@ -391,7 +391,7 @@ impl Drop for InFlight {
 /// A streaming response: turns engine events into SSE frames as the client reads them.
 /// Events that queued up while the client was slow are coalesced into one write.
 pub struct SseBody {
-    rx: mpsc::UnboundedReceiver<Emit>,
+    source: Source,
     chunks: Chunks,
     words: Words,
     faults: StreamFaults,
@@ -417,13 +417,30 @@ impl Drop for SseBody {
     }
 }
 
+/// Where a stream's events come from.
+pub enum Source {
+    /// The engine driver (or an analytic task) sends them.
+    Channel(mpsc::UnboundedReceiver<Emit>),
+    /// The body paces itself (streamed analytic requests).
+    Paced(Box<super::analytic::Pacer>),
+}
+
+impl Source {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Emit>> {
+        match self {
+            Source::Channel(rx) => rx.poll_recv(cx),
+            Source::Paced(p) => p.poll_next(cx),
+        }
+    }
+}
+
 /// Maximum bytes coalesced into one body frame.
 const MAX_FRAME: usize = 16 * 1024;
 
 impl SseBody {
     #[expect(clippy::too_many_arguments, reason = "one constructor call site, fields spelled out")]
     pub fn new(
-        rx: mpsc::UnboundedReceiver<Emit>,
+        source: Source,
         chunks: Chunks,
         words: Words,
         faults: StreamFaults,
@@ -433,7 +450,7 @@ impl SseBody {
         in_flight: InFlight,
     ) -> Self {
         SseBody {
-            rx,
+            source,
             chunks,
             words,
             faults,
@@ -540,7 +557,7 @@ impl Body for SseBody {
         }
         let mut out = BytesMut::new();
         while out.len() < MAX_FRAME {
-            match this.rx.poll_recv(cx) {
+            match this.source.poll_next(cx) {
                 Poll::Ready(Some(ev)) => {
                     if !this.on_event(ev, &mut out) {
                         break;
