@@ -183,6 +183,8 @@ pub struct Written {
 
 struct Progress {
     tty: bool,
+    /// On a terminal: an indicatif bar (requests done of the target, or seconds of the stage).
+    bar: Option<indicatif::ProgressBar>,
     stage: u32,
     label: String,
     target: Option<u64>,
@@ -215,21 +217,56 @@ impl Progress {
             (None, Some(d)) => format!("{} ({elapsed:.0}/{d:.0} s)", self.done),
             _ => self.done.to_string(),
         };
-        let line = format!(
-            "stage {} [{}]: {of} done, {:.1} req/s, {} errors, TTFT p50 {p50}",
-            self.stage,
-            self.label,
-            self.done as f64 / elapsed.max(1e-3),
-            self.errors
-        );
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[2K{line}");
-            if force {
-                let _ = writeln!(err);
+        let rate = self.done as f64 / elapsed.max(1e-3);
+        if let Some(bar) = &self.bar {
+            match (self.target, self.duration) {
+                (Some(_), _) => bar.set_position(self.done),
+                (None, Some(d)) => bar.set_position((elapsed.min(d) * 1000.0) as u64),
+                _ => {}
             }
-        } else {
-            let _ = writeln!(err, "{line}");
+            bar.set_message(format!(
+                "{} done, {rate:.1} req/s, {} errors, TTFT p50 {p50}",
+                self.done, self.errors
+            ));
+            if force {
+                bar.finish();
+            }
+            return;
+        }
+        let line = format!(
+            "stage {} [{}]: {of} done, {rate:.1} req/s, {} errors, TTFT p50 {p50}",
+            self.stage, self.label, self.errors
+        );
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+
+    fn new(tty: bool, stage: u32, label: String, target: Option<u64>, duration: Option<f64>) -> Self {
+        let bar = tty.then(|| {
+            let (len, unit) = match (target, duration) {
+                (Some(n), _) => (n, "{pos}/{len} requests"),
+                (None, Some(d)) => ((d * 1000.0) as u64, "{elapsed}"),
+                _ => (0, "{elapsed}"),
+            };
+            let bar = indicatif::ProgressBar::new(len);
+            let template = format!("{{prefix}} [{{bar:30}}] {unit}: {{msg}}");
+            if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(format!("stage {stage} ({label})"));
+            bar
+        });
+        Progress {
+            tty,
+            bar,
+            stage,
+            label,
+            target,
+            duration,
+            started: Instant::now(),
+            done: 0,
+            errors: 0,
+            ttft_us: Vec::new(),
+            last_print: Instant::now(),
         }
     }
 }
@@ -274,10 +311,7 @@ pub async fn writer(
                     if let Some(p) = progress.as_mut().filter(|_| !quiet) {
                         p.print(true);
                     }
-                    progress = Some(Progress {
-                        tty, stage, label, target: requests, duration, started: Instant::now(),
-                        done: 0, errors: 0, ttft_us: Vec::new(), last_print: Instant::now(),
-                    });
+                    progress = Some(Progress::new(tty, stage, label, requests, duration));
                 }
                 None => break,
             },
