@@ -6,22 +6,8 @@
 #      simulator's own lateness beside it
 # Usage: benches/loadgen.sh [SECONDS]   (default 20 per measurement)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 secs=${1:-20}
-cargo build --release --quiet
-bf=./target/release/benchflow
-tmp=$(mktemp -d)
-sim_pid=
-cleanup() { [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-start_sim() {
-  "$bf" sim --port 0 "$@" > "$tmp/sim.out" 2>/dev/null &
-  sim_pid=$!
-  for _ in $(seq 100); do [ -s "$tmp/sim.out" ] && break; sleep 0.05; done
-  url=$(head -1 "$tmp/sim.out")
-}
-stop_sim() { kill "$sim_pid"; wait "$sim_pid" 2>/dev/null || true; sim_pid=; }
 stat() { python3 -c "import json,sys; d=json.load(open('$1'))['stages'][0]; print(' '.join(str(round(d[k],3)) for k in sys.argv[1:]))" "${@:2}"; }
 
 start_sim --profile fixed/zero

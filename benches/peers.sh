@@ -8,48 +8,10 @@
 # which Debian 12 does not ship.
 # Usage: [PEERS="aiperf guidellm"] benches/peers.sh [SECONDS]   (default 30)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 secs=${1:-30}
 root=$(pwd)
 venv=$root/.venv-peers
-cargo build --release --quiet
-bf=$root/target/release/benchflow
-tmp=$(mktemp -d)
-sim_pid=
-cleanup() { [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-peers=${PEERS:-aiperf}
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-for p in $peers tokenizers; do
-  "$venv/bin/pip" show -q "$p" > /dev/null 2>&1 || "$venv/bin/pip" install -q "$p"
-done
-
-# A word-level tokenizer over the simulator's lexicon: one simulator word = one token.
-"$venv/bin/python" - "$tmp/tok" <<'PY'
-import json, re, sys, os
-os.makedirs(sys.argv[1], exist_ok=True)
-src = open("src/sim/tokenizer.rs").read()
-start = src.index("pub const LEXICON")
-words = re.findall(r'" (\w+)"', src[start:src.index("];", start)])
-from tokenizers import Tokenizer, models, pre_tokenizers
-vocab = {"[UNK]": 0}
-for w in words:
-    vocab.setdefault(w, len(vocab))
-tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-tok.save(os.path.join(sys.argv[1], "tokenizer.json"))
-json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "[UNK]", "model_max_length": 10**6},
-          open(os.path.join(sys.argv[1], "tokenizer_config.json"), "w"))
-PY
-
-start_sim() {
-  "$bf" sim --port 0 --set model=sim "$@" > "$tmp/sim.out" 2>/dev/null &
-  sim_pid=$!
-  for _ in $(seq 100); do [ -s "$tmp/sim.out" ] && break; sleep 0.05; done
-  url=$(head -1 "$tmp/sim.out")
-}
-stop_sim() { kill "$sim_pid"; wait "$sim_pid" 2>/dev/null || true; sim_pid=; }
 fixed=(--profile tiny/cpu --set fidelity=analytic --set ttft=100ms --set itl=10ms --set time_factor_under_load=1
        --set request_overhead=0 --set max_num_seqs=100000)
 
@@ -80,10 +42,10 @@ bench_guidellm() {
 echo "| tool | A: req/s (c=64, 64 tokens, zero latency) | B: TTFT p50 / p99 ms (truth 100, c=512, 128 tokens) |"
 echo "|---|---:|---:|"
 for tool in benchflow $peers; do
-  start_sim --profile fixed/zero
+  start_sim --set model=sim --profile fixed/zero
   read -r rps _ _ <<< "$(bench_$tool 64 64)"
   stop_sim
-  start_sim "${fixed[@]}"
+  start_sim --set model=sim "${fixed[@]}"
   read -r _ p50 p99 <<< "$(bench_$tool 512 128)"
   stop_sim
   echo "| $tool | $rps | $p50 / $p99 |"

@@ -107,7 +107,6 @@ struct Ctx {
     timeout: Duration,
     tx: mpsc::UnboundedSender<Msg>,
     pool: Arc<Vec<Request>>,
-    next_prompt: AtomicU64,
 }
 
 impl Ctx {
@@ -115,9 +114,10 @@ impl Ctx {
         t.saturating_duration_since(self.t0).as_nanos() as u64
     }
 
-    fn request(&self) -> &Request {
-        let i = self.next_prompt.fetch_add(1, Ordering::Relaxed) as usize;
-        &self.pool[i % self.pool.len()]
+    /// The prompt of request `index` of a stage whose first request is prompt `base`: prompts
+    /// continue across stages, and nothing is shared between requests to choose them.
+    fn request(&self, base: u64, index: u64) -> &Request {
+        &self.pool[((base + index) % self.pool.len() as u64) as usize]
     }
 }
 
@@ -244,10 +244,17 @@ async fn one(
     rec
 }
 
-async fn closed_loop(
-    ctx: &Arc<Ctx>,
+/// Which stage requests belong to, and where in the prompt pool it starts.
+#[derive(Debug, Clone, Copy)]
+struct StageId {
     stage: u32,
     warmup: bool,
+    first_prompt: u64,
+}
+
+async fn closed_loop(
+    ctx: &Arc<Ctx>,
+    id: StageId,
     concurrency: u32,
     limit: Option<u64>,
     deadline: Option<Instant>,
@@ -268,8 +275,14 @@ async fn closed_loop(
                     break;
                 }
                 let scheduled = ctx.ns(Instant::now());
-                let rec =
-                    one(&ctx, &mut conn, ctx.request(), (stage, index, warmup, scheduled), &mut cancel).await;
+                let rec = one(
+                    &ctx,
+                    &mut conn,
+                    ctx.request(id.first_prompt, index),
+                    (id.stage, index, id.warmup, scheduled),
+                    &mut cancel,
+                )
+                .await;
                 let _ = ctx.tx.send(Msg::Record(Box::new(rec)));
             }
         });
@@ -280,7 +293,7 @@ async fn closed_loop(
 
 async fn open_loop(
     ctx: &Arc<Ctx>,
-    stage: u32,
+    id: StageId,
     offsets: &[f64],
     cap: Option<u32>,
     cancel: &watch::Receiver<bool>,
@@ -308,9 +321,14 @@ async fn open_loop(
         let (ctx, pool_tx, mut cancel) = (Arc::clone(ctx), pool_tx.clone(), cancel.clone());
         let scheduled = ctx.ns(due);
         set.spawn(async move {
-            let rec =
-                one(&ctx, &mut conn, ctx.request(), (stage, index as u64, false, scheduled), &mut cancel)
-                    .await;
+            let rec = one(
+                &ctx,
+                &mut conn,
+                ctx.request(id.first_prompt, index as u64),
+                (id.stage, index as u64, false, scheduled),
+                &mut cancel,
+            )
+            .await;
             if let Some(c) = conn {
                 let _ = pool_tx.send(c);
             }
@@ -367,7 +385,6 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
         timeout: Duration::from_secs_f64(w.api.timeout.0),
         tx,
         pool: Arc::new(pool),
-        next_prompt: AtomicU64::new(0),
     });
 
     let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -388,6 +405,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
     let mut interrupted = false;
     let result = {
         let work = async {
+            let mut first_prompt = 0u64;
             if w.warmup.requests > 0 {
                 let _ = ctx.tx.send(Msg::Stage {
                     stage: 0,
@@ -397,14 +415,14 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
                 });
                 closed_loop(
                     &ctx,
-                    0,
-                    true,
+                    StageId { stage: 0, warmup: true, first_prompt: 0 },
                     w.warmup.concurrency.unwrap_or(1).max(1),
                     Some(w.warmup.requests as u64),
                     None,
                     &cancel_rx,
                 )
                 .await;
+                first_prompt += w.warmup.requests as u64;
             }
             for (i, stage) in w.stages.iter().enumerate() {
                 if *cancel_rx.borrow() {
@@ -419,10 +437,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
                     duration,
                 });
                 let start_s = t0.elapsed().as_secs_f64();
+                let id = StageId { stage: n, warmup: false, first_prompt };
                 let dispatched = match stage.load() {
                     Load::Concurrency(c) => {
                         let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
-                        closed_loop(&ctx, n, false, c, stage.requests, deadline, &cancel_rx).await
+                        closed_loop(&ctx, id, c, stage.requests, deadline, &cancel_rx).await
                     }
                     Load::Rate { rate, burstiness, max_concurrency, .. } => {
                         let mut rng = Rng::derive(w.seed, 0x5EED_0000 + n as u64);
@@ -432,7 +451,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
                                 schedule::by_count(rate, burstiness, stage.requests.unwrap_or(1), &mut rng)
                             }
                         };
-                        open_loop(&ctx, n, &offsets, max_concurrency, &cancel_rx).await
+                        open_loop(&ctx, id, &offsets, max_concurrency, &cancel_rx).await
                     }
                 };
                 info.stages.push(StageWindow {
@@ -442,6 +461,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
                     end_s: t0.elapsed().as_secs_f64(),
                     dispatched,
                 });
+                first_prompt += dispatched;
                 write_json(&opts.results_dir, "run.json", &info)?;
             }
             Ok::<(), LoadError>(())

@@ -91,14 +91,6 @@ impl Histogram {
         self.sum += v;
         self.count += 1;
     }
-
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    pub fn sum(&self) -> f64 {
-        self.sum
-    }
 }
 
 /// Every metric the simulator exposes.
