@@ -3,18 +3,27 @@
 //! # Layout
 //!
 //! * `cli`: the command line (clap types), dispatch to the subcommands, exit codes.
+//! * `spec`: what the user wrote: typed mirrors of the scenario, harness, workload and pipeline
+//!   files, with file:line:column errors and suggestions; the shipped files; JSON Schemas.
+//! * `resolve`: one variable tree from defaults < scenario < harness < workload < `--set`, each
+//!   leaf with its source; strict minijinja templates; secrets only as `env:` references.
+//! * `plan`: what we will do: rendered, numbered steps in a petgraph DAG, checked (cycles,
+//!   dependencies, phases), with generated teardown; `benchflow plan` prints it.
+//! * `exec`: the executor: runs ready steps in parallel, `state.json` and `events.jsonl`,
+//!   skip-done by input hash, retries, teardown on failure, interrupt escalation.
+//! * `steps`: one file per step kind (`spawn`, `http`, `harness`, `analyze`, `exec`), each with
+//!   describe / run / undo.
+//! * `platform`: what each platform derives for the templates (`local` so far).
 //! * `sim`: the built-in vLLM-compatible simulator (`benchflow sim`): configuration and
 //!   profiles, the engine model (scheduler, KV cache, step cost), the driver that runs it in
 //!   scaled real time, the HTTP front end, metrics and fault injection.
-//! * `spec`: what the user wrote: typed mirrors of the YAML files (workloads so far), with
-//!   file:line:column errors and suggestions.
 //! * `datasets`: prompt sources (synthetic, shared-prefix, ShareGPT, JSONL, shipped samples) and
 //!   request bodies rendered before a run.
 //! * `loadgen`: the built-in load generator: schedules, the send/receive hot path, the
 //!   per-request record writer, the `/metrics` scraper.
 //! * `analysis`: statistics from the records (vllm bench serve and GuideLLM conventions) and
 //!   the outputs in `analysis/`.
-//! * `workdir`: run directories and ids.
+//! * `workdir`: the work directory (layout, lock, atomic writes, run ids) and its archive.
 //! * `timer`: sub-millisecond sleeps for the timing-critical waits (simulator, dispatcher).
 //! * `rng`: the seeded random number generator and distributions shared by everything that
 //!   samples (simulator jitter and faults; later arrival schedules and datasets).
@@ -22,9 +31,14 @@
 pub mod analysis;
 pub mod cli;
 pub mod datasets;
+pub mod exec;
 pub mod loadgen;
+pub mod plan;
+pub mod platform;
+pub mod resolve;
 pub mod rng;
 pub mod sim;
 pub mod spec;
+pub mod steps;
 pub mod timer;
 pub mod workdir;

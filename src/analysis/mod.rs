@@ -23,7 +23,18 @@ use self::stats::Summary;
 use crate::{loadgen::RunInfo, spec::workload::Slo};
 
 /// Which metric definitions to apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Convention {
     /// vllm bench serve (the default): per-chunk ITL pooled, TPOT per request, E2EL to the
     /// last content chunk, linear-interpolated percentiles.

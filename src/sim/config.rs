@@ -156,6 +156,19 @@ pub fn parse_duration(s: &str) -> Option<f64> {
     (n.is_finite() && n >= 0.0).then_some(n * scale)
 }
 
+impl schemars::JsonSchema for Secs {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Seconds as a number, or a string with a unit: `500ms`, `30s`, `2m`, `1h`.",
+            "type": ["number", "string"]
+        })
+    }
+}
+
 impl Serialize for Secs {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(self.0)

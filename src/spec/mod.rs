@@ -1,8 +1,18 @@
 //! What the user wrote: typed mirrors of the YAML files, validated, with errors that name the
 //! file, line and column and suggest the key that was meant.
 //!
+//! * [`scenario`]: where and what to deploy (platform, engine, model, timeouts).
+//! * [`harness`]: what generates the load and how it is measured.
 //! * [`workload`]: what load to offer (dataset, stages, warm-up, SLOs).
+//! * [`pipeline`]: which steps run, in which phase, after which others.
+//! * [`builtin`]: the shipped files, embedded so the binary works from any directory.
+//! * [`schema`]: JSON Schemas generated from these types (checked in under `schemas/`).
 
+pub mod builtin;
+pub mod harness;
+pub mod pipeline;
+pub mod scenario;
+pub mod schema;
 pub mod workload;
 
 use std::path::{Path, PathBuf};
@@ -91,23 +101,50 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Finds a spec by name in `dir` (`NAME.yaml`, `NAME.yml`) or as a path.
-pub fn resolve(kind: &'static str, dir: &str, name: &str) -> Result<PathBuf, SpecError> {
+/// A spec file's text and where it came from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The path as found, or `builtin:<dir>/<name>.yaml` for an embedded file.
+    pub origin: String,
+    pub text: String,
+    /// The directory relative paths inside the file are resolved against.
+    pub dir: PathBuf,
+}
+
+/// Finds a spec by name in `dir` (`NAME.yaml`, `NAME.yml`), as a path, or among the files
+/// shipped with benchflow; errors list what was tried and suggest a near name.
+pub fn find(kind: &'static str, dir: &str, name: &str) -> Result<Source, SpecError> {
+    let read = |path: &Path| -> Result<Source, SpecError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Ok(Source { origin: path.display().to_string(), text, dir: parent.to_path_buf() })
+    };
     let direct = Path::new(name);
     if direct.is_file() {
-        return Ok(direct.to_path_buf());
+        return read(direct);
     }
     let candidates = [format!("{dir}/{name}.yaml"), format!("{dir}/{name}.yml"), format!("{dir}/{name}")];
     if let Some(found) = candidates.iter().map(PathBuf::from).find(|p| p.is_file()) {
-        return Ok(found);
+        return read(&found);
     }
-    let known: Vec<String> = std::fs::read_dir(dir)
+    if let Some(text) = builtin::get(dir, name) {
+        return Ok(Source {
+            origin: format!("builtin:{dir}/{name}.yaml"),
+            text: text.to_string(),
+            dir: ".".into(),
+        });
+    }
+    let mut known: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().to_string()))
                 .collect()
         })
         .unwrap_or_default();
+    known.extend(builtin::names(dir).map(str::to_string));
+    known.sort();
+    known.dedup();
     let hint = suggest(name, known.iter().map(String::as_str));
     let hint = if hint.is_empty() && !known.is_empty() {
         format!("; available: {}", known.join(", "))
@@ -120,6 +157,11 @@ pub fn resolve(kind: &'static str, dir: &str, name: &str) -> Result<PathBuf, Spe
         tried: format!("{name}, {}", candidates.join(", ")),
         hint,
     })
+}
+
+/// The 1-based line of the first line of `text` that contains `needle`.
+pub fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use super::{SpecError, from_yaml};
 use crate::sim::config::Secs;
 
 /// A whole workload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     /// Free text shown in reports.
@@ -44,7 +44,7 @@ fn default_seed() -> u64 {
 }
 
 /// Which endpoint and request shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSpec {
     pub endpoint: Endpoint,
@@ -78,7 +78,7 @@ impl Default for ApiSpec {
 }
 
 /// OpenAI endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
     /// `/v1/completions`
@@ -97,7 +97,7 @@ impl Endpoint {
 }
 
 /// Where prompts come from (one key).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum DatasetSpec {
     /// Synthetic prompts of random lengths (vllm bench's `random`).
@@ -113,7 +113,7 @@ pub enum DatasetSpec {
     Sample(SampleSpec),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RandomSpec {
     pub input_len: u32,
@@ -126,7 +126,7 @@ pub struct RandomSpec {
     pub prefix_len: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SharedPrefixSpec {
     pub groups: u32,
@@ -136,7 +136,7 @@ pub struct SharedPrefixSpec {
     pub output_len: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
     pub path: String,
@@ -148,7 +148,7 @@ pub struct FileSpec {
     pub max_input_len: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SampleSpec {
     pub name: String,
@@ -157,7 +157,7 @@ pub struct SampleSpec {
 }
 
 /// Requests sent before the measured stages, excluded from statistics.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Warmup {
     pub requests: u32,
@@ -166,7 +166,7 @@ pub struct Warmup {
 }
 
 /// How arrivals are spaced in a rate stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Arrival {
     /// Exponential gaps (gamma with burstiness 1).
@@ -179,7 +179,7 @@ pub enum Arrival {
 }
 
 /// One stage of load: open loop at a rate, or closed loop at a concurrency.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     /// Requests per second (open loop).
@@ -252,7 +252,7 @@ impl Stage {
 }
 
 /// Service-level objectives for goodput; a request is good when it meets every one given.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Slo {
     pub ttft: Option<Secs>,

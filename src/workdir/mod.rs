@@ -1,9 +1,112 @@
-//! The work directory: one directory per run, created before anything else happens.
+//! The work directory: one directory per run, created (and locked) before anything else
+//! happens, written as the run goes so that a crash leaves a true record.
+//!
+//! ```text
+//! inputs/          the files as given, overrides, resolved.yaml, version
+//! plan/            plan.json, plan.dot, plan.txt, steps/<id>.json (each step rendered)
+//! setup/commands/  one log per action: command line, output, exit status
+//! state.json       each step's status, input hash, timings, attempts (atomic writes)
+//! events.jsonl     the event stream
+//! results/         per-request records, server metrics, run.json
+//! analysis/        stats, plots, report.html
+//! ```
+
+pub mod archive;
 
 use std::{
+    fs::File,
+    io::Write as _,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
+
+/// Version of the work directory layout (in `state.json` and `inputs/version.json`).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why a work directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkdirError {
+    #[error("failed to prepare the work directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the work directory {path} is in use by another benchflow ({holder}); wait for it to finish, \
+         or choose another --workdir"
+    )]
+    Locked { path: PathBuf, holder: String },
+    #[error("{path} is not a benchflow work directory (no inputs/resolved.yaml)")]
+    NotWorkdir { path: PathBuf },
+}
+
+/// An open, locked work directory.
+#[derive(Debug)]
+pub struct WorkDir {
+    pub root: PathBuf,
+    _lock: File,
+}
+
+impl WorkDir {
+    /// Creates (or reuses) `root` with its folders, and takes its lock.
+    pub fn create(root: &Path) -> Result<Self, WorkdirError> {
+        let io = |source| WorkdirError::Io { path: root.to_path_buf(), source };
+        for sub in ["inputs", "plan/steps", "setup/commands", "results", "analysis"] {
+            std::fs::create_dir_all(root.join(sub)).map_err(io)?;
+        }
+        let lock = Self::lock(root)?;
+        Ok(WorkDir { root: root.to_path_buf(), _lock: lock })
+    }
+
+    /// Opens an existing work directory and takes its lock.
+    pub fn open(root: &Path) -> Result<Self, WorkdirError> {
+        if !root.join("inputs/resolved.yaml").is_file() {
+            return Err(WorkdirError::NotWorkdir { path: root.to_path_buf() });
+        }
+        Self::create(root)
+    }
+
+    fn lock(root: &Path) -> Result<File, WorkdirError> {
+        let path = root.join(".lock");
+        let io = |source| WorkdirError::Io { path: path.clone(), source };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0).map_err(io)?;
+                let _ = writeln!(file, "pid {} since {}", std::process::id(), utc_now());
+                Ok(file)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                Err(WorkdirError::Locked { path: root.to_path_buf(), holder })
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Writes a file atomically (temporary file, then rename).
+    pub fn write(&self, rel: &str, contents: &[u8]) -> Result<(), WorkdirError> {
+        write_atomic(&self.root.join(rel), contents)
+    }
+}
+
+/// Writes `path` atomically: a reader sees the old or the new contents, never a mix.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WorkdirError> {
+    let io = |source| WorkdirError::Io { path: path.to_path_buf(), source };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
 fn civil(days: i64) -> (i64, u32, u32) {

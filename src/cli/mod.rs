@@ -1,4 +1,10 @@
 //! The command line: clap types, dispatch, and the exit-code table.
+//!
+//! * this file: the argument types, the error → exit code table, `sim` and `analyze`.
+//! * [`engine`]: the commands that compile and execute a plan (`e2e`, `standup`, `run`,
+//!   `teardown`, `plan`, `status`, `archive`, `reproduce`).
+
+pub mod engine;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -6,20 +12,25 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     analysis::{self, AnalysisError, Convention},
-    loadgen::{self, LoadError},
+    exec::ExecError,
+    plan::PlanError,
+    resolve::{ResolveError, Resolved},
     sim::{self, SimConfig, config::ConfigError},
-    spec::{self, SpecError, workload::Workload},
-    workdir,
+    spec::SpecError,
+    workdir::{WorkdirError, archive::ArchiveError},
 };
 
 /// The documented exit codes (also printed by `--help`).
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success (a run whose requests partly failed still succeeds: failures are in its results)
-  1  failure at run time (I/O error, server error, the simulator's injected engine death)
-  2  invalid usage or configuration (bad flag, unknown profile, bad workload or --set)
-  4  the run could not be carried out (endpoint unreachable, results not writable)
-  5  interrupted (Ctrl-C / SIGTERM); what was measured is kept and analysed";
+  1  failure at run time (I/O error, a teardown step failed, the simulator's injected death)
+  2  invalid usage or configuration (bad flag or file, unknown name, bad --set or -s, template
+     error, work directory in use)
+  3  standup failed (a standup step failed; teardown has run)
+  4  the run could not be carried out (a run or analyze step failed, endpoint unreachable)
+  5  interrupted (Ctrl-C / SIGTERM); what was measured is kept, teardown has run unless a
+     second interrupt skipped it";
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -27,6 +38,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_RUNTIME: u8 = 1;
 /// Exit code: invalid usage or configuration.
 pub const EXIT_CONFIG: u8 = 2;
+/// Exit code: standup failed.
+pub const EXIT_STANDUP: u8 = 3;
 /// Exit code: the run could not be carried out.
 pub const EXIT_RUN: u8 = 4;
 /// Exit code: interrupted.
@@ -46,47 +59,47 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Stand up, run the workload, analyse, tear down (teardown also runs on failure and on
+    /// the first Ctrl-C).
+    #[command(after_help = EXIT_CODES)]
+    E2e(engine::PlanArgs),
+    /// Stand up the stack and leave it running (`run` and `teardown` take its work directory).
+    #[command(after_help = EXIT_CODES)]
+    Standup(engine::PlanArgs),
+    /// Run the workload and analyse, against what `standup` left in --workdir, or against any
+    /// OpenAI-compatible server with --endpoint URL.
+    #[command(after_help = EXIT_CODES)]
+    Run(engine::RunArgs),
+    /// Tear down what a work directory's run left running (from its own record).
+    #[command(after_help = EXIT_CODES)]
+    Teardown(engine::DirArgs),
+    /// Print the plan (the step DAG) without running anything.
+    #[command(after_help = EXIT_CODES)]
+    Plan(engine::ShowPlanArgs),
+    /// Recompute statistics, plots and the report from a work directory's results.
+    #[command(after_help = EXIT_CODES)]
+    Analyze(AnalyzeArgs),
+    /// Show a work directory's steps and what is still up.
+    #[command(after_help = EXIT_CODES)]
+    Status(engine::DirArgs),
+    /// Pack a work directory into a .tar.gz with a checksum manifest.
+    #[command(after_help = EXIT_CODES)]
+    Archive(engine::ArchiveArgs),
+    /// Run again from a work directory's (or archive's) inputs/resolved.yaml, into a new one.
+    #[command(after_help = EXIT_CODES)]
+    Reproduce(engine::ReproduceArgs),
     /// Serve the built-in vLLM-compatible simulator until Ctrl-C or SIGTERM.
     #[command(after_help = EXIT_CODES)]
     Sim(SimArgs),
-    /// Run a workload against an OpenAI-compatible endpoint with the built-in load generator,
-    /// then analyse it.
-    #[command(after_help = EXIT_CODES)]
-    Run(RunArgs),
-    /// Recompute statistics from a work directory's results.
-    #[command(after_help = EXIT_CODES)]
-    Analyze(AnalyzeArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// The server to benchmark, e.g. http://127.0.0.1:8000 (a path prefix is kept).
-    #[arg(long)]
-    pub endpoint: String,
-    /// Workload: a name in workloads/ (e.g. sanity) or a path to a YAML file.
-    #[arg(short = 'w', long, default_value = "sanity")]
-    pub workload: String,
-    /// Work directory (default runs/<run-id>); must not hold results already.
-    #[arg(long)]
-    pub workdir: Option<PathBuf>,
-    /// Metric definitions for the statistics.
-    #[arg(long, value_enum, default_value = "vllm")]
-    pub convention: Convention,
-    /// Seconds between scrapes of the endpoint's /metrics.
-    #[arg(long, default_value_t = 2.0)]
-    pub scrape_interval: f64,
-    /// No progress lines.
-    #[arg(short, long)]
-    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
     /// The work directory of a run.
     pub dir: PathBuf,
-    /// Metric definitions for the statistics.
-    #[arg(long, value_enum, default_value = "vllm")]
-    pub convention: Convention,
+    /// Metric definitions for the statistics (default: the harness's).
+    #[arg(long, value_enum)]
+    pub convention: Option<Convention>,
 }
 
 #[derive(Debug, Args)]
@@ -123,28 +136,41 @@ pub enum CliError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
-    Load(#[from] LoadError),
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error(transparent)]
+    Workdir(#[from] WorkdirError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
     #[error(transparent)]
     Analysis(#[from] AnalysisError),
-    #[error("work directory {0} already holds results: choose another --workdir, or omit it for a new one")]
-    WorkdirUsed(PathBuf),
-    #[error("failed to prepare the work directory {path}: {source}")]
-    Workdir { path: PathBuf, source: std::io::Error },
-    #[error("interrupted: the requests measured so far are kept and analysed in {0}")]
-    Interrupted(PathBuf),
+    #[error("{0}")]
+    Usage(String),
+    #[error("step {step} failed: {error}")]
+    StandupFailed { step: String, error: String },
+    #[error("step {step} failed: {error}")]
+    RunFailed { step: String, error: String },
+    #[error("teardown step(s) failed: {0}; see setup/commands/ in the work directory")]
+    TeardownFailed(String),
+    #[error("interrupted{0}")]
+    Interrupted(String),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Config(_) => EXIT_CONFIG,
+            CliError::Config(_) | CliError::Spec(_) | CliError::Resolve(_) | CliError::Plan(_) => EXIT_CONFIG,
+            CliError::Usage(_)
+            | CliError::Workdir(WorkdirError::Locked { .. } | WorkdirError::NotWorkdir { .. }) => EXIT_CONFIG,
+            CliError::Exec(ExecError::NotStoodUp { .. }) => EXIT_CONFIG,
             CliError::Sim(sim::SimError::Bind { .. }) => EXIT_CONFIG,
-            CliError::Sim(_) | CliError::Runtime(_) => EXIT_RUNTIME,
-            CliError::Spec(_) | CliError::WorkdirUsed(_) => EXIT_CONFIG,
-            CliError::Load(LoadError::Dataset(_) | LoadError::Endpoint { .. } | LoadError::Header { .. }) => {
-                EXIT_CONFIG
-            }
-            CliError::Load(_) | CliError::Workdir { .. } | CliError::Analysis(_) => EXIT_RUN,
+            CliError::Sim(_) | CliError::Runtime(_) | CliError::TeardownFailed(_) => EXIT_RUNTIME,
+            CliError::Exec(_) | CliError::Workdir(_) | CliError::Archive(_) => EXIT_RUNTIME,
+            CliError::StandupFailed { .. } => EXIT_STANDUP,
+            CliError::RunFailed { .. } | CliError::Analysis(_) => EXIT_RUN,
             CliError::Interrupted(_) => EXIT_INTERRUPTED,
         }
     }
@@ -167,9 +193,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(CliError::Runtime)?;
     match cli.command {
-        Command::Sim(args) => runtime.block_on(run_sim(args)),
-        Command::Run(args) => runtime.block_on(run_load(args)),
+        Command::E2e(args) => runtime.block_on(engine::e2e(args)),
+        Command::Standup(args) => runtime.block_on(engine::standup(args)),
+        Command::Run(args) => runtime.block_on(engine::run(args)),
+        Command::Teardown(args) => runtime.block_on(engine::teardown(args)),
+        Command::Plan(args) => engine::show_plan(args),
         Command::Analyze(args) => analyze(args),
+        Command::Status(args) => engine::status(args),
+        Command::Archive(args) => engine::archive(args),
+        Command::Reproduce(args) => runtime.block_on(engine::reproduce(args)),
+        Command::Sim(args) => runtime.block_on(run_sim(args)),
     }
 }
 
@@ -213,47 +246,23 @@ async fn run_sim(args: SimArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn run_load(args: RunArgs) -> Result<(), CliError> {
-    let path = spec::resolve("workload", "workloads", &args.workload)?;
-    let workload = Workload::from_file(&path)?;
-    let dir = workdir::choose(args.workdir.as_deref());
-    if dir.join("results/requests.csv").exists() {
-        return Err(CliError::WorkdirUsed(dir));
-    }
-    let prepare = || -> std::io::Result<()> {
-        std::fs::create_dir_all(dir.join("inputs"))?;
-        std::fs::copy(&path, dir.join("inputs/workload.yaml"))?;
-        Ok(())
-    };
-    prepare().map_err(|source| CliError::Workdir { path: dir.clone(), source })?;
-    eprintln!(
-        "benchflow run: workload {} against {}; work directory {}",
-        path.display(),
-        args.endpoint,
-        dir.display()
-    );
-    let opts = loadgen::Options {
-        endpoint: args.endpoint.clone(),
-        base_dir: path.parent().map(std::path::Path::to_path_buf).unwrap_or_default(),
-        results_dir: dir.join("results"),
-        quiet: args.quiet,
-        scrape_every: std::time::Duration::from_secs_f64(args.scrape_interval.max(0.1)),
-        workload: workload.clone(),
-    };
-    let shutdown = shutdown_signal();
-    let info = loadgen::run(opts, shutdown).await?;
-    let analysis = analysis::analyze(&dir, args.convention, &workload.slo)?;
-    print!("{}", analysis::render_text(&analysis));
-    eprintln!("results: {}/results, statistics: {}/analysis", dir.display(), dir.display());
-    if info.interrupted {
-        return Err(CliError::Interrupted(dir));
-    }
-    Ok(())
-}
-
 fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
-    let slo = Workload::from_file(&args.dir.join("inputs/workload.yaml")).map(|w| w.slo).unwrap_or_default();
-    let analysis = analysis::analyze(&args.dir, args.convention, &slo)?;
+    let resolved = Resolved::from_file(&args.dir.join("inputs/resolved.yaml")).ok();
+    let slo = resolved
+        .as_ref()
+        .and_then(|r| r.get("workload.slo").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let convention = args
+        .convention
+        .or_else(|| {
+            resolved
+                .as_ref()
+                .and_then(|r| r.get("harness.convention").cloned())
+                .and_then(|v| serde_json::from_value(v).ok())
+        })
+        .unwrap_or(Convention::Vllm);
+    let analysis = analysis::analyze(&args.dir, convention, &slo)?;
     print!("{}", analysis::render_text(&analysis));
     Ok(())
 }

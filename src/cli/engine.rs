@@ -1,0 +1,506 @@
+//! The commands that compile and execute a plan: the glue between files, work directory and
+//! executor. Every command that changes anything writes its inputs and plan first.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::CliError;
+use crate::{
+    exec::{self, Options, Outcome, State},
+    plan::{self, Plan},
+    resolve::{self, Request, Resolved, RunContext},
+    spec::{self, pipeline::Phase},
+    workdir::{self, WorkDir, archive, utc_now},
+};
+
+/// The files and overrides of a run.
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    /// Scenario: a name in scenarios/ (or shipped with benchflow), or a path.
+    #[arg(short = 'c', long, default_value = "local-sim")]
+    pub scenario: String,
+    /// Harness: a name in harnesses/, or a path.
+    #[arg(short = 'H', long, default_value = "builtin")]
+    pub harness: String,
+    /// Workload: a name in workloads/, or a path.
+    #[arg(short = 'w', long, default_value = "sanity")]
+    pub workload: String,
+    /// Override one variable, e.g. --set engine.profile=llama-3.1-8b/h100 --set workload.seed=7.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Work directory (default: runs/<run-id>). An existing one is continued: steps done with
+    /// unchanged inputs are skipped.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Only these steps, run even if done: `3-5`, `2,7`, `smoke_test`.
+    #[arg(short = 's', long = "step", value_name = "STEPS")]
+    pub steps: Option<String>,
+    /// Render everything into the work directory, start nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Leave the stack up even after a failure or an interrupt.
+    #[arg(long)]
+    pub keep: bool,
+    /// No progress lines.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Benchmark this OpenAI-compatible server instead (scenario `endpoint`, nothing stood up).
+    #[arg(long, value_name = "URL", conflicts_with = "scenario")]
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DirArgs {
+    /// The work directory (default: runs/latest).
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlanFormat {
+    Table,
+    Json,
+    Dot,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowPlanArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: PlanFormat,
+    /// Graphviz output (same as -o dot).
+    #[arg(long)]
+    pub dot: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    pub dir: PathBuf,
+    /// The archive to write (default: DIR.tar.gz next to DIR).
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// A work directory or an archive made by `benchflow archive`.
+    pub source: PathBuf,
+    /// The new work directory (default: runs/<run-id>).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Render everything into the new work directory, start nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+fn bin() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("benchflow"))
+}
+
+/// A prepared run: locked work directory, resolved inputs, plan.
+struct Prepared {
+    wd: WorkDir,
+    resolved: Resolved,
+    plan: Plan,
+}
+
+/// Resolves and compiles into `dir`, writing `inputs/` and `plan/`. An existing work directory
+/// keeps its run id and port, so its done steps keep their hashes.
+fn prepare(args: &PlanArgs, sets: &[String], scenario: &str) -> Result<Prepared, CliError> {
+    let root = workdir::choose(args.workdir.as_deref());
+    let previous = Resolved::from_file(&root.join("inputs/resolved.yaml")).ok();
+    let id = previous
+        .as_ref()
+        .and_then(|r| r.get("run.id").and_then(|v| v.as_str()).map(str::to_string))
+        .unwrap_or_else(|| {
+            root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(workdir::run_id)
+        });
+    let port = previous.as_ref().and_then(|r| r.get("run.port").and_then(|v| v.as_u64())).map(|p| p as u16);
+    let request = Request {
+        scenario: scenario.to_string(),
+        harness: args.harness.clone(),
+        workload: args.workload.clone(),
+        sets: sets.to_vec(),
+    };
+    let run = RunContext { id, workdir: root.clone(), bin: bin(), port };
+    let resolved = resolve::resolve(&request, &run)?;
+    let plan = plan::compile(&resolved)?;
+    if let Some(sel) = &args.steps {
+        plan.select(sel)?;
+    }
+    let wd = WorkDir::create(&root)?;
+    write_inputs(&wd, &resolved, &plan)?;
+    Ok(Prepared { wd, resolved, plan })
+}
+
+/// `inputs/` (files as given, overrides, resolved.yaml, version) and `plan/`.
+fn write_inputs(wd: &WorkDir, resolved: &Resolved, plan: &Plan) -> Result<(), CliError> {
+    for (kind, origin) in &resolved.files {
+        let dir = match kind.as_str() {
+            "scenario" => "scenarios",
+            "harness" => "harnesses",
+            "workload" => "workloads",
+            _ => "pipelines",
+        };
+        let text = match origin.strip_prefix("builtin:") {
+            Some(rest) => {
+                let name = rest.trim_start_matches(&format!("{dir}/")).trim_end_matches(".yaml");
+                spec::builtin::get(dir, name).unwrap_or_default().to_string()
+            }
+            None => std::fs::read_to_string(origin).unwrap_or_default(),
+        };
+        if !text.is_empty() {
+            wd.write(&format!("inputs/{kind}.yaml"), format!("# from {origin}\n{text}").as_bytes())?;
+        }
+    }
+    let sets = resolved.request.sets.iter().map(|s| format!("--set {s}\n")).collect::<String>();
+    wd.write("inputs/overrides.txt", sets.as_bytes())?;
+    wd.write("inputs/resolved.yaml", resolved.to_yaml().as_bytes())?;
+    let version = json!({
+        "benchflow_version": env!("CARGO_PKG_VERSION"),
+        "format_version": workdir::FORMAT_VERSION,
+        "written_at": utc_now(),
+        "command": std::env::args().collect::<Vec<_>>(),
+    });
+    wd.write("inputs/version.json", serde_json::to_string_pretty(&version).unwrap_or_default().as_bytes())?;
+    wd.write("plan/plan.json", serde_json::to_string_pretty(plan).unwrap_or_default().as_bytes())?;
+    wd.write("plan/plan.dot", plan.dot().as_bytes())?;
+    wd.write("plan/plan.txt", plan.table().as_bytes())?;
+    for s in &plan.steps {
+        let rendered = json!({"id": s.id, "kind": s.kind, "phase": s.phase, "describe": s.describe, "with": s.with, "hash": s.hash});
+        wd.write(
+            &format!("plan/steps/{}.json", s.id),
+            serde_json::to_string_pretty(&rendered).unwrap_or_default().as_bytes(),
+        )?;
+    }
+    if let Some(runs) = wd.root.parent().filter(|p| p.file_name().is_some_and(|n| n == "runs")) {
+        let link = runs.join("latest");
+        let _ = std::fs::remove_file(&link);
+        #[cfg(unix)]
+        let _ = std::os::unix::fs::symlink(wd.root.file_name().unwrap_or_default(), &link);
+    }
+    Ok(())
+}
+
+/// Delivers one message per SIGINT / SIGTERM; the third exits at once.
+fn signals(dir: &Path) -> mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let dir = dir.display().to_string();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        if let (Ok(mut int), Ok(mut term)) = (int, term) {
+            tokio::spawn(async move {
+                let mut count = 0;
+                loop {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    count += 1;
+                    if count >= 3 {
+                        eprintln!(
+                            "third interrupt: exiting now; remove what is left with `benchflow teardown {dir}`"
+                        );
+                        std::process::exit(i32::from(super::EXIT_INTERRUPTED));
+                    }
+                    let _ = tx.send(());
+                }
+            });
+        }
+    }
+    rx
+}
+
+async fn execute(
+    p: &Prepared,
+    phases: Vec<Phase>,
+    teardown_on_failure: bool,
+    args_steps: Option<&str>,
+    quiet: bool,
+) -> Result<(), CliError> {
+    let selection = args_steps.map(|s| p.plan.select(s)).transpose()?;
+    let opts = Options { phases: phases.clone(), selection, teardown_on_failure, quiet };
+    let dir = p.wd.root.clone();
+    if !quiet {
+        eprintln!(
+            "benchflow: run {} ({}), work directory {}",
+            p.plan.run_id,
+            phases.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "),
+            dir.display()
+        );
+    }
+    let mut rx = signals(&dir);
+    let report = exec::execute(&p.plan, &dir, &opts, &mut rx).await?;
+    let stats = dir.join("analysis/stats.txt");
+    if phases.contains(&Phase::Analyze) && stats.is_file() && report.outcome == Outcome::Success {
+        print!("{}", std::fs::read_to_string(&stats).unwrap_or_default());
+    }
+    if !report.leftovers.is_empty() && !phases.contains(&Phase::Standup)
+        || !report.leftovers.is_empty() && report.outcome != Outcome::Success
+    {
+        eprintln!("still up:");
+        for l in &report.leftovers {
+            eprintln!("  {l}");
+        }
+        eprintln!("remove with: benchflow teardown {}", dir.display());
+    }
+    if !quiet {
+        eprintln!("work directory: {}", dir.display());
+    }
+    let _ = p.resolved.values.get("run");
+    match report.outcome {
+        Outcome::Success if !report.teardown_failed.is_empty() => {
+            Err(CliError::TeardownFailed(report.teardown_failed.join(", ")))
+        }
+        Outcome::Success => Ok(()),
+        Outcome::Interrupted => Err(CliError::Interrupted(format!(
+            "; what was measured is kept in {}{}",
+            dir.display(),
+            if report.leftovers.is_empty() {
+                String::new()
+            } else {
+                format!("; run `benchflow teardown {}`", dir.display())
+            }
+        ))),
+        Outcome::Failed { step, phase: Phase::Standup, error } => {
+            Err(CliError::StandupFailed { step, error })
+        }
+        Outcome::Failed { step, error, .. } => Err(CliError::RunFailed { step, error }),
+    }
+}
+
+fn dry_run_done(p: &Prepared) -> Result<(), CliError> {
+    print!("{}", p.plan.table());
+    eprintln!("dry run: everything is rendered into {}; nothing was started", p.wd.root.display());
+    Ok(())
+}
+
+pub async fn e2e(args: PlanArgs) -> Result<(), CliError> {
+    let p = prepare(&args, &args.sets, &args.scenario)?;
+    if args.dry_run {
+        return dry_run_done(&p);
+    }
+    execute(&p, Phase::ALL.to_vec(), !args.keep, args.steps.as_deref(), args.quiet).await
+}
+
+pub async fn standup(args: PlanArgs) -> Result<(), CliError> {
+    let p = prepare(&args, &args.sets, &args.scenario)?;
+    if args.dry_run {
+        return dry_run_done(&p);
+    }
+    execute(&p, vec![Phase::Standup], !args.keep, args.steps.as_deref(), args.quiet).await?;
+    if !args.quiet {
+        let url = p.resolved.get("endpoint.url").and_then(|v| v.as_str()).unwrap_or("");
+        eprintln!(
+            "stood up: {url}\nnext: benchflow run --workdir {0}   then: benchflow teardown {0}",
+            p.wd.root.display()
+        );
+    }
+    Ok(())
+}
+
+pub async fn run(args: RunArgs) -> Result<(), CliError> {
+    let mut sets = args.plan.sets.clone();
+    let scenario = match &args.endpoint {
+        Some(url) => {
+            sets.insert(0, format!("engine.url={url}"));
+            "endpoint".to_string()
+        }
+        None => {
+            // Against a stood-up work directory: keep its scenario unless another is named.
+            let dir = args.plan.workdir.clone().unwrap_or_else(|| PathBuf::from("runs/latest"));
+            match Resolved::from_file(&dir.join("inputs/resolved.yaml")) {
+                Ok(r) if args.plan.scenario == "local-sim" => r.request.scenario,
+                _ => args.plan.scenario.clone(),
+            }
+        }
+    };
+    let mut plan_args = args.plan.clone();
+    if args.endpoint.is_none()
+        && plan_args.workdir.is_none()
+        && Path::new("runs/latest/inputs/resolved.yaml").is_file()
+    {
+        plan_args.workdir = std::fs::canonicalize("runs/latest").ok();
+    }
+    let p = prepare(&plan_args, &sets, &scenario)?;
+    if args.plan.dry_run {
+        return dry_run_done(&p);
+    }
+    let phases = if args.endpoint.is_some() {
+        vec![Phase::Standup, Phase::Run, Phase::Analyze]
+    } else {
+        vec![Phase::Run, Phase::Analyze]
+    };
+    execute(&p, phases, false, args.plan.steps.as_deref(), args.plan.quiet).await
+}
+
+fn dir_or_latest(dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| {
+        std::fs::canonicalize("runs/latest").unwrap_or_else(|_| PathBuf::from("runs/latest"))
+    })
+}
+
+fn load_plan(dir: &Path) -> Result<Plan, CliError> {
+    let path = dir.join("plan/plan.json");
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        CliError::Usage(format!("{} has no plan/plan.json: is it a benchflow work directory?", dir.display()))
+    })?;
+    serde_json::from_str(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+}
+
+pub async fn teardown(args: DirArgs) -> Result<(), CliError> {
+    let dir = dir_or_latest(args.dir);
+    let wd = WorkDir::open(&dir)?;
+    let plan = load_plan(&dir)?;
+    let state = State::load(&dir, &plan.run_id);
+    if state.leftovers().is_empty() {
+        eprintln!("nothing to tear down in {}", dir.display());
+        return Ok(());
+    }
+    let opts =
+        Options { phases: vec![Phase::Teardown], selection: None, teardown_on_failure: false, quiet: false };
+    let mut rx = signals(&dir);
+    let report = exec::execute(&plan, &dir, &opts, &mut rx).await?;
+    drop(wd);
+    if !report.teardown_failed.is_empty() {
+        return Err(CliError::TeardownFailed(report.teardown_failed.join(", ")));
+    }
+    if !report.leftovers.is_empty() {
+        return Err(CliError::TeardownFailed(report.leftovers.join("; ")));
+    }
+    eprintln!("torn down: {}", dir.display());
+    Ok(())
+}
+
+pub fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
+    let format = if args.dot { PlanFormat::Dot } else { args.output };
+    let p = if args.plan.dry_run {
+        prepare(&args.plan, &args.plan.sets, &args.plan.scenario)?
+    } else {
+        // Nothing is written: resolve and compile only.
+        let root = workdir::choose(args.plan.workdir.as_deref());
+        let request = Request {
+            scenario: args.plan.scenario.clone(),
+            harness: args.plan.harness.clone(),
+            workload: args.plan.workload.clone(),
+            sets: args.plan.sets.clone(),
+        };
+        let id = root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let resolved = resolve::resolve(&request, &RunContext { id, workdir: root, bin: bin(), port: None })?;
+        let plan = plan::compile(&resolved)?;
+        if let Some(sel) = &args.plan.steps {
+            plan.select(sel)?;
+        }
+        match format {
+            PlanFormat::Table => print!("{}", plan.table()),
+            PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default()),
+            PlanFormat::Dot => print!("{}", plan.dot()),
+        }
+        return Ok(());
+    };
+    match format {
+        PlanFormat::Table => print!("{}", p.plan.table()),
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&p.plan).unwrap_or_default()),
+        PlanFormat::Dot => print!("{}", p.plan.dot()),
+    }
+    eprintln!("dry run: everything is rendered into {}; nothing was started", p.wd.root.display());
+    Ok(())
+}
+
+pub fn status(args: DirArgs) -> Result<(), CliError> {
+    let dir = dir_or_latest(args.dir);
+    let plan = load_plan(&dir)?;
+    let state = State::load(&dir, &plan.run_id);
+    let resolved = Resolved::from_file(&dir.join("inputs/resolved.yaml"))?;
+    println!("run {} in {}", plan.run_id, dir.display());
+    if let Some(url) = resolved.get("endpoint.url").and_then(|v| v.as_str()) {
+        println!("endpoint {url}");
+    }
+    let wid = plan.steps.iter().map(|s| s.id.len()).max().unwrap_or(4);
+    for s in &plan.steps {
+        let st = state.steps.get(&s.id);
+        let status = st.map_or("pending", |st| st.status.as_str());
+        let took = st.and_then(|st| st.duration_s).map(|d| format!("{d:.1} s")).unwrap_or_default();
+        let note = st.and_then(|st| st.error.clone().or_else(|| st.summary.clone())).unwrap_or_default();
+        let note = note.lines().next().unwrap_or("").to_string();
+        println!("{:<wid$}  {:<9}  {:>8}  {note}", s.id, status, took);
+    }
+    let left = state.leftovers();
+    if left.is_empty() {
+        println!("nothing is up");
+    } else {
+        println!("up:");
+        for (id, rec) in left {
+            println!("  {}", exec::describe_leftover(&id, &rec));
+        }
+    }
+    if !state.interrupts.is_empty() {
+        println!("interrupted at {}", state.interrupts.join(", "));
+    }
+    Ok(())
+}
+
+pub fn archive(args: ArchiveArgs) -> Result<(), CliError> {
+    if !args.dir.join("inputs/resolved.yaml").is_file() {
+        return Err(CliError::Usage(format!("{} is not a benchflow work directory", args.dir.display())));
+    }
+    let (path, files) = archive::pack(&args.dir, args.output.as_deref())?;
+    println!("{}", path.display());
+    eprintln!("archived {files} files with MANIFEST.sha256");
+    Ok(())
+}
+
+pub async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
+    let (source_dir, archive_note) = if args.source.is_file() {
+        let tmp = std::env::temp_dir().join(format!("benchflow-reproduce-{}", workdir::run_id()));
+        let root = archive::unpack(&args.source, &tmp)?;
+        (root, Some(args.source.display().to_string()))
+    } else {
+        (args.source.clone(), None)
+    };
+    let recorded = Resolved::from_file(&source_dir.join("inputs/resolved.yaml"))?;
+    let root = workdir::choose(args.workdir.as_deref());
+    if root.join("inputs/resolved.yaml").exists() {
+        return Err(CliError::Usage(format!(
+            "{} already holds a run; choose a new --workdir",
+            root.display()
+        )));
+    }
+    let id = root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(workdir::run_id);
+    let resolved =
+        resolve::reproduce(&recorded, &RunContext { id, workdir: root.clone(), bin: bin(), port: None })?;
+    let plan = plan::compile(&resolved)?;
+    let wd = WorkDir::create(&root)?;
+    write_inputs(&wd, &resolved, &plan)?;
+    for kind in ["scenario", "harness", "workload", "pipeline"] {
+        if let Ok(text) = std::fs::read(source_dir.join(format!("inputs/{kind}.yaml"))) {
+            wd.write(&format!("inputs/{kind}.yaml"), &text)?;
+        }
+    }
+    let origin = json!({
+        "reproduces": recorded.get("run.id"),
+        "from": archive_note.unwrap_or_else(|| args.source.display().to_string()),
+        "at": utc_now(),
+    });
+    wd.write("inputs/origin.json", serde_json::to_string_pretty(&origin).unwrap_or_default().as_bytes())?;
+    let p = Prepared { wd, resolved, plan };
+    if args.dry_run {
+        return dry_run_done(&p);
+    }
+    execute(&p, Phase::ALL.to_vec(), true, None, args.quiet).await
+}

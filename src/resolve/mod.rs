@@ -1,0 +1,463 @@
+//! From the files as written to one variable tree: defaults < scenario < harness < workload <
+//! `--set`, every leaf remembering who set it, validated again as typed values, plus the values
+//! derived for this run (`run.*`, `endpoint.*`).
+//!
+//! Secrets never enter the tree: a value whose key looks secret (`token`, `password`, …) must
+//! be a reference such as `env:HF_TOKEN`, read from the environment only when a process starts.
+
+pub mod template;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::spec::{
+    self, Source, SpecError,
+    harness::Harness,
+    pipeline::Pipeline,
+    scenario::{EngineKind, Platform, Scenario},
+    workload::Workload,
+};
+
+/// Version of the `inputs/resolved.yaml` format.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why the inputs could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("--set {set}: {message}")]
+    Set { set: String, message: String },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+    #[error(
+        "{origin}: `{path}` looks like a secret and is written as a value; write a reference such as \
+         `env:NAME` and export NAME instead (secrets are never written to the work directory)"
+    )]
+    Secret { origin: String, path: String },
+    #[error("platform `kubernetes` is not available yet; use `platform: local`")]
+    Kubernetes,
+}
+
+/// What the user asked for: file names (or paths) and overrides.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Request {
+    pub scenario: String,
+    pub harness: String,
+    pub workload: String,
+    /// `--set key=value`, in order.
+    pub sets: Vec<String>,
+}
+
+/// Facts about this run that templates may use (`run.*`).
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    pub id: String,
+    pub workdir: PathBuf,
+    /// The benchflow binary (spawns `benchflow sim`).
+    pub bin: PathBuf,
+    /// The engine port an earlier command of this work directory chose (kept, so its done
+    /// steps keep their hashes).
+    pub port: Option<u16>,
+}
+
+/// The result: the tree, who set each leaf, the typed files, the pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Resolved {
+    pub format_version: u32,
+    pub benchflow_version: String,
+    pub request: Request,
+    /// Where each file was found (`scenario`, `harness`, `workload`, `pipeline`).
+    pub files: BTreeMap<String, String>,
+    /// The variable tree.
+    pub values: Value,
+    /// `engine.profile` → `scenarios/local-sim.yaml`, `--set`, `default`, `derived`.
+    pub sources: BTreeMap<String, String>,
+    /// The pipeline's steps (templates, not yet rendered).
+    pub pipeline: Pipeline,
+    /// The pipeline file's text, for line numbers in errors (not recorded).
+    #[serde(skip)]
+    pub pipeline_text: Option<String>,
+}
+
+const SECRET_WORDS: &[&str] =
+    &["token", "secret", "password", "passwd", "api_key", "apikey", "authorization"];
+
+fn leaves(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                leaves(&p, v, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+/// Deep merge: objects merge key by key, anything else replaces.
+fn merge(base: &mut Value, top: Value) {
+    match (base, top) {
+        (Value::Object(b), Value::Object(t)) => {
+            for (k, v) in t {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// The layers, in precedence order.
+struct Tree {
+    values: Value,
+    sources: BTreeMap<String, String>,
+}
+
+impl Tree {
+    fn layer(&mut self, origin: &str, v: Value) {
+        let mut ls = Vec::new();
+        leaves("", &v, &mut ls);
+        // A leaf replaced by a subtree (or the reverse) drops the old paths below/above it.
+        for l in &ls {
+            let below = format!("{l}.");
+            self.sources.retain(|k, _| !k.starts_with(&below) && !l.starts_with(&format!("{k}.")));
+            self.sources.insert(l.clone(), origin.to_string());
+        }
+        merge(&mut self.values, v);
+    }
+
+    fn get(&self, path: &str) -> Option<&Value> {
+        path.split('.').try_fold(&self.values, |v, k| match v {
+            Value::Object(m) => m.get(k),
+            Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        })
+    }
+}
+
+fn parse_yaml_value(source: &Source) -> Result<Value, SpecError> {
+    spec::from_yaml::<Value>(&source.text, &source.origin, &[])
+        .map(|v| if v.is_null() { json!({}) } else { v })
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// One `--set key=value` as a nested object; the value is typed like YAML (`5` is a number,
+/// `true` a boolean, `[a, b]` a list, anything else a string).
+fn set_layer(set: &str, tree: &Tree) -> Result<Value, ResolveError> {
+    let bad = |message: String| ResolveError::Set { set: set.to_string(), message };
+    let (path, raw) = set.split_once('=').ok_or_else(|| bad("expected KEY=VALUE".into()))?;
+    let path = path.trim();
+    if path.is_empty() || path.split('.').any(str::is_empty) {
+        return Err(bad(format!("`{path}` is not a dotted key such as engine.profile")));
+    }
+    let first = path.split('.').next().unwrap_or(path);
+    let roots: Vec<&str> =
+        tree.values.as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+    if !roots.contains(&first) {
+        return Err(bad(format!(
+            "unknown key `{first}`{}; the tree's top-level keys are: {}",
+            spec::suggest(first, roots.iter().copied()),
+            roots.join(", ")
+        )));
+    }
+    let value: Value = if raw.trim().is_empty() {
+        Value::String(String::new())
+    } else {
+        serde_saphyr::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
+    };
+    // Arrays are addressed by index: workload.stages.0.rate=5.
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let mut value = value;
+    while let Some(last) = parts.pop() {
+        let parent = parts.join(".");
+        let container = if parent.is_empty() { Some(&tree.values) } else { tree.get(&parent) };
+        value = match (container, last.parse::<usize>()) {
+            (Some(Value::Array(items)), Ok(i)) => {
+                if i >= items.len() {
+                    return Err(bad(format!(
+                        "`{parent}` has {} items; index {i} is out of range",
+                        items.len()
+                    )));
+                }
+                let mut items = items.clone();
+                merge(&mut items[i], value);
+                Value::Array(items)
+            }
+            _ => json!({ last: value }),
+        };
+        // Once a level is rebuilt from the tree, the levels above merge normally.
+    }
+    Ok(value)
+}
+
+fn check_secrets(tree: &Tree) -> Result<(), ResolveError> {
+    let mut ls = Vec::new();
+    leaves("", &tree.values, &mut ls);
+    for path in ls {
+        let key = path.rsplit('.').next().unwrap_or(&path).to_ascii_lowercase();
+        if !SECRET_WORDS.iter().any(|w| key.contains(w)) {
+            continue;
+        }
+        if let Some(Value::String(s)) = tree.get(&path)
+            && !s.is_empty()
+            && !s.starts_with("env:")
+        {
+            let origin = tree.sources.get(&path).cloned().unwrap_or_default();
+            return Err(ResolveError::Secret { origin, path });
+        }
+    }
+    Ok(())
+}
+
+/// Reads the files named in `request` and resolves them.
+pub fn resolve(request: &Request, run: &RunContext) -> Result<Resolved, ResolveError> {
+    let scenario = spec::find("scenario", "scenarios", &request.scenario)?;
+    let harness = spec::find("harness", "harnesses", &request.harness)?;
+    let workload = spec::find("workload", "workloads", &request.workload)?;
+    // Each file alone first: errors point at file:line:column.
+    let typed_scenario: Scenario = spec::from_yaml(&scenario.text, &scenario.origin, &[])?;
+    let _: Harness = spec::from_yaml(&harness.text, &harness.origin, &[])?;
+    Workload::from_yaml(&workload.text, &workload.origin)?;
+    let pipeline_name = typed_scenario.pipeline.clone().unwrap_or_else(|| {
+        match typed_scenario.engine.kind {
+            EngineKind::Endpoint => "endpoint",
+            _ => "local",
+        }
+        .to_string()
+    });
+    let pipeline = spec::find("pipeline", "pipelines", &pipeline_name)?;
+    let typed_pipeline: Pipeline = spec::from_yaml(&pipeline.text, &pipeline.origin, &[])?;
+
+    let mut tree = Tree { values: json!({}), sources: BTreeMap::new() };
+    let defaults = Scenario {
+        description: None,
+        platform: Platform::Local,
+        pipeline: None,
+        model: None,
+        engine: Default::default(),
+        timeouts: Default::default(),
+        vars: BTreeMap::new(),
+    };
+    let mut d = object(serde_json::to_value(&defaults).unwrap_or_default());
+    d.remove("description");
+    d.remove("pipeline");
+    d.insert("harness".into(), serde_json::to_value(Harness::default()).unwrap_or_default());
+    if let Some(h) = d.get_mut("harness").and_then(Value::as_object_mut) {
+        h.remove("description");
+        h.remove("vars");
+    }
+    tree.layer("default", Value::Object(d));
+
+    let mut s = object(parse_yaml_value(&scenario)?);
+    s.remove("description");
+    s.remove("pipeline");
+    tree.layer(&scenario.origin, Value::Object(s));
+
+    let mut h = object(parse_yaml_value(&harness)?);
+    h.remove("description");
+    if let Some(vars) = h.remove("vars") {
+        tree.layer(&harness.origin, json!({ "vars": vars }));
+    }
+    tree.layer(&harness.origin, json!({ "harness": h }));
+    tree.layer(&workload.origin, json!({ "workload": parse_yaml_value(&workload)? }));
+
+    for set in &request.sets {
+        let layer = set_layer(set, &tree)?;
+        tree.layer("--set", layer);
+    }
+    let files = BTreeMap::from([
+        ("scenario".to_string(), scenario.origin.clone()),
+        ("harness".to_string(), harness.origin.clone()),
+        ("workload".to_string(), workload.origin.clone()),
+        ("pipeline".to_string(), pipeline.origin.clone()),
+    ]);
+    let workload_dir = std::path::absolute(&workload.dir).unwrap_or(workload.dir.clone());
+    let mut resolved = finish(request.clone(), files, tree, typed_pipeline, run, &workload_dir)?;
+    resolved.pipeline_text = Some(pipeline.text);
+    Ok(resolved)
+}
+
+/// Re-resolves a recorded `inputs/resolved.yaml` for a new run: the same values, new `run.*`.
+pub fn reproduce(recorded: &Resolved, run: &RunContext) -> Result<Resolved, ResolveError> {
+    let mut values = recorded.values.clone();
+    let workload_dir = values
+        .pointer("/run/workload_dir")
+        .and_then(Value::as_str)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    if let Some(m) = values.as_object_mut() {
+        m.remove("run");
+        m.remove("endpoint");
+    }
+    let sources =
+        recorded.sources.iter().filter(|(_, v)| *v != "derived").map(|(k, v)| (k.clone(), v.clone()));
+    let tree = Tree { values, sources: sources.collect() };
+    finish(
+        recorded.request.clone(),
+        recorded.files.clone(),
+        tree,
+        recorded.pipeline.clone(),
+        run,
+        &workload_dir,
+    )
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    tree: &Tree,
+    section: &[&str],
+    what: &str,
+) -> Result<T, ResolveError> {
+    let v = if section.is_empty() {
+        tree.values.clone()
+    } else {
+        section.iter().fold(tree.values.clone(), |v, k| v.get(*k).cloned().unwrap_or(Value::Null))
+    };
+    serde_json::from_value(v).map_err(|e| ResolveError::Invalid {
+        origin: format!("the merged {what} (after --set)"),
+        message: spec::clean_message(&e.to_string(), &[]),
+    })
+}
+
+fn finish(
+    request: Request,
+    files: BTreeMap<String, String>,
+    mut tree: Tree,
+    pipeline: Pipeline,
+    run: &RunContext,
+    workload_dir: &Path,
+) -> Result<Resolved, ResolveError> {
+    // Typed again after merging: a bad --set is caught here, and the tree gets the canonical
+    // form of every value (durations in seconds, defaults filled in).
+    let mut scenario_part = tree.values.clone();
+    if let Some(m) = scenario_part.as_object_mut() {
+        m.remove("harness");
+        m.remove("workload");
+    }
+    let scenario: Scenario = serde_json::from_value(scenario_part).map_err(|e| ResolveError::Invalid {
+        origin: format!("the merged scenario ({})", files.get("scenario").cloned().unwrap_or_default()),
+        message: spec::clean_message(&e.to_string(), &[]),
+    })?;
+    let harness: Harness = typed(&tree, &["harness"], "harness")?;
+    let workload: Workload = typed(&tree, &["workload"], "workload")?;
+    let origin = files.get("workload").cloned().unwrap_or_default();
+    let text = serde_json::to_string(&workload).unwrap_or_default();
+    Workload::from_yaml(&text, &format!("the merged workload ({origin})"))?;
+    if scenario.platform == Platform::Kubernetes {
+        return Err(ResolveError::Kubernetes);
+    }
+    let mut canonical = object(serde_json::to_value(&scenario).unwrap_or_default());
+    canonical.remove("description");
+    canonical.remove("pipeline");
+    let mut h = object(serde_json::to_value(&harness).unwrap_or_default());
+    h.remove("description");
+    h.remove("vars");
+    canonical.insert("harness".into(), Value::Object(h));
+    canonical.insert("workload".into(), serde_json::to_value(&workload).unwrap_or_default());
+    tree.values = Value::Object(canonical);
+    check_secrets(&tree)?;
+
+    let derived = crate::platform::local::derive(&scenario, run, workload_dir).map_err(|message| {
+        ResolveError::Invalid { origin: files.get("scenario").cloned().unwrap_or_default(), message }
+    })?;
+    tree.layer("derived", derived);
+    Ok(Resolved {
+        format_version: FORMAT_VERSION,
+        benchflow_version: env!("CARGO_PKG_VERSION").to_string(),
+        request,
+        files,
+        values: tree.values,
+        sources: tree.sources,
+        pipeline,
+        pipeline_text: None,
+    })
+}
+
+impl Resolved {
+    /// The YAML written to `inputs/resolved.yaml`.
+    pub fn to_yaml(&self) -> String {
+        let head = "# Every variable of this run (`values`) and who set it (`sources`).\n\
+                    # `benchflow reproduce` re-runs from this file. Secrets appear only as references.\n";
+        format!("{head}{}", serde_saphyr::to_string(self).unwrap_or_default())
+    }
+
+    /// Reads `inputs/resolved.yaml`.
+    pub fn from_file(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+        spec::from_yaml(&text, &path.display().to_string(), &[])
+    }
+
+    /// A value by dotted path.
+    pub fn get(&self, path: &str) -> Option<&Value> {
+        path.split('.').try_fold(&self.values, |v, k| v.get(k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> Tree {
+        let mut t = Tree { values: json!({}), sources: BTreeMap::new() };
+        t.layer(
+            "default",
+            json!({"engine": {"kind": "sim", "port": 0}, "workload": {"stages": [{"rate": 1}]}}),
+        );
+        t
+    }
+
+    #[test]
+    fn layers_record_the_last_source_of_each_leaf() {
+        let mut t = tree();
+        t.layer("scenario.yaml", json!({"engine": {"port": 8000}}));
+        let l = set_layer("engine.kind=vllm", &t).unwrap();
+        t.layer("--set", l);
+        assert_eq!(t.values["engine"], json!({"kind": "vllm", "port": 8000}));
+        assert_eq!(t.sources["engine.kind"], "--set");
+        assert_eq!(t.sources["engine.port"], "scenario.yaml");
+        let l = set_layer("workload.stages.0.rate=5", &t).unwrap();
+        t.layer("--set", l);
+        assert_eq!(t.values["workload"]["stages"][0], json!({"rate": 5}));
+        t.layer("w.yaml", json!({"workload": {"stages": [{"rate": 1, "duration": 3}]}}));
+        let l = set_layer("workload.stages.0.rate=7", &t).unwrap();
+        t.layer("--set", l);
+        assert_eq!(t.values["workload"]["stages"][0], json!({"rate": 7, "duration": 3}));
+    }
+
+    #[test]
+    fn sets_are_typed_and_checked() {
+        let t = tree();
+        assert_eq!(set_layer("engine.port=9", &t).unwrap(), json!({"engine": {"port": 9}}));
+        assert_eq!(set_layer("engine.kind=true", &t).unwrap(), json!({"engine": {"kind": true}}));
+        let e = set_layer("engnie.port=9", &t).unwrap_err().to_string();
+        assert!(e.contains("did you mean `engine`"), "{e}");
+        assert!(set_layer("engine.port", &t).unwrap_err().to_string().contains("KEY=VALUE"));
+        assert!(set_layer("workload.stages.3.rate=1", &t).unwrap_err().to_string().contains("out of range"));
+    }
+
+    #[test]
+    fn secret_values_are_refused_and_references_allowed() {
+        let mut t = tree();
+        t.layer("s.yaml", json!({"engine": {"env": {"HF_TOKEN": "env:HF_TOKEN"}}}));
+        assert!(check_secrets(&t).is_ok());
+        t.layer("--set", json!({"engine": {"env": {"HF_TOKEN": "hf_abc"}}}));
+        let e = check_secrets(&t).unwrap_err().to_string();
+        assert!(e.contains("engine.env.HF_TOKEN") && e.contains("--set") && !e.contains("hf_abc"), "{e}");
+    }
+}

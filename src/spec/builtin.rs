@@ -1,0 +1,26 @@
+//! The files shipped with benchflow, embedded so that `benchflow e2e` works from any directory.
+//! A file of the same name in the current directory's `scenarios/`, `harnesses/`, `workloads/`
+//! or `pipelines/` takes precedence.
+
+const FILES: &[(&str, &str, &str)] = &[
+    ("scenarios", "local-sim", include_str!("../../scenarios/local-sim.yaml")),
+    ("scenarios", "local-vllm", include_str!("../../scenarios/local-vllm.yaml")),
+    ("scenarios", "endpoint", include_str!("../../scenarios/endpoint.yaml")),
+    ("harnesses", "builtin", include_str!("../../harnesses/builtin.yaml")),
+    ("workloads", "sanity", include_str!("../../workloads/sanity.yaml")),
+    ("workloads", "chat", include_str!("../../workloads/chat.yaml")),
+    ("workloads", "multistage", include_str!("../../workloads/multistage.yaml")),
+    ("pipelines", "local", include_str!("../../pipelines/local.yaml")),
+    ("pipelines", "endpoint", include_str!("../../pipelines/endpoint.yaml")),
+];
+
+/// The text of a shipped file.
+pub fn get(dir: &str, name: &str) -> Option<&'static str> {
+    let name = name.trim_end_matches(".yaml").trim_end_matches(".yml");
+    FILES.iter().find(|(d, n, _)| *d == dir && *n == name).map(|(_, _, text)| *text)
+}
+
+/// The names of the shipped files in `dir`.
+pub fn names(dir: &str) -> impl Iterator<Item = &'static str> {
+    FILES.iter().filter(move |(d, _, _)| *d == dir).map(|(_, n, _)| *n)
+}

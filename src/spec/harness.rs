@@ -1,0 +1,51 @@
+//! A harness file (`harnesses/*.yaml`): what generates load and how it is measured.
+//!
+//! ```yaml
+//! kind: builtin
+//! scrape_every: 2s
+//! convention: vllm
+//! ```
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{analysis::Convention, sim::config::Secs};
+
+/// A whole harness.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Harness {
+    /// Free text shown in plans and reports.
+    pub description: Option<String>,
+    /// Which load generator.
+    pub kind: HarnessKind,
+    /// Interval between scrapes of the server's `/metrics` during the run.
+    pub scrape_every: Secs,
+    /// Metric definitions for the statistics.
+    pub convention: Convention,
+    /// Free variables for custom pipelines and templates (`{{ vars.NAME }}`).
+    pub vars: BTreeMap<String, Value>,
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Harness {
+            description: None,
+            kind: HarnessKind::Builtin,
+            scrape_every: Secs(2.0),
+            convention: Convention::Vllm,
+            vars: BTreeMap::new(),
+        }
+    }
+}
+
+/// The load generators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HarnessKind {
+    /// benchflow's own load generator, in process.
+    Builtin,
+}

@@ -1,0 +1,130 @@
+//! A scenario file (`scenarios/*.yaml`): where and what to deploy.
+//!
+//! ```yaml
+//! description: the built-in simulator on this machine
+//! platform: local
+//! engine: { kind: sim, profile: tiny/cpu }
+//! timeouts: { ready: 60s }
+//! ```
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::sim::config::Secs;
+
+/// A whole scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Free text shown in plans and reports.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Where the stack runs.
+    #[serde(default)]
+    pub platform: Platform,
+    /// The pipeline (a name in `pipelines/` or a path); default: `local`, or `endpoint` for an
+    /// existing endpoint.
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// The model to serve (a Hugging Face id for vLLM); default: the simulator profile's model.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// What serves the model.
+    #[serde(default)]
+    pub engine: Engine,
+    /// How long each kind of wait may take.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Free variables for custom pipelines and templates (`{{ vars.NAME }}`).
+    #[serde(default)]
+    pub vars: BTreeMap<String, Value>,
+}
+
+/// Where the stack runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    /// Processes on this machine.
+    #[default]
+    Local,
+    /// A Kubernetes or OpenShift cluster (not available yet).
+    Kubernetes,
+}
+
+/// What serves the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Engine {
+    /// `sim` (the built-in simulator), `vllm` (`vllm serve`), or `endpoint` (already running).
+    pub kind: EngineKind,
+    /// Simulator profile (see `benchflow sim --list-profiles`).
+    pub profile: String,
+    /// Extra command-line arguments: simulator flags (e.g. `--set`, `time_scale=0.5`) or
+    /// `vllm serve` flags (e.g. `--max-model-len`, `4096`).
+    pub args: Vec<String>,
+    /// The URL of an existing OpenAI-compatible server (`kind: endpoint`).
+    pub url: Option<String>,
+    /// Address the engine listens on.
+    pub host: String,
+    /// Port the engine listens on; 0 picks a free one when the plan is made.
+    pub port: u16,
+    /// Environment for the engine process. Secrets are references: `HF_TOKEN: env:HF_TOKEN`.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine {
+            kind: EngineKind::Sim,
+            profile: "tiny/cpu".into(),
+            args: Vec::new(),
+            url: None,
+            host: "127.0.0.1".into(),
+            port: 0,
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+/// The engine kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// `benchflow sim` as a child process.
+    Sim,
+    /// `vllm serve` as a child process (vLLM must be installed).
+    Vllm,
+    /// An existing server: no standup.
+    Endpoint,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Sim => "sim",
+            EngineKind::Vllm => "vllm",
+            EngineKind::Endpoint => "endpoint",
+        }
+    }
+}
+
+/// How long each kind of wait may take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Until the engine answers its readiness check.
+    pub ready: Secs,
+    /// For each smoke-test request.
+    pub smoke: Secs,
+    /// For a process to exit after SIGTERM before it is killed.
+    pub stop: Secs,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { ready: Secs(300.0), smoke: Secs(60.0), stop: Secs(15.0) }
+    }
+}

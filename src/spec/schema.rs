@@ -1,0 +1,37 @@
+//! JSON Schemas for the four file kinds, generated from the serde types. The checked-in copies
+//! under `schemas/` are compared with these by a test, so they cannot go stale.
+
+use schemars::schema_for;
+
+use super::{harness::Harness, pipeline::Pipeline, scenario::Scenario, workload::Workload};
+
+/// `(file name, pretty JSON)` for each schema.
+pub fn all() -> Vec<(&'static str, String)> {
+    let pretty = |s: schemars::Schema| serde_json::to_string_pretty(&s).unwrap_or_default() + "\n";
+    vec![
+        ("scenario.schema.json", pretty(schema_for!(Scenario))),
+        ("harness.schema.json", pretty(schema_for!(Harness))),
+        ("workload.schema.json", pretty(schema_for!(Workload))),
+        ("pipeline.schema.json", pretty(schema_for!(Pipeline))),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn checked_in_schemas_are_fresh() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+        for (name, text) in super::all() {
+            let path = dir.join(name);
+            if std::env::var_os("BENCHFLOW_WRITE_SCHEMAS").is_some() {
+                std::fs::create_dir_all(&dir).expect("create schemas/");
+                std::fs::write(&path, &text).expect("write schema");
+            }
+            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                on_disk == text,
+                "schemas/{name} is stale: run `BENCHFLOW_WRITE_SCHEMAS=1 cargo test --lib schema` and commit it"
+            );
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! `analyze`: statistics, plots and the report from `results/` into `analysis/`.
+
+use serde::Deserialize;
+
+use super::{Ctx, Done, StepError};
+use crate::{
+    analysis::{self, Convention},
+    spec::workload::Slo,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    #[serde(default = "default_convention")]
+    pub convention: Convention,
+    #[serde(default)]
+    pub slo: Slo,
+}
+
+fn default_convention() -> Convention {
+    Convention::Vllm
+}
+
+impl Args {
+    pub fn describe(&self) -> Vec<String> {
+        vec![format!(
+            "statistics ({} conventions), plots and report.html from results/ into analysis/",
+            self.convention.as_str()
+        )]
+    }
+
+    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+        let dir = ctx.workdir.clone();
+        let a = tokio::task::spawn_blocking(move || analysis::analyze(&dir, self.convention, &self.slo))
+            .await
+            .map_err(|e| StepError::Failed(e.to_string()))?
+            .map_err(|e| StepError::Failed(e.to_string()))?;
+        let text = analysis::render_text(&a);
+        ctx.note(&text);
+        Ok(Done { summary: "analysis/stats.json, analysis/report.html".into(), undo: None })
+    }
+}

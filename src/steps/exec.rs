@@ -1,0 +1,87 @@
+//! `exec`: any command, with its output and exit status captured in the step's log (the escape
+//! hatch for what no other kind does).
+
+use std::{collections::BTreeMap, process::Stdio};
+
+use serde::Deserialize;
+
+use super::{Ctx, Done, StepError, shell_line, tail};
+use crate::workdir::utc_now;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    pub command: Vec<String>,
+    /// Environment; `env:NAME` values are read from ours.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; default: the work directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
+}
+
+impl Args {
+    pub fn describe(&self) -> Vec<String> {
+        vec![format!("$ {}", shell_line(&self.command))]
+    }
+
+    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+        let Some(program) = self.command.first() else {
+            return Err(StepError::Failed("`command` is empty".into()));
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&ctx.log)
+            .map_err(|e| StepError::Failed(format!("cannot open {}: {e}", ctx.log.display())))?;
+        let out = log.try_clone().map_err(|e| StepError::Failed(e.to_string()))?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&self.command[1..])
+            .current_dir(self.cwd.as_deref().map(Into::into).unwrap_or(ctx.workdir.clone()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(log))
+            .process_group(0)
+            .kill_on_drop(true);
+        for (k, v) in &self.env {
+            match v.strip_prefix("env:") {
+                Some(name) => {
+                    if let Ok(value) = std::env::var(name) {
+                        cmd.env(k, value);
+                    }
+                }
+                None => {
+                    cmd.env(k, v);
+                }
+            }
+        }
+        ctx.note(&format!("# {} started\n$ {}", utc_now(), shell_line(&self.command)));
+        let mut child =
+            cmd.spawn().map_err(|e| StepError::Failed(format!("failed to start `{program}`: {e}")))?;
+        let status = tokio::select! {
+            s = child.wait() => s.map_err(|e| StepError::Failed(e.to_string()))?,
+            _ = ctx.cancelled() => {
+                if let Some(pid) = child.id() {
+                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+                }
+                let _ = child.wait().await;
+                ctx.note(&format!("# {} stopped by interrupt", utc_now()));
+                return Err(StepError::Cancelled);
+            }
+        };
+        ctx.note(&format!(
+            "# {} exit status: {}",
+            utc_now(),
+            status.code().map_or("signal".into(), |c| c.to_string())
+        ));
+        if !status.success() {
+            return Err(StepError::Failed(format!(
+                "`{}` failed ({status}); last lines of {}:\n{}",
+                shell_line(&self.command),
+                ctx.log.display(),
+                tail(&ctx.log, 10)
+            )));
+        }
+        Ok(Done { summary: format!("exit status 0: $ {}", shell_line(&self.command)), undo: None })
+    }
+}

@@ -1,0 +1,152 @@
+//! `http`: the smoke test after standup: `/health` answers, `/v1/models` lists the model, and
+//! one short completion comes back. Every request and answer goes to the step's log.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Ctx, Done, StepError};
+use crate::sim::config::Secs;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    /// The server's base URL (`http://host:port`).
+    pub url: String,
+    /// The model that must be listed; default: the first one listed.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// For each request.
+    #[serde(default = "default_timeout")]
+    pub timeout: Secs,
+}
+
+fn default_timeout() -> Secs {
+    Secs(60.0)
+}
+
+/// One plain-HTTP request; returns the status and the body.
+pub async fn fetch(
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> Result<(u16, Bytes), String> {
+    let rest =
+        url.strip_prefix("http://").ok_or_else(|| format!("`{url}`: only http:// URLs are supported"))?;
+    let (hostport, path) =
+        rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let hostport = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:80") };
+    let work = async {
+        let stream = tokio::net::TcpStream::connect(&hostport)
+            .await
+            .map_err(|e| format!("connect {hostport}: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let payload = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path.as_str())
+            .header(hyper::header::HOST, &hostport);
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(payload)).map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, bytes))
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("no answer within {} s", timeout.as_secs_f64()))?
+}
+
+impl Args {
+    pub fn describe(&self) -> Vec<String> {
+        vec![
+            format!(
+                "GET {}/health, GET {}/v1/models, POST {}/v1/completions (8 tokens)",
+                self.url, self.url, self.url
+            ),
+            match &self.model {
+                Some(m) => format!("the model `{m}` must be listed"),
+                None => "the first listed model is used".into(),
+            },
+        ]
+    }
+
+    async fn call(
+        &self,
+        ctx: &Ctx,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), StepError> {
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let t0 = Instant::now();
+        ctx.note(&format!("> {method} {url}{}", body.map(|b| format!(" {b}")).unwrap_or_default()));
+        let call = fetch(method, &url, body, Duration::from_secs_f64(self.timeout.0));
+        let result = tokio::select! {
+            r = call => r,
+            _ = ctx.cancelled() => return Err(StepError::Cancelled),
+        };
+        let (status, bytes) = result.map_err(|e| StepError::Failed(format!("{method} {url}: {e}")))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let shown: String = text.chars().take(2000).collect();
+        ctx.note(&format!("< {status} in {:.1} ms: {shown}", t0.elapsed().as_secs_f64() * 1e3));
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+        let (health, _) = self.call(ctx, "GET", "/health", None).await?;
+        if !(200..300).contains(&health) && health != 404 {
+            return Err(StepError::Failed(format!("GET {}/health answered {health}", self.url)));
+        }
+        let (status, models) = self.call(ctx, "GET", "/v1/models", None).await?;
+        if status != 200 {
+            return Err(StepError::Failed(format!("GET {}/v1/models answered {status}", self.url)));
+        }
+        let ids: Vec<String> = models
+            .get("data")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter().filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_string)).collect()
+            })
+            .unwrap_or_default();
+        let model = match &self.model {
+            Some(m) if ids.contains(m) => m.clone(),
+            Some(m) => {
+                return Err(StepError::Failed(format!(
+                    "the server does not list the model `{m}`; /v1/models lists: {}",
+                    if ids.is_empty() { "nothing".to_string() } else { ids.join(", ") }
+                )));
+            }
+            None => {
+                ids.first().cloned().ok_or_else(|| StepError::Failed("/v1/models lists no model".into()))?
+            }
+        };
+        let body = json!({"model": model, "prompt": "Hello, my name is", "max_tokens": 8, "temperature": 0});
+        let t0 = Instant::now();
+        let (status, answer) = self.call(ctx, "POST", "/v1/completions", Some(&body)).await?;
+        if status != 200 {
+            return Err(StepError::Failed(format!("POST {}/v1/completions answered {status}", self.url)));
+        }
+        let tokens = answer.pointer("/usage/completion_tokens").and_then(Value::as_u64).unwrap_or(0);
+        if answer.pointer("/choices/0/text").is_none() {
+            return Err(StepError::Failed("the completion has no `choices[0].text`".into()));
+        }
+        Ok(Done {
+            summary: format!(
+                "health {health}, model {model}, completion of {tokens} tokens in {:.0} ms",
+                t0.elapsed().as_secs_f64() * 1e3
+            ),
+            undo: None,
+        })
+    }
+}

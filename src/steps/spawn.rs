@@ -1,0 +1,233 @@
+//! `spawn`: start a local process (the simulator, `vllm serve`) in its own process group, its
+//! output going straight to the step's log (so it outlives us if we are killed), and wait until
+//! it answers over HTTP. Undo stops the whole group: SIGTERM, then SIGKILL after a grace period.
+
+use std::{collections::BTreeMap, path::Path, process::Stdio, time::Duration};
+
+use nix::{
+    sys::signal::{Signal, kill, killpg},
+    unistd::Pid,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::{Ctx, Done, StepError, shell_line, tail};
+use crate::{sim::config::Secs, workdir::utc_now};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Environment; `env:NAME` values are read from ours when the process starts.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Ready when a GET here answers 200.
+    #[serde(default)]
+    pub ready_url: Option<String>,
+    #[serde(default = "default_ready")]
+    pub ready_timeout: Secs,
+    #[serde(default = "default_stop")]
+    pub stop_timeout: Secs,
+}
+
+fn default_ready() -> Secs {
+    Secs(300.0)
+}
+
+fn default_stop() -> Secs {
+    Secs(15.0)
+}
+
+/// `program` on `PATH` (or as a path).
+pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    if program.contains('/') {
+        return Path::new(program).is_file().then(|| program.into());
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The process's start time in clock ticks since boot (from `/proc`), to tell it from a later
+/// process that reuses its pid; and whether it is still running (not a zombie).
+fn proc_stat(pid: i32) -> Option<(u64, bool)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, *state != "Z" && *state != "X"))
+}
+
+/// Whether the process recorded as (`pid`, `start`) is still running.
+pub fn alive(pid: i32, start: Option<u64>) -> bool {
+    match proc_stat(pid) {
+        Some((s, running)) => running && start.is_none_or(|st| st == s),
+        None => cfg!(not(target_os = "linux")) && kill(Pid::from_raw(pid), None).is_ok(),
+    }
+}
+
+impl Args {
+    pub fn describe(&self) -> Vec<String> {
+        let mut d = vec![format!("$ {}", shell_line(&self.command))];
+        if let Some(url) = &self.ready_url {
+            d.push(format!("ready when GET {url} answers 200 (within {} s)", self.ready_timeout.0));
+        }
+        for (k, v) in &self.env {
+            d.push(format!("env {k}={v}"));
+        }
+        d
+    }
+
+    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+        let Some(program) = self.command.first() else {
+            return Err(StepError::Failed("`command` is empty".into()));
+        };
+        if find_program(program).is_none() {
+            let hint = if program == "vllm" {
+                ": vLLM is not installed here; install it (`pip install vllm`) or use a scenario with \
+                 `engine: { kind: sim }` such as local-sim"
+            } else {
+                ""
+            };
+            return Err(StepError::Failed(format!("`{program}` was not found on PATH{hint}")));
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&ctx.log)
+            .map_err(|e| StepError::Failed(format!("cannot open {}: {e}", ctx.log.display())))?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&self.command[1..]).stdin(Stdio::null()).process_group(0).kill_on_drop(false);
+        for (k, v) in &self.env {
+            match v.strip_prefix("env:") {
+                Some(name) => match std::env::var(name) {
+                    Ok(value) => {
+                        cmd.env(k, value);
+                        ctx.note(&format!("# env {k} from ${name} (value not shown)"));
+                    }
+                    Err(_) => {
+                        ctx.note(&format!("# env {k}: ${name} is not set in our environment; not passed"))
+                    }
+                },
+                None => {
+                    cmd.env(k, v);
+                    ctx.note(&format!("# env {k}={v}"));
+                }
+            }
+        }
+        let out = log.try_clone().map_err(|e| StepError::Failed(e.to_string()))?;
+        cmd.stdout(Stdio::from(out)).stderr(Stdio::from(log));
+        ctx.note(&format!("# {} started\n$ {}", utc_now(), shell_line(&self.command)));
+        let mut child =
+            cmd.spawn().map_err(|e| StepError::Failed(format!("failed to start `{program}`: {e}")))?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let start = proc_stat(pid).map(|(s, _)| s);
+        let record = json!({
+            "kind": "spawn",
+            "pid": pid,
+            "start_ticks": start,
+            "command": self.command,
+            "log": ctx.log.display().to_string(),
+            "stop_timeout_s": self.stop_timeout.0,
+        });
+        // The reaper: records the exit in the log and tells the readiness wait.
+        let (exit_tx, mut exit_rx) = tokio::sync::watch::channel(None::<String>);
+        let log_path = ctx.log.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            super::append(&log_path, &format!("# {} process exited: {status}", utc_now()));
+            let _ = exit_tx.send(Some(status));
+        });
+        let Some(url) = &self.ready_url else {
+            return Ok(Done { summary: format!("pid {pid}"), undo: Some(record) });
+        };
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs_f64(self.ready_timeout.0);
+        let mut next_note = t0 + Duration::from_secs(10);
+        loop {
+            if let Some(status) = exit_rx.borrow_and_update().clone() {
+                return Err(StepError::Failed(format!(
+                    "`{program}` exited ({status}) before it was ready; last lines of {}:\n{}",
+                    ctx.log.display(),
+                    tail(&ctx.log, 15)
+                )));
+            }
+            if let Ok((200, _)) = super::http::fetch("GET", url, None, Duration::from_secs(2)).await {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let _ = stop(pid, start, Duration::from_secs_f64(self.stop_timeout.0)).await;
+                return Err(StepError::Failed(format!(
+                    "`{program}` did not answer GET {url} with 200 within {} s (raise timeouts.ready); \
+                     last lines of {}:\n{}",
+                    self.ready_timeout.0,
+                    ctx.log.display(),
+                    tail(&ctx.log, 15)
+                )));
+            }
+            if now >= next_note && !ctx.quiet {
+                eprintln!(
+                    "        waiting for {url} ({:.0} s of {:.0} s)",
+                    (now - t0).as_secs_f64(),
+                    self.ready_timeout.0
+                );
+                next_note = now + Duration::from_secs(10);
+            }
+            tokio::select! {
+                _ = ctx.cancelled() => {
+                    let _ = stop(pid, start, Duration::from_secs_f64(self.stop_timeout.0)).await;
+                    return Err(StepError::Cancelled);
+                }
+                _ = exit_rx.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        ctx.note(&format!("# {} ready: GET {url} answered 200", utc_now()));
+        Ok(Done {
+            summary: format!("pid {pid}, ready in {:.1} s at {url}", t0.elapsed().as_secs_f64()),
+            undo: Some(record),
+        })
+    }
+}
+
+/// Stops a process group: SIGTERM, wait up to `grace`, then SIGKILL. Returns what was done.
+async fn stop(pid: i32, start: Option<u64>, grace: Duration) -> String {
+    if pid <= 0 || !alive(pid, start) {
+        // The leader is gone; take any stragglers of its group with it (a group id is not
+        // reused while the group has members, so this cannot hit a stranger).
+        if pid > 0 && proc_stat(pid).is_none() {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        return format!("pid {pid} was not running");
+    }
+    let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while alive(pid, start) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if alive(pid, start) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        while alive(pid, start) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        return format!("pid {pid} killed (SIGKILL after {} s)", grace.as_secs_f64());
+    }
+    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    format!("pid {pid} stopped")
+}
+
+/// Stops the process a `spawn` step recorded.
+pub async fn undo(record: &Value, ctx: &Ctx) -> Result<Done, StepError> {
+    let pid = record.get("pid").and_then(Value::as_i64).unwrap_or(0) as i32;
+    let start = record.get("start_ticks").and_then(Value::as_u64);
+    let grace = record.get("stop_timeout_s").and_then(Value::as_f64).unwrap_or(15.0);
+    let what = stop(pid, start, Duration::from_secs_f64(grace)).await;
+    ctx.note(&format!("# {} {what}", utc_now()));
+    Ok(Done { summary: what, undo: None })
+}

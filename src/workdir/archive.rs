@@ -1,0 +1,136 @@
+//! `benchflow archive DIR`: the work directory as a `.tar.gz` with a checksum manifest
+//! (`MANIFEST.sha256`, one `sha256  path` line per file, as `sha256sum -c` reads it); and the
+//! reverse for `reproduce`, which verifies every checksum.
+
+use std::{
+    io::Read as _,
+    path::{Path, PathBuf},
+};
+
+use flate2::{Compression, read::GzDecoder, write::GzEncoder};
+use sha2::{Digest, Sha256};
+
+/// Why an archive could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("failed to archive {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{archive}: {file} does not match its checksum in MANIFEST.sha256")]
+    Checksum { archive: PathBuf, file: String },
+    #[error("{0}: no MANIFEST.sha256 in the archive")]
+    NoManifest(PathBuf),
+}
+
+fn files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let r = rel.join(e.file_name());
+        let t = e.file_type()?;
+        if t.is_dir() {
+            files(root, &r, out)?;
+        } else if t.is_file() && r != Path::new(".lock") && r != Path::new("MANIFEST.sha256") {
+            out.push(r);
+        }
+    }
+    Ok(())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Packs `dir` into `out` (`<dir>.tar.gz` by default); returns the archive's path and the
+/// number of files.
+pub fn pack(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, usize), ArchiveError> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "run".into());
+    let out = out.map(Path::to_path_buf).unwrap_or_else(|| dir.with_file_name(format!("{name}.tar.gz")));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ArchiveError::Io { path, source }
+    };
+    let mut list = Vec::new();
+    files(dir, Path::new(""), &mut list).map_err(io(dir))?;
+    let file = std::fs::File::create(&out).map_err(io(&out))?;
+    let mut tar = tar::Builder::new(GzEncoder::new(file, Compression::default()));
+    let mut manifest = String::new();
+    for rel in &list {
+        let bytes = std::fs::read(dir.join(rel)).map_err(io(&dir.join(rel)))?;
+        manifest.push_str(&format!("{}  {}\n", sha256_hex(&bytes), rel.display()));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, Path::new(&name).join(rel), bytes.as_slice()).map_err(io(&out))?;
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_size(manifest.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, Path::new(&name).join("MANIFEST.sha256"), manifest.as_bytes())
+        .map_err(io(&out))?;
+    tar.into_inner().and_then(|gz| gz.finish()).map_err(io(&out))?;
+    Ok((out, list.len()))
+}
+
+/// Unpacks an archive into `dest`, verifying every checksum; returns the run directory inside.
+pub fn unpack(archive: &Path, dest: &Path) -> Result<PathBuf, ArchiveError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ArchiveError::Io { path, source }
+    };
+    let file = std::fs::File::open(archive).map_err(io(archive))?;
+    let mut tar = tar::Archive::new(GzDecoder::new(file));
+    let mut root = None;
+    for entry in tar.entries().map_err(io(archive))? {
+        let mut entry = entry.map_err(io(archive))?;
+        let path = entry.path().map_err(io(archive))?.to_path_buf();
+        if path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            continue;
+        }
+        if root.is_none() {
+            root = path.components().next().map(|c| dest.join(c.as_os_str()));
+        }
+        let target = dest.join(&path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(io(archive))?;
+        std::fs::write(&target, bytes).map_err(io(&target))?;
+    }
+    let root = root.ok_or_else(|| ArchiveError::NoManifest(archive.to_path_buf()))?;
+    let manifest = std::fs::read_to_string(root.join("MANIFEST.sha256"))
+        .map_err(|_| ArchiveError::NoManifest(archive.to_path_buf()))?;
+    for line in manifest.lines() {
+        let Some((sum, rel)) = line.split_once("  ") else { continue };
+        let bytes = std::fs::read(root.join(rel)).unwrap_or_default();
+        if sha256_hex(&bytes) != sum {
+            return Err(ArchiveError::Checksum { archive: archive.to_path_buf(), file: rel.to_string() });
+        }
+    }
+    Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_then_unpack_verifies_checksums() {
+        let base = std::env::temp_dir().join(format!("bf-archive-{}", std::process::id()));
+        let dir = base.join("run1");
+        std::fs::create_dir_all(dir.join("inputs")).unwrap();
+        std::fs::write(dir.join("inputs/a.yaml"), "a: 1\n").unwrap();
+        std::fs::write(dir.join("state.json"), "{}").unwrap();
+        let (archive, n) = pack(&dir, None).unwrap();
+        assert_eq!(n, 2);
+        let out = base.join("out");
+        let root = unpack(&archive, &out).unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("inputs/a.yaml")).unwrap(), "a: 1\n");
+        let manifest = std::fs::read_to_string(root.join("MANIFEST.sha256")).unwrap();
+        assert!(manifest.contains("  inputs/a.yaml\n") && manifest.contains("  state.json\n"), "{manifest}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
