@@ -346,7 +346,11 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     } else {
         vec![Phase::Run, Phase::Analyze]
     };
-    execute(&p, phases, false, args.plan.steps.as_deref(), args.plan.quiet).await
+    match execute(&p, phases, false, args.plan.steps.as_deref(), args.plan.quiet).await {
+        // With --endpoint, the smoke test is part of the run: the run could not be carried out.
+        Err(CliError::StandupFailed { step, error }) => Err(CliError::RunFailed { step, error }),
+        other => other,
+    }
 }
 
 fn dir_or_latest(dir: Option<PathBuf>) -> PathBuf {

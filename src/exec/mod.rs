@@ -94,6 +94,8 @@ struct Walker<'a> {
     state: State,
     events: EventLog,
     status: Vec<Status>,
+    /// Interrupted steps whose output is kept (analysis still runs on it).
+    partial: Vec<bool>,
     quiet: bool,
     width: usize,
 }
@@ -159,6 +161,7 @@ impl Walker<'_> {
                         && let Some(t) = self.state.steps.get_mut(target)
                     {
                         t.undo = None;
+                        t.status = Status::Undone;
                     }
                 } else {
                     entry.undo = done.undo;
@@ -172,6 +175,8 @@ impl Walker<'_> {
                 (Status::Cancelled, Some("interrupted".to_string()))
             }
             Err(StepError::Interrupted(what)) => {
+                self.partial[i] = true;
+                let entry = self.state.steps.entry(self.plan.steps[i].id.clone()).or_default();
                 entry.error = Some(format!("interrupted: {what}"));
                 self.say(i, &format!("interrupted: {what}"));
                 (Status::Cancelled, Some(format!("interrupted: {what}")))
@@ -203,6 +208,7 @@ fn status_event(s: Status) -> &'static str {
         Status::NotRun => "step_not_run",
         Status::Skipped => "step_skipped",
         Status::Cancelled => "step_cancelled",
+        Status::Undone => "step_undone",
     }
 }
 
@@ -277,15 +283,17 @@ pub async fn execute(
         state: State::load(dir, &plan.run_id),
         events: EventLog::open(dir),
         status: vec![Status::Pending; n],
+        partial: vec![false; n],
         quiet: opts.quiet,
         width: plan.steps.iter().map(|s| s.id.len()).max().unwrap_or(10),
     };
     let selected = |i: usize| opts.selection.as_ref().is_none_or(|sel| sel.contains(&i));
+    // `-s` picks steps whatever their phase; otherwise the command's phases decide.
     let main: Vec<usize> = (0..n)
-        .filter(|&i| {
-            plan.steps[i].phase != Phase::Teardown
-                && opts.phases.contains(&plan.steps[i].phase)
-                && selected(i)
+        .filter(|&i| plan.steps[i].phase != Phase::Teardown)
+        .filter(|&i| match &opts.selection {
+            Some(sel) => sel.contains(&i),
+            None => opts.phases.contains(&plan.steps[i].phase),
         })
         .collect();
     let in_main = |i: usize| main.contains(&i);
@@ -354,8 +362,15 @@ pub async fn execute(
                     continue;
                 }
                 let deps: Vec<usize> = plan.steps[i].after.iter().filter_map(|d| plan.index(d)).collect();
+                // After an interrupt, analysis still runs on what interrupted steps kept.
+                let salvage = plan.steps[i].kind == Kind::Analyze;
+                let usable = |w: &Walker, j: usize| {
+                    matches!(w.status[j], Status::Done | Status::Skipped) || (salvage && w.partial[j])
+                };
                 let blocked = deps.iter().find(|&&j| {
-                    in_main(j) && matches!(w.status[j], Status::Failed | Status::NotRun | Status::Cancelled)
+                    in_main(j)
+                        && matches!(w.status[j], Status::Failed | Status::NotRun | Status::Cancelled)
+                        && !usable(&w, j)
                 });
                 if let Some(&j) = blocked {
                     let why = format!("{} did not succeed", plan.steps[j].id);
@@ -364,10 +379,8 @@ pub async fn execute(
                     changed = true;
                     continue;
                 }
-                let ready = deps
-                    .iter()
-                    .all(|&j| !in_main(j) || matches!(w.status[j], Status::Done | Status::Skipped));
-                if ready && interrupts == 0 {
+                let ready = deps.iter().all(|&j| !in_main(j) || usable(&w, j));
+                if ready && (interrupts == 0 || salvage && deps.iter().any(|&j| w.partial[j])) {
                     w.start(i)?;
                     let step = plan.steps[i].clone();
                     let ctx = ctx_for(&step, cancel_rx.clone(), &w);

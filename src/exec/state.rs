@@ -23,6 +23,8 @@ pub enum Status {
     Skipped,
     /// Stopped, or never started, because of an interrupt.
     Cancelled,
+    /// Done, then undone by teardown (it runs again at the next standup).
+    Undone,
 }
 
 impl Status {
@@ -35,6 +37,7 @@ impl Status {
             Status::NotRun => "not run",
             Status::Skipped => "skipped",
             Status::Cancelled => "cancelled",
+            Status::Undone => "undone",
         }
     }
 }

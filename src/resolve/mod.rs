@@ -329,7 +329,7 @@ fn typed<T: serde::de::DeserializeOwned>(
         section.iter().fold(tree.values.clone(), |v, k| v.get(*k).cloned().unwrap_or(Value::Null))
     };
     serde_json::from_value(v).map_err(|e| ResolveError::Invalid {
-        origin: format!("the merged {what} (after --set)"),
+        origin: format!("the {what}"),
         message: spec::clean_message(&e.to_string(), &[]),
     })
 }
@@ -349,12 +349,17 @@ fn finish(
         m.remove("harness");
         m.remove("workload");
     }
+    let after_sets = if request.sets.is_empty() {
+        String::new()
+    } else {
+        format!(" after --set {}", request.sets.join(" --set "))
+    };
     let scenario: Scenario = serde_json::from_value(scenario_part).map_err(|e| ResolveError::Invalid {
-        origin: format!("the merged scenario ({})", files.get("scenario").cloned().unwrap_or_default()),
+        origin: format!("the scenario ({}){after_sets}", files.get("scenario").cloned().unwrap_or_default()),
         message: spec::clean_message(&e.to_string(), &[]),
     })?;
-    let harness: Harness = typed(&tree, &["harness"], "harness")?;
-    let workload: Workload = typed(&tree, &["workload"], "workload")?;
+    let harness: Harness = typed(&tree, &["harness"], &format!("harness{after_sets}"))?;
+    let workload: Workload = typed(&tree, &["workload"], &format!("workload{after_sets}"))?;
     let origin = files.get("workload").cloned().unwrap_or_default();
     let text = serde_json::to_string(&workload).unwrap_or_default();
     Workload::from_yaml(&text, &format!("the merged workload ({origin})"))?;

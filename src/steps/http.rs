@@ -43,7 +43,7 @@ pub async fn fetch(
     let work = async {
         let stream = tokio::net::TcpStream::connect(&hostport)
             .await
-            .map_err(|e| format!("connect {hostport}: {e}"))?;
+            .map_err(|e| format!("cannot reach {hostport}: {e}"))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;

@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per area.
 
+mod engine; // e2e, standup, run, teardown, plan, status, archive, reproduce: the work directory
 mod loadgen; // the load generator against the simulator: accuracy, pacing, accounting
 mod run_cli; // `benchflow run` and `analyze` as a user runs them: files, exit codes, SIGINT
 mod sim_cli; // the `benchflow sim` binary: address line, signals, exit codes

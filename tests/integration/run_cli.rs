@@ -99,13 +99,15 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
         benchflow().args(["analyze", wd.to_str().unwrap(), "--convention", "guidellm"]).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("guidellm conventions"));
-    // A second run into the same directory is refused.
+    // Running again into the same directory re-uses the steps done with the same inputs.
+    let before = std::fs::read(wd.join("results/requests.csv")).unwrap();
     let out = benchflow()
         .args(["run", "--endpoint", &sim.1, "-w", &w, "--workdir", wd.to_str().unwrap()])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds results"));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already done with the same inputs"));
+    assert_eq!(std::fs::read(wd.join("results/requests.csv")).unwrap(), before);
 }
 
 #[test]

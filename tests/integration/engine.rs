@@ -1,0 +1,444 @@
+//! The engine as a user runs it: `e2e`, `standup`, `run`, `teardown`, `plan`, `status`,
+//! `archive`, `reproduce`, on the local platform, checked through the work directory.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{loadgen::TempDir, support::benchflow};
+
+const CANARY: &str = "hf_canary_5a1b2c3d4e";
+
+/// A temporary project directory with its own files; benchflow runs inside it.
+struct Project {
+    dir: TempDir,
+}
+
+impl Project {
+    fn new(tag: &str) -> Self {
+        Project { dir: TempDir::new(tag) }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.0.join(rel)
+    }
+
+    fn file(&self, rel: &str, text: &str) -> &Self {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = benchflow();
+        c.args(args).current_dir(&self.dir.0).env("HF_TOKEN", CANARY).env_remove("NO_COLOR");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).stdin(Stdio::null()).output().unwrap()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+fn state(wd: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(wd.join("state.json")).unwrap()).unwrap()
+}
+
+fn status_of(wd: &Path, step: &str) -> String {
+    state(wd)["steps"][step]["status"].as_str().unwrap_or("").to_string()
+}
+
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let st = s[s.rfind(')').unwrap() + 2..].split_whitespace().next().unwrap_or("").to_string();
+            st != "Z" && st != "X"
+        })
+        .unwrap_or(false)
+}
+
+/// The pid the engine step started (from its log's `pid N` summary in state.json).
+fn engine_pid(wd: &Path) -> i64 {
+    let s = state(wd);
+    let summary = s["steps"]["01_start_engine"]["summary"].as_str().unwrap_or("").to_string();
+    summary
+        .strip_prefix("pid ")
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| {
+            panic!("no pid in {summary:?}");
+        })
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "{what}: not reached within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A scenario like the shipped local-sim, with the token passed as a reference.
+const SCENARIO: &str = "platform: local\nengine:\n  kind: sim\n  profile: tiny/cpu\n  env: { HF_TOKEN: env:HF_TOKEN }\ntimeouts: { ready: 30s }\n";
+const QUICK: &str = "seed: 3\ndataset: { random: { input_len: 32, output_len: 16 } }\nwarmup: { requests: 2 }\nstages:\n  - { rate: 40, arrival: constant, requests: 30 }\n  - { concurrency: 4, requests: 20 }\n";
+const LONG: &str = "dataset: { random: { input_len: 16, output_len: 400 } }\nstages: [ { concurrency: 4, duration: 60s } ]\n";
+
+#[test]
+fn e2e_on_the_simulator_writes_the_whole_story_and_leaves_nothing_running() {
+    let p = Project::new("e2e");
+    p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
+    let out = p.run(&["e2e", "-c", "sim", "-w", "quick", "--workdir", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wd = p.path("wd");
+    for f in [
+        "inputs/scenario.yaml",
+        "inputs/harness.yaml",
+        "inputs/workload.yaml",
+        "inputs/pipeline.yaml",
+        "inputs/resolved.yaml",
+        "inputs/version.json",
+        "plan/plan.json",
+        "plan/plan.dot",
+        "plan/steps/03_load.json",
+        "setup/commands/01_start_engine.log",
+        "setup/commands/02_smoke_test.log",
+        "events.jsonl",
+        "results/requests.csv",
+        "results/run.json",
+        "analysis/stats.json",
+        "analysis/report.html",
+        "analysis/plots/ttft_cdf.png",
+        "analysis/plots/ttft_cdf.svg",
+    ] {
+        assert!(wd.join(f).is_file(), "missing {f}");
+    }
+    for step in ["02_smoke_test", "03_load", "04_analyze", "05_stop_start_engine"] {
+        assert_eq!(status_of(&wd, step), "done", "{step}");
+    }
+    assert_eq!(status_of(&wd, "01_start_engine"), "undone");
+    // The engine is gone, and the record says nothing is left.
+    let pid = engine_pid(&wd);
+    assert!(!alive(pid), "the simulator (pid {pid}) is still running");
+    assert!(state(&wd)["steps"]["01_start_engine"]["undo"].is_null());
+    // The statistics agree with the records.
+    let csv = std::fs::read_to_string(wd.join("results/requests.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (stage, status, error) = (col("stage"), col("status"), col("error_kind"));
+    let ok_in = |s: &str| -> Vec<String> {
+        csv.lines()
+            .skip(1)
+            .filter(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                f[stage] == s && f[status] == "200" && f[error].is_empty()
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let stats: Value =
+        serde_json::from_slice(&std::fs::read(wd.join("analysis/stats.json")).unwrap()).unwrap();
+    let stages = stats["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2);
+    assert_eq!(stages[0]["completed"].as_u64().unwrap() as usize, ok_in("1").len());
+    assert_eq!(stages[1]["completed"].as_u64().unwrap() as usize, ok_in("2").len());
+    assert_eq!(ok_in("1").len(), 30);
+    // The printed summary is the analysis.
+    assert!(text(&out.stdout).contains("Successful requests:"));
+    // Every variable has a source; the token is a reference.
+    let resolved = std::fs::read_to_string(wd.join("inputs/resolved.yaml")).unwrap();
+    assert!(resolved.contains("HF_TOKEN: env:HF_TOKEN"), "{resolved}");
+    assert!(resolved.contains("engine.profile: scenarios/sim.yaml"), "{resolved}");
+    assert!(resolved.contains("workload.seed: workloads/quick.yaml"), "{resolved}");
+    // The canary token appears nowhere, in the directory or its archive.
+    let out = p.run(&["archive", "wd", "-o", "wd.tar.gz"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_no_canary(&wd);
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(p.path("wd.tar.gz")).unwrap()),
+        &mut raw,
+    )
+    .unwrap();
+    assert!(!raw.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()), "the canary is in the archive");
+    // Reproduce from the archive: the same resolved inputs, a new run, its origin recorded.
+    let out = p.run(&["reproduce", "wd.tar.gz", "--workdir", "again", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let values = |dir: &str| -> (Value, Value) {
+        let r: Value = serde_saphyr::from_str(
+            &std::fs::read_to_string(p.path(dir).join("inputs/resolved.yaml")).unwrap(),
+        )
+        .unwrap();
+        let mut v = r["values"].clone();
+        v.as_object_mut().unwrap().remove("run");
+        v.as_object_mut().unwrap().remove("endpoint");
+        let mut s = r["sources"].clone();
+        s.as_object_mut().unwrap().retain(|_, v| v != "derived");
+        (v, s)
+    };
+    assert_eq!(values("wd"), values("again"));
+    let origin = std::fs::read_to_string(p.path("again/inputs/origin.json")).unwrap();
+    assert!(origin.contains("wd.tar.gz") && origin.contains("\"reproduces\": \"wd\""), "{origin}");
+    assert!(!p.path("again/state.json").exists(), "a dry run starts nothing");
+}
+
+fn assert_no_canary(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            assert_no_canary(&path);
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),
+                "canary in {}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn plan_dry_run_renders_everything_and_starts_nothing() {
+    let p = Project::new("plan");
+    let out = p.run(&["plan", "--dry-run", "--workdir", "wd", "--set", "engine.port=18123"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bin = std::fs::canonicalize(env!("CARGO_BIN_EXE_benchflow")).unwrap();
+    let table = text(&out.stdout)
+        .replace(bin.to_str().unwrap(), "BENCHFLOW")
+        .replace(env!("CARGO_BIN_EXE_benchflow"), "BENCHFLOW");
+    let expected = "\
+step                  phase     kind     after                     does
+01_start_engine       standup   spawn    -                         $ BENCHFLOW sim --host 127.0.0.1 --port 18123 --profile tiny/cpu
+02_smoke_test         standup   http     01_start_engine           GET http://127.0.0.1:18123/health, GET http://127.0.0.1:18123/v1/models, POST http://127.0.0.1:18123/v1/completions (8 tokens)
+03_load               run       harness  02_smoke_test             built-in load generator against http://127.0.0.1:18123: rate=5/s poisson for 20 s
+04_analyze            analyze   analyze  03_load                   statistics (vllm conventions), plots and report.html from results/ into analysis/
+05_stop_start_engine  teardown  undo     -                         undo 01_start_engine: $ BENCHFLOW sim --host 127.0.0.1 --port 18123 --profile tiny/cpu
+";
+    assert_eq!(table, expected);
+    let wd = p.path("wd");
+    assert!(wd.join("plan/plan.json").is_file() && wd.join("inputs/resolved.yaml").is_file());
+    let dot = std::fs::read_to_string(wd.join("plan/plan.dot")).unwrap();
+    assert!(dot.contains("\"01_start_engine\" -> \"02_smoke_test\";"), "{dot}");
+    assert!(!wd.join("state.json").exists() && !wd.join("events.jsonl").exists());
+    // Without --dry-run, plan writes nothing at all; -o json is machine-readable.
+    let out = p.run(&["plan", "-o", "json", "--workdir", "wd2"]);
+    assert!(out.status.success());
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["steps"].as_array().unwrap().len(), 5);
+    assert!(!p.path("wd2").exists());
+}
+
+/// A pipeline of shell steps: counts how often each ran, runs two steps that need each other
+/// concurrently (each waits for the other's mark), retries a flaky step.
+const PIPELINE: &str = r#"
+steps:
+  - { name: up, phase: standup, kind: spawn, with: { command: [sleep, "300"] } }
+  - { name: prepare, phase: standup, kind: exec, after: [up], with: { command: [sh, -c, "echo x >> prepare.count"] } }
+  - { name: left, phase: run, kind: exec, after: [prepare], with: { command: [sh, -c, "touch left.mark; for i in $(seq 200); do [ -f right.mark ] && exit 0; sleep 0.05; done; exit 1"] } }
+  - { name: right, phase: run, kind: exec, after: [prepare], with: { command: [sh, -c, "touch right.mark; for i in $(seq 200); do [ -f left.mark ] && exit 0; sleep 0.05; done; exit 1"] } }
+  - name: flaky
+    phase: run
+    kind: exec
+    after: [left, right]
+    retries: 2
+    backoff: 10ms
+    with: { command: [sh, -c, "n=$(cat flaky.n 2>/dev/null || echo 0); n=$((n+1)); echo $n > flaky.n; [ $n -ge 2 ]"] }
+  - { name: broken, phase: run, kind: exec, after: [flaky], when: "vars.break == 1", with: { command: [sh, -c, "exit 7"] } }
+  - { name: last, phase: analyze, kind: exec, after: [broken], with: { command: [sh, -c, "echo x >> last.count"] } }
+"#;
+
+fn shell_project(tag: &str) -> Project {
+    let p = Project::new(tag);
+    p.file("pipelines/shell.yaml", PIPELINE).file(
+        "scenarios/shell.yaml",
+        "pipeline: shell\nengine: { kind: endpoint, url: http://127.0.0.1:9 }\nvars: { break: 0 }\n",
+    );
+    p
+}
+
+#[test]
+fn parallel_steps_retries_skip_done_and_selection() {
+    let p = shell_project("sel");
+    let wd = p.path("wd");
+    let out = p.run(&["e2e", "-c", "shell", "--workdir", "wd", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // left and right could only finish by running at the same time.
+    assert_eq!(status_of(&wd, "03_left"), "done");
+    assert_eq!(status_of(&wd, "04_right"), "done");
+    let s = state(&wd);
+    assert_eq!(s["steps"]["05_flaky"]["attempts"].as_array().unwrap().len(), 2, "one failure, one retry");
+    assert_eq!(status_of(&wd, "06_broken"), "skipped");
+    assert_eq!(status_of(&wd, "08_stop_up"), "done");
+    assert_eq!(status_of(&wd, "01_up"), "undone");
+    let events = std::fs::read_to_string(wd.join("events.jsonl")).unwrap();
+    assert!(events.contains("\"event\":\"step_retry\""), "{events}");
+    let count = |f: &str| std::fs::read_to_string(wd.join(f)).unwrap_or_default().lines().count();
+    assert_eq!((count("prepare.count"), count("last.count")), (1, 1));
+
+    // Standing up again with the same inputs: done steps are skipped (the process is gone, so
+    // `up` starts again; `prepare` is reused).
+    let out = p.run(&["standup", "-c", "shell", "--workdir", "wd", "--keep"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("already done with the same inputs"), "{}", text(&out.stderr));
+    assert_eq!(count("prepare.count"), 1);
+    let pid =
+        s["steps"]["01_up"]["summary"].as_str().unwrap().trim_start_matches("pid ").parse::<i64>().unwrap();
+    assert!(!alive(pid));
+    let pid = state(&wd)["steps"]["01_up"]["undo"]["pid"].as_i64().unwrap();
+    assert!(alive(pid), "standup leaves the stack up");
+    // -s forces the selected steps only.
+    let out = p.run(&["run", "-c", "shell", "--workdir", "wd", "-s", "prepare,7", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!((count("prepare.count"), count("last.count")), (2, 2));
+    // Status shows what is up; teardown removes it.
+    let out = p.run(&["status", "wd"]);
+    assert!(text(&out.stdout).contains(&format!("process group {pid}")), "{}", text(&out.stdout));
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!alive(pid));
+    let out = p.run(&["teardown", "wd"]);
+    assert!(text(&out.stderr).contains("nothing to tear down"));
+}
+
+#[test]
+fn a_failed_step_stops_its_dependents_and_teardown_still_runs() {
+    let p = shell_project("fail");
+    let wd = p.path("wd");
+    let out = p.run(&["e2e", "-c", "shell", "--workdir", "wd", "--set", "vars.break=1"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("step 06_broken failed") && err.contains("exit status: 7"), "{err}");
+    assert_eq!(status_of(&wd, "06_broken"), "failed");
+    assert_eq!(status_of(&wd, "07_last"), "not_run");
+    assert_eq!(status_of(&wd, "08_stop_up"), "done");
+    let pid = state(&wd)["steps"]["01_up"]["summary"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("pid ")
+        .parse::<i64>()
+        .unwrap();
+    assert!(!alive(pid));
+    let log = std::fs::read_to_string(wd.join("setup/commands/06_broken.log")).unwrap();
+    assert!(log.contains("$ sh -c 'exit 7'") && log.contains("exit status: 7"), "{log}");
+}
+
+#[test]
+fn sigint_during_the_run_tears_down_and_records_the_interruption() {
+    let p = Project::new("int");
+    p.file("workloads/long.yaml", LONG);
+    let wd = p.path("wd");
+    let child = p
+        .cmd(&["e2e", "-w", "long", "--workdir", "wd", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let csv = wd.join("results/requests.csv");
+    wait_for("records written", Duration::from_secs(60), || {
+        std::fs::read_to_string(&csv).map(|t| t.lines().count() > 1).unwrap_or(false)
+    });
+    let pid = engine_pid(&wd);
+    assert!(alive(pid));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(!alive(pid), "the simulator must be stopped by teardown");
+    let s = state(&wd);
+    assert_eq!(s["interrupts"].as_array().unwrap().len(), 1);
+    assert_eq!(status_of(&wd, "03_load"), "cancelled");
+    assert_eq!(status_of(&wd, "05_stop_start_engine"), "done");
+    assert!(wd.join("analysis/stats.json").is_file(), "what was measured is analysed");
+    assert!(std::fs::read_to_string(wd.join("events.jsonl")).unwrap().contains("\"event\":\"signal\""));
+}
+
+#[test]
+fn sigkill_mid_run_then_teardown_from_the_record() {
+    let p = Project::new("kill");
+    p.file("workloads/long.yaml", LONG);
+    let wd = p.path("wd");
+    let mut child = p
+        .cmd(&["e2e", "-w", "long", "--workdir", "wd", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let csv = wd.join("results/requests.csv");
+    wait_for("records written", Duration::from_secs(60), || {
+        std::fs::read_to_string(&csv).map(|t| t.lines().count() > 1).unwrap_or(false)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pid = state(&wd)["steps"]["01_start_engine"]["undo"]["pid"].as_i64().unwrap();
+    assert!(alive(pid), "the simulator outlives a killed benchflow");
+    let out = p.run(&["status", "wd"]);
+    assert!(text(&out.stdout).contains("up:"), "{}", text(&out.stdout));
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!alive(pid));
+    assert!(state(&wd)["steps"]["01_start_engine"]["undo"].is_null());
+}
+
+#[test]
+fn a_work_directory_in_use_is_refused() {
+    let p = Project::new("lock");
+    std::fs::create_dir_all(p.path("wd")).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p.path("wd/.lock"))
+        .unwrap();
+    f.try_lock().unwrap();
+    let out = p.run(&["e2e", "--dry-run", "--workdir", "wd"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("is in use by another benchflow"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn malformed_inputs_are_clear_errors_without_panics() {
+    let p = shell_project("bad");
+    p.file("scenarios/typo.yaml", "platform: local\nengin: { kind: sim }\n")
+        .file("scenarios/wrongtype.yaml", "engine:\n  kind: sim\n  port: lots\n")
+        .file("scenarios/badyaml.yaml", "engine: { kind: sim\n")
+        .file("scenarios/cycle.yaml", "pipeline: cycle\n")
+        .file("scenarios/undef.yaml", "pipeline: undef\n")
+        .file(
+            "pipelines/cycle.yaml",
+            "steps:\n  - { name: a, phase: run, kind: exec, after: [b], with: { command: [x] } }\n  - { name: b, phase: run, kind: exec, after: [a], with: { command: [x] } }\n",
+        )
+        .file("pipelines/undef.yaml", "steps:\n  - name: a\n    phase: run\n    kind: exec\n    with: { command: [\"{{ engine.nope }}\"] }\n");
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["plan", "-c", "typo"], &["scenarios/typo.yaml:2:", "did you mean `engine`"]),
+        (&["plan", "-c", "wrongtype"], &["scenarios/wrongtype.yaml:3:"]),
+        (&["plan", "-c", "badyaml"], &["scenarios/badyaml.yaml:"]),
+        (&["plan", "-c", "cycle"], &["cycle", "a → b → a"]),
+        (&["plan", "-c", "undef"], &["pipelines/undef.yaml", "step a", "`engine.nope` is undefined"]),
+        (&["plan", "-c", "nosuch"], &["no scenario named `nosuch`"]),
+        (&["plan", "-c", "shell", "-s", "prepar"], &["no step named `prepar`", "did you mean `prepare`"]),
+        (&["plan", "-c", "shell", "-s", "12"], &["there is no step 12"]),
+        (&["plan", "--set", "engine.profle=x"], &["unknown", "did you mean `profile`"]),
+        (&["plan", "--set", "engnie.port=1"], &["did you mean `engine`"]),
+        (&["plan", "--set", "engine.port=many"], &["engine", "port"]),
+        (&["plan", "--set", "engine.env.HF_TOKEN=hf_secret"], &["looks like a secret", "env:NAME"]),
+        (&["plan", "-c", "local-vllm", "--set", "model=null"], &["needs `model:`"]),
+    ];
+    for (args, expected) in cases {
+        let out = p.run(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        for e in *expected {
+            assert!(err.contains(e), "{args:?}: expected `{e}` in: {err}");
+        }
+        assert!(!err.contains("hf_secret"), "a secret value is echoed: {err}");
+    }
+}
