@@ -11,9 +11,10 @@ use crate::workdir::utc_now;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
+    #[serde(deserialize_with = "super::argv")]
     pub command: Vec<String>,
     /// Environment; `env:NAME` values are read from ours.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::env_map")]
     pub env: BTreeMap<String, String>,
     /// Working directory; default: the work directory.
     #[serde(default)]

@@ -99,6 +99,33 @@ pub fn shell_line(argv: &[String]) -> String {
         .join(" ")
 }
 
+fn scalar_text(v: Value) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(format!("expected a string, found {other}")),
+    }
+}
+
+/// A command line whose items may be rendered numbers (`"{{ run.port }}"` stays a number).
+pub(crate) fn argv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let items: Vec<Value> = serde::Deserialize::deserialize(d)?;
+    items.into_iter().map(scalar_text).collect::<Result<_, _>>().map_err(serde::de::Error::custom)
+}
+
+/// An environment whose values may be rendered numbers or booleans.
+pub(crate) fn env_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    let items: std::collections::BTreeMap<String, Value> = serde::Deserialize::deserialize(d)?;
+    items
+        .into_iter()
+        .map(|(k, v)| scalar_text(v).map(|v| (k, v)))
+        .collect::<Result<_, _>>()
+        .map_err(serde::de::Error::custom)
+}
+
 pub(crate) fn parse<T: DeserializeOwned>(kind: Kind, with: &Value) -> Result<T, String> {
     serde_json::from_value(with.clone()).map_err(|e| {
         format!("`with` of a {} step: {}", kind.as_str(), crate::spec::clean_message(&e.to_string(), &[]))

@@ -19,9 +19,10 @@ use crate::{sim::config::Secs, workdir::utc_now};
 #[serde(deny_unknown_fields)]
 pub struct Args {
     /// Program and arguments.
+    #[serde(deserialize_with = "super::argv")]
     pub command: Vec<String>,
     /// Environment; `env:NAME` values are read from ours when the process starts.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::env_map")]
     pub env: BTreeMap<String, String>,
     /// Ready when a GET here answers 200.
     #[serde(default)]
