@@ -12,7 +12,9 @@ use crate::{
     exec::{self, Options, Outcome, State},
     plan::{self, Plan},
     resolve::{self, Request, Resolved, RunContext},
+    spec::pipeline::Kind,
     spec::{self, pipeline::Phase},
+    steps,
     workdir::{self, WorkDir, archive, utc_now},
 };
 
@@ -167,7 +169,15 @@ fn write_inputs(wd: &WorkDir, resolved: &Resolved, plan: &Plan) -> Result<(), Cl
     }
     let sets = resolved.request.sets.iter().map(|s| format!("--set {s}\n")).collect::<String>();
     wd.write("inputs/overrides.txt", sets.as_bytes())?;
-    wd.write("inputs/resolved.yaml", resolved.to_yaml().as_bytes())?;
+    // A later command with other inputs keeps the earlier record beside the new one.
+    let text = resolved.to_yaml();
+    if let Ok(old) = std::fs::read_to_string(wd.path("inputs/resolved.yaml"))
+        && old != text
+    {
+        let stamp = utc_now().replace([':', '.'], "-");
+        wd.write(&format!("inputs/history/{stamp}-resolved.yaml"), old.as_bytes())?;
+    }
+    wd.write("inputs/resolved.yaml", text.as_bytes())?;
     let version = json!({
         "benchflow_version": env!("CARGO_PKG_VERSION"),
         "format_version": workdir::FORMAT_VERSION,
@@ -226,6 +236,32 @@ fn signals(dir: &Path) -> mpsc::UnboundedReceiver<()> {
     rx
 }
 
+/// Before anything starts: every program a step in scope will run is installed.
+fn preflight(
+    plan: &Plan,
+    phases: &[Phase],
+    selection: Option<&std::collections::BTreeSet<usize>>,
+) -> Result<(), CliError> {
+    for (i, s) in plan.steps.iter().enumerate() {
+        let in_scope = match selection {
+            Some(sel) => sel.contains(&i),
+            None => phases.contains(&s.phase),
+        };
+        if !in_scope || !s.enabled || !matches!(s.kind, Kind::Spawn | Kind::Exec) {
+            continue;
+        }
+        let program = s.with.get("command").and_then(|c| c.get(0)).and_then(|p| p.as_str()).unwrap_or("");
+        if !program.is_empty() && steps::spawn::find_program(program).is_none() {
+            let hint = steps::spawn::install_hint(program);
+            return Err(CliError::Usage(format!(
+                "step {} runs `{program}`, which is not on PATH: {hint}",
+                s.id
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn execute(
     p: &Prepared,
     phases: Vec<Phase>,
@@ -234,6 +270,7 @@ async fn execute(
     quiet: bool,
 ) -> Result<(), CliError> {
     let selection = args_steps.map(|s| p.plan.select(s)).transpose()?;
+    preflight(&p.plan, &phases, selection.as_ref())?;
     let opts = Options { phases: phases.clone(), selection, teardown_on_failure, quiet };
     let dir = p.wd.root.clone();
     if !quiet {
@@ -250,9 +287,9 @@ async fn execute(
     if phases.contains(&Phase::Analyze) && stats.is_file() && report.outcome == Outcome::Success {
         print!("{}", std::fs::read_to_string(&stats).unwrap_or_default());
     }
-    if !report.leftovers.is_empty() && !phases.contains(&Phase::Standup)
-        || !report.leftovers.is_empty() && report.outcome != Outcome::Success
-    {
+    // Left up on purpose by `standup`; anything else left up is reported with its remedy.
+    let expected_up = report.outcome == Outcome::Success && !phases.contains(&Phase::Teardown);
+    if !report.leftovers.is_empty() && !expected_up {
         eprintln!("still up:");
         for l in &report.leftovers {
             eprintln!("  {l}");
@@ -262,7 +299,6 @@ async fn execute(
     if !quiet {
         eprintln!("work directory: {}", dir.display());
     }
-    let _ = p.resolved.values.get("run");
     match report.outcome {
         Outcome::Success if !report.teardown_failed.is_empty() => {
             Err(CliError::TeardownFailed(report.teardown_failed.join(", ")))
@@ -455,6 +491,14 @@ pub fn status(args: DirArgs) -> Result<(), CliError> {
     }
     if !state.interrupts.is_empty() {
         println!("interrupted at {}", state.interrupts.join(", "));
+    }
+    let running = state.steps.values().any(|s| s.status == exec::Status::Running);
+    if running && WorkDir::open(&dir).is_ok() {
+        println!(
+            "steps are marked running but no benchflow holds this work directory: it was killed; \
+             `benchflow teardown {}` removes what is up",
+            dir.display()
+        );
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `exec`: any command, with its output and exit status captured in the step's log (the escape
 //! hatch for what no other kind does).
 
-use std::{collections::BTreeMap, process::Stdio};
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
@@ -30,32 +30,9 @@ impl Args {
         let Some(program) = self.command.first() else {
             return Err(StepError::Failed("`command` is empty".into()));
         };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&ctx.log)
-            .map_err(|e| StepError::Failed(format!("cannot open {}: {e}", ctx.log.display())))?;
-        let out = log.try_clone().map_err(|e| StepError::Failed(e.to_string()))?;
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(&self.command[1..])
-            .current_dir(self.cwd.as_deref().map(Into::into).unwrap_or(ctx.workdir.clone()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(log))
-            .process_group(0)
+        let mut cmd = super::command(&self.command, &self.env, ctx)?;
+        cmd.current_dir(self.cwd.as_deref().map(Into::into).unwrap_or(ctx.workdir.clone()))
             .kill_on_drop(true);
-        for (k, v) in &self.env {
-            match v.strip_prefix("env:") {
-                Some(name) => {
-                    if let Ok(value) = std::env::var(name) {
-                        cmd.env(k, value);
-                    }
-                }
-                None => {
-                    cmd.env(k, v);
-                }
-            }
-        }
         ctx.note(&format!("# {} started\n$ {}", utc_now(), shell_line(&self.command)));
         let mut child =
             cmd.spawn().map_err(|e| StepError::Failed(format!("failed to start `{program}`: {e}")))?;

@@ -78,6 +78,47 @@ pub fn append(path: &Path, text: &str) {
     }
 }
 
+/// `argv` as a process in its own group (so undo and interrupts reach all of it), stdin
+/// closed, stdout and stderr appended to the step's log, with `env` applied: `env:NAME` values
+/// are read from our environment when the process starts and never written anywhere.
+pub(crate) fn command(
+    argv: &[String],
+    env: &std::collections::BTreeMap<String, String>,
+    ctx: &Ctx,
+) -> Result<tokio::process::Command, StepError> {
+    let Some(program) = argv.first() else {
+        return Err(StepError::Failed("`command` is empty".into()));
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&ctx.log)
+        .map_err(|e| StepError::Failed(format!("cannot open {}: {e}", ctx.log.display())))?;
+    let out = log.try_clone().map_err(|e| StepError::Failed(e.to_string()))?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(out))
+        .stderr(std::process::Stdio::from(log))
+        .process_group(0);
+    for (k, v) in env {
+        match v.strip_prefix("env:") {
+            Some(name) => match std::env::var(name) {
+                Ok(value) => {
+                    cmd.env(k, value);
+                    ctx.note(&format!("# env {k} from ${name} (value not shown)"));
+                }
+                Err(_) => ctx.note(&format!("# env {k}: ${name} is not set in our environment; not passed")),
+            },
+            None => {
+                cmd.env(k, v);
+                ctx.note(&format!("# env {k}={v}"));
+            }
+        }
+    }
+    Ok(cmd)
+}
+
 /// The last `n` lines of a log, for error messages.
 pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

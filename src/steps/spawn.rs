@@ -2,7 +2,7 @@
 //! output going straight to the step's log (so it outlives us if we are killed), and wait until
 //! it answers over HTTP. Undo stops the whole group: SIGTERM, then SIGKILL after a grace period.
 
-use std::{collections::BTreeMap, path::Path, process::Stdio, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use nix::{
     sys::signal::{Signal, kill, killpg},
@@ -53,6 +53,16 @@ pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// What to do about a program that is not installed.
+pub fn install_hint(program: &str) -> &'static str {
+    if program == "vllm" {
+        "vLLM is not installed here: install it (`pip install vllm`; most models need a GPU), or use \
+         the built-in simulator (`-c local-sim`)"
+    } else {
+        "install it, or put it on PATH"
+    }
+}
+
 /// The process's start time in clock ticks since boot (from `/proc`), to tell it from a later
 /// process that reuses its pid; and whether it is still running (not a zombie).
 fn proc_stat(pid: i32) -> Option<(u64, bool)> {
@@ -89,40 +99,9 @@ impl Args {
             return Err(StepError::Failed("`command` is empty".into()));
         };
         if find_program(program).is_none() {
-            let hint = if program == "vllm" {
-                ": vLLM is not installed here; install it (`pip install vllm`) or use a scenario with \
-                 `engine: { kind: sim }` such as local-sim"
-            } else {
-                ""
-            };
-            return Err(StepError::Failed(format!("`{program}` was not found on PATH{hint}")));
+            return Err(StepError::Failed(format!("`{program}` is not on PATH: {}", install_hint(program))));
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&ctx.log)
-            .map_err(|e| StepError::Failed(format!("cannot open {}: {e}", ctx.log.display())))?;
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(&self.command[1..]).stdin(Stdio::null()).process_group(0).kill_on_drop(false);
-        for (k, v) in &self.env {
-            match v.strip_prefix("env:") {
-                Some(name) => match std::env::var(name) {
-                    Ok(value) => {
-                        cmd.env(k, value);
-                        ctx.note(&format!("# env {k} from ${name} (value not shown)"));
-                    }
-                    Err(_) => {
-                        ctx.note(&format!("# env {k}: ${name} is not set in our environment; not passed"))
-                    }
-                },
-                None => {
-                    cmd.env(k, v);
-                    ctx.note(&format!("# env {k}={v}"));
-                }
-            }
-        }
-        let out = log.try_clone().map_err(|e| StepError::Failed(e.to_string()))?;
-        cmd.stdout(Stdio::from(out)).stderr(Stdio::from(log));
+        let mut cmd = super::command(&self.command, &self.env, ctx)?;
         ctx.note(&format!("# {} started\n$ {}", utc_now(), shell_line(&self.command)));
         let mut child =
             cmd.spawn().map_err(|e| StepError::Failed(format!("failed to start `{program}`: {e}")))?;

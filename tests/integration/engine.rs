@@ -87,6 +87,14 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until the harness has recorded at least one request (the writer flushes every second).
+fn wait_for_records(wd: &Path) {
+    let csv = wd.join("results/requests.csv");
+    wait_for("records written", Duration::from_secs(60), || {
+        std::fs::read_to_string(&csv).map(|t| t.lines().count() > 1).unwrap_or(false)
+    });
+}
+
 /// A scenario like the shipped local-sim, with the token passed as a reference.
 const SCENARIO: &str = "platform: local\nengine:\n  kind: sim\n  profile: tiny/cpu\n  env: { HF_TOKEN: env:HF_TOKEN }\ntimeouts: { ready: 30s }\n";
 const QUICK: &str = "seed: 3\ndataset: { random: { input_len: 32, output_len: 16 } }\nwarmup: { requests: 2 }\nstages:\n  - { rate: 40, arrival: constant, requests: 30 }\n  - { concurrency: 4, requests: 20 }\n";
@@ -342,10 +350,7 @@ fn sigint_during_the_run_tears_down_and_records_the_interruption() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let csv = wd.join("results/requests.csv");
-    wait_for("records written", Duration::from_secs(60), || {
-        std::fs::read_to_string(&csv).map(|t| t.lines().count() > 1).unwrap_or(false)
-    });
+    wait_for_records(&wd);
     let pid = engine_pid(&wd);
     assert!(alive(pid));
     assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
@@ -371,16 +376,14 @@ fn sigkill_mid_run_then_teardown_from_the_record() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let csv = wd.join("results/requests.csv");
-    wait_for("records written", Duration::from_secs(60), || {
-        std::fs::read_to_string(&csv).map(|t| t.lines().count() > 1).unwrap_or(false)
-    });
+    wait_for_records(&wd);
     child.kill().unwrap();
     child.wait().unwrap();
     let pid = state(&wd)["steps"]["01_start_engine"]["undo"]["pid"].as_i64().unwrap();
     assert!(alive(pid), "the simulator outlives a killed benchflow");
     let out = p.run(&["status", "wd"]);
-    assert!(text(&out.stdout).contains("up:"), "{}", text(&out.stdout));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("up:") && shown.contains("no benchflow holds this work directory"), "{shown}");
     let out = p.run(&["teardown", "wd"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!alive(pid));
@@ -441,4 +444,64 @@ fn malformed_inputs_are_clear_errors_without_panics() {
         }
         assert!(!err.contains("hf_secret"), "a secret value is echoed: {err}");
     }
+}
+
+#[test]
+fn a_second_interrupt_skips_teardown_and_says_what_is_left() {
+    let p = Project::new("twice");
+    p.file(
+        "pipelines/stubborn.yaml",
+        r#"
+steps:
+  - { name: stubborn, phase: standup, kind: spawn, with: { command: [sh, -c, "trap '' TERM; sleep 300"], stop_timeout: 2s } }
+  - { name: work, phase: run, kind: exec, after: [stubborn], with: { command: [sh, -c, "touch working; sleep 300"] } }
+"#,
+    )
+    .file("scenarios/stubborn.yaml", "pipeline: stubborn\nengine: { kind: endpoint, url: http://127.0.0.1:9 }\n");
+    let wd = p.path("wd");
+    let child = p
+        .cmd(&["e2e", "-c", "stubborn", "--workdir", "wd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the run step started", Duration::from_secs(30), || wd.join("working").exists());
+    let pid = state(&wd)["steps"]["01_stubborn"]["undo"]["pid"].as_i64().unwrap();
+    let int =
+        || assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    int();
+    // Teardown begins and waits for a process that ignores SIGTERM; interrupt it.
+    wait_for("teardown started", Duration::from_secs(30), || {
+        std::fs::read_to_string(wd.join("events.jsonl"))
+            .unwrap_or_default()
+            .contains("\"step\":\"03_stop_stubborn\"")
+    });
+    int();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("still up:") && err.contains(&format!("process group {pid}")), "{err}");
+    assert!(err.contains("benchflow teardown"), "{err}");
+    assert!(alive(pid), "teardown was skipped");
+    assert_eq!(state(&wd)["interrupts"].as_array().unwrap().len(), 2);
+    // The record is enough to finish the job: SIGTERM is ignored, so SIGKILL after 2 s.
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!alive(pid));
+    let log = std::fs::read_to_string(wd.join("setup/commands/03_stop_stubborn.log")).unwrap();
+    assert!(log.contains("SIGKILL"), "{log}");
+}
+
+#[test]
+fn a_missing_engine_program_is_refused_before_anything_starts() {
+    let p = Project::new("novllm");
+    let out = p
+        .cmd(&["e2e", "-c", "local-vllm", "--workdir", "wd"])
+        .env("PATH", p.path("empty-bin"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("step 01_start_engine runs `vllm`") && err.contains("pip install vllm"), "{err}");
+    assert!(!p.path("wd/state.json").exists(), "nothing started");
 }
