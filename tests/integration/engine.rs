@@ -178,7 +178,7 @@ fn e2e_on_the_simulator_writes_the_whole_story_and_leaves_nothing_running() {
     .unwrap();
     assert!(!raw.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()), "the canary is in the archive");
     // Reproduce from the archive: the same resolved inputs, a new run, its origin recorded.
-    let out = p.run(&["reproduce", "wd.tar.gz", "--workdir", "again", "--dry-run"]);
+    let out = p.run(&["reproduce", "wd.tar.gz", "--workdir", "again", "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let values = |dir: &str| -> (Value, Value) {
         let r: Value = serde_saphyr::from_str(
@@ -195,7 +195,9 @@ fn e2e_on_the_simulator_writes_the_whole_story_and_leaves_nothing_running() {
     assert_eq!(values("wd"), values("again"));
     let origin = std::fs::read_to_string(p.path("again/inputs/origin.json")).unwrap();
     assert!(origin.contains("wd.tar.gz") && origin.contains("\"reproduces\": \"wd\""), "{origin}");
-    assert!(!p.path("again/state.json").exists(), "a dry run starts nothing");
+    assert_eq!(status_of(&p.path("again"), "03_load"), "done");
+    assert!(p.path("again/analysis/report.html").is_file());
+    assert_no_canary(&p.path("again"));
 }
 
 fn assert_no_canary(dir: &Path) {
@@ -453,7 +455,7 @@ fn a_second_interrupt_skips_teardown_and_says_what_is_left() {
         "pipelines/stubborn.yaml",
         r#"
 steps:
-  - { name: stubborn, phase: standup, kind: spawn, with: { command: [sh, -c, "trap '' TERM; sleep 300"], stop_timeout: 2s } }
+  - { name: stubborn, phase: standup, kind: spawn, with: { command: [sh, -c, "trap '' TERM; sleep 300"], stop_timeout: 4s } }
   - { name: work, phase: run, kind: exec, after: [stubborn], with: { command: [sh, -c, "touch working; sleep 300"] } }
 "#,
     )
@@ -484,7 +486,7 @@ steps:
     assert!(err.contains("benchflow teardown"), "{err}");
     assert!(alive(pid), "teardown was skipped");
     assert_eq!(state(&wd)["interrupts"].as_array().unwrap().len(), 2);
-    // The record is enough to finish the job: SIGTERM is ignored, so SIGKILL after 2 s.
+    // The record is enough to finish the job: SIGTERM is ignored, so SIGKILL after 4 s.
     let out = p.run(&["teardown", "wd"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!alive(pid));
