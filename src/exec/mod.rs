@@ -373,9 +373,17 @@ pub async fn execute(
                         && !usable(&w, j)
                 });
                 if let Some(&j) = blocked {
-                    let why = format!("{} did not succeed", plan.steps[j].id);
-                    w.set(i, Status::NotRun, Some(&why))?;
-                    w.say(i, &format!("not run: {why}"));
+                    // Behind an interrupted step: cancelled too; behind a failure: not run.
+                    let (status, why) = if w.status[j] == Status::Cancelled {
+                        (
+                            Status::Cancelled,
+                            format!("interrupted before it started ({} was)", plan.steps[j].id),
+                        )
+                    } else {
+                        (Status::NotRun, format!("{} did not succeed", plan.steps[j].id))
+                    };
+                    w.set(i, status, Some(&why))?;
+                    w.say(i, &format!("{}: {why}", status.as_str()));
                     changed = true;
                     continue;
                 }
@@ -522,5 +530,96 @@ pub fn describe_leftover(id: &str, rec: &Value) -> String {
             )
         }
         _ => format!("{id}: {rec}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::{plan, resolve::Resolved, spec};
+
+    fn plan_of(pipeline: &str) -> Plan {
+        let resolved = Resolved {
+            format_version: 1,
+            benchflow_version: "test".into(),
+            request: Default::default(),
+            files: BTreeMap::from([("pipeline".into(), "p.yaml".into())]),
+            values: json!({"run": {"id": "t"}}),
+            sources: BTreeMap::new(),
+            pipeline: spec::from_yaml(pipeline, "p.yaml", &[]).unwrap(),
+            pipeline_text: None,
+        };
+        plan::compile(&resolved).unwrap()
+    }
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("bf-exec-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("setup/commands")).unwrap();
+        d
+    }
+
+    fn opts() -> Options {
+        Options { phases: Phase::ALL.to_vec(), selection: None, teardown_on_failure: true, quiet: true }
+    }
+
+    #[tokio::test]
+    async fn failure_stops_dependents_teardown_runs_and_state_is_saved() {
+        let plan = plan_of(
+            "steps:\n\
+             - { name: up, phase: standup, kind: spawn, with: { command: [sleep, '30'], stop_timeout: 1s } }\n\
+             - { name: bad, phase: run, kind: exec, after: [up], with: { command: [sh, -c, 'exit 3'] } }\n\
+             - { name: next, phase: analyze, kind: exec, after: [bad], with: { command: ['true'] } }\n",
+        );
+        let d = dir("fail");
+        let (_tx, mut rx) = mpsc::unbounded_channel();
+        let report = execute(&plan, &d, &opts(), &mut rx).await.unwrap();
+        assert!(
+            matches!(&report.outcome, Outcome::Failed { step, phase: Phase::Run, .. } if step == "02_bad")
+        );
+        assert!(report.leftovers.is_empty() && report.teardown_failed.is_empty());
+        let state = State::load(&d, "t");
+        let status = |id: &str| state.steps[id].status;
+        assert_eq!(
+            [status("01_up"), status("02_bad"), status("03_next"), status("04_stop_up")],
+            [Status::Undone, Status::Failed, Status::NotRun, Status::Done]
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_interrupt_cancels_the_running_step_and_keeps_teardown() {
+        let plan = plan_of(
+            "steps:\n\
+             - { name: up, phase: standup, kind: spawn, with: { command: [sleep, '30'], stop_timeout: 1s } }\n\
+             - { name: long, phase: run, kind: exec, after: [up], with: { command: [sleep, '30'] } }\n\
+             - { name: after, phase: run, kind: exec, after: [long], with: { command: ['true'] } }\n",
+        );
+        let d = dir("int");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let log = d.join("setup/commands/02_long.log");
+        let signal = async move {
+            // Interrupt once the long step's process has started.
+            while !std::fs::read_to_string(&log).unwrap_or_default().contains("started") {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tx.send(()).unwrap();
+            tx
+        };
+        let o = opts();
+        let (report, _tx) = tokio::join!(execute(&plan, &d, &o, &mut rx), signal);
+        let report = report.unwrap();
+        assert_eq!(report.outcome, Outcome::Interrupted);
+        let state = State::load(&d, "t");
+        assert_eq!(state.steps["02_long"].status, Status::Cancelled);
+        assert_eq!(state.steps["03_after"].status, Status::Cancelled);
+        assert_eq!(state.steps["04_stop_up"].status, Status::Done);
+        assert_eq!(state.interrupts.len(), 1);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
