@@ -342,6 +342,7 @@ pub async fn execute(
     let mut interrupts = 0u32;
     let ctx_for = |s: &PlannedStep, cancel: watch::Receiver<bool>, w: &Walker| Ctx {
         workdir: dir.to_path_buf(),
+        step: s.id.clone(),
         log: dir.join("setup/commands").join(format!("{}.log", s.id)),
         cancel,
         quiet: opts.quiet,

@@ -209,7 +209,10 @@ fn render_step(
         None => true,
     };
     let (with, describe) = if enabled {
-        let with = renderer.render_value(&origin, &Value::Object(s.with.clone().into_iter().collect()))?;
+        let mut with =
+            renderer.render_value(&origin, &Value::Object(s.with.clone().into_iter().collect()))?;
+        render_manifests(s.kind, &mut with, renderer)
+            .map_err(|message| PlanError::Invalid { origin: origin.clone(), message })?;
         let describe = steps::describe(s.kind, &with)
             .map_err(|message| PlanError::Invalid { origin: origin.clone(), message })?;
         (with, describe)
@@ -233,6 +236,43 @@ fn render_step(
         with,
         describe,
     })
+}
+
+/// Kubernetes steps name templates; the manifests they render go into the plan, so that the
+/// work directory holds exactly what will be applied (`apply`: `templates` → `manifests`;
+/// `wait`: `expect_template` → `expect`, the Deployment the live one must match).
+fn render_manifests(kind: Kind, with: &mut Value, renderer: &Renderer) -> Result<(), String> {
+    let Some(map) = with.as_object_mut() else { return Ok(()) };
+    let dir = map.get("template_dir").and_then(Value::as_str).map(str::to_string);
+    let names = |v: Option<&Value>| -> Vec<String> {
+        match v {
+            Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+            Some(Value::String(s)) => vec![s.clone()],
+            _ => Vec::new(),
+        }
+    };
+    match kind {
+        Kind::Apply => {
+            let files = names(map.get("templates"));
+            let docs = crate::platform::kubernetes::render_manifests(renderer, dir.as_deref(), &files)?;
+            map.insert("manifests".into(), Value::Array(docs));
+        }
+        Kind::Wait => {
+            if let Some(v) = map.remove("expect_template") {
+                let docs = crate::platform::kubernetes::render_manifests(
+                    renderer,
+                    dir.as_deref(),
+                    &names(Some(&v)),
+                )?;
+                let d =
+                    docs.into_iter().find(|d| d.get("kind").and_then(Value::as_str) == Some("Deployment"));
+                map.insert("expect".into(), d.unwrap_or(Value::Null));
+            }
+            map.remove("template_dir");
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 impl Plan {
@@ -331,14 +371,14 @@ impl Plan {
     /// The table `benchflow plan` prints.
     pub fn table(&self) -> String {
         let wid = self.steps.iter().map(|s| s.id.len()).max().unwrap_or(4).max(4);
-        let mut out = format!("{:<wid$}  {:<8}  {:<7}  {:<24}  does\n", "step", "phase", "kind", "after");
+        let mut out = format!("{:<wid$}  {:<8}  {:<9}  {:<24}  does\n", "step", "phase", "kind", "after");
         for s in &self.steps {
             let after = if s.after.is_empty() { "-".to_string() } else { s.after.join(",") };
             let does = s.describe.first().cloned().unwrap_or_default();
             let does = if s.enabled { does } else { format!("(skipped) {does}") };
             let _ = writeln!(
                 out,
-                "{:<wid$}  {:<8}  {:<7}  {:<24}  {does}",
+                "{:<wid$}  {:<8}  {:<9}  {:<24}  {does}",
                 s.id,
                 s.phase.as_str(),
                 s.kind.as_str(),

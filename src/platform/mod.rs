@@ -3,5 +3,9 @@
 //!
 //! * [`local`]: processes on this machine (the built-in simulator, `vllm serve`) or an
 //!   existing endpoint.
+//! * [`kubernetes`]: vLLM on a cluster: derived names and labels, manifest templates, checks;
+//!   [`kube`]: the client, port-forwards and the waits, through kube-rs.
 
+pub mod kube;
+pub mod kubernetes;
 pub mod local;

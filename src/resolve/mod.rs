@@ -40,8 +40,6 @@ pub enum ResolveError {
          `env:NAME` and export NAME instead (secrets are never written to the work directory)"
     )]
     Secret { origin: String, path: String },
-    #[error("platform `kubernetes` is not available yet; use `platform: local`")]
-    Kubernetes,
 }
 
 /// What the user asked for: file names (or paths) and overrides.
@@ -235,8 +233,9 @@ pub fn resolve(request: &Request, run: &RunContext) -> Result<Resolved, ResolveE
     let _: Harness = spec::from_yaml(&harness.text, &harness.origin, &[])?;
     Workload::from_yaml(&workload.text, &workload.origin)?;
     let pipeline_name = typed_scenario.pipeline.clone().unwrap_or_else(|| {
-        match typed_scenario.engine.kind {
-            EngineKind::Endpoint => "endpoint",
+        match (typed_scenario.platform, typed_scenario.engine.kind) {
+            (Platform::Kubernetes, _) => "kubernetes-standalone",
+            (_, EngineKind::Endpoint) => "endpoint",
             _ => "local",
         }
         .to_string()
@@ -252,6 +251,7 @@ pub fn resolve(request: &Request, run: &RunContext) -> Result<Resolved, ResolveE
         model: None,
         engine: Default::default(),
         timeouts: Default::default(),
+        kubernetes: Default::default(),
         vars: BTreeMap::new(),
     };
     let mut d = object(serde_json::to_value(&defaults).unwrap_or_default());
@@ -304,6 +304,7 @@ pub fn reproduce(recorded: &Resolved, run: &RunContext) -> Result<Resolved, Reso
     if let Some(m) = values.as_object_mut() {
         m.remove("run");
         m.remove("endpoint");
+        m.remove("k8s");
     }
     let sources =
         recorded.sources.iter().filter(|(_, v)| *v != "derived").map(|(k, v)| (k.clone(), v.clone()));
@@ -363,9 +364,6 @@ fn finish(
     let origin = files.get("workload").cloned().unwrap_or_default();
     let text = serde_json::to_string(&workload).unwrap_or_default();
     Workload::from_yaml(&text, &format!("the merged workload ({origin})"))?;
-    if scenario.platform == Platform::Kubernetes {
-        return Err(ResolveError::Kubernetes);
-    }
     let mut canonical = object(serde_json::to_value(&scenario).unwrap_or_default());
     canonical.remove("description");
     canonical.remove("pipeline");
@@ -377,8 +375,13 @@ fn finish(
     tree.values = Value::Object(canonical);
     check_secrets(&tree)?;
 
-    let derived = crate::platform::local::derive(&scenario, run, workload_dir).map_err(|message| {
-        ResolveError::Invalid { origin: files.get("scenario").cloned().unwrap_or_default(), message }
+    let derived = match scenario.platform {
+        Platform::Local => crate::platform::local::derive(&scenario, run, workload_dir),
+        Platform::Kubernetes => crate::platform::kubernetes::derive(&scenario, run, workload_dir),
+    };
+    let derived = derived.map_err(|message| ResolveError::Invalid {
+        origin: files.get("scenario").cloned().unwrap_or_default(),
+        message,
     })?;
     tree.layer("derived", derived);
     Ok(Resolved {

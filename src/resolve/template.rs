@@ -25,6 +25,9 @@ impl Renderer {
     pub fn new(tree: &Value) -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // No escaping by file name (minijinja would JSON-quote every value in a `.yaml` template):
+        // templates say `| tojson` where they want JSON.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         Renderer { env, ctx: minijinja::Value::from(Serde(tree)) }
     }
 

@@ -6,12 +6,14 @@ const FILES: &[(&str, &str, &str)] = &[
     ("scenarios", "local-sim", include_str!("../../scenarios/local-sim.yaml")),
     ("scenarios", "local-vllm", include_str!("../../scenarios/local-vllm.yaml")),
     ("scenarios", "endpoint", include_str!("../../scenarios/endpoint.yaml")),
+    ("scenarios", "kubernetes-standalone", include_str!("../../scenarios/kubernetes-standalone.yaml")),
     ("harnesses", "builtin", include_str!("../../harnesses/builtin.yaml")),
     ("workloads", "sanity", include_str!("../../workloads/sanity.yaml")),
     ("workloads", "chat", include_str!("../../workloads/chat.yaml")),
     ("workloads", "multistage", include_str!("../../workloads/multistage.yaml")),
     ("pipelines", "local", include_str!("../../pipelines/local.yaml")),
     ("pipelines", "endpoint", include_str!("../../pipelines/endpoint.yaml")),
+    ("pipelines", "kubernetes-standalone", include_str!("../../pipelines/kubernetes-standalone.yaml")),
 ];
 
 /// The text of a shipped file.

@@ -38,6 +38,9 @@ pub struct Scenario {
     /// How long each kind of wait may take.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// The Kubernetes deployment (`platform: kubernetes`).
+    #[serde(default)]
+    pub kubernetes: Kubernetes,
     /// Free variables for custom pipelines and templates (`{{ vars.NAME }}`).
     #[serde(default)]
     pub vars: BTreeMap<String, Value>,
@@ -50,7 +53,7 @@ pub enum Platform {
     /// Processes on this machine.
     #[default]
     Local,
-    /// A Kubernetes or OpenShift cluster (not available yet).
+    /// A Kubernetes or OpenShift cluster, through kube-rs.
     Kubernetes,
 }
 
@@ -126,5 +129,88 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts { ready: Secs(300.0), smoke: Secs(60.0), stop: Secs(15.0) }
+    }
+}
+
+/// Where and how vLLM runs on a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kubernetes {
+    /// Namespace; created if missing, and deleted at teardown only if benchflow created it.
+    pub namespace: String,
+    /// kubeconfig context; default: the current one (or the in-cluster config).
+    pub context: Option<String>,
+    /// kubeconfig file; default: `$KUBECONFIG` or `~/.kube/config`.
+    pub kubeconfig: Option<String>,
+    /// The vLLM image.
+    pub image: String,
+    /// Pods (data-parallel replicas).
+    pub replicas: u32,
+    /// `nvidia.com/gpu` per pod (requests = limits); usually the tensor-parallel size.
+    pub gpus: u32,
+    /// GPU product for the node selector `nvidia.com/gpu.product` (e.g. NVIDIA-H100-80GB-HBM3).
+    pub gpu_product: Option<String>,
+    /// Tolerations, as Kubernetes writes them.
+    pub tolerations: Vec<BTreeMap<String, String>>,
+    /// CPU request and limit.
+    pub cpu: String,
+    /// Memory request and limit.
+    pub memory: String,
+    /// Size of the /dev/shm memory volume.
+    pub shm_size: String,
+    /// The model cache volume.
+    pub pvc: Pvc,
+    /// Download the model into the cache with a Job before vLLM starts.
+    pub download: bool,
+    /// The port vLLM listens on (and the Service exposes).
+    pub port: u16,
+    /// A directory of manifest templates to use instead of the shipped ones (same file names:
+    /// namespace.yaml, secret.yaml, pvc.yaml, download.yaml, deployment.yaml, service.yaml).
+    pub templates: Option<String>,
+}
+
+impl Default for Kubernetes {
+    fn default() -> Self {
+        Kubernetes {
+            namespace: "benchflow".into(),
+            context: None,
+            kubeconfig: None,
+            image: "vllm/vllm-openai:v0.11.0".into(),
+            replicas: 1,
+            gpus: 1,
+            gpu_product: None,
+            tolerations: vec![BTreeMap::from([
+                ("key".to_string(), "nvidia.com/gpu".to_string()),
+                ("operator".to_string(), "Exists".to_string()),
+                ("effect".to_string(), "NoSchedule".to_string()),
+            ])],
+            cpu: "8".into(),
+            memory: "32Gi".into(),
+            shm_size: "20Gi".into(),
+            pvc: Pvc::default(),
+            download: false,
+            port: 8000,
+            templates: None,
+        }
+    }
+}
+
+/// The model cache: an existing claim (`name`, never deleted) or a new one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pvc {
+    /// An existing PersistentVolumeClaim to use; benchflow never deletes it.
+    pub name: Option<String>,
+    /// Storage class of a new claim; default: the cluster's default class.
+    pub storage_class: Option<String>,
+    /// Size of a new claim.
+    pub size: String,
+    /// Access mode of a new claim.
+    pub access_mode: String,
+}
+
+impl Default for Pvc {
+    fn default() -> Self {
+        Pvc { name: None, storage_class: None, size: "100Gi".into(), access_mode: "ReadWriteOnce".into() }
     }
 }

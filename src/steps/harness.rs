@@ -17,6 +17,9 @@ pub struct Args {
     pub workload_dir: PathBuf,
     #[serde(default = "default_scrape")]
     pub scrape_every: Secs,
+    /// The cluster, for a `k8s://` endpoint.
+    #[serde(default)]
+    pub cluster: crate::platform::kube::Target,
 }
 
 fn default_scrape() -> Secs {
@@ -50,8 +53,9 @@ impl Args {
             ctx.note(&format!("# earlier results moved to {}", aside.display()));
         }
         ctx.note(&format!("# {}", self.describe().join("\n# ")));
+        let (endpoint, _forward) = super::http::local_url(&self.endpoint, &self.cluster).await?;
         let opts = loadgen::Options {
-            endpoint: self.endpoint.clone(),
+            endpoint,
             workload: self.workload,
             base_dir: self.workload_dir,
             results_dir: results,

@@ -22,6 +22,25 @@ pub struct Args {
     /// For each request.
     #[serde(default = "default_timeout")]
     pub timeout: Secs,
+    /// The cluster, for a `k8s://NAMESPACE/SERVICE:PORT` URL (reached through a port-forward).
+    #[serde(default)]
+    pub cluster: crate::platform::kube::Target,
+}
+
+/// A local base URL for `url`: itself, or a port-forward for `k8s://NAMESPACE/SERVICE:PORT`
+/// (kept open while the returned guard lives).
+pub async fn local_url(
+    url: &str,
+    cluster: &crate::platform::kube::Target,
+) -> Result<(String, Option<crate::platform::kube::Forward>), StepError> {
+    let Some((ns, svc, port)) = crate::platform::kube::parse_endpoint(url) else {
+        return Ok((url.trim_end_matches('/').to_string(), None));
+    };
+    let client = cluster.client().await.map_err(|e| StepError::Failed(e.to_string()))?;
+    let fwd = crate::platform::kube::forward(&client, &ns, &svc, port)
+        .await
+        .map_err(|e| StepError::Failed(e.to_string()))?;
+    Ok((fwd.url.clone(), Some(fwd)))
 }
 
 fn default_timeout() -> Secs {
@@ -84,11 +103,12 @@ impl Args {
     async fn call(
         &self,
         ctx: &Ctx,
+        base: &str,
         method: &str,
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), StepError> {
-        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let url = format!("{base}{path}");
         let t0 = Instant::now();
         ctx.note(&format!("> {method} {url}{}", body.map(|b| format!(" {b}")).unwrap_or_default()));
         let call = fetch(method, &url, body, Duration::from_secs_f64(self.timeout.0));
@@ -104,11 +124,16 @@ impl Args {
     }
 
     pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
-        let (health, _) = self.call(ctx, "GET", "/health", None).await?;
+        let (base, _forward) = local_url(&self.url, &self.cluster).await?;
+        if _forward.is_some() {
+            ctx.note(&format!("# {} reached through a port-forward at {base}", self.url));
+        }
+        let base = base.as_str();
+        let (health, _) = self.call(ctx, base, "GET", "/health", None).await?;
         if !(200..300).contains(&health) && health != 404 {
             return Err(StepError::Failed(format!("GET {}/health answered {health}", self.url)));
         }
-        let (status, models) = self.call(ctx, "GET", "/v1/models", None).await?;
+        let (status, models) = self.call(ctx, base, "GET", "/v1/models", None).await?;
         if status != 200 {
             return Err(StepError::Failed(format!("GET {}/v1/models answered {status}", self.url)));
         }
@@ -133,7 +158,7 @@ impl Args {
         };
         let body = json!({"model": model, "prompt": "Hello, my name is", "max_tokens": 8, "temperature": 0});
         let t0 = Instant::now();
-        let (status, answer) = self.call(ctx, "POST", "/v1/completions", Some(&body)).await?;
+        let (status, answer) = self.call(ctx, base, "POST", "/v1/completions", Some(&body)).await?;
         if status != 200 {
             return Err(StepError::Failed(format!("POST {}/v1/completions answered {status}", self.url)));
         }

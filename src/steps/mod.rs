@@ -8,12 +8,17 @@
 //! * [`harness`]: the built-in load generator for the workload.
 //! * [`analyze`]: statistics, plots, report.
 //! * [`exec`]: any command, captured.
+//! * [`preflight`], [`apply`], [`wait`]: the Kubernetes kinds (checks before anything is
+//!   created; server-side apply, undone by deleting; readiness through watches).
 
 pub mod analyze;
+pub mod apply;
 pub mod exec;
 pub mod harness;
 pub mod http;
+pub mod preflight;
 pub mod spawn;
+pub mod wait;
 
 use std::{
     io::Write as _,
@@ -49,6 +54,8 @@ pub struct Done {
 /// What a running step may use.
 pub struct Ctx {
     pub workdir: PathBuf,
+    /// The step's id (`05_deploy`).
+    pub step: String,
     /// The step's action log: `setup/commands/<id>.log`.
     pub log: PathBuf,
     /// Becomes true on the first Ctrl-C / SIGTERM.
@@ -175,7 +182,7 @@ pub(crate) fn parse<T: DeserializeOwned>(kind: Kind, with: &Value) -> Result<T, 
 
 /// Whether a kind leaves something that teardown must undo.
 pub fn undoable(kind: Kind) -> bool {
-    matches!(kind, Kind::Spawn)
+    matches!(kind, Kind::Spawn | Kind::Apply)
 }
 
 /// Checks a kind's rendered arguments and says what the step will do.
@@ -186,6 +193,9 @@ pub fn describe(kind: Kind, with: &Value) -> Result<Vec<String>, String> {
         Kind::Harness => Ok(parse::<harness::Args>(kind, with)?.describe()),
         Kind::Analyze => Ok(parse::<analyze::Args>(kind, with)?.describe()),
         Kind::Exec => Ok(parse::<exec::Args>(kind, with)?.describe()),
+        Kind::Preflight => Ok(parse::<preflight::Args>(kind, with)?.describe()),
+        Kind::Apply => Ok(parse::<apply::Args>(kind, with)?.describe()),
+        Kind::Wait => Ok(parse::<wait::Args>(kind, with)?.describe()),
         Kind::Undo => Ok(vec![format!("undo {}", with.get("step").and_then(Value::as_str).unwrap_or("?"))]),
     }
 }
@@ -199,6 +209,9 @@ pub async fn run(step: &PlannedStep, ctx: &Ctx) -> Result<Done, StepError> {
         Kind::Harness => parse::<harness::Args>(step.kind, &step.with).map_err(args_err)?.run(ctx).await,
         Kind::Analyze => parse::<analyze::Args>(step.kind, &step.with).map_err(args_err)?.run(ctx).await,
         Kind::Exec => parse::<exec::Args>(step.kind, &step.with).map_err(args_err)?.run(ctx).await,
+        Kind::Preflight => parse::<preflight::Args>(step.kind, &step.with).map_err(args_err)?.run(ctx).await,
+        Kind::Apply => parse::<apply::Args>(step.kind, &step.with).map_err(args_err)?.run(ctx).await,
+        Kind::Wait => parse::<wait::Args>(step.kind, &step.with).map_err(args_err)?.run(ctx).await,
         Kind::Undo => match &ctx.target {
             Some(record) => undo(record, ctx).await,
             None => Ok(Done { summary: "nothing to undo".into(), undo: None }),
@@ -210,6 +223,7 @@ pub async fn run(step: &PlannedStep, ctx: &Ctx) -> Result<Done, StepError> {
 pub async fn undo(record: &Value, ctx: &Ctx) -> Result<Done, StepError> {
     match record.get("kind").and_then(Value::as_str) {
         Some("spawn") => spawn::undo(record, ctx).await,
+        Some("apply") => apply::undo(record, ctx).await,
         other => Err(StepError::Failed(format!("cannot undo a record of kind {other:?}"))),
     }
 }

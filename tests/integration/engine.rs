@@ -226,12 +226,12 @@ fn plan_dry_run_renders_everything_and_starts_nothing() {
         .replace(bin.to_str().unwrap(), "BENCHFLOW")
         .replace(env!("CARGO_BIN_EXE_benchflow"), "BENCHFLOW");
     let expected = "\
-step                  phase     kind     after                     does
-01_start_engine       standup   spawn    -                         $ BENCHFLOW sim --host 127.0.0.1 --port 18123 --profile tiny/cpu
-02_smoke_test         standup   http     01_start_engine           GET http://127.0.0.1:18123/health, GET http://127.0.0.1:18123/v1/models, POST http://127.0.0.1:18123/v1/completions (8 tokens)
-03_load               run       harness  02_smoke_test             built-in load generator against http://127.0.0.1:18123: rate=5/s poisson for 20 s
-04_analyze            analyze   analyze  03_load                   statistics (vllm conventions), plots and report.html from results/ into analysis/
-05_stop_start_engine  teardown  undo     -                         undo 01_start_engine: $ BENCHFLOW sim --host 127.0.0.1 --port 18123 --profile tiny/cpu
+step                  phase     kind       after                     does
+01_start_engine       standup   spawn      -                         $ BENCHFLOW sim --host 127.0.0.1 --port 18123 --profile tiny/cpu
+02_smoke_test         standup   http       01_start_engine           GET http://127.0.0.1:18123/health, GET http://127.0.0.1:18123/v1/models, POST http://127.0.0.1:18123/v1/completions (8 tokens)
+03_load               run       harness    02_smoke_test             built-in load generator against http://127.0.0.1:18123: rate=5/s poisson for 20 s
+04_analyze            analyze   analyze    03_load                   statistics (vllm conventions), plots and report.html from results/ into analysis/
+05_stop_start_engine  teardown  undo       -                         undo 01_start_engine: $ BENCHFLOW sim --host 127.0.0.1 --port 18123 --profile tiny/cpu
 ";
     assert_eq!(table, expected);
     let wd = p.path("wd");

@@ -1,0 +1,427 @@
+//! kube-rs access for the Kubernetes steps: the client (current context, `--context`,
+//! `--kubeconfig`, or in-cluster), server-side apply of rendered manifests, deletion that waits
+//! until objects are gone, readiness decisions from object status (small functions, tested on
+//! inline objects), diagnostics, and port-forwards that give the HTTP steps a local URL.
+
+use std::time::Duration;
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    batch::v1::Job,
+    core::v1::{Event, Pod, Service},
+};
+use kube::{
+    Client, Config,
+    api::{
+        Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, Patch,
+        PatchParams,
+    },
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::kubernetes::FIELD_MANAGER;
+
+/// Why a Kubernetes action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("cannot load the Kubernetes configuration: {0}")]
+    Config(String),
+    #[error("{what}: {source}")]
+    Api { what: String, source: kube::Error },
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeError {
+    let what = what.into();
+    move |source| KubeError::Api { what, source }
+}
+
+/// Which cluster: a kubeconfig file and context, or the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+}
+
+impl Target {
+    /// A client for the target. Credentials stay in memory; nothing of them is written.
+    pub async fn client(&self) -> Result<Client, KubeError> {
+        let opts = KubeConfigOptions { context: self.context.clone(), ..Default::default() };
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kc =
+                    Kubeconfig::read_from(path).map_err(|e| KubeError::Config(format!("{path}: {e}")))?;
+                Config::from_custom_kubeconfig(kc, &opts)
+                    .await
+                    .map_err(|e| KubeError::Config(e.to_string()))?
+            }
+            None if self.context.is_some() => {
+                Config::from_kubeconfig(&opts).await.map_err(|e| KubeError::Config(e.to_string()))?
+            }
+            None => Config::infer().await.map_err(|e| KubeError::Config(e.to_string()))?,
+        };
+        Client::try_from(config).map_err(|e| KubeError::Config(e.to_string()))
+    }
+}
+
+/// The identity of an object benchflow applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn of(doc: &Value) -> ObjectRef {
+        let s = |p: &str| doc.pointer(p).and_then(Value::as_str).map(str::to_string);
+        ObjectRef {
+            api_version: s("/apiVersion").unwrap_or_default(),
+            kind: s("/kind").unwrap_or_default(),
+            namespace: s("/metadata/namespace"),
+            name: s("/metadata/name").unwrap_or_default(),
+        }
+    }
+
+    fn api(&self, client: &Client) -> Api<DynamicObject> {
+        let (group, version) = self.api_version.rsplit_once('/').unwrap_or(("", &self.api_version));
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &self.kind));
+        match &self.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}/{} in {ns}", self.kind, self.name),
+            None => write!(f, "{}/{}", self.kind, self.name),
+        }
+    }
+}
+
+/// Whether the object exists.
+pub async fn exists(client: &Client, r: &ObjectRef) -> Result<bool, KubeError> {
+    Ok(r.api(client).get_opt(&r.name).await.map_err(api_err(format!("failed to read {r}")))?.is_some())
+}
+
+/// Server-side apply with field manager `benchflow`.
+pub async fn apply(client: &Client, doc: &Value) -> Result<(), KubeError> {
+    let r = ObjectRef::of(doc);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    retry(|| async { r.api(client).patch(&r.name, &params, &Patch::Apply(doc)).await.map(|_| ()) })
+        .await
+        .map_err(api_err(format!("failed to apply {r}")))
+}
+
+/// Deletes (foreground propagation) and waits until the object is gone.
+pub async fn delete(client: &Client, r: &ObjectRef, limit: Duration) -> Result<bool, KubeError> {
+    let api = r.api(client);
+    let dp = DeleteParams::foreground();
+    match retry(|| async { api.delete(&r.name, &dp).await.map(|_| ()) }).await {
+        Ok(()) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(false),
+        Err(e) => return Err(api_err(format!("failed to delete {r}"))(e)),
+    }
+    let gone = async {
+        loop {
+            match api.get_opt(&r.name).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(e) if transient(&e) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(e) => return Err(api_err(format!("failed to read {r}"))(e)),
+            }
+        }
+    };
+    tokio::time::timeout(limit, gone).await.map_err(|_| {
+        KubeError::Failed(format!("{r} is still there {} s after its deletion", limit.as_secs()))
+    })??;
+    Ok(true)
+}
+
+/// 429, 5xx and connection errors are worth another try.
+pub fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs `f` again after transient errors: 5 attempts, backoff from 200 ms doubling.
+pub async fn retry<F, Fut, T>(mut f: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(200);
+    for _ in 0..4 {
+        match f().await {
+            Err(e) if transient(&e) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    f().await
+}
+
+/// What a pod's status says about its future.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PodVerdict {
+    Ready,
+    Waiting,
+    /// It will not become ready by itself: the reason, for the error message.
+    Stuck(String),
+}
+
+/// Judges one pod: ready, still coming, or stuck (crash loop, image pull, unschedulable).
+pub fn pod_verdict(pod: &Pod) -> PodVerdict {
+    let Some(status) = &pod.status else { return PodVerdict::Waiting };
+    let conditions = status.conditions.as_deref().unwrap_or_default();
+    for c in conditions {
+        if c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable") {
+            return PodVerdict::Stuck(format!("unschedulable: {}", c.message.as_deref().unwrap_or("")));
+        }
+    }
+    for cs in status.container_statuses.as_deref().unwrap_or_default() {
+        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let reason = w.reason.as_deref().unwrap_or("");
+            if matches!(
+                reason,
+                "CrashLoopBackOff"
+                    | "ImagePullBackOff"
+                    | "ErrImagePull"
+                    | "InvalidImageName"
+                    | "CreateContainerConfigError"
+            ) {
+                return PodVerdict::Stuck(format!(
+                    "container {} is in {reason}: {}",
+                    cs.name,
+                    w.message.as_deref().unwrap_or("")
+                ));
+            }
+        }
+    }
+    if conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True") {
+        PodVerdict::Ready
+    } else {
+        PodVerdict::Waiting
+    }
+}
+
+/// Whether a Job has finished: `Some(Ok)` complete, `Some(Err(reason))` failed.
+pub fn job_verdict(job: &Job) -> Option<Result<(), String>> {
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+    for c in conditions {
+        if c.status == "True" && c.type_ == "Complete" {
+            return Some(Ok(()));
+        }
+        if c.status == "True" && c.type_ == "Failed" {
+            return Some(Err(format!(
+                "{}: {}",
+                c.reason.as_deref().unwrap_or("Failed"),
+                c.message.as_deref().unwrap_or("")
+            )));
+        }
+    }
+    None
+}
+
+fn selector(labels: &std::collections::BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// Pods matching a Deployment's selector.
+pub async fn deployment_pods(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<(Deployment, Vec<Pod>), KubeError> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let d = retry(|| deployments.get(name))
+        .await
+        .map_err(api_err(format!("failed to read Deployment/{name}")))?;
+    let labels = d.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&selector(&labels));
+    let list =
+        retry(|| pods.list(&lp)).await.map_err(api_err(format!("failed to list the pods of {name}")))?;
+    Ok((d, list.items))
+}
+
+/// Events and the last log lines of a pod, as text for the work directory.
+pub async fn pod_diagnostics(client: &Client, ns: &str, pod: &str) -> String {
+    let mut out = format!("== events of pod {pod} ==\n");
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().fields(&format!("involvedObject.name={pod}"));
+    match events.list(&lp).await {
+        Ok(list) => {
+            for e in list.items {
+                out.push_str(&format!(
+                    "{} {} {}: {}\n",
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.involved_object.kind.unwrap_or_default(),
+                    e.message.unwrap_or_default()
+                ));
+            }
+        }
+        Err(e) => out.push_str(&format!("(cannot list events: {e})\n")),
+    }
+    out.push_str(&format!("== last log lines of pod {pod} ==\n"));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    match pods.logs(pod, &LogParams { tail_lines: Some(100), ..Default::default() }).await {
+        Ok(text) => out.push_str(&text),
+        Err(e) => out.push_str(&format!("(no logs: {e})\n")),
+    }
+    out
+}
+
+/// A port-forward to a ready pod behind a Service, served on a local port until dropped.
+pub struct Forward {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Parses `k8s://NAMESPACE/SERVICE:PORT`.
+pub fn parse_endpoint(url: &str) -> Option<(String, String, u16)> {
+    let rest = url.strip_prefix("k8s://")?;
+    let (ns, svc) = rest.split_once('/')?;
+    let (svc, port) = svc.split_once(':')?;
+    Some((ns.to_string(), svc.to_string(), port.trim_end_matches('/').parse().ok()?))
+}
+
+/// Opens a local port that forwards each connection to a ready pod of the Service.
+pub async fn forward(client: &Client, ns: &str, service: &str, port: u16) -> Result<Forward, KubeError> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let svc = retry(|| services.get(service))
+        .await
+        .map_err(api_err(format!("failed to read Service/{service} in {ns}")))?;
+    let labels = svc.spec.and_then(|s| s.selector).unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&selector(&labels));
+    let list = retry(|| pods.list(&lp))
+        .await
+        .map_err(api_err(format!("failed to list the pods of Service/{service}")))?;
+    let pod = list
+        .items
+        .iter()
+        .find(|p| pod_verdict(p) == PodVerdict::Ready)
+        .and_then(|p| p.metadata.name.clone())
+        .ok_or_else(|| {
+            KubeError::Failed(format!("Service/{service} in {ns} has no ready pod to forward to"))
+        })?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| KubeError::Failed(format!("cannot open a local port for the port-forward: {e}")))?;
+    let local = listener.local_addr().map_err(|e| KubeError::Failed(e.to_string()))?;
+    let task = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let pods = pods.clone();
+            let pod = pod.clone();
+            tokio::spawn(async move {
+                let Ok(mut pf) = pods.portforward(&pod, &[port]).await else { return };
+                let Some(mut upstream) = pf.take_stream(port) else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
+                drop(upstream);
+                let _ = pf.join().await;
+            });
+        }
+    });
+    Ok(Forward { url: format!("http://{local}"), task })
+}
+
+/// Lists the objects of `kinds` in `ns` that carry a label selector (for `gc` and checks).
+pub async fn labelled(client: &Client, ns: &str, selector: &str) -> Result<Vec<ObjectRef>, KubeError> {
+    let mut out = Vec::new();
+    for (api_version, kind) in [
+        ("apps/v1", "Deployment"),
+        ("batch/v1", "Job"),
+        ("v1", "Service"),
+        ("v1", "PersistentVolumeClaim"),
+        ("v1", "Secret"),
+        ("v1", "ConfigMap"),
+    ] {
+        let r = ObjectRef {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: Some(ns.into()),
+            name: String::new(),
+        };
+        let api = r.api(client);
+        let lp = ListParams::default().labels(selector);
+        let list =
+            retry(|| api.list(&lp)).await.map_err(api_err(format!("failed to list {kind}s in {ns}")))?;
+        for o in list.items {
+            out.push(ObjectRef { name: o.metadata.name.unwrap_or_default(), ..r.clone() });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: Value) -> Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": status})).unwrap()
+    }
+
+    #[test]
+    fn pods_are_ready_waiting_or_stuck() {
+        assert_eq!(
+            pod_verdict(&pod(serde_json::json!({"conditions": [{"type": "Ready", "status": "True"}]}))),
+            PodVerdict::Ready
+        );
+        assert_eq!(pod_verdict(&pod(serde_json::json!({"phase": "Pending"}))), PodVerdict::Waiting);
+        let v = pod_verdict(&pod(
+            serde_json::json!({"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}),
+        ));
+        assert!(matches!(v, PodVerdict::Stuck(m) if m.contains("Insufficient nvidia.com/gpu")));
+        let v = pod_verdict(&pod(
+            serde_json::json!({"containerStatuses": [{"name": "vllm", "image": "x", "imageID": "", "ready": false, "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}}}]}),
+        ));
+        assert!(matches!(v, PodVerdict::Stuck(m) if m.contains("CrashLoopBackOff")));
+    }
+
+    #[test]
+    fn jobs_complete_or_fail() {
+        let job = |c: Value| -> Job {
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": "j"}, "status": {"conditions": c}}),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            job_verdict(&job(serde_json::json!([{"type": "Complete", "status": "True"}]))),
+            Some(Ok(()))
+        );
+        assert!(
+            matches!(job_verdict(&job(serde_json::json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]))), Some(Err(m)) if m.contains("BackoffLimit"))
+        );
+        assert_eq!(job_verdict(&job(serde_json::json!([]))), None);
+    }
+
+    #[test]
+    fn endpoints_parse() {
+        assert_eq!(parse_endpoint("k8s://bench/vllm-x:8000"), Some(("bench".into(), "vllm-x".into(), 8000)));
+        assert_eq!(parse_endpoint("http://x"), None);
+    }
+}

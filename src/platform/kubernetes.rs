@@ -1,0 +1,224 @@
+//! The Kubernetes platform: names, labels and vLLM arguments derived from the scenario
+//! (`k8s.*`), the manifest templates (shipped, or the scenario's own directory), and the check
+//! that every rendered manifest parses into its k8s-openapi type.
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    resolve::{RunContext, template::Renderer},
+    spec::scenario::{EngineKind, Scenario},
+};
+
+/// The label every object benchflow creates carries, with the run id as value.
+pub const RUN_LABEL: &str = "benchflow.io/run";
+/// The label naming the step that created an object.
+pub const STEP_LABEL: &str = "benchflow.io/step";
+/// Field manager for server-side apply.
+pub const FIELD_MANAGER: &str = "benchflow";
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("namespace.yaml", include_str!("../../templates/kubernetes/namespace.yaml")),
+    ("secret.yaml", include_str!("../../templates/kubernetes/secret.yaml")),
+    ("pvc.yaml", include_str!("../../templates/kubernetes/pvc.yaml")),
+    ("download.yaml", include_str!("../../templates/kubernetes/download.yaml")),
+    ("deployment.yaml", include_str!("../../templates/kubernetes/deployment.yaml")),
+    ("service.yaml", include_str!("../../templates/kubernetes/service.yaml")),
+];
+
+/// A label value from free text: at most 63 characters of `[a-z0-9.-_]`, alphanumeric at both
+/// ends.
+pub fn label_value(s: &str) -> String {
+    let v: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' })
+        .take(63)
+        .collect();
+    v.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+}
+
+/// A DNS-1123 label from free text (lowercase alphanumerics and `-`), at most `max` long.
+pub fn dns_label(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.truncate(max);
+    out.trim_matches('-').to_string()
+}
+
+/// `k8s.*`, `run.*` and `endpoint.*` for a Kubernetes scenario.
+pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) -> Result<Value, String> {
+    if s.engine.kind != EngineKind::Vllm {
+        return Err(format!(
+            "platform `kubernetes` runs `engine: {{ kind: vllm }}` (found `{}`); for an endpoint that is \
+             already up use `platform: local` with `engine: {{ kind: endpoint }}`",
+            s.engine.kind.as_str()
+        ));
+    }
+    let model = s
+        .model
+        .clone()
+        .ok_or_else(|| "platform `kubernetes` needs `model:` (a Hugging Face id)".to_string())?;
+    let k = &s.kubernetes;
+    if dns_label(&k.namespace, 63) != k.namespace {
+        return Err(format!(
+            "kubernetes.namespace `{}` is not a valid name (lowercase letters, digits, `-`)",
+            k.namespace
+        ));
+    }
+    if k.gpus == 0 || k.replicas == 0 {
+        return Err("kubernetes.gpus and kubernetes.replicas must be at least 1".into());
+    }
+    let short = model.rsplit('/').next().unwrap_or(&model);
+    let digest = Sha256::digest(run.id.as_bytes());
+    let suffix: String =
+        digest.iter().take(3).map(|b| format!("{b:02x}")).collect::<String>()[..5].to_string();
+    let name = format!("vllm-{}-{suffix}", dns_label(short, 40));
+    let run_label = label_value(&run.id);
+    let mut args = vec![model.clone(), "--port".to_string(), k.port.to_string()];
+    args.extend(s.engine.args.iter().cloned());
+    let hf_token = s.engine.env.get("HF_TOKEN").cloned().unwrap_or_else(|| "env:HF_TOKEN".into());
+    let selector = json!({ "app.kubernetes.io/instance": name });
+    let labels = json!({
+        "app.kubernetes.io/name": "vllm",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/managed-by": "benchflow",
+        RUN_LABEL: run_label,
+        "llm-d.ai/inference-serving": "true",
+        "llm-d.ai/model": label_value(short),
+    });
+    let service = name.clone();
+    Ok(json!({
+        "k8s": {
+            "name": name,
+            "pvc": k.pvc.name.clone().unwrap_or_else(|| format!("{name}-cache")),
+            "labels": labels,
+            "selector": selector,
+            "args": args,
+            "hf_token": hf_token,
+            "run_label": run_label,
+            "startup_failures": (s.timeouts.ready.0 / 10.0).ceil().max(1.0) as u64,
+        },
+        "run": {
+            "id": run.id,
+            "workdir": run.workdir.display().to_string(),
+            "bin": run.bin.display().to_string(),
+            "port": 0,
+            "command": [],
+            "workload_dir": workload_dir.display().to_string(),
+        },
+        "endpoint": { "url": format!("k8s://{}/{service}:{}", k.namespace, k.port) },
+    }))
+}
+
+/// The text of a template: from the scenario's directory when it gives one, else shipped.
+pub fn template_text(custom_dir: Option<&str>, file: &str) -> Result<(String, String), String> {
+    if let Some(dir) = custom_dir {
+        let path = std::path::Path::new(dir).join(file);
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            return Ok((path.display().to_string(), text));
+        }
+    }
+    TEMPLATES
+        .iter()
+        .find(|(n, _)| *n == file)
+        .map(|(n, t)| (format!("builtin:templates/kubernetes/{n}"), t.to_string()))
+        .ok_or_else(|| {
+            format!(
+                "no manifest template `{file}`; shipped: {}",
+                TEMPLATES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            )
+        })
+}
+
+/// Renders templates into manifests (each file may hold several `---` documents), each checked
+/// against its k8s-openapi type.
+pub fn render_manifests(
+    renderer: &Renderer,
+    custom_dir: Option<&str>,
+    files: &[String],
+) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    for file in files {
+        let (origin, text) = template_text(custom_dir, file)?;
+        let rendered = renderer.render_str(&origin, &text).map_err(|e| e.to_string())?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&rendered).map_err(|e| {
+            let at = e
+                .location()
+                .and_then(|l| {
+                    rendered.lines().nth(l.line().saturating_sub(1) as usize).map(|t| (l.line(), t))
+                })
+                .map(|(n, t)| format!(" (rendered line {n}: `{}`)", t.trim()))
+                .unwrap_or_default();
+            format!(
+                "{origin}: the rendered manifest is not YAML: {}{at}",
+                crate::spec::bare_message(&e.to_string())
+            )
+        })?;
+        for doc in docs.into_iter().filter(|d| !d.is_null()) {
+            check(&doc).map_err(|e| format!("{origin}: {e}"))?;
+            out.push(doc);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a manifest into its k8s-openapi type (the kinds benchflow applies).
+pub fn check(doc: &Value) -> Result<(), String> {
+    use k8s_openapi::api::{
+        apps::v1::Deployment,
+        batch::v1::Job,
+        core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service},
+    };
+    fn parse<T: serde::de::DeserializeOwned>(doc: &Value, kind: &str) -> Result<(), String> {
+        serde_json::from_value::<T>(doc.clone()).map(|_| ()).map_err(|e| format!("not a valid {kind}: {e}"))
+    }
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
+    let api = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    if doc.pointer("/metadata/name").and_then(Value::as_str).is_none_or(str::is_empty) {
+        return Err(format!("{kind} without metadata.name"));
+    }
+    match (api, kind) {
+        ("v1", "Namespace") => parse::<Namespace>(doc, kind),
+        ("v1", "Secret") => parse::<Secret>(doc, kind),
+        ("v1", "ConfigMap") => parse::<ConfigMap>(doc, kind),
+        ("v1", "PersistentVolumeClaim") => parse::<PersistentVolumeClaim>(doc, kind),
+        ("v1", "Service") => parse::<Service>(doc, kind),
+        ("apps/v1", "Deployment") => parse::<Deployment>(doc, kind),
+        ("batch/v1", "Job") => parse::<Job>(doc, kind),
+        _ => Err(format!(
+            "`{api}` `{kind}` is not a kind benchflow applies (Namespace, Secret, ConfigMap, \
+             PersistentVolumeClaim, Service, Deployment, Job)"
+        )),
+    }
+}
+
+/// Adds the run and step labels to an object's metadata.
+pub fn label(doc: &mut Value, run_label: &str, step: &str) {
+    let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    let labels = meta.entry("labels").or_insert_with(|| Value::Object(Map::new()));
+    if let Some(l) = labels.as_object_mut() {
+        l.insert(RUN_LABEL.into(), Value::String(run_label.into()));
+        l.insert(STEP_LABEL.into(), Value::String(label_value(step)));
+        l.insert("app.kubernetes.io/managed-by".into(), Value::String("benchflow".into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_are_valid() {
+        assert_eq!(dns_label("Llama-3.1-8B_Instruct", 63), "llama-3-1-8b-instruct");
+        assert_eq!(label_value("run 1/x"), "run-1-x");
+        assert_eq!(label_value("-a-"), "a");
+    }
+}

@@ -1,0 +1,151 @@
+//! `apply`: server-side apply (field manager `benchflow`) of the manifests the planner rendered
+//! from templates, each labelled with the run and the step. A namespace that already exists is
+//! used and never deleted; a failure or an interrupt part-way deletes what this step created.
+//! Undo deletes the created objects in reverse order and waits until they are gone.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Ctx, Done, StepError};
+use crate::{
+    platform::{
+        kube::{self, ObjectRef, Target},
+        kubernetes,
+    },
+    sim::config::Secs,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    /// Template files (the planner renders them into `manifests`).
+    #[serde(default)]
+    pub templates: Vec<String>,
+    /// A directory of custom templates (else the shipped ones).
+    #[serde(default)]
+    pub template_dir: Option<String>,
+    /// The rendered manifests, in order.
+    #[serde(default)]
+    pub manifests: Vec<Value>,
+    #[serde(default)]
+    pub cluster: Target,
+    /// The value of the run label.
+    pub run_label: String,
+    /// How long a deletion may take at undo.
+    #[serde(default = "default_delete")]
+    pub delete_timeout: Secs,
+}
+
+fn default_delete() -> Secs {
+    Secs(300.0)
+}
+
+fn fail(e: impl std::fmt::Display) -> StepError {
+    StepError::Failed(e.to_string())
+}
+
+impl Args {
+    pub fn describe(&self) -> Vec<String> {
+        let objects: Vec<String> = self.manifests.iter().map(|m| ObjectRef::of(m).to_string()).collect();
+        vec![format!("server-side apply {}", objects.join(", "))]
+    }
+
+    /// Fills `env:NAME` references in a Secret's `stringData` from our environment, in memory.
+    fn fill_secret(doc: &mut Value, ctx: &Ctx) {
+        let Some(data) = doc.get_mut("stringData").and_then(Value::as_object_mut) else { return };
+        let keys: Vec<String> = data.keys().cloned().collect();
+        for k in keys {
+            let Some(name) =
+                data.get(&k).and_then(Value::as_str).and_then(|v| v.strip_prefix("env:")).map(str::to_string)
+            else {
+                continue;
+            };
+            match std::env::var(&name) {
+                Ok(value) => {
+                    data.insert(k.clone(), Value::String(value));
+                    ctx.note(&format!("# secret key {k} from ${name} (value not shown)"));
+                }
+                Err(_) => {
+                    data.remove(&k);
+                    ctx.note(&format!(
+                        "# secret key {k}: ${name} is not set; left out (public models need none)"
+                    ));
+                }
+            }
+        }
+    }
+
+    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+        let client = self.cluster.client().await.map_err(fail)?;
+        let mut created: Vec<ObjectRef> = Vec::new();
+        let mut kept: Vec<ObjectRef> = Vec::new();
+        let outcome: Result<(), StepError> = async {
+            for manifest in &self.manifests {
+                if *ctx.cancel.borrow() {
+                    return Err(StepError::Cancelled);
+                }
+                let mut doc = manifest.clone();
+                let r = ObjectRef::of(&doc);
+                if r.kind == "Namespace" && kube::exists(&client, &r).await.map_err(fail)? {
+                    ctx.note(&format!("# {r} exists: used as it is, never deleted"));
+                    kept.push(r);
+                    continue;
+                }
+                kubernetes::label(&mut doc, &self.run_label, &ctx.step);
+                if r.kind == "Secret" {
+                    Self::fill_secret(&mut doc, ctx);
+                }
+                kube::apply(&client, &doc).await.map_err(fail)?;
+                ctx.note(&format!("# applied {r}"));
+                created.push(r);
+            }
+            Ok(())
+        }
+        .await;
+        let record = json!({
+            "kind": "apply",
+            "cluster": self.cluster,
+            "objects": created,
+            "kept": kept,
+            "delete_timeout_s": self.delete_timeout.0,
+        });
+        if let Err(e) = outcome {
+            // Nothing half-done is left behind.
+            let _ = undo(&record, ctx).await;
+            return Err(e);
+        }
+        let summary = format!(
+            "applied {}{}",
+            created.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            if kept.is_empty() {
+                String::new()
+            } else {
+                format!("; kept {}", kept.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+            }
+        );
+        Ok(Done { summary, undo: Some(record) })
+    }
+}
+
+/// Deletes what an `apply` step created, in reverse order, waiting until each is gone.
+pub async fn undo(record: &Value, ctx: &Ctx) -> Result<Done, StepError> {
+    let target: Target =
+        serde_json::from_value(record.get("cluster").cloned().unwrap_or_default()).unwrap_or_default();
+    let objects: Vec<ObjectRef> =
+        serde_json::from_value(record.get("objects").cloned().unwrap_or_default()).unwrap_or_default();
+    let limit =
+        Duration::from_secs_f64(record.get("delete_timeout_s").and_then(Value::as_f64).unwrap_or(300.0));
+    let client = target.client().await.map_err(fail)?;
+    let mut done = Vec::new();
+    for r in objects.iter().rev() {
+        let deleted = kube::delete(&client, r, limit).await.map_err(fail)?;
+        ctx.note(&format!("# {} {r}", if deleted { "deleted" } else { "already gone:" }));
+        done.push(r.to_string());
+    }
+    Ok(Done {
+        summary: format!("deleted {}", if done.is_empty() { "nothing".into() } else { done.join(", ") }),
+        undo: None,
+    })
+}

@@ -1,0 +1,104 @@
+//! `preflight`: before anything is created: the API server answers, the namespace is usable,
+//! an existing model-cache claim named by the scenario exists (else a clear error, and nothing
+//! is created), and some node offers the GPUs asked for (a warning only: the cluster may scale).
+
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim};
+use kube::api::{Api, ListParams};
+use serde::Deserialize;
+
+use super::{Ctx, Done, StepError};
+use crate::platform::kube::Target;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    #[serde(default)]
+    pub cluster: Target,
+    pub namespace: String,
+    /// An existing claim that must be there.
+    #[serde(default)]
+    pub pvc: Option<String>,
+    pub gpus: u32,
+    #[serde(default)]
+    pub gpu_product: Option<String>,
+}
+
+impl Args {
+    pub fn describe(&self) -> Vec<String> {
+        vec![format!(
+            "check the API server, namespace {}{}, nodes with {} nvidia.com/gpu{}",
+            self.namespace,
+            self.pvc.as_ref().map(|p| format!(", claim {p}")).unwrap_or_default(),
+            self.gpus,
+            self.gpu_product.as_ref().map(|p| format!(" ({p})")).unwrap_or_default()
+        )]
+    }
+
+    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+        let fail = |e: String| StepError::Failed(e);
+        let client = self.cluster.client().await.map_err(|e| fail(e.to_string()))?;
+        let version = client
+            .apiserver_version()
+            .await
+            .map_err(|e| fail(format!("the Kubernetes API server does not answer: {e}")))?;
+        let mut notes = vec![format!("API server {}.{}", version.major, version.minor)];
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns = namespaces
+            .get_opt(&self.namespace)
+            .await
+            .map_err(|e| fail(format!("cannot read namespace {}: {e}", self.namespace)))?;
+        notes.push(match ns {
+            Some(_) => format!("namespace {} exists", self.namespace),
+            None => format!("namespace {} will be created", self.namespace),
+        });
+        if let Some(pvc) = &self.pvc {
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &self.namespace);
+            match claims.get_opt(pvc).await {
+                Ok(Some(_)) => notes.push(format!("claim {pvc} exists (used, never deleted)")),
+                Ok(None) => {
+                    return Err(fail(format!(
+                        "the model-cache claim `{pvc}` (kubernetes.pvc.name) does not exist in namespace {}; \
+                         create it, or remove pvc.name to let benchflow create one for this run",
+                        self.namespace
+                    )));
+                }
+                Err(e) => return Err(fail(format!("cannot read claim {pvc}: {e}"))),
+            }
+        }
+        let nodes: Api<Node> = Api::all(client.clone());
+        match nodes.list(&ListParams::default()).await {
+            Ok(list) => {
+                let fits = list.items.iter().filter(|n| {
+                    let gpus = n
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.allocatable.as_ref())
+                        .and_then(|a| a.get("nvidia.com/gpu"))
+                        .and_then(|q| q.0.parse::<u32>().ok())
+                        .unwrap_or(0);
+                    let product = n.metadata.labels.as_ref().and_then(|l| l.get("nvidia.com/gpu.product"));
+                    gpus >= self.gpus && self.gpu_product.as_ref().is_none_or(|p| product == Some(p))
+                });
+                let count = fits.count();
+                if count == 0 {
+                    let warning = format!(
+                        "warning: no node offers {} nvidia.com/gpu{}; the pods may stay Pending",
+                        self.gpus,
+                        self.gpu_product.as_ref().map(|p| format!(" of product {p}")).unwrap_or_default()
+                    );
+                    if !ctx.quiet {
+                        eprintln!("        {warning}");
+                    }
+                    notes.push(warning);
+                } else {
+                    notes.push(format!("{count} node(s) offer the GPUs"));
+                }
+            }
+            Err(e) => notes.push(format!("cannot list nodes ({e}); GPU check skipped")),
+        }
+        for n in &notes {
+            ctx.note(&format!("# {n}"));
+        }
+        Ok(Done { summary: notes.join("; "), undo: None })
+    }
+}

@@ -1,0 +1,229 @@
+//! `wait`: until a Deployment is available (then checks that the live object is the rendered
+//! one: image, arguments, GPU count) or a Job is complete, through watches. It fails fast on a
+//! pod that will not become ready by itself (CrashLoopBackOff, ImagePullBackOff, unschedulable,
+//! e.g. insufficient `nvidia.com/gpu`), and on timeout; either way the pods' events and last
+//! log lines are saved under `setup/diagnostics/` and quoted in the error.
+
+use std::time::Duration;
+
+use ::kube::{
+    Client,
+    api::{Api, ListParams},
+    runtime::{WatchStreamExt, watcher},
+};
+use futures::StreamExt;
+use k8s_openapi::api::{apps::v1::Deployment, batch::v1::Job, core::v1::Pod};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{Ctx, Done, StepError};
+use crate::{
+    platform::kube::{self, PodVerdict, Target},
+    sim::config::Secs,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    #[serde(default)]
+    pub cluster: Target,
+    pub namespace: String,
+    /// Wait until this Deployment is available ...
+    #[serde(default)]
+    pub deployment: Option<String>,
+    /// ... or until this Job is complete.
+    #[serde(default)]
+    pub job: Option<String>,
+    pub timeout: Secs,
+    /// The rendered Deployment the live one must match.
+    #[serde(default)]
+    pub expect: Option<Value>,
+}
+
+fn fail(e: impl std::fmt::Display) -> StepError {
+    StepError::Failed(e.to_string())
+}
+
+/// Whether a Deployment has all its replicas available for its current generation.
+pub fn available(d: &Deployment) -> bool {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(st) = &d.status else { return false };
+    st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
+        && st.available_replicas.unwrap_or(0) >= want
+        && st.updated_replicas.unwrap_or(want) >= want
+}
+
+/// Differences between the live Deployment and the rendered one (image, args, GPUs).
+pub fn mismatches(live: &Deployment, rendered: &Value) -> Vec<String> {
+    let live = serde_json::to_value(live).unwrap_or_default();
+    let mut out = Vec::new();
+    for (what, pointer) in [
+        ("image", "/spec/template/spec/containers/0/image"),
+        ("args", "/spec/template/spec/containers/0/args"),
+        ("GPU request", "/spec/template/spec/containers/0/resources/requests/nvidia.com~1gpu"),
+        ("GPU limit", "/spec/template/spec/containers/0/resources/limits/nvidia.com~1gpu"),
+        ("replicas", "/spec/replicas"),
+    ] {
+        let (l, r) = (live.pointer(pointer), rendered.pointer(pointer));
+        if l != r {
+            out.push(format!(
+                "{what}: live {} ≠ rendered {}",
+                l.unwrap_or(&Value::Null),
+                r.unwrap_or(&Value::Null)
+            ));
+        }
+    }
+    out
+}
+
+impl Args {
+    pub fn describe(&self) -> Vec<String> {
+        let what = match (&self.deployment, &self.job) {
+            (Some(d), _) => format!("Deployment/{d} available"),
+            (None, Some(j)) => format!("Job/{j} complete"),
+            (None, None) => "nothing".into(),
+        };
+        vec![format!(
+            "wait until {what} in {} (within {} s; fail fast on stuck pods)",
+            self.namespace, self.timeout.0
+        )]
+    }
+
+    /// Saves the diagnostics of `pods` and returns the error quoting them.
+    async fn diagnose(&self, client: &Client, ctx: &Ctx, pods: &[String], why: String) -> StepError {
+        let dir = ctx.workdir.join("setup/diagnostics");
+        let _ = std::fs::create_dir_all(&dir);
+        let mut quoted = String::new();
+        for pod in pods {
+            let text = kube::pod_diagnostics(client, &self.namespace, pod).await;
+            let path = dir.join(format!("{}-{pod}.txt", ctx.step));
+            let _ = std::fs::write(&path, &text);
+            let tail: Vec<&str> = text.lines().rev().take(12).collect();
+            quoted.push_str(&format!("\n  {} ({}):\n", pod, path.display()));
+            for l in tail.into_iter().rev() {
+                quoted.push_str(&format!("    | {l}\n"));
+            }
+        }
+        ctx.note(&format!("# {why}{quoted}"));
+        StepError::Failed(format!("{why}{quoted}"))
+    }
+
+    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+        let client = self.cluster.client().await.map_err(fail)?;
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs_f64(self.timeout.0);
+        match (&self.deployment, &self.job) {
+            (Some(name), _) => self.deployment(&client, ctx, name, deadline).await,
+            (None, Some(name)) => self.job(&client, ctx, name, deadline).await,
+            (None, None) => Err(fail("`wait` needs `deployment` or `job`")),
+        }
+        .map(|summary| Done {
+            summary: format!("{summary} after {:.1} s", t0.elapsed().as_secs_f64()),
+            undo: None,
+        })
+    }
+
+    async fn deployment(
+        &self,
+        client: &Client,
+        ctx: &Ctx,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<String, StepError> {
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &self.namespace);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
+        let (d, _) = kube::deployment_pods(client, &self.namespace, name).await.map_err(fail)?;
+        let labels = d.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default();
+        let selector = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let mut dep_events =
+            watcher(deployments, watcher::Config::default().fields(&format!("metadata.name={name}")))
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+        let mut pod_events = watcher(pods, watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        let mut next_note = Instant::now() + Duration::from_secs(15);
+        loop {
+            tokio::select! {
+                Some(ev) = dep_events.next() => {
+                    if let Ok(d) = ev && available(&d) {
+                        if let Some(expect) = &self.expect {
+                            let diff = mismatches(&d, expect);
+                            if !diff.is_empty() {
+                                return Err(fail(format!("Deployment/{name} is up but is not the one rendered: {}", diff.join("; "))));
+                            }
+                        }
+                        let n = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
+                        return Ok(format!("Deployment/{name}: {n} replica(s) available, matches the rendered one"));
+                    }
+                }
+                Some(ev) = pod_events.next() => {
+                    if let Ok(pod) = ev && let PodVerdict::Stuck(why) = kube::pod_verdict(&pod) {
+                        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+                        return Err(self.diagnose(client, ctx, std::slice::from_ref(&pod_name), format!("pod {pod_name} of Deployment/{name}: {why}")).await);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let (_, pods) = kube::deployment_pods(client, &self.namespace, name).await.map_err(fail)?;
+                    let names: Vec<String> = pods.iter().filter_map(|p| p.metadata.name.clone()).collect();
+                    return Err(self.diagnose(client, ctx, &names, format!(
+                        "Deployment/{name} was not available within {} s (raise timeouts.ready)", self.timeout.0
+                    )).await);
+                }
+                _ = ctx.cancelled() => return Err(StepError::Cancelled),
+                _ = tokio::time::sleep_until(next_note) => {
+                    if !ctx.quiet {
+                        eprintln!("        waiting for Deployment/{name} ({:.0} s of {:.0} s)", self.timeout.0 - (deadline - Instant::now()).as_secs_f64(), self.timeout.0);
+                    }
+                    next_note = Instant::now() + Duration::from_secs(15);
+                }
+            }
+        }
+    }
+
+    async fn job(
+        &self,
+        client: &Client,
+        ctx: &Ctx,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<String, StepError> {
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &self.namespace);
+        let mut events = watcher(jobs, watcher::Config::default().fields(&format!("metadata.name={name}")))
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
+        let lp = ListParams::default().labels(&format!("job-name={name}"));
+        let job_pods = || async {
+            pods.list(&lp)
+                .await
+                .map(|l| l.items.into_iter().filter_map(|p| p.metadata.name).collect::<Vec<String>>())
+                .unwrap_or_default()
+        };
+        loop {
+            tokio::select! {
+                Some(ev) = events.next() => {
+                    if let Ok(job) = ev {
+                        match kube::job_verdict(&job) {
+                            Some(Ok(())) => return Ok(format!("Job/{name} complete")),
+                            Some(Err(why)) => {
+                                let pods = job_pods().await;
+                                return Err(self.diagnose(client, ctx, &pods, format!("Job/{name} failed: {why}")).await);
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let pods = job_pods().await;
+                    return Err(self.diagnose(client, ctx, &pods, format!("Job/{name} did not complete within {} s", self.timeout.0)).await);
+                }
+                _ = ctx.cancelled() => return Err(StepError::Cancelled),
+            }
+        }
+    }
+}
