@@ -82,6 +82,10 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
     let name = format!("vllm-{}-{suffix}", dns_label(short, 40));
     let run_label = label_value(&run.id);
     let mut args = vec![model.clone(), "--port".to_string(), k.port.to_string()];
+    // Several GPUs per pod serve one model with tensor parallelism, unless the flags say otherwise.
+    if k.gpus > 1 && !s.engine.args.iter().any(|a| a.starts_with("--tensor-parallel-size") || a == "-tp") {
+        args.extend(["--tensor-parallel-size".to_string(), k.gpus.to_string()]);
+    }
     args.extend(s.engine.args.iter().cloned());
     let hf_token = s.engine.env.get("HF_TOKEN").cloned().unwrap_or_else(|| "env:HF_TOKEN".into());
     let selector = json!({ "app.kubernetes.io/instance": name });

@@ -1,10 +1,12 @@
 //! The integration tests: one binary, one module per area.
 
 mod engine; // e2e, standup, run, teardown, plan, status, archive, reproduce: the work directory
+mod kubernetes; // the kubernetes platform against the stand-in: e2e, faults, interrupts, manifests
 mod loadgen; // the load generator against the simulator: accuracy, pacing, accounting
 mod run_cli; // `benchflow run` and `analyze` as a user runs them: files, exit codes, SIGINT
-mod sim_cli; // the `benchflow sim` binary: address line, signals, exit codes
+mod sim_cli;
 mod sim_faults; // every fault knob has an observable effect
 mod sim_timing; // the performance model as a client sees it
 mod sim_wire; // vLLM's wire format, parsed strictly
+mod standin; // TEST SUPPORT: a stand-in Kubernetes API server with a fake kubelet // the `benchflow sim` binary: address line, signals, exit codes
 mod support; // in-process simulator and a strict HTTP/SSE client

@@ -1,0 +1,348 @@
+//! The Kubernetes platform end to end: the compiled binary against the stand-in API server
+//! through a temporary kubeconfig, the simulator behind the Service (port-forwards reach it),
+//! faults, interrupts, crashes; and the rendered manifests as snapshots.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use crate::{
+    loadgen::TempDir,
+    standin::{Config, PodMode, StandIn},
+    support::{benchflow, spawn_sim},
+};
+
+const HF_CANARY: &str = "hf_canary_k8s_0b1c2d";
+const KUBE_CANARY: &str = "kube-token-canary-9f8e7d";
+
+struct Cluster {
+    standin: StandIn,
+    sim: std::process::Child,
+    dir: TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.sim.kill();
+        let _ = self.sim.wait();
+    }
+}
+
+const WORKLOAD: &str = "seed: 1\ndataset: { random: { input_len: 32, output_len: 8 } }\nstages:\n  - { rate: 40, arrival: constant, requests: 20 }\n";
+
+fn scenario(extra: &str) -> String {
+    format!(
+        "platform: kubernetes\nmodel: tiny-sim\nengine: {{ kind: vllm, args: [--max-model-len, \"4096\"], env: {{ HF_TOKEN: env:HF_TOKEN }} }}\n\
+         kubernetes:\n  namespace: bench\n  image: vllm/vllm-openai:v0.11.0\n  gpus: 1\n  gpu_product: NVIDIA-H100-80GB-HBM3\n{extra}\
+         timeouts: {{ ready: 20s, smoke: 10s }}\n"
+    )
+}
+
+impl Cluster {
+    fn new(tag: &str, config: Config) -> Cluster {
+        let standin = StandIn::start(config);
+        let (sim, url) = spawn_sim(&["--profile", "tiny/cpu"]);
+        let addr = url.trim_start_matches("http://").parse().unwrap();
+        *standin.state.backend.lock().unwrap() = Some(addr);
+        let dir = TempDir::new(tag);
+        standin.kubeconfig(&dir.0.join("kubeconfig"), KUBE_CANARY);
+        std::fs::create_dir_all(dir.0.join("scenarios")).unwrap();
+        std::fs::create_dir_all(dir.0.join("workloads")).unwrap();
+        std::fs::write(dir.0.join("workloads/quick.yaml"), WORKLOAD).unwrap();
+        Cluster { standin, sim, dir }
+    }
+
+    fn scenario(&self, name: &str, text: &str) -> &Self {
+        std::fs::write(self.dir.0.join(format!("scenarios/{name}.yaml")), text).unwrap();
+        self
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = benchflow();
+        c.args(args)
+            .current_dir(&self.dir.0)
+            .env("KUBECONFIG", self.dir.0.join("kubeconfig"))
+            .env("HF_TOKEN", HF_CANARY)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn wd(&self) -> PathBuf {
+        self.dir.0.join("wd")
+    }
+
+    /// Objects carrying the run label, anywhere.
+    fn labelled(&self) -> Vec<String> {
+        self.standin.state.labelled("benchflow.io/run")
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+fn state(wd: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(wd.join("state.json")).unwrap()).unwrap()
+}
+
+fn assert_no_secret(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            assert_no_secret(&path);
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            for canary in [HF_CANARY, KUBE_CANARY] {
+                assert!(
+                    !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+                    "{canary} in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "{what}: not reached within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn e2e_stands_up_runs_through_a_port_forward_and_deletes_exactly_what_it_created() {
+    let c = Cluster::new("k8s-e2e", Config::default());
+    c.scenario("k8s", &scenario(""));
+    let out = c.run(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wd = c.wd();
+    let s = state(&wd);
+    for step in ["01_preflight", "08_wait_ready", "09_smoke_test", "10_load", "11_analyze"] {
+        assert_eq!(s["steps"][step]["status"], "done", "{step}: {}", s["steps"][step]);
+    }
+    // What was applied has been undone by teardown.
+    for step in ["02_namespace", "03_secret", "04_cache", "07_deploy"] {
+        assert_eq!(s["steps"][step]["status"], "undone", "{step}: {}", s["steps"][step]);
+    }
+    assert_eq!(s["steps"]["05_download"]["status"], "skipped");
+    // The load went through the port-forward to the simulator.
+    let csv = std::fs::read_to_string(wd.join("results/requests.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 21, "{csv}");
+    assert!(wd.join("analysis/report.html").is_file());
+    // Everything created is gone, the namespace too (benchflow created it).
+    assert!(c.labelled().is_empty(), "left: {:?}", c.labelled());
+    assert!(c.standin.state.get("namespaces", "", "bench").is_none());
+    // Server-side apply with the field manager; the secret reached the API server, not the disk.
+    let requests = c.standin.requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with("PATCH /apis/apps/v1/namespaces/bench/deployments/")
+            && r.contains("fieldManager=benchflow")),
+        "{requests:?}"
+    );
+    assert!(requests.iter().any(|r| r.contains("/portforward")));
+    assert_no_secret(&wd);
+    let rendered = std::fs::read_to_string(wd.join("plan/steps/03_secret.json")).unwrap();
+    assert!(rendered.contains("env:HF_TOKEN"), "{rendered}");
+}
+
+#[test]
+fn stuck_pods_fail_fast_with_diagnostics_and_a_clean_teardown() {
+    for (mode, gpus, expected) in [
+        (PodMode::CrashLoop, 1, "CrashLoopBackOff"),
+        (PodMode::ImagePull, 1, "ImagePullBackOff"),
+        (PodMode::Ready, 16, "Insufficient nvidia.com/gpu"),
+    ] {
+        let c = Cluster::new("k8s-stuck", Config { pod_mode: mode.clone(), ..Config::default() });
+        c.scenario("k8s", &scenario("").replace("gpus: 1", &format!("gpus: {gpus}")));
+        let t0 = Instant::now();
+        let out = c.run(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{mode:?}: {err}");
+        assert!(err.contains(expected), "{mode:?}: {err}");
+        assert!(t0.elapsed() < Duration::from_secs(15), "{mode:?} took {:?}: not fast", t0.elapsed());
+        let diag: Vec<_> = std::fs::read_dir(c.wd().join("setup/diagnostics")).unwrap().collect();
+        assert!(!diag.is_empty(), "{mode:?}: no diagnostics saved");
+        assert!(c.labelled().is_empty(), "{mode:?}: left {:?}", c.labelled());
+    }
+}
+
+#[test]
+fn transient_api_errors_and_dropped_watches_are_survived() {
+    let config = Config {
+        fail_nth: vec![
+            ("PATCH".into(), "/apis/apps/v1".into(), 1, 429),
+            ("PATCH".into(), "/api/v1/namespaces/bench/secrets".into(), 1, 500),
+        ],
+        cut_watch_after: Some(1),
+        ..Config::default()
+    };
+    let c = Cluster::new("k8s-flaky", config);
+    c.scenario("k8s", &scenario(""));
+    let out = c.run(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(c.labelled().is_empty());
+    // The faults did happen: each failed request was sent again, and the cut watch re-opened.
+    let requests = c.standin.requests();
+    let count = |p: &str| requests.iter().filter(|r| r.starts_with(p)).count();
+    assert!(count("PATCH /apis/apps/v1/namespaces/bench/deployments/") >= 2, "{requests:?}");
+    assert!(count("PATCH /api/v1/namespaces/bench/secrets/") >= 2, "{requests:?}");
+    assert!(requests.iter().filter(|r| r.contains("watch=true")).count() >= 3, "{requests:?}");
+}
+
+#[test]
+fn an_existing_namespace_and_claim_are_used_and_kept() {
+    let c = Cluster::new("k8s-pvc", Config::default());
+    let st = &c.standin.state;
+    st.put("namespaces", "", json!({"metadata": {"name": "team"}, "status": {"phase": "Active"}}));
+    st.put("persistentvolumeclaims", "team", json!({"metadata": {"name": "models"}, "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}}}, "status": {"phase": "Bound"}}));
+    let text_of = |pvc: &str| {
+        scenario(&format!("  pvc: {{ name: {pvc} }}\n")).replace("namespace: bench", "namespace: team")
+    };
+    c.scenario("team", &text_of("models")).scenario("missing", &text_of("nope"));
+    // A claim that does not exist: refused before anything is created.
+    let out = c.run(&["e2e", "-c", "missing", "-w", "quick", "--workdir", "wd1"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("`nope`") && text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(c.labelled().is_empty());
+    let out = c.run(&["e2e", "-c", "team", "-w", "quick", "--workdir", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(state(&c.wd())["steps"]["04_cache"]["status"], "skipped");
+    assert!(st.get("persistentvolumeclaims", "team", "models").is_some(), "the claim is kept");
+    assert!(st.get("namespaces", "", "team").is_some(), "the namespace is kept");
+    assert!(c.labelled().is_empty());
+    let deploy = std::fs::read_to_string(c.wd().join("plan/steps/07_deploy.json")).unwrap();
+    assert!(deploy.contains("\"claimName\": \"models\""), "{deploy}");
+}
+
+#[test]
+fn sigint_while_waiting_and_sigkill_then_teardown_leave_nothing() {
+    let c = Cluster::new("k8s-int", Config { pod_mode: PodMode::NeverReady, ..Config::default() });
+    c.scenario("k8s", &scenario("").replace("ready: 20s", "ready: 60s"));
+    let deployed = |c: &Cluster| !c.standin.state.list("deployments", Some("bench")).is_empty();
+    // SIGINT during the readiness wait.
+    let child = c
+        .cmd(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("deployment applied", Duration::from_secs(30), || deployed(&c));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(c.labelled().is_empty(), "left: {:?}", c.labelled());
+    assert_eq!(state(&c.wd())["steps"]["08_wait_ready"]["status"], "cancelled");
+    // SIGKILL: everything stays; `teardown DIR` removes it from the record.
+    let mut child = c
+        .cmd(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("deployment applied", Duration::from_secs(30), || deployed(&c));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!c.labelled().is_empty());
+    let out = c.run(&["teardown", "wd2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(c.labelled().is_empty(), "left: {:?}", c.labelled());
+    wait_for("namespace gone", Duration::from_secs(10), || {
+        c.standin.state.get("namespaces", "", "bench").is_none()
+    });
+    assert_no_secret(&c.dir.0.join("wd2"));
+}
+
+/// Rendered manifests for a set of scenarios, compared with the files under
+/// `tests/integration/snapshots/` (refresh with `BENCHFLOW_UPDATE_SNAPSHOTS=1`); each manifest
+/// also parses into its k8s-openapi type.
+#[test]
+fn rendered_manifests_match_their_snapshots() {
+    let dir = TempDir::new("k8s-snap");
+    std::fs::create_dir_all(dir.0.join("scenarios")).unwrap();
+    std::fs::create_dir_all(dir.0.join("custom")).unwrap();
+    std::fs::write(
+        dir.0.join("custom/service.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ k8s.name }}\n  namespace: {{ kubernetes.namespace }}\n  annotations: { team: {{ vars.team }} }\nspec:\n  type: NodePort\n  selector: {{ k8s.selector | tojson }}\n  ports: [ { port: 80, targetPort: {{ kubernetes.port }} } ]\n",
+    )
+    .unwrap();
+    let cases = [
+        ("gpu1-new-pvc", scenario("")),
+        (
+            "gpu4-existing-pvc",
+            scenario("  pvc: { name: shared-models }\n  download: true\n").replace("gpus: 1", "gpus: 4"),
+        ),
+        (
+            "custom-template",
+            scenario(&format!("  templates: {}\n", dir.0.join("custom").display()))
+                + "vars: { team: perf }\n",
+        ),
+    ];
+    let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/snapshots");
+    for (name, text) in cases {
+        std::fs::write(dir.0.join(format!("scenarios/{name}.yaml")), text).unwrap();
+        let out = benchflow()
+            .args(["plan", "-c", name, "-o", "json", "--workdir", "runs/snapshot"])
+            .current_dir(&dir.0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut manifests = Vec::new();
+        for step in plan["steps"].as_array().unwrap() {
+            if step["kind"] == "apply" && step["enabled"] == true {
+                for m in step["with"]["manifests"].as_array().unwrap() {
+                    benchflow::platform::kubernetes::check(m).unwrap_or_else(|e| panic!("{name}: {e}"));
+                    manifests.push(m.clone());
+                }
+            }
+        }
+        let got = serde_json::to_string_pretty(&manifests).unwrap() + "\n";
+        let path = snapshots.join(format!("{name}.json"));
+        if std::env::var_os("BENCHFLOW_UPDATE_SNAPSHOTS").is_some() {
+            std::fs::create_dir_all(&snapshots).unwrap();
+            std::fs::write(&path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            want == got,
+            "{name}: the rendered manifests differ from {} (BENCHFLOW_UPDATE_SNAPSHOTS=1 refreshes):\n{got}",
+            path.display()
+        );
+    }
+}
+
+/// Against a real cluster: set BENCHFLOW_TEST_KUBECONFIG (and optionally
+/// BENCHFLOW_TEST_SCENARIO, a scenario file for that cluster) and run
+/// `cargo test --test integration real_cluster -- --ignored`. Fails, never skips, when asked to
+/// run without a cluster.
+#[test]
+#[ignore = "needs a real Kubernetes cluster with GPUs: see the comment"]
+fn real_cluster_e2e() {
+    let kubeconfig = std::env::var("BENCHFLOW_TEST_KUBECONFIG")
+        .expect("BENCHFLOW_TEST_KUBECONFIG must name a kubeconfig for a cluster with GPUs");
+    let scenario =
+        std::env::var("BENCHFLOW_TEST_SCENARIO").unwrap_or_else(|_| "kubernetes-standalone".into());
+    let dir = TempDir::new("k8s-real");
+    let out = benchflow()
+        .args(["e2e", "-c", &scenario, "--workdir", "wd"])
+        .current_dir(&dir.0)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.0.join("wd/analysis/report.html").is_file());
+}
