@@ -183,7 +183,7 @@ fn transient_api_errors_and_dropped_watches_are_survived() {
             ("PATCH".into(), "/apis/apps/v1".into(), 1, 429),
             ("PATCH".into(), "/api/v1/namespaces/bench/secrets".into(), 1, 500),
         ],
-        cut_watch_after: Some(1),
+        cut_watch_after: Some(0),
         ..Config::default()
     };
     let c = Cluster::new("k8s-flaky", config);

@@ -54,7 +54,7 @@ pub struct Config {
     pub node_gpus: u32,
     /// `(method, path prefix, n, status)`: the nth matching request (1-based) gets `status`.
     pub fail_nth: Vec<(String, String, usize, u16)>,
-    /// Watch streams end after this many events (a dropped watch).
+    /// The next watch stream ends after this many events (a dropped watch; 0: at once).
     pub cut_watch_after: Option<usize>,
 }
 
@@ -593,6 +593,9 @@ fn watch(st: St, resource: String, ns: String, q: BTreeMap<String, String>) -> R
         let deadline = tokio::time::Instant::now() + timeout;
         let mut sent = 0usize;
         let mut last = since;
+        if cut == Some(0) {
+            return;
+        }
         let line = |c: &Change| Ok(Bytes::from(format!("{}\n", json!({"type": c.kind, "object": c.object}))));
         for c in backlog {
             last = last.max(c.rv);
