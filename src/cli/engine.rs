@@ -33,6 +33,12 @@ pub struct PlanArgs {
     /// Override one variable, e.g. --set engine.profile=llama-3.1-8b/h100 --set workload.seed=7.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Kubernetes: the kubeconfig context (default: the current one).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Kubernetes: the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
     /// Work directory (default: runs/<run-id>). An existing one is continued: steps done with
     /// unchanged inputs are skipped.
     #[arg(long)]
@@ -49,6 +55,21 @@ pub struct PlanArgs {
     /// No progress lines.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+impl PlanArgs {
+    /// `--set` plus what the Kubernetes flags set.
+    pub fn all_sets(&self) -> Vec<String> {
+        let mut sets = self.sets.clone();
+        if let Some(c) = &self.context {
+            sets.push(format!("kubernetes.context={c}"));
+        }
+        if let Some(k) = &self.kubeconfig {
+            let k = std::path::absolute(k).unwrap_or(k.clone());
+            sets.push(format!("kubernetes.kubeconfig={}", k.display()));
+        }
+        sets
+    }
 }
 
 #[derive(Debug, Args)]
@@ -327,7 +348,7 @@ fn dry_run_done(p: &Prepared) -> Result<(), CliError> {
 }
 
 pub async fn e2e(args: PlanArgs) -> Result<(), CliError> {
-    let p = prepare(&args, &args.sets, &args.scenario)?;
+    let p = prepare(&args, &args.all_sets(), &args.scenario)?;
     if args.dry_run {
         return dry_run_done(&p);
     }
@@ -335,7 +356,7 @@ pub async fn e2e(args: PlanArgs) -> Result<(), CliError> {
 }
 
 pub async fn standup(args: PlanArgs) -> Result<(), CliError> {
-    let p = prepare(&args, &args.sets, &args.scenario)?;
+    let p = prepare(&args, &args.all_sets(), &args.scenario)?;
     if args.dry_run {
         return dry_run_done(&p);
     }
@@ -351,7 +372,7 @@ pub async fn standup(args: PlanArgs) -> Result<(), CliError> {
 }
 
 pub async fn run(args: RunArgs) -> Result<(), CliError> {
-    let mut sets = args.plan.sets.clone();
+    let mut sets = args.plan.all_sets();
     let scenario = match &args.endpoint {
         Some(url) => {
             sets.insert(0, format!("engine.url={url}"));
@@ -430,7 +451,7 @@ pub async fn teardown(args: DirArgs) -> Result<(), CliError> {
 pub fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
     let format = if args.dot { PlanFormat::Dot } else { args.output };
     let p = if args.plan.dry_run {
-        prepare(&args.plan, &args.plan.sets, &args.plan.scenario)?
+        prepare(&args.plan, &args.plan.all_sets(), &args.plan.scenario)?
     } else {
         // Nothing is written: resolve and compile only.
         let root = workdir::choose(args.plan.workdir.as_deref());
@@ -438,7 +459,7 @@ pub fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
             scenario: args.plan.scenario.clone(),
             harness: args.plan.harness.clone(),
             workload: args.plan.workload.clone(),
-            sets: args.plan.sets.clone(),
+            sets: args.plan.all_sets(),
         };
         let id = root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let resolved = resolve::resolve(&request, &RunContext { id, workdir: root, bin: bin(), port: None })?;
@@ -462,7 +483,7 @@ pub fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn status(args: DirArgs) -> Result<(), CliError> {
+pub async fn status(args: DirArgs) -> Result<(), CliError> {
     let dir = dir_or_latest(args.dir);
     let plan = load_plan(&dir)?;
     let state = State::load(&dir, &plan.run_id);
@@ -481,6 +502,9 @@ pub fn status(args: DirArgs) -> Result<(), CliError> {
         println!("{:<wid$}  {:<9}  {:>8}  {note}", s.id, status, took);
     }
     let left = state.leftovers();
+    if resolved.get("platform").and_then(|v| v.as_str()) == Some("kubernetes") && !left.is_empty() {
+        cluster_status(&resolved).await;
+    }
     if left.is_empty() {
         println!("nothing is up");
     } else {
@@ -501,6 +525,38 @@ pub fn status(args: DirArgs) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// What the cluster says about the run's Deployment and pods (best effort: status must work
+/// when the cluster does not answer).
+async fn cluster_status(resolved: &Resolved) {
+    use crate::platform::kube;
+    let s = |p: &str| resolved.get(p).and_then(|v| v.as_str()).map(str::to_string);
+    let target = kube::Target { context: s("kubernetes.context"), kubeconfig: s("kubernetes.kubeconfig") };
+    let (Some(ns), Some(name)) = (s("kubernetes.namespace"), s("k8s.name")) else { return };
+    let client = match target.client().await {
+        Ok(c) => c,
+        Err(e) => return println!("cluster: {e}"),
+    };
+    match kube::deployment_pods(&client, &ns, &name).await {
+        Ok((d, pods)) => {
+            let st = d.status.unwrap_or_default();
+            println!(
+                "Deployment/{name} in {ns}: {}/{} available",
+                st.available_replicas.unwrap_or(0),
+                d.spec.and_then(|s| s.replicas).unwrap_or(1)
+            );
+            for p in pods {
+                let verdict = match kube::pod_verdict(&p) {
+                    kube::PodVerdict::Ready => "ready".to_string(),
+                    kube::PodVerdict::Waiting => "not ready yet".to_string(),
+                    kube::PodVerdict::Stuck(why) => format!("stuck: {why}"),
+                };
+                println!("  pod {}: {verdict}", p.metadata.name.unwrap_or_default());
+            }
+        }
+        Err(e) => println!("Deployment/{name} in {ns}: {e}"),
+    }
 }
 
 pub fn archive(args: ArchiveArgs) -> Result<(), CliError> {
@@ -551,4 +607,61 @@ pub async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
         return dry_run_done(&p);
     }
     execute(&p, Phase::ALL.to_vec(), true, None, args.quiet).await
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// The namespace to clean.
+    #[arg(long)]
+    pub namespace: String,
+    /// Only this run's objects (its run id); default: everything benchflow created there.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// The kubeconfig context (default: the current one).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The kubeconfig file.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// List what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `benchflow gc`: finds what benchflow left in a namespace by label, and deletes it (the
+/// namespace too when benchflow created it).
+pub async fn gc(args: GcArgs) -> Result<(), CliError> {
+    use crate::platform::{kube, kubernetes::RUN_LABEL};
+    let target =
+        kube::Target { context: args.context, kubeconfig: args.kubeconfig.map(|k| k.display().to_string()) };
+    let failed = CliError::Kube;
+    let client = target.client().await.map_err(failed)?;
+    let selector = match &args.run {
+        Some(id) => format!("{RUN_LABEL}={}", crate::platform::kubernetes::label_value(id)),
+        None => "app.kubernetes.io/managed-by=benchflow".to_string(),
+    };
+    let mut objects = kube::labelled(&client, &args.namespace, &selector).await.map_err(failed)?;
+    let ns = kube::ObjectRef {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: args.namespace.clone(),
+    };
+    if kube::has_labels(&client, &ns, &selector).await.map_err(failed)? {
+        objects.push(ns);
+    }
+    if objects.is_empty() {
+        eprintln!("nothing of benchflow's in namespace {} ({selector})", args.namespace);
+        return Ok(());
+    }
+    for r in &objects {
+        if args.dry_run {
+            println!("would delete {r}");
+        } else {
+            let deleted =
+                kube::delete(&client, r, std::time::Duration::from_secs(300)).await.map_err(failed)?;
+            println!("{} {r}", if deleted { "deleted" } else { "already gone:" });
+        }
+    }
+    Ok(())
 }

@@ -88,6 +88,9 @@ pub enum Command {
     /// Run again from a work directory's (or archive's) inputs/resolved.yaml, into a new one.
     #[command(after_help = EXIT_CODES)]
     Reproduce(engine::ReproduceArgs),
+    /// Delete what benchflow left in a Kubernetes namespace (found by label), e.g. after a crash.
+    #[command(after_help = EXIT_CODES)]
+    Gc(engine::GcArgs),
     /// Serve the built-in vLLM-compatible simulator until Ctrl-C or SIGTERM.
     #[command(after_help = EXIT_CODES)]
     Sim(SimArgs),
@@ -147,6 +150,8 @@ pub enum CliError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Analysis(#[from] AnalysisError),
+    #[error(transparent)]
+    Kube(#[from] crate::platform::kube::KubeError),
     #[error("{0}")]
     Usage(String),
     #[error("step {step} failed: {error}")]
@@ -167,7 +172,9 @@ impl CliError {
             | CliError::Workdir(WorkdirError::Locked { .. } | WorkdirError::NotWorkdir { .. }) => EXIT_CONFIG,
             CliError::Exec(ExecError::NotStoodUp { .. }) => EXIT_CONFIG,
             CliError::Sim(sim::SimError::Bind { .. }) => EXIT_CONFIG,
-            CliError::Sim(_) | CliError::Runtime(_) | CliError::TeardownFailed(_) => EXIT_RUNTIME,
+            CliError::Sim(_) | CliError::Runtime(_) | CliError::TeardownFailed(_) | CliError::Kube(_) => {
+                EXIT_RUNTIME
+            }
             CliError::Exec(_) | CliError::Workdir(_) | CliError::Archive(_) => EXIT_RUNTIME,
             CliError::StandupFailed { .. } => EXIT_STANDUP,
             CliError::RunFailed { .. } | CliError::Analysis(_) => EXIT_RUN,
@@ -199,9 +206,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Teardown(args) => runtime.block_on(engine::teardown(args)),
         Command::Plan(args) => engine::show_plan(args),
         Command::Analyze(args) => analyze(args),
-        Command::Status(args) => engine::status(args),
+        Command::Status(args) => runtime.block_on(engine::status(args)),
         Command::Archive(args) => engine::archive(args),
         Command::Reproduce(args) => runtime.block_on(engine::reproduce(args)),
+        Command::Gc(args) => runtime.block_on(engine::gc(args)),
         Command::Sim(args) => runtime.block_on(run_sim(args)),
     }
 }

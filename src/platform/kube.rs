@@ -348,9 +348,22 @@ pub async fn forward(client: &Client, ns: &str, service: &str, port: u16) -> Res
     Ok(Forward { url: format!("http://{local}"), task })
 }
 
-/// Lists the objects of `kinds` in `ns` that carry a label selector (for `gc` and checks).
+/// Whether an object exists and matches a label selector of `k=v` terms.
+pub async fn has_labels(client: &Client, r: &ObjectRef, selector: &str) -> Result<bool, KubeError> {
+    let Some(obj) = r.api(client).get_opt(&r.name).await.map_err(api_err(format!("failed to read {r}")))?
+    else {
+        return Ok(false);
+    };
+    let labels = obj.metadata.labels.unwrap_or_default();
+    Ok(selector.split(',').all(|term| {
+        term.split_once('=').is_some_and(|(k, v)| labels.get(k.trim()).map(String::as_str) == Some(v.trim()))
+    }))
+}
+
+/// The objects benchflow applies, in `ns`, matching a label selector (for `gc`).
 pub async fn labelled(client: &Client, ns: &str, selector: &str) -> Result<Vec<ObjectRef>, KubeError> {
     let mut out = Vec::new();
+    // In the order to delete them: workloads first, storage and configuration last.
     for (api_version, kind) in [
         ("apps/v1", "Deployment"),
         ("batch/v1", "Job"),

@@ -257,6 +257,9 @@ fn sigint_while_waiting_and_sigkill_then_teardown_leave_nothing() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!c.labelled().is_empty());
+    let out = c.run(&["status", "wd2"]);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("0/1 available") && shown.contains("not ready yet"), "{shown}");
     let out = c.run(&["teardown", "wd2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(c.labelled().is_empty(), "left: {:?}", c.labelled());
