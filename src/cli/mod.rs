@@ -94,6 +94,9 @@ pub enum Command {
     /// Serve the built-in vLLM-compatible simulator until Ctrl-C or SIGTERM.
     #[command(after_help = EXIT_CODES)]
     Sim(SimArgs),
+    /// (for harness pods) Print a results directory as one checksummed frame on stdout.
+    #[command(hide = true)]
+    ResultsPack { dir: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +214,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Reproduce(args) => runtime.block_on(engine::reproduce(args)),
         Command::Gc(args) => runtime.block_on(engine::gc(args)),
         Command::Sim(args) => runtime.block_on(run_sim(args)),
+        Command::ResultsPack { dir } => {
+            let frame =
+                crate::platform::job::pack(&dir).map_err(|source| WorkdirError::Io { path: dir, source })?;
+            print!("{frame}");
+            Ok(())
+        }
     }
 }
 

@@ -238,6 +238,50 @@ pub fn job_verdict(job: &Job) -> Option<Result<(), String>> {
     None
 }
 
+/// Watches a Job until it completes (`Ok`) or fails (`Err(reason)`); the caller owns the
+/// timeout.
+pub async fn await_job(client: &Client, ns: &str, name: &str) -> Result<(), String> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let mut events = watcher(jobs, watcher::Config::default().fields(&format!("metadata.name={name}")))
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(ev) = events.next().await {
+        if let Ok(job) = ev
+            && let Some(verdict) = job_verdict(&job)
+        {
+            return verdict;
+        }
+    }
+    Err(format!("the watch on Job/{name} ended"))
+}
+
+/// The names of a Job's pods, in completion-index order.
+pub async fn job_pods(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("job-name={name}"));
+    let mut items = pods.list(&lp).await.map(|l| l.items).unwrap_or_default();
+    let index = |p: &Pod| {
+        p.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("batch.kubernetes.io/job-completion-index"))
+            .and_then(|i| i.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    items.sort_by_key(index);
+    items.into_iter().filter_map(|p| p.metadata.name).collect()
+}
+
+/// A pod's whole log.
+pub async fn pod_log(client: &Client, ns: &str, pod: &str) -> Result<String, KubeError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = LogParams::default();
+    retry(|| pods.logs(pod, &lp)).await.map_err(api_err(format!("failed to read the log of pod {pod}")))
+}
+
 fn selector(labels: &std::collections::BTreeMap<String, String>) -> String {
     labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }

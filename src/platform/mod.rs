@@ -4,8 +4,10 @@
 //! * [`local`]: processes on this machine (the built-in simulator, `vllm serve`) or an
 //!   existing endpoint.
 //! * [`kubernetes`]: vLLM on a cluster: derived names and labels, manifest templates, checks;
-//!   [`kube`]: the client, port-forwards and the waits, through kube-rs.
+//!   [`kube`]: the client, port-forwards and the waits, through kube-rs; [`job`]: the harness
+//!   as an Indexed Job (shards, results frames, merge).
 
+pub mod job;
 pub mod kube;
 pub mod kubernetes;
 pub mod local;

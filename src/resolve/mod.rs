@@ -364,6 +364,17 @@ fn finish(
     let origin = files.get("workload").cloned().unwrap_or_default();
     let text = serde_json::to_string(&workload).unwrap_or_default();
     Workload::from_yaml(&text, &format!("the merged workload ({origin})"))?;
+    if harness.placement == crate::spec::harness::Placement::Cluster
+        && scenario.platform != Platform::Kubernetes
+    {
+        return Err(ResolveError::Invalid {
+            origin: files.get("harness").cloned().unwrap_or_default(),
+            message:
+                "`placement: cluster` runs the load generator as Kubernetes pods: it needs a scenario with \
+                      `platform: kubernetes` (use `placement: local` here)"
+                    .into(),
+        });
+    }
     let mut canonical = object(serde_json::to_value(&scenario).unwrap_or_default());
     canonical.remove("description");
     canonical.remove("pipeline");

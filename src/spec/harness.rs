@@ -26,6 +26,13 @@ pub struct Harness {
     pub scrape_every: Secs,
     /// Metric definitions for the statistics.
     pub convention: Convention,
+    /// Where the load generator runs: `local` (here; through a port-forward on Kubernetes) or
+    /// `cluster` (Kubernetes: an Indexed Job of `parallelism` pods next to the server).
+    pub placement: Placement,
+    /// Pods sharing the load when `placement: cluster` (each offers 1/N of every stage).
+    pub parallelism: u32,
+    /// benchflow's image for the harness pods (see Containerfile).
+    pub image: String,
     /// Free variables for custom pipelines and templates (`{{ vars.NAME }}`).
     pub vars: BTreeMap<String, Value>,
 }
@@ -37,6 +44,9 @@ impl Default for Harness {
             kind: HarnessKind::Builtin,
             scrape_every: Secs(2.0),
             convention: Convention::Vllm,
+            placement: Placement::Local,
+            parallelism: 1,
+            image: concat!("ghcr.io/benchflow/benchflow:", env!("CARGO_PKG_VERSION")).into(),
             vars: BTreeMap::new(),
         }
     }
@@ -48,4 +58,12 @@ impl Default for Harness {
 pub enum HarnessKind {
     /// benchflow's own load generator, in process.
     Builtin,
+}
+
+/// Where the load generator runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    Local,
+    Cluster,
 }

@@ -6,7 +6,12 @@ use std::{path::PathBuf, time::Duration};
 use serde::Deserialize;
 
 use super::{Ctx, Done, StepError};
-use crate::{loadgen, sim::config::Secs, spec::workload::Workload};
+use crate::{
+    loadgen,
+    platform::{job, kube, kubernetes},
+    sim::config::Secs,
+    spec::{harness::Placement, workload::Workload},
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +25,26 @@ pub struct Args {
     /// The cluster, for a `k8s://` endpoint.
     #[serde(default)]
     pub cluster: crate::platform::kube::Target,
+    /// `cluster`: run as an Indexed Job of `parallelism` pods (Kubernetes only).
+    #[serde(default = "default_placement")]
+    pub placement: Placement,
+    #[serde(default = "default_parallelism")]
+    pub parallelism: u32,
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The Service's in-cluster URL, for harness pods.
+    #[serde(default)]
+    pub service_url: Option<String>,
+    #[serde(default)]
+    pub run_label: Option<String>,
+}
+
+fn default_placement() -> Placement {
+    Placement::Local
+}
+
+fn default_parallelism() -> u32 {
+    1
 }
 
 fn default_scrape() -> Secs {
@@ -41,7 +66,11 @@ impl Args {
                 format!("{} for {until}", s.label())
             })
             .collect();
-        vec![format!("built-in load generator against {}: {}", self.endpoint, stages.join("; "))]
+        let place = match self.placement {
+            Placement::Local => String::new(),
+            Placement::Cluster => format!(" in {} harness pod(s)", self.parallelism),
+        };
+        vec![format!("built-in load generator{place} against {}: {}", self.endpoint, stages.join("; "))]
     }
 
     pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
@@ -53,6 +82,9 @@ impl Args {
             ctx.note(&format!("# earlier results moved to {}", aside.display()));
         }
         ctx.note(&format!("# {}", self.describe().join("\n# ")));
+        if self.placement == Placement::Cluster {
+            return self.in_cluster(ctx, &results).await;
+        }
         let (endpoint, _forward) = super::http::local_url(&self.endpoint, &self.cluster).await?;
         let opts = loadgen::Options {
             endpoint,
@@ -71,6 +103,88 @@ impl Args {
         if info.interrupted {
             return Err(StepError::Interrupted(format!("{summary}; the records so far are kept")));
         }
+        Ok(Done { summary, undo: None })
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> StepError {
+    StepError::Failed(e.to_string())
+}
+
+impl Args {
+    /// The load as an Indexed Job: shards in a ConfigMap, N pods, results collected from their
+    /// logs (checksummed), merged; the Job and ConfigMap are deleted whatever happens.
+    async fn in_cluster(&self, ctx: &Ctx, results: &std::path::Path) -> Result<Done, StepError> {
+        let (ns, svc, _) = kube::parse_endpoint(&self.endpoint).ok_or_else(|| {
+            fail("`placement: cluster` needs a Kubernetes endpoint (k8s://NAMESPACE/SERVICE:PORT)")
+        })?;
+        let url = self.service_url.clone().ok_or_else(|| fail("`placement: cluster` needs `service_url`"))?;
+        let image = self.image.clone().ok_or_else(|| fail("`placement: cluster` needs `image`"))?;
+        let shards = job::shard(&self.workload, self.parallelism.max(1)).map_err(fail)?;
+        let name = format!("{}-load", svc.chars().take(50).collect::<String>());
+        let run_label = self.run_label.clone().unwrap_or_default();
+        let labels = serde_json::json!({ kubernetes::RUN_LABEL: run_label, "app.kubernetes.io/name": "benchflow-harness" });
+        let (mut cm, mut jobm) = job::manifests(&name, &ns, &image, &url, &shards, &labels).map_err(fail)?;
+        kubernetes::label(&mut cm, &run_label, &ctx.step);
+        kubernetes::label(&mut jobm, &run_label, &ctx.step);
+        let _ = std::fs::write(
+            ctx.workdir.join(format!("plan/steps/{}.job.json", ctx.step)),
+            serde_json::to_vec_pretty(&serde_json::json!([cm, jobm])).unwrap_or_default(),
+        );
+        let client = self.cluster.client().await.map_err(fail)?;
+        let refs = [kube::ObjectRef::of(&jobm), kube::ObjectRef::of(&cm)];
+        let outcome = async {
+            kube::apply(&client, &cm).await.map_err(fail)?;
+            kube::apply(&client, &jobm).await.map_err(fail)?;
+            ctx.note(&format!("# applied ConfigMap/{name} and Job/{name} ({} pods)", shards.len()));
+            let planned: f64 = self.workload.stages.iter().filter_map(|s| s.duration.map(|d| d.0)).sum();
+            let limit = std::time::Duration::from_secs_f64(planned + 600.0);
+            let verdict = tokio::select! {
+                v = kube::await_job(&client, &ns, &name) => v,
+                _ = tokio::time::sleep(limit) => Err(format!("not finished within {} s", limit.as_secs())),
+                _ = ctx.cancelled() => return Err(StepError::Cancelled),
+            };
+            if let Err(why) = &verdict {
+                ctx.note(&format!("# Job/{name}: {why}; collecting what the pods printed"));
+            }
+            let pods = kube::job_pods(&client, &ns, &name).await;
+            let mut dirs = Vec::new();
+            let mut sums = Vec::new();
+            for (i, pod) in pods.iter().enumerate() {
+                let log = kube::pod_log(&client, &ns, pod).await.map_err(fail)?;
+                let dest = results.join(format!("shard-{i}"));
+                let sum = job::unpack(&log, &dest).map_err(|e| fail(format!("pod {pod}: {e}")))?;
+                ctx.note(&format!("# pod {pod}: results verified (sha256 {sum})"));
+                sums.push(serde_json::json!({"pod": pod, "sha256": sum}));
+                dirs.push(dest.join("results"));
+            }
+            if dirs.len() != shards.len() {
+                return Err(fail(format!("{} of {} harness pods left results", dirs.len(), shards.len())));
+            }
+            let _ = std::fs::write(
+                results.join("shards.json"),
+                serde_json::to_vec_pretty(&sums).unwrap_or_default(),
+            );
+            let info = job::merge(results, &dirs).map_err(fail)?;
+            verdict.map_err(|why| fail(format!("Job/{name}: {why}")))?;
+            Ok(info)
+        }
+        .await;
+        for r in &refs {
+            if let Err(e) = kube::delete(&client, r, std::time::Duration::from_secs(120)).await {
+                ctx.note(&format!("# could not delete {r}: {e}"));
+            }
+        }
+        let info = outcome?;
+        let summary = format!(
+            "{} requests ({} failed) from {} pods against {}, model {}",
+            info.records,
+            info.failed,
+            shards.len(),
+            url,
+            info.model
+        );
+        ctx.note(&format!("# {summary}"));
         Ok(Done { summary, undo: None })
     }
 }

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use ::kube::{
     Client,
-    api::{Api, ListParams},
+    api::Api,
     runtime::{WatchStreamExt, watcher},
 };
 use futures::StreamExt;
-use k8s_openapi::api::{apps::v1::Deployment, batch::v1::Job, core::v1::Pod};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -191,39 +191,19 @@ impl Args {
         name: &str,
         deadline: Instant,
     ) -> Result<String, StepError> {
-        let jobs: Api<Job> = Api::namespaced(client.clone(), &self.namespace);
-        let mut events = watcher(jobs, watcher::Config::default().fields(&format!("metadata.name={name}")))
-            .default_backoff()
-            .applied_objects()
-            .boxed();
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
-        let lp = ListParams::default().labels(&format!("job-name={name}"));
-        let job_pods = || async {
-            pods.list(&lp)
-                .await
-                .map(|l| l.items.into_iter().filter_map(|p| p.metadata.name).collect::<Vec<String>>())
-                .unwrap_or_default()
-        };
-        loop {
-            tokio::select! {
-                Some(ev) = events.next() => {
-                    if let Ok(job) = ev {
-                        match kube::job_verdict(&job) {
-                            Some(Ok(())) => return Ok(format!("Job/{name} complete")),
-                            Some(Err(why)) => {
-                                let pods = job_pods().await;
-                                return Err(self.diagnose(client, ctx, &pods, format!("Job/{name} failed: {why}")).await);
-                            }
-                            None => {}
-                        }
-                    }
+        tokio::select! {
+            verdict = kube::await_job(client, &self.namespace, name) => match verdict {
+                Ok(()) => Ok(format!("Job/{name} complete")),
+                Err(why) => {
+                    let pods = kube::job_pods(client, &self.namespace, name).await;
+                    Err(self.diagnose(client, ctx, &pods, format!("Job/{name} failed: {why}")).await)
                 }
-                _ = tokio::time::sleep_until(deadline) => {
-                    let pods = job_pods().await;
-                    return Err(self.diagnose(client, ctx, &pods, format!("Job/{name} did not complete within {} s", self.timeout.0)).await);
-                }
-                _ = ctx.cancelled() => return Err(StepError::Cancelled),
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                let pods = kube::job_pods(client, &self.namespace, name).await;
+                Err(self.diagnose(client, ctx, &pods, format!("Job/{name} did not complete within {} s", self.timeout.0)).await)
             }
+            _ = ctx.cancelled() => Err(StepError::Cancelled),
         }
     }
 }

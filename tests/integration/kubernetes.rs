@@ -349,3 +349,44 @@ fn real_cluster_e2e() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dir.0.join("wd/analysis/report.html").is_file());
 }
+
+#[test]
+fn the_harness_runs_in_the_cluster_as_a_job_and_its_records_come_back_intact() {
+    let c = Cluster::new("k8s-job", Config::default());
+    c.scenario("k8s", &scenario(""));
+    std::fs::create_dir_all(c.dir.0.join("harnesses")).unwrap();
+    std::fs::write(
+        c.dir.0.join("harnesses/pods.yaml"),
+        "kind: builtin\nplacement: cluster\nparallelism: 2\nimage: ghcr.io/benchflow/benchflow:test\n",
+    )
+    .unwrap();
+    let out = c.run(&["e2e", "-c", "k8s", "-H", "pods", "-w", "quick", "--workdir", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wd = c.wd();
+    let s = state(&wd);
+    let summary = s["steps"]["10_load"]["summary"].as_str().unwrap();
+    assert!(summary.starts_with("20 requests (0 failed) from 2 pods"), "{summary}");
+    // Each pod's records came back with their checksum, and were merged on one time axis.
+    let shards: Value =
+        serde_json::from_slice(&std::fs::read(wd.join("results/shards.json")).unwrap()).unwrap();
+    assert_eq!(shards.as_array().unwrap().len(), 2);
+    for i in 0..2 {
+        let part =
+            std::fs::read_to_string(wd.join(format!("results/shard-{i}/results/requests.csv"))).unwrap();
+        assert_eq!(part.lines().count(), 11, "shard {i}: {part}");
+    }
+    let merged = std::fs::read_to_string(wd.join("results/requests.csv")).unwrap();
+    assert_eq!(merged.lines().count(), 21);
+    let stats: Value =
+        serde_json::from_slice(&std::fs::read(wd.join("analysis/stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["stages"][0]["completed"], 20);
+    // The Job and its ConfigMap are gone with the rest.
+    let requests = c.standin.requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with("PATCH /apis/batch/v1/namespaces/bench/jobs/")),
+        "{requests:?}"
+    );
+    assert!(c.labelled().is_empty(), "left: {:?}", c.labelled());
+    let job = std::fs::read_to_string(wd.join("plan/steps/10_load.job.json")).unwrap();
+    assert!(job.contains("\"completionMode\": \"Indexed\"") && job.contains("\"parallelism\": 2"), "{job}");
+}

@@ -216,37 +216,101 @@ fn start_pod(st: &St, ns: &str, pod: &str, owner: Option<String>) {
 
 fn start_job(st: &St, ns: &str, name: &str) {
     let Some(mut job) = st.get("jobs", ns, name) else { return };
-    job["status"] = json!({"active": 1});
+    let completions = job["spec"]["completions"].as_u64().unwrap_or(1);
+    job["status"] = json!({"active": completions});
     let template = job["spec"]["template"].clone();
     st.put("jobs", ns, job);
-    let pod_name = format!("{name}-run");
-    let mut labels = template["metadata"]["labels"].clone();
-    if labels.is_null() {
-        labels = json!({});
+    let mut pods = Vec::new();
+    for i in 0..completions {
+        let pod_name = format!("{name}-{i}-run");
+        let mut labels = template["metadata"]["labels"].clone();
+        if labels.is_null() {
+            labels = json!({});
+        }
+        labels["job-name"] = json!(name);
+        st.put("pods", ns, json!({"metadata": {"name": pod_name, "labels": labels,
+                                                "annotations": {"batch.kubernetes.io/job-completion-index": i.to_string()},
+                                                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": "j"}]},
+                                  "spec": template["spec"], "status": {"phase": "Pending"}}));
+        pods.push((pod_name, i));
     }
-    labels["job-name"] = json!(name);
-    st.put("pods", ns, json!({"metadata": {"name": pod_name, "labels": labels, "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": "j"}]},
-                              "spec": template["spec"], "status": {"phase": "Pending"}}));
     let (st, ns, name) = (st.clone(), ns.to_string(), name.to_string());
     let (delay, fails) = {
         let c = st.config.lock().unwrap();
         (c.job_run, c.job_fails)
     };
+    let real = template["spec"]["containers"][0]["image"].as_str().is_some_and(|i| i.contains("benchflow"));
     tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        if let Some(mut p) = st.get("pods", &ns, &pod_name) {
-            p["status"] = json!({"phase": if fails { "Failed" } else { "Succeeded" }});
-            st.put("pods", &ns, p);
+        let mut ok = !fails;
+        if real {
+            let runs = pods.iter().map(|(pod, i)| run_for_real(&st, &ns, pod, &template["spec"], *i));
+            ok = futures::future::join_all(runs).await.into_iter().all(|r| r);
+        } else {
+            tokio::time::sleep(delay).await;
+        }
+        for (pod, _) in &pods {
+            if let Some(mut p) = st.get("pods", &ns, pod) {
+                p["status"] = json!({"phase": if ok { "Succeeded" } else { "Failed" }});
+                st.put("pods", &ns, p);
+            }
         }
         if let Some(mut job) = st.get("jobs", &ns, &name) {
-            job["status"] = if fails {
-                json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]})
+            job["status"] = if ok {
+                json!({"succeeded": pods.len(), "conditions": [{"type": "Complete", "status": "True"}]})
             } else {
-                json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+                json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]})
             };
             st.put("jobs", &ns, job);
         }
     });
+}
+
+/// Runs a benchflow harness pod as a local process: its ConfigMap volumes become directories,
+/// its Service URL becomes the backend's address, its output becomes the pod's log.
+async fn run_for_real(st: &St, ns: &str, pod: &str, spec: &Value, index: u64) -> bool {
+    let root = std::env::temp_dir().join(format!("standin-{}-{pod}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let container = &spec["containers"][0];
+    let mut script = container["command"][2].as_str().unwrap_or("").to_string();
+    for v in spec["volumes"].as_array().cloned().unwrap_or_default() {
+        let Some(cm) = v["configMap"]["name"].as_str() else { continue };
+        let dir = root.join(v["name"].as_str().unwrap_or("vol"));
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some(obj) = st.get("configmaps", ns, cm) {
+            for (k, text) in obj["data"].as_object().cloned().unwrap_or_default() {
+                std::fs::write(dir.join(k), text.as_str().unwrap_or("")).unwrap();
+            }
+        }
+        for m in container["volumeMounts"].as_array().cloned().unwrap_or_default() {
+            if m["name"] == v["name"] {
+                script = script.replace(m["mountPath"].as_str().unwrap_or("/nowhere"), dir.to_str().unwrap());
+            }
+        }
+    }
+    script = script.replace("/tmp/bf", root.join("bf").to_str().unwrap());
+    let backend = st.backend.lock().unwrap().map(|a| format!("http://{a}")).unwrap_or_default();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_benchflow")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&root)
+        .env("PATH", path)
+        .env("BENCHFLOW_ENDPOINT", backend)
+        .env("JOB_COMPLETION_INDEX", index.to_string())
+        .output()
+        .await;
+    let (ok, log) = match out {
+        Ok(o) => (
+            o.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout)),
+        ),
+        Err(e) => (false, format!("cannot start: {e}")),
+    };
+    st.logs.lock().unwrap().insert((ns.to_string(), pod.to_string()), log);
+    let _ = std::fs::remove_dir_all(&root);
+    ok
 }
 
 /// DELETE: owned pods go with their owner; a namespace terminates, then takes its contents.
@@ -289,8 +353,12 @@ pub fn delete(st: &St, resource: &str, ns: &str, name: &str, _propagation: Optio
     }
 }
 
-/// A pod's log: what vLLM would print, or its crash.
-pub fn logs(pod: &Value) -> impl IntoResponse {
+/// A pod's log: what a harness pod printed, what vLLM would print, or its crash.
+pub fn logs(st: &St, ns: &str, pod: &Value) -> impl IntoResponse {
+    let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if let Some(text) = st.logs.lock().unwrap().get(&(ns.to_string(), name)) {
+        return ([("content-type", "text/plain")], text.clone()).into_response();
+    }
     let waiting = pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str().unwrap_or("");
     let text = match waiting {
         "CrashLoopBackOff" => {
@@ -298,5 +366,5 @@ pub fn logs(pod: &Value) -> impl IntoResponse {
         }
         _ => "INFO Starting vLLM API server on http://0.0.0.0:8000\nINFO Application startup complete.\n",
     };
-    ([("content-type", "text/plain")], text)
+    ([("content-type", "text/plain")], text.to_string()).into_response()
 }

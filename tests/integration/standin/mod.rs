@@ -98,8 +98,10 @@ pub struct Shared {
     pub changes: broadcast::Sender<Change>,
     pub config: Mutex<Config>,
     pub requests: Mutex<Vec<String>>,
-    /// Where port-forwards connect (the simulator).
+    /// Where port-forwards connect (the simulator); also where harness pods' Service URLs go.
     pub backend: Mutex<Option<SocketAddr>>,
+    /// Logs of pods the fake kubelet ran for real (benchflow harness pods).
+    pub logs: Mutex<BTreeMap<(String, String), String>>,
 }
 
 pub type St = Arc<Shared>;
@@ -283,6 +285,7 @@ impl StandIn {
             config: Mutex::new(config),
             requests: Mutex::new(Vec::new()),
             backend: Mutex::new(None),
+            logs: Mutex::new(BTreeMap::new()),
         });
         let node_gpus = state.config.lock().unwrap().node_gpus;
         state.put(
@@ -437,7 +440,7 @@ async fn handle(
         }
         ("GET", None, _) => list(&st, &resource, &ns, &q),
         ("GET", Some(name), Some("log")) => match st.get("pods", &ns, &name) {
-            Some(pod) => kubelet::logs(&pod).into_response(),
+            Some(pod) => kubelet::logs(&st, &ns, &pod).into_response(),
             None => status(404, "NotFound", &format!("pods \"{name}\" not found")),
         },
         ("GET", Some(name), None) => match st.get(&resource, &ns, &name) {

@@ -1,0 +1,293 @@
+//! The harness in the cluster: the workload split into N shards (each pod offers 1/N of every
+//! stage's rate, concurrency and request count, with its own seed), a ConfigMap holding the
+//! shards, an Indexed Job of N benchflow pods that run them against the Service and print their
+//! results as one checksummed frame, then the frames collected from the pod logs, verified,
+//! unpacked into `results/shard-N/` and merged into `results/` on one time axis.
+
+use std::{
+    io::Read as _,
+    path::{Path, PathBuf},
+};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    loadgen::{RunInfo, StageWindow},
+    spec::workload::Workload,
+};
+
+const BEGIN: &str = "-----BEGIN BENCHFLOW RESULTS";
+const END: &str = "-----END BENCHFLOW RESULTS-----";
+
+/// Splits a workload for `n` pods.
+pub fn shard(w: &Workload, n: u32) -> Result<Vec<Workload>, String> {
+    let part = |total: u64, i: u32| total / u64::from(n) + u64::from(u64::from(i) < total % u64::from(n));
+    (0..n)
+        .map(|i| {
+            let mut s = w.clone();
+            s.seed = w.seed.wrapping_add(u64::from(i));
+            s.warmup.requests = part(u64::from(w.warmup.requests), i) as u32;
+            for (k, st) in s.stages.iter_mut().enumerate() {
+                if let Some(rate) = st.rate {
+                    st.rate = Some(rate / f64::from(n));
+                }
+                if let Some(c) = st.concurrency {
+                    if c < n {
+                        return Err(format!(
+                            "stage {}: concurrency {c} cannot be split across {n} pods",
+                            k + 1
+                        ));
+                    }
+                    st.concurrency = Some(part(u64::from(c), i) as u32);
+                }
+                if let Some(m) = st.max_concurrency {
+                    st.max_concurrency = Some(m.div_ceil(n).max(1));
+                }
+                if let Some(r) = st.requests {
+                    if r < u64::from(n) {
+                        return Err(format!("stage {}: {r} requests cannot be split across {n} pods", k + 1));
+                    }
+                    st.requests = Some(part(r, i));
+                }
+            }
+            Ok(s)
+        })
+        .collect()
+}
+
+/// The frame a harness pod prints: its results directory as a base64 tar.gz with its sha256.
+pub fn pack(results: &Path) -> std::io::Result<String> {
+    let mut tar =
+        tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+    tar.append_dir_all("results", results)?;
+    let bytes = tar.into_inner()?.finish()?;
+    let sum: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let body = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let lines: Vec<&str> = body.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap_or("")).collect();
+    Ok(format!("{BEGIN} sha256={sum} bytes={}-----\n{}\n{END}\n", bytes.len(), lines.join("\n")))
+}
+
+/// Finds the frame in a pod's log, checks it and unpacks it into `dest` (`dest/results/...`).
+pub fn unpack(log: &str, dest: &Path) -> Result<String, String> {
+    let start = log.find(BEGIN).ok_or("no results frame in the pod's log (did the harness pod crash?)")?;
+    let rest = &log[start + BEGIN.len()..];
+    let (header, body) = rest.split_once('\n').ok_or("truncated results frame")?;
+    let sum = header
+        .split("sha256=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .ok_or("frame without sha256")?;
+    let body = body.split(END).next().ok_or("results frame without its end")?;
+    let clean: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(clean).map_err(|e| format!("results frame: {e}"))?;
+    let got: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    if got != sum {
+        return Err(format!("results frame damaged: sha256 {got}, expected {sum}"));
+    }
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+    std::fs::create_dir_all(dest).map_err(|e| e.to_string())?;
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        let path = entry.path().map_err(|e| e.to_string())?.to_path_buf();
+        if path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            continue;
+        }
+        let target = dest.join(&path);
+        if entry.header().entry_type().is_dir() {
+            std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
+            continue;
+        }
+        if let Some(p) = target.parent() {
+            std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
+        }
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).map_err(|e| e.to_string())?;
+        std::fs::write(&target, data).map_err(|e| e.to_string())?;
+    }
+    Ok(sum.to_string())
+}
+
+/// `2026-11-24T08:45:06.081Z` → seconds since the epoch.
+fn epoch_s(t: &str) -> Option<f64> {
+    let (date, time) = t.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut tt = time.split(':');
+    let (hh, mm, ss) =
+        (tt.next()?.parse::<f64>().ok()?, tt.next()?.parse::<f64>().ok()?, tt.next()?.parse::<f64>().ok()?);
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + hh * 3600.0 + mm * 60.0 + ss)
+}
+
+/// Merges `results/shard-*/results` into `results/`: requests on one time axis (the earliest
+/// shard's start), stage windows joined, counts summed; server metrics from shard 0.
+pub fn merge(results: &Path, shards: &[PathBuf]) -> Result<RunInfo, String> {
+    let infos: Vec<RunInfo> = shards
+        .iter()
+        .map(|s| {
+            let text = std::fs::read(s.join("run.json")).map_err(|e| format!("{}: {e}", s.display()))?;
+            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", s.display()))
+        })
+        .collect::<Result<_, String>>()?;
+    let starts: Vec<f64> = infos.iter().map(|i| epoch_s(&i.started_at).unwrap_or(0.0)).collect();
+    let t0 = starts.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut out = csv::Writer::from_path(results.join("requests.csv")).map_err(|e| e.to_string())?;
+    out.write_record(crate::loadgen::record::HEADER).map_err(|e| e.to_string())?;
+    for (shard, start) in shards.iter().zip(&starts) {
+        let offset_us = (start - t0) * 1e6;
+        let mut rd = csv::Reader::from_path(shard.join("requests.csv"))
+            .map_err(|e| format!("{}: {e}", shard.display()))?;
+        for row in rd.records() {
+            let row = row.map_err(|e| e.to_string())?;
+            let fields: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(i, f)| match (i, f.parse::<f64>()) {
+                    (3..=7, Ok(v)) => format!("{:.3}", v + offset_us),
+                    _ => f.to_string(),
+                })
+                .collect();
+            out.write_record(&fields).map_err(|e| e.to_string())?;
+        }
+    }
+    out.flush().map_err(|e| e.to_string())?;
+    if let Some(first) = shards.first()
+        && first.join("server_metrics.csv").is_file()
+    {
+        std::fs::copy(first.join("server_metrics.csv"), results.join("server_metrics.csv"))
+            .map_err(|e| e.to_string())?;
+    }
+    let mut stages: Vec<StageWindow> = Vec::new();
+    for (info, start) in infos.iter().zip(&starts) {
+        let offset = start - t0;
+        for w in &info.stages {
+            match stages.iter_mut().find(|s| s.stage == w.stage) {
+                Some(s) => {
+                    s.start_s = s.start_s.min(w.start_s + offset);
+                    s.end_s = s.end_s.max(w.end_s + offset);
+                    s.dispatched += w.dispatched;
+                }
+                None => stages.push(StageWindow {
+                    start_s: w.start_s + offset,
+                    end_s: w.end_s + offset,
+                    ..w.clone()
+                }),
+            }
+        }
+    }
+    stages.sort_by_key(|s| s.stage);
+    let first = &infos[0];
+    let merged = RunInfo {
+        endpoint: first.endpoint.clone(),
+        model: first.model.clone(),
+        started_at: infos.iter().map(|i| i.started_at.clone()).min().unwrap_or_default(),
+        benchflow_version: first.benchflow_version.clone(),
+        stages,
+        interrupted: infos.iter().any(|i| i.interrupted),
+        records: infos.iter().map(|i| i.records).sum(),
+        failed: infos.iter().map(|i| i.failed).sum(),
+        server_metrics_scrapes: first.server_metrics_scrapes,
+        server_metrics_error: first.server_metrics_error.clone(),
+    };
+    std::fs::write(results.join("run.json"), serde_json::to_vec_pretty(&merged).unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    Ok(merged)
+}
+
+/// The ConfigMap with the shards and the Indexed Job that runs them.
+pub fn manifests(
+    name: &str,
+    ns: &str,
+    image: &str,
+    url: &str,
+    shards: &[Workload],
+    labels: &Value,
+) -> Result<(Value, Value), String> {
+    let mut data = serde_json::Map::new();
+    for (i, w) in shards.iter().enumerate() {
+        let text = serde_saphyr::to_string(w).map_err(|e| e.to_string())?;
+        data.insert(format!("workload-{i}.yaml"), Value::String(text));
+    }
+    let n = shards.len();
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": data});
+    let script = "benchflow run --endpoint \"$BENCHFLOW_ENDPOINT\" -w /config/workload-$JOB_COMPLETION_INDEX.yaml \
+                  --workdir /tmp/bf -s load -q >/tmp/bf.out 2>&1; code=$?; tail -n 20 /tmp/bf.out >&2; \
+                  benchflow results-pack /tmp/bf/results; exit $code";
+    let job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "completionMode": "Indexed", "completions": n, "parallelism": n, "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{
+                        "name": "harness", "image": image, "command": ["sh", "-c", script],
+                        "env": [{"name": "BENCHFLOW_ENDPOINT", "value": url}],
+                        "volumeMounts": [{"name": "workloads", "mountPath": "/config"}]
+                    }],
+                    "volumes": [{"name": "workloads", "configMap": {"name": name}}]
+                }
+            }
+        }
+    });
+    crate::platform::kubernetes::check(&cm)?;
+    crate::platform::kubernetes::check(&job)?;
+    Ok((cm, job))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload(text: &str) -> Workload {
+        Workload::from_yaml(text, "w.yaml").unwrap()
+    }
+
+    #[test]
+    fn shards_divide_every_stage() {
+        let w = workload(
+            "seed: 7\ndataset: { random: { input_len: 8, output_len: 8 } }\nwarmup: { requests: 5 }\nstages:\n  - { rate: 10, requests: 101 }\n  - { concurrency: 7, duration: 5s }\n",
+        );
+        let s = shard(&w, 3).unwrap();
+        assert_eq!(s.iter().map(|w| w.seed).collect::<Vec<_>>(), [7, 8, 9]);
+        assert_eq!(s.iter().map(|w| w.stages[0].requests.unwrap()).sum::<u64>(), 101);
+        assert_eq!(s.iter().map(|w| w.stages[1].concurrency.unwrap()).collect::<Vec<_>>(), [3, 2, 2]);
+        assert_eq!(s.iter().map(|w| w.warmup.requests).sum::<u32>(), 5);
+        assert!((s.iter().map(|w| w.stages[0].rate.unwrap()).sum::<f64>() - 10.0).abs() < 1e-9);
+        let e = shard(&workload("dataset: { random: { input_len: 8, output_len: 8 } }\nstages: [ { concurrency: 2, requests: 10 } ]\n"), 3).unwrap_err();
+        assert!(e.contains("concurrency 2 cannot be split across 3 pods"), "{e}");
+    }
+
+    #[test]
+    fn frames_round_trip_and_detect_damage() {
+        let base = std::env::temp_dir().join(format!("bf-frame-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("r")).unwrap();
+        std::fs::write(base.join("r/requests.csv"), "stage,index\n1,0\n").unwrap();
+        let frame = pack(&base.join("r")).unwrap();
+        let log = format!("INFO noise\n{frame}more noise\n");
+        unpack(&log, &base.join("out")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(base.join("out/results/requests.csv")).unwrap(),
+            "stage,index\n1,0\n"
+        );
+        let lines: Vec<&str> = frame.lines().collect();
+        let mut damaged = lines.clone();
+        let body = damaged[1].replacen('A', "B", 1).replacen('g', "h", 1);
+        damaged[1] = &body;
+        let e = unpack(&damaged.join("\n"), &base.join("bad")).unwrap_err();
+        assert!(e.contains("damaged") || e.contains("results frame"), "{e}");
+        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(epoch_s("1970-01-02T00:00:01.500Z"), Some(86_401.5));
+    }
+}
