@@ -159,8 +159,8 @@ impl Walker<'_> {
                     // The undone step has nothing left to undo.
                     if let Some(target) = s.with.get("step").and_then(Value::as_str)
                         && let Some(t) = self.state.steps.get_mut(target)
+                        && t.undo.take().is_some()
                     {
-                        t.undo = None;
                         t.status = Status::Undone;
                     }
                 } else {

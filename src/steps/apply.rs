@@ -116,15 +116,13 @@ impl Args {
             let _ = undo(&record, ctx).await;
             return Err(e);
         }
-        let summary = format!(
-            "applied {}{}",
-            created.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-            if kept.is_empty() {
-                String::new()
-            } else {
-                format!("; kept {}", kept.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
-            }
-        );
+        let list = |v: &[ObjectRef]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let summary = match (created.is_empty(), kept.is_empty()) {
+            (false, true) => format!("applied {}", list(&created)),
+            (false, false) => format!("applied {}; kept {}", list(&created), list(&kept)),
+            (true, false) => format!("kept {} (it existed)", list(&kept)),
+            (true, true) => "nothing to apply".to_string(),
+        };
         Ok(Done { summary, undo: Some(record) })
     }
 }

@@ -390,3 +390,114 @@ fn the_harness_runs_in_the_cluster_as_a_job_and_its_records_come_back_intact() {
     let job = std::fs::read_to_string(wd.join("plan/steps/10_load.job.json")).unwrap();
     assert!(job.contains("\"completionMode\": \"Indexed\"") && job.contains("\"parallelism\": 2"), "{job}");
 }
+
+#[test]
+fn sigint_during_apply_wait_or_run_leaves_nothing_and_keeps_the_existing_claim() {
+    const LONG: &str = "dataset: { random: { input_len: 16, output_len: 400 } }\nstages: [ { concurrency: 2, duration: 60s } ]\n";
+    let points: [(&str, Config); 3] = [
+        ("apply", Config { write_delay: Duration::from_millis(400), ..Config::default() }),
+        ("wait", Config { pod_mode: PodMode::NeverReady, ..Config::default() }),
+        ("run", Config::default()),
+    ];
+    for (point, config) in points {
+        let c = Cluster::new("k8s-int3", config);
+        let st = &c.standin.state;
+        st.put("namespaces", "", json!({"metadata": {"name": "team"}, "status": {"phase": "Active"}}));
+        st.put("persistentvolumeclaims", "team", json!({"metadata": {"name": "models"}, "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}}}, "status": {"phase": "Bound"}}));
+        c.scenario(
+            "team",
+            &scenario("  pvc: { name: models }\n")
+                .replace("namespace: bench", "namespace: team")
+                .replace("ready: 20s", "ready: 60s"),
+        );
+        std::fs::write(c.dir.0.join("workloads/long.yaml"), LONG).unwrap();
+        let child = c
+            .cmd(&["e2e", "-c", "team", "-w", "long", "--workdir", "wd"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let wd = c.wd();
+        match point {
+            "apply" => wait_for("an apply under way", Duration::from_secs(30), || {
+                c.standin
+                    .requests()
+                    .iter()
+                    .any(|r| r.starts_with("PATCH /apis/apps/v1/namespaces/team/deployments/"))
+            }),
+            "wait" => wait_for("the readiness wait", Duration::from_secs(30), || {
+                std::fs::read_to_string(wd.join("state.json")).is_ok_and(|t| {
+                    t.contains("\"08_wait_ready\"")
+                        && state(&wd)["steps"]["08_wait_ready"]["status"] == "running"
+                })
+            }),
+            _ => wait_for("records", Duration::from_secs(60), || {
+                std::fs::read_to_string(wd.join("results/requests.csv")).is_ok_and(|t| t.lines().count() > 1)
+            }),
+        }
+        assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(5), "{point}: {}", text(&out.stderr));
+        assert!(c.labelled().is_empty(), "{point}: left {:?}", c.labelled());
+        assert!(
+            st.get("persistentvolumeclaims", "team", "models").is_some(),
+            "{point}: the claim must be kept"
+        );
+        assert!(st.get("namespaces", "", "team").is_some(), "{point}: the namespace must be kept");
+        assert!(!state(&wd)["interrupts"].as_array().unwrap().is_empty(), "{point}");
+        let step = match point {
+            // Deployment applied, Service not: the step rolls back what it created.
+            "apply" => "07_deploy",
+            "wait" => "08_wait_ready",
+            _ => "10_load",
+        };
+        assert_eq!(
+            state(&wd)["steps"][step]["status"],
+            "cancelled",
+            "{point}: the interrupt hit {step}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// The stand-in answers like the real API server where the tool depends on it.
+#[test]
+fn the_standin_is_strict() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    let standin = StandIn::start(Config::default());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = kube::Client::try_from(kube::Config::new(standin.url.parse().unwrap())).unwrap();
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": "a"}, "data": {"k": "v"}})).unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+        let code = |e: kube::Error| match e {
+            kube::Error::Api(s) => s.code,
+            other => panic!("{other}"),
+        };
+        assert_eq!(code(cms.create(&PostParams::default(), &cm).await.unwrap_err()), 409);
+        let bad: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "Bad_Name"}})).unwrap();
+        assert_eq!(code(cms.create(&PostParams::default(), &bad).await.unwrap_err()), 422);
+        let apply = Patch::Apply(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "w"}}),
+        );
+        assert_eq!(
+            code(cms.patch("a", &PatchParams::default(), &apply).await.unwrap_err()),
+            422,
+            "fieldManager is required"
+        );
+        let got = cms.patch("a", &PatchParams::apply("benchflow"), &apply).await.unwrap();
+        assert_eq!(got.data.unwrap()["k"], "w");
+        let missing: Api<ConfigMap> = Api::namespaced(client.clone(), "nope");
+        assert_eq!(code(missing.get("a").await.unwrap_err()), 404);
+        let list = cms.list(&kube::api::ListParams::default().fields("metadata.name=a")).await.unwrap();
+        assert_eq!(list.items.len(), 1);
+        assert_eq!(
+            code(cms.list(&kube::api::ListParams::default().fields("spec.x=1")).await.unwrap_err()),
+            400
+        );
+    });
+    assert!(standin.requests().iter().any(|r| r.contains("fieldManager=benchflow")));
+}

@@ -56,6 +56,8 @@ pub struct Config {
     pub fail_nth: Vec<(String, String, usize, u16)>,
     /// The next watch stream ends after this many events (a dropped watch; 0: at once).
     pub cut_watch_after: Option<usize>,
+    /// Every write (POST, PATCH) answers this much later (a slow API server).
+    pub write_delay: Duration,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             node_gpus: 8,
             fail_nth: Vec::new(),
             cut_watch_after: None,
+            write_delay: Duration::ZERO,
         }
     }
 }
@@ -415,6 +418,10 @@ async fn handle(
     if let Some(code) = fault {
         let reason = if code == 429 { "TooManyRequests" } else { "InternalError" };
         return status(code, reason, "injected by the stand-in");
+    }
+    let delay = st.config.lock().unwrap().write_delay;
+    if (method == Method::POST || method == Method::PATCH) && !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     if path == "/version" {
         return axum::Json(json!({
