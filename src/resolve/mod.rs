@@ -98,8 +98,8 @@ fn leaves(prefix: &str, v: &Value, out: &mut Vec<String>) {
     }
 }
 
-/// Deep merge: objects merge key by key, anything else replaces.
-fn merge(base: &mut Value, top: Value) {
+/// Deep merge: objects merge key by key, anything else (lists included) replaces.
+pub fn merge(base: &mut Value, top: Value) {
     match (base, top) {
         (Value::Object(b), Value::Object(t)) => {
             for (k, v) in t {

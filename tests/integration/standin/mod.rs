@@ -494,7 +494,8 @@ async fn handle(
             }
             let merged = match st.get(&resource, &ns, &name) {
                 Some(mut old) => {
-                    merge(&mut old, patch);
+                    // Server-side apply, as far as our manifests need it: a deep merge.
+                    benchflow::resolve::merge(&mut old, patch);
                     old
                 }
                 None => patch,
@@ -505,22 +506,6 @@ async fn handle(
             kubelet::delete(&st, &resource, &ns, &name, q.get("propagationPolicy").cloned())
         }
         _ => status(405, "MethodNotAllowed", &format!("{method} is not supported on {path}")),
-    }
-}
-
-fn merge(base: &mut Value, top: Value) {
-    match (base, top) {
-        (Value::Object(b), Value::Object(t)) => {
-            for (k, v) in t {
-                match b.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
     }
 }
 
