@@ -21,15 +21,16 @@ use crate::{
 /// The files and overrides of a run.
 #[derive(Debug, Args, Clone)]
 pub struct PlanArgs {
-    /// Scenario: a name in scenarios/ (or shipped with benchflow), or a path.
-    #[arg(short = 'c', long, default_value = "local-sim")]
-    pub scenario: String,
-    /// Harness: a name in harnesses/, or a path.
-    #[arg(short = 'H', long, default_value = "builtin")]
-    pub harness: String,
-    /// Workload: a name in workloads/, or a path.
-    #[arg(short = 'w', long, default_value = "sanity")]
-    pub workload: String,
+    /// Scenario: a name in scenarios/ (or shipped with benchflow), or a path [default: local-sim,
+    /// or the work directory's]
+    #[arg(short = 'c', long)]
+    pub scenario: Option<String>,
+    /// Harness: a name in harnesses/, or a path [default: builtin, or the work directory's]
+    #[arg(short = 'H', long)]
+    pub harness: Option<String>,
+    /// Workload: a name in workloads/, or a path [default: sanity, or the work directory's]
+    #[arg(short = 'w', long)]
+    pub workload: Option<String>,
     /// Override one variable, e.g. --set engine.profile=llama-3.1-8b/h100 --set workload.seed=7.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
@@ -58,6 +59,30 @@ pub struct PlanArgs {
 }
 
 impl PlanArgs {
+    /// What to resolve: the names given, else those an existing work directory recorded, else
+    /// the defaults; the recorded `--set`s first, then `extra`, then the ones given now.
+    fn request(&self, scenario: Option<&str>, extra: &[String], previous: Option<&Resolved>) -> Request {
+        let prev = previous.map(|r| &r.request);
+        let pick = |given: &Option<String>, recorded: Option<&String>, default: &str| {
+            given.clone().or_else(|| recorded.cloned()).unwrap_or_else(|| default.to_string())
+        };
+        let mut sets: Vec<String> = prev.map(|r| r.sets.clone()).unwrap_or_default();
+        sets.extend(extra.iter().cloned());
+        sets.extend(self.all_sets());
+        // A later identical --set makes an earlier one redundant.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut deduped: Vec<String> = sets.into_iter().rev().filter(|s| seen.insert(s.clone())).collect();
+        deduped.reverse();
+        Request {
+            scenario: scenario
+                .map(str::to_string)
+                .unwrap_or_else(|| pick(&self.scenario, prev.map(|r| &r.scenario), "local-sim")),
+            harness: pick(&self.harness, prev.map(|r| &r.harness), "builtin"),
+            workload: pick(&self.workload, prev.map(|r| &r.workload), "sanity"),
+            sets: deduped,
+        }
+    }
+
     /// `--set` plus what the Kubernetes flags set.
     pub fn all_sets(&self) -> Vec<String> {
         let mut sets = self.sets.clone();
@@ -141,7 +166,7 @@ struct Prepared {
 
 /// Resolves and compiles into `dir`, writing `inputs/` and `plan/`. An existing work directory
 /// keeps its run id and port, so its done steps keep their hashes.
-fn prepare(args: &PlanArgs, sets: &[String], scenario: &str) -> Result<Prepared, CliError> {
+fn prepare(args: &PlanArgs, scenario: Option<&str>, extra_sets: &[String]) -> Result<Prepared, CliError> {
     let root = workdir::choose(args.workdir.as_deref());
     let previous = Resolved::from_file(&root.join("inputs/resolved.yaml")).ok();
     let id = previous
@@ -151,12 +176,7 @@ fn prepare(args: &PlanArgs, sets: &[String], scenario: &str) -> Result<Prepared,
             root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(workdir::run_id)
         });
     let port = previous.as_ref().and_then(|r| r.get("run.port").and_then(|v| v.as_u64())).map(|p| p as u16);
-    let request = Request {
-        scenario: scenario.to_string(),
-        harness: args.harness.clone(),
-        workload: args.workload.clone(),
-        sets: sets.to_vec(),
-    };
+    let request = args.request(scenario, extra_sets, previous.as_ref());
     let run = RunContext { id, workdir: root.clone(), bin: bin(), port };
     let resolved = resolve::resolve(&request, &run)?;
     let plan = plan::compile(&resolved)?;
@@ -348,7 +368,7 @@ fn dry_run_done(p: &Prepared) -> Result<(), CliError> {
 }
 
 pub async fn e2e(args: PlanArgs) -> Result<(), CliError> {
-    let p = prepare(&args, &args.all_sets(), &args.scenario)?;
+    let p = prepare(&args, None, &[])?;
     if args.dry_run {
         return dry_run_done(&p);
     }
@@ -356,7 +376,7 @@ pub async fn e2e(args: PlanArgs) -> Result<(), CliError> {
 }
 
 pub async fn standup(args: PlanArgs) -> Result<(), CliError> {
-    let p = prepare(&args, &args.all_sets(), &args.scenario)?;
+    let p = prepare(&args, None, &[])?;
     if args.dry_run {
         return dry_run_done(&p);
     }
@@ -372,29 +392,18 @@ pub async fn standup(args: PlanArgs) -> Result<(), CliError> {
 }
 
 pub async fn run(args: RunArgs) -> Result<(), CliError> {
-    let mut sets = args.plan.all_sets();
-    let scenario = match &args.endpoint {
-        Some(url) => {
-            sets.insert(0, format!("engine.url={url}"));
-            "endpoint".to_string()
-        }
-        None => {
-            // Against a stood-up work directory: keep its scenario unless another is named.
-            let dir = args.plan.workdir.clone().unwrap_or_else(|| PathBuf::from("runs/latest"));
-            match Resolved::from_file(&dir.join("inputs/resolved.yaml")) {
-                Ok(r) if args.plan.scenario == "local-sim" => r.request.scenario,
-                _ => args.plan.scenario.clone(),
-            }
-        }
-    };
     let mut plan_args = args.plan.clone();
+    // Against what `standup` left: the given work directory, else runs/latest.
     if args.endpoint.is_none()
         && plan_args.workdir.is_none()
         && Path::new("runs/latest/inputs/resolved.yaml").is_file()
     {
         plan_args.workdir = std::fs::canonicalize("runs/latest").ok();
     }
-    let p = prepare(&plan_args, &sets, &scenario)?;
+    let p = match &args.endpoint {
+        Some(url) => prepare(&plan_args, Some("endpoint"), &[format!("engine.url={url}")])?,
+        None => prepare(&plan_args, None, &[])?,
+    };
     if args.plan.dry_run {
         return dry_run_done(&p);
     }
@@ -451,16 +460,12 @@ pub async fn teardown(args: DirArgs) -> Result<(), CliError> {
 pub fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
     let format = if args.dot { PlanFormat::Dot } else { args.output };
     let p = if args.plan.dry_run {
-        prepare(&args.plan, &args.plan.all_sets(), &args.plan.scenario)?
+        prepare(&args.plan, None, &[])?
     } else {
         // Nothing is written: resolve and compile only.
         let root = workdir::choose(args.plan.workdir.as_deref());
-        let request = Request {
-            scenario: args.plan.scenario.clone(),
-            harness: args.plan.harness.clone(),
-            workload: args.plan.workload.clone(),
-            sets: args.plan.all_sets(),
-        };
+        let previous = Resolved::from_file(&root.join("inputs/resolved.yaml")).ok();
+        let request = args.plan.request(None, &[], previous.as_ref());
         let id = root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let resolved = resolve::resolve(&request, &RunContext { id, workdir: root, bin: bin(), port: None })?;
         let plan = plan::compile(&resolved)?;

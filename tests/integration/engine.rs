@@ -507,3 +507,56 @@ fn a_missing_engine_program_is_refused_before_anything_starts() {
     assert!(err.contains("step 01_start_engine runs `vllm`") && err.contains("pip install vllm"), "{err}");
     assert!(!p.path("wd/state.json").exists(), "nothing started");
 }
+
+#[test]
+fn run_and_teardown_continue_what_standup_recorded() {
+    let p = Project::new("continue");
+    p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
+    let out = p.run(&[
+        "standup",
+        "-c",
+        "sim",
+        "-w",
+        "quick",
+        "--set",
+        "workload.seed=9",
+        "--set",
+        "engine.profile=fixed/zero",
+        "--workdir",
+        "wd",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wd = p.path("wd");
+    let pid = state(&wd)["steps"]["01_start_engine"]["undo"]["pid"].as_i64().unwrap();
+    assert!(alive(pid));
+    // No names or --set given: the recorded ones are used, so the stack counts as stood up.
+    let out = p.run(&["run", "--workdir", "wd", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let resolved = std::fs::read_to_string(wd.join("inputs/resolved.yaml")).unwrap();
+    assert!(
+        resolved.contains("workload.seed: --set") && resolved.contains("workload: workloads/quick.yaml"),
+        "{resolved}"
+    );
+    assert_eq!(status_of(&wd, "03_load"), "done");
+    // Another workload against the same stack; earlier results are kept aside.
+    p.file(
+        "workloads/other.yaml",
+        "dataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { concurrency: 2, requests: 6 } ]\n",
+    );
+    let out = p.run(&["run", "--workdir", "wd", "-w", "other", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        std::fs::read_dir(&wd).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("results.before-"))
+    );
+    assert!(
+        std::fs::read_dir(wd.join("inputs/history")).unwrap().count() >= 1,
+        "the earlier resolved.yaml is kept"
+    );
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!alive(pid));
+}
