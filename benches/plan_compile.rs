@@ -41,7 +41,7 @@ fn main() {
         }),
         sources: BTreeMap::new(),
         pipeline,
-        pipeline_text: Some(text),
+        texts: BTreeMap::from([("pipeline".to_string(), text)]),
     };
     let mut times = Vec::new();
     let mut steps = 0;

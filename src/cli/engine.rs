@@ -13,7 +13,7 @@ use crate::{
     plan::{self, Plan},
     resolve::{self, Request, Resolved, RunContext},
     spec::pipeline::Kind,
-    spec::{self, pipeline::Phase},
+    spec::pipeline::Phase,
     steps,
     workdir::{self, WorkDir, archive, utc_now},
 };
@@ -190,23 +190,11 @@ fn prepare(args: &PlanArgs, scenario: Option<&str>, extra_sets: &[String]) -> Re
 
 /// `inputs/` (files as given, overrides, resolved.yaml, version) and `plan/`.
 fn write_inputs(wd: &WorkDir, resolved: &Resolved, plan: &Plan) -> Result<(), CliError> {
-    for (kind, origin) in &resolved.files {
-        let dir = match kind.as_str() {
-            "scenario" => "scenarios",
-            "harness" => "harnesses",
-            "workload" => "workloads",
-            _ => "pipelines",
-        };
-        let text = match origin.strip_prefix("builtin:") {
-            Some(rest) => {
-                let name = rest.trim_start_matches(&format!("{dir}/")).trim_end_matches(".yaml");
-                spec::builtin::get(dir, name).unwrap_or_default().to_string()
-            }
-            None => std::fs::read_to_string(origin).unwrap_or_default(),
-        };
-        if !text.is_empty() {
-            wd.write(&format!("inputs/{kind}.yaml"), format!("# from {origin}\n{text}").as_bytes())?;
-        }
+    // The files exactly as they were read for this resolution (none when reproducing: the
+    // caller copies the originals).
+    for (kind, text) in &resolved.texts {
+        let origin = resolved.files.get(kind).map(String::as_str).unwrap_or("?");
+        wd.write(&format!("inputs/{kind}.yaml"), format!("# from {origin}\n{text}").as_bytes())?;
     }
     let sets = resolved.request.sets.iter().map(|s| format!("--set {s}\n")).collect::<String>();
     wd.write("inputs/overrides.txt", sets.as_bytes())?;
@@ -575,13 +563,17 @@ pub fn archive(args: ArchiveArgs) -> Result<(), CliError> {
 }
 
 pub async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
-    let (source_dir, archive_note) = if args.source.is_file() {
+    // An archive is unpacked (and verified) into a temporary directory, removed once the
+    // inputs are copied.
+    let unpacked = if args.source.is_file() {
         let tmp = std::env::temp_dir().join(format!("benchflow-reproduce-{}", workdir::run_id()));
         let root = archive::unpack(&args.source, &tmp)?;
-        (root, Some(args.source.display().to_string()))
+        Some((tmp, root))
     } else {
-        (args.source.clone(), None)
+        None
     };
+    let archive_note = unpacked.as_ref().map(|_| args.source.display().to_string());
+    let source_dir = unpacked.as_ref().map_or(args.source.clone(), |(_, root)| root.clone());
     let recorded = Resolved::from_file(&source_dir.join("inputs/resolved.yaml"))?;
     let root = workdir::choose(args.workdir.as_deref());
     if root.join("inputs/resolved.yaml").exists() {
@@ -600,6 +592,9 @@ pub async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
         if let Ok(text) = std::fs::read(source_dir.join(format!("inputs/{kind}.yaml"))) {
             wd.write(&format!("inputs/{kind}.yaml"), &text)?;
         }
+    }
+    if let Some((tmp, _)) = &unpacked {
+        let _ = std::fs::remove_dir_all(tmp);
     }
     let origin = json!({
         "reproduces": recorded.get("run.id"),

@@ -552,7 +552,7 @@ mod tests {
             values: json!({"run": {"id": "t"}}),
             sources: BTreeMap::new(),
             pipeline: spec::from_yaml(pipeline, "p.yaml", &[]).unwrap(),
-            pipeline_text: None,
+            texts: BTreeMap::new(),
         };
         plan::compile(&resolved).unwrap()
     }

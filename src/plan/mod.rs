@@ -79,7 +79,7 @@ fn hash(v: &Value) -> String {
 /// Compiles the resolved inputs into a plan (the pipeline's text, when known, gives line
 /// numbers in errors).
 pub fn compile(resolved: &Resolved) -> Result<Plan, PlanError> {
-    let pipeline_text = resolved.pipeline_text.as_deref();
+    let pipeline_text = resolved.texts.get("pipeline").map(String::as_str);
     let origin = resolved.files.get("pipeline").cloned().unwrap_or_else(|| "pipeline".into());
     let at = |needle: &str| {
         pipeline_text
@@ -430,7 +430,7 @@ mod tests {
             values: json!({"run": {"id": "r1"}, "x": 1, "cmd": ["true"]}),
             sources: BTreeMap::new(),
             pipeline: spec::from_yaml::<Pipeline>(pipeline, "p.yaml", &[]).unwrap(),
-            pipeline_text: Some(pipeline.to_string()),
+            texts: BTreeMap::from([("pipeline".to_string(), pipeline.to_string())]),
         }
     }
 

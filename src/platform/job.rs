@@ -4,19 +4,18 @@
 //! results as one checksummed frame, then the frames collected from the pod logs, verified,
 //! unpacked into `results/shard-N/` and merged into `results/` on one time axis.
 
-use std::{
-    io::Read as _,
-    path::{Path, PathBuf},
-};
-
-use base64::Engine as _;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
 
 use crate::{
     loadgen::{RunInfo, StageWindow},
     spec::workload::Workload,
+    workdir::{
+        archive::{extract, sha256_hex},
+        parse_utc,
+    },
 };
+use base64::Engine as _;
+use serde_json::{Value, json};
 
 const BEGIN: &str = "-----BEGIN BENCHFLOW RESULTS";
 const END: &str = "-----END BENCHFLOW RESULTS-----";
@@ -63,7 +62,7 @@ pub fn pack(results: &Path) -> std::io::Result<String> {
         tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
     tar.append_dir_all("results", results)?;
     let bytes = tar.into_inner()?.finish()?;
-    let sum: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let sum = sha256_hex(&bytes);
     let body = base64::engine::general_purpose::STANDARD.encode(&bytes);
     let lines: Vec<&str> = body.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap_or("")).collect();
     Ok(format!("{BEGIN} sha256={sum} bytes={}-----\n{}\n{END}\n", bytes.len(), lines.join("\n")))
@@ -83,49 +82,11 @@ pub fn unpack(log: &str, dest: &Path) -> Result<String, String> {
     let clean: String = body.chars().filter(|c| !c.is_whitespace()).collect();
     let bytes =
         base64::engine::general_purpose::STANDARD.decode(clean).map_err(|e| format!("results frame: {e}"))?;
-    let got: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-    if got != sum {
-        return Err(format!("results frame damaged: sha256 {got}, expected {sum}"));
+    if sha256_hex(&bytes) != sum {
+        return Err(format!("results frame damaged: sha256 {}, expected {sum}", sha256_hex(&bytes)));
     }
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
-    std::fs::create_dir_all(dest).map_err(|e| e.to_string())?;
-    for entry in archive.entries().map_err(|e| e.to_string())? {
-        let mut entry = entry.map_err(|e| e.to_string())?;
-        let path = entry.path().map_err(|e| e.to_string())?.to_path_buf();
-        if path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            continue;
-        }
-        let target = dest.join(&path);
-        if entry.header().entry_type().is_dir() {
-            std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
-            continue;
-        }
-        if let Some(p) = target.parent() {
-            std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
-        }
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).map_err(|e| e.to_string())?;
-        std::fs::write(&target, data).map_err(|e| e.to_string())?;
-    }
+    extract(flate2::read::GzDecoder::new(bytes.as_slice()), dest).map_err(|e| e.to_string())?;
     Ok(sum.to_string())
-}
-
-/// `2026-11-24T08:45:06.081Z` → seconds since the epoch.
-fn epoch_s(t: &str) -> Option<f64> {
-    let (date, time) = t.trim_end_matches('Z').split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let mut tt = time.split(':');
-    let (hh, mm, ss) =
-        (tt.next()?.parse::<f64>().ok()?, tt.next()?.parse::<f64>().ok()?, tt.next()?.parse::<f64>().ok()?);
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days as f64 * 86_400.0 + hh * 3600.0 + mm * 60.0 + ss)
 }
 
 /// Merges `results/shard-*/results` into `results/`: requests on one time axis (the earliest
@@ -138,7 +99,7 @@ pub fn merge(results: &Path, shards: &[PathBuf]) -> Result<RunInfo, String> {
             serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", s.display()))
         })
         .collect::<Result<_, String>>()?;
-    let starts: Vec<f64> = infos.iter().map(|i| epoch_s(&i.started_at).unwrap_or(0.0)).collect();
+    let starts: Vec<f64> = infos.iter().map(|i| parse_utc(&i.started_at).unwrap_or(0.0)).collect();
     let t0 = starts.iter().copied().fold(f64::INFINITY, f64::min);
     let mut out = csv::Writer::from_path(results.join("requests.csv")).map_err(|e| e.to_string())?;
     out.write_record(crate::loadgen::record::HEADER).map_err(|e| e.to_string())?;
@@ -288,6 +249,5 @@ mod tests {
         let e = unpack(&damaged.join("\n"), &base.join("bad")).unwrap_err();
         assert!(e.contains("damaged") || e.contains("results frame"), "{e}");
         std::fs::remove_dir_all(&base).unwrap();
-        assert_eq!(epoch_s("1970-01-02T00:00:01.500Z"), Some(86_401.5));
     }
 }

@@ -78,9 +78,19 @@ pub struct Resolved {
     pub sources: BTreeMap<String, String>,
     /// The pipeline's steps (templates, not yet rendered).
     pub pipeline: Pipeline,
-    /// The pipeline file's text, for line numbers in errors (not recorded).
+    /// The texts of the files as read (`scenario`, `harness`, `workload`, `pipeline`): copied
+    /// into `inputs/` and used for line numbers in errors; not part of resolved.yaml.
     #[serde(skip)]
-    pub pipeline_text: Option<String>,
+    pub texts: BTreeMap<String, String>,
+}
+
+/// A value by dotted path (`engine.profile`, `workload.stages.0.rate`).
+pub fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(tree, |v, k| match v {
+        Value::Object(m) => m.get(k),
+        Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
 }
 
 const SECRET_WORDS: &[&str] =
@@ -135,11 +145,7 @@ impl Tree {
     }
 
     fn get(&self, path: &str) -> Option<&Value> {
-        path.split('.').try_fold(&self.values, |v, k| match v {
-            Value::Object(m) => m.get(k),
-            Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
-            _ => None,
-        })
+        lookup(&self.values, path)
     }
 }
 
@@ -289,7 +295,12 @@ pub fn resolve(request: &Request, run: &RunContext) -> Result<Resolved, ResolveE
     ]);
     let workload_dir = std::path::absolute(&workload.dir).unwrap_or(workload.dir.clone());
     let mut resolved = finish(request.clone(), files, tree, typed_pipeline, run, &workload_dir)?;
-    resolved.pipeline_text = Some(pipeline.text);
+    resolved.texts = BTreeMap::from([
+        ("scenario".to_string(), scenario.text),
+        ("harness".to_string(), harness.text),
+        ("workload".to_string(), workload.text),
+        ("pipeline".to_string(), pipeline.text),
+    ]);
     Ok(resolved)
 }
 
@@ -403,7 +414,7 @@ fn finish(
         values: tree.values,
         sources: tree.sources,
         pipeline,
-        pipeline_text: None,
+        texts: BTreeMap::new(),
     })
 }
 
@@ -424,7 +435,7 @@ impl Resolved {
 
     /// A value by dotted path.
     pub fn get(&self, path: &str) -> Option<&Value> {
-        path.split('.').try_fold(&self.values, |v, k| v.get(k))
+        lookup(&self.values, path)
     }
 }
 

@@ -36,7 +36,8 @@ fn files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()>
     Ok(())
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// The sha256 of `bytes` in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -81,25 +82,7 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<PathBuf, ArchiveError> {
         move |source| ArchiveError::Io { path, source }
     };
     let file = std::fs::File::open(archive).map_err(io(archive))?;
-    let mut tar = tar::Archive::new(GzDecoder::new(file));
-    let mut root = None;
-    for entry in tar.entries().map_err(io(archive))? {
-        let mut entry = entry.map_err(io(archive))?;
-        let path = entry.path().map_err(io(archive))?.to_path_buf();
-        if path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            continue;
-        }
-        if root.is_none() {
-            root = path.components().next().map(|c| dest.join(c.as_os_str()));
-        }
-        let target = dest.join(&path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(io(archive))?;
-        std::fs::write(&target, bytes).map_err(io(&target))?;
-    }
+    let root = extract(GzDecoder::new(file), dest).map_err(io(archive))?.map(|top| dest.join(top));
     let root = root.ok_or_else(|| ArchiveError::NoManifest(archive.to_path_buf()))?;
     let manifest = std::fs::read_to_string(root.join("MANIFEST.sha256"))
         .map_err(|_| ArchiveError::NoManifest(archive.to_path_buf()))?;
@@ -111,6 +94,35 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<PathBuf, ArchiveError> {
         }
     }
     Ok(root)
+}
+
+/// Extracts a tar stream into `dest`, skipping absolute paths and `..`; returns the first
+/// path component of the first entry (the archive's top directory).
+pub fn extract(reader: impl std::io::Read, dest: &Path) -> std::io::Result<Option<PathBuf>> {
+    let mut tar = tar::Archive::new(reader);
+    let mut top = None;
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_path_buf();
+        if path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            continue;
+        }
+        if top.is_none() {
+            top = path.components().next().map(|c| PathBuf::from(c.as_os_str()));
+        }
+        let target = dest.join(&path);
+        if entry.header().entry_type().is_dir() {
+            std::fs::create_dir_all(&target)?;
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes)?;
+        std::fs::write(&target, bytes)?;
+    }
+    Ok(top)
 }
 
 #[cfg(test)]

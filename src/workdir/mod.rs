@@ -129,6 +129,28 @@ fn parts(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
     (y, m, day, rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_millis())
 }
 
+/// (year, month, day) → days since 1970-01-01, proleptic Gregorian (the inverse of `civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A time written by [`utc_now`] (`2026-11-24T08:45:06.081Z`) as seconds since the epoch.
+pub fn parse_utc(t: &str) -> Option<f64> {
+    let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let (y, m, day) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+    let mut hms = time.splitn(3, ':');
+    let (hh, mm, ss): (f64, f64, f64) =
+        (hms.next()?.parse().ok()?, hms.next()?.parse().ok()?, hms.next()?.parse().ok()?);
+    Some(days_from_civil(y, m, day) as f64 * 86_400.0 + hh * 3600.0 + mm * 60.0 + ss)
+}
+
 /// The current UTC time as RFC 3339 (`2026-11-23T21:37:38.123Z`).
 pub fn utc_now() -> String {
     let (y, m, d, hh, mm, ss, ms) = parts(SystemTime::now());
@@ -156,5 +178,11 @@ mod tests {
         assert_eq!(super::civil(0), (1970, 1, 1));
         assert_eq!(super::civil(20_415), (2025, 11, 23));
         assert_eq!(super::civil(11_016), (2000, 2, 29));
+        for days in [0, 11_016, 20_415, -1] {
+            let (y, m, d) = super::civil(days);
+            assert_eq!(super::days_from_civil(y, m, d), days);
+        }
+        assert_eq!(super::parse_utc("1970-01-02T00:00:01.500Z"), Some(86_401.5));
+        assert_eq!(super::parse_utc("yesterday"), None);
     }
 }

@@ -4,12 +4,15 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
 
-use crate::{loadgen::TempDir, support::benchflow};
+use crate::{
+    loadgen::TempDir,
+    support::{assert_absent, benchflow, state, text, wait_for},
+};
 
 const CANARY: &str = "hf_canary_5a1b2c3d4e";
 
@@ -45,25 +48,12 @@ impl Project {
     }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
-
-fn state(wd: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(wd.join("state.json")).unwrap()).unwrap()
-}
-
 fn status_of(wd: &Path, step: &str) -> String {
     state(wd)["steps"][step]["status"].as_str().unwrap_or("").to_string()
 }
 
 fn alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            let st = s[s.rfind(')').unwrap() + 2..].split_whitespace().next().unwrap_or("").to_string();
-            st != "Z" && st != "X"
-        })
-        .unwrap_or(false)
+    benchflow::steps::spawn::alive(pid as i32, None)
 }
 
 /// The pid the engine step started (from its log's `pid N` summary in state.json).
@@ -77,14 +67,6 @@ fn engine_pid(wd: &Path) -> i64 {
         .unwrap_or_else(|| {
             panic!("no pid in {summary:?}");
         })
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < end, "{what}: not reached within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Waits until the harness has recorded at least one request (the writer flushes every second).
@@ -169,7 +151,7 @@ fn e2e_on_the_simulator_writes_the_whole_story_and_leaves_nothing_running() {
     // The canary token appears nowhere, in the directory or its archive.
     let out = p.run(&["archive", "wd", "-o", "wd.tar.gz"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_no_canary(&wd);
+    assert_absent(&wd, &[CANARY]);
     let mut raw = Vec::new();
     std::io::Read::read_to_end(
         &mut flate2::read::GzDecoder::new(std::fs::File::open(p.path("wd.tar.gz")).unwrap()),
@@ -197,23 +179,7 @@ fn e2e_on_the_simulator_writes_the_whole_story_and_leaves_nothing_running() {
     assert!(origin.contains("wd.tar.gz") && origin.contains("\"reproduces\": \"wd\""), "{origin}");
     assert_eq!(status_of(&p.path("again"), "03_load"), "done");
     assert!(p.path("again/analysis/report.html").is_file());
-    assert_no_canary(&p.path("again"));
-}
-
-fn assert_no_canary(dir: &Path) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            assert_no_canary(&path);
-        } else {
-            let bytes = std::fs::read(&path).unwrap();
-            assert!(
-                !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),
-                "canary in {}",
-                path.display()
-            );
-        }
-    }
+    assert_absent(&p.path("again"), &[CANARY]);
 }
 
 #[test]

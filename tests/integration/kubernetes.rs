@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::{
     loadgen::TempDir,
     standin::{Config, PodMode, StandIn},
-    support::{benchflow, spawn_sim},
+    support::{assert_absent, benchflow, spawn_sim, state, text, wait_for},
 };
 
 const HF_CANARY: &str = "hf_canary_k8s_0b1c2d";
@@ -85,40 +85,6 @@ impl Cluster {
     }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
-
-fn state(wd: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(wd.join("state.json")).unwrap()).unwrap()
-}
-
-fn assert_no_secret(dir: &Path) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            assert_no_secret(&path);
-        } else {
-            let bytes = std::fs::read(&path).unwrap();
-            for canary in [HF_CANARY, KUBE_CANARY] {
-                assert!(
-                    !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
-                    "{canary} in {}",
-                    path.display()
-                );
-            }
-        }
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < end, "{what}: not reached within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn e2e_stands_up_runs_through_a_port_forward_and_deletes_exactly_what_it_created() {
     let c = Cluster::new("k8s-e2e", Config::default());
@@ -150,7 +116,7 @@ fn e2e_stands_up_runs_through_a_port_forward_and_deletes_exactly_what_it_created
         "{requests:?}"
     );
     assert!(requests.iter().any(|r| r.contains("/portforward")));
-    assert_no_secret(&wd);
+    assert_absent(&wd, &[HF_CANARY, KUBE_CANARY]);
     let rendered = std::fs::read_to_string(wd.join("plan/steps/03_secret.json")).unwrap();
     assert!(rendered.contains("env:HF_TOKEN"), "{rendered}");
 }
@@ -266,7 +232,7 @@ fn sigint_while_waiting_and_sigkill_then_teardown_leave_nothing() {
     wait_for("namespace gone", Duration::from_secs(10), || {
         c.standin.state.get("namespaces", "", "bench").is_none()
     });
-    assert_no_secret(&c.dir.0.join("wd2"));
+    assert_absent(&c.dir.0.join("wd2"), &[HF_CANARY, KUBE_CANARY]);
 }
 
 /// Rendered manifests for a set of scenarios, compared with the files under

@@ -262,3 +262,37 @@ pub fn spawn_sim(args: &[&str]) -> (std::process::Child, String) {
     assert!(url.starts_with("http://"), "first line: {line:?}");
     (child, url)
 }
+
+/// A process's output as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+/// A work directory's `state.json`.
+pub fn state(wd: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(wd.join("state.json")).unwrap()).unwrap()
+}
+
+/// Polls a condition on files or processes outside this test (blocking tests).
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "{what}: not reached within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Fails if any file under `dir` contains one of `needles` (secrets that must not be written).
+pub fn assert_absent(dir: &std::path::Path, needles: &[&str]) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            assert_absent(&path, needles);
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            for n in needles {
+                assert!(!bytes.windows(n.len()).any(|w| w == n.as_bytes()), "{n} in {}", path.display());
+            }
+        }
+    }
+}

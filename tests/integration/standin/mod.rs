@@ -209,17 +209,19 @@ impl Shared {
             }
         }
         s.objects.insert(key, obj.clone());
-        let change = Change {
-            rv,
-            kind: if existed.is_some() { "MODIFIED" } else { "ADDED" },
-            resource: resource.into(),
-            namespace: ns.into(),
-            object: obj.clone(),
-        };
+        let kind = if existed.is_some() { "MODIFIED" } else { "ADDED" };
+        self.publish(
+            s,
+            Change { rv, kind, resource: resource.into(), namespace: ns.into(), object: obj.clone() },
+        );
+        obj
+    }
+
+    /// Records a change in the history and tells the watches, after releasing the store.
+    fn publish(&self, mut s: std::sync::MutexGuard<'_, Store>, change: Change) {
         s.history.push(change.clone());
         drop(s);
         let _ = self.changes.send(change);
-        obj
     }
 
     pub fn get(&self, resource: &str, ns: &str, name: &str) -> Option<Value> {
@@ -231,16 +233,16 @@ impl Shared {
         let obj = s.objects.remove(&(resource.into(), ns.into(), name.into()))?;
         s.rv += 1;
         let rv = s.rv;
-        let change = Change {
-            rv,
-            kind: "DELETED",
-            resource: resource.into(),
-            namespace: ns.into(),
-            object: obj.clone(),
-        };
-        s.history.push(change.clone());
-        drop(s);
-        let _ = self.changes.send(change);
+        self.publish(
+            s,
+            Change {
+                rv,
+                kind: "DELETED",
+                resource: resource.into(),
+                namespace: ns.into(),
+                object: obj.clone(),
+            },
+        );
         Some(obj)
     }
 
