@@ -91,7 +91,8 @@ pub fn compile(resolved: &Resolved) -> Result<Plan, PlanError> {
     if specs.is_empty() {
         return Err(PlanError::Invalid { origin, message: "the pipeline has no steps".into() });
     }
-    let width = if specs.len() * 2 >= 100 { specs.len().to_string().len().max(2) } else { 2 };
+    // Wide enough for every number, generated teardown steps included (at most one per step).
+    let width = (specs.len() * 2).to_string().len().max(2);
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     let renderer = Renderer::new(&resolved.values);
     let mut steps = Vec::with_capacity(specs.len() * 2);

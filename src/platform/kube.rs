@@ -282,7 +282,8 @@ pub async fn pod_log(client: &Client, ns: &str, pod: &str) -> Result<String, Kub
     retry(|| pods.logs(pod, &lp)).await.map_err(api_err(format!("failed to read the log of pod {pod}")))
 }
 
-fn selector(labels: &std::collections::BTreeMap<String, String>) -> String {
+/// `k=v,k2=v2` from a label map.
+pub fn selector(labels: &std::collections::BTreeMap<String, String>) -> String {
     labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 

@@ -27,10 +27,9 @@ impl Args {
     }
 
     pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
-        let Some(program) = self.command.first() else {
-            return Err(StepError::Failed("`command` is empty".into()));
-        };
+        // `command` checks that the command line is not empty.
         let mut cmd = super::command(&self.command, &self.env, ctx)?;
+        let program = &self.command[0];
         cmd.current_dir(self.cwd.as_deref().map(Into::into).unwrap_or(ctx.workdir.clone()))
             .kill_on_drop(true);
         ctx.note(&format!("# {} started\n$ {}", utc_now(), shell_line(&self.command)));

@@ -95,16 +95,17 @@ impl Args {
     }
 
     pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
-        let Some(program) = self.command.first() else {
-            return Err(StepError::Failed("`command` is empty".into()));
-        };
-        if find_program(program).is_none() {
-            return Err(StepError::Failed(format!("`{program}` is not on PATH: {}", install_hint(program))));
-        }
+        // `command` checks that the command line is not empty.
         let mut cmd = super::command(&self.command, &self.env, ctx)?;
+        let program = &self.command[0];
         ctx.note(&format!("# {} started\n$ {}", utc_now(), shell_line(&self.command)));
-        let mut child =
-            cmd.spawn().map_err(|e| StepError::Failed(format!("failed to start `{program}`: {e}")))?;
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            // Normally caught before anything starts (the CLI's preflight).
+            std::io::ErrorKind::NotFound => {
+                StepError::Failed(format!("`{program}` is not on PATH: {}", install_hint(program)))
+            }
+            _ => StepError::Failed(format!("failed to start `{program}`: {e}")),
+        })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let start = proc_stat(pid).map(|(s, _)| s);
         let record = json!({

@@ -135,7 +135,7 @@ impl Args {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
         let (d, _) = kube::deployment_pods(client, &self.namespace, name).await.map_err(fail)?;
         let labels = d.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default();
-        let selector = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let selector = kube::selector(&labels);
         let mut dep_events =
             watcher(deployments, watcher::Config::default().fields(&format!("metadata.name={name}")))
                 .default_backoff()
