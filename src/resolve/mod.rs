@@ -373,8 +373,7 @@ fn finish(
     let harness: Harness = typed(&tree, &["harness"], &format!("harness{after_sets}"))?;
     let workload: Workload = typed(&tree, &["workload"], &format!("workload{after_sets}"))?;
     let origin = files.get("workload").cloned().unwrap_or_default();
-    let text = serde_json::to_string(&workload).unwrap_or_default();
-    Workload::from_yaml(&text, &format!("the merged workload ({origin})"))?;
+    workload.validate(&format!("the merged workload ({origin}){after_sets}"))?;
     if harness.placement == crate::spec::harness::Placement::Cluster
         && scenario.platform != Platform::Kubernetes
     {

@@ -277,7 +277,8 @@ impl Workload {
         Ok(w)
     }
 
-    fn validate(&self, origin: &str) -> Result<(), SpecError> {
+    /// The rules serde cannot express (at least one stage, rate or concurrency, a stop condition).
+    pub fn validate(&self, origin: &str) -> Result<(), SpecError> {
         let bad = |message: String| Err(SpecError::Invalid { at: origin.to_string(), message });
         if self.stages.is_empty() {
             return bad(
