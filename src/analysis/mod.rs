@@ -20,37 +20,8 @@ use std::{
 use serde_json::{Map, Value, json};
 
 use self::stats::Summary;
+pub use crate::spec::harness::Convention;
 use crate::{loadgen::RunInfo, spec::workload::Slo};
-
-/// Which metric definitions to apply.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Convention {
-    /// vllm bench serve (the default): per-chunk ITL pooled, TPOT per request, E2EL to the
-    /// last content chunk, linear-interpolated percentiles.
-    Vllm,
-    /// GuideLLM: token-weighted TPOT and ITL, E2EL to the stream's end, inverse-CDF percentiles.
-    Guidellm,
-}
-
-impl Convention {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Convention::Vllm => "vllm",
-            Convention::Guidellm => "guidellm",
-        }
-    }
-}
 
 /// Why analysis failed.
 #[derive(Debug, thiserror::Error)]
@@ -708,7 +679,7 @@ pub fn render_text(a: &Analysis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::config::Secs;
+    use crate::units::Secs;
 
     /// (stage, sent, first, last, end, output_tokens, itl gaps in ms, error kind), times in ms.
     type TestRow<'a> = (u32, f64, Option<f64>, Option<f64>, f64, u64, &'a [u64], &'a str);

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use crate::{
+    lexicon::LEXICON,
     rng::Rng,
-    sim::tokenizer::LEXICON,
     spec::workload::{ApiSpec, DatasetSpec, Endpoint, FileSpec, RandomSpec, SharedPrefixSpec},
 };
 

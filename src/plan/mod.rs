@@ -11,12 +11,13 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    resolve::{Resolved, template::Renderer},
+    resolve::Resolved,
     spec::{
         self,
         pipeline::{Kind, Phase, StepSpec},
     },
     steps,
+    template::Renderer,
 };
 
 /// Why a plan could not be made.
@@ -25,7 +26,7 @@ pub enum PlanError {
     #[error("{origin}: {message}")]
     Invalid { origin: String, message: String },
     #[error(transparent)]
-    Template(#[from] crate::resolve::template::TemplateError),
+    Template(#[from] crate::template::TemplateError),
     #[error("-s {selection}: {message}")]
     Selection { selection: String, message: String },
 }

@@ -5,9 +5,10 @@
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use super::RunContext;
 use crate::{
-    resolve::{RunContext, template::Renderer},
     spec::scenario::{EngineKind, Scenario},
+    template::Renderer,
 };
 
 /// The label every object benchflow creates carries, with the run id as value.

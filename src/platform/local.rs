@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::{
-    resolve::RunContext,
+    platform::RunContext,
     spec::scenario::{EngineKind, Scenario},
 };
 

@@ -11,3 +11,15 @@ pub mod job;
 pub mod kube;
 pub mod kubernetes;
 pub mod local;
+
+/// Facts about this run that templates may use (`run.*`).
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    pub id: String,
+    pub workdir: std::path::PathBuf,
+    /// The benchflow binary (spawns `benchflow sim`).
+    pub bin: std::path::PathBuf,
+    /// The engine port an earlier command of this work directory chose (kept, so its done
+    /// steps keep their hashes).
+    pub port: Option<u16>,
+}

@@ -5,8 +5,6 @@
 //! Secrets never enter the tree: a value whose key looks secret (`token`, `password`, …) must
 //! be a reference such as `env:HF_TOKEN`, read from the environment only when a process starts.
 
-pub mod template;
-
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -15,6 +13,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+pub use crate::platform::RunContext;
 use crate::spec::{
     self, Source, SpecError,
     harness::Harness,
@@ -50,18 +49,6 @@ pub struct Request {
     pub workload: String,
     /// `--set key=value`, in order.
     pub sets: Vec<String>,
-}
-
-/// Facts about this run that templates may use (`run.*`).
-#[derive(Debug, Clone)]
-pub struct RunContext {
-    pub id: String,
-    pub workdir: PathBuf,
-    /// The benchflow binary (spawns `benchflow sim`).
-    pub bin: PathBuf,
-    /// The engine port an earlier command of this work directory chose (kept, so its done
-    /// steps keep their hashes).
-    pub port: Option<u16>,
 }
 
 /// The result: the tree, who set each leaf, the typed files, the pipeline.

@@ -762,7 +762,7 @@ pub(crate) mod tests {
     #[test]
     fn prefix_cache_hits_skip_prefill() {
         let mut cfg = quiet(SimConfig::default());
-        cfg.request_overhead = crate::sim::config::Secs(0.0);
+        cfg.request_overhead = crate::units::Secs(0.0);
         let metrics = Arc::new(Mutex::new(Metrics::new(cfg.max_model_len)));
         let mut e: Engine<RecSink> =
             Engine::new(&cfg, 1, Arc::clone(&metrics), Arc::new(AtomicUsize::new(2)));
@@ -805,7 +805,7 @@ pub(crate) mod tests {
     #[test]
     fn a_slowdown_schedule_takes_effect_at_its_time() {
         let mut cfg = quiet(SimConfig::default());
-        cfg.slowdown_schedule = vec![SlowdownStep { after: crate::sim::config::Secs(1.0), factor: 2.0 }];
+        cfg.slowdown_schedule = vec![SlowdownStep { after: crate::units::Secs(1.0), factor: 2.0 }];
         let r = run(&cfg, 16, 400, Load::Open(vec![0.0]));
         let t = &r.recs[0].borrow().tokens;
         let gap = |from: f64| t.windows(2).find(|w| w[0] > from).map(|w| w[1] - w[0]).unwrap();

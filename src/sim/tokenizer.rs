@@ -4,17 +4,8 @@
 //! word of a built-in lexicon per token. Every lexicon word is a space plus at most three ASCII
 //! letters, so re-tokenising generated text with any of our rules gives back the same count.
 
+pub use crate::lexicon::LEXICON;
 use crate::sim::config::Tokenizer;
-
-/// One generated token each; all 4 bytes or fewer, so `bytes4`, `words` and a word-level
-/// tokenizer built from this list agree on the count.
-pub const LEXICON: [&str; 64] = [
-    " the", " of", " and", " to", " in", " is", " for", " on", " it", " as", " at", " by", " an", " be",
-    " or", " we", " can", " all", " one", " has", " but", " not", " you", " its", " may", " new", " use",
-    " two", " now", " way", " how", " out", " see", " day", " get", " set", " run", " key", " map", " top",
-    " end", " low", " big", " old", " few", " own", " any", " far", " sum", " max", " min", " log", " job",
-    " pod", " gpu", " cpu", " net", " api", " bus", " bit", " row", " col", " tag", " sky",
-];
 
 /// Tokens in a piece of text under the given rule.
 pub fn count(text: &str, rule: Tokenizer) -> u32 {

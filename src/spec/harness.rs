@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{analysis::Convention, sim::config::Secs};
+use crate::units::Secs;
 
 /// A whole harness.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -66,4 +66,34 @@ pub enum HarnessKind {
 pub enum Placement {
     Local,
     Cluster,
+}
+
+/// Which metric definitions to apply.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Convention {
+    /// vllm bench serve (the default): per-chunk ITL pooled, TPOT per request, E2EL to the
+    /// last content chunk, linear-interpolated percentiles.
+    Vllm,
+    /// GuideLLM: token-weighted TPOT and ITL, E2EL to the stream's end, inverse-CDF percentiles.
+    Guidellm,
+}
+
+impl Convention {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Convention::Vllm => "vllm",
+            Convention::Guidellm => "guidellm",
+        }
+    }
 }

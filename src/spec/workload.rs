@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{SpecError, from_yaml};
-use crate::sim::config::Secs;
+use crate::units::Secs;
 
 /// A whole workload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -14,7 +14,7 @@ use crate::{
         kube::{self, ObjectRef, Target},
         kubernetes,
     },
-    sim::config::Secs,
+    units::Secs,
 };
 
 #[derive(Debug, Deserialize)]

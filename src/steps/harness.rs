@@ -9,8 +9,8 @@ use super::{Ctx, Done, StepError};
 use crate::{
     loadgen,
     platform::{job, kube, kubernetes},
-    sim::config::Secs,
     spec::{harness::Placement, workload::Workload},
+    units::Secs,
 };
 
 #[derive(Debug, Deserialize)]

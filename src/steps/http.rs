@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Ctx, Done, StepError};
-use crate::sim::config::Secs;
+use crate::units::Secs;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{Ctx, Done, StepError, shell_line, tail};
-use crate::{sim::config::Secs, workdir::utc_now};
+use crate::{units::Secs, workdir::utc_now};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::{Ctx, Done, StepError};
 use crate::{
     platform::kube::{self, PodVerdict, Target},
-    sim::config::Secs,
+    units::Secs,
 };
 
 #[derive(Debug, Deserialize)]
