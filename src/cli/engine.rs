@@ -12,7 +12,6 @@ use crate::{
     exec::{self, Options, Outcome, State},
     plan::{self, Plan},
     resolve::{self, Request, Resolved, RunContext},
-    spec::pipeline::Kind,
     spec::pipeline::Phase,
     steps,
     workdir::{self, WorkDir, archive, utc_now},
@@ -218,7 +217,7 @@ fn write_inputs(wd: &WorkDir, resolved: &Resolved, plan: &Plan) -> Result<(), Cl
     wd.write("plan/plan.dot", plan.dot().as_bytes())?;
     wd.write("plan/plan.txt", plan.table().as_bytes())?;
     for s in &plan.steps {
-        let rendered = json!({"id": s.id, "kind": s.kind, "phase": s.phase, "describe": s.describe, "with": s.with, "hash": s.hash});
+        let rendered = json!({"id": s.id, "kind": s.kind, "phase": s.phase, "describe": s.describe, "with": s.with(), "hash": s.hash});
         wd.write(
             &format!("plan/steps/{}.json", s.id),
             serde_json::to_string_pretty(&rendered).unwrap_or_default().as_bytes(),
@@ -276,16 +275,15 @@ fn preflight(
             Some(sel) => sel.contains(&i),
             None => phases.contains(&s.phase),
         };
-        if !in_scope || !s.enabled || !matches!(s.kind, Kind::Spawn | Kind::Exec) {
-            continue;
-        }
-        let program = s.with.get("command").and_then(|c| c.get(0)).and_then(|p| p.as_str()).unwrap_or("");
-        if !program.is_empty() && steps::spawn::find_program(program).is_none() {
-            let hint = steps::spawn::install_hint(program);
-            return Err(CliError::Usage(format!(
-                "step {} runs `{program}`, which is not on PATH: {hint}",
-                s.id
-            )));
+        let Some(args) = s.args.as_ref().filter(|_| in_scope) else { continue };
+        for program in args.programs() {
+            if !program.is_empty() && steps::spawn::find_program(program).is_none() {
+                let hint = steps::spawn::install_hint(program);
+                return Err(CliError::Usage(format!(
+                    "step {} runs `{program}`, which is not on PATH: {hint}",
+                    s.id
+                )));
+            }
         }
     }
     Ok(())

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::{
     sync::{mpsc, watch},
     task::JoinSet,
@@ -26,8 +26,8 @@ use self::state::{Attempt, EventLog};
 pub use self::state::{State, Status};
 use crate::{
     plan::{Plan, PlannedStep},
-    spec::pipeline::{Kind, Phase},
-    steps::{self, Ctx, Done, StepError},
+    spec::pipeline::Phase,
+    steps::{Ctx, Done, StepError, UndoRecord},
     workdir::{WorkdirError, utc_now},
 };
 
@@ -155,10 +155,9 @@ impl Walker<'_> {
         let (status, error) = match f.result {
             Ok(done) => {
                 entry.summary = Some(done.summary.clone());
-                if s.kind == Kind::Undo {
+                if let Some(target) = s.args.as_ref().and_then(|a| a.undoes()) {
                     // The undone step has nothing left to undo.
-                    if let Some(target) = s.with.get("step").and_then(Value::as_str)
-                        && let Some(t) = self.state.steps.get_mut(target)
+                    if let Some(t) = self.state.steps.get_mut(target)
                         && t.undo.take().is_some()
                     {
                         t.status = Status::Undone;
@@ -231,7 +230,10 @@ async fn run_step(
             step.id,
             step.describe.join("\n# ")
         ));
-        let run = steps::run(&step, &ctx);
+        let Some(args) = step.args.clone() else {
+            return Finished { index, result: Ok(Done::with_summary("skipped")), attempts, elapsed: 0.0 };
+        };
+        let run = args.run(&ctx);
         let result = match step.timeout_s {
             Some(t) => match tokio::time::timeout(Duration::from_secs_f64(t), run).await {
                 Ok(r) => r,
@@ -347,9 +349,9 @@ pub async fn execute(
         cancel,
         quiet: opts.quiet,
         target: s
-            .with
-            .get("step")
-            .and_then(Value::as_str)
+            .args
+            .as_ref()
+            .and_then(|a| a.undoes())
             .and_then(|t| w.state.steps.get(t))
             .and_then(|t| t.undo.clone()),
     };
@@ -364,7 +366,7 @@ pub async fn execute(
                 }
                 let deps: Vec<usize> = plan.steps[i].after.iter().filter_map(|d| plan.index(d)).collect();
                 // After an interrupt, analysis still runs on what interrupted steps kept.
-                let salvage = plan.steps[i].kind == Kind::Analyze;
+                let salvage = plan.steps[i].args.as_ref().is_some_and(|a| a.salvages());
                 let usable = |w: &Walker, j: usize| {
                     matches!(w.status[j], Status::Done | Status::Skipped) || (salvage && w.partial[j])
                 };
@@ -504,34 +506,12 @@ pub async fn execute(
 
 /// Whether a done step's effect still holds (a started process is still running).
 fn still_valid(st: Option<&state::StepState>) -> bool {
-    match st.and_then(|s| s.undo.as_ref()) {
-        Some(rec) if rec.get("kind").and_then(Value::as_str) == Some("spawn") => {
-            let pid = rec.get("pid").and_then(Value::as_i64).unwrap_or(0) as i32;
-            steps::spawn::alive(pid, rec.get("start_ticks").and_then(Value::as_u64))
-        }
-        _ => true,
-    }
+    st.and_then(|s| s.undo.as_ref()).is_none_or(UndoRecord::holds)
 }
 
 /// One line about something a step left behind.
-pub fn describe_leftover(id: &str, rec: &Value) -> String {
-    match rec.get("kind").and_then(Value::as_str) {
-        Some("spawn") => {
-            let pid = rec.get("pid").and_then(Value::as_i64).unwrap_or(0);
-            let cmd: Vec<String> = rec
-                .get("command")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-                .unwrap_or_default();
-            let alive = steps::spawn::alive(pid as i32, rec.get("start_ticks").and_then(Value::as_u64));
-            format!(
-                "{id}: process group {pid} ({}){}",
-                steps::shell_line(&cmd),
-                if alive { "" } else { " — no longer running" }
-            )
-        }
-        _ => format!("{id}: {rec}"),
-    }
+pub fn describe_leftover(id: &str, rec: &UndoRecord) -> String {
+    format!("{id}: {}", rec.describe())
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@ use std::{collections::BTreeMap, io::Write as _, path::Path};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::workdir::{self, WorkdirError, utc_now};
+use crate::{
+    steps::UndoRecord,
+    workdir::{self, WorkdirError, utc_now},
+};
 
 /// A step's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -70,7 +73,7 @@ pub struct StepState {
     pub error: Option<String>,
     /// What teardown needs to undo this step (e.g. the process it started); cleared once undone.
     #[serde(default)]
-    pub undo: Option<Value>,
+    pub undo: Option<UndoRecord>,
 }
 
 /// The whole `state.json`.
@@ -104,7 +107,7 @@ impl State {
     }
 
     /// Steps that left something to undo: `(id, record)`.
-    pub fn leftovers(&self) -> Vec<(String, Value)> {
+    pub fn leftovers(&self) -> Vec<(String, UndoRecord)> {
         self.steps.iter().filter_map(|(id, s)| s.undo.clone().map(|u| (id.clone(), u))).collect()
     }
 }

@@ -16,7 +16,7 @@ use crate::{
         self,
         pipeline::{Kind, Phase, StepSpec},
     },
-    steps,
+    steps::{self, StepArgs, undo},
     template::Renderer,
 };
 
@@ -41,8 +41,9 @@ pub struct Plan {
     pub steps: Vec<PlannedStep>,
 }
 
-/// One step, rendered.
+/// One step, rendered. In `plan.json` its arguments are `with`, beside its `kind`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(try_from = "RawStep", into = "RawStep")]
 pub struct PlannedStep {
     pub number: usize,
     /// `NN_name`: the stable name used in the work directory.
@@ -58,12 +59,86 @@ pub struct PlannedStep {
     pub retries: u32,
     pub backoff_s: f64,
     pub timeout_s: Option<f64>,
-    /// The kind's arguments, rendered (null when disabled).
-    pub with: Value,
+    /// The kind's arguments, typed (none when disabled).
+    pub args: Option<StepArgs>,
     /// What the step will do, in words and command lines.
     pub describe: Vec<String>,
     /// Hash of everything that defines the step: a done step with the same hash is skipped.
     pub hash: String,
+}
+
+/// A step as `plan.json` holds it: the arguments as `with`, typed again by `kind` when read.
+#[derive(Serialize, Deserialize)]
+struct RawStep {
+    number: usize,
+    id: String,
+    name: String,
+    phase: Phase,
+    kind: Kind,
+    after: Vec<String>,
+    when: Option<String>,
+    enabled: bool,
+    retries: u32,
+    backoff_s: f64,
+    timeout_s: Option<f64>,
+    with: Value,
+    describe: Vec<String>,
+    hash: String,
+}
+
+impl From<PlannedStep> for RawStep {
+    fn from(s: PlannedStep) -> RawStep {
+        RawStep {
+            with: s.with(),
+            number: s.number,
+            id: s.id,
+            name: s.name,
+            phase: s.phase,
+            kind: s.kind,
+            after: s.after,
+            when: s.when,
+            enabled: s.enabled,
+            retries: s.retries,
+            backoff_s: s.backoff_s,
+            timeout_s: s.timeout_s,
+            describe: s.describe,
+            hash: s.hash,
+        }
+    }
+}
+
+impl TryFrom<RawStep> for PlannedStep {
+    type Error = String;
+
+    fn try_from(s: RawStep) -> Result<PlannedStep, String> {
+        let args = match s.with {
+            Value::Null => None,
+            with => Some(StepArgs::parse(s.kind, with).map_err(|e| format!("step {}: {e}", s.id))?),
+        };
+        Ok(PlannedStep {
+            args,
+            number: s.number,
+            id: s.id,
+            name: s.name,
+            phase: s.phase,
+            kind: s.kind,
+            after: s.after,
+            when: s.when,
+            enabled: s.enabled,
+            retries: s.retries,
+            backoff_s: s.backoff_s,
+            timeout_s: s.timeout_s,
+            describe: s.describe,
+            hash: s.hash,
+        })
+    }
+}
+
+impl PlannedStep {
+    /// The rendered arguments as `plan.json` shows them.
+    pub fn with(&self) -> Value {
+        self.args.as_ref().map_or(Value::Null, StepArgs::with)
+    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -119,17 +194,26 @@ pub fn compile(resolved: &Resolved) -> Result<Plan, PlanError> {
         }
         steps.push(render_step(s, i + 1, width, &names, specs, &renderer, &here)?);
     }
-    // Teardown: undo every undoable standup step, latest first.
-    let undoable: Vec<usize> = (0..steps.len())
-        .filter(|&i| steps[i].phase == Phase::Standup && steps::undoable(steps[i].kind))
+    // Teardown: undo every standup step that leaves something behind, latest first. A disabled
+    // step's kind still gets its (disabled) teardown step, so numbering does not depend on it.
+    let undoable: Vec<(usize, String)> = (0..steps.len())
+        .filter(|&i| steps[i].phase == Phase::Standup)
+        .filter_map(|i| {
+            let does = match &steps[i].args {
+                Some(args) => args.teardown(),
+                None => steps::leaves_something(steps[i].kind).then(|| format!("undo {}", steps[i].id)),
+            };
+            does.map(|d| (i, d))
+        })
         .collect();
     let mut previous: Option<String> = None;
-    for &i in undoable.iter().rev() {
+    for (i, does) in undoable.into_iter().rev() {
         let number = steps.len() + 1;
         let target = steps[i].clone();
         let name = format!("stop_{}", target.name);
         let id = format!("{number:0width$}_{name}");
-        let with = json!({ "step": target.id });
+        let args = StepArgs::Undo(undo::Args { step: target.id.clone(), does });
+        let with = args.with();
         steps.push(PlannedStep {
             number,
             id: id.clone(),
@@ -142,13 +226,9 @@ pub fn compile(resolved: &Resolved) -> Result<Plan, PlanError> {
             retries: 0,
             backoff_s: 1.0,
             timeout_s: None,
-            describe: vec![format!(
-                "undo {}: {}",
-                target.id,
-                target.describe.first().cloned().unwrap_or_default()
-            )],
+            describe: args.describe(),
             hash: hash(&json!({"kind": "undo", "with": with, "target": target.hash})),
-            with,
+            args: target.enabled.then_some(args),
         });
         previous = Some(id);
     }
@@ -210,17 +290,17 @@ fn render_step(
         Some(expr) => renderer.condition(&format!("{origin} when"), expr)?,
         None => true,
     };
-    let (with, describe) = if enabled {
-        let mut with =
-            renderer.render_value(&origin, &Value::Object(s.with.clone().into_iter().collect()))?;
-        render_manifests(s.kind, &mut with, renderer)
-            .map_err(|message| PlanError::Invalid { origin: origin.clone(), message })?;
-        let describe = steps::describe(s.kind, &with)
-            .map_err(|message| PlanError::Invalid { origin: origin.clone(), message })?;
-        (with, describe)
+    let (args, describe) = if enabled {
+        let with = renderer.render_value(&origin, &Value::Object(s.with.clone().into_iter().collect()))?;
+        let invalid = |message| PlanError::Invalid { origin: origin.clone(), message };
+        let mut args = StepArgs::parse(s.kind, with).map_err(invalid)?;
+        args.compile(renderer).map_err(invalid)?;
+        let describe = args.describe();
+        (Some(args), describe)
     } else {
-        (Value::Null, vec![format!("skipped: `{}` is false", s.when.as_deref().unwrap_or_default())])
+        (None, vec![format!("skipped: `{}` is false", s.when.as_deref().unwrap_or_default())])
     };
+    let with = args.as_ref().map_or(Value::Null, StepArgs::with);
     let timeout_s = s.timeout.map(|t| t.0);
     Ok(PlannedStep {
         number,
@@ -235,46 +315,9 @@ fn render_step(
         backoff_s: s.backoff.0,
         timeout_s,
         hash: hash(&json!({"kind": s.kind, "with": with, "retries": s.retries, "timeout": timeout_s})),
-        with,
+        args,
         describe,
     })
-}
-
-/// Kubernetes steps name templates; the manifests they render go into the plan, so that the
-/// work directory holds exactly what will be applied (`apply`: `templates` → `manifests`;
-/// `wait`: `expect_template` → `expect`, the Deployment the live one must match).
-fn render_manifests(kind: Kind, with: &mut Value, renderer: &Renderer) -> Result<(), String> {
-    let Some(map) = with.as_object_mut() else { return Ok(()) };
-    let dir = map.get("template_dir").and_then(Value::as_str).map(str::to_string);
-    let names = |v: Option<&Value>| -> Vec<String> {
-        match v {
-            Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
-            Some(Value::String(s)) => vec![s.clone()],
-            _ => Vec::new(),
-        }
-    };
-    match kind {
-        Kind::Apply => {
-            let files = names(map.get("templates"));
-            let docs = crate::platform::kubernetes::render_manifests(renderer, dir.as_deref(), &files)?;
-            map.insert("manifests".into(), Value::Array(docs));
-        }
-        Kind::Wait => {
-            if let Some(v) = map.remove("expect_template") {
-                let docs = crate::platform::kubernetes::render_manifests(
-                    renderer,
-                    dir.as_deref(),
-                    &names(Some(&v)),
-                )?;
-                let d =
-                    docs.into_iter().find(|d| d.get("kind").and_then(Value::as_str) == Some("Deployment"));
-                map.insert("expect".into(), d.unwrap_or(Value::Null));
-            }
-            map.remove("template_dir");
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 impl Plan {

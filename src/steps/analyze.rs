@@ -1,14 +1,14 @@
 //! `analyze`: statistics, plots and the report from `results/` into `analysis/`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Ctx, Done, StepError};
+use super::{Ctx, Done, Step, StepError};
 use crate::{
     analysis::{self, Convention},
     spec::workload::Slo,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     #[serde(default = "default_convention")]
@@ -21,15 +21,19 @@ fn default_convention() -> Convention {
     Convention::Vllm
 }
 
-impl Args {
-    pub fn describe(&self) -> Vec<String> {
+impl Step for Args {
+    fn salvages(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> Vec<String> {
         vec![format!(
             "statistics ({} conventions), plots and report.html from results/ into analysis/",
             self.convention.as_str()
         )]
     }
 
-    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+    async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
         let dir = ctx.workdir.clone();
         let a = tokio::task::spawn_blocking(move || analysis::analyze(&dir, self.convention, &self.slo))
             .await
@@ -37,6 +41,6 @@ impl Args {
             .map_err(|e| StepError::Failed(e.to_string()))?;
         let text = analysis::render_text(&a);
         ctx.note(&text);
-        Ok(Done { summary: "analysis/stats.json, analysis/report.html".into(), undo: None })
+        Ok(Done::with_summary("analysis/stats.json, analysis/report.html"))
     }
 }

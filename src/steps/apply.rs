@@ -5,19 +5,20 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::{Ctx, Done, StepError};
+use super::{Ctx, Done, Step, StepError, UndoRecord};
 use crate::{
     platform::{
         kube::{self, ObjectRef, Target},
         kubernetes,
     },
+    template::Renderer,
     units::Secs,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     /// Template files (the planner renders them into `manifests`).
@@ -46,12 +47,60 @@ fn fail(e: impl std::fmt::Display) -> StepError {
     StepError::Failed(e.to_string())
 }
 
-impl Args {
-    pub fn describe(&self) -> Vec<String> {
+/// What teardown deletes: the objects this step created (not the ones it found and kept).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Undo {
+    pub cluster: Target,
+    pub objects: Vec<ObjectRef>,
+    pub kept: Vec<ObjectRef>,
+    pub delete_timeout_s: f64,
+}
+
+impl Undo {
+    /// Deletes the created objects in reverse order, waiting until each is gone.
+    pub async fn undo(&self, ctx: &Ctx) -> Result<String, StepError> {
+        let limit = Duration::from_secs_f64(self.delete_timeout_s);
+        let client = self.cluster.client().await.map_err(fail)?;
+        let mut done = Vec::new();
+        for r in self.objects.iter().rev() {
+            let deleted = kube::delete(&client, r, limit).await.map_err(fail)?;
+            ctx.note(&format!("# {} {r}", if deleted { "deleted" } else { "already gone:" }));
+            done.push(r.to_string());
+        }
+        Ok(format!("deleted {}", if done.is_empty() { "nothing".into() } else { done.join(", ") }))
+    }
+
+    pub fn describe(&self) -> String {
+        let list: Vec<String> = self.objects.iter().map(ToString::to_string).collect();
+        format!("Kubernetes objects {}", list.join(", "))
+    }
+}
+
+impl Step for Args {
+    /// Renders the templates into `manifests`: the plan holds exactly what will be applied.
+    fn compile(&mut self, templates: &Renderer) -> Result<(), String> {
+        self.manifests =
+            kubernetes::render_manifests(templates, self.template_dir.as_deref(), &self.templates)?;
+        Ok(())
+    }
+
+    fn describe(&self) -> Vec<String> {
         let objects: Vec<String> = self.manifests.iter().map(|m| ObjectRef::of(m).to_string()).collect();
         vec![format!("server-side apply {}", objects.join(", "))]
     }
 
+    fn teardown(&self) -> Option<String> {
+        let objects: Vec<String> =
+            self.manifests.iter().rev().map(|m| ObjectRef::of(m).to_string()).collect();
+        Some(format!("delete {} and wait until gone (a namespace that existed is kept)", objects.join(", ")))
+    }
+
+    async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+        self.apply(ctx).await
+    }
+}
+
+impl Args {
     /// Fills `env:NAME` references in a Secret's `stringData` from our environment, in memory.
     fn fill_secret(doc: &mut Value, ctx: &Ctx) {
         let Some(data) = doc.get_mut("stringData").and_then(Value::as_object_mut) else { return };
@@ -77,7 +126,7 @@ impl Args {
         }
     }
 
-    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+    async fn apply(&self, ctx: &Ctx) -> Result<Done, StepError> {
         let client = self.cluster.client().await.map_err(fail)?;
         let mut created: Vec<ObjectRef> = Vec::new();
         let mut kept: Vec<ObjectRef> = Vec::new();
@@ -104,16 +153,15 @@ impl Args {
             Ok(())
         }
         .await;
-        let record = json!({
-            "kind": "apply",
-            "cluster": self.cluster,
-            "objects": created,
-            "kept": kept,
-            "delete_timeout_s": self.delete_timeout.0,
-        });
+        let record = Undo {
+            cluster: self.cluster.clone(),
+            objects: created.clone(),
+            kept: kept.clone(),
+            delete_timeout_s: self.delete_timeout.0,
+        };
         if let Err(e) = outcome {
             // Nothing half-done is left behind.
-            let _ = undo(&record, ctx).await;
+            let _ = record.undo(ctx).await;
             return Err(e);
         }
         let list = |v: &[ObjectRef]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
@@ -123,27 +171,6 @@ impl Args {
             (true, false) => format!("kept {} (it existed)", list(&kept)),
             (true, true) => "nothing to apply".to_string(),
         };
-        Ok(Done { summary, undo: Some(record) })
+        Ok(Done { summary, undo: Some(UndoRecord::Apply(record)) })
     }
-}
-
-/// Deletes what an `apply` step created, in reverse order, waiting until each is gone.
-pub async fn undo(record: &Value, ctx: &Ctx) -> Result<Done, StepError> {
-    let target: Target =
-        serde_json::from_value(record.get("cluster").cloned().unwrap_or_default()).unwrap_or_default();
-    let objects: Vec<ObjectRef> =
-        serde_json::from_value(record.get("objects").cloned().unwrap_or_default()).unwrap_or_default();
-    let limit =
-        Duration::from_secs_f64(record.get("delete_timeout_s").and_then(Value::as_f64).unwrap_or(300.0));
-    let client = target.client().await.map_err(fail)?;
-    let mut done = Vec::new();
-    for r in objects.iter().rev() {
-        let deleted = kube::delete(&client, r, limit).await.map_err(fail)?;
-        ctx.note(&format!("# {} {r}", if deleted { "deleted" } else { "already gone:" }));
-        done.push(r.to_string());
-    }
-    Ok(Done {
-        summary: format!("deleted {}", if done.is_empty() { "nothing".into() } else { done.join(", ") }),
-        undo: None,
-    })
 }

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Ctx, Done, StepError, shell_line, tail};
+use super::{Ctx, Done, Step, StepError, shell_line, tail};
 use crate::workdir::utc_now;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     #[serde(deserialize_with = "super::argv")]
@@ -21,12 +21,16 @@ pub struct Args {
     pub cwd: Option<String>,
 }
 
-impl Args {
-    pub fn describe(&self) -> Vec<String> {
+impl Step for Args {
+    fn programs(&self) -> Vec<&str> {
+        self.command.first().map(String::as_str).into_iter().collect()
+    }
+
+    fn describe(&self) -> Vec<String> {
         vec![format!("$ {}", shell_line(&self.command))]
     }
 
-    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+    async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
         // `command` checks that the command line is not empty.
         let mut cmd = super::command(&self.command, &self.env, ctx)?;
         let program = &self.command[0];
@@ -59,6 +63,6 @@ impl Args {
                 tail(&ctx.log, 10)
             )));
         }
-        Ok(Done { summary: format!("exit status 0: $ {}", shell_line(&self.command)), undo: None })
+        Ok(Done::with_summary(format!("exit status 0: $ {}", shell_line(&self.command))))
     }
 }

@@ -3,9 +3,9 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Ctx, Done, StepError};
+use super::{Ctx, Done, Step, StepError};
 use crate::{
     loadgen,
     platform::{job, kube, kubernetes},
@@ -13,11 +13,11 @@ use crate::{
     units::Secs,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     pub endpoint: String,
-    pub workload: Workload,
+    pub workload: Box<Workload>,
     /// Relative dataset paths are resolved against this directory.
     pub workload_dir: PathBuf,
     #[serde(default = "default_scrape")]
@@ -51,8 +51,8 @@ fn default_scrape() -> Secs {
     Secs(2.0)
 }
 
-impl Args {
-    pub fn describe(&self) -> Vec<String> {
+impl Step for Args {
+    fn describe(&self) -> Vec<String> {
         let stages: Vec<String> = self
             .workload
             .stages
@@ -73,7 +73,7 @@ impl Args {
         vec![format!("built-in load generator{place} against {}: {}", self.endpoint, stages.join("; "))]
     }
 
-    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+    async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
         let results = ctx.workdir.join("results");
         if results.join("requests.csv").exists() {
             let aside = ctx.workdir.join(format!("results.before-{}", crate::workdir::run_id()));
@@ -88,7 +88,7 @@ impl Args {
         let (endpoint, _forward) = super::http::local_url(&self.endpoint, &self.cluster).await?;
         let opts = loadgen::Options {
             endpoint,
-            workload: self.workload,
+            workload: *self.workload,
             base_dir: self.workload_dir,
             results_dir: results,
             quiet: ctx.quiet,
@@ -103,7 +103,7 @@ impl Args {
         if info.interrupted {
             return Err(StepError::Interrupted(format!("{summary}; the records so far are kept")));
         }
-        Ok(Done { summary, undo: None })
+        Ok(Done::with_summary(summary))
     }
 }
 
@@ -185,6 +185,6 @@ impl Args {
             info.model
         );
         ctx.note(&format!("# {summary}"));
-        Ok(Done { summary, undo: None })
+        Ok(Done::with_summary(summary))
     }
 }

@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Ctx, Done, StepError};
+use super::{Ctx, Done, Step, StepError};
 use crate::units::Secs;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     /// The server's base URL (`http://host:port`).
@@ -86,8 +86,8 @@ pub async fn fetch(
         .map_err(|_| format!("no answer within {} s", timeout.as_secs_f64()))?
 }
 
-impl Args {
-    pub fn describe(&self) -> Vec<String> {
+impl Step for Args {
+    fn describe(&self) -> Vec<String> {
         vec![
             format!(
                 "GET {}/health, GET {}/v1/models, POST {}/v1/completions (8 tokens)",
@@ -100,6 +100,12 @@ impl Args {
         ]
     }
 
+    async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+        self.smoke_test(ctx).await
+    }
+}
+
+impl Args {
     async fn call(
         &self,
         ctx: &Ctx,
@@ -123,7 +129,7 @@ impl Args {
         Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 
-    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+    async fn smoke_test(&self, ctx: &Ctx) -> Result<Done, StepError> {
         let (base, _forward) = local_url(&self.url, &self.cluster).await?;
         if _forward.is_some() {
             ctx.note(&format!("# {} reached through a port-forward at {base}", self.url));

@@ -4,12 +4,12 @@
 
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim};
 use kube::api::{Api, ListParams};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Ctx, Done, StepError};
+use super::{Ctx, Done, Step, StepError};
 use crate::platform::kube::Target;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     #[serde(default)]
@@ -23,8 +23,8 @@ pub struct Args {
     pub gpu_product: Option<String>,
 }
 
-impl Args {
-    pub fn describe(&self) -> Vec<String> {
+impl Step for Args {
+    fn describe(&self) -> Vec<String> {
         vec![format!(
             "check the API server, namespace {}{}, nodes with {} nvidia.com/gpu{}",
             self.namespace,
@@ -34,7 +34,7 @@ impl Args {
         )]
     }
 
-    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+    async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
         let fail = |e: String| StepError::Failed(e);
         let client = self.cluster.client().await.map_err(|e| fail(e.to_string()))?;
         let version = client
@@ -99,6 +99,6 @@ impl Args {
         for n in &notes {
             ctx.note(&format!("# {n}"));
         }
-        Ok(Done { summary: notes.join("; "), undo: None })
+        Ok(Done::with_summary(notes.join("; ")))
     }
 }

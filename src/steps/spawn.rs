@@ -8,14 +8,13 @@ use nix::{
     sys::signal::{Signal, kill, killpg},
     unistd::Pid,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{Ctx, Done, StepError, shell_line, tail};
+use super::{Ctx, Done, Step, StepError, UndoRecord, shell_line, tail};
 use crate::{units::Secs, workdir::utc_now};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     /// Program and arguments.
@@ -82,8 +81,51 @@ pub fn alive(pid: i32, start: Option<u64>) -> bool {
     }
 }
 
-impl Args {
-    pub fn describe(&self) -> Vec<String> {
+/// What teardown needs: the process group started, and how to tell it from a later process
+/// that reuses its pid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Undo {
+    pub pid: i32,
+    /// Start time in clock ticks since boot (`/proc/PID/stat`).
+    pub start_ticks: Option<u64>,
+    pub command: Vec<String>,
+    pub log: String,
+    pub stop_timeout_s: f64,
+}
+
+impl Undo {
+    /// Stops the recorded process group.
+    pub async fn undo(&self, ctx: &Ctx) -> Result<String, StepError> {
+        let what = stop(self.pid, self.start_ticks, Duration::from_secs_f64(self.stop_timeout_s)).await;
+        ctx.note(&format!("# {} {what}", utc_now()));
+        Ok(what)
+    }
+
+    /// Whether the process is still running.
+    pub fn holds(&self) -> bool {
+        alive(self.pid, self.start_ticks)
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "process group {} ({}){}",
+            self.pid,
+            shell_line(&self.command),
+            if self.holds() { "" } else { " — no longer running" }
+        )
+    }
+}
+
+impl Step for Args {
+    fn programs(&self) -> Vec<&str> {
+        self.command.first().map(String::as_str).into_iter().collect()
+    }
+
+    fn teardown(&self) -> Option<String> {
+        Some(format!("stop its process group (SIGTERM, then SIGKILL after {} s)", self.stop_timeout.0))
+    }
+
+    fn describe(&self) -> Vec<String> {
         let mut d = vec![format!("$ {}", shell_line(&self.command))];
         if let Some(url) = &self.ready_url {
             d.push(format!("ready when GET {url} answers 200 (within {} s)", self.ready_timeout.0));
@@ -94,7 +136,7 @@ impl Args {
         d
     }
 
-    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+    async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
         // `command` checks that the command line is not empty.
         let mut cmd = super::command(&self.command, &self.env, ctx)?;
         let program = &self.command[0];
@@ -108,13 +150,12 @@ impl Args {
         })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let start = proc_stat(pid).map(|(s, _)| s);
-        let record = json!({
-            "kind": "spawn",
-            "pid": pid,
-            "start_ticks": start,
-            "command": self.command,
-            "log": ctx.log.display().to_string(),
-            "stop_timeout_s": self.stop_timeout.0,
+        let record = UndoRecord::Spawn(Undo {
+            pid,
+            start_ticks: start,
+            command: self.command.clone(),
+            log: ctx.log.display().to_string(),
+            stop_timeout_s: self.stop_timeout.0,
         });
         // The reaper: records the exit in the log and tells the readiness wait.
         let (exit_tx, mut exit_rx) = tokio::sync::watch::channel(None::<String>);
@@ -201,14 +242,4 @@ async fn stop(pid: i32, start: Option<u64>, grace: Duration) -> String {
     }
     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     format!("pid {pid} stopped")
-}
-
-/// Stops the process a `spawn` step recorded.
-pub async fn undo(record: &Value, ctx: &Ctx) -> Result<Done, StepError> {
-    let pid = record.get("pid").and_then(Value::as_i64).unwrap_or(0) as i32;
-    let start = record.get("start_ticks").and_then(Value::as_u64);
-    let grace = record.get("stop_timeout_s").and_then(Value::as_f64).unwrap_or(15.0);
-    let what = stop(pid, start, Duration::from_secs_f64(grace)).await;
-    ctx.note(&format!("# {} {what}", utc_now()));
-    Ok(Done { summary: what, undo: None })
 }

@@ -13,17 +13,21 @@ use ::kube::{
 };
 use futures::StreamExt;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Ctx, Done, StepError};
+use super::{Ctx, Done, Step, StepError};
 use crate::{
-    platform::kube::{self, PodVerdict, Target},
+    platform::{
+        kube::{self, PodVerdict, Target},
+        kubernetes,
+    },
+    template::Renderer,
     units::Secs,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     #[serde(default)]
@@ -36,6 +40,13 @@ pub struct Args {
     #[serde(default)]
     pub job: Option<String>,
     pub timeout: Secs,
+    /// The template of the Deployment the live one must match (rendered into `expect` by the
+    /// planner) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_template: Option<String>,
+    /// ... from this directory of custom templates (else the shipped ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_dir: Option<String>,
     /// The rendered Deployment the live one must match.
     #[serde(default)]
     pub expect: Option<Value>,
@@ -77,8 +88,18 @@ pub fn mismatches(live: &Deployment, rendered: &Value) -> Vec<String> {
     out
 }
 
-impl Args {
-    pub fn describe(&self) -> Vec<String> {
+impl Step for Args {
+    fn compile(&mut self, templates: &Renderer) -> Result<(), String> {
+        if let Some(file) = self.expect_template.take() {
+            let docs = kubernetes::render_manifests(templates, self.template_dir.as_deref(), &[file])?;
+            self.expect =
+                docs.into_iter().find(|d| d.get("kind").and_then(Value::as_str) == Some("Deployment"));
+        }
+        self.template_dir = None;
+        Ok(())
+    }
+
+    fn describe(&self) -> Vec<String> {
         let what = match (&self.deployment, &self.job) {
             (Some(d), _) => format!("Deployment/{d} available"),
             (None, Some(j)) => format!("Job/{j} complete"),
@@ -90,6 +111,12 @@ impl Args {
         )]
     }
 
+    async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+        self.wait(ctx).await
+    }
+}
+
+impl Args {
     /// Saves the diagnostics of `pods` and returns the error quoting them.
     async fn diagnose(&self, client: &Client, ctx: &Ctx, pods: &[String], why: String) -> StepError {
         let dir = ctx.workdir.join("setup/diagnostics");
@@ -109,7 +136,7 @@ impl Args {
         StepError::Failed(format!("{why}{quoted}"))
     }
 
-    pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
+    async fn wait(&self, ctx: &Ctx) -> Result<Done, StepError> {
         let client = self.cluster.client().await.map_err(fail)?;
         let t0 = Instant::now();
         let deadline = t0 + Duration::from_secs_f64(self.timeout.0);

@@ -197,7 +197,7 @@ step                  phase     kind       after                     does
 02_smoke_test         standup   http       01_start_engine           GET http://127.0.0.1:18123/health, GET http://127.0.0.1:18123/v1/models, POST http://127.0.0.1:18123/v1/completions (8 tokens)
 03_load               run       harness    02_smoke_test             built-in load generator against http://127.0.0.1:18123: rate=5/s poisson for 20 s
 04_analyze            analyze   analyze    03_load                   statistics (vllm conventions), plots and report.html from results/ into analysis/
-05_stop_start_engine  teardown  undo       -                         undo 01_start_engine: $ BENCHFLOW sim --host 127.0.0.1 --port 18123 --profile tiny/cpu
+05_stop_start_engine  teardown  undo       -                         01_start_engine: stop its process group (SIGTERM, then SIGKILL after 15 s)
 ";
     assert_eq!(table, expected);
     let wd = p.path("wd");

@@ -2,6 +2,7 @@
 
 mod engine; // e2e, standup, run, teardown, plan, status, archive, reproduce: the work directory
 mod kubernetes; // the kubernetes platform against the stand-in: e2e, faults, interrupts, manifests
+mod layering; // no two top-level modules of src/ import each other
 mod loadgen; // the load generator against the simulator: accuracy, pacing, accounting
 mod run_cli; // `benchflow run` and `analyze` as a user runs them: files, exit codes, SIGINT
 mod sim_cli;
