@@ -300,14 +300,6 @@ async fn execute(
     preflight(&p.plan, &phases, selection.as_ref())?;
     let opts = Options { phases: phases.clone(), selection, teardown_on_failure, quiet };
     let dir = p.wd.root.clone();
-    if !quiet {
-        eprintln!(
-            "benchflow: run {} ({}), work directory {}",
-            p.plan.run_id,
-            phases.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "),
-            dir.display()
-        );
-    }
     let mut rx = signals(&dir);
     let report = exec::execute(&p.plan, &dir, &opts, &mut rx).await?;
     let stats = dir.join("analysis/stats.txt");

@@ -8,26 +8,30 @@
 //! failure or the first interrupt. A second interrupt skips teardown and prints what is left;
 //! a third exits at once (handled where the signals are received).
 
+pub mod events;
 pub mod state;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, VecDeque},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use serde_json::json;
+use petgraph::{Direction, graph::NodeIndex};
 use tokio::{
     sync::{mpsc, watch},
     task::JoinSet,
 };
 
-use self::state::{Attempt, EventLog};
-pub use self::state::{State, Status};
+use self::state::Attempt;
+pub use self::{
+    events::{Event, Reporter},
+    state::{State, Status},
+};
 use crate::{
     plan::{Plan, PlannedStep},
     spec::pipeline::Phase,
-    steps::{Ctx, Done, StepError, UndoRecord},
+    steps::{Ctx, Done, Progress, StepError, UndoRecord},
     workdir::{WorkdirError, utc_now},
 };
 
@@ -84,20 +88,15 @@ struct Finished {
     elapsed: f64,
 }
 
-enum Progress {
-    Retry { index: usize, attempt: u32, error: String, backoff: f64 },
-}
-
+/// The walk's bookkeeping: statuses by step index, `state.json`, the reporter.
 struct Walker<'a> {
     plan: &'a Plan,
     dir: PathBuf,
     state: State,
-    events: EventLog,
+    reporter: Reporter,
     status: Vec<Status>,
     /// Interrupted steps whose output is kept (analysis still runs on it).
     partial: Vec<bool>,
-    quiet: bool,
-    width: usize,
 }
 
 impl Walker<'_> {
@@ -105,23 +104,21 @@ impl Walker<'_> {
         self.state.save(&self.dir)
     }
 
-    fn say(&self, i: usize, text: &str) {
-        if !self.quiet {
-            let s = &self.plan.steps[i];
-            eprintln!("[{:>2}/{}] {:<w$} {text}", s.number, self.plan.steps.len(), s.id, w = self.width);
-        }
-    }
-
-    fn set(&mut self, i: usize, status: Status, note: Option<&str>) -> Result<(), WorkdirError> {
+    /// A final status for a step that did not run (skipped, not run, cancelled).
+    fn set(&mut self, i: usize, status: Status, note: &str) -> Result<(), WorkdirError> {
         self.status[i] = status;
         let s = &self.plan.steps[i];
         let entry = self.state.steps.entry(s.id.clone()).or_default();
         entry.status = status;
         entry.hash = s.hash.clone();
-        if matches!(status, Status::NotRun | Status::Skipped | Status::Cancelled) {
-            entry.summary = note.map(str::to_string);
-        }
-        self.events.emit(status_event(status), json!({"step": s.id, "note": note}));
+        entry.summary = Some(note.to_string());
+        self.reporter.emit(Event::StepFinished {
+            step: s.id.clone(),
+            status,
+            duration_s: None,
+            summary: None,
+            error: Some(note.to_string()),
+        });
         self.save()
     }
 
@@ -136,78 +133,69 @@ impl Walker<'_> {
             ..Default::default()
         };
         self.status[i] = Status::Running;
-        self.events
-            .emit("step_started", json!({"step": s.id, "kind": s.kind.as_str(), "phase": s.phase.as_str()}));
-        self.say(
-            i,
-            &format!("{:<8} {}", s.kind.as_str(), s.describe.first().map(String::as_str).unwrap_or("")),
-        );
+        self.reporter.emit(Event::StepStarted {
+            step: s.id.clone(),
+            kind: s.kind,
+            phase: s.phase,
+            does: s.describe.first().cloned().unwrap_or_default(),
+        });
         self.save()
     }
 
+    /// Records a finished step; returns its error, if it did not succeed.
     fn finish(&mut self, f: Finished) -> Result<Option<String>, WorkdirError> {
         let i = f.index;
         let s = &self.plan.steps[i];
+        let undoes = s.args.as_ref().and_then(|a| a.undoes());
         let entry = self.state.steps.entry(s.id.clone()).or_default();
         entry.finished_at = Some(utc_now());
         entry.duration_s = Some(f.elapsed);
         entry.attempts = f.attempts;
-        let (status, error) = match f.result {
+        let (status, summary, error) = match f.result {
             Ok(done) => {
                 entry.summary = Some(done.summary.clone());
-                if let Some(target) = s.args.as_ref().and_then(|a| a.undoes()) {
+                match undoes {
                     // The undone step has nothing left to undo.
-                    if let Some(t) = self.state.steps.get_mut(target)
-                        && t.undo.take().is_some()
-                    {
-                        t.status = Status::Undone;
+                    Some(target) => {
+                        if let Some(t) = self.state.steps.get_mut(target)
+                            && t.undo.take().is_some()
+                        {
+                            t.status = Status::Undone;
+                        }
                     }
-                } else {
-                    entry.undo = done.undo;
+                    None => entry.undo = done.undo,
                 }
-                self.say(i, &format!("done in {:.1} s: {}", f.elapsed, done.summary));
-                (Status::Done, None)
+                (Status::Done, Some(done.summary), None)
             }
-            Err(StepError::Cancelled) => {
-                entry.error = Some("interrupted".into());
-                self.say(i, "interrupted");
-                (Status::Cancelled, Some("interrupted".to_string()))
-            }
+            Err(StepError::Cancelled) => (Status::Cancelled, None, Some("interrupted".to_string())),
             Err(StepError::Interrupted(what)) => {
                 self.partial[i] = true;
-                let entry = self.state.steps.entry(self.plan.steps[i].id.clone()).or_default();
-                entry.error = Some(format!("interrupted: {what}"));
-                self.say(i, &format!("interrupted: {what}"));
-                (Status::Cancelled, Some(format!("interrupted: {what}")))
+                (Status::Cancelled, None, Some(format!("interrupted: {what}")))
             }
-            Err(StepError::Failed(e)) => {
-                entry.error = Some(e.clone());
-                self.say(i, &format!("FAILED after {:.1} s: {e}", f.elapsed));
-                (Status::Failed, Some(e))
-            }
+            Err(StepError::Failed(e)) => (Status::Failed, None, Some(e)),
         };
-        let s = &self.plan.steps[i];
         self.status[i] = status;
         if let Some(entry) = self.state.steps.get_mut(&s.id) {
             entry.status = status;
+            if error.is_some() {
+                entry.error.clone_from(&error);
+            }
         }
-        self.events
-            .emit(status_event(status), json!({"step": s.id, "duration_s": f.elapsed, "error": error}));
+        self.reporter.emit(Event::StepFinished {
+            step: s.id.clone(),
+            status,
+            duration_s: Some(f.elapsed),
+            summary,
+            error: error.clone(),
+        });
         self.save()?;
         Ok(error)
     }
-}
 
-fn status_event(s: Status) -> &'static str {
-    match s {
-        Status::Pending => "step_pending",
-        Status::Running => "step_started",
-        Status::Done => "step_finished",
-        Status::Failed => "step_failed",
-        Status::NotRun => "step_not_run",
-        Status::Skipped => "step_skipped",
-        Status::Cancelled => "step_cancelled",
-        Status::Undone => "step_undone",
+    fn signal(&mut self, count: u32, during_teardown: bool) -> Result<(), WorkdirError> {
+        self.state.interrupts.push(utc_now());
+        self.reporter.emit(Event::Signal { count, during_teardown });
+        self.save()
     }
 }
 
@@ -215,12 +203,15 @@ async fn run_step(
     step: PlannedStep,
     index: usize,
     ctx: Ctx,
-    progress: mpsc::UnboundedSender<Progress>,
+    events: mpsc::UnboundedSender<Event>,
 ) -> Finished {
     let t0 = Instant::now();
     let mut attempts = Vec::new();
     let mut backoff = step.backoff_s;
     let mut attempt = 0;
+    let Some(args) = step.args else {
+        return Finished { index, result: Ok(Done::with_summary("nothing to do")), attempts, elapsed: 0.0 };
+    };
     loop {
         attempt += 1;
         let started_at = utc_now();
@@ -230,10 +221,7 @@ async fn run_step(
             step.id,
             step.describe.join("\n# ")
         ));
-        let Some(args) = step.args.clone() else {
-            return Finished { index, result: Ok(Done::with_summary("skipped")), attempts, elapsed: 0.0 };
-        };
-        let run = args.run(&ctx);
+        let run = args.clone().run(&ctx);
         let result = match step.timeout_s {
             Some(t) => match tokio::time::timeout(Duration::from_secs_f64(t), run).await {
                 Ok(r) => r,
@@ -255,8 +243,13 @@ async fn run_step(
             outcome: outcome.clone(),
         });
         match result {
-            Err(StepError::Failed(e)) if attempt <= step.retries && !*ctx.cancel.borrow() => {
-                let _ = progress.send(Progress::Retry { index, attempt, error: e, backoff });
+            Err(StepError::Failed(error)) if attempt <= step.retries && !*ctx.cancel.borrow() => {
+                let _ = events.send(Event::StepRetry {
+                    step: step.id.clone(),
+                    attempt,
+                    error,
+                    backoff_s: backoff,
+                });
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs_f64(backoff)) => {}
                     _ = ctx.cancelled() => {
@@ -270,8 +263,18 @@ async fn run_step(
     }
 }
 
+/// Whether a status is final for this walk (a dependent can be decided).
+fn settled(s: Status) -> bool {
+    !matches!(s, Status::Pending | Status::Running)
+}
+
 /// Executes `plan` in the work directory `dir`. `signals` delivers one message per Ctrl-C /
-/// SIGTERM.
+/// SIGTERM (the caller owns the signal handlers; a test passes a channel).
+///
+/// The walk: a step's in-degree is the number of its dependencies (among the steps this command
+/// runs) not yet settled; when it reaches zero the step is decided: blocked (a dependency failed
+/// or was interrupted: not run / cancelled) or ready (launched, unless an interrupt came, when
+/// only steps that salvage what an interrupted step kept still start).
 pub async fn execute(
     plan: &Plan,
     dir: &Path,
@@ -279,38 +282,42 @@ pub async fn execute(
     signals: &mut mpsc::UnboundedReceiver<()>,
 ) -> Result<Report, ExecError> {
     let n = plan.steps.len();
+    let graph = plan.graph();
+    let neighbours = |i: usize, d: Direction| -> Vec<usize> {
+        graph.neighbors_directed(NodeIndex::new(i), d).map(|x| graph[x]).collect()
+    };
+    let deps: Vec<Vec<usize>> = (0..n).map(|i| neighbours(i, Direction::Incoming)).collect();
+    let dependents: Vec<Vec<usize>> = (0..n).map(|i| neighbours(i, Direction::Outgoing)).collect();
     let mut w = Walker {
         plan,
         dir: dir.to_path_buf(),
         state: State::load(dir, &plan.run_id),
-        events: EventLog::open(dir),
+        reporter: Reporter::open(dir, plan, opts.quiet),
         status: vec![Status::Pending; n],
         partial: vec![false; n],
-        quiet: opts.quiet,
-        width: plan.steps.iter().map(|s| s.id.len()).max().unwrap_or(10),
     };
     let selected = |i: usize| opts.selection.as_ref().is_none_or(|sel| sel.contains(&i));
     // `-s` picks steps whatever their phase; otherwise the command's phases decide.
-    let main: Vec<usize> = (0..n)
-        .filter(|&i| plan.steps[i].phase != Phase::Teardown)
-        .filter(|&i| match &opts.selection {
-            Some(sel) => sel.contains(&i),
-            None => opts.phases.contains(&plan.steps[i].phase),
+    let in_main: Vec<bool> = (0..n)
+        .map(|i| {
+            let s = &plan.steps[i];
+            s.phase != Phase::Teardown
+                && match &opts.selection {
+                    Some(sel) => sel.contains(&i),
+                    None => opts.phases.contains(&s.phase),
+                }
         })
         .collect();
-    let in_main = |i: usize| main.contains(&i);
-    let satisfied_outside = |w: &Walker, j: usize| {
-        let st = w.state.steps.get(&plan.steps[j].id);
-        opts.selection.is_some() || st.is_some_and(|s| matches!(s.status, Status::Done | Status::Skipped))
-    };
+    let main: Vec<usize> = (0..n).filter(|&i| in_main[i]).collect();
     // Steps of earlier phases this command needs must already be done.
     for &i in &main {
-        for dep in &plan.steps[i].after {
-            if let Some(j) = plan.index(dep)
-                && !in_main(j)
-                && plan.steps[j].phase != Phase::Teardown
-                && !satisfied_outside(&w, j)
-            {
+        for &j in &deps[i] {
+            let done_before = opts.selection.is_some()
+                || w.state
+                    .steps
+                    .get(&plan.steps[j].id)
+                    .is_some_and(|s| matches!(s.status, Status::Done | Status::Skipped));
+            if !in_main[j] && plan.steps[j].phase != Phase::Teardown && !done_before {
                 return Err(ExecError::NotStoodUp {
                     step: plan.steps[j].id.clone(),
                     phase: plan.steps[j].phase.as_str(),
@@ -319,35 +326,36 @@ pub async fn execute(
             }
         }
     }
-    w.events.emit(
-        "run_started",
-        json!({"run_id": plan.run_id, "phases": opts.phases, "selection": opts.selection}),
-    );
+    w.reporter.emit(Event::RunStarted {
+        run_id: plan.run_id.clone(),
+        dir: dir.display().to_string(),
+        phases: opts.phases.clone(),
+        selection: opts.selection.as_ref().map(|sel| sel.iter().map(|&i| plan.steps[i].id.clone()).collect()),
+    });
     for &i in &main {
         let s = &plan.steps[i];
         if !s.enabled {
-            w.set(i, Status::Skipped, Some("condition is false"))?;
+            w.set(i, Status::Skipped, "condition is false")?;
         } else if opts.selection.is_none()
             && w.state.steps.get(&s.id).is_some_and(|st| st.status == Status::Done && st.hash == s.hash)
             && still_valid(w.state.steps.get(&s.id))
         {
             w.status[i] = Status::Done;
-            w.say(i, "already done with the same inputs: skipped (select it with -s to run it again)");
-            w.events.emit("step_reused", json!({"step": s.id}));
+            w.reporter.emit(Event::StepReused { step: s.id.clone() });
         }
     }
 
     let (cancel_tx, cancel_rx) = watch::channel(false);
-    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
-    let mut tasks: JoinSet<Finished> = JoinSet::new();
-    let mut outcome = Outcome::Success;
-    let mut interrupts = 0u32;
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
+    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<Progress>();
+    let said = |p: Progress| Event::StepProgress { step: p.step, message: p.message };
     let ctx_for = |s: &PlannedStep, cancel: watch::Receiver<bool>, w: &Walker| Ctx {
         workdir: dir.to_path_buf(),
         step: s.id.clone(),
         log: dir.join("setup/commands").join(format!("{}.log", s.id)),
         cancel,
         quiet: opts.quiet,
+        progress: progress_tx.clone(),
         target: s
             .args
             .as_ref()
@@ -355,60 +363,48 @@ pub async fn execute(
             .and_then(|t| w.state.steps.get(t))
             .and_then(|t| t.undo.clone()),
     };
+    // In-degree: dependencies this command runs that have not settled yet.
+    let mut waiting: Vec<usize> =
+        (0..n).map(|i| deps[i].iter().filter(|&&j| in_main[j] && !settled(w.status[j])).count()).collect();
+    let mut decidable: VecDeque<usize> =
+        main.iter().copied().filter(|&i| w.status[i] == Status::Pending && waiting[i] == 0).collect();
+    // Settled before the walk (skipped, reused): their dependents are counted already.
+    let mut tasks: JoinSet<Finished> = JoinSet::new();
+    let mut outcome = Outcome::Success;
+    let mut interrupts = 0u32;
     loop {
-        // Launch what is ready; mark what can no longer run.
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for &i in &main {
-                if w.status[i] != Status::Pending {
-                    continue;
-                }
-                let deps: Vec<usize> = plan.steps[i].after.iter().filter_map(|d| plan.index(d)).collect();
-                // After an interrupt, analysis still runs on what interrupted steps kept.
-                let salvage = plan.steps[i].args.as_ref().is_some_and(|a| a.salvages());
-                let usable = |w: &Walker, j: usize| {
-                    matches!(w.status[j], Status::Done | Status::Skipped) || (salvage && w.partial[j])
-                };
-                let blocked = deps.iter().find(|&&j| {
-                    in_main(j)
-                        && matches!(w.status[j], Status::Failed | Status::NotRun | Status::Cancelled)
-                        && !usable(&w, j)
-                });
-                if let Some(&j) = blocked {
-                    // Behind an interrupted step: cancelled too; behind a failure: not run.
-                    let (status, why) = if w.status[j] == Status::Cancelled {
-                        (
-                            Status::Cancelled,
-                            format!("interrupted before it started ({} was)", plan.steps[j].id),
-                        )
-                    } else {
-                        (Status::NotRun, format!("{} did not succeed", plan.steps[j].id))
-                    };
-                    w.set(i, status, Some(&why))?;
-                    w.say(i, &format!("{}: {why}", status.as_str()));
-                    changed = true;
-                    continue;
-                }
-                let ready = deps.iter().all(|&j| !in_main(j) || usable(&w, j));
-                if ready && (interrupts == 0 || salvage && deps.iter().any(|&j| w.partial[j])) {
-                    w.start(i)?;
-                    let step = plan.steps[i].clone();
-                    let ctx = ctx_for(&step, cancel_rx.clone(), &w);
-                    tasks.spawn(run_step(step, i, ctx, progress_tx.clone()));
-                    changed = true;
-                }
+        while let Some(i) = decidable.pop_front() {
+            if w.status[i] != Status::Pending {
+                continue;
             }
+            let salvage = plan.steps[i].args.as_ref().is_some_and(|a| a.salvages());
+            let usable = |w: &Walker, j: usize| {
+                matches!(w.status[j], Status::Done | Status::Skipped) || (salvage && w.partial[j])
+            };
+            let blocked = deps[i].iter().copied().find(|&j| in_main[j] && !usable(&w, j));
+            if let Some(j) = blocked {
+                // Behind an interrupted step: cancelled too; behind a failure: not run.
+                let (status, why) = if w.status[j] == Status::Cancelled {
+                    (Status::Cancelled, format!("interrupted before it started ({} was)", plan.steps[j].id))
+                } else {
+                    (Status::NotRun, format!("{} did not succeed", plan.steps[j].id))
+                };
+                w.set(i, status, &why)?;
+                release(i, &dependents, &in_main, &mut waiting, &mut decidable);
+            } else if interrupts == 0 || (salvage && deps[i].iter().any(|&j| w.partial[j])) {
+                w.start(i)?;
+                let step = plan.steps[i].clone();
+                let ctx = ctx_for(&step, cancel_rx.clone(), &w);
+                tasks.spawn(run_step(step, i, ctx, events_tx.clone()));
+            }
+            // Else: ready, but an interrupt came: it stays pending and is cancelled below.
         }
         if tasks.is_empty() {
             break;
         }
         tokio::select! {
             Some(joined) = tasks.join_next() => {
-                let f = match joined {
-                    Ok(f) => f,
-                    Err(e) => return Err(ExecError::Workdir(WorkdirError::Io { path: dir.into(), source: std::io::Error::other(e.to_string()) })),
-                };
+                let f = joined.map_err(|e| WorkdirError::Io { path: dir.into(), source: std::io::Error::other(e.to_string()) })?;
                 let i = f.index;
                 if let Some(error) = w.finish(f)?
                     && outcome == Outcome::Success
@@ -416,29 +412,28 @@ pub async fn execute(
                 {
                     outcome = Outcome::Failed { step: plan.steps[i].id.clone(), phase: plan.steps[i].phase, error };
                 }
+                release(i, &dependents, &in_main, &mut waiting, &mut decidable);
             }
-            Some(Progress::Retry { index, attempt, error, backoff }) = progress_rx.recv() => {
-                let first = error.lines().next().unwrap_or("").to_string();
-                w.say(index, &format!("attempt {attempt} failed ({first}); retrying in {backoff:.1} s"));
-                w.events.emit("step_retry", json!({"step": plan.steps[index].id, "attempt": attempt, "error": error, "backoff_s": backoff}));
-            }
+            Some(event) = events_rx.recv() => w.reporter.emit(event),
+            Some(p) = progress_rx.recv() => w.reporter.emit(said(p)),
             Some(()) = signals.recv() => {
                 interrupts += 1;
-                w.state.interrupts.push(utc_now());
-                w.events.emit("signal", json!({"count": interrupts}));
-                w.save()?;
+                w.signal(interrupts, false)?;
                 if interrupts == 1 {
-                    eprintln!("interrupt: stopping the running steps; teardown follows (interrupt again to skip teardown)");
                     let _ = cancel_tx.send(true);
-                } else {
-                    eprintln!("interrupt: still stopping the running steps; teardown will be skipped");
                 }
             }
         }
     }
+    while let Ok(event) = events_rx.try_recv() {
+        w.reporter.emit(event);
+    }
+    while let Ok(p) = progress_rx.try_recv() {
+        w.reporter.emit(said(p));
+    }
     for &i in &main {
         if w.status[i] == Status::Pending {
-            w.set(i, Status::Cancelled, Some("interrupted before it started"))?;
+            w.set(i, Status::Cancelled, "interrupted before it started")?;
         }
     }
     if interrupts > 0 {
@@ -446,7 +441,7 @@ pub async fn execute(
     }
     let mut report = Report { outcome, leftovers: Vec::new(), teardown_failed: Vec::new() };
 
-    // Teardown: asked for, or owed after a failure or an interrupt.
+    // Teardown, one step at a time: asked for, or owed after a failure or an interrupt.
     let wants_teardown = opts.phases.contains(&Phase::Teardown)
         || (opts.teardown_on_failure && report.outcome != Outcome::Success);
     if wants_teardown && interrupts < 2 {
@@ -457,26 +452,33 @@ pub async fn execute(
         for &i in &teardown {
             let s = &plan.steps[i];
             if !s.enabled {
-                w.set(i, Status::Skipped, Some("condition is false"))?;
+                w.set(i, Status::Skipped, "condition is false")?;
                 continue;
             }
             w.start(i)?;
             let ctx = ctx_for(s, teardown_cancel.clone(), &w);
-            let fut = run_step(s.clone(), i, ctx, progress_tx.clone());
+            let fut = run_step(s.clone(), i, ctx, events_tx.clone());
             tokio::pin!(fut);
             let f = loop {
                 tokio::select! {
                     f = &mut fut => break Some(f),
+                    Some(event) = events_rx.recv() => w.reporter.emit(event),
+                    Some(p) = progress_rx.recv() => w.reporter.emit(said(p)),
                     Some(()) = signals.recv() => {
                         interrupts += 1;
-                        w.state.interrupts.push(utc_now());
-                        w.events.emit("signal", json!({"count": interrupts, "during": "teardown"}));
+                        w.signal(interrupts, true)?;
                         if interrupts >= 2 {
                             break None;
                         }
                     }
                 }
             };
+            while let Ok(event) = events_rx.try_recv() {
+                w.reporter.emit(event);
+            }
+            while let Ok(p) = progress_rx.try_recv() {
+                w.reporter.emit(said(p));
+            }
             match f {
                 Some(f) => {
                     if w.finish(f)?.is_some() {
@@ -484,7 +486,7 @@ pub async fn execute(
                     }
                 }
                 None => {
-                    w.set(i, Status::Cancelled, Some("teardown skipped by a second interrupt"))?;
+                    w.set(i, Status::Cancelled, "teardown skipped by a second interrupt")?;
                     skipped = true;
                     break;
                 }
@@ -496,12 +498,30 @@ pub async fn execute(
     }
     report.leftovers =
         w.state.leftovers().into_iter().map(|(id, rec)| describe_leftover(&id, &rec)).collect();
-    w.events.emit(
-        "run_finished",
-        json!({"outcome": format!("{:?}", report.outcome), "leftovers": report.leftovers}),
-    );
+    w.reporter.emit(Event::RunFinished {
+        outcome: format!("{:?}", report.outcome),
+        leftovers: report.leftovers.clone(),
+    });
     w.save()?;
     Ok(report)
+}
+
+/// Step `i` settled: each dependent this command runs has one dependency less to wait for.
+fn release(
+    i: usize,
+    dependents: &[Vec<usize>],
+    in_main: &[bool],
+    waiting: &mut [usize],
+    decidable: &mut VecDeque<usize>,
+) {
+    for &d in &dependents[i] {
+        if in_main[d] {
+            waiting[d] = waiting[d].saturating_sub(1);
+            if waiting[d] == 0 {
+                decidable.push_back(d);
+            }
+        }
+    }
 }
 
 /// Whether a done step's effect still holds (a started process is still running).
@@ -601,6 +621,40 @@ mod tests {
         assert_eq!(state.steps["03_after"].status, Status::Cancelled);
         assert_eq!(state.steps["04_stop_up"].status, Status::Done);
         assert_eq!(state.interrupts.len(), 1);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_walk_follows_dependencies_not_file_order_and_a_failed_branch_blocks_only_its_dependents() {
+        // `join` is written first but needs both branches; `bad` fails, `good` still runs.
+        let plan = plan_of(
+            "steps:\n\
+             - { name: join, phase: run, kind: exec, after: [bad, good], with: { command: ['true'] } }\n\
+             - { name: root, phase: run, kind: exec, with: { command: [sh, -c, 'echo root >> order'] } }\n\
+             - { name: bad, phase: run, kind: exec, after: [root], with: { command: [sh, -c, 'exit 1'] } }\n\
+             - { name: good, phase: run, kind: exec, after: [root], with: { command: [sh, -c, 'echo good >> order'] } }\n\
+             - { name: tail, phase: run, kind: exec, after: [good], with: { command: [sh, -c, 'echo tail >> order'] } }\n",
+        );
+        let d = dir("walk");
+        let (_tx, mut rx) = mpsc::unbounded_channel();
+        let report = execute(&plan, &d, &opts(), &mut rx).await.unwrap();
+        assert!(matches!(&report.outcome, Outcome::Failed { step, .. } if step == "03_bad"));
+        let state = State::load(&d, "t");
+        let status = |id: &str| state.steps[id].status;
+        assert_eq!(
+            [status("01_join"), status("02_root"), status("03_bad"), status("04_good"), status("05_tail")],
+            [Status::NotRun, Status::Done, Status::Failed, Status::Done, Status::Done]
+        );
+        assert_eq!(std::fs::read_to_string(d.join("order")).unwrap(), "root\ngood\ntail\n");
+        // Every status change is an event; the failed step's is a step_finished with its error.
+        let events = std::fs::read_to_string(d.join("events.jsonl")).unwrap();
+        let failed: Vec<serde_json::Value> = events
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|e: &serde_json::Value| e["event"] == "step_finished" && e["status"] == "failed")
+            .collect();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0]["step"], "03_bad");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

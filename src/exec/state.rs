@@ -1,14 +1,13 @@
 //! `state.json`: each step's status, input hash, timings, attempts and undo record, rewritten
-//! atomically after every change; and `events.jsonl`, the run's event stream.
+//! atomically after every change.
 
-use std::{collections::BTreeMap, io::Write as _, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::{
     steps::UndoRecord,
-    workdir::{self, WorkdirError, utc_now},
+    workdir::{self, WorkdirError},
 };
 
 /// A step's status.
@@ -109,28 +108,5 @@ impl State {
     /// Steps that left something to undo: `(id, record)`.
     pub fn leftovers(&self) -> Vec<(String, UndoRecord)> {
         self.steps.iter().filter_map(|(id, s)| s.undo.clone().map(|u| (id.clone(), u))).collect()
-    }
-}
-
-/// Appends events to `events.jsonl` (one JSON object per line, each with its time).
-pub struct EventLog {
-    file: Option<std::fs::File>,
-}
-
-impl EventLog {
-    pub fn open(dir: &Path) -> EventLog {
-        EventLog {
-            file: std::fs::OpenOptions::new().create(true).append(true).open(dir.join("events.jsonl")).ok(),
-        }
-    }
-
-    pub fn emit(&mut self, event: &str, fields: Value) {
-        let mut line = json!({ "t": utc_now(), "event": event });
-        if let (Some(obj), Value::Object(extra)) = (line.as_object_mut(), fields) {
-            obj.extend(extra);
-        }
-        if let Some(f) = self.file.as_mut() {
-            let _ = writeln!(f, "{line}");
-        }
     }
 }

@@ -222,6 +222,13 @@ impl Done {
     }
 }
 
+/// A step's word on how it is getting on (becomes an `exec::Event::StepProgress`).
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub step: String,
+    pub message: String,
+}
+
 /// What a running step may use.
 pub struct Ctx {
     pub workdir: PathBuf,
@@ -231,7 +238,10 @@ pub struct Ctx {
     pub log: PathBuf,
     /// Becomes true on the first Ctrl-C / SIGTERM.
     pub cancel: watch::Receiver<bool>,
+    /// No live view (the load generator's progress bars).
     pub quiet: bool,
+    /// What the step says about how it is getting on; the executor's reporter shows it.
+    pub progress: tokio::sync::mpsc::UnboundedSender<Progress>,
     /// For `undo` steps: the record the undone step left.
     pub target: Option<UndoRecord>,
 }
@@ -240,6 +250,11 @@ impl Ctx {
     /// Appends lines to the step's log.
     pub fn note(&self, text: &str) {
         append(&self.log, text);
+    }
+
+    /// Says how the step is getting on (a long wait, a warning): an event the reporter shows.
+    pub fn progress(&self, message: String) {
+        let _ = self.progress.send(Progress { step: self.step.clone(), message });
     }
 
     /// Resolves when the run is cancelled.

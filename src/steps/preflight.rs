@@ -86,9 +86,7 @@ impl Step for Args {
                         self.gpus,
                         self.gpu_product.as_ref().map(|p| format!(" of product {p}")).unwrap_or_default()
                     );
-                    if !ctx.quiet {
-                        eprintln!("        {warning}");
-                    }
+                    ctx.progress(warning.clone());
                     notes.push(warning);
                 } else {
                     notes.push(format!("{count} node(s) offer the GPUs"));

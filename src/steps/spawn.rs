@@ -193,12 +193,12 @@ impl Step for Args {
                     tail(&ctx.log, 15)
                 )));
             }
-            if now >= next_note && !ctx.quiet {
-                eprintln!(
-                    "        waiting for {url} ({:.0} s of {:.0} s)",
+            if now >= next_note {
+                ctx.progress(format!(
+                    "waiting for {url} ({:.0} s of {:.0} s)",
                     (now - t0).as_secs_f64(),
                     self.ready_timeout.0
-                );
+                ));
                 next_note = now + Duration::from_secs(10);
             }
             tokio::select! {

@@ -202,9 +202,7 @@ impl Args {
                 }
                 _ = ctx.cancelled() => return Err(StepError::Cancelled),
                 _ = tokio::time::sleep_until(next_note) => {
-                    if !ctx.quiet {
-                        eprintln!("        waiting for Deployment/{name} ({:.0} s of {:.0} s)", self.timeout.0 - (deadline - Instant::now()).as_secs_f64(), self.timeout.0);
-                    }
+                    ctx.progress(format!("waiting for Deployment/{name} ({:.0} s of {:.0} s)", self.timeout.0 - (deadline - Instant::now()).as_secs_f64(), self.timeout.0));
                     next_note = Instant::now() + Duration::from_secs(15);
                 }
             }

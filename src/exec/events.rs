@@ -1,0 +1,188 @@
+//! The run's typed event stream and its one reporter. The executor and the steps (through
+//! [`crate::steps::Ctx::progress`]) emit [`Event`]s; the [`Reporter`] is the only thing that
+//! prints step progress (a line per event on stderr, nothing but signals when quiet) and writes
+//! `events.jsonl` (one JSON object per event, with its time).
+
+use std::{collections::BTreeMap, io::Write as _, path::Path};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::state::Status;
+use crate::{
+    plan::Plan,
+    spec::pipeline::{Kind, Phase},
+    workdir::utc_now,
+};
+
+/// Something that happened during a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        run_id: String,
+        dir: String,
+        phases: Vec<Phase>,
+        /// `-s`: the selected step ids.
+        selection: Option<Vec<String>>,
+    },
+    StepStarted {
+        step: String,
+        kind: Kind,
+        phase: Phase,
+        does: String,
+    },
+    /// Done earlier with the same inputs: not run again.
+    StepReused {
+        step: String,
+    },
+    /// A step says how it is getting on (a long wait, a warning).
+    StepProgress {
+        step: String,
+        message: String,
+    },
+    StepRetry {
+        step: String,
+        attempt: u32,
+        error: String,
+        backoff_s: f64,
+    },
+    /// A step reached a final status (done, failed, not run, skipped, cancelled).
+    StepFinished {
+        step: String,
+        status: Status,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        duration_s: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A Ctrl-C / SIGTERM: the how-many-th, and whether teardown was running.
+    Signal {
+        count: u32,
+        during_teardown: bool,
+    },
+    RunFinished {
+        outcome: String,
+        leftovers: Vec<String>,
+    },
+}
+
+/// Renders events: lines on stderr for a person, JSON lines into `events.jsonl`.
+pub struct Reporter {
+    file: Option<std::fs::File>,
+    quiet: bool,
+    /// Step id → its number, for the `[ n/N]` prefix.
+    numbers: BTreeMap<String, usize>,
+    total: usize,
+    width: usize,
+}
+
+impl Reporter {
+    /// Appends to `DIR/events.jsonl` (best effort: a full disk must not stop the run).
+    pub fn open(dir: &Path, plan: &Plan, quiet: bool) -> Reporter {
+        Reporter {
+            file: std::fs::OpenOptions::new().create(true).append(true).open(dir.join("events.jsonl")).ok(),
+            quiet,
+            numbers: plan.steps.iter().map(|s| (s.id.clone(), s.number)).collect(),
+            total: plan.steps.len(),
+            width: plan.steps.iter().map(|s| s.id.len()).max().unwrap_or(10),
+        }
+    }
+
+    pub fn emit(&mut self, event: Event) {
+        if let Some(f) = self.file.as_mut() {
+            let mut line = serde_json::json!({ "t": utc_now() });
+            if let (Some(obj), Ok(Value::Object(fields))) =
+                (line.as_object_mut(), serde_json::to_value(&event))
+            {
+                obj.extend(fields);
+            }
+            let _ = writeln!(f, "{line}");
+        }
+        if let Some(text) = self.line(&event) {
+            eprintln!("{text}");
+        }
+    }
+
+    fn step(&self, id: &str, text: &str) -> Option<String> {
+        let n = self.numbers.get(id).copied().unwrap_or(0);
+        Some(format!("[{n:>2}/{}] {id:<w$} {text}", self.total, w = self.width))
+    }
+
+    /// The line a person sees for an event, if any.
+    fn line(&self, event: &Event) -> Option<String> {
+        // Signals are always said: the user pressed a key and must know what it does.
+        if let Event::Signal { count, during_teardown } = event {
+            return Some(match (count, during_teardown) {
+                (1, false) => "interrupt: stopping the running steps; teardown follows (interrupt again to skip teardown)".into(),
+                (_, false) => "interrupt: still stopping the running steps; teardown will be skipped".into(),
+                (_, true) => "interrupt: skipping the rest of teardown".into(),
+            });
+        }
+        if self.quiet {
+            return None;
+        }
+        match event {
+            Event::RunStarted { run_id, dir, phases, .. } => Some(format!(
+                "benchflow: run {run_id} ({}), work directory {dir}",
+                phases.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+            Event::StepStarted { step, kind, does, .. } => {
+                self.step(step, &format!("{:<8} {does}", kind.as_str()))
+            }
+            Event::StepReused { step } => self
+                .step(step, "already done with the same inputs: skipped (select it with -s to run it again)"),
+            Event::StepProgress { message, .. } => Some(format!("        {message}")),
+            Event::StepRetry { step, attempt, error, backoff_s } => self.step(
+                step,
+                &format!(
+                    "attempt {attempt} failed ({}); retrying in {backoff_s:.1} s",
+                    error.lines().next().unwrap_or("")
+                ),
+            ),
+            Event::StepFinished { step, status, duration_s, summary, error } => {
+                let error = error.as_deref().unwrap_or("");
+                match (status, duration_s) {
+                    (Status::Skipped, _) => None,
+                    // It ran.
+                    (Status::Done, Some(took)) => {
+                        self.step(step, &format!("done in {took:.1} s: {}", summary.as_deref().unwrap_or("")))
+                    }
+                    (Status::Failed, Some(took)) => {
+                        self.step(step, &format!("FAILED after {took:.1} s: {error}"))
+                    }
+                    (_, Some(_)) => self.step(step, error),
+                    // It never started.
+                    (status, None) => self.step(step, &format!("{}: {error}", status.as_str())),
+                }
+            }
+            Event::Signal { .. } | Event::RunFinished { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_tagged_json_with_their_fields() {
+        let e =
+            Event::StepRetry { step: "02_smoke".into(), attempt: 1, error: "boom".into(), backoff_s: 2.0 };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["event"], "step_retry");
+        assert_eq!(v["attempt"], 1);
+        let e = Event::StepFinished {
+            step: "01_up".into(),
+            status: Status::NotRun,
+            duration_s: None,
+            summary: None,
+            error: Some("x".into()),
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!((v["event"].as_str(), v["status"].as_str()), (Some("step_finished"), Some("not_run")));
+        assert!(v.get("duration_s").is_none());
+    }
+}
