@@ -11,6 +11,8 @@
 //!   dependencies, phases), with generated teardown; `benchflow plan` prints it.
 //! * `exec`: the executor: runs ready steps in parallel, `state.json` and `events.jsonl`,
 //!   skip-done by input hash, retries, teardown on failure, interrupt escalation.
+//! * `session`: one plan executed in one work directory, as a library (resolve, compile, write
+//!   the inputs, preflight, execute with the signals passed in); the CLI and experiments use it.
 //! * `steps`: one file per step kind (`spawn`, `http`, `harness`, `analyze`, `exec`), each with
 //!   describe / run / undo.
 //! * `platform`: what each platform derives for the templates (`local` so far).
@@ -38,6 +40,7 @@ pub mod plan;
 pub mod platform;
 pub mod resolve;
 pub mod rng;
+pub mod session;
 pub mod sim;
 pub mod spec;
 pub mod steps;

@@ -3,233 +3,37 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Args, ValueEnum};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::CliError;
+use super::{
+    CliError,
+    args::{ArchiveArgs, DirArgs, GcArgs, PlanArgs, PlanFormat, ReproduceArgs, RunArgs, ShowPlanArgs},
+};
 use crate::{
     exec::{self, Options, Outcome, State},
-    plan::{self, Plan},
-    resolve::{self, Request, Resolved, RunContext},
+    plan::Plan,
+    resolve::Resolved,
+    session::{self, Session, Setup},
     spec::pipeline::Phase,
-    steps,
     workdir::{self, WorkDir, archive, utc_now},
 };
 
-/// The files and overrides of a run.
-#[derive(Debug, Args, Clone)]
-pub struct PlanArgs {
-    /// Scenario: a name in scenarios/ (or shipped with benchflow), or a path [default: local-sim,
-    /// or the work directory's]
-    #[arg(short = 'c', long)]
-    pub scenario: Option<String>,
-    /// Harness: a name in harnesses/, or a path [default: builtin, or the work directory's]
-    #[arg(short = 'H', long)]
-    pub harness: Option<String>,
-    /// Workload: a name in workloads/, or a path [default: sanity, or the work directory's]
-    #[arg(short = 'w', long)]
-    pub workload: Option<String>,
-    /// Override one variable, e.g. --set engine.profile=llama-3.1-8b/h100 --set workload.seed=7.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
-    /// Kubernetes: the kubeconfig context (default: the current one).
-    #[arg(long)]
-    pub context: Option<String>,
-    /// Kubernetes: the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-    /// Work directory (default: runs/<run-id>). An existing one is continued: steps done with
-    /// unchanged inputs are skipped.
-    #[arg(long)]
-    pub workdir: Option<PathBuf>,
-    /// Only these steps, run even if done: `3-5`, `2,7`, `smoke_test`.
-    #[arg(short = 's', long = "step", value_name = "STEPS")]
-    pub steps: Option<String>,
-    /// Render everything into the work directory, start nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Leave the stack up even after a failure or an interrupt.
-    #[arg(long)]
-    pub keep: bool,
-    /// No progress lines.
-    #[arg(short, long)]
-    pub quiet: bool,
-}
-
-impl PlanArgs {
-    /// What to resolve: the names given, else those an existing work directory recorded, else
-    /// the defaults; the recorded `--set`s first, then `extra`, then the ones given now.
-    fn request(&self, scenario: Option<&str>, extra: &[String], previous: Option<&Resolved>) -> Request {
-        let prev = previous.map(|r| &r.request);
-        let pick = |given: &Option<String>, recorded: Option<&String>, default: &str| {
-            given.clone().or_else(|| recorded.cloned()).unwrap_or_else(|| default.to_string())
-        };
-        let mut sets: Vec<String> = prev.map(|r| r.sets.clone()).unwrap_or_default();
-        sets.extend(extra.iter().cloned());
-        sets.extend(self.all_sets());
-        // A later identical --set makes an earlier one redundant.
-        let mut seen = std::collections::BTreeSet::new();
-        let mut deduped: Vec<String> = sets.into_iter().rev().filter(|s| seen.insert(s.clone())).collect();
-        deduped.reverse();
-        Request {
-            scenario: scenario
-                .map(str::to_string)
-                .unwrap_or_else(|| pick(&self.scenario, prev.map(|r| &r.scenario), "local-sim")),
-            harness: pick(&self.harness, prev.map(|r| &r.harness), "builtin"),
-            workload: pick(&self.workload, prev.map(|r| &r.workload), "sanity"),
-            sets: deduped,
-        }
-    }
-
-    /// `--set` plus what the Kubernetes flags set.
-    pub fn all_sets(&self) -> Vec<String> {
-        let mut sets = self.sets.clone();
-        if let Some(c) = &self.context {
-            sets.push(format!("kubernetes.context={c}"));
-        }
-        if let Some(k) = &self.kubeconfig {
-            let k = std::path::absolute(k).unwrap_or(k.clone());
-            sets.push(format!("kubernetes.kubeconfig={}", k.display()));
-        }
-        sets
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub plan: PlanArgs,
-    /// Benchmark this OpenAI-compatible server instead (scenario `endpoint`, nothing stood up).
-    #[arg(long, value_name = "URL", conflicts_with = "scenario")]
-    pub endpoint: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct DirArgs {
-    /// The work directory (default: runs/latest).
-    pub dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum PlanFormat {
-    Table,
-    Json,
-    Dot,
-}
-
-#[derive(Debug, Args)]
-pub struct ShowPlanArgs {
-    #[command(flatten)]
-    pub plan: PlanArgs,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value = "table")]
-    pub output: PlanFormat,
-    /// Graphviz output (same as -o dot).
-    #[arg(long)]
-    pub dot: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ArchiveArgs {
-    pub dir: PathBuf,
-    /// The archive to write (default: DIR.tar.gz next to DIR).
-    #[arg(short = 'o', long)]
-    pub output: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct ReproduceArgs {
-    /// A work directory or an archive made by `benchflow archive`.
-    pub source: PathBuf,
-    /// The new work directory (default: runs/<run-id>).
-    #[arg(long)]
-    pub workdir: Option<PathBuf>,
-    /// Render everything into the new work directory, start nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    #[arg(short, long)]
-    pub quiet: bool,
-}
-
-fn bin() -> PathBuf {
-    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("benchflow"))
-}
-
-/// A prepared run: locked work directory, resolved inputs, plan.
-struct Prepared {
-    wd: WorkDir,
-    resolved: Resolved,
-    plan: Plan,
-}
-
-/// Resolves and compiles into `dir`, writing `inputs/` and `plan/`. An existing work directory
-/// keeps its run id and port, so its done steps keep their hashes.
-fn prepare(args: &PlanArgs, scenario: Option<&str>, extra_sets: &[String]) -> Result<Prepared, CliError> {
-    let root = workdir::choose(args.workdir.as_deref());
-    let previous = Resolved::from_file(&root.join("inputs/resolved.yaml")).ok();
-    let id = previous
-        .as_ref()
-        .and_then(|r| r.get("run.id").and_then(|v| v.as_str()).map(str::to_string))
-        .unwrap_or_else(|| {
-            root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(workdir::run_id)
-        });
-    let port = previous.as_ref().and_then(|r| r.get("run.port").and_then(|v| v.as_u64())).map(|p| p as u16);
-    let request = args.request(scenario, extra_sets, previous.as_ref());
-    let run = RunContext { id, workdir: root.clone(), bin: bin(), port };
-    let resolved = resolve::resolve(&request, &run)?;
-    let plan = plan::compile(&resolved)?;
+/// Resolves and compiles into the chosen work directory, writing `inputs/` and `plan/`. An
+/// existing work directory continues its recorded files and `--set`s.
+fn prepare(args: &PlanArgs, scenario: Option<&str>, extra_sets: &[String]) -> Result<Session, CliError> {
+    let setup = setup(args, scenario, extra_sets);
+    let (resolved, plan) = setup.compile()?;
     if let Some(sel) = &args.steps {
         plan.select(sel)?;
     }
-    let wd = WorkDir::create(&root)?;
-    write_inputs(&wd, &resolved, &plan)?;
-    Ok(Prepared { wd, resolved, plan })
+    Ok(Session::from_parts(&setup.root, resolved, plan)?)
 }
 
-/// `inputs/` (files as given, overrides, resolved.yaml, version) and `plan/`.
-fn write_inputs(wd: &WorkDir, resolved: &Resolved, plan: &Plan) -> Result<(), CliError> {
-    // The files exactly as they were read for this resolution (none when reproducing: the
-    // caller copies the originals).
-    for (kind, text) in &resolved.texts {
-        let origin = resolved.files.get(kind).map(String::as_str).unwrap_or("?");
-        wd.write(&format!("inputs/{kind}.yaml"), format!("# from {origin}\n{text}").as_bytes())?;
-    }
-    let sets = resolved.request.sets.iter().map(|s| format!("--set {s}\n")).collect::<String>();
-    wd.write("inputs/overrides.txt", sets.as_bytes())?;
-    // A later command with other inputs keeps the earlier record beside the new one.
-    let text = resolved.to_yaml();
-    if let Ok(old) = std::fs::read_to_string(wd.path("inputs/resolved.yaml"))
-        && old != text
-    {
-        let stamp = utc_now().replace([':', '.'], "-");
-        wd.write(&format!("inputs/history/{stamp}-resolved.yaml"), old.as_bytes())?;
-    }
-    wd.write("inputs/resolved.yaml", text.as_bytes())?;
-    let version = json!({
-        "benchflow_version": env!("CARGO_PKG_VERSION"),
-        "format_version": workdir::FORMAT_VERSION,
-        "written_at": utc_now(),
-        "command": std::env::args().collect::<Vec<_>>(),
-    });
-    wd.write("inputs/version.json", serde_json::to_string_pretty(&version).unwrap_or_default().as_bytes())?;
-    wd.write("plan/plan.json", serde_json::to_string_pretty(plan).unwrap_or_default().as_bytes())?;
-    wd.write("plan/plan.dot", plan.dot().as_bytes())?;
-    wd.write("plan/plan.txt", plan.table().as_bytes())?;
-    for s in &plan.steps {
-        let rendered = json!({"id": s.id, "kind": s.kind, "phase": s.phase, "describe": s.describe, "with": s.with(), "hash": s.hash});
-        wd.write(
-            &format!("plan/steps/{}.json", s.id),
-            serde_json::to_string_pretty(&rendered).unwrap_or_default().as_bytes(),
-        )?;
-    }
-    if let Some(runs) = wd.root.parent().filter(|p| p.file_name().is_some_and(|n| n == "runs")) {
-        let link = runs.join("latest");
-        let _ = std::fs::remove_file(&link);
-        #[cfg(unix)]
-        let _ = std::os::unix::fs::symlink(wd.root.file_name().unwrap_or_default(), &link);
-    }
-    Ok(())
+fn setup(args: &PlanArgs, scenario: Option<&str>, extra_sets: &[String]) -> Setup {
+    let root = workdir::choose(args.workdir.as_deref());
+    let request = args.request(scenario, extra_sets, session::recorded(&root).as_ref());
+    Setup::new(root, request)
 }
 
 /// Delivers one message per SIGINT / SIGTERM; the third exits at once.
@@ -264,44 +68,18 @@ fn signals(dir: &Path) -> mpsc::UnboundedReceiver<()> {
     rx
 }
 
-/// Before anything starts: every program a step in scope will run is installed.
-fn preflight(
-    plan: &Plan,
-    phases: &[Phase],
-    selection: Option<&std::collections::BTreeSet<usize>>,
-) -> Result<(), CliError> {
-    for (i, s) in plan.steps.iter().enumerate() {
-        let in_scope = match selection {
-            Some(sel) => sel.contains(&i),
-            None => phases.contains(&s.phase),
-        };
-        let Some(args) = s.args.as_ref().filter(|_| in_scope) else { continue };
-        for program in args.programs() {
-            if !program.is_empty() && steps::spawn::find_program(program).is_none() {
-                let hint = steps::spawn::install_hint(program);
-                return Err(CliError::Usage(format!(
-                    "step {} runs `{program}`, which is not on PATH: {hint}",
-                    s.id
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
 async fn execute(
-    p: &Prepared,
+    p: &Session,
     phases: Vec<Phase>,
     teardown_on_failure: bool,
     args_steps: Option<&str>,
     quiet: bool,
 ) -> Result<(), CliError> {
     let selection = args_steps.map(|s| p.plan.select(s)).transpose()?;
-    preflight(&p.plan, &phases, selection.as_ref())?;
     let opts = Options { phases: phases.clone(), selection, teardown_on_failure, quiet };
-    let dir = p.wd.root.clone();
+    let dir = p.dir().to_path_buf();
     let mut rx = signals(&dir);
-    let report = exec::execute(&p.plan, &dir, &opts, &mut rx).await?;
+    let report = p.execute(&opts, &mut rx).await?;
     let stats = dir.join("analysis/stats.txt");
     if phases.contains(&Phase::Analyze) && stats.is_file() && report.outcome == Outcome::Success {
         print!("{}", std::fs::read_to_string(&stats).unwrap_or_default());
@@ -339,9 +117,9 @@ async fn execute(
     }
 }
 
-fn dry_run_done(p: &Prepared) -> Result<(), CliError> {
+fn dry_run_done(p: &Session) -> Result<(), CliError> {
     print!("{}", p.plan.table());
-    eprintln!("dry run: everything is rendered into {}; nothing was started", p.wd.root.display());
+    eprintln!("dry run: everything is rendered into {}; nothing was started", p.dir().display());
     Ok(())
 }
 
@@ -363,7 +141,7 @@ pub async fn standup(args: PlanArgs) -> Result<(), CliError> {
         let url = p.resolved.get("endpoint.url").and_then(|v| v.as_str()).unwrap_or("");
         eprintln!(
             "stood up: {url}\nnext: benchflow run --workdir {0}   then: benchflow teardown {0}",
-            p.wd.root.display()
+            p.dir().display()
         );
     }
     Ok(())
@@ -441,12 +219,7 @@ pub fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
         prepare(&args.plan, None, &[])?
     } else {
         // Nothing is written: resolve and compile only.
-        let root = workdir::choose(args.plan.workdir.as_deref());
-        let previous = Resolved::from_file(&root.join("inputs/resolved.yaml")).ok();
-        let request = args.plan.request(None, &[], previous.as_ref());
-        let id = root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let resolved = resolve::resolve(&request, &RunContext { id, workdir: root, bin: bin(), port: None })?;
-        let plan = plan::compile(&resolved)?;
+        let (_, plan) = setup(&args.plan, None, &[]).compile()?;
         if let Some(sel) = &args.plan.steps {
             plan.select(sel)?;
         }
@@ -462,7 +235,7 @@ pub fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
         PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&p.plan).unwrap_or_default()),
         PlanFormat::Dot => print!("{}", p.plan.dot()),
     }
-    eprintln!("dry run: everything is rendered into {}; nothing was started", p.wd.root.display());
+    eprintln!("dry run: everything is rendered into {}; nothing was started", p.dir().display());
     Ok(())
 }
 
@@ -572,12 +345,8 @@ pub async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
             root.display()
         )));
     }
-    let id = root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(workdir::run_id);
-    let resolved =
-        resolve::reproduce(&recorded, &RunContext { id, workdir: root.clone(), bin: bin(), port: None })?;
-    let plan = plan::compile(&resolved)?;
-    let wd = WorkDir::create(&root)?;
-    write_inputs(&wd, &resolved, &plan)?;
+    let p = Session::reproduce(&recorded, &root)?;
+    let wd = &p.wd;
     for kind in ["scenario", "harness", "workload", "pipeline"] {
         if let Ok(text) = std::fs::read(source_dir.join(format!("inputs/{kind}.yaml"))) {
             wd.write(&format!("inputs/{kind}.yaml"), &text)?;
@@ -592,30 +361,10 @@ pub async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
         "at": utc_now(),
     });
     wd.write("inputs/origin.json", serde_json::to_string_pretty(&origin).unwrap_or_default().as_bytes())?;
-    let p = Prepared { wd, resolved, plan };
     if args.dry_run {
         return dry_run_done(&p);
     }
     execute(&p, Phase::ALL.to_vec(), true, None, args.quiet).await
-}
-
-#[derive(Debug, Args)]
-pub struct GcArgs {
-    /// The namespace to clean.
-    #[arg(long)]
-    pub namespace: String,
-    /// Only this run's objects (its run id); default: everything benchflow created there.
-    #[arg(long)]
-    pub run: Option<String>,
-    /// The kubeconfig context (default: the current one).
-    #[arg(long)]
-    pub context: Option<String>,
-    /// The kubeconfig file.
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-    /// List what would be deleted, delete nothing.
-    #[arg(long)]
-    pub dry_run: bool,
 }
 
 /// `benchflow gc`: finds what benchflow left in a namespace by label, and deletes it (the

@@ -4,11 +4,14 @@
 //! * [`engine`]: the commands that compile and execute a plan (`e2e`, `standup`, `run`,
 //!   `teardown`, `plan`, `status`, `archive`, `reproduce`).
 
+pub mod args;
 pub mod engine;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
+
+pub use self::args::{AnalyzeArgs, Cli, Command, SimArgs};
 
 use crate::{
     analysis::{self, AnalysisError, Convention},
@@ -45,91 +48,6 @@ pub const EXIT_RUN: u8 = 4;
 /// Exit code: interrupted.
 pub const EXIT_INTERRUPTED: u8 = 5;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "benchflow",
-    version,
-    about = "Stand up LLM inference stacks, drive load at them, analyse the results, tear them down.",
-    after_help = EXIT_CODES
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Stand up, run the workload, analyse, tear down (teardown also runs on failure and on
-    /// the first Ctrl-C).
-    #[command(after_help = EXIT_CODES)]
-    E2e(engine::PlanArgs),
-    /// Stand up the stack and leave it running (`run` and `teardown` take its work directory).
-    #[command(after_help = EXIT_CODES)]
-    Standup(engine::PlanArgs),
-    /// Run the workload and analyse, against what `standup` left in --workdir, or against any
-    /// OpenAI-compatible server with --endpoint URL.
-    #[command(after_help = EXIT_CODES)]
-    Run(engine::RunArgs),
-    /// Tear down what a work directory's run left running (from its own record).
-    #[command(after_help = EXIT_CODES)]
-    Teardown(engine::DirArgs),
-    /// Print the plan (the step DAG) without running anything.
-    #[command(after_help = EXIT_CODES)]
-    Plan(engine::ShowPlanArgs),
-    /// Recompute statistics, plots and the report from a work directory's results.
-    #[command(after_help = EXIT_CODES)]
-    Analyze(AnalyzeArgs),
-    /// Show a work directory's steps and what is still up.
-    #[command(after_help = EXIT_CODES)]
-    Status(engine::DirArgs),
-    /// Pack a work directory into a .tar.gz with a checksum manifest.
-    #[command(after_help = EXIT_CODES)]
-    Archive(engine::ArchiveArgs),
-    /// Run again from a work directory's (or archive's) inputs/resolved.yaml, into a new one.
-    #[command(after_help = EXIT_CODES)]
-    Reproduce(engine::ReproduceArgs),
-    /// Delete what benchflow left in a Kubernetes namespace (found by label), e.g. after a crash.
-    #[command(after_help = EXIT_CODES)]
-    Gc(engine::GcArgs),
-    /// Serve the built-in vLLM-compatible simulator until Ctrl-C or SIGTERM.
-    #[command(after_help = EXIT_CODES)]
-    Sim(SimArgs),
-    /// (for harness pods) Print a results directory as one checksummed frame on stdout.
-    #[command(hide = true)]
-    ResultsPack { dir: PathBuf },
-}
-
-#[derive(Debug, Args)]
-pub struct AnalyzeArgs {
-    /// The work directory of a run.
-    pub dir: PathBuf,
-    /// Metric definitions for the statistics (default: the harness's).
-    #[arg(long, value_enum)]
-    pub convention: Option<Convention>,
-}
-
-#[derive(Debug, Args)]
-pub struct SimArgs {
-    /// Port to listen on; 0 picks a free one. The address is printed as the first line of stdout.
-    #[arg(long, default_value_t = 8000)]
-    pub port: u16,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// A built-in profile (see --list-profiles).
-    #[arg(long, default_value = "llama-3.1-8b/h100", conflicts_with = "config")]
-    pub profile: String,
-    /// A profile file (YAML, same keys as profiles/sim/*.yaml).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Override one knob, e.g. --set time_scale=0.1 --set failure_rate=0.05 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
-    /// Print the built-in profiles and exit.
-    #[arg(long)]
-    pub list_profiles: bool,
-}
-
 /// Everything that can make a command fail, mapped to an exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -165,6 +83,19 @@ pub enum CliError {
     TeardownFailed(String),
     #[error("interrupted{0}")]
     Interrupted(String),
+}
+
+impl From<crate::session::SessionError> for CliError {
+    fn from(e: crate::session::SessionError) -> CliError {
+        use crate::session::SessionError as S;
+        match e {
+            S::Resolve(e) => CliError::Resolve(e),
+            S::Plan(e) => CliError::Plan(e),
+            S::Workdir(e) => CliError::Workdir(e),
+            S::Exec(e) => CliError::Exec(e),
+            e @ S::MissingProgram { .. } => CliError::Usage(e.to_string()),
+        }
+    }
 }
 
 impl CliError {

@@ -1,0 +1,248 @@
+//! The command line as clap parses it: the commands and their flags. What they do is in
+//! [`super::engine`] (plan and execute), [`super`] (`sim`, `analyze`, exit codes).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use super::EXIT_CODES;
+use crate::{analysis::Convention, resolve::Request, resolve::Resolved};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "benchflow",
+    version,
+    about = "Stand up LLM inference stacks, drive load at them, analyse the results, tear them down.",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stand up, run the workload, analyse, tear down (teardown also runs on failure and on
+    /// the first Ctrl-C).
+    #[command(after_help = EXIT_CODES)]
+    E2e(PlanArgs),
+    /// Stand up the stack and leave it running (`run` and `teardown` take its work directory).
+    #[command(after_help = EXIT_CODES)]
+    Standup(PlanArgs),
+    /// Run the workload and analyse, against what `standup` left in --workdir, or against any
+    /// OpenAI-compatible server with --endpoint URL.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+    /// Tear down what a work directory's run left running (from its own record).
+    #[command(after_help = EXIT_CODES)]
+    Teardown(DirArgs),
+    /// Print the plan (the step DAG) without running anything.
+    #[command(after_help = EXIT_CODES)]
+    Plan(ShowPlanArgs),
+    /// Recompute statistics, plots and the report from a work directory's results.
+    #[command(after_help = EXIT_CODES)]
+    Analyze(AnalyzeArgs),
+    /// Show a work directory's steps and what is still up.
+    #[command(after_help = EXIT_CODES)]
+    Status(DirArgs),
+    /// Pack a work directory into a .tar.gz with a checksum manifest.
+    #[command(after_help = EXIT_CODES)]
+    Archive(ArchiveArgs),
+    /// Run again from a work directory's (or archive's) inputs/resolved.yaml, into a new one.
+    #[command(after_help = EXIT_CODES)]
+    Reproduce(ReproduceArgs),
+    /// Delete what benchflow left in a Kubernetes namespace (found by label), e.g. after a crash.
+    #[command(after_help = EXIT_CODES)]
+    Gc(GcArgs),
+    /// Serve the built-in vLLM-compatible simulator until Ctrl-C or SIGTERM.
+    #[command(after_help = EXIT_CODES)]
+    Sim(SimArgs),
+    /// (for harness pods) Print a results directory as one checksummed frame on stdout.
+    #[command(hide = true)]
+    ResultsPack { dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The work directory of a run.
+    pub dir: PathBuf,
+    /// Metric definitions for the statistics (default: the harness's).
+    #[arg(long, value_enum)]
+    pub convention: Option<Convention>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Port to listen on; 0 picks a free one. The address is printed as the first line of stdout.
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// A built-in profile (see --list-profiles).
+    #[arg(long, default_value = "llama-3.1-8b/h100", conflicts_with = "config")]
+    pub profile: String,
+    /// A profile file (YAML, same keys as profiles/sim/*.yaml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override one knob, e.g. --set time_scale=0.1 --set failure_rate=0.05 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Print the built-in profiles and exit.
+    #[arg(long)]
+    pub list_profiles: bool,
+}
+
+/// The files and overrides of a run.
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    /// Scenario: a name in scenarios/ (or shipped with benchflow), or a path [default: local-sim,
+    /// or the work directory's]
+    #[arg(short = 'c', long)]
+    pub scenario: Option<String>,
+    /// Harness: a name in harnesses/, or a path [default: builtin, or the work directory's]
+    #[arg(short = 'H', long)]
+    pub harness: Option<String>,
+    /// Workload: a name in workloads/, or a path [default: sanity, or the work directory's]
+    #[arg(short = 'w', long)]
+    pub workload: Option<String>,
+    /// Override one variable, e.g. --set engine.profile=llama-3.1-8b/h100 --set workload.seed=7.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Kubernetes: the kubeconfig context (default: the current one).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Kubernetes: the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Work directory (default: runs/<run-id>). An existing one is continued: steps done with
+    /// unchanged inputs are skipped.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Only these steps, run even if done: `3-5`, `2,7`, `smoke_test`.
+    #[arg(short = 's', long = "step", value_name = "STEPS")]
+    pub steps: Option<String>,
+    /// Render everything into the work directory, start nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Leave the stack up even after a failure or an interrupt.
+    #[arg(long)]
+    pub keep: bool,
+    /// No progress lines.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl PlanArgs {
+    /// What to resolve: the names given, else those an existing work directory recorded, else
+    /// the defaults; the recorded `--set`s first, then `extra`, then the ones given now.
+    pub fn request(&self, scenario: Option<&str>, extra: &[String], previous: Option<&Resolved>) -> Request {
+        let prev = previous.map(|r| &r.request);
+        let pick = |given: &Option<String>, recorded: Option<&String>, default: &str| {
+            given.clone().or_else(|| recorded.cloned()).unwrap_or_else(|| default.to_string())
+        };
+        let mut sets: Vec<String> = prev.map(|r| r.sets.clone()).unwrap_or_default();
+        sets.extend(extra.iter().cloned());
+        sets.extend(self.all_sets());
+        // A later identical --set makes an earlier one redundant.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut deduped: Vec<String> = sets.into_iter().rev().filter(|s| seen.insert(s.clone())).collect();
+        deduped.reverse();
+        Request {
+            scenario: scenario
+                .map(str::to_string)
+                .unwrap_or_else(|| pick(&self.scenario, prev.map(|r| &r.scenario), "local-sim")),
+            harness: pick(&self.harness, prev.map(|r| &r.harness), "builtin"),
+            workload: pick(&self.workload, prev.map(|r| &r.workload), "sanity"),
+            sets: deduped,
+        }
+    }
+
+    /// `--set` plus what the Kubernetes flags set.
+    pub fn all_sets(&self) -> Vec<String> {
+        let mut sets = self.sets.clone();
+        if let Some(c) = &self.context {
+            sets.push(format!("kubernetes.context={c}"));
+        }
+        if let Some(k) = &self.kubeconfig {
+            let k = std::path::absolute(k).unwrap_or(k.clone());
+            sets.push(format!("kubernetes.kubeconfig={}", k.display()));
+        }
+        sets
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Benchmark this OpenAI-compatible server instead (scenario `endpoint`, nothing stood up).
+    #[arg(long, value_name = "URL", conflicts_with = "scenario")]
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DirArgs {
+    /// The work directory (default: runs/latest).
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlanFormat {
+    Table,
+    Json,
+    Dot,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowPlanArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: PlanFormat,
+    /// Graphviz output (same as -o dot).
+    #[arg(long)]
+    pub dot: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    pub dir: PathBuf,
+    /// The archive to write (default: DIR.tar.gz next to DIR).
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// A work directory or an archive made by `benchflow archive`.
+    pub source: PathBuf,
+    /// The new work directory (default: runs/<run-id>).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Render everything into the new work directory, start nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// The namespace to clean.
+    #[arg(long)]
+    pub namespace: String,
+    /// Only this run's objects (its run id); default: everything benchflow created there.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// The kubeconfig context (default: the current one).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The kubeconfig file.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// List what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}

@@ -1,0 +1,252 @@
+//! A session: one plan executed in one work directory, as a library. It resolves the files,
+//! compiles the plan, writes `inputs/` and `plan/` (holding the work directory's lock), checks
+//! the programs the steps will run, and executes; the caller passes the signals in, so one
+//! process can run many sessions (an experiment) and a test can interrupt one with a channel.
+//!
+//! ```ignore
+//! let session = Session::create(Setup::new(root, request))?;
+//! session.preflight(&opts)?;
+//! let report = session.execute(&opts, &mut signals).await?;
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::{
+    exec::{self, ExecError, Options, Report},
+    plan::{self, Plan, PlanError},
+    resolve::{self, Request, ResolveError, Resolved, RunContext},
+    steps::spawn,
+    workdir::{self, WorkDir, WorkdirError, utc_now},
+};
+
+/// Why a session could not be prepared or run (a step's failure is in the [`Report`] instead).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Workdir(#[from] WorkdirError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("step {step} runs `{program}`, which is not on PATH: {hint}")]
+    MissingProgram { step: String, program: String, hint: &'static str },
+}
+
+/// Where and what: the work directory and the files and overrides to resolve.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub root: PathBuf,
+    pub request: Request,
+    /// The benchflow binary (for `benchflow sim` engines).
+    pub bin: PathBuf,
+}
+
+impl Setup {
+    pub fn new(root: PathBuf, request: Request) -> Setup {
+        Setup { root, request, bin: this_binary() }
+    }
+
+    /// The run context: an existing work directory keeps its run id and engine port, so its
+    /// done steps keep their hashes.
+    fn context(&self) -> RunContext {
+        let previous = recorded(&self.root);
+        let id = previous
+            .as_ref()
+            .and_then(|r| r.get("run.id").and_then(|v| v.as_str()).map(str::to_string))
+            .unwrap_or_else(|| {
+                self.root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(workdir::run_id)
+            });
+        let port =
+            previous.as_ref().and_then(|r| r.get("run.port").and_then(|v| v.as_u64())).map(|p| p as u16);
+        RunContext { id, workdir: self.root.clone(), bin: self.bin.clone(), port }
+    }
+
+    /// Resolves and compiles, writing nothing.
+    pub fn compile(&self) -> Result<(Resolved, Plan), SessionError> {
+        let resolved = resolve::resolve(&self.request, &self.context())?;
+        let plan = plan::compile(&resolved)?;
+        Ok((resolved, plan))
+    }
+}
+
+/// This executable (it serves `benchflow sim` for local engines).
+pub fn this_binary() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("benchflow"))
+}
+
+/// What a work directory recorded (`inputs/resolved.yaml`), if it is one.
+pub fn recorded(root: &Path) -> Option<Resolved> {
+    Resolved::from_file(&root.join("inputs/resolved.yaml")).ok()
+}
+
+/// A prepared run: the locked work directory, the resolved inputs, the plan.
+pub struct Session {
+    pub wd: WorkDir,
+    pub resolved: Resolved,
+    pub plan: Plan,
+}
+
+impl Session {
+    /// Resolves, compiles, locks the work directory and writes `inputs/` and `plan/`.
+    pub fn create(setup: Setup) -> Result<Session, SessionError> {
+        let (resolved, plan) = setup.compile()?;
+        Session::from_parts(&setup.root, resolved, plan)
+    }
+
+    /// A session for inputs resolved elsewhere (a reproduction).
+    pub fn from_parts(root: &Path, resolved: Resolved, plan: Plan) -> Result<Session, SessionError> {
+        let wd = WorkDir::create(root)?;
+        let session = Session { wd, resolved, plan };
+        session.write_inputs()?;
+        Ok(session)
+    }
+
+    /// Reads a work directory's record of what it resolved, then re-resolves it into `root`
+    /// (a new run with the same values and sources).
+    pub fn reproduce(recorded: &Resolved, root: &Path) -> Result<Session, SessionError> {
+        let id = root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(workdir::run_id);
+        let run = RunContext { id, workdir: root.to_path_buf(), bin: this_binary(), port: None };
+        let resolved = resolve::reproduce(recorded, &run)?;
+        let plan = plan::compile(&resolved)?;
+        Session::from_parts(root, resolved, plan)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.wd.root
+    }
+
+    /// `inputs/` (files as given, overrides, resolved.yaml, version) and `plan/`.
+    fn write_inputs(&self) -> Result<(), WorkdirError> {
+        let (wd, resolved, plan) = (&self.wd, &self.resolved, &self.plan);
+        // The files exactly as they were read for this resolution (none when reproducing: the
+        // caller copies the originals).
+        for (kind, text) in &resolved.texts {
+            let origin = resolved.files.get(kind).map(String::as_str).unwrap_or("?");
+            wd.write(&format!("inputs/{kind}.yaml"), format!("# from {origin}\n{text}").as_bytes())?;
+        }
+        let sets = resolved.request.sets.iter().map(|s| format!("--set {s}\n")).collect::<String>();
+        wd.write("inputs/overrides.txt", sets.as_bytes())?;
+        // A later command with other inputs keeps the earlier record beside the new one.
+        let text = resolved.to_yaml();
+        if let Ok(old) = std::fs::read_to_string(wd.path("inputs/resolved.yaml"))
+            && old != text
+        {
+            let stamp = utc_now().replace([':', '.'], "-");
+            wd.write(&format!("inputs/history/{stamp}-resolved.yaml"), old.as_bytes())?;
+        }
+        wd.write("inputs/resolved.yaml", text.as_bytes())?;
+        let version = json!({
+            "benchflow_version": env!("CARGO_PKG_VERSION"),
+            "format_version": workdir::FORMAT_VERSION,
+            "written_at": utc_now(),
+            "command": std::env::args().collect::<Vec<_>>(),
+        });
+        wd.write(
+            "inputs/version.json",
+            serde_json::to_string_pretty(&version).unwrap_or_default().as_bytes(),
+        )?;
+        wd.write("plan/plan.json", serde_json::to_string_pretty(plan).unwrap_or_default().as_bytes())?;
+        wd.write("plan/plan.dot", plan.dot().as_bytes())?;
+        wd.write("plan/plan.txt", plan.table().as_bytes())?;
+        for s in &plan.steps {
+            let rendered = json!({
+                "id": s.id, "kind": s.kind, "phase": s.phase, "describe": s.describe, "with": s.with(), "hash": s.hash,
+            });
+            wd.write(
+                &format!("plan/steps/{}.json", s.id),
+                serde_json::to_string_pretty(&rendered).unwrap_or_default().as_bytes(),
+            )?;
+        }
+        if let Some(runs) = wd.root.parent().filter(|p| p.file_name().is_some_and(|n| n == "runs")) {
+            let link = runs.join("latest");
+            let _ = std::fs::remove_file(&link);
+            #[cfg(unix)]
+            let _ = std::os::unix::fs::symlink(wd.root.file_name().unwrap_or_default(), &link);
+        }
+        Ok(())
+    }
+
+    /// Before anything starts: every program a step in scope will run is installed.
+    pub fn preflight(&self, opts: &Options) -> Result<(), SessionError> {
+        for (i, s) in self.plan.steps.iter().enumerate() {
+            let in_scope = match &opts.selection {
+                Some(sel) => sel.contains(&i),
+                None => opts.phases.contains(&s.phase),
+            };
+            let Some(args) = s.args.as_ref().filter(|_| in_scope) else { continue };
+            for program in args.programs() {
+                if !program.is_empty() && spawn::find_program(program).is_none() {
+                    return Err(SessionError::MissingProgram {
+                        step: s.id.clone(),
+                        program: program.to_string(),
+                        hint: spawn::install_hint(program),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the programs, then executes the plan. `signals` delivers one message per
+    /// Ctrl-C / SIGTERM.
+    pub async fn execute(
+        &self,
+        opts: &Options,
+        signals: &mut mpsc::UnboundedReceiver<()>,
+    ) -> Result<Report, SessionError> {
+        self.preflight(opts)?;
+        Ok(exec::execute(&self.plan, self.dir(), opts, signals).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::pipeline::Phase;
+
+    /// Two sessions in one process, each in its own work directory, with the same signal
+    /// channel: the shape an experiment needs.
+    #[tokio::test]
+    async fn sessions_run_one_after_another_in_one_process() {
+        let base = std::env::temp_dir().join(format!("bf-session-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let pipeline = base.join("p.yaml");
+        std::fs::write(
+            &pipeline,
+            "steps:\n  - { name: mark, phase: run, kind: exec, with: { command: [sh, -c, 'echo {{ run.id }} > mark'] } }\n",
+        )
+        .unwrap();
+        let scenario = base.join("s.yaml");
+        std::fs::write(
+            &scenario,
+            format!(
+                "platform: local\nengine: {{ kind: endpoint, url: 'http://127.0.0.1:9' }}\npipeline: {}\n",
+                pipeline.display()
+            ),
+        )
+        .unwrap();
+        let (_tx, mut signals) = mpsc::unbounded_channel();
+        let opts =
+            Options { phases: Phase::ALL.to_vec(), selection: None, teardown_on_failure: true, quiet: true };
+        for name in ["one", "two"] {
+            let request = Request {
+                scenario: scenario.display().to_string(),
+                harness: "builtin".into(),
+                workload: "sanity".into(),
+                sets: Vec::new(),
+            };
+            let session = Session::create(Setup::new(base.join(name), request)).unwrap();
+            let report = session.execute(&opts, &mut signals).await.unwrap();
+            assert_eq!(report.outcome, exec::Outcome::Success);
+            assert_eq!(std::fs::read_to_string(base.join(name).join("mark")).unwrap().trim(), name);
+            assert!(base.join(name).join("plan/plan.json").is_file());
+        }
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
