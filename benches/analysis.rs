@@ -53,14 +53,16 @@ fn main() {
     let mut times = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        let a = analysis::analyze(&dir, Convention::Vllm, &Slo::default()).expect("analysis");
+        let a = analysis::analyze(&analysis::Dirs::single(&dir), Convention::Vllm, &Slo::default())
+            .expect("analysis");
         times.push(t.elapsed().as_secs_f64());
         assert_eq!(a.stages.iter().map(|s| s.completed + s.failed).sum::<u64>(), n);
     }
     times.sort_by(f64::total_cmp);
     println!("vllm conventions, stats + charts + report: median {:.2} s (runs: {:?})", times[1], times);
     let t = Instant::now();
-    analysis::analyze(&dir, Convention::Guidellm, &Slo::default()).expect("analysis");
+    analysis::analyze(&analysis::Dirs::single(&dir), Convention::Guidellm, &Slo::default())
+        .expect("analysis");
     println!("guidellm conventions: {:.2} s", t.elapsed().as_secs_f64());
     let _ = std::fs::remove_dir_all(&dir);
 }

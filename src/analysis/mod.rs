@@ -189,10 +189,28 @@ pub fn cdf(values: &[f64]) -> Cdf {
         .collect()
 }
 
-/// Reads `results/server_metrics.csv` (long format) into series by metric name.
-fn read_server_metrics(dir: &Path) -> BTreeMap<String, Vec<(f64, f64)>> {
+/// Where an analysis reads and writes.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    /// The work directory (its `inputs/` are quoted in the report).
+    pub workdir: PathBuf,
+    /// One harness run's records (`requests.csv`, `run.json`, `server_metrics.csv`).
+    pub results: PathBuf,
+    /// Where the statistics, charts and report go.
+    pub out: PathBuf,
+}
+
+impl Dirs {
+    /// `DIR/results` → `DIR/analysis` (a directory holding one run's records directly).
+    pub fn single(dir: &Path) -> Dirs {
+        Dirs { workdir: dir.to_path_buf(), results: dir.join("results"), out: dir.join("analysis") }
+    }
+}
+
+/// Reads `server_metrics.csv` (long format) into series by metric name.
+fn read_server_metrics(results: &Path) -> BTreeMap<String, Vec<(f64, f64)>> {
     let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    let Ok(mut r) = csv::Reader::from_path(dir.join("results/server_metrics.csv")) else { return out };
+    let Ok(mut r) = csv::Reader::from_path(results.join("server_metrics.csv")) else { return out };
     for rec in r.records().flatten() {
         if let (Some(t), Some(name), Some(v)) = (rec.get(0), rec.get(1), rec.get(3))
             && let (Ok(t), Ok(v)) = (t.parse::<f64>(), v.parse::<f64>())
@@ -226,26 +244,26 @@ fn int(field: &[u8]) -> Option<u64> {
     Some(n)
 }
 
-/// Reads `results/run.json` if present.
-pub fn read_info(dir: &Path) -> Option<RunInfo> {
-    let text = std::fs::read(dir.join("results/run.json")).ok()?;
+/// Reads `run.json` of a results directory, if present.
+pub fn read_info(results: &Path) -> Option<RunInfo> {
+    let text = std::fs::read(results.join("run.json")).ok()?;
     serde_json::from_slice(&text).ok()
 }
 
-/// Analyses a work directory (reads `results/`, writes `analysis/`: statistics, charts, report).
-pub fn analyze(dir: &Path, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
-    let analysis = compute(dir, convention, slo)?;
-    write_outputs(dir, &analysis)?;
-    let charts = plots::render(&dir.join("analysis/plots"), &analysis)?;
-    let html = report::render(dir, &analysis, &charts);
-    write(dir.join("analysis/report.html"), html.as_bytes())?;
+/// Analyses one harness run (reads its records, writes statistics, charts, report).
+pub fn analyze(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
+    let analysis = compute(&dirs.results, convention, slo)?;
+    write_outputs(&dirs.out, &analysis)?;
+    let charts = plots::render(&dirs.out.join("plots"), &analysis)?;
+    let html = report::render(dirs, &analysis, &charts);
+    write(dirs.out.join("report.html"), html.as_bytes())?;
     Ok(analysis)
 }
 
-/// Computes the statistics without writing anything.
-pub fn compute(dir: &Path, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
-    let path = dir.join("results/requests.csv");
-    let info = read_info(dir);
+/// Computes the statistics of a results directory without writing anything.
+pub fn compute(results: &Path, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
+    let path = results.join("requests.csv");
+    let info = read_info(results);
     let mut reader = csv::ReaderBuilder::new().from_path(&path).map_err(|e| AnalysisError::Read {
         path: path.clone(),
         why: format!("{e} (is this a benchflow work directory?)"),
@@ -350,7 +368,7 @@ pub fn compute(dir: &Path, convention: Convention, slo: &Slo) -> Result<Analysis
             cur as f64
         })
         .collect();
-    series.server = read_server_metrics(dir);
+    series.server = read_server_metrics(results);
     Ok(Analysis { convention, info, stages: stats, series })
 }
 
@@ -567,9 +585,9 @@ fn write(path: PathBuf, bytes: &[u8]) -> Result<(), AnalysisError> {
         .map_err(|source| AnalysisError::Write { path, source })
 }
 
-/// Writes `analysis/stats.json`, `stats.txt` and `summary.csv`.
-pub fn write_outputs(dir: &Path, a: &Analysis) -> Result<(), AnalysisError> {
-    let out = dir.join("analysis");
+/// Writes `stats.json`, `stats.txt` and `summary.csv` into `out`.
+pub fn write_outputs(out: &Path, a: &Analysis) -> Result<(), AnalysisError> {
+    let out = out.to_path_buf();
     std::fs::create_dir_all(&out).map_err(|source| AnalysisError::Write { path: out.clone(), source })?;
     let tokens = a.stages.iter().map(|s| s.estimated_token_requests).sum::<u64>();
     let doc = json!({
@@ -743,7 +761,7 @@ mod tests {
     #[test]
     fn vllm_definitions_on_hand_computed_vectors() {
         let dir = vectors();
-        let a = compute(&dir.0, Convention::Vllm, &Slo::default()).unwrap();
+        let a = compute(&dir.0.join("results"), Convention::Vllm, &Slo::default()).unwrap();
         let s = &a.stages[0];
         assert_eq!((s.completed, s.failed), (3, 1));
         assert_eq!(s.failed_by_kind.get("http"), Some(&1));
@@ -774,7 +792,7 @@ mod tests {
     fn goodput_counts_requests_meeting_every_slo() {
         let dir = vectors();
         let slo = Slo { ttft: Some(Secs(0.150)), tpot: Some(Secs(0.018)), e2el: None };
-        let s = &compute(&dir.0, Convention::Vllm, &slo).unwrap().stages[0];
+        let s = &compute(&dir.0.join("results"), Convention::Vllm, &slo).unwrap().stages[0];
         // A: ttft 100 ok, tpot 15 ok → good. B: ttft 200 → bad. C: ttft 100, tpot 0 → good.
         assert!(close(s.request_goodput.unwrap(), 2.0 / 0.280));
     }
@@ -782,7 +800,7 @@ mod tests {
     #[test]
     fn guidellm_definitions_on_hand_computed_vectors() {
         let dir = vectors();
-        let s = &compute(&dir.0, Convention::Guidellm, &Slo::default()).unwrap().stages[0];
+        let s = &compute(&dir.0.join("results"), Convention::Guidellm, &Slo::default()).unwrap().stages[0];
         // Latency to the stream's end: 135, 230, 101 → mean 155.33; inverse-CDF median = 135.
         assert!(close(s.e2el.mean, 466.0 / 3.0) && close(s.e2el.median, 135.0));
         // TPOT = time to last token / tokens, weighted by tokens: A 130/3 (w3), B 220/2 (w2), C 100/1 (w1).
@@ -800,12 +818,12 @@ mod tests {
             (1, 0.0, None, None, 5.0, 0, &[], "connect"),
             (2, 10.0, Some(20.0), Some(20.0), 21.0, 1, &[], ""),
         ]);
-        let a = compute(&dir.0, Convention::Vllm, &Slo::default()).unwrap();
+        let a = compute(&dir.0.join("results"), Convention::Vllm, &Slo::default()).unwrap();
         assert_eq!(a.stages.len(), 2);
         let s = &a.stages[0];
         assert_eq!((s.completed, s.failed, s.ttft.mean, s.max_concurrent_requests), (0, 1, 0.0, 0));
         assert_eq!(a.stages[1].tpot.count, 0);
-        write_outputs(&dir.0, &a).unwrap();
+        write_outputs(&dir.0.join("analysis"), &a).unwrap();
         let doc: Value =
             serde_json::from_slice(&std::fs::read(dir.0.join("analysis/stats.json")).unwrap()).unwrap();
         assert_eq!(doc["convention"], "vllm");
@@ -829,6 +847,9 @@ mod tests {
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str("1,9,0,5.0,5.0");
         std::fs::write(&path, text).unwrap();
-        assert_eq!(compute(&dir.0, Convention::Vllm, &Slo::default()).unwrap().stages[0].completed, 3);
+        assert_eq!(
+            compute(&dir.0.join("results"), Convention::Vllm, &Slo::default()).unwrap().stages[0].completed,
+            3
+        );
     }
 }

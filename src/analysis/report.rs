@@ -1,7 +1,7 @@
 //! `analysis/report.html`: one self-contained page (no network): the run's parameters, the
 //! workload as written, the statistics per stage, and every chart inline as SVG.
 
-use std::{fmt::Write as _, path::Path};
+use std::fmt::Write as _;
 
 use super::{Analysis, plots::LineChart};
 
@@ -18,7 +18,7 @@ th:first-child,td:first-child{text-align:left}th{background:#f6f6f6}pre{backgrou
 .warn{color:#a40}";
 
 /// Renders the report; chart SVGs are read from `analysis/plots/`.
-pub fn render(dir: &Path, a: &Analysis, charts: &[LineChart]) -> String {
+pub fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
@@ -46,7 +46,8 @@ pub fn render(dir: &Path, a: &Analysis, charts: &[LineChart]) -> String {
         }
     }
     meta("metric definitions", a.convention.as_str().to_string());
-    meta("work directory", dir.display().to_string());
+    meta("work directory", dirs.workdir.display().to_string());
+    meta("records", dirs.results.display().to_string());
     let _ = write!(h, "</table>");
     let estimated: u64 = a.stages.iter().map(|s| s.estimated_token_requests).sum();
     if estimated > 0 {
@@ -112,7 +113,7 @@ pub fn render(dir: &Path, a: &Analysis, charts: &[LineChart]) -> String {
     );
     let _ = write!(h, "</p><h2>Charts</h2>");
     for c in charts {
-        let svg = std::fs::read_to_string(dir.join("analysis/plots").join(format!("{}.svg", c.name)))
+        let svg = std::fs::read_to_string(dirs.out.join("plots").join(format!("{}.svg", c.name)))
             .unwrap_or_default();
         let _ = write!(
             h,
@@ -120,7 +121,7 @@ pub fn render(dir: &Path, a: &Analysis, charts: &[LineChart]) -> String {
             c.name, c.name, c.name
         );
     }
-    if let Ok(w) = std::fs::read_to_string(dir.join("inputs/workload.yaml")) {
+    if let Ok(w) = std::fs::read_to_string(dirs.workdir.join("inputs/workload.yaml")) {
         let _ = write!(h, "<h2>Workload</h2><pre>{}</pre>", escape(&w));
     }
     let _ = writeln!(h, "</body></html>");

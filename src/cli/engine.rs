@@ -16,7 +16,7 @@ use crate::{
     resolve::Resolved,
     session::{self, Session, Setup},
     spec::pipeline::Phase,
-    workdir::{self, WorkDir, archive, utc_now},
+    workdir::{self, WorkDir, archive, runs::RunDirs, utc_now},
 };
 
 /// Resolves and compiles into the chosen work directory, writing `inputs/` and `plan/`. An
@@ -80,7 +80,7 @@ async fn execute(
     let dir = p.dir().to_path_buf();
     let mut rx = signals(&dir);
     let report = p.execute(&opts, &mut rx).await?;
-    let stats = dir.join("analysis/stats.txt");
+    let stats = RunDirs::latest(&dir).map(|r| r.analysis.join("stats.txt")).unwrap_or_default();
     if phases.contains(&Phase::Analyze) && stats.is_file() && report.outcome == Outcome::Success {
         print!("{}", std::fs::read_to_string(&stats).unwrap_or_default());
     }
@@ -268,6 +268,23 @@ pub async fn status(args: DirArgs) -> Result<(), CliError> {
         for (id, rec) in left {
             println!("  {}", exec::describe_leftover(&id, &rec));
         }
+    }
+    let mut runs: Vec<(String, usize)> = std::fs::read_dir(dir.join("results"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_string_lossy().to_string();
+            name.parse::<u32>().ok()?;
+            let rows = std::fs::read_to_string(dir.join("results").join(&name).join("requests.csv"))
+                .map(|t| t.lines().count().saturating_sub(1))
+                .unwrap_or(0);
+            Some((name, rows))
+        })
+        .collect();
+    runs.sort();
+    if !runs.is_empty() {
+        let list: Vec<String> = runs.iter().map(|(id, n)| format!("{id} ({n} requests)")).collect();
+        println!("harness runs: {} (results/<run>/, analysis/<run>/)", list.join(", "));
     }
     if !state.interrupts.is_empty() {
         println!("interrupted at {}", state.interrupts.join(", "));

@@ -210,7 +210,11 @@ fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
                 .and_then(|v| serde_json::from_value(v).ok())
         })
         .unwrap_or(Convention::Vllm);
-    let analysis = analysis::analyze(&args.dir, convention, &slo)?;
+    let run = crate::workdir::runs::RunDirs::latest_for_analysis(&args.dir).ok_or_else(|| {
+        CliError::Usage(format!("{} holds no results (results/latest/requests.csv)", args.dir.display()))
+    })?;
+    let dirs = analysis::Dirs { workdir: args.dir.clone(), results: run.results, out: run.analysis };
+    let analysis = analysis::analyze(&dirs, convention, &slo)?;
     print!("{}", analysis::render_text(&analysis));
     Ok(())
 }

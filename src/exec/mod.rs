@@ -333,21 +333,27 @@ pub async fn execute(
         selection: opts.selection.as_ref().map(|sel| sel.iter().map(|&i| plan.steps[i].id.clone()).collect()),
     });
     for &i in &main {
-        let s = &plan.steps[i];
-        if !s.enabled {
+        if !plan.steps[i].enabled {
             w.set(i, Status::Skipped, "condition is false")?;
-        } else if opts.selection.is_none()
-            && w.state.steps.get(&s.id).is_some_and(|st| st.status == Status::Done && st.hash == s.hash)
-            && still_valid(w.state.steps.get(&s.id))
-        {
-            w.status[i] = Status::Done;
-            w.reporter.emit(Event::StepReused { step: s.id.clone() });
         }
     }
+    // Done earlier with the same inputs, its effect still holding: reused, unless a dependency
+    // ran again in this walk (then its input changed: e.g. new records to analyse).
+    let reusable: Vec<bool> = (0..n)
+        .map(|i| {
+            let s = &plan.steps[i];
+            let st = w.state.steps.get(&s.id);
+            opts.selection.is_none()
+                && st.is_some_and(|st| st.status == Status::Done && st.hash == s.hash)
+                && still_valid(st)
+        })
+        .collect();
+    let mut ran = vec![false; n];
 
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<Progress>();
+    let run = std::sync::Arc::new(std::sync::Mutex::new(None));
     let said = |p: Progress| Event::StepProgress { step: p.step, message: p.message };
     let ctx_for = |s: &PlannedStep, cancel: watch::Receiver<bool>, w: &Walker| Ctx {
         workdir: dir.to_path_buf(),
@@ -356,6 +362,7 @@ pub async fn execute(
         cancel,
         quiet: opts.quiet,
         progress: progress_tx.clone(),
+        run: run.clone(),
         target: s
             .args
             .as_ref()
@@ -391,7 +398,12 @@ pub async fn execute(
                 };
                 w.set(i, status, &why)?;
                 release(i, &dependents, &in_main, &mut waiting, &mut decidable);
+            } else if reusable[i] && !deps[i].iter().any(|&j| ran[j]) {
+                w.status[i] = Status::Done;
+                w.reporter.emit(Event::StepReused { step: plan.steps[i].id.clone() });
+                release(i, &dependents, &in_main, &mut waiting, &mut decidable);
             } else if interrupts == 0 || (salvage && deps[i].iter().any(|&j| w.partial[j])) {
+                ran[i] = true;
                 w.start(i)?;
                 let step = plan.steps[i].clone();
                 let ctx = ctx_for(&step, cancel_rx.clone(), &w);

@@ -58,9 +58,11 @@ pub fn shard(w: &Workload, n: u32) -> Result<Vec<Workload>, String> {
 
 /// The frame a harness pod prints: its results directory as a base64 tar.gz with its sha256.
 pub fn pack(results: &Path) -> std::io::Result<String> {
+    // `results/latest` is a link: pack what it points at.
+    let results = std::fs::canonicalize(results)?;
     let mut tar =
         tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
-    tar.append_dir_all("results", results)?;
+    tar.append_dir_all("results", &results)?;
     let bytes = tar.into_inner()?.finish()?;
     let sum = sha256_hex(&bytes);
     let body = base64::engine::general_purpose::STANDARD.encode(&bytes);
@@ -182,7 +184,7 @@ pub fn manifests(
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": data});
     let script = "benchflow run --endpoint \"$BENCHFLOW_ENDPOINT\" -w /config/workload-$JOB_COMPLETION_INDEX.yaml \
                   --workdir /tmp/bf -s load -q >/tmp/bf.out 2>&1; code=$?; tail -n 20 /tmp/bf.out >&2; \
-                  benchflow results-pack /tmp/bf/results; exit $code";
+                  benchflow results-pack /tmp/bf/results/latest; exit $code";
     let job = json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": ns},

@@ -28,19 +28,22 @@ impl Step for Args {
 
     fn describe(&self) -> Vec<String> {
         vec![format!(
-            "statistics ({} conventions), plots and report.html from results/ into analysis/",
+            "statistics ({} conventions), plots and report.html from results/<run>/ into analysis/<run>/",
             self.convention.as_str()
         )]
     }
 
     async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
-        let dir = ctx.workdir.clone();
-        let a = tokio::task::spawn_blocking(move || analysis::analyze(&dir, self.convention, &self.slo))
+        let run = ctx.run_dirs();
+        let dirs = analysis::Dirs { workdir: ctx.workdir.clone(), results: run.results, out: run.analysis };
+        let a = tokio::task::spawn_blocking(move || analysis::analyze(&dirs, self.convention, &self.slo))
             .await
             .map_err(|e| StepError::Failed(e.to_string()))?
             .map_err(|e| StepError::Failed(e.to_string()))?;
         let text = analysis::render_text(&a);
         ctx.note(&text);
-        Ok(Done::with_summary("analysis/stats.json, analysis/report.html"))
+        let at = ctx.run_dirs().analysis;
+        let at = at.strip_prefix(&ctx.workdir).unwrap_or(&at).display().to_string();
+        Ok(Done::with_summary(format!("{at}/stats.json, {at}/report.html")))
     }
 }

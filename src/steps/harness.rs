@@ -74,13 +74,8 @@ impl Step for Args {
     }
 
     async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
-        let results = ctx.workdir.join("results");
-        if results.join("requests.csv").exists() {
-            let aside = ctx.workdir.join(format!("results.before-{}", crate::workdir::run_id()));
-            std::fs::rename(&results, &aside)
-                .map_err(|e| StepError::Failed(format!("cannot move earlier results aside: {e}")))?;
-            ctx.note(&format!("# earlier results moved to {}", aside.display()));
-        }
+        let results = ctx.new_run()?.results;
+        ctx.note(&format!("# records go to {}", results.display()));
         ctx.note(&format!("# {}", self.describe().join("\n# ")));
         if self.placement == Placement::Cluster {
             return self.in_cluster(ctx, &results).await;

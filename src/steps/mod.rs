@@ -33,13 +33,14 @@ use std::{
     future::Future,
     io::Write as _,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::{spec::pipeline::Kind, template::Renderer};
+use crate::{spec::pipeline::Kind, template::Renderer, workdir::runs::RunDirs};
 
 /// What every step kind offers. Only `describe` and `run` are required.
 pub trait Step: Sized {
@@ -244,6 +245,9 @@ pub struct Ctx {
     pub progress: tokio::sync::mpsc::UnboundedSender<Progress>,
     /// For `undo` steps: the record the undone step left.
     pub target: Option<UndoRecord>,
+    /// The harness run this execution started, shared by its steps (the load creates it, the
+    /// analysis reads it).
+    pub run: Arc<Mutex<Option<RunDirs>>>,
 }
 
 impl Ctx {
@@ -255,6 +259,25 @@ impl Ctx {
     /// Says how the step is getting on (a long wait, a warning): an event the reporter shows.
     pub fn progress(&self, message: String) {
         let _ = self.progress.send(Progress { step: self.step.clone(), message });
+    }
+
+    /// Starts a new harness run: `results/<id>/` and `analysis/<id>/`, `latest` pointing at them.
+    pub fn new_run(&self) -> Result<RunDirs, StepError> {
+        let dirs = RunDirs::create(&self.workdir).map_err(|e| StepError::Failed(e.to_string()))?;
+        if let Ok(mut slot) = self.run.lock() {
+            *slot = Some(dirs.clone());
+        }
+        Ok(dirs)
+    }
+
+    /// The harness run this execution started, else the newest one in the work directory.
+    pub fn run_dirs(&self) -> RunDirs {
+        let current = self.run.lock().ok().and_then(|slot| slot.clone());
+        current.or_else(|| RunDirs::latest(&self.workdir)).unwrap_or_else(|| RunDirs {
+            id: String::new(),
+            results: self.workdir.join("results"),
+            analysis: self.workdir.join("analysis"),
+        })
     }
 
     /// Resolves when the run is cancelled.

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod archive;
+pub mod runs;
 
 use std::{
     fs::File,

@@ -71,7 +71,7 @@ fn engine_pid(wd: &Path) -> i64 {
 
 /// Waits until the harness has recorded at least one request (the writer flushes every second).
 fn wait_for_records(wd: &Path) {
-    let csv = wd.join("results/requests.csv");
+    let csv = wd.join("results/latest/requests.csv");
     wait_for("records written", Duration::from_secs(60), || {
         std::fs::read_to_string(&csv).map(|t| t.lines().count() > 1).unwrap_or(false)
     });
@@ -102,12 +102,12 @@ fn e2e_on_the_simulator_writes_the_whole_story_and_leaves_nothing_running() {
         "setup/commands/01_start_engine.log",
         "setup/commands/02_smoke_test.log",
         "events.jsonl",
-        "results/requests.csv",
-        "results/run.json",
-        "analysis/stats.json",
-        "analysis/report.html",
-        "analysis/plots/ttft_cdf.png",
-        "analysis/plots/ttft_cdf.svg",
+        "results/latest/requests.csv",
+        "results/latest/run.json",
+        "analysis/latest/stats.json",
+        "analysis/latest/report.html",
+        "analysis/latest/plots/ttft_cdf.png",
+        "analysis/latest/plots/ttft_cdf.svg",
     ] {
         assert!(wd.join(f).is_file(), "missing {f}");
     }
@@ -120,7 +120,7 @@ fn e2e_on_the_simulator_writes_the_whole_story_and_leaves_nothing_running() {
     assert!(!alive(pid), "the simulator (pid {pid}) is still running");
     assert!(state(&wd)["steps"]["01_start_engine"]["undo"].is_null());
     // The statistics agree with the records.
-    let csv = std::fs::read_to_string(wd.join("results/requests.csv")).unwrap();
+    let csv = std::fs::read_to_string(wd.join("results/latest/requests.csv")).unwrap();
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
     let (stage, status, error) = (col("stage"), col("status"), col("error_kind"));
@@ -135,7 +135,7 @@ fn e2e_on_the_simulator_writes_the_whole_story_and_leaves_nothing_running() {
             .collect()
     };
     let stats: Value =
-        serde_json::from_slice(&std::fs::read(wd.join("analysis/stats.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(wd.join("analysis/latest/stats.json")).unwrap()).unwrap();
     let stages = stats["stages"].as_array().unwrap();
     assert_eq!(stages.len(), 2);
     assert_eq!(stages[0]["completed"].as_u64().unwrap() as usize, ok_in("1").len());
@@ -178,7 +178,7 @@ fn e2e_on_the_simulator_writes_the_whole_story_and_leaves_nothing_running() {
     let origin = std::fs::read_to_string(p.path("again/inputs/origin.json")).unwrap();
     assert!(origin.contains("wd.tar.gz") && origin.contains("\"reproduces\": \"wd\""), "{origin}");
     assert_eq!(status_of(&p.path("again"), "03_load"), "done");
-    assert!(p.path("again/analysis/report.html").is_file());
+    assert!(p.path("again/analysis/latest/report.html").is_file());
     assert_absent(&p.path("again"), &[CANARY]);
 }
 
@@ -196,7 +196,7 @@ step                  phase     kind       after                     does
 01_start_engine       standup   spawn      -                         $ BENCHFLOW sim --host 127.0.0.1 --port 18123 --profile tiny/cpu
 02_smoke_test         standup   http       01_start_engine           GET http://127.0.0.1:18123/health, GET http://127.0.0.1:18123/v1/models, POST http://127.0.0.1:18123/v1/completions (8 tokens)
 03_load               run       harness    02_smoke_test             built-in load generator against http://127.0.0.1:18123: rate=5/s poisson for 20 s
-04_analyze            analyze   analyze    03_load                   statistics (vllm conventions), plots and report.html from results/ into analysis/
+04_analyze            analyze   analyze    03_load                   statistics (vllm conventions), plots and report.html from results/<run>/ into analysis/<run>/
 05_stop_start_engine  teardown  undo       -                         01_start_engine: stop its process group (SIGTERM, then SIGKILL after 15 s)
 ";
     assert_eq!(table, expected);
@@ -260,12 +260,17 @@ fn parallel_steps_retries_skip_done_and_selection() {
     let count = |f: &str| std::fs::read_to_string(wd.join(f)).unwrap_or_default().lines().count();
     assert_eq!((count("prepare.count"), count("last.count")), (1, 1));
 
-    // Standing up again with the same inputs: done steps are skipped (the process is gone, so
-    // `up` starts again; `prepare` is reused).
+    // Standing up again with the same inputs: the process is gone, so `up` starts again, and
+    // `prepare`, which depends on it, runs again too (a step is reused only when nothing it
+    // depends on ran in this walk).
+    let out = p.run(&["standup", "-c", "shell", "--workdir", "wd", "--keep"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(count("prepare.count"), 2);
+    // Once more: both done, the process alive: everything is reused.
     let out = p.run(&["standup", "-c", "shell", "--workdir", "wd", "--keep"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("already done with the same inputs"), "{}", text(&out.stderr));
-    assert_eq!(count("prepare.count"), 1);
+    assert_eq!(count("prepare.count"), 2);
     let pid =
         s["steps"]["01_up"]["summary"].as_str().unwrap().trim_start_matches("pid ").parse::<i64>().unwrap();
     assert!(!alive(pid));
@@ -274,7 +279,7 @@ fn parallel_steps_retries_skip_done_and_selection() {
     // -s forces the selected steps only.
     let out = p.run(&["run", "-c", "shell", "--workdir", "wd", "-s", "prepare,7", "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!((count("prepare.count"), count("last.count")), (2, 2));
+    assert_eq!((count("prepare.count"), count("last.count")), (3, 2));
     // Status shows what is up; teardown removes it.
     let out = p.run(&["status", "wd"]);
     assert!(text(&out.stdout).contains(&format!("process group {pid}")), "{}", text(&out.stdout));
@@ -329,7 +334,7 @@ fn sigint_during_the_run_tears_down_and_records_the_interruption() {
     assert_eq!(s["interrupts"].as_array().unwrap().len(), 1);
     assert_eq!(status_of(&wd, "03_load"), "cancelled");
     assert_eq!(status_of(&wd, "05_stop_start_engine"), "done");
-    assert!(wd.join("analysis/stats.json").is_file(), "what was measured is analysed");
+    assert!(wd.join("analysis/latest/stats.json").is_file(), "what was measured is analysed");
     assert!(std::fs::read_to_string(wd.join("events.jsonl")).unwrap().contains("\"event\":\"signal\""));
 }
 
@@ -504,20 +509,18 @@ fn run_and_teardown_continue_what_standup_recorded() {
         "{resolved}"
     );
     assert_eq!(status_of(&wd, "03_load"), "done");
-    // Another workload against the same stack; earlier results are kept aside.
+    // Another workload against the same stack: a second harness run beside the first.
     p.file(
         "workloads/other.yaml",
         "dataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { concurrency: 2, requests: 6 } ]\n",
     );
     let out = p.run(&["run", "--workdir", "wd", "-w", "other", "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        std::fs::read_dir(&wd).unwrap().any(|e| e
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .starts_with("results.before-"))
-    );
+    let rows =
+        |run: &str| std::fs::read_to_string(wd.join(run).join("requests.csv")).unwrap().lines().count();
+    assert!(rows("results/001") > 1 && rows("results/002") == 7, "both runs keep their records");
+    assert_eq!(std::fs::read_link(wd.join("results/latest")).unwrap(), Path::new("002"));
+    assert!(wd.join("analysis/001/stats.json").is_file() && wd.join("analysis/002/stats.json").is_file());
     assert!(
         std::fs::read_dir(wd.join("inputs/history")).unwrap().count() >= 1,
         "the earlier resolved.yaml is kept"

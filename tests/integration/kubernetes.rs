@@ -102,9 +102,9 @@ fn e2e_stands_up_runs_through_a_port_forward_and_deletes_exactly_what_it_created
     }
     assert_eq!(s["steps"]["05_download"]["status"], "skipped");
     // The load went through the port-forward to the simulator.
-    let csv = std::fs::read_to_string(wd.join("results/requests.csv")).unwrap();
+    let csv = std::fs::read_to_string(wd.join("results/latest/requests.csv")).unwrap();
     assert_eq!(csv.lines().count(), 21, "{csv}");
-    assert!(wd.join("analysis/report.html").is_file());
+    assert!(wd.join("analysis/latest/report.html").is_file());
     // Everything created is gone, the namespace too (benchflow created it).
     assert!(c.labelled().is_empty(), "left: {:?}", c.labelled());
     assert!(c.standin.state.get("namespaces", "", "bench").is_none());
@@ -313,7 +313,7 @@ fn real_cluster_e2e() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(dir.0.join("wd/analysis/report.html").is_file());
+    assert!(dir.0.join("wd/analysis/latest/report.html").is_file());
 }
 
 #[test]
@@ -334,17 +334,17 @@ fn the_harness_runs_in_the_cluster_as_a_job_and_its_records_come_back_intact() {
     assert!(summary.starts_with("20 requests (0 failed) from 2 pods"), "{summary}");
     // Each pod's records came back with their checksum, and were merged on one time axis.
     let shards: Value =
-        serde_json::from_slice(&std::fs::read(wd.join("results/shards.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(wd.join("results/latest/shards.json")).unwrap()).unwrap();
     assert_eq!(shards.as_array().unwrap().len(), 2);
     for i in 0..2 {
-        let part =
-            std::fs::read_to_string(wd.join(format!("results/shard-{i}/results/requests.csv"))).unwrap();
+        let part = std::fs::read_to_string(wd.join(format!("results/latest/shard-{i}/results/requests.csv")))
+            .unwrap();
         assert_eq!(part.lines().count(), 11, "shard {i}: {part}");
     }
-    let merged = std::fs::read_to_string(wd.join("results/requests.csv")).unwrap();
+    let merged = std::fs::read_to_string(wd.join("results/latest/requests.csv")).unwrap();
     assert_eq!(merged.lines().count(), 21);
     let stats: Value =
-        serde_json::from_slice(&std::fs::read(wd.join("analysis/stats.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(wd.join("analysis/latest/stats.json")).unwrap()).unwrap();
     assert_eq!(stats["stages"][0]["completed"], 20);
     // The Job and its ConfigMap are gone with the rest.
     let requests = c.standin.requests();
@@ -398,7 +398,8 @@ fn sigint_during_apply_wait_or_run_leaves_nothing_and_keeps_the_existing_claim()
                 })
             }),
             _ => wait_for("records", Duration::from_secs(60), || {
-                std::fs::read_to_string(wd.join("results/requests.csv")).is_ok_and(|t| t.lines().count() > 1)
+                std::fs::read_to_string(wd.join("results/latest/requests.csv"))
+                    .is_ok_and(|t| t.lines().count() > 1)
             }),
         }
         assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());

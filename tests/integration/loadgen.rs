@@ -44,7 +44,7 @@ async fn run(sim: &TestSim, yaml: &str, dir: &TempDir) -> (loadgen::RunInfo, Ana
         .await
         .expect("the run must not hang")
         .unwrap();
-    let a = analysis::analyze(&dir.0, Convention::Vllm, &workload.slo).unwrap();
+    let a = analysis::analyze(&analysis::Dirs::single(&dir.0), Convention::Vllm, &workload.slo).unwrap();
     (info, a)
 }
 

@@ -52,13 +52,13 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
     );
     for f in [
         "inputs/workload.yaml",
-        "results/requests.csv",
-        "results/run.json",
-        "results/server_metrics.csv",
-        "analysis/stats.json",
-        "analysis/stats.txt",
-        "analysis/summary.csv",
-        "analysis/report.html",
+        "results/latest/requests.csv",
+        "results/latest/run.json",
+        "results/latest/server_metrics.csv",
+        "analysis/latest/stats.json",
+        "analysis/latest/stats.txt",
+        "analysis/latest/summary.csv",
+        "analysis/latest/report.html",
     ] {
         assert!(wd.join(f).is_file(), "{f} missing");
     }
@@ -72,26 +72,26 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
         "server_queue",
         "latency_vs_throughput",
     ] {
-        let png = std::fs::read(wd.join(format!("analysis/plots/{chart}.png")))
+        let png = std::fs::read(wd.join(format!("analysis/latest/plots/{chart}.png")))
             .unwrap_or_else(|_| panic!("{chart}.png"));
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{chart}.png is a PNG");
-        let svg = std::fs::read_to_string(wd.join(format!("analysis/plots/{chart}.svg"))).unwrap();
+        let svg = std::fs::read_to_string(wd.join(format!("analysis/latest/plots/{chart}.svg"))).unwrap();
         assert!(svg.trim_start().starts_with("<svg") && svg.contains("</svg>"), "{chart}.svg");
     }
-    let html = std::fs::read_to_string(wd.join("analysis/report.html")).unwrap();
+    let html = std::fs::read_to_string(wd.join("analysis/latest/report.html")).unwrap();
     assert!(html.contains("<h1>benchflow report</h1>") && html.matches("<svg").count() >= 8);
     assert!(
         !html.contains("src=\"http") && !html.contains("<script") && !html.contains("<link"),
         "the report must be self-contained"
     );
-    let rows = std::fs::read_to_string(wd.join("results/requests.csv")).unwrap().lines().count();
+    let rows = std::fs::read_to_string(wd.join("results/latest/requests.csv")).unwrap().lines().count();
     assert_eq!(rows, 1 + 2 + 80, "header + warm-up + two stages");
-    let stats = std::fs::read(wd.join("analysis/stats.json")).unwrap();
+    let stats = std::fs::read(wd.join("analysis/latest/stats.json")).unwrap();
     std::fs::remove_dir_all(wd.join("analysis")).unwrap();
     let out = benchflow().args(["analyze", wd.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success());
     assert_eq!(
-        std::fs::read(wd.join("analysis/stats.json")).unwrap(),
+        std::fs::read(wd.join("analysis/latest/stats.json")).unwrap(),
         stats,
         "analyze must reproduce the run's statistics"
     );
@@ -100,14 +100,14 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("guidellm conventions"));
     // Running again into the same directory re-uses the steps done with the same inputs.
-    let before = std::fs::read(wd.join("results/requests.csv")).unwrap();
+    let before = std::fs::read(wd.join("results/latest/requests.csv")).unwrap();
     let out = benchflow()
         .args(["run", "--endpoint", &sim.1, "-w", &w, "--workdir", wd.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already done with the same inputs"));
-    assert_eq!(std::fs::read(wd.join("results/requests.csv")).unwrap(), before);
+    assert_eq!(std::fs::read(wd.join("results/latest/requests.csv")).unwrap(), before);
 }
 
 #[test]
@@ -126,7 +126,7 @@ fn sigint_keeps_and_analyses_what_was_measured() {
         .spawn()
         .unwrap();
     // Wait until requests are being recorded (the writer flushes every second).
-    let csv = wd.join("results/requests.csv");
+    let csv = wd.join("results/latest/requests.csv");
     for _ in 0..200 {
         if std::fs::read_to_string(&csv).map(|t| t.lines().count() > 1).unwrap_or(false) {
             break;
@@ -139,9 +139,9 @@ fn sigint_keeps_and_analyses_what_was_measured() {
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(text.lines().any(|l| l.contains(",cancelled,")), "in-flight requests are recorded as cancelled");
     let info: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(wd.join("results/run.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(wd.join("results/latest/run.json")).unwrap()).unwrap();
     assert_eq!(info["interrupted"], true);
-    assert!(wd.join("analysis/stats.json").is_file());
+    assert!(wd.join("analysis/latest/stats.json").is_file());
 }
 
 #[test]
