@@ -19,7 +19,7 @@ fn main() {
     std::fs::create_dir_all(dir.join("results")).expect("temp dir");
     let mut rng = Rng::new(1);
     let mut csv = String::with_capacity(n as usize * 140);
-    csv.push_str(&benchflow::loadgen::record::HEADER.join(","));
+    csv.push_str(&benchflow::results::HEADER.join(","));
     csv.push('\n');
     let rate = 2000.0;
     for i in 0..n {

@@ -23,6 +23,8 @@
 //!   request bodies rendered before a run.
 //! * `loadgen`: the built-in load generator: schedules, the send/receive hot path, the
 //!   per-request record writer, the `/metrics` scraper.
+//! * `results`: one harness run's records: the `requests.csv` columns (named once), its writer,
+//!   reader and the merge of shards; `run.json`.
 //! * `analysis`: statistics from the records (vllm bench serve and GuideLLM conventions) and
 //!   the outputs in `analysis/`.
 //! * `workdir`: the work directory (layout, lock, atomic writes, run ids) and its archive.
@@ -39,6 +41,7 @@ pub mod loadgen;
 pub mod plan;
 pub mod platform;
 pub mod resolve;
+pub mod results;
 pub mod rng;
 pub mod session;
 pub mod sim;

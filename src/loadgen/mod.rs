@@ -29,7 +29,7 @@ use std::{
 };
 
 use hyper::{HeaderMap, header::HeaderValue};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::{
     sync::{Semaphore, mpsc, watch},
     task::JoinSet,
@@ -41,6 +41,7 @@ use self::{
 };
 use crate::{
     datasets::{self, DatasetError, Request},
+    results::{RunInfo, StageWindow},
     rng::Rng,
     spec::workload::{Load, Workload},
 };
@@ -72,33 +73,6 @@ pub struct Options {
     pub results_dir: PathBuf,
     pub quiet: bool,
     pub scrape_every: Duration,
-}
-
-/// The measured window of one stage (seconds since the run's start).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StageWindow {
-    pub stage: u32,
-    pub label: String,
-    /// Just before the first request was dispatched.
-    pub start_s: f64,
-    /// When the last request of the stage finished.
-    pub end_s: f64,
-    pub dispatched: u64,
-}
-
-/// What `results/run.json` records about the run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunInfo {
-    pub endpoint: String,
-    pub model: String,
-    pub started_at: String,
-    pub benchflow_version: String,
-    pub stages: Vec<StageWindow>,
-    pub interrupted: bool,
-    pub records: u64,
-    pub failed: u64,
-    pub server_metrics_scrapes: u64,
-    pub server_metrics_error: Option<String>,
 }
 
 struct Ctx {

@@ -10,157 +10,7 @@ use std::{
 
 use tokio::sync::mpsc;
 
-/// How a request failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ErrorKind {
-    /// A non-200 HTTP status.
-    Http,
-    /// Could not connect, or the connection failed before a response.
-    Connect,
-    /// The per-request timeout expired.
-    Timeout,
-    /// The response was cut off mid-stream.
-    Aborted,
-    /// The stream or body was not what the protocol promises (no `[DONE]`, not JSON).
-    Malformed,
-    /// The server sent an error object inside the stream.
-    StreamError,
-    /// HTTP 200 without any content chunk.
-    Empty,
-    /// The run was interrupted while the request was in flight.
-    Cancelled,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Http => "http",
-            ErrorKind::Connect => "connect",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Aborted => "aborted",
-            ErrorKind::Malformed => "malformed",
-            ErrorKind::StreamError => "stream_error",
-            ErrorKind::Empty => "empty",
-            ErrorKind::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "http" => ErrorKind::Http,
-            "connect" => ErrorKind::Connect,
-            "timeout" => ErrorKind::Timeout,
-            "aborted" => ErrorKind::Aborted,
-            "malformed" => ErrorKind::Malformed,
-            "stream_error" => ErrorKind::StreamError,
-            "empty" => ErrorKind::Empty,
-            "cancelled" => ErrorKind::Cancelled,
-            _ => return None,
-        })
-    }
-}
-
-/// One request as measured. Times are nanoseconds since the run's start (one monotonic clock).
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub stage: u32,
-    pub index: u64,
-    pub warmup: bool,
-    pub scheduled_ns: u64,
-    pub sent_ns: u64,
-    pub first_ns: Option<u64>,
-    pub last_ns: Option<u64>,
-    pub end_ns: u64,
-    /// Content chunks (SSE messages with non-empty `choices`).
-    pub chunks: u32,
-    /// Gaps between consecutive content chunks.
-    pub itl_ns: Vec<u64>,
-    pub usage_prompt: Option<u32>,
-    pub usage_completion: Option<u32>,
-    /// The dataset's estimate of the prompt's tokens.
-    pub est_prompt: u32,
-    pub max_tokens: u32,
-    pub status: u16,
-    pub error_kind: Option<ErrorKind>,
-    pub error: Option<String>,
-}
-
-impl Record {
-    pub fn new(
-        stage: u32,
-        index: u64,
-        warmup: bool,
-        scheduled_ns: u64,
-        est_prompt: u32,
-        max_tokens: u32,
-    ) -> Self {
-        Record {
-            stage,
-            index,
-            warmup,
-            scheduled_ns,
-            sent_ns: 0,
-            first_ns: None,
-            last_ns: None,
-            end_ns: 0,
-            chunks: 0,
-            itl_ns: Vec::with_capacity(max_tokens.min(4096) as usize),
-            usage_prompt: None,
-            usage_completion: None,
-            est_prompt,
-            max_tokens,
-            status: 0,
-            error_kind: None,
-            error: None,
-        }
-    }
-
-    /// A content chunk arrived at `now`.
-    pub fn chunk(&mut self, now: u64) {
-        match self.last_ns {
-            None => self.first_ns = Some(now),
-            Some(last) => self.itl_ns.push(now - last),
-        }
-        self.last_ns = Some(now);
-        self.chunks += 1;
-    }
-
-    /// Marks the request failed (the first failure wins).
-    pub fn fail(&mut self, kind: ErrorKind, message: String) {
-        if self.error_kind.is_none() {
-            self.error_kind = Some(kind);
-            self.error = Some(message);
-        }
-    }
-
-    pub fn ok(&self) -> bool {
-        self.error_kind.is_none()
-    }
-}
-
-/// The CSV header of `requests.csv`.
-pub const HEADER: &[&str] = &[
-    "stage",
-    "index",
-    "warmup",
-    "scheduled_us",
-    "sent_us",
-    "first_token_us",
-    "last_token_us",
-    "end_us",
-    "chunks",
-    "prompt_tokens",
-    "output_tokens",
-    "tokens_source",
-    "status",
-    "error_kind",
-    "error",
-    "itl_us",
-];
-
-fn us(ns: u64) -> String {
-    format!("{}.{:03}", ns / 1000, ns % 1000)
-}
+pub use crate::results::{ErrorKind, Record};
 
 /// Messages to the writer task.
 pub enum Msg {
@@ -278,19 +128,17 @@ pub async fn writer(
     quiet: bool,
 ) -> std::io::Result<Written> {
     let file = std::fs::File::create(path)?;
-    let mut csv = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 20, file));
-    csv.write_record(HEADER)?;
+    let mut csv = crate::results::Writer::new(std::io::BufWriter::with_capacity(1 << 20, file))?;
     csv.flush()?;
     let mut written = Written::default();
     let mut progress: Option<Progress> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let tty = std::io::stderr().is_terminal();
-    let mut itl = String::new();
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(Msg::Record(r)) => {
-                    write_record(&mut csv, &r, &mut itl)?;
+                    csv.write(&r)?;
                     written.records += 1;
                     if !r.ok() {
                         written.failed += 1;
@@ -328,36 +176,4 @@ pub async fn writer(
     }
     csv.flush()?;
     Ok(written)
-}
-
-fn write_record<W: Write>(csv: &mut csv::Writer<W>, r: &Record, itl: &mut String) -> std::io::Result<()> {
-    use std::fmt::Write as _;
-    let opt = |v: Option<u64>| v.map(us).unwrap_or_default();
-    let usage = r.usage_prompt.is_some() && r.usage_completion.is_some();
-    itl.clear();
-    for (i, g) in r.itl_ns.iter().enumerate() {
-        if i > 0 {
-            itl.push(' ');
-        }
-        let _ = write!(itl, "{}", g / 1000);
-    }
-    csv.write_record([
-        r.stage.to_string().as_str(),
-        r.index.to_string().as_str(),
-        if r.warmup { "1" } else { "0" },
-        us(r.scheduled_ns).as_str(),
-        us(r.sent_ns).as_str(),
-        opt(r.first_ns).as_str(),
-        opt(r.last_ns).as_str(),
-        us(r.end_ns).as_str(),
-        r.chunks.to_string().as_str(),
-        r.usage_prompt.unwrap_or(r.est_prompt).to_string().as_str(),
-        r.usage_completion.unwrap_or(r.chunks).to_string().as_str(),
-        if usage { "usage" } else { "estimate" },
-        r.status.to_string().as_str(),
-        r.error_kind.map(ErrorKind::as_str).unwrap_or_default(),
-        r.error.as_deref().unwrap_or_default(),
-        itl.as_str(),
-    ])?;
-    Ok(())
 }

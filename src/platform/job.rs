@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    loadgen::{RunInfo, StageWindow},
+    results::{RunInfo, StageWindow},
     spec::workload::Workload,
     workdir::{
         archive::{extract, sha256_hex},
@@ -103,26 +103,9 @@ pub fn merge(results: &Path, shards: &[PathBuf]) -> Result<RunInfo, String> {
         .collect::<Result<_, String>>()?;
     let starts: Vec<f64> = infos.iter().map(|i| parse_utc(&i.started_at).unwrap_or(0.0)).collect();
     let t0 = starts.iter().copied().fold(f64::INFINITY, f64::min);
-    let mut out = csv::Writer::from_path(results.join("requests.csv")).map_err(|e| e.to_string())?;
-    out.write_record(crate::loadgen::record::HEADER).map_err(|e| e.to_string())?;
-    for (shard, start) in shards.iter().zip(&starts) {
-        let offset_us = (start - t0) * 1e6;
-        let mut rd = csv::Reader::from_path(shard.join("requests.csv"))
-            .map_err(|e| format!("{}: {e}", shard.display()))?;
-        for row in rd.records() {
-            let row = row.map_err(|e| e.to_string())?;
-            let fields: Vec<String> = row
-                .iter()
-                .enumerate()
-                .map(|(i, f)| match (i, f.parse::<f64>()) {
-                    (3..=7, Ok(v)) => format!("{:.3}", v + offset_us),
-                    _ => f.to_string(),
-                })
-                .collect();
-            out.write_record(&fields).map_err(|e| e.to_string())?;
-        }
-    }
-    out.flush().map_err(|e| e.to_string())?;
+    let files: Vec<(PathBuf, f64)> =
+        shards.iter().zip(&starts).map(|(s, start)| (s.join("requests.csv"), (start - t0) * 1e6)).collect();
+    crate::results::merge_rows(&results.join("requests.csv"), &files).map_err(|e| e.to_string())?;
     if let Some(first) = shards.first()
         && first.join("server_metrics.csv").is_file()
     {

@@ -30,7 +30,7 @@ impl Drop for TempDir {
     }
 }
 
-async fn run(sim: &TestSim, yaml: &str, dir: &TempDir) -> (loadgen::RunInfo, Analysis) {
+async fn run(sim: &TestSim, yaml: &str, dir: &TempDir) -> (benchflow::results::RunInfo, Analysis) {
     let workload = Workload::from_yaml(yaml, "test.yaml").unwrap();
     let opts = Options {
         endpoint: format!("http://{}", sim.addr),

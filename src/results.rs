@@ -1,0 +1,431 @@
+//! One harness run's records: `requests.csv` (one row per request) and `run.json` (the run and
+//! its stage windows). The contract between the load generator that writes them, the analysis
+//! that reads them and the cluster harness that merges shards of them: the columns are named
+//! here once ([`Col`], [`HEADER`]) and nowhere else by position.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// How a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// A non-200 HTTP status.
+    Http,
+    /// Could not connect, or the connection failed before a response.
+    Connect,
+    /// The per-request timeout expired.
+    Timeout,
+    /// The response was cut off mid-stream.
+    Aborted,
+    /// The stream or body was not what the protocol promises (no `[DONE]`, not JSON).
+    Malformed,
+    /// The server sent an error object inside the stream.
+    StreamError,
+    /// HTTP 200 without any content chunk.
+    Empty,
+    /// The run was interrupted while the request was in flight.
+    Cancelled,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Http => "http",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Aborted => "aborted",
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::StreamError => "stream_error",
+            ErrorKind::Empty => "empty",
+            ErrorKind::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "http" => ErrorKind::Http,
+            "connect" => ErrorKind::Connect,
+            "timeout" => ErrorKind::Timeout,
+            "aborted" => ErrorKind::Aborted,
+            "malformed" => ErrorKind::Malformed,
+            "stream_error" => ErrorKind::StreamError,
+            "empty" => ErrorKind::Empty,
+            "cancelled" => ErrorKind::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// One request as measured. Times are nanoseconds since the run's start (one monotonic clock).
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub stage: u32,
+    pub index: u64,
+    pub warmup: bool,
+    pub scheduled_ns: u64,
+    pub sent_ns: u64,
+    pub first_ns: Option<u64>,
+    pub last_ns: Option<u64>,
+    pub end_ns: u64,
+    /// Content chunks (SSE messages with non-empty `choices`).
+    pub chunks: u32,
+    /// Gaps between consecutive content chunks.
+    pub itl_ns: Vec<u64>,
+    pub usage_prompt: Option<u32>,
+    pub usage_completion: Option<u32>,
+    /// The dataset's estimate of the prompt's tokens.
+    pub est_prompt: u32,
+    pub max_tokens: u32,
+    pub status: u16,
+    pub error_kind: Option<ErrorKind>,
+    pub error: Option<String>,
+}
+
+impl Record {
+    pub fn new(
+        stage: u32,
+        index: u64,
+        warmup: bool,
+        scheduled_ns: u64,
+        est_prompt: u32,
+        max_tokens: u32,
+    ) -> Self {
+        Record {
+            stage,
+            index,
+            warmup,
+            scheduled_ns,
+            sent_ns: 0,
+            first_ns: None,
+            last_ns: None,
+            end_ns: 0,
+            chunks: 0,
+            itl_ns: Vec::with_capacity(max_tokens.min(4096) as usize),
+            usage_prompt: None,
+            usage_completion: None,
+            est_prompt,
+            max_tokens,
+            status: 0,
+            error_kind: None,
+            error: None,
+        }
+    }
+
+    /// A content chunk arrived at `now`.
+    pub fn chunk(&mut self, now: u64) {
+        match self.last_ns {
+            None => self.first_ns = Some(now),
+            Some(last) => self.itl_ns.push(now - last),
+        }
+        self.last_ns = Some(now);
+        self.chunks += 1;
+    }
+
+    /// Marks the request failed (the first failure wins).
+    pub fn fail(&mut self, kind: ErrorKind, message: String) {
+        if self.error_kind.is_none() {
+            self.error_kind = Some(kind);
+            self.error = Some(message);
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.error_kind.is_none()
+    }
+}
+
+/// The CSV header of `requests.csv`.
+pub const HEADER: &[&str] = &[
+    "stage",
+    "index",
+    "warmup",
+    "scheduled_us",
+    "sent_us",
+    "first_token_us",
+    "last_token_us",
+    "end_us",
+    "chunks",
+    "prompt_tokens",
+    "output_tokens",
+    "tokens_source",
+    "status",
+    "error_kind",
+    "error",
+    "itl_us",
+];
+
+fn us(ns: u64) -> String {
+    format!("{}.{:03}", ns / 1000, ns % 1000)
+}
+
+/// The columns of `requests.csv`, in order (`Col::X as usize` is the column's index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Col {
+    Stage,
+    Index,
+    Warmup,
+    ScheduledUs,
+    SentUs,
+    FirstTokenUs,
+    LastTokenUs,
+    EndUs,
+    Chunks,
+    PromptTokens,
+    OutputTokens,
+    TokensSource,
+    Status,
+    ErrorKind,
+    Error,
+    ItlUs,
+}
+
+impl Col {
+    /// The columns holding times (microseconds since the run's start).
+    pub const TIMES: [Col; 5] =
+        [Col::ScheduledUs, Col::SentUs, Col::FirstTokenUs, Col::LastTokenUs, Col::EndUs];
+}
+
+/// Writes `requests.csv` rows (the header first).
+pub struct Writer<W: Write> {
+    csv: csv::Writer<W>,
+    /// Scratch for the gaps column.
+    itl: String,
+}
+
+impl<W: Write> Writer<W> {
+    pub fn new(out: W) -> std::io::Result<Self> {
+        let mut csv = csv::Writer::from_writer(out);
+        csv.write_record(HEADER)?;
+        Ok(Writer { csv, itl: String::new() })
+    }
+
+    pub fn write(&mut self, r: &Record) -> std::io::Result<()> {
+        use std::fmt::Write as _;
+        let opt = |v: Option<u64>| v.map(us).unwrap_or_default();
+        let usage = r.usage_prompt.is_some() && r.usage_completion.is_some();
+        self.itl.clear();
+        for (i, g) in r.itl_ns.iter().enumerate() {
+            if i > 0 {
+                self.itl.push(' ');
+            }
+            let _ = write!(self.itl, "{}", g / 1000);
+        }
+        self.csv.write_record([
+            r.stage.to_string().as_str(),
+            r.index.to_string().as_str(),
+            if r.warmup { "1" } else { "0" },
+            us(r.scheduled_ns).as_str(),
+            us(r.sent_ns).as_str(),
+            opt(r.first_ns).as_str(),
+            opt(r.last_ns).as_str(),
+            us(r.end_ns).as_str(),
+            r.chunks.to_string().as_str(),
+            r.usage_prompt.unwrap_or(r.est_prompt).to_string().as_str(),
+            r.usage_completion.unwrap_or(r.chunks).to_string().as_str(),
+            if usage { "usage" } else { "estimate" },
+            r.status.to_string().as_str(),
+            r.error_kind.map(ErrorKind::as_str).unwrap_or_default(),
+            r.error.as_deref().unwrap_or_default(),
+            self.itl.as_str(),
+        ])?;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.csv.flush()
+    }
+}
+
+/// Why records could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    #[error("{path}: {why}")]
+    Read { path: PathBuf, why: String },
+    #[error("{path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Reads `requests.csv` row by row without copying: checks the header; a partial last line (a
+/// run killed mid-write) ends the file.
+pub struct Reader {
+    path: PathBuf,
+    csv: csv::Reader<std::fs::File>,
+    row: csv::ByteRecord,
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Reader, RecordsError> {
+        let read = |why: String| RecordsError::Read { path: path.to_path_buf(), why };
+        let mut csv = csv::ReaderBuilder::new()
+            .from_path(path)
+            .map_err(|e| read(format!("{e} (is this a benchflow work directory?)")))?;
+        let headers = csv.byte_headers().map_err(|e| read(e.to_string()))?;
+        if !headers.iter().eq(HEADER.iter().map(|h| h.as_bytes())) {
+            return Err(read(
+                "unexpected columns: not a requests.csv written by this benchflow version".into(),
+            ));
+        }
+        Ok(Reader { path: path.to_path_buf(), csv, row: csv::ByteRecord::new() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next row, or `None` at the end.
+    pub fn next_row(&mut self) -> Result<Option<Row<'_>>, RecordsError> {
+        match self.csv.read_byte_record(&mut self.row) {
+            Ok(false) => Ok(None),
+            Ok(true) => Ok(Some(Row(&self.row))),
+            Err(e) if matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) => Ok(None),
+            Err(e) => Err(RecordsError::Read { path: self.path.clone(), why: e.to_string() }),
+        }
+    }
+}
+
+/// One row of `requests.csv`, borrowed.
+pub struct Row<'a>(&'a csv::ByteRecord);
+
+impl Row<'_> {
+    pub fn get(&self, col: Col) -> &[u8] {
+        self.0.get(col as usize).unwrap_or_default()
+    }
+
+    /// The row's line in the file (for error messages).
+    pub fn line(&self) -> u64 {
+        self.0.position().map_or(0, |p| p.line())
+    }
+}
+
+/// Writes `out` from the rows of several `requests.csv` files, shifting each file's times by
+/// its offset (microseconds), so that shards measured on different clocks share one time axis.
+pub fn merge_rows(out: &Path, shards: &[(PathBuf, f64)]) -> Result<u64, RecordsError> {
+    let write = |source| RecordsError::Write { path: out.to_path_buf(), source };
+    let file = std::fs::File::create(out).map_err(write)?;
+    let mut csv = csv::Writer::from_writer(std::io::BufWriter::new(file));
+    csv.write_record(HEADER).map_err(|e| write(e.into()))?;
+    let mut rows = 0;
+    for (path, offset_us) in shards {
+        let mut reader = Reader::open(path)?;
+        while let Some(row) = reader.next_row()? {
+            let fields: Vec<String> = (0..HEADER.len())
+                .map(|i| {
+                    let f = String::from_utf8_lossy(row.0.get(i).unwrap_or_default()).into_owned();
+                    let is_time = Col::TIMES.iter().any(|c| *c as usize == i);
+                    match f.parse::<f64>() {
+                        Ok(v) if is_time => format!("{:.3}", v + offset_us),
+                        _ => f,
+                    }
+                })
+                .collect();
+            csv.write_record(&fields).map_err(|e| write(e.into()))?;
+            rows += 1;
+        }
+    }
+    csv.flush().map_err(write)?;
+    Ok(rows)
+}
+
+/// The measured window of one stage (seconds since the run's start).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageWindow {
+    pub stage: u32,
+    pub label: String,
+    /// Just before the first request was dispatched.
+    pub start_s: f64,
+    /// When the last request of the stage finished.
+    pub end_s: f64,
+    pub dispatched: u64,
+}
+
+/// What `results/run.json` records about the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub endpoint: String,
+    pub model: String,
+    pub started_at: String,
+    pub benchflow_version: String,
+    pub stages: Vec<StageWindow>,
+    pub interrupted: bool,
+    pub records: u64,
+    pub failed: u64,
+    pub server_metrics_scrapes: u64,
+    pub server_metrics_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_names_every_column_in_order() {
+        let named = [
+            (Col::Stage, "stage"),
+            (Col::Warmup, "warmup"),
+            (Col::ScheduledUs, "scheduled_us"),
+            (Col::EndUs, "end_us"),
+            (Col::TokensSource, "tokens_source"),
+            (Col::ErrorKind, "error_kind"),
+            (Col::ItlUs, "itl_us"),
+        ];
+        for (col, name) in named {
+            assert_eq!(HEADER[col as usize], name);
+        }
+        assert_eq!(Col::ItlUs as usize, HEADER.len() - 1);
+    }
+
+    #[test]
+    fn rows_written_read_back_and_merged_on_one_time_axis() {
+        let dir = std::env::temp_dir().join(format!("bf-records-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Record::new(1, 7, false, 1_000_000, 12, 4);
+        r.sent_ns = 1_500_000;
+        r.chunk(2_000_000);
+        r.chunk(2_250_000);
+        r.end_ns = 2_300_000;
+        r.status = 200;
+        let path = dir.join("a.csv");
+        let mut w = Writer::new(std::fs::File::create(&path).unwrap()).unwrap();
+        w.write(&r).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let mut rd = Reader::open(&path).unwrap();
+        let row = rd.next_row().unwrap().unwrap();
+        assert_eq!(
+            (row.get(Col::Stage), row.get(Col::SentUs), row.get(Col::ItlUs)),
+            (&b"1"[..], &b"1500.000"[..], &b"250"[..])
+        );
+        assert!(rd.next_row().unwrap().is_none());
+        // A truncated last line is the end of the file, not an error.
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("1,8,0,3");
+        std::fs::write(dir.join("b.csv"), &text).unwrap();
+        let mut rd = Reader::open(&dir.join("b.csv")).unwrap();
+        assert!(rd.next_row().unwrap().is_some() && rd.next_row().unwrap().is_none());
+        // Merging shifts the times of the second file by its offset, and nothing else.
+        let n = merge_rows(&dir.join("m.csv"), &[(path.clone(), 0.0), (path.clone(), 500.0)]).unwrap();
+        assert_eq!(n, 2);
+        let mut rd = Reader::open(&dir.join("m.csv")).unwrap();
+        let first = rd.next_row().unwrap().unwrap().get(Col::SentUs).to_vec();
+        let second = rd.next_row().unwrap().unwrap();
+        assert_eq!(
+            (first.as_slice(), second.get(Col::SentUs), second.get(Col::Index)),
+            (&b"1500.000"[..], &b"2000.000"[..], &b"7"[..])
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_foreign_header_is_refused() {
+        let path = std::env::temp_dir().join(format!("bf-records-h-{}.csv", std::process::id()));
+        std::fs::write(&path, "a,b\n1,2\n").unwrap();
+        let e = Reader::open(&path).err().unwrap().to_string();
+        assert!(e.contains("unexpected columns"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}
