@@ -25,7 +25,7 @@ use std::{
 use self::outputs::write;
 use self::stats::Summary;
 pub use self::{
-    outputs::{render_text, write_outputs},
+    outputs::{StageDoc, StatsDoc, render_text, schema, write_outputs},
     read::{compute, read_info},
 };
 pub use crate::spec::harness::Convention;
@@ -322,6 +322,15 @@ mod tests {
         ] {
             assert!(doc["stages"][1].get(key).is_some(), "{key}");
         }
+        // The file is the typed document (what its schema describes), and reads back as one.
+        let typed: StatsDoc = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!((typed.stages.len(), typed.stages[1].completed), (2, 1));
+        let keys = |v: &Value| v["stages"][1].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&serde_json::to_value(&typed).unwrap()), keys(&doc));
+        // summary.csv: a header and one row per stage, as the csv crate reads it.
+        let mut rows = csv::Reader::from_path(dir.0.join("analysis/summary.csv")).unwrap();
+        assert_eq!(rows.headers().unwrap().get(0), Some("stage"));
+        assert_eq!(rows.records().count(), 2);
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! people) and `summary.csv` (one row per stage).
 
 use std::{
+    collections::BTreeMap,
     fmt::Write as _,
     path::{Path, PathBuf},
 };
 
-use serde_json::{Map, Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::{Analysis, AnalysisError, Convention, StageStats, stats::Summary};
 
@@ -25,41 +27,118 @@ impl StageStats {
             ("send delay", &self.client_queue),
         ]
     }
+}
 
-    /// The stage as vllm bench serve's result keys (plus `stage`, `label`, failures by kind).
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("stage".into(), json!(self.stage));
-        m.insert("label".into(), json!(self.label));
-        m.insert("duration".into(), json!(self.duration));
-        m.insert("completed".into(), json!(self.completed));
-        m.insert("failed".into(), json!(self.failed));
-        m.insert("failed_by_kind".into(), json!(self.failed_by_kind));
-        m.insert("total_input_tokens".into(), json!(self.total_input_tokens));
-        m.insert("total_output_tokens".into(), json!(self.total_output_tokens));
-        m.insert("estimated_token_requests".into(), json!(self.estimated_token_requests));
-        m.insert("request_throughput".into(), json!(self.request_throughput));
-        m.insert("request_goodput".into(), json!(self.request_goodput));
-        m.insert("output_throughput".into(), json!(self.output_throughput));
-        m.insert("total_token_throughput".into(), json!(self.total_token_throughput));
-        m.insert("max_output_tokens_per_s".into(), json!(self.max_output_tokens_per_s));
-        m.insert("max_concurrent_requests".into(), json!(self.max_concurrent_requests));
-        for (name, s) in [
-            ("ttft", &self.ttft),
-            ("tpot", &self.tpot),
-            ("itl", &self.itl),
-            ("e2el", &self.e2el),
-            ("client_queue_time", &self.client_queue),
+/// `stats.json`: the whole document, typed (its JSON Schema is `schemas/stats.schema.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StatsDoc {
+    /// Which metric definitions were applied.
+    pub convention: Convention,
+    /// Those definitions in words.
+    pub definitions: String,
+    /// Whether token counts are the server's (`usage`) or client estimates, in words.
+    pub token_counts: String,
+    pub endpoint: Option<String>,
+    pub model: Option<String>,
+    /// The run was interrupted: its last stage may be partial.
+    pub interrupted: bool,
+    pub stages: Vec<StageDoc>,
+}
+
+/// One stage, with vllm bench serve's result key names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StageDoc {
+    pub stage: u32,
+    pub label: String,
+    /// Seconds: stage dispatch start to the last completion.
+    pub duration: f64,
+    pub completed: u64,
+    pub failed: u64,
+    /// Failed requests by kind (`http`, `timeout`, `aborted`, …).
+    pub failed_by_kind: BTreeMap<String, u64>,
+    pub total_input_tokens: u64,
+    pub total_output_tokens: u64,
+    /// Successful requests without server usage (their token counts are estimates).
+    pub estimated_token_requests: u64,
+    /// Requests per second.
+    pub request_throughput: f64,
+    /// Requests per second meeting every SLO (null without SLOs).
+    pub request_goodput: Option<f64>,
+    /// Output tokens per second.
+    pub output_throughput: f64,
+    pub total_token_throughput: f64,
+    pub max_output_tokens_per_s: f64,
+    pub max_concurrent_requests: u64,
+    /// Latencies in ms: `{mean,median,std,p25,p50,p75,p90,p95,p99,…}_{ttft,tpot,itl,e2el,client_queue_time}_ms`.
+    #[serde(flatten)]
+    pub latencies_ms: BTreeMap<String, f64>,
+}
+
+impl StageDoc {
+    fn of(s: &StageStats) -> StageDoc {
+        let mut latencies_ms = BTreeMap::new();
+        for (name, m) in [
+            ("ttft", &s.ttft),
+            ("tpot", &s.tpot),
+            ("itl", &s.itl),
+            ("e2el", &s.e2el),
+            ("client_queue_time", &s.client_queue),
         ] {
-            m.insert(format!("mean_{name}_ms"), json!(s.mean));
-            m.insert(format!("median_{name}_ms"), json!(s.median));
-            m.insert(format!("std_{name}_ms"), json!(s.std));
-            for (p, v) in &s.percentiles {
-                m.insert(format!("{}_{name}_ms", pkey(*p)), json!(v));
+            latencies_ms.insert(format!("mean_{name}_ms"), m.mean);
+            latencies_ms.insert(format!("median_{name}_ms"), m.median);
+            latencies_ms.insert(format!("std_{name}_ms"), m.std);
+            for (p, v) in &m.percentiles {
+                latencies_ms.insert(format!("{}_{name}_ms", pkey(*p)), *v);
             }
         }
-        Value::Object(m)
+        StageDoc {
+            stage: s.stage,
+            label: s.label.clone(),
+            duration: s.duration,
+            completed: s.completed,
+            failed: s.failed,
+            failed_by_kind: s.failed_by_kind.clone(),
+            total_input_tokens: s.total_input_tokens,
+            total_output_tokens: s.total_output_tokens,
+            estimated_token_requests: s.estimated_token_requests,
+            request_throughput: s.request_throughput,
+            request_goodput: s.request_goodput,
+            output_throughput: s.output_throughput,
+            total_token_throughput: s.total_token_throughput,
+            max_output_tokens_per_s: s.max_output_tokens_per_s,
+            max_concurrent_requests: s.max_concurrent_requests,
+            latencies_ms,
+        }
     }
+}
+
+impl StatsDoc {
+    pub fn of(a: &Analysis) -> StatsDoc {
+        let tokens = a.stages.iter().map(|s| s.estimated_token_requests).sum::<u64>();
+        StatsDoc {
+            convention: a.convention,
+            definitions: match a.convention {
+                Convention::Vllm => "vllm bench serve: TTFT to the first content chunk, ITL per chunk pooled over requests, TPOT = (E2EL - TTFT)/(output tokens - 1) per request, E2EL to the last content chunk, percentiles by linear interpolation, duration = stage dispatch start to last completion",
+                Convention::Guidellm => "GuideLLM: TTFT to the first token, TPOT = time to last token / output tokens (weighted by tokens), ITL = (last - first token)/(tokens - 1) (weighted), E2EL = request latency to the stream's end, percentiles = inverse empirical CDF",
+            }
+            .to_string(),
+            token_counts: if tokens == 0 {
+                "server usage".to_string()
+            } else {
+                format!("{tokens} successful requests had no server usage: their token counts are client estimates")
+            },
+            endpoint: a.info.as_ref().map(|i| i.endpoint.clone()),
+            model: a.info.as_ref().map(|i| i.model.clone()),
+            interrupted: a.info.as_ref().is_some_and(|i| i.interrupted),
+            stages: a.stages.iter().map(StageDoc::of).collect(),
+        }
+    }
+}
+
+/// `(file name, pretty JSON)` of the `stats.json` schema.
+pub fn schema() -> (&'static str, String) {
+    let schema = schemars::schema_for!(StatsDoc);
+    ("stats.schema.json", serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n")
 }
 
 pub(super) fn write(path: PathBuf, bytes: &[u8]) -> Result<(), AnalysisError> {
@@ -73,49 +152,52 @@ pub(super) fn write(path: PathBuf, bytes: &[u8]) -> Result<(), AnalysisError> {
 pub fn write_outputs(out: &Path, a: &Analysis) -> Result<(), AnalysisError> {
     let out = out.to_path_buf();
     std::fs::create_dir_all(&out).map_err(|source| AnalysisError::Write { path: out.clone(), source })?;
-    let tokens = a.stages.iter().map(|s| s.estimated_token_requests).sum::<u64>();
-    let doc = json!({
-        "convention": a.convention.as_str(),
-        "definitions": match a.convention {
-            Convention::Vllm => "vllm bench serve: TTFT to the first content chunk, ITL per chunk pooled over requests, TPOT = (E2EL - TTFT)/(output tokens - 1) per request, E2EL to the last content chunk, percentiles by linear interpolation, duration = stage dispatch start to last completion",
-            Convention::Guidellm => "GuideLLM: TTFT to the first token, TPOT = time to last token / output tokens (weighted by tokens), ITL = (last - first token)/(tokens - 1) (weighted), E2EL = request latency to the stream's end, percentiles = inverse empirical CDF",
-        },
-        "token_counts": if tokens == 0 { "server usage".to_string() } else { format!("{tokens} successful requests had no server usage: their token counts are client estimates") },
-        "endpoint": a.info.as_ref().map(|i| i.endpoint.clone()),
-        "model": a.info.as_ref().map(|i| i.model.clone()),
-        "interrupted": a.info.as_ref().is_some_and(|i| i.interrupted),
-        "stages": a.stages.iter().map(StageStats::to_json).collect::<Vec<_>>(),
-    });
+    let doc = StatsDoc::of(a);
     write(out.join("stats.json"), &serde_json::to_vec_pretty(&doc).unwrap_or_default())?;
     write(out.join("stats.txt"), render_text(a).as_bytes())?;
-    let mut csv = String::from(
-        "stage,label,duration_s,completed,failed,request_throughput,output_throughput,total_token_throughput,request_goodput,max_concurrent_requests",
-    );
+    write(out.join("summary.csv"), &summary_csv(a))
+}
+
+/// `summary.csv`: one row per stage.
+fn summary_csv(a: &Analysis) -> Vec<u8> {
+    let mut header: Vec<String> = [
+        "stage",
+        "label",
+        "duration_s",
+        "completed",
+        "failed",
+        "request_throughput",
+        "output_throughput",
+        "total_token_throughput",
+        "request_goodput",
+        "max_concurrent_requests",
+    ]
+    .map(String::from)
+    .to_vec();
     for m in ["ttft", "tpot", "itl", "e2el"] {
-        let _ = write!(csv, ",mean_{m}_ms,median_{m}_ms,p90_{m}_ms,p99_{m}_ms");
+        header.extend(["mean", "median", "p90", "p99"].map(|s| format!("{s}_{m}_ms")));
     }
-    csv.push('\n');
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    let _ = csv.write_record(&header);
     for s in &a.stages {
-        let _ = write!(
-            csv,
-            "{},\"{}\",{:.3},{},{},{:.4},{:.2},{:.2},{},{}",
-            s.stage,
-            s.label.replace('"', "'"),
-            s.duration,
-            s.completed,
-            s.failed,
-            s.request_throughput,
-            s.output_throughput,
-            s.total_token_throughput,
+        let mut row = vec![
+            s.stage.to_string(),
+            s.label.clone(),
+            format!("{:.3}", s.duration),
+            s.completed.to_string(),
+            s.failed.to_string(),
+            format!("{:.4}", s.request_throughput),
+            format!("{:.2}", s.output_throughput),
+            format!("{:.2}", s.total_token_throughput),
             s.request_goodput.map(|g| format!("{g:.4}")).unwrap_or_default(),
-            s.max_concurrent_requests
-        );
+            s.max_concurrent_requests.to_string(),
+        ];
         for m in [&s.ttft, &s.tpot, &s.itl, &s.e2el] {
-            let _ = write!(csv, ",{:.3},{:.3},{:.3},{:.3}", m.mean, m.median, m.p(90.0), m.p(99.0));
+            row.extend([m.mean, m.median, m.p(90.0), m.p(99.0)].map(|v| format!("{v:.3}")));
         }
-        csv.push('\n');
+        let _ = csv.write_record(&row);
     }
-    write(out.join("summary.csv"), csv.as_bytes())
+    csv.into_inner().unwrap_or_default()
 }
 
 /// The human-readable tables.
@@ -176,4 +258,13 @@ pub fn render_text(a: &Analysis) -> String {
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_stats_schema_is_fresh() {
+        let (name, text) = super::schema();
+        crate::spec::schema::assert_fresh(name, &text);
+    }
 }

@@ -1,4 +1,5 @@
-//! JSON Schemas for the four file kinds, generated from the serde types. The checked-in copies
+//! JSON Schemas for the four file kinds, generated from the serde types (the schema of the
+//! `stats.json` output is `analysis::StatsDoc`'s). The checked-in copies
 //! under `schemas/` are compared with these by a test, so they cannot go stale.
 
 use schemars::schema_for;
@@ -16,22 +17,29 @@ pub fn all() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// For tests: fails when `schemas/NAME` differs from `text` (with `BENCHFLOW_WRITE_SCHEMAS` set,
+/// writes it first).
+#[cfg(test)]
+pub fn assert_fresh(name: &str, text: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let path = dir.join(name);
+    if std::env::var_os("BENCHFLOW_WRITE_SCHEMAS").is_some() {
+        std::fs::create_dir_all(&dir).expect("create schemas/");
+        std::fs::write(&path, text).expect("write schema");
+    }
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        on_disk == text,
+        "schemas/{name} is stale: run `BENCHFLOW_WRITE_SCHEMAS=1 cargo test --lib schema` and commit it"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn checked_in_schemas_are_fresh() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
         for (name, text) in super::all() {
-            let path = dir.join(name);
-            if std::env::var_os("BENCHFLOW_WRITE_SCHEMAS").is_some() {
-                std::fs::create_dir_all(&dir).expect("create schemas/");
-                std::fs::write(&path, &text).expect("write schema");
-            }
-            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(
-                on_disk == text,
-                "schemas/{name} is stale: run `BENCHFLOW_WRITE_SCHEMAS=1 cargo test --lib schema` and commit it"
-            );
+            super::assert_fresh(name, &text);
         }
     }
 }
