@@ -157,11 +157,11 @@ fn hash(v: &Value) -> String {
 pub fn compile(resolved: &Resolved) -> Result<Plan, PlanError> {
     let pipeline_text = resolved.texts.get("pipeline").map(String::as_str);
     let origin = resolved.files.get("pipeline").cloned().unwrap_or_else(|| "pipeline".into());
-    let at = |needle: &str| {
-        pipeline_text
-            .and_then(|t| spec::line_of(t, needle))
-            .map(|l| format!("{origin}:{l}"))
-            .unwrap_or_else(|| origin.clone())
+    let lines = pipeline_text.map(spec::pipeline::step_lines).unwrap_or_default();
+    // Where step `i` is written: `file:line` of its `name`.
+    let at = |i: usize| match lines.get(i).copied().flatten() {
+        Some(l) => format!("{origin}:{l}"),
+        None => origin.clone(),
     };
     let specs = &resolved.pipeline.steps;
     if specs.is_empty() {
@@ -173,7 +173,7 @@ pub fn compile(resolved: &Resolved) -> Result<Plan, PlanError> {
     let renderer = Renderer::new(&resolved.values);
     let mut steps = Vec::with_capacity(specs.len() * 2);
     for (i, s) in specs.iter().enumerate() {
-        let here = at(&format!("name: {}", s.name));
+        let here = at(i);
         if !valid_name(&s.name) {
             return Err(PlanError::Invalid {
                 origin: here,
@@ -241,7 +241,7 @@ pub fn compile(resolved: &Resolved) -> Result<Plan, PlanError> {
     };
     if let Err(cycle) = plan.order() {
         return Err(PlanError::Invalid {
-            origin: at(&format!("name: {}", cycle[0])),
+            origin: at(specs.iter().position(|s| s.name == cycle[0]).unwrap_or(usize::MAX)),
             message: format!(
                 "the steps depend on each other in a cycle: {}; remove one of these `after` entries",
                 cycle.join(" → ")

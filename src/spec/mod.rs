@@ -159,11 +159,6 @@ pub fn find(kind: &'static str, dir: &str, name: &str) -> Result<Source, SpecErr
     })
 }
 
-/// The 1-based line of the first line of `text` that contains `needle`.
-pub fn line_of(text: &str, needle: &str) -> Option<usize> {
-    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,23 @@ fn default_backoff() -> Secs {
     Secs(1.0)
 }
 
+/// The line of each step's `name` in a pipeline's text, by the YAML parser's positions (for
+/// errors found after parsing, e.g. by the planner); `None` where it cannot be told.
+pub fn step_lines(text: &str) -> Vec<Option<u64>> {
+    #[derive(Deserialize)]
+    struct Step {
+        name: Option<serde_saphyr::Spanned<String>>,
+    }
+    #[derive(Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        steps: Vec<Step>,
+    }
+    serde_saphyr::from_str::<Doc>(text)
+        .map(|d| d.steps.into_iter().map(|s| s.name.map(|n| n.referenced.line())).collect())
+        .unwrap_or_default()
+}
+
 /// The phases, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -125,5 +142,15 @@ impl Kind {
             Kind::Wait => "wait",
             Kind::Undo => "undo",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn step_lines_come_from_the_parser_not_from_text_search() {
+        // The first step's name also appears in a comment and in another step's `after`.
+        let text = "# start_engine first\nsteps:\n  - name: start_engine\n    phase: standup\n    kind: spawn\n  - { name: load, phase: run, kind: harness, after: [start_engine] }\n";
+        assert_eq!(super::step_lines(text), [Some(3), Some(6)]);
     }
 }
