@@ -41,6 +41,7 @@ fn main() {
         }),
         sources: BTreeMap::new(),
         pipeline,
+        workload: None,
         texts: BTreeMap::from([("pipeline".to_string(), text)]),
     };
     let mut times = Vec::new();

@@ -564,6 +564,7 @@ mod tests {
             values: json!({"run": {"id": "t"}}),
             sources: BTreeMap::new(),
             pipeline: spec::from_yaml(pipeline, "p.yaml", &[]).unwrap(),
+            workload: None,
             texts: BTreeMap::new(),
         };
         plan::compile(&resolved).unwrap()

@@ -65,6 +65,10 @@ pub struct Resolved {
     pub sources: BTreeMap<String, String>,
     /// The pipeline's steps (templates, not yet rendered).
     pub pipeline: Pipeline,
+    /// The workload, typed and validated once (with `values.workload` its canonical form and
+    /// `sources` the provenance of each of its values); not part of resolved.yaml.
+    #[serde(skip)]
+    pub workload: Option<Workload>,
     /// The texts of the files as read (`scenario`, `harness`, `workload`, `pipeline`): copied
     /// into `inputs/` and used for line numbers in errors; not part of resolved.yaml.
     #[serde(skip)]
@@ -380,6 +384,7 @@ fn finish(
     h.remove("vars");
     canonical.insert("harness".into(), Value::Object(h));
     canonical.insert("workload".into(), serde_json::to_value(&workload).unwrap_or_default());
+    let workload = Some(workload);
     tree.values = Value::Object(canonical);
     check_secrets(&tree)?;
 
@@ -400,6 +405,7 @@ fn finish(
         values: tree.values,
         sources: tree.sources,
         pipeline,
+        workload,
         texts: BTreeMap::new(),
     })
 }

@@ -8,13 +8,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Ctx, Done, Step, StepError, UndoRecord};
+use super::{Ctx, Done, Inputs, Step, StepError, UndoRecord};
 use crate::{
     platform::{
         kube::{self, ObjectRef, Target},
         kubernetes,
     },
-    template::Renderer,
     units::Secs,
 };
 
@@ -78,9 +77,9 @@ impl Undo {
 
 impl Step for Args {
     /// Renders the templates into `manifests`: the plan holds exactly what will be applied.
-    fn compile(&mut self, templates: &Renderer) -> Result<(), String> {
+    fn compile(&mut self, inputs: &Inputs) -> Result<(), String> {
         self.manifests =
-            kubernetes::render_manifests(templates, self.template_dir.as_deref(), &self.templates)?;
+            kubernetes::render_manifests(inputs.templates, self.template_dir.as_deref(), &self.templates)?;
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Ctx, Done, Step, StepError};
+use super::{Ctx, Done, Inputs, Step, StepError};
 use crate::{
     loadgen,
     platform::{job, kube, kubernetes},
@@ -17,7 +17,9 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct Args {
     pub endpoint: String,
-    pub workload: Box<Workload>,
+    /// The workload: by default the run's, resolved and validated once (filled in at plan time).
+    #[serde(default)]
+    pub workload: Option<Box<Workload>>,
     /// Relative dataset paths are resolved against this directory.
     pub workload_dir: PathBuf,
     #[serde(default = "default_scrape")]
@@ -52,9 +54,19 @@ fn default_scrape() -> Secs {
 }
 
 impl Step for Args {
+    fn compile(&mut self, inputs: &Inputs) -> Result<(), String> {
+        if self.workload.is_none() {
+            let workload = inputs.workload.ok_or("the run has no workload to give the harness")?;
+            self.workload = Some(Box::new(workload.clone()));
+        }
+        Ok(())
+    }
+
     fn describe(&self) -> Vec<String> {
-        let stages: Vec<String> = self
-            .workload
+        let Some(workload) = self.workload.as_deref() else {
+            return vec![format!("built-in load generator against {}: the run's workload", self.endpoint)];
+        };
+        let stages: Vec<String> = workload
             .stages
             .iter()
             .map(|s| {
@@ -83,7 +95,7 @@ impl Step for Args {
         let (endpoint, _forward) = super::http::local_url(&self.endpoint, &self.cluster).await?;
         let opts = loadgen::Options {
             endpoint,
-            workload: *self.workload,
+            workload: self.workload()?.clone(),
             base_dir: self.workload_dir,
             results_dir: results,
             quiet: ctx.quiet,
@@ -102,6 +114,13 @@ impl Step for Args {
     }
 }
 
+impl Args {
+    /// The workload (there once compiled).
+    fn workload(&self) -> Result<&Workload, StepError> {
+        self.workload.as_deref().ok_or_else(|| fail("the harness step has no workload"))
+    }
+}
+
 fn fail(e: impl std::fmt::Display) -> StepError {
     StepError::Failed(e.to_string())
 }
@@ -115,7 +134,7 @@ impl Args {
         })?;
         let url = self.service_url.clone().ok_or_else(|| fail("`placement: cluster` needs `service_url`"))?;
         let image = self.image.clone().ok_or_else(|| fail("`placement: cluster` needs `image`"))?;
-        let shards = job::shard(&self.workload, self.parallelism.max(1)).map_err(fail)?;
+        let shards = job::shard(self.workload()?, self.parallelism.max(1)).map_err(fail)?;
         let name = format!("{}-load", svc.chars().take(50).collect::<String>());
         let run_label = self.run_label.clone().unwrap_or_default();
         let labels = serde_json::json!({ kubernetes::RUN_LABEL: run_label, "app.kubernetes.io/name": "benchflow-harness" });
@@ -132,7 +151,7 @@ impl Args {
             kube::apply(&client, &cm).await.map_err(fail)?;
             kube::apply(&client, &jobm).await.map_err(fail)?;
             ctx.note(&format!("# applied ConfigMap/{name} and Job/{name} ({} pods)", shards.len()));
-            let planned: f64 = self.workload.stages.iter().filter_map(|s| s.duration.map(|d| d.0)).sum();
+            let planned: f64 = self.workload()?.stages.iter().filter_map(|s| s.duration.map(|d| d.0)).sum();
             let limit = std::time::Duration::from_secs_f64(planned + 600.0);
             let verdict = tokio::select! {
                 v = kube::await_job(&client, &ns, &name) => v,

@@ -40,13 +40,25 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::{spec::pipeline::Kind, template::Renderer, workdir::runs::RunDirs};
+use crate::{
+    spec::{pipeline::Kind, workload::Workload},
+    template::Renderer,
+    workdir::runs::RunDirs,
+};
+
+/// What a step may use at plan time to complete its arguments.
+pub struct Inputs<'a> {
+    /// Renders the templates a step names (manifests), from the variable tree.
+    pub templates: &'a Renderer,
+    /// The run's workload, resolved and validated once (the harness takes it as it is).
+    pub workload: Option<&'a Workload>,
+}
 
 /// What every step kind offers. Only `describe` and `run` are required.
 pub trait Step: Sized {
     /// Completes the arguments at plan time (e.g. renders the templates they name), so that the
     /// plan holds exactly what will be done.
-    fn compile(&mut self, _templates: &Renderer) -> Result<(), String> {
+    fn compile(&mut self, _inputs: &Inputs) -> Result<(), String> {
         Ok(())
     }
 
@@ -89,8 +101,8 @@ macro_rules! kinds {
                 match self { $(StepArgs::$variant(_) => Kind::$variant,)* }
             }
 
-            pub fn compile(&mut self, templates: &Renderer) -> Result<(), String> {
-                match self { $(StepArgs::$variant(a) => a.compile(templates),)* }
+            pub fn compile(&mut self, inputs: &Inputs) -> Result<(), String> {
+                match self { $(StepArgs::$variant(a) => a.compile(inputs),)* }
             }
 
             pub fn describe(&self) -> Vec<String> {

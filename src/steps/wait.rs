@@ -17,13 +17,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Ctx, Done, Step, StepError};
+use super::{Ctx, Done, Inputs, Step, StepError};
 use crate::{
     platform::{
         kube::{self, PodVerdict, Target},
         kubernetes,
     },
-    template::Renderer,
     units::Secs,
 };
 
@@ -89,9 +88,9 @@ pub fn mismatches(live: &Deployment, rendered: &Value) -> Vec<String> {
 }
 
 impl Step for Args {
-    fn compile(&mut self, templates: &Renderer) -> Result<(), String> {
+    fn compile(&mut self, inputs: &Inputs) -> Result<(), String> {
         if let Some(file) = self.expect_template.take() {
-            let docs = kubernetes::render_manifests(templates, self.template_dir.as_deref(), &[file])?;
+            let docs = kubernetes::render_manifests(inputs.templates, self.template_dir.as_deref(), &[file])?;
             self.expect =
                 docs.into_iter().find(|d| d.get("kind").and_then(Value::as_str) == Some("Deployment"));
         }
