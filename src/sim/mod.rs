@@ -3,7 +3,8 @@
 //! Same wire format, endpoints and metric names as vLLM's OpenAI server; timing from a model of
 //! vLLM's scheduler so that throughput saturates and latency climbs past saturation as on a GPU.
 //!
-//! * [`config`]: every knob, the shipped profiles, `--set` and `/admin/config` updates.
+//! * [`config`]: every knob, the shipped profiles, `--set` and `/admin/config` updates;
+//!   [`faults`]: the types of the fault knobs.
 //! * [`engine`]: the sans-IO engine model (scheduler, chunked prefill, preemption, step cost).
 //! * [`kv`]: KV-cache blocks and the prefix cache.
 //! * [`driver`]: runs the engine in scaled real time and hands tokens to the streams.
@@ -17,6 +18,7 @@ pub mod analytic;
 pub mod config;
 pub mod driver;
 pub mod engine;
+pub mod faults;
 pub mod kv;
 pub mod metrics;
 pub mod server;
