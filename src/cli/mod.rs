@@ -1,11 +1,14 @@
 //! The command line: clap types, dispatch, and the exit-code table.
 //!
-//! * this file: the argument types, the error → exit code table, `sim` and `analyze`.
+//! * this file: dispatch, the error → exit code table, `sim` and `analyze`.
+//! * [`args`]: the clap types of every command.
 //! * [`engine`]: the commands that compile and execute a plan (`e2e`, `standup`, `run`,
-//!   `teardown`, `plan`, `status`, `archive`, `reproduce`).
+//!   `teardown`, `plan`, `reproduce`), over [`crate::session`].
+//! * [`inspect`]: `status`, `archive`, `gc`.
 
 pub mod args;
 pub mod engine;
+pub mod inspect;
 
 use std::process::ExitCode;
 
@@ -140,10 +143,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Teardown(args) => runtime.block_on(engine::teardown(args)),
         Command::Plan(args) => engine::show_plan(args),
         Command::Analyze(args) => analyze(args),
-        Command::Status(args) => runtime.block_on(engine::status(args)),
-        Command::Archive(args) => engine::archive(args),
+        Command::Status(args) => runtime.block_on(inspect::status(args)),
+        Command::Archive(args) => inspect::archive(args),
         Command::Reproduce(args) => runtime.block_on(engine::reproduce(args)),
-        Command::Gc(args) => runtime.block_on(engine::gc(args)),
+        Command::Gc(args) => runtime.block_on(inspect::gc(args)),
         Command::Sim(args) => runtime.block_on(run_sim(args)),
         Command::ResultsPack { dir } => {
             let frame =

@@ -1,0 +1,154 @@
+//! The commands that look at a work directory or a cluster without running a plan: `status`,
+//! `archive`, `gc`.
+
+use super::{
+    CliError,
+    args::{ArchiveArgs, DirArgs, GcArgs},
+    engine::{dir_or_latest, load_plan},
+};
+use crate::{
+    exec::{self, State},
+    resolve::Resolved,
+    workdir::{WorkDir, archive},
+};
+
+pub async fn status(args: DirArgs) -> Result<(), CliError> {
+    let dir = dir_or_latest(args.dir);
+    let plan = load_plan(&dir)?;
+    let state = State::load(&dir, &plan.run_id);
+    let resolved = Resolved::from_file(&dir.join("inputs/resolved.yaml"))?;
+    println!("run {} in {}", plan.run_id, dir.display());
+    if let Some(url) = resolved.get("endpoint.url").and_then(|v| v.as_str()) {
+        println!("endpoint {url}");
+    }
+    let wid = plan.steps.iter().map(|s| s.id.len()).max().unwrap_or(4);
+    for s in &plan.steps {
+        let st = state.steps.get(&s.id);
+        let status = st.map_or("pending", |st| st.status.as_str());
+        let took = st.and_then(|st| st.duration_s).map(|d| format!("{d:.1} s")).unwrap_or_default();
+        let note = st.and_then(|st| st.error.clone().or_else(|| st.summary.clone())).unwrap_or_default();
+        let note = note.lines().next().unwrap_or("").to_string();
+        println!("{:<wid$}  {:<9}  {:>8}  {note}", s.id, status, took);
+    }
+    let left = state.leftovers();
+    if resolved.get("platform").and_then(|v| v.as_str()) == Some("kubernetes") && !left.is_empty() {
+        cluster_status(&resolved).await;
+    }
+    if left.is_empty() {
+        println!("nothing is up");
+    } else {
+        println!("up:");
+        for (id, rec) in left {
+            println!("  {}", exec::describe_leftover(&id, &rec));
+        }
+    }
+    let mut runs: Vec<(String, usize)> = std::fs::read_dir(dir.join("results"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_string_lossy().to_string();
+            name.parse::<u32>().ok()?;
+            let rows = std::fs::read_to_string(dir.join("results").join(&name).join("requests.csv"))
+                .map(|t| t.lines().count().saturating_sub(1))
+                .unwrap_or(0);
+            Some((name, rows))
+        })
+        .collect();
+    runs.sort();
+    if !runs.is_empty() {
+        let list: Vec<String> = runs.iter().map(|(id, n)| format!("{id} ({n} requests)")).collect();
+        println!("harness runs: {} (results/<run>/, analysis/<run>/)", list.join(", "));
+    }
+    if !state.interrupts.is_empty() {
+        println!("interrupted at {}", state.interrupts.join(", "));
+    }
+    let running = state.steps.values().any(|s| s.status == exec::Status::Running);
+    if running && WorkDir::open(&dir).is_ok() {
+        println!(
+            "steps are marked running but no benchflow holds this work directory: it was killed; \
+             `benchflow teardown {}` removes what is up",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// What the cluster says about the run's Deployment and pods (best effort: status must work
+/// when the cluster does not answer).
+async fn cluster_status(resolved: &Resolved) {
+    use crate::platform::kube;
+    let s = |p: &str| resolved.get(p).and_then(|v| v.as_str()).map(str::to_string);
+    let target = kube::Target { context: s("kubernetes.context"), kubeconfig: s("kubernetes.kubeconfig") };
+    let (Some(ns), Some(name)) = (s("kubernetes.namespace"), s("k8s.name")) else { return };
+    let client = match target.client().await {
+        Ok(c) => c,
+        Err(e) => return println!("cluster: {e}"),
+    };
+    match kube::deployment_pods(&client, &ns, &name).await {
+        Ok((d, pods)) => {
+            let st = d.status.unwrap_or_default();
+            println!(
+                "Deployment/{name} in {ns}: {}/{} available",
+                st.available_replicas.unwrap_or(0),
+                d.spec.and_then(|s| s.replicas).unwrap_or(1)
+            );
+            for p in pods {
+                let verdict = match kube::pod_verdict(&p) {
+                    kube::PodVerdict::Ready => "ready".to_string(),
+                    kube::PodVerdict::Waiting => "not ready yet".to_string(),
+                    kube::PodVerdict::Stuck(why) => format!("stuck: {why}"),
+                };
+                println!("  pod {}: {verdict}", p.metadata.name.unwrap_or_default());
+            }
+        }
+        Err(e) => println!("Deployment/{name} in {ns}: {e}"),
+    }
+}
+
+pub fn archive(args: ArchiveArgs) -> Result<(), CliError> {
+    if !args.dir.join("inputs/resolved.yaml").is_file() {
+        return Err(CliError::Usage(format!("{} is not a benchflow work directory", args.dir.display())));
+    }
+    let (path, files) = archive::pack(&args.dir, args.output.as_deref())?;
+    println!("{}", path.display());
+    eprintln!("archived {files} files with MANIFEST.sha256");
+    Ok(())
+}
+
+/// `benchflow gc`: finds what benchflow left in a namespace by label, and deletes it (the
+/// namespace too when benchflow created it).
+pub async fn gc(args: GcArgs) -> Result<(), CliError> {
+    use crate::platform::{kube, kubernetes::RUN_LABEL};
+    let target =
+        kube::Target { context: args.context, kubeconfig: args.kubeconfig.map(|k| k.display().to_string()) };
+    let failed = CliError::Kube;
+    let client = target.client().await.map_err(failed)?;
+    let selector = match &args.run {
+        Some(id) => format!("{RUN_LABEL}={}", crate::platform::kubernetes::label_value(id)),
+        None => "app.kubernetes.io/managed-by=benchflow".to_string(),
+    };
+    let mut objects = kube::labelled(&client, &args.namespace, &selector).await.map_err(failed)?;
+    let ns = kube::ObjectRef {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: args.namespace.clone(),
+    };
+    if kube::has_labels(&client, &ns, &selector).await.map_err(failed)? {
+        objects.push(ns);
+    }
+    if objects.is_empty() {
+        eprintln!("nothing of benchflow's in namespace {} ({selector})", args.namespace);
+        return Ok(());
+    }
+    for r in &objects {
+        if args.dry_run {
+            println!("would delete {r}");
+        } else {
+            let deleted =
+                kube::delete(&client, r, std::time::Duration::from_secs(300)).await.map_err(failed)?;
+            println!("{} {r}", if deleted { "deleted" } else { "already gone:" });
+        }
+    }
+    Ok(())
+}
