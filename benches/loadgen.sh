@@ -13,12 +13,12 @@ stat() { python3 -c "import json,sys; d=json.load(open('$1'))['stages'][0]; prin
 start_sim --profile fixed/zero
 printf 'dataset: { random: { input_len: 128, output_len: 64 } }\nstages: [ { concurrency: 64, duration: %ss } ]\n' "$secs" > "$tmp/max.yaml"
 "$bf" run --endpoint "$url" -w "$tmp/max.yaml" --workdir "$tmp/max" -q > /dev/null 2>&1
-read -r rps fails <<< "$(stat "$tmp/max/analysis/stats.json" request_throughput failed)"
+read -r rps fails <<< "$(stat "$tmp/max/analysis/latest/stats.json" request_throughput failed)"
 echo "1. sustained streamed rate (64 in flight, 64 tokens): $rps req/s, $fails failed"
 
 printf 'dataset: { random: { input_len: 128, output_len: 64 } }\nstages: [ { rate: 1000, arrival: constant, duration: %ss } ]\n' "$secs" > "$tmp/1k.yaml"
 "$bf" run --endpoint "$url" -w "$tmp/1k.yaml" --workdir "$tmp/1k" -q > /dev/null 2>&1
-read -r rps p50 p99 <<< "$(stat "$tmp/1k/analysis/stats.json" request_throughput median_client_queue_time_ms p99_client_queue_time_ms)"
+read -r rps p50 p99 <<< "$(stat "$tmp/1k/analysis/latest/stats.json" request_throughput median_client_queue_time_ms p99_client_queue_time_ms)"
 echo "2. requested 1000 req/s: achieved $rps req/s; send delay p50 $p50 ms, p99 $p99 ms"
 stop_sim
 
@@ -26,7 +26,7 @@ start_sim --profile tiny/cpu --set fidelity=analytic --set ttft=100ms --set itl=
   --set time_factor_under_load=1 --set request_overhead=0 --set max_num_seqs=100000
 printf 'dataset: { random: { input_len: 128, output_len: 128 } }\nwarmup: { requests: 512, concurrency: 512 }\nstages: [ { concurrency: 512, duration: %ss } ]\n' "$secs" > "$tmp/acc.yaml"
 "$bf" run --endpoint "$url" -w "$tmp/acc.yaml" --workdir "$tmp/acc" -q > /dev/null 2>&1
-read -r p50 p99 itl <<< "$(stat "$tmp/acc/analysis/stats.json" median_ttft_ms p99_ttft_ms mean_itl_ms)"
+read -r p50 p99 itl <<< "$(stat "$tmp/acc/analysis/latest/stats.json" median_ttft_ms p99_ttft_ms mean_itl_ms)"
 late=$(curl -s "$url/metrics" | python3 -c "
 import sys
 b=[]; s=c=0

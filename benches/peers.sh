@@ -19,7 +19,7 @@ bench_benchflow() { # conc tokens -> "req/s ttft_p50 ttft_p99"
   printf 'dataset: { random: { input_len: 128, output_len: %s } }\nstages: [ { concurrency: %s, duration: %ss } ]\n' "$2" "$1" "$secs" > "$tmp/w.yaml"
   rm -rf "$tmp/bf"
   "$bf" run --endpoint "$url" -w "$tmp/w.yaml" --workdir "$tmp/bf" -q > /dev/null 2>&1
-  python3 -c "import json; d=json.load(open('$tmp/bf/analysis/stats.json'))['stages'][0]; print(round(d['request_throughput']), round(d['median_ttft_ms'],2), round(d['p99_ttft_ms'],2))"
+  python3 -c "import json; d=json.load(open('$tmp/bf/analysis/latest/stats.json'))['stages'][0]; print(round(d['request_throughput']), round(d['median_ttft_ms'],2), round(d['p99_ttft_ms'],2))"
 }
 bench_aiperf() {
   rm -rf "$tmp/aip"

@@ -4,8 +4,8 @@
 # Installs Debian's chromium package if it is missing (needs root and the Debian mirror).
 set -euo pipefail
 dir=${1:?usage: $0 RUN_DIR [OUT.png]}
-out=${2:-$dir/analysis/report.png}
-report=$(realpath "$dir/analysis/report.html")
+out=${2:-$dir/analysis/latest/report.png}
+report=$(realpath "$dir/analysis/latest/report.html")
 if ! command -v chromium >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
