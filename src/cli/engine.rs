@@ -114,6 +114,7 @@ async fn execute(
             Err(CliError::StandupFailed { step, error })
         }
         Outcome::Failed { step, error, .. } => Err(CliError::RunFailed { step, error }),
+        Outcome::Lost { step, error } => Err(CliError::EngineLost { step, error }),
     }
 }
 
@@ -193,8 +194,14 @@ pub async fn teardown(args: DirArgs) -> Result<(), CliError> {
     let dir = dir_or_latest(args.dir);
     let wd = WorkDir::open(&dir)?;
     let plan = load_plan(&dir)?;
-    let state = State::load(&dir, &plan.run_id);
-    if state.leftovers().is_empty() {
+    // A damaged state.json does not stop teardown: setup/undo/ keeps every record too.
+    let state = State::load(&dir, &plan.run_id).unwrap_or_else(|_| State::fresh(&plan.run_id));
+    let unreadable: Vec<String> =
+        crate::steps::recorded_undos(&dir).into_iter().filter_map(|(_, r)| r.err()).collect();
+    if state.leftovers(&dir).is_empty() {
+        if !unreadable.is_empty() {
+            return Err(CliError::TeardownFailed(unreadable.join("; ")));
+        }
         eprintln!("nothing to tear down in {}", dir.display());
         return Ok(());
     }
@@ -208,6 +215,9 @@ pub async fn teardown(args: DirArgs) -> Result<(), CliError> {
     }
     if !report.leftovers.is_empty() {
         return Err(CliError::TeardownFailed(report.leftovers.join("; ")));
+    }
+    if !unreadable.is_empty() {
+        return Err(CliError::TeardownFailed(unreadable.join("; ")));
     }
     eprintln!("torn down: {}", dir.display());
     Ok(())

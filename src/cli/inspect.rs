@@ -15,7 +15,13 @@ use crate::{
 pub async fn status(args: DirArgs) -> Result<(), CliError> {
     let dir = dir_or_latest(args.dir);
     let plan = load_plan(&dir)?;
-    let state = State::load(&dir, &plan.run_id);
+    let state = match State::load(&dir, &plan.run_id) {
+        Ok(state) => state,
+        Err(e) => {
+            println!("warning: {e}");
+            State::fresh(&plan.run_id)
+        }
+    };
     let resolved = Resolved::from_file(&dir.join("inputs/resolved.yaml"))?;
     println!("run {} in {}", plan.run_id, dir.display());
     if let Some(url) = resolved.get("endpoint.url").and_then(|v| v.as_str()) {
@@ -30,7 +36,7 @@ pub async fn status(args: DirArgs) -> Result<(), CliError> {
         let note = note.lines().next().unwrap_or("").to_string();
         println!("{:<wid$}  {:<9}  {:>8}  {note}", s.id, status, took);
     }
-    let left = state.leftovers();
+    let left = state.leftovers(&dir);
     if resolved.get("platform").and_then(|v| v.as_str()) == Some("kubernetes") && !left.is_empty() {
         cluster_status(&resolved).await;
     }

@@ -30,9 +30,9 @@ use crate::{
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success (a run whose requests partly failed still succeeds: failures are in its results)
-  1  failure at run time (I/O error, a teardown step failed, the simulator's injected death)
+  1  failure at run time (I/O error, a teardown step failed, the engine died during the run)
   2  invalid usage or configuration (bad flag or file, unknown name, bad --set or -s, template
-     error, work directory in use)
+     error, work directory in use, a state.json that cannot be read: `teardown` still works)
   3  standup failed (a standup step failed; teardown has run)
   4  the run could not be carried out (a run or analyze step failed, endpoint unreachable)
   5  interrupted (Ctrl-C / SIGTERM); what was measured is kept, teardown has run unless a
@@ -82,6 +82,8 @@ pub enum CliError {
     StandupFailed { step: String, error: String },
     #[error("step {step} failed: {error}")]
     RunFailed { step: String, error: String },
+    #[error("{step}: {error}; the run was stopped, what was measured is analysed, and teardown has run")]
+    EngineLost { step: String, error: String },
     #[error("teardown step(s) failed: {0}; see setup/commands/ in the work directory")]
     TeardownFailed(String),
     #[error("interrupted{0}")]
@@ -107,11 +109,13 @@ impl CliError {
             CliError::Config(_) | CliError::Spec(_) | CliError::Resolve(_) | CliError::Plan(_) => EXIT_CONFIG,
             CliError::Usage(_)
             | CliError::Workdir(WorkdirError::Locked { .. } | WorkdirError::NotWorkdir { .. }) => EXIT_CONFIG,
-            CliError::Exec(ExecError::NotStoodUp { .. }) => EXIT_CONFIG,
+            CliError::Exec(ExecError::NotStoodUp { .. } | ExecError::State(_)) => EXIT_CONFIG,
             CliError::Sim(sim::SimError::Bind { .. }) => EXIT_CONFIG,
-            CliError::Sim(_) | CliError::Runtime(_) | CliError::TeardownFailed(_) | CliError::Kube(_) => {
-                EXIT_RUNTIME
-            }
+            CliError::Sim(_)
+            | CliError::Runtime(_)
+            | CliError::TeardownFailed(_)
+            | CliError::Kube(_)
+            | CliError::EngineLost { .. } => EXIT_RUNTIME,
             CliError::Exec(_) | CliError::Workdir(_) | CliError::Archive(_) => EXIT_RUNTIME,
             CliError::StandupFailed { .. } => EXIT_STANDUP,
             CliError::RunFailed { .. } | CliError::Analysis(_) => EXIT_RUN,

@@ -58,6 +58,15 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// Something the user must know that is not a step's outcome (a damaged record).
+    Warning {
+        message: String,
+    },
+    /// What a done step set up is gone while the run goes on (the engine's process died).
+    EffectLost {
+        step: String,
+        what: String,
+    },
     /// A Ctrl-C / SIGTERM: the how-many-th, and whether teardown was running.
     Signal {
         count: u32,
@@ -121,6 +130,13 @@ impl Reporter {
                 (_, true) => "interrupt: skipping the rest of teardown".into(),
             });
         }
+        match event {
+            Event::Warning { message } => return Some(format!("warning: {message}")),
+            Event::EffectLost { step, what } => {
+                return Some(format!("{step}: {what} is gone while the run goes on; stopping the run"));
+            }
+            _ => {}
+        }
         if self.quiet {
             return None;
         }
@@ -158,7 +174,10 @@ impl Reporter {
                     (status, None) => self.step(step, &format!("{}: {error}", status.as_str())),
                 }
             }
-            Event::Signal { .. } | Event::RunFinished { .. } => None,
+            Event::Signal { .. }
+            | Event::RunFinished { .. }
+            | Event::Warning { .. }
+            | Event::EffectLost { .. } => None,
         }
     }
 }

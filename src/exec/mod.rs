@@ -31,7 +31,7 @@ pub use self::{
 use crate::{
     plan::{Plan, PlannedStep},
     spec::pipeline::Phase,
-    steps::{Ctx, Done, Progress, StepError, UndoRecord},
+    steps::{self, Ctx, Done, Progress, StepError, UndoRecord},
     workdir::{WorkdirError, utc_now},
 };
 
@@ -58,6 +58,12 @@ pub enum Outcome {
         error: String,
     },
     Interrupted,
+    /// What a done step set up went away during the run (the engine died): the run was
+    /// stopped, what was measured analysed, and teardown run.
+    Lost {
+        step: String,
+        error: String,
+    },
 }
 
 /// The result of an execution.
@@ -74,6 +80,8 @@ pub struct Report {
 pub enum ExecError {
     #[error(transparent)]
     Workdir(#[from] WorkdirError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
     #[error(
         "step {step} ({phase}) is not done in {dir}; run `benchflow standup --workdir {dir}` first, or select steps with -s"
     )]
@@ -155,11 +163,20 @@ impl Walker<'_> {
             Ok(done) => {
                 entry.summary = Some(done.summary.clone());
                 match undoes {
-                    // The undone step has nothing left to undo.
+                    // The undone step has nothing left to undo (in either record).
                     Some(target) => {
-                        if let Some(t) = self.state.steps.get_mut(target)
-                            && t.undo.take().is_some()
-                        {
+                        let file = steps::undo_file(&self.dir, target);
+                        let in_file = file.is_file();
+                        steps::forget_undo(&self.dir, target);
+                        let t = self.state.steps.get_mut(target);
+                        let in_state = t.as_ref().is_some_and(|t| t.undo.is_some());
+                        if let Some(t) = t {
+                            t.undo = None;
+                            if in_state || in_file {
+                                t.status = Status::Undone;
+                            }
+                        } else if in_file {
+                            let t = self.state.steps.entry(target.to_string()).or_default();
                             t.status = Status::Undone;
                         }
                     }
@@ -288,11 +305,25 @@ pub async fn execute(
     };
     let deps: Vec<Vec<usize>> = (0..n).map(|i| neighbours(i, Direction::Incoming)).collect();
     let dependents: Vec<Vec<usize>> = (0..n).map(|i| neighbours(i, Direction::Outgoing)).collect();
+    let mut reporter = Reporter::open(dir, plan, opts.quiet);
+    // A record that cannot be read is never replaced by an empty one; only teardown goes on,
+    // from the undo records in setup/undo/ (the damaged file is kept aside).
+    let teardown_only = opts.selection.is_none() && opts.phases == [Phase::Teardown];
+    let state = match State::load(dir, &plan.run_id) {
+        Ok(state) => state,
+        Err(e) if teardown_only => {
+            let aside = dir.join(format!("state.damaged-{}.json", utc_now().replace([':', '.'], "-")));
+            let _ = std::fs::rename(dir.join("state.json"), &aside);
+            reporter.emit(Event::Warning { message: format!("{e}; tearing down from setup/undo/") });
+            State::fresh(&plan.run_id)
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut w = Walker {
         plan,
         dir: dir.to_path_buf(),
-        state: State::load(dir, &plan.run_id),
-        reporter: Reporter::open(dir, plan, opts.quiet),
+        state,
+        reporter,
         status: vec![Status::Pending; n],
         partial: vec![false; n],
     };
@@ -363,12 +394,7 @@ pub async fn execute(
         quiet: opts.quiet,
         progress: progress_tx.clone(),
         run: run.clone(),
-        target: s
-            .args
-            .as_ref()
-            .and_then(|a| a.undoes())
-            .and_then(|t| w.state.steps.get(t))
-            .and_then(|t| t.undo.clone()),
+        target: s.args.as_ref().and_then(|a| a.undoes()).and_then(|t| w.state.undo_of(dir, t)),
     };
     // In-degree: dependencies this command runs that have not settled yet.
     let mut waiting: Vec<usize> =
@@ -379,6 +405,10 @@ pub async fn execute(
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut outcome = Outcome::Success;
     let mut interrupts = 0u32;
+    // What done steps set up (an engine process) is watched while the run goes on.
+    let mut watch = tokio::time::interval(Duration::from_millis(500));
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lost = false;
     loop {
         while let Some(i) = decidable.pop_front() {
             if w.status[i] != Status::Pending {
@@ -402,7 +432,7 @@ pub async fn execute(
                 w.status[i] = Status::Done;
                 w.reporter.emit(Event::StepReused { step: plan.steps[i].id.clone() });
                 release(i, &dependents, &in_main, &mut waiting, &mut decidable);
-            } else if interrupts == 0 || (salvage && deps[i].iter().any(|&j| w.partial[j])) {
+            } else if (interrupts == 0 && !lost) || (salvage && deps[i].iter().any(|&j| w.partial[j])) {
                 ran[i] = true;
                 w.start(i)?;
                 let step = plan.steps[i].clone();
@@ -428,6 +458,20 @@ pub async fn execute(
             }
             Some(event) = events_rx.recv() => w.reporter.emit(event),
             Some(p) = progress_rx.recv() => w.reporter.emit(said(p)),
+            _ = watch.tick(), if !lost => {
+                let gone = w.state.steps.iter().find_map(|(id, s)| {
+                    let record = s.undo.as_ref().filter(|_| s.status == Status::Done)?;
+                    (!record.holds()).then(|| (id.clone(), record.describe()))
+                });
+                if let Some((step, what)) = gone {
+                    lost = true;
+                    w.reporter.emit(Event::EffectLost { step: step.clone(), what: what.clone() });
+                    if matches!(outcome, Outcome::Success) {
+                        outcome = Outcome::Lost { step, error: format!("{what}: it stopped during the run") };
+                    }
+                    let _ = cancel_tx.send(true);
+                }
+            }
             Some(()) = signals.recv() => {
                 interrupts += 1;
                 w.signal(interrupts, false)?;
@@ -509,7 +553,7 @@ pub async fn execute(
         }
     }
     report.leftovers =
-        w.state.leftovers().into_iter().map(|(id, rec)| describe_leftover(&id, &rec)).collect();
+        w.state.leftovers(dir).into_iter().map(|(id, rec)| describe_leftover(&id, &rec)).collect();
     w.reporter.emit(Event::RunFinished {
         outcome: format!("{:?}", report.outcome),
         leftovers: report.leftovers.clone(),
@@ -596,7 +640,7 @@ mod tests {
             matches!(&report.outcome, Outcome::Failed { step, phase: Phase::Run, .. } if step == "02_bad")
         );
         assert!(report.leftovers.is_empty() && report.teardown_failed.is_empty());
-        let state = State::load(&d, "t");
+        let state = State::load(&d, "t").unwrap();
         let status = |id: &str| state.steps[id].status;
         assert_eq!(
             [status("01_up"), status("02_bad"), status("03_next"), status("04_stop_up")],
@@ -629,7 +673,7 @@ mod tests {
         let (report, _tx) = tokio::join!(execute(&plan, &d, &o, &mut rx), signal);
         let report = report.unwrap();
         assert_eq!(report.outcome, Outcome::Interrupted);
-        let state = State::load(&d, "t");
+        let state = State::load(&d, "t").unwrap();
         assert_eq!(state.steps["02_long"].status, Status::Cancelled);
         assert_eq!(state.steps["03_after"].status, Status::Cancelled);
         assert_eq!(state.steps["04_stop_up"].status, Status::Done);
@@ -652,7 +696,7 @@ mod tests {
         let (_tx, mut rx) = mpsc::unbounded_channel();
         let report = execute(&plan, &d, &opts(), &mut rx).await.unwrap();
         assert!(matches!(&report.outcome, Outcome::Failed { step, .. } if step == "03_bad"));
-        let state = State::load(&d, "t");
+        let state = State::load(&d, "t").unwrap();
         let status = |id: &str| state.steps[id].status;
         assert_eq!(
             [status("01_join"), status("02_root"), status("03_bad"), status("04_good"), status("05_tail")],

@@ -1,12 +1,15 @@
 //! `state.json`: each step's status, input hash, timings, attempts and undo record, rewritten
 //! atomically after every change.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    steps::UndoRecord,
+    steps::{self, UndoRecord},
     workdir::{self, WorkdirError},
 };
 
@@ -86,17 +89,43 @@ pub struct State {
     pub interrupts: Vec<String>,
 }
 
+/// `state.json` could not be read: it is never replaced by an empty record (that is how a
+/// damaged record used to lose track of a running engine).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path} cannot be read ({why}); it is the record of what this work directory stood up. \
+     `benchflow teardown {dir}` still stops what setup/undo/ records; then use a new work directory"
+)]
+pub struct StateError {
+    pub path: PathBuf,
+    pub dir: String,
+    pub why: String,
+}
+
 impl State {
-    /// Reads `state.json`, or an empty state when there is none yet.
-    pub fn load(dir: &Path, run_id: &str) -> State {
-        std::fs::read_to_string(dir.join("state.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_else(|| State {
-                format_version: workdir::FORMAT_VERSION,
-                run_id: run_id.to_string(),
-                ..State::default()
-            })
+    /// An empty record.
+    pub fn fresh(run_id: &str) -> State {
+        State { format_version: workdir::FORMAT_VERSION, run_id: run_id.to_string(), ..State::default() }
+    }
+
+    /// Reads `state.json`; none yet is an empty record, unless `setup/undo/` shows that steps
+    /// ran (then the record was lost: an error).
+    pub fn load(dir: &Path, run_id: &str) -> Result<State, StateError> {
+        let path = dir.join("state.json");
+        let error = |why: String| StateError { path: path.clone(), dir: dir.display().to_string(), why };
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| error(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if steps::recorded_undos(dir).is_empty() {
+                    Ok(State::fresh(run_id))
+                } else {
+                    Err(error(
+                        "it is missing, but setup/undo/ records steps that left something running".into(),
+                    ))
+                }
+            }
+            Err(e) => Err(error(e.to_string())),
+        }
     }
 
     /// Rewrites `state.json` atomically.
@@ -105,8 +134,30 @@ impl State {
         workdir::write_atomic(&dir.join("state.json"), &text)
     }
 
-    /// Steps that left something to undo: `(id, record)`.
-    pub fn leftovers(&self) -> Vec<(String, UndoRecord)> {
-        self.steps.iter().filter_map(|(id, s)| s.undo.clone().map(|u| (id.clone(), u))).collect()
+    /// Steps that left something to undo, `(id, record)`: the records in `state.json`, and
+    /// those in `setup/undo/` that it lacks (a step that was still running when benchflow died,
+    /// or a state that could not be read).
+    pub fn leftovers(&self, dir: &Path) -> Vec<(String, UndoRecord)> {
+        let mut out: Vec<(String, UndoRecord)> =
+            self.steps.iter().filter_map(|(id, s)| s.undo.clone().map(|u| (id.clone(), u))).collect();
+        for (id, record) in steps::recorded_undos(dir) {
+            let undone = self.steps.get(&id).is_some_and(|s| s.status == Status::Undone);
+            if let Ok(record) = record
+                && !undone
+                && !out.iter().any(|(known, _)| *known == id)
+            {
+                out.push((id, record));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The undo record of step `id`: from `state.json`, else from `setup/undo/`.
+    pub fn undo_of(&self, dir: &Path, id: &str) -> Option<UndoRecord> {
+        if let Some(record) = self.steps.get(id).and_then(|s| s.undo.clone()) {
+            return Some(record);
+        }
+        std::fs::read(steps::undo_file(dir, id)).ok().and_then(|b| serde_json::from_slice(&b).ok())
     }
 }

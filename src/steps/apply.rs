@@ -145,6 +145,15 @@ impl Args {
                 if r.kind == "Secret" {
                     Self::fill_secret(&mut doc, ctx);
                 }
+                // Recorded before it is sent: if benchflow dies now, teardown deletes it.
+                let mut about = created.clone();
+                about.push(r.clone());
+                ctx.record_undo(&UndoRecord::Apply(Undo {
+                    cluster: self.cluster.clone(),
+                    objects: about,
+                    kept: kept.clone(),
+                    delete_timeout_s: self.delete_timeout.0,
+                }))?;
                 kube::apply(&client, &doc).await.map_err(fail)?;
                 ctx.note(&format!("# applied {r}"));
                 created.push(r);
@@ -160,7 +169,9 @@ impl Args {
         };
         if let Err(e) = outcome {
             // Nothing half-done is left behind.
-            let _ = record.undo(ctx).await;
+            if record.undo(ctx).await.is_ok() {
+                ctx.clear_undo();
+            }
             return Err(e);
         }
         let list = |v: &[ObjectRef]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");

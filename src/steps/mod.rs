@@ -172,6 +172,40 @@ pub fn leaves_something(kind: Kind) -> bool {
     matches!(kind, Kind::Spawn | Kind::Apply)
 }
 
+/// Where a step's undo record is kept beside `state.json`.
+pub fn undo_file(workdir: &Path, step: &str) -> PathBuf {
+    workdir.join("setup/undo").join(format!("{step}.json"))
+}
+
+/// Removes a step's undo file (it was undone).
+pub fn forget_undo(workdir: &Path, step: &str) {
+    let _ = std::fs::remove_file(undo_file(workdir, step));
+}
+
+/// The undo records kept in `setup/undo/`, by step id; one that cannot be read is an error
+/// naming its file (never silently "nothing to undo").
+pub fn recorded_undos(workdir: &Path) -> Vec<(String, Result<UndoRecord, String>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(workdir.join("setup/undo")) else { return out };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Some(step) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|_| path.extension().is_some_and(|x| x == "json"))
+        else {
+            continue;
+        };
+        let record = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            .map_err(|why| format!("{} cannot be read ({why}): undo it by hand", path.display()));
+        out.push((step.to_string(), record));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// What a step left that teardown must undo, typed per kind (`state.json` keeps it as
 /// `{"kind": "spawn", ...}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +305,20 @@ impl Ctx {
     /// Says how the step is getting on (a long wait, a warning): an event the reporter shows.
     pub fn progress(&self, message: String) {
         let _ = self.progress.send(Progress { step: self.step.clone(), message });
+    }
+
+    /// Records what undo needs *before* the step acts on it (`setup/undo/<step>.json`, written
+    /// atomically and synced): if benchflow dies while the step runs (an engine still starting),
+    /// `teardown` finds the record there. The second source of truth beside `state.json`.
+    pub fn record_undo(&self, record: &UndoRecord) -> Result<(), StepError> {
+        let text = serde_json::to_vec_pretty(record).map_err(|e| StepError::Failed(e.to_string()))?;
+        crate::workdir::write_atomic(&undo_file(&self.workdir, &self.step), &text)
+            .map_err(|e| StepError::Failed(format!("cannot record what undo needs: {e}")))
+    }
+
+    /// The step undid what it had recorded itself (a start that failed): nothing is left.
+    pub fn clear_undo(&self) {
+        forget_undo(&self.workdir, &self.step);
     }
 
     /// Starts a new harness run: `results/<id>/` and `analysis/<id>/`, `latest` pointing at them.

@@ -140,6 +140,17 @@ impl Step for Args {
         // `command` checks that the command line is not empty.
         let mut cmd = super::command(&self.command, &self.env, ctx)?;
         let program = &self.command[0];
+        // Whatever answers on the readiness address before we start is not ours: measuring it
+        // instead of our engine would be silently wrong.
+        if let Some(hostport) = self.ready_url.as_deref().and_then(host_port)
+            && let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(&hostport)).await
+        {
+            return Err(StepError::Failed(format!(
+                "something already listens on {hostport}, where `{program}` is to serve: it would be measured \
+                 instead of the engine started here; stop it, or choose another port (engine.port)"
+            )));
+        }
         ctx.note(&format!("# {} started\n$ {}", utc_now(), shell_line(&self.command)));
         let mut child = cmd.spawn().map_err(|e| match e.kind() {
             // Normally caught before anything starts (the CLI's preflight).
@@ -157,6 +168,11 @@ impl Step for Args {
             log: ctx.log.display().to_string(),
             stop_timeout_s: self.stop_timeout.0,
         });
+        // Before anything else: if benchflow dies while the engine starts, teardown finds it.
+        if let Err(e) = ctx.record_undo(&record) {
+            let _ = stop(pid, start, Duration::from_secs_f64(self.stop_timeout.0)).await;
+            return Err(e);
+        }
         // The reaper: records the exit in the log and tells the readiness wait.
         let (exit_tx, mut exit_rx) = tokio::sync::watch::channel(None::<String>);
         let log_path = ctx.log.clone();
@@ -172,7 +188,10 @@ impl Step for Args {
         let deadline = t0 + Duration::from_secs_f64(self.ready_timeout.0);
         let mut next_note = t0 + Duration::from_secs(10);
         loop {
-            if let Some(status) = exit_rx.borrow_and_update().clone() {
+            let exited = exit_rx.borrow_and_update().clone();
+            if let Some(status) = exited {
+                let _ = stop(pid, start, Duration::from_secs_f64(self.stop_timeout.0)).await;
+                ctx.clear_undo();
                 return Err(StepError::Failed(format!(
                     "`{program}` exited ({status}) before it was ready; last lines of {}:\n{}",
                     ctx.log.display(),
@@ -185,6 +204,7 @@ impl Step for Args {
             let now = Instant::now();
             if now >= deadline {
                 let _ = stop(pid, start, Duration::from_secs_f64(self.stop_timeout.0)).await;
+                ctx.clear_undo();
                 return Err(StepError::Failed(format!(
                     "`{program}` did not answer GET {url} with 200 within {} s (raise timeouts.ready); \
                      last lines of {}:\n{}",
@@ -204,11 +224,22 @@ impl Step for Args {
             tokio::select! {
                 _ = ctx.cancelled() => {
                     let _ = stop(pid, start, Duration::from_secs_f64(self.stop_timeout.0)).await;
+                    ctx.clear_undo();
                     return Err(StepError::Cancelled);
                 }
                 _ = exit_rx.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
+        }
+        // The answer must have come from the process started here, still alive.
+        if let Some(status) = exit_rx.borrow().clone() {
+            ctx.clear_undo();
+            return Err(StepError::Failed(format!(
+                "GET {url} answered 200, but `{program}` had exited ({status}): another server answers there; \
+                 last lines of {}:\n{}",
+                ctx.log.display(),
+                tail(&ctx.log, 15)
+            )));
         }
         ctx.note(&format!("# {} ready: GET {url} answered 200", utc_now()));
         Ok(Done {
@@ -216,6 +247,13 @@ impl Step for Args {
             undo: Some(record),
         })
     }
+}
+
+/// `host:port` of an `http://` URL (port 80 when not given).
+fn host_port(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let hostport = rest.split('/').next()?;
+    Some(if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:80") })
 }
 
 /// Stops a process group: SIGTERM, wait up to `grace`, then SIGKILL. Returns what was done.

@@ -98,15 +98,23 @@ impl WorkDir {
     }
 }
 
-/// Writes `path` atomically: a reader sees the old or the new contents, never a mix.
+/// Writes `path` atomically and durably: a reader sees the old or the new contents, never a
+/// mix, and a crash of the machine right after cannot leave an empty file (the contents are
+/// synced before the rename, the directory after it).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WorkdirError> {
     let io = |source| WorkdirError::Io { path: path.to_path_buf(), source };
-    if let Some(parent) = path.parent() {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    let mut f = File::create(&tmp).map_err(io)?;
+    f.write_all(contents).and_then(|()| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = parent.and_then(|p| File::open(p).ok()) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.

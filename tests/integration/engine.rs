@@ -529,3 +529,123 @@ fn run_and_teardown_continue_what_standup_recorded() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!alive(pid));
 }
+
+// Hardening: never lose track of an engine, never measure the wrong server.
+
+/// A spawn step whose engine never becomes ready (nothing answers on port 9).
+const SLOW_START: &str = "steps:\n  - { name: up, phase: standup, kind: spawn, with: { command: [sleep, '300'], ready_url: 'http://127.0.0.1:9/health', ready_timeout: 120s, stop_timeout: 2s } }\n";
+
+#[test]
+fn sigkill_while_the_engine_starts_leaves_a_record_that_teardown_uses() {
+    let p = Project::new("killstart");
+    p.file("pipelines/slow.yaml", SLOW_START).file(
+        "scenarios/slow.yaml",
+        "pipeline: slow\nengine: { kind: endpoint, url: 'http://127.0.0.1:9' }\n",
+    );
+    let wd = p.path("wd");
+    let mut child = p
+        .cmd(&["standup", "-c", "slow", "--workdir", "wd", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The record is written before the readiness wait, while the step still runs.
+    let record = wd.join("setup/undo/01_up.json");
+    wait_for("the undo record", Duration::from_secs(30), || record.is_file());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let rec: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    let pid = rec["pid"].as_i64().unwrap();
+    assert!(alive(pid), "the engine outlives a killed benchflow");
+    assert_eq!(status_of(&wd, "01_up"), "running", "state.json has no record of it: only setup/undo/ has");
+    let shown = text(&p.run(&["status", "wd"]).stdout);
+    assert!(shown.contains(&format!("process group {pid}")), "{shown}");
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!alive(pid));
+    assert!(!record.exists(), "an undone record is removed");
+    assert!(text(&p.run(&["teardown", "wd"]).stderr).contains("nothing to tear down"));
+}
+
+#[test]
+fn a_damaged_state_is_an_error_and_teardown_still_stops_the_engine() {
+    let p = shell_project("damaged");
+    let damages: [(&str, Option<&str>); 4] = [
+        ("truncated", Some("{\"format_version\": 1, \"run_")),
+        ("junk", Some("\u{0}\u{1}garbage")),
+        ("empty object", Some("{}")),
+        ("deleted", None),
+    ];
+    for (i, (what, damage)) in damages.into_iter().enumerate() {
+        let dir = format!("wd{i}");
+        let wd = p.path(&dir);
+        let out = p.run(&["standup", "-c", "shell", "--workdir", &dir, "-q"]);
+        assert!(out.status.success(), "{what}: {}", text(&out.stderr));
+        let pid = state(&wd)["steps"]["01_up"]["undo"]["pid"].as_i64().unwrap();
+        match damage {
+            Some(bytes) => std::fs::write(wd.join("state.json"), bytes).unwrap(),
+            None => std::fs::remove_file(wd.join("state.json")).unwrap(),
+        }
+        // status says so and still shows what is up.
+        let shown = text(&p.run(&["status", &dir]).stdout);
+        assert!(
+            shown.contains("state.json cannot be read") && shown.contains(&format!("process group {pid}")),
+            "{what}: {shown}"
+        );
+        // Nothing runs on a record that cannot be read: it would measure or leak the orphan.
+        let out = p.run(&["e2e", "-c", "shell", "--workdir", &dir, "-q"]);
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("state.json cannot be read"), "{what}: {}", text(&out.stderr));
+        assert!(alive(pid), "{what}");
+        // teardown stops it from setup/undo/.
+        let out = p.run(&["teardown", &dir]);
+        assert!(out.status.success(), "{what}: {}", text(&out.stderr));
+        assert!(!alive(pid), "{what}: the engine must be stopped");
+    }
+}
+
+#[test]
+fn another_server_on_the_engine_port_is_refused_not_measured() {
+    use std::io::{Read as _, Write as _};
+    let impostor = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = impostor.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in impostor.incoming().flatten() {
+            let _ = s.read(&mut [0; 4096]);
+            let body = r#"{"data":[{"id":"impostor"}],"choices":[{"text":"x"}]}"#;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let p = Project::new("port");
+    p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
+    let port_set = format!("engine.port={port}");
+    let out = p.run(&["e2e", "-c", "sim", "-w", "quick", "--workdir", "wd", "--set", &port_set]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("already listens on 127.0.0.1:{port}")), "{err}");
+    assert!(!p.path("wd/results/latest/requests.csv").exists(), "nothing was measured");
+}
+
+#[test]
+fn an_engine_that_dies_during_the_run_stops_the_run_with_exit_1() {
+    let p = Project::new("dies");
+    p.file(
+        "scenarios/dying.yaml",
+        "platform: local\nengine:\n  kind: sim\n  profile: tiny/cpu\n  args: [--set, die_after=4s, --set, die_mode=exit]\n",
+    )
+    .file("workloads/long.yaml", LONG);
+    let started = std::time::Instant::now();
+    let out = p.run(&["e2e", "-c", "dying", "-w", "long", "--workdir", "wd", "-q"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("01_start_engine") && err.contains("stopped during the run"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(45), "the 60 s stage was stopped when the engine died");
+    let wd = p.path("wd");
+    let events = std::fs::read_to_string(wd.join("events.jsonl")).unwrap();
+    assert!(events.contains("\"event\":\"effect_lost\""), "{events}");
+    assert!(wd.join("analysis/latest/stats.json").is_file(), "what was measured before is analysed");
+}
