@@ -81,6 +81,8 @@ pub struct Record {
     pub est_prompt: u32,
     pub max_tokens: u32,
     pub status: u16,
+    /// The server's `Retry-After` (seconds) on a refused request; not written.
+    pub retry_after_s: Option<u32>,
     pub error_kind: Option<ErrorKind>,
     pub error: Option<String>,
 }
@@ -110,6 +112,7 @@ impl Record {
             est_prompt,
             max_tokens,
             status: 0,
+            retry_after_s: None,
             error_kind: None,
             error: None,
         }
@@ -194,13 +197,31 @@ pub struct Writer<W: Write> {
     csv: csv::Writer<W>,
     /// Scratch for the gaps column.
     itl: String,
+    /// Secret values sent with the requests, replaced in error texts (a server may echo them).
+    redact: Vec<String>,
 }
 
 impl<W: Write> Writer<W> {
     pub fn new(out: W) -> std::io::Result<Self> {
         let mut csv = csv::Writer::from_writer(out);
         csv.write_record(HEADER)?;
-        Ok(Writer { csv, itl: String::new() })
+        Ok(Writer { csv, itl: String::new(), redact: Vec::new() })
+    }
+
+    /// Never writes any of `secrets` (they become `[redacted]`).
+    pub fn redacting(mut self, secrets: Vec<String>) -> Self {
+        self.redact = secrets;
+        self
+    }
+
+    fn error_text<'a>(&self, error: &'a str) -> std::borrow::Cow<'a, str> {
+        let mut text = std::borrow::Cow::Borrowed(error);
+        for s in &self.redact {
+            if text.contains(s.as_str()) {
+                text = std::borrow::Cow::Owned(text.replace(s.as_str(), "[redacted]"));
+            }
+        }
+        text
     }
 
     pub fn write(&mut self, r: &Record) -> std::io::Result<()> {
@@ -229,7 +250,7 @@ impl<W: Write> Writer<W> {
             if usage { "usage" } else { "estimate" },
             r.status.to_string().as_str(),
             r.error_kind.map(ErrorKind::as_str).unwrap_or_default(),
-            r.error.as_deref().unwrap_or_default(),
+            &self.error_text(r.error.as_deref().unwrap_or_default()),
             self.itl.as_str(),
         ])?;
         Ok(())
@@ -418,6 +439,22 @@ mod tests {
             (&b"1500.000"[..], &b"2000.000"[..], &b"7"[..])
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_sent_are_redacted_from_error_texts() {
+        let mut r = Record::new(0, 1, false, 0, 1, 1);
+        r.fail(ErrorKind::Http, "invalid key: Bearer sk-canary-123 (header Authorization)".into());
+        let mut out = Vec::new();
+        let mut w = Writer::new(&mut out)
+            .unwrap()
+            .redacting(vec!["Bearer sk-canary-123".into(), "sk-canary-123".into()]);
+        w.write(&r).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("sk-canary"), "{text}");
+        assert!(text.contains("invalid key: [redacted] (header Authorization)"), "{text}");
     }
 
     #[test]

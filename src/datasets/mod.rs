@@ -228,12 +228,52 @@ pub fn load(spec: &DatasetSpec, seed: u64, base: &Path) -> Result<Vec<Prompt>, D
         }
     };
     if prompts.is_empty() {
-        return Err(DatasetError::Invalid { path: format!("{spec:?}"), message: "no usable prompts".into() });
+        return Err(DatasetError::Invalid {
+            path: describe(spec, base),
+            message: "no usable prompts".into(),
+        });
     }
     if matches!(spec, DatasetSpec::Sharegpt(_) | DatasetSpec::Jsonl(_) | DatasetSpec::Sample(_)) {
         shuffle(&mut prompts, &mut rng);
     }
     Ok(prompts)
+}
+
+/// A dataset in words (for messages).
+fn describe(spec: &DatasetSpec, base: &Path) -> String {
+    match spec {
+        DatasetSpec::Random(_) => "random".into(),
+        DatasetSpec::SharedPrefix(_) => "shared_prefix".into(),
+        DatasetSpec::Sharegpt(f) => resolve(base, &f.path).display().to_string(),
+        DatasetSpec::Jsonl(f) => resolve(base, &f.path).display().to_string(),
+        DatasetSpec::Sample(s) => format!("sample `{}`", s.name),
+    }
+}
+
+/// Files above this size are only checked to exist at plan time (parsing them is the run's job).
+const CHECK_PARSE_LIMIT: u64 = 64 << 20;
+
+/// Checks a dataset before anything starts: a file exists and parses (whole, up to 64 MiB), a
+/// sample exists. What `load` would refuse after a 20-minute standup is refused now.
+pub fn check(spec: &DatasetSpec, base: &Path) -> Result<(), DatasetError> {
+    let file = match spec {
+        DatasetSpec::Random(_) | DatasetSpec::SharedPrefix(_) => return Ok(()),
+        DatasetSpec::Sample(s) => {
+            return match SAMPLES.iter().any(|(n, _)| *n == s.name) {
+                true => Ok(()),
+                false => Err(DatasetError::UnknownSample(s.name.clone())),
+            };
+        }
+        DatasetSpec::Sharegpt(f) => &f.path,
+        DatasetSpec::Jsonl(f) => &f.path,
+    };
+    let path = resolve(base, file);
+    let size =
+        std::fs::metadata(&path).map_err(|source| DatasetError::Read { path: path.clone(), source })?.len();
+    if size <= CHECK_PARSE_LIMIT {
+        load(spec, 0, base)?;
+    }
+    Ok(())
 }
 
 /// Renders the request body of a prompt for the workload's API settings.

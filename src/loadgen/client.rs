@@ -89,6 +89,13 @@ pub async fn send(conn: &mut Option<Conn>, target: &Target, body: Bytes, t0: Ins
         }
     };
     rec.status = resp.status().as_u16();
+    if rec.status != 200 {
+        rec.retry_after_s = resp
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+    }
     let mut body = resp.into_body();
     let mut scan = SseScan::default();
     let mut whole = Vec::new();

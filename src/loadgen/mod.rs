@@ -129,23 +129,46 @@ pub async fn target(
     Ok((Target { addr, authority, path: full_path, headers, stream }, base))
 }
 
-/// Resolves header values; `env:NAME` reads the environment (the value is never written).
+/// Resolves header values; `env:NAME` (or `Bearer env:NAME`) reads the environment, and such a
+/// value is marked sensitive: never written, and redacted from anything recorded.
 pub fn headers(spec: &std::collections::BTreeMap<String, String>) -> Result<HeaderMap, LoadError> {
     let mut map = HeaderMap::new();
     for (k, v) in spec {
         let err = |why: String| LoadError::Header { name: k.clone(), why };
-        let value = match v.strip_prefix("env:") {
+        let (prefix, reference) = match v.strip_prefix("Bearer env:") {
+            Some(var) => ("Bearer ", Some(var)),
+            None => ("", v.strip_prefix("env:")),
+        };
+        let value = match reference {
             Some(var) => {
-                std::env::var(var).map_err(|_| err(format!("environment variable {var} is not set")))?
+                let secret =
+                    std::env::var(var).map_err(|_| err(format!("environment variable {var} is not set")))?;
+                format!("{prefix}{secret}")
             }
             None => v.clone(),
         };
         let name = hyper::header::HeaderName::from_bytes(k.as_bytes()).map_err(|e| err(e.to_string()))?;
         let mut value = HeaderValue::from_str(&value).map_err(|e| err(e.to_string()))?;
-        value.set_sensitive(v.starts_with("env:"));
+        value.set_sensitive(reference.is_some());
         map.insert(name, value);
     }
     Ok(map)
+}
+
+/// The secret values among `headers` (and their part after `Bearer `), to redact from records.
+pub fn secrets(headers: &HeaderMap) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in headers.values().filter(|v| v.is_sensitive()) {
+        if let Ok(s) = v.to_str() {
+            out.push(s.to_string());
+            if let Some(token) = s.strip_prefix("Bearer ") {
+                out.push(token.to_string());
+            }
+        }
+    }
+    // Too short to redact without mangling unrelated text.
+    out.retain(|s| s.len() >= 4);
+    out
 }
 
 /// The first model `/v1/models` lists.
@@ -240,7 +263,17 @@ async fn closed_loop(
         let (ctx, next, mut cancel) = (Arc::clone(ctx), Arc::clone(&next), cancel.clone());
         set.spawn(async move {
             let mut conn = None;
+            // After a failure a closed-loop user waits before the next request (doubling up to
+            // 1 s, or the server's Retry-After): a failing server is not hammered at full speed.
+            let mut pause = Duration::ZERO;
             loop {
+                if !pause.is_zero() {
+                    let wake = deadline.map_or(Instant::now() + pause, |d| d.min(Instant::now() + pause));
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(wake.into()) => {}
+                        _ = cancel.wait_for(|c| *c) => {}
+                    }
+                }
                 if *cancel.borrow() || deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
@@ -257,6 +290,11 @@ async fn closed_loop(
                     &mut cancel,
                 )
                 .await;
+                pause = match (rec.ok(), rec.retry_after_s) {
+                    (true, _) => Duration::ZERO,
+                    (false, Some(s)) => Duration::from_secs(u64::from(s).min(60)),
+                    (false, None) => (pause * 2).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+                };
                 let _ = ctx.tx.send(Msg::Record(Box::new(rec)));
             }
         });
@@ -330,7 +368,8 @@ fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), Loa
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<RunInfo, LoadError> {
     let w = &opts.workload;
     let (target, base) =
-        target(&opts.endpoint, w.api.endpoint.path(), w.api.stream, headers(&w.api.headers)?).await?;
+        target(&opts.endpoint, w.api.endpoint.path(), w.api.stream, headers(&w.api.request_headers())?)
+            .await?;
     let model = match &w.api.model {
         Some(m) => m.clone(),
         None => discover_model(&target, &base).await?,
@@ -344,7 +383,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
     let (tx, rx) = mpsc::unbounded_channel();
     let results = opts.results_dir.clone();
     let quiet = opts.quiet;
-    let writer = tokio::spawn(async move { record::writer(&results.join("requests.csv"), rx, quiet).await });
+    let redact = secrets(&target.headers);
+    let writer =
+        tokio::spawn(async move { record::writer(&results.join("requests.csv"), rx, quiet, redact).await });
     let (stop_tx, stop_rx) = watch::channel(false);
     let scraper = tokio::spawn(scrape::run(
         target.clone(),

@@ -126,9 +126,11 @@ pub async fn writer(
     path: &Path,
     mut rx: mpsc::UnboundedReceiver<Msg>,
     quiet: bool,
+    redact: Vec<String>,
 ) -> std::io::Result<Written> {
     let file = std::fs::File::create(path)?;
-    let mut csv = crate::results::Writer::new(std::io::BufWriter::with_capacity(1 << 20, file))?;
+    let mut csv =
+        crate::results::Writer::new(std::io::BufWriter::with_capacity(1 << 20, file))?.redacting(redact);
     csv.flush()?;
     let mut written = Written::default();
     let mut progress: Option<Progress> = None;

@@ -58,10 +58,13 @@ pub async fn run(
 
 async fn fetch(target: &Target) -> Result<String, String> {
     let mut conn = connect(target.addr).await.map_err(|e| e.to_string())?;
-    let req = Request::get("/metrics")
+    let mut req = Request::get("/metrics")
         .header(hyper::header::HOST, target.authority.clone())
         .body(Full::default())
         .map_err(|e| e.to_string())?;
+    for (k, v) in &target.headers {
+        req.headers_mut().insert(k, v.clone());
+    }
     let resp = conn.send(req).await.map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
         return Err(format!("/metrics answered {}", resp.status()));

@@ -124,7 +124,14 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
 
 /// The text of a template: from the scenario's directory when it gives one, else shipped.
 pub fn template_text(custom_dir: Option<&str>, file: &str) -> Result<(String, String), String> {
-    if let Some(dir) = custom_dir {
+    if let Some(dir) = custom_dir.filter(|d| !d.is_empty()) {
+        // A directory that is not there must not silently mean "the shipped templates".
+        if !std::path::Path::new(dir).is_dir() {
+            return Err(format!(
+                "the template directory `{dir}` (kubernetes.templates) does not exist; fix the path, or \
+                 remove it to use the shipped templates"
+            ));
+        }
         let path = std::path::Path::new(dir).join(file);
         if path.is_file() {
             let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -16,6 +16,35 @@ fn free_port(host: &str) -> Result<u16, String> {
     l.local_addr().map(|a| a.port()).map_err(|e| format!("no free port on {host}: {e}"))
 }
 
+/// Checks an endpoint URL before anything starts: `http://HOST[:PORT][/prefix]` (or
+/// `k8s://NAMESPACE/SERVICE:PORT`).
+pub fn check_url(url: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("endpoint `{url}`: {why} (expected e.g. http://127.0.0.1:8000)"));
+    let rest = if let Some(r) = url.strip_prefix("http://") {
+        r
+    } else if url.starts_with("k8s://") {
+        return Ok(());
+    } else if url.starts_with("https://") {
+        return bad("https is not supported yet: reach it over plain HTTP (e.g. a port-forward)");
+    } else {
+        return bad("it must start with http://");
+    };
+    let hostport = rest.split('/').next().unwrap_or("");
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
+        _ => (hostport, None),
+    };
+    if host.is_empty() {
+        return bad("no host");
+    }
+    if let Some(p) = port
+        && !matches!(p.parse::<u16>(), Ok(n) if n > 0)
+    {
+        return bad(&format!("`{p}` is not a port (1-65535)"));
+    }
+    Ok(())
+}
+
 /// `run.*` and `endpoint.*` for this scenario and run.
 pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &Path) -> Result<Value, String> {
     let e = &s.engine;
@@ -28,6 +57,10 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &Path) -> Result<Val
         (_, p) => p,
     };
     let connect_host = if e.host == "0.0.0.0" { "127.0.0.1" } else { e.host.as_str() };
+    if e.kind == EngineKind::Sim {
+        // An unknown profile is found now, not by the engine after the standup began.
+        crate::sim::SimConfig::profile(&e.profile).map_err(|e| e.to_string())?;
+    }
     let (url, command): (String, Vec<String>) = match e.kind {
         EngineKind::Sim => {
             let mut cmd = vec![
@@ -60,6 +93,7 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &Path) -> Result<Val
             let url = e.url.clone().ok_or_else(|| {
                 "engine `endpoint` needs `url:` (or use `benchflow run --endpoint URL`)".to_string()
             })?;
+            check_url(&url)?;
             (url.trim_end_matches('/').to_string(), Vec::new())
         }
     };

@@ -84,8 +84,34 @@ pub fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
     })
 }
 
+/// A key containing one of these (lowercase, `-` read as `_`) holds a secret.
 const SECRET_WORDS: &[&str] =
-    &["token", "secret", "password", "passwd", "api_key", "apikey", "authorization"];
+    &["key", "token", "secret", "password", "passwd", "credential", "authorization", "auth"];
+
+/// Request headers whose values are not secret; any other header is (its value must be an
+/// `env:NAME` reference).
+const HARMLESS_HEADERS: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "content-type",
+    "user-agent",
+    "x-request-id",
+    "x-correlation-id",
+];
+
+/// Whether the leaf at a dotted path holds a secret: a secret-looking key, or a request header
+/// that is not known to be harmless.
+fn secret_path(path: &str) -> bool {
+    let mut parts = path.rsplit('.');
+    let key = parts.next().unwrap_or(path).to_ascii_lowercase();
+    if parts.next() == Some("headers") {
+        return !HARMLESS_HEADERS.contains(&key.as_str());
+    }
+    let key = key.replace('-', "_");
+    SECRET_WORDS.iter().any(|w| key.contains(w))
+}
 
 fn leaves(prefix: &str, v: &Value, out: &mut Vec<String>) {
     match v {
@@ -205,8 +231,7 @@ fn check_secrets(tree: &Tree) -> Result<(), ResolveError> {
     let mut ls = Vec::new();
     leaves("", &tree.values, &mut ls);
     for path in ls {
-        let key = path.rsplit('.').next().unwrap_or(&path).to_ascii_lowercase();
-        if !SECRET_WORDS.iter().any(|w| key.contains(w)) {
+        if !secret_path(&path) {
             continue;
         }
         if let Some(Value::String(s)) = tree.get(&path)
@@ -365,6 +390,23 @@ fn finish(
     let workload: Workload = typed(&tree, &["workload"], &format!("workload{after_sets}"))?;
     let origin = files.get("workload").cloned().unwrap_or_default();
     workload.validate(&format!("the merged workload ({origin}){after_sets}"))?;
+    // What the load would refuse after the standup is refused now.
+    crate::datasets::check(&workload.dataset, workload_dir)
+        .map_err(|e| ResolveError::Invalid { origin: origin.clone(), message: e.to_string() })?;
+    for (name, value) in workload.api.request_headers() {
+        let reference = value.strip_prefix("Bearer ").unwrap_or(&value);
+        if let Some(var) = reference.strip_prefix("env:")
+            && std::env::var_os(var).is_none()
+        {
+            return Err(ResolveError::Invalid {
+                origin: origin.clone(),
+                message: format!(
+                    "the request header {name} is read from ${var}, which is not set in this environment; \
+                     export it before running"
+                ),
+            });
+        }
+    }
     if harness.placement == crate::spec::harness::Placement::Cluster
         && scenario.platform != Platform::Kubernetes
     {
@@ -434,6 +476,37 @@ impl Resolved {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_names_are_recognised_and_harmless_ones_are_not() {
+        for path in [
+            "workload.api.headers.X-Api-Key",
+            "workload.api.headers.api-key",
+            "workload.api.headers.x-api-key",
+            "workload.api.headers.Authorization",
+            "workload.api.headers.X-Custom-Thing",
+            "engine.env.HF_TOKEN",
+            "engine.env.PRIVATE_KEY",
+            "vars.private_key",
+            "vars.credentials",
+            "vars.access_key",
+            "vars.db_password",
+            "vars.client_secret",
+            "vars.auth",
+        ] {
+            assert!(secret_path(path), "{path} must be treated as a secret");
+        }
+        for path in [
+            "workload.api.headers.Content-Type",
+            "workload.api.headers.user-agent",
+            "engine.profile",
+            "workload.api.model",
+            "workload.seed",
+            "kubernetes.namespace",
+        ] {
+            assert!(!secret_path(path), "{path} is not a secret");
+        }
+    }
 
     fn tree() -> Tree {
         let mut t = Tree { values: json!({}), sources: BTreeMap::new() };

@@ -37,10 +37,18 @@ pub struct Workload {
     pub stages: Vec<Stage>,
     #[serde(default)]
     pub slo: Slo,
+    /// The largest share of failed requests (0–1) for the run to count as carried out: above
+    /// it the run ends with exit 4 once what was measured is analysed. Default 0.5.
+    #[serde(default = "default_max_failed")]
+    pub max_failed: f64,
 }
 
 fn default_seed() -> u64 {
     42
+}
+
+fn default_max_failed() -> f64 {
+    0.5
 }
 
 /// Which endpoint and request shape.
@@ -59,8 +67,22 @@ pub struct ApiSpec {
     /// Extra HTTP headers on every request. Values `env:NAME` are read from the environment
     /// (secrets such as API keys are never written anywhere).
     pub headers: BTreeMap<String, String>,
+    /// An API key, sent as `Authorization: Bearer <key>` on every request benchflow makes to
+    /// the endpoint (smoke test, load, `/metrics`); must be `env:NAME`.
+    pub api_key: Option<String>,
     /// Per-request timeout.
     pub timeout: Secs,
+}
+
+impl ApiSpec {
+    /// Every header to send, as written (`env:NAME` values, or `Bearer env:NAME` for the key).
+    pub fn request_headers(&self) -> BTreeMap<String, String> {
+        let mut all = self.headers.clone();
+        if let Some(key) = &self.api_key {
+            all.insert("Authorization".into(), format!("Bearer {key}"));
+        }
+        all
+    }
 }
 
 impl Default for ApiSpec {
@@ -72,6 +94,7 @@ impl Default for ApiSpec {
             model: None,
             extra_body: BTreeMap::new(),
             headers: BTreeMap::new(),
+            api_key: None,
             timeout: Secs(600.0),
         }
     }
@@ -280,6 +303,12 @@ impl Workload {
     /// The rules serde cannot express (at least one stage, rate or concurrency, a stop condition).
     pub fn validate(&self, origin: &str) -> Result<(), SpecError> {
         let bad = |message: String| Err(SpecError::Invalid { at: origin.to_string(), message });
+        if !(0.0..=1.0).contains(&self.max_failed) {
+            return bad(format!(
+                "max_failed {}: a share between 0 and 1 (e.g. 0.05 for 5%)",
+                self.max_failed
+            ));
+        }
         if self.stages.is_empty() {
             return bad(
                 "`stages` is empty: give at least one stage, e.g. `- { rate: 10, duration: 30s }`".into()

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Ctx, Done, Step, StepError};
+use super::{Ctx, Done, Inputs, Step, StepError};
 use crate::units::Secs;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +25,10 @@ pub struct Args {
     /// The cluster, for a `k8s://NAMESPACE/SERVICE:PORT` URL (reached through a port-forward).
     #[serde(default)]
     pub cluster: crate::platform::kube::Target,
+    /// Headers on every request (`env:NAME` values read when it runs); by default the
+    /// workload's, API key included, so an endpoint that needs a key passes the smoke test.
+    #[serde(default)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A local base URL for `url`: itself, or a port-forward for `k8s://NAMESPACE/SERVICE:PORT`
@@ -47,11 +51,12 @@ fn default_timeout() -> Secs {
     Secs(60.0)
 }
 
-/// One plain-HTTP request; returns the status and the body.
+/// One plain-HTTP request with `headers`; returns the status and the body.
 pub async fn fetch(
     method: &str,
     url: &str,
     body: Option<&Value>,
+    headers: &hyper::HeaderMap,
     timeout: Duration,
 ) -> Result<(u16, Bytes), String> {
     let rest =
@@ -75,6 +80,9 @@ pub async fn fetch(
         if body.is_some() {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
         let req = req.body(Full::new(payload)).map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
@@ -87,6 +95,13 @@ pub async fn fetch(
 }
 
 impl Step for Args {
+    fn compile(&mut self, inputs: &Inputs) -> Result<(), String> {
+        if self.headers.is_none() {
+            self.headers = inputs.workload.map(|w| w.api.request_headers());
+        }
+        Ok(())
+    }
+
     fn describe(&self) -> Vec<String> {
         vec![
             format!(
@@ -113,11 +128,12 @@ impl Args {
         method: &str,
         path: &str,
         body: Option<&Value>,
+        headers: &hyper::HeaderMap,
     ) -> Result<(u16, Value), StepError> {
         let url = format!("{base}{path}");
         let t0 = Instant::now();
         ctx.note(&format!("> {method} {url}{}", body.map(|b| format!(" {b}")).unwrap_or_default()));
-        let call = fetch(method, &url, body, Duration::from_secs_f64(self.timeout.0));
+        let call = fetch(method, &url, body, headers, Duration::from_secs_f64(self.timeout.0));
         let result = tokio::select! {
             r = call => r,
             _ = ctx.cancelled() => return Err(StepError::Cancelled),
@@ -135,11 +151,14 @@ impl Args {
             ctx.note(&format!("# {} reached through a port-forward at {base}", self.url));
         }
         let base = base.as_str();
-        let (health, _) = self.call(ctx, base, "GET", "/health", None).await?;
+        let headers = crate::loadgen::headers(&self.headers.clone().unwrap_or_default())
+            .map_err(|e| StepError::Failed(e.to_string()))?;
+        let headers = &headers;
+        let (health, _) = self.call(ctx, base, "GET", "/health", None, headers).await?;
         if !(200..300).contains(&health) && health != 404 {
             return Err(StepError::Failed(format!("GET {}/health answered {health}", self.url)));
         }
-        let (status, models) = self.call(ctx, base, "GET", "/v1/models", None).await?;
+        let (status, models) = self.call(ctx, base, "GET", "/v1/models", None, headers).await?;
         if status != 200 {
             return Err(StepError::Failed(format!("GET {}/v1/models answered {status}", self.url)));
         }
@@ -164,7 +183,7 @@ impl Args {
         };
         let body = json!({"model": model, "prompt": "Hello, my name is", "max_tokens": 8, "temperature": 0});
         let t0 = Instant::now();
-        let (status, answer) = self.call(ctx, base, "POST", "/v1/completions", Some(&body)).await?;
+        let (status, answer) = self.call(ctx, base, "POST", "/v1/completions", Some(&body), headers).await?;
         if status != 200 {
             return Err(StepError::Failed(format!("POST {}/v1/completions answered {status}", self.url)));
         }

@@ -391,7 +391,13 @@ fn malformed_inputs_are_clear_errors_without_panics() {
             "pipelines/cycle.yaml",
             "steps:\n  - { name: a, phase: run, kind: exec, after: [b], with: { command: [x] } }\n  - { name: b, phase: run, kind: exec, after: [a], with: { command: [x] } }\n",
         )
-        .file("pipelines/undef.yaml", "steps:\n  - name: a\n    phase: run\n    kind: exec\n    with: { command: [\"{{ engine.nope }}\"] }\n");
+        .file("pipelines/undef.yaml", "steps:\n  - name: a\n    phase: run\n    kind: exec\n    with: { command: [\"{{ engine.nope }}\"] }\n")
+        .file("workloads/nofile.yaml", "dataset: { jsonl: { path: nope.jsonl } }\nstages: [ { concurrency: 1, requests: 1 } ]\n")
+        .file("workloads/nosample.yaml", "dataset: { sample: { name: nosuch } }\nstages: [ { concurrency: 1, requests: 1 } ]\n")
+        .file("workloads/badjsonl.yaml", "dataset: { jsonl: { path: bad.jsonl, output_len: 8 } }\nstages: [ { concurrency: 1, requests: 1 } ]\n")
+        .file("workloads/bad.jsonl", "{\"prompt\": \"a\"}\nnot json\n")
+        .file("workloads/unsetenv.yaml", "api: { api_key: env:BF_SURELY_UNSET_VAR }\ndataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { concurrency: 1, requests: 1 } ]\n")
+        .file("workloads/literalkey.yaml", "api: { headers: { X-Api-Key: hf_secret } }\ndataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { concurrency: 1, requests: 1 } ]\n");
     let cases: &[(&[&str], &[&str])] = &[
         (&["plan", "-c", "typo"], &["scenarios/typo.yaml:2:", "did you mean `engine`"]),
         (&["plan", "-c", "wrongtype"], &["scenarios/wrongtype.yaml:3:"]),
@@ -406,6 +412,22 @@ fn malformed_inputs_are_clear_errors_without_panics() {
         (&["plan", "--set", "engine.port=many"], &["engine", "port"]),
         (&["plan", "--set", "engine.env.HF_TOKEN=hf_secret"], &["looks like a secret", "env:NAME"]),
         (&["plan", "-c", "local-vllm", "--set", "model=null"], &["needs `model:`"]),
+        (&["plan", "--set", "engine.profile=nosuch/model"], &["nosuch/model", "tiny/cpu"]),
+        (&["plan", "-w", "nofile"], &["workloads/nofile.yaml", "nope.jsonl"]),
+        (&["plan", "-w", "nosample"], &["unknown sample dataset `nosuch`"]),
+        (&["plan", "-w", "badjsonl"], &["bad.jsonl:2"]),
+        (&["plan", "-w", "unsetenv"], &["$BF_SURELY_UNSET_VAR, which is not set"]),
+        (&["plan", "-w", "literalkey"], &["X-Api-Key", "looks like a secret"]),
+        (&["plan", "-c", "endpoint", "--set", "engine.url=ftp://host:21"], &["must start with http://"]),
+        (&["plan", "-c", "endpoint", "--set", "engine.url=http://host:99999"], &["`99999` is not a port"]),
+        (
+            &["run", "--endpoint", "localhost:8000", "--dry-run", "--workdir", "ep"],
+            &["must start with http://"],
+        ),
+        (
+            &["plan", "-c", "kubernetes-standalone", "--set", "kubernetes.templates=/no/such/dir"],
+            &["template directory `/no/such/dir`", "does not exist"],
+        ),
     ];
     for (args, expected) in cases {
         let out = p.run(args);
@@ -648,4 +670,87 @@ fn an_engine_that_dies_during_the_run_stops_the_run_with_exit_1() {
     let events = std::fs::read_to_string(wd.join("events.jsonl")).unwrap();
     assert!(events.contains("\"event\":\"effect_lost\""), "{events}");
     assert!(wd.join("analysis/latest/stats.json").is_file(), "what was measured before is analysed");
+}
+
+/// A server that answers only requests carrying `Authorization: Bearer sk-test-key`; returns
+/// its address and the request lines it saw with the header's presence.
+/// Request lines a test server saw, each with whether it carried the expected key.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>;
+
+fn keyed_server() -> (String, Seen) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let (mut authorized, mut length) = (false, 0usize);
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                let lower = h.to_ascii_lowercase();
+                authorized |= lower.starts_with("authorization: bearer sk-test-key");
+                if let Some(n) = lower.strip_prefix("content-length:") {
+                    length = n.trim().parse().unwrap_or(0);
+                }
+            }
+            let _ = r.read_exact(&mut vec![0; length]);
+            log.lock().unwrap().push((line.trim().to_string(), authorized));
+            let (status, body) = match (authorized, line.split(' ').nth(1).unwrap_or("")) {
+                (false, _) => ("401 Unauthorized", r#"{"error":{"message":"no key"}}"#),
+                (true, "/v1/models") => ("200 OK", r#"{"data":[{"id":"m"}]}"#),
+                (true, "/v1/completions") => (
+                    "200 OK",
+                    r#"{"choices":[{"text":" hi"}],"usage":{"prompt_tokens":5,"completion_tokens":1}}"#,
+                ),
+                (true, _) => ("200 OK", "{}"),
+            };
+            let mut s = s;
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn the_smoke_test_sends_the_workloads_api_key() {
+    let (url, seen) = keyed_server();
+    let p = Project::new("apikey");
+    p.file("workloads/keyed.yaml", "api: { api_key: env:BF_TEST_API_KEY, model: m }\ndataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { concurrency: 1, requests: 2 } ]\n");
+    let out = p
+        .cmd(&["run", "--endpoint", &url, "-w", "keyed", "--workdir", "wd", "-s", "smoke_test", "-q"])
+        .env("BF_TEST_API_KEY", "sk-test-key")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() >= 3 && seen.iter().all(|(_, auth)| *auth), "every request carries the key: {seen:?}");
+    assert_absent(&p.path("wd"), &["sk-test-key"]);
+}
+
+#[test]
+fn a_run_whose_requests_all_fail_exits_4_after_analysing_them() {
+    let p = Project::new("allfail");
+    // Every request asks for more tokens than the model's context: the server answers 400.
+    p.file("scenarios/sim.yaml", SCENARIO).file(
+        "workloads/toolong.yaml",
+        "dataset: { random: { input_len: 16, output_len: 1000000 } }\nstages: [ { concurrency: 2, requests: 10 } ]\n",
+    );
+    let out = p.run(&["e2e", "-c", "sim", "-w", "toolong", "--workdir", "wd", "-q"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("10 of 10 requests failed") && err.contains("10 http"), "{err}");
+    let wd = p.path("wd");
+    assert!(wd.join("analysis/latest/stats.json").is_file(), "the failures are analysed first");
+    assert_eq!(status_of(&wd, "05_stop_start_engine"), "done", "teardown ran");
 }
