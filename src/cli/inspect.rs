@@ -115,6 +115,8 @@ pub fn archive(args: ArchiveArgs) -> Result<(), CliError> {
     if !args.dir.join("inputs/resolved.yaml").is_file() {
         return Err(CliError::Usage(format!("{} is not a benchflow work directory", args.dir.display())));
     }
+    // Not while a run writes into it: the lock is held while packing.
+    let _lock = WorkDir::open(&args.dir)?;
     let (path, files) = archive::pack(&args.dir, args.output.as_deref())?;
     println!("{}", path.display());
     eprintln!("archived {files} files with MANIFEST.sha256");

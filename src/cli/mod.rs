@@ -217,6 +217,12 @@ fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
                 .and_then(|v| serde_json::from_value(v).ok())
         })
         .unwrap_or(Convention::Vllm);
+    // Not while a run writes into it (a plain results folder has no lock to take).
+    let _lock = if args.dir.join("inputs/resolved.yaml").is_file() {
+        Some(crate::workdir::WorkDir::open(&args.dir)?)
+    } else {
+        None
+    };
     let run = crate::workdir::runs::RunDirs::latest_for_analysis(&args.dir).ok_or_else(|| {
         CliError::Usage(format!("{} holds no results (results/latest/requests.csv)", args.dir.display()))
     })?;

@@ -319,6 +319,16 @@ pub async fn execute(
         }
         Err(e) => return Err(e.into()),
     };
+    let mut state = state;
+    if teardown_only {
+        // Steps a killed benchflow left "running" are not running any more.
+        for s in state.steps.values_mut().filter(|s| s.status == Status::Running) {
+            s.status = Status::Cancelled;
+            s.error = Some(
+                "it was running when benchflow stopped (killed?); see its log in setup/commands/".into(),
+            );
+        }
+    }
     let mut w = Walker {
         plan,
         dir: dir.to_path_buf(),

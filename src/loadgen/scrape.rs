@@ -33,7 +33,12 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
-        match tokio::time::timeout(every.max(Duration::from_secs(2)), fetch(&target)).await {
+        // A scrape is bounded by the interval, and the end of the run does not wait for one.
+        let scrape = tokio::select! {
+            r = tokio::time::timeout(every, fetch(&target)) => r,
+            _ = stop.changed() => break,
+        };
+        match scrape {
             Ok(Ok(text)) => {
                 let t = t0.elapsed().as_secs_f64();
                 for line in text.lines() {

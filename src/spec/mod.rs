@@ -32,6 +32,14 @@ pub enum SpecError {
 
 /// Parses YAML into `T`, turning serde errors into `origin:line:column: message (did you mean)`.
 pub fn from_yaml<T: DeserializeOwned>(text: &str, origin: &str, known_keys: &[&str]) -> Result<T, SpecError> {
+    // An empty file would silently mean "all defaults": more likely a mistake than a wish.
+    let content = text.lines().map(str::trim).any(|l| !l.is_empty() && !l.starts_with('#') && l != "---");
+    if !content {
+        return Err(SpecError::Invalid {
+            at: origin.to_string(),
+            message: "the file is empty: write what it should set (`{}` for all the defaults)".into(),
+        });
+    }
     serde_saphyr::from_str(text).map_err(|e| {
         let at = e
             .location()

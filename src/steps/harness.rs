@@ -107,6 +107,13 @@ impl Step for Args {
             info.records, info.failed, info.endpoint, info.model
         );
         ctx.note(&format!("# {summary}"));
+        if let Some(e) = &info.server_metrics_error {
+            ctx.progress(format!(
+                "the server's /metrics could not always be read ({e}; {} scrapes succeeded): server-side \
+                 charts may be missing",
+                info.server_metrics_scrapes
+            ));
+        }
         if info.interrupted {
             return Err(StepError::Interrupted(format!("{summary}; the records so far are kept")));
         }

@@ -361,6 +361,10 @@ fn sigkill_mid_run_then_teardown_from_the_record() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!alive(pid));
     assert!(state(&wd)["steps"]["01_start_engine"]["undo"].is_null());
+    // After teardown the record no longer says a step is running.
+    let shown = text(&p.run(&["status", "wd"]).stdout);
+    assert!(shown.contains("nothing is up") && !shown.contains("it was killed"), "{shown}");
+    assert_eq!(status_of(&wd, "03_load"), "cancelled");
 }
 
 #[test]
@@ -377,6 +381,17 @@ fn a_work_directory_in_use_is_refused() {
     let out = p.run(&["e2e", "--dry-run", "--workdir", "wd"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("is in use by another benchflow"), "{}", text(&out.stderr));
+    // Nor are archive and analyze, which would pack or rewrite a run in progress.
+    p.file("wd/inputs/resolved.yaml", "format_version: 1\n");
+    for args in [["archive", "wd"], ["analyze", "wd"]] {
+        let out = p.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("is in use by another benchflow"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
 }
 
 #[test]
@@ -387,6 +402,7 @@ fn malformed_inputs_are_clear_errors_without_panics() {
         .file("scenarios/badyaml.yaml", "engine: { kind: sim\n")
         .file("scenarios/cycle.yaml", "pipeline: cycle\n")
         .file("scenarios/undef.yaml", "pipeline: undef\n")
+        .file("scenarios/empty.yaml", "# nothing yet\n\n")
         .file(
             "pipelines/cycle.yaml",
             "steps:\n  - { name: a, phase: run, kind: exec, after: [b], with: { command: [x] } }\n  - { name: b, phase: run, kind: exec, after: [a], with: { command: [x] } }\n",
@@ -414,6 +430,7 @@ fn malformed_inputs_are_clear_errors_without_panics() {
         (&["plan", "-c", "local-vllm", "--set", "model=null"], &["needs `model:`"]),
         (&["plan", "--set", "engine.profile=nosuch/model"], &["nosuch/model", "tiny/cpu"]),
         (&["plan", "-w", "nofile"], &["workloads/nofile.yaml", "nope.jsonl"]),
+        (&["plan", "-c", "empty"], &["scenarios/empty.yaml", "the file is empty"]),
         (&["plan", "-w", "nosample"], &["unknown sample dataset `nosuch`"]),
         (&["plan", "-w", "badjsonl"], &["bad.jsonl:2"]),
         (&["plan", "-w", "unsetenv"], &["$BF_SURELY_UNSET_VAR, which is not set"]),
