@@ -207,9 +207,31 @@ pub fn parse_sharegpt(text: &str, origin: &str, spec: &FileSpec) -> Result<Vec<P
 
 /// Loads the prompt pool for a dataset spec; file paths are relative to `base`.
 pub fn load(spec: &DatasetSpec, seed: u64, base: &Path) -> Result<Vec<Prompt>, DatasetError> {
+    load_for(spec, seed, base, None)
+}
+
+/// Prompt text kept in memory for a synthetic pool, at most (tokens, ≈ 4 bytes each).
+const POOL_TOKEN_BUDGET: u64 = 64 << 20;
+
+/// How many synthetic prompts to make: what the run needs (when known), at most 4,096, and
+/// no more than the memory budget allows for prompts of this length.
+pub fn pool_size(spec: &RandomSpec, needed: Option<u64>) -> usize {
+    let per_prompt = u64::from(spec.input_len.max(1)) + u64::from(spec.prefix_len);
+    let by_memory = (POOL_TOKEN_BUDGET / per_prompt).max(1);
+    let n = needed.unwrap_or(MAX_POOL as u64).min(MAX_POOL as u64).min(by_memory).max(1);
+    n as usize
+}
+
+/// `load`, making no more synthetic prompts than `needed` requests use.
+pub fn load_for(
+    spec: &DatasetSpec,
+    seed: u64,
+    base: &Path,
+    needed: Option<u64>,
+) -> Result<Vec<Prompt>, DatasetError> {
     let mut rng = Rng::derive(seed, 0xDA7A);
     let mut prompts = match spec {
-        DatasetSpec::Random(r) => random(r, &mut rng, MAX_POOL),
+        DatasetSpec::Random(r) => random(r, &mut rng, pool_size(r, needed)),
         DatasetSpec::SharedPrefix(s) => shared_prefix(s, &mut rng),
         DatasetSpec::Sharegpt(f) => {
             let path = resolve(base, &f.path);
@@ -317,6 +339,17 @@ pub fn render(p: &Prompt, api: &ApiSpec, model: &str) -> Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_synthetic_pool_is_sized_by_need_and_memory() {
+        let spec = |input_len| RandomSpec { input_len, output_len: 8, range_ratio: 0.0, prefix_len: 0 };
+        assert_eq!(pool_size(&spec(128), Some(30)), 30, "no more prompts than requests");
+        assert_eq!(pool_size(&spec(128), None), 4096, "unknown need: the usual pool");
+        assert_eq!(pool_size(&spec(128), Some(1_000_000)), 4096);
+        // 200,000-token prompts: a pool of 4,096 would be 6 GB of text; the budget caps it.
+        assert_eq!(pool_size(&spec(200_000), None), (64 << 20) / 200_000);
+        assert_eq!(pool_size(&spec(1 << 20), Some(0)), 1);
+    }
     use crate::spec::workload::{SampleSpec, SharedPrefixSpec};
 
     #[test]

@@ -374,7 +374,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
         Some(m) => m.clone(),
         None => discover_model(&target, &base).await?,
     };
-    let prompts = datasets::load(&w.dataset, w.seed, &opts.base_dir)?;
+    let prompts = datasets::load_for(&w.dataset, w.seed, &opts.base_dir, w.expected_requests())?;
     let pool: Vec<Request> = prompts.iter().map(|p| datasets::render(p, &w.api, &model)).collect();
     std::fs::create_dir_all(&opts.results_dir)
         .map_err(|source| LoadError::Write { dir: opts.results_dir.clone(), source })?;

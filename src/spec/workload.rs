@@ -51,6 +51,14 @@ fn default_max_failed() -> f64 {
     0.5
 }
 
+/// Sane upper bounds, checked at plan time.
+const MAX_TOKENS: u32 = 1 << 20;
+const MAX_RATE: f64 = 100_000.0;
+const MAX_CONCURRENCY: f64 = 100_000.0;
+const MAX_DURATION_S: f64 = 7.0 * 86_400.0;
+const MAX_SCHEDULED: f64 = 50_000_000.0;
+const MAX_POOL_PROMPTS: u64 = 1_000_000;
+
 /// Which endpoint and request shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -301,8 +309,101 @@ impl Workload {
     }
 
     /// The rules serde cannot express (at least one stage, rate or concurrency, a stop condition).
+    /// Requests the run will send, when that is known before it starts (count-bounded or
+    /// rate × duration stages; `None` when a closed-loop stage runs for a duration).
+    pub fn expected_requests(&self) -> Option<u64> {
+        let mut total = u64::from(self.warmup.requests);
+        for s in &self.stages {
+            let by_rate = match (s.rate, s.duration) {
+                (Some(r), Some(d)) => Some((r * d.0).ceil() as u64 + 1),
+                _ => None,
+            };
+            let n = match (s.requests, by_rate) {
+                (Some(n), Some(m)) => n.min(m),
+                (Some(n), None) => n,
+                (None, Some(m)) => m,
+                (None, None) => return None,
+            };
+            total = total.saturating_add(n);
+        }
+        Some(total)
+    }
+
+    /// Sizes beyond what one machine can hold are refused before anything starts (each limit
+    /// is named in the message), rather than aborting the process mid-run.
+    fn check_sizes(&self) -> Result<(), String> {
+        let too = |what: &str, value: f64, limit: f64, hint: &str| {
+            Err(format!("{what} {value}: at most {limit} ({hint})"))
+        };
+        let tokens = |what: &str, n: u32| {
+            if n > MAX_TOKENS {
+                too(what, f64::from(n), f64::from(MAX_TOKENS), "tokens per request")
+            } else {
+                Ok(())
+            }
+        };
+        match &self.dataset {
+            DatasetSpec::Random(r) => {
+                tokens("input_len", r.input_len)?;
+                tokens("output_len", r.output_len)?;
+                tokens("prefix_len", r.prefix_len)?;
+            }
+            DatasetSpec::SharedPrefix(s) => {
+                tokens("prefix_len", s.prefix_len)?;
+                tokens("suffix_len", s.suffix_len)?;
+                tokens("output_len", s.output_len)?;
+                if u64::from(s.groups) * u64::from(s.prompts_per_group) > MAX_POOL_PROMPTS {
+                    return too(
+                        "groups × prompts_per_group",
+                        (u64::from(s.groups) * u64::from(s.prompts_per_group)) as f64,
+                        MAX_POOL_PROMPTS as f64,
+                        "prompts kept in memory",
+                    );
+                }
+            }
+            DatasetSpec::Sharegpt(f) | DatasetSpec::Jsonl(f) => {
+                if let Some(n) = f.output_len {
+                    tokens("output_len", n)?;
+                }
+            }
+            DatasetSpec::Sample(_) => {}
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            let n = i + 1;
+            if let Some(r) = s.rate.filter(|r| *r > MAX_RATE) {
+                return too(&format!("stage {n}: rate"), r, MAX_RATE, "requests per second");
+            }
+            if let Some(c) = s.concurrency.or(s.max_concurrency).filter(|c| f64::from(*c) > MAX_CONCURRENCY) {
+                return too(
+                    &format!("stage {n}: concurrency"),
+                    f64::from(c),
+                    MAX_CONCURRENCY,
+                    "requests in flight",
+                );
+            }
+            if let Some(d) = s.duration.filter(|d| d.0 > MAX_DURATION_S) {
+                return too(&format!("stage {n}: duration"), d.0, MAX_DURATION_S, "seconds: one week");
+            }
+            let arrivals = match (s.rate, s.duration, s.requests) {
+                (Some(r), Some(d), req) => (r * d.0).min(req.map_or(f64::INFINITY, |q| q as f64)),
+                (Some(_), None, Some(q)) => q as f64,
+                _ => 0.0,
+            };
+            if arrivals > MAX_SCHEDULED {
+                return too(
+                    &format!("stage {n}: scheduled arrivals (rate × duration or requests)"),
+                    arrivals,
+                    MAX_SCHEDULED,
+                    "an open-loop schedule is computed before the stage starts; split it into stages",
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self, origin: &str) -> Result<(), SpecError> {
         let bad = |message: String| Err(SpecError::Invalid { at: origin.to_string(), message });
+        self.check_sizes().or_else(bad)?;
         if !(0.0..=1.0).contains(&self.max_failed) {
             return bad(format!(
                 "max_failed {}: a share between 0 and 1 (e.g. 0.05 for 5%)",
