@@ -57,6 +57,11 @@ pub enum Command {
     /// Serve the built-in vLLM-compatible simulator until Ctrl-C or SIGTERM.
     #[command(after_help = EXIT_CODES)]
     Sim(SimArgs),
+    /// Print a shell completion script: `benchflow completions bash > /etc/bash_completion.d/benchflow`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// (for harness pods) Print a results directory as one checksummed frame on stdout.
     #[command(hide = true)]
     ResultsPack { dir: PathBuf },

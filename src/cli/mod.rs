@@ -152,6 +152,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Reproduce(args) => runtime.block_on(engine::reproduce(args)),
         Command::Gc(args) => runtime.block_on(inspect::gc(args)),
         Command::Sim(args) => runtime.block_on(run_sim(args)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            use std::io::Write as _;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "benchflow", &mut script);
+            // A closed pipe (`| head`) is not an error.
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(CliError::Workdir(WorkdirError::Io { path: "stdout".into(), source: e }))
+                }
+                _ => Ok(()),
+            }
+        }
         Command::ResultsPack { dir } => {
             let frame =
                 crate::platform::job::pack(&dir).map_err(|source| WorkdirError::Io { path: dir, source })?;

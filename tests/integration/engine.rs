@@ -780,3 +780,24 @@ fn a_run_whose_requests_all_fail_exits_4_after_analysing_them() {
     assert!(wd.join("analysis/latest/stats.json").is_file(), "the failures are analysed first");
     assert_eq!(status_of(&wd, "05_stop_start_engine"), "done", "teardown ran");
 }
+
+#[test]
+fn completions_for_each_shell_name_the_commands_and_a_closed_pipe_is_not_an_error() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = benchflow().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        for command in ["e2e", "standup", "teardown", "reproduce"] {
+            assert!(script.contains(command), "{shell} completions lack `{command}`");
+        }
+    }
+    let mut child = benchflow()
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}
