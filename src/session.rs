@@ -154,6 +154,9 @@ impl Session {
         wd.write("plan/plan.dot", plan.dot().as_bytes())?;
         wd.write("plan/plan.txt", plan.table().as_bytes())?;
         for s in &plan.steps {
+            for (name, text) in s.args.as_ref().map(|a| a.files()).unwrap_or_default() {
+                wd.write(&format!("plan/manifests/{}/{name}", s.id), text.as_bytes())?;
+            }
             let rendered = json!({
                 "id": s.id, "kind": s.kind, "phase": s.phase, "describe": s.describe, "with": s.with(), "hash": s.hash,
             });

@@ -171,7 +171,7 @@ pub fn compile(resolved: &Resolved) -> Result<Plan, PlanError> {
     let width = (specs.len() * 2).to_string().len().max(2);
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     let renderer = Renderer::new(&resolved.values);
-    let inputs = Inputs { templates: &renderer, workload: resolved.workload.as_ref() };
+    let inputs = Inputs { templates: &renderer, workload: resolved.workload.as_ref(), step: "" };
     let mut steps = Vec::with_capacity(specs.len() * 2);
     for (i, s) in specs.iter().enumerate() {
         let here = at(i);
@@ -288,6 +288,8 @@ fn render_step(
         after.push(format!("{:0width$}_{dep}", j + 1));
     }
     let origin = format!("{here} (step {})", s.name);
+    let id = format!("{number:0width$}_{}", s.name);
+    let inputs = Inputs { step: &id, ..*inputs };
     let enabled = match &s.when {
         Some(expr) => renderer.condition(&format!("{origin} when"), expr)?,
         None => true,
@@ -296,7 +298,7 @@ fn render_step(
         let with = renderer.render_value(&origin, &Value::Object(s.with.clone().into_iter().collect()))?;
         let invalid = |message| PlanError::Invalid { origin: origin.clone(), message };
         let mut args = StepArgs::parse(s.kind, with).map_err(invalid)?;
-        args.compile(inputs).map_err(invalid)?;
+        args.compile(&inputs).map_err(invalid)?;
         let describe = args.describe();
         (Some(args), describe)
     } else {
@@ -306,7 +308,7 @@ fn render_step(
     let timeout_s = s.timeout.map(|t| t.0);
     Ok(PlannedStep {
         number,
-        id: format!("{number:0width$}_{}", s.name),
+        id,
         name: s.name.clone(),
         phase: s.phase,
         kind: s.kind,

@@ -80,7 +80,22 @@ impl Step for Args {
     fn compile(&mut self, inputs: &Inputs) -> Result<(), String> {
         self.manifests =
             kubernetes::render_manifests(inputs.templates, self.template_dir.as_deref(), &self.templates)?;
+        // Labelled now, so that the plan (and a dry run) shows exactly what will be sent.
+        for m in &mut self.manifests {
+            kubernetes::label(m, &self.run_label, inputs.step);
+        }
         Ok(())
+    }
+
+    fn files(&self) -> Vec<(String, String)> {
+        self.manifests
+            .iter()
+            .map(|m| {
+                let r = ObjectRef::of(m);
+                let text = serde_saphyr::to_string(m).unwrap_or_default();
+                (format!("{}-{}.yaml", r.kind, r.name), text)
+            })
+            .collect()
     }
 
     fn describe(&self) -> Vec<String> {

@@ -52,6 +52,8 @@ pub struct Inputs<'a> {
     pub templates: &'a Renderer,
     /// The run's workload, resolved and validated once (the harness takes it as it is).
     pub workload: Option<&'a Workload>,
+    /// The step's id (`07_deploy`), e.g. for the labels of what it will create.
+    pub step: &'a str,
 }
 
 /// What every step kind offers. Only `describe` and `run` are required.
@@ -79,6 +81,12 @@ pub trait Step: Sized {
     /// Whether it still runs after an interrupt, on what interrupted steps kept (analysis).
     fn salvages(&self) -> bool {
         false
+    }
+
+    /// Files to keep in `plan/manifests/<step>/` for a person to read or apply by hand:
+    /// `(file name, text)`.
+    fn files(&self) -> Vec<(String, String)> {
+        Vec::new()
     }
 
     /// Runs it (once per attempt).
@@ -119,6 +127,10 @@ macro_rules! kinds {
 
             pub fn salvages(&self) -> bool {
                 match self { $(StepArgs::$variant(a) => a.salvages(),)* }
+            }
+
+            pub fn files(&self) -> Vec<(String, String)> {
+                match self { $(StepArgs::$variant(a) => a.files(),)* }
             }
 
             pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {

@@ -192,6 +192,15 @@ fn an_existing_namespace_and_claim_are_used_and_kept() {
     assert!(c.labelled().is_empty());
     let deploy = std::fs::read_to_string(c.wd().join("plan/steps/07_deploy.json")).unwrap();
     assert!(deploy.contains("\"claimName\": \"models\""), "{deploy}");
+    // The plan holds what was sent, labels included, also as YAML a person can read or apply.
+    assert!(deploy.contains("benchflow.io/run"), "{deploy}");
+    let yaml: Vec<String> = std::fs::read_dir(c.wd().join("plan/manifests/07_deploy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    let file = yaml.iter().find(|f| f.starts_with("Deployment-")).expect("the Deployment as YAML");
+    let text = std::fs::read_to_string(c.wd().join("plan/manifests/07_deploy").join(file)).unwrap();
+    assert!(text.contains("benchflow.io/run:") && text.contains("claimName: models"), "{text}");
 }
 
 #[test]
