@@ -80,6 +80,24 @@ pub fn clean_message(raw: &str, known_keys: &[&str]) -> String {
             expected.join(", ")
         );
     }
+    translate(message)
+}
+
+/// The YAML library's words for common mistakes, in the user's words.
+fn translate(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(", set DuplicateKeyPolicy").next().unwrap_or(rest);
+        return format!("the key `{key}` appears twice here; keep one");
+    }
+    if message.starts_with("multiple YAML documents detected") {
+        return "the file holds several YAML documents (separated by `---`); keep one".into();
+    }
+    if message.contains("budget breached") {
+        return "the document is too large, or its aliases expand too far (a YAML bomb?): refused".into();
+    }
+    if message.contains("invalid floating point") {
+        return "a value here is not a valid number (an unclosed `{` or `[` before it?)".into();
+    }
     message.to_string()
 }
 
@@ -170,6 +188,15 @@ pub fn find(kind: &'static str, dir: &str, name: &str) -> Result<Source, SpecErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_yaml_librarys_words_are_translated() {
+        let raw = "error: line 2 column 1: duplicate mapping key: engine, set DuplicateKeyPolicy in Options if acceptable";
+        assert_eq!(clean_message(raw, &[]), "the key `engine` appears twice here; keep one");
+        let raw = "multiple YAML documents detected; use from_str_multiple or from_str_multiple_with_options";
+        assert!(clean_message(raw, &[]).contains("several YAML documents"));
+        assert!(!clean_message("budget breached: Nodes { max: 1 }", &[]).contains("Nodes"));
+    }
 
     #[test]
     fn suggestions_and_distance() {

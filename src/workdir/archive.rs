@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 pub enum ArchiveError {
     #[error("failed to archive {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("failed to unpack {path}: {source}")]
+    Unpack { path: PathBuf, source: std::io::Error },
     #[error("{archive}: {file} does not match its checksum in MANIFEST.sha256")]
     Checksum { archive: PathBuf, file: String },
     #[error("{0}: no MANIFEST.sha256 in the archive")]
@@ -79,7 +81,7 @@ pub fn pack(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, usize), ArchiveE
 pub fn unpack(archive: &Path, dest: &Path) -> Result<PathBuf, ArchiveError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| ArchiveError::Io { path, source }
+        move |source| ArchiveError::Unpack { path, source }
     };
     let file = std::fs::File::open(archive).map_err(io(archive))?;
     let root = extract(GzDecoder::new(file), dest).map_err(io(archive))?.map(|top| dest.join(top));
