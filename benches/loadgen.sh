@@ -4,6 +4,7 @@
 #   2. a requested constant rate of 1,000 req/s: achieved rate and send delay
 #   3. accuracy at concurrency 512 against truth TTFT 100 ms / ITL 10 ms / 128 tokens, with the
 #      simulator's own lateness beside it
+#   4. the sustained rate of 1. over TLS (the simulator serving the test certificate)
 # Usage: benches/loadgen.sh [SECONDS]   (default 20 per measurement)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -38,4 +39,12 @@ for l in sys.stdin:
 p99=next(le for le,n in b if n>=0.99*c)
 print(f'mean {1000*s/c:.2f} ms, p99 <= {1000*p99:g} ms')")
 echo "3. concurrency 512, truth TTFT 100 ms / ITL 10 ms: TTFT p50 $p50 ms, p99 $p99 ms, ITL mean $itl ms; simulator lateness $late"
+stop_sim
+
+fixtures=$PWD/tests/integration/fixtures/tls
+start_sim --profile fixed/zero --tls-cert "$fixtures/cert.pem" --tls-key "$fixtures/key.pem"
+printf 'api: { tls: { ca_file: %s } }\ndataset: { random: { input_len: 128, output_len: 64 } }\nstages: [ { concurrency: 64, duration: %ss } ]\n' "$fixtures/ca.pem" "$secs" > "$tmp/tls.yaml"
+"$bf" run --endpoint "$url" -w "$tmp/tls.yaml" --workdir "$tmp/tls" -q > /dev/null 2>&1
+read -r rps fails <<< "$(stat "$tmp/tls/analysis/latest/stats.json" request_throughput failed)"
+echo "4. sustained streamed rate over TLS (64 in flight, 64 tokens): $rps req/s, $fails failed"
 stop_sim

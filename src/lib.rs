@@ -28,6 +28,7 @@
 //! * `analysis`: statistics from the records (vllm bench serve and GuideLLM conventions) and
 //!   the outputs in `analysis/`.
 //! * `workdir`: the work directory (layout, lock, atomic writes, run ids) and its archive.
+//! * `net`: connections to an endpoint, plain or TLS (rustls), for every client in benchflow.
 //! * `timer`: sub-millisecond sleeps for the timing-critical waits (simulator, dispatcher).
 //! * `rng`: the seeded random number generator and distributions shared by everything that
 //!   samples (simulator jitter and faults; later arrival schedules and datasets).
@@ -38,6 +39,7 @@ pub mod datasets;
 pub mod exec;
 pub mod lexicon;
 pub mod loadgen;
+pub mod net;
 pub mod plan;
 pub mod platform;
 pub mod resolve;

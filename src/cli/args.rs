@@ -96,6 +96,12 @@ pub struct SimArgs {
     /// Print the built-in profiles and exit.
     #[arg(long)]
     pub list_profiles: bool,
+    /// Serve HTTPS with this certificate chain (PEM; with --tls-key), to test clients over TLS.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The files and overrides of a run.

@@ -198,10 +198,15 @@ async fn run_sim(args: SimArgs) -> Result<(), CliError> {
     })?;
     let local = listener.local_addr().map_err(sim::SimError::Io)?;
     let shutdown = shutdown_signal();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key).map_err(CliError::Usage)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // The first line of stdout is the address: scripts and the local platform read it.
-    println!("http://{local}");
+    println!("{scheme}://{local}");
     eprintln!(
-        "benchflow sim: serving {} ({} fidelity, KV cache {} tokens, time_scale {}) on http://{local}; Ctrl-C stops",
+        "benchflow sim: serving {} ({} fidelity, KV cache {} tokens, time_scale {}) on {scheme}://{local}; Ctrl-C stops",
         cfg.model,
         match cfg.fidelity {
             sim::config::Fidelity::Engine => "engine",
@@ -210,8 +215,23 @@ async fn run_sim(args: SimArgs) -> Result<(), CliError> {
         cfg.kv_cache_tokens_total(),
         cfg.time_scale
     );
-    sim::serve(cfg, listener, shutdown).await?;
+    sim::serve_with(cfg, listener, shutdown, tls).await?;
     Ok(())
+}
+
+/// A TLS acceptor from PEM files (the simulator's `--tls-cert` / `--tls-key`).
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {

@@ -10,8 +10,6 @@ use std::{net::SocketAddr, time::Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{HeaderMap, Request, client::conn::http1::SendRequest, header::HeaderValue};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::record::{ErrorKind, Record};
 
@@ -23,6 +21,8 @@ pub struct Target {
     pub path: String,
     pub headers: HeaderMap,
     pub stream: bool,
+    /// For an `https://` endpoint.
+    pub tls: Option<crate::net::Tls>,
 }
 
 /// A kept-alive connection.
@@ -39,14 +39,9 @@ impl Conn {
     }
 }
 
-/// Opens a connection.
-pub async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
-    tokio::spawn(conn);
-    Ok(Conn(sender))
+/// Opens a connection to the target (TLS for `https://`).
+pub async fn connect(target: &Target) -> std::io::Result<Conn> {
+    crate::net::open(target.addr, target.tls.as_ref()).await.map(Conn)
 }
 
 /// Sends one request on `conn` (opening one if needed) and fills in `rec`. The connection is
@@ -54,7 +49,7 @@ pub async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
 pub async fn send(conn: &mut Option<Conn>, target: &Target, body: Bytes, t0: Instant, rec: &mut Record) {
     let ns = |t: Instant| t.saturating_duration_since(t0).as_nanos() as u64;
     if conn.as_ref().is_none_or(|c| c.0.is_closed()) {
-        match connect(target.addr).await {
+        match connect(target).await {
             Ok(c) => *conn = Some(c),
             Err(e) => {
                 rec.sent_ns = ns(Instant::now());

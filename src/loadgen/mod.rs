@@ -95,27 +95,33 @@ impl Ctx {
     }
 }
 
-/// Parses `http://host:port[/prefix]` into a target (path prefix kept).
+/// Parses `http(s)://host:port[/prefix]` into a target (path prefix kept).
 pub async fn target(
     url: &str,
     path: &str,
     stream: bool,
     headers: HeaderMap,
+    tls: &crate::spec::workload::TlsSettings,
 ) -> Result<(Target, String), LoadError> {
     let bad = |why: &str| LoadError::Endpoint { url: url.to_string(), why: why.to_string() };
-    let rest = if let Some(r) = url.strip_prefix("http://") {
-        r
-    } else if url.starts_with("https://") {
-        return Err(bad("https is not supported yet: use a plain-HTTP address (e.g. a port-forward)"));
+    let (scheme, rest, default_port) = if let Some(r) = url.strip_prefix("http://") {
+        ("http", r, 80)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        ("https", r, 443)
     } else {
-        return Err(bad("it must start with http://"));
+        return Err(bad("it must start with http:// or https://"));
     };
     let (hostport, prefix) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
     let prefix = prefix.trim_end_matches('/');
     let hostport = if hostport.contains(':') && !hostport.ends_with(']') {
         hostport.to_string()
     } else {
-        format!("{hostport}:80")
+        format!("{hostport}:{default_port}")
+    };
+    let host = hostport.rsplit_once(':').map_or(hostport.as_str(), |(h, _)| h);
+    let tls = match scheme {
+        "https" => Some(crate::net::Tls::new(host, tls).map_err(|e| bad(&e))?),
+        _ => None,
     };
     let addr: SocketAddr = tokio::net::lookup_host(&hostport)
         .await
@@ -123,10 +129,12 @@ pub async fn target(
         .next()
         .ok_or_else(|| bad("the host resolves to no address"))?;
     let authority = HeaderValue::from_str(&hostport).map_err(|_| bad("invalid host"))?;
-    let base =
-        format!("http://{hostport}{}", if prefix.is_empty() { String::new() } else { format!("/{prefix}") });
+    let base = format!(
+        "{scheme}://{hostport}{}",
+        if prefix.is_empty() { String::new() } else { format!("/{prefix}") }
+    );
     let full_path = if prefix.is_empty() { path.to_string() } else { format!("/{prefix}{path}") };
-    Ok((Target { addr, authority, path: full_path, headers, stream }, base))
+    Ok((Target { addr, authority, path: full_path, headers, stream, tls }, base))
 }
 
 /// Resolves header values; `env:NAME` (or `Bearer env:NAME`) reads the environment, and such a
@@ -175,7 +183,7 @@ pub fn secrets(headers: &HeaderMap) -> Vec<String> {
 pub async fn discover_model(target: &Target, base: &str) -> Result<String, LoadError> {
     use http_body_util::{BodyExt, Full};
     let unreachable = |why: String| LoadError::Unreachable { url: base.to_string(), why };
-    let mut conn = client::connect(target.addr).await.map_err(|e| unreachable(e.to_string()))?;
+    let mut conn = client::connect(target).await.map_err(|e| unreachable(e.to_string()))?;
     let models_path =
         target.path.rsplit_once("/v1/").map_or("/v1/models".to_string(), |(p, _)| format!("{p}/v1/models"));
     let mut req = hyper::Request::get(models_path.as_str()).body(Full::default()).expect("valid request");
@@ -367,9 +375,14 @@ fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), Loa
 /// `shutdown` resolves (in-flight requests are then recorded as cancelled).
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<RunInfo, LoadError> {
     let w = &opts.workload;
-    let (target, base) =
-        target(&opts.endpoint, w.api.endpoint.path(), w.api.stream, headers(&w.api.request_headers())?)
-            .await?;
+    let (target, base) = target(
+        &opts.endpoint,
+        w.api.endpoint.path(),
+        w.api.stream,
+        headers(&w.api.request_headers())?,
+        &w.api.tls,
+    )
+    .await?;
     let model = match &w.api.model {
         Some(m) => m.clone(),
         None => discover_model(&target, &base).await?,

@@ -62,7 +62,7 @@ pub async fn run(
 }
 
 async fn fetch(target: &Target) -> Result<String, String> {
-    let mut conn = connect(target.addr).await.map_err(|e| e.to_string())?;
+    let mut conn = connect(target).await.map_err(|e| e.to_string())?;
     let mut req = Request::get("/metrics")
         .header(hyper::header::HOST, target.authority.clone())
         .body(Full::default())

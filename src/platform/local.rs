@@ -16,18 +16,16 @@ fn free_port(host: &str) -> Result<u16, String> {
     l.local_addr().map(|a| a.port()).map_err(|e| format!("no free port on {host}: {e}"))
 }
 
-/// Checks an endpoint URL before anything starts: `http://HOST[:PORT][/prefix]` (or
+/// Checks an endpoint URL before anything starts: `http(s)://HOST[:PORT][/prefix]` (or
 /// `k8s://NAMESPACE/SERVICE:PORT`).
 pub fn check_url(url: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("endpoint `{url}`: {why} (expected e.g. http://127.0.0.1:8000)"));
-    let rest = if let Some(r) = url.strip_prefix("http://") {
+    let rest = if let Some(r) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) {
         r
     } else if url.starts_with("k8s://") {
         return Ok(());
-    } else if url.starts_with("https://") {
-        return bad("https is not supported yet: reach it over plain HTTP (e.g. a port-forward)");
     } else {
-        return bad("it must start with http://");
+        return bad("it must start with http:// or https://");
     };
     let hostport = rest.split('/').next().unwrap_or("");
     let (host, port) = match hostport.rsplit_once(':') {

@@ -387,7 +387,21 @@ fn finish(
         message: spec::clean_message(&e.to_string(), &[]),
     })?;
     let harness: Harness = typed(&tree, &["harness"], &format!("harness{after_sets}"))?;
-    let workload: Workload = typed(&tree, &["workload"], &format!("workload{after_sets}"))?;
+    let mut workload: Workload = typed(&tree, &["workload"], &format!("workload{after_sets}"))?;
+    // A CA file is named relative to the workload's folder; everything after uses the full path.
+    if let Some(file) = workload.api.tls.ca_file.as_mut()
+        && Path::new(file.as_str()).is_relative()
+    {
+        *file = workload_dir.join(file.as_str()).display().to_string();
+    }
+    if let Some(file) = &workload.api.tls.ca_file
+        && !Path::new(file).is_file()
+    {
+        return Err(ResolveError::Invalid {
+            origin: files.get("workload").cloned().unwrap_or_default(),
+            message: format!("api.tls.ca_file `{file}` does not exist"),
+        });
+    }
     let origin = files.get("workload").cloned().unwrap_or_default();
     workload.validate(&format!("the merged workload ({origin}){after_sets}"))?;
     // What the load would refuse after the standup is refused now.

@@ -27,7 +27,7 @@ pub mod tokenizer;
 pub mod wire;
 
 pub use config::SimConfig;
-pub use server::serve;
+pub use server::{serve, serve_with};
 
 /// Why the simulator stopped serving.
 #[derive(Debug, thiserror::Error)]

@@ -508,6 +508,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SimError> {
+    serve_with(cfg, listener, shutdown, None).await
+}
+
+/// `serve`, over TLS when `tls` is given (`benchflow sim --tls-cert --tls-key`).
+pub async fn serve_with(
+    cfg: SimConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<(), SimError> {
     let addr = listener.local_addr().map_err(SimError::Io)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared::new(cfg.clone(), addr.port(), tx));
@@ -546,12 +556,20 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let app = Arc::clone(&app);
+                let tls = tls.clone();
                 tasks.spawn(async move {
                     let svc = service_fn(move |req| Arc::clone(&app).handle(req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new().keep_alive(true).clone();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         }

@@ -78,6 +78,8 @@ pub struct ApiSpec {
     /// An API key, sent as `Authorization: Bearer <key>` on every request benchflow makes to
     /// the endpoint (smoke test, load, `/metrics`); must be `env:NAME`.
     pub api_key: Option<String>,
+    /// For an `https://` endpoint: extra CAs to trust, or no verification.
+    pub tls: TlsSettings,
     /// Per-request timeout.
     pub timeout: Secs,
 }
@@ -103,9 +105,21 @@ impl Default for ApiSpec {
             extra_body: BTreeMap::new(),
             headers: BTreeMap::new(),
             api_key: None,
+            tls: TlsSettings::default(),
             timeout: Secs(600.0),
         }
     }
+}
+
+/// How to trust an `https://` endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// A PEM file of extra CA certificates to trust (e.g. a cluster's own CA), besides the
+    /// system's roots; relative to the workload file's folder.
+    pub ca_file: Option<String>,
+    /// Do not verify the server's certificate at all (self-signed test clusters only).
+    pub insecure_skip_verify: bool,
 }
 
 /// OpenAI endpoint.

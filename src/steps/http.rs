@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Ctx, Done, Inputs, Step, StepError};
-use crate::units::Secs;
+use crate::{spec::workload::TlsSettings, units::Secs};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +29,9 @@ pub struct Args {
     /// workload's, API key included, so an endpoint that needs a key passes the smoke test.
     #[serde(default)]
     pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// For an `https://` URL; by default the workload's.
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
 }
 
 /// A local base URL for `url`: itself, or a port-forward for `k8s://NAMESPACE/SERVICE:PORT`
@@ -57,21 +60,29 @@ pub async fn fetch(
     url: &str,
     body: Option<&Value>,
     headers: &hyper::HeaderMap,
+    tls: &TlsSettings,
     timeout: Duration,
 ) -> Result<(u16, Bytes), String> {
-    let rest =
-        url.strip_prefix("http://").ok_or_else(|| format!("`{url}`: only http:// URLs are supported"))?;
+    let (rest, default_port, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => (r, 80, false),
+        (None, Some(r)) => (r, 443, true),
+        _ => return Err(format!("`{url}`: only http:// and https:// URLs are supported")),
+    };
     let (hostport, path) =
         rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let hostport = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:80") };
+    let hostport =
+        if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:{default_port}") };
+    let host = hostport.rsplit_once(':').map_or(hostport.as_str(), |(h, _)| h);
+    let tls = if https { Some(crate::net::Tls::new(host, tls)?) } else { None };
     let work = async {
-        let stream = tokio::net::TcpStream::connect(&hostport)
+        let addr = tokio::net::lookup_host(&hostport)
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("cannot resolve {hostport}"))?;
+        let mut sender = crate::net::open(addr, tls.as_ref())
             .await
             .map_err(|e| format!("cannot reach {hostport}: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
         let payload = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let mut req = hyper::Request::builder()
             .method(method)
@@ -98,6 +109,9 @@ impl Step for Args {
     fn compile(&mut self, inputs: &Inputs) -> Result<(), String> {
         if self.headers.is_none() {
             self.headers = inputs.workload.map(|w| w.api.request_headers());
+        }
+        if self.tls.is_none() {
+            self.tls = inputs.workload.map(|w| w.api.tls.clone());
         }
         Ok(())
     }
@@ -133,7 +147,8 @@ impl Args {
         let url = format!("{base}{path}");
         let t0 = Instant::now();
         ctx.note(&format!("> {method} {url}{}", body.map(|b| format!(" {b}")).unwrap_or_default()));
-        let call = fetch(method, &url, body, headers, Duration::from_secs_f64(self.timeout.0));
+        let tls = self.tls.clone().unwrap_or_default();
+        let call = fetch(method, &url, body, headers, &tls, Duration::from_secs_f64(self.timeout.0));
         let result = tokio::select! {
             r = call => r,
             _ = ctx.cancelled() => return Err(StepError::Cancelled),

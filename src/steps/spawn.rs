@@ -198,8 +198,15 @@ impl Step for Args {
                     tail(&ctx.log, 15)
                 )));
             }
-            if let Ok((200, _)) =
-                super::http::fetch("GET", url, None, &Default::default(), Duration::from_secs(2)).await
+            if let Ok((200, _)) = super::http::fetch(
+                "GET",
+                url,
+                None,
+                &Default::default(),
+                &Default::default(),
+                Duration::from_secs(2),
+            )
+            .await
             {
                 break;
             }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::{
     loadgen::TempDir,
-    support::{assert_absent, benchflow, state, text, wait_for},
+    support::{assert_absent, benchflow, spawn_sim, state, text, tls_fixture, tls_front, wait_for},
 };
 
 const CANARY: &str = "hf_canary_5a1b2c3d4e";
@@ -444,7 +444,10 @@ fn malformed_inputs_are_clear_errors_without_panics() {
         (&["plan", "-w", "badjsonl"], &["bad.jsonl:2"]),
         (&["plan", "-w", "unsetenv"], &["$BF_SURELY_UNSET_VAR, which is not set"]),
         (&["plan", "-w", "literalkey"], &["X-Api-Key", "looks like a secret"]),
-        (&["plan", "-c", "endpoint", "--set", "engine.url=ftp://host:21"], &["must start with http://"]),
+        (
+            &["plan", "-c", "endpoint", "--set", "engine.url=ftp://host:21"],
+            &["must start with http:// or https://"],
+        ),
         (&["plan", "-c", "endpoint", "--set", "engine.url=http://host:99999"], &["`99999` is not a port"]),
         (
             &["run", "--endpoint", "localhost:8000", "--dry-run", "--workdir", "ep"],
@@ -800,4 +803,50 @@ fn completions_for_each_shell_name_the_commands_and_a_closed_pipe_is_not_an_erro
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_https_endpoint_is_measured_with_its_ca_and_refused_without_it() {
+    let (mut sim, plain) = spawn_sim(&["--profile", "fixed/zero"]);
+    let url = tls_front(plain.trim_start_matches("http://").to_string());
+    let p = Project::new("https");
+    let ca = tls_fixture("ca.pem").display().to_string();
+    let workload = |tls: &str| {
+        format!(
+            "api: {{ tls: {tls} }}\ndataset: {{ random: {{ input_len: 8, output_len: 4 }} }}\nstages: [ {{ concurrency: 4, requests: 40 }} ]\n"
+        )
+    };
+    p.file("workloads/trusted.yaml", &workload(&format!("{{ ca_file: '{ca}' }}")))
+        .file("workloads/untrusted.yaml", &workload("{}"))
+        .file("workloads/insecure.yaml", &workload("{ insecure_skip_verify: true }"));
+    for (w, dir) in [("trusted", "wd1"), ("insecure", "wd2")] {
+        let out = p.run(&["run", "--endpoint", &url, "-w", w, "--workdir", dir, "-q"]);
+        assert_eq!(out.status.code(), Some(0), "{w}: {}", text(&out.stderr));
+        let csv = std::fs::read_to_string(p.path(dir).join("results/latest/requests.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 41, "{w}: every request over TLS");
+        assert!(csv.lines().skip(1).all(|l| l.contains(",200,,")), "{w}: all succeeded:\n{csv}");
+    }
+    // Without the CA the certificate is not trusted: the smoke test says so, nothing is measured.
+    let out = p.run(&["run", "--endpoint", &url, "-w", "untrusted", "--workdir", "wd3", "-q"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).to_lowercase().contains("certificate"), "{}", text(&out.stderr));
+    let _ = sim.kill();
+    let _ = sim.wait();
+    // The simulator serves TLS itself too (`--tls-cert`, `--tls-key`): the first line says https.
+    use std::io::BufRead as _;
+    let (cert, key) = (tls_fixture("cert.pem"), tls_fixture("key.pem"));
+    let mut sim = benchflow()
+        .args(["sim", "--port", "0", "--profile", "fixed/zero", "--tls-cert"])
+        .args([cert.as_os_str(), "--tls-key".as_ref(), key.as_os_str()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(sim.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("https://"), "{line}");
+    let out = p.run(&["run", "--endpoint", line.trim(), "-w", "trusted", "--workdir", "wd4", "-q"]);
+    let _ = sim.kill();
+    let _ = sim.wait();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
