@@ -92,7 +92,9 @@ async fn a_constant_rate_is_achieved() {
     assert_eq!(info.stages[0].dispatched, 400);
     let s = &a.stages[0];
     assert_eq!(s.completed, 400);
-    assert!((s.request_throughput - 200.0).abs() / 200.0 < 0.03, "{}", s.request_throughput);
+    // The rate itself is exact (below); the achieved throughput also counts the last request's
+    // latency, so its bound leaves room for a busy shared machine (precision: benches/).
+    assert!((s.request_throughput - 200.0).abs() / 200.0 < 0.10, "{}", s.request_throughput);
     // Scheduled instants are exactly 5 ms apart.
     let mut rdr = csv::Reader::from_path(dir.0.join("results/requests.csv")).unwrap();
     let mut sched: Vec<f64> = rdr.records().map(|r| r.unwrap()[3].parse::<f64>().unwrap()).collect();

@@ -16,9 +16,10 @@ async fn batch_one_ttft_and_itl_match_the_model_in_real_time() {
     let ttft = times[0];
     let itl = (times[39] - times[0]) / 39.0;
     // Model: TTFT = 5 ms overhead + 1.5 ms + 33.8 ms prefill ≈ 40.3 ms; ITL = 7.49 ms.
-    // Wall-clock tolerance covers timer granularity (1 ms) and a busy CI machine.
-    assert!((0.039..0.055).contains(&ttft), "client ttft {ttft}");
-    assert!((itl - 0.00749).abs() / 0.00749 < 0.1, "client itl {itl}");
+    // Never faster than the model; the upper tolerance covers a busy shared 2-core machine
+    // (the exact figures are the simulated-time histograms below, and the benches).
+    assert!((0.039..0.090).contains(&ttft), "client ttft {ttft}");
+    assert!((itl - 0.00749).abs() / 0.00749 < 0.2, "client itl {itl}");
     // The simulator's own (simulated-time) histograms are exact.
     let l = r#"{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"}"#;
     let ttft_sum = sim.metric(&format!("vllm:time_to_first_token_seconds_sum{l}")).await;
