@@ -18,6 +18,19 @@ th:first-child,td:first-child{text-align:left}th{background:#f6f6f6}pre{backgrou
 .warn{color:#a40}";
 
 /// Renders the report; chart SVGs are read from `analysis/plots/`.
+/// `(time, step, what)` of each `effect_lost` event at or after `since` (UTC text).
+fn lost_during(events: &std::path::Path, since: &str) -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(events).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("\"effect_lost\""))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| {
+            let field = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            (field("t").as_str() >= since).then(|| (field("t"), field("step"), field("what")))
+        })
+        .collect()
+}
+
 pub fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> String {
     let mut h = String::new();
     let _ = write!(
@@ -49,6 +62,17 @@ pub fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> String 
     meta("work directory", dirs.workdir.display().to_string());
     meta("records", dirs.results.display().to_string());
     let _ = write!(h, "</table>");
+    // What a done step set up (the engine) went away during this run: said first.
+    let started = a.info.as_ref().map(|i| i.started_at.clone()).unwrap_or_default();
+    for (t, step, what) in lost_during(&dirs.workdir.join("events.jsonl"), &started) {
+        let _ = write!(
+            h,
+            "<p class=warn>The engine stopped during this run, at {t}: {} ({}). Requests after that \
+             failed; the run was stopped there.</p>",
+            escape(&what),
+            escape(&step)
+        );
+    }
     let estimated: u64 = a.stages.iter().map(|s| s.estimated_token_requests).sum();
     if estimated > 0 {
         let _ = write!(

@@ -699,6 +699,8 @@ fn an_engine_that_dies_during_the_run_stops_the_run_with_exit_1() {
     let events = std::fs::read_to_string(wd.join("events.jsonl")).unwrap();
     assert!(events.contains("\"event\":\"effect_lost\""), "{events}");
     assert!(wd.join("analysis/latest/stats.json").is_file(), "what was measured before is analysed");
+    let report = std::fs::read_to_string(wd.join("analysis/latest/report.html")).unwrap();
+    assert!(report.contains("The engine stopped during this run"), "the report says when it died");
 }
 
 /// A server that answers only requests carrying `Authorization: Bearer sk-test-key`; returns
