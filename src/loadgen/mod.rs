@@ -314,7 +314,7 @@ async fn closed_loop(
 async fn open_loop(
     ctx: &Arc<Ctx>,
     id: StageId,
-    offsets: &[f64],
+    offsets: impl Iterator<Item = f64>,
     cap: Option<u32>,
     cancel: &watch::Receiver<bool>,
 ) -> u64 {
@@ -324,8 +324,8 @@ async fn open_loop(
     let start = Instant::now();
     let mut watch = cancel.clone();
     let mut dispatched = 0;
-    for (index, off) in offsets.iter().enumerate() {
-        let due = start + Duration::from_secs_f64(*off);
+    for (index, off) in offsets.enumerate() {
+        let due = start + Duration::from_secs_f64(off);
         tokio::select! {
             _ = crate::timer::sleep_until(due) => {}
             _ = cancelled(&mut watch) => break,
@@ -473,13 +473,18 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
                     }
                     Load::Rate { rate, burstiness, max_concurrency, .. } => {
                         let mut rng = Rng::derive(w.seed, 0x5EED_0000 + n as u64);
-                        let offsets = match duration {
-                            Some(d) => schedule::by_duration(rate, burstiness, d, stage.requests, &mut rng),
-                            None => {
-                                schedule::by_count(rate, burstiness, stage.requests.unwrap_or(1), &mut rng)
+                        match duration {
+                            Some(d) => {
+                                let offsets =
+                                    schedule::by_duration(rate, burstiness, d, stage.requests, &mut rng);
+                                open_loop(&ctx, id, offsets, max_concurrency, &cancel_rx).await
                             }
-                        };
-                        open_loop(&ctx, id, &offsets, max_concurrency, &cancel_rx).await
+                            None => {
+                                let n = stage.requests.unwrap_or(1);
+                                let offsets = schedule::by_count(rate, burstiness, n, &mut rng);
+                                open_loop(&ctx, id, offsets, max_concurrency, &cancel_rx).await
+                            }
+                        }
                     }
                 };
                 info.stages.push(StageWindow {

@@ -56,7 +56,6 @@ const MAX_TOKENS: u32 = 1 << 20;
 const MAX_RATE: f64 = 100_000.0;
 const MAX_CONCURRENCY: f64 = 100_000.0;
 const MAX_DURATION_S: f64 = 7.0 * 86_400.0;
-const MAX_SCHEDULED: f64 = 50_000_000.0;
 const MAX_POOL_PROMPTS: u64 = 1_000_000;
 
 /// Which endpoint and request shape.
@@ -397,19 +396,6 @@ impl Workload {
             }
             if let Some(d) = s.duration.filter(|d| d.0 > MAX_DURATION_S) {
                 return too(&format!("stage {n}: duration"), d.0, MAX_DURATION_S, "seconds: one week");
-            }
-            let arrivals = match (s.rate, s.duration, s.requests) {
-                (Some(r), Some(d), req) => (r * d.0).min(req.map_or(f64::INFINITY, |q| q as f64)),
-                (Some(_), None, Some(q)) => q as f64,
-                _ => 0.0,
-            };
-            if arrivals > MAX_SCHEDULED {
-                return too(
-                    &format!("stage {n}: scheduled arrivals (rate × duration or requests)"),
-                    arrivals,
-                    MAX_SCHEDULED,
-                    "an open-loop schedule is computed before the stage starts; split it into stages",
-                );
             }
         }
         Ok(())
