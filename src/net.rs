@@ -19,6 +19,58 @@ use tokio_rustls::TlsConnector;
 
 use crate::spec::workload::TlsSettings;
 
+/// An `http://` or `https://` address taken apart once, for every client and check in benchflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub https: bool,
+    /// The host alone (brackets of an IPv6 address kept off): the name a certificate is checked
+    /// against.
+    pub host: String,
+    /// `host:port`, the port defaulted (80, 443).
+    pub hostport: String,
+    /// What follows the authority: empty or `/…`.
+    pub path: String,
+}
+
+impl Url {
+    pub fn parse(url: &str) -> Result<Url, String> {
+        let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(r), _) => (false, r),
+            (None, Some(r)) => (true, r),
+            _ => return Err("it must start with http:// or https://".into()),
+        };
+        let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (h, after) = v6.split_once(']').ok_or("an IPv6 address lacks its `]`")?;
+                (h, after.strip_prefix(':'))
+            }
+            None => match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
+        };
+        if host.is_empty() {
+            return Err("no host".into());
+        }
+        let port = match port {
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(format!("`{p}` is not a port (1-65535)")),
+            },
+            None if https => 443,
+            None => 80,
+        };
+        let hostport =
+            if authority.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        Ok(Url { https, host: host.to_string(), hostport, path: path.to_string() })
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
+    }
+}
+
 /// A TLS client for one server name.
 #[derive(Clone)]
 pub struct Tls {
@@ -128,5 +180,26 @@ impl ServerCertVerifier for NoVerify {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Url;
+
+    #[test]
+    fn urls_are_taken_apart_with_default_ports() {
+        let u = Url::parse("https://api.example.com/v1").unwrap();
+        assert_eq!(
+            (u.https, u.host.as_str(), u.hostport.as_str(), u.path.as_str()),
+            (true, "api.example.com", "api.example.com:443", "/v1")
+        );
+        let u = Url::parse("http://127.0.0.1:8000").unwrap();
+        assert_eq!((u.hostport.as_str(), u.path.as_str()), ("127.0.0.1:8000", ""));
+        let u = Url::parse("http://[::1]:9000/x").unwrap();
+        assert_eq!((u.host.as_str(), u.hostport.as_str()), ("::1", "[::1]:9000"));
+        assert!(Url::parse("ftp://x").unwrap_err().contains("http://"));
+        assert!(Url::parse("http://host:99999").unwrap_err().contains("`99999` is not a port"));
+        assert_eq!(Url::parse("http://:80").unwrap_err(), "no host");
     }
 }

@@ -250,7 +250,7 @@ impl<W: Write> Writer<W> {
             if usage { "usage" } else { "estimate" },
             r.status.to_string().as_str(),
             r.error_kind.map(ErrorKind::as_str).unwrap_or_default(),
-            &self.error_text(r.error.as_deref().unwrap_or_default()),
+            &r.error.as_deref().map(|e| self.error_text(e)).unwrap_or_default(),
             self.itl.as_str(),
         ])?;
         Ok(())

@@ -165,18 +165,10 @@ impl Walker<'_> {
                 match undoes {
                     // The undone step has nothing left to undo (in either record).
                     Some(target) => {
-                        let file = steps::undo_file(&self.dir, target);
-                        let in_file = file.is_file();
-                        steps::forget_undo(&self.dir, target);
-                        let t = self.state.steps.get_mut(target);
-                        let in_state = t.as_ref().is_some_and(|t| t.undo.is_some());
-                        if let Some(t) = t {
-                            t.undo = None;
-                            if in_state || in_file {
-                                t.status = Status::Undone;
-                            }
-                        } else if in_file {
+                        if self.state.undo_of(&self.dir, target).is_some() {
+                            steps::forget_undo(&self.dir, target);
                             let t = self.state.steps.entry(target.to_string()).or_default();
+                            t.undo = None;
                             t.status = Status::Undone;
                         }
                     }

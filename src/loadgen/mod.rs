@@ -104,24 +104,12 @@ pub async fn target(
     tls: &crate::spec::workload::TlsSettings,
 ) -> Result<(Target, String), LoadError> {
     let bad = |why: &str| LoadError::Endpoint { url: url.to_string(), why: why.to_string() };
-    let (scheme, rest, default_port) = if let Some(r) = url.strip_prefix("http://") {
-        ("http", r, 80)
-    } else if let Some(r) = url.strip_prefix("https://") {
-        ("https", r, 443)
-    } else {
-        return Err(bad("it must start with http:// or https://"));
-    };
-    let (hostport, prefix) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
-    let prefix = prefix.trim_end_matches('/');
-    let hostport = if hostport.contains(':') && !hostport.ends_with(']') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:{default_port}")
-    };
-    let host = hostport.rsplit_once(':').map_or(hostport.as_str(), |(h, _)| h);
-    let tls = match scheme {
-        "https" => Some(crate::net::Tls::new(host, tls).map_err(|e| bad(&e))?),
-        _ => None,
+    let parsed = crate::net::Url::parse(url).map_err(|why| bad(&why))?;
+    let (scheme, hostport) = (parsed.scheme(), parsed.hostport.clone());
+    let prefix = parsed.path.trim_start_matches('/').trim_end_matches('/');
+    let tls = match parsed.https {
+        true => Some(crate::net::Tls::new(&parsed.host, tls).map_err(|e| bad(&e))?),
+        false => None,
     };
     let addr: SocketAddr = tokio::net::lookup_host(&hostport)
         .await
@@ -143,12 +131,9 @@ pub fn headers(spec: &std::collections::BTreeMap<String, String>) -> Result<Head
     let mut map = HeaderMap::new();
     for (k, v) in spec {
         let err = |why: String| LoadError::Header { name: k.clone(), why };
-        let (prefix, reference) = match v.strip_prefix("Bearer env:") {
-            Some(var) => ("Bearer ", Some(var)),
-            None => ("", v.strip_prefix("env:")),
-        };
+        let reference = crate::spec::workload::env_reference(v);
         let value = match reference {
-            Some(var) => {
+            Some((prefix, var)) => {
                 let secret =
                     std::env::var(var).map_err(|_| err(format!("environment variable {var} is not set")))?;
                 format!("{prefix}{secret}")

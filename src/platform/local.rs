@@ -19,28 +19,12 @@ fn free_port(host: &str) -> Result<u16, String> {
 /// Checks an endpoint URL before anything starts: `http(s)://HOST[:PORT][/prefix]` (or
 /// `k8s://NAMESPACE/SERVICE:PORT`).
 pub fn check_url(url: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("endpoint `{url}`: {why} (expected e.g. http://127.0.0.1:8000)"));
-    let rest = if let Some(r) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) {
-        r
-    } else if url.starts_with("k8s://") {
+    if url.starts_with("k8s://") {
         return Ok(());
-    } else {
-        return bad("it must start with http:// or https://");
-    };
-    let hostport = rest.split('/').next().unwrap_or("");
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
-        _ => (hostport, None),
-    };
-    if host.is_empty() {
-        return bad("no host");
     }
-    if let Some(p) = port
-        && !matches!(p.parse::<u16>(), Ok(n) if n > 0)
-    {
-        return bad(&format!("`{p}` is not a port (1-65535)"));
-    }
-    Ok(())
+    crate::net::Url::parse(url)
+        .map(|_| ())
+        .map_err(|why| format!("endpoint `{url}`: {why} (expected e.g. http://127.0.0.1:8000)"))
 }
 
 /// `run.*` and `endpoint.*` for this scenario and run.

@@ -408,8 +408,7 @@ fn finish(
     crate::datasets::check(&workload.dataset, workload_dir)
         .map_err(|e| ResolveError::Invalid { origin: origin.clone(), message: e.to_string() })?;
     for (name, value) in workload.api.request_headers() {
-        let reference = value.strip_prefix("Bearer ").unwrap_or(&value);
-        if let Some(var) = reference.strip_prefix("env:")
+        if let Some((_, var)) = crate::spec::workload::env_reference(&value)
             && std::env::var_os(var).is_none()
         {
             return Err(ResolveError::Invalid {

@@ -83,6 +83,15 @@ pub struct ApiSpec {
     pub timeout: Secs,
 }
 
+/// The environment variable a header value is read from, with what goes before the secret:
+/// `env:NAME` → `("", NAME)`, `Bearer env:NAME` → `("Bearer ", NAME)`; `None` for a literal.
+pub fn env_reference(value: &str) -> Option<(&'static str, &str)> {
+    match value.strip_prefix("Bearer env:") {
+        Some(var) => Some(("Bearer ", var)),
+        None => value.strip_prefix("env:").map(|var| ("", var)),
+    }
+}
+
 impl ApiSpec {
     /// Every header to send, as written (`env:NAME` values, or `Bearer env:NAME` for the key).
     pub fn request_headers(&self) -> BTreeMap<String, String> {

@@ -63,19 +63,11 @@ pub async fn fetch(
     tls: &TlsSettings,
     timeout: Duration,
 ) -> Result<(u16, Bytes), String> {
-    let (rest, default_port, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
-        (Some(r), _) => (r, 80, false),
-        (None, Some(r)) => (r, 443, true),
-        _ => return Err(format!("`{url}`: only http:// and https:// URLs are supported")),
-    };
-    let (hostport, path) =
-        rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let hostport =
-        if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:{default_port}") };
-    let host = hostport.rsplit_once(':').map_or(hostport.as_str(), |(h, _)| h);
-    let tls = if https { Some(crate::net::Tls::new(host, tls)?) } else { None };
+    let url = crate::net::Url::parse(url).map_err(|why| format!("`{url}`: {why}"))?;
+    let (hostport, path) = (url.hostport.as_str(), if url.path.is_empty() { "/" } else { url.path.as_str() });
+    let tls = if url.https { Some(crate::net::Tls::new(&url.host, tls)?) } else { None };
     let work = async {
-        let addr = tokio::net::lookup_host(&hostport)
+        let addr = tokio::net::lookup_host(hostport)
             .await
             .ok()
             .and_then(|mut a| a.next())
@@ -84,10 +76,8 @@ pub async fn fetch(
             .await
             .map_err(|e| format!("cannot reach {hostport}: {e}"))?;
         let payload = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path.as_str())
-            .header(hyper::header::HOST, &hostport);
+        let mut req =
+            hyper::Request::builder().method(method).uri(path).header(hyper::header::HOST, hostport);
         if body.is_some() {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }

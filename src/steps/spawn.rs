@@ -142,7 +142,8 @@ impl Step for Args {
         let program = &self.command[0];
         // Whatever answers on the readiness address before we start is not ours: measuring it
         // instead of our engine would be silently wrong.
-        if let Some(hostport) = self.ready_url.as_deref().and_then(host_port)
+        if let Some(hostport) =
+            self.ready_url.as_deref().and_then(|u| crate::net::Url::parse(u).ok()).map(|u| u.hostport)
             && let Ok(Ok(_)) =
                 tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(&hostport)).await
         {
@@ -256,13 +257,6 @@ impl Step for Args {
             undo: Some(record),
         })
     }
-}
-
-/// `host:port` of an `http://` URL (port 80 when not given).
-fn host_port(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("http://")?;
-    let hostport = rest.split('/').next()?;
-    Some(if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:80") })
 }
 
 /// Stops a process group: SIGTERM, wait up to `grace`, then SIGKILL. Returns what was done.
