@@ -243,6 +243,7 @@ mod tests {
                 harness: "builtin".into(),
                 workload: "sanity".into(),
                 sets: Vec::new(),
+                layers: Vec::new(),
             };
             let session = Session::create(Setup::new(base.join(name), request)).unwrap();
             let report = session.execute(&opts, &mut signals).await.unwrap();

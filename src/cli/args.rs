@@ -166,6 +166,7 @@ impl PlanArgs {
             harness: pick(&self.harness, prev.map(|r| &r.harness), "builtin"),
             workload: pick(&self.workload, prev.map(|r| &r.workload), "sanity"),
             sets: deduped,
+            layers: prev.map(|r| r.layers.clone()).unwrap_or_default(),
         }
     }
 

@@ -1,5 +1,5 @@
 //! From the files as written to one variable tree: defaults < scenario < harness < workload <
-//! `--set`, every leaf remembering who set it, validated again as typed values, plus the values
+//! layers (an experiment's base, constants and point) < `--set`, every leaf remembering who set it, validated again as typed values, plus the values
 //! derived for this run (`run.*`, `endpoint.*`).
 //!
 //! Secrets never enter the tree: a value whose key looks secret (`token`, `password`, …) must
@@ -48,6 +48,18 @@ pub struct Request {
     pub harness: String,
     pub workload: String,
     /// `--set key=value`, in order.
+    pub sets: Vec<String>,
+    /// Named layers of `key=value` assignments between the workload and `--set` (an
+    /// experiment's base `set`, its constants, one point's factor values), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<Layer>,
+}
+
+/// Assignments written like `--set` (`workload.stages.0.rate=5`), with the origin every value
+/// they set is recorded under (`experiments/sweep.yaml point p003`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Layer {
+    pub origin: String,
     pub sets: Vec<String>,
 }
 
@@ -143,6 +155,7 @@ pub fn merge(base: &mut Value, top: Value) {
 }
 
 /// The layers, in precedence order.
+#[derive(Debug, Clone)]
 struct Tree {
     values: Value,
     sources: BTreeMap<String, String>,
@@ -247,6 +260,22 @@ fn check_secrets(tree: &Tree) -> Result<(), ResolveError> {
 
 /// Reads the files named in `request` and resolves them.
 pub fn resolve(request: &Request, run: &RunContext) -> Result<Resolved, ResolveError> {
+    load(request)?.resolve(request, run)
+}
+
+/// The files of a request, read, checked and layered (defaults < scenario < harness <
+/// workload) once: an experiment resolves each of its points from one of these.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    tree: Tree,
+    files: BTreeMap<String, String>,
+    texts: BTreeMap<String, String>,
+    pipeline: Pipeline,
+    workload_dir: PathBuf,
+}
+
+/// Reads and checks the scenario, harness, workload and pipeline files of `request`.
+pub fn load(request: &Request) -> Result<Loaded, ResolveError> {
     let scenario = spec::find("scenario", "scenarios", &request.scenario)?;
     let harness = spec::find("harness", "harnesses", &request.harness)?;
     let workload = spec::find("workload", "workloads", &request.workload)?;
@@ -298,11 +327,6 @@ pub fn resolve(request: &Request, run: &RunContext) -> Result<Resolved, ResolveE
     }
     tree.layer(&harness.origin, json!({ "harness": h }));
     tree.layer(&workload.origin, json!({ "workload": parse_yaml_value(&workload)? }));
-
-    for set in &request.sets {
-        let layer = set_layer(set, &tree)?;
-        tree.layer("--set", layer);
-    }
     let files = BTreeMap::from([
         ("scenario".to_string(), scenario.origin.clone()),
         ("harness".to_string(), harness.origin.clone()),
@@ -310,14 +334,52 @@ pub fn resolve(request: &Request, run: &RunContext) -> Result<Resolved, ResolveE
         ("pipeline".to_string(), pipeline.origin.clone()),
     ]);
     let workload_dir = std::path::absolute(&workload.dir).unwrap_or(workload.dir.clone());
-    let mut resolved = finish(request.clone(), files, tree, typed_pipeline, run, &workload_dir)?;
-    resolved.texts = BTreeMap::from([
+    let texts = BTreeMap::from([
         ("scenario".to_string(), scenario.text),
         ("harness".to_string(), harness.text),
         ("workload".to_string(), workload.text),
         ("pipeline".to_string(), pipeline.text),
     ]);
-    Ok(resolved)
+    Ok(Loaded { tree, files, texts, pipeline: typed_pipeline, workload_dir })
+}
+
+impl Loaded {
+    /// The variable tree of the files alone (before layers and `--set`s).
+    pub fn values(&self) -> &Value {
+        &self.tree.values
+    }
+
+    /// Applies `request`'s layers and `--set`s (its file names are those this was loaded
+    /// from) and derives the values of this run.
+    pub fn resolve(&self, request: &Request, run: &RunContext) -> Result<Resolved, ResolveError> {
+        let mut tree = self.tree.clone();
+        for layer in &request.layers {
+            for set in &layer.sets {
+                let values = set_layer(set, &tree).map_err(|e| match e {
+                    ResolveError::Set { set, message } => ResolveError::Invalid {
+                        origin: layer.origin.clone(),
+                        message: format!("{set}: {message}"),
+                    },
+                    e => e,
+                })?;
+                tree.layer(&layer.origin, values);
+            }
+        }
+        for set in &request.sets {
+            let layer = set_layer(set, &tree)?;
+            tree.layer("--set", layer);
+        }
+        let mut resolved = finish(
+            request.clone(),
+            self.files.clone(),
+            tree,
+            self.pipeline.clone(),
+            run,
+            &self.workload_dir,
+        )?;
+        resolved.texts = self.texts.clone();
+        Ok(resolved)
+    }
 }
 
 /// Re-resolves a recorded `inputs/resolved.yaml` for a new run: the same values, new `run.*`.
@@ -377,11 +439,10 @@ fn finish(
         m.remove("harness");
         m.remove("workload");
     }
-    let after_sets = if request.sets.is_empty() {
-        String::new()
-    } else {
-        format!(" after --set {}", request.sets.join(" --set "))
-    };
+    let mut changes: Vec<String> = request.layers.iter().map(|l| l.origin.clone()).collect();
+    changes.extend(request.sets.iter().map(|s| format!("--set {s}")));
+    let after_sets =
+        if changes.is_empty() { String::new() } else { format!(" after {}", changes.join(", ")) };
     let scenario: Scenario = serde_json::from_value(scenario_part).map_err(|e| ResolveError::Invalid {
         origin: format!("the scenario ({}){after_sets}", files.get("scenario").cloned().unwrap_or_default()),
         message: spec::clean_message(&e.to_string(), &[]),

@@ -148,6 +148,12 @@ impl App {
                 json_response(200, &serde_json::to_value(&*cfg).unwrap_or_default())
             }
             (Method::POST, "/admin/config") => self.update_config(req, &cfg).await,
+            // vLLM's: drop the cached prefixes (between the points of an experiment), keep the
+            // counters.
+            (Method::POST, "/reset_prefix_cache") => {
+                let _ = self.shared.engine.send(Cmd::Reset);
+                respond(200, "application/json", "")
+            }
             (Method::POST, "/admin/reset") => {
                 {
                     let mut m = self.shared.metrics.lock().expect("metrics lock");
@@ -171,7 +177,8 @@ impl App {
                 | "/tokenize"
                 | "/detokenize"
                 | "/admin/config"
-                | "/admin/reset",
+                | "/admin/reset"
+                | "/reset_prefix_cache",
             ) => json_response(405, &json!({ "detail": "Method Not Allowed" })),
             _ => json_response(404, &json!({ "detail": "Not Found" })),
         }

@@ -106,6 +106,26 @@ async fn admin_reset_clears_metrics() {
     assert_eq!(sim.metric("vllm:generation_tokens_total{").await, 0.0);
 }
 
+/// vLLM's `POST /reset_prefix_cache`: the same prompt hits the cache before, misses after;
+/// the counters are kept (unlike `/admin/reset`).
+#[tokio::test]
+async fn reset_prefix_cache_drops_cached_prefixes_and_keeps_counters() {
+    let sim = TestSim::start("tiny/cpu", &["time_scale=0"]).await;
+    let hits = async || sim.metric("vllm:prefix_cache_hits_total{").await;
+    let prompt = crate::support::prompt_of(64);
+    sim.post("/v1/completions", &completion(&prompt, 2)).await;
+    assert_eq!(hits().await, 0.0);
+    sim.post("/v1/completions", &completion(&prompt, 2)).await;
+    let cached = hits().await;
+    assert!(cached >= 48.0, "the second identical prompt reuses its full blocks: {cached}");
+    let r = sim.post("/reset_prefix_cache", &json!({})).await;
+    assert_eq!(r.status, 200);
+    sim.post("/v1/completions", &completion(&prompt, 2)).await;
+    assert_eq!(hits().await, cached, "after the reset the prompt is computed again");
+    assert_eq!(sim.metric("vllm:generation_tokens_total{").await, 6.0);
+    assert_eq!(sim.get("/reset_prefix_cache").await.status, 405);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_delay_refuses_connections_then_serves() {
     let sim = TestSim::start("tiny/cpu", &["startup_delay=400ms", "startup_mode=refuse"]).await;
