@@ -44,16 +44,28 @@ pub struct Setup {
     pub request: Request,
     /// The benchflow binary (for `benchflow sim` engines).
     pub bin: PathBuf,
+    /// The run id and engine port to use (an experiment's point runs on its stack's); by
+    /// default those the work directory recorded, else new ones.
+    pub run: Option<RunContext>,
 }
 
 impl Setup {
     pub fn new(root: PathBuf, request: Request) -> Setup {
-        Setup { root, request, bin: this_binary() }
+        Setup { root, request, bin: this_binary(), run: None }
+    }
+
+    /// With a given run id and engine port.
+    pub fn with_run(mut self, id: String, port: Option<u16>) -> Setup {
+        self.run = Some(RunContext { id, workdir: self.root.clone(), bin: self.bin.clone(), port });
+        self
     }
 
     /// The run context: an existing work directory keeps its run id and engine port, so its
     /// done steps keep their hashes.
     fn context(&self) -> RunContext {
+        if let Some(run) = &self.run {
+            return run.clone();
+        }
         let previous = recorded(&self.root);
         let id = previous
             .as_ref()
@@ -69,6 +81,13 @@ impl Setup {
     /// Resolves and compiles, writing nothing.
     pub fn compile(&self) -> Result<(Resolved, Plan), SessionError> {
         let resolved = resolve::resolve(&self.request, &self.context())?;
+        let plan = plan::compile(&resolved)?;
+        Ok((resolved, plan))
+    }
+
+    /// The same, from files read earlier (`request` must name the files `loaded` read).
+    pub fn compile_loaded(&self, loaded: &resolve::Loaded) -> Result<(Resolved, Plan), SessionError> {
+        let resolved = loaded.resolve(&self.request, &self.context())?;
         let plan = plan::compile(&resolved)?;
         Ok((resolved, plan))
     }
@@ -235,8 +254,13 @@ mod tests {
         )
         .unwrap();
         let (_tx, mut signals) = mpsc::unbounded_channel();
-        let opts =
-            Options { phases: Phase::ALL.to_vec(), selection: None, teardown_on_failure: true, quiet: true };
+        let opts = Options {
+            phases: Phase::ALL.to_vec(),
+            selection: None,
+            teardown_on_failure: true,
+            quiet: true,
+            stack: None,
+        };
         for name in ["one", "two"] {
             let request = Request {
                 scenario: scenario.display().to_string(),

@@ -41,14 +41,16 @@ pub struct PlotError {
 /// One chart.
 #[derive(Debug, Clone)]
 pub struct LineChart {
-    pub name: &'static str,
+    pub name: String,
     pub title: String,
-    pub x_desc: &'static str,
-    pub y_desc: &'static str,
+    pub x_desc: String,
+    pub y_desc: String,
     pub series: Vec<(String, Vec<(f64, f64)>)>,
     /// Dashed vertical lines (stage boundaries), x values.
     pub marks: Vec<f64>,
     pub points: bool,
+    /// Lines joining each series' points (off for a scatter).
+    pub lines: bool,
     /// Upper x limit (e.g. a CDF clipped at p99.9); None = the data's maximum.
     pub x_max: Option<f64>,
     pub y_max: Option<f64>,
@@ -57,22 +59,28 @@ pub struct LineChart {
 }
 
 impl LineChart {
-    fn new(name: &'static str, title: impl Into<String>, x_desc: &'static str, y_desc: &'static str) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        title: impl Into<String>,
+        x_desc: impl Into<String>,
+        y_desc: impl Into<String>,
+    ) -> Self {
         LineChart {
-            name,
+            name: name.into(),
             title: title.into(),
-            x_desc,
-            y_desc,
+            x_desc: x_desc.into(),
+            y_desc: y_desc.into(),
             series: Vec::new(),
             marks: Vec::new(),
             points: false,
+            lines: true,
             x_max: None,
             y_max: None,
             legend_lower_right: false,
         }
     }
 
-    fn has_data(&self) -> bool {
+    pub fn has_data(&self) -> bool {
         self.series.iter().any(|(_, s)| !s.is_empty())
     }
 }
@@ -101,8 +109,8 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) -> Res
         .map_err(e)?;
     chart
         .configure_mesh()
-        .x_desc(c.x_desc)
-        .y_desc(c.y_desc)
+        .x_desc(c.x_desc.as_str())
+        .y_desc(c.y_desc.as_str())
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 15))
         .light_line_style(RGBColor(246, 246, 246))
@@ -122,12 +130,16 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) -> Res
     for (i, (label, pts)) in c.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let clipped: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.0 <= x_max).collect();
+        let width = if c.lines { 2 } else { 0 };
         chart
-            .draw_series(LineSeries::new(clipped.clone(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                if c.lines { clipped.clone() } else { Vec::new() },
+                color.stroke_width(width),
+            ))
             .map_err(e)?
             .label(label.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
-        if c.points {
+        if c.points || !c.lines {
             chart.draw_series(clipped.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(e)?;
         }
     }
@@ -148,19 +160,123 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) -> Res
     root.present().map_err(e)
 }
 
-fn save(dir: &Path, c: &LineChart) -> Result<Vec<PathBuf>, PlotError> {
+/// Writes a line chart as `NAME.svg` and `NAME.png` into `dir`.
+pub fn save(dir: &Path, c: &LineChart) -> Result<Vec<PathBuf>, PlotError> {
+    save_with(dir, &c.name, |root| draw(root, c), |root| draw(root, c))
+}
+
+/// A grid of coloured cells: `values[row][column]` (None: no measurement), light to dark.
+#[derive(Debug, Clone)]
+pub struct HeatMap {
+    pub name: String,
+    pub title: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<String>,
+    pub values: Vec<Vec<Option<f64>>>,
+}
+
+fn draw_heat<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &HeatMap) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("{e:?}");
+    root.fill(&WHITE).map_err(e)?;
+    let (nx, ny) = (h.columns.len().max(1), h.rows.len().max(1));
+    let mut chart = ChartBuilder::on(root)
+        .caption(&h.title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(110)
+        .build_cartesian_2d(0f64..nx as f64, 0f64..ny as f64)
+        .map_err(e)?;
+    let (cols, rows) = (h.columns.clone(), h.rows.clone());
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(h.x_desc.as_str())
+        .y_desc(h.y_desc.as_str())
+        .x_labels(nx * 2 + 1)
+        .y_labels(ny * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - x.floor() - 0.5).abs() < 0.01 {
+                cols.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|y| {
+            let i = y.floor() as usize;
+            if (y - y.floor() - 0.5).abs() < 0.01 {
+                rows.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()
+        .map_err(e)?;
+    let all: Vec<f64> = h.values.iter().flatten().flatten().copied().collect();
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    for (r, row) in h.values.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            let (x, y) = (c as f64, r as f64);
+            let fill = match v {
+                Some(v) => {
+                    let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+                    // White → tab10 blue.
+                    let mix = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
+                    RGBColor(mix(240.0, 31.0), mix(246.0, 119.0), mix(252.0, 180.0))
+                }
+                None => RGBColor(230, 230, 230),
+            };
+            chart
+                .draw_series(std::iter::once(Rectangle::new([(x, y), (x + 1.0, y + 1.0)], fill.filled())))
+                .map_err(e)?;
+            if let Some(v) = v {
+                let text = if v.abs() >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") };
+                let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+                let color = if t > 0.55 { WHITE } else { BLACK };
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        text,
+                        (x + 0.42, y + 0.45),
+                        ("sans-serif", 14).into_font().color(&color),
+                    )))
+                    .map_err(e)?;
+            }
+        }
+    }
+    root.present().map_err(e)
+}
+
+/// Writes a heat map as `NAME.svg` and `NAME.png` into `dir`.
+pub fn save_heatmap(dir: &Path, h: &HeatMap) -> Result<Vec<PathBuf>, PlotError> {
+    save_with(dir, &h.name, |root| draw_heat(root, h), |root| draw_heat(root, h))
+}
+
+type Svg<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type Bitmap<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+fn save_with(
+    dir: &Path,
+    name: &str,
+    svg_draw: impl Fn(&Svg) -> Result<(), String>,
+    png_draw: impl Fn(&Bitmap) -> Result<(), String>,
+) -> Result<Vec<PathBuf>, PlotError> {
     register_font();
-    let err = |why: String| PlotError { name: c.name.to_string(), why };
+    let err = |why: String| PlotError { name: name.to_string(), why };
     let (w, h) = SIZE;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        draw(&root, c).map_err(err)?;
+        svg_draw(&root).map_err(err)?;
     }
     let mut rgb = vec![0u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
-        draw(&root, c).map_err(err)?;
+        png_draw(&root).map_err(err)?;
     }
     let mut png_bytes = Vec::new();
     {
@@ -172,9 +288,9 @@ fn save(dir: &Path, c: &LineChart) -> Result<Vec<PathBuf>, PlotError> {
     }
     let mut written = Vec::new();
     for (ext, bytes) in [("svg", svg.into_bytes()), ("png", png_bytes)] {
-        let path = dir.join(format!("{}.{ext}", c.name));
+        let path = dir.join(format!("{name}.{ext}"));
         // Written under a temporary name first: a failed chart never leaves a partial file.
-        let tmp = dir.join(format!(".{}.{ext}.tmp", c.name));
+        let tmp = dir.join(format!(".{name}.{ext}.tmp"));
         std::fs::write(&tmp, &bytes)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| err(e.to_string()))?;
@@ -188,12 +304,7 @@ fn clip(cdfs: &[&Cdf]) -> Option<f64> {
     cdfs.iter().filter_map(|c| c.iter().find(|(_, f)| *f >= 0.999).map(|(x, _)| *x)).reduce(f64::max)
 }
 
-fn cdf_chart(
-    a: &Analysis,
-    name: &'static str,
-    what: &str,
-    pick: fn(&super::StageSeries) -> &Cdf,
-) -> LineChart {
+fn cdf_chart(a: &Analysis, name: &str, what: &str, pick: fn(&super::StageSeries) -> &Cdf) -> LineChart {
     let mut c = LineChart::new(
         name,
         format!("{what}: cumulative distribution (x clipped at p99.9)"),
@@ -217,7 +328,7 @@ pub fn charts(a: &Analysis) -> Vec<LineChart> {
         cdf_chart(a, "itl_cdf", "Inter-token latency (per chunk)", |s| &s.itl),
     ];
     if let Some(c) = out.get_mut(2) {
-        c.y_desc = "fraction of chunk gaps";
+        c.y_desc = "fraction of chunk gaps".into();
     }
     let marks: Vec<f64> = a.series.windows.iter().flat_map(|(s, e, _)| [*s, *e]).collect();
     let per_s = |v: &[f64]| v.iter().enumerate().map(|(i, y)| (i as f64 + 0.5, *y)).collect::<Vec<_>>();

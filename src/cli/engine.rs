@@ -37,7 +37,7 @@ fn setup(args: &PlanArgs, scenario: Option<&str>, extra_sets: &[String]) -> Setu
 }
 
 /// Delivers one message per SIGINT / SIGTERM; the third exits at once.
-fn signals(dir: &Path) -> mpsc::UnboundedReceiver<()> {
+pub(super) fn signals(dir: &Path) -> mpsc::UnboundedReceiver<()> {
     let (tx, rx) = mpsc::unbounded_channel();
     let dir = dir.display().to_string();
     #[cfg(unix)]
@@ -76,7 +76,7 @@ async fn execute(
     quiet: bool,
 ) -> Result<(), CliError> {
     let selection = args_steps.map(|s| p.plan.select(s)).transpose()?;
-    let opts = Options { phases: phases.clone(), selection, teardown_on_failure, quiet };
+    let opts = Options { phases: phases.clone(), selection, teardown_on_failure, quiet, stack: None };
     let dir = p.dir().to_path_buf();
     let mut rx = signals(&dir);
     let report = p.execute(&opts, &mut rx).await?;
@@ -205,8 +205,13 @@ pub async fn teardown(args: DirArgs) -> Result<(), CliError> {
         eprintln!("nothing to tear down in {}", dir.display());
         return Ok(());
     }
-    let opts =
-        Options { phases: vec![Phase::Teardown], selection: None, teardown_on_failure: false, quiet: false };
+    let opts = Options {
+        phases: vec![Phase::Teardown],
+        selection: None,
+        teardown_on_failure: false,
+        quiet: false,
+        stack: None,
+    };
     let mut rx = signals(&dir);
     let report = exec::execute(&plan, &dir, &opts, &mut rx).await?;
     drop(wd);

@@ -45,6 +45,9 @@ pub struct Options {
     /// Run the teardown phase after a failure or an interrupt, even if `phases` omits it.
     pub teardown_on_failure: bool,
     pub quiet: bool,
+    /// The work directory whose standup this run uses (an experiment's stack): its done steps
+    /// count as done here, and what they set up is watched as this run's own.
+    pub stack: Option<PathBuf>,
 }
 
 /// How the execution ended.
@@ -321,6 +324,27 @@ pub async fn execute(
             );
         }
     }
+    // An experiment's stack: what its standup did, read once.
+    let upstream = match &opts.stack {
+        Some(stack) => Some(State::load(stack, &plan.run_id)?),
+        None => None,
+    };
+    let upstream_done = |id: &str| {
+        upstream
+            .as_ref()
+            .and_then(|u| u.steps.get(id))
+            .is_some_and(|s| matches!(s.status, Status::Done | Status::Skipped))
+    };
+    let upstream_effects: Vec<(String, UndoRecord)> = upstream
+        .as_ref()
+        .map(|u| {
+            u.steps
+                .iter()
+                .filter(|(_, s)| s.status == Status::Done)
+                .filter_map(|(id, s)| s.undo.clone().map(|r| (id.clone(), r)))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut w = Walker {
         plan,
         dir: dir.to_path_buf(),
@@ -346,6 +370,7 @@ pub async fn execute(
     for &i in &main {
         for &j in &deps[i] {
             let done_before = opts.selection.is_some()
+                || upstream_done(&plan.steps[j].id)
                 || w.state
                     .steps
                     .get(&plan.steps[j].id)
@@ -464,6 +489,8 @@ pub async fn execute(
                 let gone = w.state.steps.iter().find_map(|(id, s)| {
                     let record = s.undo.as_ref().filter(|_| s.status == Status::Done)?;
                     (!record.holds()).then(|| (id.clone(), record.describe()))
+                }).or_else(|| {
+                    upstream_effects.iter().find(|(_, r)| !r.holds()).map(|(id, r)| (id.clone(), r.describe()))
                 });
                 if let Some((step, what)) = gone {
                     lost = true;
@@ -624,7 +651,13 @@ mod tests {
     }
 
     fn opts() -> Options {
-        Options { phases: Phase::ALL.to_vec(), selection: None, teardown_on_failure: true, quiet: true }
+        Options {
+            phases: Phase::ALL.to_vec(),
+            selection: None,
+            teardown_on_failure: true,
+            quiet: true,
+            stack: None,
+        }
     }
 
     #[tokio::test]

@@ -57,6 +57,14 @@ impl WorkDir {
     }
 
     /// Opens an existing work directory and takes its lock.
+    /// Locks a directory that is not a run's (an experiment's), creating only the directory.
+    pub fn lock_dir(root: &Path) -> Result<Self, WorkdirError> {
+        std::fs::create_dir_all(root)
+            .map_err(|source| WorkdirError::Io { path: root.to_path_buf(), source })?;
+        let lock = Self::lock(root)?;
+        Ok(WorkDir { root: root.to_path_buf(), _lock: lock })
+    }
+
     pub fn open(root: &Path) -> Result<Self, WorkdirError> {
         if !root.join("inputs/resolved.yaml").is_file() {
             return Err(WorkdirError::NotWorkdir { path: root.to_path_buf() });
