@@ -13,6 +13,9 @@
 //!   skip-done by input hash, retries, teardown on failure, interrupt escalation.
 //! * `session`: one plan executed in one work directory, as a library (resolve, compile, write
 //!   the inputs, preflight, execute with the signals passed in); the CLI and experiments use it.
+//! * `experiment`: many points from one base: the design, the grouping of points by the stack
+//!   they need, the runner (one standup per stack, resume), the cross-point analysis, and
+//!   `compare` (differences with bootstrap confidence intervals).
 //! * `steps`: one file per step kind (`spawn`, `http`, `harness`, `analyze`, `exec`), each with
 //!   describe / run / undo.
 //! * `platform`: what each platform derives for the templates (`local` so far).
@@ -37,6 +40,7 @@ pub mod analysis;
 pub mod cli;
 pub mod datasets;
 pub mod exec;
+pub mod experiment;
 pub mod lexicon;
 pub mod loadgen;
 pub mod net;

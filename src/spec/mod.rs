@@ -5,10 +5,12 @@
 //! * [`harness`]: what generates the load and how it is measured.
 //! * [`workload`]: what load to offer (dataset, stages, warm-up, SLOs).
 //! * [`pipeline`]: which steps run, in which phase, after which others.
+//! * [`experiment`]: many runs from one base (factors, levels, a design).
 //! * [`builtin`]: the shipped files, embedded so the binary works from any directory.
 //! * [`schema`]: JSON Schemas generated from these types (checked in under `schemas/`).
 
 pub mod builtin;
+pub mod experiment;
 pub mod harness;
 pub mod pipeline;
 pub mod scenario;

@@ -4,7 +4,9 @@
 
 use schemars::schema_for;
 
-use super::{harness::Harness, pipeline::Pipeline, scenario::Scenario, workload::Workload};
+use super::{
+    experiment::Experiment, harness::Harness, pipeline::Pipeline, scenario::Scenario, workload::Workload,
+};
 
 /// `(file name, pretty JSON)` for each schema.
 pub fn all() -> Vec<(&'static str, String)> {
@@ -14,6 +16,7 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("harness.schema.json", pretty(schema_for!(Harness))),
         ("workload.schema.json", pretty(schema_for!(Workload))),
         ("pipeline.schema.json", pretty(schema_for!(Pipeline))),
+        ("experiment.schema.json", pretty(schema_for!(Experiment))),
     ]
 }
 

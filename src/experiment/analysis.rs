@@ -1,0 +1,509 @@
+//! The experiment's own analysis, from each point's `stats.json` (and records, for the CDFs):
+//! `analysis/points.csv` (one row per point and stage), latency–throughput curves with one
+//! line per stack, overlaid CDFs, a heat map over two factors, the Pareto front of throughput
+//! against the chosen latency with the points that meet the SLOs marked, `compare.json` for an
+//! A/B design, and `report.html` linking every point's own report.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{
+    ExperimentError,
+    design::{compact, short},
+    plan::ExperimentPlan,
+    state::{ExpState, PointStatus},
+};
+use crate::{
+    analysis::{
+        self, StatsDoc,
+        plots::{self, HeatMap, LineChart},
+    },
+    spec::experiment::Design,
+    workdir::{runs::RunDirs, write_atomic},
+};
+
+/// One stage of one point, as the experiment compares it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub point: String,
+    pub name: String,
+    pub stack: String,
+    pub status: String,
+    pub values: Vec<(String, Value)>,
+    pub stage: u32,
+    pub stage_label: String,
+    /// `stats.json` keys → values.
+    pub metrics: BTreeMap<String, f64>,
+    pub error_rate: f64,
+    /// Whether the share of requests meeting every SLO reached the file's `slo_share`
+    /// (None without SLOs).
+    pub meets_slo: Option<bool>,
+    pub pareto: bool,
+}
+
+/// What the experiment analysis found.
+#[derive(Debug, Clone, Default)]
+pub struct Findings {
+    pub rows: Vec<Row>,
+    pub charts: Vec<String>,
+    pub comparison: Option<crate::experiment::compare::Comparison>,
+}
+
+/// The headline metrics in `points.csv`, in order.
+const HEADLINE: &[&str] = &[
+    "request_throughput",
+    "request_goodput",
+    "output_throughput",
+    "mean_ttft_ms",
+    "median_ttft_ms",
+    "p99_ttft_ms",
+    "mean_tpot_ms",
+    "median_tpot_ms",
+    "p99_tpot_ms",
+    "mean_itl_ms",
+    "median_itl_ms",
+    "p99_itl_ms",
+    "mean_e2el_ms",
+    "median_e2el_ms",
+    "p99_e2el_ms",
+];
+
+fn stats_of(point_dir: &Path) -> Option<(StatsDoc, PathBuf)> {
+    let run = RunDirs::latest(point_dir)?;
+    let text = std::fs::read(run.analysis.join("stats.json")).ok()?;
+    Some((serde_json::from_slice(&text).ok()?, run.analysis))
+}
+
+/// The points that are not worse in both throughput (higher is better) and latency (lower is
+/// better) than any other: indices into `xy`.
+pub fn pareto(xy: &[(f64, f64)]) -> Vec<usize> {
+    (0..xy.len())
+        .filter(|&i| {
+            let (x, y) = xy[i];
+            x.is_finite()
+                && y.is_finite()
+                && !xy.iter().enumerate().any(|(j, &(xj, yj))| {
+                    j != i && xj.is_finite() && yj.is_finite() && xj >= x && yj <= y && (xj > x || yj < y)
+                })
+        })
+        .collect()
+}
+
+/// Recomputes `analysis/` of an experiment directory.
+pub fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError> {
+    let root = &plan.root;
+    let out = root.join("analysis");
+    let io =
+        |e: std::io::Error| ExperimentError::State { path: out.display().to_string(), why: e.to_string() };
+    std::fs::create_dir_all(out.join("plots")).map_err(io)?;
+    let state = ExpState::load(root)?;
+    let e = &plan.file.spec;
+    let (lat_key, thr_key) = (e.analysis.latency.as_str(), e.analysis.throughput.as_str());
+    let slo_defined = plan
+        .points
+        .first()
+        .and_then(|p| {
+            plan.loaded
+                .resolve(
+                    &p.request,
+                    &crate::resolve::RunContext {
+                        id: "analysis".into(),
+                        workdir: root.clone(),
+                        bin: crate::session::this_binary(),
+                        port: Some(0),
+                    },
+                )
+                .ok()
+        })
+        .and_then(|r| r.workload)
+        .is_some_and(|w| w.slo.ttft.is_some() || w.slo.tpot.is_some() || w.slo.e2el.is_some());
+    let mut rows = Vec::new();
+    for p in &plan.points {
+        let id = &p.point.id;
+        let status = state.points.get(id).map(|s| s.status).unwrap_or_default();
+        let stack = plan.stacks[p.stack].id.clone();
+        let base = Row {
+            point: id.clone(),
+            name: p.point.name.clone().unwrap_or_default(),
+            stack,
+            status: format!("{status:?}").to_lowercase(),
+            values: p.point.values.clone(),
+            stage: 0,
+            stage_label: String::new(),
+            metrics: BTreeMap::new(),
+            error_rate: f64::NAN,
+            meets_slo: None,
+            pareto: false,
+        };
+        let Some((doc, _)) = stats_of(&root.join("points").join(id)).filter(|_| status == PointStatus::Done)
+        else {
+            rows.push(base);
+            continue;
+        };
+        for st in &doc.stages {
+            let v = serde_json::to_value(st).unwrap_or_default();
+            let metrics: BTreeMap<String, f64> = v
+                .as_object()
+                .map(|m| m.iter().filter_map(|(k, v)| v.as_f64().map(|f| (k.clone(), f))).collect())
+                .unwrap_or_default();
+            let total = (st.completed + st.failed) as f64;
+            let meets_slo = slo_defined.then(|| {
+                let good = st.request_goodput.unwrap_or(0.0);
+                st.request_throughput > 0.0 && good / st.request_throughput >= e.analysis.slo_share
+            });
+            rows.push(Row {
+                stage: st.stage,
+                stage_label: st.label.clone(),
+                metrics,
+                error_rate: if total > 0.0 { st.failed as f64 / total } else { 0.0 },
+                meets_slo,
+                ..base.clone()
+            });
+        }
+    }
+    let xy: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.metrics.get(thr_key).copied().unwrap_or(f64::NAN),
+                r.metrics.get(lat_key).copied().unwrap_or(f64::NAN),
+            )
+        })
+        .collect();
+    for i in pareto(&xy) {
+        rows[i].pareto = true;
+    }
+    write_points_csv(&out.join("points.csv"), plan, &rows)?;
+    let mut findings = Findings { rows, ..Findings::default() };
+    findings.charts = charts(plan, &findings.rows, &out.join("plots"))?;
+    if e.compare {
+        let c = super::compare::experiment_ab(plan, e.analysis.level)?;
+        write_atomic(
+            &out.join("compare.json"),
+            serde_json::to_string_pretty(&c).unwrap_or_default().as_bytes(),
+        )?;
+        findings.comparison = Some(c);
+    }
+    let html = report(plan, &findings);
+    write_atomic(&out.join("report.html"), html.as_bytes())?;
+    Ok(findings)
+}
+
+fn write_points_csv(path: &Path, plan: &ExperimentPlan, rows: &[Row]) -> Result<(), ExperimentError> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = ["point", "name", "stack", "status"].map(String::from).to_vec();
+    header.extend(plan.factors.iter().map(|(f, _)| f.clone()));
+    header.extend(["stage", "stage_label", "completed", "failed", "error_rate"].map(String::from));
+    header.extend(HEADLINE.iter().map(|s| s.to_string()));
+    header.extend(["meets_slo", "pareto"].map(String::from));
+    let _ = w.write_record(&header);
+    for r in rows {
+        let mut row = vec![r.point.clone(), r.name.clone(), r.stack.clone(), r.status.clone()];
+        for (f, _) in &plan.factors {
+            row.push(r.values.iter().find(|(k, _)| k == f).map(|(_, v)| compact(v)).unwrap_or_default());
+        }
+        let num = |v: Option<f64>| v.filter(|x| x.is_finite()).map(|x| format!("{x:.6}")).unwrap_or_default();
+        if r.metrics.is_empty() {
+            row.extend(std::iter::repeat_n(String::new(), 5 + HEADLINE.len() + 2));
+        } else {
+            row.push(r.stage.to_string());
+            row.push(r.stage_label.clone());
+            row.push(num(r.metrics.get("completed").copied()));
+            row.push(num(r.metrics.get("failed").copied()));
+            row.push(num(Some(r.error_rate)));
+            for k in HEADLINE {
+                row.push(num(r.metrics.get(*k).copied()));
+            }
+            row.push(r.meets_slo.map(|b| b.to_string()).unwrap_or_default());
+            row.push(r.pareto.to_string());
+        }
+        let _ = w.write_record(&row);
+    }
+    write_atomic(path, &w.into_inner().unwrap_or_default())?;
+    Ok(())
+}
+
+fn charts(plan: &ExperimentPlan, rows: &[Row], dir: &Path) -> Result<Vec<String>, ExperimentError> {
+    let e = &plan.file.spec;
+    let (lat, thr) = (&e.analysis.latency, &e.analysis.throughput);
+    let measured: Vec<&Row> = rows.iter().filter(|r| !r.metrics.is_empty()).collect();
+    let mut drawn = Vec::new();
+    let get = |r: &Row, k: &str| r.metrics.get(k).copied().filter(|v| v.is_finite());
+    // Latency against throughput, one line per stack.
+    let mut c = LineChart::new(
+        "latency_vs_throughput",
+        format!("{lat} against {thr}, one line per stack"),
+        thr.clone(),
+        lat.clone(),
+    );
+    for s in &plan.stacks {
+        let mut pts: Vec<(f64, f64)> = measured
+            .iter()
+            .filter(|r| r.stack == s.id)
+            .filter_map(|r| Some((get(r, thr)?, get(r, lat)?)))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let setup: Vec<String> =
+            s.setup.iter().map(|(k, v)| format!("{}={}", short(k, &s.setup), compact(v))).collect();
+        let label = if setup.is_empty() { s.id.clone() } else { format!("{}: {}", s.id, setup.join(" ")) };
+        c.series.push((label, pts));
+    }
+    c.points = true;
+    if c.has_data() {
+        plots::save(dir, &c)?;
+        drawn.push(c.name.clone());
+    }
+    // Pareto front: every point, the front joined, the ones meeting the SLOs apart.
+    let mut p = LineChart::new(
+        "pareto",
+        format!("Pareto front: {thr} (higher is better) against {lat} (lower is better)"),
+        thr.clone(),
+        lat.clone(),
+    );
+    let all: Vec<(f64, f64)> = measured.iter().filter_map(|r| Some((get(r, thr)?, get(r, lat)?))).collect();
+    let mut front: Vec<(f64, f64)> =
+        measured.iter().filter(|r| r.pareto).filter_map(|r| Some((get(r, thr)?, get(r, lat)?))).collect();
+    front.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let slo: Vec<(f64, f64)> = measured
+        .iter()
+        .filter(|r| r.meets_slo == Some(true))
+        .filter_map(|r| Some((get(r, thr)?, get(r, lat)?)))
+        .collect();
+    p.series.push(("every point and stage".into(), all));
+    p.series.push(("Pareto front".into(), front));
+    if measured.iter().any(|r| r.meets_slo.is_some()) {
+        p.series.push(("meets the SLOs".into(), slo));
+    }
+    p.points = true;
+    p.lines = false;
+    if p.has_data() {
+        plots::save(dir, &p)?;
+        drawn.push(p.name.clone());
+    }
+    // Overlaid TTFT and E2EL CDFs, one line per point (the first 12 when there are more).
+    for (name, what, pick) in [
+        (
+            "ttft_cdf",
+            "Time to first token",
+            (|s: &analysis::StageSeries| s.ttft.clone()) as fn(&analysis::StageSeries) -> analysis::Cdf,
+        ),
+        ("e2el_cdf", "End-to-end latency", |s: &analysis::StageSeries| s.e2el.clone()),
+    ] {
+        let mut c = LineChart::new(
+            name,
+            format!("{what}, overlaid (x clipped at p99.9)"),
+            "milliseconds",
+            "fraction of requests",
+        );
+        let done: Vec<&Row> = measured
+            .iter()
+            .copied()
+            .filter(|r| {
+                r.stage == measured.iter().filter(|x| x.point == r.point).map(|x| x.stage).min().unwrap_or(0)
+            })
+            .collect();
+        for r in done.iter().take(12) {
+            let dir = plan.root.join("points").join(&r.point);
+            let Some(run) = RunDirs::latest(&dir) else { continue };
+            let Ok(a) = analysis::compute(&run.results, analysis::Convention::Vllm, &Default::default())
+            else {
+                continue;
+            };
+            for s in &a.series.stages {
+                let label = if a.series.stages.len() > 1 {
+                    format!("{} stage {}", point_label(plan, &r.point), s.stage)
+                } else {
+                    point_label(plan, &r.point)
+                };
+                c.series.push((label, pick(s)));
+            }
+        }
+        c.x_max = c
+            .series
+            .iter()
+            .filter_map(|(_, cdf)| cdf.iter().find(|(_, f)| *f >= 0.999).map(|(x, _)| *x))
+            .reduce(f64::max);
+        c.y_max = Some(1.0);
+        c.legend_lower_right = true;
+        if done.len() > 12 {
+            c.title += &format!(": the first 12 of {} points", done.len());
+        }
+        if c.has_data() {
+            plots::save(dir, &c)?;
+            drawn.push(c.name.clone());
+        }
+    }
+    // A heat map of the latency over the first two factors.
+    let factors: Vec<&String> = plan.factors.iter().map(|(f, _)| f).collect();
+    if factors.len() >= 2 && !matches!(e.design, Design::Treatments(_)) {
+        let (fx, fy) = (factors[0], factors[1]);
+        let levels = |f: &str| {
+            let mut ls: Vec<String> = Vec::new();
+            for p in &plan.points {
+                if let Some((_, v)) = p.point.values.iter().find(|(k, _)| k == f) {
+                    let s = compact(v);
+                    if !ls.contains(&s) {
+                        ls.push(s);
+                    }
+                }
+            }
+            ls
+        };
+        let (cols, rws) = (levels(fy), levels(fx));
+        if cols.len() <= 30 && rws.len() <= 30 {
+            let mut values = vec![vec![None; cols.len()]; rws.len()];
+            let mut counts = vec![vec![0u32; cols.len()]; rws.len()];
+            for r in &measured {
+                let at = |f: &str, ls: &[String]| {
+                    r.values
+                        .iter()
+                        .find(|(k, _)| k == f)
+                        .and_then(|(_, v)| ls.iter().position(|l| *l == compact(v)))
+                };
+                if let (Some(i), Some(j), Some(v)) = (at(fx, &rws), at(fy, &cols), get(r, lat)) {
+                    // The mean over stages and over points that share the cell (other factors).
+                    let cell: &mut Option<f64> = &mut values[i][j];
+                    let n = counts[i][j] as f64;
+                    *cell = Some(cell.map_or(v, |m| (m * n + v) / (n + 1.0)));
+                    counts[i][j] += 1;
+                }
+            }
+            let h = HeatMap {
+                name: "heatmap".into(),
+                title: format!(
+                    "{lat} by {} and {}",
+                    short(fx, &plan.points[0].point.values),
+                    short(fy, &plan.points[0].point.values)
+                ),
+                x_desc: fy.clone(),
+                y_desc: fx.clone(),
+                columns: cols,
+                rows: rws,
+                values,
+            };
+            if h.values.iter().flatten().any(Option::is_some) {
+                plots::save_heatmap(dir, &h)?;
+                drawn.push(h.name.clone());
+            }
+        }
+    }
+    Ok(drawn)
+}
+
+fn point_label(plan: &ExperimentPlan, id: &str) -> String {
+    plan.points
+        .iter()
+        .find(|p| p.point.id == id)
+        .map(|p| format!("{id} {}", p.point.label()))
+        .unwrap_or_else(|| id.to_string())
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// `report.html`: the design, the charts, the points table with links to their reports.
+fn report(plan: &ExperimentPlan, f: &Findings) -> String {
+    let e = &plan.file.spec;
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=utf-8><title>benchflow experiment {}</title><style>\
+         body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}\
+         td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#f4f4f4}}\
+         td.l,th.l{{text-align:left}}tr.front td{{background:#eef6ee}}img{{max-width:100%}}</style></head><body>",
+        esc(&plan.file.origin)
+    );
+    let _ = write!(
+        h,
+        "<h1>Experiment {}</h1><p>{}</p><p>{} points on {} stack(s); setup factors: {}; run factors: {}.</p>",
+        esc(&plan.file.origin),
+        esc(e.description.as_deref().unwrap_or("")),
+        plan.points.len(),
+        plan.stacks.len(),
+        esc(&plan.factors.iter().filter(|x| x.1).map(|x| x.0.as_str()).collect::<Vec<_>>().join(", ")),
+        esc(&plan.factors.iter().filter(|x| !x.1).map(|x| x.0.as_str()).collect::<Vec<_>>().join(", ")),
+    );
+    if let Some(c) = &f.comparison {
+        let _ = write!(h, "<h2>A/B comparison</h2><pre>{}</pre>", esc(&c.table()));
+    }
+    for name in &f.charts {
+        let _ =
+            write!(h, "<h2>{}</h2><img src=\"plots/{}.svg\" alt=\"{}\">", esc(name), esc(name), esc(name));
+    }
+    let _ = write!(
+        h,
+        "<h2>Points</h2><p>Highlighted rows are on the Pareto front of {} against {}.</p><table><tr>",
+        esc(&e.analysis.throughput),
+        esc(&e.analysis.latency)
+    );
+    let mut cols = vec!["point".to_string(), "stack".into(), "status".into()];
+    cols.extend(plan.factors.iter().map(|(k, _)| k.clone()));
+    cols.extend(
+        [
+            "stage",
+            "req/s",
+            "error rate",
+            "TTFT p50",
+            "TTFT p99",
+            "TPOT p50",
+            "E2EL p99",
+            "SLOs met",
+            "report",
+        ]
+        .map(String::from),
+    );
+    for c in &cols {
+        let _ = write!(h, "<th class=l>{}</th>", esc(c));
+    }
+    h += "</tr>";
+    for r in &f.rows {
+        let _ = write!(h, "<tr{}>", if r.pareto { " class=front" } else { "" });
+        let _ = write!(
+            h,
+            "<td class=l>{}</td><td class=l>{}</td><td class=l>{}</td>",
+            esc(&r.point),
+            esc(&r.stack),
+            esc(&r.status)
+        );
+        for (k, _) in &plan.factors {
+            let v = r.values.iter().find(|(x, _)| x == k).map(|(_, v)| compact(v)).unwrap_or_default();
+            let _ = write!(h, "<td class=l>{}</td>", esc(&v));
+        }
+        let m = |k: &str| r.metrics.get(k).map(|v| format!("{v:.2}")).unwrap_or_default();
+        let link = format!("../points/{}/analysis/latest/report.html", r.point);
+        let _ = write!(
+            h,
+            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l><a href=\"{}\">report</a></td></tr>",
+            if r.metrics.is_empty() { String::new() } else { r.stage.to_string() },
+            m("request_throughput"),
+            if r.error_rate.is_finite() { format!("{:.1}%", r.error_rate * 100.0) } else { String::new() },
+            m("median_ttft_ms"),
+            m("p99_ttft_ms"),
+            m("median_tpot_ms"),
+            m("p99_e2el_ms"),
+            r.meets_slo.map(|b| if b { "yes" } else { "no" }).unwrap_or(""),
+            esc(&link)
+        );
+    }
+    h += "</table></body></html>\n";
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pareto_front_keeps_the_undominated_points() {
+        // (throughput, latency): b dominates a; c and d trade off; e has no data.
+        let xy = [(1.0, 100.0), (2.0, 90.0), (3.0, 150.0), (1.5, 50.0), (f64::NAN, 1.0), (2.0, 90.0)];
+        assert_eq!(pareto(&xy), [1, 2, 3, 5], "equal points both stay on the front");
+    }
+}

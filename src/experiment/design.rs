@@ -1,0 +1,246 @@
+//! The points of a design: every combination of levels (`full`), random draws, a Latin
+//! hypercube, or named treatments. Pure: the same file and seed give the same points.
+
+use serde_json::Value;
+
+use crate::{
+    rng::Rng,
+    spec::experiment::{Design, Experiment, Factor, Range},
+};
+
+/// One point of the design: its id (`p001`), a name for treatments, and the value of each
+/// factor (in the file's order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub id: String,
+    pub name: Option<String>,
+    pub values: Vec<(String, Value)>,
+}
+
+impl Point {
+    /// `rate=4 engine.args=[]`: the factor values, each by its last path segment when that is
+    /// unambiguous.
+    pub fn label(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        self.values
+            .iter()
+            .map(|(k, v)| format!("{}={}", short(k, &self.values), compact(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// The last segment of `path` (skipping array indices), or the whole path when another factor
+/// ends the same way.
+pub fn short<'a>(path: &'a str, all: &[(String, Value)]) -> &'a str {
+    let mine = last_segment(path);
+    if all.iter().filter(|(k, _)| last_segment(k) == mine).count() > 1 { path } else { mine }
+}
+
+fn last_segment(p: &str) -> &str {
+    p.rsplit('.').find(|s| s.parse::<usize>().is_err()).unwrap_or(p)
+}
+
+/// A value on one line: strings bare, the rest as JSON.
+pub fn compact(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+/// How many points the design has, without building them.
+pub fn size(e: &Experiment) -> usize {
+    match &e.design {
+        Design::Full => e.factors.iter().map(|(_, f)| levels(f).len()).product(),
+        Design::Random(d) | Design::Latin(d) => d.n,
+        Design::Treatments(t) => t.len(),
+    }
+}
+
+/// The design's points, numbered from 1 in order.
+pub fn points(e: &Experiment) -> Vec<Point> {
+    // (treatment name, values)
+    type Row = (Option<String>, Vec<(String, Value)>);
+    let rows: Vec<Row> = match &e.design {
+        Design::Full => {
+            let mut rows: Vec<Vec<(String, Value)>> = vec![Vec::new()];
+            for (path, f) in e.factors.iter() {
+                let ls = levels(f);
+                rows = rows
+                    .into_iter()
+                    .flat_map(|row| {
+                        ls.iter().map(move |l| {
+                            let mut r = row.clone();
+                            r.push((path.clone(), l.clone()));
+                            r
+                        })
+                    })
+                    .collect();
+            }
+            rows.into_iter().map(|r| (None, r)).collect()
+        }
+        Design::Random(d) => {
+            let mut rng = Rng::derive(d.seed, 0xe5);
+            (0..d.n)
+                .map(|_| {
+                    let row = e.factors.iter().map(|(p, f)| (p.clone(), draw(f, rng.f64()))).collect();
+                    (None, row)
+                })
+                .collect()
+        }
+        Design::Latin(d) => {
+            let mut rng = Rng::derive(d.seed, 0x1a7);
+            let n = d.n;
+            // One permutation of the strata per factor.
+            let perms: Vec<Vec<usize>> = e
+                .factors
+                .iter()
+                .map(|_| {
+                    let mut p: Vec<usize> = (0..n).collect();
+                    for i in (1..n).rev() {
+                        p.swap(i, rng.below(i as u64 + 1) as usize);
+                    }
+                    p
+                })
+                .collect();
+            (0..n)
+                .map(|i| {
+                    let row = e
+                        .factors
+                        .iter()
+                        .zip(&perms)
+                        .map(|((p, f), perm)| (p.clone(), draw(f, (perm[i] as f64 + rng.f64()) / n as f64)))
+                        .collect();
+                    (None, row)
+                })
+                .collect()
+        }
+        Design::Treatments(ts) => ts.iter().map(|t| (Some(t.name.clone()), t.set.0.clone())).collect(),
+    };
+    let width = rows.len().to_string().len().max(3);
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, (name, values))| Point { id: format!("p{:0width$}", i + 1), name, values })
+        .collect()
+}
+
+/// The levels of a factor (a range by its step; without one, its two ends).
+pub fn levels(f: &Factor) -> Vec<Value> {
+    match f {
+        Factor::Levels(l) => l.clone(),
+        Factor::Range(r) => match r.step {
+            Some(step) => {
+                let n = ((r.to - r.from) / step + 1e-9).floor() as usize + 1;
+                (0..n).map(|i| number(r.from + i as f64 * step, r)).collect()
+            }
+            None => vec![number(r.from, r), number(r.to, r)],
+        },
+    }
+}
+
+/// The value at quantile `u` ∈ [0, 1) of a factor: a level, or a point of the range (on its
+/// step, if it has one).
+fn draw(f: &Factor, u: f64) -> Value {
+    match f {
+        Factor::Levels(l) => l[((u * l.len() as f64) as usize).min(l.len() - 1)].clone(),
+        Factor::Range(r) => {
+            let x = r.from + u * (r.to - r.from);
+            let x = match r.step {
+                Some(step) => (r.from + ((x - r.from) / step).round() * step).min(r.to),
+                None => x,
+            };
+            number(x, r)
+        }
+    }
+}
+
+/// A number as JSON: whole numbers as integers (`4`, not `4.0`), others rounded to 6 digits.
+fn number(x: f64, r: &Range) -> Value {
+    let x = if r.integer { x.round() } else { (x * 1e6).round() / 1e6 };
+    if x.fract() == 0.0 && x.abs() < 9e15 { Value::from(x as i64) } else { Value::from(x) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exp(text: &str) -> Experiment {
+        Experiment::from_yaml(text, "e.yaml").unwrap()
+    }
+
+    #[test]
+    fn full_factorial_varies_the_last_factor_fastest() {
+        let e = exp(
+            "factors:\n  engine.args: [[], [-x]]\n  workload.stages.0.rate: { from: 2, to: 6, step: 2 }\n",
+        );
+        let p = points(&e);
+        assert_eq!((p.len(), size(&e)), (6, 6));
+        assert_eq!(p[0].id, "p001");
+        let rates: Vec<&Value> = p.iter().map(|p| &p.values[1].1).collect();
+        assert_eq!(
+            rates,
+            [
+                &Value::from(2),
+                &Value::from(4),
+                &Value::from(6),
+                &Value::from(2),
+                &Value::from(4),
+                &Value::from(6)
+            ]
+        );
+        assert_eq!(p[3].values[0].1, serde_json::json!(["-x"]));
+        assert_eq!(p[4].label(), "args=[\"-x\"] rate=4");
+    }
+
+    #[test]
+    fn latin_hypercube_uses_every_stratum_once() {
+        let e = exp(
+            "factors:\n  a.x: { from: 0, to: 10 }\n  b.y: { from: 100, to: 200, integer: true }\ndesign: { latin: { n: 5, seed: 3 } }\n",
+        );
+        let p = points(&e);
+        assert_eq!(p.len(), 5);
+        for (k, (lo, hi)) in [(0, (0.0, 10.0)), (1, (100.0, 200.0))] {
+            let mut strata: Vec<usize> = p
+                .iter()
+                .map(|pt| {
+                    let x = pt.values[k].1.as_f64().unwrap();
+                    (((x - lo) / (hi - lo) * 5.0) as usize).min(4)
+                })
+                .collect();
+            strata.sort();
+            assert_eq!(strata, [0, 1, 2, 3, 4], "factor {k}");
+        }
+        assert!(p.iter().all(|pt| pt.values[1].1.is_i64()));
+        assert_eq!(points(&e), p, "seeded");
+    }
+
+    #[test]
+    fn random_draws_stay_in_range_and_on_the_step() {
+        let e = exp(
+            "factors:\n  a.x: { from: 1, to: 9, step: 2 }\n  b: [p, q]\ndesign: { random: { n: 50, seed: 1 } }\n",
+        );
+        let p = points(&e);
+        assert_eq!(p.len(), 50);
+        assert_eq!(p[9].id, "p010");
+        for pt in &p {
+            let x = pt.values[0].1.as_i64().unwrap();
+            assert!((1..=9).contains(&x) && x % 2 == 1, "{x}");
+        }
+        let qs = p.iter().filter(|pt| pt.values[1].1 == "q").count();
+        assert!((10..=40).contains(&qs), "both levels drawn: {qs}");
+    }
+
+    #[test]
+    fn treatments_are_named_points() {
+        let e = exp(
+            "design:\n  treatments:\n    - { name: small, set: { engine.args: [] } }\n    - { name: big, set: { engine.args: [-x], workload.seed: 2 } }\n",
+        );
+        let p = points(&e);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].label(), "big");
+        assert_eq!(p[1].values.len(), 2);
+    }
+}

@@ -1,0 +1,49 @@
+//! Experiments: many runs from one base. A design gives the points ([`design`]); the planner
+//! compiles each point and groups them by the stack they need, the hash of their standup steps
+//! ([`plan`]); the runner stands each stack up once, runs its points, tears it down, and
+//! records every point in `state.json` so a stopped experiment resumes where it was
+//! ([`run`], [`state`]).
+//!
+//! An experiment directory:
+//!
+//! ```text
+//! experiment.yaml  the file as given          design.csv   every point, its stack, its values
+//! overrides.txt    the command line's --sets  state.json   points and stacks, with attempts
+//! experiment.log   what happened, in order    stacks/<id>/ each stack's work directory
+//! points/<id>/     each point's work directory (inputs, plan, results, analysis)
+//! analysis/        the cross-point analysis
+//! ```
+
+pub mod analysis;
+pub mod compare;
+pub mod design;
+pub mod plan;
+pub mod run;
+pub mod state;
+
+use crate::{resolve::ResolveError, session::SessionError, spec::SpecError, workdir::WorkdirError};
+
+/// Why an experiment could not be planned or run (a point's failure is in the summary).
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("{at}: {message}")]
+    Invalid { at: String, message: String },
+    #[error("{at}: point {point} ({label}): {message}")]
+    Point { at: String, point: String, label: String, message: String },
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Workdir(#[from] WorkdirError),
+    #[error(transparent)]
+    Exec(#[from] crate::exec::ExecError),
+    #[error(transparent)]
+    Plot(#[from] crate::analysis::plots::PlotError),
+    #[error("{path}: {why}")]
+    State { path: String, why: String },
+    #[error("{dir} is still up ({why}); remove it with `benchflow teardown {dir}`")]
+    Leftover { dir: String, why: String },
+}

@@ -1,0 +1,407 @@
+//! From an experiment file to what will run: every point resolved and compiled (files read
+//! once), then grouped by its stack: the hash of its standup steps. A factor is a *setup*
+//! factor when changing it alone changes that hash; the others are *run* factors.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{
+    ExperimentError,
+    design::{self, Point},
+};
+use crate::{
+    plan::{self, Plan},
+    resolve::{self, Layer, Loaded, Request, Resolved, RunContext},
+    spec::{
+        self,
+        experiment::{Design, Experiment},
+        pipeline::Phase,
+    },
+};
+
+/// The experiment file as read.
+#[derive(Debug, Clone)]
+pub struct ExperimentFile {
+    /// Where it was found (`experiments/sweep.yaml`, `builtin:experiments/rate-sweep.yaml`).
+    pub origin: String,
+    pub text: String,
+    pub spec: Experiment,
+}
+
+impl ExperimentFile {
+    /// Finds (by name or path) and parses an experiment file.
+    pub fn find(name: &str) -> Result<ExperimentFile, ExperimentError> {
+        let source = spec::find("experiment", "experiments", name)?;
+        ExperimentFile::parse(source.origin, source.text)
+    }
+
+    pub fn parse(origin: String, text: String) -> Result<ExperimentFile, ExperimentError> {
+        let spec = Experiment::from_yaml(&text, &origin)?;
+        Ok(ExperimentFile { origin, text, spec })
+    }
+
+    /// `file:line` of a factor (or just the file).
+    fn at(&self, section: &str, key: &str) -> String {
+        match Experiment::line_of(&self.text, section, key) {
+            Some(line) => format!("{}:{line}", self.origin),
+            None => self.origin.clone(),
+        }
+    }
+}
+
+/// One point, compiled.
+#[derive(Debug, Clone)]
+pub struct PlannedPoint {
+    pub point: Point,
+    /// The run of this point: the base files, the experiment's layers, the point's values.
+    pub request: Request,
+    /// Index into [`ExperimentPlan::stacks`].
+    pub stack: usize,
+    /// Hash of every step of the point's plan: a point done with the same hash is not re-run.
+    pub hash: String,
+}
+
+/// The points that share one stack.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// `s1`, `s2`, … in order of first use.
+    pub id: String,
+    /// Hash of the standup steps.
+    pub hash: String,
+    /// Indices into [`ExperimentPlan::points`], in design order.
+    pub points: Vec<usize>,
+    /// The setup factors' values on this stack.
+    pub setup: Vec<(String, Value)>,
+}
+
+/// What `benchflow experiment` will do.
+#[derive(Debug, Clone)]
+pub struct ExperimentPlan {
+    pub file: ExperimentFile,
+    pub points: Vec<PlannedPoint>,
+    pub stacks: Vec<Stack>,
+    /// Factor paths in the file's order, with whether each changes the stack.
+    pub factors: Vec<(String, bool)>,
+    /// The files read once (the runner resolves each point from them again).
+    pub loaded: Loaded,
+    /// The experiment directory.
+    pub root: PathBuf,
+}
+
+/// The run context every point is compiled with at planning time: the same for all, so their
+/// standup steps compare equal exactly when their inputs do.
+fn planning_context(root: &Path) -> RunContext {
+    RunContext {
+        id: root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "experiment".into()),
+        workdir: root.to_path_buf(),
+        bin: crate::session::this_binary(),
+        port: Some(0),
+    }
+}
+
+/// `KEY=VALUE` as `--set` reads it (the value as JSON, which YAML reads back the same).
+fn assignment(path: &str, v: &Value) -> String {
+    match v {
+        Value::String(s) if !s.is_empty() && serde_saphyr::from_str::<Value>(s).ok().as_ref() == Some(v) => {
+            format!("{path}={s}")
+        }
+        v => format!("{path}={v}"),
+    }
+}
+
+/// The layers of a point: the base's `set`, the constants, the point's values.
+pub fn layers(file: &ExperimentFile, point: &Point) -> Vec<Layer> {
+    let e = &file.spec;
+    let mut out = Vec::new();
+    if !e.base.set.is_empty() {
+        out.push(Layer { origin: format!("{} base.set", file.origin), sets: e.base.set.clone() });
+    }
+    if !e.constants.is_empty() {
+        out.push(Layer {
+            origin: format!("{} constants", file.origin),
+            sets: e.constants.iter().map(|(k, v)| assignment(k, v)).collect(),
+        });
+    }
+    out.push(Layer {
+        origin: format!("{} point {}", file.origin, point.id),
+        sets: point.values.iter().map(|(k, v)| assignment(k, v)).collect(),
+    });
+    out
+}
+
+/// The request of a point.
+pub fn request(file: &ExperimentFile, point: &Point, sets: &[String]) -> Request {
+    let b = &file.spec.base;
+    Request {
+        scenario: b.scenario.clone(),
+        harness: b.harness.clone(),
+        workload: b.workload.clone(),
+        sets: sets.to_vec(),
+        layers: layers(file, point),
+    }
+}
+
+/// Hash of the standup steps of a plan (what defines its stack).
+pub fn stack_hash(plan: &Plan) -> String {
+    let mut h = Sha256::new();
+    for s in plan.steps.iter().filter(|s| s.phase == Phase::Standup) {
+        h.update(s.id.as_bytes());
+        h.update([0, u8::from(s.enabled)]);
+        h.update(s.hash.as_bytes());
+    }
+    hex(&h.finalize()[..8])
+}
+
+/// Hash of every step of a plan.
+fn plan_hash(plan: &Plan) -> String {
+    let mut h = Sha256::new();
+    for s in &plan.steps {
+        h.update(s.id.as_bytes());
+        h.update([0, u8::from(s.enabled)]);
+        h.update(s.hash.as_bytes());
+    }
+    hex(&h.finalize()[..8])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every leaf path of a tree (for suggestions).
+fn leaf_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                leaf_paths(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+            }
+        }
+        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_object) => {
+            for (i, v) in a.iter().enumerate() {
+                leaf_paths(&format!("{prefix}.{i}"), v, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+/// A path names a variable of the run when it exists, or when its parent is a map that takes
+/// any key (`vars.x`, `engine.env.NAME`).
+fn check_variable(values: &Value, path: &str, at: &str) -> Result<(), ExperimentError> {
+    if resolve::lookup(values, path).is_some() {
+        return Ok(());
+    }
+    if let Some((parent, _)) = path.rsplit_once('.')
+        && matches!(parent.rsplit('.').next(), Some("vars" | "env" | "headers" | "extra_body" | "args"))
+        && resolve::lookup(values, parent).is_some_and(Value::is_object)
+    {
+        return Ok(());
+    }
+    let mut known = Vec::new();
+    leaf_paths("", values, &mut known);
+    let hint = spec::suggest(path, known.iter().map(String::as_str));
+    Err(ExperimentError::Invalid {
+        at: at.to_string(),
+        message: format!(
+            "`{path}` is not a variable of this run{hint} (`benchflow plan` with the base files lists \
+             them in inputs/resolved.yaml)"
+        ),
+    })
+}
+
+fn compile(loaded: &Loaded, request: &Request, ctx: &RunContext) -> Result<(Resolved, Plan), String> {
+    let resolved = loaded.resolve(request, ctx).map_err(|e| e.to_string())?;
+    let plan = plan::compile(&resolved).map_err(|e| e.to_string())?;
+    Ok((resolved, plan))
+}
+
+/// Plans an experiment into `root`: reads nothing there and writes nothing. `sets` are the
+/// command line's `--set`s (above every point); `yes` allows a design beyond `max_points`.
+pub fn plan(
+    file: ExperimentFile,
+    root: &Path,
+    sets: &[String],
+    yes: bool,
+) -> Result<ExperimentPlan, ExperimentError> {
+    let e = &file.spec;
+    let n = design::size(e);
+    if n > e.max_points && !yes {
+        return Err(ExperimentError::Invalid {
+            at: file.origin.clone(),
+            message: format!(
+                "the design has {n} points, more than `max_points` ({}): pass --yes to run them all, or \
+                 raise max_points in the file",
+                e.max_points
+            ),
+        });
+    }
+    for set in sets {
+        let key = set.split_once('=').map_or(set.as_str(), |(k, _)| k.trim());
+        if e.factors.get(key).is_some() {
+            return Err(ExperimentError::Invalid {
+                at: file.at("factors", key),
+                message: format!(
+                    "`{key}` is a factor of the experiment and also given as --set {set}; drop one"
+                ),
+            });
+        }
+    }
+    let points = design::points(e);
+    let ctx = planning_context(root);
+    let base = Request {
+        scenario: e.base.scenario.clone(),
+        harness: e.base.harness.clone(),
+        workload: e.base.workload.clone(),
+        sets: sets.to_vec(),
+        layers: Vec::new(),
+    };
+    let loaded = resolve::load(&base)?;
+    // The base alone (its set and the constants): every factor must name one of its variables.
+    let mut base_req = base.clone();
+    base_req.layers = layers(&file, &Point { id: "base".into(), name: None, values: Vec::new() });
+    let base_resolved = loaded.resolve(&base_req, &ctx)?;
+    let mut paths: Vec<(String, String)> =
+        e.factors.iter().map(|(p, _)| (p.clone(), file.at("factors", p))).collect();
+    paths.extend(e.constants.iter().map(|(p, _)| (p.clone(), file.at("constants", p))));
+    if let Design::Treatments(ts) = &e.design {
+        for t in ts {
+            paths.extend(
+                t.set.iter().map(|(p, _)| (p.clone(), format!("{} (treatment {})", file.origin, t.name))),
+            );
+        }
+    }
+    for (path, at) in &paths {
+        check_variable(&base_resolved.values, path, at)?;
+    }
+
+    let mut planned = Vec::with_capacity(points.len());
+    let mut stacks: Vec<Stack> = Vec::new();
+    let mut plans = Vec::new();
+    for point in points {
+        let req = request(&file, &point, sets);
+        let (_, p) = compile(&loaded, &req, &ctx).map_err(|message| ExperimentError::Point {
+            at: file.origin.clone(),
+            point: point.id.clone(),
+            label: point.label(),
+            message,
+        })?;
+        let sh = stack_hash(&p);
+        let stack = match stacks.iter().position(|s| s.hash == sh) {
+            Some(i) => i,
+            None => {
+                stacks.push(Stack {
+                    id: format!("s{}", stacks.len() + 1),
+                    hash: sh,
+                    points: Vec::new(),
+                    setup: Vec::new(),
+                });
+                stacks.len() - 1
+            }
+        };
+        stacks[stack].points.push(planned.len());
+        planned.push(PlannedPoint { point, request: req, stack, hash: plan_hash(&p) });
+        if plans.is_empty() {
+            plans.push(p);
+        }
+    }
+    // Setup or run factor: does changing it alone (from the first point) change the stack?
+    let mut factors = Vec::new();
+    let columns: Vec<String> = match &e.design {
+        Design::Treatments(ts) => {
+            let mut c: Vec<String> = Vec::new();
+            for t in ts {
+                for (p, _) in t.set.iter() {
+                    if !c.contains(p) {
+                        c.push(p.clone());
+                    }
+                }
+            }
+            c
+        }
+        _ => e.factors.iter().map(|(p, _)| p.clone()).collect(),
+    };
+    for path in &columns {
+        let setup = if stacks.len() == 1 {
+            false
+        } else {
+            let first = &planned[0];
+            let seen: Vec<&Value> = planned
+                .iter()
+                .filter_map(|p| p.point.values.iter().find(|(k, _)| k == path).map(|(_, v)| v))
+                .fold(Vec::new(), |mut acc, v| {
+                    if !acc.contains(&v) && acc.len() < 4 {
+                        acc.push(v);
+                    }
+                    acc
+                });
+            let mut differs = false;
+            for v in seen {
+                let mut point = first.point.clone();
+                match point.values.iter_mut().find(|(k, _)| k == path) {
+                    Some(slot) => slot.1 = v.clone(),
+                    None => point.values.push((path.clone(), v.clone())),
+                }
+                if let Ok((_, p)) = compile(&loaded, &request(&file, &point, sets), &ctx)
+                    && stack_hash(&p) != stacks[first.stack].hash
+                {
+                    differs = true;
+                    break;
+                }
+            }
+            differs
+        };
+        factors.push((path.clone(), setup));
+    }
+    for s in &mut stacks {
+        let first = &planned[s.points[0]].point;
+        s.setup = first
+            .values
+            .iter()
+            .filter(|(k, _)| factors.iter().any(|(f, setup)| f == k && *setup))
+            .cloned()
+            .collect();
+    }
+    Ok(ExperimentPlan { file, points: planned, stacks, factors, loaded, root: root.to_path_buf() })
+}
+
+impl ExperimentPlan {
+    /// The design and its stacks, for people (`benchflow experiment plan`).
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let e = &self.file.spec;
+        let setup: Vec<&str> = self.factors.iter().filter(|f| f.1).map(|f| f.0.as_str()).collect();
+        let run: Vec<&str> = self.factors.iter().filter(|f| !f.1).map(|f| f.0.as_str()).collect();
+        out += &format!(
+            "experiment {} ({}): {} points on {} stack{}, at most {} up at once\n",
+            self.file.origin,
+            e.description.as_deref().unwrap_or("no description"),
+            self.points.len(),
+            self.stacks.len(),
+            if self.stacks.len() == 1 { "" } else { "s" },
+            e.max_stacks,
+        );
+        out += &format!(
+            "setup factors (a new standup per level): {}\nrun factors (same stack): {}\n\n",
+            if setup.is_empty() { "none".to_string() } else { setup.join(", ") },
+            if run.is_empty() { "none".to_string() } else { run.join(", ") },
+        );
+        for s in &self.stacks {
+            let setup: Vec<String> =
+                s.setup.iter().map(|(k, v)| format!("{k}={}", design::compact(v))).collect();
+            out += &format!(
+                "stack {} ({}): {} point{}{}\n",
+                s.id,
+                s.hash,
+                s.points.len(),
+                if s.points.len() == 1 { "" } else { "s" },
+                if setup.is_empty() { String::new() } else { format!(", {}", setup.join(" ")) }
+            );
+            for &i in &s.points {
+                let p = &self.points[i];
+                out += &format!("  {}  {}\n", p.point.id, p.point.label());
+            }
+        }
+        out
+    }
+}

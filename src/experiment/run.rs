@@ -1,0 +1,762 @@
+//! Running an experiment: each stack is stood up once (at most `max_stacks` at a time, first
+//! come first served), runs its points one after another as sessions in `points/<id>/` against
+//! the stack in `stacks/<id>/`, and is torn down — also after a failure or the first Ctrl-C.
+//! `state.json` records every change, so the same command resumes: points done with the same
+//! inputs are skipped, stacks no longer needed are not stood up.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream::FuturesUnordered};
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::{
+    ExperimentError,
+    design::compact,
+    plan::ExperimentPlan,
+    state::{ExpState, PointState, PointStatus, StackState, StackStatus},
+};
+use crate::{
+    exec::{self, Options, Outcome, Report},
+    plan::Plan,
+    session::{self, Session, Setup},
+    spec::{experiment::Action, pipeline::Phase},
+    workdir::{WorkDir, utc_now, write_atomic},
+};
+
+/// How an experiment ended.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub points: usize,
+    /// Points run to the end in this invocation.
+    pub done: usize,
+    /// Points done earlier with the same inputs (not run again).
+    pub reused: usize,
+    /// (point, error) of the points that failed.
+    pub failed: Vec<(String, String)>,
+    /// Stacks stood up in this invocation.
+    pub standups: usize,
+    pub interrupted: bool,
+    /// What is still up (after a second Ctrl-C, or a failed teardown).
+    pub leftovers: Vec<String>,
+}
+
+/// What every stack task shares.
+struct Shared<'a> {
+    plan: &'a ExperimentPlan,
+    root: PathBuf,
+    state: Mutex<ExpState>,
+    /// No new stack or point starts (an interrupt, or a failure with `stop_on_error`).
+    stopping: AtomicBool,
+    /// A second interrupt: stacks are left up.
+    skip_teardown: AtomicBool,
+    interrupts: AtomicU32,
+    /// The running sessions' signal channels (an interrupt goes to each).
+    sessions: Mutex<Vec<(u64, mpsc::UnboundedSender<()>)>>,
+    next_session: AtomicU32,
+    quiet: bool,
+    progress: Mutex<Progress>,
+}
+
+struct Progress {
+    started: Instant,
+    todo: usize,
+    finished: usize,
+    failed: usize,
+    seconds: f64,
+    summary: Summary,
+}
+
+impl Shared<'_> {
+    fn say(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("experiment: {line}");
+        }
+        let path = self.root.join("experiment.log");
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            use std::io::Write as _;
+            let _ = writeln!(f, "{} {line}", utc_now());
+        }
+    }
+
+    fn save(&self) -> Result<(), ExperimentError> {
+        self.state.lock().expect("state lock").save(&self.root)
+    }
+
+    fn point(&self, id: &str, f: impl FnOnce(&mut PointState)) -> Result<(), ExperimentError> {
+        {
+            let mut st = self.state.lock().expect("state lock");
+            f(st.points.entry(id.to_string()).or_default());
+        }
+        self.save()
+    }
+
+    fn stack(&self, id: &str, f: impl FnOnce(&mut StackState)) -> Result<(), ExperimentError> {
+        {
+            let mut st = self.state.lock().expect("state lock");
+            f(st.stacks.entry(id.to_string()).or_default());
+        }
+        self.save()
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Executes a session with its own signal channel, registered while it runs.
+    async fn execute(&self, session: &Session, opts: &Options) -> Result<Report, ExperimentError> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let key = u64::from(self.next_session.fetch_add(1, Ordering::SeqCst));
+        self.sessions.lock().expect("sessions lock").push((key, tx));
+        let report = session.execute(opts, &mut rx).await;
+        self.sessions.lock().expect("sessions lock").retain(|(k, _)| *k != key);
+        Ok(report?)
+    }
+
+    fn options(&self, phases: Vec<Phase>, stack: Option<PathBuf>) -> Options {
+        let quiet = self.quiet || self.plan.file.spec.max_stacks > 1;
+        Options { phases, selection: None, teardown_on_failure: true, quiet, stack }
+    }
+
+    fn finished_point(&self, id: &str, label: &str, seconds: f64, error: Option<&str>) {
+        let line = {
+            let mut p = self.progress.lock().expect("progress lock");
+            p.finished += 1;
+            p.seconds += seconds;
+            match error {
+                Some(e) => {
+                    p.failed += 1;
+                    p.summary.failed.push((id.to_string(), e.to_string()));
+                }
+                None => p.summary.done += 1,
+            }
+            let left = p.todo.saturating_sub(p.finished);
+            let parallel = f64::from(self.plan.file.spec.max_stacks.max(1));
+            let eta = if left == 0 {
+                String::new()
+            } else {
+                // Measured: the mean wall time per point so far in this invocation.
+                let per = p.started.elapsed().as_secs_f64() / p.finished as f64;
+                format!(", ETA {}", clock(per * left as f64 / parallel.min(left as f64).max(1.0)))
+            };
+            format!(
+                "{id} [{label}] {} in {:.1} s — {} of {} points{}{eta}",
+                match error {
+                    Some(e) => format!("FAILED ({})", e.lines().next().unwrap_or(e)),
+                    None => "done".into(),
+                },
+                seconds,
+                p.finished,
+                p.todo,
+                if p.failed > 0 { format!(", {} failed", p.failed) } else { String::new() },
+            )
+        };
+        self.say(&line);
+    }
+}
+
+/// `1:05` or `1:02:03`.
+fn clock(s: f64) -> String {
+    let s = s.round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// Writes the experiment file as given, the `--set`s and `design.csv`.
+fn write_inputs(plan: &ExperimentPlan, sets: &[String]) -> Result<(), ExperimentError> {
+    let root = &plan.root;
+    let text = format!("# from {}\n{}", plan.file.origin, plan.file.text);
+    write_atomic(&root.join("experiment.yaml"), text.as_bytes())?;
+    let sets: String = sets.iter().map(|s| format!("--set {s}\n")).collect();
+    write_atomic(&root.join("overrides.txt"), sets.as_bytes())?;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["point".to_string(), "name".into(), "stack".into(), "stack_hash".into()];
+    header.extend(plan.factors.iter().map(|(f, _)| f.clone()));
+    let _ = w.write_record(&header);
+    for p in &plan.points {
+        let stack = &plan.stacks[p.stack];
+        let mut row = vec![
+            p.point.id.clone(),
+            p.point.name.clone().unwrap_or_default(),
+            stack.id.clone(),
+            stack.hash.clone(),
+        ];
+        for (f, _) in &plan.factors {
+            row.push(
+                p.point.values.iter().find(|(k, _)| k == f).map(|(_, v)| compact(v)).unwrap_or_default(),
+            );
+        }
+        let _ = w.write_record(&row);
+    }
+    let bytes = w.into_inner().unwrap_or_default();
+    write_atomic(&root.join("design.csv"), &bytes)?;
+    Ok(())
+}
+
+/// Tears down what a work directory's record says is up (as `benchflow teardown DIR`).
+pub async fn teardown_dir(
+    dir: &Path,
+    quiet: bool,
+    signals: &mut mpsc::UnboundedReceiver<()>,
+) -> Result<Report, ExperimentError> {
+    let text = std::fs::read_to_string(dir.join("plan/plan.json")).map_err(|e| ExperimentError::State {
+        path: dir.join("plan/plan.json").display().to_string(),
+        why: e.to_string(),
+    })?;
+    let plan: Plan = serde_json::from_str(&text).map_err(|e| ExperimentError::State {
+        path: dir.join("plan/plan.json").display().to_string(),
+        why: e.to_string(),
+    })?;
+    let _wd = WorkDir::open(dir)?;
+    let opts = Options {
+        phases: vec![Phase::Teardown],
+        selection: None,
+        teardown_on_failure: false,
+        quiet,
+        stack: None,
+    };
+    Ok(exec::execute(&plan, dir, &opts, signals).await?)
+}
+
+/// Runs (or resumes) an experiment in `plan.root`. `signals` delivers one message per Ctrl-C.
+pub async fn run(
+    plan: &ExperimentPlan,
+    sets: &[String],
+    quiet: bool,
+    signals: &mut mpsc::UnboundedReceiver<()>,
+) -> Result<Summary, ExperimentError> {
+    let root = plan.root.clone();
+    std::fs::create_dir_all(&root)
+        .map_err(|e| ExperimentError::State { path: root.display().to_string(), why: e.to_string() })?;
+    let _lock = WorkDir::lock_dir(&root)?;
+    let mut state = ExpState::load(&root)?;
+    let resuming = !state.points.is_empty();
+    write_inputs(plan, sets)?;
+    state.experiment = plan.file.origin.clone();
+    state.invocations.push(utc_now());
+    // What is done with the same inputs stays done; the rest is to do.
+    let mut todo: Vec<Vec<usize>> = vec![Vec::new(); plan.stacks.len()];
+    let mut reused = 0;
+    for (i, p) in plan.points.iter().enumerate() {
+        let stack = &plan.stacks[p.stack];
+        let entry = state.points.entry(p.point.id.clone()).or_default();
+        if entry.status == PointStatus::Done && entry.hash == p.hash {
+            reused += 1;
+            continue;
+        }
+        *entry = PointState {
+            status: PointStatus::Pending,
+            hash: p.hash.clone(),
+            stack: stack.id.clone(),
+            label: p.point.label(),
+            attempts: entry.attempts,
+            error: entry.error.take(),
+            ..PointState::default()
+        };
+        todo[p.stack].push(i);
+    }
+    for s in &plan.stacks {
+        let e = state.stacks.entry(s.id.clone()).or_default();
+        if e.hash != s.hash && matches!(e.status, StackStatus::Up | StackStatus::StandingUp) {
+            // Recorded up, but for other inputs: torn down below before anything starts.
+            e.status = StackStatus::Up;
+        } else if e.hash.is_empty() {
+            e.hash = s.hash.clone();
+        }
+    }
+    let total_todo: usize = todo.iter().map(Vec::len).sum();
+    let shared = Shared {
+        plan,
+        root: root.clone(),
+        state: Mutex::new(state),
+        stopping: AtomicBool::new(false),
+        skip_teardown: AtomicBool::new(false),
+        interrupts: AtomicU32::new(0),
+        sessions: Mutex::new(Vec::new()),
+        next_session: AtomicU32::new(0),
+        quiet,
+        progress: Mutex::new(Progress {
+            started: Instant::now(),
+            todo: total_todo,
+            finished: 0,
+            failed: 0,
+            seconds: 0.0,
+            summary: Summary { points: plan.points.len(), reused, ..Summary::default() },
+        }),
+    };
+    shared.save()?;
+    if resuming {
+        shared.say(&format!(
+            "resuming {}: {reused} of {} points done with the same inputs, {total_todo} to run",
+            root.display(),
+            plan.points.len()
+        ));
+    } else {
+        shared.say(&format!(
+            "{} points on {} stack(s) in {}",
+            plan.points.len(),
+            plan.stacks.len(),
+            root.display()
+        ));
+    }
+
+    // Stacks a stopped invocation left up that no point needs now (or built from other
+    // inputs): down first.
+    let stale: Vec<String> = {
+        let st = shared.state.lock().expect("state lock");
+        st.stacks
+            .iter()
+            .filter(|(_, s)| matches!(s.status, StackStatus::Up | StackStatus::StandingUp))
+            .filter(|(id, s)| match plan.stacks.iter().position(|p| &p.id == *id) {
+                Some(k) => todo[k].is_empty() || plan.stacks[k].hash != s.hash,
+                None => true,
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    for id in stale {
+        let dir = root.join("stacks").join(&id);
+        shared.say(&format!(
+            "stack {id}: left up by an earlier invocation and not needed as it is: tearing down"
+        ));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        shared.sessions.lock().expect("sessions lock").push((u64::MAX, tx));
+        let report = teardown_dir(&dir, shared.quiet, &mut rx).await;
+        shared.sessions.lock().expect("sessions lock").retain(|(k, _)| *k != u64::MAX);
+        let ok = report.as_ref().is_ok_and(|r| r.leftovers.is_empty() && r.teardown_failed.is_empty());
+        let hash = plan.stacks.iter().find(|s| s.id == id).map(|s| s.hash.clone());
+        shared.stack(&id, |s| {
+            s.status = if ok { StackStatus::Down } else { StackStatus::Up };
+            if let Some(h) = hash {
+                s.hash = h;
+            }
+        })?;
+        if !ok {
+            return Err(ExperimentError::Leftover {
+                dir: dir.display().to_string(),
+                why: match report {
+                    Ok(r) => [r.leftovers, r.teardown_failed].concat().join("; "),
+                    Err(e) => e.to_string(),
+                },
+            });
+        }
+    }
+
+    let error = {
+        let driver = async {
+            let slots = Semaphore::new(plan.file.spec.max_stacks as usize);
+            let mut running = FuturesUnordered::new();
+            let mut first_error = None;
+            for (k, points) in todo.iter().enumerate() {
+                if points.is_empty() {
+                    continue;
+                }
+                // Wait for a free slot (in the stacks' order), driving the running ones meanwhile.
+                let permit = loop {
+                    tokio::select! {
+                        p = slots.acquire() => break p,
+                        Some(r) = running.next() => {
+                            if let Err(e) = r {
+                                first_error.get_or_insert(e);
+                            }
+                        }
+                    }
+                };
+                if shared.stopping() {
+                    break;
+                }
+                let shared = &shared;
+                running.push(async move {
+                    let _permit = permit;
+                    run_stack(shared, k, points).await
+                });
+            }
+            while let Some(r) = running.next().await {
+                if let Err(e) = r {
+                    first_error.get_or_insert(e);
+                }
+            }
+            first_error
+        };
+        tokio::pin!(driver);
+        loop {
+            tokio::select! {
+                e = &mut driver => break e,
+                Some(()) = signals.recv() => {
+                    let n = shared.interrupts.fetch_add(1, Ordering::SeqCst) + 1;
+                    shared.stopping.store(true, Ordering::SeqCst);
+                    if n >= 2 {
+                        shared.skip_teardown.store(true, Ordering::SeqCst);
+                        shared.say("second interrupt: stacks are left up (`benchflow teardown` on this directory removes them)");
+                    } else {
+                        shared.say("interrupted: finishing nothing new; tearing the stacks down (Ctrl-C again leaves them up)");
+                    }
+                    for (_, tx) in shared.sessions.lock().expect("sessions lock").iter() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        }
+    };
+    if let Some(e) = error {
+        return Err(e);
+    }
+    let mut summary = shared.progress.into_inner().expect("progress lock").summary;
+    summary.interrupted = shared.interrupts.load(Ordering::SeqCst) > 0;
+    let state = shared.state.into_inner().expect("state lock");
+    for (id, s) in &state.stacks {
+        if matches!(s.status, StackStatus::Up | StackStatus::StandingUp) {
+            summary.leftovers.push(format!("stack {id}: {}", root.join("stacks").join(id).display()));
+        }
+    }
+    Ok(summary)
+}
+
+/// Stands a stack up, runs its points, tears it down.
+async fn run_stack(shared: &Shared<'_>, k: usize, points: &[usize]) -> Result<(), ExperimentError> {
+    let plan = shared.plan;
+    let stack = &plan.stacks[k];
+    let dir = shared.root.join("stacks").join(&stack.id);
+    let exp_id = shared.root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let run_id = format!("{exp_id}-{}", stack.id);
+    let first = &plan.points[points[0]];
+    let port =
+        session::recorded(&dir).and_then(|r| r.get("run.port").and_then(Value::as_u64)).map(|p| p as u16);
+    let setup =
+        Setup::new(dir.clone(), first.request.clone()).with_run(run_id.clone(), port.filter(|p| *p != 0));
+    let fail_all = |why: String| -> Result<(), ExperimentError> {
+        for &i in points {
+            let p = &plan.points[i];
+            shared.point(&p.point.id, |s| {
+                s.status = PointStatus::Failed;
+                s.attempts += 1;
+                s.error = Some(why.clone());
+            })?;
+            shared.finished_point(&p.point.id, &p.point.label(), 0.0, Some(&why));
+        }
+        if plan.file.spec.stop_on_error {
+            shared.stopping.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    };
+    let session = match setup
+        .compile_loaded(&plan.loaded)
+        .map_err(ExperimentError::from)
+        .and_then(|(r, p)| Session::from_parts(&dir, r, p).map_err(ExperimentError::from))
+    {
+        Ok(s) => s,
+        Err(e) => return fail_all(format!("stack {}: {e}", stack.id)),
+    };
+    let was_up = shared
+        .state
+        .lock()
+        .expect("state lock")
+        .stacks
+        .get(&stack.id)
+        .is_some_and(|s| s.status == StackStatus::Up);
+    let setup_desc: Vec<String> = stack.setup.iter().map(|(k, v)| format!("{k}={}", compact(v))).collect();
+    shared.say(&format!(
+        "stack {} {}{}",
+        stack.id,
+        if was_up { "recorded up: checking it" } else { "standing up" },
+        if setup_desc.is_empty() { String::new() } else { format!(" ({})", setup_desc.join(" ")) }
+    ));
+    shared.stack(&stack.id, |s| {
+        s.hash = stack.hash.clone();
+        s.status = StackStatus::StandingUp;
+    })?;
+    let t0 = Instant::now();
+    let report = shared.execute(&session, &shared.options(vec![Phase::Standup], None)).await?;
+    match &report.outcome {
+        Outcome::Success => {
+            // Reused only when every standup step was done and still holds.
+            let ran = standup_ran(&dir);
+            shared.stack(&stack.id, |s| {
+                s.status = StackStatus::Up;
+                s.error = None;
+                if ran {
+                    s.standups += 1;
+                }
+            })?;
+            if ran {
+                shared.progress.lock().expect("progress lock").summary.standups += 1;
+            }
+            let url = session.resolved.get("endpoint.url").and_then(Value::as_str).unwrap_or("");
+            shared.say(&format!("stack {} up in {:.1} s: {url}", stack.id, t0.elapsed().as_secs_f64()));
+        }
+        Outcome::Interrupted => {
+            shared.stack(&stack.id, |s| {
+                s.status = if report.leftovers.is_empty() { StackStatus::Down } else { StackStatus::Up }
+            })?;
+            return Ok(());
+        }
+        Outcome::Failed { step, error, .. } | Outcome::Lost { step, error } => {
+            let why = format!("stack {} could not be stood up: {step}: {error}", stack.id);
+            shared.stack(&stack.id, |s| {
+                s.status = if report.leftovers.is_empty() { StackStatus::Failed } else { StackStatus::Up };
+                s.error = Some(why.clone());
+            })?;
+            return fail_all(why);
+        }
+    }
+    let port = session.resolved.get("run.port").and_then(Value::as_u64).map(|p| p as u16);
+    let mut lost = None;
+    for (n, &i) in points.iter().enumerate() {
+        if shared.stopping() {
+            break;
+        }
+        let p = &plan.points[i];
+        if let Some(why) = &lost {
+            let why = format!("not run: {why}");
+            shared.point(&p.point.id, |s| {
+                s.status = PointStatus::Failed;
+                s.error = Some(why.clone());
+            })?;
+            shared.finished_point(&p.point.id, &p.point.label(), 0.0, Some(&why));
+            continue;
+        }
+        if n > 0
+            && let Err(why) = between_points(shared, &session).await
+        {
+            shared.point(&p.point.id, |s| {
+                s.status = PointStatus::Failed;
+                s.error = Some(why.clone());
+            })?;
+            shared.finished_point(&p.point.id, &p.point.label(), 0.0, Some(&why));
+            if plan.file.spec.stop_on_error {
+                shared.stopping.store(true, Ordering::SeqCst);
+            }
+            continue;
+        }
+        match run_point(shared, i, &dir, &run_id, port).await? {
+            PointEnd::Done | PointEnd::Interrupted => {}
+            PointEnd::Failed => {
+                if plan.file.spec.stop_on_error {
+                    shared.stopping.store(true, Ordering::SeqCst);
+                }
+            }
+            PointEnd::Lost(why) => lost = Some(format!("the stack's engine stopped ({why})")),
+        }
+    }
+    if shared.skip_teardown.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    shared.say(&format!("stack {}: tearing down", stack.id));
+    let report = shared.execute(&session, &shared.options(vec![Phase::Teardown], None)).await?;
+    let clean = report.leftovers.is_empty() && report.teardown_failed.is_empty();
+    shared.stack(&stack.id, |s| {
+        s.status = if clean { StackStatus::Down } else { StackStatus::Up };
+        if !clean {
+            s.error = Some(format!(
+                "teardown left: {}",
+                [report.leftovers.clone(), report.teardown_failed.clone()].concat().join("; ")
+            ));
+        }
+    })?;
+    Ok(())
+}
+
+/// Whether the last standup of a stack's work directory ran a step (rather than reusing all).
+fn standup_ran(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join("events.jsonl")) else { return true };
+    // The last walk's events: after the last run_started.
+    let last = text.lines().rev().take_while(|l| !l.contains("\"run_started\"")).collect::<Vec<_>>();
+    last.iter().any(|l| l.contains("\"step_started\""))
+}
+
+enum PointEnd {
+    Done,
+    Failed,
+    Interrupted,
+    Lost(String),
+}
+
+/// One point with its retries, in `points/<id>/`, against the stack in `stack_dir`.
+async fn run_point(
+    shared: &Shared<'_>,
+    i: usize,
+    stack_dir: &Path,
+    run_id: &str,
+    port: Option<u16>,
+) -> Result<PointEnd, ExperimentError> {
+    let plan = shared.plan;
+    let p = &plan.points[i];
+    let id = &p.point.id;
+    let label = p.point.label();
+    let dir = shared.root.join("points").join(id);
+    let tries = plan.file.spec.retries + 1;
+    let mut last_error = String::new();
+    let t0 = Instant::now();
+    for attempt in 1..=tries {
+        if shared.stopping() {
+            shared.point(id, |s| s.status = PointStatus::Pending)?;
+            return Ok(PointEnd::Interrupted);
+        }
+        shared.point(id, |s| {
+            s.status = PointStatus::Running;
+            s.attempts += 1;
+            s.started_at = Some(utc_now());
+        })?;
+        shared.say(&format!(
+            "{id} [{label}] on {}: running{}",
+            plan.stacks[p.stack].id,
+            if attempt > 1 { format!(" (attempt {attempt} of {tries})") } else { String::new() }
+        ));
+        let setup = Setup::new(dir.clone(), p.request.clone()).with_run(run_id.to_string(), port);
+        let session = match setup
+            .compile_loaded(&plan.loaded)
+            .map_err(ExperimentError::from)
+            .and_then(|(r, pl)| Session::from_parts(&dir, r, pl).map_err(ExperimentError::from))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                last_error = e.to_string();
+                break;
+            }
+        };
+        let opts = {
+            let mut o = shared.options(vec![Phase::Run, Phase::Analyze], Some(stack_dir.to_path_buf()));
+            o.teardown_on_failure = false;
+            o
+        };
+        let report = match shared.execute(&session, &opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                last_error = e.to_string();
+                continue;
+            }
+        };
+        match report.outcome {
+            Outcome::Success => {
+                let secs = t0.elapsed().as_secs_f64();
+                shared.point(id, |s| {
+                    s.status = PointStatus::Done;
+                    s.error = None;
+                    s.finished_at = Some(utc_now());
+                    s.duration_s = Some(secs);
+                })?;
+                shared.finished_point(id, &label, secs, None);
+                return Ok(PointEnd::Done);
+            }
+            Outcome::Interrupted => {
+                shared.point(id, |s| {
+                    s.status = PointStatus::Pending;
+                    s.error = Some("interrupted".into());
+                })?;
+                shared.say(&format!("{id}: interrupted (it runs again when the experiment resumes)"));
+                return Ok(PointEnd::Interrupted);
+            }
+            Outcome::Lost { step, error } => {
+                let why = format!("{step}: {error}");
+                shared.point(id, |s| {
+                    s.status = PointStatus::Failed;
+                    s.error = Some(why.clone());
+                    s.finished_at = Some(utc_now());
+                })?;
+                shared.finished_point(id, &label, t0.elapsed().as_secs_f64(), Some(&why));
+                return Ok(PointEnd::Lost(why));
+            }
+            Outcome::Failed { step, error, .. } => {
+                last_error = format!("{step}: {error}");
+                if attempt < tries {
+                    shared.say(&format!(
+                        "{id}: attempt {attempt} failed ({}); trying again",
+                        last_error.lines().next().unwrap_or("")
+                    ));
+                }
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    shared.point(id, |s| {
+        s.status = PointStatus::Failed;
+        s.error = Some(last_error.clone());
+        s.finished_at = Some(utc_now());
+        s.duration_s = Some(secs);
+    })?;
+    shared.finished_point(id, &label, secs, Some(&last_error));
+    Ok(PointEnd::Failed)
+}
+
+/// The experiment's `between_points` actions on a stack.
+async fn between_points(shared: &Shared<'_>, stack: &Session) -> Result<(), String> {
+    for action in &shared.plan.file.spec.between_points {
+        match action {
+            Action::ResetPrefixCache => {
+                let url =
+                    stack.resolved.get("endpoint.url").and_then(Value::as_str).unwrap_or("").to_string();
+                let cluster = crate::platform::kube::Target {
+                    context: stack
+                        .resolved
+                        .get("kubernetes.context")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    kubeconfig: stack
+                        .resolved
+                        .get("kubernetes.kubeconfig")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                };
+                let (base, _forward) = crate::steps::http::local_url(&url, &cluster)
+                    .await
+                    .map_err(|e| format!("reset_prefix_cache: {e}"))?;
+                let workload = stack.resolved.workload.as_ref();
+                let headers =
+                    crate::loadgen::headers(&workload.map(|w| w.api.request_headers()).unwrap_or_default())
+                        .map_err(|e| format!("reset_prefix_cache: {e}"))?;
+                let tls = workload.map(|w| w.api.tls.clone()).unwrap_or_default();
+                let (status, _) = crate::steps::http::fetch(
+                    "POST",
+                    &format!("{base}/reset_prefix_cache"),
+                    None,
+                    &headers,
+                    &tls,
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|e| format!("reset_prefix_cache: {e}"))?;
+                if !(200..300).contains(&status) {
+                    return Err(format!("POST {url}/reset_prefix_cache answered {status}"));
+                }
+                shared.say(&format!("between points: POST {url}/reset_prefix_cache → {status}"));
+            }
+            Action::Sleep(d) => tokio::time::sleep(Duration::from_secs_f64(d.0)).await,
+            Action::Exec(cmd) => {
+                let (program, args) = cmd.split_first().ok_or("between_points exec: the command is empty")?;
+                let out = tokio::process::Command::new(program)
+                    .args(args)
+                    .output()
+                    .await
+                    .map_err(|e| format!("between_points exec `{program}`: {e}"))?;
+                shared.say(&format!(
+                    "between points: {} → {}{}",
+                    cmd.join(" "),
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout)
+                        .trim_end()
+                        .lines()
+                        .map(|l| format!("\n  {l}"))
+                        .collect::<String>()
+                ));
+                if !out.status.success() {
+                    return Err(format!(
+                        "between_points exec `{}` exited with {}",
+                        cmd.join(" "),
+                        out.status
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}

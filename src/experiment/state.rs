@@ -1,0 +1,102 @@
+//! The experiment's record, `state.json`: each point pending / running / done / failed with
+//! its input hash and attempts, each stack's status and how often it was stood up. Written
+//! atomically after every change, so a killed experiment resumes from it.
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde::{Deserialize, Serialize};
+
+use super::ExperimentError;
+use crate::workdir::{self, write_atomic};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PointStatus {
+    #[default]
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StackStatus {
+    #[default]
+    Pending,
+    StandingUp,
+    Up,
+    /// Stood up and torn down again.
+    Down,
+    /// Its standup failed (and was undone).
+    Failed,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PointState {
+    pub status: PointStatus,
+    /// The hash of the point's plan when it ran: done with the same hash is not run again.
+    pub hash: String,
+    pub stack: String,
+    pub label: String,
+    /// Attempts over all invocations.
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StackState {
+    pub status: StackStatus,
+    pub hash: String,
+    /// Times this stack went from down to up (an experiment that resumes may reuse a stack
+    /// that is still up instead).
+    pub standups: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExpState {
+    pub format_version: u32,
+    /// The experiment file it was run from.
+    pub experiment: String,
+    pub points: BTreeMap<String, PointState>,
+    pub stacks: BTreeMap<String, StackState>,
+    /// When an invocation started and was interrupted (for the record).
+    #[serde(default)]
+    pub invocations: Vec<String>,
+}
+
+impl ExpState {
+    /// Reads `state.json`, or an empty record when there is none.
+    pub fn load(root: &Path) -> Result<ExpState, ExperimentError> {
+        let path = root.join("state.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ExperimentError::State {
+                path: path.display().to_string(),
+                why: format!("{e}; move it aside to start the experiment afresh in this directory"),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(ExpState { format_version: workdir::FORMAT_VERSION, ..ExpState::default() })
+            }
+            Err(e) => Err(ExperimentError::State { path: path.display().to_string(), why: e.to_string() }),
+        }
+    }
+
+    pub fn save(&self, root: &Path) -> Result<(), ExperimentError> {
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        Ok(write_atomic(&root.join("state.json"), text.as_bytes())?)
+    }
+
+    /// Whether `root` holds an experiment.
+    pub fn is_experiment(root: &Path) -> bool {
+        root.join("state.json").is_file() && root.join("design.csv").is_file()
+    }
+}

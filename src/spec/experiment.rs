@@ -1,0 +1,492 @@
+//! An experiment file (`experiments/*.yaml`): many runs from one base, by factors and a design.
+//!
+//! ```yaml
+//! description: request rate × prefix caching
+//! base: { scenario: local-sim, harness: builtin, workload: sanity }
+//! factors:
+//!   engine.args: [[], [--set, enable_prefix_caching=false]]   # levels
+//!   workload.stages.0.rate: { from: 2, to: 8, step: 2 }       # a range
+//! constants:
+//!   workload.stages.0.duration: 10s
+//! design: full            # or { random: { n, seed } }, { latin: { n, seed } }, { treatments: [...] }
+//! max_stacks: 1
+//! retries: 1
+//! stop_on_error: false
+//! between_points: [reset_prefix_cache]
+//! ```
+//!
+//! Which factors need a new standup is not written here: the planner finds it out.
+
+use std::{collections::BTreeMap, fmt, marker::PhantomData};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{SpecError, from_yaml};
+use crate::units::Secs;
+
+/// A whole experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Free text shown in reports.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The run every point starts from.
+    #[serde(default)]
+    pub base: Base,
+    /// Dotted variable path → its levels (a list, or a range with a step), in the file's order.
+    #[serde(default)]
+    pub factors: Ordered<Factor>,
+    /// Dotted variable path → one value, the same for every point.
+    #[serde(default)]
+    pub constants: Ordered<Value>,
+    #[serde(default)]
+    pub design: Design,
+    /// How many stacks may be up at once (each waits for a free slot, first come first served).
+    #[serde(default = "one")]
+    pub max_stacks: u32,
+    /// How many more times a failed point is tried.
+    #[serde(default)]
+    pub retries: u32,
+    /// Stop at the first point that fails (after its retries); else go on and report it.
+    #[serde(default = "yes")]
+    pub stop_on_error: bool,
+    /// What happens on a stack before each of its points but the first.
+    #[serde(default)]
+    pub between_points: Vec<Action>,
+    /// A/B: compare the points that differ only in the one factor with two levels.
+    #[serde(default)]
+    pub compare: bool,
+    /// What the cross-point analysis draws.
+    #[serde(default)]
+    pub analysis: ExperimentAnalysis,
+    /// A design with more points needs `--yes` (a guard against a typo in a range).
+    #[serde(default = "default_max_points")]
+    pub max_points: usize,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_points() -> usize {
+    200
+}
+
+/// The base run: file names (or paths) as for `benchflow e2e`, and assignments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Base {
+    #[serde(default = "default_scenario")]
+    pub scenario: String,
+    #[serde(default = "default_harness")]
+    pub harness: String,
+    #[serde(default = "default_workload")]
+    pub workload: String,
+    /// `KEY=VALUE`, as `--set` takes them.
+    #[serde(default)]
+    pub set: Vec<String>,
+}
+
+impl Default for Base {
+    fn default() -> Self {
+        Base {
+            scenario: default_scenario(),
+            harness: default_harness(),
+            workload: default_workload(),
+            set: Vec::new(),
+        }
+    }
+}
+
+fn default_scenario() -> String {
+    "local-sim".into()
+}
+fn default_harness() -> String {
+    "builtin".into()
+}
+fn default_workload() -> String {
+    "sanity".into()
+}
+
+/// A factor's levels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum Factor {
+    /// `[1, 2, 4]`, `[[], [--flag]]`, `[10s, 20s]`.
+    Levels(Vec<Value>),
+    /// `{ from: 2, to: 8, step: 2 }`: both ends included; without `step` only `random` and
+    /// `latin` designs can use it (they draw from the interval).
+    Range(Range),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Range {
+    pub from: f64,
+    pub to: f64,
+    #[serde(default)]
+    pub step: Option<f64>,
+    /// Round drawn values to whole numbers.
+    #[serde(default)]
+    pub integer: bool,
+}
+
+/// Which points of the factor space are run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Design {
+    /// Every combination of levels.
+    #[default]
+    Full,
+    /// `n` points drawn at random (uniformly among levels, or over a range).
+    Random(Draw),
+    /// `n` points of a Latin hypercube: each factor's range cut in `n` strata, each stratum
+    /// used once.
+    Latin(Draw),
+    /// Named points, each with its own values on top of the base and the constants (no
+    /// `factors:` then).
+    Treatments(Vec<Treatment>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Draw {
+    pub n: usize,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Treatment {
+    pub name: String,
+    /// Dotted variable path → value.
+    #[serde(default)]
+    pub set: Ordered<Value>,
+}
+
+/// Something done to a stack between two of its points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// `POST /reset_prefix_cache` on the engine (vLLM's), so no point profits from the last.
+    ResetPrefixCache,
+    /// Wait (let the engine settle).
+    Sleep(Secs),
+    /// Run a command (captured in the experiment's log); it must exit 0.
+    Exec(Vec<String>),
+}
+
+/// What the experiment's analysis compares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentAnalysis {
+    /// The latency of the Pareto front and the curves, a `stats.json` key such as
+    /// `p99_ttft_ms`, `median_e2el_ms`, `mean_tpot_ms`.
+    #[serde(default = "default_latency")]
+    pub latency: String,
+    /// The throughput, a `stats.json` key such as `request_throughput`, `output_throughput`.
+    #[serde(default = "default_throughput")]
+    pub throughput: String,
+    /// Confidence level of `compare: true` (0.5–0.999).
+    #[serde(default = "default_level")]
+    pub level: f64,
+    /// A point meets the SLOs when at least this share of its requests met every SLO of the
+    /// workload (goodput ÷ throughput).
+    #[serde(default = "default_slo_share")]
+    pub slo_share: f64,
+}
+
+impl Default for ExperimentAnalysis {
+    fn default() -> Self {
+        ExperimentAnalysis {
+            latency: default_latency(),
+            throughput: default_throughput(),
+            level: default_level(),
+            slo_share: default_slo_share(),
+        }
+    }
+}
+
+fn default_latency() -> String {
+    "p99_ttft_ms".into()
+}
+fn default_throughput() -> String {
+    "request_throughput".into()
+}
+fn default_level() -> f64 {
+    0.95
+}
+fn default_slo_share() -> f64 {
+    0.95
+}
+
+/// A map that keeps the file's order (the order factors vary in, last fastest).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ordered<V>(pub Vec<(String, V)>);
+
+impl<V> Default for Ordered<V> {
+    fn default() -> Self {
+        Ordered(Vec::new())
+    }
+}
+
+impl<V> Ordered<V> {
+    pub fn iter(&self) -> impl Iterator<Item = &(String, V)> {
+        self.0.iter()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+impl<V: Serialize> Serialize for Ordered<V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = Ordered<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of dotted variable paths to values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(String, V)> = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, V>()? {
+                    if out.iter().any(|(seen, _)| *seen == k) {
+                        return Err(serde::de::Error::custom(format!(
+                            "the key `{k}` appears twice here; keep one"
+                        )));
+                    }
+                    out.push((k, v));
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(Visit(PhantomData))
+    }
+}
+
+impl<V: schemars::JsonSchema> schemars::JsonSchema for Ordered<V> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("Ordered_{}", V::schema_name()).into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <BTreeMap<String, V>>::json_schema(generator)
+    }
+}
+
+impl Experiment {
+    /// Parses and checks an experiment file (what can be checked without the base run).
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Experiment, SpecError> {
+        let e: Experiment = from_yaml(text, origin, &[])?;
+        let lines = key_lines(text);
+        let at = |section: &str, key: &str| match lines.get(&(section.to_string(), key.to_string())) {
+            Some(line) => format!("{origin}:{line}"),
+            None => origin.to_string(),
+        };
+        if e.factors.is_empty() && !matches!(e.design, Design::Treatments(_)) {
+            return fail(
+                origin.to_string(),
+                "no factors: name at least one variable and its levels under `factors:` (or list \
+                 `design: { treatments: [...] }`)"
+                    .into(),
+            );
+        }
+        for (path, f) in e.factors.iter() {
+            check_path(path).or_else(|m| fail(at("factors", path), m))?;
+            match f {
+                Factor::Levels(l) if l.is_empty() => {
+                    return fail(
+                        at("factors", path),
+                        format!("factor `{path}` has no levels; give at least one"),
+                    );
+                }
+                Factor::Range(r) => {
+                    if !(r.from.is_finite() && r.to.is_finite()) || r.to < r.from {
+                        return fail(
+                            at("factors", path),
+                            format!(
+                                "factor `{path}`: the range needs finite `from` ≤ `to` ({} → {})",
+                                r.from, r.to
+                            ),
+                        );
+                    }
+                    if let Some(step) = r.step
+                        && !(step > 0.0 && step.is_finite())
+                    {
+                        return fail(
+                            at("factors", path),
+                            format!("factor `{path}`: `step` must be > 0 (found {step})"),
+                        );
+                    }
+                    if r.step.is_none() && e.design == Design::Full {
+                        return fail(
+                            at("factors", path),
+                            format!(
+                                "factor `{path}`: a full design needs the range's `step` (or use \
+                                 `design: {{ latin: {{ n: 10 }} }}` to draw from it)"
+                            ),
+                        );
+                    }
+                }
+                Factor::Levels(_) => {}
+            }
+            if e.constants.get(path).is_some() {
+                return fail(
+                    at("constants", path),
+                    format!("`{path}` is both a factor and a constant; keep it in one place"),
+                );
+            }
+        }
+        for (path, _) in e.constants.iter() {
+            check_path(path).or_else(|m| fail(at("constants", path), m))?;
+        }
+        if matches!(e.design, Design::Treatments(_)) && !e.factors.is_empty() {
+            return fail(
+                origin.to_string(),
+                "with `design: { treatments: [...] }` each treatment names its values under `set:`; \
+                 remove `factors:`"
+                    .into(),
+            );
+        }
+        match &e.design {
+            Design::Random(d) | Design::Latin(d) if d.n == 0 => {
+                return fail(origin.to_string(), "design: `n` must be at least 1".into());
+            }
+            Design::Treatments(ts) => {
+                if ts.is_empty() {
+                    return fail(
+                        origin.to_string(),
+                        "design: `treatments` is empty; list at least one".into(),
+                    );
+                }
+                let mut names = std::collections::BTreeSet::new();
+                for t in ts {
+                    if !names.insert(t.name.as_str()) {
+                        return fail(origin.to_string(), format!("treatment `{}` is listed twice", t.name));
+                    }
+                    for (path, _) in t.set.iter() {
+                        check_path(path)
+                            .or_else(|m| fail(origin.to_string(), format!("treatment `{}`: {m}", t.name)))?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        if e.max_stacks == 0 {
+            return fail(origin.to_string(), "max_stacks must be at least 1".into());
+        }
+        if !(0.5..1.0).contains(&e.analysis.level) {
+            return fail(
+                origin.to_string(),
+                format!("analysis.level {} is not in [0.5, 1)", e.analysis.level),
+            );
+        }
+        Ok(e)
+    }
+
+    /// The line of a factor or constant (for errors found later, against the base run).
+    pub fn line_of(text: &str, section: &str, key: &str) -> Option<u64> {
+        key_lines(text).get(&(section.to_string(), key.to_string())).copied()
+    }
+}
+
+fn fail<T>(at: String, message: String) -> Result<T, SpecError> {
+    Err(SpecError::Invalid { at, message })
+}
+
+/// A dotted path: non-empty parts.
+fn check_path(path: &str) -> Result<(), String> {
+    if path.is_empty() || path.split('.').any(|p| p.trim().is_empty()) {
+        return Err(format!("`{path}` is not a dotted variable path such as workload.stages.0.rate"));
+    }
+    Ok(())
+}
+
+/// (section, key) → line of the key's value, from the parser (not a text search).
+fn key_lines(text: &str) -> BTreeMap<(String, String), u64> {
+    #[derive(Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        factors: BTreeMap<String, serde_saphyr::Spanned<Value>>,
+        #[serde(default)]
+        constants: BTreeMap<String, serde_saphyr::Spanned<Value>>,
+    }
+    let Ok(doc) = serde_saphyr::from_str::<Doc>(text) else { return BTreeMap::new() };
+    let mut out = BTreeMap::new();
+    for (section, map) in [("factors", doc.factors), ("constants", doc.constants)] {
+        for (k, v) in map {
+            out.insert((section.to_string(), k), v.referenced.line());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Experiment, String> {
+        Experiment::from_yaml(text, "e.yaml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_full_file_reads_in_order() {
+        let e = parse(
+            "base: { workload: chat, set: [workload.seed=7] }\nfactors:\n  z.rate: [1, 2]\n  a.args: { from: 1, to: 3, step: 1 }\nconstants:\n  workload.stages.0.duration: 5s\ndesign: { latin: { n: 4 } }\nbetween_points: [reset_prefix_cache, { sleep: 1s }, { exec: [true] }]\n",
+        )
+        .unwrap();
+        let keys: Vec<&str> = e.factors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["z.rate", "a.args"], "the file's order, not sorted");
+        assert_eq!(e.base.scenario, "local-sim");
+        assert_eq!(e.design, Design::Latin(Draw { n: 4, seed: 42 }));
+        assert_eq!(e.between_points[1], Action::Sleep(Secs(1.0)));
+        assert!(matches!(&e.factors.0[1].1, Factor::Range(r) if r.step == Some(1.0)));
+        assert_eq!(parse("factors: { a.b: [1] }\n").unwrap().design, Design::Full);
+    }
+
+    #[test]
+    fn bad_files_name_the_file_and_line() {
+        let e = parse("factors:\n  workload.seed: []\n").unwrap_err();
+        assert!(e.starts_with("e.yaml:2") && e.contains("no levels"), "{e}");
+        let e = parse("factors:\n  a.b: [1]\n  c.d: [2]\nconstants:\n  c.d: 3\n").unwrap_err();
+        assert!(e.starts_with("e.yaml:5") && e.contains("both a factor and a constant"), "{e}");
+        let e = parse("factors:\n  a.b: { from: 1, to: 5 }\n").unwrap_err();
+        assert!(e.starts_with("e.yaml:2") && e.contains("step"), "{e}");
+        let e = parse("factors: { a.b: [1] }\ndesing: full\n").unwrap_err();
+        assert!(e.contains("did you mean `design`"), "{e}");
+        let e = parse("factors: { a.b: [1] }\ndesign: { random: { n: 0 } }\n").unwrap_err();
+        assert!(e.contains("at least 1"), "{e}");
+        let e = parse("factors:\n  a..b: [1]\n").unwrap_err();
+        assert!(e.starts_with("e.yaml:2") && e.contains("dotted"), "{e}");
+        let e = parse("factors:\n  a.b: [1]\n  a.b: [2]\n").unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+        assert!(parse("description: x\n").unwrap_err().contains("no factors"));
+    }
+}
