@@ -51,6 +51,14 @@ pub enum Command {
     /// Run again from a work directory's (or archive's) inputs/resolved.yaml, into a new one.
     #[command(after_help = EXIT_CODES)]
     Reproduce(ReproduceArgs),
+    /// Run (or resume) an experiment: many points, one standup per distinct stack.
+    /// `benchflow experiment plan -e FILE` prints the design and its stacks, runs nothing.
+    #[command(after_help = EXIT_CODES)]
+    Experiment(ExperimentArgs),
+    /// Put runs or experiment points side by side: each difference with a bootstrap
+    /// confidence interval and a verdict.
+    #[command(after_help = EXIT_CODES)]
+    Compare(CompareArgs),
     /// Delete what benchflow left in a Kubernetes namespace (found by label), e.g. after a crash.
     #[command(after_help = EXIT_CODES)]
     Gc(GcArgs),
@@ -102,6 +110,64 @@ pub struct SimArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExperimentAction {
+    /// Run it (the default; the same command resumes it).
+    Run,
+    /// Print the design (every point, its values and its stack) and the stacks; run nothing.
+    Plan,
+}
+
+#[derive(Debug, Args)]
+pub struct ExperimentArgs {
+    /// `plan` prints the design without running anything.
+    #[arg(value_enum, default_value = "run", hide_default_value = true)]
+    pub action: ExperimentAction,
+    /// The experiment: a name in experiments/ (or shipped with benchflow), or a path [default:
+    /// the experiment.yaml of --workdir]
+    #[arg(short = 'e', long = "experiment", value_name = "FILE")]
+    pub file: Option<String>,
+    /// The experiment directory (default: runs/<experiment name>). The same command on the
+    /// same directory resumes: points done with unchanged inputs are skipped.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Override one variable for every point (it may not be a factor).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Run a design larger than the file's `max_points`.
+    #[arg(long)]
+    pub yes: bool,
+    /// Only the experiment's own lines (no step progress of each point).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompareFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Two or more work directories (runs, or an experiment's points/<id>); the first is the
+    /// baseline.
+    #[arg(required = true, num_args = 2..)]
+    pub dirs: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: CompareFormat,
+    /// Confidence level of the intervals.
+    #[arg(long, default_value_t = 0.95)]
+    pub level: f64,
+    /// Bootstrap resamples.
+    #[arg(long, default_value_t = 2000)]
+    pub resamples: usize,
+    /// Write the overlaid charts here (default: none).
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
 }
 
 /// The files and overrides of a run.

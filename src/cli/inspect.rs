@@ -14,6 +14,9 @@ use crate::{
 
 pub async fn status(args: DirArgs) -> Result<(), CliError> {
     let dir = dir_or_latest(args.dir);
+    if crate::experiment::state::ExpState::is_experiment(&dir) {
+        return super::experiment::status(&dir);
+    }
     let plan = load_plan(&dir)?;
     let state = match State::load(&dir, &plan.run_id) {
         Ok(state) => state,

@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod engine;
+pub mod experiment;
 pub mod inspect;
 
 use std::process::ExitCode;
@@ -88,6 +89,8 @@ pub enum CliError {
     TeardownFailed(String),
     #[error("interrupted{0}")]
     Interrupted(String),
+    #[error("{0}")]
+    Experiment(String),
 }
 
 impl From<crate::session::SessionError> for CliError {
@@ -116,7 +119,9 @@ impl CliError {
             | CliError::TeardownFailed(_)
             | CliError::Kube(_)
             | CliError::EngineLost { .. } => EXIT_RUNTIME,
-            CliError::Exec(_) | CliError::Workdir(_) | CliError::Archive(_) => EXIT_RUNTIME,
+            CliError::Exec(_) | CliError::Workdir(_) | CliError::Archive(_) | CliError::Experiment(_) => {
+                EXIT_RUNTIME
+            }
             CliError::StandupFailed { .. } => EXIT_STANDUP,
             CliError::RunFailed { .. } | CliError::Analysis(_) => EXIT_RUN,
             CliError::Interrupted(_) => EXIT_INTERRUPTED,
@@ -144,8 +149,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::E2e(args) => runtime.block_on(engine::e2e(args)),
         Command::Standup(args) => runtime.block_on(engine::standup(args)),
         Command::Run(args) => runtime.block_on(engine::run(args)),
-        Command::Teardown(args) => runtime.block_on(engine::teardown(args)),
+        Command::Teardown(args) => {
+            match args.dir.as_deref().filter(|d| crate::experiment::state::ExpState::is_experiment(d)) {
+                Some(dir) => runtime.block_on(experiment::teardown(dir)),
+                None => runtime.block_on(engine::teardown(args)),
+            }
+        }
+        Command::Experiment(args) => runtime.block_on(experiment::experiment(args)),
+        Command::Compare(args) => experiment::compare(args),
         Command::Plan(args) => engine::show_plan(args),
+        Command::Analyze(args) if crate::experiment::state::ExpState::is_experiment(&args.dir) => {
+            experiment::analyze(&args.dir)
+        }
         Command::Analyze(args) => analyze(args),
         Command::Status(args) => runtime.block_on(inspect::status(args)),
         Command::Archive(args) => inspect::archive(args),

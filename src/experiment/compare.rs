@@ -378,7 +378,7 @@ impl Comparison {
             let _ = writeln!(out, "baseline: {}\nagainst:  {}", p.baseline, p.other);
             let _ = writeln!(
                 out,
-                "{:>5}  {:<20} {:<7} {:>11} {:>11} {:>10}  {:<26}  verdict ({:.0}% CI)",
+                "{:>5}  {:<20} {:<7} {:>11} {:>11} {:>10}  {:<24}    verdict ({:.0}% interval)",
                 "stage",
                 "metric",
                 "stat",
@@ -392,7 +392,7 @@ impl Comparison {
                 let pct = |x: f64| if x.is_finite() { format!("{:+.1}%", x * 100.0) } else { "n/a".into() };
                 let _ = writeln!(
                     out,
-                    "{:>5}  {:<20} {:<7} {:>11.3} {:>11.3} {:>10}  [{:>9}, {:>9}] {:<5}  {}",
+                    "{:>5}  {:<20} {:<7} {:>11.3} {:>11.3} {:>10}  [{:>9}, {:>9}]    {}",
                     d.stage,
                     d.metric,
                     d.stat,
@@ -401,7 +401,6 @@ impl Comparison {
                     pct(d.relative),
                     pct(d.relative_low),
                     pct(d.relative_high),
-                    "",
                     d.verdict.as_str()
                 );
             }

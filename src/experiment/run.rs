@@ -554,6 +554,15 @@ async fn run_stack(shared: &Shared<'_>, k: usize, points: &[usize]) -> Result<()
     shared.say(&format!("stack {}: tearing down", stack.id));
     let report = shared.execute(&session, &shared.options(vec![Phase::Teardown], None)).await?;
     let clean = report.leftovers.is_empty() && report.teardown_failed.is_empty();
+    shared.say(&if clean {
+        format!("stack {}: down", stack.id)
+    } else {
+        format!(
+            "stack {}: teardown left {}",
+            stack.id,
+            [report.leftovers.clone(), report.teardown_failed.clone()].concat().join("; ")
+        )
+    });
     shared.stack(&stack.id, |s| {
         s.status = if clean { StackStatus::Down } else { StackStatus::Up };
         if !clean {

@@ -1,6 +1,6 @@
 //! The files shipped with benchflow, embedded so that `benchflow e2e` works from any directory.
 //! A file of the same name in the current directory's `scenarios/`, `harnesses/`, `workloads/`
-//! or `pipelines/` takes precedence.
+//! `pipelines/` or `experiments/` takes precedence.
 
 const FILES: &[(&str, &str, &str)] = &[
     ("scenarios", "local-sim", include_str!("../../scenarios/local-sim.yaml")),
@@ -14,6 +14,8 @@ const FILES: &[(&str, &str, &str)] = &[
     ("pipelines", "local", include_str!("../../pipelines/local.yaml")),
     ("pipelines", "endpoint", include_str!("../../pipelines/endpoint.yaml")),
     ("pipelines", "kubernetes-standalone", include_str!("../../pipelines/kubernetes-standalone.yaml")),
+    ("experiments", "rate-sweep", include_str!("../../experiments/rate-sweep.yaml")),
+    ("experiments", "engine-flags", include_str!("../../experiments/engine-flags.yaml")),
 ];
 
 /// The text of a shipped file.

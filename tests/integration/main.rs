@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per area.
 
-mod engine; // e2e, standup, run, teardown, plan, status, archive, reproduce: the work directory
+mod engine;
+mod experiment; // experiments (sweeps, resume, max_stacks, retries) and `compare` // e2e, standup, run, teardown, plan, status, archive, reproduce: the work directory
 mod kubernetes; // the kubernetes platform against the stand-in: e2e, faults, interrupts, manifests
 mod layering; // no two top-level modules of src/ import each other
 mod loadgen; // the load generator against the simulator: accuracy, pacing, accounting

@@ -1,0 +1,248 @@
+//! `benchflow experiment` (run, resume, plan) and `benchflow compare`; `teardown` and
+//! `analyze` of an experiment directory come here too.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    CliError,
+    args::{CompareArgs, CompareFormat, ExperimentAction, ExperimentArgs},
+    engine,
+};
+use crate::experiment::{
+    self, ExperimentError, analysis,
+    compare::compare_dirs,
+    plan::{ExperimentFile, ExperimentPlan},
+    run,
+    state::{ExpState, StackStatus},
+};
+
+/// The experiment file an experiment directory recorded (`experiment.yaml`, whose first line
+/// names where it came from) and its `--set`s.
+fn recorded(root: &Path) -> Result<(ExperimentFile, Vec<String>), CliError> {
+    let text = std::fs::read_to_string(root.join("experiment.yaml")).map_err(|_| {
+        CliError::Usage(format!(
+            "{} holds no experiment.yaml: is it an experiment directory?",
+            root.display()
+        ))
+    })?;
+    let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    let origin = first
+        .strip_prefix("# from ")
+        .map(str::to_string)
+        .unwrap_or_else(|| root.join("experiment.yaml").display().to_string());
+    let sets = std::fs::read_to_string(root.join("overrides.txt"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("--set ").map(str::to_string))
+        .collect();
+    Ok((ExperimentFile::parse(origin, rest.to_string())?, sets))
+}
+
+/// Plans from the file given (or the directory's record) into the chosen directory.
+fn plan_of(args: &ExperimentArgs) -> Result<(ExperimentPlan, Vec<String>), CliError> {
+    let (file, mut sets) = match (&args.file, &args.workdir) {
+        (Some(name), _) => (ExperimentFile::find(name)?, Vec::new()),
+        (None, Some(dir)) => recorded(dir)?,
+        (None, None) => {
+            return Err(CliError::Usage(
+                "name the experiment: benchflow experiment -e FILE (or --workdir DIR of one that ran)".into(),
+            ));
+        }
+    };
+    if args.file.is_some() || !args.sets.is_empty() {
+        sets = args.sets.clone();
+    }
+    let root = match &args.workdir {
+        Some(dir) => dir.clone(),
+        None => {
+            let stem = Path::new(&file.origin)
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_else(|| "experiment".into());
+            PathBuf::from("runs").join(stem)
+        }
+    };
+    let root = std::path::absolute(&root).unwrap_or(root);
+    Ok((experiment::plan::plan(file, &root, &sets, args.yes)?, sets))
+}
+
+pub async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
+    let started = std::time::Instant::now();
+    let (plan, sets) = plan_of(&args)?;
+    if args.action == ExperimentAction::Plan {
+        print!("{}", plan.table());
+        eprintln!("planned in {:.0} ms; nothing was started", started.elapsed().as_secs_f64() * 1e3);
+        return Ok(());
+    }
+    let mut signals = engine::signals(&plan.root);
+    let summary = run::run(&plan, &sets, args.quiet, &mut signals).await?;
+    let findings = analysis::analyze(&plan)?;
+    if let Some(c) = &findings.comparison {
+        print!("{}", c.table());
+    }
+    print_points(&plan, &findings);
+    eprintln!(
+        "experiment: {} of {} points done ({} now, {} from before), {} failed; {} standup(s); analysis in {}",
+        summary.done + summary.reused,
+        summary.points,
+        summary.done,
+        summary.reused,
+        summary.failed.len(),
+        summary.standups,
+        plan.root.join("analysis/report.html").display()
+    );
+    if !summary.leftovers.is_empty() {
+        eprintln!("still up:");
+        for l in &summary.leftovers {
+            eprintln!("  {l}");
+        }
+        eprintln!("remove with: benchflow teardown {}", plan.root.display());
+    }
+    if summary.interrupted {
+        return Err(CliError::Interrupted(format!(
+            "; the same command resumes: benchflow experiment -e {} --workdir {}",
+            plan.file.origin,
+            plan.root.display()
+        )));
+    }
+    if !summary.failed.is_empty() {
+        let list: Vec<String> =
+            summary.failed.iter().map(|(p, e)| format!("{p}: {}", e.lines().next().unwrap_or(e))).collect();
+        return Err(CliError::RunFailed {
+            step: format!("{} point(s)", summary.failed.len()),
+            error: format!("{}; see points/<id>/ in {}", list.join("; "), plan.root.display()),
+        });
+    }
+    Ok(())
+}
+
+/// One line per point and stage: its values and headline numbers.
+fn print_points(plan: &ExperimentPlan, f: &analysis::Findings) {
+    let lat = &plan.file.spec.analysis.latency;
+    println!(
+        "{:<6} {:<4} {:<40} {:>5} {:>10} {:>12} {:>7}",
+        "point", "stack", "values", "stage", "req/s", lat, "status"
+    );
+    for r in &f.rows {
+        let label =
+            plan.points.iter().find(|p| p.point.id == r.point).map(|p| p.point.label()).unwrap_or_default();
+        let m = |k: &str| r.metrics.get(k).map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<6} {:<4} {:<40} {:>5} {:>10} {:>12} {:>7}{}",
+            r.point,
+            r.stack,
+            label,
+            if r.metrics.is_empty() { "-".into() } else { r.stage.to_string() },
+            m("request_throughput"),
+            m(lat),
+            r.status,
+            if r.pareto { "  (Pareto)" } else { "" }
+        );
+    }
+}
+
+/// `benchflow teardown` of an experiment directory: every stack its record says is up.
+pub async fn teardown(root: &Path) -> Result<(), CliError> {
+    let _lock = crate::workdir::WorkDir::lock_dir(root)?;
+    let mut state = ExpState::load(root)?;
+    let up: Vec<String> = state
+        .stacks
+        .iter()
+        .filter(|(_, s)| matches!(s.status, StackStatus::Up | StackStatus::StandingUp))
+        .map(|(id, _)| id.clone())
+        .collect();
+    if up.is_empty() {
+        eprintln!("nothing to tear down in {}", root.display());
+        return Ok(());
+    }
+    let mut failed = Vec::new();
+    for id in up {
+        let dir = root.join("stacks").join(&id);
+        let mut signals = engine::signals(&dir);
+        let report = run::teardown_dir(&dir, false, &mut signals).await?;
+        let clean = report.leftovers.is_empty() && report.teardown_failed.is_empty();
+        if let Some(s) = state.stacks.get_mut(&id) {
+            s.status = if clean { StackStatus::Down } else { StackStatus::Up };
+        }
+        state.save(root)?;
+        if clean {
+            eprintln!("torn down: stack {id}");
+        } else {
+            failed.push(format!(
+                "stack {id}: {}",
+                [report.leftovers, report.teardown_failed].concat().join("; ")
+            ));
+        }
+    }
+    if failed.is_empty() { Ok(()) } else { Err(CliError::TeardownFailed(failed.join("; "))) }
+}
+
+/// `benchflow status` of an experiment directory: points by status, stacks, who holds it.
+pub fn status(root: &Path) -> Result<(), CliError> {
+    let state = ExpState::load(root)?;
+    println!("experiment {} in {}", state.experiment, root.display());
+    let mut by: std::collections::BTreeMap<String, Vec<&str>> = std::collections::BTreeMap::new();
+    for (id, p) in &state.points {
+        by.entry(format!("{:?}", p.status).to_lowercase()).or_default().push(id);
+    }
+    for (status, ids) in &by {
+        println!("  {status}: {} ({})", ids.len(), ids.join(" "));
+    }
+    for (id, p) in state.points.iter().filter(|(_, p)| p.error.is_some()) {
+        println!("  {id} [{}]: {}", p.label, p.error.as_deref().unwrap_or("").lines().next().unwrap_or(""));
+    }
+    for (id, s) in &state.stacks {
+        println!("  stack {id}: {:?}, stood up {} time(s)", s.status, s.standups);
+    }
+    match crate::workdir::WorkDir::lock_dir(root) {
+        Ok(_) => println!("no benchflow holds this experiment directory"),
+        Err(e) => println!("{e}"),
+    }
+    Ok(())
+}
+
+/// `benchflow analyze` of an experiment directory.
+pub fn analyze(root: &Path) -> Result<(), CliError> {
+    let (file, sets) = recorded(root)?;
+    let root = std::path::absolute(root).unwrap_or(root.to_path_buf());
+    let plan = experiment::plan::plan(file, &root, &sets, true)?;
+    let findings = analysis::analyze(&plan)?;
+    print_points(&plan, &findings);
+    eprintln!("analysis in {}", root.join("analysis").display());
+    Ok(())
+}
+
+pub fn compare(args: CompareArgs) -> Result<(), CliError> {
+    if !(0.5..1.0).contains(&args.level) {
+        return Err(CliError::Usage(format!("--level {} is not in [0.5, 1)", args.level)));
+    }
+    let dirs: Vec<&Path> = args.dirs.iter().map(PathBuf::as_path).collect();
+    let c = compare_dirs(&dirs, args.level, args.resamples.max(100))?;
+    if let Some(out) = &args.plots {
+        experiment::compare::plots(&dirs, out)?;
+    }
+    match args.output {
+        CompareFormat::Table => print!("{}", c.table()),
+        CompareFormat::Json => println!("{}", serde_json::to_string_pretty(&c).unwrap_or_default()),
+    }
+    Ok(())
+}
+
+impl From<ExperimentError> for CliError {
+    fn from(e: ExperimentError) -> CliError {
+        match e {
+            ExperimentError::Spec(e) => CliError::Spec(e),
+            ExperimentError::Resolve(e) => CliError::Resolve(e),
+            ExperimentError::Session(e) => e.into(),
+            ExperimentError::Workdir(e) => CliError::Workdir(e),
+            ExperimentError::Exec(e) => CliError::Exec(e),
+            e @ (ExperimentError::Invalid { .. } | ExperimentError::Point { .. }) => {
+                CliError::Usage(e.to_string())
+            }
+            e @ ExperimentError::Leftover { .. } => CliError::TeardownFailed(e.to_string()),
+            e @ (ExperimentError::State { .. } | ExperimentError::Plot(_)) => {
+                CliError::Experiment(e.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! Experiments as a user runs them: `benchflow experiment` (and `plan`, resume after SIGINT
+//! and SIGKILL, `teardown`, `analyze`) and `benchflow compare`, against the simulator.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::{
+    loadgen::TempDir,
+    support::{benchflow, text, wait_for},
+};
+
+/// A temporary project directory; benchflow runs inside it.
+struct Project {
+    dir: TempDir,
+}
+
+impl Project {
+    fn new(tag: &str) -> Self {
+        Project { dir: TempDir::new(tag) }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.0.join(rel)
+    }
+
+    fn file(&self, rel: &str, text: &str) -> &Self {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = benchflow();
+        c.args(args).current_dir(&self.dir.0).stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+}
+
+/// A short workload: 2 warm-up requests, then 12 requests at 40/s (well under a second).
+const SHORT: &str = "seed: 1\napi: { stream: true, ignore_eos: true }\ndataset:\n  random: { input_len: 64, output_len: 16 }\nwarmup: { requests: 2 }\nstages:\n  - { rate: 40, requests: 12 }\n";
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .unwrap()
+}
+
+/// How often each stack's engine step started, from the stacks' own event records.
+fn engine_starts(exp: &Path) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(exp.join("stacks")) else { return out };
+    for e in rd {
+        let dir = e.unwrap().path();
+        let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap_or_default();
+        let n = events
+            .lines()
+            .filter(|l| l.contains("\"step_started\"") && l.contains("\"step\":\"01_start_engine\""))
+            .count();
+        out.push((dir.file_name().unwrap().to_string_lossy().to_string(), n));
+    }
+    out.sort();
+    out
+}
+
+fn point_status(exp: &Path, id: &str) -> String {
+    json(&exp.join("state.json"))["points"][id]["status"].as_str().unwrap_or("").to_string()
+}
+
+/// Every engine pid a stack directory recorded.
+fn engine_pids(exp: &Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir(exp.join("stacks")).unwrap() {
+        let dir = e.unwrap().path();
+        for line in std::fs::read_to_string(dir.join("events.jsonl")).unwrap_or_default().lines() {
+            if let Some(rest) = line.split("\"summary\":\"pid ").nth(1)
+                && let Some(pid) = rest.split(',').next().and_then(|p| p.parse().ok())
+            {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+fn alive(pid: i32) -> bool {
+    benchflow::steps::spawn::alive(pid, None)
+}
+
+#[test]
+fn two_setups_by_three_rates_stand_up_two_stacks_and_analyse_six_points() {
+    let p = Project::new("exp-2x3");
+    p.file("workloads/short.yaml", SHORT).file(
+        "experiments/grid.yaml",
+        "description: two engine settings by three rates\nbase: { workload: short }\nfactors:\n  engine.args: [[], [--set, max_num_seqs=4]]\n  workload.stages.0.rate: [20, 40, 80]\ncompare: true\nbetween_points: [reset_prefix_cache]\n",
+    );
+    let out = p.run(&["experiment", "plan", "-e", "grid"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("6 points on 2 stacks"), "{shown}");
+    assert!(shown.contains("setup factors (a new standup per level): engine.args"), "{shown}");
+    assert!(shown.contains("run factors (same stack): workload.stages.0.rate"), "{shown}");
+    assert!(!p.path("runs").exists(), "plan writes nothing");
+
+    let out = p.run(&["experiment", "-e", "grid", "--workdir", "exp", "-q"]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let exp = p.path("exp");
+    // Redeploys = distinct stacks: each stack's engine started exactly once.
+    assert_eq!(engine_starts(&exp), [("s1".to_string(), 1), ("s2".to_string(), 1)]);
+    let state = json(&exp.join("state.json"));
+    for s in ["s1", "s2"] {
+        assert_eq!(state["stacks"][s]["standups"], 1);
+        assert_eq!(state["stacks"][s]["status"], "down");
+    }
+    let points = state["points"].as_object().unwrap();
+    assert_eq!(points.len(), 6);
+    for (id, st) in points {
+        assert_eq!(st["status"], "done", "{id}");
+        assert_eq!(st["attempts"], 1, "{id}");
+        assert!(exp.join("points").join(id).join("analysis/latest/stats.json").is_file(), "{id} analysed");
+        assert!(exp.join("points").join(id).join("inputs/resolved.yaml").is_file());
+    }
+    // The points of one stack ran against its engine (one URL), and the setting took effect.
+    let resolved = std::fs::read_to_string(exp.join("points/p004/inputs/resolved.yaml")).unwrap();
+    assert!(resolved.contains("max_num_seqs=4") && resolved.contains("point p004"), "{resolved}");
+    for pid in engine_pids(&exp) {
+        assert!(!alive(pid), "engine {pid} was torn down");
+    }
+    // design.csv: every point; points.csv: one row per point (one stage each).
+    let design = std::fs::read_to_string(exp.join("design.csv")).unwrap();
+    assert_eq!(design.lines().count(), 7, "{design}");
+    assert!(design.lines().next().unwrap().contains("engine.args,workload.stages.0.rate"));
+    let mut rows = csv::Reader::from_path(exp.join("analysis/points.csv")).unwrap();
+    let header = rows.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap_or_else(|| panic!("{name}"));
+    let rows: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 6);
+    for r in &rows {
+        assert!(r[col("request_throughput")].parse::<f64>().unwrap() > 0.0);
+        assert!(r[col("p99_ttft_ms")].parse::<f64>().unwrap() > 0.0);
+        assert_eq!(&r[col("error_rate")], "0.000000");
+    }
+    assert!(rows.iter().any(|r| &r[col("pareto")] == "true"));
+    for chart in ["latency_vs_throughput", "pareto", "ttft_cdf", "heatmap"] {
+        assert!(exp.join("analysis/plots").join(format!("{chart}.svg")).is_file(), "{chart}");
+    }
+    let report = std::fs::read_to_string(exp.join("analysis/report.html")).unwrap();
+    assert!(report.contains("../points/p006/analysis/latest/report.html"), "links every point's report");
+    // compare: true pairs each max_num_seqs=4 point with the default one at the same rate.
+    let ab = json(&exp.join("analysis/compare.json"));
+    assert_eq!(ab["pairs"].as_array().unwrap().len(), 3);
+    assert!(ab["pairs"][0]["baseline"].as_str().unwrap().starts_with("p001"));
+    assert!(ab["pairs"][0]["other"].as_str().unwrap().starts_with("p004"));
+    // `analyze` recomputes it; the same command again runs nothing.
+    std::fs::remove_file(exp.join("analysis/points.csv")).unwrap();
+    let out = p.run(&["analyze", "exp"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(exp.join("analysis/points.csv").is_file());
+    let out = p.run(&["experiment", "-e", "grid", "--workdir", "exp"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("6 of 6 points done with the same inputs, 0 to run"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(engine_starts(&exp), [("s1".to_string(), 1), ("s2".to_string(), 1)]);
+}
+
+/// Two stacks of two points, each point about a second long.
+const TWO_BY_TWO: &str = "base: { workload: slow }\nfactors:\n  engine.args: [[], [--set, max_num_seqs=8]]\n  workload.stages.0.rate: [20, 30]\n";
+const SLOW: &str = "seed: 1\ndataset:\n  random: { input_len: 32, output_len: 8 }\nstages:\n  - { rate: 20, duration: 1500ms }\n";
+
+#[test]
+fn sigint_after_the_second_point_then_the_same_command_finishes_the_rest() {
+    let p = Project::new("exp-int");
+    p.file("workloads/slow.yaml", SLOW).file("experiments/e.yaml", TWO_BY_TWO);
+    let exp = p.path("exp");
+    let child = p
+        .cmd(&["experiment", "-e", "e", "--workdir", "exp", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the second point done", Duration::from_secs(90), || {
+        exp.join("state.json").is_file() && point_status(&exp, "p002") == "done"
+    });
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("the same command resumes"), "{}", text(&out.stderr));
+    let before = json(&exp.join("state.json"));
+    for pid in engine_pids(&exp) {
+        assert!(!alive(pid), "the interrupt tore the stacks down");
+    }
+    assert_ne!(point_status(&exp, "p004"), "done");
+
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after = json(&exp.join("state.json"));
+    for id in ["p001", "p002"] {
+        assert_eq!(after["points"][id]["attempts"], 1, "{id} is not run again");
+        assert_eq!(after["points"][id]["finished_at"], before["points"][id]["finished_at"]);
+        assert_eq!(
+            std::fs::read_dir(exp.join("points").join(id).join("results")).unwrap().count(),
+            2,
+            "one run (and `latest`)"
+        );
+    }
+    for id in ["p003", "p004"] {
+        assert_eq!(after["points"][id]["status"], "done", "{id}");
+    }
+    assert_eq!(after["stacks"]["s1"]["standups"], 1, "the finished stack is not stood up again");
+    assert_eq!(engine_starts(&exp)[0], ("s1".to_string(), 1));
+    assert_eq!(after["stacks"]["s2"]["status"], "down");
+    assert_eq!(after["invocations"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn sigkill_mid_point_then_teardown_and_rerun_end_with_every_point_done_once() {
+    let p = Project::new("exp-kill");
+    p.file("workloads/slow.yaml", SLOW).file(
+        "experiments/e.yaml",
+        "base: { workload: slow }\nfactors:\n  workload.stages.0.rate: [10, 20, 30]\n",
+    );
+    let exp = p.path("exp");
+    let mut child = p
+        .cmd(&["experiment", "-e", "e", "--workdir", "exp", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the second point running", Duration::from_secs(90), || {
+        exp.join("state.json").is_file() && point_status(&exp, "p002") == "running"
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pids = engine_pids(&exp);
+    assert_eq!(pids.len(), 1);
+    assert!(alive(pids[0]), "the engine outlives a killed benchflow");
+    // The experiment directory's record is enough to tear down what it left.
+    let out = p.run(&["teardown", "exp"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("torn down: stack s1"), "{}", text(&out.stderr));
+    assert!(!alive(pids[0]));
+    assert_eq!(json(&exp.join("state.json"))["stacks"]["s1"]["status"], "down");
+
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let st = json(&exp.join("state.json"));
+    assert_eq!(st["points"]["p001"]["attempts"], 1, "done before the kill: not run again");
+    assert_eq!(st["points"]["p002"]["attempts"], 2, "killed mid-run: run again");
+    assert_eq!(st["points"]["p003"]["attempts"], 1);
+    for id in ["p001", "p002", "p003"] {
+        assert_eq!(st["points"][id]["status"], "done");
+        // One complete run each: the killed attempt's records are kept beside the new one.
+        let stats = exp.join("points").join(id).join("analysis/latest/stats.json");
+        assert_eq!(json(&stats)["stages"].as_array().unwrap().len(), 1, "{id}");
+    }
+    assert_eq!(st["stacks"]["s1"]["standups"], 2, "stood up again after the teardown");
+}
+
+#[test]
+fn max_stacks_two_runs_two_stacks_at_once_and_never_three() {
+    let p = Project::new("exp-par");
+    p.file("workloads/slow.yaml", SLOW).file(
+        "experiments/e.yaml",
+        "base: { workload: slow }\nmax_stacks: 2\nfactors:\n  engine.args: [[], [--set, max_num_seqs=8], [--set, max_num_seqs=16], [--set, max_num_seqs=32]]\n",
+    );
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "exp"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = std::fs::read_to_string(p.path("exp/experiment.log")).unwrap();
+    // From the log, in order: +1 when a stack starts standing up, −1 when it is down.
+    let mut up = 0i32;
+    let mut most = 0;
+    let mut order = Vec::new();
+    for l in log.lines() {
+        if l.contains(" standing up") {
+            up += 1;
+            order.push(l.split("stack ").nth(1).unwrap().split(' ').next().unwrap().to_string());
+        } else if l.ends_with(": down") {
+            up -= 1;
+        }
+        most = most.max(up);
+    }
+    assert_eq!(most, 2, "two at once, never three:\n{log}");
+    assert_eq!(order, ["s1", "s2", "s3", "s4"], "slots are given in order");
+    assert_eq!(engine_starts(&p.path("exp")).iter().map(|(_, n)| n).sum::<usize>(), 4);
+}
+
+#[test]
+fn a_failing_point_is_retried_and_recorded_and_the_others_still_run() {
+    let p = Project::new("exp-fail");
+    p.file("workloads/short.yaml", SHORT).file(
+        "experiments/e.yaml",
+        "base: { workload: short }\nretries: 1\nstop_on_error: false\nfactors:\n  workload.api.model: [tiny-sim, no-such-model, tiny-sim-b]\nconstants:\n  workload.max_failed: 0\n",
+    );
+    // tiny-sim-b: a second name the simulator serves.
+    let out = p.run(&[
+        "experiment",
+        "-e",
+        "e",
+        "--workdir",
+        "exp",
+        "-q",
+        "--set",
+        "engine.args=[--set, 'served_model_names=[tiny-sim, tiny-sim-b]']",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("p002"), "{err}");
+    let st = json(&p.path("exp/state.json"));
+    assert_eq!(st["points"]["p002"]["status"], "failed");
+    assert_eq!(st["points"]["p002"]["attempts"], 2, "retried once");
+    assert!(st["points"]["p002"]["error"].as_str().unwrap().contains("load"), "{}", st["points"]["p002"]);
+    for id in ["p001", "p003"] {
+        assert_eq!(st["points"][id]["status"], "done", "{id}");
+    }
+    let points = std::fs::read_to_string(p.path("exp/analysis/points.csv")).unwrap();
+    assert!(points.lines().any(|l| l.starts_with("p002,") && l.contains(",failed,")), "{points}");
+}
+
+#[test]
+fn bad_experiment_files_are_clear_errors() {
+    let p = Project::new("exp-bad");
+    p.file("workloads/short.yaml", SHORT)
+        .file(
+            "experiments/typo.yaml",
+            "base: { workload: short }\nfactors:\n  workload.stages.0.rat: [1, 2]\n",
+        )
+        .file(
+            "experiments/big.yaml",
+            "base: { workload: short }\nfactors:\n  workload.seed: { from: 1, to: 300, step: 1 }\n",
+        )
+        .file("experiments/empty.yaml", "base: { workload: short }\nfactors:\n  workload.seed: []\n")
+        .file("experiments/both.yaml", "factors:\n  workload.seed: [1, 2]\nconstants:\n  workload.seed: 3\n");
+    let err = |args: &[&str]| {
+        let out = p.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let e = err(&["experiment", "plan", "-e", "typo"]);
+    assert!(
+        e.contains("experiments/typo.yaml:3") && e.contains("did you mean `workload.stages.0.rate`"),
+        "{e}"
+    );
+    let e = err(&["experiment", "plan", "-e", "big"]);
+    assert!(e.contains("300 points") && e.contains("--yes"), "{e}");
+    let out = p.run(&["experiment", "plan", "-e", "big", "--yes"]);
+    assert!(
+        out.status.success() && text(&out.stdout).contains("300 points on 1 stack"),
+        "{}",
+        text(&out.stderr)
+    );
+    let e = err(&["experiment", "plan", "-e", "empty"]);
+    assert!(e.contains("experiments/empty.yaml:3") && e.contains("no levels"), "{e}");
+    let e = err(&["experiment", "plan", "-e", "both"]);
+    assert!(e.contains("experiments/both.yaml:4") && e.contains("both a factor and a constant"), "{e}");
+    let e = err(&["experiment", "plan", "-e", "typo", "--set", "workload.stages.0.rat=3"]);
+    assert!(e.contains("workload.stages.0.rat"), "{e}");
+}
+
+/// An A/B pair of runs at once (so the machine's load falls on both alike), compared.
+fn ab(p: &Project, a: &[&str], b: &[&str]) -> Value {
+    let run = |wd: &str, sets: &[&str]| {
+        let mut args = vec!["e2e", "-w", "ab", "--workdir", wd, "-q"];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        p.cmd(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+    };
+    let (ca, cb) = (run("a", a), run("b", b));
+    for c in [ca, cb] {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = p.run(&["compare", "a", "b", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn diff<'a>(c: &'a Value, metric: &str, stat: &str) -> &'a Value {
+    c["pairs"][0]["diffs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["metric"] == metric && d["stat"] == stat)
+        .unwrap()
+}
+
+/// 8B on H100, 512-token prompts at a low rate: TTFT is mostly the engine's prefill.
+const AB: &str = "seed: 1\ndataset:\n  random: { input_len: 512, output_len: 4 }\nwarmup: { requests: 2 }\nstages:\n  - { rate: 10, requests: 120 }\n";
+
+#[test]
+fn compare_says_no_difference_between_seeds_and_finds_a_20_percent_slowdown() {
+    let p = Project::new("exp-cmp");
+    p.file("workloads/ab.yaml", AB);
+    // No fixed per-request overhead in the engine: all of its time scales with `slowdown`.
+    let profile = "engine.profile=llama-3.1-8b/h100";
+    let fast = "engine.args=[--set, request_overhead=0]";
+    let same = ab(&p, &[profile, fast, "workload.seed=1"], &[profile, fast, "workload.seed=2"]);
+    for stat in ["mean", "median"] {
+        let d = diff(&same, "ttft_ms", stat);
+        assert_eq!(d["verdict"], "no_significant_difference", "{d}");
+        assert!(d["ci_low"].as_f64().unwrap() < 0.0 && d["ci_high"].as_f64().unwrap() > 0.0);
+    }
+    std::fs::remove_dir_all(p.path("a")).unwrap();
+    std::fs::remove_dir_all(p.path("b")).unwrap();
+    // Every engine step 1.2× longer: TTFT (prefill, plus well under a ms of HTTP) +20%.
+    let slow =
+        ab(&p, &[profile, fast], &[profile, "engine.args=[--set, request_overhead=0, --set, slowdown=1.2]"]);
+    let d = diff(&slow, "ttft_ms", "mean");
+    assert_eq!(d["verdict"], "worse", "{d}");
+    let (lo, hi) = (d["relative_low"].as_f64().unwrap(), d["relative_high"].as_f64().unwrap());
+    assert!(lo <= 0.20 && hi >= 0.19, "the interval [{lo:.3}, {hi:.3}] holds the true +19–20%: {d}");
+    // The median is the prefill alone (no queueing): the cleanest view of the +20%.
+    let d = diff(&slow, "ttft_ms", "median");
+    let (lo, hi) = (d["relative_low"].as_f64().unwrap(), d["relative_high"].as_f64().unwrap());
+    assert!(lo <= 0.20 && hi >= 0.19 && d["verdict"] == "worse", "median: [{lo:.3}, {hi:.3}]: {d}");
+    let out = p.run(&["compare", "a", "b"]);
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("ttft_ms") && table.contains("worse") && table.contains("95% interval"),
+        "{table}"
+    );
+}
