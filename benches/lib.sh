@@ -7,6 +7,7 @@ tmp=$(mktemp -d)
 sim_pid=
 cleanup() { [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
+[ -n "${KEEP:-}" ] && trap - EXIT
 
 start_sim() {
   "$bf" sim --port 0 "$@" > "$tmp/sim.out" 2>/dev/null &

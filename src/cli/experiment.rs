@@ -106,6 +106,13 @@ pub async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
         )));
     }
     if !summary.failed.is_empty() {
+        if summary.not_run > 0 {
+            eprintln!(
+                "{} point(s) not run: `stop_on_error: true` stopped the experiment at the first failure \
+                 (the same command resumes with them)",
+                summary.not_run
+            );
+        }
         let list: Vec<String> =
             summary.failed.iter().map(|(p, e)| format!("{p}: {}", e.lines().next().unwrap_or(e))).collect();
         return Err(CliError::RunFailed {

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::{
     ExperimentError,
-    design::{compact, short},
+    design::{compact, short, shown},
     plan::ExperimentPlan,
     state::{ExpState, PointStatus},
 };
@@ -250,7 +250,7 @@ fn charts(plan: &ExperimentPlan, rows: &[Row], dir: &Path) -> Result<Vec<String>
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         let setup: Vec<String> =
-            s.setup.iter().map(|(k, v)| format!("{}={}", short(k, &s.setup), compact(v))).collect();
+            s.setup.iter().map(|(k, v)| format!("{}={}", short(k, &s.setup), shown(v))).collect();
         let label = if setup.is_empty() { s.id.clone() } else { format!("{}: {}", s.id, setup.join(" ")) };
         c.series.push((label, pts));
     }
@@ -347,7 +347,7 @@ fn charts(plan: &ExperimentPlan, rows: &[Row], dir: &Path) -> Result<Vec<String>
             let mut ls: Vec<String> = Vec::new();
             for p in &plan.points {
                 if let Some((_, v)) = p.point.values.iter().find(|(k, _)| k == f) {
-                    let s = compact(v);
+                    let s = shown(v);
                     if !ls.contains(&s) {
                         ls.push(s);
                     }
@@ -364,7 +364,7 @@ fn charts(plan: &ExperimentPlan, rows: &[Row], dir: &Path) -> Result<Vec<String>
                     r.values
                         .iter()
                         .find(|(k, _)| k == f)
-                        .and_then(|(_, v)| ls.iter().position(|l| *l == compact(v)))
+                        .and_then(|(_, v)| ls.iter().position(|l| *l == shown(v)))
                 };
                 if let (Some(i), Some(j), Some(v)) = (at(fx, &rws), at(fy, &cols), get(r, lat)) {
                     // The mean over stages and over points that share the cell (other factors).
@@ -473,7 +473,7 @@ fn report(plan: &ExperimentPlan, f: &Findings) -> String {
             esc(&r.status)
         );
         for (k, _) in &plan.factors {
-            let v = r.values.iter().find(|(x, _)| x == k).map(|(_, v)| compact(v)).unwrap_or_default();
+            let v = r.values.iter().find(|(x, _)| x == k).map(|(_, v)| shown(v)).unwrap_or_default();
             let _ = write!(h, "<td class=l>{}</td>", esc(&v));
         }
         let m = |k: &str| r.metrics.get(k).map(|v| format!("{v:.2}")).unwrap_or_default();

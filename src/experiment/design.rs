@@ -26,7 +26,7 @@ impl Point {
         }
         self.values
             .iter()
-            .map(|(k, v)| format!("{}={}", short(k, &self.values), compact(v)))
+            .map(|(k, v)| format!("{}={}", short(k, &self.values), shown(v)))
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -43,12 +43,23 @@ fn last_segment(p: &str) -> &str {
     p.rsplit('.').find(|s| s.parse::<usize>().is_err()).unwrap_or(p)
 }
 
-/// A value on one line: strings bare, the rest as JSON.
+/// A value on one line: strings bare, the rest as JSON (for CSV files).
 pub fn compact(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         v => v.to_string(),
     }
+}
+
+/// A value for people: like [`compact`], a list of plain items as `[a b]`, at most 32 characters.
+pub fn shown(v: &Value) -> String {
+    let text = match v {
+        Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
+            format!("[{}]", items.iter().map(compact).collect::<Vec<_>>().join(" "))
+        }
+        v => compact(v),
+    };
+    if text.chars().count() > 32 { format!("{}…", text.chars().take(31).collect::<String>()) } else { text }
 }
 
 /// How many points the design has, without building them.
@@ -192,7 +203,9 @@ mod tests {
             ]
         );
         assert_eq!(p[3].values[0].1, serde_json::json!(["-x"]));
-        assert_eq!(p[4].label(), "args=[\"-x\"] rate=4");
+        assert_eq!(p[4].label(), "args=[-x] rate=4");
+        assert_eq!(shown(&serde_json::json!(["--set", "max_num_seqs=8"])), "[--set max_num_seqs=8]");
+        assert_eq!(shown(&Value::from("x".repeat(40))).chars().count(), 32);
     }
 
     #[test]

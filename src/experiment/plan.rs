@@ -388,7 +388,7 @@ impl ExperimentPlan {
         );
         for s in &self.stacks {
             let setup: Vec<String> =
-                s.setup.iter().map(|(k, v)| format!("{k}={}", design::compact(v))).collect();
+                s.setup.iter().map(|(k, v)| format!("{k}={}", design::shown(v))).collect();
             out += &format!(
                 "stack {} ({}): {} point{}{}\n",
                 s.id,

@@ -43,6 +43,8 @@ pub struct Summary {
     pub failed: Vec<(String, String)>,
     /// Stacks stood up in this invocation.
     pub standups: usize,
+    /// Points left pending (after an interrupt, or a failure with `stop_on_error`).
+    pub not_run: usize,
     pub interrupted: bool,
     /// What is still up (after a second Ctrl-C, or a failed teardown).
     pub leftovers: Vec<String>,
@@ -414,6 +416,11 @@ pub async fn run(
     let mut summary = shared.progress.into_inner().expect("progress lock").summary;
     summary.interrupted = shared.interrupts.load(Ordering::SeqCst) > 0;
     let state = shared.state.into_inner().expect("state lock");
+    summary.not_run = plan
+        .points
+        .iter()
+        .filter(|p| state.points.get(&p.point.id).is_none_or(|s| s.status == PointStatus::Pending))
+        .count();
     for (id, s) in &state.stacks {
         if matches!(s.status, StackStatus::Up | StackStatus::StandingUp) {
             summary.leftovers.push(format!("stack {id}: {}", root.join("stacks").join(id).display()));
@@ -464,7 +471,8 @@ async fn run_stack(shared: &Shared<'_>, k: usize, points: &[usize]) -> Result<()
         .stacks
         .get(&stack.id)
         .is_some_and(|s| s.status == StackStatus::Up);
-    let setup_desc: Vec<String> = stack.setup.iter().map(|(k, v)| format!("{k}={}", compact(v))).collect();
+    let setup_desc: Vec<String> =
+        stack.setup.iter().map(|(k, v)| format!("{k}={}", super::design::shown(v))).collect();
     shared.say(&format!(
         "stack {} {}{}",
         stack.id,

@@ -224,7 +224,7 @@ fn sigint_after_the_second_point_then_the_same_command_finishes_the_rest() {
 }
 
 #[test]
-fn sigkill_mid_point_then_teardown_and_rerun_end_with_every_point_done_once() {
+fn sigkill_mid_point_then_the_same_command_reuses_the_stack_and_ends_with_every_point_done_once() {
     let p = Project::new("exp-kill");
     p.file("workloads/slow.yaml", SLOW).file(
         "experiments/e.yaml",
@@ -245,14 +245,12 @@ fn sigkill_mid_point_then_teardown_and_rerun_end_with_every_point_done_once() {
     let pids = engine_pids(&exp);
     assert_eq!(pids.len(), 1);
     assert!(alive(pids[0]), "the engine outlives a killed benchflow");
-    // The experiment directory's record is enough to tear down what it left.
-    let out = p.run(&["teardown", "exp"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("torn down: stack s1"), "{}", text(&out.stderr));
-    assert!(!alive(pids[0]));
-    assert_eq!(json(&exp.join("state.json"))["stacks"]["s1"]["status"], "down");
+    let out = p.run(&["status", "exp"]);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("running: 1 (p002)") && shown.contains("stack s1: Up"), "{shown}");
 
-    let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "-q"]);
+    // The directory's own record is enough to go on: the stack still answers, so it is reused.
+    let out = p.run(&["experiment", "--workdir", "exp", "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let st = json(&exp.join("state.json"));
     assert_eq!(st["points"]["p001"]["attempts"], 1, "done before the kill: not run again");
@@ -260,11 +258,44 @@ fn sigkill_mid_point_then_teardown_and_rerun_end_with_every_point_done_once() {
     assert_eq!(st["points"]["p003"]["attempts"], 1);
     for id in ["p001", "p002", "p003"] {
         assert_eq!(st["points"][id]["status"], "done");
-        // One complete run each: the killed attempt's records are kept beside the new one.
         let stats = exp.join("points").join(id).join("analysis/latest/stats.json");
         assert_eq!(json(&stats)["stages"].as_array().unwrap().len(), 1, "{id}");
     }
-    assert_eq!(st["stacks"]["s1"]["standups"], 2, "stood up again after the teardown");
+    assert_eq!(st["stacks"]["s1"]["standups"], 1, "the engine left up was reused, not started again");
+    assert_eq!(engine_pids(&exp), pids);
+    assert!(!alive(pids[0]), "and torn down at the end");
+}
+
+#[test]
+fn teardown_of_an_experiment_directory_stops_what_a_killed_experiment_left() {
+    let p = Project::new("exp-td");
+    p.file("workloads/slow.yaml", SLOW)
+        .file("experiments/e.yaml", "base: { workload: slow }\nfactors:\n  workload.seed: [1, 2]\n");
+    let exp = p.path("exp");
+    let mut child = p
+        .cmd(&["experiment", "-e", "e", "--workdir", "exp", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first point running", Duration::from_secs(90), || {
+        exp.join("state.json").is_file() && point_status(&exp, "p001") == "running"
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pids = engine_pids(&exp);
+    assert!(alive(pids[0]));
+    let out = p.run(&["teardown", "exp"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("torn down: stack s1"), "{}", text(&out.stderr));
+    assert!(!alive(pids[0]));
+    assert_eq!(json(&exp.join("state.json"))["stacks"]["s1"]["status"], "down");
+    let out = p.run(&["teardown", "exp"]);
+    assert!(
+        out.status.success() && text(&out.stderr).contains("nothing to tear down"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
