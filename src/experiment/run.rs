@@ -128,6 +128,10 @@ impl Shared<'_> {
     }
 
     fn finished_point(&self, id: &str, label: &str, seconds: f64, error: Option<&str>) {
+        let up = {
+            let st = self.state.lock().expect("state lock");
+            st.stacks.values().filter(|s| s.status == StackStatus::Up).count()
+        };
         let line = {
             let mut p = self.progress.lock().expect("progress lock");
             p.finished += 1;
@@ -149,7 +153,7 @@ impl Shared<'_> {
                 format!(", ETA {}", clock(per * left as f64 / parallel.min(left as f64).max(1.0)))
             };
             format!(
-                "{id} [{label}] {} in {:.1} s — {} of {} points{}{eta}",
+                "{id} [{label}] {} in {:.1} s — {} of {} points{}, {up} stack(s) up{eta}",
                 match error {
                     Some(e) => format!("FAILED ({})", e.lines().next().unwrap_or(e)),
                     None => "done".into(),

@@ -247,6 +247,53 @@ fn sigint_while_waiting_and_sigkill_then_teardown_leave_nothing() {
 /// Rendered manifests for a set of scenarios, compared with the files under
 /// `tests/integration/snapshots/` (refresh with `BENCHFLOW_UPDATE_SNAPSHOTS=1`); each manifest
 /// also parses into its k8s-openapi type.
+/// An experiment on Kubernetes: a setup factor (GPUs per pod) × a run factor (rate): two stacks,
+/// each applied once with its own run id (so names never collide), both deleted, every point
+/// measured through a port-forward.
+#[test]
+fn an_experiment_stands_up_one_deployment_per_stack_and_leaves_nothing() {
+    let c = Cluster::new("k8s-exp", Config::default());
+    c.scenario("k8s", &scenario(""));
+    std::fs::create_dir_all(c.dir.0.join("experiments")).unwrap();
+    std::fs::write(
+        c.dir.0.join("experiments/gpus.yaml"),
+        "base: { scenario: k8s, workload: quick }\nfactors:\n  kubernetes.gpus: [1, 2]\n  workload.stages.0.rate: [20, 40]\n",
+    )
+    .unwrap();
+    let out = c.run(&["experiment", "-e", "gpus", "--workdir", "exp", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exp = c.dir.0.join("exp");
+    let st: Value = serde_json::from_slice(&std::fs::read(exp.join("state.json")).unwrap()).unwrap();
+    for p in ["p001", "p002", "p003", "p004"] {
+        assert_eq!(st["points"][p]["status"], "done", "{p}: {}", st["points"][p]);
+        let csv =
+            std::fs::read_to_string(exp.join("points").join(p).join("results/latest/requests.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 21, "{p}");
+    }
+    // One Deployment applied per stack, each named from its own run id; the second asks 2 GPUs.
+    let deploys: Vec<String> = c
+        .standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("PATCH /apis/apps/v1/namespaces/bench/deployments/"))
+        .map(|r| r.split('?').next().unwrap_or("").to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(deploys.len(), 2, "{deploys:?}");
+    let steps = std::fs::read_to_string(exp.join("stacks/s2/plan/steps/07_deploy.json")).unwrap();
+    assert!(
+        steps.contains("\"nvidia.com/gpu\": \"2\"") || steps.contains("\"nvidia.com/gpu\": 2"),
+        "{steps}"
+    );
+    for s in ["s1", "s2"] {
+        assert_eq!(st["stacks"][s]["standups"], 1);
+        assert_eq!(st["stacks"][s]["status"], "down");
+    }
+    assert!(c.labelled().is_empty(), "left: {:?}", c.labelled());
+    assert_absent(&exp, &[HF_CANARY, KUBE_CANARY]);
+}
+
 #[test]
 fn rendered_manifests_match_their_snapshots() {
     let dir = TempDir::new("k8s-snap");
