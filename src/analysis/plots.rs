@@ -80,6 +80,13 @@ impl LineChart {
         }
     }
 
+    /// For a chart of CDFs: x clipped at the series' largest p99.9, y to 1, legend lower right.
+    pub fn finish_cdf(&mut self) {
+        self.x_max = clip(&self.series.iter().map(|(_, s)| s).collect::<Vec<_>>());
+        self.y_max = Some(1.0);
+        self.legend_lower_right = true;
+    }
+
     pub fn has_data(&self) -> bool {
         self.series.iter().any(|(_, s)| !s.is_empty())
     }
@@ -177,6 +184,15 @@ pub struct HeatMap {
     pub values: Vec<Vec<Option<f64>>>,
 }
 
+/// A heat map's axis label: the cell's name at its centre, nothing elsewhere.
+fn cell_label(names: &[String], at: f64) -> String {
+    if (at - at.floor() - 0.5).abs() < 0.01 {
+        names.get(at.floor() as usize).cloned().unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
 fn draw_heat<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &HeatMap) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("{e:?}");
     root.fill(&WHITE).map_err(e)?;
@@ -196,22 +212,8 @@ fn draw_heat<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &HeatMap) -> 
         .y_desc(h.y_desc.as_str())
         .x_labels(nx * 2 + 1)
         .y_labels(ny * 2 + 1)
-        .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            if (x - x.floor() - 0.5).abs() < 0.01 {
-                cols.get(i).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
-        .y_label_formatter(&|y| {
-            let i = y.floor() as usize;
-            if (y - y.floor() - 0.5).abs() < 0.01 {
-                rows.get(i).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|x| cell_label(&cols, *x))
+        .y_label_formatter(&|y| cell_label(&rows, *y))
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 15))
         .draw()
@@ -318,9 +320,7 @@ fn cdf_chart(a: &Analysis, name: &str, what: &str, pick: fn(&super::StageSeries)
     for s in &a.series.stages {
         c.series.push((format!("stage {}: {}", s.stage, s.label), pick(s).clone()));
     }
-    c.x_max = clip(&a.series.stages.iter().map(pick).collect::<Vec<_>>());
-    c.y_max = Some(1.0);
-    c.legend_lower_right = true;
+    c.finish_cdf();
     c
 }
 

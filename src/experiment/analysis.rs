@@ -324,13 +324,7 @@ fn charts(plan: &ExperimentPlan, rows: &[Row], dir: &Path) -> Result<Vec<String>
                 c.series.push((label, pick(s)));
             }
         }
-        c.x_max = c
-            .series
-            .iter()
-            .filter_map(|(_, cdf)| cdf.iter().find(|(_, f)| *f >= 0.999).map(|(x, _)| *x))
-            .reduce(f64::max);
-        c.y_max = Some(1.0);
-        c.legend_lower_right = true;
+        c.finish_cdf();
         if done.len() > 12 {
             c.title += &format!(": the first 12 of {} points", done.len());
         }

@@ -355,13 +355,7 @@ pub fn plots(dirs: &[&Path], out: &Path) -> Result<Vec<String>, ExperimentError>
     }
     let mut drawn = Vec::new();
     for c in &mut charts {
-        c.x_max = c
-            .series
-            .iter()
-            .filter_map(|(_, cdf)| cdf.iter().find(|(_, f)| *f >= 0.999).map(|(x, _)| *x))
-            .reduce(f64::max);
-        c.y_max = Some(1.0);
-        c.legend_lower_right = true;
+        c.finish_cdf();
         if c.has_data() {
             crate::analysis::plots::save(out, c)?;
             drawn.push(c.name.clone());

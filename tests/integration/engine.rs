@@ -2,50 +2,22 @@
 //! `archive`, `reproduce`, on the local platform, checked through the work directory.
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use serde_json::Value;
 
-use crate::{
-    loadgen::TempDir,
-    support::{assert_absent, benchflow, spawn_sim, state, text, tls_fixture, tls_front, wait_for},
+use crate::support::{
+    Project, assert_absent, benchflow, spawn_sim, state, text, tls_fixture, tls_front, wait_for,
 };
 
 const CANARY: &str = "hf_canary_5a1b2c3d4e";
 
-/// A temporary project directory with its own files; benchflow runs inside it.
-struct Project {
-    dir: TempDir,
-}
-
-impl Project {
-    fn new(tag: &str) -> Self {
-        Project { dir: TempDir::new(tag) }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.0.join(rel)
-    }
-
-    fn file(&self, rel: &str, text: &str) -> &Self {
-        let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-        self
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = benchflow();
-        c.args(args).current_dir(&self.dir.0).env("HF_TOKEN", CANARY).env_remove("NO_COLOR");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).stdin(Stdio::null()).output().unwrap()
-    }
+/// A project directory whose commands see the canary token as HF_TOKEN.
+fn project(tag: &str) -> Project {
+    Project::new(tag).with_env("HF_TOKEN", CANARY)
 }
 
 fn status_of(wd: &Path, step: &str) -> String {
@@ -84,7 +56,7 @@ const LONG: &str = "dataset: { random: { input_len: 16, output_len: 400 } }\nsta
 
 #[test]
 fn e2e_on_the_simulator_writes_the_whole_story_and_leaves_nothing_running() {
-    let p = Project::new("e2e");
+    let p = project("e2e");
     p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
     let out = p.run(&["e2e", "-c", "sim", "-w", "quick", "--workdir", "wd"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -184,7 +156,7 @@ fn e2e_on_the_simulator_writes_the_whole_story_and_leaves_nothing_running() {
 
 #[test]
 fn plan_dry_run_renders_everything_and_starts_nothing() {
-    let p = Project::new("plan");
+    let p = project("plan");
     let out = p.run(&["plan", "--dry-run", "--workdir", "wd", "--set", "engine.port=18123"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let bin = std::fs::canonicalize(env!("CARGO_BIN_EXE_benchflow")).unwrap();
@@ -233,7 +205,7 @@ steps:
 "#;
 
 fn shell_project(tag: &str) -> Project {
-    let p = Project::new(tag);
+    let p = project(tag);
     p.file("pipelines/shell.yaml", PIPELINE).file(
         "scenarios/shell.yaml",
         "pipeline: shell\nengine: { kind: endpoint, url: http://127.0.0.1:9 }\nvars: { break: 0 }\n",
@@ -314,7 +286,7 @@ fn a_failed_step_stops_its_dependents_and_teardown_still_runs() {
 
 #[test]
 fn sigint_during_the_run_tears_down_and_records_the_interruption() {
-    let p = Project::new("int");
+    let p = project("int");
     p.file("workloads/long.yaml", LONG);
     let wd = p.path("wd");
     let child = p
@@ -340,7 +312,7 @@ fn sigint_during_the_run_tears_down_and_records_the_interruption() {
 
 #[test]
 fn sigkill_mid_run_then_teardown_from_the_record() {
-    let p = Project::new("kill");
+    let p = project("kill");
     p.file("workloads/long.yaml", LONG);
     let wd = p.path("wd");
     let mut child = p
@@ -369,7 +341,7 @@ fn sigkill_mid_run_then_teardown_from_the_record() {
 
 #[test]
 fn a_work_directory_in_use_is_refused() {
-    let p = Project::new("lock");
+    let p = project("lock");
     std::fs::create_dir_all(p.path("wd")).unwrap();
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -467,7 +439,7 @@ fn malformed_inputs_are_clear_errors_without_panics() {
 
 #[test]
 fn a_second_interrupt_skips_teardown_and_says_what_is_left() {
-    let p = Project::new("twice");
+    let p = project("twice");
     p.file(
         "pipelines/stubborn.yaml",
         r#"
@@ -513,7 +485,7 @@ steps:
 
 #[test]
 fn a_missing_engine_program_is_refused_before_anything_starts() {
-    let p = Project::new("novllm");
+    let p = project("novllm");
     let out = p
         .cmd(&["e2e", "-c", "local-vllm", "--workdir", "wd"])
         .env("PATH", p.path("empty-bin"))
@@ -527,7 +499,7 @@ fn a_missing_engine_program_is_refused_before_anything_starts() {
 
 #[test]
 fn run_and_teardown_continue_what_standup_recorded() {
-    let p = Project::new("continue");
+    let p = project("continue");
     p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
     let out = p.run(&[
         "standup",
@@ -583,7 +555,7 @@ const SLOW_START: &str = "steps:\n  - { name: up, phase: standup, kind: spawn, w
 
 #[test]
 fn sigkill_while_the_engine_starts_leaves_a_record_that_teardown_uses() {
-    let p = Project::new("killstart");
+    let p = project("killstart");
     p.file("pipelines/slow.yaml", SLOW_START).file(
         "scenarios/slow.yaml",
         "pipeline: slow\nengine: { kind: endpoint, url: 'http://127.0.0.1:9' }\n",
@@ -666,7 +638,7 @@ fn another_server_on_the_engine_port_is_refused_not_measured() {
             );
         }
     });
-    let p = Project::new("port");
+    let p = project("port");
     p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
     let port_set = format!("engine.port={port}");
     let out = p.run(&["e2e", "-c", "sim", "-w", "quick", "--workdir", "wd", "--set", &port_set]);
@@ -678,7 +650,7 @@ fn another_server_on_the_engine_port_is_refused_not_measured() {
 
 #[test]
 fn an_engine_that_dies_during_the_run_stops_the_run_with_exit_1() {
-    let p = Project::new("dies");
+    let p = project("dies");
     p.file(
         "scenarios/dying.yaml",
         "platform: local\nengine:\n  kind: sim\n  profile: tiny/cpu\n  args: [--set, die_after=4s, --set, die_mode=exit]\n",
@@ -751,7 +723,7 @@ fn keyed_server() -> (String, Seen) {
 #[test]
 fn the_smoke_test_sends_the_workloads_api_key() {
     let (url, seen) = keyed_server();
-    let p = Project::new("apikey");
+    let p = project("apikey");
     p.file("workloads/keyed.yaml", "api: { api_key: env:BF_TEST_API_KEY, model: m }\ndataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { concurrency: 1, requests: 2 } ]\n");
     let out = p
         .cmd(&["run", "--endpoint", &url, "-w", "keyed", "--workdir", "wd", "-s", "smoke_test", "-q"])
@@ -766,7 +738,7 @@ fn the_smoke_test_sends_the_workloads_api_key() {
 
 #[test]
 fn a_run_whose_requests_all_fail_exits_4_after_analysing_them() {
-    let p = Project::new("allfail");
+    let p = project("allfail");
     // Every request asks for more tokens than the model's context: the server answers 400.
     p.file("scenarios/sim.yaml", SCENARIO).file(
         "workloads/toolong.yaml",
@@ -806,7 +778,7 @@ fn completions_for_each_shell_name_the_commands_and_a_closed_pipe_is_not_an_erro
 fn an_https_endpoint_is_measured_with_its_ca_and_refused_without_it() {
     let (mut sim, plain) = spawn_sim(&["--profile", "fixed/zero"]);
     let url = tls_front(plain.trim_start_matches("http://").to_string());
-    let p = Project::new("https");
+    let p = project("https");
     let ca = tls_fixture("ca.pem").display().to_string();
     let workload = |tls: &str| {
         format!(

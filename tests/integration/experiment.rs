@@ -2,49 +2,14 @@
 //! and SIGKILL, `teardown`, `analyze`) and `benchflow compare`, against the simulator.
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use serde_json::Value;
 
-use crate::{
-    loadgen::TempDir,
-    support::{benchflow, text, wait_for},
-};
-
-/// A temporary project directory; benchflow runs inside it.
-struct Project {
-    dir: TempDir,
-}
-
-impl Project {
-    fn new(tag: &str) -> Self {
-        Project { dir: TempDir::new(tag) }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.0.join(rel)
-    }
-
-    fn file(&self, rel: &str, text: &str) -> &Self {
-        let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-        self
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = benchflow();
-        c.args(args).current_dir(&self.dir.0).stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-}
+use crate::support::{Project, text, wait_for};
 
 /// A short workload: 2 warm-up requests, then 12 requests at 40/s (well under a second).
 const SHORT: &str = "seed: 1\napi: { stream: true, ignore_eos: true }\ndataset:\n  random: { input_len: 64, output_len: 16 }\nwarmup: { requests: 2 }\nstages:\n  - { rate: 40, requests: 12 }\n";
@@ -89,6 +54,22 @@ fn engine_pids(exp: &Path) -> Vec<i32> {
         }
     }
     pids
+}
+
+/// Starts the experiment `e` into `exp/` and SIGKILLs benchflow once `point` is `status`.
+fn kill_when(p: &Project, point: &str, status: &str) {
+    let exp = p.path("exp");
+    let mut child = p
+        .cmd(&["experiment", "-e", "e", "--workdir", "exp", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&format!("{point} {status}"), Duration::from_secs(90), || {
+        exp.join("state.json").is_file() && point_status(&exp, point) == status
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 fn alive(pid: i32) -> bool {
@@ -231,17 +212,7 @@ fn sigkill_mid_point_then_the_same_command_reuses_the_stack_and_ends_with_every_
         "base: { workload: slow }\nfactors:\n  workload.stages.0.rate: [10, 20, 30]\n",
     );
     let exp = p.path("exp");
-    let mut child = p
-        .cmd(&["experiment", "-e", "e", "--workdir", "exp", "-q"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the second point running", Duration::from_secs(90), || {
-        exp.join("state.json").is_file() && point_status(&exp, "p002") == "running"
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when(&p, "p002", "running");
     let pids = engine_pids(&exp);
     assert_eq!(pids.len(), 1);
     assert!(alive(pids[0]), "the engine outlives a killed benchflow");
@@ -272,17 +243,7 @@ fn teardown_of_an_experiment_directory_stops_what_a_killed_experiment_left() {
     p.file("workloads/slow.yaml", SLOW)
         .file("experiments/e.yaml", "base: { workload: slow }\nfactors:\n  workload.seed: [1, 2]\n");
     let exp = p.path("exp");
-    let mut child = p
-        .cmd(&["experiment", "-e", "e", "--workdir", "exp", "-q"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the first point running", Duration::from_secs(90), || {
-        exp.join("state.json").is_file() && point_status(&exp, "p001") == "running"
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when(&p, "p001", "running");
     let pids = engine_pids(&exp);
     assert!(alive(pids[0]));
     let out = p.run(&["teardown", "exp"]);

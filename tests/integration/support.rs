@@ -337,3 +337,46 @@ pub fn tls_front(backend: String) -> String {
     });
     url
 }
+
+/// A temporary project directory with its own files (`scenarios/`, `workloads/`, …); benchflow
+/// runs inside it, stdin closed, with the environment given.
+pub struct Project {
+    pub dir: crate::loadgen::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Project {
+    pub fn new(tag: &str) -> Self {
+        Project { dir: crate::loadgen::TempDir::new(tag), env: Vec::new() }
+    }
+
+    /// With `key=value` in every command's environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.dir.0.join(rel)
+    }
+
+    pub fn file(&self, rel: &str, text: &str) -> &Self {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = benchflow();
+        c.args(args).current_dir(&self.dir.0).env_remove("NO_COLOR").stdin(std::process::Stdio::null());
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        self.cmd(args).output().unwrap()
+    }
+}
