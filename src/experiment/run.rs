@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::{
     ExperimentError,
     design::compact,
-    plan::ExperimentPlan,
+    plan::{ExperimentPlan, PlannedPoint, Stack},
     state::{ExpState, PointState, PointStatus, StackState, StackStatus},
 };
 use crate::{
@@ -51,7 +51,7 @@ pub struct Summary {
 }
 
 /// What every stack task shares.
-struct Shared<'a> {
+pub(super) struct Shared<'a> {
     plan: &'a ExperimentPlan,
     root: PathBuf,
     state: Mutex<ExpState>,
@@ -433,40 +433,58 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Stands a stack up, runs its points, tears it down.
-async fn run_stack(shared: &Shared<'_>, k: usize, points: &[usize]) -> Result<(), ExperimentError> {
+/// A stack that is up: its session, and what its points need to reach it.
+pub(super) struct Up {
+    pub(super) id: String,
+    session: Session,
+    dir: PathBuf,
+    run_id: String,
+    port: Option<u16>,
+    /// Points run on it in this invocation (between_points comes before all but the first).
+    ran: u32,
+}
+
+/// Records `points` failed with `why` (and stops the experiment under `stop_on_error`).
+fn fail_points(shared: &Shared<'_>, points: &[&PlannedPoint], why: &str) -> Result<(), ExperimentError> {
+    for p in points {
+        shared.point(&p.point.id, |s| {
+            s.status = PointStatus::Failed;
+            s.attempts += 1;
+            s.error = Some(why.to_string());
+        })?;
+        shared.finished_point(&p.point.id, &p.point.label(), 0.0, Some(why));
+    }
+    if shared.plan.file.spec.stop_on_error {
+        shared.stopping.store(true, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// Stands a stack up (or finds it still up) in `stacks/<id>/`, for `points` (the first gives
+/// the request). When it cannot, the points are recorded failed and None is returned.
+pub(super) async fn stand_up(
+    shared: &Shared<'_>,
+    stack: &Stack,
+    points: &[&PlannedPoint],
+) -> Result<Option<Up>, ExperimentError> {
     let plan = shared.plan;
-    let stack = &plan.stacks[k];
     let dir = shared.root.join("stacks").join(&stack.id);
     let exp_id = shared.root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let run_id = format!("{exp_id}-{}", stack.id);
-    let first = &plan.points[points[0]];
     let port =
         session::recorded(&dir).and_then(|r| r.get("run.port").and_then(Value::as_u64)).map(|p| p as u16);
     let setup =
-        Setup::new(dir.clone(), first.request.clone()).with_run(run_id.clone(), port.filter(|p| *p != 0));
-    let fail_all = |why: String| -> Result<(), ExperimentError> {
-        for &i in points {
-            let p = &plan.points[i];
-            shared.point(&p.point.id, |s| {
-                s.status = PointStatus::Failed;
-                s.attempts += 1;
-                s.error = Some(why.clone());
-            })?;
-            shared.finished_point(&p.point.id, &p.point.label(), 0.0, Some(&why));
-        }
-        if plan.file.spec.stop_on_error {
-            shared.stopping.store(true, Ordering::SeqCst);
-        }
-        Ok(())
-    };
+        Setup::new(dir.clone(), points[0].request.clone()).with_run(run_id.clone(), port.filter(|p| *p != 0));
     let session = match setup
         .compile_loaded(&plan.loaded)
         .map_err(ExperimentError::from)
         .and_then(|(r, p)| Session::from_parts(&dir, r, p).map_err(ExperimentError::from))
     {
         Ok(s) => s,
-        Err(e) => return fail_all(format!("stack {}: {e}", stack.id)),
+        Err(e) => {
+            fail_points(shared, points, &format!("stack {}: {e}", stack.id))?;
+            return Ok(None);
+        }
     };
     let was_up = shared
         .state
@@ -510,7 +528,7 @@ async fn run_stack(shared: &Shared<'_>, k: usize, points: &[usize]) -> Result<()
             shared.stack(&stack.id, |s| {
                 s.status = if report.leftovers.is_empty() { StackStatus::Down } else { StackStatus::Up }
             })?;
-            return Ok(());
+            return Ok(None);
         }
         Outcome::Failed { step, error, .. } | Outcome::Lost { step, error } => {
             let why = format!("stack {} could not be stood up: {step}: {error}", stack.id);
@@ -518,73 +536,57 @@ async fn run_stack(shared: &Shared<'_>, k: usize, points: &[usize]) -> Result<()
                 s.status = if report.leftovers.is_empty() { StackStatus::Failed } else { StackStatus::Up };
                 s.error = Some(why.clone());
             })?;
-            return fail_all(why);
+            fail_points(shared, points, &why)?;
+            return Ok(None);
         }
     }
     let port = session.resolved.get("run.port").and_then(Value::as_u64).map(|p| p as u16);
-    let mut lost = None;
-    for (n, &i) in points.iter().enumerate() {
-        if shared.stopping() {
-            break;
-        }
-        let p = &plan.points[i];
-        if let Some(why) = &lost {
-            let why = format!("not run: {why}");
-            shared.point(&p.point.id, |s| {
-                s.status = PointStatus::Failed;
-                s.error = Some(why.clone());
-            })?;
-            shared.finished_point(&p.point.id, &p.point.label(), 0.0, Some(&why));
-            continue;
-        }
-        if n > 0
-            && let Err(why) = between_points(shared, &session).await
-        {
-            shared.point(&p.point.id, |s| {
-                s.status = PointStatus::Failed;
-                s.error = Some(why.clone());
-            })?;
-            shared.finished_point(&p.point.id, &p.point.label(), 0.0, Some(&why));
-            if plan.file.spec.stop_on_error {
-                shared.stopping.store(true, Ordering::SeqCst);
-            }
-            continue;
-        }
-        match run_point(shared, i, &dir, &run_id, port).await? {
-            PointEnd::Done | PointEnd::Interrupted => {}
-            PointEnd::Failed => {
-                if plan.file.spec.stop_on_error {
-                    shared.stopping.store(true, Ordering::SeqCst);
-                }
-            }
-            PointEnd::Lost(why) => lost = Some(format!("the stack's engine stopped ({why})")),
-        }
-    }
+    Ok(Some(Up { id: stack.id.clone(), session, dir, run_id, port, ran: 0 }))
+}
+
+/// Tears a stack down (unless a second interrupt said to leave it).
+pub(super) async fn tear_down(shared: &Shared<'_>, up: Up) -> Result<(), ExperimentError> {
     if shared.skip_teardown.load(Ordering::SeqCst) {
         return Ok(());
     }
-    shared.say(&format!("stack {}: tearing down", stack.id));
-    let report = shared.execute(&session, &shared.options(vec![Phase::Teardown], None)).await?;
-    let clean = report.leftovers.is_empty() && report.teardown_failed.is_empty();
+    shared.say(&format!("stack {}: tearing down", up.id));
+    let report = shared.execute(&up.session, &shared.options(vec![Phase::Teardown], None)).await?;
+    let left = [report.leftovers.clone(), report.teardown_failed.clone()].concat().join("; ");
+    let clean = left.is_empty();
     shared.say(&if clean {
-        format!("stack {}: down", stack.id)
+        format!("stack {}: down", up.id)
     } else {
-        format!(
-            "stack {}: teardown left {}",
-            stack.id,
-            [report.leftovers.clone(), report.teardown_failed.clone()].concat().join("; ")
-        )
+        format!("stack {}: teardown left {left}", up.id)
     });
-    shared.stack(&stack.id, |s| {
+    shared.stack(&up.id, |s| {
         s.status = if clean { StackStatus::Down } else { StackStatus::Up };
         if !clean {
-            s.error = Some(format!(
-                "teardown left: {}",
-                [report.leftovers.clone(), report.teardown_failed.clone()].concat().join("; ")
-            ));
+            s.error = Some(format!("teardown left: {left}"));
         }
     })?;
     Ok(())
+}
+
+/// Stands a stack up, runs its points, tears it down.
+async fn run_stack(shared: &Shared<'_>, k: usize, points: &[usize]) -> Result<(), ExperimentError> {
+    let plan = shared.plan;
+    let points: Vec<&PlannedPoint> = points.iter().map(|&i| &plan.points[i]).collect();
+    let Some(mut up) = stand_up(shared, &plan.stacks[k], &points).await? else { return Ok(()) };
+    let mut lost = None;
+    for (n, p) in points.iter().enumerate() {
+        if shared.stopping() {
+            break;
+        }
+        if let Some(why) = &lost {
+            fail_points(shared, &points[n..n + 1], &format!("not run: {why}"))?;
+            continue;
+        }
+        match run_point(shared, p, &mut up).await? {
+            PointEnd::Done | PointEnd::Interrupted | PointEnd::Failed => {}
+            PointEnd::Lost(why) => lost = Some(format!("the stack's engine stopped ({why})")),
+        }
+    }
+    tear_down(shared, up).await
 }
 
 /// Whether the last standup of a stack's work directory ran a step (rather than reusing all).
@@ -595,26 +597,38 @@ fn standup_ran(dir: &Path) -> bool {
     last.iter().any(|l| l.contains("\"step_started\""))
 }
 
-enum PointEnd {
+pub(super) enum PointEnd {
     Done,
     Failed,
     Interrupted,
     Lost(String),
 }
 
-/// One point with its retries, in `points/<id>/`, against the stack in `stack_dir`.
-async fn run_point(
+/// One point with its retries, in `points/<id>/`, against a stack that is up (after the
+/// stack's `between_points` actions, unless it is the stack's first point).
+pub(super) async fn run_point(
     shared: &Shared<'_>,
-    i: usize,
-    stack_dir: &Path,
-    run_id: &str,
-    port: Option<u16>,
+    p: &PlannedPoint,
+    up: &mut Up,
 ) -> Result<PointEnd, ExperimentError> {
     let plan = shared.plan;
-    let p = &plan.points[i];
     let id = &p.point.id;
     let label = p.point.label();
     let dir = shared.root.join("points").join(id);
+    if up.ran > 0
+        && let Err(why) = between_points(shared, &up.session).await
+    {
+        shared.point(id, |s| {
+            s.status = PointStatus::Failed;
+            s.error = Some(why.clone());
+        })?;
+        shared.finished_point(id, &label, 0.0, Some(&why));
+        if plan.file.spec.stop_on_error {
+            shared.stopping.store(true, Ordering::SeqCst);
+        }
+        return Ok(PointEnd::Failed);
+    }
+    up.ran += 1;
     let tries = plan.file.spec.retries + 1;
     let mut last_error = String::new();
     let t0 = Instant::now();
@@ -630,10 +644,10 @@ async fn run_point(
         })?;
         shared.say(&format!(
             "{id} [{label}] on {}: running{}",
-            plan.stacks[p.stack].id,
+            up.id,
             if attempt > 1 { format!(" (attempt {attempt} of {tries})") } else { String::new() }
         ));
-        let setup = Setup::new(dir.clone(), p.request.clone()).with_run(run_id.to_string(), port);
+        let setup = Setup::new(dir.clone(), p.request.clone()).with_run(up.run_id.clone(), up.port);
         let session = match setup
             .compile_loaded(&plan.loaded)
             .map_err(ExperimentError::from)
@@ -646,7 +660,7 @@ async fn run_point(
             }
         };
         let opts = {
-            let mut o = shared.options(vec![Phase::Run, Phase::Analyze], Some(stack_dir.to_path_buf()));
+            let mut o = shared.options(vec![Phase::Run, Phase::Analyze], Some(up.dir.clone()));
             o.teardown_on_failure = false;
             o
         };
@@ -706,6 +720,9 @@ async fn run_point(
         s.duration_s = Some(secs);
     })?;
     shared.finished_point(id, &label, secs, Some(&last_error));
+    if plan.file.spec.stop_on_error {
+        shared.stopping.store(true, Ordering::SeqCst);
+    }
     Ok(PointEnd::Failed)
 }
 
