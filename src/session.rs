@@ -94,8 +94,14 @@ impl Setup {
 }
 
 /// This executable (it serves `benchflow sim` for local engines).
+/// (Linux names a binary replaced on disk while it runs `PATH (deleted)`: the path is kept, so
+/// plans stay the same across a rebuild during a long experiment.)
 pub fn this_binary() -> PathBuf {
-    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("benchflow"))
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("benchflow"));
+    match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(kept) => PathBuf::from(kept),
+        None => exe,
+    }
 }
 
 /// What a work directory recorded (`inputs/resolved.yaml`), if it is one.

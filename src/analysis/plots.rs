@@ -46,8 +46,10 @@ pub struct LineChart {
     pub x_desc: String,
     pub y_desc: String,
     pub series: Vec<(String, Vec<(f64, f64)>)>,
-    /// Dashed vertical lines (stage boundaries), x values.
+    /// Dashed vertical lines (stage boundaries, an answer), x values.
     pub marks: Vec<f64>,
+    /// Text at points (a search's trial numbers).
+    pub labels: Vec<(f64, f64, String)>,
     pub points: bool,
     /// Lines joining each series' points (off for a scatter).
     pub lines: bool,
@@ -72,6 +74,7 @@ impl LineChart {
             y_desc: y_desc.into(),
             series: Vec::new(),
             marks: Vec::new(),
+            labels: Vec::new(),
             points: false,
             lines: true,
             x_max: None,
@@ -149,6 +152,11 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) -> Res
         if c.points || !c.lines {
             chart.draw_series(clipped.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(e)?;
         }
+    }
+    for (x, y, text) in c.labels.iter().filter(|l| l.0 <= x_max && l.1 <= y_max) {
+        chart
+            .draw_series(std::iter::once(Text::new(text.clone(), (*x, *y), ("sans-serif", 14).into_font())))
+            .map_err(e)?;
     }
     if c.series.len() > 1 || c.series.first().is_some_and(|(l, _)| !l.is_empty()) {
         chart

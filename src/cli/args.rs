@@ -139,6 +139,10 @@ pub struct ExperimentArgs {
     /// Run a design larger than the file's `max_points`.
     #[arg(long)]
     pub yes: bool,
+    /// A results store shared by experiments: points measured before with the same inputs
+    /// are copied from it instead of measured again, and new ones are added.
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
     /// Only the experiment's own lines (no step progress of each point).
     #[arg(short, long)]
     pub quiet: bool,

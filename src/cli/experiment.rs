@@ -39,7 +39,7 @@ fn recorded(root: &Path) -> Result<(ExperimentFile, Vec<String>), CliError> {
 }
 
 /// Plans from the file given (or the directory's record) into the chosen directory.
-fn plan_of(args: &ExperimentArgs) -> Result<(ExperimentPlan, Vec<String>), CliError> {
+fn plan_of(args: &ExperimentArgs) -> Result<ExperimentPlan, CliError> {
     let (file, mut sets) = match (&args.file, &args.workdir) {
         (Some(name), _) => (ExperimentFile::find(name)?, Vec::new()),
         (None, Some(dir)) => recorded(dir)?,
@@ -63,28 +63,38 @@ fn plan_of(args: &ExperimentArgs) -> Result<(ExperimentPlan, Vec<String>), CliEr
         }
     };
     let root = std::path::absolute(&root).unwrap_or(root);
-    Ok((experiment::plan::plan(file, &root, &sets, args.yes)?, sets))
+    Ok(experiment::plan::plan(file, &root, &sets, args.yes)?)
 }
 
 pub async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
     let started = std::time::Instant::now();
-    let (plan, sets) = plan_of(&args)?;
+    let plan = plan_of(&args)?;
     if args.action == ExperimentAction::Plan {
         print!("{}", plan.table());
         eprintln!("planned in {:.0} ms; nothing was started", started.elapsed().as_secs_f64() * 1e3);
         return Ok(());
     }
+    let store = args.store.as_deref().map(experiment::store::Store::open).transpose()?;
     let mut signals = engine::signals(&plan.root);
-    let summary = run::run(&plan, &sets, args.quiet, &mut signals).await?;
+    let summary = run::run(&plan, store, args.quiet, &mut signals).await?;
+    if let Some(o) = &summary.search {
+        let text = serde_json::to_string_pretty(o).unwrap_or_default();
+        crate::workdir::write_atomic(&plan.root.join("analysis/search.json"), text.as_bytes())?;
+    }
     let findings = analysis::analyze(&plan)?;
+    if let Some(o) = &findings.search {
+        print!("{}", experiment::search::table(o));
+        println!("answer: {}", o.says);
+    }
     if let Some(c) = &findings.comparison {
         print!("{}", c.table());
     }
     print_points(&plan, &findings);
+    let points = summary.search.as_ref().map_or(summary.points, |o| o.trials.len());
     eprintln!(
         "experiment: {} of {} points done ({} now, {} from before), {} failed; {} standup(s); analysis in {}",
         summary.done + summary.reused,
-        summary.points,
+        points,
         summary.done,
         summary.reused,
         summary.failed.len(),
@@ -104,6 +114,14 @@ pub async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
             plan.file.origin,
             plan.root.display()
         )));
+    }
+    if let Some(o) = &summary.search {
+        // A search's trials may fail (that is what they probe); it fails only when a trial
+        // measured nothing.
+        if o.trials.iter().any(|t| t.verdict == experiment::search::Verdict::Error) {
+            return Err(CliError::RunFailed { step: "the search".into(), error: o.says.clone() });
+        }
+        return Ok(());
     }
     if !summary.failed.is_empty() {
         if summary.not_run > 0 {
@@ -131,8 +149,12 @@ fn print_points(plan: &ExperimentPlan, f: &analysis::Findings) {
         "point", "stack", "values", "stage", "req/s", lat, "status"
     );
     for r in &f.rows {
-        let label =
-            plan.points.iter().find(|p| p.point.id == r.point).map(|p| p.point.label()).unwrap_or_default();
+        let label = experiment::design::Point {
+            id: r.point.clone(),
+            name: (!r.name.is_empty()).then(|| r.name.clone()),
+            values: r.values.clone(),
+        }
+        .label();
         let m = |k: &str| r.metrics.get(k).map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
         println!(
             "{:<6} {:<4} {:<40} {:>5} {:>10} {:>12} {:>7}{}",
@@ -215,6 +237,10 @@ pub fn analyze(root: &Path) -> Result<(), CliError> {
     let plan = experiment::plan::plan(file, &root, &sets, true)?;
     let findings = analysis::analyze(&plan)?;
     print_points(&plan, &findings);
+    if let Some(o) = &findings.search {
+        print!("{}", experiment::search::table(o));
+        println!("answer: {}", o.says);
+    }
     eprintln!("analysis in {}", root.join("analysis").display());
     Ok(())
 }

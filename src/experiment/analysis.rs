@@ -17,6 +17,7 @@ use super::{
     ExperimentError,
     design::{compact, short, shown},
     plan::ExperimentPlan,
+    search,
     state::{ExpState, PointStatus},
 };
 use crate::{
@@ -51,6 +52,7 @@ pub struct Row {
 #[derive(Debug, Clone, Default)]
 pub struct Findings {
     pub rows: Vec<Row>,
+    pub search: Option<search::Outcome>,
     pub charts: Vec<String>,
     pub comparison: Option<crate::experiment::compare::Comparison>,
 }
@@ -95,8 +97,34 @@ pub fn pareto(xy: &[(f64, f64)]) -> Vec<usize> {
         .collect()
 }
 
-/// Recomputes `analysis/` of an experiment directory.
+/// A search's record, `analysis/search.json`.
+pub fn search_record(root: &Path) -> Option<search::Outcome> {
+    serde_json::from_slice(&std::fs::read(root.join("analysis/search.json")).ok()?).ok()
+}
+
+/// Recomputes `analysis/` of an experiment directory (a search's trials are its points).
 pub fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError> {
+    let mut with_trials;
+    let outcome = match &plan.file.spec.search {
+        Some(s) => {
+            let o = search_record(&plan.root);
+            with_trials = plan.clone();
+            for t in o.iter().flat_map(|o| &o.trials) {
+                let point = super::design::Point {
+                    id: t.point.clone(),
+                    name: None,
+                    values: search::point_values(s, t.x, t.seed),
+                };
+                with_trials.place(point)?;
+            }
+            o
+        }
+        None => {
+            with_trials = plan.clone();
+            None
+        }
+    };
+    let plan = &with_trials;
     let root = &plan.root;
     let out = root.join("analysis");
     let io =
@@ -180,8 +208,11 @@ pub fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError> {
         rows[i].pareto = true;
     }
     write_points_csv(&out.join("points.csv"), plan, &rows)?;
-    let mut findings = Findings { rows, ..Findings::default() };
+    let mut findings = Findings { rows, search: outcome, ..Findings::default() };
     findings.charts = charts(plan, &findings.rows, &out.join("plots"))?;
+    if let Some(o) = &findings.search {
+        findings.charts.extend(search_charts(o, &out.join("plots"))?);
+    }
     if e.compare {
         let c = super::compare::experiment_ab(plan, e.analysis.level)?;
         write_atomic(
@@ -390,6 +421,72 @@ fn charts(plan: &ExperimentPlan, rows: &[Row], dir: &Path) -> Result<Vec<String>
     Ok(drawn)
 }
 
+/// A search's charts: offered against achieved, and latency against offered, each trial
+/// numbered in the order it ran, the answer marked.
+fn search_charts(o: &search::Outcome, dir: &Path) -> Result<Vec<String>, ExperimentError> {
+    let mut drawn = Vec::new();
+    let measured: Vec<&search::Trial> =
+        o.trials.iter().filter(|t| t.verdict != search::Verdict::Error).collect();
+    let numbered = |f: fn(&search::Trial) -> f64| -> Vec<(f64, f64, String)> {
+        measured.iter().filter(|t| f(t).is_finite()).map(|t| (t.x, f(t), format!(" {}", t.n))).collect()
+    };
+    let marks: Vec<f64> = o.answer.into_iter().collect();
+    let answer = o.answer.map(|a| format!(", answer {a} (dashed)")).unwrap_or_default();
+    if o.objective == crate::spec::experiment::Objective::MaxStableRate {
+        let mut c = LineChart::new(
+            "search_rates",
+            format!("Offered against achieved rate{answer}"),
+            format!("offered ({})", o.factor),
+            "achieved requests/s",
+        );
+        let top = measured.iter().map(|t| t.x.max(t.achieved)).fold(0.0, f64::max);
+        c.series.push(("achieved = offered".into(), vec![(0.0, 0.0), (top, top)]));
+        let mut pass: Vec<(f64, f64)> = Vec::new();
+        let mut fail: Vec<(f64, f64)> = Vec::new();
+        for t in &measured {
+            if t.verdict == search::Verdict::Pass {
+                pass.push((t.x, t.achieved))
+            } else {
+                fail.push((t.x, t.achieved))
+            }
+        }
+        c.series.push(("stable".into(), pass));
+        c.series.push(("unstable".into(), fail));
+        c.points = true;
+        c.lines = false;
+        c.labels = numbered(|t| t.achieved);
+        c.marks = marks.clone();
+        if c.has_data() {
+            plots::save(dir, &c)?;
+            drawn.push(c.name.clone());
+        }
+    }
+    let mut c = LineChart::new(
+        "search_latency",
+        format!("TTFT against the searched value{answer}"),
+        o.factor.clone(),
+        "milliseconds",
+    );
+    let mut by_x: Vec<&search::Trial> = measured.clone();
+    by_x.sort_by(|a, b| a.x.total_cmp(&b.x));
+    c.series.push((
+        "TTFT p99".into(),
+        by_x.iter().filter(|t| t.p99_ttft_ms.is_finite()).map(|t| (t.x, t.p99_ttft_ms)).collect(),
+    ));
+    c.series.push((
+        "TTFT median".into(),
+        by_x.iter().filter(|t| t.median_ttft_ms.is_finite()).map(|t| (t.x, t.median_ttft_ms)).collect(),
+    ));
+    c.points = true;
+    c.labels = numbered(|t| t.p99_ttft_ms);
+    c.marks = marks;
+    if c.has_data() {
+        plots::save(dir, &c)?;
+        drawn.push(c.name.clone());
+    }
+    Ok(drawn)
+}
+
 fn point_label(plan: &ExperimentPlan, id: &str) -> String {
     plan.points
         .iter()
@@ -424,6 +521,10 @@ fn report(plan: &ExperimentPlan, f: &Findings) -> String {
         esc(&plan.factors.iter().filter(|x| x.1).map(|x| x.0.as_str()).collect::<Vec<_>>().join(", ")),
         esc(&plan.factors.iter().filter(|x| !x.1).map(|x| x.0.as_str()).collect::<Vec<_>>().join(", ")),
     );
+    if let Some(o) = &f.search {
+        let _ =
+            write!(h, "<h2>Search</h2><p><b>{}</b></p><pre>{}</pre>", esc(&o.says), esc(&search::table(o)));
+    }
     if let Some(c) = &f.comparison {
         let _ = write!(h, "<h2>A/B comparison</h2><pre>{}</pre>", esc(&c.table()));
     }

@@ -19,7 +19,9 @@ pub mod compare;
 pub mod design;
 pub mod plan;
 pub mod run;
+pub mod search;
 pub mod state;
+pub mod store;
 
 use crate::{resolve::ResolveError, session::SessionError, spec::SpecError, workdir::WorkdirError};
 

@@ -88,14 +88,18 @@ pub struct ExperimentPlan {
     pub loaded: Loaded,
     /// The experiment directory.
     pub root: PathBuf,
+    /// The command line's `--set`s.
+    pub sets: Vec<String>,
 }
 
-/// The run context every point is compiled with at planning time: the same for all, so their
-/// standup steps compare equal exactly when their inputs do.
-fn planning_context(root: &Path) -> RunContext {
+/// The run context every point is compiled with at planning time: the same for all points of
+/// all experiments, so two points' steps hash alike exactly when their inputs are alike (the
+/// benchflow binary included): what groups points into stacks, and what a results store is
+/// keyed by.
+fn planning_context() -> RunContext {
     RunContext {
-        id: root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "experiment".into()),
-        workdir: root.to_path_buf(),
+        id: "plan".into(),
+        workdir: PathBuf::from("/"),
         bin: crate::session::this_binary(),
         port: Some(0),
     }
@@ -247,8 +251,8 @@ pub fn plan(
             });
         }
     }
-    let points = design::points(e);
-    let ctx = planning_context(root);
+    let points = if e.search.is_some() { Vec::new() } else { design::points(e) };
+    let ctx = planning_context();
     let base = Request {
         scenario: e.base.scenario.clone(),
         harness: e.base.harness.clone(),
@@ -271,40 +275,27 @@ pub fn plan(
             );
         }
     }
+    if let Some(search) = &e.search {
+        paths.push((search.factor.clone(), file.origin.clone()));
+    }
     for (path, at) in &paths {
         check_variable(&base_resolved.values, path, at)?;
     }
 
-    let mut planned = Vec::with_capacity(points.len());
-    let mut stacks: Vec<Stack> = Vec::new();
-    let mut plans = Vec::new();
+    let mut out = ExperimentPlan {
+        file,
+        points: Vec::with_capacity(points.len()),
+        stacks: Vec::new(),
+        factors: Vec::new(),
+        loaded,
+        root: root.to_path_buf(),
+        sets: sets.to_vec(),
+    };
     for point in points {
-        let req = request(&file, &point, sets);
-        let (_, p) = compile(&loaded, &req, &ctx).map_err(|message| ExperimentError::Point {
-            at: file.origin.clone(),
-            point: point.id.clone(),
-            label: point.label(),
-            message,
-        })?;
-        let sh = stack_hash(&p);
-        let stack = match stacks.iter().position(|s| s.hash == sh) {
-            Some(i) => i,
-            None => {
-                stacks.push(Stack {
-                    id: format!("s{}", stacks.len() + 1),
-                    hash: sh,
-                    points: Vec::new(),
-                    setup: Vec::new(),
-                });
-                stacks.len() - 1
-            }
-        };
-        stacks[stack].points.push(planned.len());
-        planned.push(PlannedPoint { point, request: req, stack, hash: plan_hash(&p) });
-        if plans.is_empty() {
-            plans.push(p);
-        }
+        out.place(point)?;
     }
+    let ExperimentPlan { file, points: planned, mut stacks, loaded, .. } = out;
+    let e = &file.spec;
     // Setup or run factor: does changing it alone (from the first point) change the stack?
     let mut factors = Vec::new();
     let columns: Vec<String> = match &e.design {
@@ -321,8 +312,27 @@ pub fn plan(
         }
         _ => e.factors.iter().map(|(p, _)| p.clone()).collect(),
     };
+    let columns = match &e.search {
+        Some(search) => vec![search.factor.clone()],
+        None => columns,
+    };
     for path in &columns {
-        let setup = if stacks.len() == 1 {
+        let setup = if let Some(search) = &e.search {
+            // The search's factor: do its two ends need different stacks?
+            let at = |x: f64| {
+                let point =
+                    Point { id: "probe".into(), name: None, values: vec![(path.clone(), Value::from(x))] };
+                compile(&loaded, &request(&file, &point, sets), &ctx).map(|(_, p)| stack_hash(&p))
+            };
+            let (a, b) = (at(search.from), at(search.to));
+            if let (Err(m), _) | (_, Err(m)) = (&a, &b) {
+                return Err(ExperimentError::Invalid {
+                    at: file.origin.clone(),
+                    message: format!("search: {m}"),
+                });
+            }
+            a.ok() != b.ok()
+        } else if stacks.len() == 1 {
             false
         } else {
             let first = &planned[0];
@@ -362,10 +372,53 @@ pub fn plan(
             .cloned()
             .collect();
     }
-    Ok(ExperimentPlan { file, points: planned, stacks, factors, loaded, root: root.to_path_buf() })
+    Ok(ExperimentPlan {
+        file,
+        points: planned,
+        stacks,
+        factors,
+        loaded,
+        root: root.to_path_buf(),
+        sets: sets.to_vec(),
+    })
 }
 
 impl ExperimentPlan {
+    /// Compiles one more point and puts it on its stack (a new one if no stack has its standup);
+    /// returns its index.
+    pub fn place(&mut self, point: Point) -> Result<usize, ExperimentError> {
+        let req = request(&self.file, &point, &self.sets);
+        let (_, p) =
+            compile(&self.loaded, &req, &planning_context()).map_err(|message| ExperimentError::Point {
+                at: self.file.origin.clone(),
+                point: point.id.clone(),
+                label: point.label(),
+                message,
+            })?;
+        let sh = stack_hash(&p);
+        let stack = match self.stacks.iter().position(|s| s.hash == sh) {
+            Some(i) => i,
+            None => {
+                let setup = point
+                    .values
+                    .iter()
+                    .filter(|(k, _)| self.factors.iter().any(|(f, setup)| f == k && *setup))
+                    .cloned()
+                    .collect();
+                self.stacks.push(Stack {
+                    id: format!("s{}", self.stacks.len() + 1),
+                    hash: sh,
+                    points: Vec::new(),
+                    setup,
+                });
+                self.stacks.len() - 1
+            }
+        };
+        self.stacks[stack].points.push(self.points.len());
+        self.points.push(PlannedPoint { point, request: req, stack, hash: plan_hash(&p) });
+        Ok(self.points.len() - 1)
+    }
+
     /// The design and its stacks, for people (`benchflow experiment plan`).
     pub fn table(&self) -> String {
         let mut out = String::new();
@@ -381,6 +434,23 @@ impl ExperimentPlan {
             if self.stacks.len() == 1 { "" } else { "s" },
             e.max_stacks,
         );
+        if let Some(s) = &e.search {
+            out += &format!(
+                "search: {} over {} in [{}, {}]{}, at most {} trials, until the bracket is {}; each trial is \
+                 decided from the ones before it (docs/search.md)\n",
+                s.objective.as_str(),
+                s.factor,
+                s.from,
+                s.to,
+                if s.integer { " (whole values)" } else { "" },
+                s.trials,
+                if s.integer {
+                    "one step wide".to_string()
+                } else {
+                    format!("{}% wide", s.precision * 100.0)
+                },
+            );
+        }
         out += &format!(
             "setup factors (a new standup per level): {}\nrun factors (same stack): {}\n\n",
             if setup.is_empty() { "none".to_string() } else { setup.join(", ") },

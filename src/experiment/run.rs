@@ -21,7 +21,9 @@ use super::{
     ExperimentError,
     design::compact,
     plan::{ExperimentPlan, PlannedPoint, Stack},
+    search::{self, Decision},
     state::{ExpState, PointState, PointStatus, StackState, StackStatus},
+    store::{self, Store},
 };
 use crate::{
     exec::{self, Options, Outcome, Report},
@@ -48,6 +50,8 @@ pub struct Summary {
     pub interrupted: bool,
     /// What is still up (after a second Ctrl-C, or a failed teardown).
     pub leftovers: Vec<String>,
+    /// A search's answer and trials.
+    pub search: Option<super::search::Outcome>,
 }
 
 /// What every stack task shares.
@@ -65,6 +69,9 @@ pub(super) struct Shared<'a> {
     next_session: AtomicU32,
     quiet: bool,
     progress: Mutex<Progress>,
+    /// A failed point stops the experiment (a search's trials may fail: they do not).
+    stop_on_error: bool,
+    store: Option<Store>,
 }
 
 struct Progress {
@@ -237,7 +244,7 @@ pub async fn teardown_dir(
 /// Runs (or resumes) an experiment in `plan.root`. `signals` delivers one message per Ctrl-C.
 pub async fn run(
     plan: &ExperimentPlan,
-    sets: &[String],
+    store: Option<Store>,
     quiet: bool,
     signals: &mut mpsc::UnboundedReceiver<()>,
 ) -> Result<Summary, ExperimentError> {
@@ -247,7 +254,7 @@ pub async fn run(
     let _lock = WorkDir::lock_dir(&root)?;
     let mut state = ExpState::load(&root)?;
     let resuming = !state.points.is_empty();
-    write_inputs(plan, sets)?;
+    write_inputs(plan, &plan.sets)?;
     state.experiment = plan.file.origin.clone();
     state.invocations.push(utc_now());
     // What is done with the same inputs stays done; the rest is to do.
@@ -255,11 +262,30 @@ pub async fn run(
     let mut reused = 0;
     for (i, p) in plan.points.iter().enumerate() {
         let stack = &plan.stacks[p.stack];
-        let entry = state.points.entry(p.point.id.clone()).or_default();
-        if entry.status == PointStatus::Done && entry.hash == p.hash {
+        if let Some(from) = reusable(&state, &root, store.as_ref(), p) {
+            // Measured before with the same inputs (here under another id, or in the store).
+            if from != root.join("points").join(&p.point.id) {
+                store::copy_point(&from, &root.join("points").join(&p.point.id))?;
+            }
+            let entry = state.points.entry(p.point.id.clone()).or_default();
+            if entry.status != PointStatus::Done || entry.hash != p.hash {
+                *entry = PointState {
+                    status: PointStatus::Done,
+                    hash: p.hash.clone(),
+                    stack: stack.id.clone(),
+                    label: p.point.label(),
+                    finished_at: Some(utc_now()),
+                    error: Some(format!(
+                        "not measured again: the same inputs were measured in {}",
+                        from.display()
+                    )),
+                    ..PointState::default()
+                };
+            }
             reused += 1;
             continue;
         }
+        let entry = state.points.entry(p.point.id.clone()).or_default();
         *entry = PointState {
             status: PointStatus::Pending,
             hash: p.hash.clone(),
@@ -280,7 +306,11 @@ pub async fn run(
             e.hash = s.hash.clone();
         }
     }
-    let total_todo: usize = todo.iter().map(Vec::len).sum();
+    let searching = plan.file.spec.search.clone();
+    let total_todo: usize = match &searching {
+        Some(s) => s.trials as usize,
+        None => todo.iter().map(Vec::len).sum(),
+    };
     let shared = Shared {
         plan,
         root: root.clone(),
@@ -299,6 +329,8 @@ pub async fn run(
             seconds: 0.0,
             summary: Summary { points: plan.points.len(), reused, ..Summary::default() },
         }),
+        stop_on_error: plan.file.spec.stop_on_error && searching.is_none(),
+        store,
     };
     shared.save()?;
     if resuming {
@@ -358,8 +390,14 @@ pub async fn run(
         }
     }
 
-    let error = {
+    let (error, outcome) = {
         let driver = async {
+            if let Some(search) = &searching {
+                return match search_driver(&shared, search).await {
+                    Ok(o) => (None, Some(o)),
+                    Err(e) => (Some(e), None),
+                };
+            }
             let slots = Semaphore::new(plan.file.spec.max_stacks as usize);
             let mut running = FuturesUnordered::new();
             let mut first_error = None;
@@ -392,7 +430,7 @@ pub async fn run(
                     first_error.get_or_insert(e);
                 }
             }
-            first_error
+            (first_error, None)
         };
         tokio::pin!(driver);
         loop {
@@ -419,6 +457,7 @@ pub async fn run(
     }
     let mut summary = shared.progress.into_inner().expect("progress lock").summary;
     summary.interrupted = shared.interrupts.load(Ordering::SeqCst) > 0;
+    summary.search = outcome;
     let state = shared.state.into_inner().expect("state lock");
     summary.not_run = plan
         .points
@@ -454,7 +493,7 @@ fn fail_points(shared: &Shared<'_>, points: &[&PlannedPoint], why: &str) -> Resu
         })?;
         shared.finished_point(&p.point.id, &p.point.label(), 0.0, Some(why));
     }
-    if shared.plan.file.spec.stop_on_error {
+    if shared.stop_on_error {
         shared.stopping.store(true, Ordering::SeqCst);
     }
     Ok(())
@@ -589,6 +628,149 @@ async fn run_stack(shared: &Shared<'_>, k: usize, points: &[usize]) -> Result<()
     tear_down(shared, up).await
 }
 
+/// Where a point's inputs were measured already: itself (done with the same hash), another
+/// point of this experiment, or the store.
+fn reusable(state: &ExpState, root: &Path, store: Option<&Store>, p: &PlannedPoint) -> Option<PathBuf> {
+    let own = root.join("points").join(&p.point.id);
+    if state.points.get(&p.point.id).is_some_and(|s| s.status == PointStatus::Done && s.hash == p.hash) {
+        return Some(own);
+    }
+    let twin = state
+        .points
+        .iter()
+        .filter(|(id, s)| **id != p.point.id && s.status == PointStatus::Done && s.hash == p.hash)
+        .map(|(id, _)| root.join("points").join(id))
+        .find(|d| store::measured(d));
+    twin.or_else(|| store?.lookup(&p.hash))
+}
+
+/// The search: propose a value, run it as a point on its stack (kept up from trial to trial
+/// while the stack stays the same), judge it, until the search says it is done.
+async fn search_driver(
+    shared: &Shared<'_>,
+    s: &crate::spec::experiment::Search,
+) -> Result<search::Outcome, ExperimentError> {
+    let mut grown = shared.plan.clone();
+    let mut trials: Vec<search::Trial> = Vec::new();
+    let mut up: Option<Up> = None;
+    let base_seed = grown
+        .loaded
+        .resolve(
+            &grown.points.first().map(|p| p.request.clone()).unwrap_or_else(|| {
+                super::plan::request(
+                    &grown.file,
+                    &super::design::Point { id: "base".into(), name: None, values: Vec::new() },
+                    &grown.sets,
+                )
+            }),
+            &crate::resolve::RunContext {
+                id: "seed".into(),
+                workdir: shared.root.clone(),
+                bin: crate::session::this_binary(),
+                port: Some(0),
+            },
+        )
+        .ok();
+    let slo_defined = base_seed
+        .as_ref()
+        .and_then(|r| r.workload.as_ref())
+        .is_some_and(|w| w.slo.ttft.is_some() || w.slo.tpot.is_some() || w.slo.e2el.is_some());
+    let base_seed =
+        base_seed.as_ref().and_then(|r| r.get("workload.seed")).and_then(Value::as_u64).unwrap_or(42);
+    let result: Result<(), ExperimentError> = loop {
+        if shared.stopping() {
+            break Ok(());
+        }
+        let (x, repeat) = match search::decide(s, &trials) {
+            Decision::Done => break Ok(()),
+            Decision::Try { x, repeat } => (x, repeat),
+        };
+        let n = trials.len() + 1;
+        let seed = (repeat > 0).then(|| base_seed + u64::from(repeat));
+        let values = search::point_values(s, x, seed);
+        let point = super::design::Point { id: format!("p{n:03}"), name: None, values };
+        let i = grown.place(point)?;
+        let p = grown.points[i].clone();
+        let stack = grown.stacks[p.stack].clone();
+        let dir = shared.root.join("points").join(&p.point.id);
+        let source =
+            reusable(&shared.state.lock().expect("state lock"), &shared.root, shared.store.as_ref(), &p);
+        match source {
+            Some(from) => {
+                if from != dir {
+                    store::copy_point(&from, &dir)?;
+                }
+                shared.point(&p.point.id, |st| {
+                    if st.status != PointStatus::Done || st.hash != p.hash {
+                        *st = PointState {
+                            status: PointStatus::Done,
+                            hash: p.hash.clone(),
+                            stack: stack.id.clone(),
+                            label: p.point.label(),
+                            finished_at: Some(utc_now()),
+                            ..PointState::default()
+                        };
+                    }
+                })?;
+                shared.progress.lock().expect("progress lock").summary.reused += 1;
+            }
+            None => {
+                shared.point(&p.point.id, |st| {
+                    *st = PointState {
+                        status: PointStatus::Pending,
+                        hash: p.hash.clone(),
+                        stack: stack.id.clone(),
+                        label: p.point.label(),
+                        attempts: st.attempts,
+                        ..PointState::default()
+                    };
+                })?;
+                if up.as_ref().is_some_and(|u| u.id != stack.id)
+                    && let Some(u) = up.take()
+                {
+                    tear_down(shared, u).await?;
+                }
+                if up.is_none() {
+                    up = stand_up(shared, &stack, &[&p]).await?;
+                }
+                let Some(u) = up.as_mut() else {
+                    trials.push(search::measure(&dir, s, slo_defined, n, x, repeat));
+                    break Ok(());
+                };
+                match run_point(shared, &p, u).await? {
+                    PointEnd::Interrupted => break Ok(()),
+                    PointEnd::Lost(_) => {
+                        trials.push(search::measure(&dir, s, slo_defined, n, x, repeat));
+                        break Ok(());
+                    }
+                    PointEnd::Done | PointEnd::Failed => {}
+                }
+            }
+        }
+        let mut t = search::measure(&dir, s, slo_defined, n, x, repeat);
+        t.seed = seed;
+        shared.say(&format!(
+            "trial {n}: {} = {x}{} → {}{}: {}",
+            s.factor,
+            if repeat > 0 { format!(" (repeat {repeat}, another seed)") } else { String::new() },
+            match t.verdict {
+                search::Verdict::Pass => "pass",
+                search::Verdict::Fail => "fail",
+                search::Verdict::Measured => "measured",
+                search::Verdict::Error => "error",
+            },
+            if t.marginal { " (marginal)" } else { "" },
+            t.why
+        ));
+        trials.push(t);
+    };
+    if let Some(u) = up {
+        tear_down(shared, u).await?;
+    }
+    result?;
+    Ok(search::conclude(s, trials))
+}
+
 /// Whether the last standup of a stack's work directory ran a step (rather than reusing all).
 fn standup_ran(dir: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(dir.join("events.jsonl")) else { return true };
@@ -623,7 +805,7 @@ pub(super) async fn run_point(
             s.error = Some(why.clone());
         })?;
         shared.finished_point(id, &label, 0.0, Some(&why));
-        if plan.file.spec.stop_on_error {
+        if shared.stop_on_error {
             shared.stopping.store(true, Ordering::SeqCst);
         }
         return Ok(PointEnd::Failed);
@@ -681,6 +863,9 @@ pub(super) async fn run_point(
                     s.duration_s = Some(secs);
                 })?;
                 shared.finished_point(id, &label, secs, None);
+                if let Some(store) = &shared.store {
+                    store.record(&p.hash, &dir, &label)?;
+                }
                 return Ok(PointEnd::Done);
             }
             Outcome::Interrupted => {
@@ -720,7 +905,7 @@ pub(super) async fn run_point(
         s.duration_s = Some(secs);
     })?;
     shared.finished_point(id, &label, secs, Some(&last_error));
-    if plan.file.spec.stop_on_error {
+    if shared.stop_on_error {
         shared.stopping.store(true, Ordering::SeqCst);
     }
     Ok(PointEnd::Failed)

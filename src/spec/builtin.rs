@@ -16,6 +16,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("pipelines", "kubernetes-standalone", include_str!("../../pipelines/kubernetes-standalone.yaml")),
     ("experiments", "rate-sweep", include_str!("../../experiments/rate-sweep.yaml")),
     ("experiments", "engine-flags", include_str!("../../experiments/engine-flags.yaml")),
+    ("experiments", "max-rate", include_str!("../../experiments/max-rate.yaml")),
 ];
 
 /// The text of a shipped file.

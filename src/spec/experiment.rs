@@ -64,6 +64,99 @@ pub struct Experiment {
     /// A design with more points needs `--yes` (a guard against a typo in a range).
     #[serde(default = "default_max_points")]
     pub max_points: usize,
+    /// Instead of a grid: search one numeric variable for an answer in a few trials.
+    #[serde(default)]
+    pub search: Option<Search>,
+}
+
+/// A search over one numeric variable (`docs/search.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    /// The dotted path searched: `workload.stages.0.rate`, `workload.stages.0.concurrency`,
+    /// `engine.max_num_seqs`, ….
+    pub factor: String,
+    /// The range searched, both ends included.
+    pub from: f64,
+    pub to: f64,
+    /// Only whole values (a concurrency, a batch size).
+    #[serde(default)]
+    pub integer: bool,
+    #[serde(default)]
+    pub objective: Objective,
+    /// The `stats.json` key that `maximize` / `minimize` optimise.
+    #[serde(default)]
+    pub metric: Option<String>,
+    /// At most this many trials (repeats included).
+    #[serde(default = "default_trials")]
+    pub trials: u32,
+    /// Stop when the bracket that holds the answer is this narrow, relative to its lower end
+    /// (one step for `integer`).
+    #[serde(default = "default_precision")]
+    pub precision: f64,
+    /// The first value tried (default: the geometric middle of the range).
+    #[serde(default)]
+    pub start: Option<f64>,
+    /// `max_stable_rate`: achieved throughput must reach (1 − tolerance) × offered.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// `max_stable_rate`: the largest share of failed requests of a stable stage.
+    #[serde(default = "default_max_error_rate")]
+    pub max_error_rate: f64,
+    /// `max_stable_rate`: the queue grows when the median TTFT of the stage's last third
+    /// exceeds this many times that of its first third (and by more than 5 ms).
+    #[serde(default = "default_queue_growth")]
+    pub queue_growth: f64,
+    /// `max_load_within_slo`: `stats.json` key → the largest value allowed
+    /// (`p99_ttft_ms: 200`, `median_tpot_ms: 50`).
+    #[serde(default)]
+    pub slo: BTreeMap<String, f64>,
+    /// `max_load_within_slo`: the smallest share of requests that must meet every SLO of the
+    /// workload (`slo:` in the workload file), i.e. goodput ÷ throughput.
+    #[serde(default)]
+    pub goodput_share: Option<f64>,
+}
+
+impl Objective {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Objective::MaxStableRate => "max_stable_rate",
+            Objective::MaxLoadWithinSlo => "max_load_within_slo",
+            Objective::Maximize => "maximize",
+            Objective::Minimize => "minimize",
+        }
+    }
+}
+
+/// What a search looks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// The largest offered rate at which the stage is stable.
+    #[default]
+    MaxStableRate,
+    /// The largest value at which every SLO holds.
+    MaxLoadWithinSlo,
+    /// The value where `metric` is largest.
+    Maximize,
+    /// The value where `metric` is smallest.
+    Minimize,
+}
+
+fn default_trials() -> u32 {
+    8
+}
+fn default_precision() -> f64 {
+    0.05
+}
+fn default_tolerance() -> f64 {
+    0.05
+}
+fn default_max_error_rate() -> f64 {
+    0.01
+}
+fn default_queue_growth() -> f64 {
+    1.5
 }
 
 fn one() -> u32 {
@@ -310,6 +403,46 @@ impl Experiment {
             Some(line) => format!("{origin}:{line}"),
             None => origin.to_string(),
         };
+        if let Some(s) = &e.search {
+            let line =
+                search_line(text).map(|l| format!("{origin}:{l}")).unwrap_or_else(|| origin.to_string());
+            if !e.factors.is_empty() || e.design != Design::Full {
+                return fail(line, "`search:` replaces `factors:` and `design:`; keep one of them".into());
+            }
+            check_path(&s.factor).or_else(|m| fail(line.clone(), m))?;
+            if !(s.from.is_finite() && s.to.is_finite() && s.from > 0.0 && s.to > s.from) {
+                return fail(
+                    line,
+                    format!("search: the range needs 0 < from < to (found {} → {})", s.from, s.to),
+                );
+            }
+            if s.trials < 2 {
+                return fail(line, "search: `trials` must be at least 2".into());
+            }
+            if !(s.precision > 0.0 && s.precision < 1.0) {
+                return fail(line, format!("search: `precision` {} is not in (0, 1)", s.precision));
+            }
+            match s.objective {
+                Objective::MaxStableRate if !s.factor.ends_with(".rate") => {
+                    return fail(
+                        line,
+                        format!(
+                            "search: max_stable_rate searches a request rate (workload.stages.N.rate), not `{}`; \
+                             for a concurrency or an engine setting use max_load_within_slo",
+                            s.factor
+                        ),
+                    );
+                }
+                Objective::Maximize | Objective::Minimize if s.metric.is_none() => {
+                    return fail(
+                        line,
+                        "search: maximize and minimize need `metric:` (a stats.json key)".into(),
+                    );
+                }
+                _ => {}
+            }
+            return Ok(e);
+        }
         if e.factors.is_empty() && !matches!(e.design, Design::Treatments(_)) {
             return fail(
                 origin.to_string(),
@@ -427,6 +560,19 @@ fn check_path(path: &str) -> Result<(), String> {
         return Err(format!("`{path}` is not a dotted variable path such as workload.stages.0.rate"));
     }
     Ok(())
+}
+
+/// The line of `search:`'s factor, from the parser.
+fn search_line(text: &str) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct S {
+        factor: serde_saphyr::Spanned<String>,
+    }
+    #[derive(Deserialize)]
+    struct Doc {
+        search: S,
+    }
+    serde_saphyr::from_str::<Doc>(text).ok().map(|d| d.search.factor.referenced.line())
 }
 
 /// (section, key) → line of the key's value, from the parser (not a text search).

@@ -423,3 +423,118 @@ fn compare_says_no_difference_between_seeds_and_finds_a_20_percent_slowdown() {
         "{table}"
     );
 }
+
+/// The simulator in analytic mode with a known capacity: 4 slots, each request 50 ms to its
+/// first token and 10 ms for each further one: a slot serves one request per service time, so
+/// the capacity is 4 ÷ the service time (measured by the first trial, at low load).
+const ANALYTIC: &str = "engine.args=[--set, fidelity=analytic, --set, ttft=50ms, --set, itl=10ms, --set, ttft_std=0ms, --set, itl_std=0ms, --set, time_factor_under_load=1, --set, request_overhead=0, --set, max_num_seqs=4]";
+const PACED: &str = "seed: 1\napi: { stream: true, ignore_eos: true }\ndataset:\n  random: { input_len: 32, output_len: 10 }\nstages:\n  - { rate: 1, arrival: constant, duration: 3s }\n";
+
+fn search_file(range: &str, extra: &str) -> String {
+    format!(
+        "base:\n  workload: paced\n  set: [\"{ANALYTIC}\"]\nsearch: {{ factor: workload.stages.0.rate, {range} }}\n{extra}"
+    )
+}
+
+fn outcome(exp: &Path) -> Value {
+    json(&exp.join("analysis/search.json"))
+}
+
+#[test]
+fn the_search_brackets_the_known_capacity_and_a_store_remeasures_nothing() {
+    let p = Project::new("search");
+    p.file("workloads/paced.yaml", PACED).file("experiments/e.yaml", &search_file("from: 2, to: 100", ""));
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "a", "--store", "store"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("answer: workload.stages.0.rate = "), "{shown}");
+    let o = outcome(&p.path("a"));
+    // The capacity as the configuration gives it: 4 slots over a service time of 50 ms plus
+    // 8 or 9 inter-token gaps of 10 ms (28.4–30.8 requests/s); the overloaded trial measured it.
+    let peak = o["peak"][0].as_f64().unwrap();
+    assert!((4.0 / 0.145..=4.0 / 0.125).contains(&peak), "peak achieved {peak}");
+    #[allow(non_snake_case)]
+    let CAPACITY = peak;
+    let answer = o["answer"].as_f64().unwrap();
+    let (lo, hi) = (o["bracket"][0].as_f64().unwrap(), o["bracket"][1].as_f64().unwrap());
+    let trials = o["trials"].as_array().unwrap();
+    assert!(trials.len() <= 8, "{} trials", trials.len());
+    assert!(answer == lo && lo < hi, "{o}");
+    assert!(
+        answer <= CAPACITY * 1.02 && answer >= CAPACITY * 0.75,
+        "answer {answer} against capacity {CAPACITY:.1}: {o}"
+    );
+    assert!(hi <= CAPACITY * 1.35, "the bracket's top {hi} is near the capacity {CAPACITY:.1}: {o}");
+    for chart in ["search_rates", "search_latency"] {
+        assert!(p.path("a/analysis/plots").join(format!("{chart}.svg")).is_file(), "{chart}");
+    }
+    assert!(
+        std::fs::read_to_string(p.path("a/analysis/report.html")).unwrap().contains("largest value stable")
+    );
+    // The same search elsewhere with the store: every trial is found there; nothing runs.
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "b", "--store", "store", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = outcome(&p.path("b"));
+    assert_eq!(again["answer"], o["answer"]);
+    assert_eq!(again["trials"].as_array().unwrap().len(), trials.len());
+    let st = json(&p.path("b/state.json"));
+    assert!(st["stacks"].as_object().unwrap().is_empty(), "no stack stood up: {}", st["stacks"]);
+    for t in trials {
+        let id = t["point"].as_str().unwrap();
+        assert_eq!(st["points"][id]["attempts"], 0, "{id} re-measured");
+        assert!(p.path("b/points").join(id).join("reused.json").is_file());
+    }
+}
+
+#[test]
+fn a_killed_search_resumes_without_repeating_trials() {
+    let p = Project::new("search-kill");
+    p.file("workloads/paced.yaml", PACED)
+        .file("experiments/e.yaml", &search_file("from: 2, to: 100, trials: 4", ""));
+    let exp = p.path("exp");
+    kill_when(&p, "p003", "running");
+    let before = json(&exp.join("state.json"));
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let st = json(&exp.join("state.json"));
+    for id in ["p001", "p002"] {
+        assert_eq!(st["points"][id]["attempts"], 1, "{id} was not run again");
+        assert_eq!(st["points"][id]["finished_at"], before["points"][id]["finished_at"]);
+    }
+    assert_eq!(st["points"]["p003"]["attempts"], 2, "the killed trial ran again");
+    assert_eq!(outcome(&exp)["trials"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn a_range_that_never_saturates_says_so() {
+    let p = Project::new("search-top");
+    p.file("workloads/paced.yaml", PACED).file("experiments/e.yaml", &search_file("from: 1, to: 4", ""));
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let o = outcome(&p.path("exp"));
+    assert_eq!(o["answer"], 4.0);
+    assert!(o["bracket"][1].is_null());
+    assert!(o["says"].as_str().unwrap().contains("stable up to the top of the range"), "{o}");
+    assert!(text(&out.stdout).contains("up to the top of the range"));
+}
+
+#[test]
+fn a_server_that_fails_every_request_gives_a_clear_result() {
+    let p = Project::new("search-fail");
+    // The smoke test passes (it asks for the served model); every request of the load names
+    // a model the server does not have.
+    p.file("workloads/paced.yaml", PACED).file(
+        "experiments/e.yaml",
+        &search_file("from: 1, to: 20", "constants:\n  workload.api.model: no-such-model\n"),
+    );
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "-q"]);
+    assert!(out.status.success(), "a search with an answer of none is a result: {}", text(&out.stderr));
+    let o = outcome(&p.path("exp"));
+    assert!(o["answer"].is_null(), "{o}");
+    let says = o["says"].as_str().unwrap();
+    assert!(
+        says.contains("not stable even at workload.stages.0.rate = 1")
+            && says.contains("100.0% of requests failed"),
+        "{says}"
+    );
+}

@@ -1,0 +1,734 @@
+//! The search: which value to try next, what a trial says, and when to stop (`docs/search.md`
+//! has the reasoning). Pure: the trials so far decide the next one, so a resumed search replays
+//! its decisions from the recorded trials and runs only what is missing.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    analysis::StatsDoc,
+    results::{Col, Reader},
+    spec::experiment::{Objective, Search},
+    workdir::runs::RunDirs,
+};
+
+/// What one trial showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Stable, or every SLO held.
+    Pass,
+    /// Unstable, or an SLO missed.
+    Fail,
+    /// `maximize` / `minimize`: measured, no verdict.
+    Measured,
+    /// Nothing was measured (the point could not run).
+    Error,
+}
+
+/// One trial, in the order it ran.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Trial {
+    pub n: usize,
+    pub point: String,
+    /// The value of the searched variable.
+    pub x: f64,
+    /// 0 for the first trial at `x`; a repeat (another seed) counts up.
+    pub repeat: u32,
+    /// The workload seed of a repeat.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    pub verdict: Verdict,
+    /// Close to a threshold: repeated before it moves the bracket.
+    pub marginal: bool,
+    /// Why, in words (`achieved 13.9 of 16 req/s (87%)`, `p99_ttft_ms 240 > 200`).
+    pub why: String,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub achieved: f64,
+    /// The rate the schedule actually sent (a rate search; else the value).
+    #[serde(default, deserialize_with = "nan_if_null")]
+    pub offered: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub error_rate: f64,
+    /// Median TTFT of the stage's last third over its first third.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub ttft_growth: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub median_ttft_ms: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub p99_ttft_ms: f64,
+    /// The `maximize` / `minimize` metric.
+    pub metric: Option<f64>,
+}
+
+/// JSON has no NaN (serde_json writes null): read null back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// The answer with how sure it is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    pub objective: Objective,
+    pub factor: String,
+    /// The answer (None: no value in the range qualifies).
+    pub answer: Option<f64>,
+    /// The bracket that holds it: the largest passing and the smallest failing value tried
+    /// (None at an end: nothing tried there failed / passed).
+    pub bracket: (Option<f64>, Option<f64>),
+    /// In words: the answer, or why there is none.
+    pub says: String,
+    /// The highest achieved throughput seen, and the offered value where it was.
+    pub peak: Option<(f64, f64)>,
+    pub trials: Vec<Trial>,
+}
+
+/// A trial's point values: the searched variable (whole numbers as integers), and the
+/// workload seed of a repeat.
+pub fn point_values(s: &Search, x: f64, seed: Option<u64>) -> Vec<(String, serde_json::Value)> {
+    let value = if s.integer || x.fract() == 0.0 {
+        serde_json::Value::from(x as i64)
+    } else {
+        serde_json::Value::from(x)
+    };
+    let mut out = vec![(s.factor.clone(), value)];
+    if let Some(seed) = seed {
+        out.push(("workload.seed".to_string(), serde_json::Value::from(seed)));
+    }
+    out
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Try { x: f64, repeat: u32 },
+    Done,
+}
+
+/// The stage a factor path measures: `workload.stages.N.…` is stage N + 1 (stage 0 is the
+/// warm-up); anything else the last stage.
+fn stage_of(factor: &str, doc: &StatsDoc) -> Option<usize> {
+    let n = factor
+        .strip_prefix("workload.stages.")
+        .and_then(|r| r.split('.').next())
+        .and_then(|n| n.parse::<u32>().ok());
+    match n {
+        Some(n) => doc.stages.iter().position(|s| s.stage == n + 1),
+        None => doc.stages.len().checked_sub(1),
+    }
+}
+
+/// What a stage's records say about keeping up, beyond its statistics.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// Requests sent per second while sending (the schedule as it came out, not the nominal
+    /// rate: a Poisson schedule of 15 s is ±8% off its rate by chance).
+    offered: f64,
+    /// Requests completed per second: completions over the time from the first send to the
+    /// last end, less one ordinary request's latency (what a stage that keeps up needs to
+    /// finish its last request); at overload, the drain of the backlog makes it the capacity.
+    achieved: f64,
+    /// Median TTFT (ms) of the first and of the last third of the requests, by send time.
+    ttft_first: f64,
+    ttft_last: f64,
+    /// Median latency (ms) of the first third: one ordinary request.
+    latency_ms: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+fn pace(results: &Path, stage: u32) -> Option<Pace> {
+    let mut reader = Reader::open(&results.join("requests.csv")).ok()?;
+    let num = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse::<f64>().ok()).map(|us| us / 1e6);
+    // (sent, end, ttft s) of successful requests; every request's send time.
+    let mut ok: Vec<(f64, f64, f64)> = Vec::new();
+    let mut sent_all: Vec<f64> = Vec::new();
+    while let Ok(Some(row)) = reader.next_row() {
+        let this_stage = std::str::from_utf8(row.get(Col::Stage)).ok().and_then(|s| s.parse::<u32>().ok());
+        if row.get(Col::Warmup) == b"1" || this_stage != Some(stage) {
+            continue;
+        }
+        let Some(sent) = num(row.get(Col::SentUs)) else { continue };
+        sent_all.push(sent);
+        if !row.get(Col::ErrorKind).is_empty() {
+            continue;
+        }
+        if let (Some(first), Some(end)) = (num(row.get(Col::FirstTokenUs)), num(row.get(Col::EndUs))) {
+            ok.push((sent, end, first - sent));
+        }
+    }
+    if ok.len() < 9 || sent_all.len() < 2 {
+        return None;
+    }
+    sent_all.sort_by(f64::total_cmp);
+    let (s0, s1) = (sent_all[0], sent_all[sent_all.len() - 1]);
+    ok.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let third = (s1 - s0) / 3.0;
+    let first: Vec<&(f64, f64, f64)> = ok.iter().filter(|r| r.0 <= s0 + third).collect();
+    let latency = median(first.iter().map(|r| r.1 - r.0).collect());
+    let last_end = ok.iter().map(|r| r.1).fold(f64::NEG_INFINITY, f64::max);
+    let span = (last_end - s0 - latency).max(s1 - s0).max(1e-9);
+    Some(Pace {
+        offered: (sent_all.len() - 1) as f64 / (s1 - s0).max(1e-9),
+        achieved: ok.len() as f64 / span,
+        ttft_first: median(first.iter().map(|r| r.2 * 1e3).collect()),
+        ttft_last: median(ok.iter().filter(|r| r.0 >= s1 - third).map(|r| r.2 * 1e3).collect()),
+        latency_ms: latency * 1e3,
+    })
+}
+
+/// Judges a finished trial from its point's work directory.
+pub fn measure(dir: &Path, s: &Search, slo_defined: bool, n: usize, x: f64, repeat: u32) -> Trial {
+    let mut t = Trial {
+        n,
+        point: dir.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+        x,
+        repeat,
+        seed: None,
+        verdict: Verdict::Error,
+        marginal: false,
+        why: String::new(),
+        achieved: 0.0,
+        offered: x,
+        error_rate: f64::NAN,
+        ttft_growth: f64::NAN,
+        median_ttft_ms: f64::NAN,
+        p99_ttft_ms: f64::NAN,
+        metric: None,
+    };
+    let Some(run) = RunDirs::latest(dir) else {
+        t.why = "nothing was measured".into();
+        return t;
+    };
+    let doc: Option<StatsDoc> =
+        std::fs::read(run.analysis.join("stats.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(doc) = doc else {
+        t.why = "no statistics (see the point's work directory)".into();
+        return t;
+    };
+    let Some(st) = stage_of(&s.factor, &doc).map(|i| &doc.stages[i]) else {
+        t.why = "the stage was not measured".into();
+        return t;
+    };
+    let keys = serde_json::to_value(st).unwrap_or_default();
+    let key = |k: &str| keys.get(k).and_then(serde_json::Value::as_f64);
+    let total = (st.completed + st.failed) as f64;
+    t.achieved = st.request_throughput;
+    t.error_rate = if total > 0.0 { st.failed as f64 / total } else { 1.0 };
+    t.median_ttft_ms = key("median_ttft_ms").unwrap_or(f64::NAN);
+    t.p99_ttft_ms = key("p99_ttft_ms").unwrap_or(f64::NAN);
+    let pace = pace(&run.results, st.stage);
+    let mut offered = x;
+    if let Some(p) = pace.filter(|_| s.objective == Objective::MaxStableRate) {
+        offered = p.offered;
+        t.achieved = p.achieved;
+        t.offered = p.offered;
+        t.ttft_growth = if p.ttft_first > 0.0 { p.ttft_last / p.ttft_first } else { f64::NAN };
+        // A queue that grows adds more than one ordinary request's latency over the stage;
+        // less is the noise of bursts (a few waits more or less), not growth.
+        if p.ttft_last - p.ttft_first <= p.latency_ms.max(5.0) {
+            t.ttft_growth = t.ttft_growth.min(1.0);
+        }
+    }
+    let mut fails: Vec<String> = Vec::new();
+    let mut near = false;
+    match s.objective {
+        Objective::MaxStableRate => {
+            let ratio = if offered > 0.0 { t.achieved / offered } else { 0.0 };
+            let floor = 1.0 - s.tolerance;
+            if ratio < floor {
+                fails.push(format!(
+                    "achieved {:.2} of {offered:.2} req/s offered ({:.0}%)",
+                    t.achieved,
+                    ratio * 100.0
+                ));
+            }
+            near |= (ratio - floor).abs() < 0.02;
+            if t.error_rate > s.max_error_rate {
+                fails.push(format!("{:.1}% of requests failed", t.error_rate * 100.0));
+            }
+            if t.ttft_growth.is_finite() {
+                if t.ttft_growth > s.queue_growth {
+                    fails.push(format!(
+                        "the queue grows (TTFT ×{:.1} from the first to the last third)",
+                        t.ttft_growth
+                    ));
+                }
+                near |= t.ttft_growth > s.queue_growth * 0.8 && t.ttft_growth < s.queue_growth * 1.25;
+            }
+            if fails.is_empty() {
+                t.why = format!(
+                    "achieved {:.2} of {offered:.2} req/s offered ({:.0}%), {:.1}% failed, TTFT ×{:.2} over the stage",
+                    t.achieved,
+                    ratio * 100.0,
+                    t.error_rate * 100.0,
+                    if t.ttft_growth.is_finite() { t.ttft_growth } else { 1.0 }
+                );
+            }
+        }
+        Objective::MaxLoadWithinSlo => {
+            for (k, limit) in &s.slo {
+                match key(k) {
+                    Some(v) if v > *limit => fails.push(format!("{k} {v:.1} > {limit}")),
+                    Some(v) => near |= (v - limit).abs() < 0.05 * limit,
+                    None => fails.push(format!("{k} was not measured")),
+                }
+            }
+            let share = s.goodput_share.or(if s.slo.is_empty() && slo_defined { Some(0.95) } else { None });
+            if let Some(min) = share {
+                let got = st.request_goodput.unwrap_or(0.0) / st.request_throughput.max(f64::MIN_POSITIVE);
+                if got < min {
+                    fails.push(format!(
+                        "{:.0}% of requests met the workload's SLOs (< {:.0}%)",
+                        got * 100.0,
+                        min * 100.0
+                    ));
+                }
+                near |= (got - min).abs() < 0.02;
+            }
+            if t.error_rate > s.max_error_rate {
+                fails.push(format!("{:.1}% of requests failed", t.error_rate * 100.0));
+            }
+            if fails.is_empty() {
+                t.why = "every SLO held".into();
+            }
+        }
+        Objective::Maximize | Objective::Minimize => {
+            let m = s.metric.as_deref().unwrap_or("");
+            t.metric = key(m);
+            t.verdict = Verdict::Measured;
+            t.why = match t.metric {
+                Some(v) => format!("{m} = {v:.3}"),
+                None => format!("{m} was not measured"),
+            };
+            return t;
+        }
+    }
+    t.marginal = near;
+    if fails.is_empty() {
+        t.verdict = Verdict::Pass;
+    } else {
+        t.verdict = Verdict::Fail;
+        t.why = fails.join("; ");
+    }
+    t
+}
+
+/// Where a trial sits on the searched axis: the value set (for a rate, the nominal rate; the
+/// keeping-up check compares with the rate the schedule actually sent, but the bracket and the
+/// answer are in the units the user sets).
+fn position(t: &Trial) -> f64 {
+    t.x
+}
+
+/// (largest passing position below the smallest failing one, smallest failing position): a
+/// value is judged by every trial at it, so a repeat that fails makes it fail.
+fn bracket(trials: &[Trial]) -> (Option<f64>, Option<f64>) {
+    let judged = || trials.iter().filter(|t| matches!(t.verdict, Verdict::Pass | Verdict::Fail));
+    let upper = judged().filter(|t| t.verdict == Verdict::Fail).map(position).reduce(f64::min);
+    let failed_at = |x: f64| judged().any(|t| t.x == x && t.verdict == Verdict::Fail);
+    let lower = judged()
+        .filter(|t| t.verdict == Verdict::Pass && !failed_at(t.x))
+        .map(position)
+        .filter(|p| upper.is_none_or(|u| *p < u))
+        .reduce(f64::max);
+    (lower, upper)
+}
+
+/// How much wider each step is while nothing has failed (or passed) yet.
+const EXPAND: f64 = 4.0;
+
+fn round(s: &Search, x: f64) -> f64 {
+    let x = x.clamp(s.from, s.to);
+    if s.integer { x.round() } else { (x * 1000.0).round() / 1000.0 }
+}
+
+/// Whether the bracket is narrow enough.
+fn narrow(s: &Search, lo: f64, hi: f64) -> bool {
+    if s.integer { hi - lo <= 1.0 } else { (hi - lo) / lo <= s.precision }
+}
+
+/// The next trial, from those so far.
+pub fn decide(s: &Search, trials: &[Trial]) -> Decision {
+    if trials.len() >= s.trials as usize {
+        return Decision::Done;
+    }
+    let tried = |x: f64| trials.iter().filter(|t| t.x == x).count() as u32;
+    let fresh = |x: f64| Decision::Try { x, repeat: tried(x) };
+    let Some(last) = trials.last() else {
+        let start = s.start.unwrap_or_else(|| (s.from * s.to).sqrt());
+        return fresh(round(s, start));
+    };
+    if last.verdict == Verdict::Error {
+        return Decision::Done;
+    }
+    if matches!(s.objective, Objective::Maximize | Objective::Minimize) {
+        return golden(s, trials);
+    }
+    // A trial near a threshold is repeated (another seed) before it moves the bracket.
+    if last.marginal && tried(last.x) == 1 {
+        return Decision::Try { x: last.x, repeat: 1 };
+    }
+    // At overload, the achieved rate is the server's capacity: the best guess of the boundary.
+    let capacity = (s.objective == Objective::MaxStableRate)
+        .then(|| {
+            trials
+                .iter()
+                .filter(|t| {
+                    t.verdict == Verdict::Fail && t.error_rate <= s.max_error_rate && t.achieved > 0.0
+                })
+                .map(|t| t.achieved)
+                .reduce(f64::max)
+        })
+        .flatten();
+    let next = match bracket(trials) {
+        (Some(lo), None) if lo >= s.to => return Decision::Done,
+        (Some(lo), None) => lo * EXPAND,
+        (None, Some(hi)) if hi <= s.from => return Decision::Done,
+        (None, Some(hi)) => match capacity {
+            // Just under the capacity seen: most likely stable, and close.
+            Some(c) if c < hi => c * 0.9,
+            _ => hi / EXPAND,
+        },
+        (Some(lo), Some(hi)) => {
+            if narrow(s, lo, hi) {
+                return Decision::Done;
+            }
+            // The boundary is below the capacity seen: first just under it (usually stable and
+            // close), then between the last stable value and the nearer of the two.
+            let top = capacity.filter(|c| *c > lo && *c < hi).unwrap_or(hi);
+            // Knees lie at 80–97% of the capacity on the engines we model: probe 90%, then 80%.
+            for share in [0.9, 0.8] {
+                let probe =
+                    capacity.map(|c| round(s, c * share)).filter(|p| *p > lo && *p < hi && tried(*p) == 0);
+                if let Some(p) = probe
+                    && lo < p * 0.95
+                {
+                    return fresh(p);
+                }
+            }
+            if narrow(s, lo, top) {
+                lo * (1.0 + s.precision)
+            } else if s.integer {
+                ((lo + top) / 2.0).floor().max(lo + 1.0)
+            } else {
+                (lo * top).sqrt()
+            }
+        }
+        (None, None) => return Decision::Done,
+    };
+    let x = round(s, next);
+    // Rounding onto a value tried already: the bracket cannot narrow any further.
+    if tried(x) > 0 { Decision::Done } else { fresh(x) }
+}
+
+/// `maximize` / `minimize`: golden-section search over the range (a unimodal metric).
+fn golden(s: &Search, trials: &[Trial]) -> Decision {
+    const R: f64 = 0.381_966;
+    let sign = if s.objective == Objective::Maximize { 1.0 } else { -1.0 };
+    let value = |x: f64| trials.iter().find(|t| t.x == x).and_then(|t| t.metric).map(|m| m * sign);
+    let (mut a, mut b) = (s.from, s.to);
+    // Replay the narrowing: each pair of inner points decides which side goes.
+    loop {
+        let (c, d) = (round(s, a + R * (b - a)), round(s, b - R * (b - a)));
+        let (Some(fc), Some(fd)) = (value(c), value(d)) else {
+            let x = if value(c).is_none() { c } else { d };
+            return if trials.iter().any(|t| t.x == x) {
+                Decision::Done
+            } else {
+                Decision::Try { x, repeat: 0 }
+            };
+        };
+        if fc >= fd {
+            b = d
+        } else {
+            a = c
+        }
+        if narrow(s, a.max(f64::MIN_POSITIVE), b) || c == d {
+            return Decision::Done;
+        }
+    }
+}
+
+/// The answer from the trials.
+pub fn conclude(s: &Search, trials: Vec<Trial>) -> Outcome {
+    let peak = trials
+        .iter()
+        .filter(|t| t.achieved > 0.0)
+        .map(|t| (t.achieved, t.x))
+        .reduce(|a, b| if b.0 > a.0 { b } else { a });
+    let mut out = Outcome {
+        objective: s.objective,
+        factor: s.factor.clone(),
+        answer: None,
+        bracket: (None, None),
+        says: String::new(),
+        peak,
+        trials: Vec::new(),
+    };
+    if let Some(t) = trials.iter().find(|t| t.verdict == Verdict::Error) {
+        out.says = format!("trial {} ({} = {}) measured nothing: {}", t.n, s.factor, t.x, t.why);
+        out.trials = trials;
+        return out;
+    }
+    if matches!(s.objective, Objective::Maximize | Objective::Minimize) {
+        let sign = if s.objective == Objective::Maximize { 1.0 } else { -1.0 };
+        let best = trials
+            .iter()
+            .filter_map(|t| t.metric.map(|m| (t.x, m)))
+            .reduce(|a, b| if b.1 * sign > a.1 * sign { b } else { a });
+        let metric = s.metric.as_deref().unwrap_or("");
+        if let Some((x, m)) = best {
+            let mut xs: Vec<f64> = trials.iter().map(|t| t.x).collect();
+            xs.sort_by(f64::total_cmp);
+            let i = xs.iter().position(|v| *v == x).unwrap_or(0);
+            out.bracket = (i.checked_sub(1).map(|j| xs[j]), xs.get(i + 1).copied());
+            out.answer = Some(x);
+            out.says = format!(
+                "{metric} is {} at {} = {x} ({m:.3}), among {} trials",
+                if sign > 0.0 { "largest" } else { "smallest" },
+                s.factor,
+                trials.len()
+            );
+        } else {
+            out.says = format!("{metric} was not measured");
+        }
+        out.trials = trials;
+        return out;
+    }
+    let (lo, hi) = bracket(&trials);
+    out.bracket = (lo, hi);
+    out.answer = lo;
+    let what = if s.objective == Objective::MaxStableRate { "stable" } else { "within the SLOs" };
+    out.says = match (lo, hi) {
+        (Some(lo), None) => format!(
+            "{what} up to the top of the range: {} = {lo} passed and nothing tried failed (the answer may be higher)",
+            s.factor
+        ),
+        (None, Some(hi)) => match trials.iter().find(|t| t.x == hi) {
+            Some(t) => format!("not {what} even at {} = {hi}, the lowest value tried: {}", s.factor, t.why),
+            None => format!("not {what} anywhere tried"),
+        },
+        (Some(lo), Some(hi)) => {
+            let width =
+                if s.integer { format!("{}", hi - lo) } else { format!("{:.1}%", (hi - lo) / lo * 100.0) };
+            let unit =
+                if s.objective == Objective::MaxStableRate { " (the rate sent, measured)" } else { "" };
+            format!(
+                "{} = {lo:.3} is the largest value {what}{unit}; the boundary lies in [{lo:.3}, {hi:.3}) (width {width}), after {} trials",
+                s.factor,
+                trials.len()
+            )
+        }
+        (None, None) => "no trial gave a verdict".into(),
+    };
+    if let (Some(lo), Some(hi)) = (lo, hi)
+        && !narrow(s, lo, hi)
+    {
+        out.says += &format!(
+            " — the trial budget ({}) ran out before the bracket narrowed to the precision asked",
+            s.trials
+        );
+    }
+    out.trials = trials;
+    out
+}
+
+/// The trials as a table, in the order they ran.
+pub fn table(o: &Outcome) -> String {
+    let mut out = format!(
+        "{:>5}  {:<6} {:>10} {:>7}  {:<9} {:>10} {:>8} {:>7} {:>10}  why\n",
+        "trial", "point", "value", "repeat", "verdict", "achieved", "errors", "growth", "p99 TTFT"
+    );
+    for t in &o.trials {
+        let v = match t.verdict {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Measured => "measured",
+            Verdict::Error => "error",
+        };
+        out += &format!(
+            "{:>5}  {:<6} {:>10} {:>7}  {:<9} {:>10.2} {:>7.1}% {:>7.2} {:>10.1}  {}{}\n",
+            t.n,
+            t.point,
+            t.x,
+            t.repeat,
+            v,
+            t.achieved,
+            t.error_rate * 100.0,
+            t.ttft_growth,
+            t.p99_ttft_ms,
+            if t.marginal { "(marginal) " } else { "" },
+            t.why
+        );
+    }
+    if let Some((peak, at)) = o.peak {
+        out += &format!("peak achieved throughput: {peak:.2} req/s, at {} = {at}\n", o.factor);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn search(text: &str) -> Search {
+        crate::spec::experiment::Experiment::from_yaml(text, "e.yaml").unwrap().search.unwrap()
+    }
+
+    /// A simulated server: stable below `cap · knee`, achieving `min(x, cap)`; a trial within
+    /// `noise` of the knee comes out marginal.
+    fn oracle(_: &Search, cap: f64, knee: f64, x: f64, n: usize, repeat: u32) -> Trial {
+        let boundary = cap * knee;
+        let pass = x <= boundary;
+        Trial {
+            n,
+            point: format!("p{n:03}"),
+            x,
+            repeat,
+            seed: None,
+            verdict: if pass { Verdict::Pass } else { Verdict::Fail },
+            marginal: (x / boundary - 1.0).abs() < 0.01,
+            why: String::new(),
+            achieved: x.min(cap),
+            offered: x,
+            error_rate: 0.0,
+            ttft_growth: if pass { 1.0 } else { 3.0 },
+            median_ttft_ms: 20.0,
+            p99_ttft_ms: 40.0,
+            metric: None,
+        }
+    }
+
+    fn run(s: &Search, cap: f64, knee: f64) -> Outcome {
+        let mut trials = Vec::new();
+        while let Decision::Try { x, repeat } = decide(s, &trials) {
+            let t = oracle(s, cap, knee, x, trials.len() + 1, repeat);
+            trials.push(t);
+        }
+        conclude(s, trials)
+    }
+
+    #[test]
+    fn the_capacity_seen_at_overload_brackets_the_boundary_in_few_trials() {
+        let s = search("search: { factor: workload.stages.0.rate, from: 1, to: 200 }\n");
+        for cap in [3.0, 14.4, 37.0, 90.0, 150.0] {
+            for knee in [0.8, 0.9, 0.97] {
+                let o = run(&s, cap, knee);
+                let truth = cap * knee;
+                let answer = o.answer.unwrap();
+                assert!(o.trials.len() <= 8, "cap {cap} knee {knee}: {} trials", o.trials.len());
+                assert!(
+                    answer <= truth && answer >= truth * 0.95,
+                    "cap {cap} knee {knee}: {answer} vs {truth}: {}",
+                    o.says
+                );
+                let (lo, hi) = o.bracket;
+                assert!(lo.unwrap() <= truth && hi.unwrap() > truth, "{:?}", o.bracket);
+            }
+        }
+    }
+
+    #[test]
+    fn a_range_that_never_saturates_says_so() {
+        let s = search("search: { factor: workload.stages.0.rate, from: 1, to: 50 }\n");
+        let o = run(&s, 1000.0, 0.9);
+        assert_eq!(o.answer, Some(50.0));
+        assert_eq!(o.bracket, (Some(50.0), None));
+        assert!(o.says.contains("up to the top of the range"), "{}", o.says);
+        assert!(o.trials.len() <= 3);
+    }
+
+    #[test]
+    fn a_server_failing_everything_gives_no_answer_and_says_why() {
+        let s = search("search: { factor: workload.stages.0.rate, from: 1, to: 50 }\n");
+        let mut trials = Vec::new();
+        while let Decision::Try { x, repeat } = decide(&s, &trials) {
+            let mut t = oracle(&s, 0.0, 0.9, x, trials.len() + 1, repeat);
+            t.verdict = Verdict::Fail;
+            t.error_rate = 1.0;
+            t.why = "100.0% of requests failed".into();
+            trials.push(t);
+        }
+        let o = conclude(&s, trials);
+        assert_eq!(o.answer, None);
+        assert!(
+            o.says.contains("not stable even at") && o.says.contains("100.0% of requests failed"),
+            "{}",
+            o.says
+        );
+        assert!(o.trials.len() <= 8 && o.trials.last().unwrap().x == 1.0);
+    }
+
+    #[test]
+    fn a_marginal_trial_is_repeated_with_another_seed() {
+        let s = search("search: { factor: workload.stages.0.rate, from: 1, to: 100 }\n");
+        let mut t = oracle(&s, 20.0, 0.9, 10.0, 1, 0);
+        t.marginal = true;
+        assert_eq!(decide(&s, &[t.clone()]), Decision::Try { x: 10.0, repeat: 1 });
+        // A repeat that fails makes the value fail (both must pass).
+        let mut r = t.clone();
+        r.verdict = Verdict::Fail;
+        r.repeat = 1;
+        assert_eq!(bracket(&[t, r]), (None, Some(10.0)));
+    }
+
+    #[test]
+    fn integer_searches_stop_within_one_step() {
+        let s = search(
+            "search: { factor: workload.stages.0.concurrency, from: 1, to: 256, integer: true, objective: max_load_within_slo, trials: 12 }\n",
+        );
+        for truth in [1.0, 7.0, 33.0, 200.0] {
+            let mut trials = Vec::new();
+            while let Decision::Try { x, repeat } = decide(&s, &trials) {
+                let mut t = oracle(&s, 1e9, 1.0, x, trials.len() + 1, repeat);
+                t.verdict = if x <= truth { Verdict::Pass } else { Verdict::Fail };
+                t.marginal = false;
+                trials.push(t);
+            }
+            let o = conclude(&s, trials);
+            if truth >= 256.0 {
+                continue;
+            }
+            let (lo, hi) = o.bracket;
+            assert_eq!(lo, Some(truth), "{truth}: {}", o.says);
+            assert!(
+                hi.is_some_and(|h| h - truth <= 1.0) || truth == 1.0 && lo == Some(1.0),
+                "{truth}: {:?}",
+                o.bracket
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_with_unmeasured_values_reads_back() {
+        let s = search("search: { factor: workload.stages.0.rate, from: 1, to: 4 }\n");
+        let mut t = oracle(&s, 10.0, 0.9, 2.0, 1, 0);
+        t.ttft_growth = f64::NAN;
+        let o = conclude(&s, vec![t]);
+        let back: Outcome = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
+        assert!(back.trials[0].ttft_growth.is_nan());
+        assert_eq!(back.answer, o.answer);
+    }
+
+    #[test]
+    fn golden_section_finds_the_peak_of_a_unimodal_metric() {
+        let s = search(
+            "search: { factor: engine.max_num_seqs, from: 1, to: 512, integer: true, objective: maximize, metric: request_throughput, trials: 14 }\n",
+        );
+        let mut trials = Vec::new();
+        while let Decision::Try { x, repeat } = decide(&s, &trials) {
+            let mut t = oracle(&s, 1e9, 1.0, x, trials.len() + 1, repeat);
+            t.verdict = Verdict::Measured;
+            t.metric = Some(-(x - 100.0).powi(2));
+            trials.push(t);
+        }
+        let o = conclude(&s, trials);
+        let a = o.answer.unwrap();
+        assert!((a - 100.0).abs() <= 8.0, "{a}: {}", o.says);
+    }
+}
