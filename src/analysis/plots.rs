@@ -50,6 +50,8 @@ pub struct LineChart {
     pub marks: Vec<f64>,
     /// Text at points (a search's trial numbers).
     pub labels: Vec<(f64, f64, String)>,
+    /// A dashed y = x line (achieved against offered).
+    pub diagonal: bool,
     pub points: bool,
     /// Lines joining each series' points (off for a scatter).
     pub lines: bool,
@@ -75,6 +77,7 @@ impl LineChart {
             series: Vec::new(),
             marks: Vec::new(),
             labels: Vec::new(),
+            diagonal: false,
             points: false,
             lines: true,
             x_max: None,
@@ -152,6 +155,17 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) -> Res
         if c.points || !c.lines {
             chart.draw_series(clipped.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(e)?;
         }
+    }
+    if c.diagonal {
+        let top = x_max.min(y_max);
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(0.0, 0.0), (top, top)],
+                6,
+                4,
+                RGBColor(120, 120, 120).stroke_width(1),
+            ))
+            .map_err(e)?;
     }
     for (x, y, text) in c.labels.iter().filter(|l| l.0 <= x_max && l.1 <= y_max) {
         chart

@@ -46,6 +46,9 @@ pub struct Row {
     /// (None without SLOs).
     pub meets_slo: Option<bool>,
     pub pareto: bool,
+    /// When a factor is a request rate: whether the stage was stable by the search's default
+    /// criteria (`docs/search.md`), and why not.
+    pub stable: Option<(bool, String)>,
 }
 
 /// What the experiment analysis found.
@@ -151,6 +154,17 @@ pub fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError> {
         })
         .and_then(|r| r.workload)
         .is_some_and(|w| w.slo.ttft.is_some() || w.slo.tpot.is_some() || w.slo.e2el.is_some());
+    // A rate factor: each point judged stable or not, as a search would.
+    let stability = plan
+        .factors
+        .iter()
+        .map(|(f, _)| f)
+        .find(|f| f.starts_with("workload.stages.") && f.ends_with(".rate"))
+        .and_then(|f| {
+            let search: crate::spec::experiment::Search =
+                serde_json::from_value(serde_json::json!({ "factor": f, "from": 1, "to": 2 })).ok()?;
+            Some((f.clone(), search))
+        });
     let mut rows = Vec::new();
     for p in &plan.points {
         let id = &p.point.id;
@@ -168,6 +182,7 @@ pub fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError> {
             error_rate: f64::NAN,
             meets_slo: None,
             pareto: false,
+            stable: None,
         };
         let Some((doc, _)) = stats_of(&root.join("points").join(id)).filter(|_| status == PointStatus::Done)
         else {
@@ -185,7 +200,14 @@ pub fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError> {
                 let good = st.request_goodput.unwrap_or(0.0);
                 st.request_throughput > 0.0 && good / st.request_throughput >= e.analysis.slo_share
             });
+            let stable = stability.as_ref().and_then(|(path, search)| {
+                let x = p.point.values.iter().find(|(k, _)| k == path).and_then(|(_, v)| v.as_f64())?;
+                let t = search::measure(&root.join("points").join(id), search, false, 0, x, 0);
+                matches!(t.verdict, search::Verdict::Pass | search::Verdict::Fail)
+                    .then(|| (t.verdict == search::Verdict::Pass, t.why))
+            });
             rows.push(Row {
+                stable,
                 stage: st.stage,
                 stage_label: st.label.clone(),
                 metrics,
@@ -232,7 +254,7 @@ fn write_points_csv(path: &Path, plan: &ExperimentPlan, rows: &[Row]) -> Result<
     header.extend(plan.factors.iter().map(|(f, _)| f.clone()));
     header.extend(["stage", "stage_label", "completed", "failed", "error_rate"].map(String::from));
     header.extend(HEADLINE.iter().map(|s| s.to_string()));
-    header.extend(["meets_slo", "pareto"].map(String::from));
+    header.extend(["meets_slo", "pareto", "stable", "unstable_because"].map(String::from));
     let _ = w.write_record(&header);
     for r in rows {
         let mut row = vec![r.point.clone(), r.name.clone(), r.stack.clone(), r.status.clone()];
@@ -241,7 +263,7 @@ fn write_points_csv(path: &Path, plan: &ExperimentPlan, rows: &[Row]) -> Result<
         }
         let num = |v: Option<f64>| v.filter(|x| x.is_finite()).map(|x| format!("{x:.6}")).unwrap_or_default();
         if r.metrics.is_empty() {
-            row.extend(std::iter::repeat_n(String::new(), 5 + HEADLINE.len() + 2));
+            row.extend(std::iter::repeat_n(String::new(), 5 + HEADLINE.len() + 4));
         } else {
             row.push(r.stage.to_string());
             row.push(r.stage_label.clone());
@@ -253,6 +275,8 @@ fn write_points_csv(path: &Path, plan: &ExperimentPlan, rows: &[Row]) -> Result<
             }
             row.push(r.meets_slo.map(|b| b.to_string()).unwrap_or_default());
             row.push(r.pareto.to_string());
+            row.push(r.stable.as_ref().map(|s| s.0.to_string()).unwrap_or_default());
+            row.push(r.stable.as_ref().filter(|s| !s.0).map(|s| s.1.clone()).unwrap_or_default());
         }
         let _ = w.write_record(&row);
     }
@@ -431,16 +455,15 @@ fn search_charts(o: &search::Outcome, dir: &Path) -> Result<Vec<String>, Experim
         measured.iter().filter(|t| f(t).is_finite()).map(|t| (t.x, f(t), format!(" {}", t.n))).collect()
     };
     let marks: Vec<f64> = o.answer.into_iter().collect();
-    let answer = o.answer.map(|a| format!(", answer {a} (dashed)")).unwrap_or_default();
+    let answer = o.answer.map(|a| format!("; the answer {a} is the vertical line")).unwrap_or_default();
     if o.objective == crate::spec::experiment::Objective::MaxStableRate {
         let mut c = LineChart::new(
             "search_rates",
-            format!("Offered against achieved rate{answer}"),
+            format!("Offered against achieved rate (diagonal: achieved = offered){answer}"),
             format!("offered ({})", o.factor),
             "achieved requests/s",
         );
-        let top = measured.iter().map(|t| t.x.max(t.achieved)).fold(0.0, f64::max);
-        c.series.push(("achieved = offered".into(), vec![(0.0, 0.0), (top, top)]));
+        c.diagonal = true;
         let mut pass: Vec<(f64, f64)> = Vec::new();
         let mut fail: Vec<(f64, f64)> = Vec::new();
         for t in &measured {

@@ -122,15 +122,19 @@ fn stage_of(factor: &str, doc: &StatsDoc) -> Option<usize> {
 /// What a stage's records say about keeping up, beyond its statistics.
 #[derive(Debug, Clone, Copy)]
 struct Pace {
-    /// Requests sent per second while sending (the schedule as it came out, not the nominal
-    /// rate: a Poisson schedule of 15 s is ±8% off its rate by chance).
+    /// Requests sent per second over the stage's last two thirds (the schedule as it came out,
+    /// not the nominal rate: a Poisson schedule of a few seconds is several percent off its
+    /// rate by chance).
     offered: f64,
-    /// Requests completed per second: completions over the time from the first send to the
-    /// last end, less one ordinary request's latency (what a stage that keeps up needs to
-    /// finish its last request); at overload, the drain of the backlog makes it the capacity.
+    /// Requests completed per second over the same window shifted by one ordinary latency (the
+    /// first third's median). A server that keeps up completes what is sent, one latency later;
+    /// an overloaded one completes at its capacity. The first third is left out: the stage starts
+    /// from an empty server.
     achieved: f64,
-    /// Median TTFT (ms) of the first and of the last third of the requests, by send time.
-    ttft_first: f64,
+    /// Median TTFT (ms) of the middle and of the last third of the requests, by send time (the
+    /// first third is skipped: a stage starts from an empty server, and the climb to its steady
+    /// queue is not growth).
+    ttft_middle: f64,
     ttft_last: f64,
     /// Median latency (ms) of the first third: one ordinary request.
     latency_ms: f64,
@@ -170,12 +174,17 @@ fn pace(results: &Path, stage: u32) -> Option<Pace> {
     let third = (s1 - s0) / 3.0;
     let first: Vec<&(f64, f64, f64)> = ok.iter().filter(|r| r.0 <= s0 + third).collect();
     let latency = median(first.iter().map(|r| r.1 - r.0).collect());
-    let last_end = ok.iter().map(|r| r.1).fold(f64::NEG_INFINITY, f64::max);
-    let span = (last_end - s0 - latency).max(s1 - s0).max(1e-9);
+    let middle =
+        median(ok.iter().filter(|r| r.0 > s0 + third && r.0 < s1 - third).map(|r| r.2 * 1e3).collect());
+    let (a, b) = (s0 + third, s1);
+    let window = (b - a).max(1e-9);
+    let sent = sent_all.iter().filter(|t| **t >= a && **t <= b).count() as f64;
+    // Completions one ordinary latency later than the sends they answer.
+    let done = ok.iter().filter(|r| r.1 >= a + latency && r.1 <= b + latency).count() as f64;
     Some(Pace {
-        offered: (sent_all.len() - 1) as f64 / (s1 - s0).max(1e-9),
-        achieved: ok.len() as f64 / span,
-        ttft_first: median(first.iter().map(|r| r.2 * 1e3).collect()),
+        offered: sent / window,
+        achieved: done / window,
+        ttft_middle: middle,
         ttft_last: median(ok.iter().filter(|r| r.0 >= s1 - third).map(|r| r.2 * 1e3).collect()),
         latency_ms: latency * 1e3,
     })
@@ -227,10 +236,10 @@ pub fn measure(dir: &Path, s: &Search, slo_defined: bool, n: usize, x: f64, repe
         offered = p.offered;
         t.achieved = p.achieved;
         t.offered = p.offered;
-        t.ttft_growth = if p.ttft_first > 0.0 { p.ttft_last / p.ttft_first } else { f64::NAN };
-        // A queue that grows adds more than one ordinary request's latency over the stage;
-        // less is the noise of bursts (a few waits more or less), not growth.
-        if p.ttft_last - p.ttft_first <= p.latency_ms.max(5.0) {
+        t.ttft_growth = if p.ttft_middle > 0.0 { p.ttft_last / p.ttft_middle } else { f64::NAN };
+        // A queue that grows adds more than one ordinary request's latency over a third of the
+        // stage; less is the noise of bursts (a few waits more or less), not growth.
+        if p.ttft_last - p.ttft_middle <= p.latency_ms.max(5.0) {
             t.ttft_growth = t.ttft_growth.min(1.0);
         }
     }
@@ -254,7 +263,7 @@ pub fn measure(dir: &Path, s: &Search, slo_defined: bool, n: usize, x: f64, repe
             if t.ttft_growth.is_finite() {
                 if t.ttft_growth > s.queue_growth {
                     fails.push(format!(
-                        "the queue grows (TTFT ×{:.1} from the first to the last third)",
+                        "the queue grows (TTFT ×{:.1} from the middle to the last third)",
                         t.ttft_growth
                     ));
                 }
@@ -400,7 +409,8 @@ pub fn decide(s: &Search, trials: &[Trial]) -> Decision {
             }
             // The boundary is below the capacity seen: first just under it (usually stable and
             // close), then between the last stable value and the nearer of the two.
-            let top = capacity.filter(|c| *c > lo && *c < hi).unwrap_or(hi);
+            // A capacity at or under the last stable value: the boundary is just above it.
+            let top = capacity.filter(|c| *c < hi).map(|c| c.max(lo * (1.0 + s.precision))).unwrap_or(hi);
             // Knees lie at 80–97% of the capacity on the engines we model: probe 90%, then 80%.
             for share in [0.9, 0.8] {
                 let probe =
@@ -516,10 +526,8 @@ pub fn conclude(s: &Search, trials: Vec<Trial>) -> Outcome {
         (Some(lo), Some(hi)) => {
             let width =
                 if s.integer { format!("{}", hi - lo) } else { format!("{:.1}%", (hi - lo) / lo * 100.0) };
-            let unit =
-                if s.objective == Objective::MaxStableRate { " (the rate sent, measured)" } else { "" };
             format!(
-                "{} = {lo:.3} is the largest value {what}{unit}; the boundary lies in [{lo:.3}, {hi:.3}) (width {width}), after {} trials",
+                "{} = {lo:.3} is the largest value {what}; the boundary lies in [{lo:.3}, {hi:.3}) (width {width}), after {} trials",
                 s.factor,
                 trials.len()
             )

@@ -104,7 +104,8 @@ pub struct Search {
     #[serde(default = "default_max_error_rate")]
     pub max_error_rate: f64,
     /// `max_stable_rate`: the queue grows when the median TTFT of the stage's last third
-    /// exceeds this many times that of its first third (and by more than 5 ms).
+    /// exceeds this many times that of its middle third (and by more than one ordinary
+    /// request's latency).
     #[serde(default = "default_queue_growth")]
     pub queue_growth: f64,
     /// `max_load_within_slo`: `stats.json` key → the largest value allowed
@@ -156,7 +157,7 @@ fn default_max_error_rate() -> f64 {
     0.01
 }
 fn default_queue_growth() -> f64 {
-    1.5
+    1.3
 }
 
 fn one() -> u32 {
