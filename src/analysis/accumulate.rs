@@ -164,7 +164,7 @@ pub(super) fn finish(stage: u32, mut acc: Acc, convention: Convention, slo: &Slo
     } else {
         0.0
     };
-    let has_slo = slo.ttft.is_some() || slo.tpot.is_some() || slo.e2el.is_some();
+    let has_slo = slo.is_set();
     let (ttft, tpot, itl, e2el, request_throughput, output_throughput) = match convention {
         Convention::Vllm => (
             ms(stats::vllm(&mut acc.ttft)),

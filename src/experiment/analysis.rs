@@ -136,24 +136,7 @@ pub fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError> {
     let state = ExpState::load(root)?;
     let e = &plan.file.spec;
     let (lat_key, thr_key) = (e.analysis.latency.as_str(), e.analysis.throughput.as_str());
-    let slo_defined = plan
-        .points
-        .first()
-        .and_then(|p| {
-            plan.loaded
-                .resolve(
-                    &p.request,
-                    &crate::resolve::RunContext {
-                        id: "analysis".into(),
-                        workdir: root.clone(),
-                        bin: crate::session::this_binary(),
-                        port: Some(0),
-                    },
-                )
-                .ok()
-        })
-        .and_then(|r| r.workload)
-        .is_some_and(|w| w.slo.ttft.is_some() || w.slo.tpot.is_some() || w.slo.e2el.is_some());
+    let slo_defined = plan.base().and_then(|r| r.workload).is_some_and(|w| w.slo.is_set());
     // A rate factor: each point judged stable or not, as a search would.
     let stability = plan
         .factors

@@ -263,7 +263,7 @@ pub fn plan(
     let loaded = resolve::load(&base)?;
     // The base alone (its set and the constants): every factor must name one of its variables.
     let mut base_req = base.clone();
-    base_req.layers = layers(&file, &Point { id: "base".into(), name: None, values: Vec::new() });
+    base_req.layers = layers(&file, &base_point());
     let base_resolved = loaded.resolve(&base_req, &ctx)?;
     let mut paths: Vec<(String, String)> =
         e.factors.iter().map(|(p, _)| (p.clone(), file.at("factors", p))).collect();
@@ -383,7 +383,17 @@ pub fn plan(
     })
 }
 
+/// The point of the base alone (its `set` and the constants, no factor values).
+fn base_point() -> Point {
+    Point { id: "base".into(), name: None, values: Vec::new() }
+}
+
 impl ExperimentPlan {
+    /// The base run resolved (its `set` and the constants, no factor values).
+    pub fn base(&self) -> Option<Resolved> {
+        self.loaded.resolve(&request(&self.file, &base_point(), &self.sets), &planning_context()).ok()
+    }
+
     /// Compiles one more point and puts it on its stack (a new one if no stack has its standup);
     /// returns its index.
     pub fn place(&mut self, point: Point) -> Result<usize, ExperimentError> {

@@ -653,30 +653,9 @@ async fn search_driver(
     let mut grown = shared.plan.clone();
     let mut trials: Vec<search::Trial> = Vec::new();
     let mut up: Option<Up> = None;
-    let base_seed = grown
-        .loaded
-        .resolve(
-            &grown.points.first().map(|p| p.request.clone()).unwrap_or_else(|| {
-                super::plan::request(
-                    &grown.file,
-                    &super::design::Point { id: "base".into(), name: None, values: Vec::new() },
-                    &grown.sets,
-                )
-            }),
-            &crate::resolve::RunContext {
-                id: "seed".into(),
-                workdir: shared.root.clone(),
-                bin: crate::session::this_binary(),
-                port: Some(0),
-            },
-        )
-        .ok();
-    let slo_defined = base_seed
-        .as_ref()
-        .and_then(|r| r.workload.as_ref())
-        .is_some_and(|w| w.slo.ttft.is_some() || w.slo.tpot.is_some() || w.slo.e2el.is_some());
-    let base_seed =
-        base_seed.as_ref().and_then(|r| r.get("workload.seed")).and_then(Value::as_u64).unwrap_or(42);
+    let base = grown.base();
+    let slo_defined = base.as_ref().and_then(|r| r.workload.as_ref()).is_some_and(|w| w.slo.is_set());
+    let base_seed = base.as_ref().and_then(|r| r.get("workload.seed")).and_then(Value::as_u64).unwrap_or(42);
     let result: Result<(), ExperimentError> = loop {
         if shared.stopping() {
             break Ok(());

@@ -313,6 +313,13 @@ pub struct Slo {
     pub e2el: Option<Secs>,
 }
 
+impl Slo {
+    /// Whether any SLO is set (goodput is computed only then).
+    pub fn is_set(&self) -> bool {
+        self.ttft.is_some() || self.tpot.is_some() || self.e2el.is_some()
+    }
+}
+
 const KEYS: &[&str] = &["description", "seed", "api", "dataset", "warmup", "stages", "slo"];
 
 impl Workload {
