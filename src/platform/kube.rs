@@ -114,13 +114,27 @@ pub async fn exists(client: &Client, r: &ObjectRef) -> Result<bool, KubeError> {
     Ok(r.api(client).get_opt(&r.name).await.map_err(api_err(format!("failed to read {r}")))?.is_some())
 }
 
-/// Server-side apply with field manager `benchflow`.
+/// Server-side apply with field manager `benchflow`, never forced: a field that another manager
+/// set to another value is a conflict, reported with the server's list of fields and managers,
+/// not taken over.
 pub async fn apply(client: &Client, doc: &Value) -> Result<(), KubeError> {
     let r = ObjectRef::of(doc);
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let params = PatchParams::apply(FIELD_MANAGER);
     retry(|| async { r.api(client).patch(&r.name, &params, &Patch::Apply(doc)).await.map(|_| ()) })
         .await
-        .map_err(api_err(format!("failed to apply {r}")))
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 409 => KubeError::Failed(format!(
+                "cannot apply {r}: {}. benchflow does not take over fields another field manager set; \
+                 delete the object, or give those fields back, then run again",
+                s.message
+            )),
+            e => api_err(format!("failed to apply {r}"))(e),
+        })
+}
+
+/// Whether the error is the API server's 403.
+pub fn forbidden(e: &KubeError) -> bool {
+    matches!(e, KubeError::Api { source: kube::Error::Api(s), .. } if s.code == 403)
 }
 
 /// Deletes (foreground propagation) and waits until the object is gone.
@@ -185,13 +199,19 @@ pub enum PodVerdict {
     Stuck(String),
 }
 
-/// Judges one pod: ready, still coming, or stuck (crash loop, image pull, unschedulable).
+/// Judges one pod: ready, still coming, or stuck (crash loop, image pull, unschedulable). A pod
+/// unschedulable only until its claim is bound (the scheduler says so while a volume is being
+/// provisioned) is still coming.
 pub fn pod_verdict(pod: &Pod) -> PodVerdict {
     let Some(status) = &pod.status else { return PodVerdict::Waiting };
     let conditions = status.conditions.as_deref().unwrap_or_default();
     for c in conditions {
         if c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable") {
-            return PodVerdict::Stuck(format!("unschedulable: {}", c.message.as_deref().unwrap_or("")));
+            let message = c.message.as_deref().unwrap_or("");
+            if message.to_ascii_lowercase().contains("persistentvolumeclaim") {
+                continue;
+            }
+            return PodVerdict::Stuck(format!("unschedulable: {message}"));
         }
     }
     for cs in status.container_statuses.as_deref().unwrap_or_default() {
@@ -453,6 +473,11 @@ mod tests {
             serde_json::json!({"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}),
         ));
         assert!(matches!(v, PodVerdict::Stuck(m) if m.contains("Insufficient nvidia.com/gpu")));
+        // What the real scheduler says while the claim is being bound: not stuck.
+        let v = pod_verdict(&pod(
+            serde_json::json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."}]}),
+        ));
+        assert_eq!(v, PodVerdict::Waiting);
         let v = pod_verdict(&pod(
             serde_json::json!({"containerStatuses": [{"name": "vllm", "image": "x", "imageID": "", "ready": false, "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}}}]}),
         ));

@@ -5,8 +5,9 @@
 //!   existing endpoint.
 //! * [`kubernetes`]: vLLM on a cluster: derived names and labels, manifest templates, checks;
 //!   [`kube`]: the client, port-forwards and the waits, through kube-rs; [`job`]: the harness
-//!   as an Indexed Job (shards, results frames, merge).
+//!   as an Indexed Job (shards, results frames, merge); [`access`]: what the credentials may do.
 
+pub mod access;
 pub mod job;
 pub mod kube;
 pub mod kubernetes;

@@ -151,10 +151,17 @@ impl Args {
                 }
                 let mut doc = manifest.clone();
                 let r = ObjectRef::of(&doc);
-                if r.kind == "Namespace" && kube::exists(&client, &r).await.map_err(fail)? {
-                    ctx.note(&format!("# {r} exists: used as it is, never deleted"));
-                    kept.push(r);
-                    continue;
+                if r.kind == "Namespace" {
+                    // Credentials confined to the namespace may not read it: it exists then.
+                    let found = match kube::exists(&client, &r).await {
+                        Err(e) if kube::forbidden(&e) => Some("may not be read: taken to exist"),
+                        found => found.map_err(fail)?.then_some("exists"),
+                    };
+                    if let Some(why) = found {
+                        ctx.note(&format!("# {r} {why}: used as it is, never deleted"));
+                        kept.push(r);
+                        continue;
+                    }
                 }
                 kubernetes::label(&mut doc, &self.run_label, &ctx.step);
                 if r.kind == "Secret" {

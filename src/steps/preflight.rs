@@ -1,13 +1,16 @@
-//! `preflight`: before anything is created: the API server answers, the namespace is usable,
-//! an existing model-cache claim named by the scenario exists (else a clear error, and nothing
-//! is created), and some node offers the GPUs asked for (a warning only: the cluster may scale).
+//! `preflight`: before anything is created: the API server answers, the credentials may do
+//! everything the stack's standup, run and teardown will do (asked of the server's authorizer,
+//! one SelfSubjectAccessReview per action; every refusal listed at once), the namespace is
+//! usable, an existing model-cache claim named by the scenario exists (else a clear error, and
+//! nothing is created), and some node offers the GPUs asked for (a warning only: the cluster
+//! may scale).
 
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim};
 use kube::api::{Api, ListParams};
 use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Done, Step, StepError};
-use crate::platform::kube::Target;
+use crate::platform::{access, kube::Target};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,14 +46,40 @@ impl Step for Args {
             .map_err(|e| fail(format!("the Kubernetes API server does not answer: {e}")))?;
         let mut notes = vec![format!("API server {}.{}", version.major, version.minor)];
         let namespaces: Api<Namespace> = Api::all(client.clone());
-        let ns = namespaces
-            .get_opt(&self.namespace)
+        // A user confined to a namespace may not read Namespace objects: it must exist then.
+        let (exists, note) = match namespaces.get_opt(&self.namespace).await {
+            Ok(Some(_)) => (true, format!("namespace {} exists", self.namespace)),
+            Ok(None) => (false, format!("namespace {} will be created", self.namespace)),
+            Err(kube::Error::Api(s)) if s.code == 403 => (
+                true,
+                format!("namespace {} cannot be read with these credentials: taken to exist", self.namespace),
+            ),
+            Err(e) => return Err(fail(format!("cannot read namespace {}: {e}", self.namespace))),
+        };
+        notes.push(note);
+        let mut wanted = access::standalone(&self.namespace);
+        if !exists {
+            wanted.extend(access::namespace_lifecycle());
+        }
+        let refused = access::refused(&client, &wanted)
             .await
-            .map_err(|e| fail(format!("cannot read namespace {}: {e}", self.namespace)))?;
-        notes.push(match ns {
-            Some(_) => format!("namespace {} exists", self.namespace),
-            None => format!("namespace {} will be created", self.namespace),
-        });
+            .map_err(|e| fail(format!("cannot ask the API server what these credentials may do: {e}")))?;
+        if !refused.is_empty() {
+            let who = access::whoami(&client).await.map(|u| format!(" (user {u})")).unwrap_or_default();
+            let list: Vec<String> = refused.iter().map(|a| format!("  - {a}")).collect();
+            return Err(fail(format!(
+                "the Kubernetes credentials{who} may not do {} of the {} things this stack needs:\n{}\n\
+                 ask for a Role (and RoleBinding) in namespace {} granting them{}; \
+                 `kubectl auth can-i --list -n {}` shows what you may do now",
+                refused.len(),
+                wanted.len(),
+                list.join("\n"),
+                self.namespace,
+                if exists { "" } else { ", or create the namespace beforehand" },
+                self.namespace
+            )));
+        }
+        notes.push(format!("may do all {} actions the stack needs", wanted.len()));
         if let Some(pvc) = &self.pvc {
             let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &self.namespace);
             match claims.get_opt(pvc).await {
@@ -91,6 +120,9 @@ impl Step for Args {
                 } else {
                     notes.push(format!("{count} node(s) offer the GPUs"));
                 }
+            }
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                notes.push("these credentials may not list nodes: GPU check skipped".into())
             }
             Err(e) => notes.push(format!("cannot list nodes ({e}); GPU check skipped")),
         }

@@ -35,7 +35,8 @@ pub async fn portforward(
         .into_response()
 }
 
-async fn bridge(socket: WebSocket, port: u16, backend: std::net::SocketAddr) {
+/// Bridges a port-forward WebSocket to `backend` (also the real-cluster node agent's).
+pub async fn bridge(socket: WebSocket, port: u16, backend: std::net::SocketAddr) {
     let (mut sink, mut stream) = socket.split();
     let [lo, hi] = port.to_le_bytes();
     if sink.send(Message::Binary(vec![0, lo, hi].into())).await.is_err()

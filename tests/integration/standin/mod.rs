@@ -9,7 +9,7 @@
 //!   scheduling), Jobs → Succeeded, PVCs → Bound, namespace deletion cascade, events, logs;
 //! * [`forward`]: the port-forward WebSocket (`v4.channel.k8s.io`) bridged to a local address.
 
-mod forward;
+pub mod forward;
 pub mod kubelet;
 
 use std::{
@@ -431,6 +431,12 @@ async fn handle(
             "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"
         }))
         .into_response();
+    }
+    // No RBAC here: every access review is allowed (the real control plane's tests judge RBAC).
+    if method == Method::POST && path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" {
+        let mut review: Value = serde_json::from_slice(&body).unwrap_or_default();
+        review["status"] = json!({"allowed": true});
+        return (StatusCode::CREATED, axum::Json(review)).into_response();
     }
     let Some((resource, ns, name, sub)) = route(&path) else {
         return status(

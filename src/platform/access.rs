@@ -1,0 +1,138 @@
+//! What the credentials may do, asked of the API server before anything is created: one
+//! SelfSubjectAccessReview per action (the server's own authorizer answers, RBAC or not; a GET
+//! that happens to succeed proves nothing about PATCH or DELETE), and who the server thinks we
+//! are (SelfSubjectReview), for the error message.
+
+use k8s_openapi::api::{
+    authentication::v1::SelfSubjectReview,
+    authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec},
+};
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+};
+
+/// One action on one kind of object: `patch deployments.apps in namespace bench`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub verb: &'static str,
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub subresource: &'static str,
+    /// `None` for cluster-scoped objects.
+    pub namespace: Option<String>,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.verb, self.resource)?;
+        if !self.group.is_empty() {
+            write!(f, ".{}", self.group)?;
+        }
+        if !self.subresource.is_empty() {
+            write!(f, "/{}", self.subresource)?;
+        }
+        match &self.namespace {
+            Some(ns) => write!(f, " in namespace {ns}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What a standalone stack's standup, run and teardown do in its namespace: apply (a PATCH,
+/// which the authorizer judges as `create` while the object does not exist yet), read and
+/// delete its objects, watch the Deployment and its pods, read events and logs for
+/// diagnostics, port-forward to a pod.
+pub fn standalone(namespace: &str) -> Vec<Access> {
+    const ACTIONS: &[(&str, &str, &str, &str)] = &[
+        ("create", "", "secrets", ""),
+        ("patch", "", "secrets", ""),
+        ("delete", "", "secrets", ""),
+        ("get", "", "persistentvolumeclaims", ""),
+        ("create", "", "persistentvolumeclaims", ""),
+        ("patch", "", "persistentvolumeclaims", ""),
+        ("delete", "", "persistentvolumeclaims", ""),
+        ("get", "", "services", ""),
+        ("create", "", "services", ""),
+        ("patch", "", "services", ""),
+        ("delete", "", "services", ""),
+        ("get", "apps", "deployments", ""),
+        ("create", "apps", "deployments", ""),
+        ("patch", "apps", "deployments", ""),
+        ("delete", "apps", "deployments", ""),
+        ("watch", "apps", "deployments", ""),
+        ("list", "", "pods", ""),
+        ("watch", "", "pods", ""),
+        ("get", "", "pods", "log"),
+        ("create", "", "pods", "portforward"),
+        ("list", "", "events", ""),
+    ];
+    ACTIONS
+        .iter()
+        .map(|&(verb, group, resource, subresource)| Access {
+            verb,
+            group,
+            resource,
+            subresource,
+            namespace: Some(namespace.to_string()),
+        })
+        .collect()
+}
+
+/// Creating the namespace, and deleting it at teardown.
+pub fn namespace_lifecycle() -> Vec<Access> {
+    ["create", "delete"]
+        .into_iter()
+        .map(|verb| Access { verb, group: "", resource: "namespaces", subresource: "", namespace: None })
+        .collect()
+}
+
+/// The actions the server would refuse, in the order given.
+pub async fn refused(client: &Client, wanted: &[Access]) -> Result<Vec<Access>, kube::Error> {
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let mut refused = Vec::new();
+    for a in wanted {
+        let review = SelfSubjectAccessReview {
+            metadata: ObjectMeta::default(),
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(a.verb.to_string()),
+                    group: Some(a.group.to_string()),
+                    resource: Some(a.resource.to_string()),
+                    subresource: (!a.subresource.is_empty()).then(|| a.subresource.to_string()),
+                    namespace: a.namespace.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            status: None,
+        };
+        let answer = reviews.create(&PostParams::default(), &review).await?;
+        if !answer.status.is_some_and(|s| s.allowed) {
+            refused.push(a.clone());
+        }
+    }
+    Ok(refused)
+}
+
+/// Who the API server says the credentials are (`None` if it cannot say).
+pub async fn whoami(client: &Client) -> Option<String> {
+    let reviews: Api<SelfSubjectReview> = Api::all(client.clone());
+    let review = SelfSubjectReview::default();
+    let answer = reviews.create(&PostParams::default(), &review).await.ok()?;
+    answer.status?.user_info?.username
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_read_as_kubectl_auth_can_i_would_name_them() {
+        let all = standalone("bench");
+        let shown: Vec<String> = all.iter().map(ToString::to_string).collect();
+        assert!(shown.contains(&"patch deployments.apps in namespace bench".to_string()), "{shown:?}");
+        assert!(shown.contains(&"create pods/portforward in namespace bench".to_string()), "{shown:?}");
+        assert_eq!(namespace_lifecycle()[0].to_string(), "create namespaces");
+    }
+}
