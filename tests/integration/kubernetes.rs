@@ -1,11 +1,12 @@
-//! The Kubernetes platform end to end: the compiled binary against the stand-in API server
-//! through a temporary kubeconfig, the simulator behind the Service (port-forwards reach it),
-//! faults, interrupts, crashes; and the rendered manifests as snapshots.
+//! The Kubernetes platform against the stand-in API server, for what a real one cannot do on
+//! demand: injected 429/500s, cut watches, slow writes (interrupts during an apply); and the
+//! rendered manifests as snapshots. Everything else runs against the real control plane
+//! (`kubernetes_real.rs`).
 
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::{Value, json};
@@ -13,7 +14,7 @@ use serde_json::{Value, json};
 use crate::{
     loadgen::TempDir,
     standin::{Config, PodMode, StandIn},
-    support::{assert_absent, benchflow, spawn_sim, state, text, wait_for},
+    support::{benchflow, spawn_sim, state, text, wait_for},
 };
 
 const HF_CANARY: &str = "hf_canary_k8s_0b1c2d";
@@ -86,63 +87,6 @@ impl Cluster {
 }
 
 #[test]
-fn e2e_stands_up_runs_through_a_port_forward_and_deletes_exactly_what_it_created() {
-    let c = Cluster::new("k8s-e2e", Config::default());
-    c.scenario("k8s", &scenario(""));
-    let out = c.run(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let wd = c.wd();
-    let s = state(&wd);
-    for step in ["01_preflight", "08_wait_ready", "09_smoke_test", "10_load", "11_analyze"] {
-        assert_eq!(s["steps"][step]["status"], "done", "{step}: {}", s["steps"][step]);
-    }
-    // What was applied has been undone by teardown.
-    for step in ["02_namespace", "03_secret", "04_cache", "07_deploy"] {
-        assert_eq!(s["steps"][step]["status"], "undone", "{step}: {}", s["steps"][step]);
-    }
-    assert_eq!(s["steps"]["05_download"]["status"], "skipped");
-    // The load went through the port-forward to the simulator.
-    let csv = std::fs::read_to_string(wd.join("results/latest/requests.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 21, "{csv}");
-    assert!(wd.join("analysis/latest/report.html").is_file());
-    // Everything created is gone, the namespace too (benchflow created it).
-    assert!(c.labelled().is_empty(), "left: {:?}", c.labelled());
-    assert!(c.standin.state.get("namespaces", "", "bench").is_none());
-    // Server-side apply with the field manager; the secret reached the API server, not the disk.
-    let requests = c.standin.requests();
-    assert!(
-        requests.iter().any(|r| r.starts_with("PATCH /apis/apps/v1/namespaces/bench/deployments/")
-            && r.contains("fieldManager=benchflow")),
-        "{requests:?}"
-    );
-    assert!(requests.iter().any(|r| r.contains("/portforward")));
-    assert_absent(&wd, &[HF_CANARY, KUBE_CANARY]);
-    let rendered = std::fs::read_to_string(wd.join("plan/steps/03_secret.json")).unwrap();
-    assert!(rendered.contains("env:HF_TOKEN"), "{rendered}");
-}
-
-#[test]
-fn stuck_pods_fail_fast_with_diagnostics_and_a_clean_teardown() {
-    for (mode, gpus, expected) in [
-        (PodMode::CrashLoop, 1, "CrashLoopBackOff"),
-        (PodMode::ImagePull, 1, "ImagePullBackOff"),
-        (PodMode::Ready, 16, "Insufficient nvidia.com/gpu"),
-    ] {
-        let c = Cluster::new("k8s-stuck", Config { pod_mode: mode.clone(), ..Config::default() });
-        c.scenario("k8s", &scenario("").replace("gpus: 1", &format!("gpus: {gpus}")));
-        let t0 = Instant::now();
-        let out = c.run(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd"]);
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(3), "{mode:?}: {err}");
-        assert!(err.contains(expected), "{mode:?}: {err}");
-        assert!(t0.elapsed() < Duration::from_secs(15), "{mode:?} took {:?}: not fast", t0.elapsed());
-        let diag: Vec<_> = std::fs::read_dir(c.wd().join("setup/diagnostics")).unwrap().collect();
-        assert!(!diag.is_empty(), "{mode:?}: no diagnostics saved");
-        assert!(c.labelled().is_empty(), "{mode:?}: left {:?}", c.labelled());
-    }
-}
-
-#[test]
 fn transient_api_errors_and_dropped_watches_are_survived() {
     let config = Config {
         fail_nth: vec![
@@ -163,135 +107,6 @@ fn transient_api_errors_and_dropped_watches_are_survived() {
     assert!(count("PATCH /apis/apps/v1/namespaces/bench/deployments/") >= 2, "{requests:?}");
     assert!(count("PATCH /api/v1/namespaces/bench/secrets/") >= 2, "{requests:?}");
     assert!(requests.iter().filter(|r| r.contains("watch=true")).count() >= 3, "{requests:?}");
-}
-
-#[test]
-fn an_existing_namespace_and_claim_are_used_and_kept() {
-    let c = Cluster::new("k8s-pvc", Config::default());
-    let st = &c.standin.state;
-    st.put("namespaces", "", json!({"metadata": {"name": "team"}, "status": {"phase": "Active"}}));
-    st.put("persistentvolumeclaims", "team", json!({"metadata": {"name": "models"}, "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}}}, "status": {"phase": "Bound"}}));
-    let text_of = |pvc: &str| {
-        scenario(&format!("  pvc: {{ name: {pvc} }}\n")).replace("namespace: bench", "namespace: team")
-    };
-    c.scenario("team", &text_of("models")).scenario("missing", &text_of("nope"));
-    // A claim that does not exist: refused before anything is created.
-    let out = c.run(&["e2e", "-c", "missing", "-w", "quick", "--workdir", "wd1"]);
-    assert_eq!(out.status.code(), Some(3));
-    assert!(
-        text(&out.stderr).contains("`nope`") && text(&out.stderr).contains("does not exist"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(c.labelled().is_empty());
-    let out = c.run(&["e2e", "-c", "team", "-w", "quick", "--workdir", "wd"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(state(&c.wd())["steps"]["04_cache"]["status"], "skipped");
-    assert!(st.get("persistentvolumeclaims", "team", "models").is_some(), "the claim is kept");
-    assert!(st.get("namespaces", "", "team").is_some(), "the namespace is kept");
-    assert!(c.labelled().is_empty());
-    let deploy = std::fs::read_to_string(c.wd().join("plan/steps/07_deploy.json")).unwrap();
-    assert!(deploy.contains("\"claimName\": \"models\""), "{deploy}");
-    // The plan holds what was sent, labels included, also as YAML a person can read or apply.
-    assert!(deploy.contains("benchflow.io/run"), "{deploy}");
-    let yaml: Vec<String> = std::fs::read_dir(c.wd().join("plan/manifests/07_deploy"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
-    let file = yaml.iter().find(|f| f.starts_with("Deployment-")).expect("the Deployment as YAML");
-    let text = std::fs::read_to_string(c.wd().join("plan/manifests/07_deploy").join(file)).unwrap();
-    assert!(text.contains("benchflow.io/run:") && text.contains("claimName: models"), "{text}");
-}
-
-#[test]
-fn sigint_while_waiting_and_sigkill_then_teardown_leave_nothing() {
-    let c = Cluster::new("k8s-int", Config { pod_mode: PodMode::NeverReady, ..Config::default() });
-    c.scenario("k8s", &scenario("").replace("ready: 20s", "ready: 60s"));
-    let deployed = |c: &Cluster| !c.standin.state.list("deployments", Some("bench")).is_empty();
-    // SIGINT during the readiness wait.
-    let child = c
-        .cmd(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("deployment applied", Duration::from_secs(30), || deployed(&c));
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
-    assert!(c.labelled().is_empty(), "left: {:?}", c.labelled());
-    assert_eq!(state(&c.wd())["steps"]["08_wait_ready"]["status"], "cancelled");
-    // SIGKILL: everything stays; `teardown DIR` removes it from the record.
-    let mut child = c
-        .cmd(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("deployment applied", Duration::from_secs(30), || deployed(&c));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(!c.labelled().is_empty());
-    let out = c.run(&["status", "wd2"]);
-    let shown = text(&out.stdout);
-    assert!(shown.contains("0/1 available") && shown.contains("not ready yet"), "{shown}");
-    let out = c.run(&["teardown", "wd2"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(c.labelled().is_empty(), "left: {:?}", c.labelled());
-    wait_for("namespace gone", Duration::from_secs(10), || {
-        c.standin.state.get("namespaces", "", "bench").is_none()
-    });
-    assert_absent(&c.dir.0.join("wd2"), &[HF_CANARY, KUBE_CANARY]);
-}
-
-/// Rendered manifests for a set of scenarios, compared with the files under
-/// `tests/integration/snapshots/` (refresh with `BENCHFLOW_UPDATE_SNAPSHOTS=1`); each manifest
-/// also parses into its k8s-openapi type.
-/// An experiment on Kubernetes: a setup factor (GPUs per pod) × a run factor (rate): two stacks,
-/// each applied once with its own run id (so names never collide), both deleted, every point
-/// measured through a port-forward.
-#[test]
-fn an_experiment_stands_up_one_deployment_per_stack_and_leaves_nothing() {
-    let c = Cluster::new("k8s-exp", Config::default());
-    c.scenario("k8s", &scenario(""));
-    std::fs::create_dir_all(c.dir.0.join("experiments")).unwrap();
-    std::fs::write(
-        c.dir.0.join("experiments/gpus.yaml"),
-        "base: { scenario: k8s, workload: quick }\nfactors:\n  kubernetes.gpus: [1, 2]\n  workload.stages.0.rate: [20, 40]\n",
-    )
-    .unwrap();
-    let out = c.run(&["experiment", "-e", "gpus", "--workdir", "exp", "-q"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let exp = c.dir.0.join("exp");
-    let st: Value = serde_json::from_slice(&std::fs::read(exp.join("state.json")).unwrap()).unwrap();
-    for p in ["p001", "p002", "p003", "p004"] {
-        assert_eq!(st["points"][p]["status"], "done", "{p}: {}", st["points"][p]);
-        let csv =
-            std::fs::read_to_string(exp.join("points").join(p).join("results/latest/requests.csv")).unwrap();
-        assert_eq!(csv.lines().count(), 21, "{p}");
-    }
-    // One Deployment applied per stack, each named from its own run id; the second asks 2 GPUs.
-    let deploys: Vec<String> = c
-        .standin
-        .requests()
-        .into_iter()
-        .filter(|r| r.starts_with("PATCH /apis/apps/v1/namespaces/bench/deployments/"))
-        .map(|r| r.split('?').next().unwrap_or("").to_string())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    assert_eq!(deploys.len(), 2, "{deploys:?}");
-    let steps = std::fs::read_to_string(exp.join("stacks/s2/plan/steps/07_deploy.json")).unwrap();
-    assert!(
-        steps.contains("\"nvidia.com/gpu\": \"2\"") || steps.contains("\"nvidia.com/gpu\": 2"),
-        "{steps}"
-    );
-    for s in ["s1", "s2"] {
-        assert_eq!(st["stacks"][s]["standups"], 1);
-        assert_eq!(st["stacks"][s]["status"], "down");
-    }
-    assert!(c.labelled().is_empty(), "left: {:?}", c.labelled());
-    assert_absent(&exp, &[HF_CANARY, KUBE_CANARY]);
 }
 
 #[test]
@@ -370,47 +185,6 @@ fn real_cluster_e2e() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dir.0.join("wd/analysis/latest/report.html").is_file());
-}
-
-#[test]
-fn the_harness_runs_in_the_cluster_as_a_job_and_its_records_come_back_intact() {
-    let c = Cluster::new("k8s-job", Config::default());
-    c.scenario("k8s", &scenario(""));
-    std::fs::create_dir_all(c.dir.0.join("harnesses")).unwrap();
-    std::fs::write(
-        c.dir.0.join("harnesses/pods.yaml"),
-        "kind: builtin\nplacement: cluster\nparallelism: 2\nimage: ghcr.io/benchflow/benchflow:test\n",
-    )
-    .unwrap();
-    let out = c.run(&["e2e", "-c", "k8s", "-H", "pods", "-w", "quick", "--workdir", "wd"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let wd = c.wd();
-    let s = state(&wd);
-    let summary = s["steps"]["10_load"]["summary"].as_str().unwrap();
-    assert!(summary.starts_with("20 requests (0 failed) from 2 pods"), "{summary}");
-    // Each pod's records came back with their checksum, and were merged on one time axis.
-    let shards: Value =
-        serde_json::from_slice(&std::fs::read(wd.join("results/latest/shards.json")).unwrap()).unwrap();
-    assert_eq!(shards.as_array().unwrap().len(), 2);
-    for i in 0..2 {
-        let part = std::fs::read_to_string(wd.join(format!("results/latest/shard-{i}/results/requests.csv")))
-            .unwrap();
-        assert_eq!(part.lines().count(), 11, "shard {i}: {part}");
-    }
-    let merged = std::fs::read_to_string(wd.join("results/latest/requests.csv")).unwrap();
-    assert_eq!(merged.lines().count(), 21);
-    let stats: Value =
-        serde_json::from_slice(&std::fs::read(wd.join("analysis/latest/stats.json")).unwrap()).unwrap();
-    assert_eq!(stats["stages"][0]["completed"], 20);
-    // The Job and its ConfigMap are gone with the rest.
-    let requests = c.standin.requests();
-    assert!(
-        requests.iter().any(|r| r.starts_with("PATCH /apis/batch/v1/namespaces/bench/jobs/")),
-        "{requests:?}"
-    );
-    assert!(c.labelled().is_empty(), "left: {:?}", c.labelled());
-    let job = std::fs::read_to_string(wd.join("plan/steps/10_load.job.json")).unwrap();
-    assert!(job.contains("\"completionMode\": \"Indexed\"") && job.contains("\"parallelism\": 2"), "{job}");
 }
 
 #[test]

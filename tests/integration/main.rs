@@ -1,8 +1,10 @@
 //! The integration tests: one binary, one module per area.
 
+mod cluster; // TEST SUPPORT: a real control plane (scripts/control-plane) and a node agent
 mod engine;
 mod experiment; // experiments (sweeps, resume, max_stacks, retries) and `compare` // e2e, standup, run, teardown, plan, status, archive, reproduce: the work directory
 mod kubernetes; // the kubernetes platform against the stand-in: e2e, faults, interrupts, manifests
+mod kubernetes_real; // the kubernetes platform against a real control plane
 mod layering; // no two top-level modules of src/ import each other
 mod loadgen; // the load generator against the simulator: accuracy, pacing, accounting
 mod run_cli; // `benchflow run` and `analyze` as a user runs them: files, exit codes, SIGINT

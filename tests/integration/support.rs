@@ -302,9 +302,8 @@ pub fn tls_fixture(file: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/fixtures/tls").join(file)
 }
 
-/// A TLS front for `backend` (`host:port`), with the fixture certificate for 127.0.0.1 signed by
-/// the fixture CA; returns its `https://` address. Serves until the test process ends.
-pub fn tls_front(backend: String) -> String {
+/// A TLS acceptor with the fixture certificate for 127.0.0.1, signed by the fixture CA.
+pub fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_file_iter(tls_fixture("cert.pem")).unwrap().map(|c| c.unwrap()).collect();
@@ -316,7 +315,13 @@ pub fn tls_front(backend: String) -> String {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
+
+/// A TLS front for `backend` (`host:port`), with the fixture certificate for 127.0.0.1 signed by
+/// the fixture CA; returns its `https://` address. Serves until the test process ends.
+pub fn tls_front(backend: String) -> String {
+    let acceptor = tls_acceptor();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
     listener.set_nonblocking(true).unwrap();

@@ -188,25 +188,6 @@ fn start_pod(st: &St, ns: &str, pod: &str, owner: Option<String>) {
                 st.put("pods", &ns, p);
             }
             PodMode::NeverReady => {}
-            PodMode::CrashLoop => {
-                p["status"]["containerStatuses"][0]["restartCount"] = json!(3);
-                p["status"]["containerStatuses"][0]["state"] = json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}});
-                st.put("pods", &ns, p);
-                event(&st, &ns, &pod, "Warning", "BackOff", "Back-off restarting failed container vllm");
-            }
-            PodMode::ImagePull => {
-                p["status"]["phase"] = json!("Pending");
-                p["status"]["containerStatuses"][0]["state"] = json!({"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image \"{image}\"")}});
-                st.put("pods", &ns, p);
-                event(
-                    &st,
-                    &ns,
-                    &pod,
-                    "Warning",
-                    "Failed",
-                    &format!("Failed to pull image \"{image}\": not found"),
-                );
-            }
         }
         if let Some(owner) = owner {
             refresh_deployment(&st, &ns, &owner);
@@ -359,12 +340,6 @@ pub fn logs(st: &St, ns: &str, pod: &Value) -> impl IntoResponse {
     if let Some(text) = st.logs.lock().unwrap().get(&(ns.to_string(), name)) {
         return ([("content-type", "text/plain")], text.clone()).into_response();
     }
-    let waiting = pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str().unwrap_or("");
-    let text = match waiting {
-        "CrashLoopBackOff" => {
-            "INFO Starting vLLM API server\nERROR torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB\n"
-        }
-        _ => "INFO Starting vLLM API server on http://0.0.0.0:8000\nINFO Application startup complete.\n",
-    };
+    let text = "INFO Starting vLLM API server on http://0.0.0.0:8000\nINFO Application startup complete.\n";
     ([("content-type", "text/plain")], text.to_string()).into_response()
 }

@@ -7,6 +7,10 @@
 //! * this file: the store (objects, resourceVersion, watch history), routing, verbs, selectors;
 //! * [`kubelet`]: what controllers and kubelets would do: Deployments → Pods → Ready (with GPU
 //!   scheduling), Jobs → Succeeded, PVCs → Bound, namespace deletion cascade, events, logs;
+//!
+//! What a real API server judges (RBAC, apply conflicts, the scheduler's messages, real
+//! controllers) is tested against the real control plane (`crate::cluster`); the stand-in stays
+//! for what that cannot do on demand: injected 429/500s, cut watches, slow writes.
 //! * [`forward`]: the port-forward WebSocket (`v4.channel.k8s.io`) bridged to a local address.
 
 pub mod forward;
@@ -37,8 +41,6 @@ pub enum PodMode {
     Ready,
     /// Running, never Ready.
     NeverReady,
-    CrashLoop,
-    ImagePull,
 }
 
 /// Knobs and faults.

@@ -1,0 +1,435 @@
+//! The Kubernetes platform against a real control plane (kube-apiserver, etcd, controller
+//! manager and scheduler of Kubernetes 1.33; [`crate::cluster`]): what only a real API server
+//! judges truthfully. Each test has namespaces of its own; `kubectl` (built from the same
+//! release) checks what is left.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    cluster::{Behaviour, ControlPlane, Pods},
+    loadgen::TempDir,
+    support::{assert_absent, benchflow, spawn_sim, state, text, wait_for},
+};
+
+const HF_CANARY: &str = "hf_canary_real_5a6b7c";
+
+const WORKLOAD: &str = "seed: 1\ndataset: { random: { input_len: 32, output_len: 8 } }\nstages:\n  - { rate: 40, arrival: constant, requests: 20 }\n";
+
+/// A project directory, a simulator as the namespace's backend, and the control plane.
+struct Project {
+    cp: &'static ControlPlane,
+    ns: String,
+    dir: TempDir,
+    sim: std::process::Child,
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = self.sim.kill();
+        let _ = self.sim.wait();
+    }
+}
+
+impl Project {
+    fn new(tag: &str, behaviour: Behaviour) -> Project {
+        let cp = ControlPlane::get();
+        let (sim, url) = spawn_sim(&["--profile", "tiny/cpu"]);
+        let backend = url.trim_start_matches("http://").parse().ok();
+        let ns = cp.namespace(tag, Behaviour { backend, ..behaviour });
+        let dir = TempDir::new(tag);
+        for d in ["scenarios", "workloads", "harnesses"] {
+            std::fs::create_dir_all(dir.0.join(d)).unwrap();
+        }
+        std::fs::write(dir.0.join("workloads/quick.yaml"), WORKLOAD).unwrap();
+        let p = Project { cp, ns, dir, sim };
+        p.write("scenarios/k8s.yaml", &p.scenario_text(""));
+        p
+    }
+
+    /// A scenario of the standalone method in this test's namespace, plus `extra` under
+    /// `kubernetes:`.
+    fn scenario_text(&self, extra: &str) -> String {
+        format!(
+            "platform: kubernetes\nmodel: tiny-sim\nengine: {{ kind: vllm, args: [--max-model-len, \"4096\"], env: {{ HF_TOKEN: env:HF_TOKEN }} }}\n\
+             kubernetes:\n  namespace: {}\n  image: vllm/vllm-openai:v0.11.0\n  gpus: 1\n  gpu_product: NVIDIA-H100-80GB-HBM3\n{extra}\
+             timeouts: {{ ready: 60s, smoke: 20s }}\n",
+            self.ns
+        )
+    }
+
+    /// Writes a file of the project.
+    fn write(&self, rel: &str, text: &str) -> &Self {
+        std::fs::write(self.dir.0.join(rel), text).unwrap();
+        self
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = benchflow();
+        c.args(args)
+            .current_dir(&self.dir.0)
+            .env("KUBECONFIG", &self.cp.kubeconfig)
+            .env("HF_TOKEN", HF_CANARY)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn wd(&self, name: &str) -> PathBuf {
+        self.dir.0.join(name)
+    }
+
+    /// What is left of the run in this test's namespaces, as kubectl lists it.
+    fn left(&self) -> Vec<String> {
+        self.cp.labelled().into_iter().filter(|l| l.starts_with(&format!("{} ", self.ns))).collect()
+    }
+}
+
+#[test]
+fn e2e_against_a_real_api_server_stands_up_runs_through_a_port_forward_and_leaves_nothing() {
+    let p = Project::new("real-e2e", Behaviour::default());
+    let kubeconfig = p.cp.kubeconfig.to_string_lossy().to_string();
+    let out = p
+        .cmd(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd", "--kubeconfig", &kubeconfig])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wd = p.wd("wd");
+    let s = state(&wd);
+    for step in ["01_preflight", "08_wait_ready", "09_smoke_test", "10_load", "11_analyze"] {
+        assert_eq!(s["steps"][step]["status"], "done", "{step}: {}", s["steps"][step]);
+    }
+    for step in ["02_namespace", "03_secret", "04_cache", "07_deploy"] {
+        assert_eq!(s["steps"][step]["status"], "undone", "{step}: {}", s["steps"][step]);
+    }
+    assert_eq!(s["steps"]["05_download"]["status"], "skipped");
+    // The load went through the real API server's port-forward to the simulator.
+    let csv = std::fs::read_to_string(wd.join("results/latest/requests.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 21, "{csv}");
+    assert!(wd.join("analysis/latest/report.html").is_file());
+    let forwards = p.cp.kubelet_requests(&p.ns);
+    assert!(
+        forwards.iter().any(|r| r.starts_with("GET /portForward/") && r.contains("port=8000")),
+        "{forwards:?}"
+    );
+    // kubectl sees nothing of the run, and the namespace benchflow created is gone.
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+    assert!(!p.cp.has_namespace(&p.ns), "namespace {} is still there", p.ns);
+    assert_absent(&wd, &[HF_CANARY, &p.cp.admin_token()]);
+    let rendered = std::fs::read_to_string(wd.join("plan/steps/03_secret.json")).unwrap();
+    assert!(rendered.contains("env:HF_TOKEN"), "{rendered}");
+}
+
+#[test]
+fn standup_leaves_objects_owned_by_benchflow_that_run_and_teardown_take_from_the_work_directory() {
+    let p = Project::new("real-split", Behaviour::default());
+    let out = p.run(&["standup", "-c", "k8s", "--workdir", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Up: every object carries the run label and is managed by field manager `benchflow`; the
+    // token reached the API server (and only it).
+    let up = p.left();
+    for kind in ["Deployment/", "Service/", "Secret/", "PersistentVolumeClaim/", "Pod/"] {
+        assert!(up.iter().any(|l| l.contains(kind)), "no {kind} in {up:?}");
+    }
+    let managers = p.cp.kubectl(&[
+        "get",
+        "deployments,services,secrets",
+        "-n",
+        &p.ns,
+        "-o",
+        "jsonpath={.items[*].metadata.managedFields[*].manager}",
+    ]);
+    assert!(managers.split_whitespace().filter(|m| *m == "benchflow").count() >= 3, "{managers}");
+    let token = p.cp.kubectl(&[
+        "get",
+        "secrets",
+        "-n",
+        &p.ns,
+        "-l",
+        "benchflow.io/run",
+        "-o",
+        "jsonpath={.items[0].data.HF_TOKEN}",
+    ]);
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.decode(token.trim()).unwrap();
+    assert_eq!(token, HF_CANARY.as_bytes());
+    let out = p.run(&["status", "wd"]);
+    assert!(text(&out.stdout).contains("1/1 available"), "{}", text(&out.stdout));
+    let out = p.run(&["run", "--workdir", "wd", "-w", "quick"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = std::fs::read_to_string(p.wd("wd").join("results/latest/requests.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 21);
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+    assert!(!p.cp.has_namespace(&p.ns));
+    assert_absent(&p.wd("wd"), &[HF_CANARY]);
+}
+
+#[test]
+fn stuck_pods_fail_fast_with_the_real_schedulers_message_and_a_clean_teardown() {
+    for (pods, gpus, expected) in [
+        (Pods::CrashLoop, 1, "CrashLoopBackOff"),
+        (Pods::ImagePull, 1, "ImagePullBackOff"),
+        (Pods::Ready, 16, "Insufficient nvidia.com/gpu"),
+    ] {
+        let p = Project::new("real-stuck", Behaviour { pods: pods.clone(), ..Behaviour::default() });
+        p.write("scenarios/k8s.yaml", &p.scenario_text("").replace("gpus: 1", &format!("gpus: {gpus}")));
+        let t0 = Instant::now();
+        let out = p.run(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{pods:?}: {err}");
+        assert!(err.contains(expected), "{pods:?}: {err}");
+        assert!(t0.elapsed() < Duration::from_secs(30), "{pods:?} took {:?}: not fast", t0.elapsed());
+        let diagnostics: Vec<_> = std::fs::read_dir(p.wd("wd").join("setup/diagnostics")).unwrap().collect();
+        assert!(!diagnostics.is_empty(), "{pods:?}: no diagnostics saved");
+        assert!(p.left().is_empty(), "{pods:?}: left {:?}", p.left());
+        assert!(!p.cp.has_namespace(&p.ns), "{pods:?}: namespace {} is still there", p.ns);
+    }
+}
+
+/// A Role for user `limited` in `ns`: what the standalone method needs, but `skip` rules.
+fn role_for_limited(ns: &str, skip: &str) -> String {
+    let rules = [
+        ("\"\"", "secrets, persistentvolumeclaims, services", "get, list, watch, create, patch, delete"),
+        ("apps", "deployments", "get, list, watch, create, patch, delete"),
+        ("\"\"", "pods, events", "get, list, watch"),
+        ("\"\"", "pods/log", "get"),
+        ("\"\"", "pods/portforward", "create, get"),
+    ];
+    let rules: Vec<String> = rules
+        .iter()
+        .filter(|(_, resources, _)| *resources != skip)
+        .map(|(group, resources, verbs)| {
+            format!("- {{ apiGroups: [{group}], resources: [{resources}], verbs: [{verbs}] }}")
+        })
+        .collect();
+    format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{ name: bench, namespace: {ns} }}\nrules:\n{}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{ name: bench, namespace: {ns} }}\n\
+         roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: Role, name: bench }}\n\
+         subjects: [ {{ apiGroup: rbac.authorization.k8s.io, kind: User, name: limited }} ]\n",
+        rules.join("\n")
+    )
+}
+
+#[test]
+fn preflight_names_each_missing_permission_and_a_namespace_confined_user_can_run() {
+    let p = Project::new("real-rbac", Behaviour::default());
+    p.cp.kubectl(&["create", "namespace", &p.ns]);
+    p.cp.kubectl_with(&["apply", "-f", "-"], &role_for_limited(&p.ns, "pods/portforward"));
+    let as_limited = |args: &[&str]| p.cmd(args).env("KUBECONFIG", &p.cp.limited).output().unwrap();
+    let out = as_limited(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd1"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("(user limited) may not do 1 of the"), "{err}");
+    assert!(err.contains(&format!("create pods/portforward in namespace {}", p.ns)), "{err}");
+    assert!(!err.contains("patch deployments"), "{err}");
+    let s = state(&p.wd("wd1"));
+    assert_eq!(s["steps"]["02_namespace"]["status"], "not_run", "{}", s["steps"]["02_namespace"]);
+    assert!(p.left().is_empty(), "{:?}", p.left());
+    // With the permission granted, the confined user runs it all, and the namespace stays.
+    p.cp.kubectl_with(&["apply", "-f", "-"], &role_for_limited(&p.ns, ""));
+    let out = as_limited(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd2"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("cannot be read with these credentials: taken to exist"), "{err}");
+    assert!(p.left().is_empty(), "{:?}", p.left());
+    assert!(p.cp.has_namespace(&p.ns));
+}
+
+#[test]
+fn a_field_another_manager_owns_is_a_clear_conflict_not_taken_over() {
+    let p = Project::new("real-ssa", Behaviour::default());
+    p.cp.kubectl(&["create", "namespace", &p.ns]);
+    // Object names derive from the run id, the work directory's name.
+    let plan = p.run(&["plan", "-c", "k8s", "-w", "quick", "--workdir", "wd"]);
+    let listing = text(&plan.stdout) + &text(&plan.stderr);
+    let service = listing
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("Service/"))
+        .unwrap_or_else(|| panic!("no Service in the plan: {listing}"))
+        .trim_end_matches(',')
+        .to_string();
+    // Another tool owns the Service benchflow would apply, with another target port.
+    let theirs = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{ name: {service}, namespace: {} }}\n\
+         spec: {{ type: ClusterIP, selector: {{ app: team }}, ports: [ {{ name: http, port: 8000, targetPort: 9000 }} ] }}\n",
+        p.ns
+    );
+    p.cp.kubectl_with(&["apply", "--server-side", "--field-manager", "team-tool", "-f", "-"], &theirs);
+    let out = p.run(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(&format!("cannot apply Service/{service}")), "{err}");
+    assert!(err.contains("team-tool") && err.contains("targetPort"), "{err}");
+    assert!(err.contains("does not take over fields"), "{err}");
+    // Theirs is untouched, and benchflow's own objects are gone.
+    let port = p.cp.kubectl(&[
+        "get",
+        "service",
+        &service,
+        "-n",
+        &p.ns,
+        "-o",
+        "jsonpath={.spec.ports[0].targetPort}",
+    ]);
+    assert_eq!(port, "9000");
+    assert!(p.left().is_empty(), "{:?}", p.left());
+}
+
+#[test]
+fn sigint_while_waiting_sigkill_then_teardown_and_gc_after_a_lost_work_directory_leave_nothing() {
+    let p = Project::new("real-int", Behaviour { pods: Pods::NeverReady, ..Behaviour::default() });
+    let deployed = || p.left().iter().any(|l| l.contains("Deployment/"));
+    // SIGINT during the readiness wait: benchflow tears down and exits 5.
+    let child = p
+        .cmd(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("deployment applied", Duration::from_secs(30), deployed);
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(state(&p.wd("wd"))["steps"]["08_wait_ready"]["status"], "cancelled");
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+    // SIGKILL: everything stays; `teardown DIR` removes it from the record, namespace too.
+    let mut child = p
+        .cmd(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("deployment applied", Duration::from_secs(30), deployed);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!p.left().is_empty());
+    let out = p.run(&["status", "wd2"]);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("0/1 available"), "{shown}");
+    let out = p.run(&["teardown", "wd2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+    assert!(!p.cp.has_namespace(&p.ns), "namespace {} is still there", p.ns);
+    // SIGKILL and the work directory lost: `gc` finds what is left by its labels.
+    let mut child = p
+        .cmd(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("deployment applied", Duration::from_secs(30), deployed);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_dir_all(p.wd("wd3")).unwrap();
+    let out = p.run(&["gc", "--namespace", &p.ns]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+    wait_for("namespace gone", Duration::from_secs(30), || !p.cp.has_namespace(&p.ns));
+}
+
+#[test]
+fn the_harness_runs_as_a_real_indexed_job_and_its_records_come_back_through_the_logs() {
+    let p = Project::new("real-job", Behaviour::default());
+    p.write(
+        "harnesses/pods.yaml",
+        "kind: builtin\nplacement: cluster\nparallelism: 2\nimage: ghcr.io/benchflow/benchflow:test\n",
+    );
+    let out = p.run(&["e2e", "-c", "k8s", "-H", "pods", "-w", "quick", "--workdir", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wd = p.wd("wd");
+    let summary = state(&wd)["steps"]["10_load"]["summary"].as_str().unwrap().to_string();
+    assert!(summary.starts_with("20 requests (0 failed) from 2 pods"), "{summary}");
+    // The Job controller made one pod per index; each one's records came back through
+    // `pods/log`, which the API server fetched from the node's kubelet endpoint.
+    for i in 0..2 {
+        let part = std::fs::read_to_string(wd.join(format!("results/latest/shard-{i}/results/requests.csv")))
+            .unwrap();
+        assert_eq!(part.lines().count(), 11, "shard {i}: {part}");
+    }
+    let logs = p.cp.kubelet_requests(&p.ns);
+    assert_eq!(logs.iter().filter(|r| r.starts_with("GET /containerLogs/")).count(), 2, "{logs:?}");
+    let shards: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(wd.join("results/latest/shards.json")).unwrap()).unwrap();
+    assert_eq!(shards.as_array().unwrap().len(), 2);
+    let merged = std::fs::read_to_string(wd.join("results/latest/requests.csv")).unwrap();
+    assert_eq!(merged.lines().count(), 21);
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(wd.join("analysis/latest/stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["stages"][0]["completed"], 20);
+    // The Job and its ConfigMap are gone with the rest.
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+    let job = std::fs::read_to_string(wd.join("plan/steps/10_load.job.json")).unwrap();
+    assert!(job.contains("\"completionMode\": \"Indexed\"") && job.contains("\"parallelism\": 2"), "{job}");
+}
+
+/// A setup factor (GPUs per pod) × a run factor (rate): two stacks, each applied once with its
+/// own run id, both deleted, every point measured through a port-forward.
+#[test]
+fn an_experiment_stands_up_one_deployment_per_stack_and_leaves_nothing_on_a_real_server() {
+    let p = Project::new("real-exp", Behaviour::default());
+    std::fs::create_dir_all(p.dir.0.join("experiments")).unwrap();
+    p.write(
+        "experiments/gpus.yaml",
+        "base: { scenario: k8s, workload: quick }\nfactors:\n  kubernetes.gpus: [1, 2]\n  workload.stages.0.rate: [20, 40]\n",
+    );
+    let out = p.run(&["experiment", "-e", "gpus", "--workdir", "exp", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exp = p.dir.0.join("exp");
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(exp.join("state.json")).unwrap()).unwrap();
+    for point in ["p001", "p002", "p003", "p004"] {
+        assert_eq!(st["points"][point]["status"], "done", "{point}: {}", st["points"][point]);
+        let csv = std::fs::read_to_string(exp.join("points").join(point).join("results/latest/requests.csv"))
+            .unwrap();
+        assert_eq!(csv.lines().count(), 21, "{point}");
+    }
+    // Each stack applied its own Deployment (names from its own run id); the second asks 2 GPUs.
+    let deploy =
+        |s: &str| std::fs::read_to_string(exp.join(format!("stacks/{s}/plan/steps/07_deploy.json"))).unwrap();
+    let gpus2 = |t: &str| t.contains("\"nvidia.com/gpu\": \"2\"") || t.contains("\"nvidia.com/gpu\": 2");
+    assert!(!gpus2(&deploy("s1")) && gpus2(&deploy("s2")), "{}", deploy("s2"));
+    for s in ["s1", "s2"] {
+        assert_eq!(st["stacks"][s]["standups"], 1);
+        assert_eq!(st["stacks"][s]["status"], "down");
+    }
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+    assert_absent(&exp, &[HF_CANARY]);
+}
+
+#[test]
+fn an_existing_namespace_and_claim_are_used_and_kept_and_a_missing_claim_is_refused_first() {
+    let p = Project::new("real-pvc", Behaviour::default());
+    p.cp.kubectl(&["create", "namespace", &p.ns]);
+    let claim = format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{ name: models, namespace: {} }}\n\
+         spec: {{ accessModes: [ReadWriteMany], resources: {{ requests: {{ storage: 1Ti }} }} }}\n",
+        p.ns
+    );
+    p.cp.kubectl_with(&["apply", "-f", "-"], &claim);
+    p.write("scenarios/team.yaml", &p.scenario_text("  pvc: { name: models }\n"));
+    p.write("scenarios/missing.yaml", &p.scenario_text("  pvc: { name: nope }\n"));
+    let out = p.run(&["e2e", "-c", "missing", "-w", "quick", "--workdir", "wd1"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("`nope`") && err.contains("does not exist"), "{err}");
+    assert!(p.left().is_empty(), "{:?}", p.left());
+    let out = p.run(&["e2e", "-c", "team", "-w", "quick", "--workdir", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(state(&p.wd("wd"))["steps"]["04_cache"]["status"], "skipped");
+    let phase = p.cp.kubectl(&["get", "pvc", "models", "-n", &p.ns, "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(phase, "Bound", "the claim is kept");
+    assert!(p.cp.has_namespace(&p.ns), "the namespace is kept");
+    assert!(p.left().is_empty(), "{:?}", p.left());
+    let deploy = std::fs::read_to_string(p.wd("wd").join("plan/steps/07_deploy.json")).unwrap();
+    assert!(deploy.contains("\"claimName\": \"models\"") && deploy.contains("benchflow.io/run"), "{deploy}");
+}
