@@ -303,15 +303,18 @@ fn sigint_while_waiting_sigkill_then_teardown_and_gc_after_a_lost_work_directory
     assert_eq!(state(&p.wd("wd"))["steps"]["08_wait_ready"]["status"], "cancelled");
     assert!(p.left().is_empty(), "left: {:?}", p.left());
     // SIGKILL: everything stays; `teardown DIR` removes it from the record, namespace too.
-    let mut child = p
-        .cmd(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("deployment applied", Duration::from_secs(30), deployed);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let killed_once_deployed = |wd: &str| {
+        let mut child = p
+            .cmd(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", wd])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("deployment applied", Duration::from_secs(30), deployed);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    };
+    killed_once_deployed("wd2");
     assert!(!p.left().is_empty());
     let out = p.run(&["status", "wd2"]);
     let shown = text(&out.stdout);
@@ -321,15 +324,7 @@ fn sigint_while_waiting_sigkill_then_teardown_and_gc_after_a_lost_work_directory
     assert!(p.left().is_empty(), "left: {:?}", p.left());
     assert!(!p.cp.has_namespace(&p.ns), "namespace {} is still there", p.ns);
     // SIGKILL and the work directory lost: `gc` finds what is left by its labels.
-    let mut child = p
-        .cmd(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("deployment applied", Duration::from_secs(30), deployed);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    killed_once_deployed("wd3");
     std::fs::remove_dir_all(p.wd("wd3")).unwrap();
     let out = p.run(&["gc", "--namespace", &p.ns]);
     assert!(out.status.success(), "{}", text(&out.stderr));

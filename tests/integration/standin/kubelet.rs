@@ -213,23 +213,17 @@ fn start_job(st: &St, ns: &str, name: &str) {
                                                 "annotations": {"batch.kubernetes.io/job-completion-index": i.to_string()},
                                                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": "j"}]},
                                   "spec": template["spec"], "status": {"phase": "Pending"}}));
-        pods.push((pod_name, i));
+        pods.push(pod_name);
     }
     let (st, ns, name) = (st.clone(), ns.to_string(), name.to_string());
     let (delay, fails) = {
         let c = st.config.lock().unwrap();
         (c.job_run, c.job_fails)
     };
-    let real = template["spec"]["containers"][0]["image"].as_str().is_some_and(|i| i.contains("benchflow"));
     tokio::spawn(async move {
-        let mut ok = !fails;
-        if real {
-            let runs = pods.iter().map(|(pod, i)| run_for_real(&st, &ns, pod, &template["spec"], *i));
-            ok = futures::future::join_all(runs).await.into_iter().all(|r| r);
-        } else {
-            tokio::time::sleep(delay).await;
-        }
-        for (pod, _) in &pods {
+        tokio::time::sleep(delay).await;
+        let ok = !fails;
+        for pod in &pods {
             if let Some(mut p) = st.get("pods", &ns, pod) {
                 p["status"] = json!({"phase": if ok { "Succeeded" } else { "Failed" }});
                 st.put("pods", &ns, p);
@@ -244,54 +238,6 @@ fn start_job(st: &St, ns: &str, name: &str) {
             st.put("jobs", &ns, job);
         }
     });
-}
-
-/// Runs a benchflow harness pod as a local process: its ConfigMap volumes become directories,
-/// its Service URL becomes the backend's address, its output becomes the pod's log.
-async fn run_for_real(st: &St, ns: &str, pod: &str, spec: &Value, index: u64) -> bool {
-    let root = std::env::temp_dir().join(format!("standin-{}-{pod}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
-    let container = &spec["containers"][0];
-    let mut script = container["command"][2].as_str().unwrap_or("").to_string();
-    for v in spec["volumes"].as_array().cloned().unwrap_or_default() {
-        let Some(cm) = v["configMap"]["name"].as_str() else { continue };
-        let dir = root.join(v["name"].as_str().unwrap_or("vol"));
-        std::fs::create_dir_all(&dir).unwrap();
-        if let Some(obj) = st.get("configmaps", ns, cm) {
-            for (k, text) in obj["data"].as_object().cloned().unwrap_or_default() {
-                std::fs::write(dir.join(k), text.as_str().unwrap_or("")).unwrap();
-            }
-        }
-        for m in container["volumeMounts"].as_array().cloned().unwrap_or_default() {
-            if m["name"] == v["name"] {
-                script = script.replace(m["mountPath"].as_str().unwrap_or("/nowhere"), dir.to_str().unwrap());
-            }
-        }
-    }
-    script = script.replace("/tmp/bf", root.join("bf").to_str().unwrap());
-    let backend = st.backend.lock().unwrap().map(|a| format!("http://{a}")).unwrap_or_default();
-    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_benchflow")).parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-    let out = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .current_dir(&root)
-        .env("PATH", path)
-        .env("BENCHFLOW_ENDPOINT", backend)
-        .env("JOB_COMPLETION_INDEX", index.to_string())
-        .output()
-        .await;
-    let (ok, log) = match out {
-        Ok(o) => (
-            o.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout)),
-        ),
-        Err(e) => (false, format!("cannot start: {e}")),
-    };
-    st.logs.lock().unwrap().insert((ns.to_string(), pod.to_string()), log);
-    let _ = std::fs::remove_dir_all(&root);
-    ok
 }
 
 /// DELETE: owned pods go with their owner; a namespace terminates, then takes its contents.
@@ -334,12 +280,8 @@ pub fn delete(st: &St, resource: &str, ns: &str, name: &str, _propagation: Optio
     }
 }
 
-/// A pod's log: what a harness pod printed, what vLLM would print, or its crash.
-pub fn logs(st: &St, ns: &str, pod: &Value) -> impl IntoResponse {
-    let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
-    if let Some(text) = st.logs.lock().unwrap().get(&(ns.to_string(), name)) {
-        return ([("content-type", "text/plain")], text.clone()).into_response();
-    }
+/// A pod's log: what vLLM would print.
+pub fn logs() -> impl IntoResponse {
     let text = "INFO Starting vLLM API server on http://0.0.0.0:8000\nINFO Application startup complete.\n";
     ([("content-type", "text/plain")], text.to_string()).into_response()
 }

@@ -103,10 +103,8 @@ pub struct Shared {
     pub changes: broadcast::Sender<Change>,
     pub config: Mutex<Config>,
     pub requests: Mutex<Vec<String>>,
-    /// Where port-forwards connect (the simulator); also where harness pods' Service URLs go.
+    /// Where port-forwards connect (the simulator).
     pub backend: Mutex<Option<SocketAddr>>,
-    /// Logs of pods the fake kubelet ran for real (benchflow harness pods).
-    pub logs: Mutex<BTreeMap<(String, String), String>>,
 }
 
 pub type St = Arc<Shared>;
@@ -292,7 +290,6 @@ impl StandIn {
             config: Mutex::new(config),
             requests: Mutex::new(Vec::new()),
             backend: Mutex::new(None),
-            logs: Mutex::new(BTreeMap::new()),
         });
         let node_gpus = state.config.lock().unwrap().node_gpus;
         state.put(
@@ -457,7 +454,7 @@ async fn handle(
         }
         ("GET", None, _) => list(&st, &resource, &ns, &q),
         ("GET", Some(name), Some("log")) => match st.get("pods", &ns, &name) {
-            Some(pod) => kubelet::logs(&st, &ns, &pod).into_response(),
+            Some(_) => kubelet::logs().into_response(),
             None => status(404, "NotFound", &format!("pods \"{name}\" not found")),
         },
         ("GET", Some(name), None) => match st.get(&resource, &ns, &name) {
