@@ -428,3 +428,34 @@ fn an_existing_namespace_and_claim_are_used_and_kept_and_a_missing_claim_is_refu
     let deploy = std::fs::read_to_string(p.wd("wd").join("plan/steps/07_deploy.json")).unwrap();
     assert!(deploy.contains("\"claimName\": \"models\"") && deploy.contains("benchflow.io/run"), "{deploy}");
 }
+
+/// The shipped scenario as a user runs it, the kubeconfig given on the command line, the
+/// simulator serving the scenario's model; `kubectl get all -A` shows nothing of it afterwards.
+#[test]
+fn the_shipped_kubernetes_standalone_scenario_runs_against_the_real_api_server() {
+    let cp = ControlPlane::get();
+    let (mut sim, url) = spawn_sim(&["--profile", "llama-3.1-8b/h100", "--set", "time_scale=0.1"]);
+    let ns = cp.namespace("shipped", Behaviour { backend: url.trim_start_matches("http://").parse().ok(), ..Behaviour::default() });
+    let dir = TempDir::new("real-shipped");
+    std::fs::create_dir_all(dir.0.join("workloads")).unwrap();
+    std::fs::write(dir.0.join("workloads/quick.yaml"), WORKLOAD).unwrap();
+    let kubeconfig = cp.kubeconfig.to_string_lossy().to_string();
+    let set = format!("kubernetes.namespace={ns}");
+    let out = benchflow()
+        .args(["e2e", "-c", "kubernetes-standalone", "-w", "quick", "--workdir", "wd", "--kubeconfig", &kubeconfig])
+        .args(["--set", &set])
+        .current_dir(&dir.0)
+        .env_remove("KUBECONFIG")
+        .env("HF_TOKEN", HF_CANARY)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = sim.kill();
+    let _ = sim.wait();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = std::fs::read_to_string(dir.0.join("wd/results/latest/requests.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 21, "{csv}");
+    let all = cp.kubectl(&["get", "all", "-A"]);
+    assert!(!all.contains(&ns), "{all}");
+    assert!(!cp.has_namespace(&ns));
+}
