@@ -116,7 +116,7 @@ pub fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError> {
                 let point = super::design::Point {
                     id: t.point.clone(),
                     name: None,
-                    values: search::point_values(s, t.x, t.seed),
+                    values: search::point_values(s, t.x, t.seed, t.stretch.as_ref()),
                 };
                 with_trials.place(point)?;
             }

@@ -656,6 +656,12 @@ async fn search_driver(
     let base = grown.base();
     let slo_defined = base.as_ref().and_then(|r| r.workload.as_ref()).is_some_and(|w| w.slo.is_set());
     let base_seed = base.as_ref().and_then(|r| r.get("workload.seed")).and_then(Value::as_u64).unwrap_or(42);
+    // Inside the bracket, the measured stage runs `refine` times longer.
+    let long_stage = base.as_ref().and_then(|r| {
+        let stages = r.get("workload.stages")?.as_array()?.len();
+        let i = search::measured_stage(s, stages)?;
+        search::stretch(s, i, r.get(&format!("workload.stages.{i}"))?)
+    });
     let result: Result<(), ExperimentError> = loop {
         if shared.stopping() {
             break Ok(());
@@ -666,7 +672,8 @@ async fn search_driver(
         };
         let n = trials.len() + 1;
         let seed = (repeat > 0).then(|| base_seed + u64::from(repeat));
-        let values = search::point_values(s, x, seed);
+        let stretch = search::refining(s, &trials).then(|| long_stage.clone()).flatten();
+        let values = search::point_values(s, x, seed, stretch.as_ref());
         let point = super::design::Point { id: format!("p{n:03}"), name: None, values };
         let i = grown.place(point)?;
         let p = grown.points[i].clone();
@@ -728,10 +735,12 @@ async fn search_driver(
         }
         let mut t = search::measure(&dir, s, slo_defined, n, x, repeat);
         t.seed = seed;
+        t.stretch = stretch;
         shared.say(&format!(
-            "trial {n}: {} = {x}{} → {}{}: {}",
+            "trial {n}: {} = {x}{}{} → {}{}: {}",
             s.factor,
             if repeat > 0 { format!(" (repeat {repeat}, another seed)") } else { String::new() },
+            t.stretch.as_ref().map(|(k, v)| format!(" ({k} {v})")).unwrap_or_default(),
             match t.verdict {
                 search::Verdict::Pass => "pass",
                 search::Verdict::Fail => "fail",

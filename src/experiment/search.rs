@@ -39,6 +39,9 @@ pub struct Trial {
     /// The workload seed of a repeat.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// A trial inside the bracket: the stage's duration (or request count) it ran with.
+    #[serde(default)]
+    pub stretch: Option<(String, serde_json::Value)>,
     pub verdict: Verdict,
     /// Close to a threshold: repeated before it moves the bracket.
     pub marginal: bool,
@@ -86,7 +89,12 @@ pub struct Outcome {
 
 /// A trial's point values: the searched variable (whole numbers as integers), and the
 /// workload seed of a repeat.
-pub fn point_values(s: &Search, x: f64, seed: Option<u64>) -> Vec<(String, serde_json::Value)> {
+pub fn point_values(
+    s: &Search,
+    x: f64,
+    seed: Option<u64>,
+    stretch: Option<&(String, serde_json::Value)>,
+) -> Vec<(String, serde_json::Value)> {
     let value = if s.integer || x.fract() == 0.0 {
         serde_json::Value::from(x as i64)
     } else {
@@ -96,7 +104,42 @@ pub fn point_values(s: &Search, x: f64, seed: Option<u64>) -> Vec<(String, serde
     if let Some(seed) = seed {
         out.push(("workload.seed".to_string(), serde_json::Value::from(seed)));
     }
+    out.extend(stretch.cloned());
     out
+}
+
+/// Whether the next trial lies inside the bracket (a pass below, a fail above), where
+/// `refine` lengthens its stage.
+pub fn refining(s: &Search, trials: &[Trial]) -> bool {
+    s.refine > 1.0
+        && !matches!(s.objective, Objective::Maximize | Objective::Minimize)
+        && matches!(bracket(trials), (Some(_), Some(_)))
+}
+
+/// The setting that lengthens the measured stage `refine` times: `(path, value)` for its
+/// `duration` (`"15s"`) or, without one, its `requests`; `stage` is the workload's stage as
+/// resolved (`None` when it has neither).
+pub fn stretch(s: &Search, index: usize, stage: &serde_json::Value) -> Option<(String, serde_json::Value)> {
+    let path = |key: &str| format!("workload.stages.{index}.{key}");
+    if let Some(d) = stage
+        .get("duration")
+        .and_then(|d| d.as_str().map(str::to_string).or(d.as_f64().map(|f| format!("{f}s"))))
+    {
+        let secs = crate::units::parse_duration(&d)?;
+        return Some((path("duration"), serde_json::Value::from(format!("{}s", (secs * s.refine).round()))));
+    }
+    let n = stage.get("requests").and_then(serde_json::Value::as_u64)?;
+    Some((path("requests"), serde_json::Value::from((n as f64 * s.refine).round() as u64)))
+}
+
+/// The index (in the workload's `stages`) of the stage a search measures.
+pub fn measured_stage(s: &Search, stages: usize) -> Option<usize> {
+    let n = s
+        .factor
+        .strip_prefix("workload.stages.")
+        .and_then(|r| r.split('.').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    n.or(stages.checked_sub(1))
 }
 
 /// What to do next.
@@ -200,6 +243,7 @@ pub fn measure(dir: &Path, s: &Search, slo_defined: bool, n: usize, x: f64, repe
         x,
         repeat,
         seed: None,
+        stretch: None,
         verdict: Verdict::Error,
         marginal: false,
         why: String::new(),
@@ -601,6 +645,7 @@ mod tests {
             x,
             repeat,
             seed: None,
+            stretch: None,
             verdict: if pass { Verdict::Pass } else { Verdict::Fail },
             marginal: (x / boundary - 1.0).abs() < 0.01,
             why: String::new(),
@@ -641,6 +686,31 @@ mod tests {
                 assert!(lo.unwrap() <= truth && hi.unwrap() > truth, "{:?}", o.bracket);
             }
         }
+    }
+
+    #[test]
+    fn trials_inside_the_bracket_measure_a_longer_stage() {
+        let s = search("search: { factor: workload.stages.1.rate, from: 1, to: 200, refine: 3 }\n");
+        let (pass, fail) = (oracle(&s, 50.0, 0.9, 20.0, 1, 0), oracle(&s, 50.0, 0.9, 80.0, 2, 0));
+        assert!(!refining(&s, std::slice::from_ref(&pass)), "no failure above yet");
+        assert!(refining(&s, &[pass.clone(), fail.clone()]));
+        assert_eq!(measured_stage(&s, 3), Some(1));
+        let stage = serde_json::json!({"rate": 10, "duration": "5s"});
+        assert_eq!(stretch(&s, 1, &stage), Some(("workload.stages.1.duration".into(), "15s".into())));
+        let stage = serde_json::json!({"rate": 10, "requests": 100});
+        assert_eq!(stretch(&s, 1, &stage), Some(("workload.stages.1.requests".into(), 300.into())));
+        // `refine: 1` (the default) keeps every trial as written; maximize has no bracket.
+        let once = search("search: { factor: workload.stages.0.rate, from: 1, to: 200 }\n");
+        assert!(!refining(&once, &[pass.clone(), fail.clone()]));
+        let max = search(
+            "search: { factor: workload.stages.0.rate, from: 1, to: 200, objective: maximize, metric: output_throughput }\n",
+        );
+        assert!(!refining(&max, &[pass, fail]));
+        // The stretched setting is one more value of the trial's point.
+        let stretched = ("workload.stages.1.duration".to_string(), serde_json::Value::from("15s"));
+        let values = point_values(&s, 40.0, Some(43), Some(&stretched));
+        assert_eq!(values.len(), 3);
+        assert_eq!(values[2], stretched);
     }
 
     #[test]

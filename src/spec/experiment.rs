@@ -97,6 +97,11 @@ pub struct Search {
     /// The first value tried (default: the geometric middle of the range).
     #[serde(default)]
     pub start: Option<f64>,
+    /// Trials inside the bracket (a passing value below, a failing one above) measure their
+    /// stage this many times longer (its duration, or its request count). 1 (the default)
+    /// keeps every trial as the workload says (`docs/search.md` says what longer stages did).
+    #[serde(default = "default_refine")]
+    pub refine: f64,
     /// `max_stable_rate`: achieved throughput must reach (1 − tolerance) × offered.
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
@@ -149,6 +154,9 @@ fn default_trials() -> u32 {
 }
 fn default_precision() -> f64 {
     0.05
+}
+fn default_refine() -> f64 {
+    1.0
 }
 fn default_tolerance() -> f64 {
     0.05
@@ -422,6 +430,9 @@ impl Experiment {
             }
             if !(s.precision > 0.0 && s.precision < 1.0) {
                 return fail(line, format!("search: `precision` {} is not in (0, 1)", s.precision));
+            }
+            if !(1.0..=20.0).contains(&s.refine) {
+                return fail(line, format!("search: `refine` {} is not in [1, 20]", s.refine));
             }
             match s.objective {
                 Objective::MaxStableRate if !s.factor.ends_with(".rate") => {

@@ -443,7 +443,8 @@ fn outcome(exp: &Path) -> Value {
 #[test]
 fn the_search_brackets_the_known_capacity_and_a_store_remeasures_nothing() {
     let p = Project::new("search");
-    p.file("workloads/paced.yaml", PACED).file("experiments/e.yaml", &search_file("from: 2, to: 100", ""));
+    p.file("workloads/paced.yaml", PACED)
+        .file("experiments/e.yaml", &search_file("from: 2, to: 100, refine: 2", ""));
     let out = p.run(&["experiment", "-e", "e", "--workdir", "a", "--store", "store"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
@@ -466,6 +467,26 @@ fn the_search_brackets_the_known_capacity_and_a_store_remeasures_nothing() {
         "answer {answer} against capacity {CAPACITY:.1}: {o}"
     );
     assert!(lo < hi && hi >= CAPACITY * 0.95, "the bracket [{lo}, {hi}) holds the boundary: {o}");
+    // Once a pass below and a fail above are known, trials measure a stage twice as long
+    // (`refine: 2`), and their points ran with it.
+    let first_inside = trials
+        .iter()
+        .position(|t| {
+            let before = &trials[..t["n"].as_u64().unwrap() as usize - 1];
+            before.iter().any(|b| b["verdict"] == "pass") && before.iter().any(|b| b["verdict"] == "fail")
+        })
+        .expect("a trial inside the bracket");
+    for (i, t) in trials.iter().enumerate() {
+        let stretched = t["stretch"] == serde_json::json!(["workload.stages.0.duration", "6s"]);
+        assert_eq!(stretched, i >= first_inside, "trial {i}: {t}");
+    }
+    let inside = trials[first_inside]["point"].as_str().unwrap();
+    let resolved =
+        std::fs::read_to_string(p.path("a/points").join(inside).join("inputs/resolved.yaml")).unwrap();
+    assert!(
+        resolved.contains("workload.stages.0.duration=6s") && resolved.contains("duration: 6.0"),
+        "{resolved}"
+    );
     for chart in ["search_rates", "search_latency"] {
         assert!(p.path("a/analysis/plots").join(format!("{chart}.svg")).is_file(), "{chart}");
     }

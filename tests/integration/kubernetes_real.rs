@@ -435,14 +435,27 @@ fn an_existing_namespace_and_claim_are_used_and_kept_and_a_missing_claim_is_refu
 fn the_shipped_kubernetes_standalone_scenario_runs_against_the_real_api_server() {
     let cp = ControlPlane::get();
     let (mut sim, url) = spawn_sim(&["--profile", "llama-3.1-8b/h100", "--set", "time_scale=0.1"]);
-    let ns = cp.namespace("shipped", Behaviour { backend: url.trim_start_matches("http://").parse().ok(), ..Behaviour::default() });
+    let ns = cp.namespace(
+        "shipped",
+        Behaviour { backend: url.trim_start_matches("http://").parse().ok(), ..Behaviour::default() },
+    );
     let dir = TempDir::new("real-shipped");
     std::fs::create_dir_all(dir.0.join("workloads")).unwrap();
     std::fs::write(dir.0.join("workloads/quick.yaml"), WORKLOAD).unwrap();
     let kubeconfig = cp.kubeconfig.to_string_lossy().to_string();
     let set = format!("kubernetes.namespace={ns}");
     let out = benchflow()
-        .args(["e2e", "-c", "kubernetes-standalone", "-w", "quick", "--workdir", "wd", "--kubeconfig", &kubeconfig])
+        .args([
+            "e2e",
+            "-c",
+            "kubernetes-standalone",
+            "-w",
+            "quick",
+            "--workdir",
+            "wd",
+            "--kubeconfig",
+            &kubeconfig,
+        ])
         .args(["--set", &set])
         .current_dir(&dir.0)
         .env_remove("KUBECONFIG")
