@@ -360,7 +360,8 @@ fn bad_experiment_files_are_clear_errors() {
 }
 
 /// An A/B pair of runs at once (so the machine's load falls on both alike), compared.
-fn ab(p: &Project, a: &[&str], b: &[&str]) -> Value {
+/// Runs `a` and `b` side by side, then `compare` at confidence `level`.
+fn ab(p: &Project, a: &[&str], b: &[&str], level: &str) -> Value {
     let run = |wd: &str, sets: &[&str]| {
         let mut args = vec!["e2e", "-w", "ab", "--workdir", wd, "-q"];
         for s in sets {
@@ -373,7 +374,7 @@ fn ab(p: &Project, a: &[&str], b: &[&str]) -> Value {
         let out = c.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
-    let out = p.run(&["compare", "a", "b", "-o", "json"]);
+    let out = p.run(&["compare", "a", "b", "-o", "json", "--level", level]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -397,7 +398,9 @@ fn compare_says_no_difference_between_seeds_and_finds_a_20_percent_slowdown() {
     // No fixed per-request overhead in the engine: all of its time scales with `slowdown`.
     let profile = "engine.profile=llama-3.1-8b/h100";
     let fast = "engine.args=[--set, request_overhead=0]";
-    let same = ab(&p, &[profile, fast, "workload.seed=1"], &[profile, fast, "workload.seed=2"]);
+    // At 99%: two runs on a machine busy with other tests differ by more than chance alone
+    // now and then, and at 95% one in twenty would be called different anyway.
+    let same = ab(&p, &[profile, fast, "workload.seed=1"], &[profile, fast, "workload.seed=2"], "0.99");
     for stat in ["mean", "median"] {
         let d = diff(&same, "ttft_ms", stat);
         assert_eq!(d["verdict"], "no_significant_difference", "{d}");
@@ -406,8 +409,12 @@ fn compare_says_no_difference_between_seeds_and_finds_a_20_percent_slowdown() {
     std::fs::remove_dir_all(p.path("a")).unwrap();
     std::fs::remove_dir_all(p.path("b")).unwrap();
     // Every engine step 1.2× longer: TTFT (prefill, plus well under a ms of HTTP) +20%.
-    let slow =
-        ab(&p, &[profile, fast], &[profile, "engine.args=[--set, request_overhead=0, --set, slowdown=1.2]"]);
+    let slow = ab(
+        &p,
+        &[profile, fast],
+        &[profile, "engine.args=[--set, request_overhead=0, --set, slowdown=1.2]"],
+        "0.95",
+    );
     let d = diff(&slow, "ttft_ms", "mean");
     assert_eq!(d["verdict"], "worse", "{d}");
     let (lo, hi) = (d["relative_low"].as_f64().unwrap(), d["relative_high"].as_f64().unwrap());
