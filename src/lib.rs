@@ -55,5 +55,6 @@ pub mod spec;
 pub mod steps;
 pub mod template;
 pub mod timer;
+pub mod tools;
 pub mod units;
 pub mod workdir;

@@ -62,6 +62,11 @@ pub enum Command {
     /// Delete what benchflow left in a Kubernetes namespace (found by label), e.g. after a crash.
     #[command(after_help = EXIT_CODES)]
     Gc(GcArgs),
+    /// The external tools benchflow drives (the vLLM router, GuideLLM, inference-perf, aiperf):
+    /// `tools list` shows them, pinned, and what is installed; `tools install NAME` installs one
+    /// into its own virtual environment (~/.cache/benchflow/tools, or $BENCHFLOW_TOOLS_DIR).
+    #[command(after_help = EXIT_CODES)]
+    Tools(ToolsArgs),
     /// Serve the built-in vLLM-compatible simulator until Ctrl-C or SIGTERM.
     #[command(after_help = EXIT_CODES)]
     Sim(SimArgs),
@@ -73,6 +78,27 @@ pub enum Command {
     /// (for harness pods) Print a results directory as one checksummed frame on stdout.
     #[command(hide = true)]
     ResultsPack { dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct ToolsArgs {
+    #[command(subcommand)]
+    pub action: ToolsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ToolsAction {
+    /// The tools, their pinned versions and Pythons, and whether (and where) each is installed.
+    List,
+    /// Install one (again, if it was), pinned, with the newest suitable Python found.
+    Install {
+        /// vllm-router, guidellm, inference-perf or aiperf.
+        name: String,
+        /// The Python to use (default: the newest suitable one on $PATH, in ~/.pyenv/versions,
+        /// /usr/bin or /usr/local/bin).
+        #[arg(long)]
+        python: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -5,11 +5,13 @@
 //! * [`engine`]: the commands that compile and execute a plan (`e2e`, `standup`, `run`,
 //!   `teardown`, `plan`, `reproduce`), over [`crate::session`].
 //! * [`inspect`]: `status`, `archive`, `gc`.
+//! * [`tools`]: `tools list`, `tools install`.
 
 pub mod args;
 pub mod engine;
 pub mod experiment;
 pub mod inspect;
+pub mod tools;
 
 use std::process::ExitCode;
 
@@ -77,6 +79,8 @@ pub enum CliError {
     Analysis(#[from] AnalysisError),
     #[error(transparent)]
     Kube(#[from] crate::platform::kube::KubeError),
+    #[error(transparent)]
+    Tool(#[from] crate::tools::ToolError),
     #[error("{0}")]
     Usage(String),
     #[error("step {step} failed: {error}")]
@@ -122,6 +126,12 @@ impl CliError {
             CliError::Exec(_) | CliError::Workdir(_) | CliError::Archive(_) | CliError::Experiment(_) => {
                 EXIT_RUNTIME
             }
+            CliError::Tool(
+                crate::tools::ToolError::Unknown { .. }
+                | crate::tools::ToolError::NoPython { .. }
+                | crate::tools::ToolError::BadPython { .. },
+            ) => EXIT_CONFIG,
+            CliError::Tool(_) => EXIT_RUNTIME,
             CliError::StandupFailed { .. } => EXIT_STANDUP,
             CliError::RunFailed { .. } | CliError::Analysis(_) => EXIT_RUN,
             CliError::Interrupted(_) => EXIT_INTERRUPTED,
@@ -166,6 +176,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Archive(args) => inspect::archive(args),
         Command::Reproduce(args) => runtime.block_on(engine::reproduce(args)),
         Command::Gc(args) => runtime.block_on(inspect::gc(args)),
+        Command::Tools(args) => tools::tools(args),
         Command::Sim(args) => runtime.block_on(run_sim(args)),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;

@@ -14,3 +14,4 @@ mod sim_timing; // the performance model as a client sees it
 mod sim_wire; // vLLM's wire format, parsed strictly
 mod standin; // TEST SUPPORT: a stand-in Kubernetes API server with a fake kubelet // the `benchflow sim` binary: address line, signals, exit codes
 mod support; // in-process simulator and a strict HTTP/SSE client
+mod tools; // `benchflow tools`: installs from PyPI, the installed vLLM router in front of simulators

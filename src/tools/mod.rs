@@ -1,0 +1,285 @@
+//! The external tools benchflow drives (the vLLM router; the harnesses GuideLLM,
+//! inference-perf, aiperf), pinned, each installed by benchflow itself into a virtual
+//! environment of its own under the tools directory (`$BENCHFLOW_TOOLS_DIR`, default
+//! `~/.cache/benchflow/tools/<name>-<version>/`), with a Python found on the machine that suits
+//! it ([`python`]). `tool.json`, written last, marks a complete installation and says what was
+//! installed with what.
+
+pub mod python;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use serde::{Deserialize, Serialize};
+
+pub use python::Python;
+
+/// One tool: its PyPI package, pinned, the Pythons it runs on, its command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tool {
+    pub name: &'static str,
+    pub package: &'static str,
+    pub version: &'static str,
+    /// The oldest Python it supports, and the first one it does not (if any).
+    pub python_min: (u32, u32),
+    pub python_below: Option<(u32, u32)>,
+    /// The command in the environment's `bin/`.
+    pub bin: &'static str,
+    pub what: &'static str,
+}
+
+/// What benchflow can install.
+pub const TOOLS: &[Tool] = &[
+    Tool {
+        name: "vllm-router",
+        package: "vllm-router",
+        version: "0.1.17",
+        python_min: (3, 8),
+        python_below: None,
+        bin: "vllm-router",
+        what: "the vLLM router (router stacks)",
+    },
+    Tool {
+        name: "guidellm",
+        package: "guidellm",
+        version: "0.8.1",
+        python_min: (3, 10),
+        python_below: None,
+        bin: "guidellm",
+        what: "GuideLLM harness (pulls torch: several GB)",
+    },
+    Tool {
+        name: "inference-perf",
+        package: "inference-perf",
+        version: "0.7.0",
+        python_min: (3, 12),
+        python_below: None,
+        bin: "inference-perf",
+        what: "inference-perf harness",
+    },
+    Tool {
+        name: "aiperf",
+        package: "aiperf",
+        version: "0.13.0",
+        python_min: (3, 11),
+        python_below: Some((3, 14)),
+        bin: "aiperf",
+        what: "aiperf harness",
+    },
+];
+
+impl Tool {
+    /// The Pythons it runs on, as a requirement: `>=3.12`, `>=3.11,<3.14`.
+    pub fn python_range(&self) -> String {
+        let (a, b) = self.python_min;
+        match self.python_below {
+            Some((c, d)) => format!(">={a}.{b},<{c}.{d}"),
+            None => format!(">={a}.{b}"),
+        }
+    }
+
+    fn fits(&self, p: &Python) -> bool {
+        let v = (p.version.0, p.version.1);
+        v >= self.python_min && self.python_below.is_none_or(|b| v < b)
+    }
+
+    /// Its directory under `home`.
+    pub fn dir(&self, home: &Path) -> PathBuf {
+        home.join(format!("{}-{}", self.name, self.version))
+    }
+}
+
+/// Why a tool could not be found or installed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("unknown tool `{name}`; benchflow installs: {known}")]
+    Unknown { name: String, known: String },
+    #[error(
+        "{tool} needs Python {range}, and none was found; looked at $PATH (python3.N, python3), \
+         ~/.pyenv/versions/*/bin/python3, /usr/bin and /usr/local/bin; install one (e.g. `pyenv install 3.12`) \
+         or name it with --python PATH"
+    )]
+    NoPython { tool: String, range: String },
+    #[error("{path}: {why}")]
+    BadPython { path: PathBuf, why: String },
+    #[error("installing {tool} failed at `{step}` ({status}){hint}")]
+    Failed { tool: String, step: String, status: String, hint: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ToolError + '_ {
+    move |source| ToolError::Io { path: path.to_path_buf(), source }
+}
+
+/// The tool of that name.
+pub fn find(name: &str) -> Result<&'static Tool, ToolError> {
+    TOOLS.iter().find(|t| t.name == name).ok_or_else(|| ToolError::Unknown {
+        name: name.to_string(),
+        known: TOOLS.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// Where tools are installed: `$BENCHFLOW_TOOLS_DIR`, else `~/.cache/benchflow/tools`.
+pub fn home() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BENCHFLOW_TOOLS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("benchflow/tools")
+}
+
+/// A complete installation (`tool.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Installed {
+    pub name: String,
+    pub package: String,
+    pub version: String,
+    pub python: PathBuf,
+    pub python_version: String,
+    /// The command to run.
+    pub bin: PathBuf,
+    /// `pip freeze` of the environment: every package and version.
+    pub packages: Vec<String>,
+}
+
+/// The installation of `tool` under `home`, if complete and its command is there.
+pub fn installed(home: &Path, tool: &Tool) -> Option<Installed> {
+    let text = std::fs::read(tool.dir(home).join("tool.json")).ok()?;
+    let record: Installed = serde_json::from_slice(&text).ok()?;
+    (record.version == tool.version && record.bin.is_file()).then_some(record)
+}
+
+/// The Python to install `tool` with: `explicit` if given (and suitable), else the newest
+/// suitable one found.
+pub fn python_for(tool: &Tool, explicit: Option<&Path>) -> Result<Python, ToolError> {
+    if let Some(path) = explicit {
+        let p = python::probe(path).ok_or_else(|| ToolError::BadPython {
+            path: path.to_path_buf(),
+            why: "not a working Python".into(),
+        })?;
+        if !tool.fits(&p) {
+            return Err(ToolError::BadPython {
+                path: path.to_path_buf(),
+                why: format!(
+                    "Python {} does not suit {} (needs {})",
+                    p.version_text(),
+                    tool.name,
+                    tool.python_range()
+                ),
+            });
+        }
+        return Ok(p);
+    }
+    let found = python::discover();
+    python::choose(&found, tool.python_min, tool.python_below)
+        .cloned()
+        .ok_or_else(|| ToolError::NoPython { tool: tool.name.to_string(), range: tool.python_range() })
+}
+
+/// Installs `tool` (pinned) into its own virtual environment under `home`, pip's progress on
+/// stderr; an incomplete earlier attempt is removed first. Returns what was installed.
+pub fn install(home: &Path, tool: &Tool, python: &Python) -> Result<Installed, ToolError> {
+    let dir = tool.dir(home);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let venv = dir.join("venv");
+    let fail = |step: &str, status: String, hint: &str| ToolError::Failed {
+        tool: tool.name.to_string(),
+        step: step.to_string(),
+        status,
+        hint: hint.to_string(),
+    };
+    let out =
+        Command::new(&python.path).arg("-m").arg("venv").arg(&venv).output().map_err(io(&python.path))?;
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(fail(
+            &format!("{} -m venv", python.path.display()),
+            format!("{}: {said}", out.status),
+            "; Debian's Python needs the python3-venv package",
+        ));
+    }
+    let pip = venv.join("bin/python");
+    let spec = format!("{}=={}", tool.package, tool.version);
+    let status = Command::new(&pip)
+        .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", &spec])
+        .stdin(Stdio::null())
+        .stdout(stderr_stdio().map_err(io(&pip))?)
+        .status()
+        .map_err(io(&pip))?;
+    if !status.success() {
+        return Err(fail(&format!("pip install {spec}"), status.to_string(), " (pip's output is above)"));
+    }
+    let bin = venv.join("bin").join(tool.bin);
+    if !bin.is_file() {
+        return Err(fail("checking the command", format!("{} is missing", bin.display()), ""));
+    }
+    let freeze = Command::new(&pip).args(["-m", "pip", "freeze", "--all"]).output().map_err(io(&pip))?;
+    let record = Installed {
+        name: tool.name.to_string(),
+        package: tool.package.to_string(),
+        version: tool.version.to_string(),
+        python: python.path.clone(),
+        python_version: python.version_text(),
+        bin,
+        packages: String::from_utf8_lossy(&freeze.stdout).lines().map(str::to_string).collect(),
+    };
+    let path = dir.join("tool.json");
+    let text = serde_json::to_vec_pretty(&record).unwrap_or_default();
+    std::fs::write(&path, text).map_err(io(&path))?;
+    Ok(record)
+}
+
+/// Our stderr, for a child's stdout (pip's progress is not benchflow's output).
+fn stderr_stdio() -> std::io::Result<Stdio> {
+    use std::os::fd::AsFd;
+    Ok(Stdio::from(std::io::stderr().as_fd().try_clone_to_owned()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tools_are_pinned_and_unknown_names_list_the_known_ones() {
+        for t in TOOLS {
+            assert!(t.version.split('.').all(|p| p.parse::<u32>().is_ok()), "{} {}", t.name, t.version);
+        }
+        assert_eq!(find("aiperf").unwrap().python_range(), ">=3.11,<3.14");
+        let e = find("locust").unwrap_err().to_string();
+        assert!(e.contains("`locust`") && e.contains("vllm-router, guidellm, inference-perf, aiperf"), "{e}");
+    }
+
+    #[test]
+    fn an_incomplete_installation_is_not_installed() {
+        let home = std::env::temp_dir().join(format!("benchflow-tools-unit-{}", std::process::id()));
+        let tool = find("vllm-router").unwrap();
+        let dir = tool.dir(&home);
+        std::fs::create_dir_all(dir.join("venv/bin")).unwrap();
+        assert!(installed(&home, tool).is_none(), "no tool.json yet");
+        let bin = dir.join("venv/bin/vllm-router");
+        std::fs::write(&bin, "").unwrap();
+        let record = Installed {
+            name: tool.name.into(),
+            package: tool.package.into(),
+            version: tool.version.into(),
+            python: "/usr/bin/python3".into(),
+            python_version: "3.12.1".into(),
+            bin: bin.clone(),
+            packages: vec![],
+        };
+        std::fs::write(dir.join("tool.json"), serde_json::to_vec(&record).unwrap()).unwrap();
+        assert_eq!(installed(&home, tool), Some(record));
+        std::fs::remove_file(&bin).unwrap();
+        assert!(installed(&home, tool).is_none(), "its command is gone");
+        let _ = std::fs::remove_dir_all(&home);
+    }
+}
