@@ -79,6 +79,23 @@ pub fn standalone(namespace: &str) -> Vec<Access> {
         .collect()
 }
 
+/// Jobs in the namespace (the model download, the harness in the cluster): applied, watched,
+/// read, deleted; with `configmaps`, also the ConfigMap that carries the harness's shards.
+pub fn jobs(namespace: &str, configmaps: bool) -> Vec<Access> {
+    let job = ["create", "patch", "get", "watch", "delete"].map(|verb| (verb, "batch", "jobs"));
+    let maps = ["create", "patch", "delete"].map(|verb| (verb, "", "configmaps"));
+    job.into_iter()
+        .chain(maps.into_iter().filter(|_| configmaps))
+        .map(|(verb, group, resource)| Access {
+            verb,
+            group,
+            resource,
+            subresource: "",
+            namespace: Some(namespace.to_string()),
+        })
+        .collect()
+}
+
 /// Creating the namespace, and deleting it at teardown.
 pub fn namespace_lifecycle() -> Vec<Access> {
     ["create", "delete"]
@@ -134,5 +151,9 @@ mod tests {
         assert!(shown.contains(&"patch deployments.apps in namespace bench".to_string()), "{shown:?}");
         assert!(shown.contains(&"create pods/portforward in namespace bench".to_string()), "{shown:?}");
         assert_eq!(namespace_lifecycle()[0].to_string(), "create namespaces");
+        assert_eq!(jobs("bench", false).len(), 5);
+        let with_maps: Vec<String> = jobs("bench", true).iter().map(ToString::to_string).collect();
+        assert!(with_maps.contains(&"create configmaps in namespace bench".to_string()), "{with_maps:?}");
+        assert!(with_maps.contains(&"watch jobs.batch in namespace bench".to_string()), "{with_maps:?}");
     }
 }

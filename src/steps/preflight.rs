@@ -10,7 +10,10 @@ use kube::api::{Api, ListParams};
 use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Done, Step, StepError};
-use crate::platform::{access, kube::Target};
+use crate::{
+    platform::{access, kube::Target},
+    spec::harness::Placement,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +27,12 @@ pub struct Args {
     pub gpus: u32,
     #[serde(default)]
     pub gpu_product: Option<String>,
+    /// A download Job runs before the engine (its permissions are asked for too).
+    #[serde(default)]
+    pub download: bool,
+    /// Where the load generator runs: in the cluster it is a Job with a ConfigMap.
+    #[serde(default)]
+    pub placement: Option<Placement>,
 }
 
 impl Step for Args {
@@ -58,6 +67,10 @@ impl Step for Args {
         };
         notes.push(note);
         let mut wanted = access::standalone(&self.namespace);
+        let in_cluster = self.placement == Some(Placement::Cluster);
+        if self.download || in_cluster {
+            wanted.extend(access::jobs(&self.namespace, in_cluster));
+        }
         if !exists {
             wanted.extend(access::namespace_lifecycle());
         }

@@ -243,6 +243,19 @@ fn preflight_names_each_missing_permission_and_a_namespace_confined_user_can_run
     assert!(err.contains("cannot be read with these credentials: taken to exist"), "{err}");
     assert!(p.left().is_empty(), "{:?}", p.left());
     assert!(p.cp.has_namespace(&p.ns));
+    // The harness in the cluster needs Jobs and ConfigMaps too: asked for before anything runs.
+    p.write(
+        "harnesses/pods.yaml",
+        "kind: builtin\nplacement: cluster\nparallelism: 2\nimage: ghcr.io/benchflow/benchflow:test\n",
+    );
+    let out = as_limited(&["e2e", "-c", "k8s", "-H", "pods", "-w", "quick", "--workdir", "wd3"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("may not do 8 of the"), "{err}");
+    for missing in ["create jobs.batch", "watch jobs.batch", "create configmaps"] {
+        assert!(err.contains(&format!("{missing} in namespace {}", p.ns)), "{missing}: {err}");
+    }
+    assert!(p.left().is_empty(), "{:?}", p.left());
 }
 
 #[test]
