@@ -320,8 +320,9 @@ pub fn plan(
         let setup = if let Some(search) = &e.search {
             // The search's factor: do its two ends need different stacks?
             let at = |x: f64| {
-                let point =
-                    Point { id: "probe".into(), name: None, values: vec![(path.clone(), Value::from(x))] };
+                // As a trial would set it (a whole number for `integer`: a concurrency is a u32).
+                let values = super::search::point_values(search, x, None, None);
+                let point = Point { id: "probe".into(), name: None, values };
                 compile(&loaded, &request(&file, &point, sets), &ctx).map(|(_, p)| stack_hash(&p))
             };
             let (a, b) = (at(search.from), at(search.to));

@@ -534,6 +534,20 @@ fn a_killed_search_resumes_without_repeating_trials() {
     assert_eq!(outcome(&exp)["trials"].as_array().unwrap().len(), 4);
 }
 
+/// A search over a whole-number variable (a concurrency, a u32) plans: its ends are set as
+/// whole numbers, as its trials are.
+#[test]
+fn a_search_over_a_concurrency_plans_with_whole_numbers() {
+    let p = Project::new("search-int");
+    let workload = "seed: 1\ndataset: { random: { input_len: 32, output_len: 8 } }\nstages: [ { concurrency: 1, duration: 3s } ]\n";
+    p.file("workloads/c.yaml", workload).file(
+        "experiments/e.yaml",
+        "base: { workload: c }\nsearch: { factor: workload.stages.0.concurrency, from: 1, to: 64, integer: true, objective: max_load_within_slo, slo: { p99_ttft_ms: 200 } }\n",
+    );
+    let out = p.run(&["experiment", "plan", "-e", "e"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 #[test]
 fn a_range_that_never_saturates_says_so() {
     let p = Project::new("search-top");
