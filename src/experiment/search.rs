@@ -134,12 +134,7 @@ pub fn stretch(s: &Search, index: usize, stage: &serde_json::Value) -> Option<(S
 
 /// The index (in the workload's `stages`) of the stage a search measures.
 pub fn measured_stage(s: &Search, stages: usize) -> Option<usize> {
-    let n = s
-        .factor
-        .strip_prefix("workload.stages.")
-        .and_then(|r| r.split('.').next())
-        .and_then(|n| n.parse::<usize>().ok());
-    n.or(stages.checked_sub(1))
+    stage_index(&s.factor).or(stages.checked_sub(1))
 }
 
 /// What to do next.
@@ -152,14 +147,15 @@ pub enum Decision {
 /// The stage a factor path measures: `workload.stages.N.…` is stage N + 1 (stage 0 is the
 /// warm-up); anything else the last stage.
 fn stage_of(factor: &str, doc: &StatsDoc) -> Option<usize> {
-    let n = factor
-        .strip_prefix("workload.stages.")
-        .and_then(|r| r.split('.').next())
-        .and_then(|n| n.parse::<u32>().ok());
-    match n {
-        Some(n) => doc.stages.iter().position(|s| s.stage == n + 1),
+    match stage_index(factor) {
+        Some(n) => doc.stages.iter().position(|s| s.stage as usize == n + 1),
         None => doc.stages.len().checked_sub(1),
     }
+}
+
+/// N of a factor path `workload.stages.N.…`.
+fn stage_index(factor: &str) -> Option<usize> {
+    factor.strip_prefix("workload.stages.").and_then(|r| r.split('.').next()).and_then(|n| n.parse().ok())
 }
 
 /// What a stage's records say about keeping up, beyond its statistics.

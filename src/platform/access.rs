@@ -67,9 +67,16 @@ pub fn standalone(namespace: &str) -> Vec<Access> {
         ("create", "", "pods", "portforward"),
         ("list", "", "events", ""),
     ];
-    ACTIONS
-        .iter()
-        .map(|&(verb, group, resource, subresource)| Access {
+    in_namespace(namespace, ACTIONS.iter().copied())
+}
+
+/// `(verb, group, resource, subresource)` actions in the namespace.
+fn in_namespace(
+    namespace: &str,
+    actions: impl Iterator<Item = (&'static str, &'static str, &'static str, &'static str)>,
+) -> Vec<Access> {
+    actions
+        .map(|(verb, group, resource, subresource)| Access {
             verb,
             group,
             resource,
@@ -82,18 +89,9 @@ pub fn standalone(namespace: &str) -> Vec<Access> {
 /// Jobs in the namespace (the model download, the harness in the cluster): applied, watched,
 /// read, deleted; with `configmaps`, also the ConfigMap that carries the harness's shards.
 pub fn jobs(namespace: &str, configmaps: bool) -> Vec<Access> {
-    let job = ["create", "patch", "get", "watch", "delete"].map(|verb| (verb, "batch", "jobs"));
-    let maps = ["create", "patch", "delete"].map(|verb| (verb, "", "configmaps"));
-    job.into_iter()
-        .chain(maps.into_iter().filter(|_| configmaps))
-        .map(|(verb, group, resource)| Access {
-            verb,
-            group,
-            resource,
-            subresource: "",
-            namespace: Some(namespace.to_string()),
-        })
-        .collect()
+    let job = ["create", "patch", "get", "watch", "delete"].map(|verb| (verb, "batch", "jobs", ""));
+    let maps = ["create", "patch", "delete"].map(|verb| (verb, "", "configmaps", ""));
+    in_namespace(namespace, job.into_iter().chain(maps.into_iter().filter(|_| configmaps)))
 }
 
 /// Creating the namespace, and deleting it at teardown.
