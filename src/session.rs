@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::{
     exec::{self, ExecError, Options, Report},
     plan::{self, Plan, PlanError},
-    resolve::{self, Request, ResolveError, Resolved, RunContext},
+    resolve::{self, Ports, Request, ResolveError, Resolved, RunContext},
     steps::spawn,
     workdir::{self, WorkDir, WorkdirError, utc_now},
 };
@@ -35,6 +35,9 @@ pub enum SessionError {
     Exec(#[from] ExecError),
     #[error("step {step} runs `{program}`, which is not on PATH: {hint}")]
     MissingProgram { step: String, program: String, hint: &'static str },
+    /// Something else a step needs (a tool benchflow installs), with how to get it.
+    #[error("step {step}: {message}")]
+    Missing { step: String, message: String },
 }
 
 /// Where and what: the work directory and the files and overrides to resolve.
@@ -44,7 +47,7 @@ pub struct Setup {
     pub request: Request,
     /// The benchflow binary (for `benchflow sim` engines).
     pub bin: PathBuf,
-    /// The run id and engine port to use (an experiment's point runs on its stack's); by
+    /// The run id and local ports to use (an experiment's point runs on its stack's); by
     /// default those the work directory recorded, else new ones.
     pub run: Option<RunContext>,
 }
@@ -54,9 +57,9 @@ impl Setup {
         Setup { root, request, bin: this_binary(), run: None }
     }
 
-    /// With a given run id and engine port.
-    pub fn with_run(mut self, id: String, port: Option<u16>) -> Setup {
-        self.run = Some(RunContext { id, workdir: self.root.clone(), bin: self.bin.clone(), port });
+    /// With a given run id and local ports.
+    pub fn with_run(mut self, id: String, ports: Ports) -> Setup {
+        self.run = Some(RunContext { id, workdir: self.root.clone(), bin: self.bin.clone(), ports });
         self
     }
 
@@ -73,9 +76,8 @@ impl Setup {
             .unwrap_or_else(|| {
                 self.root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(workdir::run_id)
             });
-        let port =
-            previous.as_ref().and_then(|r| r.get("run.port").and_then(|v| v.as_u64())).map(|p| p as u16);
-        RunContext { id, workdir: self.root.clone(), bin: self.bin.clone(), port }
+        let ports = Ports::recorded(previous.as_ref().map(|r| &r.values));
+        RunContext { id, workdir: self.root.clone(), bin: self.bin.clone(), ports }
     }
 
     /// Resolves and compiles, writing nothing.
@@ -135,7 +137,7 @@ impl Session {
     /// (a new run with the same values and sources).
     pub fn reproduce(recorded: &Resolved, root: &Path) -> Result<Session, SessionError> {
         let id = root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(workdir::run_id);
-        let run = RunContext { id, workdir: root.to_path_buf(), bin: this_binary(), port: None };
+        let run = RunContext { id, workdir: root.to_path_buf(), bin: this_binary(), ports: Ports::Free };
         let resolved = resolve::reproduce(recorded, &run)?;
         let plan = plan::compile(&resolved)?;
         Session::from_parts(root, resolved, plan)
@@ -199,16 +201,26 @@ impl Session {
         Ok(())
     }
 
-    /// Before anything starts: every program a step in scope will run is installed.
+    /// Before anything starts: every program a step in scope will run is installed, and
+    /// whatever else a step needs (a tool benchflow installs) is there or, with
+    /// `--install-missing`, will be.
     pub fn preflight(&self, opts: &Options) -> Result<(), SessionError> {
+        let in_scope = |i: usize| match &opts.selection {
+            Some(sel) => sel.contains(&i),
+            None => opts.phases.contains(&self.plan.steps[i].phase),
+        };
         for (i, s) in self.plan.steps.iter().enumerate() {
-            let in_scope = match &opts.selection {
-                Some(sel) => sel.contains(&i),
-                None => opts.phases.contains(&s.phase),
-            };
-            let Some(args) = s.args.as_ref().filter(|_| in_scope) else { continue };
+            if let Some(args) = s.args.as_ref().filter(|_| in_scope(i)) {
+                args.check(opts.install_missing)
+                    .map_err(|message| SessionError::Missing { step: s.id.clone(), message })?;
+            }
+        }
+        for (i, s) in self.plan.steps.iter().enumerate() {
+            let Some(args) = s.args.as_ref().filter(|_| in_scope(i)) else { continue };
             for program in args.programs() {
-                if !program.is_empty() && spawn::find_program(program).is_none() {
+                // A tool's command is there once its tool step (checked above) has run.
+                let a_tool = opts.install_missing && crate::tools::provides(program);
+                if !program.is_empty() && !a_tool && spawn::find_program(program).is_none() {
                     return Err(SessionError::MissingProgram {
                         step: s.id.clone(),
                         program: program.to_string(),
@@ -265,6 +277,7 @@ mod tests {
             selection: None,
             teardown_on_failure: true,
             quiet: true,
+            install_missing: false,
             stack: None,
         };
         for name in ["one", "two"] {

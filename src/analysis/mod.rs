@@ -80,6 +80,45 @@ pub struct Analysis {
     pub stages: Vec<StageStats>,
     /// What the charts draw.
     pub series: Series,
+    /// What each engine behind a router served, from its `/metrics` (none for one engine).
+    pub replicas: Vec<ReplicaStats>,
+}
+
+/// What one engine behind a router served during the run: differences of its counters between
+/// the first and the last scrape.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct ReplicaStats {
+    /// `replica-0`, …
+    pub name: String,
+    /// Requests finished (`vllm:request_success_total`, every finish reason).
+    pub requests: f64,
+    /// Prompt tokens looked up in the prefix cache (`vllm:prefix_cache_queries_total`).
+    pub prefix_cache_queries: f64,
+    /// Of those, tokens found there (`vllm:prefix_cache_hits_total`).
+    pub prefix_cache_hits: f64,
+    /// hits / queries (null without queries).
+    pub prefix_cache_hit_rate: Option<f64>,
+}
+
+impl ReplicaStats {
+    /// From one engine's scraped series.
+    pub fn of(name: &str, series: &Metrics) -> ReplicaStats {
+        let grew = |metric: &str| {
+            let s = series.get(metric).map(Vec::as_slice).unwrap_or_default();
+            match (s.first(), s.last()) {
+                (Some(a), Some(b)) => (b.1 - a.1).max(0.0),
+                _ => 0.0,
+            }
+        };
+        let (queries, hits) = (grew("vllm:prefix_cache_queries_total"), grew("vllm:prefix_cache_hits_total"));
+        ReplicaStats {
+            name: name.to_string(),
+            requests: grew("vllm:request_success_total"),
+            prefix_cache_queries: queries,
+            prefix_cache_hits: hits,
+            prefix_cache_hit_rate: (queries > 0.0).then(|| hits / queries),
+        }
+    }
 }
 
 /// Cumulative distribution points (value in ms, fraction ≤ value).
@@ -95,6 +134,9 @@ pub struct StageSeries {
     pub e2el: Cdf,
 }
 
+/// Series of server metrics by metric name: (run seconds, value).
+pub type Metrics = BTreeMap<String, Vec<(f64, f64)>>;
+
 /// Data for the charts.
 #[derive(Debug, Clone, Default)]
 pub struct Series {
@@ -106,8 +148,12 @@ pub struct Series {
     pub in_flight: Vec<f64>,
     /// Stage windows (start, end, stage) in run seconds.
     pub windows: Vec<(f64, f64, u32)>,
-    /// Server metrics over time, by metric name: (run seconds, value).
-    pub server: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Server metrics over time, by metric name: (run seconds, value), each the sum over the
+    /// metric's label sets; over the engines behind a router, their sum (their mean for a
+    /// `_perc` metric).
+    pub server: Metrics,
+    /// The same per engine behind a router (`replica-0`, …), when several were scraped.
+    pub replicas: BTreeMap<String, Metrics>,
 }
 
 /// A CDF of `values` (seconds) in ms: exact below 2,000 values, else from a log-spaced
@@ -178,6 +224,18 @@ pub fn analyze(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysi
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_replica_s_share_is_what_its_counters_grew_by() {
+        let series = BTreeMap::from([
+            ("vllm:request_success_total".to_string(), vec![(0.0, 4.0), (1.0, 9.0), (2.0, 14.0)]),
+            ("vllm:prefix_cache_queries_total".to_string(), vec![(0.0, 100.0), (2.0, 1100.0)]),
+            ("vllm:prefix_cache_hits_total".to_string(), vec![(0.0, 0.0), (2.0, 750.0)]),
+        ]);
+        let r = super::ReplicaStats::of("replica-0", &series);
+        assert_eq!((r.requests, r.prefix_cache_queries, r.prefix_cache_hits), (10.0, 1000.0, 750.0));
+        assert_eq!(r.prefix_cache_hit_rate, Some(0.75));
+    }
+
     use serde_json::Value;
 
     use super::*;

@@ -43,6 +43,9 @@ pub struct StatsDoc {
     /// The run was interrupted: its last stage may be partial.
     pub interrupted: bool,
     pub stages: Vec<StageDoc>,
+    /// What each engine behind a router served (from its `/metrics`); absent for one engine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<super::ReplicaStats>,
 }
 
 /// One stage, with vllm bench serve's result key names.
@@ -131,6 +134,7 @@ impl StatsDoc {
             model: a.info.as_ref().map(|i| i.model.clone()),
             interrupted: a.info.as_ref().is_some_and(|i| i.interrupted),
             stages: a.stages.iter().map(StageDoc::of).collect(),
+            replicas: a.replicas.clone(),
         }
     }
 }
@@ -255,6 +259,14 @@ pub fn render_text(a: &Analysis) -> String {
                 let _ = write!(t, "{v:>10.2}");
             }
             t.push('\n');
+        }
+    }
+    if !a.replicas.is_empty() {
+        let _ = writeln!(t, "{:=^50}", " Replicas (server counters) ");
+        let _ = writeln!(t, "{:<14}{:>10}{:>26}", "replica", "requests", "prefix-cache hit rate");
+        for r in &a.replicas {
+            let rate = r.prefix_cache_hit_rate.map_or("-".to_string(), |h| format!("{:.1} %", h * 100.0));
+            let _ = writeln!(t, "{:<14}{:>10.0}{rate:>26}", r.name, r.requests);
         }
     }
     t

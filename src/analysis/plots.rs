@@ -4,6 +4,7 @@
 //! [`LineChart`] spec and one drawing function serve them all, for both backends. Text uses
 //! DejaVu Sans Condensed embedded in the binary (`assets/fonts`), so no system font is needed.
 
+use std::collections::BTreeMap;
 use std::{
     path::{Path, PathBuf},
     sync::Once,
@@ -394,8 +395,9 @@ pub fn charts(a: &Analysis) -> Vec<LineChart> {
             q.series.push((label.into(), v.clone()));
         }
     }
-    q.marks = marks;
+    q.marks = marks.clone();
     out.push(q);
+    out.extend(replica_charts(&a.series.replicas, &marks));
     if a.stages.len() > 1 {
         let mut c = LineChart::new(
             "latency_vs_throughput",
@@ -414,6 +416,47 @@ pub fn charts(a: &Analysis) -> Vec<LineChart> {
     }
     out.retain(LineChart::has_data);
     out
+}
+
+/// Behind a router: requests finished and the prefix-cache hit rate of each engine over the run
+/// (counters since the first scrape).
+fn replica_charts(replicas: &BTreeMap<String, super::Metrics>, marks: &[f64]) -> Vec<LineChart> {
+    if replicas.is_empty() {
+        return Vec::new();
+    }
+    let since_start = |s: Option<&Vec<(f64, f64)>>| -> Vec<(f64, f64)> {
+        let s = s.map(Vec::as_slice).unwrap_or_default();
+        let first = s.first().map_or(0.0, |p| p.1);
+        s.iter().map(|(t, v)| (*t, v - first)).collect()
+    };
+    let mut requests = LineChart::new(
+        "replica_requests",
+        "Requests finished per replica",
+        "run time (s)",
+        "requests since the start",
+    );
+    let mut hits = LineChart::new(
+        "replica_prefix_cache",
+        "Prefix-cache hit rate per replica (since the start)",
+        "run time (s)",
+        "percent of prompt tokens",
+    );
+    for (name, series) in replicas {
+        requests.series.push((name.clone(), since_start(series.get("vllm:request_success_total"))));
+        let q = since_start(series.get("vllm:prefix_cache_queries_total"));
+        let h = since_start(series.get("vllm:prefix_cache_hits_total"));
+        let rate = q
+            .iter()
+            .zip(&h)
+            .filter(|((_, q), _)| *q > 0.0)
+            .map(|((t, q), (_, h))| (*t, 100.0 * h / q))
+            .collect();
+        hits.series.push((name.clone(), rate));
+    }
+    hits.y_max = Some(100.0);
+    requests.marks = marks.to_vec();
+    hits.marks = marks.to_vec();
+    vec![requests, hits]
 }
 
 /// Renders every chart into `dir`; returns the charts drawn.

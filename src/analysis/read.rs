@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use super::{
-    Analysis, AnalysisError, Convention, Series, StageSeries,
+    Analysis, AnalysisError, Convention, Metrics, Series, StageSeries,
     accumulate::{Acc, Row, accumulate, finish},
     cdf,
 };
@@ -13,18 +13,57 @@ use crate::{
     spec::workload::Slo,
 };
 
-/// Reads `server_metrics.csv` (long format) into series by metric name.
-pub(super) fn read_server_metrics(results: &Path) -> BTreeMap<String, Vec<(f64, f64)>> {
-    let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    let Ok(mut r) = csv::Reader::from_path(results.join("server_metrics.csv")) else { return out };
+/// Reads `server_metrics.csv` (long format) into series by target (the scraped server; older
+/// files have one, unnamed), then metric name: at each scrape, the sum over the metric's label
+/// sets.
+pub(super) fn read_server_metrics(results: &Path) -> BTreeMap<String, Metrics> {
+    let mut out: BTreeMap<String, Metrics> = BTreeMap::new();
+    let Ok(mut r) = csv::ReaderBuilder::new().flexible(true).from_path(results.join("server_metrics.csv"))
+    else {
+        return out;
+    };
     for rec in r.records().flatten() {
         if let (Some(t), Some(name), Some(v)) = (rec.get(0), rec.get(1), rec.get(3))
             && let (Ok(t), Ok(v)) = (t.parse::<f64>(), v.parse::<f64>())
         {
-            out.entry(name.to_string()).or_default().push((t, v));
+            let series = out.entry(rec.get(4).unwrap_or_default().to_string()).or_default();
+            let points = series.entry(name.to_string()).or_default();
+            match points.last_mut() {
+                Some(last) if last.0 == t => last.1 += v,
+                _ => points.push((t, v)),
+            }
         }
     }
     out
+}
+
+/// The servers' series as one: at each scrape, the sum over the servers (the mean for a
+/// `_perc` metric, a share).
+pub(super) fn combine(by_target: &BTreeMap<String, Metrics>) -> Metrics {
+    if by_target.len() == 1 {
+        return by_target.values().next().cloned().unwrap_or_default();
+    }
+    let mut sums: BTreeMap<&str, BTreeMap<u64, (f64, f64, u32)>> = BTreeMap::new();
+    for series in by_target.values() {
+        for (name, points) in series {
+            let at = sums.entry(name).or_default();
+            for &(t, v) in points {
+                // Servers scraped in one round share its time.
+                let e = at.entry(t.to_bits()).or_insert((t, 0.0, 0));
+                e.1 += v;
+                e.2 += 1;
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|(name, at)| {
+            let mean = name.ends_with("_perc");
+            let mut points: Vec<(f64, f64)> =
+                at.into_values().map(|(t, v, n)| (t, if mean { v / f64::from(n) } else { v })).collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (name.to_string(), points)
+        })
+        .collect()
 }
 
 fn secs(field: &[u8]) -> Option<f64> {
@@ -148,6 +187,56 @@ pub fn compute(results: &Path, convention: Convention, slo: &Slo) -> Result<Anal
             cur as f64
         })
         .collect();
-    series.server = read_server_metrics(results);
-    Ok(Analysis { convention, info, stages: stats, series })
+    let by_target = read_server_metrics(results);
+    series.server = combine(&by_target);
+    let mut replicas = Vec::new();
+    if by_target.len() > 1 {
+        replicas = by_target.iter().map(|(name, s)| super::ReplicaStats::of(name, s)).collect();
+        series.replicas = by_target;
+    }
+    Ok(Analysis { convention, info, stages: stats, series, replicas })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str, csv: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("benchflow-read-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("server_metrics.csv"), csv).unwrap();
+        d
+    }
+
+    #[test]
+    fn server_metrics_are_summed_over_label_sets_and_combined_over_replicas() {
+        let d = dir(
+            "replicas",
+            "t_s,metric,labels,value,target\n\
+             0.0,vllm:request_success_total,\"r='stop'\",1,replica-0\n\
+             0.0,vllm:request_success_total,\"r='length'\",2,replica-0\n\
+             0.0,vllm:kv_cache_usage_perc,\"\",0.2,replica-0\n\
+             0.0,vllm:request_success_total,\"r='stop'\",4,replica-1\n\
+             0.0,vllm:kv_cache_usage_perc,\"\",0.6,replica-1\n\
+             2.0,vllm:request_success_total,\"r='stop'\",10,replica-0\n\
+             2.0,vllm:request_success_total,\"r='stop'\",9,replica-1\n",
+        );
+        let by = read_server_metrics(&d);
+        assert_eq!(by["replica-0"]["vllm:request_success_total"], [(0.0, 3.0), (2.0, 10.0)]);
+        let all = combine(&by);
+        assert_eq!(all["vllm:request_success_total"], [(0.0, 7.0), (2.0, 19.0)]);
+        // A share is averaged, not summed.
+        assert!((all["vllm:kv_cache_usage_perc"][0].1 - 0.4).abs() < 1e-12);
+        let r = crate::analysis::ReplicaStats::of("replica-1", &by["replica-1"]);
+        assert_eq!((r.requests, r.prefix_cache_hit_rate), (5.0, None));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_file_of_one_server_without_the_target_column_still_reads() {
+        let d = dir("old", "t_s,metric,labels,value\n1.0,vllm:num_requests_running,\"e='0'\",3\n");
+        let by = read_server_metrics(&d);
+        assert_eq!(combine(&by)["vllm:num_requests_running"], [(1.0, 3.0)]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -135,7 +135,29 @@ pub fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> String 
                 "Definitions of GuideLLM: TTFT to the first token; TPOT = time to the last token / output tokens, weighted by tokens; ITL = (last − first token)/(tokens − 1), weighted by tokens − 1; E2EL = request latency to the stream's end; percentiles by the inverse empirical CDF.",
         })
     );
-    let _ = write!(h, "</p><h2>Charts</h2>");
+    let _ = write!(h, "</p>");
+    if !a.replicas.is_empty() {
+        let _ = write!(
+            h,
+            "<h2>Replicas</h2><table><tr><th>replica</th><th>requests</th><th>prefix-cache queries (tokens)</th><th>hits (tokens)</th><th>hit rate</th></tr>"
+        );
+        for r in &a.replicas {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td></tr>",
+                escape(&r.name),
+                r.requests,
+                r.prefix_cache_queries,
+                r.prefix_cache_hits,
+                r.prefix_cache_hit_rate.map_or("-".to_string(), |x| format!("{:.1} %", x * 100.0))
+            );
+        }
+        let _ = write!(
+            h,
+            "</table><p class=note>From each engine's own /metrics, scraped while the load ran: differences of its counters between the first and the last scrape (warm-up and smoke test excluded only if they came before the first scrape).</p>"
+        );
+    }
+    let _ = write!(h, "<h2>Charts</h2>");
     for c in charts {
         let svg = std::fs::read_to_string(dirs.out.join("plots").join(format!("{}.svg", c.name)))
             .unwrap_or_default();

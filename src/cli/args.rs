@@ -169,6 +169,10 @@ pub struct ExperimentArgs {
     /// are copied from it instead of measured again, and new ones are added.
     #[arg(long, value_name = "DIR")]
     pub store: Option<PathBuf>,
+    /// Install a missing tool that benchflow installs (the vLLM router of a router stack)
+    /// instead of refusing to start.
+    #[arg(long)]
+    pub install_missing: bool,
     /// Only the experiment's own lines (no step progress of each point).
     #[arg(short, long)]
     pub quiet: bool,
@@ -235,6 +239,10 @@ pub struct PlanArgs {
     /// Leave the stack up even after a failure or an interrupt.
     #[arg(long)]
     pub keep: bool,
+    /// Install a missing tool that benchflow installs (the vLLM router of a router stack)
+    /// instead of refusing to start.
+    #[arg(long)]
+    pub install_missing: bool,
     /// No progress lines.
     #[arg(short, long)]
     pub quiet: bool,
@@ -332,6 +340,10 @@ pub struct ReproduceArgs {
     /// Render everything into the new work directory, start nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Install a missing tool that benchflow installs (the vLLM router of a router stack)
+    /// instead of refusing to start.
+    #[arg(long)]
+    pub install_missing: bool,
     #[arg(short, long)]
     pub quiet: bool,
 }

@@ -68,15 +68,35 @@ pub(super) fn signals(dir: &Path) -> mpsc::UnboundedReceiver<()> {
     rx
 }
 
+/// What the command line asks of an execution besides its phases.
+struct How<'a> {
+    steps: Option<&'a str>,
+    quiet: bool,
+    install_missing: bool,
+}
+
+impl<'a> From<&'a PlanArgs> for How<'a> {
+    fn from(a: &'a PlanArgs) -> How<'a> {
+        How { steps: a.steps.as_deref(), quiet: a.quiet, install_missing: a.install_missing }
+    }
+}
+
 async fn execute(
     p: &Session,
     phases: Vec<Phase>,
     teardown_on_failure: bool,
-    args_steps: Option<&str>,
-    quiet: bool,
+    how: How<'_>,
 ) -> Result<(), CliError> {
-    let selection = args_steps.map(|s| p.plan.select(s)).transpose()?;
-    let opts = Options { phases: phases.clone(), selection, teardown_on_failure, quiet, stack: None };
+    let How { steps, quiet, install_missing } = how;
+    let selection = steps.map(|s| p.plan.select(s)).transpose()?;
+    let opts = Options {
+        phases: phases.clone(),
+        selection,
+        teardown_on_failure,
+        quiet,
+        install_missing,
+        stack: None,
+    };
     let dir = p.dir().to_path_buf();
     let mut rx = signals(&dir);
     let report = p.execute(&opts, &mut rx).await?;
@@ -129,7 +149,7 @@ pub async fn e2e(args: PlanArgs) -> Result<(), CliError> {
     if args.dry_run {
         return dry_run_done(&p);
     }
-    execute(&p, Phase::ALL.to_vec(), !args.keep, args.steps.as_deref(), args.quiet).await
+    execute(&p, Phase::ALL.to_vec(), !args.keep, How::from(&args)).await
 }
 
 pub async fn standup(args: PlanArgs) -> Result<(), CliError> {
@@ -137,7 +157,7 @@ pub async fn standup(args: PlanArgs) -> Result<(), CliError> {
     if args.dry_run {
         return dry_run_done(&p);
     }
-    execute(&p, vec![Phase::Standup], !args.keep, args.steps.as_deref(), args.quiet).await?;
+    execute(&p, vec![Phase::Standup], !args.keep, How::from(&args)).await?;
     if !args.quiet {
         let url = p.resolved.get("endpoint.url").and_then(|v| v.as_str()).unwrap_or("");
         eprintln!(
@@ -169,7 +189,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     } else {
         vec![Phase::Run, Phase::Analyze]
     };
-    match execute(&p, phases, false, args.plan.steps.as_deref(), args.plan.quiet).await {
+    match execute(&p, phases, false, How::from(&args.plan)).await {
         // With --endpoint, the smoke test is part of the run: the run could not be carried out.
         Err(CliError::StandupFailed { step, error }) => Err(CliError::RunFailed { step, error }),
         other => other,
@@ -210,6 +230,7 @@ pub async fn teardown(args: DirArgs) -> Result<(), CliError> {
         selection: None,
         teardown_on_failure: false,
         quiet: false,
+        install_missing: false,
         stack: None,
     };
     let mut rx = signals(&dir);
@@ -293,5 +314,11 @@ pub async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
     if args.dry_run {
         return dry_run_done(&p);
     }
-    execute(&p, Phase::ALL.to_vec(), true, None, args.quiet).await
+    execute(
+        &p,
+        Phase::ALL.to_vec(),
+        true,
+        How { steps: None, quiet: args.quiet, install_missing: args.install_missing },
+    )
+    .await
 }

@@ -76,7 +76,13 @@ pub async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
     }
     let store = args.store.as_deref().map(experiment::store::Store::open).transpose()?;
     let mut signals = engine::signals(&plan.root);
-    let summary = run::run(&plan, store, args.quiet, &mut signals).await?;
+    let summary = run::run(
+        &plan,
+        store,
+        run::RunFlags { quiet: args.quiet, install_missing: args.install_missing },
+        &mut signals,
+    )
+    .await?;
     if let Some(o) = &summary.search {
         let text = serde_json::to_string_pretty(o).unwrap_or_default();
         crate::workdir::write_atomic(&plan.root.join("analysis/search.json"), text.as_bytes())?;

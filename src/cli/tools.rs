@@ -45,7 +45,7 @@ pub fn tools(args: ToolsArgs) -> Result<(), CliError> {
                 py.path.display(),
                 tool.dir(&home).display()
             );
-            let done = tools::install(&home, tool, &py)?;
+            let done = tools::install(&home, tool, &py, None)?;
             println!("{} {} installed: {}", done.name, done.version, done.bin.display());
             Ok(())
         }

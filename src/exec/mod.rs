@@ -45,6 +45,8 @@ pub struct Options {
     /// Run the teardown phase after a failure or an interrupt, even if `phases` omits it.
     pub teardown_on_failure: bool,
     pub quiet: bool,
+    /// `--install-missing`: tool steps install a missing tool benchflow installs.
+    pub install_missing: bool,
     /// The work directory whose standup this run uses (an experiment's stack): its done steps
     /// count as done here, and what they set up is watched as this run's own.
     pub stack: Option<PathBuf>,
@@ -419,6 +421,7 @@ pub async fn execute(
         log: dir.join("setup/commands").join(format!("{}.log", s.id)),
         cancel,
         quiet: opts.quiet,
+        install_missing: opts.install_missing,
         progress: progress_tx.clone(),
         run: run.clone(),
         target: s.args.as_ref().and_then(|a| a.undoes()).and_then(|t| w.state.undo_of(dir, t)),
@@ -656,6 +659,7 @@ mod tests {
             selection: None,
             teardown_on_failure: true,
             quiet: true,
+            install_missing: false,
             stack: None,
         }
     }

@@ -101,7 +101,7 @@ fn planning_context() -> RunContext {
         id: "plan".into(),
         workdir: PathBuf::from("/"),
         bin: crate::session::this_binary(),
-        port: Some(0),
+        ports: crate::platform::Ports::Placeholder,
     }
 }
 

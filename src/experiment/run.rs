@@ -28,6 +28,7 @@ use super::{
 use crate::{
     exec::{self, Options, Outcome, Report},
     plan::Plan,
+    platform::Ports,
     session::{self, Session, Setup},
     spec::{experiment::Action, pipeline::Phase},
     workdir::{WorkDir, utc_now, write_atomic},
@@ -68,6 +69,8 @@ pub(super) struct Shared<'a> {
     sessions: Mutex<Vec<(u64, mpsc::UnboundedSender<()>)>>,
     next_session: AtomicU32,
     quiet: bool,
+    /// `--install-missing`, for every session.
+    install_missing: bool,
     progress: Mutex<Progress>,
     /// A failed point stops the experiment (a search's trials may fail: they do not).
     stop_on_error: bool,
@@ -131,7 +134,8 @@ impl Shared<'_> {
 
     fn options(&self, phases: Vec<Phase>, stack: Option<PathBuf>) -> Options {
         let quiet = self.quiet || self.plan.file.spec.max_stacks > 1;
-        Options { phases, selection: None, teardown_on_failure: true, quiet, stack }
+        let install_missing = self.install_missing;
+        Options { phases, selection: None, teardown_on_failure: true, quiet, install_missing, stack }
     }
 
     fn finished_point(&self, id: &str, label: &str, seconds: f64, error: Option<&str>) {
@@ -236,16 +240,24 @@ pub async fn teardown_dir(
         selection: None,
         teardown_on_failure: false,
         quiet,
+        install_missing: false,
         stack: None,
     };
     Ok(exec::execute(&plan, dir, &opts, signals).await?)
+}
+
+/// How an experiment runs: quietly or not, and whether a missing tool may be installed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunFlags {
+    pub quiet: bool,
+    pub install_missing: bool,
 }
 
 /// Runs (or resumes) an experiment in `plan.root`. `signals` delivers one message per Ctrl-C.
 pub async fn run(
     plan: &ExperimentPlan,
     store: Option<Store>,
-    quiet: bool,
+    flags: RunFlags,
     signals: &mut mpsc::UnboundedReceiver<()>,
 ) -> Result<Summary, ExperimentError> {
     let root = plan.root.clone();
@@ -320,7 +332,8 @@ pub async fn run(
         interrupts: AtomicU32::new(0),
         sessions: Mutex::new(Vec::new()),
         next_session: AtomicU32::new(0),
-        quiet,
+        quiet: flags.quiet,
+        install_missing: flags.install_missing,
         progress: Mutex::new(Progress {
             started: Instant::now(),
             todo: total_todo,
@@ -478,7 +491,7 @@ pub(super) struct Up {
     session: Session,
     dir: PathBuf,
     run_id: String,
-    port: Option<u16>,
+    ports: Ports,
     /// Points run on it in this invocation (between_points comes before all but the first).
     ran: u32,
 }
@@ -510,10 +523,8 @@ pub(super) async fn stand_up(
     let dir = shared.root.join("stacks").join(&stack.id);
     let exp_id = shared.root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let run_id = format!("{exp_id}-{}", stack.id);
-    let port =
-        session::recorded(&dir).and_then(|r| r.get("run.port").and_then(Value::as_u64)).map(|p| p as u16);
-    let setup =
-        Setup::new(dir.clone(), points[0].request.clone()).with_run(run_id.clone(), port.filter(|p| *p != 0));
+    let ports = Ports::recorded(session::recorded(&dir).as_ref().map(|r| &r.values));
+    let setup = Setup::new(dir.clone(), points[0].request.clone()).with_run(run_id.clone(), ports);
     let session = match setup
         .compile_loaded(&plan.loaded)
         .map_err(ExperimentError::from)
@@ -579,8 +590,8 @@ pub(super) async fn stand_up(
             return Ok(None);
         }
     }
-    let port = session.resolved.get("run.port").and_then(Value::as_u64).map(|p| p as u16);
-    Ok(Some(Up { id: stack.id.clone(), session, dir, run_id, port, ran: 0 }))
+    let ports = Ports::recorded(Some(&session.resolved.values));
+    Ok(Some(Up { id: stack.id.clone(), session, dir, run_id, ports, ran: 0 }))
 }
 
 /// Tears a stack down (unless a second interrupt said to leave it).
@@ -817,7 +828,7 @@ pub(super) async fn run_point(
             up.id,
             if attempt > 1 { format!(" (attempt {attempt} of {tries})") } else { String::new() }
         ));
-        let setup = Setup::new(dir.clone(), p.request.clone()).with_run(up.run_id.clone(), up.port);
+        let setup = Setup::new(dir.clone(), p.request.clone()).with_run(up.run_id.clone(), up.ports.clone());
         let session = match setup
             .compile_loaded(&plan.loaded)
             .map_err(ExperimentError::from)

@@ -73,6 +73,8 @@ pub struct Options {
     pub results_dir: PathBuf,
     pub quiet: bool,
     pub scrape_every: Duration,
+    /// Whose `/metrics` to scrape; none: the endpoint's own.
+    pub scrape: Vec<scrape::ScrapeTarget>,
 }
 
 struct Ctx {
@@ -385,8 +387,16 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
     let writer =
         tokio::spawn(async move { record::writer(&results.join("requests.csv"), rx, quiet, redact).await });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut scraped = Vec::new();
+    for t in &opts.scrape {
+        let (at, _) = self::target(&t.url, "/metrics", false, HeaderMap::new(), &w.api.tls).await?;
+        scraped.push((t.name.clone(), at));
+    }
+    if scraped.is_empty() {
+        scraped.push(("endpoint".to_string(), target.clone()));
+    }
     let scraper = tokio::spawn(scrape::run(
-        target.clone(),
+        scraped,
         opts.results_dir.join("server_metrics.csv"),
         t0,
         opts.scrape_every,

@@ -1,5 +1,7 @@
-//! Scrapes the endpoint's `/metrics` while the load runs, into `results/server_metrics.csv`
-//! (long format: time, metric, labels, value; histogram buckets are skipped).
+//! Scrapes `/metrics` while the load runs (the endpoint's, or each engine's behind a router),
+//! into `results/server_metrics.csv` (long format: time, metric, labels, value, target;
+//! histogram buckets are skipped). The targets of one round are scraped together and share its
+//! time.
 
 use std::{
     io::Write,
@@ -12,10 +14,19 @@ use tokio::sync::watch;
 
 use super::client::{Target, connect};
 
-/// Scrapes every `every` until `stop` turns true. Returns how many scrapes succeeded, and the
-/// last failure if any (a server without `/metrics` is not an error for the run).
+/// A server whose `/metrics` to scrape, by the name its rows carry (`replica-0`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeTarget {
+    pub name: String,
+    pub url: String,
+}
+
+/// Scrapes every `every` until `stop` turns true. Returns how many rounds succeeded for every
+/// target, and the last failure if any (a server without `/metrics` is not an error for the
+/// run).
 pub async fn run(
-    target: Target,
+    targets: Vec<(String, Target)>,
     path: std::path::PathBuf,
     t0: Instant,
     every: Duration,
@@ -25,7 +36,7 @@ pub async fn run(
         return (0, Some(format!("cannot create {}", path.display())));
     };
     let mut out = std::io::BufWriter::new(file);
-    let _ = writeln!(out, "t_s,metric,labels,value");
+    let _ = writeln!(out, "t_s,metric,labels,value,target");
     let (mut ok, mut last_err) = (0, None);
     let mut tick = tokio::time::interval(every);
     loop {
@@ -34,28 +45,35 @@ pub async fn run(
             _ = stop.changed() => break,
         }
         // A scrape is bounded by the interval, and the end of the run does not wait for one.
-        let scrape = tokio::select! {
-            r = tokio::time::timeout(every, fetch(&target)) => r,
+        let round = futures::future::join_all(
+            targets.iter().map(|(_, t)| async move { tokio::time::timeout(every, fetch(t)).await }),
+        );
+        let scrapes = tokio::select! {
+            r = round => r,
             _ = stop.changed() => break,
         };
-        match scrape {
-            Ok(Ok(text)) => {
-                let t = t0.elapsed().as_secs_f64();
-                for line in text.lines() {
-                    if let Some((name, labels, value)) = parse_sample(line)
-                        && name.starts_with("vllm:")
-                        && !name.ends_with("_bucket")
-                        && !name.ends_with("_created")
-                    {
-                        let _ = writeln!(out, "{t:.3},{name},\"{}\",{value}", labels.replace('"', "'"));
+        let t = t0.elapsed().as_secs_f64();
+        let mut all = true;
+        for ((name, _), scrape) in targets.iter().zip(scrapes) {
+            match scrape {
+                Ok(Ok(text)) => {
+                    for line in text.lines() {
+                        if let Some((metric, labels, value)) = parse_sample(line)
+                            && metric.starts_with("vllm:")
+                            && !metric.ends_with("_bucket")
+                            && !metric.ends_with("_created")
+                        {
+                            let labels = labels.replace('"', "'");
+                            let _ = writeln!(out, "{t:.3},{metric},\"{labels}\",{value},{name}");
+                        }
                     }
                 }
-                let _ = out.flush();
-                ok += 1;
+                Ok(Err(e)) => (all, last_err) = (false, Some(format!("{name}: {e}"))),
+                Err(_) => (all, last_err) = (false, Some(format!("{name}: timed out"))),
             }
-            Ok(Err(e)) => last_err = Some(e),
-            Err(_) => last_err = Some("timed out".into()),
         }
+        let _ = out.flush();
+        ok += u64::from(all);
     }
     let _ = out.flush();
     (ok, last_err)

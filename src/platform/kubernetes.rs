@@ -62,6 +62,13 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
             s.engine.kind.as_str()
         ));
     }
+    if s.deploy.method != crate::spec::scenario::Method::Standalone {
+        return Err(format!(
+            "deploy.method `{}` is not built for platform `kubernetes` yet (only `standalone` is); \
+             a router stack runs on this machine with `platform: local` (see scenarios/local-router.yaml)",
+            s.deploy.method.as_str()
+        ));
+    }
     let model = s
         .model
         .clone()

@@ -20,7 +20,60 @@ pub struct RunContext {
     pub workdir: std::path::PathBuf,
     /// The benchflow binary (spawns `benchflow sim`).
     pub bin: std::path::PathBuf,
-    /// The engine port an earlier command of this work directory chose (kept, so its done
-    /// steps keep their hashes).
-    pub port: Option<u16>,
+    /// The local ports of the run's processes.
+    pub ports: Ports,
+}
+
+/// The local ports of a run's processes (engines, a router), in the order the platform takes
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ports {
+    /// Free ones, picked when the plan is made.
+    Free,
+    /// Those an earlier command of this work directory chose (so its done steps keep their
+    /// hashes); free ones beyond them, and for a 0.
+    Kept(Vec<u16>),
+    /// 0 everywhere: planning, where nothing will listen.
+    Placeholder,
+}
+
+impl Ports {
+    /// The ports a resolved tree recorded (`run.ports`, or `run.port` alone), else free ones.
+    pub fn recorded(values: Option<&serde_json::Value>) -> Ports {
+        let run = values.and_then(|v| v.get("run"));
+        let list: Vec<u16> = match run.and_then(|r| r.get("ports")).and_then(|p| p.as_array()) {
+            Some(ports) => ports.iter().filter_map(|p| p.as_u64()).map(|p| p as u16).collect(),
+            None => run
+                .and_then(|r| r.get("port"))
+                .and_then(|p| p.as_u64())
+                .map(|p| p as u16)
+                .into_iter()
+                .collect(),
+        };
+        if list.iter().all(|p| *p == 0) { Ports::Free } else { Ports::Kept(list) }
+    }
+
+    /// `n` ports on `host`: kept ones first, then free ones (all distinct: the listeners that
+    /// find them are held until all are found).
+    pub fn take(&self, host: &str, n: usize) -> Result<Vec<u16>, String> {
+        let kept: &[u16] = match self {
+            Ports::Placeholder => return Ok(vec![0; n]),
+            Ports::Free => &[],
+            Ports::Kept(list) => list,
+        };
+        let mut held = Vec::new();
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            match kept.get(i).copied().filter(|p| *p != 0) {
+                Some(p) => out.push(p),
+                None => {
+                    let why = |e: std::io::Error| format!("no free port on {host}: {e}");
+                    let l = std::net::TcpListener::bind((host, 0)).map_err(why)?;
+                    out.push(l.local_addr().map_err(why)?.port());
+                    held.push(l);
+                }
+            }
+        }
+        Ok(out)
+    }
 }

@@ -13,12 +13,12 @@ use std::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-pub use crate::platform::RunContext;
+pub use crate::platform::{Ports, RunContext};
 use crate::spec::{
     self, Source, SpecError,
     harness::Harness,
     pipeline::Pipeline,
-    scenario::{EngineKind, Platform, Scenario},
+    scenario::{EngineKind, Method, Platform, Scenario},
     workload::Workload,
 };
 
@@ -284,9 +284,10 @@ pub fn load(request: &Request) -> Result<Loaded, ResolveError> {
     let _: Harness = spec::from_yaml(&harness.text, &harness.origin, &[])?;
     Workload::from_yaml(&workload.text, &workload.origin)?;
     let pipeline_name = typed_scenario.pipeline.clone().unwrap_or_else(|| {
-        match (typed_scenario.platform, typed_scenario.engine.kind) {
-            (Platform::Kubernetes, _) => "kubernetes-standalone",
-            (_, EngineKind::Endpoint) => "endpoint",
+        match (typed_scenario.platform, typed_scenario.engine.kind, typed_scenario.deploy.method) {
+            (Platform::Kubernetes, ..) => "kubernetes-standalone",
+            (_, _, Method::Router) => "local-router",
+            (_, EngineKind::Endpoint, _) => "endpoint",
             _ => "local",
         }
         .to_string()
@@ -301,6 +302,7 @@ pub fn load(request: &Request) -> Result<Loaded, ResolveError> {
         pipeline: None,
         model: None,
         engine: Default::default(),
+        deploy: Default::default(),
         timeouts: Default::default(),
         kubernetes: Default::default(),
         vars: BTreeMap::new(),

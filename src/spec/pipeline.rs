@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Every string under `with` is a template rendered from the variable tree; a string that is
-//! exactly one `{{ expression }}` keeps the expression's type (a list stays a list).
+//! exactly one `{{ expression }}` keeps the expression's type (a list stays a list). A step
+//! with `for_each` becomes one step per item (`start_engine_0`, `start_engine_1`, …).
 
 use std::collections::BTreeMap;
 
@@ -56,6 +57,12 @@ pub struct StepSpec {
     /// Limit on each attempt.
     #[serde(default)]
     pub timeout: Option<Secs>,
+    /// Repeats the step: once per item of a list, or N times for a whole number N (a template,
+    /// e.g. `"{{ run.replicas }}"`). Copy `i` is the step `<name>_<i>`, with its own number,
+    /// state and undo; its templates see `item` and `index`. `after: [<name>]` waits for every
+    /// copy.
+    #[serde(default)]
+    pub for_each: Option<Value>,
     /// The kind's arguments (templates).
     #[serde(default)]
     pub with: BTreeMap<String, Value>,
@@ -119,6 +126,9 @@ pub enum Kind {
     Analyze,
     /// Any command, captured.
     Exec,
+    /// An external tool benchflow installs (the vLLM router) is installed (or, with
+    /// `--install-missing`, installed now); its versions recorded in the work directory.
+    Tool,
     /// Kubernetes: API reachable, namespace usable, GPUs present, an existing claim exists.
     Preflight,
     /// Kubernetes: server-side apply of rendered manifests; undone by deleting them.
@@ -137,6 +147,7 @@ impl Kind {
             Kind::Harness => "harness",
             Kind::Analyze => "analyze",
             Kind::Exec => "exec",
+            Kind::Tool => "tool",
             Kind::Preflight => "preflight",
             Kind::Apply => "apply",
             Kind::Wait => "wait",

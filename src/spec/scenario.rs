@@ -4,6 +4,7 @@
 //! description: the built-in simulator on this machine
 //! platform: local
 //! engine: { kind: sim, profile: tiny/cpu }
+//! deploy: { method: router, replicas: 3, router: { policy: cache_aware } }   # default: standalone
 //! timeouts: { ready: 60s }
 //! ```
 
@@ -35,6 +36,9 @@ pub struct Scenario {
     /// What serves the model.
     #[serde(default)]
     pub engine: Engine,
+    /// How the engines are put together: one alone, or replicas behind a router.
+    #[serde(default)]
+    pub deploy: Deploy,
     /// How long each kind of wait may take.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -110,6 +114,107 @@ impl EngineKind {
             EngineKind::Sim => "sim",
             EngineKind::Vllm => "vllm",
             EngineKind::Endpoint => "endpoint",
+        }
+    }
+}
+
+/// How the engines are put together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Deploy {
+    /// `standalone` (one engine), `router` (`replicas` engines behind a router) or `llm-d`
+    /// (engines behind llm-d's inference gateway).
+    pub method: Method,
+    /// Engines behind the router.
+    pub replicas: u32,
+    /// The router (`method: router`).
+    pub router: Router,
+}
+
+impl Default for Deploy {
+    fn default() -> Self {
+        Deploy { method: Method::Standalone, replicas: 1, router: Router::default() }
+    }
+}
+
+/// The deploy methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// One engine; the load goes straight to it.
+    Standalone,
+    /// `replicas` engines behind a router; the load goes to the router.
+    Router,
+    /// Engines behind llm-d's inference gateway and endpoint picker.
+    LlmD,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Standalone => "standalone",
+            Method::Router => "router",
+            Method::LlmD => "llm-d",
+        }
+    }
+}
+
+/// The router of a router stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Router {
+    /// `vllm-router` (the `vllm-router` package, installed by benchflow) or `production-stack`.
+    pub kind: RouterKind,
+    /// How it picks an engine for a request.
+    pub policy: Policy,
+    /// Extra command-line arguments for the router.
+    pub args: Vec<String>,
+    /// Port the router listens on; 0 picks a free one when the plan is made.
+    pub port: u16,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router { kind: RouterKind::VllmRouter, policy: Policy::RoundRobin, args: Vec::new(), port: 0 }
+    }
+}
+
+/// The routers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouterKind {
+    /// The vLLM router (`pip install vllm-router`).
+    VllmRouter,
+    /// The vLLM production stack's router.
+    ProductionStack,
+}
+
+/// The vLLM router's policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    RoundRobin,
+    Random,
+    /// The less loaded of two engines picked at random.
+    PowerOfTwo,
+    /// By a hash of the session (affinity).
+    ConsistentHash,
+    /// To the engine whose cache most likely holds the prompt's prefix (an approximate tree of
+    /// the prompts sent), else the least loaded.
+    CacheAware,
+    /// By the engines' reported KV-cache state.
+    KvAware,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::RoundRobin => "round_robin",
+            Policy::Random => "random",
+            Policy::PowerOfTwo => "power_of_two",
+            Policy::ConsistentHash => "consistent_hash",
+            Policy::CacheAware => "cache_aware",
+            Policy::KvAware => "kv_aware",
         }
     }
 }

@@ -24,6 +24,9 @@ pub struct Args {
     pub workload_dir: PathBuf,
     #[serde(default = "default_scrape")]
     pub scrape_every: Secs,
+    /// Whose `/metrics` to scrape (each engine behind a router); none: the endpoint's.
+    #[serde(default)]
+    pub scrape: Vec<loadgen::scrape::ScrapeTarget>,
     /// The cluster, for a `k8s://` endpoint.
     #[serde(default)]
     pub cluster: crate::platform::kube::Target,
@@ -100,6 +103,7 @@ impl Step for Args {
             results_dir: results,
             quiet: ctx.quiet,
             scrape_every: Duration::from_secs_f64(self.scrape_every.0.max(0.1)),
+            scrape: self.scrape.clone(),
         };
         let info = loadgen::run(opts, ctx.cancelled()).await.map_err(|e| StepError::Failed(e.to_string()))?;
         let summary = format!(

@@ -89,6 +89,11 @@ impl Tool {
     pub fn dir(&self, home: &Path) -> PathBuf {
         home.join(format!("{}-{}", self.name, self.version))
     }
+
+    /// Its command, once installed under `home`.
+    pub fn command(&self, home: &Path) -> PathBuf {
+        self.dir(home).join("venv/bin").join(self.bin)
+    }
 }
 
 /// Why a tool could not be found or installed.
@@ -132,6 +137,12 @@ pub fn home() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
     cache.join("benchflow/tools")
+}
+
+/// Whether `program` is the command of a tool benchflow installs (under [`home`]).
+pub fn provides(program: &str) -> bool {
+    let home = home();
+    TOOLS.iter().any(|t| t.command(&home) == Path::new(program))
 }
 
 /// A complete installation (`tool.json`).
@@ -182,9 +193,15 @@ pub fn python_for(tool: &Tool, explicit: Option<&Path>) -> Result<Python, ToolEr
         .ok_or_else(|| ToolError::NoPython { tool: tool.name.to_string(), range: tool.python_range() })
 }
 
-/// Installs `tool` (pinned) into its own virtual environment under `home`, pip's progress on
-/// stderr; an incomplete earlier attempt is removed first. Returns what was installed.
-pub fn install(home: &Path, tool: &Tool, python: &Python) -> Result<Installed, ToolError> {
+/// Installs `tool` (pinned) into its own virtual environment under `home`, pip's output
+/// appended to `log` (else on stderr); an incomplete earlier attempt is removed first. Returns
+/// what was installed.
+pub fn install(
+    home: &Path,
+    tool: &Tool,
+    python: &Python,
+    log: Option<&Path>,
+) -> Result<Installed, ToolError> {
     let dir = tool.dir(home);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
@@ -209,16 +226,25 @@ pub fn install(home: &Path, tool: &Tool, python: &Python) -> Result<Installed, T
     }
     let pip = venv.join("bin/python");
     let spec = format!("{}=={}", tool.package, tool.version);
+    let (out, err, hint) = match log {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io(path))?;
+            let g = f.try_clone().map_err(io(path))?;
+            (Stdio::from(f), Stdio::from(g), format!(" (pip's output: {})", path.display()))
+        }
+        None => (stderr_stdio().map_err(io(&pip))?, Stdio::inherit(), " (pip's output is above)".to_string()),
+    };
     let status = Command::new(&pip)
         .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", &spec])
         .stdin(Stdio::null())
-        .stdout(stderr_stdio().map_err(io(&pip))?)
+        .stdout(out)
+        .stderr(err)
         .status()
         .map_err(io(&pip))?;
     if !status.success() {
-        return Err(fail(&format!("pip install {spec}"), status.to_string(), " (pip's output is above)"));
+        return Err(fail(&format!("pip install {spec}"), status.to_string(), &hint));
     }
-    let bin = venv.join("bin").join(tool.bin);
+    let bin = tool.command(home);
     if !bin.is_file() {
         return Err(fail("checking the command", format!("{} is missing", bin.display()), ""));
     }

@@ -1,17 +1,18 @@
 //! The integration tests: one binary, one module per area.
 
 mod cluster; // TEST SUPPORT: a real control plane (scripts/control-plane) and a node agent
-mod engine;
-mod experiment; // experiments (sweeps, resume, max_stacks, retries) and `compare` // e2e, standup, run, teardown, plan, status, archive, reproduce: the work directory
+mod engine; // e2e, standup, run, teardown, plan, status, archive, reproduce: the work directory
+mod experiment; // experiments (sweeps, resume, max_stacks, retries) and `compare`
 mod kubernetes; // the kubernetes platform against the stand-in: e2e, faults, interrupts, manifests
 mod kubernetes_real; // the kubernetes platform against a real control plane
 mod layering; // no two top-level modules of src/ import each other
 mod loadgen; // the load generator against the simulator: accuracy, pacing, accounting
+mod router; // router stacks: simulators behind the real vLLM router, installed by benchflow
 mod run_cli; // `benchflow run` and `analyze` as a user runs them: files, exit codes, SIGINT
-mod sim_cli;
+mod sim_cli; // the `benchflow sim` binary: address line, signals, exit codes
 mod sim_faults; // every fault knob has an observable effect
 mod sim_timing; // the performance model as a client sees it
 mod sim_wire; // vLLM's wire format, parsed strictly
-mod standin; // TEST SUPPORT: a stand-in Kubernetes API server with a fake kubelet // the `benchflow sim` binary: address line, signals, exit codes
+mod standin; // TEST SUPPORT: a stand-in Kubernetes API server with a fake kubelet
 mod support; // in-process simulator and a strict HTTP/SSE client
 mod tools; // `benchflow tools`: installs from PyPI, the installed vLLM router in front of simulators
