@@ -277,26 +277,35 @@ pub fn compare_dirs(dirs: &[&Path], level: f64, resamples: usize) -> Result<Comp
 const METHOD: &str = "bootstrap percentile interval of other − baseline; per-request metrics resampled by \
                       request, throughput by 1-s window";
 
-/// An A/B experiment: the factor with two levels; each point at the second level against the
-/// point at the first with every other factor equal.
-pub fn experiment_ab(plan: &ExperimentPlan, level: f64) -> Result<Comparison, ExperimentError> {
-    let two = plan.factors.iter().map(|(f, _)| f).find(|f| {
-        let mut seen: Vec<&serde_json::Value> = Vec::new();
-        for p in &plan.points {
-            if let Some((_, v)) = p.point.values.iter().find(|(k, _)| k == *f)
-                && !seen.contains(&v)
-            {
-                seen.push(v);
+/// The factor an experiment's `compare: true` compares: the first, in file order, that takes
+/// two levels or more (each other level is compared against its first).
+pub fn compared_factor(plan: &ExperimentPlan) -> Result<&str, ExperimentError> {
+    plan.factors
+        .iter()
+        .map(|(f, _)| f.as_str())
+        .find(|f| {
+            let mut seen: Vec<&serde_json::Value> = Vec::new();
+            for p in &plan.points {
+                if let Some((_, v)) = p.point.values.iter().find(|(k, _)| k == f)
+                    && !seen.contains(&v)
+                {
+                    seen.push(v);
+                }
             }
-        }
-        seen.len() == 2
-    });
-    let Some(factor) = two else {
-        return Err(ExperimentError::Invalid {
+            seen.len() >= 2
+        })
+        .ok_or_else(|| ExperimentError::Invalid {
             at: plan.file.origin.clone(),
-            message: "`compare: true` needs a factor with exactly two levels".into(),
-        });
-    };
+            message:
+                "`compare: true` needs a factor with two levels or more (each is compared against the first)"
+                    .into(),
+        })
+}
+
+/// An A/B experiment: on the compared factor ([`compared_factor`]), each point at another level
+/// against the point at the first level with every other factor equal.
+pub fn experiment_ab(plan: &ExperimentPlan, level: f64) -> Result<Comparison, ExperimentError> {
+    let factor = compared_factor(plan)?;
     let of = |p: &super::design::Point| p.values.iter().find(|(k, _)| k == factor).map(|(_, v)| v.clone());
     let first = plan.points.first().and_then(|p| of(&p.point));
     let mut pairs = Vec::new();
@@ -304,18 +313,17 @@ pub fn experiment_ab(plan: &ExperimentPlan, level: f64) -> Result<Comparison, Ex
         let rest = |p: &super::design::Point| -> Vec<(String, serde_json::Value)> {
             p.values.iter().filter(|(k, _)| k != factor).cloned().collect()
         };
-        let Some(b) = plan.points.iter().find(|p| of(&p.point) != first && rest(&p.point) == rest(&a.point))
-        else {
-            continue;
-        };
-        let (da, db) =
-            (plan.root.join("points").join(&a.point.id), plan.root.join("points").join(&b.point.id));
-        let (Ok(sa), Ok(sb)) = (samples(&da), samples(&db)) else { continue };
-        pairs.push(Pair {
-            baseline: format!("{} {}", a.point.id, a.point.label()),
-            other: format!("{} {}", b.point.id, b.point.label()),
-            diffs: compare_samples(&sa, &sb, level, 2000),
-        });
+        let da = plan.root.join("points").join(&a.point.id);
+        let Ok(sa) = samples(&da) else { continue };
+        for b in plan.points.iter().filter(|p| of(&p.point) != first && rest(&p.point) == rest(&a.point)) {
+            let db = plan.root.join("points").join(&b.point.id);
+            let Ok(sb) = samples(&db) else { continue };
+            pairs.push(Pair {
+                baseline: format!("{} {}", a.point.id, a.point.label()),
+                other: format!("{} {}", b.point.id, b.point.label()),
+                diffs: compare_samples(&sa, &sb, level, 2000),
+            });
+        }
     }
     Ok(Comparison { level, resamples: 2000, method: METHOD, pairs })
 }

@@ -373,7 +373,7 @@ pub fn plan(
             .cloned()
             .collect();
     }
-    Ok(ExperimentPlan {
+    let plan = ExperimentPlan {
         file,
         points: planned,
         stacks,
@@ -381,7 +381,12 @@ pub fn plan(
         loaded,
         root: root.to_path_buf(),
         sets: sets.to_vec(),
-    })
+    };
+    // What the analysis will compare is known now, not after every point has run.
+    if plan.file.spec.compare {
+        super::compare::compared_factor(&plan)?;
+    }
+    Ok(plan)
 }
 
 /// The point of the base alone (its `set` and the constants, no factor values).

@@ -55,7 +55,8 @@ pub struct Experiment {
     /// What happens on a stack before each of its points but the first.
     #[serde(default)]
     pub between_points: Vec<Action>,
-    /// A/B: compare the points that differ only in the one factor with two levels.
+    /// A/B: on the first factor with two levels or more, compare each point at another level
+    /// against the point at its first level with every other factor equal.
     #[serde(default)]
     pub compare: bool,
     /// What the cross-point analysis draws.

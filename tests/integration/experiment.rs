@@ -77,6 +77,35 @@ fn alive(pid: i32) -> bool {
 }
 
 #[test]
+fn compare_puts_every_other_level_against_the_first_and_is_checked_before_anything_runs() {
+    let p = Project::new("exp-ab3");
+    p.file("workloads/short.yaml", SHORT)
+        .file(
+            "experiments/three.yaml",
+            "base: { workload: short }\nfactors:\n  workload.stages.0.rate: [20, 40, 80]\ncompare: true\n",
+        )
+        .file(
+            "experiments/one.yaml",
+            "base: { workload: short }\nfactors:\n  workload.stages.0.rate: [20, 40, 80]\ndesign: { random: { n: 1 } }\ncompare: true\n",
+        );
+    // One point cannot be compared: said at once, nothing run.
+    let out = p.run(&["experiment", "-e", "one", "--workdir", "one", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("`compare: true` needs a factor with two levels or more"));
+    assert!(!p.path("one/points").exists(), "nothing ran");
+    let out = p.run(&["experiment", "-e", "three", "--workdir", "exp", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ab = json(&p.path("exp/analysis/compare.json"));
+    let pairs: Vec<(&str, &str)> = ab["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (&x["baseline"].as_str().unwrap()[..4], &x["other"].as_str().unwrap()[..4]))
+        .collect();
+    assert_eq!(pairs, [("p001", "p002"), ("p001", "p003")]);
+}
+
+#[test]
 fn two_setups_by_three_rates_stand_up_two_stacks_and_analyse_six_points() {
     let p = Project::new("exp-2x3");
     p.file("workloads/short.yaml", SHORT).file(
