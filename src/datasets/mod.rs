@@ -48,6 +48,8 @@ pub struct Prompt {
     pub body: PromptBody,
     pub input_tokens: u32,
     pub max_tokens: u32,
+    /// The session it belongs to (a shared-prefix group), for `api.session_header`.
+    pub session: Option<u32>,
 }
 
 /// A request ready to send.
@@ -56,6 +58,8 @@ pub struct Request {
     pub body: Bytes,
     pub input_tokens: u32,
     pub max_tokens: u32,
+    /// The prompt's session (its shared-prefix group), for `api.session_header`.
+    pub session: Option<u32>,
 }
 
 fn words(rng: &mut Rng, n: u32, out: &mut String) {
@@ -81,14 +85,19 @@ fn random(spec: &RandomSpec, rng: &mut Rng, pool: usize) -> Vec<Prompt> {
             let mut text = String::with_capacity(prefix.len() + 4 * n_in as usize);
             text.push_str(&prefix);
             words(rng, n_in, &mut text);
-            Prompt { body: PromptBody::Text(text), input_tokens: spec.prefix_len + n_in, max_tokens: n_out }
+            Prompt {
+                body: PromptBody::Text(text),
+                input_tokens: spec.prefix_len + n_in,
+                max_tokens: n_out,
+                session: None,
+            }
         })
         .collect()
 }
 
 fn shared_prefix(spec: &SharedPrefixSpec, rng: &mut Rng) -> Vec<Prompt> {
     let mut out = Vec::new();
-    for _ in 0..spec.groups {
+    for group in 0..spec.groups {
         let mut prefix = String::new();
         words(rng, spec.prefix_len, &mut prefix);
         for _ in 0..spec.prompts_per_group {
@@ -98,6 +107,7 @@ fn shared_prefix(spec: &SharedPrefixSpec, rng: &mut Rng) -> Vec<Prompt> {
                 body: PromptBody::Text(text),
                 input_tokens: spec.prefix_len + spec.suffix_len,
                 max_tokens: spec.output_len,
+                session: Some(group),
             });
         }
     }
@@ -171,7 +181,7 @@ pub fn parse_jsonl(
             .ok_or_else(|| {
                 at("no output length: add `max_tokens` to the line or `output_len` to the dataset".into())
             })?;
-        out.push(Prompt { body, input_tokens, max_tokens: max_tokens.max(1) });
+        out.push(Prompt { body, input_tokens, max_tokens: max_tokens.max(1), session: None });
     }
     Ok(out)
 }
@@ -200,7 +210,7 @@ pub fn parse_sharegpt(text: &str, origin: &str, spec: &FileSpec) -> Result<Vec<P
         if input_tokens < 4 || out_len < 4 || spec.max_input_len.is_some_and(|m| input_tokens > m) {
             continue;
         }
-        out.push(Prompt { body: PromptBody::Text(prompt), input_tokens, max_tokens: out_len });
+        out.push(Prompt { body: PromptBody::Text(prompt), input_tokens, max_tokens: out_len, session: None });
     }
     Ok(out)
 }
@@ -333,6 +343,7 @@ pub fn render(p: &Prompt, api: &ApiSpec, model: &str) -> Request {
         body: Bytes::from(Value::Object(body).to_string()),
         input_tokens: p.input_tokens,
         max_tokens: p.max_tokens,
+        session: p.session,
     }
 }
 
@@ -419,7 +430,7 @@ mod tests {
 
     #[test]
     fn bodies_carry_the_api_settings() {
-        let p = Prompt { body: PromptBody::Text("hi".into()), input_tokens: 1, max_tokens: 7 };
+        let p = Prompt { body: PromptBody::Text("hi".into()), input_tokens: 1, max_tokens: 7, session: None };
         let mut api = ApiSpec::default();
         api.extra_body.insert("temperature".into(), json!(0));
         let v: Value = serde_json::from_slice(&render(&p, &api, "m").body).unwrap();

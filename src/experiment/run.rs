@@ -910,47 +910,56 @@ pub(super) async fn run_point(
     Ok(PointEnd::Failed)
 }
 
+/// `POST URL/reset_prefix_cache` (through a port-forward for a Kubernetes endpoint).
+async fn reset_prefix_cache(shared: &Shared<'_>, stack: &Session, url: &str) -> Result<(), String> {
+    let cluster = crate::platform::kube::Target {
+        context: stack.resolved.get("kubernetes.context").and_then(Value::as_str).map(str::to_string),
+        kubeconfig: stack.resolved.get("kubernetes.kubeconfig").and_then(Value::as_str).map(str::to_string),
+    };
+    let (base, _forward) =
+        crate::steps::http::local_url(url, &cluster).await.map_err(|e| format!("reset_prefix_cache: {e}"))?;
+    let workload = stack.resolved.workload.as_ref();
+    let headers = crate::loadgen::headers(&workload.map(|w| w.api.request_headers()).unwrap_or_default())
+        .map_err(|e| format!("reset_prefix_cache: {e}"))?;
+    let tls = workload.map(|w| w.api.tls.clone()).unwrap_or_default();
+    let (status, _) = crate::steps::http::fetch(
+        "POST",
+        &format!("{base}/reset_prefix_cache"),
+        None,
+        &headers,
+        &tls,
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| format!("reset_prefix_cache: {e}"))?;
+    if !(200..300).contains(&status) {
+        return Err(format!("POST {url}/reset_prefix_cache answered {status}"));
+    }
+    shared.say(&format!("between points: POST {url}/reset_prefix_cache → {status}"));
+    Ok(())
+}
+
 /// The experiment's `between_points` actions on a stack.
 async fn between_points(shared: &Shared<'_>, stack: &Session) -> Result<(), String> {
     for action in &shared.plan.file.spec.between_points {
         match action {
             Action::ResetPrefixCache => {
-                let url =
-                    stack.resolved.get("endpoint.url").and_then(Value::as_str).unwrap_or("").to_string();
-                let cluster = crate::platform::kube::Target {
-                    context: stack
-                        .resolved
-                        .get("kubernetes.context")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                    kubeconfig: stack
-                        .resolved
-                        .get("kubernetes.kubeconfig")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
+                // Behind a router, every engine's cache (the router's own view of them is kept).
+                let replicas: Vec<String> = stack
+                    .resolved
+                    .get("run.replicas")
+                    .and_then(Value::as_array)
+                    .map(|rs| rs.iter().filter_map(|r| r["url"].as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                let urls = match replicas.is_empty() {
+                    true => vec![
+                        stack.resolved.get("endpoint.url").and_then(Value::as_str).unwrap_or("").to_string(),
+                    ],
+                    false => replicas,
                 };
-                let (base, _forward) = crate::steps::http::local_url(&url, &cluster)
-                    .await
-                    .map_err(|e| format!("reset_prefix_cache: {e}"))?;
-                let workload = stack.resolved.workload.as_ref();
-                let headers =
-                    crate::loadgen::headers(&workload.map(|w| w.api.request_headers()).unwrap_or_default())
-                        .map_err(|e| format!("reset_prefix_cache: {e}"))?;
-                let tls = workload.map(|w| w.api.tls.clone()).unwrap_or_default();
-                let (status, _) = crate::steps::http::fetch(
-                    "POST",
-                    &format!("{base}/reset_prefix_cache"),
-                    None,
-                    &headers,
-                    &tls,
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|e| format!("reset_prefix_cache: {e}"))?;
-                if !(200..300).contains(&status) {
-                    return Err(format!("POST {url}/reset_prefix_cache answered {status}"));
+                for url in urls {
+                    reset_prefix_cache(shared, stack, &url).await?;
                 }
-                shared.say(&format!("between points: POST {url}/reset_prefix_cache → {status}"));
             }
             Action::Sleep(d) => tokio::time::sleep(Duration::from_secs_f64(d.0)).await,
             Action::Exec(cmd) => {

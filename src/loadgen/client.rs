@@ -23,6 +23,8 @@ pub struct Target {
     pub stream: bool,
     /// For an `https://` endpoint.
     pub tls: Option<crate::net::Tls>,
+    /// `api.session_header` and its value for each session number (`group-N`).
+    pub sessions: Option<(hyper::header::HeaderName, Vec<HeaderValue>)>,
 }
 
 /// A kept-alive connection.
@@ -46,7 +48,14 @@ pub async fn connect(target: &Target) -> std::io::Result<Conn> {
 
 /// Sends one request on `conn` (opening one if needed) and fills in `rec`. The connection is
 /// kept for the next request when it is still usable.
-pub async fn send(conn: &mut Option<Conn>, target: &Target, body: Bytes, t0: Instant, rec: &mut Record) {
+pub async fn send(
+    conn: &mut Option<Conn>,
+    target: &Target,
+    body: Bytes,
+    session: Option<u32>,
+    t0: Instant,
+    rec: &mut Record,
+) {
     let ns = |t: Instant| t.saturating_duration_since(t0).as_nanos() as u64;
     if conn.as_ref().is_none_or(|c| c.0.is_closed()) {
         match connect(target).await {
@@ -62,7 +71,7 @@ pub async fn send(conn: &mut Option<Conn>, target: &Target, body: Bytes, t0: Ins
     let Some(c) = conn.as_mut() else { return };
     if c.0.ready().await.is_err() {
         *conn = None;
-        return Box::pin(send(conn, target, body, t0, rec)).await;
+        return Box::pin(send(conn, target, body, session, t0, rec)).await;
     }
     let mut req =
         Request::post(target.path.as_str()).body(Full::new(body)).expect("static request parts are valid");
@@ -71,6 +80,11 @@ pub async fn send(conn: &mut Option<Conn>, target: &Target, body: Bytes, t0: Ins
     h.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for (k, v) in &target.headers {
         h.insert(k, v.clone());
+    }
+    if let (Some(n), Some((name, values))) = (session, &target.sessions)
+        && let Some(v) = values.get(n as usize)
+    {
+        h.insert(name, v.clone());
     }
     let sent = Instant::now();
     rec.sent_ns = ns(sent);

@@ -124,7 +124,7 @@ pub async fn target(
         if prefix.is_empty() { String::new() } else { format!("/{prefix}") }
     );
     let full_path = if prefix.is_empty() { path.to_string() } else { format!("/{prefix}{path}") };
-    Ok((Target { addr, authority, path: full_path, headers, stream, tls }, base))
+    Ok((Target { addr, authority, path: full_path, headers, stream, tls, sessions: None }, base))
 }
 
 /// Resolves header values; `env:NAME` (or `Bearer env:NAME`) reads the environment, and such a
@@ -214,7 +214,7 @@ async fn one(
     let (stage, index, warmup, scheduled_ns) = head;
     let mut rec = Record::new(stage, index, warmup, scheduled_ns, req.input_tokens, req.max_tokens);
     let finished = tokio::select! {
-        r = tokio::time::timeout(ctx.timeout, client::send(conn, &ctx.target, req.body.clone(), ctx.t0, &mut rec)) => Some(r.is_ok()),
+        r = tokio::time::timeout(ctx.timeout, client::send(conn, &ctx.target, req.body.clone(), req.session, ctx.t0, &mut rec)) => Some(r.is_ok()),
         _ = cancelled(cancel) => None,
     };
     match finished {
@@ -376,6 +376,16 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
     };
     let prompts = datasets::load_for(&w.dataset, w.seed, &opts.base_dir, w.expected_requests())?;
     let pool: Vec<Request> = prompts.iter().map(|p| datasets::render(p, &w.api, &model)).collect();
+    let mut target = target;
+    if let Some(name) = &w.api.session_header {
+        let bad = |e: String| LoadError::Header { name: name.clone(), why: e };
+        let name = hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let n = pool.iter().filter_map(|r| r.session).max().map_or(0, |m| m as usize + 1);
+        let values = (0..n)
+            .map(|g| HeaderValue::from_str(&format!("group-{g}")).map_err(|e| bad(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        target.sessions = Some((name, values));
+    }
     std::fs::create_dir_all(&opts.results_dir)
         .map_err(|source| LoadError::Write { dir: opts.results_dir.clone(), source })?;
 

@@ -39,18 +39,29 @@ pub async fn run(
     let _ = writeln!(out, "t_s,metric,labels,value,target");
     let (mut ok, mut last_err) = (0, None);
     let mut tick = tokio::time::interval(every);
+    // After the load, one last round (its counters are the run's totals), bounded by a second.
+    let mut last = false;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => break,
+        if !last {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => last = true,
+            }
         }
-        // A scrape is bounded by the interval, and the end of the run does not wait for one.
+        let limit = if last { every.min(Duration::from_secs(1)) } else { every };
         let round = futures::future::join_all(
-            targets.iter().map(|(_, t)| async move { tokio::time::timeout(every, fetch(t)).await }),
+            targets.iter().map(|(_, t)| async move { tokio::time::timeout(limit, fetch(t)).await }),
         );
-        let scrapes = tokio::select! {
-            r = round => r,
-            _ = stop.changed() => break,
+        let scrapes = match last {
+            true => round.await,
+            // A round under way when the load ends gives way to the last one.
+            false => tokio::select! {
+                r = round => r,
+                _ = stop.changed() => {
+                    last = true;
+                    continue;
+                }
+            },
         };
         let t = t0.elapsed().as_secs_f64();
         let mut all = true;
@@ -74,6 +85,9 @@ pub async fn run(
         }
         let _ = out.flush();
         ok += u64::from(all);
+        if last {
+            break;
+        }
     }
     let _ = out.flush();
     (ok, last_err)

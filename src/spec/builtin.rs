@@ -20,6 +20,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("experiments", "rate-sweep", include_str!("../../experiments/rate-sweep.yaml")),
     ("experiments", "engine-flags", include_str!("../../experiments/engine-flags.yaml")),
     ("experiments", "max-rate", include_str!("../../experiments/max-rate.yaml")),
+    ("experiments", "router-policies", include_str!("../../experiments/router-policies.yaml")),
 ];
 
 /// The text of a shipped file.

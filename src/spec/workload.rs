@@ -81,6 +81,10 @@ pub struct ApiSpec {
     pub tls: TlsSettings,
     /// Per-request timeout.
     pub timeout: Secs,
+    /// A header that carries each prompt's session (`group-N` for a shared-prefix group), for
+    /// routers with session affinity: e.g. `x-session-id` for the vLLM router's
+    /// `consistent_hash` policy. Prompts without a session send none.
+    pub session_header: Option<String>,
 }
 
 /// The environment variable a header value is read from, with what goes before the secret:
@@ -115,6 +119,7 @@ impl Default for ApiSpec {
             api_key: None,
             tls: TlsSettings::default(),
             timeout: Secs(600.0),
+            session_header: None,
         }
     }
 }
@@ -420,6 +425,13 @@ impl Workload {
     pub fn validate(&self, origin: &str) -> Result<(), SpecError> {
         let bad = |message: String| Err(SpecError::Invalid { at: origin.to_string(), message });
         self.check_sizes().or_else(bad)?;
+        if let Some(h) = &self.api.session_header
+            && (h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)))
+        {
+            return bad(format!(
+                "api.session_header `{h}` is not a header name (letters, digits, `-`, `_`; e.g. x-session-id)"
+            ));
+        }
         if !(0.0..=1.0).contains(&self.max_failed) {
             return bad(format!(
                 "max_failed {}: a share between 0 and 1 (e.g. 0.05 for 5%)",

@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::support::{Project, state, text, wait_for};
 
 const QUICK: &str = "seed: 5\ndataset: { random: { input_len: 32, output_len: 16 } }\nwarmup: { requests: 0 }\nstages:\n  - { rate: 30, arrival: constant, requests: 60 }\n";
+const GROUPS: &str = "seed: 2\napi: { endpoint: chat, session_header: x-session-id }\ndataset: { shared_prefix: { groups: 4, prompts_per_group: 6, prefix_len: 512, suffix_len: 16, output_len: 4 } }\nwarmup: { requests: 0 }\nstages:\n  - { rate: 20, arrival: constant, requests: 24 }\n";
 const LONG: &str = "dataset: { random: { input_len: 16, output_len: 400 } }\nstages: [ { concurrency: 6, duration: 60s } ]\n";
 
 /// A project whose tools are installed into a directory of its own.
@@ -102,6 +103,30 @@ fn three_simulators_behind_the_real_vllm_router_each_serve_and_nothing_is_left()
     }
     let report = std::fs::read_to_string(wd.join("analysis/latest/report.html")).unwrap();
     assert!(report.contains("<h2>Replicas</h2>") && report.contains("replica-2"));
+
+    // Session affinity: the shared-prefix groups sent in `x-session-id`, the router's
+    // consistent_hash keeps each group on one replica, whose cache then holds its prefix: fewer
+    // cold prefixes than round robin, which sends every group everywhere.
+    p.file("workloads/groups.yaml", GROUPS);
+    let hits = |policy: &str| {
+        let wd = format!("wd-{policy}");
+        let set = format!("deploy.router.policy={policy}");
+        let out =
+            p.run(&["e2e", "-c", "local-router", "-w", "groups", "--set", &set, "--workdir", &wd, "-q"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stats: Value =
+            serde_json::from_slice(&std::fs::read(p.path(&wd).join("analysis/latest/stats.json")).unwrap())
+                .unwrap();
+        let replicas = stats["replicas"].as_array().unwrap().clone();
+        let sum = |k: &str| replicas.iter().map(|r| r[k].as_f64().unwrap()).sum::<f64>();
+        (sum("prefix_cache_hits"), sum("prefix_cache_queries"), replicas.len())
+    };
+    let (rr, rr_queries, n) = hits("round_robin");
+    let (affine, affine_queries, _) = hits("consistent_hash");
+    assert_eq!(n, 3);
+    assert_eq!(rr_queries, affine_queries, "the same prompts either way");
+    // 24 requests of 4 groups: 12 cold prefixes (4 groups × 3 replicas) against 4 at most.
+    assert!(affine > rr * 1.2, "affinity: {affine} cached tokens, round robin: {rr}");
 }
 
 #[test]
