@@ -376,6 +376,9 @@ pub struct RunInfo {
     pub failed: u64,
     pub server_metrics_scrapes: u64,
     pub server_metrics_error: Option<String>,
+    /// GPU telemetry: its source and samples, or why there is none.
+    #[serde(default)]
+    pub gpu: Option<String>,
 }
 
 #[cfg(test)]

@@ -208,5 +208,6 @@ pub(super) fn finish(stage: u32, mut acc: Acc, convention: Convention, slo: &Slo
         itl,
         e2el,
         client_queue: ms(stats::vllm(&mut acc.queue)),
+        gpu: None,
     }
 }

@@ -9,6 +9,7 @@
 //!   (for people), `summary.csv` (one row per stage);
 //! * [`plots`]: the charts in `plots/`; [`report`]: `report.html`.
 
+pub mod gpu;
 pub mod plots;
 pub mod report;
 pub mod stats;
@@ -70,6 +71,8 @@ pub struct StageStats {
     /// Scheduled → sent: waiting for a `max_concurrency` slot (vllm's client queue time), plus
     /// timer lateness and connection setup. Reported as `client_queue_time` in stats.json.
     pub client_queue: Summary,
+    /// GPU telemetry in the stage's window (none without samples).
+    pub gpu: Option<gpu::GpuStats>,
 }
 
 /// The analysis of a whole run.
@@ -154,6 +157,8 @@ pub struct Series {
     pub server: Metrics,
     /// The same per engine behind a router (`replica-0`, …), when several were scraped.
     pub replicas: BTreeMap<String, Metrics>,
+    /// GPU telemetry by GPU, then metric (`gpu.csv`).
+    pub gpu: gpu::GpuSeries,
 }
 
 /// A CDF of `values` (seconds) in ms: exact below 2,000 values, else from a log-spaced

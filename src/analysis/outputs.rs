@@ -72,6 +72,9 @@ pub struct StageDoc {
     pub total_token_throughput: f64,
     pub max_output_tokens_per_s: f64,
     pub max_concurrent_requests: u64,
+    /// GPU telemetry in the stage's window (absent without samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<super::gpu::GpuStats>,
     /// Latencies in ms: `{mean,median,std,p25,p50,p75,p90,p95,p99,…}_{ttft,tpot,itl,e2el,client_queue_time}_ms`.
     #[serde(flatten)]
     pub latencies_ms: BTreeMap<String, f64>,
@@ -110,6 +113,7 @@ impl StageDoc {
             total_token_throughput: s.total_token_throughput,
             max_output_tokens_per_s: s.max_output_tokens_per_s,
             max_concurrent_requests: s.max_concurrent_requests,
+            gpu: s.gpu.clone(),
             latencies_ms,
         }
     }
@@ -246,6 +250,30 @@ pub fn render_text(a: &Analysis) -> String {
                 t,
                 "(token counts of {} requests are client estimates: the server sent no usage)",
                 s.estimated_token_requests
+            );
+        }
+        if let Some(g) = &s.gpu {
+            let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".to_string(), f);
+            row(
+                &mut t,
+                "GPU utilisation mean / max:",
+                format!(
+                    "{} / {} ({} GPUs)",
+                    opt(g.mean_utilization_pct, &|v| format!("{v:.0} %")),
+                    opt(g.max_utilization_pct, &|v| format!("{v:.0} %")),
+                    g.gpus
+                ),
+            );
+            row(
+                &mut t,
+                "GPU memory peak (GiB):",
+                opt(g.peak_memory_used_bytes, &|v| format!("{:.1}", v / 1073741824.0)),
+            );
+            row(&mut t, "GPU power mean (W):", opt(g.mean_power_w, &|v| format!("{v:.0}")));
+            row(
+                &mut t,
+                "Energy per output token (J):",
+                opt(g.energy_per_output_token_j, &|v| format!("{v:.3}")),
             );
         }
         let _ = write!(t, "{:<14}", "metric (ms)");

@@ -398,6 +398,7 @@ pub fn charts(a: &Analysis) -> Vec<LineChart> {
     q.marks = marks.clone();
     out.push(q);
     out.extend(replica_charts(&a.series.replicas, &marks));
+    out.extend(gpu_charts(&a.series.gpu, &marks));
     if a.stages.len() > 1 {
         let mut c = LineChart::new(
             "latency_vs_throughput",
@@ -457,6 +458,29 @@ fn replica_charts(replicas: &BTreeMap<String, super::Metrics>, marks: &[f64]) ->
     requests.marks = marks.to_vec();
     hits.marks = marks.to_vec();
     vec![requests, hits]
+}
+
+/// GPU telemetry: utilisation and memory in use of each GPU over the run, stage boundaries
+/// marked.
+fn gpu_charts(gpus: &super::gpu::GpuSeries, marks: &[f64]) -> Vec<LineChart> {
+    if gpus.is_empty() {
+        return Vec::new();
+    }
+    let mut util =
+        LineChart::new("gpu_utilization", "GPU utilisation", "run time (s)", "percent of time busy");
+    let mut mem = LineChart::new("gpu_memory", "GPU memory in use", "run time (s)", "GiB");
+    for (gpu, m) in gpus {
+        if let Some(u) = m.get("utilization_pct") {
+            util.series.push((format!("GPU {gpu}"), u.clone()));
+        }
+        if let Some(u) = m.get("memory_used_bytes") {
+            mem.series.push((format!("GPU {gpu}"), u.iter().map(|(t, v)| (*t, v / 1073741824.0)).collect()));
+        }
+    }
+    util.y_max = Some(100.0);
+    util.marks = marks.to_vec();
+    mem.marks = marks.to_vec();
+    vec![util, mem]
 }
 
 /// Renders every chart into `dir`; returns the charts drawn.

@@ -155,7 +155,8 @@ pub fn compute(results: &Path, convention: Convention, slo: &Slo) -> Result<Anal
         .as_ref()
         .map(|i| i.stages.iter().map(|s| (s.stage, (s.label.clone(), s.start_s, s.end_s))).collect())
         .unwrap_or_default();
-    let mut series = Series { completions_per_s: done_s, ..Series::default() };
+    let mut series =
+        Series { completions_per_s: done_s, gpu: super::gpu::read(results), ..Series::default() };
     let mut stats = Vec::new();
     for (n, mut acc) in stages {
         if let Some((label, a, b)) = windows.get(&n) {
@@ -175,7 +176,8 @@ pub fn compute(results: &Path, convention: Convention, slo: &Slo) -> Result<Anal
             itl: cdf(&acc.itl),
             e2el: cdf(&acc.e2el),
         });
-        let st = finish(n, acc, convention, slo);
+        let mut st = finish(n, acc, convention, slo);
+        st.gpu = super::gpu::stats(&series.gpu, st.window, st.total_output_tokens);
         series.windows.push((st.window.0, st.window.1, n));
         stats.push(st);
     }

@@ -58,6 +58,9 @@ pub fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> String 
             meta("server metrics", format!("{} scrapes; last error: {e}", i.server_metrics_scrapes));
         }
     }
+    if let Some(g) = a.info.as_ref().and_then(|i| i.gpu.as_ref()) {
+        meta("GPU telemetry", g.clone());
+    }
     meta("metric definitions", a.convention.as_str().to_string());
     meta("work directory", dirs.workdir.display().to_string());
     meta("records", dirs.results.display().to_string());
@@ -136,6 +139,38 @@ pub fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> String 
         })
     );
     let _ = write!(h, "</p>");
+    if a.stages.iter().any(|s| s.gpu.is_some()) {
+        let _ = write!(
+            h,
+            "<h2>GPUs</h2><table><tr><th>stage</th><th>GPUs</th><th>utilisation mean / max</th><th>memory peak GiB</th><th>power mean W</th><th>energy J</th><th>J per output token</th><th>throttle reasons</th></tr>"
+        );
+        let f = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |x| format!("{x:.d$}"));
+        for s in &a.stages {
+            let Some(g) = &s.gpu else { continue };
+            let _ = write!(
+                h,
+                "<tr><td>{} {}</td><td>{}</td><td>{} / {} %</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                s.stage,
+                escape(&s.label),
+                g.gpus,
+                f(g.mean_utilization_pct, 0),
+                f(g.max_utilization_pct, 0),
+                f(g.peak_memory_used_bytes.map(|b| b / 1073741824.0), 1),
+                f(g.mean_power_w, 0),
+                f(g.energy_j, 0),
+                f(g.energy_per_output_token_j, 3),
+                g.throttle_reasons.map_or("-".to_string(), |r| if r == 0 {
+                    "none".into()
+                } else {
+                    format!("{r:#x}")
+                })
+            );
+        }
+        let _ = write!(
+            h,
+            "</table><p class=note>Sampled while the load ran; energy is the power summed over the GPUs, integrated between samples in the stage's window.</p>"
+        );
+    }
     if !a.replicas.is_empty() {
         let _ = write!(
             h,

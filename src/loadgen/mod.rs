@@ -13,6 +13,7 @@
 //! numbers from an atomic counter. Records go to the writer task through a channel.
 
 pub mod client;
+pub mod gpu;
 pub mod record;
 pub mod schedule;
 pub mod scrape;
@@ -75,6 +76,8 @@ pub struct Options {
     pub scrape_every: Duration,
     /// Whose `/metrics` to scrape; none: the endpoint's own.
     pub scrape: Vec<scrape::ScrapeTarget>,
+    /// GPU telemetry: where from, and how often (none: no GPU telemetry).
+    pub gpu: Option<(gpu::Sampler, Duration)>,
 }
 
 struct Ctx {
@@ -410,8 +413,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
         opts.results_dir.join("server_metrics.csv"),
         t0,
         opts.scrape_every,
-        stop_rx,
+        stop_rx.clone(),
     ));
+    let sampler = opts.gpu.clone().map(|(sampler, every)| {
+        tokio::spawn(gpu::run(sampler, opts.results_dir.join("gpu.csv"), t0, every, stop_rx.clone()))
+    });
     let ctx = Arc::new(Ctx {
         target,
         t0,
@@ -432,6 +438,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
         failed: 0,
         server_metrics_scrapes: 0,
         server_metrics_error: None,
+        gpu: None,
     };
     write_json(&opts.results_dir, "run.json", &info)?;
 
@@ -528,6 +535,12 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
     info.failed = written.failed;
     info.server_metrics_scrapes = scrapes;
     info.server_metrics_error = scrape_err;
+    if let Some(sampler) = sampler {
+        let outcome = sampler
+            .await
+            .unwrap_or_else(|e| gpu::Outcome { samples: 0, note: format!("the GPU sampler failed: {e}") });
+        info.gpu = Some(format!("{} ({} samples)", outcome.note, outcome.samples));
+    }
     write_json(&opts.results_dir, "run.json", &info)?;
     result.map(|()| info)
 }

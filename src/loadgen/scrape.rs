@@ -93,7 +93,8 @@ pub async fn run(
     (ok, last_err)
 }
 
-async fn fetch(target: &Target) -> Result<String, String> {
+/// `GET /metrics` of `target`, as text.
+pub(super) async fn fetch(target: &Target) -> Result<String, String> {
     let mut conn = connect(target).await.map_err(|e| e.to_string())?;
     let mut req = Request::get("/metrics")
         .header(hyper::header::HOST, target.authority.clone())

@@ -94,6 +94,24 @@ pub fn jobs(namespace: &str, configmaps: bool) -> Vec<Access> {
     in_namespace(namespace, job.into_iter().chain(maps.into_iter().filter(|_| configmaps)))
 }
 
+/// A router stack's own objects in the namespace: the router's ServiceAccount, and the Role
+/// and RoleBinding that let it discover the engine's pods (granting pods get/list/watch, which
+/// RBAC allows only to a user who holds them).
+pub fn router(namespace: &str) -> Vec<Access> {
+    let mut actions = Vec::new();
+    for (group, resource) in [
+        ("", "serviceaccounts"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+    ] {
+        for verb in ["create", "patch", "delete"] {
+            actions.push((verb, group, resource, ""));
+        }
+    }
+    actions.push(("get", "", "pods", ""));
+    in_namespace(namespace, actions.into_iter())
+}
+
 /// Creating the namespace, and deleting it at teardown.
 pub fn namespace_lifecycle() -> Vec<Access> {
     ["create", "delete"]

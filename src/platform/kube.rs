@@ -393,6 +393,14 @@ pub async fn forward(client: &Client, ns: &str, service: &str, port: u16) -> Res
         .ok_or_else(|| {
             KubeError::Failed(format!("Service/{service} in {ns} has no ready pod to forward to"))
         })?;
+    forward_pod(client, ns, &pod, port).await
+}
+
+/// A local port forwarded to `port` of pod `pod` in `ns`; forwarding stops when the returned
+/// [`Forward`] is dropped.
+pub async fn forward_pod(client: &Client, ns: &str, pod: &str, port: u16) -> Result<Forward, KubeError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod = pod.to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| KubeError::Failed(format!("cannot open a local port for the port-forward: {e}")))?;
@@ -411,6 +419,50 @@ pub async fn forward(client: &Client, ns: &str, service: &str, port: u16) -> Res
         }
     });
     Ok(Forward { url: format!("http://{local}"), task })
+}
+
+/// The labels DCGM exporter pods carry: the GPU operator's, and the dcgm-exporter Helm chart's.
+pub const DCGM_EXPORTER_LABELS: [&str; 2] =
+    ["app=nvidia-dcgm-exporter", "app.kubernetes.io/name=dcgm-exporter"];
+
+/// The ready DCGM exporter pods (namespace, name) on the nodes of the pods in `ns` that match
+/// `labels` (the engine's).
+pub async fn dcgm_exporters(
+    client: &Client,
+    ns: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, KubeError> {
+    let engine: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&selector(labels));
+    let pods = retry(|| engine.list(&lp))
+        .await
+        .map_err(api_err(format!("failed to list the engine's pods in {ns}")))?;
+    let nodes: std::collections::BTreeSet<String> =
+        pods.items.iter().filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone())).collect();
+    let all: Api<Pod> = Api::all(client.clone());
+    let mut out = Vec::new();
+    for label in DCGM_EXPORTER_LABELS {
+        let lp = ListParams::default().labels(label);
+        let found = match retry(|| all.list(&lp)).await {
+            Ok(list) => list.items,
+            // Listing pods cluster-wide may be forbidden to a namespace-confined user.
+            Err(kube::Error::Api(e)) if e.code == 403 => Vec::new(),
+            Err(e) => return Err(api_err(format!("failed to look for DCGM exporter pods ({label})"))(e)),
+        };
+        for p in found {
+            let on_node =
+                p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| nodes.contains(n));
+            if on_node && pod_verdict(&p) == PodVerdict::Ready {
+                let (Some(pns), Some(name)) = (p.metadata.namespace.clone(), p.metadata.name.clone()) else {
+                    continue;
+                };
+                if !out.contains(&(pns.clone(), name.clone())) {
+                    out.push((pns, name));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Whether an object exists and matches a label selector of `k=v` terms.
@@ -433,6 +485,9 @@ pub async fn labelled(client: &Client, ns: &str, selector: &str) -> Result<Vec<O
         ("apps/v1", "Deployment"),
         ("batch/v1", "Job"),
         ("v1", "Service"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+        ("rbac.authorization.k8s.io/v1", "Role"),
+        ("v1", "ServiceAccount"),
         ("v1", "PersistentVolumeClaim"),
         ("v1", "Secret"),
         ("v1", "ConfigMap"),

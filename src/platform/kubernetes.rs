@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::RunContext;
 use crate::{
-    spec::scenario::{EngineKind, Scenario},
+    spec::scenario::{EngineKind, Method, RouterKind, Scenario},
     template::Renderer,
 };
 
@@ -25,6 +25,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("download.yaml", include_str!("../../templates/kubernetes/download.yaml")),
     ("deployment.yaml", include_str!("../../templates/kubernetes/deployment.yaml")),
     ("service.yaml", include_str!("../../templates/kubernetes/service.yaml")),
+    ("router.yaml", include_str!("../../templates/kubernetes/router.yaml")),
 ];
 
 /// A label value from free text: at most 63 characters of `[a-z0-9.-_]`, alphanumeric at both
@@ -62,13 +63,20 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
             s.engine.kind.as_str()
         ));
     }
-    if s.deploy.method != crate::spec::scenario::Method::Standalone {
-        return Err(format!(
-            "deploy.method `{}` is not built for platform `kubernetes` yet (only `standalone` is); \
-             a router stack runs on this machine with `platform: local` (see scenarios/local-router.yaml)",
-            s.deploy.method.as_str()
-        ));
-    }
+    let router = match s.deploy.method {
+        Method::Standalone => false,
+        Method::Router if s.deploy.router.kind == RouterKind::VllmRouter => true,
+        Method::Router => {
+            return Err("router kind `production-stack` is not built yet; use `kind: vllm-router`".into());
+        }
+        Method::LlmD => {
+            return Err(
+                "deploy.method `llm-d` (the inference gateway stack) is not built yet; use `standalone` or \
+                        `router`"
+                    .into(),
+            );
+        }
+    };
     let model = s
         .model
         .clone()
@@ -82,6 +90,9 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
     }
     if k.gpus == 0 || k.replicas == 0 {
         return Err("kubernetes.gpus and kubernetes.replicas must be at least 1".into());
+    }
+    if router && s.deploy.replicas == 0 {
+        return Err("deploy.replicas must be at least 1".into());
     }
     let short = model.rsplit('/').next().unwrap_or(&model);
     let digest = Sha256::digest(run.id.as_bytes());
@@ -105,9 +116,65 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
         "llm-d.ai/inference-serving": "true",
         "llm-d.ai/model": label_value(short),
     });
-    let service = name.clone();
+    let mut service = name.clone();
+    let mut router_values = Value::Null;
+    if router {
+        let r = &s.deploy.router;
+        let router_name = format!("{name}-router");
+        let port = if r.port == 0 { 8000 } else { r.port };
+        let mut args: Vec<String> = ["--host", "0.0.0.0", "--port"].map(String::from).to_vec();
+        args.push(port.to_string());
+        // Its engines: the pods of the engine's Deployment, found through the API server.
+        args.extend([
+            "--service-discovery".into(),
+            "--selector".into(),
+            format!("app.kubernetes.io/instance={name}"),
+        ]);
+        args.extend(["--service-discovery-namespace".into(), k.namespace.clone()]);
+        args.extend(["--service-discovery-port".into(), k.port.to_string()]);
+        args.extend(["--policy".into(), r.policy.as_str().into()]);
+        args.extend([
+            "--prometheus-host".into(),
+            "0.0.0.0".into(),
+            "--prometheus-port".into(),
+            "29000".into(),
+        ]);
+        args.extend(r.args.iter().cloned());
+        let tool = crate::tools::find("vllm-router").map_err(|e| e.to_string())?;
+        let command: Vec<String> = match r.install {
+            true => vec![
+                "sh".into(),
+                "-c".into(),
+                format!(
+                    "pip install --no-cache-dir {}=={} && exec vllm-router \"$@\"",
+                    tool.package, tool.version
+                ),
+                "vllm-router".into(),
+            ],
+            false => vec!["vllm-router".into()],
+        };
+        router_values = json!({
+            "name": router_name,
+            "image": r.image,
+            "command": command,
+            "args": args,
+            "port": port,
+            "labels": {
+                "app.kubernetes.io/name": "vllm-router",
+                "app.kubernetes.io/instance": router_name,
+                "app.kubernetes.io/managed-by": "benchflow",
+                RUN_LABEL: run_label,
+            },
+            "selector": { "app.kubernetes.io/instance": router_name },
+        });
+        service = router_name;
+    }
+    let endpoint_port = if router { router_values["port"].as_u64().unwrap_or(8000) as u16 } else { k.port };
     Ok(json!({
         "k8s": {
+            "replicas": if router { s.deploy.replicas } else { k.replicas },
+            "router": router_values,
+            "service": service,
             "name": name,
             "pvc": k.pvc.name.clone().unwrap_or_else(|| format!("{name}-cache")),
             "labels": labels,
@@ -125,7 +192,7 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
             "command": [],
             "workload_dir": workload_dir.display().to_string(),
         },
-        "endpoint": { "url": format!("k8s://{}/{service}:{}", k.namespace, k.port) },
+        "endpoint": { "url": format!("k8s://{}/{service}:{endpoint_port}", k.namespace) },
     }))
 }
 
@@ -194,7 +261,8 @@ pub fn check(doc: &Value) -> Result<(), String> {
     use k8s_openapi::api::{
         apps::v1::Deployment,
         batch::v1::Job,
-        core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service},
+        core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service, ServiceAccount},
+        rbac::v1::{Role, RoleBinding},
     };
     fn parse<T: serde::de::DeserializeOwned>(doc: &Value, kind: &str) -> Result<(), String> {
         serde_json::from_value::<T>(doc.clone()).map(|_| ()).map_err(|e| format!("not a valid {kind}: {e}"))
@@ -212,9 +280,12 @@ pub fn check(doc: &Value) -> Result<(), String> {
         ("v1", "Service") => parse::<Service>(doc, kind),
         ("apps/v1", "Deployment") => parse::<Deployment>(doc, kind),
         ("batch/v1", "Job") => parse::<Job>(doc, kind),
+        ("v1", "ServiceAccount") => parse::<ServiceAccount>(doc, kind),
+        ("rbac.authorization.k8s.io/v1", "Role") => parse::<Role>(doc, kind),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => parse::<RoleBinding>(doc, kind),
         _ => Err(format!(
             "`{api}` `{kind}` is not a kind benchflow applies (Namespace, Secret, ConfigMap, \
-             PersistentVolumeClaim, Service, Deployment, Job)"
+             PersistentVolumeClaim, Service, Deployment, Job, ServiceAccount, Role, RoleBinding)"
         )),
     }
 }
@@ -239,5 +310,44 @@ mod tests {
         assert_eq!(dns_label("Llama-3.1-8B_Instruct", 63), "llama-3-1-8b-instruct");
         assert_eq!(label_value("run 1/x"), "run-1-x");
         assert_eq!(label_value("-a-"), "a");
+    }
+
+    #[test]
+    fn a_router_stack_puts_the_router_s_service_in_front_of_its_replicas() {
+        let s: Scenario = crate::spec::from_yaml(
+            "platform: kubernetes\nmodel: org/M\nengine: { kind: vllm }\ndeploy: { method: router, replicas: 3, router: { policy: cache_aware, install: false, image: my/router:1 } }\nkubernetes: { namespace: bench, replicas: 1 }\n",
+            "s.yaml",
+            &[],
+        )
+        .unwrap();
+        let run = RunContext {
+            id: "r1".into(),
+            workdir: "/w".into(),
+            bin: "/b".into(),
+            ports: crate::platform::Ports::Placeholder,
+        };
+        let v = derive(&s, &run, std::path::Path::new("/w")).unwrap();
+        let name = v["k8s"]["name"].as_str().unwrap();
+        let router = &v["k8s"]["router"];
+        assert_eq!(router["name"], format!("{name}-router"));
+        assert_eq!(v["k8s"]["replicas"], 3, "deploy.replicas engines");
+        assert_eq!(v["endpoint"]["url"], format!("k8s://bench/{name}-router:8000"));
+        assert_eq!(router["command"], json!(["vllm-router"]), "install: false runs the image's own");
+        assert_eq!(router["image"], "my/router:1");
+        let args: Vec<&str> =
+            router["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let selector = format!("app.kubernetes.io/instance={name}");
+        for pair in [
+            ["--selector", selector.as_str()],
+            ["--policy", "cache_aware"],
+            ["--service-discovery-namespace", "bench"],
+        ] {
+            assert!(args.windows(2).any(|w| w == pair), "{pair:?}: {args:?}");
+        }
+        // The engines' pods carry the label the router selects.
+        assert_eq!(v["k8s"]["selector"]["app.kubernetes.io/instance"], name);
+        let mut llmd = s.clone();
+        llmd.deploy.method = Method::LlmD;
+        assert!(derive(&llmd, &run, std::path::Path::new("/w")).unwrap_err().contains("not built yet"));
     }
 }

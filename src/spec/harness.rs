@@ -3,6 +3,7 @@
 //! ```yaml
 //! kind: builtin
 //! scrape_every: 2s
+//! gpu: { source: auto, every: 1s }   # or { source: dcgm, exporter: k8s://gpu-operator/nvidia-dcgm-exporter:9400 }
 //! convention: vllm
 //! ```
 
@@ -24,6 +25,8 @@ pub struct Harness {
     pub kind: HarnessKind,
     /// Interval between scrapes of the server's `/metrics` during the run.
     pub scrape_every: Secs,
+    /// GPU telemetry while the load runs (utilisation, memory, power, clocks per GPU).
+    pub gpu: GpuSettings,
     /// Metric definitions for the statistics.
     pub convention: Convention,
     /// Where the load generator runs: `local` (here; through a port-forward on Kubernetes) or
@@ -43,6 +46,7 @@ impl Default for Harness {
             description: None,
             kind: HarnessKind::Builtin,
             scrape_every: Secs(2.0),
+            gpu: GpuSettings::default(),
             convention: Convention::Vllm,
             placement: Placement::Local,
             parallelism: 1,
@@ -50,6 +54,38 @@ impl Default for Harness {
             vars: BTreeMap::new(),
         }
     }
+}
+
+/// Where GPU telemetry comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuSettings {
+    /// `auto`: the DCGM exporter when `exporter` is given, else NVML when the endpoint is on this
+    /// machine, else none; `nvml`: this machine's GPUs through the NVIDIA driver; `dcgm`: a DCGM
+    /// exporter's metrics; `none`.
+    pub source: GpuSource,
+    /// Interval between samples.
+    pub every: Secs,
+    /// The DCGM exporter: `http://HOST:9400`, or `k8s://NAMESPACE/SERVICE:PORT` (through a
+    /// port-forward, e.g. `k8s://gpu-operator/nvidia-dcgm-exporter:9400`).
+    pub exporter: Option<String>,
+}
+
+impl Default for GpuSettings {
+    fn default() -> Self {
+        GpuSettings { source: GpuSource::Auto, every: Secs(1.0), exporter: None }
+    }
+}
+
+/// The sources of GPU telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuSource {
+    Auto,
+    Nvml,
+    Dcgm,
+    /// No GPU telemetry.
+    None,
 }
 
 /// The load generators.

@@ -169,13 +169,27 @@ pub struct Router {
     pub policy: Policy,
     /// Extra command-line arguments for the router.
     pub args: Vec<String>,
-    /// Port the router listens on; 0 picks a free one when the plan is made.
+    /// Port the router listens on; 0 picks a free one when the plan is made (on Kubernetes:
+    /// 8000).
     pub port: u16,
+    /// Kubernetes: the router's image. With `install`, a Python image in which the pinned
+    /// `vllm-router` is installed when the pod starts (the cluster then needs PyPI); without,
+    /// an image that has `vllm-router` on its PATH.
+    pub image: String,
+    /// Kubernetes: install the pinned `vllm-router` in the router's pod as it starts.
+    pub install: bool,
 }
 
 impl Default for Router {
     fn default() -> Self {
-        Router { kind: RouterKind::VllmRouter, policy: Policy::RoundRobin, args: Vec::new(), port: 0 }
+        Router {
+            kind: RouterKind::VllmRouter,
+            policy: Policy::RoundRobin,
+            args: Vec::new(),
+            port: 0,
+            image: "python:3.12-slim".into(),
+            install: true,
+        }
     }
 }
 
@@ -269,6 +283,10 @@ pub struct Kubernetes {
     pub download: bool,
     /// The port vLLM listens on (and the Service exposes).
     pub port: u16,
+    /// The DCGM exporter's Service for GPU telemetry, `NAMESPACE/SERVICE:PORT` (e.g.
+    /// `gpu-operator/nvidia-dcgm-exporter:9400`); default: the exporter pods found by label on
+    /// the engine's nodes.
+    pub dcgm_exporter: Option<String>,
     /// A directory of manifest templates to use instead of the shipped ones (same file names:
     /// namespace.yaml, secret.yaml, pvc.yaml, download.yaml, deployment.yaml, service.yaml).
     pub templates: Option<String>,
@@ -295,6 +313,7 @@ impl Default for Kubernetes {
             pvc: Pvc::default(),
             download: false,
             port: 8000,
+            dcgm_exporter: None,
             templates: None,
         }
     }

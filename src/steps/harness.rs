@@ -9,7 +9,10 @@ use super::{Ctx, Done, Inputs, Step, StepError};
 use crate::{
     loadgen,
     platform::{job, kube, kubernetes},
-    spec::{harness::Placement, workload::Workload},
+    spec::{
+        harness::{GpuSettings, GpuSource, Placement},
+        workload::Workload,
+    },
     units::Secs,
 };
 
@@ -27,6 +30,19 @@ pub struct Args {
     /// Whose `/metrics` to scrape (each engine behind a router); none: the endpoint's.
     #[serde(default)]
     pub scrape: Vec<loadgen::scrape::ScrapeTarget>,
+    /// GPU telemetry while the load runs.
+    #[serde(default)]
+    pub gpu: GpuSettings,
+    /// With a DCGM exporter that attributes GPUs to pods: keep the GPUs of this namespace's.
+    #[serde(default)]
+    pub gpu_namespace: Option<String>,
+    /// The DCGM exporter the scenario names (used when the harness names none).
+    #[serde(default)]
+    pub gpu_exporter: Option<String>,
+    /// The engine's pod labels: on Kubernetes, the DCGM exporters on their nodes are found by
+    /// label when no exporter is named.
+    #[serde(default)]
+    pub gpu_pods: Option<std::collections::BTreeMap<String, String>>,
     /// The cluster, for a `k8s://` endpoint.
     #[serde(default)]
     pub cluster: crate::platform::kube::Target,
@@ -58,6 +74,17 @@ fn default_scrape() -> Secs {
 
 impl Step for Args {
     fn compile(&mut self, inputs: &Inputs) -> Result<(), String> {
+        let in_cluster = kube::parse_endpoint(&self.endpoint).is_some() && self.gpu_pods.is_some();
+        let named =
+            self.gpu.exporter.is_some() || self.gpu_exporter.as_deref().is_some_and(|e| !e.is_empty());
+        if self.gpu.source == GpuSource::Dcgm && !named && !in_cluster {
+            return Err("gpu.source `dcgm` needs gpu.exporter (http://HOST:9400, or \
+                        k8s://NAMESPACE/SERVICE:PORT such as k8s://gpu-operator/nvidia-dcgm-exporter:9400)"
+                .into());
+        }
+        if let Some(url) = &self.gpu.exporter {
+            crate::platform::local::check_url(url).map_err(|e| format!("gpu.exporter: {e}"))?;
+        }
         if self.workload.is_none() {
             let workload = inputs.workload.ok_or("the run has no workload to give the harness")?;
             self.workload = Some(Box::new(workload.clone()));
@@ -96,6 +123,7 @@ impl Step for Args {
             return self.in_cluster(ctx, &results).await;
         }
         let (endpoint, _forward) = super::http::local_url(&self.endpoint, &self.cluster).await?;
+        let (gpu, _gpu_forward) = self.gpu_sampler(ctx).await?;
         let opts = loadgen::Options {
             endpoint,
             workload: self.workload()?.clone(),
@@ -104,6 +132,7 @@ impl Step for Args {
             quiet: ctx.quiet,
             scrape_every: Duration::from_secs_f64(self.scrape_every.0.max(0.1)),
             scrape: self.scrape.clone(),
+            gpu,
         };
         let info = loadgen::run(opts, ctx.cancelled()).await.map_err(|e| StepError::Failed(e.to_string()))?;
         let summary = format!(
@@ -111,6 +140,12 @@ impl Step for Args {
             info.records, info.failed, info.endpoint, info.model
         );
         ctx.note(&format!("# {summary}"));
+        if let Some(g) = &info.gpu {
+            ctx.note(&format!("# GPU telemetry: {g}"));
+            if g.starts_with("no NVIDIA driver") || g.contains("no sample") {
+                ctx.progress(format!("GPU telemetry: {g}"));
+            }
+        }
         if let Some(e) = &info.server_metrics_error {
             ctx.progress(format!(
                 "the server's /metrics could not always be read ({e}; {} scrapes succeeded): server-side \
@@ -126,6 +161,101 @@ impl Step for Args {
 }
 
 impl Args {
+    /// Where GPU telemetry comes from (`auto`: a named exporter; else NVML for an engine on this
+    /// machine; else, on Kubernetes, the DCGM exporters found on the engine's nodes), and the
+    /// port-forwards to exporters in a cluster (kept while sampling).
+    async fn gpu_sampler(
+        &self,
+        ctx: &Ctx,
+    ) -> Result<(Option<(loadgen::gpu::Sampler, Duration)>, Vec<kube::Forward>), StepError> {
+        let local = [
+            "http://127.0.0.1",
+            "http://localhost",
+            "http://[::1]",
+            "https://127.0.0.1",
+            "https://localhost",
+        ]
+        .iter()
+        .any(|p| self.endpoint.starts_with(p));
+        let in_cluster = kube::parse_endpoint(&self.endpoint);
+        let every = Duration::from_secs_f64(self.gpu.every.0.max(0.1));
+        let named = self.gpu.exporter.clone().or_else(|| self.gpu_exporter.clone().filter(|e| !e.is_empty()));
+        let nvml = || Ok((Some((loadgen::gpu::Sampler::Nvml, every)), Vec::new()));
+        let urls: Vec<(String, Option<kube::Forward>)> = match (self.gpu.source, named) {
+            (GpuSource::None, _) => return Ok((None, Vec::new())),
+            (GpuSource::Nvml, _) => return nvml(),
+            (_, Some(exporter)) => {
+                let exporter = match exporter.starts_with("http") || exporter.starts_with("k8s://") {
+                    true => exporter,
+                    false => format!("k8s://{exporter}"),
+                };
+                let (url, forward) = super::http::local_url(&exporter, &self.cluster).await?;
+                ctx.note(&format!("# GPU telemetry from the DCGM exporter {exporter} (as {url})"));
+                vec![(url, forward)]
+            }
+            (GpuSource::Auto, None) if local => return nvml(),
+            (_, None) => match (&in_cluster, &self.gpu_pods) {
+                (Some((ns, _, _)), Some(labels)) => {
+                    // GPU telemetry is an extra: a cluster that will not say where its
+                    // exporters are costs the telemetry, not the run.
+                    let client = self.cluster.client().await.map_err(fail)?;
+                    let found = match kube::dcgm_exporters(&client, ns, labels).await {
+                        Ok(found) => found,
+                        Err(e) => {
+                            ctx.progress(format!(
+                                "GPU telemetry: could not look for DCGM exporters ({e}): none"
+                            ));
+                            return Ok((None, Vec::new()));
+                        }
+                    };
+                    if found.is_empty() {
+                        ctx.progress(format!(
+                            "GPU telemetry: no ready DCGM exporter on the engine's nodes (looked for pods labelled {}); \
+                             name one with gpu.exporter, or set gpu.source: none",
+                            kube::DCGM_EXPORTER_LABELS.join(" or ")
+                        ));
+                        return Ok((None, Vec::new()));
+                    }
+                    let mut urls = Vec::new();
+                    for (pns, pod) in found {
+                        let f = match kube::forward_pod(&client, &pns, &pod, 9400).await {
+                            Ok(f) => f,
+                            Err(e) => {
+                                ctx.progress(format!("GPU telemetry: no port-forward to {pns}/{pod} ({e})"));
+                                continue;
+                            }
+                        };
+                        ctx.note(&format!(
+                            "# GPU telemetry from the DCGM exporter pod {pns}/{pod}:9400 (as {})",
+                            f.url
+                        ));
+                        urls.push((f.url.clone(), Some(f)));
+                    }
+                    if urls.is_empty() {
+                        return Ok((None, Vec::new()));
+                    }
+                    urls
+                }
+                _ if self.gpu.source == GpuSource::Dcgm => {
+                    return Err(fail("gpu.source `dcgm` needs gpu.exporter"));
+                }
+                _ => return Ok((None, Vec::new())),
+            },
+        };
+        let mut targets = Vec::new();
+        let mut forwards = Vec::new();
+        for (url, forward) in urls {
+            let (target, _) =
+                loadgen::target(&url, "/metrics", false, Default::default(), &Default::default())
+                    .await
+                    .map_err(|e| fail(format!("DCGM exporter {url}: {e}")))?;
+            targets.push(target);
+            forwards.extend(forward);
+        }
+        let namespace = self.gpu_namespace.clone();
+        Ok((Some((loadgen::gpu::Sampler::Dcgm { targets, namespace }, every)), forwards))
+    }
+
     /// The workload (there once compiled).
     fn workload(&self) -> Result<&Workload, StepError> {
         self.workload.as_deref().ok_or_else(|| fail("the harness step has no workload"))

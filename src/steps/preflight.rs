@@ -33,6 +33,9 @@ pub struct Args {
     /// Where the load generator runs: in the cluster it is a Job with a ConfigMap.
     #[serde(default)]
     pub placement: Option<Placement>,
+    /// A router stack: the router's ServiceAccount, Role and RoleBinding are asked for too.
+    #[serde(default)]
+    pub router: bool,
 }
 
 impl Step for Args {
@@ -67,6 +70,9 @@ impl Step for Args {
         };
         notes.push(note);
         let mut wanted = access::standalone(&self.namespace);
+        if self.router {
+            wanted.extend(access::router(&self.namespace));
+        }
         let in_cluster = self.placement == Some(Placement::Cluster);
         if self.download || in_cluster {
             wanted.extend(access::jobs(&self.namespace, in_cluster));

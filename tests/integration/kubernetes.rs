@@ -130,6 +130,10 @@ fn rendered_manifests_match_their_snapshots() {
             scenario(&format!("  templates: {}\n", dir.0.join("custom").display()))
                 + "vars: { team: perf }\n",
         ),
+        (
+            "router-2",
+            scenario("") + "deploy: { method: router, replicas: 2, router: { policy: consistent_hash } }\n",
+        ),
     ];
     let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/snapshots");
     for (name, text) in cases {

@@ -485,3 +485,111 @@ fn the_shipped_kubernetes_standalone_scenario_runs_against_the_real_api_server()
     assert!(!all.contains(&ns), "{all}");
     assert!(!cp.has_namespace(&ns));
 }
+
+#[test]
+fn gpu_telemetry_comes_from_the_dcgm_exporter_on_the_engine_s_node_found_by_label() {
+    let p = Project::new("real-gpu", Behaviour::default());
+    // The GPU operator's exporter: a pod labelled as it labels it, on the node, in a namespace
+    // of its own; its port-forwards reach a fake exporter whose GPU 0 belongs to the engine's
+    // namespace and GPU 1 to someone else's.
+    let (exporter, served) = crate::gpu::fake_dcgm_exporter(Some([&p.ns, "someone-else"]));
+    let backend = exporter.trim_start_matches("http://").parse().ok();
+    let ops = p.cp.namespace("gpu-operator", Behaviour { backend, ..Behaviour::default() });
+    p.cp.kubectl(&["create", "namespace", &ops]);
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{ name: nvidia-dcgm-exporter-x1, namespace: {ops}, labels: {{ app: nvidia-dcgm-exporter }} }}\n\
+         spec:\n  containers:\n  - name: exporter\n    image: nvcr.io/nvidia/k8s/dcgm-exporter:3.3.5-3.4.0-ubuntu22.04\n    ports: [{{ containerPort: 9400 }}]\n"
+    );
+    p.cp.kubectl_with(&["apply", "-f", "-"], &pod);
+    p.cp.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/nvidia-dcgm-exporter-x1",
+        "-n",
+        &ops,
+        "--timeout=60s",
+    ]);
+    let out =
+        p.run(&["e2e", "-c", "k8s", "-w", "quick", "--workdir", "wd", "--set", "harness.gpu.every=0.2"]);
+    p.cp.kubectl(&["delete", "namespace", &ops, "--wait=false"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(served.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the exporter was scraped");
+    let wd = p.wd("wd");
+    let log = std::fs::read_to_string(wd.join("setup/commands/10_load.log")).unwrap();
+    assert!(log.contains(&format!("DCGM exporter pod {ops}/nvidia-dcgm-exporter-x1:9400")), "{log}");
+    let csv = std::fs::read_to_string(wd.join("results/latest/gpu.csv")).unwrap();
+    assert!(csv.contains(",node-a/0,utilization_pct,100\n"), "{csv}");
+    assert!(!csv.contains(",node-a/1,"), "only the GPU of the engine's namespace: {csv}");
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(wd.join("analysis/latest/stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["stages"][0]["gpu"]["gpus"], 1, "{}", stats["stages"][0]);
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+}
+
+#[test]
+fn a_router_stack_stands_up_replicas_and_a_router_whose_discovery_rbac_the_real_authorizer_grants() {
+    let p = Project::new("real-router", Behaviour::default());
+    p.write(
+        "scenarios/router.yaml",
+        &p.scenario_text("").replace(
+            "kubernetes:\n",
+            "deploy: { method: router, replicas: 2, router: { policy: round_robin, args: [--request-timeout-secs, \"60\"] } }\nkubernetes:\n",
+        ),
+    );
+    let out = p.run(&["standup", "-c", "router", "-w", "quick", "--workdir", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wd = p.wd("wd");
+    let s = state(&wd);
+    for step in ["01_preflight", "08_wait_ready", "09_router", "10_wait_router", "11_smoke_test"] {
+        let status = s["steps"][step]["status"].as_str().unwrap_or_default();
+        assert!(status == "done", "{step}: {}", s["steps"][step]);
+    }
+    let ns = p.ns.as_str();
+    // Two engine pods from the real scheduler and ReplicaSet controller, one router.
+    let engines = p.cp.kubectl(&["get", "pods", "-n", ns, "-l", "app.kubernetes.io/name=vllm", "-o", "name"]);
+    assert_eq!(engines.lines().count(), 2, "{engines}");
+    let router = p.cp.kubectl(&[
+        "get",
+        "deployments",
+        "-n",
+        ns,
+        "-l",
+        "app.kubernetes.io/name=vllm-router",
+        "-o",
+        "json",
+    ]);
+    let router: serde_json::Value = serde_json::from_str(&router).unwrap();
+    let d = &router["items"][0];
+    let name = d["metadata"]["name"].as_str().unwrap().to_string();
+    let args: Vec<&str> = d["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let engine = name.trim_end_matches("-router");
+    for pair in [
+        ["--selector", &format!("app.kubernetes.io/instance={engine}")],
+        ["--service-discovery-namespace", ns],
+        ["--service-discovery-port", "8000"],
+        ["--policy", "round_robin"],
+        ["--request-timeout-secs", "60"],
+    ] {
+        assert!(args.windows(2).any(|w| w == pair), "{pair:?} in {args:?}");
+    }
+    assert_eq!(d["spec"]["template"]["spec"]["serviceAccountName"], name.as_str());
+    // The router's service account may watch the engine's pods, and no more.
+    let sa = format!("system:serviceaccount:{ns}:{name}");
+    assert!(p.cp.can_i(&sa, "watch", "pods", ns) && p.cp.can_i(&sa, "list", "pods", ns));
+    assert!(!p.cp.can_i(&sa, "delete", "pods", ns) && !p.cp.can_i(&sa, "get", "secrets", ns));
+    // The load goes to the router's Service.
+    let out = p.run(&["run", "--workdir", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        p.cp.kubelet_requests(ns).iter().any(|r| r.starts_with("GET /portForward/") && r.contains(&name)),
+        "a port-forward to the router's pod"
+    );
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+}

@@ -39,6 +39,7 @@ async fn run(sim: &TestSim, yaml: &str, dir: &TempDir) -> (benchflow::results::R
         quiet: true,
         scrape_every: Duration::from_millis(200),
         scrape: Vec::new(),
+        gpu: None,
         workload: workload.clone(),
     };
     let info = tokio::time::timeout(Duration::from_secs(60), loadgen::run(opts, std::future::pending()))

@@ -123,9 +123,19 @@ impl ControlPlane {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// What the real authorizer answers for `user` (`kubectl auth can-i VERB WHAT -n NS --as USER`).
+    pub fn can_i(&self, user: &str, verb: &str, what: &str, ns: &str) -> bool {
+        let out = Command::new(&self.kubectl)
+            .args(["auth", "can-i", verb, what, "-n", ns, "--as", user])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    }
+
     /// Everything carrying the run label, anywhere, as kubectl lists it: `namespace kind/name`.
     pub fn labelled(&self) -> Vec<String> {
-        let kinds = "deployments,replicasets,pods,services,secrets,configmaps,persistentvolumeclaims,jobs";
+        let kinds = "deployments,replicasets,pods,services,secrets,configmaps,persistentvolumeclaims,jobs,serviceaccounts,roles,rolebindings";
         let template = r#"{range .items[*]}{.metadata.namespace} {.kind}/{.metadata.name}{"\n"}{end}"#;
         self.kubectl(&["get", kinds, "-A", "-l", "benchflow.io/run", "-o", &format!("jsonpath={template}")])
             .lines()
