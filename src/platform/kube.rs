@@ -373,44 +373,43 @@ pub fn parse_endpoint(url: &str) -> Option<(String, String, u16)> {
     Some((ns.to_string(), svc.to_string(), port.trim_end_matches('/').parse().ok()?))
 }
 
-/// Opens a local port that forwards each connection to a ready pod of the Service.
+/// Opens a local port that forwards each connection to a ready pod of the Service, taking them
+/// in turn as a ClusterIP Service's proxy balances connections: with several replicas behind
+/// the Service, the load generator's connections are spread over all of them, not sent to one.
 pub async fn forward(client: &Client, ns: &str, service: &str, port: u16) -> Result<Forward, KubeError> {
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let svc = retry(|| services.get(service))
         .await
         .map_err(api_err(format!("failed to read Service/{service} in {ns}")))?;
     let labels = svc.spec.and_then(|s| s.selector).unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let lp = ListParams::default().labels(&selector(&labels));
-    let list = retry(|| pods.list(&lp))
-        .await
-        .map_err(api_err(format!("failed to list the pods of Service/{service}")))?;
-    let pod = list
-        .items
-        .iter()
-        .find(|p| pod_verdict(p) == PodVerdict::Ready)
-        .and_then(|p| p.metadata.name.clone())
-        .ok_or_else(|| {
-            KubeError::Failed(format!("Service/{service} in {ns} has no ready pod to forward to"))
-        })?;
-    forward_pod(client, ns, &pod, port).await
+    let pods = ready_pods(client, ns, &labels).await?;
+    if pods.is_empty() {
+        return Err(KubeError::Failed(format!("Service/{service} in {ns} has no ready pod to forward to")));
+    }
+    forward_pods(client, ns, pods, port).await
 }
 
 /// A local port forwarded to `port` of pod `pod` in `ns`; forwarding stops when the returned
 /// [`Forward`] is dropped.
 pub async fn forward_pod(client: &Client, ns: &str, pod: &str, port: u16) -> Result<Forward, KubeError> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pod = pod.to_string();
+    forward_pods(client, ns, vec![pod.to_string()], port).await
+}
+
+/// A local port whose connections go to `port` of the `pods`, one after the other.
+async fn forward_pods(client: &Client, ns: &str, pods: Vec<String>, port: u16) -> Result<Forward, KubeError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| KubeError::Failed(format!("cannot open a local port for the port-forward: {e}")))?;
     let local = listener.local_addr().map_err(|e| KubeError::Failed(e.to_string()))?;
     let task = tokio::spawn(async move {
+        let mut next = 0usize;
         while let Ok((mut tcp, _)) = listener.accept().await {
-            let pods = pods.clone();
-            let pod = pod.clone();
+            let api = api.clone();
+            let pod = pods[next % pods.len()].clone();
+            next += 1;
             tokio::spawn(async move {
-                let Ok(mut pf) = pods.portforward(&pod, &[port]).await else { return };
+                let Ok(mut pf) = api.portforward(&pod, &[port]).await else { return };
                 let Some(mut upstream) = pf.take_stream(port) else { return };
                 let _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
                 drop(upstream);
@@ -424,6 +423,25 @@ pub async fn forward_pod(client: &Client, ns: &str, pod: &str, port: u16) -> Res
 /// The labels DCGM exporter pods carry: the GPU operator's, and the dcgm-exporter Helm chart's.
 pub const DCGM_EXPORTER_LABELS: [&str; 2] =
     ["app=nvidia-dcgm-exporter", "app.kubernetes.io/name=dcgm-exporter"];
+
+/// The names of the ready pods in `ns` that match `labels`, sorted.
+pub async fn ready_pods(
+    client: &Client,
+    ns: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<String>, KubeError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&selector(labels));
+    let list = retry(|| pods.list(&lp)).await.map_err(api_err(format!("failed to list pods in {ns}")))?;
+    let mut names: Vec<String> = list
+        .items
+        .iter()
+        .filter(|p| pod_verdict(p) == PodVerdict::Ready)
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    names.sort();
+    Ok(names)
+}
 
 /// The ready DCGM exporter pods (namespace, name) on the nodes of the pods in `ns` that match
 /// `labels` (the engine's).

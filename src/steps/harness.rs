@@ -30,6 +30,12 @@ pub struct Args {
     /// Whose `/metrics` to scrape (each engine behind a router); none: the endpoint's.
     #[serde(default)]
     pub scrape: Vec<loadgen::scrape::ScrapeTarget>,
+    /// On Kubernetes: scrape each ready pod with these labels (the engines behind a router),
+    /// on `scrape_port`, through a port-forward each, instead of the endpoint.
+    #[serde(default)]
+    pub scrape_pods: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub scrape_port: Option<u16>,
     /// GPU telemetry while the load runs.
     #[serde(default)]
     pub gpu: GpuSettings,
@@ -124,6 +130,7 @@ impl Step for Args {
         }
         let (endpoint, _forward) = super::http::local_url(&self.endpoint, &self.cluster).await?;
         let (gpu, _gpu_forward) = self.gpu_sampler(ctx).await?;
+        let (scrape, _scrape_forwards) = self.scrape_targets(ctx).await?;
         let opts = loadgen::Options {
             endpoint,
             workload: self.workload()?.clone(),
@@ -131,7 +138,7 @@ impl Step for Args {
             results_dir: results,
             quiet: ctx.quiet,
             scrape_every: Duration::from_secs_f64(self.scrape_every.0.max(0.1)),
-            scrape: self.scrape.clone(),
+            scrape,
             gpu,
         };
         let info = loadgen::run(opts, ctx.cancelled()).await.map_err(|e| StepError::Failed(e.to_string()))?;
@@ -161,6 +168,29 @@ impl Step for Args {
 }
 
 impl Args {
+    /// Whose `/metrics` to scrape: as given, or on Kubernetes each ready engine pod (named by
+    /// pod) through a port-forward of its own, kept while the load runs.
+    async fn scrape_targets(
+        &self,
+        ctx: &Ctx,
+    ) -> Result<(Vec<loadgen::scrape::ScrapeTarget>, Vec<kube::Forward>), StepError> {
+        let (Some(labels), Some((ns, _, _))) = (&self.scrape_pods, kube::parse_endpoint(&self.endpoint))
+        else {
+            return Ok((self.scrape.clone(), Vec::new()));
+        };
+        let port = self.scrape_port.unwrap_or(8000);
+        let client = self.cluster.client().await.map_err(fail)?;
+        let pods = kube::ready_pods(&client, &ns, labels).await.map_err(fail)?;
+        let (mut targets, mut forwards) = (Vec::new(), Vec::new());
+        for pod in pods {
+            let f = kube::forward_pod(&client, &ns, &pod, port).await.map_err(fail)?;
+            ctx.note(&format!("# /metrics of pod {pod} scraped through {}", f.url));
+            targets.push(loadgen::scrape::ScrapeTarget { name: pod, url: f.url.clone() });
+            forwards.push(f);
+        }
+        Ok((targets, forwards))
+    }
+
     /// Where GPU telemetry comes from (`auto`: a named exporter; else NVML for an engine on this
     /// machine; else, on Kubernetes, the DCGM exporters found on the engine's nodes), and the
     /// port-forwards to exporters in a cluster (kept while sampling).

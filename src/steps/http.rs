@@ -32,6 +32,16 @@ pub struct Args {
     /// For an `https://` URL; by default the workload's.
     #[serde(default)]
     pub tls: Option<TlsSettings>,
+    /// Behind a router: first wait until its `/readiness` reports this many healthy engines
+    /// (the vLLM router's `healthy_workers`), within `workers_timeout`.
+    #[serde(default)]
+    pub workers: Option<u32>,
+    #[serde(default = "default_workers_timeout")]
+    pub workers_timeout: Secs,
+}
+
+fn default_workers_timeout() -> Secs {
+    Secs(60.0)
 }
 
 /// A local base URL for `url`: itself, or a port-forward for `k8s://NAMESPACE/SERVICE:PORT`
@@ -107,7 +117,7 @@ impl Step for Args {
     }
 
     fn describe(&self) -> Vec<String> {
-        vec![
+        let mut out = vec![
             format!(
                 "GET {}/health, GET {}/v1/models, POST {}/v1/completions (8 tokens)",
                 self.url, self.url, self.url
@@ -116,7 +126,14 @@ impl Step for Args {
                 Some(m) => format!("the model `{m}` must be listed"),
                 None => "the first listed model is used".into(),
             },
-        ]
+        ];
+        if let Some(n) = self.workers {
+            out.push(format!(
+                "first: GET {}/readiness until the router reports {n} healthy engines (within {} s)",
+                self.url, self.workers_timeout.0
+            ));
+        }
+        out
     }
 
     async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
@@ -150,6 +167,48 @@ impl Args {
         Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 
+    /// Until the router's `/readiness` reports `n` healthy engines; a router without that
+    /// endpoint is said once and not waited for.
+    async fn await_workers(
+        &self,
+        ctx: &Ctx,
+        base: &str,
+        headers: &hyper::HeaderMap,
+        n: u32,
+    ) -> Result<(), StepError> {
+        let deadline = Instant::now() + Duration::from_secs_f64(self.workers_timeout.0);
+        let mut last = Value::Null;
+        loop {
+            let (status, answer) = self.call(ctx, base, "GET", "/readiness", None, headers).await?;
+            if status == 404 {
+                ctx.progress(format!(
+                    "{}/readiness is not there: the router does not say how many engines it sees; not checked",
+                    self.url
+                ));
+                return Ok(());
+            }
+            let healthy = answer.get("healthy_workers").and_then(Value::as_u64).unwrap_or(0);
+            if healthy >= u64::from(n) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StepError::Failed(format!(
+                    "the router sees {healthy} of the {n} engines healthy after {} s (its /readiness: {}): \
+                     check that the engines are Ready, and the router's worker list or discovery (selector, \
+                     namespace, port, permissions)",
+                    self.workers_timeout.0,
+                    if answer.is_null() { last } else { answer }
+                )));
+            }
+            ctx.progress(format!("the router sees {healthy} of {n} engines; waiting"));
+            last = answer;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = ctx.cancelled() => return Err(StepError::Cancelled),
+            }
+        }
+    }
+
     async fn smoke_test(&self, ctx: &Ctx) -> Result<Done, StepError> {
         let (base, _forward) = local_url(&self.url, &self.cluster).await?;
         if _forward.is_some() {
@@ -159,6 +218,9 @@ impl Args {
         let headers = crate::loadgen::headers(&self.headers.clone().unwrap_or_default())
             .map_err(|e| StepError::Failed(e.to_string()))?;
         let headers = &headers;
+        if let Some(n) = self.workers {
+            self.await_workers(ctx, base, headers, n).await?;
+        }
         let (health, _) = self.call(ctx, base, "GET", "/health", None, headers).await?;
         if !(200..300).contains(&health) && health != 404 {
             return Err(StepError::Failed(format!("GET {}/health answered {health}", self.url)));

@@ -589,7 +589,40 @@ fn a_router_stack_stands_up_replicas_and_a_router_whose_discovery_rbac_the_real_
         p.cp.kubelet_requests(ns).iter().any(|r| r.starts_with("GET /portForward/") && r.contains(&name)),
         "a port-forward to the router's pod"
     );
+    // Each engine pod's /metrics, through a port-forward of its own, analysed per replica.
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(wd.join("analysis/latest/stats.json")).unwrap()).unwrap();
+    let replicas: Vec<&str> =
+        stats["replicas"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let pods: Vec<&str> = engines.lines().map(|l| l.trim_start_matches("pod/")).collect();
+    let mut sorted = pods.clone();
+    sorted.sort();
+    assert_eq!(replicas, sorted, "{stats}");
     let out = p.run(&["teardown", "wd"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+}
+
+#[test]
+fn the_load_through_a_services_port_forward_reaches_every_replica_and_each_is_scraped() {
+    let p = Project::new("real-dp", Behaviour::default());
+    p.write("scenarios/dp.yaml", &p.scenario_text("  replicas: 2\n"));
+    let out = p.run(&["e2e", "-c", "dp", "-w", "quick", "--workdir", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The connections of the load went to both pods in turn, as a Service's proxy spreads them.
+    let requests = p.cp.kubelet_requests(&p.ns);
+    let pods: std::collections::BTreeSet<&str> = requests
+        .iter()
+        .filter(|r| r.starts_with("GET /portForward/") && r.contains("port=8000"))
+        .filter_map(|r| r.split('/').nth(3).map(|p| p.split('?').next().unwrap_or(p)))
+        .collect();
+    assert_eq!(pods.len(), 2, "{requests:?}");
+    // And each pod's /metrics was read on its own, so the analysis has one series per replica.
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.wd("wd").join("analysis/latest/stats.json")).unwrap())
+            .unwrap();
+    let replicas: std::collections::BTreeSet<&str> =
+        stats["replicas"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(replicas, pods, "{stats}");
     assert!(p.left().is_empty(), "left: {:?}", p.left());
 }

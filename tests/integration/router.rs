@@ -127,6 +127,31 @@ fn three_simulators_behind_the_real_vllm_router_each_serve_and_nothing_is_left()
     assert_eq!(rr_queries, affine_queries, "the same prompts either way");
     // 24 requests of 4 groups: 12 cold prefixes (4 groups × 3 replicas) against 4 at most.
     assert!(affine > rr * 1.2, "affinity: {affine} cached tokens, round robin: {rr}");
+
+    // A router that never sees its engines (its worker list replaced by a dead one): the
+    // readiness wait fails within its timeout, with the router's own words, and the engines
+    // are stopped.
+    let out = p.run(&[
+        "e2e",
+        "-c",
+        "local-router",
+        "-w",
+        "quick",
+        "--workdir",
+        "blind",
+        "-q",
+        "--set",
+        "deploy.router.args=[--worker-urls, \"http://127.0.0.1:1\"]",
+        "--set",
+        "timeouts.ready=4s",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(said.contains("05_start_router failed") && said.contains("within 4 s"), "{said}");
+    assert!(said.contains("to become healthy"), "the router's log says why: {said}");
+    for (id, pid) in started(&p.path("blind")) {
+        assert!(!alive(pid), "{id} (pid {pid}) is still running");
+    }
 }
 
 #[test]
