@@ -408,13 +408,18 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
     if scraped.is_empty() {
         scraped.push(("endpoint".to_string(), target.clone()));
     }
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let scraper = tokio::spawn(scrape::run(
         scraped,
         opts.results_dir.join("server_metrics.csv"),
         t0,
         opts.scrape_every,
         stop_rx.clone(),
+        first_tx,
     ));
+    // The first scrape is the counters' baseline: taken before any request is sent (a server
+    // without /metrics answers at once; one that hangs costs at most a second).
+    let _ = tokio::time::timeout(opts.scrape_every.min(Duration::from_secs(1)), first_rx).await;
     let sampler = opts.gpu.clone().map(|(sampler, every)| {
         tokio::spawn(gpu::run(sampler, opts.results_dir.join("gpu.csv"), t0, every, stop_rx.clone()))
     });

@@ -1,7 +1,8 @@
 //! Scrapes `/metrics` while the load runs (the endpoint's, or each engine's behind a router),
 //! into `results/server_metrics.csv` (long format: time, metric, labels, value, target;
 //! histogram buckets are skipped). The targets of one round are scraped together and share its
-//! time.
+//! time. The first round is taken before the load starts and the last after it ends, so the
+//! counters' differences are the run's.
 
 use std::{
     io::Write,
@@ -31,7 +32,9 @@ pub async fn run(
     t0: Instant,
     every: Duration,
     mut stop: watch::Receiver<bool>,
+    first_round: tokio::sync::oneshot::Sender<()>,
 ) -> (u64, Option<String>) {
+    let mut first_round = Some(first_round);
     let Ok(file) = std::fs::File::create(&path) else {
         return (0, Some(format!("cannot create {}", path.display())));
     };
@@ -85,6 +88,10 @@ pub async fn run(
         }
         let _ = out.flush();
         ok += u64::from(all);
+        // The load waits for the first round: counters before it are the baseline.
+        if let Some(tx) = first_round.take() {
+            let _ = tx.send(());
+        }
         if last {
             break;
         }
