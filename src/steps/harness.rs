@@ -81,9 +81,7 @@ fn default_scrape() -> Secs {
 impl Step for Args {
     fn compile(&mut self, inputs: &Inputs) -> Result<(), String> {
         let in_cluster = kube::parse_endpoint(&self.endpoint).is_some() && self.gpu_pods.is_some();
-        let named =
-            self.gpu.exporter.is_some() || self.gpu_exporter.as_deref().is_some_and(|e| !e.is_empty());
-        if self.gpu.source == GpuSource::Dcgm && !named && !in_cluster {
+        if self.gpu.source == GpuSource::Dcgm && self.named_exporter().is_none() && !in_cluster {
             return Err("gpu.source `dcgm` needs gpu.exporter (http://HOST:9400, or \
                         k8s://NAMESPACE/SERVICE:PORT such as k8s://gpu-operator/nvidia-dcgm-exporter:9400)"
                 .into());
@@ -191,6 +189,18 @@ impl Args {
         Ok((targets, forwards))
     }
 
+    /// The DCGM exporter the harness names, else the one the scenario names.
+    fn named_exporter(&self) -> Option<String> {
+        self.gpu.exporter.clone().or_else(|| self.gpu_exporter.clone().filter(|e| !e.is_empty()))
+    }
+
+    /// Whether the endpoint is on this machine (a loopback address or `localhost`).
+    fn endpoint_is_local(&self) -> bool {
+        crate::net::Url::parse(&self.endpoint).is_ok_and(|u| {
+            u.host == "localhost" || u.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        })
+    }
+
     /// Where GPU telemetry comes from (`auto`: a named exporter; else NVML for an engine on this
     /// machine; else, on Kubernetes, the DCGM exporters found on the engine's nodes), and the
     /// port-forwards to exporters in a cluster (kept while sampling).
@@ -198,18 +208,10 @@ impl Args {
         &self,
         ctx: &Ctx,
     ) -> Result<(Option<(loadgen::gpu::Sampler, Duration)>, Vec<kube::Forward>), StepError> {
-        let local = [
-            "http://127.0.0.1",
-            "http://localhost",
-            "http://[::1]",
-            "https://127.0.0.1",
-            "https://localhost",
-        ]
-        .iter()
-        .any(|p| self.endpoint.starts_with(p));
+        let local = self.endpoint_is_local();
         let in_cluster = kube::parse_endpoint(&self.endpoint);
         let every = Duration::from_secs_f64(self.gpu.every.0.max(0.1));
-        let named = self.gpu.exporter.clone().or_else(|| self.gpu_exporter.clone().filter(|e| !e.is_empty()));
+        let named = self.named_exporter();
         let nvml = || Ok((Some((loadgen::gpu::Sampler::Nvml, every)), Vec::new()));
         let urls: Vec<(String, Option<kube::Forward>)> = match (self.gpu.source, named) {
             (GpuSource::None, _) => return Ok((None, Vec::new())),
