@@ -389,45 +389,14 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
             .collect::<Result<Vec<_>, _>>()?;
         target.sessions = Some((name, values));
     }
-    std::fs::create_dir_all(&opts.results_dir)
-        .map_err(|source| LoadError::Write { dir: opts.results_dir.clone(), source })?;
 
     let t0 = Instant::now();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let results = opts.results_dir.clone();
-    let quiet = opts.quiet;
-    let redact = secrets(&target.headers);
-    let writer =
-        tokio::spawn(async move { record::writer(&results.join("requests.csv"), rx, quiet, redact).await });
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut scraped = Vec::new();
-    for t in &opts.scrape {
-        let (at, _) = self::target(&t.url, "/metrics", false, HeaderMap::new(), &w.api.tls).await?;
-        scraped.push((t.name.clone(), at));
-    }
-    if scraped.is_empty() {
-        scraped.push(("endpoint".to_string(), target.clone()));
-    }
-    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
-    let scraper = tokio::spawn(scrape::run(
-        scraped,
-        opts.results_dir.join("server_metrics.csv"),
-        t0,
-        opts.scrape_every,
-        stop_rx.clone(),
-        first_tx,
-    ));
-    // The first scrape is the counters' baseline: taken before any request is sent (a server
-    // without /metrics answers at once; one that hangs costs at most a second).
-    let _ = tokio::time::timeout(opts.scrape_every.min(Duration::from_secs(1)), first_rx).await;
-    let sampler = opts.gpu.clone().map(|(sampler, every)| {
-        tokio::spawn(gpu::run(sampler, opts.results_dir.join("gpu.csv"), t0, every, stop_rx.clone()))
-    });
+    let beside = Beside::start(&opts, &target, t0, secrets(&target.headers)).await?;
     let ctx = Arc::new(Ctx {
         target,
         t0,
         timeout: Duration::from_secs_f64(w.api.timeout.0),
-        tx,
+        tx: beside.sender(),
         pool: Arc::new(pool),
     });
 
@@ -530,22 +499,92 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
     };
     info.interrupted = interrupted;
     drop(ctx);
-    let _ = stop_tx.send(true);
-    let written = writer
-        .await
-        .map_err(|e| LoadError::Write { dir: opts.results_dir.clone(), source: std::io::Error::other(e) })?
-        .map_err(|source| LoadError::Write { dir: opts.results_dir.clone(), source })?;
-    let (scrapes, scrape_err) = scraper.await.unwrap_or((0, Some("the scraper task failed".into())));
-    info.records = written.records;
-    info.failed = written.failed;
-    info.server_metrics_scrapes = scrapes;
-    info.server_metrics_error = scrape_err;
-    if let Some(sampler) = sampler {
-        let outcome = sampler
-            .await
-            .unwrap_or_else(|e| gpu::Outcome { samples: 0, note: format!("the GPU sampler failed: {e}") });
-        info.gpu = Some(format!("{} ({} samples)", outcome.note, outcome.samples));
-    }
+    beside.finish(&opts.results_dir, &mut info).await?;
     write_json(&opts.results_dir, "run.json", &info)?;
     result.map(|()| info)
+}
+
+/// What runs beside any load generator, on the run's clock: the writer of `requests.csv` (and
+/// the progress it prints), the `/metrics` scraper and the GPU sampler.
+pub struct Beside {
+    tx: mpsc::UnboundedSender<Msg>,
+    stop: watch::Sender<bool>,
+    writer: tokio::task::JoinHandle<std::io::Result<record::Written>>,
+    scraper: tokio::task::JoinHandle<(u64, Option<String>)>,
+    sampler: Option<tokio::task::JoinHandle<gpu::Outcome>>,
+}
+
+impl Beside {
+    /// Starts them all; returns once the first `/metrics` round (the counters' baseline) is in,
+    /// or after at most a second for a server that does not answer.
+    pub async fn start(
+        opts: &Options,
+        endpoint: &Target,
+        t0: Instant,
+        redact: Vec<String>,
+    ) -> Result<Beside, LoadError> {
+        std::fs::create_dir_all(&opts.results_dir)
+            .map_err(|source| LoadError::Write { dir: opts.results_dir.clone(), source })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let results = opts.results_dir.clone();
+        let quiet = opts.quiet;
+        let writer =
+            tokio::spawn(
+                async move { record::writer(&results.join("requests.csv"), rx, quiet, redact).await },
+            );
+        let (stop, stop_rx) = watch::channel(false);
+        let mut scraped = Vec::new();
+        for t in &opts.scrape {
+            let (at, _) =
+                self::target(&t.url, "/metrics", false, HeaderMap::new(), &opts.workload.api.tls).await?;
+            scraped.push((t.name.clone(), at));
+        }
+        if scraped.is_empty() {
+            scraped.push(("endpoint".to_string(), endpoint.clone()));
+        }
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+        let scraper = tokio::spawn(scrape::run(
+            scraped,
+            opts.results_dir.join("server_metrics.csv"),
+            t0,
+            opts.scrape_every,
+            stop_rx.clone(),
+            first_tx,
+        ));
+        let _ = tokio::time::timeout(opts.scrape_every.min(Duration::from_secs(1)), first_rx).await;
+        let sampler = opts.gpu.clone().map(|(sampler, every)| {
+            tokio::spawn(gpu::run(sampler, opts.results_dir.join("gpu.csv"), t0, every, stop_rx.clone()))
+        });
+        Ok(Beside { tx, stop, writer, scraper, sampler })
+    }
+
+    /// Where records and stage announcements go.
+    pub fn sender(&self) -> mpsc::UnboundedSender<Msg> {
+        self.tx.clone()
+    }
+
+    /// Stops scraping and sampling, waits for every record to be written (all senders must be
+    /// gone), and says in `info` what was recorded.
+    pub async fn finish(self, dir: &Path, info: &mut RunInfo) -> Result<(), LoadError> {
+        let Beside { tx, stop, writer, scraper, sampler } = self;
+        drop(tx);
+        let _ = stop.send(true);
+        let written = writer
+            .await
+            .map_err(|e| LoadError::Write { dir: dir.to_path_buf(), source: std::io::Error::other(e) })?
+            .map_err(|source| LoadError::Write { dir: dir.to_path_buf(), source })?;
+        let (scrapes, scrape_err) = scraper.await.unwrap_or((0, Some("the scraper task failed".into())));
+        info.records = written.records;
+        info.failed = written.failed;
+        info.server_metrics_scrapes = scrapes;
+        info.server_metrics_error = scrape_err;
+        if let Some(sampler) = sampler {
+            let outcome = sampler.await.unwrap_or_else(|e| gpu::Outcome {
+                samples: 0,
+                note: format!("the GPU sampler failed: {e}"),
+            });
+            info.gpu = Some(format!("{} ({} samples)", outcome.note, outcome.samples));
+        }
+        Ok(())
+    }
 }
