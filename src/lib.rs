@@ -16,6 +16,10 @@
 //! * `experiment`: many points from one base: the design, the grouping of points by the stack
 //!   they need, the runner (one standup per stack, resume), the cross-point analysis, and
 //!   `compare` (differences with bootstrap confidence intervals).
+//! * `harnesses`: external load generators (aiperf, inference-perf) run from a benchflow
+//!   workload: what each can express, its command line or configuration, its per-request export
+//!   converted into benchflow's records; the tokenizer the tools are given.
+//! * `shell`: command lines quoted for pasting, and log tails for error messages.
 //! * `steps`: one file per step kind (`spawn`, `http`, `harness`, `analyze`, `exec`), each with
 //!   describe / run / undo.
 //! * `platform`: what each platform derives for the templates (`local` so far).
@@ -41,6 +45,7 @@ pub mod cli;
 pub mod datasets;
 pub mod exec;
 pub mod experiment;
+pub mod harnesses;
 pub mod lexicon;
 pub mod loadgen;
 pub mod net;
@@ -50,6 +55,7 @@ pub mod resolve;
 pub mod results;
 pub mod rng;
 pub mod session;
+pub mod shell;
 pub mod sim;
 pub mod spec;
 pub mod steps;

@@ -379,6 +379,29 @@ pub struct RunInfo {
     /// GPU telemetry: its source and samples, or why there is none.
     #[serde(default)]
     pub gpu: Option<String>,
+    /// An external harness: the tool, its version, and where its records came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness: Option<String>,
+}
+
+impl RunInfo {
+    /// A run that starts now, with nothing recorded yet.
+    pub fn starting(endpoint: String, model: String) -> RunInfo {
+        RunInfo {
+            endpoint,
+            model,
+            started_at: crate::workdir::utc_now(),
+            benchflow_version: env!("CARGO_PKG_VERSION").to_string(),
+            stages: Vec::new(),
+            interrupted: false,
+            records: 0,
+            failed: 0,
+            server_metrics_scrapes: 0,
+            server_metrics_error: None,
+            gpu: None,
+            harness: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,8 @@ pub fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> String 
     if let Some(g) = a.info.as_ref().and_then(|i| i.gpu.as_ref()) {
         meta("GPU telemetry", g.clone());
     }
+    let harness = a.info.as_ref().and_then(|i| i.harness.clone());
+    meta("load generator", harness.unwrap_or_else(|| "benchflow's built-in load generator".into()));
     meta("metric definitions", a.convention.as_str().to_string());
     meta("work directory", dirs.workdir.display().to_string());
     meta("records", dirs.results.display().to_string());

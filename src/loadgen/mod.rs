@@ -401,19 +401,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
     });
 
     let (cancel_tx, cancel_rx) = watch::channel(false);
-    let mut info = RunInfo {
-        endpoint: base,
-        model,
-        started_at: crate::workdir::utc_now(),
-        benchflow_version: env!("CARGO_PKG_VERSION").to_string(),
-        stages: Vec::new(),
-        interrupted: false,
-        records: 0,
-        failed: 0,
-        server_metrics_scrapes: 0,
-        server_metrics_error: None,
-        gpu: None,
-    };
+    let mut info = RunInfo::starting(base, model);
     write_json(&opts.results_dir, "run.json", &info)?;
 
     let mut interrupted = false;

@@ -144,6 +144,7 @@ pub fn merge(results: &Path, shards: &[PathBuf]) -> Result<RunInfo, String> {
         server_metrics_scrapes: first.server_metrics_scrapes,
         server_metrics_error: first.server_metrics_error.clone(),
         gpu: first.gpu.clone(),
+        harness: first.harness.clone(),
     };
     std::fs::write(results.join("run.json"), serde_json::to_vec_pretty(&merged).unwrap_or_default())
         .map_err(|e| e.to_string())?;

@@ -10,6 +10,8 @@ const FILES: &[(&str, &str, &str)] = &[
     ("scenarios", "local-router", include_str!("../../scenarios/local-router.yaml")),
     ("scenarios", "kubernetes-router", include_str!("../../scenarios/kubernetes-router.yaml")),
     ("harnesses", "builtin", include_str!("../../harnesses/builtin.yaml")),
+    ("harnesses", "aiperf", include_str!("../../harnesses/aiperf.yaml")),
+    ("harnesses", "inference-perf", include_str!("../../harnesses/inference-perf.yaml")),
     ("workloads", "sanity", include_str!("../../workloads/sanity.yaml")),
     ("workloads", "chat", include_str!("../../workloads/chat.yaml")),
     ("workloads", "multistage", include_str!("../../workloads/multistage.yaml")),

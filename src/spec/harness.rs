@@ -94,6 +94,21 @@ pub enum GpuSource {
 pub enum HarnessKind {
     /// benchflow's own load generator, in process.
     Builtin,
+    /// NVIDIA's aiperf, installed by benchflow (`benchflow tools install aiperf`).
+    Aiperf,
+    /// inference-perf, installed by benchflow (`benchflow tools install inference-perf`).
+    #[serde(rename = "inference-perf")]
+    InferencePerf,
+}
+
+impl HarnessKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HarnessKind::Builtin => "builtin",
+            HarnessKind::Aiperf => "aiperf",
+            HarnessKind::InferencePerf => "inference-perf",
+        }
+    }
 }
 
 /// Where the load generator runs.

@@ -1,5 +1,7 @@
-//! `harness`: the built-in load generator runs the workload against the endpoint; records go to
-//! `results/`. A forced re-run first moves earlier results aside (nothing is overwritten).
+//! `harness`: the load generator runs the workload against the endpoint; records go to
+//! `results/`. The built-in one by default; an external one (`kind: aiperf | inference-perf`)
+//! installed by benchflow, run by [`crate::harnesses`]. A forced re-run first moves earlier
+//! results aside (nothing is overwritten).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -7,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Done, Inputs, Step, StepError};
 use crate::{
-    loadgen,
+    harnesses, loadgen,
     platform::{job, kube, kubernetes},
     spec::{
-        harness::{GpuSettings, GpuSource, Placement},
+        harness::{GpuSettings, GpuSource, HarnessKind, Placement},
         workload::Workload,
     },
     units::Secs,
@@ -19,6 +21,9 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
+    /// Which load generator: `builtin` (default), `aiperf`, `inference-perf`.
+    #[serde(default = "default_kind")]
+    pub kind: HarnessKind,
     pub endpoint: String,
     /// The workload: by default the run's, resolved and validated once (filled in at plan time).
     #[serde(default)]
@@ -66,6 +71,10 @@ pub struct Args {
     pub run_label: Option<String>,
 }
 
+fn default_kind() -> HarnessKind {
+    HarnessKind::Builtin
+}
+
 fn default_placement() -> Placement {
     Placement::Local
 }
@@ -93,7 +102,25 @@ impl Step for Args {
             let workload = inputs.workload.ok_or("the run has no workload to give the harness")?;
             self.workload = Some(Box::new(workload.clone()));
         }
+        if self.kind != HarnessKind::Builtin {
+            if self.placement == Placement::Cluster {
+                return Err(format!(
+                    "the {} harness runs on this machine (placement: local); placement: cluster is the built-in harness's",
+                    self.kind.as_str()
+                ));
+            }
+            if let Some(w) = self.workload.as_deref() {
+                harnesses::check(self.kind, w)?;
+            }
+        }
         Ok(())
+    }
+
+    fn check(&self, install_missing: bool) -> Result<(), String> {
+        match harnesses::tool(self.kind) {
+            Some(tool) => super::tool::ready(tool, install_missing),
+            None => Ok(()),
+        }
     }
 
     fn describe(&self) -> Vec<String> {
@@ -116,7 +143,11 @@ impl Step for Args {
             Placement::Local => String::new(),
             Placement::Cluster => format!(" in {} harness pod(s)", self.parallelism),
         };
-        vec![format!("built-in load generator{place} against {}: {}", self.endpoint, stages.join("; "))]
+        let generator = match harnesses::tool(self.kind) {
+            Some(t) => format!("{} {} (installed by benchflow)", t.name, t.version),
+            None => "built-in load generator".to_string(),
+        };
+        vec![format!("{generator}{place} against {}: {}", self.endpoint, stages.join("; "))]
     }
 
     async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
@@ -126,6 +157,10 @@ impl Step for Args {
         if self.placement == Placement::Cluster {
             return self.in_cluster(ctx, &results).await;
         }
+        let tool = match harnesses::tool(self.kind) {
+            Some(tool) => Some(super::tool::ensure(tool, ctx).await?),
+            None => None,
+        };
         let (endpoint, _forward) = super::http::local_url(&self.endpoint, &self.cluster).await?;
         let (gpu, _gpu_forward) = self.gpu_sampler(ctx).await?;
         let (scrape, _scrape_forwards) = self.scrape_targets(ctx).await?;
@@ -139,7 +174,13 @@ impl Step for Args {
             scrape,
             gpu,
         };
-        let info = loadgen::run(opts, ctx.cancelled()).await.map_err(|e| StepError::Failed(e.to_string()))?;
+        let info = match tool {
+            None => loadgen::run(opts, ctx.cancelled()).await.map_err(fail)?,
+            Some(tool) => {
+                let say = |m: String| ctx.progress(m);
+                harnesses::run(self.kind, &tool.bin, opts, ctx.cancelled(), &say).await.map_err(fail)?
+            }
+        };
         let summary = format!(
             "{} requests ({} failed) against {}, model {}",
             info.records, info.failed, info.endpoint, info.model

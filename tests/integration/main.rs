@@ -4,6 +4,7 @@ mod cluster; // TEST SUPPORT: a real control plane (scripts/control-plane) and a
 mod engine; // e2e, standup, run, teardown, plan, status, archive, reproduce: the work directory
 mod experiment; // experiments (sweeps, resume, max_stacks, retries) and `compare`
 mod gpu; // GPU telemetry: a fake DCGM exporter, and no NVIDIA driver
+mod harnesses; // external harnesses (aiperf, inference-perf) installed by benchflow, on the simulator
 mod kubernetes; // the kubernetes platform against the stand-in: e2e, faults, interrupts, manifests
 mod kubernetes_real; // the kubernetes platform against a real control plane
 mod layering; // no two top-level modules of src/ import each other

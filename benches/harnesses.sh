@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The cross-check of load generators: the same workload file run by benchflow's built-in load
+# generator and by each external harness benchflow drives (aiperf, inference-perf), against the
+# simulator with exact timing (TTFT 50 ms, 10 ms between tokens, no jitter, no slowdown under
+# load): so every figure has a known truth. For each harness two rows: the figures benchflow
+# computes from the tool's own per-request records (vllm conventions), and the tool's own
+# summary (its own definitions). The tools are installed by benchflow (--install-missing).
+# Usage: benches/harnesses.sh [REQUESTS]   (per stage; default 400)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+n=${1:-400}
+truth="engine.args=[--set, fidelity=analytic, --set, ttft=50ms, --set, itl=10ms, --set, ttft_std=0ms, --set, itl_std=0ms, --set, time_factor_under_load=1, --set, request_overhead=0, --set, max_num_seqs=100000]"
+mkdir -p "$tmp/workloads"
+cat > "$tmp/workloads/x.yaml" <<YAML
+seed: 7
+dataset: { random: { input_len: 128, output_len: 64 } }
+warmup: { requests: 8, concurrency: 4 }
+stages:
+  - { concurrency: 16, requests: $n }
+  - { concurrency: 128, requests: $((n * 2)) }
+YAML
+echo "truth: TTFT 50 ms, ITL = TPOT 10 ms, E2EL 680 ms (50 + 63 × 10); throughput = concurrency ÷ 0.68 s"
+echo
+echo "| harness | figures by | concurrency | req/s (truth) | TTFT p50 / p99 ms | ITL p50 ms | TPOT p50 ms | E2EL p50 / p99 ms |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
+for h in builtin aiperf inference-perf; do
+  rm -rf "$tmp/wd"
+  (cd "$tmp" && "$bf" e2e -H "$h" -w x --set "$truth" --install-missing --workdir wd -q > "$tmp/$h.out" 2>&1) \
+    || { echo "| $h | failed: see below | | | | | | |"; tail -20 "$tmp/$h.out"; continue; }
+  python3 - "$tmp/wd" "$h" <<'PY'
+import json, sys, pathlib
+wd, h = pathlib.Path(sys.argv[1]), sys.argv[2]
+stats = json.load(open(wd / "analysis/latest/stats.json"))["stages"]
+for s, c in zip(stats, (16, 128)):
+    print(f"| {h} | benchflow, from its records | {c} | {s['request_throughput']:.1f} ({c/0.68:.1f}) | "
+          f"{s['median_ttft_ms']:.1f} / {s['p99_ttft_ms']:.1f} | {s['median_itl_ms']:.2f} | {s['median_tpot_ms']:.2f} | "
+          f"{s['median_e2el_ms']:.1f} / {s['p99_e2el_ms']:.1f} |")
+native = wd / "results/latest/native"
+for i, c in ((1, 16), (2, 128)):
+    d = native / f"stage-{i}"
+    if h == "aiperf":
+        a = json.load(open(d / "profile_export_aiperf.json"))
+        t, itl, rl = a["time_to_first_token"], a["inter_token_latency"], a["request_latency"]
+        print(f"| {h} | aiperf's own summary | {c} | {a['request_throughput']['avg']:.1f} | {t['p50']:.1f} / {t['p99']:.1f} | "
+              f"{itl['p50']:.2f} (per-request mean) | – | {rl['p50']:.1f} / {rl['p99']:.1f} |")
+    elif h == "inference-perf":
+        m = json.load(open(d / "stage_0_lifecycle_metrics.json"))
+        lat = m["successes"]["latency"]
+        ms = lambda k, p: lat[k][p] * 1000
+        tput = m["successes"].get("throughput", {}).get("requests_per_sec", float("nan"))
+        print(f"| {h} | inference-perf's own summary | {c} | {tput:.1f} | {ms('time_to_first_token','median'):.1f} / {ms('time_to_first_token','p99'):.1f} | "
+              f"{ms('inter_token_latency','median'):.2f} | {ms('time_per_output_token','median'):.2f} | "
+              f"{ms('request_latency','median'):.1f} / {ms('request_latency','p99'):.1f} |")
+PY
+done

@@ -1,0 +1,373 @@
+//! inference-perf (the Kubernetes serving working group's benchmark): one run per stage from a
+//! configuration file benchflow writes; records from its per-request lifecycle report,
+//! `per_request_lifecycle_metrics.json`.
+//!
+//! What maps: random lengths (fixed, or uniform over vLLM's window for `range_ratio`),
+//! shared-prefix groups (`shared_prefix`), rate stages with poisson or constant arrivals for a
+//! whole number of seconds, an in-flight cap (one worker with `worker_max_concurrency`),
+//! concurrency stages with a request count, streaming, `ignore_eos`, literal headers, the seed,
+//! the per-request timeout. Not: gamma arrivals, a random workload's shared prefix, rate stages
+//! bounded by a request count, concurrency stages bounded by time, `extra_body`, prompt files.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::{Clock, HarnessError, Invocation, Refusal, Setup};
+use crate::{
+    results::{ErrorKind, Record},
+    spec::workload::{Arrival, DatasetSpec, Load, Workload},
+};
+
+/// The per-request report inference-perf writes into its storage directory.
+pub const RECORDS: &str = "per_request_lifecycle_metrics.json";
+
+/// The configuration file benchflow writes for each run.
+pub const CONFIG: &str = "config.yml";
+
+pub fn check(w: &Workload) -> Result<(), Refusal> {
+    match &w.dataset {
+        DatasetSpec::Random(r) if r.prefix_len > 0 => {
+            return Err(Refusal::new(
+                "dataset.random.prefix_len",
+                "inference-perf's random data has no shared prefix (use dataset.shared_prefix)",
+            ));
+        }
+        DatasetSpec::Random(_) | DatasetSpec::SharedPrefix(_) => {}
+        _ => {
+            return Err(Refusal::new(
+                "dataset",
+                "the inference-perf adapter passes synthetic datasets (random, shared_prefix) only, not prompt files yet",
+            ));
+        }
+    }
+    if !w.api.extra_body.is_empty() {
+        return Err(Refusal::new("api.extra_body", "inference-perf sends no extra request fields"));
+    }
+    for (i, s) in w.stages.iter().enumerate() {
+        let at = |k: &str| format!("stages[{i}].{k}");
+        match s.load() {
+            Load::Rate { arrival: Arrival::Gamma, .. } => {
+                return Err(Refusal::new(
+                    at("arrival"),
+                    "inference-perf has poisson and constant arrivals, not gamma",
+                ));
+            }
+            Load::Rate { .. } => {
+                let Some(d) = s.duration else {
+                    return Err(Refusal::new(
+                        at("duration"),
+                        "inference-perf rate stages run for a duration: give one",
+                    ));
+                };
+                if d.0 < 1.0 || d.0.fract() != 0.0 {
+                    return Err(Refusal::new(
+                        at("duration"),
+                        "inference-perf rate stages last whole seconds (1 s or more)",
+                    ));
+                }
+                if s.requests.is_some() {
+                    return Err(Refusal::new(
+                        at("requests"),
+                        "inference-perf rate stages stop at their duration, not a request count",
+                    ));
+                }
+            }
+            Load::Concurrency(_) => {
+                if s.requests.is_none() {
+                    return Err(Refusal::new(
+                        at("requests"),
+                        "inference-perf concurrency stages stop after a request count: give `requests`",
+                    ));
+                }
+                if s.duration.is_some() {
+                    return Err(Refusal::new(
+                        at("duration"),
+                        "inference-perf concurrency stages stop after a request count, not a duration",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A length, fixed or uniform over vLLM's window `[⌊L(1−r)⌋, ⌈L(1+r)⌉]`.
+fn length(len: u32, ratio: f64) -> Value {
+    if ratio <= 0.0 {
+        return json!({ "type": "fixed", "min": len, "max": len, "mean": len, "std_dev": 0 });
+    }
+    let l = f64::from(len);
+    let (lo, hi) = ((l * (1.0 - ratio)).floor().max(1.0), (l * (1.0 + ratio)).ceil());
+    json!({ "type": "uniform", "min": lo as u64, "max": hi as u64, "mean": l, "std_dev": (hi - lo) / 12f64.sqrt() })
+}
+
+fn data(w: &Workload) -> Value {
+    match &w.dataset {
+        DatasetSpec::SharedPrefix(s) => json!({
+            "type": "shared_prefix",
+            "shared_prefix": {
+                "num_groups": s.groups,
+                "num_prompts_per_group": s.prompts_per_group,
+                "system_prompt_len": s.prefix_len,
+                "question_len": s.suffix_len,
+                "output_len": s.output_len,
+                "seed": w.seed,
+            }
+        }),
+        DatasetSpec::Random(r) => json!({
+            "type": "random",
+            "input_distribution": length(r.input_len, r.range_ratio),
+            "output_distribution": length(r.output_len, r.range_ratio),
+        }),
+        _ => Value::Null,
+    }
+}
+
+/// The configuration of one run: `load` is the stage's.
+fn config(w: &Workload, setup: &Setup, load: Value) -> String {
+    let mut api =
+        json!({ "type": if super::is_chat(w) { "chat" } else { "completion" }, "streaming": w.api.stream });
+    if !w.api.headers.is_empty() {
+        api["headers"] = json!(w.api.headers);
+    }
+    let c = json!({
+        "load": load,
+        "api": api,
+        "server": { "type": "vllm", "model_name": setup.model, "base_url": setup.url, "ignore_eos": w.api.ignore_eos },
+        "tokenizer": { "pretrained_model_name_or_path": setup.tokenizer.display().to_string() },
+        "data": data(w),
+        "report": {
+            "request_lifecycle": { "summary": true, "per_stage": true, "per_request": true },
+            "prometheus": { "summary": false, "per_stage": false }
+        },
+        "storage": { "local_storage": { "path": "." } }
+    });
+    // JSON is YAML: inference-perf reads it as its YAML configuration.
+    serde_json::to_string_pretty(&c).unwrap_or_default()
+}
+
+/// One `inference-perf -c config.yml` per stage (and one for the warm-up, at its concurrency).
+pub fn invocations(w: &Workload, setup: &Setup) -> Vec<Invocation> {
+    let base = |kind: &str, stage: Value, cap: Option<u32>| {
+        let mut load = json!({
+            "type": kind,
+            "stages": [stage],
+            "base_seed": w.seed,
+            "request_timeout": w.api.timeout.0,
+            "worker_max_concurrency": 1000,
+        });
+        if let Some(c) = cap {
+            // One worker, so that its cap is the stage's.
+            load["num_workers"] = json!(1);
+            load["worker_max_concurrency"] = json!(c);
+        }
+        load
+    };
+    let args = vec!["-c".to_string(), CONFIG.to_string()];
+    let mut out = Vec::new();
+    if w.warmup.requests > 0 {
+        let c = w.warmup.concurrency.unwrap_or(1).max(1);
+        let load =
+            base("concurrent", json!({ "num_requests": w.warmup.requests, "concurrency_level": c }), None);
+        out.push(Invocation {
+            stage: 0,
+            warmup: true,
+            label: "warm-up".into(),
+            dir: setup.dir(0, true),
+            args: args.clone(),
+            config: Some((CONFIG.into(), config(w, setup, load))),
+            duration: None,
+            requests: Some(u64::from(w.warmup.requests)),
+        });
+    }
+    for (i, stage) in w.stages.iter().enumerate() {
+        let n = i as u32 + 1;
+        let load = match stage.load() {
+            Load::Rate { rate, arrival, max_concurrency, .. } => {
+                let kind = if arrival == Arrival::Constant { "constant" } else { "poisson" };
+                let duration = stage.duration.map_or(1, |d| d.0 as u64);
+                base(kind, json!({ "rate": rate, "duration": duration }), max_concurrency)
+            }
+            Load::Concurrency(c) => base(
+                "concurrent",
+                json!({ "num_requests": stage.requests.unwrap_or(1), "concurrency_level": c }),
+                None,
+            ),
+        };
+        out.push(Invocation {
+            stage: n,
+            warmup: false,
+            label: stage.label(),
+            dir: setup.dir(n, false),
+            args: args.clone(),
+            config: Some((CONFIG.into(), config(w, setup, load))),
+            duration: stage.duration.map(|d| d.0),
+            requests: stage.requests,
+        });
+    }
+    out
+}
+
+/// The records of one invocation, from `per_request_lifecycle_metrics.json`.
+pub fn records(inv: &Invocation, clock: &Clock) -> Result<Vec<Record>, HarnessError> {
+    let path = inv.dir.join(RECORDS);
+    let text = std::fs::read_to_string(&path).map_err(super::io(&path))?;
+    parse(&text, inv.stage, inv.warmup, clock, &path)
+}
+
+/// Converts inference-perf's records (times in seconds of `CLOCK_MONOTONIC`): `start_time` is
+/// both the scheduled time and the send (it records no schedule), each of `chunk_times` a
+/// content chunk, `end_time` the end; token counts from the server's usage when given.
+pub fn parse(
+    text: &str,
+    stage: u32,
+    warmup: bool,
+    clock: &Clock,
+    path: &Path,
+) -> Result<Vec<Record>, HarnessError> {
+    let bad = |why: String| HarnessError::Native { path: path.to_path_buf(), why };
+    let all: Vec<Value> = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::with_capacity(all.len());
+    for (i, v) in all.iter().enumerate() {
+        let time = |key: &str| {
+            v[key].as_f64().map(|s| clock.monotonic(s)).ok_or_else(|| bad(format!("record {i}: no {key}")))
+        };
+        let sent = time("start_time")?;
+        let end = time("end_time")?;
+        let info = &v["info"];
+        let response = &info["response_metrics"];
+        let input = info["input_tokens"].as_u64().unwrap_or(0) as u32;
+        let output = response["output_tokens"].as_u64().unwrap_or(0) as u32;
+        let mut r = Record::new(stage, 0, warmup, sent, input, output);
+        r.sent_ns = sent;
+        r.end_ns = end;
+        for t in response["chunk_times"].as_array().into_iter().flatten() {
+            r.chunk(clock.monotonic(t.as_f64().unwrap_or(0.0)));
+        }
+        let usage = |k: &str| response["server_usage"][k].as_u64().map(|n| n as u32);
+        r.usage_prompt = usage("prompt_tokens");
+        r.usage_completion = usage("completion_tokens");
+        let error = &v["error"];
+        if error.is_object() {
+            let kind = error["error_type"].as_str().unwrap_or("error");
+            let message = format!("{kind}: {}", error["error_msg"].as_str().unwrap_or(""));
+            match kind.strip_prefix("HTTP Error ").and_then(|c| c.trim().parse::<u16>().ok()) {
+                Some(code) => {
+                    r.status = code;
+                    r.fail(ErrorKind::Http, message);
+                }
+                None => {
+                    r.status = if r.chunks > 0 { 200 } else { 0 };
+                    let k = if kind.contains("Timeout") {
+                        ErrorKind::Timeout
+                    } else if r.chunks > 0 || kind == "ClientPayloadError" {
+                        ErrorKind::Aborted
+                    } else {
+                        ErrorKind::Connect
+                    };
+                    r.fail(k, message);
+                }
+            }
+        } else {
+            r.status = 200;
+            if r.chunks == 0 {
+                r.chunks = 1;
+                r.first_ns = Some(end);
+                r.last_ns = Some(end);
+            }
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recorded on this machine: inference-perf 0.7.0 against `benchflow sim` (two complete
+    /// requests, a 429 and a stream cut short by the simulator's `abort_rate`).
+    const NATIVE: &str = include_str!(
+        "../../tests/integration/fixtures/native/inference-perf-per_request_lifecycle_metrics.json"
+    );
+
+    #[test]
+    fn records_are_converted_onto_the_runs_clock() {
+        // The run started at CLOCK_MONOTONIC 39449.0 s.
+        let clock = Clock { unix_ns: 0, monotonic_s: 39449.0 };
+        let r = parse(NATIVE, 1, true, &clock, Path::new("x")).unwrap();
+        assert_eq!(r.len(), 4);
+        let a = &r[0];
+        assert_eq!((a.stage, a.warmup, a.status), (1, true, 200));
+        // start_time 39449.255533813, end_time 39449.316418526; chunks from 39449.263831764
+        // to 39449.315837215.
+        assert_eq!((a.scheduled_ns, a.sent_ns), (255_533_813, 255_533_813));
+        assert_eq!(a.end_ns, 316_418_526);
+        assert_eq!(a.first_ns, Some(263_831_764));
+        assert_eq!(a.last_ns, Some(315_837_215));
+        assert_eq!((a.chunks, a.itl_ns.len()), (16, 15));
+        assert_eq!(a.itl_ns[0], 267_281_460 - 263_831_764);
+        assert_eq!((a.usage_prompt, a.usage_completion, a.est_prompt), (Some(32), Some(16), 32));
+        let limited = &r[2];
+        assert_eq!((limited.status, limited.error_kind), (429, Some(ErrorKind::Http)));
+        assert!(limited.error.as_deref().unwrap().starts_with("HTTP Error 429: "));
+        assert_eq!(r[3].error_kind, Some(ErrorKind::Aborted));
+    }
+
+    fn workload(yaml: &str) -> Workload {
+        Workload::from_yaml(yaml, "w.yaml").unwrap()
+    }
+
+    #[test]
+    fn what_it_cannot_express_is_refused_by_field() {
+        let refused = |stages: &str| {
+            let w = workload(&format!(
+                "dataset: {{ random: {{ input_len: 8, output_len: 4 }} }}\nstages: [ {stages} ]\n"
+            ));
+            check(&w).map_err(|r| r.field)
+        };
+        assert_eq!(refused("{ rate: 2, duration: 5s }"), Ok(()));
+        assert_eq!(
+            refused("{ rate: 2, arrival: gamma, burstiness: 2, duration: 5s }"),
+            Err("stages[0].arrival".into())
+        );
+        assert_eq!(refused("{ rate: 2, requests: 10 }"), Err("stages[0].duration".into()));
+        assert_eq!(refused("{ rate: 2, duration: 2.5s }"), Err("stages[0].duration".into()));
+        assert_eq!(refused("{ concurrency: 2, duration: 5s }"), Err("stages[0].requests".into()));
+        let prefixed = workload(
+            "dataset: { random: { input_len: 8, output_len: 4, prefix_len: 4 } }\nstages: [ { rate: 1, duration: 1s } ]\n",
+        );
+        assert_eq!(check(&prefixed).unwrap_err().field, "dataset.random.prefix_len");
+    }
+
+    #[test]
+    fn each_stage_gets_a_configuration() {
+        let w = workload(
+            "seed: 4\napi: { endpoint: chat }\ndataset: { shared_prefix: { groups: 3, prompts_per_group: 2, prefix_len: 64, suffix_len: 8, output_len: 5 } }\n\
+             warmup: { requests: 0 }\nstages:\n  - { rate: 4, arrival: constant, max_concurrency: 3, duration: 6s }\n  - { concurrency: 2, requests: 12 }\n",
+        );
+        assert_eq!(check(&w), Ok(()));
+        let setup =
+            Setup { url: "http://h:1", model: "m", tokenizer: Path::new("/t"), native: Path::new("/n") };
+        let inv = invocations(&w, &setup);
+        assert_eq!(inv.len(), 2);
+        let config =
+            |i: usize| -> Value { serde_json::from_str(&inv[i].config.as_ref().unwrap().1).unwrap() };
+        let first = config(0);
+        assert_eq!(first["load"]["type"], "constant");
+        assert_eq!(first["load"]["stages"][0], json!({ "rate": 4.0, "duration": 6 }));
+        assert_eq!(
+            (first["load"]["num_workers"].clone(), first["load"]["worker_max_concurrency"].clone()),
+            (json!(1), json!(3))
+        );
+        assert_eq!(first["api"]["type"], "chat");
+        assert_eq!(first["data"]["shared_prefix"]["num_groups"], 3);
+        assert_eq!(first["data"]["shared_prefix"]["system_prompt_len"], 64);
+        assert_eq!(first["tokenizer"]["pretrained_model_name_or_path"], "/t");
+        let second = config(1);
+        assert_eq!(second["load"]["type"], "concurrent");
+        assert_eq!(second["load"]["stages"][0], json!({ "num_requests": 12, "concurrency_level": 2 }));
+        assert_eq!(inv[1].args, ["-c", CONFIG]);
+    }
+}

@@ -1,0 +1,383 @@
+//! External harnesses: a benchflow workload run by a load generator people already trust
+//! (aiperf, inference-perf), installed by benchflow's tool installer ([`crate::tools`]).
+//!
+//! Each adapter does three things, and nothing else:
+//!
+//! * [`check`]: at plan time, refuse what the tool cannot express, naming the field;
+//! * its invocations: the workload as the tool's own command line or configuration file, one run
+//!   of the tool per stage (and one for the warm-up), each in `results/native/<stage>/` with the
+//!   command, the configuration, stdout and stderr, and the tool's own outputs;
+//! * its records: the tool's per-request export converted into benchflow's records, on the run's
+//!   clock, so that the analysis, charts and report are the built-in's.
+//!
+//! While the tool runs, benchflow scrapes `/metrics` and samples GPUs as for the built-in
+//! ([`loadgen::Beside`]). The tool is given benchflow's word-level tokenizer ([`tokenizer`]):
+//! there is no model hub, and with it the tool's token counts equal the simulator's.
+
+pub mod aiperf;
+pub mod inference_perf;
+pub mod tokenizer;
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    loadgen::{self, Beside, LoadError, record::Msg},
+    results::{Record, RunInfo, StageWindow},
+    spec::{
+        harness::HarnessKind,
+        workload::{Endpoint, Workload, env_reference},
+    },
+    tools,
+};
+
+/// Why an external harness could not run, or what it left could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("could not start {command}: {source}")]
+    Spawn { command: String, source: std::io::Error },
+    #[error("{tool} ({what}) exited with {status}; its output is in {dir}{tail}")]
+    Failed { tool: String, what: String, status: String, dir: PathBuf, tail: String },
+    #[error("{path}: {why}")]
+    Native { path: PathBuf, why: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HarnessError + '_ {
+    move |source| HarnessError::Io { path: path.to_path_buf(), source }
+}
+
+/// A workload field the tool cannot express, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub field: String,
+    pub why: String,
+}
+
+impl Refusal {
+    fn new(field: impl Into<String>, why: impl Into<String>) -> Refusal {
+        Refusal { field: field.into(), why: why.into() }
+    }
+}
+
+/// One run of the tool: a stage of the workload, or its warm-up (stage 0).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    pub stage: u32,
+    pub warmup: bool,
+    pub label: String,
+    /// Its own directory: the tool's outputs, the command, the configuration, stdout, stderr.
+    pub dir: PathBuf,
+    pub args: Vec<String>,
+    /// A configuration file written into `dir` first: its name and text.
+    pub config: Option<(String, String)>,
+    pub duration: Option<f64>,
+    pub requests: Option<u64>,
+}
+
+/// Where the tool is pointed.
+pub struct Setup<'a> {
+    pub url: &'a str,
+    pub model: &'a str,
+    pub tokenizer: &'a Path,
+    /// `results/native/`: each invocation gets a directory in it.
+    pub native: &'a Path,
+}
+
+impl Setup<'_> {
+    fn dir(&self, stage: u32, warmup: bool) -> PathBuf {
+        self.native.join(if warmup { "warmup".to_string() } else { format!("stage-{stage}") })
+    }
+}
+
+/// The run's clock as the tools read time: nanoseconds since the Unix epoch (aiperf) and
+/// seconds of `CLOCK_MONOTONIC` (Python's `perf_counter`, inference-perf), both taken at the
+/// run's start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clock {
+    pub unix_ns: i128,
+    pub monotonic_s: f64,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        let unix_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let monotonic_s = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9);
+        Clock { unix_ns, monotonic_s }
+    }
+
+    /// A Unix time in nanoseconds on the run's clock (times before the start count as 0).
+    pub fn unix(&self, ns: i128) -> u64 {
+        u64::try_from(ns - self.unix_ns).unwrap_or(0)
+    }
+
+    /// A `CLOCK_MONOTONIC` reading in seconds on the run's clock.
+    pub fn monotonic(&self, s: f64) -> u64 {
+        ((s - self.monotonic_s) * 1e9).max(0.0).round() as u64
+    }
+}
+
+/// The tool that runs a harness kind (none for the built-in).
+pub fn tool(kind: HarnessKind) -> Option<&'static tools::Tool> {
+    let name = match kind {
+        HarnessKind::Builtin => return None,
+        HarnessKind::Aiperf => "aiperf",
+        HarnessKind::InferencePerf => "inference-perf",
+    };
+    tools::find(name).ok()
+}
+
+/// Whether the tool can run this workload; if not, the first field it cannot express.
+pub fn check(kind: HarnessKind, w: &Workload) -> Result<(), String> {
+    let refused = match kind {
+        HarnessKind::Builtin => return Ok(()),
+        HarnessKind::Aiperf => common(w).and_then(|()| aiperf::check(w)),
+        HarnessKind::InferencePerf => common(w).and_then(|()| inference_perf::check(w)),
+    };
+    refused.map_err(|r| {
+        format!(
+            "the {} harness cannot run this workload: `{}`: {} (change the workload, or use the built-in harness)",
+            kind.as_str(),
+            r.field,
+            r.why
+        )
+    })
+}
+
+/// What no adapter passes on: secrets (a tool's command line and configuration are kept in the
+/// work directory), TLS settings, session headers.
+fn common(w: &Workload) -> Result<(), Refusal> {
+    if w.api.api_key.is_some() || w.api.headers.values().any(|v| env_reference(v).is_some()) {
+        return Err(Refusal::new(
+            "api.api_key",
+            "secrets are not handed to external tools (their command lines and configuration files are kept in the work directory)",
+        ));
+    }
+    if w.api.tls.ca_file.is_some() || w.api.tls.insecure_skip_verify {
+        return Err(Refusal::new("api.tls", "TLS settings are not passed to external tools yet"));
+    }
+    if w.api.session_header.is_some() {
+        return Err(Refusal::new(
+            "api.session_header",
+            "the tools send their own session ids, not benchflow's prompt groups",
+        ));
+    }
+    Ok(())
+}
+
+fn invocations(kind: HarnessKind, w: &Workload, setup: &Setup) -> Vec<Invocation> {
+    match kind {
+        HarnessKind::Builtin => Vec::new(),
+        HarnessKind::Aiperf => aiperf::invocations(w, setup),
+        HarnessKind::InferencePerf => inference_perf::invocations(w, setup),
+    }
+}
+
+fn records(kind: HarnessKind, inv: &Invocation, clock: &Clock) -> Result<Vec<Record>, HarnessError> {
+    match kind {
+        HarnessKind::Builtin => Ok(Vec::new()),
+        HarnessKind::Aiperf => aiperf::records(inv, clock),
+        HarnessKind::InferencePerf => inference_perf::records(inv, clock),
+    }
+}
+
+/// What the harness's records lack against the built-in's, said in the report.
+fn caveat(kind: HarnessKind) -> &'static str {
+    match kind {
+        HarnessKind::Builtin => "",
+        HarnessKind::Aiperf => "per-request records converted from aiperf's profile_export.jsonl",
+        HarnessKind::InferencePerf => {
+            "per-request records converted from inference-perf's per_request_lifecycle_metrics.json; \
+             it records no scheduled times (client queueing is not visible)"
+        }
+    }
+}
+
+/// Runs the workload with the tool at `command`; the records, `/metrics` and GPU samples land
+/// in `opts.results_dir` as the built-in's do. An interrupt stops the tool (its process group)
+/// and keeps what it wrote.
+pub async fn run(
+    kind: HarnessKind,
+    command: &Path,
+    opts: loadgen::Options,
+    shutdown: impl Future<Output = ()>,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<RunInfo, HarnessError> {
+    let tool = tool(kind).map_or(kind.as_str().to_string(), |t| format!("{} {}", t.name, t.version));
+    let w = &opts.workload;
+    let (target, base) = loadgen::target(
+        &opts.endpoint,
+        w.api.endpoint.path(),
+        w.api.stream,
+        loadgen::headers(&w.api.request_headers())?,
+        &w.api.tls,
+    )
+    .await?;
+    let model = match &w.api.model {
+        Some(m) => m.clone(),
+        None => loadgen::discover_model(&target, &base).await?,
+    };
+    // Absolute: the tool runs in a directory of its own.
+    let native = std::path::absolute(opts.results_dir.join("native")).map_err(io(&opts.results_dir))?;
+    let tokenizer_dir = native.join("tokenizer");
+    tokenizer::write(&tokenizer_dir).map_err(io(&tokenizer_dir))?;
+    let setup = Setup { url: &base, model: &model, tokenizer: &tokenizer_dir, native: &native };
+    let plan = invocations(kind, w, &setup);
+
+    let t0 = Instant::now();
+    let clock = Clock::now();
+    let beside = Beside::start(&opts, &target, t0, Vec::new()).await?;
+    let tx = beside.sender();
+    let mut info = RunInfo::starting(base.clone(), model.clone());
+    info.harness = Some(format!("{tool}: {}", caveat(kind)));
+    write_info(&opts.results_dir, &info)?;
+    tokio::pin!(shutdown);
+    let mut failure = None;
+    let mut index = 0;
+    for inv in &plan {
+        std::fs::create_dir_all(&inv.dir).map_err(io(&inv.dir))?;
+        if let Some((name, text)) = &inv.config {
+            let path = inv.dir.join(name);
+            std::fs::write(&path, text).map_err(io(&path))?;
+        }
+        let argv: Vec<String> =
+            std::iter::once(command.display().to_string()).chain(inv.args.iter().cloned()).collect();
+        let line = crate::shell::shell_line(&argv);
+        let command_file = inv.dir.join("command.sh");
+        std::fs::write(&command_file, format!("cd {}\n{line}\n", inv.dir.display()))
+            .map_err(io(&command_file))?;
+        progress(format!("{tool}: {} (its output: {})", inv.label, inv.dir.display()));
+        let _ = tx.send(Msg::Stage {
+            stage: inv.stage,
+            label: inv.label.clone(),
+            requests: inv.requests,
+            duration: inv.duration,
+        });
+        let started_s = t0.elapsed().as_secs_f64();
+        let status = run_tool(command, inv, &mut shutdown).await?;
+        let ended_s = t0.elapsed().as_secs_f64();
+        let mut recs = match records(kind, inv, &clock) {
+            Ok(r) => r,
+            Err(e) if status.is_some_and(|s| s.success()) => return Err(e),
+            // Stopped or failed: what it left is kept; the failure is said below.
+            Err(e) => {
+                progress(format!("{tool} left no records for {} ({e})", inv.label));
+                Vec::new()
+            }
+        };
+        recs.sort_by_key(|r| r.sent_ns);
+        if !inv.warmup {
+            info.stages.push(StageWindow {
+                stage: inv.stage,
+                label: inv.label.clone(),
+                start_s: recs.iter().map(|r| r.scheduled_ns).min().map_or(started_s, |ns| ns as f64 * 1e-9),
+                end_s: recs.iter().map(|r| r.end_ns).max().map_or(ended_s, |ns| ns as f64 * 1e-9),
+                dispatched: recs.len() as u64,
+            });
+        }
+        for mut r in recs {
+            r.index = index;
+            index += 1;
+            let _ = tx.send(Msg::Record(Box::new(r)));
+        }
+        write_info(&opts.results_dir, &info)?;
+        match status {
+            None => {
+                info.interrupted = true;
+                break;
+            }
+            Some(s) if !s.success() => {
+                failure = Some(HarnessError::Failed {
+                    tool: tool.clone(),
+                    what: inv.label.clone(),
+                    status: s.to_string(),
+                    dir: inv.dir.clone(),
+                    tail: last_words(&inv.dir),
+                });
+                break;
+            }
+            Some(_) => {}
+        }
+    }
+    drop(tx);
+    beside.finish(&opts.results_dir, &mut info).await?;
+    write_info(&opts.results_dir, &info)?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(info),
+    }
+}
+
+fn write_info(dir: &Path, info: &RunInfo) -> Result<(), HarnessError> {
+    let path = dir.join("run.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(info).unwrap_or_default()).map_err(io(&path))
+}
+
+/// The tool's run: in `inv.dir`, stdout and stderr to files there, in a process group of its own;
+/// `None` when interrupted (the group is sent SIGTERM, then SIGKILL after 5 s).
+async fn run_tool(
+    command: &Path,
+    inv: &Invocation,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<std::process::ExitStatus>, HarnessError> {
+    let file = |name: &str| {
+        let path = inv.dir.join(name);
+        std::fs::File::create(&path).map_err(io(&path))
+    };
+    let mut child = tokio::process::Command::new(command)
+        .args(&inv.args)
+        .current_dir(&inv.dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(file("stdout.log")?)
+        .stderr(file("stderr.log")?)
+        // Not HF_HUB_OFFLINE: aiperf then takes a tokenizer's directory for a cached hub repo.
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| HarnessError::Spawn { command: command.display().to_string(), source })?;
+    let pid = child.id().map(|p| nix::unistd::Pid::from_raw(-(p as i32)));
+    tokio::select! {
+        status = child.wait() => status.map(Some).map_err(io(&inv.dir)),
+        _ = shutdown.as_mut() => {
+            if let Some(group) = pid {
+                let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
+                if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+                    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+                    let _ = child.wait().await;
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The end of what the tool printed (on stderr, else stdout: aiperf reports there), for an error.
+fn last_words(dir: &Path) -> String {
+    for name in ["stderr.log", "stdout.log"] {
+        let path = dir.join(name);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+            return format!("; the end of its {name}:\n{}", crate::shell::tail(&path, 12));
+        }
+    }
+    String::new()
+}
+
+/// The OpenAI endpoint's name in the tools' vocabulary.
+fn is_chat(w: &Workload) -> bool {
+    w.api.endpoint == Endpoint::Chat
+}
+
+/// Seconds, as the tools take them (whole when whole).
+fn secs(s: f64) -> String {
+    if s.fract() == 0.0 { format!("{}", s as u64) } else { format!("{s}") }
+}

@@ -1,0 +1,142 @@
+//! External harnesses on the simulator: aiperf and inference-perf installed by benchflow's tool
+//! installer, run from a benchflow workload, their per-request exports converted into
+//! benchflow's records and analysed; what a tool cannot express refused before anything starts.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::support::{Project, text};
+
+/// The simulator with exact timing: 50 ms to the first token, 10 ms between tokens.
+const TRUTH: &str = "engine.args=[--set, fidelity=analytic, --set, ttft=50ms, --set, itl=10ms, --set, ttft_std=0ms, --set, itl_std=0ms, --set, time_factor_under_load=1, --set, request_overhead=0]";
+
+/// Tools installed once for every test run here (a fresh CI machine installs them once).
+fn tools_home() -> String {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("benchflow-tools").to_string_lossy().into_owned()
+}
+
+fn json(path: PathBuf) -> Value {
+    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .unwrap()
+}
+
+/// Checks the analysis of a harness run against the simulator's truth and returns its stages.
+fn analysed(p: &Project, tool: &str, counts: &[u64]) -> Vec<Value> {
+    let wd = p.path("wd");
+    let stats = json(wd.join("analysis/latest/stats.json"));
+    let stages = stats["stages"].as_array().unwrap().clone();
+    assert_eq!(stages.len(), counts.len());
+    for (s, n) in stages.iter().zip(counts) {
+        assert_eq!(s["completed"].as_u64(), Some(*n), "{s}");
+        assert_eq!(s["failed"].as_u64(), Some(0), "{s}");
+        // Every token count came from the server (the records carry its usage).
+        assert_eq!(s["estimated_token_requests"].as_u64(), Some(0), "{s}");
+        let ttft = s["median_ttft_ms"].as_f64().unwrap();
+        let itl = s["median_itl_ms"].as_f64().unwrap();
+        assert!((49.5..60.0).contains(&ttft), "{tool}: TTFT median {ttft} ms against a truth of 50");
+        assert!((9.5..11.5).contains(&itl), "{tool}: ITL median {itl} ms against a truth of 10");
+    }
+    let report = std::fs::read_to_string(wd.join("analysis/latest/report.html")).unwrap();
+    assert!(report.contains(&format!("{tool} ")), "the report names the load generator");
+    assert!(wd.join(format!("setup/tools/{tool}.json")).is_file(), "the tool as installed is recorded");
+    assert!(wd.join("results/latest/native/stage-1/command.sh").is_file());
+    assert!(wd.join("results/latest/native/tokenizer/tokenizer.json").is_file());
+    stages
+}
+
+#[test]
+fn aiperf_is_installed_run_and_its_records_analysed() {
+    let p = Project::new("aiperf").with_env("BENCHFLOW_TOOLS_DIR", &tools_home());
+    p.file(
+        "workloads/w.yaml",
+        "seed: 3\ndataset: { random: { input_len: 32, output_len: 16 } }\nwarmup: { requests: 2 }\n\
+         stages:\n  - { rate: 8, arrival: constant, requests: 16 }\n  - { concurrency: 2, requests: 10 }\n",
+    );
+    let out = p.run(&[
+        "e2e",
+        "-H",
+        "aiperf",
+        "-w",
+        "w",
+        "--set",
+        TRUTH,
+        "--install-missing",
+        "--workdir",
+        "wd",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    analysed(&p, "aiperf", &[16, 10]);
+    // The tool counted every prompt and output with benchflow's tokenizer exactly as the server did.
+    let native =
+        std::fs::read_to_string(p.path("wd/results/latest/native/stage-1/profile_export.jsonl")).unwrap();
+    let mut n = 0;
+    for line in native.lines() {
+        let m = &serde_json::from_str::<Value>(line).unwrap()["metrics"];
+        assert_eq!(m["input_sequence_length"]["value"], m["usage_prompt_tokens"]["value"], "{m}");
+        assert_eq!(m["output_sequence_length"]["value"], m["usage_completion_tokens"]["value"], "{m}");
+        n += 1;
+    }
+    assert_eq!(n, 16);
+    // Warm-up records are kept but marked.
+    let csv = std::fs::read_to_string(p.path("wd/results/latest/requests.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 + 16 + 10);
+    assert_eq!(csv.lines().skip(1).filter(|l| l.split(',').nth(2) == Some("1")).count(), 2);
+}
+
+#[test]
+fn inference_perf_is_installed_run_and_its_records_analysed() {
+    let p = Project::new("inference-perf").with_env("BENCHFLOW_TOOLS_DIR", &tools_home());
+    let install = p.run(&["tools", "install", "inference-perf"]);
+    if !install.status.success() && text(&install.stderr).contains("needs Python >=3.12, and none was found")
+    {
+        // Said loudly: the machine has no Python >= 3.12 (Debian 12 ships 3.11).
+        eprintln!("SKIPPED: {}", text(&install.stderr));
+        return;
+    }
+    assert!(install.status.success(), "{}", text(&install.stderr));
+    p.file(
+        "workloads/w.yaml",
+        "seed: 3\ndataset: { random: { input_len: 32, output_len: 16 } }\nwarmup: { requests: 0 }\n\
+         stages:\n  - { rate: 8, arrival: constant, duration: 2s }\n  - { concurrency: 2, requests: 10 }\n",
+    );
+    let out = p.run(&["e2e", "-H", "inference-perf", "-w", "w", "--set", TRUTH, "--workdir", "wd", "-q"]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    analysed(&p, "inference-perf", &[16, 10]);
+    let native = json(p.path("wd/results/latest/native/stage-2/per_request_lifecycle_metrics.json"));
+    for r in native.as_array().unwrap() {
+        let m = &r["info"]["response_metrics"];
+        assert_eq!(r["info"]["input_tokens"], m["server_usage"]["prompt_tokens"], "{r}");
+        assert_eq!(m["output_tokens"], m["server_usage"]["completion_tokens"], "{r}");
+    }
+}
+
+#[test]
+fn what_a_tool_cannot_express_or_a_missing_tool_stops_everything_first() {
+    let p = Project::new("harness-refusals");
+    let empty = p.path("no-tools").to_string_lossy().into_owned();
+    let p = p.with_env("BENCHFLOW_TOOLS_DIR", &empty);
+    p.file(
+        "workloads/bursty.yaml",
+        "dataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { rate: 5, arrival: gamma, burstiness: 0.5, duration: 3s } ]\n",
+    );
+    let out = p.run(&["e2e", "-H", "inference-perf", "-w", "bursty", "--workdir", "wd"]);
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("the inference-perf harness cannot run this workload: `stages[0].arrival`")
+            && said.contains("not gamma"),
+        "{said}"
+    );
+    assert!(!text(&out.stdout).contains("01_start_engine"), "nothing started");
+    // A tool that is not installed: the preflight says how to install it, nothing starts.
+    let out = p.run(&["e2e", "-H", "aiperf", "--workdir", "wd2"]);
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("aiperf 0.13.0 is not installed") && said.contains("benchflow tools install aiperf"),
+        "{said}"
+    );
+    assert!(!text(&out.stdout).contains("done in"), "nothing started: {}", text(&out.stdout));
+}
