@@ -129,6 +129,8 @@ fn ms(mut s: Summary) -> Summary {
     s.mean *= 1000.0;
     s.median *= 1000.0;
     s.std *= 1000.0;
+    s.min *= 1000.0;
+    s.max *= 1000.0;
     for (_, v) in &mut s.percentiles {
         *v *= 1000.0;
     }

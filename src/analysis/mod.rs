@@ -7,8 +7,10 @@
 //! * [`stats`]: distribution summaries under vllm bench serve's and GuideLLM's conventions;
 //! * `outputs`: `stats.json` (vllm bench serve's key names; schema in `schemas/`), `stats.txt`
 //!   (for people), `summary.csv` (one row per stage);
-//! * [`plots`]: the charts in `plots/`; [`report`]: `report.html`.
+//! * [`plots`]: the charts in `plots/`; [`report`]: `report.html`;
+//! * [`benchmark_report`]: the llm-d Benchmark Report v0.2, one per stage.
 
+pub mod benchmark_report;
 pub mod gpu;
 pub mod plots;
 pub mod report;
@@ -221,6 +223,7 @@ impl Dirs {
 pub fn analyze(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
     let analysis = compute(&dirs.results, convention, slo)?;
     write_outputs(&dirs.out, &analysis)?;
+    benchmark_report::write_all(&dirs.out, &dirs.workdir, &dirs.results, &analysis)?;
     let charts = plots::render(&dirs.out.join("plots"), &analysis)?;
     let html = report::render(dirs, &analysis, &charts);
     write(dirs.out.join("report.html"), html.as_bytes())?;

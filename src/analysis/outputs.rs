@@ -93,6 +93,8 @@ impl StageDoc {
             latencies_ms.insert(format!("mean_{name}_ms"), m.mean);
             latencies_ms.insert(format!("median_{name}_ms"), m.median);
             latencies_ms.insert(format!("std_{name}_ms"), m.std);
+            latencies_ms.insert(format!("min_{name}_ms"), m.min);
+            latencies_ms.insert(format!("max_{name}_ms"), m.max);
             for (p, v) in &m.percentiles {
                 latencies_ms.insert(format!("{}_{name}_ms", pkey(*p)), *v);
             }

@@ -1,15 +1,17 @@
 //! Distribution summaries under the two conventions (reference `metrics.md`).
 
-/// The percentiles reported for every latency metric.
-pub const PERCENTILES: [f64; 7] = [25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
+/// The percentiles reported for every latency metric (the llm-d Benchmark Report's ladder).
+pub const PERCENTILES: [f64; 11] = [0.1, 1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
 
-/// mean, median, std and percentiles of one metric.
+/// mean, median, std, extremes and percentiles of one metric.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
     pub count: usize,
     pub mean: f64,
     pub median: f64,
     pub std: f64,
+    pub min: f64,
+    pub max: f64,
     /// (percentile, value), in the order of [`PERCENTILES`].
     pub percentiles: Vec<(f64, f64)>,
 }
@@ -21,6 +23,8 @@ impl Summary {
             mean: 0.0,
             median: 0.0,
             std: 0.0,
+            min: 0.0,
+            max: 0.0,
             percentiles: PERCENTILES.iter().map(|p| (*p, 0.0)).collect(),
         }
     }
@@ -49,7 +53,7 @@ pub fn vllm(values: &mut [f64]) -> Summary {
     let mean = values.iter().sum::<f64>() / n as f64;
     let std = (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64).sqrt();
     // Order statistics needed, ascending; each selection only touches the part to its right.
-    let mut wanted: Vec<usize> = Vec::new();
+    let mut wanted: Vec<usize> = vec![0, n - 1];
     let positions: Vec<f64> =
         std::iter::once(50.0).chain(PERCENTILES).map(|p| (n - 1) as f64 * p / 100.0).collect();
     for pos in &positions {
@@ -74,6 +78,8 @@ pub fn vllm(values: &mut [f64]) -> Summary {
         mean,
         median: at(positions[0]),
         std,
+        min: values[0],
+        max: values[n - 1],
         percentiles: PERCENTILES.iter().zip(&positions[1..]).map(|(p, pos)| (*p, at(*pos))).collect(),
     }
 }
@@ -104,6 +110,8 @@ pub fn guidellm(pairs: &mut [(f64, f64)]) -> Summary {
         mean,
         median: quantile(0.5),
         std: var.sqrt(),
+        min: pairs.iter().find(|(_, w)| *w > 0.0).map_or(0.0, |p| p.0),
+        max: pairs.iter().rev().find(|(_, w)| *w > 0.0).map_or(0.0, |p| p.0),
         percentiles: PERCENTILES.iter().map(|p| (*p, quantile(p / 100.0))).collect(),
     }
 }
@@ -122,6 +130,11 @@ mod tests {
         assert!((s.p(75.0) - 3.25).abs() < 1e-12);
         assert!((s.p(99.0) - 3.97).abs() < 1e-12);
         assert!((s.p(99.9) - 3.997).abs() < 1e-12);
+        // numpy: p0.1 1.003, p1 1.03, p5 1.15, p10 1.3
+        for (p, want) in [(0.1, 1.003), (1.0, 1.03), (5.0, 1.15), (10.0, 1.3)] {
+            assert!((s.p(p) - want).abs() < 1e-12, "p{p}");
+        }
+        assert_eq!((s.min, s.max), (1.0, 4.0));
         let one = vllm(&mut [7.0]);
         assert_eq!((one.mean, one.median, one.std, one.p(99.0)), (7.0, 7.0, 0.0, 7.0));
         assert_eq!(vllm(&mut []), Summary::empty());
@@ -141,6 +154,7 @@ mod tests {
             assert!((got - want).abs() < 1e-12, "p{p}");
         }
         assert_eq!(s.median, sorted[5000]);
+        assert_eq!((s.min, s.max), (sorted[0], sorted[10_000]));
     }
 
     #[test]
@@ -153,6 +167,7 @@ mod tests {
         // Zero-weight values drop out.
         let s = guidellm(&mut [(5.0, 0.0), (1.0, 1.0)]);
         assert_eq!((s.count, s.mean, s.p(99.9)), (1, 1.0, 1.0));
+        assert_eq!((s.min, s.max), (1.0, 1.0));
         assert_eq!(guidellm(&mut []), Summary::empty());
     }
 }

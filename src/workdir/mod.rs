@@ -170,7 +170,16 @@ pub fn parse_utc(t: &str) -> Option<f64> {
 
 /// The current UTC time as RFC 3339 (`2026-11-23T21:37:38.123Z`).
 pub fn utc_now() -> String {
-    let (y, m, d, hh, mm, ss, ms) = parts(SystemTime::now());
+    utc_of(SystemTime::now())
+}
+
+/// Seconds since the epoch as RFC 3339, as [`utc_now`] writes it.
+pub fn utc_at(secs: f64) -> String {
+    utc_of(UNIX_EPOCH + std::time::Duration::from_secs_f64(secs.max(0.0)))
+}
+
+fn utc_of(t: SystemTime) -> String {
+    let (y, m, d, hh, mm, ss, ms) = parts(t);
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{ms:03}Z")
 }
 
@@ -200,6 +209,7 @@ mod tests {
             assert_eq!(super::days_from_civil(y, m, d), days);
         }
         assert_eq!(super::parse_utc("1970-01-02T00:00:01.500Z"), Some(86_401.5));
+        assert_eq!(super::utc_at(86_401.5), "1970-01-02T00:00:01.500Z");
         assert_eq!(super::parse_utc("yesterday"), None);
     }
 }

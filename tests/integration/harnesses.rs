@@ -42,7 +42,60 @@ fn analysed(p: &Project, tool: &str, counts: &[u64]) -> Vec<Value> {
     assert!(wd.join(format!("setup/tools/{tool}.json")).is_file(), "the tool as installed is recorded");
     assert!(wd.join("results/latest/native/stage-1/command.sh").is_file());
     assert!(wd.join("results/latest/native/tokenizer/tokenizer.json").is_file());
+    for r in benchmark_reports(&p.path("wd"), counts.len()) {
+        assert_eq!(r["scenario"]["load"]["standardized"]["tool"], tool);
+    }
     stages
+}
+
+/// The llm-d Benchmark Reports of the latest run, one per stage, each valid against v0.2.
+fn benchmark_reports(wd: &std::path::Path, stages: usize) -> Vec<Value> {
+    (1..=stages)
+        .map(|n| {
+            let dir = wd.join("analysis/latest");
+            let r = json(dir.join(format!("benchmark_report_v0.2_stage_{n}.json")));
+            assert!(dir.join(format!("benchmark_report_v0.2_stage_{n}.yaml")).is_file());
+            let errors = benchflow::analysis::benchmark_report::validate(&r);
+            assert!(errors.is_empty(), "stage {n}: {errors:#?}");
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn a_built_in_run_writes_a_valid_benchmark_report_per_stage() {
+    let p = Project::new("benchmark-report");
+    p.file(
+        "workloads/w.yaml",
+        "seed: 3\ndataset: { random: { input_len: 32, output_len: 16, range_ratio: 0.5, prefix_len: 8 } }\nwarmup: { requests: 0 }\n\
+         stages:\n  - { rate: 40, max_concurrency: 3, requests: 40 }\n  - { concurrency: 2, requests: 10 }\n",
+    );
+    let out = p.run(&["e2e", "-w", "w", "--set", TRUTH, "--workdir", "wd", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let reports = benchmark_reports(&p.path("wd"), 2);
+    let stats = json(p.path("wd/analysis/latest/stats.json"));
+    for (r, s) in reports.iter().zip(stats["stages"].as_array().unwrap()) {
+        // The figures are the analysis's own, in the report's units.
+        let agg = &r["results"]["request_performance"]["aggregate"];
+        assert_eq!(agg["latency"]["time_to_first_token"]["p50"], s["median_ttft_ms"]);
+        assert_eq!(agg["latency"]["time_to_first_token"]["p99p9"], s["p99.9_ttft_ms"]);
+        assert_eq!(agg["latency"]["request_latency"]["max"], s["max_e2el_ms"]);
+        assert_eq!(agg["throughput"]["requests_rate"]["mean"], s["request_throughput"]);
+        assert_eq!(agg["requests"]["total"], s["completed"]);
+        let engine = &r["scenario"]["stack"][0]["standardized"];
+        assert_eq!(
+            (engine["tool"].as_str(), engine["model"]["name"].as_str()),
+            (Some("benchflow-sim"), Some("tiny/cpu"))
+        );
+    }
+    let load = |i: usize| reports[i]["scenario"]["load"]["standardized"].clone();
+    assert_eq!((load(0)["rate_qps"].as_f64(), load(0)["concurrency"].as_u64()), (Some(40.0), Some(3)));
+    assert_eq!(
+        load(0)["input_seq_len"],
+        serde_json::json!({ "distribution": "random", "value": 40.0, "min": 24, "max": 56 })
+    );
+    assert_eq!(load(0)["prefix"]["prefix_len"]["value"], 8.0);
+    assert_eq!((load(1)["concurrency"].as_u64(), load(1)["stage"].as_u64()), (Some(2), Some(2)));
 }
 
 #[test]
@@ -139,4 +192,52 @@ fn what_a_tool_cannot_express_or_a_missing_tool_stops_everything_first() {
         "{said}"
     );
     assert!(!text(&out.stdout).contains("done in"), "nothing started: {}", text(&out.stdout));
+}
+
+/// Processes working in `dir` or below (the tool runs in its stage's directory, and aiperf's
+/// processes rename themselves, so their command lines do not say where they belong).
+fn processes_in(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else { continue };
+        if cwd.starts_with(dir) {
+            let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            out.push(format!(
+                "{}: {}",
+                entry.file_name().to_string_lossy(),
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn sigint_while_the_tool_runs_stops_it_and_everything_else() {
+    let p = Project::new("aiperf-int").with_env("BENCHFLOW_TOOLS_DIR", &tools_home());
+    p.file(
+        "workloads/long.yaml",
+        "dataset: { random: { input_len: 16, output_len: 400 } }\nwarmup: { requests: 0 }\nstages: [ { concurrency: 4, duration: 120s } ]\n",
+    );
+    let wd = p.path("wd");
+    let child = p
+        .cmd(&["e2e", "-H", "aiperf", "-w", "long", "--install-missing", "--workdir", "wd", "-q"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The tool has started sending once the simulator has seen a request.
+    let native = wd.join("results/001/native/stage-1");
+    crate::support::wait_for("aiperf sending", std::time::Duration::from_secs(240), || {
+        std::fs::read_to_string(native.join("logs/aiperf.log")).is_ok_and(|l| l.contains("profiling"))
+            && !processes_in(&native).is_empty()
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let left = processes_in(&wd);
+    assert!(left.is_empty(), "still running after the interrupt: {left:#?}");
+    assert_eq!(crate::support::state(&wd)["steps"]["05_stop_start_engine"]["status"], "done");
 }
