@@ -5,7 +5,9 @@
 # load): so every figure has a known truth. For each harness two rows: the figures benchflow
 # computes from the tool's own per-request records (vllm conventions), and the tool's own
 # summary (its own definitions). The tools are installed by benchflow (--install-missing).
-# Usage: benches/harnesses.sh [REQUESTS]   (per stage; default 400)
+# A third stage offers 20 requests/s (poisson) for 20 s: what each tool actually sends.
+# GuideLLM pulls ~6 GB (torch): included by HARNESSES="builtin aiperf inference-perf guidellm".
+# Usage: [HARNESSES="..."] benches/harnesses.sh [REQUESTS]   (per stage; default 400)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 n=${1:-400}
@@ -18,13 +20,14 @@ warmup: { requests: 8, concurrency: 4 }
 stages:
   - { concurrency: 16, requests: $n }
   - { concurrency: 128, requests: $((n * 2)) }
+  - { rate: 20, arrival: poisson, duration: 20s }
 YAML
 echo "truth: TTFT 50 ms, ITL = TPOT 10 ms, E2EL 680 ms (50 + 63 × 10); throughput: N requests at concurrency C"
 echo "finish in ceil(N / C) waves of 0.68 s, so N / (ceil(N / C) × 0.68) requests/s over the stage"
 echo
 echo "| harness | figures by | concurrency | req/s (truth) | TTFT p50 / p99 ms | ITL p50 ms | TPOT p50 ms | E2EL p50 / p99 ms |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
-for h in builtin aiperf inference-perf; do
+for h in ${HARNESSES:-builtin aiperf inference-perf}; do
   rm -rf "$tmp/wd"
   (cd "$tmp" && "$bf" e2e -H "$h" -w x --set "$truth" --install-missing --workdir wd -q > "$tmp/$h.out" 2>&1) \
     || { echo "| $h | failed: see below | | | | | | |"; tail -20 "$tmp/$h.out"; continue; }
@@ -32,13 +35,14 @@ for h in builtin aiperf inference-perf; do
 import json, math, sys, pathlib
 wd, h, n = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 stats = json.load(open(wd / "analysis/latest/stats.json"))["stages"]
-for s, c, k in zip(stats, (16, 128), (n, 2 * n)):
-    truth = k / (math.ceil(k / c) * 0.68)
-    print(f"| {h} | benchflow, from its records | {c} | {s['request_throughput']:.1f} ({truth:.1f}) | "
-          f"{s['median_ttft_ms']:.1f} / {s['p99_ttft_ms']:.1f} | {s['median_itl_ms']:.2f} | {s['median_tpot_ms']:.2f} | "
+f2 = lambda s, k: "–" if k.split("_")[1] in s.get("unmeasured", []) else f"{s[k]:.2f}"   # not measured (GuideLLM records no chunk times)
+for s, c, k in zip(stats, ("16", "128", "rate 20/s"), (n, 2 * n, None)):
+    truth = f"{k / (math.ceil(k / int(c)) * 0.68):.1f}" if k else "20 asked"
+    print(f"| {h} | benchflow, from its records | {c} | {s['request_throughput']:.1f} ({truth}) | "
+          f"{s['median_ttft_ms']:.1f} / {s['p99_ttft_ms']:.1f} | {f2(s, 'median_itl_ms')} | {f2(s, 'median_tpot_ms')} | "
           f"{s['median_e2el_ms']:.1f} / {s['p99_e2el_ms']:.1f} |")
 native = wd / "results/latest/native"
-for i, c in ((1, 16), (2, 128)):
+for i, c in ((1, "16"), (2, "128"), (3, "rate 20/s")):
     d = native / f"stage-{i}"
     if h == "aiperf":
         a = json.load(open(d / "profile_export_aiperf.json"))
@@ -53,5 +57,13 @@ for i, c in ((1, 16), (2, 128)):
         print(f"| {h} | inference-perf's own summary | {c} | {tput:.1f} | {ms('time_to_first_token','median'):.1f} / {ms('time_to_first_token','p99'):.1f} | "
               f"{ms('inter_token_latency','median'):.2f} | {ms('time_per_output_token','median'):.2f} | "
               f"{ms('request_latency','median'):.1f} / {ms('request_latency','p99'):.1f} |")
+    elif h == "guidellm":
+        m = json.load(open(d / "benchmarks.json"))["benchmarks"][0]["metrics"]
+        g = lambda k: m[k]["successful"]
+        p99 = lambda k: g(k)["percentiles"]["p99"]
+        print(f"| {h} | GuideLLM's own summary | {c} | {g('requests_per_second')['mean']:.1f} | "
+              f"{g('time_to_first_token_ms')['median']:.1f} / {p99('time_to_first_token_ms'):.1f} | "
+              f"{g('inter_token_latency_ms')['median']:.2f} | {g('time_per_output_token_ms')['median']:.2f} | "
+              f"{g('request_latency')['median'] * 1000:.1f} / {p99('request_latency') * 1000:.1f} |")
 PY
 done

@@ -16,7 +16,7 @@
 //! * `experiment`: many points from one base: the design, the grouping of points by the stack
 //!   they need, the runner (one standup per stack, resume), the cross-point analysis, and
 //!   `compare` (differences with bootstrap confidence intervals).
-//! * `harnesses`: external load generators (aiperf, inference-perf) run from a benchflow
+//! * `harnesses`: external load generators (aiperf, inference-perf, GuideLLM) run from a benchflow
 //!   workload: what each can express, its command line or configuration, its per-request export
 //!   converted into benchflow's records; the tokenizer the tools are given.
 //! * `shell`: command lines quoted for pasting, and log tails for error messages.

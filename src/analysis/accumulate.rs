@@ -21,6 +21,8 @@ pub(super) struct Row {
     pub(super) end: f64,
     pub(super) prompt_tokens: u64,
     pub(super) output_tokens: u64,
+    /// Content chunks (`gaps` has one fewer, unless the harness did not record them).
+    pub(super) chunks: u64,
     pub(super) estimated: bool,
     pub(super) error_kind: String,
 }
@@ -103,6 +105,14 @@ pub(super) fn accumulate(acc: &mut Acc, r: &Row, gaps: &[f64], slo: &Slo) {
     for g in gaps {
         t += g;
         bump(&mut acc.chunk_ms, t);
+    }
+    if gaps.is_empty() && r.chunks > 1 {
+        // A harness that recorded only the first and last chunk (GuideLLM): the ones between
+        // are spread evenly for the token rate over time; they give no ITL.
+        let n = r.chunks - 1;
+        for k in 1..=n {
+            bump(&mut acc.chunk_ms, first + (last - first) * k as f64 / n as f64);
+        }
     }
     // GuideLLM: latency to the stream's end; TPOT over all tokens incl. the first; ITL over the rest.
     acc.g_latency.push((r.end - r.sent, 1.0));

@@ -317,6 +317,8 @@ pub fn validate(report: &Value) -> Vec<String> {
 }
 
 const TIME: &[&str] = &["ms", "s"];
+/// The sections of a component and of the load.
+const PARTS: &[&str] = &["metadata", "standardized", "native"];
 const GEN_LATENCY: &[&str] = &["ms/token", "s/token"];
 const STAT_KEYS: &[&str] = &[
     "units", "mean", "mode", "stddev", "min", "p0p1", "p1", "p5", "p10", "p25", "p50", "p75", "p90", "p95",
@@ -457,13 +459,7 @@ impl Check {
     }
 
     fn component(&mut self, c: &Value, path: &str) {
-        let Some(m) = self.object(
-            c,
-            path,
-            &["metadata", "standardized", "native"],
-            &["metadata", "standardized", "native"],
-            false,
-        ) else {
+        let Some(m) = self.object(c, path, PARTS, PARTS, false) else {
             return;
         };
         let meta_keys = ["kind", "schema_version", "label", "cfg_id", "description"];
@@ -543,13 +539,7 @@ impl Check {
 
     fn load(&mut self, l: &Value) {
         let path = "$.scenario.load";
-        let Some(m) = self.object(
-            l,
-            path,
-            &["metadata", "standardized", "native"],
-            &["metadata", "standardized", "native"],
-            false,
-        ) else {
+        let Some(m) = self.object(l, path, PARTS, PARTS, false) else {
             return;
         };
         if let Some(meta) = m.get("metadata") {

@@ -17,6 +17,13 @@ fn pkey(p: f64) -> String {
 }
 
 impl StageStats {
+    /// Whether a latency metric was measured: not when requests completed but gave it no sample
+    /// (ITL from a harness that records no chunk times, or of non-streamed requests). A stage
+    /// where nothing completed keeps its zeros.
+    pub fn measured(&self, m: &Summary) -> bool {
+        m.count > 0 || self.completed == 0
+    }
+
     /// The latency summaries in table order, with their display names.
     pub fn latency_rows(&self) -> [(&'static str, &Summary); 5] {
         [
@@ -78,11 +85,17 @@ pub struct StageDoc {
     /// Latencies in ms: `{mean,median,std,p25,p50,p75,p90,p95,p99,…}_{ttft,tpot,itl,e2el,client_queue_time}_ms`.
     #[serde(flatten)]
     pub latencies_ms: BTreeMap<String, f64>,
+    /// Latency metrics without a sample although requests completed (their keys read 0, as vllm
+    /// bench serve writes them): `itl` from a harness that records no chunk times (GuideLLM), or
+    /// of non-streamed requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmeasured: Vec<String>,
 }
 
 impl StageDoc {
     fn of(s: &StageStats) -> StageDoc {
         let mut latencies_ms = BTreeMap::new();
+        let mut unmeasured = Vec::new();
         for (name, m) in [
             ("ttft", &s.ttft),
             ("tpot", &s.tpot),
@@ -90,6 +103,9 @@ impl StageDoc {
             ("e2el", &s.e2el),
             ("client_queue_time", &s.client_queue),
         ] {
+            if !s.measured(m) {
+                unmeasured.push(name.to_string());
+            }
             latencies_ms.insert(format!("mean_{name}_ms"), m.mean);
             latencies_ms.insert(format!("median_{name}_ms"), m.median);
             latencies_ms.insert(format!("std_{name}_ms"), m.std);
@@ -116,6 +132,7 @@ impl StageDoc {
             max_output_tokens_per_s: s.max_output_tokens_per_s,
             max_concurrent_requests: s.max_concurrent_requests,
             gpu: s.gpu.clone(),
+            unmeasured,
             latencies_ms,
         }
     }
@@ -289,7 +306,11 @@ pub fn render_text(a: &Analysis) -> String {
         for (name, m) in s.latency_rows() {
             let _ = write!(t, "{name:<14}");
             for v in m.row() {
-                let _ = write!(t, "{v:>10.2}");
+                match s.measured(m) {
+                    true => write!(t, "{v:>10.2}"),
+                    false => write!(t, "{:>10}", "-"),
+                }
+                .unwrap_or_default();
             }
             t.push('\n');
         }

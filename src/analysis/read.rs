@@ -124,6 +124,7 @@ pub fn compute(results: &Path, convention: Convention, slo: &Slo) -> Result<Anal
             end: secs(f(Col::EndUs)).ok_or_else(|| bad("bad end_us"))?,
             prompt_tokens: int(f(Col::PromptTokens)).unwrap_or(0),
             output_tokens: int(f(Col::OutputTokens)).unwrap_or(0),
+            chunks: int(f(Col::Chunks)).unwrap_or(0),
             estimated: f(Col::TokensSource) != b"usage",
             error_kind: String::from_utf8_lossy(f(Col::ErrorKind)).into_owned(),
         };

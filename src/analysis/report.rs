@@ -124,7 +124,11 @@ pub fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> String 
         for (name, m) in s.latency_rows() {
             let _ = write!(h, "<tr><td>{} · {name}</td>", s.stage);
             for v in m.row() {
-                let _ = write!(h, "<td>{v:.2}</td>");
+                match s.measured(m) {
+                    true => write!(h, "<td>{v:.2}</td>"),
+                    false => write!(h, "<td>–</td>"),
+                }
+                .unwrap_or_default();
             }
             let _ = write!(h, "</tr>");
         }

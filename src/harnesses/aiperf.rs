@@ -112,16 +112,7 @@ pub fn invocations(w: &Workload, setup: &Setup) -> Vec<Invocation> {
             "--request-count".into(),
             w.warmup.requests.to_string(),
         ]);
-        out.push(Invocation {
-            stage: 0,
-            warmup: true,
-            label: "warm-up".into(),
-            dir: setup.dir(0, true),
-            args,
-            config: None,
-            duration: None,
-            requests: Some(u64::from(w.warmup.requests)),
-        });
+        out.push(Invocation::warmup(w, setup, args, None));
     }
     for (i, stage) in w.stages.iter().enumerate() {
         let n = i as u32 + 1;
@@ -160,25 +151,9 @@ pub fn invocations(w: &Workload, setup: &Setup) -> Vec<Invocation> {
         if let Some(r) = stage.requests {
             args.extend(["--request-count".into(), r.to_string()]);
         }
-        out.push(Invocation {
-            stage: n,
-            warmup: false,
-            label: stage.label(),
-            dir: setup.dir(n, false),
-            args,
-            config: None,
-            duration: stage.duration.map(|d| d.0),
-            requests: stage.requests,
-        });
+        out.push(Invocation::stage(n, stage, setup, args, None));
     }
     out
-}
-
-/// The records of one invocation, from `profile_export.jsonl`.
-pub fn records(inv: &Invocation, clock: &Clock) -> Result<Vec<Record>, HarnessError> {
-    let path = inv.dir.join(RECORDS);
-    let text = std::fs::read_to_string(&path).map_err(super::io(&path))?;
-    parse(&text, inv.stage, inv.warmup, clock, &path)
 }
 
 /// Converts aiperf's records: the credit's issue is the scheduled time, `request_start_ns` the
@@ -233,13 +208,10 @@ pub fn parse(
                     r.fail(ErrorKind::Http, message);
                 }
                 None => {
-                    r.status = if r.chunks > 0 { 200 } else { 0 };
-                    let kind = if r.chunks > 0 || error["type"] == "ClientPayloadError" {
-                        ErrorKind::Aborted
-                    } else {
-                        ErrorKind::Connect
-                    };
-                    r.fail(kind, format!("{}: {message}", error["type"].as_str().unwrap_or("error")));
+                    let text = format!("{}: {message}", error["type"].as_str().unwrap_or("error"));
+                    let (kind, status) = super::transport_error(&text, r.chunks > 0);
+                    r.status = status;
+                    r.fail(kind, text);
                 }
             }
         } else {

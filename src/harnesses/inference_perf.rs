@@ -170,16 +170,7 @@ pub fn invocations(w: &Workload, setup: &Setup) -> Vec<Invocation> {
         let c = w.warmup.concurrency.unwrap_or(1).max(1);
         let load =
             base("concurrent", json!({ "num_requests": w.warmup.requests, "concurrency_level": c }), None);
-        out.push(Invocation {
-            stage: 0,
-            warmup: true,
-            label: "warm-up".into(),
-            dir: setup.dir(0, true),
-            args: args.clone(),
-            config: Some((CONFIG.into(), config(w, setup, load))),
-            duration: None,
-            requests: Some(u64::from(w.warmup.requests)),
-        });
+        out.push(Invocation::warmup(w, setup, args.clone(), Some((CONFIG.into(), config(w, setup, load)))));
     }
     for (i, stage) in w.stages.iter().enumerate() {
         let n = i as u32 + 1;
@@ -195,25 +186,15 @@ pub fn invocations(w: &Workload, setup: &Setup) -> Vec<Invocation> {
                 None,
             ),
         };
-        out.push(Invocation {
-            stage: n,
-            warmup: false,
-            label: stage.label(),
-            dir: setup.dir(n, false),
-            args: args.clone(),
-            config: Some((CONFIG.into(), config(w, setup, load))),
-            duration: stage.duration.map(|d| d.0),
-            requests: stage.requests,
-        });
+        out.push(Invocation::stage(
+            n,
+            stage,
+            setup,
+            args.clone(),
+            Some((CONFIG.into(), config(w, setup, load))),
+        ));
     }
     out
-}
-
-/// The records of one invocation, from `per_request_lifecycle_metrics.json`.
-pub fn records(inv: &Invocation, clock: &Clock) -> Result<Vec<Record>, HarnessError> {
-    let path = inv.dir.join(RECORDS);
-    let text = std::fs::read_to_string(&path).map_err(super::io(&path))?;
-    parse(&text, inv.stage, inv.warmup, clock, &path)
 }
 
 /// Converts inference-perf's records (times in seconds of `CLOCK_MONOTONIC`): `start_time` is
@@ -258,14 +239,8 @@ pub fn parse(
                     r.fail(ErrorKind::Http, message);
                 }
                 None => {
-                    r.status = if r.chunks > 0 { 200 } else { 0 };
-                    let k = if kind.contains("Timeout") {
-                        ErrorKind::Timeout
-                    } else if r.chunks > 0 || kind == "ClientPayloadError" {
-                        ErrorKind::Aborted
-                    } else {
-                        ErrorKind::Connect
-                    };
+                    let (k, status) = super::transport_error(kind, r.chunks > 0);
+                    r.status = status;
                     r.fail(k, message);
                 }
             }

@@ -1,5 +1,5 @@
 //! External harnesses: a benchflow workload run by a load generator people already trust
-//! (aiperf, inference-perf), installed by benchflow's tool installer ([`crate::tools`]).
+//! (aiperf, inference-perf, GuideLLM), installed by benchflow's tool installer ([`crate::tools`]).
 //!
 //! Each adapter does three things, and nothing else:
 //!
@@ -15,6 +15,7 @@
 //! there is no model hub, and with it the tool's token counts equal the simulator's.
 
 pub mod aiperf;
+pub mod guidellm;
 pub mod inference_perf;
 pub mod tokenizer;
 
@@ -26,10 +27,10 @@ use std::{
 
 use crate::{
     loadgen::{self, Beside, LoadError, record::Msg},
-    results::{Record, RunInfo, StageWindow},
+    results::{ErrorKind, Record, RunInfo, StageWindow},
     spec::{
         harness::HarnessKind,
-        workload::{Endpoint, Workload, env_reference},
+        workload::{Endpoint, Stage, Workload, env_reference},
     },
     tools,
 };
@@ -79,6 +80,62 @@ pub struct Invocation {
     pub config: Option<(String, String)>,
     pub duration: Option<f64>,
     pub requests: Option<u64>,
+}
+
+impl Invocation {
+    /// The warm-up's run (stage 0), if the workload has one: `args` and `config` at its
+    /// concurrency and request count.
+    fn warmup(
+        w: &Workload,
+        setup: &Setup,
+        args: Vec<String>,
+        config: Option<(String, String)>,
+    ) -> Invocation {
+        Invocation {
+            stage: 0,
+            warmup: true,
+            label: "warm-up".into(),
+            dir: setup.dir(0, true),
+            args,
+            config,
+            duration: None,
+            requests: Some(u64::from(w.warmup.requests)),
+        }
+    }
+
+    /// Stage `n`'s run (from 1).
+    fn stage(
+        n: u32,
+        stage: &Stage,
+        setup: &Setup,
+        args: Vec<String>,
+        config: Option<(String, String)>,
+    ) -> Invocation {
+        Invocation {
+            stage: n,
+            warmup: false,
+            label: stage.label(),
+            dir: setup.dir(n, false),
+            args,
+            config,
+            duration: stage.duration.map(|d| d.0),
+            requests: stage.requests,
+        }
+    }
+}
+
+/// How a failure that is not an HTTP status is classified, from the tool's error text and
+/// whether the stream had begun: a timeout, a stream cut short, else no connection. Also its
+/// status (200 once streaming began).
+fn transport_error(text: &str, streamed: bool) -> (ErrorKind, u16) {
+    let status = if streamed { 200 } else { 0 };
+    if text.contains("Timeout") {
+        (ErrorKind::Timeout, status)
+    } else if streamed || text.contains("ClientPayloadError") || text.contains("RemoteProtocolError") {
+        (ErrorKind::Aborted, status)
+    } else {
+        (ErrorKind::Connect, 0)
+    }
 }
 
 /// Where the tool is pointed.
@@ -132,6 +189,7 @@ pub fn tool(kind: HarnessKind) -> Option<&'static tools::Tool> {
         HarnessKind::Builtin => return None,
         HarnessKind::Aiperf => "aiperf",
         HarnessKind::InferencePerf => "inference-perf",
+        HarnessKind::Guidellm => "guidellm",
     };
     tools::find(name).ok()
 }
@@ -142,6 +200,7 @@ pub fn check(kind: HarnessKind, w: &Workload) -> Result<(), String> {
         HarnessKind::Builtin => return Ok(()),
         HarnessKind::Aiperf => common(w).and_then(|()| aiperf::check(w)),
         HarnessKind::InferencePerf => common(w).and_then(|()| inference_perf::check(w)),
+        HarnessKind::Guidellm => common(w).and_then(|()| guidellm::check(w)),
     };
     refused.map_err(|r| {
         format!(
@@ -179,15 +238,22 @@ fn invocations(kind: HarnessKind, w: &Workload, setup: &Setup) -> Vec<Invocation
         HarnessKind::Builtin => Vec::new(),
         HarnessKind::Aiperf => aiperf::invocations(w, setup),
         HarnessKind::InferencePerf => inference_perf::invocations(w, setup),
+        HarnessKind::Guidellm => guidellm::invocations(w, setup),
     }
 }
 
+/// The records of one invocation, from the tool's per-request export in its directory.
 fn records(kind: HarnessKind, inv: &Invocation, clock: &Clock) -> Result<Vec<Record>, HarnessError> {
-    match kind {
-        HarnessKind::Builtin => Ok(Vec::new()),
-        HarnessKind::Aiperf => aiperf::records(inv, clock),
-        HarnessKind::InferencePerf => inference_perf::records(inv, clock),
-    }
+    type Parse = fn(&str, u32, bool, &Clock, &Path) -> Result<Vec<Record>, HarnessError>;
+    let (file, parse): (&str, Parse) = match kind {
+        HarnessKind::Builtin => return Ok(Vec::new()),
+        HarnessKind::Aiperf => (aiperf::RECORDS, aiperf::parse),
+        HarnessKind::InferencePerf => (inference_perf::RECORDS, inference_perf::parse),
+        HarnessKind::Guidellm => (guidellm::RECORDS, guidellm::parse),
+    };
+    let path = inv.dir.join(file);
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    parse(&text, inv.stage, inv.warmup, clock, &path)
 }
 
 /// What the harness's records lack against the built-in's, said in the report.
@@ -198,6 +264,10 @@ fn caveat(kind: HarnessKind) -> &'static str {
         HarnessKind::InferencePerf => {
             "per-request records converted from inference-perf's per_request_lifecycle_metrics.json; \
              it records no scheduled times (client queueing is not visible)"
+        }
+        HarnessKind::Guidellm => {
+            "per-request records converted from GuideLLM's benchmarks.json; it records the first and last \
+             token of each request but not the chunks between (no ITL)"
         }
     }
 }

@@ -3,6 +3,10 @@
 //! load it with `AutoTokenizer.from_pretrained(DIR)` without a model hub. Every word of it is at
 //! most three ASCII letters, so each one is one token for the simulator under any of its rules:
 //! the tools' token counts and the server's agree exactly.
+//!
+//! `unk` is an ordinary word, not a special token: tools that build prompts by encoding a text
+//! corpus and decoding the first N ids with `skip_special_tokens` (GuideLLM) would otherwise
+//! drop every unknown word and send prompts far shorter than asked.
 
 use std::path::Path;
 
@@ -25,10 +29,7 @@ pub fn tokenizer_json() -> Value {
         "version": "1.0",
         "truncation": null,
         "padding": null,
-        "added_tokens": [{
-            "id": 0, "content": UNKNOWN, "single_word": false, "lstrip": false, "rstrip": false,
-            "normalized": false, "special": true
-        }],
+        "added_tokens": [],
         "normalizer": null,
         "pre_tokenizer": { "type": "WhitespaceSplit" },
         "post_processor": null,
@@ -41,7 +42,6 @@ pub fn tokenizer_json() -> Value {
 pub fn tokenizer_config() -> Value {
     json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "unk_token": UNKNOWN,
         "bos_token": null,
         "eos_token": null,
         "model_max_length": 1_000_000,

@@ -12,6 +12,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("harnesses", "builtin", include_str!("../../harnesses/builtin.yaml")),
     ("harnesses", "aiperf", include_str!("../../harnesses/aiperf.yaml")),
     ("harnesses", "inference-perf", include_str!("../../harnesses/inference-perf.yaml")),
+    ("harnesses", "guidellm", include_str!("../../harnesses/guidellm.yaml")),
     ("workloads", "sanity", include_str!("../../workloads/sanity.yaml")),
     ("workloads", "chat", include_str!("../../workloads/chat.yaml")),
     ("workloads", "multistage", include_str!("../../workloads/multistage.yaml")),

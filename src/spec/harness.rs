@@ -99,6 +99,8 @@ pub enum HarnessKind {
     /// inference-perf, installed by benchflow (`benchflow tools install inference-perf`).
     #[serde(rename = "inference-perf")]
     InferencePerf,
+    /// GuideLLM, installed by benchflow (`benchflow tools install guidellm`: ~6 GB with torch).
+    Guidellm,
 }
 
 impl HarnessKind {
@@ -107,6 +109,7 @@ impl HarnessKind {
             HarnessKind::Builtin => "builtin",
             HarnessKind::Aiperf => "aiperf",
             HarnessKind::InferencePerf => "inference-perf",
+            HarnessKind::Guidellm => "guidellm",
         }
     }
 }

@@ -1,0 +1,309 @@
+//! GuideLLM (vLLM project): `guidellm run -c scenario.json` per stage, the workload as a
+//! GuideLLM scenario file; records from its JSON output, `benchmarks.json` (every request with
+//! its timings).
+//!
+//! What maps: random lengths (fixed only: GuideLLM's spread is a clipped normal, not vLLM's
+//! uniform window), one shared random prefix (`prefix_count: 1`), shared-prefix groups (a pool
+//! of `groups` prefixes, one picked at random per request), rate stages with poisson or
+//! constant arrivals, an in-flight cap (`max_concurrency`), concurrency stages (`concurrent`),
+//! duration and/or request count, streaming, `extra_body` and literal headers (its request
+//! extras), the endpoint, the seed, the per-request timeout. GuideLLM always asks for exactly
+//! the output length (`ignore_eos`), and records each request's first and last token but not
+//! the chunks between: the records carry no inter-token gaps, so ITL is not available (TPOT is).
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::{Clock, HarnessError, Invocation, Refusal, Setup};
+use crate::{
+    results::{ErrorKind, Record},
+    spec::workload::{Arrival, DatasetSpec, Load, Workload},
+};
+
+/// The scenario file benchflow writes for each run, and the output GuideLLM writes.
+pub const CONFIG: &str = "scenario.json";
+pub const RECORDS: &str = "benchmarks.json";
+
+pub fn check(w: &Workload) -> Result<(), Refusal> {
+    match &w.dataset {
+        DatasetSpec::Random(r) if r.range_ratio > 0.0 => {
+            return Err(Refusal::new(
+                "dataset.random.range_ratio",
+                "GuideLLM spreads lengths by a clipped normal, not vLLM's uniform window: use range_ratio: 0",
+            ));
+        }
+        DatasetSpec::Random(_) | DatasetSpec::SharedPrefix(_) => {}
+        _ => {
+            return Err(Refusal::new(
+                "dataset",
+                "the GuideLLM adapter passes synthetic datasets (random, shared_prefix) only, not prompt files yet",
+            ));
+        }
+    }
+    if !w.api.ignore_eos {
+        return Err(Refusal::new("api.ignore_eos", "GuideLLM always asks for exactly the output length"));
+    }
+    for (i, s) in w.stages.iter().enumerate() {
+        if let Load::Rate { arrival: Arrival::Gamma, .. } = s.load() {
+            return Err(Refusal::new(
+                format!("stages[{i}].arrival"),
+                "GuideLLM has poisson and constant arrivals, not gamma",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn data(w: &Workload) -> Value {
+    match &w.dataset {
+        DatasetSpec::Random(r) => {
+            let mut d = json!({ "kind": "synthetic_text", "prompt_tokens": r.input_len, "output_tokens": r.output_len });
+            if r.prefix_len > 0 {
+                d["prefix_count"] = json!(1);
+                d["prefix_tokens"] = json!(r.prefix_len);
+            }
+            d
+        }
+        DatasetSpec::SharedPrefix(s) => json!({
+            "kind": "synthetic_text", "prompt_tokens": s.suffix_len, "output_tokens": s.output_len,
+            "prefix_count": s.groups, "prefix_tokens": s.prefix_len,
+        }),
+        _ => Value::Null,
+    }
+}
+
+/// A scenario file for one run: `profile` and `constraints` are the stage's.
+fn scenario(w: &Workload, setup: &Setup, label: &str, profile: Value, constraints: Vec<Value>) -> String {
+    let mut body: serde_json::Map<String, Value> = w.api.extra_body.clone().into_iter().collect();
+    body.insert("ignore_eos".into(), json!(true));
+    let mut extras = json!({ "body": body });
+    if !w.api.headers.is_empty() {
+        extras["headers"] = json!(w.api.headers);
+    }
+    let format = if super::is_chat(w) { "/v1/chat/completions" } else { "/v1/completions" };
+    let s = json!({
+        "metadata": { "name": "benchflow", "description": label },
+        "spec": {
+            "backend": { "kind": "openai_http", "target": setup.url, "model": setup.model, "request_format": format,
+                         "stream": w.api.stream, "timeout": w.api.timeout.0, "extras": extras },
+            "profile": profile,
+            "constraints": constraints,
+            "tokenizer": { "kind": "hf_auto", "model": setup.tokenizer.display().to_string() },
+            "data": [data(w)],
+            "seed": { "kind": "static", "value": w.seed },
+            "outputs": [{ "kind": "json", "path": RECORDS }],
+        }
+    });
+    serde_json::to_string_pretty(&s).unwrap_or_default()
+}
+
+/// One `guidellm run` per stage (and one for the warm-up, at its concurrency).
+pub fn invocations(w: &Workload, setup: &Setup) -> Vec<Invocation> {
+    let args = vec!["run".to_string(), "-c".into(), CONFIG.into(), "--disable-progress".into()];
+    let mut out = Vec::new();
+    if w.warmup.requests > 0 {
+        let c = w.warmup.concurrency.unwrap_or(1).max(1);
+        let profile = json!({ "kind": "concurrent", "streams": [c] });
+        let constraints = vec![json!({ "kind": "max_requests", "count": w.warmup.requests })];
+        let config = scenario(w, setup, "warm-up", profile, constraints);
+        out.push(Invocation::warmup(w, setup, args.clone(), Some((CONFIG.into(), config))));
+    }
+    for (i, stage) in w.stages.iter().enumerate() {
+        let n = i as u32 + 1;
+        let profile = match stage.load() {
+            Load::Rate { rate, arrival, max_concurrency, .. } => {
+                let kind = if arrival == Arrival::Constant { "constant" } else { "poisson" };
+                let mut p = json!({ "kind": kind, "rate": [rate] });
+                if let Some(c) = max_concurrency {
+                    p["max_concurrency"] = json!(c);
+                }
+                p
+            }
+            Load::Concurrency(c) => json!({ "kind": "concurrent", "streams": [c] }),
+        };
+        let mut constraints = Vec::new();
+        if let Some(d) = stage.duration {
+            constraints.push(json!({ "kind": "max_duration", "seconds": d.0 }));
+        }
+        if let Some(r) = stage.requests {
+            constraints.push(json!({ "kind": "max_requests", "count": r }));
+        }
+        let config = scenario(w, setup, &stage.label(), profile, constraints);
+        out.push(Invocation::stage(n, stage, setup, args.clone(), Some((CONFIG.into(), config))));
+    }
+    out
+}
+
+/// Converts GuideLLM's requests (times in Unix seconds): `targeted_start` is the scheduled time,
+/// `request_start` the send, `first_token_iteration` / `last_token_iteration` the first and
+/// last content chunk (`token_iterations` of them), `request_end` the end; the token counts are
+/// the server's when it sent them (GuideLLM prefers them). Successful, errored and incomplete
+/// (cancelled at the stage's end) requests are all kept.
+pub fn parse(
+    text: &str,
+    stage: u32,
+    warmup: bool,
+    clock: &Clock,
+    path: &Path,
+) -> Result<Vec<Record>, HarnessError> {
+    let bad = |why: String| HarnessError::Native { path: path.to_path_buf(), why };
+    let doc: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::new();
+    for (b, bench) in doc["benchmarks"].as_array().into_iter().flatten().enumerate() {
+        for (group, status) in [("successful", "ok"), ("errored", "error"), ("incomplete", "cancelled")] {
+            for (i, r) in bench["requests"][group].as_array().into_iter().flatten().enumerate() {
+                let t = &r["info"]["timings"];
+                let secs = |k: &str| t[k].as_f64().filter(|s| *s > 1e9);
+                let ns = |s: f64| clock.unix((s * 1e9).round() as i128);
+                let sent_s = secs("request_start")
+                    .ok_or_else(|| bad(format!("benchmarks[{b}].requests.{group}[{i}]: no request_start")))?;
+                let scheduled_s = secs("targeted_start").unwrap_or(sent_s).min(sent_s);
+                let end_s = ["request_end", "resolve_end", "last_token_iteration", "finalized"]
+                    .iter()
+                    .find_map(|k| secs(k))
+                    .unwrap_or(sent_s)
+                    .max(sent_s);
+                let prompt = r["input_metrics"]["text_tokens"].as_u64().unwrap_or(0) as u32;
+                let output = r["output_tokens"].as_u64().unwrap_or(0) as u32;
+                let mut rec = Record::new(stage, 0, warmup, ns(scheduled_s), prompt, output);
+                rec.sent_ns = ns(sent_s);
+                rec.end_ns = ns(end_s);
+                if let (Some(first), Some(last)) =
+                    (secs("first_token_iteration"), secs("last_token_iteration"))
+                {
+                    // The chunks between are not recorded: no gaps, so no ITL from GuideLLM.
+                    rec.first_ns = Some(ns(first));
+                    rec.last_ns = Some(ns(last.max(first)));
+                    rec.chunks = t["token_iterations"].as_u64().unwrap_or(1).max(1) as u32;
+                }
+                if status == "ok" {
+                    rec.usage_prompt = r["prompt_tokens"].as_u64().map(|n| n as u32);
+                    rec.usage_completion = r["output_tokens"].as_u64().map(|n| n as u32);
+                    rec.status = 200;
+                    if rec.chunks == 0 {
+                        rec.chunks = 1;
+                        rec.first_ns = Some(rec.end_ns);
+                        rec.last_ns = Some(rec.end_ns);
+                    }
+                } else {
+                    let error = r["info"]["error"].as_str().unwrap_or(group).to_string();
+                    let (kind, code) = classify(&error, rec.chunks > 0, status == "cancelled");
+                    rec.status = code;
+                    rec.fail(kind, error);
+                }
+                out.push(rec);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An error's kind and HTTP status from GuideLLM's error text (`HTTPStatusError("Server error
+/// '500 Internal Server Error' …")`, `RemoteProtocolError(…)`, `ReadTimeout(…)`).
+fn classify(error: &str, streamed: bool, cancelled: bool) -> (ErrorKind, u16) {
+    if cancelled {
+        return (ErrorKind::Cancelled, 0);
+    }
+    if error.starts_with("HTTPStatusError") {
+        let code = error.split('\'').nth(1).and_then(|s| s.split(' ').next()?.parse().ok()).unwrap_or(0);
+        return (ErrorKind::Http, code);
+    }
+    super::transport_error(error, streamed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recorded on this machine: GuideLLM 0.8.1 against `benchflow sim` (two complete requests
+    /// with an 8-token prefix, a stream cut short by the simulator's `abort_rate`, a 500).
+    const NATIVE: &str = include_str!("../../tests/integration/fixtures/native/guidellm-benchmarks.json");
+
+    #[test]
+    fn records_are_converted_onto_the_runs_clock() {
+        // The run started at Unix time 1795695958.0 s.
+        let clock = Clock { unix_ns: 1_795_695_958_000_000_000, monotonic_s: 0.0 };
+        let r = parse(NATIVE, 1, false, &clock, Path::new("x")).unwrap();
+        assert_eq!(r.len(), 4);
+        let a = &r[0];
+        // targeted_start 1795695958.608769, request_start …58.6122086, first token …58.6181831,
+        // last token …58.6704078, request_end …58.6707144 (f64 seconds: to within a microsecond).
+        let near = |got: u64, want: u64| assert!(got.abs_diff(want) < 1_000, "{got} vs {want}");
+        near(a.scheduled_ns, 608_769_000);
+        near(a.sent_ns, 612_208_600);
+        near(a.first_ns.unwrap(), 618_183_100);
+        near(a.last_ns.unwrap(), 670_407_800);
+        near(a.end_ns, 670_714_400);
+        assert_eq!((a.chunks, a.itl_ns.len(), a.status), (16, 0, 200));
+        assert_eq!((a.usage_prompt, a.usage_completion, a.est_prompt), (Some(40), Some(16), 40));
+        let cut = &r[2];
+        assert_eq!((cut.error_kind, cut.status, cut.chunks), (Some(ErrorKind::Aborted), 200, 4));
+        // Its targeted_start is not a time (-0.96): the send stands in for it.
+        assert_eq!(cut.scheduled_ns, cut.sent_ns);
+        let failed = &r[3];
+        assert_eq!((failed.error_kind, failed.status), (Some(ErrorKind::Http), 500));
+    }
+
+    #[test]
+    fn error_texts_are_classified() {
+        assert_eq!(
+            classify("HTTPStatusError(\"Client error '429 Too Many Requests' for url …\")", false, false),
+            (ErrorKind::Http, 429)
+        );
+        assert_eq!(classify("ReadTimeout('')", true, false), (ErrorKind::Timeout, 200));
+        assert_eq!(classify("ConnectError('refused')", false, false), (ErrorKind::Connect, 0));
+        assert_eq!(classify("", false, true), (ErrorKind::Cancelled, 0));
+    }
+
+    #[test]
+    fn a_stage_becomes_a_scenario_file() {
+        let w = Workload::from_yaml(
+            "seed: 5\napi: { extra_body: { temperature: 0 } }\ndataset: { shared_prefix: { groups: 3, prompts_per_group: 2, prefix_len: 64, suffix_len: 8, output_len: 5 } }\n\
+             warmup: { requests: 2 }\nstages:\n  - { rate: 4, max_concurrency: 3, duration: 6s, requests: 20 }\n",
+            "w.yaml",
+        )
+        .unwrap();
+        assert_eq!(check(&w), Ok(()));
+        let setup =
+            Setup { url: "http://h:1", model: "m", tokenizer: Path::new("/t"), native: Path::new("/n") };
+        let inv = invocations(&w, &setup);
+        assert_eq!(inv.len(), 2);
+        let s: Value = serde_json::from_str(&inv[1].config.as_ref().unwrap().1).unwrap();
+        let spec = &s["spec"];
+        assert_eq!(spec["profile"], json!({ "kind": "poisson", "rate": [4.0], "max_concurrency": 3 }));
+        assert_eq!(
+            spec["constraints"],
+            json!([{ "kind": "max_duration", "seconds": 6.0 }, { "kind": "max_requests", "count": 20 }])
+        );
+        assert_eq!(spec["data"][0]["prefix_count"], 3);
+        assert_eq!(spec["backend"]["extras"]["body"], json!({ "ignore_eos": true, "temperature": 0 }));
+        assert_eq!(spec["seed"]["value"], 5);
+        let warm: Value = serde_json::from_str(&inv[0].config.as_ref().unwrap().1).unwrap();
+        assert_eq!(warm["spec"]["profile"], json!({ "kind": "concurrent", "streams": [1] }));
+    }
+
+    #[test]
+    fn what_it_cannot_express_is_refused_by_field() {
+        let field = |yaml: &str| check(&Workload::from_yaml(yaml, "w.yaml").unwrap()).map_err(|r| r.field);
+        let stage = "stages: [ { rate: 1, duration: 1s } ]\n";
+        assert_eq!(
+            field(&format!(
+                "dataset: {{ random: {{ input_len: 8, output_len: 4, range_ratio: 0.2 }} }}\n{stage}"
+            )),
+            Err("dataset.random.range_ratio".into())
+        );
+        assert_eq!(
+            field(&format!(
+                "api: {{ ignore_eos: false }}\ndataset: {{ random: {{ input_len: 8, output_len: 4 }} }}\n{stage}"
+            )),
+            Err("api.ignore_eos".into())
+        );
+        assert_eq!(
+            field(
+                "dataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { rate: 1, arrival: gamma, burstiness: 2, duration: 1s } ]\n"
+            ),
+            Err("stages[0].arrival".into())
+        );
+    }
+}
