@@ -25,12 +25,7 @@ pub const RECORDS: &str = "profile_export.jsonl";
 pub fn check(w: &Workload) -> Result<(), Refusal> {
     match &w.dataset {
         DatasetSpec::Random(_) | DatasetSpec::SharedPrefix(_) => {}
-        _ => {
-            return Err(Refusal::new(
-                "dataset",
-                "the aiperf adapter passes synthetic datasets (random, shared_prefix) only, not prompt files yet",
-            ));
-        }
+        _ => return Err(super::prompt_files("aiperf")),
     }
     Ok(())
 }
@@ -215,13 +210,7 @@ pub fn parse(
                 }
             }
         } else {
-            r.status = 200;
-            if r.chunks == 0 {
-                // A non-streamed response: one body, as the built-in records it.
-                r.chunks = 1;
-                r.first_ns = Some(end);
-                r.last_ns = Some(end);
-            }
+            super::succeeded(&mut r);
         }
         out.push(r);
     }

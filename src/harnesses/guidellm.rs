@@ -34,12 +34,7 @@ pub fn check(w: &Workload) -> Result<(), Refusal> {
             ));
         }
         DatasetSpec::Random(_) | DatasetSpec::SharedPrefix(_) => {}
-        _ => {
-            return Err(Refusal::new(
-                "dataset",
-                "the GuideLLM adapter passes synthetic datasets (random, shared_prefix) only, not prompt files yet",
-            ));
-        }
+        _ => return Err(super::prompt_files("GuideLLM")),
     }
     if !w.api.ignore_eos {
         return Err(Refusal::new("api.ignore_eos", "GuideLLM always asks for exactly the output length"));
@@ -180,12 +175,7 @@ pub fn parse(
                 if status == "ok" {
                     rec.usage_prompt = r["prompt_tokens"].as_u64().map(|n| n as u32);
                     rec.usage_completion = r["output_tokens"].as_u64().map(|n| n as u32);
-                    rec.status = 200;
-                    if rec.chunks == 0 {
-                        rec.chunks = 1;
-                        rec.first_ns = Some(rec.end_ns);
-                        rec.last_ns = Some(rec.end_ns);
-                    }
+                    super::succeeded(&mut rec);
                 } else {
                     let error = r["info"]["error"].as_str().unwrap_or(group).to_string();
                     let (kind, code) = classify(&error, rec.chunks > 0, status == "cancelled");

@@ -34,12 +34,7 @@ pub fn check(w: &Workload) -> Result<(), Refusal> {
             ));
         }
         DatasetSpec::Random(_) | DatasetSpec::SharedPrefix(_) => {}
-        _ => {
-            return Err(Refusal::new(
-                "dataset",
-                "the inference-perf adapter passes synthetic datasets (random, shared_prefix) only, not prompt files yet",
-            ));
-        }
+        _ => return Err(super::prompt_files("inference-perf")),
     }
     if !w.api.extra_body.is_empty() {
         return Err(Refusal::new("api.extra_body", "inference-perf sends no extra request fields"));
@@ -245,12 +240,7 @@ pub fn parse(
                 }
             }
         } else {
-            r.status = 200;
-            if r.chunks == 0 {
-                r.chunks = 1;
-                r.first_ns = Some(end);
-                r.last_ns = Some(end);
-            }
+            super::succeeded(&mut r);
         }
         out.push(r);
     }

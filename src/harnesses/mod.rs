@@ -138,6 +138,28 @@ fn transport_error(text: &str, streamed: bool) -> (ErrorKind, u16) {
     }
 }
 
+/// The refusal of a prompt file (every adapter generates synthetic prompts with the tool's own
+/// generator; files are not translated into the tools' formats yet).
+fn prompt_files(tool: &str) -> Refusal {
+    Refusal::new(
+        "dataset",
+        format!(
+            "the {tool} adapter passes synthetic datasets (random, shared_prefix) only, not prompt files yet"
+        ),
+    )
+}
+
+/// A request the tool saw succeed: HTTP 200, and a non-streamed one is one body at its end, as
+/// the built-in records it.
+fn succeeded(r: &mut Record) {
+    r.status = 200;
+    if r.chunks == 0 {
+        r.chunks = 1;
+        r.first_ns = Some(r.end_ns);
+        r.last_ns = Some(r.end_ns);
+    }
+}
+
 /// Where the tool is pointed.
 pub struct Setup<'a> {
     pub url: &'a str,
