@@ -414,8 +414,25 @@ fn write_info(dir: &Path, info: &RunInfo) -> Result<(), HarnessError> {
     std::fs::write(&path, serde_json::to_vec_pretty(info).unwrap_or_default()).map_err(io(&path))
 }
 
-/// The tool's run: in `inv.dir`, stdout and stderr to files there, in a process group of its own;
-/// `None` when interrupted (the group is sent SIGTERM, then SIGKILL after 5 s).
+/// The shell that runs a tool and stops it if benchflow dies, even by SIGKILL: its stdin is a
+/// pipe only benchflow holds; a watcher blocks reading it, and at its end (benchflow gone)
+/// sends SIGTERM to the whole process group, SIGKILL 5 s later. A SIGTERM to the group (an
+/// interrupt) reaches the tool, and the shell waits for it, so the shell's end is the tool's.
+/// (A job started with `&` reads /dev/null unless redirected: hence fd 3.)
+const WATCHED: &str = r#"exec 3<&0
+"$@" </dev/null 3<&- &
+tool=$!
+(trap '' TERM; read _ <&3; kill -TERM 0; sleep 5; kill -KILL 0) 3<&3 &
+watcher=$!
+exec 3<&-
+trap 'kill -TERM $tool 2>/dev/null; wait $tool; kill -KILL $watcher 2>/dev/null; exit 143' TERM INT
+wait $tool
+status=$?
+kill -KILL $watcher 2>/dev/null
+exit $status"#;
+
+/// The tool's run: in `inv.dir`, stdout and stderr to files there, in a process group of its own
+/// under [`WATCHED`]; `None` when interrupted (the group is sent SIGTERM, then SIGKILL after 5 s).
 async fn run_tool(
     command: &Path,
     inv: &Invocation,
@@ -425,10 +442,14 @@ async fn run_tool(
         let path = inv.dir.join(name);
         std::fs::File::create(&path).map_err(io(&path))
     };
-    let mut child = tokio::process::Command::new(command)
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(WATCHED)
+        .arg("sh")
+        .arg(command)
         .args(&inv.args)
         .current_dir(&inv.dir)
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::piped())
         .stdout(file("stdout.log")?)
         .stderr(file("stderr.log")?)
         // Not HF_HUB_OFFLINE: aiperf then takes a tokenizer's directory for a cached hub repo.
@@ -437,6 +458,8 @@ async fn run_tool(
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| HarnessError::Spawn { command: command.display().to_string(), source })?;
+    // Held until the tool is done: its end tells the watcher that benchflow is gone.
+    let _lifeline = child.stdin.take();
     let pid = child.id().map(|p| nix::unistd::Pid::from_raw(-(p as i32)));
     tokio::select! {
         status = child.wait() => status.map(Some).map_err(io(&inv.dir)),

@@ -212,32 +212,53 @@ fn processes_in(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
-#[test]
-fn sigint_while_the_tool_runs_stops_it_and_everything_else() {
-    let p = Project::new("aiperf-int").with_env("BENCHFLOW_TOOLS_DIR", &tools_home());
+/// `e2e -H aiperf` with a long stage, returned once aiperf is sending (its processes run in
+/// the stage's directory and its log says it is profiling).
+fn aiperf_running(tag: &str) -> (Project, std::process::Child) {
+    let p = Project::new(tag).with_env("BENCHFLOW_TOOLS_DIR", &tools_home());
     p.file(
         "workloads/long.yaml",
         "dataset: { random: { input_len: 16, output_len: 400 } }\nwarmup: { requests: 0 }\nstages: [ { concurrency: 4, duration: 120s } ]\n",
     );
-    let wd = p.path("wd");
     let child = p
         .cmd(&["e2e", "-H", "aiperf", "-w", "long", "--install-missing", "--workdir", "wd", "-q"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The tool has started sending once the simulator has seen a request.
-    let native = wd.join("results/001/native/stage-1");
+    let native = p.path("wd/results/001/native/stage-1");
     crate::support::wait_for("aiperf sending", std::time::Duration::from_secs(240), || {
         std::fs::read_to_string(native.join("logs/aiperf.log")).is_ok_and(|l| l.contains("profiling"))
             && !processes_in(&native).is_empty()
     });
     std::thread::sleep(std::time::Duration::from_secs(2));
+    (p, child)
+}
+
+#[test]
+fn sigint_while_the_tool_runs_stops_it_and_everything_else() {
+    let (p, child) = aiperf_running("aiperf-int");
+    let wd = p.path("wd");
     let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
     let left = processes_in(&wd);
     assert!(left.is_empty(), "still running after the interrupt: {left:#?}");
+    assert_eq!(crate::support::state(&wd)["steps"]["05_stop_start_engine"]["status"], "done");
+}
+
+#[test]
+fn sigkill_of_benchflow_stops_the_tool_and_teardown_the_engine() {
+    let (p, mut child) = aiperf_running("aiperf-kill");
+    let wd = p.path("wd");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Nobody is left to stop the tool: its watcher sees benchflow gone and stops the group.
+    crate::support::wait_for("aiperf stopped", std::time::Duration::from_secs(30), || {
+        processes_in(&wd).is_empty()
+    });
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(crate::support::state(&wd)["steps"]["05_stop_start_engine"]["status"], "done");
 }
