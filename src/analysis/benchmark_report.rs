@@ -45,12 +45,6 @@ fn cfg_id(v: &Value) -> String {
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-/// An RFC 3339 time `secs` after `start` (an RFC 3339 time itself).
-fn at(start: &str, secs: f64) -> Option<String> {
-    let t = crate::workdir::parse_utc(start)? + secs;
-    Some(crate::workdir::utc_at(t))
-}
-
 /// A flag list (`--x 1 --y`) as the report's `args` map.
 fn args_map(argv: &[String]) -> Map<String, Value> {
     let mut out = Map::new();
@@ -240,9 +234,11 @@ fn build(a: &Analysis, s: &StageStats, values: &Value, results: &Path) -> Value 
     let info = a.info.as_ref();
     let run_id = values["run"]["id"].as_str().unwrap_or("run");
     let results_run = results.file_name().map_or("results".into(), |n| n.to_string_lossy().into_owned());
-    let started = info.map_or("", |i| i.started_at.as_str());
+    // Run seconds as RFC 3339 times (the run's start parsed once).
+    let start = info.and_then(|i| crate::workdir::parse_utc(&i.started_at));
+    let at = |secs: f64| start.map(|s| crate::workdir::utc_at(s + secs));
     let mut time = json!({ "duration": format!("PT{:.3}S", s.duration.max(0.0)) });
-    if let (Some(start), Some(end)) = (at(started, s.window.0), at(started, s.window.1)) {
+    if let (Some(start), Some(end)) = (at(s.window.0), at(s.window.1)) {
         time["start"] = json!(start);
         time["end"] = json!(end);
     }
@@ -275,7 +271,7 @@ fn build(a: &Analysis, s: &StageStats, values: &Value, results: &Path) -> Value 
             let samples: Vec<Value> = series
                 .iter()
                 .filter(|(t, _)| (s.window.0..=s.window.1).contains(t))
-                .filter_map(|(t, v)| Some(json!({ "ts": at(started, *t)?, "value": v })))
+                .filter_map(|(t, v)| Some(json!({ "ts": at(*t)?, "value": v })))
                 .collect();
             (!samples.is_empty()).then(|| {
                 json!({ "name": name, "component_id": "engines", "type": "gauge",

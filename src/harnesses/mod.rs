@@ -331,7 +331,7 @@ pub async fn run(
     let tx = beside.sender();
     let mut info = RunInfo::starting(base.clone(), model.clone());
     info.harness = Some(format!("{tool}: {}", caveat(kind)));
-    write_info(&opts.results_dir, &info)?;
+    loadgen::write_json(&opts.results_dir, "run.json", &info)?;
     tokio::pin!(shutdown);
     let mut failure = None;
     let mut index = 0;
@@ -381,7 +381,7 @@ pub async fn run(
             index += 1;
             let _ = tx.send(Msg::Record(Box::new(r)));
         }
-        write_info(&opts.results_dir, &info)?;
+        loadgen::write_json(&opts.results_dir, "run.json", &info)?;
         match status {
             None => {
                 info.interrupted = true;
@@ -402,16 +402,11 @@ pub async fn run(
     }
     drop(tx);
     beside.finish(&opts.results_dir, &mut info).await?;
-    write_info(&opts.results_dir, &info)?;
+    loadgen::write_json(&opts.results_dir, "run.json", &info)?;
     match failure {
         Some(e) => Err(e),
         None => Ok(info),
     }
-}
-
-fn write_info(dir: &Path, info: &RunInfo) -> Result<(), HarnessError> {
-    let path = dir.join("run.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(info).unwrap_or_default()).map_err(io(&path))
 }
 
 /// The shell that runs a tool and stops it if benchflow dies, even by SIGKILL: its stdin is a

@@ -352,7 +352,9 @@ async fn open_loop(
     dispatched
 }
 
-fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), LoadError> {
+/// Writes `dir/name` as pretty JSON, atomically (a file beside it, then a rename): a run killed
+/// mid-write keeps the previous version.
+pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), LoadError> {
     let write = || -> std::io::Result<()> {
         let tmp = dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
