@@ -333,80 +333,85 @@ pub async fn run(
     info.harness = Some(format!("{tool}: {}", caveat(kind)));
     loadgen::write_json(&opts.results_dir, "run.json", &info)?;
     tokio::pin!(shutdown);
-    let mut failure = None;
+    // Whatever ends the loop (a failed tool, an unreadable export, a file that cannot be written),
+    // the records already sent are written and run.json completed below.
     let mut index = 0;
-    for inv in &plan {
-        std::fs::create_dir_all(&inv.dir).map_err(io(&inv.dir))?;
-        if let Some((name, text)) = &inv.config {
-            let path = inv.dir.join(name);
-            std::fs::write(&path, text).map_err(io(&path))?;
-        }
-        let argv: Vec<String> =
-            std::iter::once(command.display().to_string()).chain(inv.args.iter().cloned()).collect();
-        let line = crate::shell::shell_line(&argv);
-        let command_file = inv.dir.join("command.sh");
-        std::fs::write(&command_file, format!("cd {}\n{line}\n", inv.dir.display()))
-            .map_err(io(&command_file))?;
-        progress(format!("{tool}: {} (its output: {})", inv.label, inv.dir.display()));
-        let _ = tx.send(Msg::Stage {
-            stage: inv.stage,
-            label: inv.label.clone(),
-            requests: inv.requests,
-            duration: inv.duration,
-        });
-        let started_s = t0.elapsed().as_secs_f64();
-        let status = run_tool(command, inv, &mut shutdown).await?;
-        let ended_s = t0.elapsed().as_secs_f64();
-        let mut recs = match records(kind, inv, &clock) {
-            Ok(r) => r,
-            Err(e) if status.is_some_and(|s| s.success()) => return Err(e),
-            // Stopped or failed: what it left is kept; the failure is said below.
-            Err(e) => {
-                progress(format!("{tool} left no records for {} ({e})", inv.label));
-                Vec::new()
+    let outcome: Result<(), HarnessError> = async {
+        for inv in &plan {
+            std::fs::create_dir_all(&inv.dir).map_err(io(&inv.dir))?;
+            if let Some((name, text)) = &inv.config {
+                let path = inv.dir.join(name);
+                std::fs::write(&path, text).map_err(io(&path))?;
             }
-        };
-        recs.sort_by_key(|r| r.sent_ns);
-        if !inv.warmup {
-            info.stages.push(StageWindow {
+            let argv: Vec<String> =
+                std::iter::once(command.display().to_string()).chain(inv.args.iter().cloned()).collect();
+            let line = crate::shell::shell_line(&argv);
+            let command_file = inv.dir.join("command.sh");
+            std::fs::write(&command_file, format!("cd {}\n{line}\n", inv.dir.display()))
+                .map_err(io(&command_file))?;
+            progress(format!("{tool}: {} (its output: {})", inv.label, inv.dir.display()));
+            let _ = tx.send(Msg::Stage {
                 stage: inv.stage,
                 label: inv.label.clone(),
-                start_s: recs.iter().map(|r| r.scheduled_ns).min().map_or(started_s, |ns| ns as f64 * 1e-9),
-                end_s: recs.iter().map(|r| r.end_ns).max().map_or(ended_s, |ns| ns as f64 * 1e-9),
-                dispatched: recs.len() as u64,
+                requests: inv.requests,
+                duration: inv.duration,
             });
-        }
-        for mut r in recs {
-            r.index = index;
-            index += 1;
-            let _ = tx.send(Msg::Record(Box::new(r)));
-        }
-        loadgen::write_json(&opts.results_dir, "run.json", &info)?;
-        match status {
-            None => {
-                info.interrupted = true;
-                break;
-            }
-            Some(s) if !s.success() => {
-                failure = Some(HarnessError::Failed {
-                    tool: tool.clone(),
-                    what: inv.label.clone(),
-                    status: s.to_string(),
-                    dir: inv.dir.clone(),
-                    tail: last_words(&inv.dir),
+            let started_s = t0.elapsed().as_secs_f64();
+            let status = run_tool(command, inv, &mut shutdown).await?;
+            let ended_s = t0.elapsed().as_secs_f64();
+            let mut recs = match records(kind, inv, &clock) {
+                Ok(r) => r,
+                Err(e) if status.is_some_and(|s| s.success()) => return Err(e),
+                // Stopped or failed: what it left is kept; the failure is said below.
+                Err(e) => {
+                    progress(format!("{tool} left no records for {} ({e})", inv.label));
+                    Vec::new()
+                }
+            };
+            recs.sort_by_key(|r| r.sent_ns);
+            if !inv.warmup {
+                info.stages.push(StageWindow {
+                    stage: inv.stage,
+                    label: inv.label.clone(),
+                    start_s: recs
+                        .iter()
+                        .map(|r| r.scheduled_ns)
+                        .min()
+                        .map_or(started_s, |ns| ns as f64 * 1e-9),
+                    end_s: recs.iter().map(|r| r.end_ns).max().map_or(ended_s, |ns| ns as f64 * 1e-9),
+                    dispatched: recs.len() as u64,
                 });
-                break;
             }
-            Some(_) => {}
+            for mut r in recs {
+                r.index = index;
+                index += 1;
+                let _ = tx.send(Msg::Record(Box::new(r)));
+            }
+            loadgen::write_json(&opts.results_dir, "run.json", &info)?;
+            match status {
+                None => {
+                    info.interrupted = true;
+                    return Ok(());
+                }
+                Some(s) if !s.success() => {
+                    return Err(HarnessError::Failed {
+                        tool: tool.clone(),
+                        what: inv.label.clone(),
+                        status: s.to_string(),
+                        dir: inv.dir.clone(),
+                        tail: last_words(&inv.dir),
+                    });
+                }
+                Some(_) => {}
+            }
         }
+        Ok(())
     }
+    .await;
     drop(tx);
     beside.finish(&opts.results_dir, &mut info).await?;
     loadgen::write_json(&opts.results_dir, "run.json", &info)?;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(info),
-    }
+    outcome.map(|()| info)
 }
 
 /// The shell that runs a tool and stops it if benchflow dies, even by SIGKILL: its stdin is a

@@ -262,3 +262,74 @@ fn sigkill_of_benchflow_stops_the_tool_and_teardown_the_engine() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(crate::support::state(&wd)["steps"]["05_stop_start_engine"]["status"], "done");
 }
+
+/// A stand-in for aiperf installed where benchflow looks for it: the first run (stage 1) leaves
+/// the recorded export of two complete requests (and two failed ones), the second runs `second`.
+fn failing_second_stage(p: &Project, second: &str) -> String {
+    let home = p.path("fake-tools");
+    let dir = home.join("aiperf-0.13.0/venv/bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/integration/fixtures/native/aiperf-profile_export.jsonl");
+    let count = home.join("runs");
+    let script = format!(
+        "#!/bin/sh\necho run >> {count}\nif [ $(wc -l < {count}) -eq 1 ]; then cp {fixture} profile_export.jsonl; exit 0; fi\n{second}\n",
+        count = count.display(),
+        fixture = fixture.display()
+    );
+    let bin = dir.join("aiperf");
+    std::fs::write(&bin, script).unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&bin).status().unwrap();
+    let record = serde_json::json!({ "name": "aiperf", "package": "aiperf", "version": "0.13.0", "python": "/usr/bin/python3",
+                                     "python_version": "3", "bin": bin, "packages": [] });
+    std::fs::write(home.join("aiperf-0.13.0/tool.json"), record.to_string()).unwrap();
+    home.to_string_lossy().into_owned()
+}
+
+/// A project whose aiperf's second run does `second`, after `e2e` of two stages; its stderr.
+fn two_stages(tag: &str, second: &str) -> (Project, String) {
+    let p = Project::new(tag);
+    let home = failing_second_stage(&p, second);
+    let p = p.with_env("BENCHFLOW_TOOLS_DIR", &home);
+    p.file(
+        "workloads/two.yaml",
+        "dataset: { random: { input_len: 32, output_len: 16 } }\nwarmup: { requests: 0 }\nstages: [ { concurrency: 1, requests: 2 }, { concurrency: 1, requests: 2 } ]\n",
+    );
+    let out = p.run(&["e2e", "-H", "aiperf", "-w", "two", "--workdir", "wd"]);
+    assert!(!out.status.success());
+    (p, text(&out.stderr))
+}
+
+/// Stage 1's records were written and run.json completed, and they analyse.
+fn first_stage_kept(p: &Project) {
+    let csv = std::fs::read_to_string(p.path("wd/results/001/requests.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4, "{csv}");
+    let info = json(p.path("wd/results/001/run.json"));
+    assert_eq!((info["records"].as_u64(), info["failed"].as_u64()), (Some(4), Some(2)));
+    let dispatched: Vec<u64> =
+        info["stages"].as_array().unwrap().iter().map(|s| s["dispatched"].as_u64().unwrap()).collect();
+    assert_eq!(dispatched[0], 4, "{dispatched:?}");
+    assert_eq!(dispatched[1..].iter().sum::<u64>(), 0, "the failed stage recorded nothing: {dispatched:?}");
+    // …and analysed on request.
+    let out = p.run(&["analyze", "wd"]);
+    assert!(p.path("wd/analysis/001/stats.json").is_file(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_tool_failing_in_a_later_stage_is_reported_and_the_earlier_records_kept() {
+    let (p, said) = two_stages("aiperf-fails", "echo 'ValueError: the tool gave up'; exit 3");
+    assert!(
+        said.contains("aiperf 0.13.0 (concurrency=1) exited with exit status: 3")
+            && said.contains("results/001/native/stage-2")
+            && said.contains("ValueError: the tool gave up"),
+        "{said}"
+    );
+    first_stage_kept(&p);
+}
+
+#[test]
+fn an_unreadable_export_is_named_and_the_earlier_records_kept() {
+    let (p, said) = two_stages("aiperf-garbage", "echo 'not json' > profile_export.jsonl; exit 0");
+    assert!(said.contains("stage-2/profile_export.jsonl: line 1: expected"), "{said}");
+    first_stage_kept(&p);
+}
