@@ -148,6 +148,31 @@ pub fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError> {
                 serde_json::from_value(serde_json::json!({ "factor": f, "from": 1, "to": 2 })).ok()?;
             Some((f.clone(), search))
         });
+    // Judged as a search judges its trials: a rate above the capacity that the overloaded
+    // points sharing every other value measured is unstable too.
+    let mut judged: BTreeMap<String, search::Trial> = BTreeMap::new();
+    if let Some((path, search)) = &stability {
+        let mut groups: BTreeMap<String, Vec<search::Trial>> = BTreeMap::new();
+        for p in &plan.points {
+            let id = &p.point.id;
+            let done = state.points.get(id).is_some_and(|s| s.status == PointStatus::Done);
+            let x = p.point.values.iter().find(|(k, _)| k == path).and_then(|(_, v)| v.as_f64());
+            let (true, Some(x)) = (done, x) else { continue };
+            let mut t = search::measure(&root.join("points").join(id), search, false, 0, x, 0);
+            t.point = id.clone();
+            let others: Vec<&(String, serde_json::Value)> =
+                p.point.values.iter().filter(|(k, _)| k != path).collect();
+            groups.entry(serde_json::to_string(&others).unwrap_or_default()).or_default().push(t);
+        }
+        for mut trials in groups.into_values() {
+            for (n, t) in trials.iter_mut().enumerate() {
+                t.n = n + 1;
+            }
+            for t in search::judged(search, &trials) {
+                judged.insert(t.point.clone(), t);
+            }
+        }
+    }
     let mut rows = Vec::new();
     for p in &plan.points {
         let id = &p.point.id;
@@ -183,11 +208,9 @@ pub fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError> {
                 let good = st.request_goodput.unwrap_or(0.0);
                 st.request_throughput > 0.0 && good / st.request_throughput >= e.analysis.slo_share
             });
-            let stable = stability.as_ref().and_then(|(path, search)| {
-                let x = p.point.values.iter().find(|(k, _)| k == path).and_then(|(_, v)| v.as_f64())?;
-                let t = search::measure(&root.join("points").join(id), search, false, 0, x, 0);
+            let stable = judged.get(id).and_then(|t| {
                 matches!(t.verdict, search::Verdict::Pass | search::Verdict::Fail)
-                    .then(|| (t.verdict == search::Verdict::Pass, t.why))
+                    .then(|| (t.verdict == search::Verdict::Pass, t.why.clone()))
             });
             rows.push(Row {
                 stable,

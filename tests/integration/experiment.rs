@@ -497,9 +497,10 @@ fn the_search_brackets_the_known_capacity_and_a_store_remeasures_nothing() {
     let trials = o["trials"].as_array().unwrap();
     assert!(trials.len() <= 8, "{} trials", trials.len());
     assert!(answer == lo && lo < hi, "{o}");
-    // Stable means keeping up within the tolerance (5%): up to capacity ÷ 0.95 can pass.
+    // Keeping up within the tolerance (5%) would pass up to capacity ÷ 0.95 on a short stage;
+    // a rate above the capacity seen at overload is judged unstable, so the answer lies under it.
     assert!(
-        answer <= CAPACITY / 0.95 * 1.01 && answer >= CAPACITY * 0.8,
+        answer <= CAPACITY * 1.01 && answer >= CAPACITY * 0.9,
         "answer {answer} against capacity {CAPACITY:.1}: {o}"
     );
     assert!(lo < hi && hi >= CAPACITY * 0.95, "the bracket [{lo}, {hi}) holds the boundary: {o}");
