@@ -7,7 +7,9 @@
 //! with poisson, constant or gamma arrivals (`--arrival-smoothness`), an in-flight cap
 //! (`--concurrency` beside `--request-rate`), concurrency stages, duration and/or request count,
 //! streaming, `ignore_eos` and `extra_body` (`--extra-inputs` as JSON), literal headers, the
-//! seed, the per-request timeout. Prompt files are not passed on yet.
+//! seed, the per-request timeout. Prompt files (ShareGPT, JSON lines, samples): the prompts
+//! benchflow reads, in its seeded order, as a `single_turn` file (`text`, `output_length`),
+//! sampled sequentially.
 
 use std::path::Path;
 
@@ -15,6 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Clock, HarnessError, Invocation, Refusal, Setup, secs};
 use crate::{
+    datasets::Prompt,
     results::{ErrorKind, Record},
     spec::workload::{Arrival, DatasetSpec, Load, Workload},
 };
@@ -22,16 +25,23 @@ use crate::{
 /// The file of per-request records aiperf writes into its artifact directory.
 pub const RECORDS: &str = "profile_export.jsonl";
 
-pub fn check(w: &Workload) -> Result<(), Refusal> {
-    match &w.dataset {
-        DatasetSpec::Random(_) | DatasetSpec::SharedPrefix(_) => {}
-        _ => return Err(super::prompt_files("aiperf")),
-    }
+pub fn check(_: &Workload) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The lengths and prefixes as aiperf's options.
-fn dataset_args(w: &Workload) -> Vec<String> {
+/// A file dataset's prompts as aiperf's `single_turn` JSON lines.
+pub fn prompt_file(prompts: &[Prompt]) -> Result<(&'static str, String), HarnessError> {
+    let mut text = String::new();
+    for (n, p) in prompts.iter().enumerate() {
+        let line = json!({ "text": super::single_text(p, n, "aiperf")?, "output_length": p.max_tokens });
+        text += &line.to_string();
+        text.push('\n');
+    }
+    Ok(("prompts-aiperf.jsonl", text))
+}
+
+/// The lengths and prefixes as aiperf's options, or the prompt file.
+fn dataset_args(w: &Workload, setup: &Setup) -> Vec<String> {
     let mut a = Vec::new();
     let mut push = |k: &str, v: String| {
         a.push(k.to_string());
@@ -55,7 +65,13 @@ fn dataset_args(w: &Workload) -> Vec<String> {
             push("--num-prefix-prompts", s.groups.to_string());
             push("--prefix-prompt-length", s.prefix_len.to_string());
         }
-        _ => {}
+        DatasetSpec::Sharegpt(_) | DatasetSpec::Jsonl(_) | DatasetSpec::Sample(_) => {
+            if let Some(file) = setup.prompts {
+                push("--input-file", file.display().to_string());
+                push("--custom-dataset-type", "single_turn".into());
+                push("--dataset-sampling-strategy", "sequential".into());
+            }
+        }
     }
     a
 }
@@ -76,7 +92,7 @@ pub fn invocations(w: &Workload, setup: &Setup) -> Vec<Invocation> {
     if w.api.stream {
         common.push("--streaming".into());
     }
-    common.extend(dataset_args(w));
+    common.extend(dataset_args(w, setup));
     let mut extra: Map<String, Value> = w.api.extra_body.clone().into_iter().collect();
     if w.api.ignore_eos {
         extra.insert("ignore_eos".into(), json!(true));
@@ -277,8 +293,13 @@ mod tests {
              stages:\n  - { rate: 5, arrival: gamma, burstiness: 0.5, max_concurrency: 7, duration: 10s }\n  - { concurrency: 4, requests: 30 }\n",
         );
         assert_eq!(check(&w), Ok(()));
-        let setup =
-            Setup { url: "http://h:1", model: "m", tokenizer: Path::new("/t"), native: Path::new("/n") };
+        let setup = Setup {
+            url: "http://h:1",
+            model: "m",
+            tokenizer: Path::new("/t"),
+            native: Path::new("/n"),
+            prompts: None,
+        };
         let inv = invocations(&w, &setup);
         assert_eq!(inv.len(), 3);
         let has = |i: usize, pair: &[&str]| inv[i].args.windows(pair.len()).any(|w| w == pair);
@@ -302,8 +323,47 @@ mod tests {
     }
 
     #[test]
-    fn prompt_files_are_refused_by_name() {
+    fn a_prompt_file_becomes_single_turn_lines_read_in_order() {
         let w = workload("dataset: { jsonl: { path: p.jsonl } }\nstages: [ { rate: 1, requests: 2 } ]\n");
-        assert_eq!(check(&w).unwrap_err().field, "dataset");
+        assert_eq!(check(&w), Ok(()));
+        let file = Path::new("/n/prompts-aiperf.jsonl");
+        let setup = Setup {
+            url: "http://h:1",
+            model: "m",
+            tokenizer: Path::new("/t"),
+            native: Path::new("/n"),
+            prompts: Some(file),
+        };
+        let args = &invocations(&w, &setup)[0].args;
+        let has = |pair: &[&str]| args.windows(pair.len()).any(|w| w == pair);
+        assert!(
+            has(&["--input-file", "/n/prompts-aiperf.jsonl"])
+                && has(&["--custom-dataset-type", "single_turn"])
+        );
+        assert!(has(&["--dataset-sampling-strategy", "sequential"]) && !has(&["--isl"]));
+        let prompts = crate::datasets::parse_jsonl(
+            "{\"prompt\": \"a b\", \"max_tokens\": 7}\n{\"messages\": [{\"role\": \"user\", \"content\": \"c\"}], \"max_tokens\": 3}\n",
+            "p.jsonl",
+            None,
+            None,
+        )
+        .unwrap();
+        let (name, text) = prompt_file(&prompts).unwrap();
+        assert_eq!(name, "prompts-aiperf.jsonl");
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(
+            lines,
+            [json!({"text": "a b", "output_length": 7}), json!({"text": "c", "output_length": 3})]
+        );
+        // A conversation of several messages has no single-turn form: refused, naming the prompt.
+        let two = crate::datasets::parse_jsonl(
+            "{\"messages\": [{\"role\": \"system\", \"content\": \"s\"}, {\"role\": \"user\", \"content\": \"c\"}], \"max_tokens\": 3}\n",
+            "p.jsonl",
+            None,
+            None,
+        )
+        .unwrap();
+        let e = prompt_file(&two).unwrap_err().to_string();
+        assert!(e.contains("prompt 1") && e.contains("2 messages"), "{e}");
     }
 }

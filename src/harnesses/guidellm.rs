@@ -7,7 +7,8 @@
 //! of `groups` prefixes, one picked at random per request), rate stages with poisson or
 //! constant arrivals, an in-flight cap (`max_concurrency`), concurrency stages (`concurrent`),
 //! duration and/or request count, streaming, `extra_body` and literal headers (its request
-//! extras), the endpoint, the seed, the per-request timeout. GuideLLM always asks for exactly
+//! extras), the endpoint, the seed, the per-request timeout, prompt files (the prompts benchflow
+//! reads, in its seeded order, as a `json_file` of `prompt` and `output_tokens_count`). GuideLLM always asks for exactly
 //! the output length (`ignore_eos`), and records each request's first and last token but not
 //! the chunks between: the records carry no inter-token gaps, so ITL is not available (TPOT is).
 
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::{Clock, HarnessError, Invocation, Refusal, Setup};
 use crate::{
+    datasets::Prompt,
     results::{ErrorKind, Record},
     spec::workload::{Arrival, DatasetSpec, Load, Workload},
 };
@@ -33,8 +35,11 @@ pub fn check(w: &Workload) -> Result<(), Refusal> {
                 "GuideLLM spreads lengths by a clipped normal, not vLLM's uniform window: use range_ratio: 0",
             ));
         }
-        DatasetSpec::Random(_) | DatasetSpec::SharedPrefix(_) => {}
-        _ => return Err(super::prompt_files("GuideLLM")),
+        DatasetSpec::Random(_)
+        | DatasetSpec::SharedPrefix(_)
+        | DatasetSpec::Sharegpt(_)
+        | DatasetSpec::Jsonl(_)
+        | DatasetSpec::Sample(_) => {}
     }
     if !w.api.ignore_eos {
         return Err(Refusal::new("api.ignore_eos", "GuideLLM always asks for exactly the output length"));
@@ -50,7 +55,33 @@ pub fn check(w: &Workload) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn data(w: &Workload) -> Value {
+/// Requests a run of unknown length gets from a prompt file (GuideLLM stops at its data's end).
+const UNBOUNDED_REQUESTS: u64 = 100_000;
+
+/// At most this much prompt text is written for GuideLLM (bytes), whatever the run needs.
+const MAX_FILE_BYTES: usize = 256 << 20;
+
+/// A file dataset's prompts as JSON lines GuideLLM maps by column name: `prompt`, and
+/// `output_tokens_count` for the output length. GuideLLM stops at the end of its data, where
+/// the built-in and the other tools cycle: the prompts are written over again, in the same
+/// order, as many times as the workload's requests need (1.2× its expected count, for a
+/// Poisson schedule's luck; 100,000 when a stage runs for a duration at a concurrency), up to
+/// 256 MB of text.
+pub fn prompt_file(prompts: &[Prompt], w: &Workload) -> Result<(&'static str, String), HarnessError> {
+    let mut once = String::new();
+    for (n, p) in prompts.iter().enumerate() {
+        let line =
+            json!({ "prompt": super::single_text(p, n, "GuideLLM")?, "output_tokens_count": p.max_tokens });
+        once += &line.to_string();
+        once.push('\n');
+    }
+    let needed = w.expected_requests().map_or(UNBOUNDED_REQUESTS, |n| n + n / 5 + 10);
+    let copies = needed.div_ceil(prompts.len().max(1) as u64).max(1) as usize;
+    let copies = copies.min((MAX_FILE_BYTES / once.len().max(1)).max(1));
+    Ok(("prompts-guidellm.jsonl", once.repeat(copies)))
+}
+
+fn data(w: &Workload, setup: &Setup) -> Value {
     match &w.dataset {
         DatasetSpec::Random(r) => {
             let mut d = json!({ "kind": "synthetic_text", "prompt_tokens": r.input_len, "output_tokens": r.output_len });
@@ -64,7 +95,10 @@ fn data(w: &Workload) -> Value {
             "kind": "synthetic_text", "prompt_tokens": s.suffix_len, "output_tokens": s.output_len,
             "prefix_count": s.groups, "prefix_tokens": s.prefix_len,
         }),
-        _ => Value::Null,
+        DatasetSpec::Sharegpt(_) | DatasetSpec::Jsonl(_) | DatasetSpec::Sample(_) => json!({
+            "kind": "json_file",
+            "path": setup.prompts.map(|p| p.display().to_string()),
+        }),
     }
 }
 
@@ -85,7 +119,7 @@ fn scenario(w: &Workload, setup: &Setup, label: &str, profile: Value, constraint
             "profile": profile,
             "constraints": constraints,
             "tokenizer": { "kind": "hf_auto", "model": setup.tokenizer.display().to_string() },
-            "data": [data(w)],
+            "data": [data(w, setup)],
             "seed": { "kind": "static", "value": w.seed },
             "outputs": [{ "kind": "json", "path": RECORDS }],
         }
@@ -255,8 +289,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(check(&w), Ok(()));
-        let setup =
-            Setup { url: "http://h:1", model: "m", tokenizer: Path::new("/t"), native: Path::new("/n") };
+        let setup = Setup {
+            url: "http://h:1",
+            model: "m",
+            tokenizer: Path::new("/t"),
+            native: Path::new("/n"),
+            prompts: None,
+        };
         let inv = invocations(&w, &setup);
         assert_eq!(inv.len(), 2);
         let s: Value = serde_json::from_str(&inv[1].config.as_ref().unwrap().1).unwrap();
@@ -271,6 +310,44 @@ mod tests {
         assert_eq!(spec["seed"]["value"], 5);
         let warm: Value = serde_json::from_str(&inv[0].config.as_ref().unwrap().1).unwrap();
         assert_eq!(warm["spec"]["profile"], json!({ "kind": "concurrent", "streams": [1] }));
+    }
+
+    #[test]
+    fn a_prompt_file_becomes_prompt_and_output_count_lines() {
+        let w = Workload::from_yaml(
+            "dataset: { sharegpt: { path: s.json, output_len: 9 } }\nstages: [ { rate: 1, duration: 1s } ]\n",
+            "w.yaml",
+        )
+        .unwrap();
+        assert_eq!(check(&w), Ok(()));
+        let prompts = crate::datasets::parse_jsonl(
+            "{\"prompt\": \"a b c\", \"max_tokens\": 4}\n{\"prompt\": \"d\", \"max_tokens\": 2}\n",
+            "p",
+            None,
+            None,
+        )
+        .unwrap();
+        let (name, text) = prompt_file(&prompts, &w).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[0], json!({ "prompt": "a b c", "output_tokens_count": 4 }));
+        assert_eq!(lines[1], json!({ "prompt": "d", "output_tokens_count": 2 }));
+        // GuideLLM stops at its data's end: the prompts again, in order, for every request the
+        // stage may send (1 s at 1 req/s: 2 expected, 12 with the margin).
+        assert_eq!(lines.len(), 12);
+        assert_eq!(lines[2], lines[0]);
+        assert_eq!(lines[11], lines[1]);
+        let file = Path::new("/n").join(name);
+        let setup = Setup {
+            url: "http://h:1",
+            model: "m",
+            tokenizer: Path::new("/t"),
+            native: Path::new("/n"),
+            prompts: Some(&file),
+        };
+        let s: Value =
+            serde_json::from_str(&invocations(&w, &setup).last().unwrap().config.as_ref().unwrap().1)
+                .unwrap();
+        assert_eq!(s["spec"]["data"], json!([{ "kind": "json_file", "path": "/n/prompts-guidellm.jsonl" }]));
     }
 
     #[test]

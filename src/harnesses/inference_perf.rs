@@ -6,8 +6,13 @@
 //! shared-prefix groups (`shared_prefix`), rate stages with poisson or constant arrivals for a
 //! whole number of seconds, an in-flight cap (one worker with `worker_max_concurrency`),
 //! concurrency stages with a request count, streaming, `ignore_eos`, literal headers, the seed,
-//! the per-request timeout. Not: gamma arrivals, a random workload's shared prefix, rate stages
-//! bounded by a request count, concurrency stages bounded by time, `extra_body`, prompt files.
+//! the per-request timeout, prompt files over the completions endpoint (the prompts benchflow
+//! reads, in its seeded order, as a ShareGPT file whose answer to each prompt is as many words
+//! of benchflow's tokenizer as the prompt's output length: inference-perf takes the answer's
+//! token count for `max_tokens`). Not: gamma arrivals, a random workload's shared prefix, rate
+//! stages bounded by a request count, concurrency stages bounded by time, `extra_body`, prompt
+//! files over the chat endpoint (it would send each whole conversation, answer included, with
+//! no output length).
 
 use std::path::Path;
 
@@ -15,6 +20,7 @@ use serde_json::{Value, json};
 
 use super::{Clock, HarnessError, Invocation, Refusal, Setup};
 use crate::{
+    datasets::Prompt,
     results::{ErrorKind, Record},
     spec::workload::{Arrival, DatasetSpec, Load, Workload},
 };
@@ -34,7 +40,14 @@ pub fn check(w: &Workload) -> Result<(), Refusal> {
             ));
         }
         DatasetSpec::Random(_) | DatasetSpec::SharedPrefix(_) => {}
-        _ => return Err(super::prompt_files("inference-perf")),
+        DatasetSpec::Sharegpt(_) | DatasetSpec::Jsonl(_) | DatasetSpec::Sample(_) if super::is_chat(w) => {
+            return Err(Refusal::new(
+                "api.endpoint",
+                "inference-perf sends a prompt file's whole conversation over the chat endpoint, answer included, \
+                 with no output length: use `endpoint: completions`",
+            ));
+        }
+        DatasetSpec::Sharegpt(_) | DatasetSpec::Jsonl(_) | DatasetSpec::Sample(_) => {}
     }
     if !w.api.extra_body.is_empty() {
         return Err(Refusal::new("api.extra_body", "inference-perf sends no extra request fields"));
@@ -97,7 +110,26 @@ fn length(len: u32, ratio: f64) -> Value {
     json!({ "type": "uniform", "min": lo as u64, "max": hi as u64, "mean": l, "std_dev": (hi - lo) / 12f64.sqrt() })
 }
 
-fn data(w: &Workload) -> Value {
+/// A file dataset's prompts as a ShareGPT file (JSON lines): each prompt, answered by as many
+/// one-token words as its output length, which inference-perf counts for `max_tokens`.
+/// inference-perf reads one entry before it starts, then cycles through the file, skipping
+/// conversations of fewer than two turns: the first line is such a conversation, so the prompts
+/// go out in benchflow's order, pass after pass.
+pub fn prompt_file(prompts: &[Prompt]) -> Result<(&'static str, String), HarnessError> {
+    let word = crate::lexicon::LEXICON[0].trim();
+    let mut lines = vec![json!({ "conversations": [{ "from": "human", "value": word }] }).to_string()];
+    for (n, p) in prompts.iter().enumerate() {
+        let answer = vec![word; p.max_tokens as usize].join(" ");
+        let conversation = json!({ "conversations": [
+            { "from": "human", "value": super::single_text(p, n, "inference-perf")? },
+            { "from": "gpt", "value": answer },
+        ] });
+        lines.push(conversation.to_string());
+    }
+    Ok(("prompts-inference-perf.json", lines.join("\n") + "\n"))
+}
+
+fn data(w: &Workload, setup: &Setup) -> Value {
     match &w.dataset {
         DatasetSpec::SharedPrefix(s) => json!({
             "type": "shared_prefix",
@@ -115,7 +147,10 @@ fn data(w: &Workload) -> Value {
             "input_distribution": length(r.input_len, r.range_ratio),
             "output_distribution": length(r.output_len, r.range_ratio),
         }),
-        _ => Value::Null,
+        DatasetSpec::Sharegpt(_) | DatasetSpec::Jsonl(_) | DatasetSpec::Sample(_) => json!({
+            "type": "shareGPT",
+            "path": setup.prompts.map(|p| p.display().to_string()),
+        }),
     }
 }
 
@@ -131,7 +166,7 @@ fn config(w: &Workload, setup: &Setup, load: Value) -> String {
         "api": api,
         "server": { "type": "vllm", "model_name": setup.model, "base_url": setup.url, "ignore_eos": w.api.ignore_eos },
         "tokenizer": { "pretrained_model_name_or_path": setup.tokenizer.display().to_string() },
-        "data": data(w),
+        "data": data(w, setup),
         "report": {
             "request_lifecycle": { "summary": true, "per_stage": true, "per_request": true },
             "prometheus": { "summary": false, "per_stage": false }
@@ -304,6 +339,43 @@ mod tests {
             "dataset: { random: { input_len: 8, output_len: 4, prefix_len: 4 } }\nstages: [ { rate: 1, duration: 1s } ]\n",
         );
         assert_eq!(check(&prefixed).unwrap_err().field, "dataset.random.prefix_len");
+        let chat_file = workload(
+            "api: { endpoint: chat }\ndataset: { jsonl: { path: p.jsonl } }\nstages: [ { rate: 1, duration: 1s } ]\n",
+        );
+        assert_eq!(check(&chat_file).unwrap_err().field, "api.endpoint");
+    }
+
+    #[test]
+    fn a_prompt_file_becomes_sharegpt_answered_by_its_output_length() {
+        let w = workload("dataset: { sample: { name: sample } }\nstages: [ { rate: 1, duration: 1s } ]\n");
+        assert_eq!(check(&w), Ok(()));
+        let prompts = crate::datasets::parse_jsonl(
+            "{\"prompt\": \"first one\", \"max_tokens\": 3}\n{\"prompt\": \"second\", \"max_tokens\": 2}\n",
+            "p.jsonl",
+            None,
+            None,
+        )
+        .unwrap();
+        let (name, text) = prompt_file(&prompts).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        // The first line is read before the run starts, and skipped on every later pass (one
+        // turn), so each pass begins at prompt 1.
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["conversations"].as_array().unwrap().len(), 1);
+        assert_eq!(lines[1]["conversations"][0], json!({ "from": "human", "value": "first one" }));
+        assert_eq!(lines[2]["conversations"][1], json!({ "from": "gpt", "value": "the the" }));
+        let file = Path::new("/n").join(name);
+        let setup = Setup {
+            url: "http://h:1",
+            model: "m",
+            tokenizer: Path::new("/t"),
+            native: Path::new("/n"),
+            prompts: Some(&file),
+        };
+        let config: Value =
+            serde_json::from_str(&invocations(&w, &setup).last().unwrap().config.as_ref().unwrap().1)
+                .unwrap();
+        assert_eq!(config["data"], json!({ "type": "shareGPT", "path": "/n/prompts-inference-perf.json" }));
     }
 
     #[test]
@@ -313,8 +385,13 @@ mod tests {
              warmup: { requests: 0 }\nstages:\n  - { rate: 4, arrival: constant, max_concurrency: 3, duration: 6s }\n  - { concurrency: 2, requests: 12 }\n",
         );
         assert_eq!(check(&w), Ok(()));
-        let setup =
-            Setup { url: "http://h:1", model: "m", tokenizer: Path::new("/t"), native: Path::new("/n") };
+        let setup = Setup {
+            url: "http://h:1",
+            model: "m",
+            tokenizer: Path::new("/t"),
+            native: Path::new("/n"),
+            prompts: None,
+        };
         let inv = invocations(&w, &setup);
         assert_eq!(inv.len(), 2);
         let config =

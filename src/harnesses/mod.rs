@@ -26,11 +26,12 @@ use std::{
 };
 
 use crate::{
+    datasets::{Prompt, PromptBody},
     loadgen::{self, Beside, LoadError, record::Msg},
     results::{ErrorKind, Record, RunInfo, StageWindow},
     spec::{
         harness::HarnessKind,
-        workload::{Endpoint, Stage, Workload, env_reference},
+        workload::{DatasetSpec, Endpoint, Stage, Workload, env_reference},
     },
     tools,
 };
@@ -48,6 +49,8 @@ pub enum HarnessError {
     Failed { tool: String, what: String, status: String, dir: PathBuf, tail: String },
     #[error("{path}: {why}")]
     Native { path: PathBuf, why: String },
+    #[error("the prompt file cannot be passed on: {why}")]
+    Prompts { why: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HarnessError + '_ {
@@ -138,15 +141,50 @@ fn transport_error(text: &str, streamed: bool) -> (ErrorKind, u16) {
     }
 }
 
-/// The refusal of a prompt file (every adapter generates synthetic prompts with the tool's own
-/// generator; files are not translated into the tools' formats yet).
-fn prompt_files(tool: &str) -> Refusal {
-    Refusal::new(
-        "dataset",
-        format!(
-            "the {tool} adapter passes synthetic datasets (random, shared_prefix) only, not prompt files yet"
-        ),
-    )
+/// Whether the prompts come from a file (ShareGPT, JSON lines, a shipped sample): benchflow
+/// reads it as for the built-in (the same prompts, in the same seeded order, with the same
+/// output lengths) and hands the tool a file of its own format ([`Setup::prompts`]).
+fn from_file(w: &Workload) -> bool {
+    matches!(w.dataset, DatasetSpec::Sharegpt(_) | DatasetSpec::Jsonl(_) | DatasetSpec::Sample(_))
+}
+
+/// A prompt as one text: a prompt string, or a conversation of one message. The tools' file
+/// formats take a single turn; a conversation of several messages is refused when the file is
+/// written, naming the prompt.
+fn single_text(p: &Prompt, n: usize, tool: &str) -> Result<String, HarnessError> {
+    match &p.body {
+        PromptBody::Text(t) => Ok(t.clone()),
+        PromptBody::Messages(m) if m.len() == 1 => Ok(m[0].1.clone()),
+        PromptBody::Messages(m) => Err(HarnessError::Prompts {
+            why: format!(
+                "prompt {} (in benchflow's order) is a conversation of {} messages; the {tool} adapter passes one message per prompt",
+                n + 1,
+                m.len()
+            ),
+        }),
+    }
+}
+
+/// The prompt file written for the tool into `results/native/`, if the dataset is a file.
+fn write_prompts(
+    kind: HarnessKind,
+    opts: &loadgen::Options,
+    native: &Path,
+) -> Result<Option<PathBuf>, HarnessError> {
+    let w = &opts.workload;
+    if !from_file(w) {
+        return Ok(None);
+    }
+    let prompts = crate::datasets::load(&w.dataset, w.seed, &opts.base_dir).map_err(LoadError::from)?;
+    let (name, text) = match kind {
+        HarnessKind::Builtin => return Ok(None),
+        HarnessKind::Aiperf => aiperf::prompt_file(&prompts)?,
+        HarnessKind::InferencePerf => inference_perf::prompt_file(&prompts)?,
+        HarnessKind::Guidellm => guidellm::prompt_file(&prompts, w)?,
+    };
+    let path = native.join(name);
+    std::fs::write(&path, text).map_err(io(&path))?;
+    Ok(Some(path))
 }
 
 /// A request the tool saw succeed: HTTP 200, and a non-streamed one is one body at its end, as
@@ -167,6 +205,8 @@ pub struct Setup<'a> {
     pub tokenizer: &'a Path,
     /// `results/native/`: each invocation gets a directory in it.
     pub native: &'a Path,
+    /// The prompts of a file dataset, in the tool's format (`None`: a synthetic dataset).
+    pub prompts: Option<&'a Path>,
 }
 
 impl Setup<'_> {
@@ -322,7 +362,14 @@ pub async fn run(
     let native = std::path::absolute(opts.results_dir.join("native")).map_err(io(&opts.results_dir))?;
     let tokenizer_dir = native.join("tokenizer");
     tokenizer::write(&tokenizer_dir).map_err(io(&tokenizer_dir))?;
-    let setup = Setup { url: &base, model: &model, tokenizer: &tokenizer_dir, native: &native };
+    let prompts = write_prompts(kind, &opts, &native)?;
+    let setup = Setup {
+        url: &base,
+        model: &model,
+        tokenizer: &tokenizer_dir,
+        native: &native,
+        prompts: prompts.as_deref(),
+    };
     let plan = invocations(kind, w, &setup);
 
     let t0 = Instant::now();

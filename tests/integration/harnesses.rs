@@ -333,3 +333,70 @@ fn an_unreadable_export_is_named_and_the_earlier_records_kept() {
     assert!(said.contains("stage-2/profile_export.jsonl: line 1: expected"), "{said}");
     first_stage_kept(&p);
 }
+
+/// Five prompts of 2, 4, …, 10 words of the simulator's lexicon (one token each), asking for
+/// one token more than their length: a record whose output is its prompt's length + 1 was sent
+/// that prompt with that prompt's output length.
+const PROMPTS: &str = "{\"prompt\": \"the of\", \"max_tokens\": 3}\n\
+    {\"prompt\": \"the of and to\", \"max_tokens\": 5}\n\
+    {\"prompt\": \"the of and to in is\", \"max_tokens\": 7}\n\
+    {\"prompt\": \"the of and to in is for on\", \"max_tokens\": 9}\n\
+    {\"prompt\": \"the of and to in is for on it as\", \"max_tokens\": 11}\n";
+
+/// A prompt file run by `tool`: every request carried one of the file's prompts with its own
+/// output length, every prompt went out, the first five in the file's order (benchflow's seeded
+/// order: the file has no `seed`-independent order to check, so the test reads the order back
+/// from the file handed over), then the same five again (the tool cycles through the file in
+/// order), and the file is kept in the run.
+fn prompt_file_run(tool: &str, file: &str) {
+    let p = Project::new(&format!("{tool}-prompts")).with_env("BENCHFLOW_TOOLS_DIR", &tools_home());
+    p.file("workloads/prompts.jsonl", PROMPTS).file(
+        "workloads/w.yaml",
+        "seed: 3\napi: { endpoint: completions }\ndataset: { jsonl: { path: prompts.jsonl } }\nwarmup: { requests: 0 }\n\
+         stages:\n  - { concurrency: 1, requests: 10 }\n",
+    );
+    let out =
+        p.run(&["e2e", "-H", tool, "-w", "w", "--set", TRUTH, "--install-missing", "--workdir", "wd", "-q"]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let csv = std::fs::read_to_string(p.path("wd/results/latest/requests.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (sent, prompt, output, status) =
+        (col("sent_us"), col("prompt_tokens"), col("output_tokens"), col("status"));
+    let mut rows: Vec<(f64, u32)> = Vec::new();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f[status], "200", "{line}");
+        let (i, o): (u32, u32) = (f[prompt].parse().unwrap(), f[output].parse().unwrap());
+        assert_eq!(o, i + 1, "{tool}: a prompt of {i} tokens asked for {} tokens, got {o}: {line}", i + 1);
+        rows.push((f[sent].parse().unwrap(), i));
+    }
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let order: Vec<u32> = rows.iter().map(|r| r.1).collect();
+    // The order benchflow handed over: the prompts' lengths in the tool's file.
+    let handed = std::fs::read_to_string(p.path("wd/results/latest/native").join(file)).unwrap();
+    let words = |v: &Value| v.as_str().unwrap().split_whitespace().count() as u32;
+    let expected: Vec<u32> = handed
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        // inference-perf's file begins with a one-turn conversation it reads first and skips after.
+        .filter(|v| !v["conversations"].is_array() || v["conversations"].as_array().unwrap().len() == 2)
+        .map(|v| {
+            words(if v["conversations"].is_array() { &v["conversations"][0]["value"] } else { &v["text"] })
+        })
+        .collect();
+    assert_eq!(expected.len(), 5);
+    assert_eq!(order[..5], expected[..], "{tool}: sent in the order handed over: {order:?}");
+    assert_eq!(order[5..], expected[..], "{tool}: then again from the top: {order:?}");
+}
+
+#[test]
+fn a_prompt_file_reaches_aiperf_prompt_by_prompt() {
+    prompt_file_run("aiperf", "prompts-aiperf.jsonl");
+}
+
+#[test]
+fn a_prompt_file_reaches_inference_perf_prompt_by_prompt() {
+    prompt_file_run("inference-perf", "prompts-inference-perf.json");
+}
