@@ -293,13 +293,7 @@ mod tests {
              stages:\n  - { rate: 5, arrival: gamma, burstiness: 0.5, max_concurrency: 7, duration: 10s }\n  - { concurrency: 4, requests: 30 }\n",
         );
         assert_eq!(check(&w), Ok(()));
-        let setup = Setup {
-            url: "http://h:1",
-            model: "m",
-            tokenizer: Path::new("/t"),
-            native: Path::new("/n"),
-            prompts: None,
-        };
+        let setup = Setup::example(None);
         let inv = invocations(&w, &setup);
         assert_eq!(inv.len(), 3);
         let has = |i: usize, pair: &[&str]| inv[i].args.windows(pair.len()).any(|w| w == pair);
@@ -327,13 +321,7 @@ mod tests {
         let w = workload("dataset: { jsonl: { path: p.jsonl } }\nstages: [ { rate: 1, requests: 2 } ]\n");
         assert_eq!(check(&w), Ok(()));
         let file = Path::new("/n/prompts-aiperf.jsonl");
-        let setup = Setup {
-            url: "http://h:1",
-            model: "m",
-            tokenizer: Path::new("/t"),
-            native: Path::new("/n"),
-            prompts: Some(file),
-        };
+        let setup = Setup::example(Some(file));
         let args = &invocations(&w, &setup)[0].args;
         let has = |pair: &[&str]| args.windows(pair.len()).any(|w| w == pair);
         assert!(

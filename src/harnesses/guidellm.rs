@@ -289,13 +289,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(check(&w), Ok(()));
-        let setup = Setup {
-            url: "http://h:1",
-            model: "m",
-            tokenizer: Path::new("/t"),
-            native: Path::new("/n"),
-            prompts: None,
-        };
+        let setup = Setup::example(None);
         let inv = invocations(&w, &setup);
         assert_eq!(inv.len(), 2);
         let s: Value = serde_json::from_str(&inv[1].config.as_ref().unwrap().1).unwrap();
@@ -337,13 +331,7 @@ mod tests {
         assert_eq!(lines[2], lines[0]);
         assert_eq!(lines[11], lines[1]);
         let file = Path::new("/n").join(name);
-        let setup = Setup {
-            url: "http://h:1",
-            model: "m",
-            tokenizer: Path::new("/t"),
-            native: Path::new("/n"),
-            prompts: Some(&file),
-        };
+        let setup = Setup::example(Some(&file));
         let s: Value =
             serde_json::from_str(&invocations(&w, &setup).last().unwrap().config.as_ref().unwrap().1)
                 .unwrap();

@@ -365,13 +365,7 @@ mod tests {
         assert_eq!(lines[1]["conversations"][0], json!({ "from": "human", "value": "first one" }));
         assert_eq!(lines[2]["conversations"][1], json!({ "from": "gpt", "value": "the the" }));
         let file = Path::new("/n").join(name);
-        let setup = Setup {
-            url: "http://h:1",
-            model: "m",
-            tokenizer: Path::new("/t"),
-            native: Path::new("/n"),
-            prompts: Some(&file),
-        };
+        let setup = Setup::example(Some(&file));
         let config: Value =
             serde_json::from_str(&invocations(&w, &setup).last().unwrap().config.as_ref().unwrap().1)
                 .unwrap();
@@ -385,13 +379,7 @@ mod tests {
              warmup: { requests: 0 }\nstages:\n  - { rate: 4, arrival: constant, max_concurrency: 3, duration: 6s }\n  - { concurrency: 2, requests: 12 }\n",
         );
         assert_eq!(check(&w), Ok(()));
-        let setup = Setup {
-            url: "http://h:1",
-            model: "m",
-            tokenizer: Path::new("/t"),
-            native: Path::new("/n"),
-            prompts: None,
-        };
+        let setup = Setup::example(None);
         let inv = invocations(&w, &setup);
         assert_eq!(inv.len(), 2);
         let config =

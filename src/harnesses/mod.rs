@@ -209,6 +209,14 @@ pub struct Setup<'a> {
     pub prompts: Option<&'a Path>,
 }
 
+#[cfg(test)]
+impl<'a> Setup<'a> {
+    /// The adapters' tests: the server at `http://h:1`, model `m`, tokenizer `/t`, `native/` `/n`.
+    fn example(prompts: Option<&'a Path>) -> Setup<'a> {
+        Setup { url: "http://h:1", model: "m", tokenizer: Path::new("/t"), native: Path::new("/n"), prompts }
+    }
+}
+
 impl Setup<'_> {
     fn dir(&self, stage: u32, warmup: bool) -> PathBuf {
         self.native.join(if warmup { "warmup".to_string() } else { format!("stage-{stage}") })
