@@ -55,30 +55,17 @@ pub fn check(w: &Workload) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Requests a run of unknown length gets from a prompt file (GuideLLM stops at its data's end).
-const UNBOUNDED_REQUESTS: u64 = 100_000;
-
-/// At most this much prompt text is written for GuideLLM (bytes), whatever the run needs.
-const MAX_FILE_BYTES: usize = 256 << 20;
-
 /// A file dataset's prompts as JSON lines GuideLLM maps by column name: `prompt`, and
-/// `output_tokens_count` for the output length. GuideLLM stops at the end of its data, where
-/// the built-in and the other tools cycle: the prompts are written over again, in the same
-/// order, as many times as the workload's requests need (1.2× its expected count, for a
-/// Poisson schedule's luck; 100,000 when a stage runs for a duration at a concurrency), up to
-/// 256 MB of text.
+/// `output_tokens_count` for the output length, over again as the run needs
+/// ([`super::over_again`]: GuideLLM stops at the end of its data).
 pub fn prompt_file(prompts: &[Prompt], w: &Workload) -> Result<(&'static str, String), HarnessError> {
     let mut once = String::new();
     for (n, p) in prompts.iter().enumerate() {
-        let line =
-            json!({ "prompt": super::single_text(p, n, "GuideLLM")?, "output_tokens_count": p.max_tokens });
+        let line = json!({ "prompt": super::single_text(p, n, "GuideLLM")?, "output_tokens_count": p.max_tokens });
         once += &line.to_string();
         once.push('\n');
     }
-    let needed = w.expected_requests().map_or(UNBOUNDED_REQUESTS, |n| n + n / 5 + 10);
-    let copies = needed.div_ceil(prompts.len().max(1) as u64).max(1) as usize;
-    let copies = copies.min((MAX_FILE_BYTES / once.len().max(1)).max(1));
-    Ok(("prompts-guidellm.jsonl", once.repeat(copies)))
+    Ok(("prompts-guidellm.jsonl", super::over_again(&once, prompts.len(), w)))
 }
 
 fn data(w: &Workload, setup: &Setup) -> Value {

@@ -165,6 +165,23 @@ fn single_text(p: &Prompt, n: usize, tool: &str) -> Result<String, HarnessError>
     }
 }
 
+/// Requests a run of unknown length gets from a prompt file, for a tool that stops at its data's
+/// end.
+const UNBOUNDED_REQUESTS: u64 = 100_000;
+
+/// At most this much prompt text is written for such a tool (bytes), whatever the run needs.
+const MAX_PROMPT_BYTES: usize = 256 << 20;
+
+/// `once` (the text of `n` prompts) written over again, in the same order, as many times as
+/// the workload's requests need, for a tool that stops at the end of its data where the
+/// built-in cycles: 1.2× the expected count (for a Poisson schedule's luck), or 100,000 requests
+/// when a stage runs for a duration at a concurrency; at most 256 MB of text.
+fn over_again(once: &str, n: usize, w: &Workload) -> String {
+    let needed = w.expected_requests().map_or(UNBOUNDED_REQUESTS, |n| n + n / 5 + 10);
+    let copies = needed.div_ceil(n.max(1) as u64).max(1) as usize;
+    once.repeat(copies.min((MAX_PROMPT_BYTES / once.len().max(1)).max(1)))
+}
+
 /// The prompt file written for the tool into `results/native/`, if the dataset is a file.
 fn write_prompts(
     kind: HarnessKind,
