@@ -6,7 +6,8 @@
 # computes from the tool's own per-request records (vllm conventions), and the tool's own
 # summary (its own definitions). The tools are installed by benchflow (--install-missing).
 # A third stage offers 20 requests/s (poisson) for 20 s: what each tool actually sends.
-# GuideLLM pulls ~6 GB (torch): included by HARNESSES="builtin aiperf inference-perf guidellm".
+# GuideLLM pulls ~6 GB (torch), vllm ~9.4 GB (torch and CUDA libraries; `vllm bench serve` runs
+# without a GPU): included by HARNESSES="builtin aiperf inference-perf guidellm vllm-bench".
 # Usage: [HARNESSES="..."] benches/harnesses.sh [REQUESTS]   (per stage; default 400)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -65,5 +66,10 @@ for i, c in ((1, "16"), (2, "128"), (3, "rate 20/s")):
               f"{g('time_to_first_token_ms')['median']:.1f} / {p99('time_to_first_token_ms'):.1f} | "
               f"{g('inter_token_latency_ms')['median']:.2f} | {g('time_per_output_token_ms')['median']:.2f} | "
               f"{g('request_latency')['median'] * 1000:.1f} / {p99('request_latency') * 1000:.1f} |")
+    elif h == "vllm-bench":
+        m = json.loads((d / "result.json").read_text().replace("NaN", "null").replace("Infinity", "null"))
+        print(f"| {h} | vllm bench serve's own summary | {c} | {m['request_throughput']:.1f} | "
+              f"{m['median_ttft_ms']:.1f} / {m['p99_ttft_ms']:.1f} | {m['median_itl_ms']:.2f} | {m['median_tpot_ms']:.2f} | "
+              f"{m['median_e2el_ms'] if 'median_e2el_ms' in m else float('nan'):.1f} / {m['p99_e2el_ms'] if 'p99_e2el_ms' in m else float('nan'):.1f} |")
 PY
 done

@@ -270,7 +270,7 @@ pub fn render_text(a: &Analysis) -> String {
         if s.estimated_token_requests > 0 {
             let _ = writeln!(
                 t,
-                "(token counts of {} requests are client estimates: the server sent no usage)",
+                "(token counts of {} requests are client estimates: no server usage was recorded for them)",
                 s.estimated_token_requests
             );
         }

@@ -92,7 +92,7 @@ pub enum ToolsAction {
     List,
     /// Install one (again, if it was), pinned, with the newest suitable Python found.
     Install {
-        /// vllm-router, guidellm, inference-perf or aiperf.
+        /// vllm-router, guidellm, inference-perf, aiperf or vllm.
         name: String,
         /// The Python to use (default: the newest suitable one on $PATH, in ~/.pyenv/versions,
         /// /usr/bin or /usr/local/bin).

@@ -61,7 +61,8 @@ pub fn check(w: &Workload) -> Result<(), Refusal> {
 pub fn prompt_file(prompts: &[Prompt], w: &Workload) -> Result<(&'static str, String), HarnessError> {
     let mut once = String::new();
     for (n, p) in prompts.iter().enumerate() {
-        let line = json!({ "prompt": super::single_text(p, n, "GuideLLM")?, "output_tokens_count": p.max_tokens });
+        let line =
+            json!({ "prompt": super::single_text(p, n, "GuideLLM")?, "output_tokens_count": p.max_tokens });
         once += &line.to_string();
         once.push('\n');
     }

@@ -1,5 +1,5 @@
 //! External harnesses: a benchflow workload run by a load generator people already trust
-//! (aiperf, inference-perf, GuideLLM), installed by benchflow's tool installer ([`crate::tools`]).
+//! (aiperf, inference-perf, GuideLLM, `vllm bench serve`), installed by benchflow's tool installer ([`crate::tools`]).
 //!
 //! Each adapter does three things, and nothing else:
 //!
@@ -18,6 +18,7 @@ pub mod aiperf;
 pub mod guidellm;
 pub mod inference_perf;
 pub mod tokenizer;
+pub mod vllm_bench;
 
 use std::{
     future::Future,
@@ -198,6 +199,7 @@ fn write_prompts(
         HarnessKind::Aiperf => aiperf::prompt_file(&prompts)?,
         HarnessKind::InferencePerf => inference_perf::prompt_file(&prompts)?,
         HarnessKind::Guidellm => guidellm::prompt_file(&prompts, w)?,
+        HarnessKind::VllmBench => vllm_bench::prompt_file(&prompts, w)?,
     };
     let path = native.join(name);
     std::fs::write(&path, text).map_err(io(&path))?;
@@ -277,6 +279,7 @@ pub fn tool(kind: HarnessKind) -> Option<&'static tools::Tool> {
         HarnessKind::Aiperf => "aiperf",
         HarnessKind::InferencePerf => "inference-perf",
         HarnessKind::Guidellm => "guidellm",
+        HarnessKind::VllmBench => "vllm",
     };
     tools::find(name).ok()
 }
@@ -288,6 +291,7 @@ pub fn check(kind: HarnessKind, w: &Workload) -> Result<(), String> {
         HarnessKind::Aiperf => common(w).and_then(|()| aiperf::check(w)),
         HarnessKind::InferencePerf => common(w).and_then(|()| inference_perf::check(w)),
         HarnessKind::Guidellm => common(w).and_then(|()| guidellm::check(w)),
+        HarnessKind::VllmBench => common(w).and_then(|()| vllm_bench::check(w)),
     };
     refused.map_err(|r| {
         format!(
@@ -326,6 +330,7 @@ fn invocations(kind: HarnessKind, w: &Workload, setup: &Setup) -> Vec<Invocation
         HarnessKind::Aiperf => aiperf::invocations(w, setup),
         HarnessKind::InferencePerf => inference_perf::invocations(w, setup),
         HarnessKind::Guidellm => guidellm::invocations(w, setup),
+        HarnessKind::VllmBench => vllm_bench::invocations(w, setup),
     }
 }
 
@@ -337,6 +342,7 @@ fn records(kind: HarnessKind, inv: &Invocation, clock: &Clock) -> Result<Vec<Rec
         HarnessKind::Aiperf => (aiperf::RECORDS, aiperf::parse),
         HarnessKind::InferencePerf => (inference_perf::RECORDS, inference_perf::parse),
         HarnessKind::Guidellm => (guidellm::RECORDS, guidellm::parse),
+        HarnessKind::VllmBench => (vllm_bench::RECORDS, vllm_bench::parse),
     };
     let path = inv.dir.join(file);
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
@@ -355,6 +361,10 @@ fn caveat(kind: HarnessKind) -> &'static str {
         HarnessKind::Guidellm => {
             "per-request records converted from GuideLLM's benchmarks.json; it records the first and last \
              token of each request but not the chunks between (no ITL)"
+        }
+        HarnessKind::VllmBench => {
+            "per-request records converted from vllm bench serve's detailed result.json; a request ends at \
+             its last token (it records no later time)"
         }
     }
 }

@@ -11,6 +11,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("scenarios", "kubernetes-router", include_str!("../../scenarios/kubernetes-router.yaml")),
     ("harnesses", "builtin", include_str!("../../harnesses/builtin.yaml")),
     ("harnesses", "aiperf", include_str!("../../harnesses/aiperf.yaml")),
+    ("harnesses", "vllm-bench", include_str!("../../harnesses/vllm-bench.yaml")),
     ("harnesses", "inference-perf", include_str!("../../harnesses/inference-perf.yaml")),
     ("harnesses", "guidellm", include_str!("../../harnesses/guidellm.yaml")),
     ("workloads", "sanity", include_str!("../../workloads/sanity.yaml")),

@@ -101,6 +101,10 @@ pub enum HarnessKind {
     InferencePerf,
     /// GuideLLM, installed by benchflow (`benchflow tools install guidellm`: ~6 GB with torch).
     Guidellm,
+    /// `vllm bench serve`, installed by benchflow (`benchflow tools install vllm`: ~9.4 GB with
+    /// torch and CUDA libraries; it runs without a GPU).
+    #[serde(rename = "vllm-bench")]
+    VllmBench,
 }
 
 impl HarnessKind {
@@ -110,6 +114,7 @@ impl HarnessKind {
             HarnessKind::Aiperf => "aiperf",
             HarnessKind::InferencePerf => "inference-perf",
             HarnessKind::Guidellm => "guidellm",
+            HarnessKind::VllmBench => "vllm-bench",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `harness`: the load generator runs the workload against the endpoint; records go to
 //! `results/`. The built-in one by default; an external one (`kind: aiperf | inference-perf |
-//! guidellm`) installed by benchflow, run by [`crate::harnesses`]. A forced re-run first moves
-//! earlier results aside (nothing is overwritten).
+//! guidellm | vllm-bench`) installed by benchflow, run by [`crate::harnesses`]. A forced re-run
+//! first moves earlier results aside (nothing is overwritten).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -21,7 +21,7 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
-    /// Which load generator: `builtin` (default), `aiperf`, `inference-perf`, `guidellm`.
+    /// Which load generator: `builtin` (default), `aiperf`, `inference-perf`, `guidellm`, `vllm-bench`.
     #[serde(default = "default_kind")]
     pub kind: HarnessKind,
     pub endpoint: String,

@@ -68,6 +68,16 @@ pub const TOOLS: &[Tool] = &[
         bin: "aiperf",
         what: "aiperf harness",
     },
+    Tool {
+        name: "vllm",
+        // `bench`: what `vllm bench serve` imports for its datasets (pandas, datasets).
+        package: "vllm[bench]",
+        version: "0.33.0",
+        python_min: (3, 11),
+        python_below: Some((3, 15)),
+        bin: "vllm",
+        what: "vllm bench serve harness (pulls torch and CUDA libraries: ~9.4 GB; runs without a GPU)",
+    },
 ];
 
 impl Tool {
