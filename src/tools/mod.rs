@@ -12,6 +12,7 @@ use std::{
     process::{Command, Stdio},
 };
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 pub use python::Python;
@@ -125,6 +126,34 @@ pub enum ToolError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
+/// The install lock of a tool (`<home>/<name>-<version>.lock`), held until dropped; says so when
+/// another process holds it and waits.
+fn lock(home: &Path, tool: &Tool) -> Result<Flock<std::fs::File>, ToolError> {
+    std::fs::create_dir_all(home).map_err(io(home))?;
+    let path = home.join(format!("{}-{}.lock", tool.name, tool.version));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    let errno =
+        |(_, e): (std::fs::File, nix::errno::Errno)| ToolError::Io { path: path.clone(), source: e.into() };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(held) => Ok(held),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+            eprintln!(
+                "benchflow: another process is installing {} {}; waiting for it ({})",
+                tool.name,
+                tool.version,
+                path.display()
+            );
+            Flock::lock(file, FlockArg::LockExclusive).map_err(errno)
+        }
+        Err(other) => Err(errno(other)),
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ToolError + '_ {
     move |source| ToolError::Io { path: path.to_path_buf(), source }
 }
@@ -212,6 +241,14 @@ pub fn install(
     python: &Python,
     log: Option<&Path>,
 ) -> Result<Installed, ToolError> {
+    // One install of a tool at a time: a second benchflow (another run's `--install-missing`,
+    // another test) would otherwise wipe the environment the first is installing into. It waits,
+    // then takes what the first installed.
+    let was_installed = installed(home, tool).is_some();
+    let _lock = lock(home, tool)?;
+    if !was_installed && let Some(done) = installed(home, tool) {
+        return Ok(done);
+    }
     let dir = tool.dir(home);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
@@ -292,6 +329,23 @@ mod tests {
         assert_eq!(find("aiperf").unwrap().python_range(), ">=3.11,<3.14");
         let e = find("locust").unwrap_err().to_string();
         assert!(e.contains("`locust`") && e.contains("vllm-router, guidellm, inference-perf, aiperf"), "{e}");
+    }
+
+    #[test]
+    fn one_install_of_a_tool_at_a_time() {
+        let home = std::env::temp_dir().join(format!("benchflow-tools-lock-{}", std::process::id()));
+        let tool = find("aiperf").unwrap();
+        let held = lock(&home, tool).unwrap();
+        // Another process's attempt (another open file description) is refused while it is held.
+        let path = home.join(format!("{}-{}.lock", tool.name, tool.version));
+        let other = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let (other, e) = Flock::lock(other, FlockArg::LockExclusiveNonblock).unwrap_err();
+        assert_eq!(e, nix::errno::Errno::EWOULDBLOCK);
+        // Another tool is not held up by it.
+        drop(lock(&home, find("vllm-router").unwrap()).unwrap());
+        drop(held);
+        assert!(Flock::lock(other, FlockArg::LockExclusiveNonblock).is_ok(), "free once the first is done");
+        let _ = std::fs::remove_dir_all(&home);
     }
 
     #[test]
