@@ -444,7 +444,7 @@ pub fn judged(s: &Search, trials: &[Trial]) -> Vec<Trial> {
         t.marginal = false;
         t.why = format!(
             "above the capacity seen: the server completed at most {cap:.2} req/s when it could not keep up \
-             (trial {at}), so at {} its queue grows by {:.2} req/s ({})",
+             ({at}), so at {} its queue grows by {:.2} req/s ({})",
             t.x,
             t.x - cap,
             t.why
@@ -771,7 +771,7 @@ mod tests {
         let j = judged(&s, &[over.clone(), near.clone()]);
         assert_eq!(j[1].verdict, Verdict::Fail);
         assert!(
-            j[1].why.contains("above the capacity seen") && j[1].why.contains("trial 1, p001"),
+            j[1].why.contains("above the capacity seen") && j[1].why.contains("(trial 1, p001)"),
             "{}",
             j[1].why
         );
