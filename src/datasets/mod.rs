@@ -272,7 +272,7 @@ pub fn load_for(
 }
 
 /// A dataset in words (for messages).
-fn describe(spec: &DatasetSpec, base: &Path) -> String {
+pub fn describe(spec: &DatasetSpec, base: &Path) -> String {
     match spec {
         DatasetSpec::Random(_) => "random".into(),
         DatasetSpec::SharedPrefix(_) => "shared_prefix".into(),

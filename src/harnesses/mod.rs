@@ -156,13 +156,17 @@ fn single_text(p: &Prompt, n: usize, tool: &str) -> Result<String, HarnessError>
     match &p.body {
         PromptBody::Text(t) => Ok(t.clone()),
         PromptBody::Messages(m) if m.len() == 1 => Ok(m[0].1.clone()),
-        PromptBody::Messages(m) => Err(HarnessError::Prompts {
-            why: format!(
-                "prompt {} (in benchflow's order) is a conversation of {} messages; the {tool} adapter passes one message per prompt",
-                n + 1,
-                m.len()
-            ),
-        }),
+        PromptBody::Messages(m) => {
+            let first: String = m[0].1.chars().take(40).collect();
+            Err(HarnessError::Prompts {
+                why: format!(
+                    "prompt {} (in benchflow's order, its first message starting {first:?}) is a conversation of {} messages; \
+                     the {tool} adapter passes one message per prompt",
+                    n + 1,
+                    m.len()
+                ),
+            })
+        }
     }
 }
 
@@ -301,6 +305,25 @@ pub fn check(kind: HarnessKind, w: &Workload) -> Result<(), String> {
             r.why
         )
     })
+}
+
+/// A file dataset's prompts checked at plan time (the file is read as the run will read it):
+/// the tools' file formats take one message per prompt, so a conversation of several is refused
+/// before anything starts, naming the file and the prompt.
+pub fn check_prompts(kind: HarnessKind, w: &Workload, base: &Path) -> Result<(), String> {
+    if kind == HarnessKind::Builtin || !from_file(w) {
+        return Ok(());
+    }
+    // Unreadable files are the dataset check's to report (it runs first, with its own words).
+    let Ok(prompts) = crate::datasets::load(&w.dataset, w.seed, base) else { return Ok(()) };
+    match prompts.iter().enumerate().find_map(|(n, p)| single_text(p, n, kind.as_str()).err()) {
+        None => Ok(()),
+        Some(e) => Err(format!(
+            "the {} harness cannot run this workload: `dataset` ({}): {e} (use the built-in harness, or a file of one message per prompt)",
+            kind.as_str(),
+            crate::datasets::describe(&w.dataset, base)
+        )),
+    }
 }
 
 /// What no adapter passes on: secrets (a tool's command line and configuration are kept in the

@@ -111,6 +111,7 @@ impl Step for Args {
             }
             if let Some(w) = self.workload.as_deref() {
                 harnesses::check(self.kind, w)?;
+                harnesses::check_prompts(self.kind, w, &self.workload_dir)?;
             }
         }
         Ok(())

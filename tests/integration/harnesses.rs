@@ -183,6 +183,22 @@ fn what_a_tool_cannot_express_or_a_missing_tool_stops_everything_first() {
         "{said}"
     );
     assert!(!text(&out.stdout).contains("01_start_engine"), "nothing started");
+    // A prompt file with a conversation the tool's file format cannot hold: the file and the
+    // prompt are named before anything starts.
+    p.file(
+        "workloads/talk.jsonl",
+        "{\"prompt\": \"the of\", \"max_tokens\": 3}\n\
+         {\"messages\": [{\"role\": \"system\", \"content\": \"be brief\"}, {\"role\": \"user\", \"content\": \"to in\"}], \"max_tokens\": 3}\n",
+    )
+    .file("workloads/talk.yaml", "dataset: { jsonl: { path: talk.jsonl } }\nstages: [ { concurrency: 1, requests: 2 } ]\n");
+    let out = p.run(&["e2e", "-H", "aiperf", "-w", "talk", "--workdir", "wd3"]);
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("talk.jsonl") && said.contains("2 messages") && said.contains("\"be brief\""),
+        "{said}"
+    );
+    assert!(!text(&out.stdout).contains("01_start_engine"), "nothing started");
     // A tool that is not installed: the preflight says how to install it, nothing starts.
     let out = p.run(&["e2e", "-H", "aiperf", "--workdir", "wd2"]);
     let said = text(&out.stderr);
