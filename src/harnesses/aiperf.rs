@@ -31,12 +31,7 @@ pub fn check(_: &Workload) -> Result<(), Refusal> {
 
 /// A file dataset's prompts as aiperf's `single_turn` JSON lines.
 pub fn prompt_file(prompts: &[Prompt]) -> Result<(&'static str, String), HarnessError> {
-    let mut text = String::new();
-    for (n, p) in prompts.iter().enumerate() {
-        let line = json!({ "text": super::single_text(p, n, "aiperf")?, "output_length": p.max_tokens });
-        text += &line.to_string();
-        text.push('\n');
-    }
+    let text = super::json_lines(prompts, "aiperf", |text, n| json!({ "text": text, "output_length": n }))?;
     Ok(("prompts-aiperf.jsonl", text))
 }
 

@@ -59,13 +59,11 @@ pub fn check(w: &Workload) -> Result<(), Refusal> {
 /// `output_tokens_count` for the output length, over again as the run needs
 /// ([`super::over_again`]: GuideLLM stops at the end of its data).
 pub fn prompt_file(prompts: &[Prompt], w: &Workload) -> Result<(&'static str, String), HarnessError> {
-    let mut once = String::new();
-    for (n, p) in prompts.iter().enumerate() {
-        let line =
-            json!({ "prompt": super::single_text(p, n, "GuideLLM")?, "output_tokens_count": p.max_tokens });
-        once += &line.to_string();
-        once.push('\n');
-    }
+    let once = super::json_lines(
+        prompts,
+        "GuideLLM",
+        |text, n| json!({ "prompt": text, "output_tokens_count": n }),
+    )?;
     Ok(("prompts-guidellm.jsonl", super::over_again(&once, prompts.len(), w)))
 }
 

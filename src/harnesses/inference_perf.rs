@@ -117,16 +117,14 @@ fn length(len: u32, ratio: f64) -> Value {
 /// go out in benchflow's order, pass after pass.
 pub fn prompt_file(prompts: &[Prompt]) -> Result<(&'static str, String), HarnessError> {
     let word = crate::lexicon::LEXICON[0].trim();
-    let mut lines = vec![json!({ "conversations": [{ "from": "human", "value": word }] }).to_string()];
-    for (n, p) in prompts.iter().enumerate() {
-        let answer = vec![word; p.max_tokens as usize].join(" ");
-        let conversation = json!({ "conversations": [
-            { "from": "human", "value": super::single_text(p, n, "inference-perf")? },
-            { "from": "gpt", "value": answer },
-        ] });
-        lines.push(conversation.to_string());
-    }
-    Ok(("prompts-inference-perf.json", lines.join("\n") + "\n"))
+    let skipped = json!({ "conversations": [{ "from": "human", "value": word }] }).to_string() + "\n";
+    let conversations = super::json_lines(prompts, "inference-perf", |text, n| {
+        json!({ "conversations": [
+            { "from": "human", "value": text },
+            { "from": "gpt", "value": vec![word; n as usize].join(" ") },
+        ] })
+    })?;
+    Ok(("prompts-inference-perf.json", skipped + &conversations))
 }
 
 fn data(w: &Workload, setup: &Setup) -> Value {

@@ -170,6 +170,20 @@ fn single_text(p: &Prompt, n: usize, tool: &str) -> Result<String, HarnessError>
     }
 }
 
+/// A file dataset's prompts as JSON lines, one per prompt: `line(text, output length)`.
+fn json_lines(
+    prompts: &[Prompt],
+    tool: &str,
+    line: impl Fn(String, u32) -> serde_json::Value,
+) -> Result<String, HarnessError> {
+    let mut text = String::new();
+    for (n, p) in prompts.iter().enumerate() {
+        text += &line(single_text(p, n, tool)?, p.max_tokens).to_string();
+        text.push('\n');
+    }
+    Ok(text)
+}
+
 /// Requests a run of unknown length gets from a prompt file, for a tool that stops at its data's
 /// end.
 const UNBOUNDED_REQUESTS: u64 = 100_000;

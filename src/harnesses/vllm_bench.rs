@@ -73,13 +73,8 @@ fn requests(s: &Stage) -> u64 {
 /// A file dataset's prompts as the `custom` dataset's JSON lines (`prompt`, `output_tokens`),
 /// over again as the run needs ([`super::over_again`]).
 pub fn prompt_file(prompts: &[Prompt], w: &Workload) -> Result<(&'static str, String), HarnessError> {
-    let mut once = String::new();
-    for (n, p) in prompts.iter().enumerate() {
-        let line =
-            json!({ "prompt": super::single_text(p, n, "vllm bench")?, "output_tokens": p.max_tokens });
-        once += &line.to_string();
-        once.push('\n');
-    }
+    let once =
+        super::json_lines(prompts, "vllm bench", |text, n| json!({ "prompt": text, "output_tokens": n }))?;
     // The `custom` dataset reads a `.jsonl` file by its name.
     Ok(("prompts-vllm-bench.jsonl", super::over_again(&once, prompts.len(), w)))
 }
