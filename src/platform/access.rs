@@ -112,6 +112,44 @@ pub fn router(namespace: &str) -> Vec<Access> {
     in_namespace(namespace, actions.into_iter())
 }
 
+/// An llm-d stack's own objects beside the engine's: the endpoint picker's ServiceAccount,
+/// Role, RoleBinding (granting get/list/watch on pods and the Inference Extension's kinds, which
+/// RBAC allows only to a user who holds them), ConfigMap, and the Gateway, HTTPRoute and
+/// InferencePool.
+pub fn llm_d(namespace: &str) -> Vec<Access> {
+    let mut actions = Vec::new();
+    for (group, resource) in [
+        ("", "serviceaccounts"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+        ("", "configmaps"),
+        ("gateway.networking.k8s.io", "gateways"),
+        ("gateway.networking.k8s.io", "httproutes"),
+        ("inference.networking.k8s.io", "inferencepools"),
+    ] {
+        for verb in ["create", "patch", "delete"] {
+            actions.push((verb, group, resource, ""));
+        }
+    }
+    for (group, resource) in [
+        ("", "pods"),
+        ("inference.networking.k8s.io", "inferencepools"),
+        ("inference.networking.x-k8s.io", "inferenceobjectives"),
+        ("inference.networking.x-k8s.io", "inferencemodelrewrites"),
+    ] {
+        for verb in ["get", "list", "watch"] {
+            if !actions.contains(&(verb, group, resource, "")) {
+                actions.push((verb, group, resource, ""));
+            }
+        }
+    }
+    actions.extend([
+        ("get", "gateway.networking.k8s.io", "gateways", ""),
+        ("get", "gateway.networking.k8s.io", "httproutes", ""),
+    ]);
+    in_namespace(namespace, actions.into_iter())
+}
+
 /// Creating the namespace, and deleting it at teardown.
 pub fn namespace_lifecycle() -> Vec<Access> {
     ["create", "delete"]
@@ -171,5 +209,18 @@ mod tests {
         let with_maps: Vec<String> = jobs("bench", true).iter().map(ToString::to_string).collect();
         assert!(with_maps.contains(&"create configmaps in namespace bench".to_string()), "{with_maps:?}");
         assert!(with_maps.contains(&"watch jobs.batch in namespace bench".to_string()), "{with_maps:?}");
+        let llmd: Vec<String> = llm_d("bench").iter().map(ToString::to_string).collect();
+        for a in [
+            "create inferencepools.inference.networking.k8s.io in namespace bench",
+            "patch httproutes.gateway.networking.k8s.io in namespace bench",
+            "watch inferenceobjectives.inference.networking.x-k8s.io in namespace bench",
+        ] {
+            assert!(llmd.contains(&a.to_string()), "{a}: {llmd:?}");
+        }
+        assert_eq!(
+            llmd.len(),
+            llmd.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            "no action twice"
+        );
     }
 }

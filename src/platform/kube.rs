@@ -90,13 +90,64 @@ impl ObjectRef {
         }
     }
 
-    fn api(&self, client: &Client) -> Api<DynamicObject> {
+    /// The API of the object's kind. The built-in groups' resources follow from the kind; a
+    /// custom resource's (Gateway, HTTPRoute, InferencePool, …) is discovered from the API
+    /// server, and a kind it does not serve is an error naming the CRDs to install.
+    async fn api(&self, client: &Client) -> Result<Api<DynamicObject>, KubeError> {
         let (group, version) = self.api_version.rsplit_once('/').unwrap_or(("", &self.api_version));
-        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &self.kind));
-        match &self.namespace {
+        let gvk = GroupVersionKind::gvk(group, version, &self.kind);
+        let ar = if BUILT_IN_GROUPS.contains(&group) {
+            ApiResource::from_gvk(&gvk)
+        } else {
+            discover(client, &gvk).await?
+        };
+        Ok(match &self.namespace {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
             None => Api::all_with(client.clone(), &ar),
+        })
+    }
+}
+
+/// The API groups of the kinds k8s-openapi types, whose resource names follow from the kind.
+const BUILT_IN_GROUPS: [&str; 4] = ["", "apps", "batch", "rbac.authorization.k8s.io"];
+
+/// The resource of a custom kind, as the API server serves it; an error naming what to install
+/// when it serves no such kind.
+pub async fn discover(client: &Client, gvk: &GroupVersionKind) -> Result<ApiResource, KubeError> {
+    let api_version = gvk.api_version();
+    let resources = match retry(|| client.list_api_group_resources(&api_version)).await {
+        Ok(list) => list,
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            return Err(KubeError::Failed(format!(
+                "the API server does not serve `{api_version}`, so it has no {}: install {}",
+                gvk.kind,
+                crds_for(&gvk.group)
+            )));
         }
+        Err(e) => return Err(api_err(format!("failed to discover the resources of {api_version}"))(e)),
+    };
+    let found = resources.resources.iter().find(|r| r.kind == gvk.kind && !r.name.contains('/'));
+    let Some(r) = found else {
+        return Err(KubeError::Failed(format!(
+            "the API server serves `{api_version}` but no {} in it: install {}",
+            gvk.kind,
+            crds_for(&gvk.group)
+        )));
+    };
+    Ok(ApiResource::from_gvk_with_plural(gvk, &r.name))
+}
+
+/// What installs the kinds of an API group, for error messages.
+pub fn crds_for(group: &str) -> String {
+    match group {
+        "gateway.networking.k8s.io" => "the Gateway API CRDs (v1.4 or later: \
+            kubectl apply --server-side -f https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.4.1/standard-install.yaml) \
+            and a gateway controller (Istio, kgateway, agentgateway, GKE)"
+            .into(),
+        "inference.networking.k8s.io" | "inference.networking.x-k8s.io" => "the Gateway API Inference Extension CRDs \
+            (v1.0 or later: kubectl apply -f https://github.com/kubernetes-sigs/gateway-api-inference-extension/releases/download/v1.3.0/manifests.yaml)"
+            .into(),
+        other => format!("the CRDs of API group `{other}`"),
     }
 }
 
@@ -111,7 +162,7 @@ impl std::fmt::Display for ObjectRef {
 
 /// Whether the object exists.
 pub async fn exists(client: &Client, r: &ObjectRef) -> Result<bool, KubeError> {
-    Ok(r.api(client).get_opt(&r.name).await.map_err(api_err(format!("failed to read {r}")))?.is_some())
+    Ok(r.api(client).await?.get_opt(&r.name).await.map_err(api_err(format!("failed to read {r}")))?.is_some())
 }
 
 /// Server-side apply with field manager `benchflow`, never forced: a field that another manager
@@ -120,16 +171,17 @@ pub async fn exists(client: &Client, r: &ObjectRef) -> Result<bool, KubeError> {
 pub async fn apply(client: &Client, doc: &Value) -> Result<(), KubeError> {
     let r = ObjectRef::of(doc);
     let params = PatchParams::apply(FIELD_MANAGER);
-    retry(|| async { r.api(client).patch(&r.name, &params, &Patch::Apply(doc)).await.map(|_| ()) })
-        .await
-        .map_err(|e| match e {
+    let api = r.api(client).await?;
+    retry(|| async { api.patch(&r.name, &params, &Patch::Apply(doc)).await.map(|_| ()) }).await.map_err(|e| {
+        match e {
             kube::Error::Api(s) if s.code == 409 => KubeError::Failed(format!(
                 "cannot apply {r}: {}. benchflow does not take over fields another field manager set; \
                  delete the object, or give those fields back, then run again",
                 s.message
             )),
             e => api_err(format!("failed to apply {r}"))(e),
-        })
+        }
+    })
 }
 
 /// Whether the error is the API server's 403.
@@ -139,7 +191,12 @@ pub fn forbidden(e: &KubeError) -> bool {
 
 /// Deletes (foreground propagation) and waits until the object is gone.
 pub async fn delete(client: &Client, r: &ObjectRef, limit: Duration) -> Result<bool, KubeError> {
-    let api = r.api(client);
+    let api = match r.api(client).await {
+        Ok(api) => api,
+        // Its kind is no longer served (its CRD was removed): nothing of it is left.
+        Err(KubeError::Failed(_)) => return Ok(false),
+        Err(e) => return Err(e),
+    };
     let dp = DeleteParams::foreground();
     match retry(|| async { api.delete(&r.name, &dp).await.map(|_| ()) }).await {
         Ok(()) => {}
@@ -381,12 +438,24 @@ pub async fn forward(client: &Client, ns: &str, service: &str, port: u16) -> Res
     let svc = retry(|| services.get(service))
         .await
         .map_err(api_err(format!("failed to read Service/{service} in {ns}")))?;
-    let labels = svc.spec.and_then(|s| s.selector).unwrap_or_default();
+    let spec = svc.spec.unwrap_or_default();
+    // The pods' port behind the Service's (a gateway's Service maps 80 to its proxy's port).
+    let target = spec
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.port == i32::from(port))
+        .and_then(|p| match &p.target_port {
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => u16::try_from(*n).ok(),
+            _ => None,
+        })
+        .unwrap_or(port);
+    let labels = spec.selector.unwrap_or_default();
     let pods = ready_pods(client, ns, &labels).await?;
     if pods.is_empty() {
         return Err(KubeError::Failed(format!("Service/{service} in {ns} has no ready pod to forward to")));
     }
-    forward_pods(client, ns, pods, port).await
+    forward_pods(client, ns, pods, target).await
 }
 
 /// A local port forwarded to `port` of pod `pod` in `ns`; forwarding stops when the returned
@@ -485,7 +554,8 @@ pub async fn dcgm_exporters(
 
 /// Whether an object exists and matches a label selector of `k=v` terms.
 pub async fn has_labels(client: &Client, r: &ObjectRef, selector: &str) -> Result<bool, KubeError> {
-    let Some(obj) = r.api(client).get_opt(&r.name).await.map_err(api_err(format!("failed to read {r}")))?
+    let Some(obj) =
+        r.api(client).await?.get_opt(&r.name).await.map_err(api_err(format!("failed to read {r}")))?
     else {
         return Ok(false);
     };
@@ -500,6 +570,9 @@ pub async fn labelled(client: &Client, ns: &str, selector: &str) -> Result<Vec<O
     let mut out = Vec::new();
     // In the order to delete them: workloads first, storage and configuration last.
     for (api_version, kind) in [
+        ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+        ("gateway.networking.k8s.io/v1", "Gateway"),
+        ("inference.networking.k8s.io/v1", "InferencePool"),
         ("apps/v1", "Deployment"),
         ("batch/v1", "Job"),
         ("v1", "Service"),
@@ -516,7 +589,12 @@ pub async fn labelled(client: &Client, ns: &str, selector: &str) -> Result<Vec<O
             namespace: Some(ns.into()),
             name: String::new(),
         };
-        let api = r.api(client);
+        let api = match r.api(client).await {
+            Ok(api) => api,
+            // A kind the cluster does not serve holds nothing of ours.
+            Err(KubeError::Failed(_)) => continue,
+            Err(e) => return Err(e),
+        };
         let lp = ListParams::default().labels(selector);
         let list =
             retry(|| api.list(&lp)).await.map_err(api_err(format!("failed to list {kind}s in {ns}")))?;

@@ -26,6 +26,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("deployment.yaml", include_str!("../../templates/kubernetes/deployment.yaml")),
     ("service.yaml", include_str!("../../templates/kubernetes/service.yaml")),
     ("router.yaml", include_str!("../../templates/kubernetes/router.yaml")),
+    ("epp.yaml", include_str!("../../templates/kubernetes/epp.yaml")),
+    ("inferencepool.yaml", include_str!("../../templates/kubernetes/inferencepool.yaml")),
+    ("gateway.yaml", include_str!("../../templates/kubernetes/gateway.yaml")),
 ];
 
 /// A label value from free text: at most 63 characters of `[a-z0-9.-_]`, alphanumeric at both
@@ -63,19 +66,13 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
             s.engine.kind.as_str()
         ));
     }
-    let router = match s.deploy.method {
-        Method::Standalone => false,
-        Method::Router if s.deploy.router.kind == RouterKind::VllmRouter => true,
+    let (router, gateway) = match s.deploy.method {
+        Method::Standalone => (false, false),
+        Method::Router if s.deploy.router.kind == RouterKind::VllmRouter => (true, false),
         Method::Router => {
             return Err("router kind `production-stack` is not built yet; use `kind: vllm-router`".into());
         }
-        Method::LlmD => {
-            return Err(
-                "deploy.method `llm-d` (the inference gateway stack) is not built yet; use `standalone` or \
-                        `router`"
-                    .into(),
-            );
-        }
+        Method::LlmD => (false, true),
     };
     let model = s
         .model
@@ -91,7 +88,7 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
     if k.gpus == 0 || k.replicas == 0 {
         return Err("kubernetes.gpus and kubernetes.replicas must be at least 1".into());
     }
-    if router && s.deploy.replicas == 0 {
+    if (router || gateway) && s.deploy.replicas == 0 {
         return Err("deploy.replicas must be at least 1".into());
     }
     let short = model.rsplit('/').next().unwrap_or(&model);
@@ -108,7 +105,7 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
     args.extend(s.engine.args.iter().cloned());
     let hf_token = s.engine.env.get("HF_TOKEN").cloned().unwrap_or_else(|| "env:HF_TOKEN".into());
     let selector = json!({ "app.kubernetes.io/instance": name });
-    let labels = json!({
+    let mut labels = json!({
         "app.kubernetes.io/name": "vllm",
         "app.kubernetes.io/instance": name,
         "app.kubernetes.io/managed-by": "benchflow",
@@ -116,6 +113,10 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
         "llm-d.ai/inference-serving": "true",
         "llm-d.ai/model": label_value(short),
     });
+    if gateway {
+        // llm-d-modelservice's role label: these pods serve both phases.
+        labels["llm-d.ai/role"] = json!("decode");
+    }
     let mut service = name.clone();
     let mut router_values = Value::Null;
     if router {
@@ -169,11 +170,19 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
         });
         service = router_name;
     }
-    let endpoint_port = if router { router_values["port"].as_u64().unwrap_or(8000) as u16 } else { k.port };
+    let mut gateway_values = Value::Null;
+    let mut endpoint_port =
+        if router { router_values["port"].as_u64().unwrap_or(8000) as u16 } else { k.port };
+    if gateway {
+        gateway_values = llm_d(s, &name, &selector, &run_label)?;
+        service = gateway_values["service"].as_str().unwrap_or_default().to_string();
+        endpoint_port = s.deploy.gateway.port;
+    }
     Ok(json!({
         "k8s": {
-            "replicas": if router { s.deploy.replicas } else { k.replicas },
+            "replicas": if router || gateway { s.deploy.replicas } else { k.replicas },
             "router": router_values,
+            "gateway": gateway_values,
             "service": service,
             "name": name,
             "pvc": k.pvc.name.clone().unwrap_or_else(|| format!("{name}-cache")),
@@ -193,6 +202,83 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
             "workload_dir": workload_dir.display().to_string(),
         },
         "endpoint": { "url": format!("k8s://{}/{service}:{endpoint_port}", k.namespace) },
+    }))
+}
+
+/// `k8s.gateway`: the names and settings of an llm-d stack's gateway, route, pool and endpoint
+/// picker (EPP), for the templates `epp.yaml`, `inferencepool.yaml` and `gateway.yaml`.
+fn llm_d(s: &Scenario, name: &str, selector: &Value, run_label: &str) -> Result<Value, String> {
+    let g = &s.deploy.gateway;
+    let k = &s.kubernetes;
+    if dns_label(&g.class, 253) != g.class || g.class.is_empty() {
+        return Err(format!("deploy.gateway.class `{}` is not a valid GatewayClass name", g.class));
+    }
+    if g.scorers.values().all(|w| *w == 0) {
+        return Err("deploy.gateway.scorers has no scorer of weight > 0: the endpoint picker needs at least one scorer \
+                    (queue-scorer, kv-cache-utilization-scorer, prefix-cache-scorer)"
+            .into());
+    }
+    let gw = format!("{name}-gateway");
+    let pool = format!("{name}-pool");
+    let epp = format!("{name}-epp");
+    // The Service a gateway controller makes for a Gateway: Istio names it `<gateway>-istio`;
+    // kgateway and agentgateway name it as the Gateway.
+    let service = g.service.clone().unwrap_or_else(|| match g.class.as_str() {
+        "istio" => format!("{gw}-istio"),
+        _ => gw.clone(),
+    });
+    let config_file = "default-plugins.yaml";
+    let mut plugins = String::new();
+    let mut weights = String::new();
+    for (scorer, weight) in g.scorers.iter().filter(|(_, w)| **w > 0) {
+        plugins.push_str(&format!("- type: {scorer}\n"));
+        weights.push_str(&format!("  - pluginRef: {scorer}\n    weight: {weight}\n"));
+    }
+    let config = format!(
+        "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n{plugins}\
+         schedulingProfiles:\n- name: default\n  plugins:\n{weights}"
+    );
+    let mut args: Vec<String> = vec![
+        "--pool-name".into(),
+        pool.clone(),
+        "--pool-namespace".into(),
+        k.namespace.clone(),
+        "--pool-group".into(),
+        "inference.networking.k8s.io".into(),
+        "--config-file".into(),
+        format!("/config/{config_file}"),
+        // vLLM's metric names (the simulator's too).
+        "--total-queued-requests-metric".into(),
+        "vllm:num_requests_waiting".into(),
+        "--kv-cache-usage-percentage-metric".into(),
+        "vllm:kv_cache_usage_perc".into(),
+    ];
+    args.extend(g.epp_args.iter().cloned());
+    Ok(json!({
+        "name": gw,
+        "class": g.class,
+        "port": g.port,
+        "service": service,
+        "route": format!("{name}-route"),
+        "pool": pool,
+        "selector": selector,
+        "target_port": k.port,
+        "failure_mode": g.failure_mode.as_str(),
+        "request_timeout": format!("{}s", g.request_timeout.0.ceil() as u64),
+        "epp": {
+            "name": epp,
+            "image": g.epp_image,
+            "args": args,
+            "config": config,
+            "config_file": config_file,
+            "labels": {
+                "app.kubernetes.io/name": "llm-d-epp",
+                "app.kubernetes.io/instance": epp,
+                "app.kubernetes.io/managed-by": "benchflow",
+                RUN_LABEL: run_label,
+            },
+            "selector": { "app.kubernetes.io/instance": epp },
+        },
     }))
 }
 
@@ -272,6 +358,9 @@ pub fn check(doc: &Value) -> Result<(), String> {
     if doc.pointer("/metadata/name").and_then(Value::as_str).is_none_or(str::is_empty) {
         return Err(format!("{kind} without metadata.name"));
     }
+    if let Some(verdict) = super::gateway_api::check(api, kind, doc) {
+        return verdict;
+    }
     match (api, kind) {
         ("v1", "Namespace") => parse::<Namespace>(doc, kind),
         ("v1", "Secret") => parse::<Secret>(doc, kind),
@@ -285,7 +374,8 @@ pub fn check(doc: &Value) -> Result<(), String> {
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => parse::<RoleBinding>(doc, kind),
         _ => Err(format!(
             "`{api}` `{kind}` is not a kind benchflow applies (Namespace, Secret, ConfigMap, \
-             PersistentVolumeClaim, Service, Deployment, Job, ServiceAccount, Role, RoleBinding)"
+             PersistentVolumeClaim, Service, Deployment, Job, ServiceAccount, Role, RoleBinding, Gateway, \
+             HTTPRoute, InferencePool)"
         )),
     }
 }
@@ -346,8 +436,47 @@ mod tests {
         }
         // The engines' pods carry the label the router selects.
         assert_eq!(v["k8s"]["selector"]["app.kubernetes.io/instance"], name);
-        let mut llmd = s.clone();
-        llmd.deploy.method = Method::LlmD;
-        assert!(derive(&llmd, &run, std::path::Path::new("/w")).unwrap_err().contains("not built yet"));
+    }
+
+    #[test]
+    fn an_llm_d_stack_names_its_gateway_pool_and_picker_and_targets_the_gateway_s_service() {
+        let s: Scenario = crate::spec::from_yaml(
+            "platform: kubernetes\nmodel: org/M\nengine: { kind: vllm }\ndeploy: { method: llm-d, replicas: 3 }\nkubernetes: { namespace: bench }\n",
+            "s.yaml",
+            &[],
+        )
+        .unwrap();
+        let mut s = s;
+        s.deploy.gateway.scorers.insert("queue-scorer".into(), 0);
+        let run = RunContext {
+            id: "r1".into(),
+            workdir: "/w".into(),
+            bin: "/b".into(),
+            ports: crate::platform::Ports::Placeholder,
+        };
+        let v = derive(&s, &run, std::path::Path::new("/w")).unwrap();
+        let name = v["k8s"]["name"].as_str().unwrap();
+        let g = &v["k8s"]["gateway"];
+        assert_eq!(v["k8s"]["replicas"], 3);
+        // Istio names the Service of Gateway G `G-istio`; the load goes there, on the listener's port.
+        assert_eq!(g["service"], format!("{name}-gateway-istio"));
+        assert_eq!(v["endpoint"]["url"], format!("k8s://bench/{name}-gateway-istio:80"));
+        assert_eq!(g["selector"], v["k8s"]["selector"], "the pool selects the engine pods");
+        assert_eq!(v["k8s"]["labels"]["llm-d.ai/role"], "decode");
+        let args: Vec<&str> =
+            g["epp"]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let pool = format!("{name}-pool");
+        assert!(args.windows(2).any(|w| w == ["--pool-name", pool.as_str()]), "{args:?}");
+        // A weight of 0 leaves the scorer out; the others keep their defaults.
+        let config = g["epp"]["config"].as_str().unwrap();
+        assert!(!config.contains("queue-scorer"), "{config}");
+        assert!(config.contains("pluginRef: prefix-cache-scorer\n    weight: 3"), "{config}");
+        let mut none = s.clone();
+        none.deploy.gateway.scorers.values_mut().for_each(|w| *w = 0);
+        assert!(derive(&none, &run, std::path::Path::new("/w")).unwrap_err().contains("at least one scorer"));
+        let mut kgateway = s;
+        kgateway.deploy.gateway.class = "kgateway".into();
+        let v = derive(&kgateway, &run, std::path::Path::new("/w")).unwrap();
+        assert_eq!(v["k8s"]["gateway"]["service"], format!("{name}-gateway"));
     }
 }

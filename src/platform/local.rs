@@ -45,8 +45,9 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &Path) -> Result<Val
         Method::Router => return router(s, run, run_values),
         Method::LlmD => {
             return Err(
-                "deploy.method `llm-d` needs an inference gateway on Kubernetes, which is not built yet; \
-                 on this machine use `router` (replicas behind the vLLM router)"
+                "deploy.method `llm-d` needs a Kubernetes cluster (its gateway, InferencePool and endpoint \
+                 picker are Kubernetes objects): use `platform: kubernetes` (scenario kubernetes-llm-d), or \
+                 on this machine `method: router` (replicas behind the vLLM router)"
                     .into(),
             );
         }

@@ -8,6 +8,7 @@
 //!   as an Indexed Job (shards, results frames, merge); [`access`]: what the credentials may do.
 
 pub mod access;
+pub mod gateway_api;
 pub mod job;
 pub mod kube;
 pub mod kubernetes;

@@ -286,6 +286,7 @@ pub fn load(request: &Request) -> Result<Loaded, ResolveError> {
     let pipeline_name = typed_scenario.pipeline.clone().unwrap_or_else(|| {
         match (typed_scenario.platform, typed_scenario.engine.kind, typed_scenario.deploy.method) {
             (Platform::Kubernetes, _, Method::Router) => "kubernetes-router",
+            (Platform::Kubernetes, _, Method::LlmD) => "kubernetes-llm-d",
             (Platform::Kubernetes, ..) => "kubernetes-standalone",
             (_, _, Method::Router) => "local-router",
             (_, EngineKind::Endpoint, _) => "endpoint",

@@ -129,11 +129,80 @@ pub struct Deploy {
     pub replicas: u32,
     /// The router (`method: router`).
     pub router: Router,
+    /// The inference gateway and its endpoint picker (`method: llm-d`).
+    pub gateway: Gateway,
 }
 
 impl Default for Deploy {
     fn default() -> Self {
-        Deploy { method: Method::Standalone, replicas: 1, router: Router::default() }
+        Deploy {
+            method: Method::Standalone,
+            replicas: 1,
+            router: Router::default(),
+            gateway: Gateway::default(),
+        }
+    }
+}
+
+/// llm-d's inference gateway (`method: llm-d`): a Gateway API `Gateway` of an installed class,
+/// an `HTTPRoute` to an `InferencePool` of the engines, and the pool's endpoint picker (EPP).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gateway {
+    /// The `GatewayClass` (installed with its controller: `istio`, `kgateway`, `agentgateway`,
+    /// `gke-l7-rilb`, …); preflight checks that it exists.
+    pub class: String,
+    /// The Service the gateway's controller creates for the Gateway, which the load targets;
+    /// default `<gateway>-istio` for class `istio` (Istio's naming), else `<gateway>`.
+    pub service: Option<String>,
+    /// The Gateway's HTTP listener port (and its Service's).
+    pub port: u16,
+    /// The endpoint picker's image.
+    pub epp_image: String,
+    /// Extra arguments for the endpoint picker.
+    pub epp_args: Vec<String>,
+    /// The scorers of the picker's default profile and their weights (EndpointPickerConfig
+    /// plugin types: `queue-scorer`, `kv-cache-utilization-scorer`, `prefix-cache-scorer`, …);
+    /// a weight of 0 leaves a scorer out.
+    pub scorers: BTreeMap<String, u32>,
+    /// What the gateway does when the picker does not answer: `FailOpen` (picks an engine
+    /// itself) or `FailClose` (refuses the request).
+    pub failure_mode: FailureMode,
+    /// The route's request timeout (long generations need a generous one).
+    pub request_timeout: Secs,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            class: "istio".into(),
+            service: None,
+            port: 80,
+            epp_image: "registry.k8s.io/gateway-api-inference-extension/epp:v1.3.0".into(),
+            epp_args: Vec::new(),
+            scorers: [("queue-scorer", 2), ("kv-cache-utilization-scorer", 2), ("prefix-cache-scorer", 3)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            failure_mode: FailureMode::FailOpen,
+            request_timeout: Secs(300.0),
+        }
+    }
+}
+
+/// What a gateway does when the endpoint picker is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FailureMode {
+    FailOpen,
+    FailClose,
+}
+
+impl FailureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureMode::FailOpen => "FailOpen",
+            FailureMode::FailClose => "FailClose",
+        }
     }
 }
 

@@ -2,8 +2,9 @@
 //! everything the stack's standup, run and teardown will do (asked of the server's authorizer,
 //! one SelfSubjectAccessReview per action; every refusal listed at once), the namespace is
 //! usable, an existing model-cache claim named by the scenario exists (else a clear error, and
-//! nothing is created), and some node offers the GPUs asked for (a warning only: the cluster
-//! may scale).
+//! nothing is created), some node offers the GPUs asked for (a warning only: the cluster may
+//! scale), and for an llm-d stack, that the API server serves the Gateway API's and the
+//! Inference Extension's kinds (API discovery) and has the GatewayClass the scenario names.
 
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim};
 use kube::api::{Api, ListParams};
@@ -36,6 +37,65 @@ pub struct Args {
     /// A router stack: the router's ServiceAccount, Role and RoleBinding are asked for too.
     #[serde(default)]
     pub router: bool,
+    /// An llm-d stack: the GatewayClass its Gateway uses (the Gateway API and Inference
+    /// Extension kinds, and the rights on them, are checked too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_class: Option<String>,
+}
+
+/// The kinds an llm-d stack applies that only CRDs provide.
+const GATEWAY_KINDS: [(&str, &str, &str); 3] = [
+    ("gateway.networking.k8s.io", "v1", "Gateway"),
+    ("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+    ("inference.networking.k8s.io", "v1", "InferencePool"),
+];
+
+/// The cluster serves the kinds an llm-d stack applies, and has its GatewayClass; a note.
+async fn gateway(client: &kube::Client, class: &str) -> Result<String, String> {
+    use kube::api::{DynamicObject, GroupVersionKind};
+    let mut missing = Vec::new();
+    for (group, version, kind) in GATEWAY_KINDS {
+        if let Err(e) =
+            crate::platform::kube::discover(client, &GroupVersionKind::gvk(group, version, kind)).await
+        {
+            missing.push(format!("  - {e}"));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "this cluster cannot run an llm-d stack (deploy.method: llm-d):\n{}",
+            missing.join("\n")
+        ));
+    }
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "GatewayClass");
+    let ar = crate::platform::kube::discover(client, &gvk).await.map_err(|e| e.to_string())?;
+    let classes: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    match classes.list(&ListParams::default()).await {
+        Ok(list) => {
+            let names: Vec<String> = list.items.iter().filter_map(|c| c.metadata.name.clone()).collect();
+            let Some(found) = list.items.iter().find(|c| c.metadata.name.as_deref() == Some(class)) else {
+                return Err(format!(
+                    "the cluster has no GatewayClass `{class}` (deploy.gateway.class); {}: install its \
+                     gateway controller, or name one of those",
+                    if names.is_empty() {
+                        "it has none".to_string()
+                    } else {
+                        format!("it has {}", names.join(", "))
+                    }
+                ));
+            };
+            let controller =
+                found.data.pointer("/spec/controllerName").and_then(|v| v.as_str()).unwrap_or("?");
+            Ok(format!(
+                "Gateway API and Inference Extension kinds served; GatewayClass {class} (controller {controller})"
+            ))
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 => Ok(format!(
+            "Gateway API and Inference Extension kinds served; these credentials may not list GatewayClasses: \
+             `{class}` taken to exist"
+        )),
+        Err(e) => Err(format!("cannot list GatewayClasses: {e}")),
+    }
 }
 
 impl Step for Args {
@@ -57,6 +117,10 @@ impl Step for Args {
             .await
             .map_err(|e| fail(format!("the Kubernetes API server does not answer: {e}")))?;
         let mut notes = vec![format!("API server {}.{}", version.major, version.minor)];
+        if let Some(class) = &self.gateway_class {
+            // Before anything else: without these kinds nothing of the stack can be applied.
+            notes.push(gateway(&client, class).await.map_err(fail)?);
+        }
         let namespaces: Api<Namespace> = Api::all(client.clone());
         // A user confined to a namespace may not read Namespace objects: it must exist then.
         let (exists, note) = match namespaces.get_opt(&self.namespace).await {
@@ -73,6 +137,9 @@ impl Step for Args {
         if self.router {
             wanted.extend(access::router(&self.namespace));
         }
+        if self.gateway_class.is_some() {
+            wanted.extend(access::llm_d(&self.namespace));
+        }
         let in_cluster = self.placement == Some(Placement::Cluster);
         if self.download || in_cluster {
             wanted.extend(access::jobs(&self.namespace, in_cluster));
@@ -80,6 +147,8 @@ impl Step for Args {
         if !exists {
             wanted.extend(access::namespace_lifecycle());
         }
+        let mut seen = std::collections::HashSet::new();
+        wanted.retain(|a| seen.insert(a.to_string()));
         let refused = access::refused(&client, &wanted)
             .await
             .map_err(|e| fail(format!("cannot ask the API server what these credentials may do: {e}")))?;

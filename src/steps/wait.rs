@@ -1,8 +1,10 @@
 //! `wait`: until a Deployment is available (then checks that the live object is the rendered
-//! one: image, arguments, GPU count) or a Job is complete, through watches. It fails fast on a
-//! pod that will not become ready by itself (CrashLoopBackOff, ImagePullBackOff, unschedulable,
-//! e.g. insufficient `nvidia.com/gpu`), and on timeout; either way the pods' events and last
-//! log lines are saved under `setup/diagnostics/` and quoted in the error.
+//! one: image, arguments, GPU count) or a Job is complete, through watches; or until objects
+//! report status conditions True (an llm-d stack's Gateway `Programmed`, its HTTPRoute and
+//! InferencePool `Accepted` by their gateway). It fails fast on a pod that will not become ready
+//! by itself (CrashLoopBackOff, ImagePullBackOff, unschedulable, e.g. insufficient
+//! `nvidia.com/gpu`), and on timeout; either way the pods' events and last log lines (or the
+//! objects' conditions) are saved under `setup/diagnostics/` and quoted in the error.
 
 use std::time::Duration;
 
@@ -49,6 +51,56 @@ pub struct Args {
     /// The rendered Deployment the live one must match.
     #[serde(default)]
     pub expect: Option<Value>,
+    /// ... or until each of these objects reports its conditions True.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Conditions>,
+}
+
+/// An object and the status conditions it must report True: in `status.conditions`, or (for
+/// routes and pools, which report per parent Gateway) in every `status.parents[].conditions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conditions {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub types: Vec<String>,
+}
+
+/// `Ok` when every wanted condition is True in every condition list the object's status has;
+/// else what is still missing, with the conditions' reasons and messages.
+pub fn conditions_met(obj: &Value, types: &[String]) -> Result<(), String> {
+    let mut lists: Vec<(String, &Vec<Value>)> = Vec::new();
+    if let Some(l) = obj.pointer("/status/conditions").and_then(Value::as_array) {
+        lists.push((String::new(), l));
+    }
+    for p in obj.pointer("/status/parents").and_then(Value::as_array).into_iter().flatten() {
+        let parent = p.pointer("/parentRef/name").and_then(Value::as_str).unwrap_or("?");
+        if let Some(l) = p.get("conditions").and_then(Value::as_array) {
+            lists.push((format!(" for parent {parent}"), l));
+        }
+    }
+    if lists.is_empty() {
+        return Err("no status conditions yet (is a controller for it running?)".into());
+    }
+    let mut missing = Vec::new();
+    for (whose, list) in &lists {
+        for t in types {
+            let found = list.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(t.as_str()));
+            let text = |c: &Value, k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            match found {
+                Some(c) if text(c, "status") == "True" => {}
+                Some(c) => missing.push(format!(
+                    "{t}{whose} is {} ({}: {})",
+                    text(c, "status"),
+                    text(c, "reason"),
+                    text(c, "message")
+                )),
+                None => missing.push(format!("{t}{whose} not reported")),
+            }
+        }
+    }
+    if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) }
 }
 
 fn fail(e: impl std::fmt::Display) -> StepError {
@@ -102,12 +154,16 @@ impl Step for Args {
         let what = match (&self.deployment, &self.job) {
             (Some(d), _) => format!("Deployment/{d} available"),
             (None, Some(j)) => format!("Job/{j} complete"),
+            (None, None) if !self.conditions.is_empty() => self
+                .conditions
+                .iter()
+                .map(|c| format!("{}/{} {}", c.kind, c.name, c.types.join(" + ")))
+                .collect::<Vec<_>>()
+                .join(", "),
             (None, None) => "nothing".into(),
         };
-        vec![format!(
-            "wait until {what} in {} (within {} s; fail fast on stuck pods)",
-            self.namespace, self.timeout.0
-        )]
+        let fast = if self.conditions.is_empty() { "; fail fast on stuck pods" } else { "" };
+        vec![format!("wait until {what} in {} (within {} s{fast})", self.namespace, self.timeout.0)]
     }
 
     async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
@@ -142,7 +198,8 @@ impl Args {
         match (&self.deployment, &self.job) {
             (Some(name), _) => self.deployment(&client, ctx, name, deadline).await,
             (None, Some(name)) => self.job(&client, ctx, name, deadline).await,
-            (None, None) => Err(fail("`wait` needs `deployment` or `job`")),
+            (None, None) if !self.conditions.is_empty() => self.conditions(&client, ctx, deadline).await,
+            (None, None) => Err(fail("`wait` needs `deployment`, `job` or `conditions`")),
         }
         .map(|summary| Done {
             summary: format!("{summary} after {:.1} s", t0.elapsed().as_secs_f64()),
@@ -208,6 +265,67 @@ impl Args {
         }
     }
 
+    /// Reads the objects every half second until all report their conditions True.
+    async fn conditions(&self, client: &Client, ctx: &Ctx, deadline: Instant) -> Result<String, StepError> {
+        let mut apis = Vec::new();
+        for c in &self.conditions {
+            let (group, version) = c.api_version.rsplit_once('/').unwrap_or(("", &c.api_version));
+            let gvk = ::kube::api::GroupVersionKind::gvk(group, version, &c.kind);
+            let ar = kube::discover(client, &gvk).await.map_err(fail)?;
+            apis.push(Api::<::kube::api::DynamicObject>::namespaced_with(
+                client.clone(),
+                &self.namespace,
+                &ar,
+            ));
+        }
+        let mut next_note = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut pending = Vec::new();
+            for (c, api) in self.conditions.iter().zip(&apis) {
+                let state = match api.get_opt(&c.name).await {
+                    Ok(Some(obj)) => {
+                        conditions_met(&serde_json::to_value(&obj).unwrap_or_default(), &c.types)
+                    }
+                    Ok(None) => Err("it does not exist".into()),
+                    Err(e) if kube::transient(&e) => Err(format!("cannot be read now: {e}")),
+                    Err(e) => return Err(fail(format!("failed to read {}/{}: {e}", c.kind, c.name))),
+                };
+                if let Err(why) = state {
+                    pending.push(format!("{}/{}: {why}", c.kind, c.name));
+                }
+            }
+            if pending.is_empty() {
+                let all: Vec<String> = self
+                    .conditions
+                    .iter()
+                    .map(|c| format!("{}/{} {}", c.kind, c.name, c.types.join(" + ")))
+                    .collect();
+                return Ok(all.join(", "));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let why = format!(
+                    "not ready within {} s (raise timeouts.ready; is the gateway's controller running?):\n  {}",
+                    self.timeout.0,
+                    pending.join("\n  ")
+                );
+                let dir = ctx.workdir.join("setup/diagnostics");
+                let _ = std::fs::create_dir_all(&dir);
+                let path = dir.join(format!("{}-conditions.txt", ctx.step));
+                let _ = std::fs::write(&path, format!("{why}\n"));
+                return Err(fail(format!("{why}\n  (also in {})", path.display())));
+            }
+            if now >= next_note {
+                ctx.progress(format!("waiting: {}", pending.join("; ")));
+                next_note = now + Duration::from_secs(15);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500).min(deadline - now)) => {}
+                _ = ctx.cancelled() => return Err(StepError::Cancelled),
+            }
+        }
+    }
+
     async fn job(
         &self,
         client: &Client,
@@ -229,5 +347,36 @@ impl Args {
             }
             _ = ctx.cancelled() => Err(StepError::Cancelled),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn conditions_are_met_in_every_list_or_say_what_is_missing() {
+        let types = vec!["Accepted".to_string(), "ResolvedRefs".to_string()];
+        let cond = |t: &str, s: &str| json!({"type": t, "status": s, "reason": "R", "message": "m"});
+        let gateway =
+            json!({"status": {"conditions": [cond("Accepted", "True"), cond("Programmed", "Unknown")]}});
+        assert_eq!(conditions_met(&gateway, &["Accepted".to_string()]), Ok(()));
+        let e = conditions_met(&gateway, &["Programmed".to_string()]).unwrap_err();
+        assert!(e.contains("Programmed is Unknown (R: m)"), "{e}");
+        let route = |second: Value| {
+            json!({"status": {"parents": [
+                {"parentRef": {"name": "g1"}, "conditions": [cond("Accepted", "True"), cond("ResolvedRefs", "True")]},
+                {"parentRef": {"name": "g2"}, "conditions": second}]}})
+        };
+        assert_eq!(
+            conditions_met(&route(json!([cond("Accepted", "True"), cond("ResolvedRefs", "True")])), &types),
+            Ok(())
+        );
+        let e = conditions_met(&route(json!([cond("Accepted", "True")])), &types).unwrap_err();
+        assert_eq!(e, "ResolvedRefs for parent g2 not reported");
+        let e = conditions_met(&json!({"status": {}}), &types).unwrap_err();
+        assert!(e.contains("no status conditions"), "{e}");
     }
 }

@@ -134,6 +134,11 @@ fn rendered_manifests_match_their_snapshots() {
             "router-2",
             scenario("") + "deploy: { method: router, replicas: 2, router: { policy: consistent_hash } }\n",
         ),
+        (
+            "llm-d-2",
+            scenario("")
+                + "deploy: { method: llm-d, replicas: 2, gateway: { class: kgateway, scorers: { queue-scorer: 1, prefix-cache-scorer: 4 } } }\n",
+        ),
     ];
     let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/snapshots");
     for (name, text) in cases {
@@ -150,6 +155,22 @@ fn rendered_manifests_match_their_snapshots() {
             if step["kind"] == "apply" && step["enabled"] == true {
                 for m in step["with"]["manifests"].as_array().unwrap() {
                     benchflow::platform::kubernetes::check(m).unwrap_or_else(|e| panic!("{name}: {e}"));
+                    // Every object carries the run label; GPUs are asked for as much as limited;
+                    // the token is only a reference.
+                    let what = format!("{name}: {} {}", m["kind"], m["metadata"]["name"]);
+                    assert!(m["metadata"]["labels"]["benchflow.io/run"].is_string(), "{what}");
+                    for c in m
+                        .pointer("/spec/template/spec/containers")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let r = &c["resources"];
+                        assert_eq!(r["requests"]["nvidia.com/gpu"], r["limits"]["nvidia.com/gpu"], "{what}");
+                    }
+                    if m["kind"] == "Secret" {
+                        assert_eq!(m["stringData"]["HF_TOKEN"], "env:HF_TOKEN", "{what}");
+                    }
                     manifests.push(m.clone());
                 }
             }
