@@ -323,3 +323,29 @@ fn the_standin_is_strict() {
     });
     assert!(standin.requests().iter().any(|r| r.contains("fieldManager=benchflow")));
 }
+
+#[test]
+fn an_llm_d_stack_on_a_cluster_without_the_gateway_crds_is_refused_before_anything_is_created() {
+    let c = Cluster::new("k8s-no-crds", Config::default());
+    c.scenario("llmd", &(scenario("") + "deploy: { method: llm-d, replicas: 2 }\n"));
+    let out = c.run(&["e2e", "-c", "llmd", "-w", "quick", "--workdir", "wd"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    for needle in [
+        "cannot run an llm-d stack",
+        "does not serve `gateway.networking.k8s.io/v1`, so it has no Gateway",
+        "no HTTPRoute",
+        "does not serve `inference.networking.k8s.io/v1`, so it has no InferencePool",
+        "Gateway API Inference Extension CRDs",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    // Asked of API discovery, before any object was written.
+    let requests = c.standin.requests();
+    assert!(requests.iter().any(|r| r.starts_with("GET /apis/gateway.networking.k8s.io/v1")), "{requests:?}");
+    assert!(
+        !requests.iter().any(|r| r.starts_with("PATCH ") || r.starts_with("POST /api/v1/namespaces")),
+        "{requests:?}"
+    );
+    assert!(c.labelled().is_empty());
+}

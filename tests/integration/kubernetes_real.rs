@@ -626,3 +626,110 @@ fn the_load_through_a_services_port_forward_reaches_every_replica_and_each_is_sc
     assert_eq!(replicas, pods, "{stats}");
     assert!(p.left().is_empty(), "left: {:?}", p.left());
 }
+
+/// The llm-d scenario in this project's namespace: `replicas` engines behind a Gateway of `class`.
+fn llm_d(p: &Project, class: &str, ready: &str) -> String {
+    p.scenario_text("")
+        .replace(
+            "kubernetes:\n",
+            &format!(
+                "deploy: {{ method: llm-d, replicas: 2, gateway: {{ class: {class} }} }}\nkubernetes:\n"
+            ),
+        )
+        .replace("ready: 60s", &format!("ready: {ready}"))
+}
+
+/// What is left of kinds only the CRDs provide, in `ns`.
+fn gateway_objects(p: &Project) -> String {
+    p.cp.kubectl(&["get", "gateways,httproutes,inferencepools", "-n", &p.ns, "-o", "name"])
+}
+
+#[test]
+fn an_llm_d_stack_stands_up_behind_a_gateway_whose_objects_the_real_api_server_validates() {
+    let p = Project::new("real-llmd", Behaviour::default());
+    p.cp.gateway_api();
+    p.write("scenarios/llmd.yaml", &llm_d(&p, crate::cluster::gateway::CLASS, "60s"));
+    let out = p.run(&["standup", "-c", "llmd", "-w", "quick", "--workdir", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wd = p.wd("wd");
+    let s = state(&wd);
+    for step in
+        ["01_preflight", "09_epp", "10_pool", "11_gateway", "12_wait_epp", "13_wait_gateway", "14_smoke_test"]
+    {
+        assert_eq!(s["steps"][step]["status"], "done", "{step}: {}", s["steps"][step]);
+    }
+    let ns = p.ns.as_str();
+    // The pool, accepted by the real API server's schema (CEL rules included), selects exactly
+    // the two engine pods, and names the picker's Service.
+    let pools: serde_json::Value =
+        serde_json::from_str(&p.cp.kubectl(&["get", "inferencepools", "-n", ns, "-o", "json"])).unwrap();
+    let pool = &pools["items"][0];
+    let selector = pool["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    let terms: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap())).collect();
+    let engines = p.cp.kubectl(&["get", "pods", "-n", ns, "-l", &terms.join(","), "-o", "name"]);
+    assert_eq!(engines.lines().count(), 2, "{engines}");
+    assert_eq!(pool["spec"]["targetPorts"][0]["number"], 8000);
+    assert_eq!(pool["spec"]["endpointPickerRef"]["failureMode"], "FailOpen");
+    let epp = pool["spec"]["endpointPickerRef"]["name"].as_str().unwrap().to_string();
+    p.cp.kubectl(&["get", "service", "-n", ns, &epp]);
+    // The picker's service account may read the pool and watch the pods, and no more.
+    let sa = format!("system:serviceaccount:{ns}:{epp}");
+    assert!(p.cp.can_i(&sa, "watch", "inferencepools.inference.networking.k8s.io", ns));
+    assert!(p.cp.can_i(&sa, "list", "pods", ns));
+    assert!(!p.cp.can_i(&sa, "delete", "pods", ns) && !p.cp.can_i(&sa, "get", "secrets", ns));
+    let config =
+        p.cp.kubectl(&["get", "configmap", "-n", ns, &epp, "-o", "jsonpath={.data.default-plugins\\.yaml}"]);
+    assert!(
+        config.contains("kind: EndpointPickerConfig") && config.contains("prefix-cache-scorer"),
+        "{config}"
+    );
+    // The load goes to the gateway's Service (the controller's, not benchflow's).
+    let out = p.run(&["run", "--workdir", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let gateway = p.cp.kubectl(&["get", "gateways", "-n", ns, "-o", "jsonpath={.items[0].metadata.name}"]);
+    // To the gateway's pod, on the port its Service maps the listener's 80 to.
+    assert!(
+        p.cp.kubelet_requests(ns)
+            .iter()
+            .any(|r| r.starts_with(&format!("GET /portForward/{ns}/{gateway}-")) && r.contains("port=8080")),
+        "a port-forward to the gateway's pod: {:?}",
+        p.cp.kubelet_requests(ns)
+    );
+    assert_eq!(gateway_objects(&p).lines().count(), 3, "{}", gateway_objects(&p));
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(wd.join("analysis/latest/stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["replicas"].as_array().map(Vec::len), Some(2), "each engine pod scraped: {stats}");
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+    assert_eq!(gateway_objects(&p), "");
+    assert!(!p.cp.has_namespace(&p.ns), "namespace {} is still there", p.ns);
+}
+
+#[test]
+fn an_llm_d_stack_without_its_gateway_class_is_refused_first_and_an_unprogrammed_gateway_fails_the_wait() {
+    let p = Project::new("real-llmd-bad", Behaviour::default());
+    p.cp.gateway_api();
+    p.write("scenarios/llmd.yaml", &llm_d(&p, "no-such-class", "60s"));
+    let out = p.run(&["e2e", "-c", "llmd", "-w", "quick", "--workdir", "wd"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("no GatewayClass `no-such-class`") && err.contains(crate::cluster::gateway::CLASS),
+        "{err}"
+    );
+    assert!(!p.cp.has_namespace(&p.ns), "nothing is created");
+    // A class whose controller never runs: the Gateway stays unprogrammed; the wait says so
+    // with the conditions the API server defaulted, within its timeout, and nothing is left.
+    p.write("scenarios/llmd.yaml", &llm_d(&p, crate::cluster::gateway::IDLE_CLASS, "6s"));
+    let t0 = Instant::now();
+    let out = p.run(&["e2e", "-c", "llmd", "-w", "quick", "--workdir", "wd2"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("13_wait_gateway") && err.contains("not ready within 6 s"), "{err}");
+    assert!(err.contains("Programmed is Unknown (Pending: Waiting for controller)"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(60), "took {:?}", t0.elapsed());
+    assert!(p.wd("wd2").join("setup/diagnostics/13_wait_gateway-conditions.txt").is_file());
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+    assert!(!p.cp.has_namespace(&p.ns), "namespace {} is still there", p.ns);
+}

@@ -6,6 +6,7 @@
 //! The first test that asks starts it (building the binaries on first use, cached outside the
 //! repository); it stops by itself when the test process ends (the script's `--watch`).
 
+pub mod gateway;
 mod node;
 
 use std::{
@@ -46,6 +47,7 @@ impl Default for Behaviour {
 }
 
 static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+static GATEWAY_API: OnceLock<()> = OnceLock::new();
 
 impl ControlPlane {
     /// The test process's control plane, started on first use.
@@ -83,6 +85,13 @@ impl ControlPlane {
             kubectl: PathBuf::from(&env["KUBECTL"]),
             node,
         }
+    }
+
+    /// The Gateway API and Inference Extension CRDs, installed on first use, with the test
+    /// gateway controller running ([`gateway`]).
+    pub fn gateway_api(&self) {
+        GATEWAY_API
+            .get_or_init(|| gateway::install(|args, input| self.kubectl_with(args, input), &self.kubeconfig));
     }
 
     /// The admin's bearer token (a secret: it must never be written by benchflow).
