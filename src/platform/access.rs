@@ -97,7 +97,7 @@ pub fn jobs(namespace: &str, configmaps: bool) -> Vec<Access> {
 /// A router stack's own objects in the namespace: the router's ServiceAccount, and the Role
 /// and RoleBinding that let it discover the engine's pods (granting pods get/list/watch, which
 /// RBAC allows only to a user who holds them).
-pub fn router(namespace: &str) -> Vec<Access> {
+pub fn router(namespace: &str, pod_verbs: &[String]) -> Vec<Access> {
     let mut actions = Vec::new();
     for (group, resource) in [
         ("", "serviceaccounts"),
@@ -108,8 +108,20 @@ pub fn router(namespace: &str) -> Vec<Access> {
             actions.push((verb, group, resource, ""));
         }
     }
-    actions.push(("get", "", "pods", ""));
     in_namespace(namespace, actions.into_iter())
+        .into_iter()
+        .chain(pod_verbs.iter().filter_map(|v| {
+            // The verbs RBAC knows (a Role granting them needs the granter to hold them).
+            let verb = ["get", "list", "watch", "patch", "update", "delete"].into_iter().find(|k| k == v)?;
+            Some(Access {
+                verb,
+                group: "",
+                resource: "pods",
+                subresource: "",
+                namespace: Some(namespace.to_string()),
+            })
+        }))
+        .collect()
 }
 
 /// An llm-d stack's own objects beside the engine's: the endpoint picker's ServiceAccount,

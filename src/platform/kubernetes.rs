@@ -68,10 +68,7 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
     }
     let (router, gateway) = match s.deploy.method {
         Method::Standalone => (false, false),
-        Method::Router if s.deploy.router.kind == RouterKind::VllmRouter => (true, false),
-        Method::Router => {
-            return Err("router kind `production-stack` is not built yet; use `kind: vllm-router`".into());
-        }
+        Method::Router => (true, false),
         Method::LlmD => (false, true),
     };
     let model = s
@@ -120,55 +117,11 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
     let mut service = name.clone();
     let mut router_values = Value::Null;
     if router {
-        let r = &s.deploy.router;
-        let router_name = format!("{name}-router");
-        let port = if r.port == 0 { 8000 } else { r.port };
-        let mut args: Vec<String> = ["--host", "0.0.0.0", "--port"].map(String::from).to_vec();
-        args.push(port.to_string());
-        // Its engines: the pods of the engine's Deployment, found through the API server.
-        args.extend([
-            "--service-discovery".into(),
-            "--selector".into(),
-            format!("app.kubernetes.io/instance={name}"),
-        ]);
-        args.extend(["--service-discovery-namespace".into(), k.namespace.clone()]);
-        args.extend(["--service-discovery-port".into(), k.port.to_string()]);
-        args.extend(["--policy".into(), r.policy.as_str().into()]);
-        args.extend([
-            "--prometheus-host".into(),
-            "0.0.0.0".into(),
-            "--prometheus-port".into(),
-            "29000".into(),
-        ]);
-        args.extend(r.args.iter().cloned());
-        let tool = crate::tools::find("vllm-router").map_err(|e| e.to_string())?;
-        let command: Vec<String> = match r.install {
-            true => vec![
-                "sh".into(),
-                "-c".into(),
-                format!(
-                    "pip install --no-cache-dir {}=={} && exec vllm-router \"$@\"",
-                    tool.package, tool.version
-                ),
-                "vllm-router".into(),
-            ],
-            false => vec!["vllm-router".into()],
+        router_values = match s.deploy.router.kind {
+            RouterKind::VllmRouter => vllm_router(s, &name, &run_label)?,
+            RouterKind::ProductionStack => production_stack(s, &name, &run_label)?,
         };
-        router_values = json!({
-            "name": router_name,
-            "image": r.image,
-            "command": command,
-            "args": args,
-            "port": port,
-            "labels": {
-                "app.kubernetes.io/name": "vllm-router",
-                "app.kubernetes.io/instance": router_name,
-                "app.kubernetes.io/managed-by": "benchflow",
-                RUN_LABEL: run_label,
-            },
-            "selector": { "app.kubernetes.io/instance": router_name },
-        });
-        service = router_name;
+        service = format!("{name}-router");
     }
     let mut gateway_values = Value::Null;
     let mut endpoint_port =
@@ -203,6 +156,131 @@ pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) ->
         },
         "endpoint": { "url": format!("k8s://{}/{service}:{endpoint_port}", k.namespace) },
     }))
+}
+
+/// `k8s.router` for the vLLM router (`vllm-router`, the vLLM project's): Kubernetes service
+/// discovery of the engine pods by label, the policy, its Prometheus exporter on 29000.
+fn vllm_router(s: &Scenario, name: &str, run_label: &str) -> Result<Value, String> {
+    let (r, k) = (&s.deploy.router, &s.kubernetes);
+    let port = if r.port == 0 { 8000 } else { r.port };
+    let mut args: Vec<String> = ["--host", "0.0.0.0", "--port"].map(String::from).to_vec();
+    args.push(port.to_string());
+    // Its engines: the pods of the engine's Deployment, found through the API server.
+    args.extend([
+        "--service-discovery".into(),
+        "--selector".into(),
+        format!("app.kubernetes.io/instance={name}"),
+    ]);
+    args.extend(["--service-discovery-namespace".into(), k.namespace.clone()]);
+    args.extend(["--service-discovery-port".into(), k.port.to_string()]);
+    args.extend(["--policy".into(), r.policy.as_str().into()]);
+    args.extend(["--prometheus-host".into(), "0.0.0.0".into(), "--prometheus-port".into(), "29000".into()]);
+    args.extend(r.args.iter().cloned());
+    let tool = crate::tools::find("vllm-router").map_err(|e| e.to_string())?;
+    let command: Vec<String> = match r.install {
+        true => vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "pip install --no-cache-dir {}=={} && exec vllm-router \"$@\"",
+                tool.package, tool.version
+            ),
+            "vllm-router".into(),
+        ],
+        false => vec!["vllm-router".into()],
+    };
+    let image = r.image.clone().unwrap_or_else(|| "python:3.12-slim".into());
+    Ok(router_values(
+        name,
+        run_label,
+        "vllm-router",
+        image,
+        json!(command),
+        args,
+        port,
+        Some(29000),
+        &["get", "list", "watch"],
+    ))
+}
+
+/// `k8s.router` for the vLLM production stack's router (`lmcache/lmstack-router`, started by
+/// its image's entrypoint as its Helm chart does): `--service-discovery k8s` by label, its
+/// routing logic from the policy (round_robin → roundrobin, consistent_hash → session on
+/// `x-session-id` unless `--session-key` is in `router.args`, cache_aware → prefixaware,
+/// kv_aware → kvaware); its Role also grants `patch` on pods, as the chart's.
+fn production_stack(s: &Scenario, name: &str, run_label: &str) -> Result<Value, String> {
+    use crate::spec::scenario::Policy;
+    let (r, k) = (&s.deploy.router, &s.kubernetes);
+    let logic = match r.policy {
+        Policy::RoundRobin => "roundrobin",
+        Policy::ConsistentHash => "session",
+        Policy::CacheAware => "prefixaware",
+        Policy::KvAware => "kvaware",
+        Policy::Random | Policy::PowerOfTwo => {
+            return Err(format!(
+                "deploy.router.policy `{}` is not a routing logic of the production-stack router; it has \
+                 round_robin (roundrobin), consistent_hash (session), cache_aware (prefixaware), kv_aware (kvaware)",
+                r.policy.as_str()
+            ));
+        }
+    };
+    let port = if r.port == 0 { 8000 } else { r.port };
+    let mut args: Vec<String> = ["--host", "0.0.0.0", "--port"].map(String::from).to_vec();
+    args.push(port.to_string());
+    args.extend(["--service-discovery".into(), "k8s".into()]);
+    args.extend(["--k8s-namespace".into(), k.namespace.clone()]);
+    args.extend(["--k8s-label-selector".into(), format!("app.kubernetes.io/instance={name}")]);
+    args.extend(["--k8s-port".into(), k.port.to_string()]);
+    args.extend(["--routing-logic".into(), logic.into()]);
+    if r.policy == Policy::ConsistentHash && !r.args.iter().any(|a| a.starts_with("--session-key")) {
+        // benchflow's session header (workload `api.session_header`).
+        args.extend(["--session-key".into(), "x-session-id".into()]);
+    }
+    args.extend(r.args.iter().cloned());
+    let image = r.image.clone().unwrap_or_else(|| "lmcache/lmstack-router:latest".into());
+    Ok(router_values(
+        name,
+        run_label,
+        "production-stack-router",
+        image,
+        Value::Null,
+        args,
+        port,
+        None,
+        &["get", "list", "watch", "patch"],
+    ))
+}
+
+/// The values `router.yaml` renders a router from.
+#[allow(clippy::too_many_arguments)]
+fn router_values(
+    name: &str,
+    run_label: &str,
+    app: &str,
+    image: String,
+    command: Value,
+    args: Vec<String>,
+    port: u16,
+    metrics_port: Option<u16>,
+    pod_verbs: &[&str],
+) -> Value {
+    let router_name = format!("{name}-router");
+    json!({
+        "name": router_name,
+        "image": image,
+        "command": command,
+        "args": args,
+        "port": port,
+        "metrics_port": metrics_port,
+        "pod_verbs": pod_verbs,
+        "labels": {
+            "app.kubernetes.io/name": app,
+            "app.kubernetes.io/instance": router_name,
+            "app.kubernetes.io/managed-by": "benchflow",
+            RUN_LABEL: run_label,
+        },
+        "selector": { "app.kubernetes.io/instance": router_name },
+    })
 }
 
 /// `k8s.gateway`: the names and settings of an llm-d stack's gateway, route, pool and endpoint
@@ -436,6 +514,31 @@ mod tests {
         }
         // The engines' pods carry the label the router selects.
         assert_eq!(v["k8s"]["selector"]["app.kubernetes.io/instance"], name);
+        assert_eq!(router["pod_verbs"], json!(["get", "list", "watch"]));
+        // The production stack's router: its image's entrypoint, its own flags and logic names.
+        let mut ps = s.clone();
+        ps.deploy.router.kind = RouterKind::ProductionStack;
+        ps.deploy.router.image = None;
+        ps.deploy.router.policy = crate::spec::scenario::Policy::ConsistentHash;
+        let v = derive(&ps, &run, std::path::Path::new("/w")).unwrap();
+        let router = &v["k8s"]["router"];
+        assert_eq!(router["image"], "lmcache/lmstack-router:latest");
+        assert_eq!(router["command"], Value::Null, "the image's entrypoint");
+        assert_eq!(router["pod_verbs"], json!(["get", "list", "watch", "patch"]), "as its Helm chart's Role");
+        let args: Vec<&str> =
+            router["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        for pair in [
+            ["--service-discovery", "k8s"],
+            ["--k8s-label-selector", selector.as_str()],
+            ["--k8s-namespace", "bench"],
+            ["--routing-logic", "session"],
+            ["--session-key", "x-session-id"],
+        ] {
+            assert!(args.windows(2).any(|w| w == pair), "{pair:?}: {args:?}");
+        }
+        ps.deploy.router.policy = crate::spec::scenario::Policy::PowerOfTwo;
+        let e = derive(&ps, &run, std::path::Path::new("/w")).unwrap_err();
+        assert!(e.contains("`power_of_two` is not a routing logic of the production-stack router"), "{e}");
     }
 
     #[test]

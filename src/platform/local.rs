@@ -127,8 +127,9 @@ fn router(
         );
     }
     if d.router.kind == RouterKind::ProductionStack {
-        return Err("router kind `production-stack` runs on Kubernetes, which is not built yet; \
-             on this machine use `kind: vllm-router`"
+        return Err("router kind `production-stack` runs on Kubernetes only: its router is published as an \
+             image (lmcache/lmstack-router), not on PyPI (PyPI's `vllm-router` is the vLLM project's other \
+             router); on this machine use `kind: vllm-router`, or `platform: kubernetes`"
             .into());
     }
     if d.replicas == 0 {

@@ -241,11 +241,14 @@ pub struct Router {
     /// Port the router listens on; 0 picks a free one when the plan is made (on Kubernetes:
     /// 8000).
     pub port: u16,
-    /// Kubernetes: the router's image. With `install`, a Python image in which the pinned
-    /// `vllm-router` is installed when the pod starts (the cluster then needs PyPI); without,
-    /// an image that has `vllm-router` on its PATH.
-    pub image: String,
-    /// Kubernetes: install the pinned `vllm-router` in the router's pod as it starts.
+    /// Kubernetes: the router's image. For `vllm-router` with `install`, a Python image in
+    /// which the pinned `vllm-router` is installed when the pod starts (the cluster then needs
+    /// PyPI; default `python:3.12-slim`); without, an image that has `vllm-router` on its PATH.
+    /// For `production-stack`, its router's image (default `lmcache/lmstack-router:latest`, as
+    /// its Helm chart: pin a tag for runs you will compare).
+    pub image: Option<String>,
+    /// Kubernetes, `vllm-router`: install the pinned `vllm-router` in the router's pod as it
+    /// starts.
     pub install: bool,
 }
 
@@ -256,7 +259,7 @@ impl Default for Router {
             policy: Policy::RoundRobin,
             args: Vec::new(),
             port: 0,
-            image: "python:3.12-slim".into(),
+            image: None,
             install: true,
         }
     }
@@ -268,7 +271,8 @@ impl Default for Router {
 pub enum RouterKind {
     /// The vLLM router (`pip install vllm-router`).
     VllmRouter,
-    /// The vLLM production stack's router.
+    /// The vLLM production stack's router (`lmcache/lmstack-router`; Kubernetes only: it is
+    /// published as an image, not on PyPI).
     ProductionStack,
 }
 

@@ -37,10 +37,17 @@ pub struct Args {
     /// A router stack: the router's ServiceAccount, Role and RoleBinding are asked for too.
     #[serde(default)]
     pub router: bool,
+    /// The verbs on pods the router's Role grants (the credentials must hold them to grant them).
+    #[serde(default = "default_router_pod_verbs")]
+    pub router_pod_verbs: Vec<String>,
     /// An llm-d stack: the GatewayClass its Gateway uses (the Gateway API and Inference
     /// Extension kinds, and the rights on them, are checked too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_class: Option<String>,
+}
+
+fn default_router_pod_verbs() -> Vec<String> {
+    ["get", "list", "watch"].map(String::from).to_vec()
 }
 
 /// The kinds an llm-d stack applies that only CRDs provide.
@@ -135,7 +142,7 @@ impl Step for Args {
         notes.push(note);
         let mut wanted = access::standalone(&self.namespace);
         if self.router {
-            wanted.extend(access::router(&self.namespace));
+            wanted.extend(access::router(&self.namespace, &self.router_pod_verbs));
         }
         if self.gateway_class.is_some() {
             wanted.extend(access::llm_d(&self.namespace));

@@ -135,6 +135,11 @@ fn rendered_manifests_match_their_snapshots() {
             scenario("") + "deploy: { method: router, replicas: 2, router: { policy: consistent_hash } }\n",
         ),
         (
+            "production-stack-2",
+            scenario("")
+                + "deploy: { method: router, replicas: 2, router: { kind: production-stack, policy: consistent_hash } }\n",
+        ),
+        (
             "llm-d-2",
             scenario("")
                 + "deploy: { method: llm-d, replicas: 2, gateway: { class: kgateway, scorers: { queue-scorer: 1, prefix-cache-scorer: 4 } } }\n",

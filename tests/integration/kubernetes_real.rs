@@ -733,3 +733,50 @@ fn an_llm_d_stack_without_its_gateway_class_is_refused_first_and_an_unprogrammed
     assert!(p.left().is_empty(), "left: {:?}", p.left());
     assert!(!p.cp.has_namespace(&p.ns), "namespace {} is still there", p.ns);
 }
+
+#[test]
+fn the_production_stack_router_stands_up_from_its_image_with_its_own_flags_and_rbac() {
+    let p = Project::new("real-pstack", Behaviour::default());
+    p.write(
+        "scenarios/pstack.yaml",
+        &p.scenario_text("").replace(
+            "kubernetes:\n",
+            "deploy: { method: router, replicas: 2, router: { kind: production-stack, policy: cache_aware, image: lmcache/lmstack-router:v0.1.7 } }\nkubernetes:\n",
+        ),
+    );
+    let out = p.run(&["e2e", "-c", "pstack", "-w", "quick", "--workdir", "wd"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Its /readiness does not exist: the smoke test says it cannot count the engines.
+    assert!(err.contains("does not say how many engines it sees"), "{err}");
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.wd("wd").join("plan/plan.json")).unwrap()).unwrap();
+    let step = plan["steps"].as_array().unwrap().iter().find(|s| s["id"] == "09_router").unwrap();
+    let manifests = step["with"]["manifests"].as_array().unwrap();
+    let d = manifests.iter().find(|m| m["kind"] == "Deployment").unwrap();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "lmcache/lmstack-router:v0.1.7");
+    assert!(c.get("command").is_none(), "the image's entrypoint: {c}");
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let engine = d["metadata"]["name"].as_str().unwrap().trim_end_matches("-router").to_string();
+    for pair in [
+        ["--service-discovery", "k8s"],
+        ["--k8s-namespace", p.ns.as_str()],
+        ["--k8s-label-selector", &format!("app.kubernetes.io/instance={engine}")],
+        ["--routing-logic", "prefixaware"],
+    ] {
+        assert!(args.windows(2).any(|w| w == pair), "{pair:?} in {args:?}");
+    }
+    // Its Role, as the chart's, grants patch on pods: the real API server let benchflow create
+    // it (the admin holds that right), and the load went through the router's Service.
+    let role = manifests.iter().find(|m| m["kind"] == "Role").unwrap();
+    assert_eq!(role["rules"][0]["verbs"], serde_json::json!(["get", "list", "watch", "patch"]));
+    assert!(
+        p.cp.kubelet_requests(&p.ns)
+            .iter()
+            .any(|r| r.starts_with(&format!("GET /portForward/{}/{engine}-router-", p.ns))),
+        "{:?}",
+        p.cp.kubelet_requests(&p.ns)
+    );
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+}
