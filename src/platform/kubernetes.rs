@@ -473,6 +473,21 @@ pub fn label(doc: &mut Value, run_label: &str, step: &str) {
 mod tests {
     use super::*;
 
+    /// A Kubernetes scenario of model `org/M` with `rest` (its deploy and kubernetes sections).
+    fn scenario(rest: &str) -> Scenario {
+        let text = format!("platform: kubernetes\nmodel: org/M\nengine: {{ kind: vllm }}\n{rest}");
+        crate::spec::from_yaml(&text, "s.yaml", &[]).unwrap()
+    }
+
+    fn run() -> RunContext {
+        RunContext {
+            id: "r1".into(),
+            workdir: "/w".into(),
+            bin: "/b".into(),
+            ports: crate::platform::Ports::Placeholder,
+        }
+    }
+
     #[test]
     fn names_and_labels_are_valid() {
         assert_eq!(dns_label("Llama-3.1-8B_Instruct", 63), "llama-3-1-8b-instruct");
@@ -482,18 +497,10 @@ mod tests {
 
     #[test]
     fn a_router_stack_puts_the_router_s_service_in_front_of_its_replicas() {
-        let s: Scenario = crate::spec::from_yaml(
-            "platform: kubernetes\nmodel: org/M\nengine: { kind: vllm }\ndeploy: { method: router, replicas: 3, router: { policy: cache_aware, install: false, image: my/router:1 } }\nkubernetes: { namespace: bench, replicas: 1 }\n",
-            "s.yaml",
-            &[],
-        )
-        .unwrap();
-        let run = RunContext {
-            id: "r1".into(),
-            workdir: "/w".into(),
-            bin: "/b".into(),
-            ports: crate::platform::Ports::Placeholder,
-        };
+        let s = scenario(
+            "deploy: { method: router, replicas: 3, router: { policy: cache_aware, install: false, image: my/router:1 } }\nkubernetes: { namespace: bench, replicas: 1 }\n",
+        );
+        let run = run();
         let v = derive(&s, &run, std::path::Path::new("/w")).unwrap();
         let name = v["k8s"]["name"].as_str().unwrap();
         let router = &v["k8s"]["router"];
@@ -543,20 +550,9 @@ mod tests {
 
     #[test]
     fn an_llm_d_stack_names_its_gateway_pool_and_picker_and_targets_the_gateway_s_service() {
-        let s: Scenario = crate::spec::from_yaml(
-            "platform: kubernetes\nmodel: org/M\nengine: { kind: vllm }\ndeploy: { method: llm-d, replicas: 3 }\nkubernetes: { namespace: bench }\n",
-            "s.yaml",
-            &[],
-        )
-        .unwrap();
-        let mut s = s;
+        let mut s = scenario("deploy: { method: llm-d, replicas: 3 }\nkubernetes: { namespace: bench }\n");
         s.deploy.gateway.scorers.insert("queue-scorer".into(), 0);
-        let run = RunContext {
-            id: "r1".into(),
-            workdir: "/w".into(),
-            bin: "/b".into(),
-            ports: crate::platform::Ports::Placeholder,
-        };
+        let run = run();
         let v = derive(&s, &run, std::path::Path::new("/w")).unwrap();
         let name = v["k8s"]["name"].as_str().unwrap();
         let g = &v["k8s"]["gateway"];
