@@ -1,8 +1,16 @@
 //! The harness in the cluster: the workload split into N shards (each pod offers 1/N of every
 //! stage's rate, concurrency and request count, with its own seed), a ConfigMap holding the
-//! shards, an Indexed Job of N benchflow pods that run them against the Service and print their
-//! results as one checksummed frame, then the frames collected from the pod logs, verified,
-//! unpacked into `results/shard-N/` and merged into `results/` on one time axis.
+//! shards (and a file dataset, and for an external tool the harness file), an Indexed Job of N
+//! benchflow pods that run them against the Service and print their results as one checksummed
+//! frame, then the frames collected from the pod logs, verified, unpacked into
+//! `results/shard-N/` and merged into `results/` on one time axis.
+//!
+//! An external tool (aiperf, inference-perf, GuideLLM, vllm bench) runs the same way: each pod's
+//! benchflow runs it as it does on one machine (`-H harness.yaml --install-missing`: installed
+//! in the pod unless its image has it), writing its configuration, prompt file and tokenizer
+//! beside it, and converting its per-request export on the pod's own clocks (the tools that
+//! time with `CLOCK_MONOTONIC` are mapped in the pod that read it); the tool's native outputs
+//! come back in the frame, under `shard-N/results/native/`.
 
 use std::path::{Path, PathBuf};
 
@@ -151,6 +159,43 @@ pub fn merge(results: &Path, shards: &[PathBuf]) -> Result<RunInfo, String> {
     Ok(merged)
 }
 
+/// What the pods take beside their shards.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extras {
+    /// An external tool's harness file (`placement: local`: the pod runs the tool itself).
+    pub harness: Option<String>,
+    /// A file dataset: its key in the ConfigMap (the shards name it so) and its text.
+    pub dataset: Option<(String, String)>,
+}
+
+/// What a ConfigMap may hold (the API server refuses more than 1 MiB), less room for the rest.
+pub const DATASET_LIMIT: usize = 900 * 1024;
+
+/// The ConfigMap key of a file dataset, and the shards pointed at it; `None` for datasets that
+/// are not files. `text` is the file's content (read by the caller).
+pub fn ship_dataset(shards: &mut [Workload], path: &Path, text: &str) -> Result<String, String> {
+    if text.len() > DATASET_LIMIT {
+        return Err(format!(
+            "the dataset file {} is {} KiB; harness pods get it through a ConfigMap, which holds at most \
+             {} KiB here: use placement: local, or a smaller file",
+            path.display(),
+            text.len() / 1024,
+            DATASET_LIMIT / 1024
+        ));
+    }
+    let ext =
+        path.extension().and_then(|e| e.to_str()).filter(|e| e.chars().all(|c| c.is_ascii_alphanumeric()));
+    let key = format!("dataset.{}", ext.unwrap_or("txt"));
+    for s in shards {
+        if let crate::spec::workload::DatasetSpec::Sharegpt(f)
+        | crate::spec::workload::DatasetSpec::Jsonl(f) = &mut s.dataset
+        {
+            f.path = key.clone();
+        }
+    }
+    Ok(key)
+}
+
 /// The ConfigMap with the shards and the Indexed Job that runs them.
 pub fn manifests(
     name: &str,
@@ -159,17 +204,30 @@ pub fn manifests(
     url: &str,
     shards: &[Workload],
     labels: &Value,
+    extras: &Extras,
 ) -> Result<(Value, Value), String> {
     let mut data = serde_json::Map::new();
     for (i, w) in shards.iter().enumerate() {
         let text = serde_saphyr::to_string(w).map_err(|e| e.to_string())?;
         data.insert(format!("workload-{i}.yaml"), Value::String(text));
     }
+    if let Some((key, text)) = &extras.dataset {
+        data.insert(key.clone(), Value::String(text.clone()));
+    }
+    let tool = match &extras.harness {
+        Some(text) => {
+            data.insert("harness.yaml".into(), Value::String(text.clone()));
+            " -H /config/harness.yaml --install-missing"
+        }
+        None => "",
+    };
     let n = shards.len();
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": data});
-    let script = "benchflow run --endpoint \"$BENCHFLOW_ENDPOINT\" -w /config/workload-$JOB_COMPLETION_INDEX.yaml \
-                  --workdir /tmp/bf -s load -q >/tmp/bf.out 2>&1; code=$?; tail -n 20 /tmp/bf.out >&2; \
-                  benchflow results-pack /tmp/bf/results/latest; exit $code";
+    let script = format!(
+        "benchflow run --endpoint \"$BENCHFLOW_ENDPOINT\" -w /config/workload-$JOB_COMPLETION_INDEX.yaml{tool} \
+         --workdir /tmp/bf -s load -q >/tmp/bf.out 2>&1; code=$?; tail -n 20 /tmp/bf.out >&2; \
+         benchflow results-pack /tmp/bf/results/latest; exit $code"
+    );
     let job = json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": ns},
@@ -215,6 +273,37 @@ mod tests {
         assert!((s.iter().map(|w| w.stages[0].rate.unwrap()).sum::<f64>() - 10.0).abs() < 1e-9);
         let e = shard(&workload("dataset: { random: { input_len: 8, output_len: 8 } }\nstages: [ { concurrency: 2, requests: 10 } ]\n"), 3).unwrap_err();
         assert!(e.contains("concurrency 2 cannot be split across 3 pods"), "{e}");
+    }
+
+    #[test]
+    fn a_file_dataset_and_an_external_tool_travel_in_the_config_map() {
+        let w = workload(
+            "dataset: { jsonl: { path: data/my prompts.jsonl } }\nstages: [ { concurrency: 2, requests: 10 } ]\n",
+        );
+        let mut shards = shard(&w, 2).unwrap();
+        let path = Path::new("/w/data/my prompts.jsonl");
+        let key = ship_dataset(&mut shards, path, "{\"prompt\": \"a\"}\n").unwrap();
+        assert_eq!(key, "dataset.jsonl");
+        for s in &shards {
+            assert!(matches!(&s.dataset, crate::spec::workload::DatasetSpec::Jsonl(f) if f.path == key));
+        }
+        let extras = Extras { harness: Some("kind: aiperf\n".into()), dataset: Some((key, "x".into())) };
+        let (cm, job) = manifests("n", "ns", "img", "http://s", &shards, &json!({}), &extras).unwrap();
+        assert_eq!(cm["data"]["harness.yaml"], "kind: aiperf\n");
+        assert_eq!(cm["data"]["dataset.jsonl"], "x");
+        let script = job.pointer("/spec/template/spec/containers/0/command/2").unwrap().as_str().unwrap();
+        assert!(
+            script.contains(
+                "-w /config/workload-$JOB_COMPLETION_INDEX.yaml -H /config/harness.yaml --install-missing"
+            ),
+            "{script}"
+        );
+        let (_, builtin) =
+            manifests("n", "ns", "img", "http://s", &shards, &json!({}), &Extras::default()).unwrap();
+        assert!(!builtin.to_string().contains("harness.yaml"));
+        let big = "x".repeat(DATASET_LIMIT + 1);
+        let e = ship_dataset(&mut shards, path, &big).unwrap_err();
+        assert!(e.contains("use placement: local, or a smaller file"), "{e}");
     }
 
     #[test]

@@ -102,25 +102,20 @@ impl Step for Args {
             let workload = inputs.workload.ok_or("the run has no workload to give the harness")?;
             self.workload = Some(Box::new(workload.clone()));
         }
-        if self.kind != HarnessKind::Builtin {
-            if self.placement == Placement::Cluster {
-                return Err(format!(
-                    "the {} harness runs on this machine (placement: local); placement: cluster is the built-in harness's",
-                    self.kind.as_str()
-                ));
-            }
-            if let Some(w) = self.workload.as_deref() {
-                harnesses::check(self.kind, w)?;
-                harnesses::check_prompts(self.kind, w, &self.workload_dir)?;
-            }
+        if self.kind != HarnessKind::Builtin
+            && let Some(w) = self.workload.as_deref()
+        {
+            harnesses::check(self.kind, w)?;
+            harnesses::check_prompts(self.kind, w, &self.workload_dir)?;
         }
         Ok(())
     }
 
     fn check(&self, install_missing: bool) -> Result<(), String> {
         match harnesses::tool(self.kind) {
-            Some(tool) => super::tool::ready(tool, install_missing),
-            None => Ok(()),
+            // In the cluster the pods install it (or their image has it), not this machine.
+            Some(tool) if self.placement == Placement::Local => super::tool::ready(tool, install_missing),
+            _ => Ok(()),
         }
     }
 
@@ -144,9 +139,12 @@ impl Step for Args {
             Placement::Local => String::new(),
             Placement::Cluster => format!(" in {} harness pod(s)", self.parallelism),
         };
-        let generator = match harnesses::tool(self.kind) {
-            Some(t) => format!("{} {} (installed by benchflow)", t.name, t.version),
-            None => "built-in load generator".to_string(),
+        let generator = match (harnesses::tool(self.kind), self.placement) {
+            (Some(t), Placement::Local) => format!("{} {} (installed by benchflow)", t.name, t.version),
+            (Some(t), Placement::Cluster) => {
+                format!("{} {} (installed in the pods by benchflow)", t.name, t.version)
+            }
+            (None, _) => "built-in load generator".to_string(),
         };
         vec![format!("{generator}{place} against {}: {}", self.endpoint, stages.join("; "))]
     }
@@ -341,6 +339,29 @@ fn fail(e: impl std::fmt::Display) -> StepError {
 }
 
 impl Args {
+    /// What the harness pods need beside their shards: a file dataset (the shards pointed at
+    /// its ConfigMap key), and for an external tool, a harness file that runs it in the pod.
+    fn pod_extras(&self, shards: &mut [Workload]) -> Result<job::Extras, StepError> {
+        use crate::spec::workload::DatasetSpec;
+        let mut extras = job::Extras::default();
+        if let DatasetSpec::Sharegpt(f) | DatasetSpec::Jsonl(f) = &self.workload()?.dataset {
+            let path = self.workload_dir.join(&f.path);
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+            let key = job::ship_dataset(shards, &path, &text).map_err(fail)?;
+            extras.dataset = Some((key, text));
+        }
+        if self.kind != HarnessKind::Builtin {
+            // The pod's own run of the tool: there, it is local to the pod. No GPU there.
+            extras.harness = Some(format!(
+                "kind: {}\nplacement: local\nscrape_every: {}s\ngpu: {{ source: none }}\n",
+                self.kind.as_str(),
+                self.scrape_every.0
+            ));
+        }
+        Ok(extras)
+    }
+
     /// The load as an Indexed Job: shards in a ConfigMap, N pods, results collected from their
     /// logs (checksummed), merged; the Job and ConfigMap are deleted whatever happens.
     async fn in_cluster(&self, ctx: &Ctx, results: &std::path::Path) -> Result<Done, StepError> {
@@ -349,11 +370,13 @@ impl Args {
         })?;
         let url = self.service_url.clone().ok_or_else(|| fail("`placement: cluster` needs `service_url`"))?;
         let image = self.image.clone().ok_or_else(|| fail("`placement: cluster` needs `image`"))?;
-        let shards = job::shard(self.workload()?, self.parallelism.max(1)).map_err(fail)?;
+        let mut shards = job::shard(self.workload()?, self.parallelism.max(1)).map_err(fail)?;
+        let extras = self.pod_extras(&mut shards)?;
         let name = format!("{}-load", svc.chars().take(50).collect::<String>());
         let run_label = self.run_label.clone().unwrap_or_default();
         let labels = serde_json::json!({ kubernetes::RUN_LABEL: run_label, "app.kubernetes.io/name": "benchflow-harness" });
-        let (mut cm, mut jobm) = job::manifests(&name, &ns, &image, &url, &shards, &labels).map_err(fail)?;
+        let (mut cm, mut jobm) =
+            job::manifests(&name, &ns, &image, &url, &shards, &labels, &extras).map_err(fail)?;
         kubernetes::label(&mut cm, &run_label, &ctx.step);
         kubernetes::label(&mut jobm, &run_label, &ctx.step);
         let _ = std::fs::write(
@@ -382,7 +405,12 @@ impl Args {
             for (i, pod) in pods.iter().enumerate() {
                 let log = kube::pod_log(&client, &ns, pod).await.map_err(fail)?;
                 let dest = results.join(format!("shard-{i}"));
-                let sum = job::unpack(&log, &dest).map_err(|e| fail(format!("pod {pod}: {e}")))?;
+                let sum = job::unpack(&log, &dest).map_err(|e| {
+                    // What the pod said last (a tool that could not be installed, a crash).
+                    let tail: Vec<&str> = log.lines().rev().take(12).collect();
+                    let quoted: Vec<String> = tail.into_iter().rev().map(|l| format!("    | {l}")).collect();
+                    fail(format!("pod {pod}: {e}; the end of its log:\n{}", quoted.join("\n")))
+                })?;
                 ctx.note(&format!("# pod {pod}: results verified (sha256 {sum})"));
                 sums.push(serde_json::json!({"pod": pod, "sha256": sum}));
                 dirs.push(dest.join("results"));

@@ -6,15 +6,10 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::support::{Project, text};
+use crate::support::{Project, text, tools_home};
 
 /// The simulator with exact timing: 50 ms to the first token, 10 ms between tokens.
 const TRUTH: &str = "engine.args=[--set, fidelity=analytic, --set, ttft=50ms, --set, itl=10ms, --set, ttft_std=0ms, --set, itl_std=0ms, --set, time_factor_under_load=1, --set, request_overhead=0]";
-
-/// Tools installed once for every test run here (a fresh CI machine installs them once).
-fn tools_home() -> String {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("benchflow-tools").to_string_lossy().into_owned()
-}
 
 fn json(path: PathBuf) -> Value {
     serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))

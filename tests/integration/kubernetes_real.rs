@@ -780,3 +780,70 @@ fn the_production_stack_router_stands_up_from_its_image_with_its_own_flags_and_r
     );
     assert!(p.left().is_empty(), "left: {:?}", p.left());
 }
+
+/// Five prompts of 2 to 10 words, each asking for one token more than its length.
+const PROMPTS: &str = "{\"prompt\": \"the of\", \"max_tokens\": 3}\n{\"prompt\": \"the of and to\", \"max_tokens\": 5}\n\
+{\"prompt\": \"the of and to in is\", \"max_tokens\": 7}\n{\"prompt\": \"the of and to in is for on\", \"max_tokens\": 9}\n\
+{\"prompt\": \"the of and to in is for on it as\", \"max_tokens\": 11}\n";
+
+#[test]
+fn an_external_tool_runs_in_harness_pods_with_a_prompt_file_and_its_native_outputs_come_back() {
+    let p = Project::new("real-tool-job", Behaviour::default());
+    p.write(
+        "harnesses/pods.yaml",
+        "kind: inference-perf\nplacement: cluster\nparallelism: 2\nimage: ghcr.io/benchflow/benchflow:test\n",
+    );
+    p.write("workloads/prompts.jsonl", PROMPTS);
+    p.write(
+        "workloads/file.yaml",
+        "seed: 3\napi: { endpoint: completions }\ndataset: { jsonl: { path: prompts.jsonl } }\nwarmup: { requests: 0 }\n\
+         stages:\n  - { concurrency: 2, requests: 10 }\n",
+    );
+    // Nothing of inference-perf is needed on this machine: the pods install it (or have it).
+    let out = p
+        .cmd(&["e2e", "-c", "k8s", "-H", "pods", "-w", "file", "--workdir", "wd"])
+        .env("BENCHFLOW_TOOLS_DIR", p.wd("no-tools-here"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wd = p.wd("wd");
+    let summary = state(&wd)["steps"]["10_load"]["summary"].as_str().unwrap().to_string();
+    assert!(summary.starts_with("10 requests (0 failed) from 2 pods"), "{summary}");
+    // The prompt file travelled in the ConfigMap, and each pod ran the tool with it: every
+    // request asked for its prompt's length + 1 tokens, and got them.
+    let job = std::fs::read_to_string(wd.join("plan/steps/10_load.job.json")).unwrap();
+    assert!(
+        job.contains("dataset.jsonl") && job.contains("-H /config/harness.yaml --install-missing"),
+        "{job}"
+    );
+    let csv = std::fs::read_to_string(wd.join("results/latest/requests.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 10, "{csv}");
+    for r in &rows {
+        let (i, o): (u32, u32) =
+            (r[col("prompt_tokens")].parse().unwrap(), r[col("output_tokens")].parse().unwrap());
+        assert_eq!(o, i + 1, "{r:?}");
+    }
+    // Each pod's tool outputs came back with its records, on the pod's clock mapped to the run's.
+    for i in 0..2 {
+        let native = wd.join(format!("results/latest/shard-{i}/results/native/stage-1"));
+        assert!(
+            native.join("command.sh").is_file() && native.join("stdout.log").is_file(),
+            "{}",
+            native.display()
+        );
+        let tool = std::fs::read_to_string(native.join("command.sh")).unwrap();
+        assert!(tool.contains("inference-perf"), "{tool}");
+    }
+    let sent: Vec<f64> = rows.iter().map(|r| r[col("sent_us")].parse().unwrap()).collect();
+    assert!(sent.iter().all(|s| (0.0..120e6).contains(s)), "sent times on the run's axis: {sent:?}");
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(wd.join("analysis/latest/stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["stages"][0]["completed"], 10);
+    let report = std::fs::read_to_string(wd.join("analysis/latest/report.html")).unwrap();
+    assert!(report.contains("inference-perf "), "the report names the load generator");
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+}

@@ -385,3 +385,12 @@ impl Project {
         self.cmd(args).output().unwrap()
     }
 }
+
+/// The tools the tests install, once for every test run here (a fresh CI machine installs them
+/// once); the node agent's harness pods find them there too, as in an image that has them.
+pub fn tools_home() -> String {
+    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("benchflow-tools")
+        .to_string_lossy()
+        .into_owned()
+}

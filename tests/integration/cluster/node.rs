@@ -279,6 +279,9 @@ async fn run_for_real(
         .env("PATH", path)
         .env("BENCHFLOW_ENDPOINT", backend)
         .env("JOB_COMPLETION_INDEX", index)
+        // The tools an image would have installed (with --install-missing the pod installs
+        // what is missing, as a pod with PyPI access does).
+        .env("BENCHFLOW_TOOLS_DIR", crate::support::tools_home())
         .kill_on_drop(true)
         .output()
         .await;
