@@ -646,7 +646,8 @@ fn gateway_objects(p: &Project) -> String {
 
 #[test]
 fn an_llm_d_stack_stands_up_behind_a_gateway_whose_objects_the_real_api_server_validates() {
-    let p = Project::new("real-llmd", Behaviour::default());
+    // Each engine pod a simulator of its own; the gateway's pod the test gateway's data plane.
+    let p = Project::new("real-llmd", Behaviour { sims: true, ..Behaviour::default() });
     p.cp.gateway_api();
     p.write("scenarios/llmd.yaml", &llm_d(&p, crate::cluster::gateway::CLASS, "60s"));
     let out = p.run(&["standup", "-c", "llmd", "-w", "quick", "--workdir", "wd"]);
@@ -698,7 +699,13 @@ fn an_llm_d_stack_stands_up_behind_a_gateway_whose_objects_the_real_api_server_v
     assert_eq!(gateway_objects(&p).lines().count(), 3, "{}", gateway_objects(&p));
     let stats: serde_json::Value =
         serde_json::from_slice(&std::fs::read(wd.join("analysis/latest/stats.json")).unwrap()).unwrap();
-    assert_eq!(stats["replicas"].as_array().map(Vec::len), Some(2), "each engine pod scraped: {stats}");
+    // The gateway sent the load to both pods of the pool (each one's own counters, scraped
+    // through a port-forward of its own), and nowhere else.
+    let replicas = stats["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 2, "each engine pod scraped: {stats}");
+    let served: Vec<f64> = replicas.iter().map(|r| r["requests"].as_f64().unwrap()).collect();
+    assert!(served.iter().all(|n| *n >= 5.0), "the pool's pods share the load: {served:?}");
+    assert_eq!(served.iter().sum::<f64>(), 20.0, "{served:?}");
     let out = p.run(&["teardown", "wd"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(p.left().is_empty(), "left: {:?}", p.left());

@@ -191,3 +191,197 @@ async fn reconcile(client: &Client) -> Result<(), kube::Error> {
     }
     Ok(())
 }
+
+/// The test gateway's data plane for one Gateway: an HTTP/1.1 proxy that sends each request to
+/// a Ready pod of the InferencePool its HTTPRoute names, the one with the fewest requests in
+/// flight through it (the queue scorer's view from the gateway; ties in turn), streaming the
+/// answer back. Stops when dropped.
+pub struct DataPlane {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Flights = std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, usize>>;
+
+struct Plane {
+    client: Client,
+    ns: String,
+    gateway: String,
+    node: std::sync::Arc<super::node::Shared>,
+    flights: Flights,
+    turn: std::sync::atomic::AtomicUsize,
+}
+
+pub async fn data_plane(
+    client: Client,
+    ns: String,
+    gateway: String,
+    node: std::sync::Arc<super::node::Shared>,
+) -> DataPlane {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let plane = std::sync::Arc::new(Plane {
+        client,
+        ns,
+        gateway,
+        node,
+        flights: Default::default(),
+        turn: Default::default(),
+    });
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let plane = plane.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let plane = plane.clone();
+                    async move { Ok::<_, std::convert::Infallible>(plane.forward(req).await) }
+                });
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    DataPlane { addr, task }
+}
+
+type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
+
+/// A response body that counts its request in flight until it is done (or dropped).
+struct Counted {
+    inner: hyper::body::Incoming,
+    plane: std::sync::Arc<Plane>,
+    backend: std::net::SocketAddr,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.plane.release(self.backend);
+    }
+}
+
+impl hyper::body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+}
+
+impl Plane {
+    /// The Ready pods of the pool the Gateway's route sends to, as their backends.
+    async fn endpoints(&self) -> Result<Vec<std::net::SocketAddr>, String> {
+        let err = |e: kube::Error| e.to_string();
+        let routes: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.ns,
+            &resource("gateway.networking.k8s.io", "HTTPRoute"),
+        );
+        let route = routes
+            .list(&ListParams::default())
+            .await
+            .map_err(err)?
+            .items
+            .into_iter()
+            .find(|r| {
+                r.data["spec"]["parentRefs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["name"] == self.gateway.as_str())
+            })
+            .ok_or("no HTTPRoute for this Gateway")?;
+        let pool =
+            route.data["spec"]["rules"][0]["backendRefs"][0]["name"].as_str().unwrap_or_default().to_string();
+        let pools: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.ns,
+            &resource("inference.networking.k8s.io", "InferencePool"),
+        );
+        let pool = pools.get(&pool).await.map_err(err)?;
+        let selector: Vec<String> = pool.data["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let list = pods.list(&ListParams::default().labels(&selector.join(","))).await.map_err(err)?;
+        let backends = self.node.pod_backends.lock().unwrap();
+        Ok(list
+            .items
+            .iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+            .filter_map(|p| {
+                backends.get(&(self.ns.clone(), p.metadata.name.clone().unwrap_or_default())).copied()
+            })
+            .collect())
+    }
+
+    async fn forward(
+        self: std::sync::Arc<Self>,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<Body> {
+        use http_body_util::BodyExt;
+        let refuse = |code: u16, why: String| {
+            let body =
+                http_body_util::Full::new(bytes::Bytes::from(why)).map_err(|never| match never {}).boxed();
+            hyper::Response::builder().status(code).body(body).unwrap()
+        };
+        let endpoints = match self.endpoints().await {
+            Ok(e) if !e.is_empty() => e,
+            Ok(_) => return refuse(503, "no ready endpoint in the pool".into()),
+            Err(e) => return refuse(500, e),
+        };
+        let backend = {
+            let mut flights = self.flights.lock().unwrap();
+            let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let least = endpoints.iter().map(|e| flights.get(e).copied().unwrap_or(0)).min().unwrap_or(0);
+            let tied: Vec<_> =
+                endpoints.iter().filter(|e| flights.get(e).copied().unwrap_or(0) == least).collect();
+            let pick = *tied[turn % tied.len()];
+            *flights.entry(pick).or_insert(0) += 1;
+            pick
+        };
+        let counted = |inner| Counted { inner, plane: self.clone(), backend };
+        let answer = async {
+            let tcp = tokio::net::TcpStream::connect(backend).await.map_err(|e| e.to_string())?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            sender.send_request(req).await.map_err(|e| e.to_string())
+        }
+        .await;
+        match answer {
+            Ok(resp) => resp.map(|body| counted(body).boxed()),
+            Err(e) => {
+                self.release(backend);
+                refuse(502, e)
+            }
+        }
+    }
+
+    /// A request to `backend` is no longer in flight.
+    fn release(&self, backend: std::net::SocketAddr) {
+        if let Some(n) = self.flights.lock().unwrap().get_mut(&backend) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}

@@ -38,11 +38,14 @@ pub struct Behaviour {
     pub backend: Option<SocketAddr>,
     /// From Running to Ready.
     pub ready_after: Duration,
+    /// Each engine pod (`app.kubernetes.io/name=vllm`) gets a simulator of its own, which its
+    /// port-forwards reach, instead of the namespace's backend.
+    pub sims: bool,
 }
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Behaviour { pods: Pods::Ready, backend: None, ready_after: Duration::from_millis(300) }
+        Behaviour { pods: Pods::Ready, backend: None, ready_after: Duration::from_millis(300), sims: false }
     }
 }
 

@@ -8,8 +8,10 @@
 //!   image is benchflow's run for real as local processes (their ConfigMap volumes become
 //!   directories, their endpoint the namespace's backend), then Succeed or Fail; a pod being
 //!   deleted is removed at once (its process killed);
-//! * serves the kubelet's endpoint over TLS: `portForward` (WebSocket, bridged to the backend)
-//!   and `containerLogs`, which the API server proxies to it;
+//! * serves the kubelet's endpoint over TLS: `portForward` (WebSocket, bridged to the pod's own
+//!   backend, else the namespace's) and `containerLogs`, which the API server proxies to it;
+//! * gives a pod its own backend: a simulator per engine pod when the namespace asks for it,
+//!   and for a Gateway's pod the test gateway's data plane ([`super::gateway::data_plane`]);
 //! * binds each pending PersistentVolumeClaim to a new hostPath volume, and removes the volume
 //!   with its claim.
 
@@ -52,6 +54,8 @@ pub enum Pods {
 
 pub struct Shared {
     pub behaviours: Mutex<HashMap<String, Behaviour>>,
+    /// Pods with a backend of their own: `(namespace, pod)` → where their port-forwards go.
+    pub pod_backends: Mutex<HashMap<(String, String), std::net::SocketAddr>>,
     /// What pods printed (harness pods run for real): `(namespace, pod)` → text.
     logs: Mutex<HashMap<(String, String), String>>,
     /// What the API server asked of the kubelet endpoint: `METHOD /path?query`.
@@ -66,8 +70,12 @@ impl Shared {
 
 /// Starts the agent on a thread of its own; returns once the node is registered and Ready.
 pub fn start(kubeconfig: &Path) -> Arc<Shared> {
-    let shared =
-        Arc::new(Shared { behaviours: Mutex::default(), logs: Mutex::default(), requests: Mutex::default() });
+    let shared = Arc::new(Shared {
+        behaviours: Mutex::default(),
+        pod_backends: Mutex::default(),
+        logs: Mutex::default(),
+        requests: Mutex::default(),
+    });
     let (tx, rx) = std::sync::mpsc::channel();
     let (sh, kubeconfig) = (shared.clone(), kubeconfig.to_path_buf());
     std::thread::spawn(move || {
@@ -135,6 +143,7 @@ async fn pods(client: Client, sh: Arc<Shared>) {
                 if let Some(task) = running.remove(&uid) {
                     task.abort();
                 }
+                sh.pod_backends.lock().unwrap().remove(&(ns.clone(), name.clone()));
                 tokio::spawn(async move {
                     let _ = pods
                         .delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
@@ -157,7 +166,7 @@ async fn pods(client: Client, sh: Arc<Shared>) {
     }
 }
 
-async fn run_pod(client: &Client, sh: &Shared, pods: Api<Pod>, pod: Pod) {
+async fn run_pod(client: &Client, sh: &Arc<Shared>, pods: Api<Pod>, pod: Pod) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let spec = serde_json::to_value(pod.spec.as_ref()).unwrap();
@@ -212,10 +221,63 @@ async fn run_pod(client: &Client, sh: &Shared, pods: Api<Pod>, pod: Pod) {
         }
         Pods::Ready => {
             let _ = set(status("Running", false, json!({"running": {}}))).await;
+            let own = own_backend(client, sh, &ns, &name, &pod, &behaviour).await;
             tokio::time::sleep(behaviour.ready_after).await;
             let _ = set(status("Running", true, json!({"running": {}}))).await;
+            if own.is_some() {
+                // Held until the pod is deleted (this task aborted): then the backend stops.
+                std::future::pending::<()>().await;
+            }
         }
     }
+}
+
+/// What keeps a pod's own backend running; dropping it stops the backend.
+enum Own {
+    /// A simulator under a shell that kills it when its stdin (this pipe) closes, even if the
+    /// test process dies without dropping anything.
+    #[allow(dead_code)]
+    Sim(tokio::process::Child),
+    #[allow(dead_code)]
+    Gateway(super::gateway::DataPlane),
+}
+
+/// A backend of the pod's own, registered for its port-forwards: the test gateway's data plane
+/// for a Gateway's pod; a simulator for an engine pod when the namespace asks for them.
+async fn own_backend(
+    client: &Client,
+    sh: &Arc<Shared>,
+    ns: &str,
+    name: &str,
+    pod: &Pod,
+    behaviour: &Behaviour,
+) -> Option<Own> {
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let (addr, own) = if let Some(gateway) = labels.get("gateway.networking.k8s.io/gateway-name") {
+        let plane =
+            super::gateway::data_plane(client.clone(), ns.to_string(), gateway.clone(), sh.clone()).await;
+        (plane.addr, Own::Gateway(plane))
+    } else if behaviour.sims && labels.get("app.kubernetes.io/name").is_some_and(|n| n == "vllm") {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg("\"$0\" sim --port 0 --profile tiny/cpu & s=$!; read _; kill $s")
+            .arg(env!("CARGO_BIN_EXE_benchflow"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            // Not kill_on_drop: the shell must live to stop the simulator when the pipe closes.
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let out = child.stdout.take().unwrap();
+        tokio::io::BufReader::new(out).read_line(&mut line).await.unwrap();
+        (line.trim().trim_start_matches("http://").parse().unwrap(), Own::Sim(child))
+    } else {
+        return None;
+    };
+    sh.pod_backends.lock().unwrap().insert((ns.to_string(), name.to_string()), addr);
+    Some(own)
 }
 
 async fn event(client: &Client, ns: &str, pod: &str, reason: &str, message: &str) {
@@ -358,13 +420,14 @@ async fn record(
 
 async fn port_forward(
     State(sh): State<Arc<Shared>>,
-    UrlPath((ns, _pod)): UrlPath<(String, String)>,
+    UrlPath((ns, pod)): UrlPath<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     // The API server asks the kubelet with `port=` (its own clients say `ports=`).
     let port: u16 = q.get("port").and_then(|p| p.split(',').next()).and_then(|p| p.parse().ok()).unwrap_or(0);
-    let Some(backend) = sh.behaviour(&ns).backend else {
+    let own = sh.pod_backends.lock().unwrap().get(&(ns.clone(), pod)).copied();
+    let Some(backend) = own.or(sh.behaviour(&ns).backend) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("no backend for namespace {ns}")).into_response();
     };
     ws.protocols(["v4.channel.k8s.io"])
