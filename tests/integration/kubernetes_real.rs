@@ -528,7 +528,9 @@ fn gpu_telemetry_comes_from_the_dcgm_exporter_on_the_engine_s_node_found_by_labe
 
 #[test]
 fn a_router_stack_stands_up_replicas_and_a_router_whose_discovery_rbac_the_real_authorizer_grants() {
-    let p = Project::new("real-router", Behaviour::default());
+    // Each engine pod a simulator at a pod IP of its own; the router's pod the real vllm-router,
+    // whose Kubernetes discovery watches this API server for the engine pods.
+    let p = Project::new("real-router", Behaviour { sims: true, ..Behaviour::default() });
     p.write(
         "scenarios/router.yaml",
         &p.scenario_text("").replace(
@@ -598,6 +600,11 @@ fn a_router_stack_stands_up_replicas_and_a_router_whose_discovery_rbac_the_real_
     let mut sorted = pods.clone();
     sorted.sort();
     assert_eq!(replicas, sorted, "{stats}");
+    // The router found both engines by their labels (the smoke test waited for its /readiness
+    // to count 2) and sent each its half: each pod's own counters.
+    let served: Vec<f64> =
+        stats["replicas"].as_array().unwrap().iter().map(|r| r["requests"].as_f64().unwrap()).collect();
+    assert_eq!(served, [10.0, 10.0], "round robin over the discovered engines: {stats}");
     let out = p.run(&["teardown", "wd"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(p.left().is_empty(), "left: {:?}", p.left());

@@ -10,8 +10,12 @@
 //!   deleted is removed at once (its process killed);
 //! * serves the kubelet's endpoint over TLS: `portForward` (WebSocket, bridged to the pod's own
 //!   backend, else the namespace's) and `containerLogs`, which the API server proxies to it;
-//! * gives a pod its own backend: a simulator per engine pod when the namespace asks for it,
-//!   and for a Gateway's pod the test gateway's data plane ([`super::gateway::data_plane`]);
+//! * gives a pod its own backend: when the namespace asks for it, a pod IP of its own on
+//!   loopback (127.0.0.N) and a simulator there per engine pod, and for a vLLM router's pod the
+//!   real `vllm-router` run with the pod's arguments (its Kubernetes discovery watches this API
+//!   server and reaches the engines at their pod IPs); for a Gateway's pod the test gateway's
+//!   data plane ([`super::gateway::data_plane`]). Such a pod is Ready once its backend accepts
+//!   connections;
 //! * binds each pending PersistentVolumeClaim to a new hostPath volume, and removes the volume
 //!   with its claim.
 
@@ -53,6 +57,8 @@ pub enum Pods {
 }
 
 pub struct Shared {
+    /// The admin's kubeconfig (what a router run for a pod uses to watch pods).
+    kubeconfig: std::path::PathBuf,
     pub behaviours: Mutex<HashMap<String, Behaviour>>,
     /// Pods with a backend of their own: `(namespace, pod)` → where their port-forwards go.
     pub pod_backends: Mutex<HashMap<(String, String), std::net::SocketAddr>>,
@@ -71,6 +77,7 @@ impl Shared {
 /// Starts the agent on a thread of its own; returns once the node is registered and Ready.
 pub fn start(kubeconfig: &Path) -> Arc<Shared> {
     let shared = Arc::new(Shared {
+        kubeconfig: kubeconfig.to_path_buf(),
         behaviours: Mutex::default(),
         pod_backends: Mutex::default(),
         logs: Mutex::default(),
@@ -174,9 +181,12 @@ async fn run_pod(client: &Client, sh: &Arc<Shared>, pods: Api<Pod>, pod: Pod) {
     let image = spec["containers"][0]["image"].as_str().unwrap_or("").to_string();
     let behaviour = sh.behaviour(&ns);
     let of_job = pod.metadata.owner_references.iter().flatten().any(|o| o.kind == "Job");
+    let app = pod.metadata.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/name")).cloned();
+    let own_ip = behaviour.sims && matches!(app.as_deref(), Some("vllm" | "vllm-router"));
+    let ip = if own_ip { pod_ip() } else { "127.0.0.1".to_string() };
     let status = |phase: &str, ready: bool, state: Value| {
         json!({"status": {
-            "phase": phase, "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+            "phase": phase, "hostIP": "127.0.0.1", "podIP": ip, "podIPs": [{"ip": ip}],
             "conditions": [
                 {"type": "PodScheduled", "status": "True"}, {"type": "Initialized", "status": "True"},
                 {"type": "ContainersReady", "status": if ready { "True" } else { "False" }},
@@ -221,7 +231,7 @@ async fn run_pod(client: &Client, sh: &Arc<Shared>, pods: Api<Pod>, pod: Pod) {
         }
         Pods::Ready => {
             let _ = set(status("Running", false, json!({"running": {}}))).await;
-            let own = own_backend(client, sh, &ns, &name, &pod, &behaviour).await;
+            let own = own_backend(client, sh, &ns, &name, &pod, &spec, &ip).await;
             tokio::time::sleep(behaviour.ready_after).await;
             let _ = set(status("Running", true, json!({"running": {}}))).await;
             if own.is_some() {
@@ -242,6 +252,63 @@ enum Own {
     Gateway(super::gateway::DataPlane),
 }
 
+/// A pod IP of its own on loopback: 127.0.0.2, 127.0.0.3, …
+fn pod_ip() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("127.0.{}.{}", n / 250, n % 250 + 2)
+}
+
+/// `program args…` under a shell that stops it when its stdin (a pipe the returned child
+/// holds) closes: when the pod's task drops it, or the test process ends however it ends.
+fn lifeline(
+    program: &std::path::Path,
+    args: &[String],
+    env: &[(&str, &std::path::Path)],
+) -> tokio::process::Child {
+    let mut c = tokio::process::Command::new("sh");
+    c.arg("-c")
+        .arg("\"$0\" \"$@\" & s=$!; read _; kill $s")
+        .arg(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    // Not kill_on_drop: the shell must live to stop the program when the pipe closes.
+    c.spawn().unwrap()
+}
+
+/// Until something accepts connections at `addr` (a readiness probe), for up to 60 s.
+async fn accepting(addr: std::net::SocketAddr) {
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The real vllm-router, installed once into the tests' tools directory.
+async fn vllm_router() -> std::path::PathBuf {
+    static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = INSTALL.lock().await;
+    let home = std::path::PathBuf::from(crate::support::tools_home());
+    let tool = benchflow::tools::find("vllm-router").unwrap();
+    if benchflow::tools::installed(&home, tool).is_none() {
+        let h = home.clone();
+        tokio::task::spawn_blocking(move || {
+            let py = benchflow::tools::python_for(tool, None).unwrap();
+            benchflow::tools::install(&h, tool, &py, None).unwrap();
+        })
+        .await
+        .unwrap();
+    }
+    tool.command(&home)
+}
+
 /// A backend of the pod's own, registered for its port-forwards: the test gateway's data plane
 /// for a Gateway's pod; a simulator for an engine pod when the namespace asks for them.
 async fn own_backend(
@@ -250,32 +317,35 @@ async fn own_backend(
     ns: &str,
     name: &str,
     pod: &Pod,
-    behaviour: &Behaviour,
+    spec: &Value,
+    ip: &str,
 ) -> Option<Own> {
     let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let container = &spec["containers"][0];
+    let port = container["ports"][0]["containerPort"].as_u64().unwrap_or(8000);
     let (addr, own) = if let Some(gateway) = labels.get("gateway.networking.k8s.io/gateway-name") {
         let plane =
             super::gateway::data_plane(client.clone(), ns.to_string(), gateway.clone(), sh.clone()).await;
         (plane.addr, Own::Gateway(plane))
-    } else if behaviour.sims && labels.get("app.kubernetes.io/name").is_some_and(|n| n == "vllm") {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg("\"$0\" sim --port 0 --profile tiny/cpu & s=$!; read _; kill $s")
-            .arg(env!("CARGO_BIN_EXE_benchflow"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            // Not kill_on_drop: the shell must live to stop the simulator when the pipe closes.
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        let out = child.stdout.take().unwrap();
-        tokio::io::BufReader::new(out).read_line(&mut line).await.unwrap();
-        (line.trim().trim_start_matches("http://").parse().unwrap(), Own::Sim(child))
-    } else {
+    } else if ip == "127.0.0.1" {
         return None;
+    } else if labels.get("app.kubernetes.io/name").is_some_and(|n| n == "vllm") {
+        let args =
+            ["sim", "--host", ip, "--port", &port.to_string(), "--profile", "tiny/cpu"].map(String::from);
+        let child = lifeline(std::path::Path::new(env!("CARGO_BIN_EXE_benchflow")), &args, &[]);
+        (format!("{ip}:{port}").parse().unwrap(), Own::Sim(child))
+    } else {
+        // The router's own arguments, listening on the pod's IP instead of every address.
+        let args: Vec<String> = container["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| a.as_str().unwrap_or_default().replace("0.0.0.0", ip))
+            .collect();
+        let child = lifeline(&vllm_router().await, &args, &[("KUBECONFIG", &sh.kubeconfig)]);
+        (format!("{ip}:{port}").parse().unwrap(), Own::Sim(child))
     };
+    accepting(addr).await;
     sh.pod_backends.lock().unwrap().insert((ns.to_string(), name.to_string()), addr);
     Some(own)
 }
