@@ -61,6 +61,13 @@ impl Project {
         )
     }
 
+    /// Writes `scenarios/<name>.yaml`: the standalone scenario with `deploy: <deploy>`.
+    fn deploy_scenario(&self, name: &str, deploy: &str) -> &Self {
+        let text =
+            self.scenario_text("").replace("kubernetes:\n", &format!("deploy: {deploy}\nkubernetes:\n"));
+        self.write(&format!("scenarios/{name}.yaml"), &text)
+    }
+
     /// Writes a file of the project.
     fn write(&self, rel: &str, text: &str) -> &Self {
         std::fs::write(self.dir.0.join(rel), text).unwrap();
@@ -531,12 +538,9 @@ fn a_router_stack_stands_up_replicas_and_a_router_whose_discovery_rbac_the_real_
     // Each engine pod a simulator at a pod IP of its own; the router's pod the real vllm-router,
     // whose Kubernetes discovery watches this API server for the engine pods.
     let p = Project::new("real-router", Behaviour { sims: true, ..Behaviour::default() });
-    p.write(
-        "scenarios/router.yaml",
-        &p.scenario_text("").replace(
-            "kubernetes:\n",
-            "deploy: { method: router, replicas: 2, router: { policy: round_robin, args: [--request-timeout-secs, \"60\"] } }\nkubernetes:\n",
-        ),
+    p.deploy_scenario(
+        "router",
+        "{ method: router, replicas: 2, router: { policy: round_robin, args: [--request-timeout-secs, \"60\"] } }",
     );
     let out = p.run(&["standup", "-c", "router", "-w", "quick", "--workdir", "wd"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -634,16 +638,11 @@ fn the_load_through_a_services_port_forward_reaches_every_replica_and_each_is_sc
     assert!(p.left().is_empty(), "left: {:?}", p.left());
 }
 
-/// The llm-d scenario in this project's namespace: `replicas` engines behind a Gateway of `class`.
-fn llm_d(p: &Project, class: &str, ready: &str) -> String {
-    p.scenario_text("")
-        .replace(
-            "kubernetes:\n",
-            &format!(
-                "deploy: {{ method: llm-d, replicas: 2, gateway: {{ class: {class} }} }}\nkubernetes:\n"
-            ),
-        )
-        .replace("ready: 60s", &format!("ready: {ready}"))
+/// `scenarios/llmd.yaml`: two engines behind a Gateway of `class`, ready within `ready`.
+fn llm_d(p: &Project, class: &str, ready: &str) {
+    p.deploy_scenario("llmd", &format!("{{ method: llm-d, replicas: 2, gateway: {{ class: {class} }} }}"));
+    let text = std::fs::read_to_string(p.wd("scenarios/llmd.yaml")).unwrap();
+    p.write("scenarios/llmd.yaml", &text.replace("ready: 60s", &format!("ready: {ready}")));
 }
 
 /// What is left of kinds only the CRDs provide, in `ns`.
@@ -656,7 +655,7 @@ fn an_llm_d_stack_stands_up_behind_a_gateway_whose_objects_the_real_api_server_v
     // Each engine pod a simulator of its own; the gateway's pod the test gateway's data plane.
     let p = Project::new("real-llmd", Behaviour { sims: true, ..Behaviour::default() });
     p.cp.gateway_api();
-    p.write("scenarios/llmd.yaml", &llm_d(&p, crate::cluster::gateway::CLASS, "60s"));
+    llm_d(&p, crate::cluster::gateway::CLASS, "60s");
     let out = p.run(&["standup", "-c", "llmd", "-w", "quick", "--workdir", "wd"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let wd = p.wd("wd");
@@ -724,7 +723,7 @@ fn an_llm_d_stack_stands_up_behind_a_gateway_whose_objects_the_real_api_server_v
 fn an_llm_d_stack_without_its_gateway_class_is_refused_first_and_an_unprogrammed_gateway_fails_the_wait() {
     let p = Project::new("real-llmd-bad", Behaviour::default());
     p.cp.gateway_api();
-    p.write("scenarios/llmd.yaml", &llm_d(&p, "no-such-class", "60s"));
+    llm_d(&p, "no-such-class", "60s");
     let out = p.run(&["e2e", "-c", "llmd", "-w", "quick", "--workdir", "wd"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
@@ -735,7 +734,7 @@ fn an_llm_d_stack_without_its_gateway_class_is_refused_first_and_an_unprogrammed
     assert!(!p.cp.has_namespace(&p.ns), "nothing is created");
     // A class whose controller never runs: the Gateway stays unprogrammed; the wait says so
     // with the conditions the API server defaulted, within its timeout, and nothing is left.
-    p.write("scenarios/llmd.yaml", &llm_d(&p, crate::cluster::gateway::IDLE_CLASS, "6s"));
+    llm_d(&p, crate::cluster::gateway::IDLE_CLASS, "6s");
     let t0 = Instant::now();
     let out = p.run(&["e2e", "-c", "llmd", "-w", "quick", "--workdir", "wd2"]);
     let err = text(&out.stderr);
@@ -751,12 +750,9 @@ fn an_llm_d_stack_without_its_gateway_class_is_refused_first_and_an_unprogrammed
 #[test]
 fn the_production_stack_router_stands_up_from_its_image_with_its_own_flags_and_rbac() {
     let p = Project::new("real-pstack", Behaviour::default());
-    p.write(
-        "scenarios/pstack.yaml",
-        &p.scenario_text("").replace(
-            "kubernetes:\n",
-            "deploy: { method: router, replicas: 2, router: { kind: production-stack, policy: cache_aware, image: lmcache/lmstack-router:v0.1.7 } }\nkubernetes:\n",
-        ),
+    p.deploy_scenario(
+        "pstack",
+        "{ method: router, replicas: 2, router: { kind: production-stack, policy: cache_aware, image: lmcache/lmstack-router:v0.1.7 } }",
     );
     let out = p.run(&["e2e", "-c", "pstack", "-w", "quick", "--workdir", "wd"]);
     let err = text(&out.stderr);
