@@ -857,3 +857,49 @@ fn an_external_tool_runs_in_harness_pods_with_a_prompt_file_and_its_native_outpu
     assert!(report.contains("inference-perf "), "the report names the load generator");
     assert!(p.left().is_empty(), "left: {:?}", p.left());
 }
+
+/// SIGKILL while the gateway is awaited: `teardown DIR` deletes the Gateway, route and pool from
+/// the record (their kinds discovered again); with the work directory lost, `gc` finds them by
+/// label.
+#[test]
+fn an_llm_d_stack_killed_while_waiting_is_removed_by_teardown_or_gc_gateway_objects_included() {
+    let p = Project::new("real-llmd-kill", Behaviour::default());
+    p.cp.gateway_api();
+    llm_d(&p, crate::cluster::gateway::IDLE_CLASS, "120s");
+    let killed_while_waiting = |wd: &str| {
+        let mut child = p
+            .cmd(&["standup", "-c", "llmd", "-w", "quick", "--workdir", wd])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let dir = p.wd(wd);
+        wait_for("the gateway wait", Duration::from_secs(60), || {
+            std::fs::read_to_string(dir.join("state.json")).is_ok_and(|t| {
+                t.contains("\"13_wait_gateway\"")
+                    && state(&dir)["steps"]["13_wait_gateway"]["status"] == "running"
+            })
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(gateway_objects(&p).lines().count(), 3, "{}", gateway_objects(&p));
+    };
+    killed_while_waiting("wd");
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(gateway_objects(&p), "");
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+    assert!(!p.cp.has_namespace(&p.ns), "namespace {} is still there", p.ns);
+    killed_while_waiting("wd2");
+    std::fs::remove_dir_all(p.wd("wd2")).unwrap();
+    let out = p.run(&["gc", "--namespace", &p.ns, "--dry-run"]);
+    let listed = text(&out.stdout) + &text(&out.stderr);
+    for kind in ["HTTPRoute/", "Gateway/", "InferencePool/"] {
+        assert!(listed.contains(kind), "{kind}: {listed}");
+    }
+    let out = p.run(&["gc", "--namespace", &p.ns]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(gateway_objects(&p), "");
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+    wait_for("namespace gone", Duration::from_secs(30), || !p.cp.has_namespace(&p.ns));
+}
