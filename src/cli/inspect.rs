@@ -93,7 +93,50 @@ async fn cluster_status(resolved: &Resolved) {
         Ok(c) => c,
         Err(e) => return println!("cluster: {e}"),
     };
-    match kube::deployment_pods(&client, &ns, &name).await {
+    // The engines, then what stands in front of them: a router, or llm-d's picker and gateway.
+    for deployment in [Some(name), s("k8s.router.name"), s("k8s.gateway.epp.name")].into_iter().flatten() {
+        deployment_status(&client, &ns, &deployment).await;
+    }
+    let gateway = [
+        ("gateway.networking.k8s.io/v1", "Gateway", s("k8s.gateway.name"), &["Accepted", "Programmed"][..]),
+        (
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            s("k8s.gateway.route"),
+            &["Accepted", "ResolvedRefs"][..],
+        ),
+        (
+            "inference.networking.k8s.io/v1",
+            "InferencePool",
+            s("k8s.gateway.pool"),
+            &["Accepted", "ResolvedRefs"][..],
+        ),
+    ];
+    for (api_version, kind, name, types) in gateway {
+        let Some(name) = name else { continue };
+        let r = kube::ObjectRef {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: Some(ns.clone()),
+            name: name.clone(),
+        };
+        let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+        let line = match kube::get(&client, &r).await {
+            Ok(Some(obj)) => match crate::steps::wait::conditions_met(&obj, &types) {
+                Ok(()) => format!("{}: ready", types.join(" + ")),
+                Err(missing) => format!("not ready: {missing}"),
+            },
+            Ok(None) => "not there".into(),
+            Err(e) => e.to_string(),
+        };
+        println!("{kind}/{name} in {ns}: {line}");
+    }
+}
+
+/// A Deployment's available replicas and each pod's verdict.
+async fn deployment_status(client: &kube::Client, ns: &str, name: &str) {
+    use crate::platform::kube;
+    match kube::deployment_pods(client, ns, name).await {
         Ok((d, pods)) => {
             let st = d.status.unwrap_or_default();
             println!(

@@ -162,7 +162,14 @@ impl std::fmt::Display for ObjectRef {
 
 /// Whether the object exists.
 pub async fn exists(client: &Client, r: &ObjectRef) -> Result<bool, KubeError> {
-    Ok(r.api(client).await?.get_opt(&r.name).await.map_err(api_err(format!("failed to read {r}")))?.is_some())
+    Ok(get(client, r).await?.is_some())
+}
+
+/// The object as the API server has it (any kind; a custom one's resource discovered), as JSON.
+pub async fn get(client: &Client, r: &ObjectRef) -> Result<Option<Value>, KubeError> {
+    let found =
+        r.api(client).await?.get_opt(&r.name).await.map_err(api_err(format!("failed to read {r}")))?;
+    Ok(found.map(|o| serde_json::to_value(o).unwrap_or_default()))
 }
 
 /// Server-side apply with field manager `benchflow`, never forced: a field that another manager

@@ -690,6 +690,16 @@ fn an_llm_d_stack_stands_up_behind_a_gateway_whose_objects_the_real_api_server_v
         config.contains("kind: EndpointPickerConfig") && config.contains("prefix-cache-scorer"),
         "{config}"
     );
+    // `status` shows the picker and the gateway objects beside the engines.
+    let shown = text(&p.run(&["status", "wd"]).stdout);
+    for line in [
+        format!("Deployment/{epp} in {ns}: 1/1 available"),
+        "Accepted + Programmed: ready".to_string(),
+        "Accepted + ResolvedRefs: ready".to_string(),
+    ] {
+        assert!(shown.contains(&line), "{line}: {shown}");
+    }
+    assert!(shown.contains("InferencePool/") && shown.contains("HTTPRoute/"), "{shown}");
     // The load goes to the gateway's Service (the controller's, not benchflow's).
     let out = p.run(&["run", "--workdir", "wd"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
