@@ -103,6 +103,28 @@ pub fn conditions_met(obj: &Value, types: &[String]) -> Result<(), String> {
     if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) }
 }
 
+/// A wanted condition the object's controller has answered `False` with a reason other than
+/// `Pending` (it refuses, rather than has not got to it yet): what it says, else `None`.
+pub fn refused(obj: &Value, types: &[String]) -> Option<String> {
+    let top = obj.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten();
+    let parents = obj
+        .pointer("/status/parents")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p.get("conditions").and_then(Value::as_array).into_iter().flatten());
+    let text = |c: &Value, k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    top.chain(parents)
+        .find(|c| {
+            types.contains(&text(c, "type")) && text(c, "status") == "False" && text(c, "reason") != "Pending"
+        })
+        .map(|c| format!("{} is False ({}: {})", text(c, "type"), text(c, "reason"), text(c, "message")))
+}
+
+/// How long a refusal must stand before the wait gives up on it (a controller may say `False`
+/// for a moment while it catches up).
+const REFUSAL_GRACE: Duration = Duration::from_secs(10);
+
 fn fail(e: impl std::fmt::Display) -> StepError {
     StepError::Failed(e.to_string())
 }
@@ -279,12 +301,23 @@ impl Args {
             ));
         }
         let mut next_note = Instant::now() + Duration::from_secs(15);
+        // Refusals seen, since when: a standing one fails the wait before its timeout.
+        let mut refusals: std::collections::HashMap<String, Instant> = std::collections::HashMap::new();
         loop {
             let mut pending = Vec::new();
+            let mut standing = Vec::new();
             for (c, api) in self.conditions.iter().zip(&apis) {
                 let state = match api.get_opt(&c.name).await {
                     Ok(Some(obj)) => {
-                        conditions_met(&serde_json::to_value(&obj).unwrap_or_default(), &c.types)
+                        let obj = serde_json::to_value(&obj).unwrap_or_default();
+                        if let Some(no) = refused(&obj, &c.types) {
+                            let key = format!("{}/{}: {no}", c.kind, c.name);
+                            let since = *refusals.entry(key.clone()).or_insert_with(Instant::now);
+                            if since.elapsed() >= REFUSAL_GRACE {
+                                standing.push(key);
+                            }
+                        }
+                        conditions_met(&obj, &c.types)
                     }
                     Ok(None) => Err("it does not exist".into()),
                     Err(e) if kube::transient(&e) => Err(format!("cannot be read now: {e}")),
@@ -303,12 +336,19 @@ impl Args {
                 return Ok(all.join(", "));
             }
             let now = Instant::now();
-            if now >= deadline {
-                let why = format!(
-                    "not ready within {} s (raise timeouts.ready; is the gateway's controller running?):\n  {}",
-                    self.timeout.0,
-                    pending.join("\n  ")
-                );
+            if now >= deadline || !standing.is_empty() {
+                let why = match standing.is_empty() {
+                    true => format!(
+                        "not ready within {} s (raise timeouts.ready; is the gateway's controller running?):\n  {}",
+                        self.timeout.0,
+                        pending.join("\n  ")
+                    ),
+                    false => format!(
+                        "refused by its controller for {} s (fix the scenario's gateway settings, or the cluster's):\n  {}",
+                        REFUSAL_GRACE.as_secs(),
+                        standing.join("\n  ")
+                    ),
+                };
                 let dir = ctx.workdir.join("setup/diagnostics");
                 let _ = std::fs::create_dir_all(&dir);
                 let path = dir.join(format!("{}-conditions.txt", ctx.step));
@@ -378,5 +418,17 @@ mod tests {
         assert_eq!(e, "ResolvedRefs for parent g2 not reported");
         let e = conditions_met(&json!({"status": {}}), &types).unwrap_err();
         assert!(e.contains("no status conditions"), "{e}");
+        // `False` with a reason is a refusal; `Pending` or `Unknown` is not yet.
+        let pending =
+            json!({"status": {"conditions": [{"type": "Accepted", "status": "False", "reason": "Pending"}]}});
+        assert_eq!(refused(&pending, &types), None);
+        let no = route(
+            json!([cond("Accepted", "True"), {"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound", "message": "no pool p"}]),
+        );
+        assert_eq!(
+            refused(&no, &types).as_deref(),
+            Some("ResolvedRefs is False (BackendNotFound: no pool p)")
+        );
+        assert_eq!(refused(&no, &["Accepted".to_string()]), None, "only the wanted conditions");
     }
 }

@@ -753,6 +753,27 @@ fn an_llm_d_stack_without_its_gateway_class_is_refused_first_and_an_unprogrammed
     assert!(err.contains("Programmed is Unknown (Pending: Waiting for controller)"), "{err}");
     assert!(t0.elapsed() < Duration::from_secs(60), "took {:?}", t0.elapsed());
     assert!(p.wd("wd2").join("setup/diagnostics/13_wait_gateway-conditions.txt").is_file());
+    // A Gateway its controller refuses fails the wait once the refusal has stood 10 s, not at
+    // the timeout, saying what the controller said.
+    p.deploy_scenario(
+        "llmd",
+        &format!(
+            "{{ method: llm-d, replicas: 2, gateway: {{ class: {}, port: 81 }} }}",
+            crate::cluster::gateway::CLASS
+        ),
+    );
+    let t0 = Instant::now();
+    let out = p.run(&["e2e", "-c", "llmd", "-w", "quick", "--workdir", "wd3"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("refused by its controller for 10 s"), "{err}");
+    assert!(
+        err.contains(
+            "Accepted is False (UnsupportedValue: listener port 81: this controller serves port 80 only)"
+        ),
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(50), "not at the 60-s timeout: {:?}", t0.elapsed());
     assert!(p.left().is_empty(), "left: {:?}", p.left());
     assert!(!p.cp.has_namespace(&p.ns), "namespace {} is still there", p.ns);
 }

@@ -6,8 +6,9 @@
 //!
 //! * a Gateway of the class gets a Deployment and a Service named as the Gateway (kgateway's
 //!   naming), owned by it (the real garbage collector removes them with it); it is `Accepted`,
-//!   and `Programmed` once its Deployment has a ready pod (the node agent runs it, and its
-//!   port-forwards reach the namespace's backend, as every pod's do);
+//!   and `Programmed` once its Deployment has a ready pod (whose port-forwards reach the data
+//!   plane below); a listener on a port other than 80 is refused (`Accepted` False,
+//!   `UnsupportedValue`), the one rule it has, to show benchflow a refusal;
 //! * an HTTPRoute whose parent is such a Gateway is `Accepted`, and `ResolvedRefs` when every
 //!   InferencePool it sends to exists (else `False`, reason `BackendNotFound`);
 //! * an InferencePool a route of it sends to is `Accepted` by that Gateway, and `ResolvedRefs`
@@ -110,9 +111,17 @@ async fn reconcile(client: &Client) -> Result<(), kube::Error> {
         Api::<Service>::namespaced(client.clone(), &ns).patch(&name, &apply, &Patch::Apply(&service)).await?;
         let ready =
             deployments.get(&name).await?.status.and_then(|s| s.ready_replicas).is_some_and(|n| n > 0);
+        // Its one rule, to see a refusal: it listens on port 80 only.
+        let mut accepted = condition("Accepted", true, "Accepted", generation);
+        let mut programmed =
+            condition("Programmed", ready, if ready { "Programmed" } else { "Pending" }, generation);
+        if port != 80 {
+            accepted = condition("Accepted", false, "UnsupportedValue", generation);
+            accepted["message"] = json!(format!("listener port {port}: this controller serves port 80 only"));
+            programmed = condition("Programmed", false, "Invalid", generation);
+        }
         let s = json!({"status": {
-            "conditions": [condition("Accepted", true, "Accepted", generation),
-                           condition("Programmed", ready, if ready { "Programmed" } else { "Pending" }, generation)],
+            "conditions": [accepted, programmed],
             "addresses": [{"type": "Hostname", "value": format!("{name}.{ns}.svc.cluster.local")}]}});
         Api::<DynamicObject>::namespaced_with(
             client.clone(),
