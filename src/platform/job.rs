@@ -196,6 +196,28 @@ pub fn ship_dataset(shards: &mut [Workload], path: &Path, text: &str) -> Result<
     Ok(key)
 }
 
+/// Copies a CSV whose first column is `t_s` (server metrics, GPU samples), shifted by
+/// `offset_s` (observations timed from another start, put on the merged records' axis); returns
+/// the rows copied.
+pub fn shift_times(src: &Path, dest: &Path, offset_s: f64) -> std::io::Result<usize> {
+    let text = std::fs::read_to_string(src)?;
+    let mut lines = text.lines();
+    let mut out = String::with_capacity(text.len());
+    if let Some(header) = lines.next() {
+        out.push_str(header);
+        out.push('\n');
+    }
+    let mut n = 0;
+    for line in lines {
+        let Some((t, rest)) = line.split_once(',') else { continue };
+        let Ok(t) = t.parse::<f64>() else { continue };
+        out.push_str(&format!("{:.3},{rest}\n", t - offset_s));
+        n += 1;
+    }
+    std::fs::write(dest, out)?;
+    Ok(n)
+}
+
 /// The ConfigMap with the shards and the Indexed Job that runs them.
 pub fn manifests(
     name: &str,
@@ -304,6 +326,24 @@ mod tests {
         let big = "x".repeat(DATASET_LIMIT + 1);
         let e = ship_dataset(&mut shards, path, &big).unwrap_err();
         assert!(e.contains("use placement: local, or a smaller file"), "{e}");
+    }
+
+    #[test]
+    fn observations_are_shifted_onto_the_merged_axis() {
+        let base = std::env::temp_dir().join(format!("bf-shift-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let src = base.join("in.csv");
+        std::fs::write(
+            &src,
+            "t_s,metric,labels,value,target\n0.500,m,\"a=\"\"x,y\"\"\",1,pod-a\n3.250,m,,2,pod-b\n",
+        )
+        .unwrap();
+        assert_eq!(shift_times(&src, &base.join("out.csv"), 1.25).unwrap(), 2);
+        assert_eq!(
+            std::fs::read_to_string(base.join("out.csv")).unwrap(),
+            "t_s,metric,labels,value,target\n-0.750,m,\"a=\"\"x,y\"\"\",1,pod-a\n2.000,m,,2,pod-b\n"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -338,6 +338,105 @@ fn fail(e: impl std::fmt::Display) -> StepError {
     StepError::Failed(e.to_string())
 }
 
+/// The observations taken from this machine while harness pods run in the cluster: the
+/// engine pods' `/metrics` and GPU samples, timed from the Job's start.
+struct Observers {
+    wall0: f64,
+    dir: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    scraper: Option<tokio::task::JoinHandle<(u64, Option<String>)>>,
+    sampler: Option<tokio::task::JoinHandle<loadgen::gpu::Outcome>>,
+    _forwards: Vec<kube::Forward>,
+}
+
+/// What they recorded.
+struct Observed {
+    wall0: f64,
+    dir: PathBuf,
+    scrapes: Option<(u64, Option<String>)>,
+    gpu: Option<loadgen::gpu::Outcome>,
+}
+
+impl Observers {
+    async fn start(args: &Args, ctx: &Ctx, results: &std::path::Path) -> Result<Observers, StepError> {
+        let (scrape, mut forwards) = args.scrape_targets(ctx).await?;
+        let (gpu, gpu_forwards) = args.gpu_sampler(ctx).await?;
+        forwards.extend(gpu_forwards);
+        let dir = results.join("observed");
+        std::fs::create_dir_all(&dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+        let wall0 = crate::workdir::parse_utc(&crate::workdir::utc_now()).unwrap_or(0.0);
+        let t0 = tokio::time::Instant::now().into_std();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let tls = &args.workload()?.api.tls;
+        let mut targets = Vec::new();
+        for t in &scrape {
+            let (at, _) =
+                loadgen::target(&t.url, "/metrics", false, Default::default(), tls).await.map_err(fail)?;
+            targets.push((t.name.clone(), at));
+        }
+        let every = Duration::from_secs_f64(args.scrape_every.0.max(0.1));
+        let scraper = (!targets.is_empty()).then(|| {
+            let (first, _) = tokio::sync::oneshot::channel();
+            let path = dir.join("server_metrics.csv");
+            tokio::spawn(loadgen::scrape::run(targets, path, t0, every, stop_rx.clone(), first))
+        });
+        let sampler = gpu.map(|(sampler, every)| {
+            tokio::spawn(loadgen::gpu::run(sampler, dir.join("gpu.csv"), t0, every, stop_rx.clone()))
+        });
+        Ok(Observers { wall0, dir, stop, scraper, sampler, _forwards: forwards })
+    }
+
+    /// Stops them (one last scrape round: the counters' totals) and waits for them.
+    async fn finish(self) -> Observed {
+        let _ = self.stop.send(true);
+        let scrapes = match self.scraper {
+            Some(s) => Some(s.await.unwrap_or((0, Some("the scraper task failed".into())))),
+            None => None,
+        };
+        let gpu = match self.sampler {
+            Some(s) => Some(s.await.unwrap_or_default()),
+            None => None,
+        };
+        Observed { wall0: self.wall0, dir: self.dir, scrapes, gpu }
+    }
+}
+
+impl Observed {
+    /// Puts the observations on the merged records' time axis (the earliest pod's start) in
+    /// `results/`, in place of what the pods scraped, and says so in `run.json`.
+    fn apply(
+        self,
+        ctx: &Ctx,
+        results: &std::path::Path,
+        info: &mut crate::results::RunInfo,
+    ) -> Result<(), String> {
+        let offset = crate::workdir::parse_utc(&info.started_at).map_or(0.0, |start| start - self.wall0);
+        if let Some((n, err)) = self.scrapes
+            && n > 0
+        {
+            let rows = job::shift_times(
+                &self.dir.join("server_metrics.csv"),
+                &results.join("server_metrics.csv"),
+                offset,
+            )
+            .map_err(|e| format!("server metrics: {e}"))?;
+            ctx.note(&format!("# the engine pods' /metrics: {n} rounds, {rows} rows, from this machine"));
+            info.server_metrics_scrapes = n;
+            info.server_metrics_error = err;
+        }
+        if let Some(g) = self.gpu {
+            if g.samples > 0 {
+                job::shift_times(&self.dir.join("gpu.csv"), &results.join("gpu.csv"), offset)
+                    .map_err(|e| format!("GPU samples: {e}"))?;
+            }
+            info.gpu = Some(format!("{} ({} samples)", g.note, g.samples));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::write(results.join("run.json"), serde_json::to_vec_pretty(info).unwrap_or_default())
+            .map_err(|e| format!("run.json: {e}"))
+    }
+}
+
 impl Args {
     /// What the harness pods need beside their shards: a file dataset (the shards pointed at
     /// its ConfigMap key), and for an external tool, a harness file that runs it in the pod.
@@ -385,6 +484,9 @@ impl Args {
         );
         let client = self.cluster.client().await.map_err(fail)?;
         let refs = [kube::ObjectRef::of(&jobm), kube::ObjectRef::of(&cm)];
+        // The engines' /metrics (each pod, through a port-forward) and GPU samples are taken
+        // from here while the pods send the load, as for a local harness.
+        let watch = Observers::start(self, ctx, results).await?;
         let outcome = async {
             kube::apply(&client, &cm).await.map_err(fail)?;
             kube::apply(&client, &jobm).await.map_err(fail)?;
@@ -427,12 +529,14 @@ impl Args {
             Ok(info)
         }
         .await;
+        let observed = watch.finish().await;
         for r in &refs {
             if let Err(e) = kube::delete(&client, r, std::time::Duration::from_secs(120)).await {
                 ctx.note(&format!("# could not delete {r}: {e}"));
             }
         }
-        let info = outcome?;
+        let mut info = outcome?;
+        observed.apply(ctx, results, &mut info).map_err(fail)?;
         let summary = format!(
             "{} requests ({} failed) from {} pods against {}, model {}",
             info.records,

@@ -381,6 +381,24 @@ fn the_harness_runs_as_a_real_indexed_job_and_its_records_come_back_through_the_
     let stats: serde_json::Value =
         serde_json::from_slice(&std::fs::read(wd.join("analysis/latest/stats.json")).unwrap()).unwrap();
     assert_eq!(stats["stages"][0]["completed"], 20);
+    // The engine pod's /metrics were scraped from here while the pods ran (a port-forward),
+    // one round before they started: its counters grew by the 20 requests.
+    let metrics = std::fs::read_to_string(wd.join("results/latest/server_metrics.csv")).unwrap();
+    let mut finished: std::collections::BTreeMap<String, f64> = Default::default();
+    for line in metrics.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f[1] == "vllm:request_success_total" {
+            // A pod of the engine's Deployment (gone with the stack by now).
+            assert!(f.last().is_some_and(|t| t.starts_with("vllm-tiny-sim-")), "{line}");
+            *finished.entry(f[0].to_string()).or_default() += f[f.len() - 2].parse::<f64>().unwrap();
+        }
+    }
+    let by_time: Vec<(f64, f64)> = finished.iter().map(|(t, n)| (t.parse().unwrap(), *n)).collect();
+    let (first, last) = (
+        by_time.iter().min_by(|a, b| a.0.total_cmp(&b.0)).unwrap(),
+        by_time.iter().max_by(|a, b| a.0.total_cmp(&b.0)).unwrap(),
+    );
+    assert_eq!(last.1 - first.1, 20.0, "{metrics}");
     // The Job and its ConfigMap are gone with the rest.
     assert!(p.left().is_empty(), "left: {:?}", p.left());
     let job = std::fs::read_to_string(wd.join("plan/steps/10_load.job.json")).unwrap();
