@@ -365,7 +365,7 @@ impl Observers {
         let dir = results.join("observed");
         std::fs::create_dir_all(&dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
         let wall0 = crate::workdir::parse_utc(&crate::workdir::utc_now()).unwrap_or(0.0);
-        let t0 = tokio::time::Instant::now().into_std();
+        let t0 = std::time::Instant::now();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let tls = &args.workload()?.api.tls;
         let mut targets = Vec::new();
