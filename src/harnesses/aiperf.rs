@@ -324,28 +324,20 @@ mod tests {
                 && has(&["--custom-dataset-type", "single_turn"])
         );
         assert!(has(&["--dataset-sampling-strategy", "sequential"]) && !has(&["--isl"]));
-        let prompts = crate::datasets::parse_jsonl(
+        let prompts = crate::harnesses::test_prompts(
             "{\"prompt\": \"a b\", \"max_tokens\": 7}\n{\"messages\": [{\"role\": \"user\", \"content\": \"c\"}], \"max_tokens\": 3}\n",
-            "p.jsonl",
-            None,
-            None,
-        )
-        .unwrap();
+        );
         let (name, text) = prompt_file(&prompts).unwrap();
         assert_eq!(name, "prompts-aiperf.jsonl");
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines = crate::harnesses::json_of_lines(&text);
         assert_eq!(
             lines,
             [json!({"text": "a b", "output_length": 7}), json!({"text": "c", "output_length": 3})]
         );
         // A conversation of several messages has no single-turn form: refused, naming the prompt.
-        let two = crate::datasets::parse_jsonl(
+        let two = crate::harnesses::test_prompts(
             "{\"messages\": [{\"role\": \"system\", \"content\": \"s\"}, {\"role\": \"user\", \"content\": \"c\"}], \"max_tokens\": 3}\n",
-            "p.jsonl",
-            None,
-            None,
-        )
-        .unwrap();
+        );
         let e = prompt_file(&two).unwrap_err().to_string();
         assert!(e.contains("prompt 1") && e.contains("2 messages"), "{e}");
     }

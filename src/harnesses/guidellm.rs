@@ -300,15 +300,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(check(&w), Ok(()));
-        let prompts = crate::datasets::parse_jsonl(
+        let prompts = crate::harnesses::test_prompts(
             "{\"prompt\": \"a b c\", \"max_tokens\": 4}\n{\"prompt\": \"d\", \"max_tokens\": 2}\n",
-            "p",
-            None,
-            None,
-        )
-        .unwrap();
+        );
         let (name, text) = prompt_file(&prompts, &w).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines = crate::harnesses::json_of_lines(&text);
         assert_eq!(lines[0], json!({ "prompt": "a b c", "output_tokens_count": 4 }));
         assert_eq!(lines[1], json!({ "prompt": "d", "output_tokens_count": 2 }));
         // GuideLLM stops at its data's end: the prompts again, in order, for every request the

@@ -347,15 +347,11 @@ mod tests {
     fn a_prompt_file_becomes_sharegpt_answered_by_its_output_length() {
         let w = workload("dataset: { sample: { name: sample } }\nstages: [ { rate: 1, duration: 1s } ]\n");
         assert_eq!(check(&w), Ok(()));
-        let prompts = crate::datasets::parse_jsonl(
+        let prompts = crate::harnesses::test_prompts(
             "{\"prompt\": \"first one\", \"max_tokens\": 3}\n{\"prompt\": \"second\", \"max_tokens\": 2}\n",
-            "p.jsonl",
-            None,
-            None,
-        )
-        .unwrap();
+        );
         let (name, text) = prompt_file(&prompts).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines = crate::harnesses::json_of_lines(&text);
         // The first line is read before the run starts, and skipped on every later pass (one
         // turn), so each pass begins at prompt 1.
         assert_eq!(lines.len(), 3);

@@ -246,6 +246,18 @@ pub struct Setup<'a> {
     pub prompts: Option<&'a Path>,
 }
 
+/// The adapters' tests: prompts from JSON-lines text, as a prompt file's.
+#[cfg(test)]
+fn test_prompts(jsonl: &str) -> Vec<Prompt> {
+    crate::datasets::parse_jsonl(jsonl, "p.jsonl", None, None).unwrap()
+}
+
+/// The adapters' tests: each line of a prompt file in a tool's format, as JSON.
+#[cfg(test)]
+fn json_of_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 #[cfg(test)]
 impl<'a> Setup<'a> {
     /// The adapters' tests: the server at `http://h:1`, model `m`, tokenizer `/t`, `native/` `/n`.

@@ -433,15 +433,11 @@ mod tests {
         let w =
             workload("dataset: { jsonl: { path: p.jsonl } }\nstages: [ { concurrency: 1, requests: 4 } ]\n");
         assert_eq!(check(&w), Ok(()));
-        let prompts = crate::datasets::parse_jsonl(
+        let prompts = crate::harnesses::test_prompts(
             "{\"prompt\": \"a b\", \"max_tokens\": 3}\n{\"prompt\": \"c\", \"max_tokens\": 2}\n",
-            "p.jsonl",
-            None,
-            None,
-        )
-        .unwrap();
+        );
         let (name, text) = prompt_file(&prompts, &w).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines = crate::harnesses::json_of_lines(&text);
         assert_eq!(lines[0], json!({ "prompt": "a b", "output_tokens": 3 }));
         assert_eq!(lines[1], json!({ "prompt": "c", "output_tokens": 2 }));
         assert_eq!(lines[2], lines[0], "over again: it would fill up with random picks");
