@@ -171,9 +171,15 @@ pub struct Extras {
 /// What a ConfigMap may hold (the API server refuses more than 1 MiB), less room for the rest.
 pub const DATASET_LIMIT: usize = 900 * 1024;
 
-/// The ConfigMap key of a file dataset, and the shards pointed at it; `None` for datasets that
-/// are not files. `text` is the file's content (read by the caller).
-pub fn ship_dataset(shards: &mut [Workload], path: &Path, text: &str) -> Result<String, String> {
+/// A file dataset (its path relative to `base`) as a ConfigMap key and the file's text, the
+/// shards pointed at that key; `None` for datasets that are not files.
+pub fn ship_dataset(shards: &mut [Workload], base: &Path) -> Result<Option<(String, String)>, String> {
+    use crate::spec::workload::DatasetSpec;
+    let Some(DatasetSpec::Sharegpt(f) | DatasetSpec::Jsonl(f)) = shards.first().map(|s| &s.dataset) else {
+        return Ok(None);
+    };
+    let path = base.join(&f.path);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     if text.len() > DATASET_LIMIT {
         return Err(format!(
             "the dataset file {} is {} KiB; harness pods get it through a ConfigMap, which holds at most \
@@ -187,13 +193,11 @@ pub fn ship_dataset(shards: &mut [Workload], path: &Path, text: &str) -> Result<
         path.extension().and_then(|e| e.to_str()).filter(|e| e.chars().all(|c| c.is_ascii_alphanumeric()));
     let key = format!("dataset.{}", ext.unwrap_or("txt"));
     for s in shards {
-        if let crate::spec::workload::DatasetSpec::Sharegpt(f)
-        | crate::spec::workload::DatasetSpec::Jsonl(f) = &mut s.dataset
-        {
+        if let DatasetSpec::Sharegpt(f) | DatasetSpec::Jsonl(f) = &mut s.dataset {
             f.path = key.clone();
         }
     }
-    Ok(key)
+    Ok(Some((key, text)))
 }
 
 /// Copies a CSV whose first column is `t_s` (server metrics, GPU samples), shifted by
@@ -302,10 +306,12 @@ mod tests {
         let w = workload(
             "dataset: { jsonl: { path: data/my prompts.jsonl } }\nstages: [ { concurrency: 2, requests: 10 } ]\n",
         );
+        let base = std::env::temp_dir().join(format!("bf-ship-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("data")).unwrap();
+        std::fs::write(base.join("data/my prompts.jsonl"), "{\"prompt\": \"a\"}\n").unwrap();
         let mut shards = shard(&w, 2).unwrap();
-        let path = Path::new("/w/data/my prompts.jsonl");
-        let key = ship_dataset(&mut shards, path, "{\"prompt\": \"a\"}\n").unwrap();
-        assert_eq!(key, "dataset.jsonl");
+        let (key, text) = ship_dataset(&mut shards, &base).unwrap().unwrap();
+        assert_eq!((key.as_str(), text.as_str()), ("dataset.jsonl", "{\"prompt\": \"a\"}\n"));
         for s in &shards {
             assert!(matches!(&s.dataset, crate::spec::workload::DatasetSpec::Jsonl(f) if f.path == key));
         }
@@ -323,9 +329,13 @@ mod tests {
         let (_, builtin) =
             manifests("n", "ns", "img", "http://s", &shards, &json!({}), &Extras::default()).unwrap();
         assert!(!builtin.to_string().contains("harness.yaml"));
-        let big = "x".repeat(DATASET_LIMIT + 1);
-        let e = ship_dataset(&mut shards, path, &big).unwrap_err();
+        let mut random = shard(&workload("dataset: { random: { input_len: 8, output_len: 8 } }\nstages: [ { concurrency: 2, requests: 10 } ]\n"), 2).unwrap();
+        assert_eq!(ship_dataset(&mut random, &base), Ok(None));
+        std::fs::write(base.join("data/my prompts.jsonl"), "x".repeat(DATASET_LIMIT + 1)).unwrap();
+        let mut shards = shard(&w, 2).unwrap();
+        let e = ship_dataset(&mut shards, &base).unwrap_err();
         assert!(e.contains("use placement: local, or a smaller file"), "{e}");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

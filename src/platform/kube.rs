@@ -93,7 +93,7 @@ impl ObjectRef {
     /// The API of the object's kind. The built-in groups' resources follow from the kind; a
     /// custom resource's (Gateway, HTTPRoute, InferencePool, …) is discovered from the API
     /// server, and a kind it does not serve is an error naming the CRDs to install.
-    async fn api(&self, client: &Client) -> Result<Api<DynamicObject>, KubeError> {
+    pub async fn api(&self, client: &Client) -> Result<Api<DynamicObject>, KubeError> {
         let (group, version) = self.api_version.rsplit_once('/').unwrap_or(("", &self.api_version));
         let gvk = GroupVersionKind::gvk(group, version, &self.kind);
         let ar = if BUILT_IN_GROUPS.contains(&group) {

@@ -441,15 +441,10 @@ impl Args {
     /// What the harness pods need beside their shards: a file dataset (the shards pointed at
     /// its ConfigMap key), and for an external tool, a harness file that runs it in the pod.
     fn pod_extras(&self, shards: &mut [Workload]) -> Result<job::Extras, StepError> {
-        use crate::spec::workload::DatasetSpec;
-        let mut extras = job::Extras::default();
-        if let DatasetSpec::Sharegpt(f) | DatasetSpec::Jsonl(f) = &self.workload()?.dataset {
-            let path = self.workload_dir.join(&f.path);
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
-            let key = job::ship_dataset(shards, &path, &text).map_err(fail)?;
-            extras.dataset = Some((key, text));
-        }
+        let mut extras = job::Extras {
+            dataset: job::ship_dataset(shards, &self.workload_dir).map_err(fail)?,
+            ..job::Extras::default()
+        };
         if self.kind != HarnessKind::Builtin {
             // The pod's own run of the tool: there, it is local to the pod. No GPU there.
             extras.harness = Some(format!(

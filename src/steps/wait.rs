@@ -289,16 +289,16 @@ impl Args {
 
     /// Reads the objects every half second until all report their conditions True.
     async fn conditions(&self, client: &Client, ctx: &Ctx, deadline: Instant) -> Result<String, StepError> {
+        // Each kind discovered once, not at every read.
         let mut apis = Vec::new();
         for c in &self.conditions {
-            let (group, version) = c.api_version.rsplit_once('/').unwrap_or(("", &c.api_version));
-            let gvk = ::kube::api::GroupVersionKind::gvk(group, version, &c.kind);
-            let ar = kube::discover(client, &gvk).await.map_err(fail)?;
-            apis.push(Api::<::kube::api::DynamicObject>::namespaced_with(
-                client.clone(),
-                &self.namespace,
-                &ar,
-            ));
+            let r = kube::ObjectRef {
+                api_version: c.api_version.clone(),
+                kind: c.kind.clone(),
+                namespace: Some(self.namespace.clone()),
+                name: c.name.clone(),
+            };
+            apis.push(r.api(client).await.map_err(fail)?);
         }
         let mut next_note = Instant::now() + Duration::from_secs(15);
         // Refusals seen, since when: a standing one fails the wait before its timeout.
