@@ -952,3 +952,40 @@ fn an_llm_d_stack_killed_while_waiting_is_removed_by_teardown_or_gc_gateway_obje
     assert!(p.left().is_empty(), "left: {:?}", p.left());
     wait_for("namespace gone", Duration::from_secs(30), || !p.cp.has_namespace(&p.ns));
 }
+
+/// SIGKILL while harness pods send the load: the Job and its ConfigMap (made by the load step,
+/// not in the standup's record) go with `teardown DIR`, the pods' processes with them.
+#[test]
+fn killed_while_harness_pods_run_the_job_goes_with_teardown() {
+    let p = Project::new("real-job-kill", Behaviour::default());
+    p.write(
+        "harnesses/pods.yaml",
+        "kind: builtin\nplacement: cluster\nparallelism: 2\nimage: ghcr.io/benchflow/benchflow:test\n",
+    );
+    p.write(
+        "workloads/long.yaml",
+        "dataset: { random: { input_len: 16, output_len: 16 } }\nstages: [ { concurrency: 2, duration: 60s } ]\n",
+    );
+    let mut child = p
+        .cmd(&["e2e", "-c", "k8s", "-H", "pods", "-w", "long", "--workdir", "wd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("harness pods running", Duration::from_secs(60), || {
+        p.left().iter().filter(|l| l.contains("Pod/") && l.contains("-load-")).count() == 2
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(p.left().iter().any(|l| l.contains("Job/")), "left: {:?}", p.left());
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+    assert!(!p.cp.has_namespace(&p.ns), "namespace {} is still there", p.ns);
+    // The pods' processes went with them.
+    let workloads = format!("benchflow-node-{}-{}-", std::process::id(), p.ns);
+    wait_for("the harness pods' processes gone", Duration::from_secs(10), || {
+        let out = Command::new("pgrep").args(["-f", &workloads]).output().unwrap();
+        out.stdout.is_empty()
+    });
+}

@@ -404,7 +404,8 @@ async fn run_for_real(
     let backend = behaviour.backend.map(|a| format!("http://{a}")).unwrap_or_default();
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_benchflow")).parent().unwrap().to_path_buf();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-    let out = tokio::process::Command::new("sh")
+    let mut command = tokio::process::Command::new("sh");
+    command
         .arg("-c")
         .arg(&script)
         .current_dir(&root)
@@ -414,9 +415,19 @@ async fn run_for_real(
         // The tools an image would have installed (with --install-missing the pod installs
         // what is missing, as a pod with PyPI access does).
         .env("BENCHFLOW_TOOLS_DIR", crate::support::tools_home())
-        .kill_on_drop(true)
-        .output()
-        .await;
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // A group of its own, killed whole when the pod goes (this task aborted), as a
+        // container's processes are: not only the shell.
+        .process_group(0);
+    let child = command.spawn();
+    let group = child.as_ref().ok().and_then(|c| c.id()).map(Group);
+    let out = match child {
+        Ok(c) => c.wait_with_output().await,
+        Err(e) => Err(e),
+    };
+    // Done by itself: nothing to kill (its id may be another's by now).
+    std::mem::forget(group);
     let (ok, log) = match out {
         Ok(o) => (
             o.status.success(),
@@ -427,6 +438,18 @@ async fn run_for_real(
     sh.logs.lock().unwrap().insert((ns.to_string(), name.to_string()), log);
     let _ = std::fs::remove_dir_all(&root);
     ok
+}
+
+/// A process group, killed when dropped.
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 /// Claims waiting for a volume get one, made for them; a claim's volume goes with it.
