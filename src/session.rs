@@ -15,11 +15,11 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::{
-    exec::{self, ExecError, Options, Report},
+    exec::{self, ExecError, Options, Report, Sink},
     plan::{self, Plan, PlanError},
     resolve::{self, Ports, Request, ResolveError, Resolved, RunContext},
     steps::spawn,
-    workdir::{self, WorkDir, WorkdirError, utc_now},
+    workdir::{self, WorkDir, WorkdirError, layout, utc_now},
 };
 
 /// Why a session could not be prepared or run (a step's failure is in the [`Report`] instead).
@@ -38,6 +38,8 @@ pub enum SessionError {
     /// Something else a step needs (a tool benchflow installs), with how to get it.
     #[error("step {step}: {message}")]
     Missing { step: String, message: String },
+    #[error("{path} cannot be read ({why}): is it a benchflow work directory?")]
+    Record { path: PathBuf, why: String },
 }
 
 /// Where and what: the work directory and the files and overrides to resolve.
@@ -233,14 +235,55 @@ impl Session {
     }
 
     /// Checks the programs, then executes the plan. `signals` delivers one message per
-    /// Ctrl-C / SIGTERM.
+    /// Ctrl-C / SIGTERM; every event goes to `sink` (and `events.jsonl`).
     pub async fn execute(
         &self,
         opts: &Options,
         signals: &mut mpsc::UnboundedReceiver<()>,
+        sink: &mut dyn Sink,
     ) -> Result<Report, SessionError> {
         self.preflight(opts)?;
-        Ok(exec::execute(&self.plan, self.dir(), opts, signals).await?)
+        Ok(exec::execute(&self.plan, self.dir(), opts, signals, sink).await?)
+    }
+
+    /// An existing work directory, locked, with the plan and the inputs it recorded: what
+    /// `teardown` and `status` read (nothing is resolved or rendered again).
+    pub fn open(dir: &Path) -> Result<Session, SessionError> {
+        let wd = WorkDir::open(dir)?;
+        let unreadable = |why: String| SessionError::Record { path: dir.join(layout::PLAN), why };
+        let text = std::fs::read_to_string(dir.join(layout::PLAN)).map_err(|e| unreadable(e.to_string()))?;
+        let plan: Plan = serde_json::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+        let resolved = Resolved::from_file(&dir.join(layout::RESOLVED))
+            .map_err(|e| SessionError::Record { path: dir.join(layout::RESOLVED), why: e.to_string() })?;
+        Ok(Session { wd, resolved, plan })
+    }
+
+    /// Tears down what the record says is up, one undo step at a time, from the typed undo
+    /// records (`state.json`, else `setup/undo/`): the one teardown of the CLI, experiments and
+    /// searches. None when nothing is up. Undo records that cannot be read count as failed.
+    pub async fn teardown(
+        &self,
+        quiet: bool,
+        signals: &mut mpsc::UnboundedReceiver<()>,
+        sink: &mut dyn Sink,
+    ) -> Result<Option<Report>, SessionError> {
+        let dir = self.dir();
+        // A damaged state.json does not stop teardown: setup/undo/ keeps every record too.
+        let state = exec::State::load(dir, &self.plan.run_id)
+            .unwrap_or_else(|_| exec::State::fresh(&self.plan.run_id));
+        let unreadable: Vec<String> =
+            crate::steps::recorded_undos(dir).into_iter().filter_map(|(_, r)| r.err()).collect();
+        let mut report = if state.leftovers(dir).is_empty() {
+            if unreadable.is_empty() {
+                return Ok(None);
+            }
+            Report { outcome: exec::Outcome::Success, leftovers: Vec::new(), teardown_failed: Vec::new() }
+        } else {
+            let opts = Options::teardown(quiet);
+            exec::execute(&self.plan, dir, &opts, signals, sink).await?
+        };
+        report.teardown_failed.extend(unreadable);
+        Ok(Some(report))
     }
 }
 
@@ -289,7 +332,7 @@ mod tests {
                 layers: Vec::new(),
             };
             let session = Session::create(Setup::new(base.join(name), request)).unwrap();
-            let report = session.execute(&opts, &mut signals).await.unwrap();
+            let report = session.execute(&opts, &mut signals, &mut exec::Silent).await.unwrap();
             assert_eq!(report.outcome, exec::Outcome::Success);
             assert_eq!(std::fs::read_to_string(base.join(name).join("mark")).unwrap().trim(), name);
             assert!(base.join(name).join("plan/plan.json").is_file());

@@ -11,12 +11,12 @@ use super::{
     args::{DirArgs, PlanArgs, PlanFormat, ReproduceArgs, RunArgs, ShowPlanArgs},
 };
 use crate::{
-    exec::{self, Options, Outcome, State},
+    exec::{Console, Options, Outcome},
     plan::Plan,
     resolve::Resolved,
     session::{self, Session, Setup},
     spec::pipeline::Phase,
-    workdir::{self, WorkDir, archive, runs::RunDirs, utc_now},
+    workdir::{self, archive, runs::RunDirs, utc_now},
 };
 
 /// Resolves and compiles into the chosen work directory, writing `inputs/` and `plan/`. An
@@ -99,7 +99,7 @@ async fn execute(
     };
     let dir = p.dir().to_path_buf();
     let mut rx = signals(&dir);
-    let report = p.execute(&opts, &mut rx).await?;
+    let report = p.execute(&opts, &mut rx, &mut Console::new(quiet)).await?;
     let stats = RunDirs::latest(&dir).map(|r| r.analysis.join("stats.txt")).unwrap_or_default();
     if phases.contains(&Phase::Analyze) && stats.is_file() && report.outcome == Outcome::Success {
         print!("{}", std::fs::read_to_string(&stats).unwrap_or_default());
@@ -212,38 +212,16 @@ pub(super) fn load_plan(dir: &Path) -> Result<Plan, CliError> {
 
 pub async fn teardown(args: DirArgs) -> Result<(), CliError> {
     let dir = dir_or_latest(args.dir);
-    let wd = WorkDir::open(&dir)?;
-    let plan = load_plan(&dir)?;
-    // A damaged state.json does not stop teardown: setup/undo/ keeps every record too.
-    let state = State::load(&dir, &plan.run_id).unwrap_or_else(|_| State::fresh(&plan.run_id));
-    let unreadable: Vec<String> =
-        crate::steps::recorded_undos(&dir).into_iter().filter_map(|(_, r)| r.err()).collect();
-    if state.leftovers(&dir).is_empty() {
-        if !unreadable.is_empty() {
-            return Err(CliError::TeardownFailed(unreadable.join("; ")));
-        }
+    let session = Session::open(&dir)?;
+    let mut rx = signals(&dir);
+    let Some(report) = session.teardown(false, &mut rx, &mut Console::new(false)).await? else {
         eprintln!("nothing to tear down in {}", dir.display());
         return Ok(());
-    }
-    let opts = Options {
-        phases: vec![Phase::Teardown],
-        selection: None,
-        teardown_on_failure: false,
-        quiet: false,
-        install_missing: false,
-        stack: None,
     };
-    let mut rx = signals(&dir);
-    let report = exec::execute(&plan, &dir, &opts, &mut rx).await?;
-    drop(wd);
-    if !report.teardown_failed.is_empty() {
-        return Err(CliError::TeardownFailed(report.teardown_failed.join(", ")));
-    }
-    if !report.leftovers.is_empty() {
-        return Err(CliError::TeardownFailed(report.leftovers.join("; ")));
-    }
-    if !unreadable.is_empty() {
-        return Err(CliError::TeardownFailed(unreadable.join("; ")));
+    drop(session);
+    let left = [report.teardown_failed, report.leftovers].concat();
+    if !left.is_empty() {
+        return Err(CliError::TeardownFailed(left.join("; ")));
     }
     eprintln!("torn down: {}", dir.display());
     Ok(())

@@ -1,7 +1,7 @@
-//! The run's typed event stream and its one reporter. The executor and the steps (through
-//! [`crate::steps::Ctx::progress`]) emit [`Event`]s; the [`Reporter`] is the only thing that
-//! prints step progress (a line per event on stderr, nothing but signals when quiet) and writes
-//! `events.jsonl` (one JSON object per event, with its time).
+//! The run's typed event stream. The executor and the steps (through
+//! [`crate::steps::Ctx::progress`]) emit [`Event`]s; the executor writes each to `events.jsonl`
+//! (one JSON object per event, with its time) and hands it to the caller's [`Sink`]; the CLI's
+//! sink is the [`Console`] (a line per event on stderr, nothing but signals when quiet).
 
 use std::{collections::BTreeMap, io::Write as _, path::Path};
 
@@ -78,43 +78,84 @@ pub enum Event {
     },
 }
 
-/// Renders events: lines on stderr for a person, JSON lines into `events.jsonl`.
-pub struct Reporter {
+/// Where a walk's events go, beside `events.jsonl` (which the executor always writes): the CLI's
+/// [`Console`], an experiment's sink that names the point, a test's buffer. The caller builds
+/// it and passes it in.
+pub trait Sink: Send {
+    /// Before the walk: the plan it walks (for step numbers).
+    fn begin(&mut self, _plan: &Plan) {}
+    fn event(&mut self, event: &Event);
+}
+
+/// Appends every event to `DIR/events.jsonl`, each with its time (best effort: a full disk
+/// must not stop the run).
+pub(crate) struct EventLog {
     file: Option<std::fs::File>,
+}
+
+impl EventLog {
+    pub(crate) fn open(dir: &Path) -> EventLog {
+        EventLog {
+            file: std::fs::OpenOptions::new().create(true).append(true).open(dir.join("events.jsonl")).ok(),
+        }
+    }
+
+    pub(crate) fn write(&mut self, event: &Event) {
+        let Some(f) = self.file.as_mut() else { return };
+        let mut line = serde_json::json!({ "t": utc_now() });
+        if let (Some(obj), Ok(Value::Object(fields))) = (line.as_object_mut(), serde_json::to_value(event)) {
+            obj.extend(fields);
+        }
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Lines on stderr for a person: one per event (nothing but signals, warnings and lost effects
+/// when quiet), each step's prefixed `[ n/N] id`; `prefix` before every line (an experiment's
+/// point).
+pub struct Console {
     quiet: bool,
+    prefix: String,
     /// Step id → its number, for the `[ n/N]` prefix.
     numbers: BTreeMap<String, usize>,
     total: usize,
     width: usize,
 }
 
-impl Reporter {
-    /// Appends to `DIR/events.jsonl` (best effort: a full disk must not stop the run).
-    pub fn open(dir: &Path, plan: &Plan, quiet: bool) -> Reporter {
-        Reporter {
-            file: std::fs::OpenOptions::new().create(true).append(true).open(dir.join("events.jsonl")).ok(),
-            quiet,
-            numbers: plan.steps.iter().map(|s| (s.id.clone(), s.number)).collect(),
-            total: plan.steps.len(),
-            width: plan.steps.iter().map(|s| s.id.len()).max().unwrap_or(10),
-        }
+impl Console {
+    pub fn new(quiet: bool) -> Console {
+        Console { quiet, prefix: String::new(), numbers: BTreeMap::new(), total: 0, width: 10 }
     }
 
-    pub fn emit(&mut self, event: Event) {
-        if let Some(f) = self.file.as_mut() {
-            let mut line = serde_json::json!({ "t": utc_now() });
-            if let (Some(obj), Ok(Value::Object(fields))) =
-                (line.as_object_mut(), serde_json::to_value(&event))
-            {
-                obj.extend(fields);
-            }
-            let _ = writeln!(f, "{line}");
-        }
-        if let Some(text) = self.line(&event) {
-            eprintln!("{text}");
-        }
+    /// Every line starts with `prefix` (e.g. `p003: `).
+    pub fn prefixed(mut self, prefix: String) -> Console {
+        self.prefix = prefix;
+        self
+    }
+}
+
+impl Sink for Console {
+    fn begin(&mut self, plan: &Plan) {
+        self.numbers = plan.steps.iter().map(|s| (s.id.clone(), s.number)).collect();
+        self.total = plan.steps.len();
+        self.width = plan.steps.iter().map(|s| s.id.len()).max().unwrap_or(10);
     }
 
+    fn event(&mut self, event: &Event) {
+        if let Some(text) = self.line(event) {
+            eprintln!("{}{text}", self.prefix);
+        }
+    }
+}
+
+/// Drops every event (a caller that only wants `events.jsonl`).
+pub struct Silent;
+
+impl Sink for Silent {
+    fn event(&mut self, _event: &Event) {}
+}
+
+impl Console {
     fn step(&self, id: &str, text: &str) -> Option<String> {
         let n = self.numbers.get(id).copied().unwrap_or(0);
         Some(format!("[{n:>2}/{}] {id:<w$} {text}", self.total, w = self.width))

@@ -27,7 +27,6 @@ use super::{
 };
 use crate::{
     exec::{self, Options, Outcome, Report},
-    plan::Plan,
     platform::Ports,
     session::{self, Session, Setup},
     spec::{experiment::Action, pipeline::Phase},
@@ -127,9 +126,24 @@ impl Shared<'_> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let key = u64::from(self.next_session.fetch_add(1, Ordering::SeqCst));
         self.sessions.lock().expect("sessions lock").push((key, tx));
-        let report = session.execute(opts, &mut rx).await;
+        let mut sink = self.console(session);
+        let report = session.execute(opts, &mut rx, &mut sink).await;
         self.sessions.lock().expect("sessions lock").retain(|(k, _)| *k != key);
         Ok(report?)
+    }
+
+    /// Where a session's events are shown: the console, each line prefixed with the work
+    /// directory's name when several stacks run at once.
+    fn console(&self, session: &Session) -> exec::Console {
+        let console = exec::Console::new(self.quiet);
+        match self.plan.file.spec.max_stacks > 1 {
+            true => {
+                let name =
+                    session.dir().file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                console.prefixed(format!("{name}: "))
+            }
+            false => console,
+        }
     }
 
     fn options(&self, phases: Vec<Phase>, stack: Option<PathBuf>) -> Options {
@@ -226,24 +240,13 @@ pub async fn teardown_dir(
     quiet: bool,
     signals: &mut mpsc::UnboundedReceiver<()>,
 ) -> Result<Report, ExperimentError> {
-    let text = std::fs::read_to_string(dir.join("plan/plan.json")).map_err(|e| ExperimentError::State {
-        path: dir.join("plan/plan.json").display().to_string(),
-        why: e.to_string(),
-    })?;
-    let plan: Plan = serde_json::from_str(&text).map_err(|e| ExperimentError::State {
-        path: dir.join("plan/plan.json").display().to_string(),
-        why: e.to_string(),
-    })?;
-    let _wd = WorkDir::open(dir)?;
-    let opts = Options {
-        phases: vec![Phase::Teardown],
-        selection: None,
-        teardown_on_failure: false,
-        quiet,
-        install_missing: false,
-        stack: None,
-    };
-    Ok(exec::execute(&plan, dir, &opts, signals).await?)
+    let session = Session::open(dir)?;
+    let report = session.teardown(quiet, signals, &mut exec::Console::new(quiet)).await?;
+    Ok(report.unwrap_or(Report {
+        outcome: Outcome::Success,
+        leftovers: Vec::new(),
+        teardown_failed: Vec::new(),
+    }))
 }
 
 /// How an experiment runs: quietly or not, and whether a missing tool may be installed.

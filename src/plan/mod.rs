@@ -426,6 +426,19 @@ impl Plan {
         g
     }
 
+    /// Each step's dependencies, by index (the DAG's incoming edges).
+    pub fn dependencies(&self) -> Vec<Vec<usize>> {
+        let graph = self.graph();
+        (0..self.steps.len())
+            .map(|i| {
+                graph
+                    .neighbors_directed(petgraph::graph::NodeIndex::new(i), petgraph::Direction::Incoming)
+                    .map(|x| graph[x])
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Step indices in dependency order, or the names on a cycle.
     pub fn order(&self) -> Result<Vec<usize>, Vec<String>> {
         let g = self.graph();

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod archive;
+pub mod layout;
 pub mod runs;
 
 use std::{
