@@ -81,6 +81,7 @@ pub async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
         store,
         run::RunFlags { quiet: args.quiet, install_missing: args.install_missing },
         &mut signals,
+        &mut crate::exec::Console::new(args.quiet),
     )
     .await?;
     if let Some(o) = &summary.search {

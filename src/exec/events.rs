@@ -76,6 +76,11 @@ pub enum Event {
         outcome: String,
         leftovers: Vec<String>,
     },
+    /// An experiment's own news: a stack stood up or torn down, a point done or failed, a
+    /// search's trial, a between-points action.
+    Experiment {
+        message: String,
+    },
 }
 
 /// Where a walk's events go, beside `events.jsonl` (which the executor always writes): the CLI's
@@ -176,6 +181,7 @@ impl Console {
             Event::EffectLost { step, what } => {
                 return Some(format!("{step}: {what} is gone while the run goes on; stopping the run"));
             }
+            Event::Experiment { message } if !self.quiet => return Some(format!("experiment: {message}")),
             _ => {}
         }
         if self.quiet {
@@ -218,7 +224,8 @@ impl Console {
             Event::Signal { .. }
             | Event::RunFinished { .. }
             | Event::Warning { .. }
-            | Event::EffectLost { .. } => None,
+            | Event::EffectLost { .. }
+            | Event::Experiment { .. } => None,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod attempt;
 pub mod events;
+mod interrupts;
 mod record;
 pub mod state;
 pub mod walk;
@@ -33,6 +34,7 @@ use self::{
 };
 pub use self::{
     events::{Console, Event, Silent, Sink},
+    interrupts::{Interrupts, Subscription},
     state::{State, Status},
 };
 use crate::{

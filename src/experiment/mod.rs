@@ -15,13 +15,19 @@
 //! ```
 
 pub mod analysis;
+mod between;
 pub mod compare;
 pub mod design;
 pub mod plan;
+mod point;
+mod progress;
 pub mod run;
 pub mod search;
+mod stack;
 pub mod state;
 pub mod store;
+mod todo;
+mod trials;
 
 use crate::{resolve::ResolveError, session::SessionError, spec::SpecError, workdir::WorkdirError};
 

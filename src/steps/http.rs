@@ -38,6 +38,18 @@ pub struct Args {
     pub workers: Option<u32>,
     #[serde(default = "default_workers_timeout")]
     pub workers_timeout: Secs,
+    /// Instead of the smoke test: this one request, which must answer 2xx (an experiment's
+    /// `reset_prefix_cache` between points). Absent from the hash when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Call>,
+}
+
+/// One request: method and path on the step's URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
 }
 
 fn default_workers_timeout() -> Secs {
@@ -117,6 +129,9 @@ impl Step for Args {
     }
 
     fn describe(&self) -> Vec<String> {
+        if let Some(call) = &self.request {
+            return vec![format!("{} {}{} (must answer 2xx)", call.method, self.url, call.path)];
+        }
         let mut out = vec![
             format!(
                 "GET {}/health, GET {}/v1/models, POST {}/v1/completions (8 tokens)",
@@ -137,7 +152,10 @@ impl Step for Args {
     }
 
     async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
-        self.smoke_test(ctx).await
+        match &self.request {
+            Some(call) => self.one(ctx, call).await,
+            None => self.smoke_test(ctx).await,
+        }
     }
 }
 
@@ -207,6 +225,21 @@ impl Args {
                 _ = ctx.cancelled() => return Err(StepError::Cancelled),
             }
         }
+    }
+
+    /// The one request of `request`: a 2xx answer is done.
+    async fn one(&self, ctx: &Ctx, call: &Call) -> Result<Done, StepError> {
+        let (base, _forward) = local_url(&self.url, &self.cluster).await?;
+        let headers = crate::loadgen::headers(&self.headers.clone().unwrap_or_default())
+            .map_err(|e| StepError::Failed(e.to_string()))?;
+        let (status, _) = self.call(ctx, &base, &call.method, &call.path, None, &headers).await?;
+        if !(200..300).contains(&status) {
+            return Err(StepError::Failed(format!(
+                "{} {}{} answered {status}",
+                call.method, self.url, call.path
+            )));
+        }
+        Ok(Done { summary: format!("{} {}{} → {status}", call.method, self.url, call.path), undo: None })
     }
 
     async fn smoke_test(&self, ctx: &Ctx) -> Result<Done, StepError> {

@@ -1,0 +1,161 @@
+//! One point of an experiment: its session in `points/<id>/` against a stack that is up, with
+//! its retries, after the stack's between-points steps (all but its first point).
+
+use std::time::Instant;
+
+use super::{ExperimentError, plan::PlannedPoint, run::Shared, stack::Up, state::PointStatus};
+use crate::{
+    exec::Outcome,
+    session::{Session, Setup},
+    spec::pipeline::Phase,
+    workdir::{layout, utc_now},
+};
+
+/// How a point ended.
+pub(super) enum PointEnd {
+    Done,
+    Failed,
+    Interrupted,
+    Lost(String),
+}
+
+/// One point with its retries, in `points/<id>/`, against a stack that is up (after the
+/// stack's `between_points` actions, unless it is the stack's first point).
+pub(super) async fn run_point(
+    shared: &Shared<'_>,
+    p: &PlannedPoint,
+    up: &mut Up,
+) -> Result<PointEnd, ExperimentError> {
+    let plan = shared.plan;
+    let id = &p.point.id;
+    let label = p.point.label();
+    let dir = shared.root.join(layout::POINTS).join(id);
+    if up.ran > 0
+        && let Err(why) = between_points(shared, up).await?
+    {
+        shared.point(id, |s| {
+            s.status = PointStatus::Failed;
+            s.error = Some(why.clone());
+        })?;
+        shared.finished_point(id, &label, 0.0, Some(&why));
+        shared.point_failed();
+        return Ok(PointEnd::Failed);
+    }
+    up.ran += 1;
+    let tries = plan.file.spec.retries + 1;
+    let mut last_error = String::new();
+    let t0 = Instant::now();
+    for attempt in 1..=tries {
+        if shared.stopping() {
+            shared.point(id, |s| s.status = PointStatus::Pending)?;
+            return Ok(PointEnd::Interrupted);
+        }
+        shared.point(id, |s| {
+            s.status = PointStatus::Running;
+            s.attempts += 1;
+            s.started_at = Some(utc_now());
+        })?;
+        shared.say(&format!(
+            "{id} [{label}] on {}: running{}",
+            up.id,
+            if attempt > 1 { format!(" (attempt {attempt} of {tries})") } else { String::new() }
+        ));
+        let setup = Setup::new(dir.clone(), p.request.clone()).with_run(up.run_id.clone(), up.ports.clone());
+        let session = match setup
+            .compile_loaded(&plan.loaded)
+            .map_err(ExperimentError::from)
+            .and_then(|(r, pl)| Session::from_parts(&dir, r, pl).map_err(ExperimentError::from))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                last_error = e.to_string();
+                break;
+            }
+        };
+        let opts = {
+            let mut o = shared.options(vec![Phase::Run, Phase::Analyze], Some(up.dir.clone()));
+            o.teardown_on_failure = false;
+            o
+        };
+        let report = match shared.execute(&session, &opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                last_error = e.to_string();
+                continue;
+            }
+        };
+        match report.outcome {
+            Outcome::Success => {
+                let secs = t0.elapsed().as_secs_f64();
+                shared.point(id, |s| {
+                    s.status = PointStatus::Done;
+                    s.error = None;
+                    s.finished_at = Some(utc_now());
+                    s.duration_s = Some(secs);
+                })?;
+                shared.finished_point(id, &label, secs, None);
+                if let Some(store) = &shared.store {
+                    store.record(&p.hash, &dir, &label)?;
+                }
+                return Ok(PointEnd::Done);
+            }
+            Outcome::Interrupted => {
+                shared.point(id, |s| {
+                    s.status = PointStatus::Pending;
+                    s.error = Some("interrupted".into());
+                })?;
+                shared.say(&format!("{id}: interrupted (it runs again when the experiment resumes)"));
+                return Ok(PointEnd::Interrupted);
+            }
+            Outcome::Lost { step, error } => {
+                let why = format!("{step}: {error}");
+                shared.point(id, |s| {
+                    s.status = PointStatus::Failed;
+                    s.error = Some(why.clone());
+                    s.finished_at = Some(utc_now());
+                })?;
+                shared.finished_point(id, &label, t0.elapsed().as_secs_f64(), Some(&why));
+                return Ok(PointEnd::Lost(why));
+            }
+            Outcome::Failed { step, error, .. } => {
+                last_error = format!("{step}: {error}");
+                if attempt < tries {
+                    shared.say(&format!(
+                        "{id}: attempt {attempt} failed ({}); trying again",
+                        last_error.lines().next().unwrap_or("")
+                    ));
+                }
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    shared.point(id, |s| {
+        s.status = PointStatus::Failed;
+        s.error = Some(last_error.clone());
+        s.finished_at = Some(utc_now());
+        s.duration_s = Some(secs);
+    })?;
+    shared.finished_point(id, &label, secs, Some(&last_error));
+    shared.point_failed();
+    Ok(PointEnd::Failed)
+}
+
+/// The stack's between-points steps, run by the executor in its work directory: Ok(Err(why))
+/// when one failed (the point fails with it).
+async fn between_points(shared: &Shared<'_>, up: &Up) -> Result<Result<(), String>, ExperimentError> {
+    let Some(plan) = &up.between else { return Ok(Ok(())) };
+    let report = shared.execute_plan(plan, &up.dir).await?;
+    Ok(match report.outcome {
+        Outcome::Success => {
+            for s in &plan.steps {
+                shared.say(&format!("between points: {}", s.describe.first().map_or("", String::as_str)));
+            }
+            Ok(())
+        }
+        Outcome::Failed { step, error, .. } | Outcome::Lost { step, error } => Err(format!(
+            "between_points: {step}: {error} (its log: {})",
+            up.dir.join(layout::COMMANDS).join(format!("{step}.log")).display()
+        )),
+        Outcome::Interrupted => Err("between_points: interrupted".into()),
+    })
+}

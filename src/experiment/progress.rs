@@ -1,0 +1,120 @@
+//! What an experiment says of its progress: points finished, failed, left, and an ETA from the
+//! mean wall time per point so far in this invocation.
+
+use std::time::Instant;
+
+use super::run::Summary;
+
+/// The invocation's counts and summary.
+#[derive(Debug)]
+pub struct Progress {
+    started: Instant,
+    /// Points (or a search's trials) this invocation means to run.
+    todo: usize,
+    finished: usize,
+    failed: usize,
+    pub summary: Summary,
+}
+
+impl Progress {
+    pub fn new(todo: usize, summary: Summary) -> Progress {
+        Progress { started: Instant::now(), todo, finished: 0, failed: 0, summary }
+    }
+
+    /// Counts a finished point and returns the line that says so. `up`: stacks up now;
+    /// `parallel`: how many stacks may run at once.
+    pub fn finished(
+        &mut self,
+        id: &str,
+        label: &str,
+        seconds: f64,
+        error: Option<&str>,
+        up: usize,
+        parallel: u32,
+    ) -> String {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        self.finished_after(elapsed, id, label, seconds, error, up, parallel)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finished_after(
+        &mut self,
+        elapsed: f64,
+        id: &str,
+        label: &str,
+        seconds: f64,
+        error: Option<&str>,
+        up: usize,
+        parallel: u32,
+    ) -> String {
+        self.finished += 1;
+        match error {
+            Some(e) => {
+                self.failed += 1;
+                self.summary.failed.push((id.to_string(), e.to_string()));
+            }
+            None => self.summary.done += 1,
+        }
+        let left = self.todo.saturating_sub(self.finished);
+        let eta = if left == 0 {
+            String::new()
+        } else {
+            let per = elapsed / self.finished as f64;
+            let parallel = f64::from(parallel.max(1));
+            format!(", ETA {}", clock(per * left as f64 / parallel.min(left as f64).max(1.0)))
+        };
+        format!(
+            "{id} [{label}] {} in {:.1} s — {} of {} points{}, {up} stack(s) up{eta}",
+            match error {
+                Some(e) => format!("FAILED ({})", e.lines().next().unwrap_or(e)),
+                None => "done".into(),
+            },
+            seconds,
+            self.finished,
+            self.todo,
+            if self.failed > 0 { format!(", {} failed", self.failed) } else { String::new() },
+        )
+    }
+}
+
+/// `1:05` or `1:02:03`.
+pub fn clock(s: f64) -> String {
+    let s = s.round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_counts_failures_and_the_eta_divides_by_the_stacks_that_can_run() {
+        let mut p = Progress::new(5, Summary::default());
+        let line = p.finished_after(60.0, "p001", "rate=1", 60.0, None, 1, 2);
+        // 60 s per point, 4 left, 2 at a time: 2 minutes.
+        assert_eq!(line, "p001 [rate=1] done in 60.0 s — 1 of 5 points, 1 stack(s) up, ETA 2:00");
+        let line = p.finished_after(120.0, "p002", "rate=2", 60.0, Some("boom\nmore"), 1, 2);
+        assert_eq!(
+            line,
+            "p002 [rate=2] FAILED (boom) in 60.0 s — 2 of 5 points, 1 failed, 1 stack(s) up, ETA 1:30"
+        );
+        assert_eq!((p.summary.done, p.summary.failed.len()), (1, 1));
+        // One left: no more parallel than what is left.
+        p.finished_after(180.0, "p003", "", 1.0, None, 0, 8);
+        let line = p.finished_after(240.0, "p004", "", 1.0, None, 0, 8);
+        assert!(line.ends_with("ETA 1:00"), "{line}");
+        let line = p.finished_after(300.0, "p005", "", 1.0, None, 0, 8);
+        assert!(!line.contains("ETA"), "{line}");
+    }
+
+    #[test]
+    fn clocks() {
+        assert_eq!(clock(65.0), "1:05");
+        assert_eq!(clock(3723.4), "1:02:03");
+        assert_eq!(clock(0.4), "0:00");
+    }
+}
