@@ -13,7 +13,10 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{Analysis, AnalysisError, StageStats, stats::Summary, write};
-use crate::spec::workload::{DatasetSpec, Load, Workload};
+use crate::spec::{
+    harness::HarnessKind,
+    workload::{DatasetSpec, Load, Workload},
+};
 
 pub const VERSION: &str = "0.2";
 
@@ -153,14 +156,20 @@ fn window(len: u32, ratio: f64, prefix: u32) -> Value {
     length("random", l + p as f64, Some((lo + p, hi + p)))
 }
 
+/// The tool that generated the load and its version: an external harness's, as its adapter names
+/// it (`vllm` for vllm-bench), else benchflow's own.
+fn load_tool(values: &Value) -> (String, String) {
+    let kind: Option<HarnessKind> = serde_json::from_value(values["harness"]["kind"].clone()).ok();
+    match kind.and_then(crate::harnesses::tool) {
+        Some(t) => (t.name.to_string(), t.version.to_string()),
+        None => ("benchflow".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+    }
+}
+
 /// The load of one stage, in the report's standard terms and natively.
 fn load(values: &Value, s: &StageStats, results: &Path) -> Value {
     let w: Option<Workload> = serde_json::from_value(values["workload"].clone()).ok();
-    let harness = values["harness"]["kind"].as_str().unwrap_or("builtin");
-    let (tool, version) = match crate::tools::find(harness) {
-        Ok(t) => (t.name.to_string(), t.version.to_string()),
-        Err(_) => ("benchflow".to_string(), env!("CARGO_PKG_VERSION").to_string()),
-    };
+    let (tool, version) = load_tool(values);
     let measured_in = if s.completed > 0 { s.total_input_tokens as f64 / s.completed as f64 } else { 1.0 };
     let mut std = json!({ "tool": tool, "tool_version": version, "stage": s.stage });
     match w.as_ref().map(|w| &w.dataset) {
@@ -679,6 +688,18 @@ mod tests {
                 "observability": { "scrape_info": { "interval_seconds": 15 } }
             }
         })
+    }
+
+    #[test]
+    fn the_load_tool_is_the_harness_kinds_tool() {
+        let tool = |kind: Value| load_tool(&json!({ "harness": { "kind": kind } }));
+        let benchflow = ("benchflow".to_string(), env!("CARGO_PKG_VERSION").to_string());
+        assert_eq!(tool(json!("builtin")), benchflow);
+        assert_eq!(tool(Value::Null), benchflow);
+        let vllm = crate::tools::find("vllm").unwrap();
+        assert_eq!(tool(json!("vllm-bench")), ("vllm".to_string(), vllm.version.to_string()));
+        let aiperf = crate::tools::find("aiperf").unwrap();
+        assert_eq!(tool(json!("aiperf")), ("aiperf".to_string(), aiperf.version.to_string()));
     }
 
     #[test]

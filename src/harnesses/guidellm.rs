@@ -12,11 +12,9 @@
 //! the output length (`ignore_eos`), and records each request's first and last token but not
 //! the chunks between: the records carry no inter-token gaps, so ITL is not available (TPOT is).
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 
-use super::{Clock, HarnessError, Invocation, Refusal, Setup};
+use super::{Adapter, Export, HarnessError, Invocation, Refusal, Setup};
 use crate::{
     datasets::Prompt,
     results::{ErrorKind, Record},
@@ -27,44 +25,155 @@ use crate::{
 pub const CONFIG: &str = "scenario.json";
 pub const RECORDS: &str = "benchmarks.json";
 
-pub fn check(w: &Workload) -> Result<(), Refusal> {
-    match &w.dataset {
-        DatasetSpec::Random(r) if r.range_ratio > 0.0 => {
-            return Err(Refusal::new(
-                "dataset.random.range_ratio",
-                "GuideLLM spreads lengths by a clipped normal, not vLLM's uniform window: use range_ratio: 0",
-            ));
-        }
-        DatasetSpec::Random(_)
-        | DatasetSpec::SharedPrefix(_)
-        | DatasetSpec::Sharegpt(_)
-        | DatasetSpec::Jsonl(_)
-        | DatasetSpec::Sample(_) => {}
-    }
-    if !w.api.ignore_eos {
-        return Err(Refusal::new("api.ignore_eos", "GuideLLM always asks for exactly the output length"));
-    }
-    for (i, s) in w.stages.iter().enumerate() {
-        if let Load::Rate { arrival: Arrival::Gamma, .. } = s.load() {
-            return Err(Refusal::new(
-                format!("stages[{i}].arrival"),
-                "GuideLLM has poisson and constant arrivals, not gamma",
-            ));
-        }
-    }
-    Ok(())
-}
+/// GuideLLM as an [`Adapter`].
+pub struct Guidellm;
 
-/// A file dataset's prompts as JSON lines GuideLLM maps by column name: `prompt`, and
-/// `output_tokens_count` for the output length, over again as the run needs
-/// ([`super::over_again`]: GuideLLM stops at the end of its data).
-pub fn prompt_file(prompts: &[Prompt], w: &Workload) -> Result<(&'static str, String), HarnessError> {
-    let once = super::json_lines(
-        prompts,
-        "GuideLLM",
-        |text, n| json!({ "prompt": text, "output_tokens_count": n }),
-    )?;
-    Ok(("prompts-guidellm.jsonl", super::over_again(&once, prompts.len(), w)))
+impl Adapter for Guidellm {
+    fn tool_name(&self) -> &'static str {
+        "guidellm"
+    }
+
+    fn caveat(&self) -> &'static str {
+        "per-request records converted from GuideLLM's benchmarks.json; it records the first and last \
+         token of each request but not the chunks between (no ITL)"
+    }
+
+    fn records_file(&self) -> &'static str {
+        RECORDS
+    }
+
+    fn check(&self, w: &Workload) -> Result<(), Refusal> {
+        match &w.dataset {
+            DatasetSpec::Random(r) if r.range_ratio > 0.0 => {
+                return Err(Refusal::new(
+                    "dataset.random.range_ratio",
+                    "GuideLLM spreads lengths by a clipped normal, not vLLM's uniform window: use range_ratio: 0",
+                ));
+            }
+            DatasetSpec::Random(_)
+            | DatasetSpec::SharedPrefix(_)
+            | DatasetSpec::Sharegpt(_)
+            | DatasetSpec::Jsonl(_)
+            | DatasetSpec::Sample(_) => {}
+        }
+        if !w.api.ignore_eos {
+            return Err(Refusal::new("api.ignore_eos", "GuideLLM always asks for exactly the output length"));
+        }
+        for (i, s) in w.stages.iter().enumerate() {
+            if let Load::Rate { arrival: Arrival::Gamma, .. } = s.load() {
+                return Err(Refusal::new(
+                    format!("stages[{i}].arrival"),
+                    "GuideLLM has poisson and constant arrivals, not gamma",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A file dataset's prompts as JSON lines GuideLLM maps by column name: `prompt`, and
+    /// `output_tokens_count` for the output length, over again as the run needs
+    /// ([`super::over_again`]: GuideLLM stops at the end of its data).
+    fn prompt_file(&self, prompts: &[Prompt], w: &Workload) -> Result<(&'static str, String), HarnessError> {
+        let text = super::json_lines_over_again(
+            prompts,
+            w,
+            "GuideLLM",
+            |text, n| json!({ "prompt": text, "output_tokens_count": n }),
+        )?;
+        Ok(("prompts-guidellm.jsonl", text))
+    }
+
+    /// One `guidellm run` per stage (and one for the warm-up, at its concurrency).
+    fn invocations(&self, w: &Workload, setup: &Setup) -> Vec<Invocation> {
+        let args = vec!["run".to_string(), "-c".into(), CONFIG.into(), "--disable-progress".into()];
+        let mut out = Vec::new();
+        if w.warmup.requests > 0 {
+            let c = w.warmup.concurrency.unwrap_or(1).max(1);
+            let profile = json!({ "kind": "concurrent", "streams": [c] });
+            let constraints = vec![json!({ "kind": "max_requests", "count": w.warmup.requests })];
+            let config = scenario(w, setup, "warm-up", profile, constraints);
+            out.push(Invocation::warmup(w, setup, args.clone(), Some((CONFIG.into(), config))));
+        }
+        for (i, stage) in w.stages.iter().enumerate() {
+            let n = i as u32 + 1;
+            let profile = match stage.load() {
+                Load::Rate { rate, arrival, max_concurrency, .. } => {
+                    let kind = if arrival == Arrival::Constant { "constant" } else { "poisson" };
+                    let mut p = json!({ "kind": kind, "rate": [rate] });
+                    if let Some(c) = max_concurrency {
+                        p["max_concurrency"] = json!(c);
+                    }
+                    p
+                }
+                Load::Concurrency(c) => json!({ "kind": "concurrent", "streams": [c] }),
+            };
+            let mut constraints = Vec::new();
+            if let Some(d) = stage.duration {
+                constraints.push(json!({ "kind": "max_duration", "seconds": d.0 }));
+            }
+            if let Some(r) = stage.requests {
+                constraints.push(json!({ "kind": "max_requests", "count": r }));
+            }
+            let config = scenario(w, setup, &stage.label(), profile, constraints);
+            out.push(Invocation::stage(n, stage, setup, args.clone(), Some((CONFIG.into(), config))));
+        }
+        out
+    }
+
+    /// Converts GuideLLM's requests (times in Unix seconds): `targeted_start` is the scheduled time,
+    /// `request_start` the send, `first_token_iteration` / `last_token_iteration` the first and
+    /// last content chunk (`token_iterations` of them), `request_end` the end; the token counts are
+    /// the server's when it sent them (GuideLLM prefers them). Successful, errored and incomplete
+    /// (cancelled at the stage's end) requests are all kept.
+    fn parse(&self, text: &str, export: Export) -> Result<Vec<Record>, HarnessError> {
+        let Export { stage, warmup, clock, path } = export;
+        let bad = |why: String| HarnessError::Native { path: path.to_path_buf(), why };
+        let doc: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let mut out = Vec::new();
+        for (b, bench) in doc["benchmarks"].as_array().into_iter().flatten().enumerate() {
+            for (group, status) in [("successful", "ok"), ("errored", "error"), ("incomplete", "cancelled")] {
+                for (i, r) in bench["requests"][group].as_array().into_iter().flatten().enumerate() {
+                    let t = &r["info"]["timings"];
+                    let secs = |k: &str| t[k].as_f64().filter(|s| *s > 1e9);
+                    let ns = |s: f64| clock.unix((s * 1e9).round() as i128);
+                    let sent_s = secs("request_start").ok_or_else(|| {
+                        bad(format!("benchmarks[{b}].requests.{group}[{i}]: no request_start"))
+                    })?;
+                    let scheduled_s = secs("targeted_start").unwrap_or(sent_s).min(sent_s);
+                    let end_s = ["request_end", "resolve_end", "last_token_iteration", "finalized"]
+                        .iter()
+                        .find_map(|k| secs(k))
+                        .unwrap_or(sent_s)
+                        .max(sent_s);
+                    let prompt = r["input_metrics"]["text_tokens"].as_u64().unwrap_or(0) as u32;
+                    let output = r["output_tokens"].as_u64().unwrap_or(0) as u32;
+                    let mut rec = Record::new(stage, 0, warmup, ns(scheduled_s), prompt, output);
+                    rec.sent_ns = ns(sent_s);
+                    rec.end_ns = ns(end_s);
+                    if let (Some(first), Some(last)) =
+                        (secs("first_token_iteration"), secs("last_token_iteration"))
+                    {
+                        // The chunks between are not recorded: no gaps, so no ITL from GuideLLM.
+                        rec.first_ns = Some(ns(first));
+                        rec.last_ns = Some(ns(last.max(first)));
+                        rec.chunks = t["token_iterations"].as_u64().unwrap_or(1).max(1) as u32;
+                    }
+                    if status == "ok" {
+                        rec.usage_prompt = r["prompt_tokens"].as_u64().map(|n| n as u32);
+                        rec.usage_completion = r["output_tokens"].as_u64().map(|n| n as u32);
+                        super::succeeded(&mut rec);
+                    } else {
+                        let error = r["info"]["error"].as_str().unwrap_or(group).to_string();
+                        let (kind, code) = classify(&error, rec.chunks > 0, status == "cancelled");
+                        rec.status = code;
+                        rec.fail(kind, error);
+                    }
+                    out.push(rec);
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn data(w: &Workload, setup: &Setup) -> Value {
@@ -113,102 +222,6 @@ fn scenario(w: &Workload, setup: &Setup, label: &str, profile: Value, constraint
     serde_json::to_string_pretty(&s).unwrap_or_default()
 }
 
-/// One `guidellm run` per stage (and one for the warm-up, at its concurrency).
-pub fn invocations(w: &Workload, setup: &Setup) -> Vec<Invocation> {
-    let args = vec!["run".to_string(), "-c".into(), CONFIG.into(), "--disable-progress".into()];
-    let mut out = Vec::new();
-    if w.warmup.requests > 0 {
-        let c = w.warmup.concurrency.unwrap_or(1).max(1);
-        let profile = json!({ "kind": "concurrent", "streams": [c] });
-        let constraints = vec![json!({ "kind": "max_requests", "count": w.warmup.requests })];
-        let config = scenario(w, setup, "warm-up", profile, constraints);
-        out.push(Invocation::warmup(w, setup, args.clone(), Some((CONFIG.into(), config))));
-    }
-    for (i, stage) in w.stages.iter().enumerate() {
-        let n = i as u32 + 1;
-        let profile = match stage.load() {
-            Load::Rate { rate, arrival, max_concurrency, .. } => {
-                let kind = if arrival == Arrival::Constant { "constant" } else { "poisson" };
-                let mut p = json!({ "kind": kind, "rate": [rate] });
-                if let Some(c) = max_concurrency {
-                    p["max_concurrency"] = json!(c);
-                }
-                p
-            }
-            Load::Concurrency(c) => json!({ "kind": "concurrent", "streams": [c] }),
-        };
-        let mut constraints = Vec::new();
-        if let Some(d) = stage.duration {
-            constraints.push(json!({ "kind": "max_duration", "seconds": d.0 }));
-        }
-        if let Some(r) = stage.requests {
-            constraints.push(json!({ "kind": "max_requests", "count": r }));
-        }
-        let config = scenario(w, setup, &stage.label(), profile, constraints);
-        out.push(Invocation::stage(n, stage, setup, args.clone(), Some((CONFIG.into(), config))));
-    }
-    out
-}
-
-/// Converts GuideLLM's requests (times in Unix seconds): `targeted_start` is the scheduled time,
-/// `request_start` the send, `first_token_iteration` / `last_token_iteration` the first and
-/// last content chunk (`token_iterations` of them), `request_end` the end; the token counts are
-/// the server's when it sent them (GuideLLM prefers them). Successful, errored and incomplete
-/// (cancelled at the stage's end) requests are all kept.
-pub fn parse(
-    text: &str,
-    stage: u32,
-    warmup: bool,
-    clock: &Clock,
-    path: &Path,
-) -> Result<Vec<Record>, HarnessError> {
-    let bad = |why: String| HarnessError::Native { path: path.to_path_buf(), why };
-    let doc: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-    let mut out = Vec::new();
-    for (b, bench) in doc["benchmarks"].as_array().into_iter().flatten().enumerate() {
-        for (group, status) in [("successful", "ok"), ("errored", "error"), ("incomplete", "cancelled")] {
-            for (i, r) in bench["requests"][group].as_array().into_iter().flatten().enumerate() {
-                let t = &r["info"]["timings"];
-                let secs = |k: &str| t[k].as_f64().filter(|s| *s > 1e9);
-                let ns = |s: f64| clock.unix((s * 1e9).round() as i128);
-                let sent_s = secs("request_start")
-                    .ok_or_else(|| bad(format!("benchmarks[{b}].requests.{group}[{i}]: no request_start")))?;
-                let scheduled_s = secs("targeted_start").unwrap_or(sent_s).min(sent_s);
-                let end_s = ["request_end", "resolve_end", "last_token_iteration", "finalized"]
-                    .iter()
-                    .find_map(|k| secs(k))
-                    .unwrap_or(sent_s)
-                    .max(sent_s);
-                let prompt = r["input_metrics"]["text_tokens"].as_u64().unwrap_or(0) as u32;
-                let output = r["output_tokens"].as_u64().unwrap_or(0) as u32;
-                let mut rec = Record::new(stage, 0, warmup, ns(scheduled_s), prompt, output);
-                rec.sent_ns = ns(sent_s);
-                rec.end_ns = ns(end_s);
-                if let (Some(first), Some(last)) =
-                    (secs("first_token_iteration"), secs("last_token_iteration"))
-                {
-                    // The chunks between are not recorded: no gaps, so no ITL from GuideLLM.
-                    rec.first_ns = Some(ns(first));
-                    rec.last_ns = Some(ns(last.max(first)));
-                    rec.chunks = t["token_iterations"].as_u64().unwrap_or(1).max(1) as u32;
-                }
-                if status == "ok" {
-                    rec.usage_prompt = r["prompt_tokens"].as_u64().map(|n| n as u32);
-                    rec.usage_completion = r["output_tokens"].as_u64().map(|n| n as u32);
-                    super::succeeded(&mut rec);
-                } else {
-                    let error = r["info"]["error"].as_str().unwrap_or(group).to_string();
-                    let (kind, code) = classify(&error, rec.chunks > 0, status == "cancelled");
-                    rec.status = code;
-                    rec.fail(kind, error);
-                }
-                out.push(rec);
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// An error's kind and HTTP status from GuideLLM's error text (`HTTPStatusError("Server error
 /// '500 Internal Server Error' …")`, `RemoteProtocolError(…)`, `ReadTimeout(…)`).
 fn classify(error: &str, streamed: bool, cancelled: bool) -> (ErrorKind, u16) {
@@ -224,7 +237,10 @@ fn classify(error: &str, streamed: bool, cancelled: bool) -> (ErrorKind, u16) {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::harnesses::Clock;
 
     /// Recorded on this machine: GuideLLM 0.8.1 against `benchflow sim` (two complete requests
     /// with an 8-token prefix, a stream cut short by the simulator's `abort_rate`, a 500).
@@ -234,7 +250,7 @@ mod tests {
     fn records_are_converted_onto_the_runs_clock() {
         // The run started at Unix time 1795695958.0 s.
         let clock = Clock { unix_ns: 1_795_695_958_000_000_000, monotonic_s: 0.0 };
-        let r = parse(NATIVE, 1, false, &clock, Path::new("x")).unwrap();
+        let r = Guidellm.parse(NATIVE, Export::example(1, false, &clock, "x")).unwrap();
         assert_eq!(r.len(), 4);
         let a = &r[0];
         // targeted_start 1795695958.608769, request_start …58.6122086, first token …58.6181831,
@@ -274,9 +290,9 @@ mod tests {
             "w.yaml",
         )
         .unwrap();
-        assert_eq!(check(&w), Ok(()));
+        assert_eq!(Guidellm.check(&w), Ok(()));
         let setup = Setup::example(None);
-        let inv = invocations(&w, &setup);
+        let inv = Guidellm.invocations(&w, &setup);
         assert_eq!(inv.len(), 2);
         let s: Value = serde_json::from_str(&inv[1].config.as_ref().unwrap().1).unwrap();
         let spec = &s["spec"];
@@ -299,11 +315,11 @@ mod tests {
             "w.yaml",
         )
         .unwrap();
-        assert_eq!(check(&w), Ok(()));
+        assert_eq!(Guidellm.check(&w), Ok(()));
         let prompts = crate::harnesses::test_prompts(
             "{\"prompt\": \"a b c\", \"max_tokens\": 4}\n{\"prompt\": \"d\", \"max_tokens\": 2}\n",
         );
-        let (name, text) = prompt_file(&prompts, &w).unwrap();
+        let (name, text) = Guidellm.prompt_file(&prompts, &w).unwrap();
         let lines = crate::harnesses::json_of_lines(&text);
         assert_eq!(lines[0], json!({ "prompt": "a b c", "output_tokens_count": 4 }));
         assert_eq!(lines[1], json!({ "prompt": "d", "output_tokens_count": 2 }));
@@ -314,15 +330,17 @@ mod tests {
         assert_eq!(lines[11], lines[1]);
         let file = Path::new("/n").join(name);
         let setup = Setup::example(Some(&file));
-        let s: Value =
-            serde_json::from_str(&invocations(&w, &setup).last().unwrap().config.as_ref().unwrap().1)
-                .unwrap();
+        let s: Value = serde_json::from_str(
+            &Guidellm.invocations(&w, &setup).last().unwrap().config.as_ref().unwrap().1,
+        )
+        .unwrap();
         assert_eq!(s["spec"]["data"], json!([{ "kind": "json_file", "path": "/n/prompts-guidellm.jsonl" }]));
     }
 
     #[test]
     fn what_it_cannot_express_is_refused_by_field() {
-        let field = |yaml: &str| check(&Workload::from_yaml(yaml, "w.yaml").unwrap()).map_err(|r| r.field);
+        let field =
+            |yaml: &str| Guidellm.check(&Workload::from_yaml(yaml, "w.yaml").unwrap()).map_err(|r| r.field);
         let stage = "stages: [ { rate: 1, duration: 1s } ]\n";
         assert_eq!(
             field(&format!(

@@ -1,14 +1,20 @@
 //! External harnesses: a benchflow workload run by a load generator people already trust
 //! (aiperf, inference-perf, GuideLLM, `vllm bench serve`), installed by benchflow's tool installer ([`crate::tools`]).
 //!
-//! Each adapter does three things, and nothing else:
+//! Each adapter is one file implementing [`Adapter`], listed once in `adapters!` below, and
+//! does three things, and nothing else:
 //!
-//! * [`check`]: at plan time, refuse what the tool cannot express, naming the field;
-//! * its invocations: the workload as the tool's own command line or configuration file, one run
-//!   of the tool per stage (and one for the warm-up), each in `results/native/<stage>/` with the
-//!   command, the configuration, stdout and stderr, and the tool's own outputs;
-//! * its records: the tool's per-request export converted into benchflow's records, on the run's
-//!   clock, so that the analysis, charts and report are the built-in's.
+//! * [`Adapter::check`]: at plan time, refuse what the tool cannot express, naming the field;
+//! * [`Adapter::invocations`]: the workload as the tool's own command line or configuration file,
+//!   one run of the tool per stage (and one for the warm-up), each in `results/native/<stage>/`
+//!   with the command, the configuration, stdout and stderr, and the tool's own outputs (and
+//!   [`Adapter::prompt_file`]: a file dataset's prompts in the tool's format);
+//! * [`Adapter::parse`]: the tool's per-request export converted into benchflow's records, on the
+//!   run's clock, so that the analysis, charts and report are the built-in's.
+//!
+//! It also names its tool ([`Adapter::tool_name`]: the [`tools::TOOLS`] entry that installs it,
+//! whose name and version the plan, `run.json` and the Benchmark Report give) and what its
+//! records lack ([`Adapter::caveat`]). Nothing outside this file matches on a harness kind.
 //!
 //! While the tool runs, benchflow scrapes `/metrics` and samples GPUs as for the built-in
 //! ([`loadgen::Beside`]). The tool is given benchflow's word-level tokenizer ([`tokenizer`]):
@@ -37,6 +43,65 @@ use crate::{
     tools,
 };
 
+/// One external tool's adapter: a unit struct named as its [`HarnessKind`] variant, in a file of
+/// its own, listed once in `adapters!`.
+pub trait Adapter: Sync {
+    /// Its entry in [`tools::TOOLS`]: what installs and runs it, and its name and version in the
+    /// plan, `run.json` and the Benchmark Report.
+    fn tool_name(&self) -> &'static str;
+
+    /// What its records lack against the built-in's, said in `run.json` and the report.
+    fn caveat(&self) -> &'static str;
+
+    /// The first workload field the tool cannot express (beyond what no adapter passes on).
+    fn check(&self, _w: &Workload) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    /// A file dataset's prompts in the tool's format: the file's name and text.
+    fn prompt_file(&self, prompts: &[Prompt], w: &Workload) -> Result<(&'static str, String), HarnessError>;
+
+    /// The runs of the tool: one per stage, and one for the warm-up if there is one.
+    fn invocations(&self, w: &Workload, setup: &Setup) -> Vec<Invocation>;
+
+    /// The file of per-request records the tool writes into an invocation's directory.
+    fn records_file(&self) -> &'static str;
+
+    /// Those records (`text`) as benchflow's, on the run's clock.
+    fn parse(&self, text: &str, export: Export) -> Result<Vec<Record>, HarnessError>;
+}
+
+/// Where an export's records belong: its invocation's stage and whether that was the warm-up,
+/// the run's clock, and the file (named in errors).
+#[derive(Debug, Clone, Copy)]
+pub struct Export<'a> {
+    pub stage: u32,
+    pub warmup: bool,
+    pub clock: &'a Clock,
+    pub path: &'a Path,
+}
+
+/// The adapters: `Variant => module`, each module's unit struct `Variant` implementing
+/// [`Adapter`]. The match is exhaustive: a [`HarnessKind`] without its line here does not build.
+macro_rules! adapters {
+    ($($variant:ident => $module:ident),* $(,)?) => {
+        /// The adapter of an external tool's kind (`None`: the built-in).
+        pub fn adapter(kind: HarnessKind) -> Option<&'static dyn Adapter> {
+            match kind {
+                HarnessKind::Builtin => None,
+                $(HarnessKind::$variant => Some(&$module::$variant),)*
+            }
+        }
+    };
+}
+
+adapters! {
+    Aiperf => aiperf,
+    InferencePerf => inference_perf,
+    Guidellm => guidellm,
+    VllmBench => vllm_bench,
+}
+
 /// Why an external harness could not run, or what it left could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
@@ -52,6 +117,8 @@ pub enum HarnessError {
     Native { path: PathBuf, why: String },
     #[error("the prompt file cannot be passed on: {why}")]
     Prompts { why: String },
+    #[error("the {kind} harness is benchflow's own load generator, not an external tool")]
+    NotExternal { kind: &'static str },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HarnessError + '_ {
@@ -170,6 +237,16 @@ fn single_text(p: &Prompt, n: usize, tool: &str) -> Result<String, HarnessError>
     }
 }
 
+/// [`json_lines`] written [`over_again`], for a tool that stops at the end of its data.
+fn json_lines_over_again(
+    prompts: &[Prompt],
+    w: &Workload,
+    tool: &str,
+    line: impl Fn(String, u32) -> serde_json::Value,
+) -> Result<String, HarnessError> {
+    Ok(over_again(&json_lines(prompts, tool, line)?, prompts.len(), w))
+}
+
 /// A file dataset's prompts as JSON lines, one per prompt: `line(text, output length)`.
 fn json_lines(
     prompts: &[Prompt],
@@ -203,7 +280,7 @@ fn over_again(once: &str, n: usize, w: &Workload) -> String {
 
 /// The prompt file written for the tool into `results/native/`, if the dataset is a file.
 fn write_prompts(
-    kind: HarnessKind,
+    adapter: &dyn Adapter,
     opts: &loadgen::Options,
     native: &Path,
 ) -> Result<Option<PathBuf>, HarnessError> {
@@ -212,13 +289,7 @@ fn write_prompts(
         return Ok(None);
     }
     let prompts = crate::datasets::load(&w.dataset, w.seed, &opts.base_dir).map_err(LoadError::from)?;
-    let (name, text) = match kind {
-        HarnessKind::Builtin => return Ok(None),
-        HarnessKind::Aiperf => aiperf::prompt_file(&prompts)?,
-        HarnessKind::InferencePerf => inference_perf::prompt_file(&prompts)?,
-        HarnessKind::Guidellm => guidellm::prompt_file(&prompts, w)?,
-        HarnessKind::VllmBench => vllm_bench::prompt_file(&prompts, w)?,
-    };
+    let (name, text) = adapter.prompt_file(&prompts, w)?;
     let path = native.join(name);
     std::fs::write(&path, text).map_err(io(&path))?;
     Ok(Some(path))
@@ -256,6 +327,14 @@ fn test_prompts(jsonl: &str) -> Vec<Prompt> {
 #[cfg(test)]
 fn json_of_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[cfg(test)]
+impl<'a> Export<'a> {
+    /// The adapters' tests: an export of `stage` read from `path`.
+    fn example(stage: u32, warmup: bool, clock: &'a Clock, path: &'a str) -> Export<'a> {
+        Export { stage, warmup, clock, path: Path::new(path) }
+    }
 }
 
 #[cfg(test)]
@@ -304,26 +383,13 @@ impl Clock {
 
 /// The tool that runs a harness kind (none for the built-in).
 pub fn tool(kind: HarnessKind) -> Option<&'static tools::Tool> {
-    let name = match kind {
-        HarnessKind::Builtin => return None,
-        HarnessKind::Aiperf => "aiperf",
-        HarnessKind::InferencePerf => "inference-perf",
-        HarnessKind::Guidellm => "guidellm",
-        HarnessKind::VllmBench => "vllm",
-    };
-    tools::find(name).ok()
+    tools::find(adapter(kind)?.tool_name()).ok()
 }
 
 /// Whether the tool can run this workload; if not, the first field it cannot express.
 pub fn check(kind: HarnessKind, w: &Workload) -> Result<(), String> {
-    let refused = match kind {
-        HarnessKind::Builtin => return Ok(()),
-        HarnessKind::Aiperf => common(w).and_then(|()| aiperf::check(w)),
-        HarnessKind::InferencePerf => common(w).and_then(|()| inference_perf::check(w)),
-        HarnessKind::Guidellm => common(w).and_then(|()| guidellm::check(w)),
-        HarnessKind::VllmBench => common(w).and_then(|()| vllm_bench::check(w)),
-    };
-    refused.map_err(|r| {
+    let Some(adapter) = adapter(kind) else { return Ok(()) };
+    common(w).and_then(|()| adapter.check(w)).map_err(|r| {
         format!(
             "the {} harness cannot run this workload: `{}`: {} (change the workload, or use the built-in harness)",
             kind.as_str(),
@@ -337,7 +403,7 @@ pub fn check(kind: HarnessKind, w: &Workload) -> Result<(), String> {
 /// the tools' file formats take one message per prompt, so a conversation of several is refused
 /// before anything starts, naming the file and the prompt.
 pub fn check_prompts(kind: HarnessKind, w: &Workload, base: &Path) -> Result<(), String> {
-    if kind == HarnessKind::Builtin || !from_file(w) {
+    if adapter(kind).is_none() || !from_file(w) {
         return Ok(());
     }
     // Unreadable files are the dataset check's to report (it runs first, with its own words).
@@ -373,49 +439,11 @@ fn common(w: &Workload) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn invocations(kind: HarnessKind, w: &Workload, setup: &Setup) -> Vec<Invocation> {
-    match kind {
-        HarnessKind::Builtin => Vec::new(),
-        HarnessKind::Aiperf => aiperf::invocations(w, setup),
-        HarnessKind::InferencePerf => inference_perf::invocations(w, setup),
-        HarnessKind::Guidellm => guidellm::invocations(w, setup),
-        HarnessKind::VllmBench => vllm_bench::invocations(w, setup),
-    }
-}
-
 /// The records of one invocation, from the tool's per-request export in its directory.
-fn records(kind: HarnessKind, inv: &Invocation, clock: &Clock) -> Result<Vec<Record>, HarnessError> {
-    type Parse = fn(&str, u32, bool, &Clock, &Path) -> Result<Vec<Record>, HarnessError>;
-    let (file, parse): (&str, Parse) = match kind {
-        HarnessKind::Builtin => return Ok(Vec::new()),
-        HarnessKind::Aiperf => (aiperf::RECORDS, aiperf::parse),
-        HarnessKind::InferencePerf => (inference_perf::RECORDS, inference_perf::parse),
-        HarnessKind::Guidellm => (guidellm::RECORDS, guidellm::parse),
-        HarnessKind::VllmBench => (vllm_bench::RECORDS, vllm_bench::parse),
-    };
-    let path = inv.dir.join(file);
+fn records(adapter: &dyn Adapter, inv: &Invocation, clock: &Clock) -> Result<Vec<Record>, HarnessError> {
+    let path = inv.dir.join(adapter.records_file());
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    parse(&text, inv.stage, inv.warmup, clock, &path)
-}
-
-/// What the harness's records lack against the built-in's, said in the report.
-fn caveat(kind: HarnessKind) -> &'static str {
-    match kind {
-        HarnessKind::Builtin => "",
-        HarnessKind::Aiperf => "per-request records converted from aiperf's profile_export.jsonl",
-        HarnessKind::InferencePerf => {
-            "per-request records converted from inference-perf's per_request_lifecycle_metrics.json; \
-             it records no scheduled times (client queueing is not visible)"
-        }
-        HarnessKind::Guidellm => {
-            "per-request records converted from GuideLLM's benchmarks.json; it records the first and last \
-             token of each request but not the chunks between (no ITL)"
-        }
-        HarnessKind::VllmBench => {
-            "per-request records converted from vllm bench serve's detailed result.json; a request ends at \
-             its last token (it records no later time)"
-        }
-    }
+    adapter.parse(&text, Export { stage: inv.stage, warmup: inv.warmup, clock, path: &path })
 }
 
 /// Runs the workload with the tool at `command`; the records, `/metrics` and GPU samples land
@@ -428,6 +456,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     progress: &(dyn Fn(String) + Sync),
 ) -> Result<RunInfo, HarnessError> {
+    let adapter = adapter(kind).ok_or(HarnessError::NotExternal { kind: kind.as_str() })?;
     let tool = tool(kind).map_or(kind.as_str().to_string(), |t| format!("{} {}", t.name, t.version));
     let w = &opts.workload;
     let (target, base) = loadgen::target(
@@ -446,7 +475,7 @@ pub async fn run(
     let native = std::path::absolute(opts.results_dir.join("native")).map_err(io(&opts.results_dir))?;
     let tokenizer_dir = native.join("tokenizer");
     tokenizer::write(&tokenizer_dir).map_err(io(&tokenizer_dir))?;
-    let prompts = write_prompts(kind, &opts, &native)?;
+    let prompts = write_prompts(adapter, &opts, &native)?;
     let setup = Setup {
         url: &base,
         model: &model,
@@ -454,14 +483,14 @@ pub async fn run(
         native: &native,
         prompts: prompts.as_deref(),
     };
-    let plan = invocations(kind, w, &setup);
+    let plan = adapter.invocations(w, &setup);
 
     let t0 = Instant::now();
     let clock = Clock::now();
     let beside = Beside::start(&opts, &target, t0, Vec::new()).await?;
     let tx = beside.sender();
     let mut info = RunInfo::starting(base.clone(), model.clone());
-    info.harness = Some(format!("{tool}: {}", caveat(kind)));
+    info.harness = Some(format!("{tool}: {}", adapter.caveat()));
     loadgen::write_json(&opts.results_dir, "run.json", &info)?;
     tokio::pin!(shutdown);
     // Whatever ends the loop (a failed tool, an unreadable export, a file that cannot be written),
@@ -490,7 +519,7 @@ pub async fn run(
             let started_s = t0.elapsed().as_secs_f64();
             let status = run_tool(command, inv, &mut shutdown).await?;
             let ended_s = t0.elapsed().as_secs_f64();
-            let mut recs = match records(kind, inv, &clock) {
+            let mut recs = match records(adapter, inv, &clock) {
                 Ok(r) => r,
                 Err(e) if status.is_some_and(|s| s.success()) => return Err(e),
                 // Stopped or failed: what it left is kept; the failure is said below.
@@ -626,4 +655,32 @@ fn is_chat(w: &Workload) -> bool {
 /// Seconds, as the tools take them (whole when whole).
 fn secs(s: f64) -> String {
     if s.fract() == 0.0 { format!("{}", s as u64) } else { format!("{s}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The `adapters!` list against the kinds and the tools: every kind but the built-in has an
+    /// adapter (the match makes it one at most), each runs a tool benchflow installs, no two run
+    /// the same one, and each caveat names the file its records are converted from.
+    #[test]
+    fn every_external_kind_has_one_adapter_whose_tool_benchflow_installs() {
+        let mut tools_run = BTreeSet::new();
+        for &kind in HarnessKind::ALL {
+            let Some(a) = adapter(kind) else {
+                assert_eq!(kind, HarnessKind::Builtin, "{} has no adapter", kind.as_str());
+                continue;
+            };
+            assert_ne!(kind, HarnessKind::Builtin);
+            let installed = tools::find(a.tool_name());
+            assert!(installed.is_ok(), "{}: {:?}", kind.as_str(), installed.err().map(|e| e.to_string()));
+            assert_eq!(tool(kind), installed.ok());
+            assert!(tools_run.insert(a.tool_name()), "{} runs {} again", kind.as_str(), a.tool_name());
+            assert!(a.caveat().contains(a.records_file()), "{}: {}", kind.as_str(), a.caveat());
+        }
+        assert_eq!(tools_run.len(), HarnessKind::ALL.len() - 1);
+    }
 }

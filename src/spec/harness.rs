@@ -88,35 +88,42 @@ pub enum GpuSource {
     None,
 }
 
-/// The load generators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum HarnessKind {
-    /// benchflow's own load generator, in process.
-    Builtin,
-    /// NVIDIA's aiperf, installed by benchflow (`benchflow tools install aiperf`).
-    Aiperf,
-    /// inference-perf, installed by benchflow (`benchflow tools install inference-perf`).
-    #[serde(rename = "inference-perf")]
-    InferencePerf,
-    /// GuideLLM, installed by benchflow (`benchflow tools install guidellm`: ~6 GB with torch).
-    Guidellm,
-    /// `vllm bench serve`, installed by benchflow (`benchflow tools install vllm`: ~9.4 GB with
-    /// torch and CUDA libraries; it runs without a GPU).
-    #[serde(rename = "vllm-bench")]
-    VllmBench,
+/// The kinds: `Variant = "name"` (the name as harness files spell it), each with its doc.
+/// An external tool's kind also has its adapter: one line in `harnesses::adapters!`, whose
+/// exhaustive match makes a kind without one a compile error.
+macro_rules! harness_kinds {
+    ($($(#[doc = $doc:literal])+ $variant:ident = $name:literal,)+) => {
+        /// The load generators.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+        pub enum HarnessKind {
+            $($(#[doc = $doc])+ #[serde(rename = $name)] $variant,)+
+        }
+
+        impl HarnessKind {
+            /// Every kind, in the order listed.
+            pub const ALL: &[HarnessKind] = &[$(HarnessKind::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(HarnessKind::$variant => $name,)+
+                }
+            }
+        }
+    };
 }
 
-impl HarnessKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HarnessKind::Builtin => "builtin",
-            HarnessKind::Aiperf => "aiperf",
-            HarnessKind::InferencePerf => "inference-perf",
-            HarnessKind::Guidellm => "guidellm",
-            HarnessKind::VllmBench => "vllm-bench",
-        }
-    }
+harness_kinds! {
+    /// benchflow's own load generator, in process.
+    Builtin = "builtin",
+    /// NVIDIA's aiperf, installed by benchflow (`benchflow tools install aiperf`).
+    Aiperf = "aiperf",
+    /// inference-perf, installed by benchflow (`benchflow tools install inference-perf`).
+    InferencePerf = "inference-perf",
+    /// GuideLLM, installed by benchflow (`benchflow tools install guidellm`: ~6 GB with torch).
+    Guidellm = "guidellm",
+    /// `vllm bench serve`, installed by benchflow (`benchflow tools install vllm`: ~9.4 GB with
+    /// torch and CUDA libraries; it runs without a GPU).
+    VllmBench = "vllm-bench",
 }
 
 /// Where the load generator runs.
