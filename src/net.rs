@@ -3,10 +3,10 @@
 //! for both, shared by the load generator's keep-alive connections, the smoke test and the
 //! `/metrics` scrapes; the choice is made once per connection, never per request.
 
-use std::{net::SocketAddr, path::Path, sync::Arc};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::{
@@ -14,6 +14,7 @@ use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
 };
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -181,6 +182,46 @@ impl ServerCertVerifier for NoVerify {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// One plain-HTTP request with `headers`; returns the status and the body.
+pub async fn fetch(
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+    headers: &hyper::HeaderMap,
+    tls: &TlsSettings,
+    timeout: Duration,
+) -> Result<(u16, Bytes), String> {
+    let url = Url::parse(url).map_err(|why| format!("`{url}`: {why}"))?;
+    let (hostport, path) = (url.hostport.as_str(), if url.path.is_empty() { "/" } else { url.path.as_str() });
+    let tls = if url.https { Some(Tls::new(&url.host, tls)?) } else { None };
+    let work = async {
+        let addr = tokio::net::lookup_host(hostport)
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("cannot resolve {hostport}"))?;
+        let mut sender =
+            open(addr, tls.as_ref()).await.map_err(|e| format!("cannot reach {hostport}: {e}"))?;
+        let payload = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let mut req =
+            hyper::Request::builder().method(method).uri(path).header(hyper::header::HOST, hostport);
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let req = req.body(Full::new(payload)).map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, bytes))
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("no answer within {} s", timeout.as_secs_f64()))?
 }
 
 #[cfg(test)]

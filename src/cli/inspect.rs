@@ -122,7 +122,7 @@ async fn cluster_status(resolved: &Resolved) {
         };
         let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
         let line = match kube::get(&client, &r).await {
-            Ok(Some(obj)) => match crate::steps::wait::conditions_met(&obj, &types) {
+            Ok(Some(obj)) => match crate::platform::gateway_api::conditions_met(&obj, &types) {
                 Ok(()) => format!("{}: ready", types.join(" + ")),
                 Err(missing) => format!("not ready: {missing}"),
             },

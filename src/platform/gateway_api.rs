@@ -249,6 +249,60 @@ pub fn check(api: &str, kind: &str, doc: &Value) -> Option<Result<(), String>> {
     })
 }
 
+/// `Ok` when every wanted condition is True in every condition list the object's status has;
+/// else what is still missing, with the conditions' reasons and messages.
+pub fn conditions_met(obj: &Value, types: &[String]) -> Result<(), String> {
+    let mut lists: Vec<(String, &Vec<Value>)> = Vec::new();
+    if let Some(l) = obj.pointer("/status/conditions").and_then(Value::as_array) {
+        lists.push((String::new(), l));
+    }
+    for p in obj.pointer("/status/parents").and_then(Value::as_array).into_iter().flatten() {
+        let parent = p.pointer("/parentRef/name").and_then(Value::as_str).unwrap_or("?");
+        if let Some(l) = p.get("conditions").and_then(Value::as_array) {
+            lists.push((format!(" for parent {parent}"), l));
+        }
+    }
+    if lists.is_empty() {
+        return Err("no status conditions yet (is a controller for it running?)".into());
+    }
+    let mut missing = Vec::new();
+    for (whose, list) in &lists {
+        for t in types {
+            let found = list.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(t.as_str()));
+            let text = |c: &Value, k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            match found {
+                Some(c) if text(c, "status") == "True" => {}
+                Some(c) => missing.push(format!(
+                    "{t}{whose} is {} ({}: {})",
+                    text(c, "status"),
+                    text(c, "reason"),
+                    text(c, "message")
+                )),
+                None => missing.push(format!("{t}{whose} not reported")),
+            }
+        }
+    }
+    if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) }
+}
+
+/// A wanted condition the object's controller has answered `False` with a reason other than
+/// `Pending` (it refuses, rather than has not got to it yet): what it says, else `None`.
+pub fn refused(obj: &Value, types: &[String]) -> Option<String> {
+    let top = obj.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten();
+    let parents = obj
+        .pointer("/status/parents")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p.get("conditions").and_then(Value::as_array).into_iter().flatten());
+    let text = |c: &Value, k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    top.chain(parents)
+        .find(|c| {
+            types.contains(&text(c, "type")) && text(c, "status") == "False" && text(c, "reason") != "Pending"
+        })
+        .map(|c| format!("{} is False ({}: {})", text(c, "type"), text(c, "reason"), text(c, "message")))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

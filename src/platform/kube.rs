@@ -612,6 +612,17 @@ pub async fn labelled(client: &Client, ns: &str, selector: &str) -> Result<Vec<O
     Ok(out)
 }
 
+/// A local base URL for `url`: itself, or a port-forward for `k8s://NAMESPACE/SERVICE:PORT`
+/// (kept open while the returned guard lives).
+pub async fn local_url(url: &str, cluster: &Target) -> Result<(String, Option<Forward>), String> {
+    let Some((ns, svc, port)) = parse_endpoint(url) else {
+        return Ok((url.trim_end_matches('/').to_string(), None));
+    };
+    let client = cluster.client().await.map_err(|e| e.to_string())?;
+    let fwd = forward(&client, &ns, &svc, port).await.map_err(|e| e.to_string())?;
+    Ok((fwd.url.clone(), Some(fwd)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,7 +160,9 @@ impl Step for Args {
             Some(tool) => Some(super::tool::ensure(tool, ctx).await?),
             None => None,
         };
-        let (endpoint, _forward) = super::http::local_url(&self.endpoint, &self.cluster).await?;
+        let (endpoint, _forward) = crate::platform::kube::local_url(&self.endpoint, &self.cluster)
+            .await
+            .map_err(StepError::Failed)?;
         let (gpu, _gpu_forward) = self.gpu_sampler(ctx).await?;
         let (scrape, _scrape_forwards) = self.scrape_targets(ctx).await?;
         let opts = loadgen::Options {
@@ -261,7 +263,9 @@ impl Args {
                     true => exporter,
                     false => format!("k8s://{exporter}"),
                 };
-                let (url, forward) = super::http::local_url(&exporter, &self.cluster).await?;
+                let (url, forward) = crate::platform::kube::local_url(&exporter, &self.cluster)
+                    .await
+                    .map_err(StepError::Failed)?;
                 ctx.note(&format!("# GPU telemetry from the DCGM exporter {exporter} (as {url})"));
                 vec![(url, forward)]
             }

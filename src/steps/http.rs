@@ -3,12 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Ctx, Done, Inputs, Step, StepError};
+use crate::{net::fetch, platform::kube::local_url};
 use crate::{spec::workload::TlsSettings, units::Secs};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,65 +55,8 @@ fn default_workers_timeout() -> Secs {
     Secs(60.0)
 }
 
-/// A local base URL for `url`: itself, or a port-forward for `k8s://NAMESPACE/SERVICE:PORT`
-/// (kept open while the returned guard lives).
-pub async fn local_url(
-    url: &str,
-    cluster: &crate::platform::kube::Target,
-) -> Result<(String, Option<crate::platform::kube::Forward>), StepError> {
-    let Some((ns, svc, port)) = crate::platform::kube::parse_endpoint(url) else {
-        return Ok((url.trim_end_matches('/').to_string(), None));
-    };
-    let client = cluster.client().await.map_err(|e| StepError::Failed(e.to_string()))?;
-    let fwd = crate::platform::kube::forward(&client, &ns, &svc, port)
-        .await
-        .map_err(|e| StepError::Failed(e.to_string()))?;
-    Ok((fwd.url.clone(), Some(fwd)))
-}
-
 fn default_timeout() -> Secs {
     Secs(60.0)
-}
-
-/// One plain-HTTP request with `headers`; returns the status and the body.
-pub async fn fetch(
-    method: &str,
-    url: &str,
-    body: Option<&Value>,
-    headers: &hyper::HeaderMap,
-    tls: &TlsSettings,
-    timeout: Duration,
-) -> Result<(u16, Bytes), String> {
-    let url = crate::net::Url::parse(url).map_err(|why| format!("`{url}`: {why}"))?;
-    let (hostport, path) = (url.hostport.as_str(), if url.path.is_empty() { "/" } else { url.path.as_str() });
-    let tls = if url.https { Some(crate::net::Tls::new(&url.host, tls)?) } else { None };
-    let work = async {
-        let addr = tokio::net::lookup_host(hostport)
-            .await
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| format!("cannot resolve {hostport}"))?;
-        let mut sender = crate::net::open(addr, tls.as_ref())
-            .await
-            .map_err(|e| format!("cannot reach {hostport}: {e}"))?;
-        let payload = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let mut req =
-            hyper::Request::builder().method(method).uri(path).header(hyper::header::HOST, hostport);
-        if body.is_some() {
-            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        let req = req.body(Full::new(payload)).map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok((status, bytes))
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| format!("no answer within {} s", timeout.as_secs_f64()))?
 }
 
 impl Step for Args {
@@ -229,7 +171,7 @@ impl Args {
 
     /// The one request of `request`: a 2xx answer is done.
     async fn one(&self, ctx: &Ctx, call: &Call) -> Result<Done, StepError> {
-        let (base, _forward) = local_url(&self.url, &self.cluster).await?;
+        let (base, _forward) = local_url(&self.url, &self.cluster).await.map_err(StepError::Failed)?;
         let headers = crate::loadgen::headers(&self.headers.clone().unwrap_or_default())
             .map_err(|e| StepError::Failed(e.to_string()))?;
         let (status, _) = self.call(ctx, &base, &call.method, &call.path, None, &headers).await?;
@@ -243,7 +185,7 @@ impl Args {
     }
 
     async fn smoke_test(&self, ctx: &Ctx) -> Result<Done, StepError> {
-        let (base, _forward) = local_url(&self.url, &self.cluster).await?;
+        let (base, _forward) = local_url(&self.url, &self.cluster).await.map_err(StepError::Failed)?;
         if _forward.is_some() {
             ctx.note(&format!("# {} reached through a port-forward at {base}", self.url));
         }

@@ -199,7 +199,7 @@ impl Step for Args {
                     tail(&ctx.log, 15)
                 )));
             }
-            if let Ok((200, _)) = super::http::fetch(
+            if let Ok((200, _)) = crate::net::fetch(
                 "GET",
                 url,
                 None,
