@@ -1,6 +1,7 @@
-//! The module layering: no two top-level modules of `src/` may import each other, directly or
-//! through others. Read from the source (`crate::…` paths outside `#[cfg(test)]`), so a new
-//! import that closes a circle fails here with the circle named.
+//! The module layering: every top-level module of `src/` imports only modules of lower layers,
+//! in the order docs/architecture.md draws ([`LAYERS`]), so no two import each other, directly
+//! or through others. Read from the source (`crate::…` paths, `#[cfg(test)]` items left out and
+//! nothing else), so a new import that climbs a layer fails here, naming it.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -68,13 +69,111 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
             }
             let module = module_of(path.strip_prefix(&root).unwrap());
             let text = std::fs::read_to_string(&path).unwrap();
-            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-            let mut refs = referenced(code);
+            let code = without_tests(&text);
+            let mut refs = referenced(&code);
             refs.remove(&module);
             deps.entry(module).or_default().extend(refs);
         }
     }
     deps
+}
+
+/// The layers, lowest first, as docs/architecture.md draws them: a module may import only
+/// modules of lower layers.
+const LAYERS: &[&[&str]] = &[
+    &["lexicon", "rng", "shell", "template", "timer", "tools", "units"],
+    &["spec", "workdir"],
+    &["datasets", "net", "results", "sim"],
+    &["loadgen", "platform"],
+    &["harnesses", "resolve"],
+    &["analysis"],
+    &["steps"],
+    &["plan"],
+    &["exec"],
+    &["session"],
+    &["experiment"],
+    &["cli"],
+    &["lib", "main"],
+];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&module))
+}
+
+/// `text` without its `#[cfg(test)]` items (a test module, a test-only function or import):
+/// each is skipped to the end of its block or its `;`, string and char literals read as such.
+fn without_tests(text: &str) -> String {
+    const ATTR: &str = "#[cfg(test)]";
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(ATTR) {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + ATTR.len()..];
+        let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+        let mut end = rest.len();
+        let bytes = rest.as_bytes();
+        let mut k = 0;
+        while k < bytes.len() {
+            let c = bytes[k];
+            if in_str {
+                match (escaped, c) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_str = false,
+                    _ => {}
+                }
+            } else if c == b'"' {
+                in_str = true;
+            } else if c == b'\'' && bytes.get(k + 2) == Some(&b'\'') {
+                k += 2; // a char literal such as '{'
+            } else if c == b'{' {
+                depth += 1;
+            } else if c == b'}' {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    end = k + 1;
+                    break;
+                }
+            } else if c == b';' && depth == 0 {
+                end = k + 1;
+                break;
+            }
+            k += 1;
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn test_items_are_left_out_and_nothing_else() {
+    let text = "use crate::a::X;\n#[cfg(test)]\nuse crate::t::Y;\nfn f() { crate::b::g(\"}\") }\n\
+                #[cfg(test)]\nmod tests { fn h() { let c = '{'; crate::t::z(\"{\"); } }\nfn k() { crate::c::m() }\n";
+    let refs = referenced(&without_tests(text));
+    assert_eq!(refs, BTreeSet::from(["a".into(), "b".into(), "c".into()]));
+}
+
+#[test]
+fn every_import_goes_to_a_lower_layer_as_documented() {
+    let deps = graph();
+    let mut wrong = Vec::new();
+    for (module, imports) in &deps {
+        let Some(mine) = layer_of(module) else {
+            wrong.push(format!("{module} is in no layer: add it to LAYERS and docs/architecture.md"));
+            continue;
+        };
+        for import in imports {
+            match layer_of(import) {
+                Some(theirs) if theirs < mine => {}
+                Some(theirs) => {
+                    wrong.push(format!("{module} (layer {mine}) imports {import} (layer {theirs})"))
+                }
+                None => wrong.push(format!("{module} imports {import}, which is in no layer")),
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 /// A path of imports from `from` back to itself, if there is one.
