@@ -88,39 +88,30 @@ pub fn samples(dir: &Path) -> Result<BTreeMap<u32, Sample>, ExperimentError> {
     let path = results.join("requests.csv");
     let bad = |why: String| ExperimentError::State { path: path.display().to_string(), why };
     let mut reader = Reader::open(&path).map_err(|e| bad(e.to_string()))?;
-    let secs = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse::<f64>().ok()).map(|us| us / 1e6);
     let mut out: BTreeMap<u32, Sample> = BTreeMap::new();
     let mut ends: BTreeMap<u32, (f64, f64, Vec<f64>)> = BTreeMap::new();
+    // A row without a stage, send or end time does not count; one that failed or got no token
+    // counts in its stage's span only.
     while let Some(row) = reader.next_row().map_err(|e| bad(e.to_string()))? {
-        if row.get(Col::Warmup) == b"1" {
+        if row.warmup() {
             continue;
         }
-        let Some(stage) = std::str::from_utf8(row.get(Col::Stage)).ok().and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let (Some(sent), Some(end)) = (secs(row.get(Col::SentUs)), secs(row.get(Col::EndUs))) else {
-            continue;
-        };
+        let Ok(stage) = row.stage() else { continue };
+        let (Ok(sent), Ok(end)) = (row.secs(Col::SentUs), row.secs(Col::EndUs)) else { continue };
         let span = ends.entry(stage).or_insert((f64::INFINITY, 0.0, Vec::new()));
         span.0 = span.0.min(sent);
         span.1 = span.1.max(end);
-        let ok = row.get(Col::ErrorKind).is_empty();
-        let (Some(first), Some(last)) = (secs(row.get(Col::FirstTokenUs)), secs(row.get(Col::LastTokenUs)))
-        else {
+        let (Ok(first), Ok(last)) = (row.secs(Col::FirstTokenUs), row.secs(Col::LastTokenUs)) else {
             continue;
         };
-        if !ok {
+        if row.error_kind().is_some() {
             continue;
         }
         span.2.push(end);
         let s = out.entry(stage).or_default();
         s.ttft_ms.push((first - sent) * 1e3);
         s.e2el_ms.push((last - sent) * 1e3);
-        let tokens = std::str::from_utf8(row.get(Col::OutputTokens))
-            .ok()
-            .and_then(|t| t.parse::<u64>().ok())
-            .unwrap_or(0);
+        let tokens = row.count(Col::OutputTokens).unwrap_or(0);
         if tokens > 1 {
             s.tpot_ms.push((last - first) * 1e3 / (tokens - 1) as f64);
         }
