@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::{ExperimentError, plan::ExperimentPlan};
 use crate::{
+    analysis::percentile,
     results::{Col, Reader},
     rng::Rng,
     workdir::runs::RunDirs,
@@ -130,23 +131,6 @@ pub fn samples(dir: &Path) -> Result<BTreeMap<u32, Sample>, ExperimentError> {
     Ok(out)
 }
 
-/// The `q` quantile (0–1) by linear interpolation, as numpy's default; `v` is reordered.
-fn quantile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len();
-    let pos = q * (n - 1) as f64;
-    let lo = pos.floor() as usize;
-    let (_, x_lo, rest) = v.select_nth_unstable_by(lo, f64::total_cmp);
-    let x_lo = *x_lo;
-    if lo + 1 >= n || pos == lo as f64 {
-        return x_lo;
-    }
-    let x_hi = rest.iter().copied().fold(f64::INFINITY, f64::min);
-    x_lo + (pos - lo as f64) * (x_hi - x_lo)
-}
-
 fn stat(name: &str, v: &mut [f64]) -> f64 {
     match name {
         "mean" => {
@@ -156,8 +140,8 @@ fn stat(name: &str, v: &mut [f64]) -> f64 {
                 v.iter().sum::<f64>() / v.len() as f64
             }
         }
-        "median" => quantile(v, 0.5),
-        "p99" => quantile(v, 0.99),
+        "median" => percentile::linear(v, 0.5),
+        "p99" => percentile::linear(v, 0.99),
         _ => f64::NAN,
     }
 }
@@ -188,8 +172,8 @@ pub fn bootstrap(
         diffs.push(stat(which, &mut rb) - stat(which, &mut ra));
     }
     let alpha = (1.0 - level) / 2.0;
-    let lo = quantile(&mut diffs, alpha);
-    let hi = quantile(&mut diffs, 1.0 - alpha);
+    let lo = percentile::linear(&mut diffs, alpha);
+    let hi = percentile::linear(&mut diffs, 1.0 - alpha);
     (point, lo, hi)
 }
 
@@ -407,6 +391,7 @@ impl Comparison {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::percentile::linear as quantile;
 
     #[test]
     fn quantiles_interpolate_like_numpy() {

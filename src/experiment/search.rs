@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    analysis::StatsDoc,
+    analysis::{StatsDoc, percentile},
     results::{Col, Reader},
     spec::experiment::{Objective, Search},
     workdir::runs::RunDirs,
@@ -179,9 +179,9 @@ struct Pace {
     latency_ms: f64,
 }
 
+/// The upper middle (a value that was measured), NaN when empty.
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    percentile::higher(&mut v, 0.5)
 }
 
 fn pace(results: &Path, stage: u32) -> Option<Pace> {
