@@ -190,6 +190,11 @@ impl Col {
     /// The columns holding times (microseconds since the run's start).
     pub const TIMES: [Col; 5] =
         [Col::ScheduledUs, Col::SentUs, Col::FirstTokenUs, Col::LastTokenUs, Col::EndUs];
+
+    /// The column's name in [`HEADER`].
+    pub fn name(self) -> &'static str {
+        HEADER[self as usize]
+    }
 }
 
 /// Writes `requests.csv` rows (the header first).
@@ -308,10 +313,19 @@ impl Reader {
     }
 }
 
-/// One row of `requests.csv`, borrowed.
+/// A field of `requests.csv` that does not hold what its column promises (its text is
+/// `bad <column>`, e.g. `bad sent_us`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("bad {}", .0.name())]
+pub struct BadField(pub Col);
+
+/// One row of `requests.csv`, borrowed, decoded field by field on demand: the readers (the
+/// analysis, `compare`, the search) each take the fields they need and decide what a bad one
+/// means to them (an error, or a row that does not count), from the same decoding.
 pub struct Row<'a>(&'a csv::ByteRecord);
 
 impl Row<'_> {
+    /// The field as written.
     pub fn get(&self, col: Col) -> &[u8] {
         self.0.get(col as usize).unwrap_or_default()
     }
@@ -320,6 +334,76 @@ impl Row<'_> {
     pub fn line(&self) -> u64 {
         self.0.position().map_or(0, |p| p.line())
     }
+
+    /// The stage number.
+    pub fn stage(&self) -> Result<u32, BadField> {
+        digits(self.get(Col::Stage)).and_then(|n| u32::try_from(n).ok()).ok_or(BadField(Col::Stage))
+    }
+
+    /// A warm-up request (not measured).
+    pub fn warmup(&self) -> bool {
+        self.get(Col::Warmup) == b"1"
+    }
+
+    /// A time column ([`Col::TIMES`]) in seconds since the run's start. An empty field (the
+    /// request got no token) is a `BadField` like text that is not a number: `.ok()` where
+    /// the time may be missing.
+    pub fn secs(&self, col: Col) -> Result<f64, BadField> {
+        debug_assert!(Col::TIMES.contains(&col), "{} is not a time", col.name());
+        let field = self.get(col);
+        if field.is_empty() {
+            return Err(BadField(col));
+        }
+        std::str::from_utf8(field)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .map(|us| us / 1e6)
+            .ok_or(BadField(col))
+    }
+
+    /// A count column (chunks, prompt or output tokens).
+    pub fn count(&self, col: Col) -> Result<u64, BadField> {
+        debug_assert!(matches!(col, Col::Chunks | Col::PromptTokens | Col::OutputTokens));
+        digits(self.get(col)).ok_or(BadField(col))
+    }
+
+    /// The token counts are the dataset's estimate, not the server's `usage`.
+    pub fn estimated(&self) -> bool {
+        self.get(Col::TokensSource) != b"usage"
+    }
+
+    /// How the request failed, as written (`None`: no error recorded; the request may still
+    /// have got no token). Not parsed into an [`ErrorKind`]: the analysis counts failures by
+    /// the text, whatever it is.
+    pub fn error_kind(&self) -> Option<std::borrow::Cow<'_, str>> {
+        let field = self.get(Col::ErrorKind);
+        (!field.is_empty()).then(|| String::from_utf8_lossy(field))
+    }
+
+    /// The gaps between consecutive content chunks, in seconds (none when the harness did not
+    /// record them).
+    pub fn gaps(&self) -> impl Iterator<Item = Result<f64, BadField>> + '_ {
+        self.get(Col::ItlUs)
+            .split(|b| *b == b' ')
+            .filter(|g| !g.is_empty())
+            .map(|g| digits(g).map(|us| us as f64 / 1e6).ok_or(BadField(Col::ItlUs)))
+    }
+}
+
+/// A decimal integer (digits only), without UTF-8 validation: the hot loop of reading
+/// millions of chunk gaps.
+fn digits(field: &[u8]) -> Option<u64> {
+    if field.is_empty() || field.len() > 19 {
+        return None;
+    }
+    let mut n = 0u64;
+    for b in field {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Some(n)
 }
 
 /// Writes `out` from the rows of several `requests.csv` files, shifting each file's times by
@@ -465,6 +549,80 @@ mod tests {
             (&b"1500.000"[..], &b"2000.000"[..], &b"7"[..])
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file holding `text` after the header, read back row by row.
+    fn rows_of(tag: &str, text: &str) -> Reader {
+        let path = std::env::temp_dir().join(format!("bf-records-row-{tag}-{}.csv", std::process::id()));
+        std::fs::write(&path, format!("{}\n{text}", HEADER.join(","))).unwrap();
+        let reader = Reader::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        reader
+    }
+
+    #[test]
+    fn a_row_written_decodes_to_what_was_measured() {
+        let mut ok = Record::new(2, 7, true, 1_000_000, 12, 4);
+        ok.sent_ns = 1_500_000;
+        ok.chunk(2_000_000);
+        ok.chunk(2_250_000);
+        ok.chunk(2_600_000);
+        ok.end_ns = 2_700_000;
+        ok.usage_completion = Some(3);
+        ok.usage_prompt = Some(11);
+        ok.status = 200;
+        let mut failed = Record::new(1, 8, false, 0, 5, 4);
+        failed.fail(ErrorKind::Timeout, "no answer".into());
+        let mut out = Vec::new();
+        let mut w = Writer::new(&mut out).unwrap();
+        w.write(&ok).unwrap();
+        w.write(&failed).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let text = String::from_utf8(out).unwrap();
+        let body = text.split_once('\n').unwrap().1;
+        let mut rd = rows_of("ok", body);
+        let row = rd.next_row().unwrap().unwrap();
+        assert_eq!(
+            (row.stage(), row.warmup(), row.estimated(), row.error_kind()),
+            (Ok(2), true, false, None)
+        );
+        assert_eq!(row.secs(Col::ScheduledUs), Ok(0.001));
+        assert_eq!(row.secs(Col::SentUs), Ok(0.0015));
+        assert_eq!(row.secs(Col::FirstTokenUs), Ok(0.002));
+        assert_eq!(row.secs(Col::LastTokenUs), Ok(0.0026));
+        assert_eq!(row.secs(Col::EndUs), Ok(0.0027));
+        assert_eq!(
+            (row.count(Col::Chunks), row.count(Col::PromptTokens), row.count(Col::OutputTokens)),
+            (Ok(3), Ok(11), Ok(3))
+        );
+        assert_eq!(row.gaps().collect::<Vec<_>>(), [Ok(0.00025), Ok(0.00035)]);
+        let row = rd.next_row().unwrap().unwrap();
+        assert_eq!((row.stage(), row.warmup(), row.estimated()), (Ok(1), false, true));
+        assert_eq!(row.error_kind().as_deref(), Some("timeout"));
+        // No token arrived: the times are absent, and no gap was recorded.
+        assert_eq!(row.secs(Col::FirstTokenUs), Err(BadField(Col::FirstTokenUs)));
+        assert_eq!(row.gaps().count(), 0);
+        assert_eq!((row.count(Col::PromptTokens), row.count(Col::OutputTokens)), (Ok(5), Ok(0)));
+    }
+
+    #[test]
+    fn a_malformed_row_names_its_bad_fields() {
+        let mut rd = rows_of(
+            "bad",
+            "x,1,0,1.0,abc,,,3.0,2,10,-1,usage,200,,,5 y 7\n4294967296,2,0,1,1,1,1,1,1,1,1,usage,200,,,\n",
+        );
+        let row = rd.next_row().unwrap().unwrap();
+        assert_eq!(row.stage(), Err(BadField(Col::Stage)));
+        assert_eq!(row.stage().unwrap_err().to_string(), "bad stage");
+        assert_eq!(row.secs(Col::SentUs).unwrap_err().to_string(), "bad sent_us");
+        assert_eq!(row.secs(Col::ScheduledUs), Ok(1e-6));
+        assert_eq!(row.count(Col::OutputTokens), Err(BadField(Col::OutputTokens)));
+        assert_eq!(row.gaps().collect::<Vec<_>>(), [Ok(5e-6), Err(BadField(Col::ItlUs)), Ok(7e-6)]);
+        assert_eq!(row.line(), 2);
+        // A stage beyond u32 is bad, not wrapped around.
+        let row = rd.next_row().unwrap().unwrap();
+        assert_eq!(row.stage(), Err(BadField(Col::Stage)));
     }
 
     #[test]

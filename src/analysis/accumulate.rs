@@ -11,7 +11,7 @@ use crate::spec::workload::Slo;
 
 /// One request as read back (seconds since the run's start).
 #[derive(Debug, Clone, Default)]
-pub(super) struct Row {
+pub(super) struct Request {
     pub(super) stage: u32,
     pub(super) warmup: bool,
     pub(super) scheduled: f64,
@@ -59,7 +59,7 @@ pub(super) struct Acc {
     pub(super) cancelled: u64,
 }
 
-pub(super) fn accumulate(acc: &mut Acc, r: &Row, gaps: &[f64], slo: &Slo) {
+pub(super) fn accumulate(acc: &mut Acc, r: &Request, gaps: &[f64], slo: &Slo) {
     if acc.completed == 0 && acc.failed.is_empty() {
         acc.first_sent = r.sent;
         acc.first_success_sent = f64::INFINITY;

@@ -12,6 +12,7 @@
 
 pub mod benchmark_report;
 pub mod gpu;
+pub mod percentile;
 pub mod plots;
 pub mod report;
 pub mod stats;

@@ -1,15 +1,15 @@
 //! Reading one harness run's records: one streaming pass over `requests.csv` (warm-up rows
 //! skipped), `run.json` and `server_metrics.csv`.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{borrow::Cow, collections::BTreeMap, path::Path};
 
 use super::{
     Analysis, AnalysisError, Convention, Metrics, Series, StageSeries,
-    accumulate::{Acc, Row, accumulate, finish},
+    accumulate::{Acc, Request, accumulate, finish},
     cdf,
 };
 use crate::{
-    results::{Col, Reader, RunInfo},
+    results::{BadField, Col, Reader, RunInfo},
     spec::workload::Slo,
 };
 
@@ -66,29 +66,6 @@ pub(super) fn combine(by_target: &BTreeMap<String, Metrics>) -> Metrics {
         .collect()
 }
 
-fn secs(field: &[u8]) -> Option<f64> {
-    if field.is_empty() {
-        return None;
-    }
-    std::str::from_utf8(field).ok()?.parse::<f64>().ok().map(|us| us / 1e6)
-}
-
-/// A decimal integer (digits only), without UTF-8 validation: the hot loop of reading
-/// millions of chunk gaps.
-fn int(field: &[u8]) -> Option<u64> {
-    if field.is_empty() || field.len() > 19 {
-        return None;
-    }
-    let mut n = 0u64;
-    for b in field {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        n = n * 10 + u64::from(b - b'0');
-    }
-    Some(n)
-}
-
 /// Reads `run.json` of a results directory, if present.
 pub fn read_info(results: &Path) -> Option<RunInfo> {
     let text = std::fs::read(results.join("run.json")).ok()?;
@@ -112,28 +89,29 @@ pub fn compute(results: &Path, convention: Convention, slo: &Slo) -> Result<Anal
     // A run killed mid-write leaves a partial last line: the reader stops before it.
     while let Some(record) = reader.next_row().map_err(records_error)? {
         let line = record.line();
-        let bad = |why: &str| AnalysisError::Row { path: path.clone(), line, why: why.to_string() };
-        let f = |c: Col| record.get(c);
-        let row = Row {
-            stage: int(f(Col::Stage)).ok_or_else(|| bad("bad stage"))? as u32,
-            warmup: f(Col::Warmup) == b"1",
-            scheduled: secs(f(Col::ScheduledUs)).ok_or_else(|| bad("bad scheduled_us"))?,
-            sent: secs(f(Col::SentUs)).ok_or_else(|| bad("bad sent_us"))?,
-            first: secs(f(Col::FirstTokenUs)),
-            last: secs(f(Col::LastTokenUs)),
-            end: secs(f(Col::EndUs)).ok_or_else(|| bad("bad end_us"))?,
-            prompt_tokens: int(f(Col::PromptTokens)).unwrap_or(0),
-            output_tokens: int(f(Col::OutputTokens)).unwrap_or(0),
-            chunks: int(f(Col::Chunks)).unwrap_or(0),
-            estimated: f(Col::TokensSource) != b"usage",
-            error_kind: String::from_utf8_lossy(f(Col::ErrorKind)).into_owned(),
+        // A row whose stage or send, schedule or end time is not a number stops the analysis
+        // (warm-up rows too); a missing or bad token time makes the request one without tokens.
+        let bad = |e: BadField| AnalysisError::Row { path: path.clone(), line, why: e.to_string() };
+        let row = Request {
+            stage: record.stage().map_err(bad)?,
+            warmup: record.warmup(),
+            scheduled: record.secs(Col::ScheduledUs).map_err(bad)?,
+            sent: record.secs(Col::SentUs).map_err(bad)?,
+            first: record.secs(Col::FirstTokenUs).ok(),
+            last: record.secs(Col::LastTokenUs).ok(),
+            end: record.secs(Col::EndUs).map_err(bad)?,
+            prompt_tokens: record.count(Col::PromptTokens).unwrap_or(0),
+            output_tokens: record.count(Col::OutputTokens).unwrap_or(0),
+            chunks: record.count(Col::Chunks).unwrap_or(0),
+            estimated: record.estimated(),
+            error_kind: record.error_kind().map(Cow::into_owned).unwrap_or_default(),
         };
         if row.warmup {
             continue;
         }
         gaps.clear();
-        for g in f(Col::ItlUs).split(|b| *b == b' ').filter(|g| !g.is_empty()) {
-            gaps.push(int(g).ok_or_else(|| bad("bad itl_us"))? as f64 / 1e6);
+        for g in record.gaps() {
+            gaps.push(g.map_err(bad)?);
         }
         let acc = stages.entry(row.stage).or_default();
         accumulate(acc, &row, &gaps, slo);

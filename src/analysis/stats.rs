@@ -1,5 +1,7 @@
 //! Distribution summaries under the two conventions (reference `metrics.md`).
 
+use super::percentile;
+
 /// The percentiles reported for every latency metric (the llm-d Benchmark Report's ladder).
 pub const PERCENTILES: [f64; 11] = [0.1, 1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
 
@@ -43,8 +45,8 @@ impl Summary {
 }
 
 /// vllm bench serve: arithmetic mean, population std, median = average of the two middles,
-/// percentiles by linear interpolation between closest ranks (numpy's default, position
-/// (n−1)·P/100). Empty → zeros. Reorders `values`.
+/// percentiles by [`percentile::linear_percentiles`] (numpy's default, position (n−1)·P/100).
+/// Empty → zeros. Reorders `values`.
 pub fn vllm(values: &mut [f64]) -> Summary {
     let n = values.len();
     if n == 0 {
@@ -52,41 +54,23 @@ pub fn vllm(values: &mut [f64]) -> Summary {
     }
     let mean = values.iter().sum::<f64>() / n as f64;
     let std = (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64).sqrt();
-    // Order statistics needed, ascending; each selection only touches the part to its right.
-    let mut wanted: Vec<usize> = vec![0, n - 1];
-    let positions: Vec<f64> =
-        std::iter::once(50.0).chain(PERCENTILES).map(|p| (n - 1) as f64 * p / 100.0).collect();
-    for pos in &positions {
-        wanted.push(pos.floor() as usize);
-        wanted.push((pos.ceil() as usize).min(n - 1));
-    }
-    wanted.sort_unstable();
-    wanted.dedup();
-    let mut lo = 0;
-    for &k in &wanted {
-        if k >= lo {
-            values[lo..].select_nth_unstable_by(k - lo, f64::total_cmp);
-            lo = k + 1;
-        }
-    }
-    let at = |pos: f64| {
-        let (a, b) = (pos.floor() as usize, (pos.ceil() as usize).min(n - 1));
-        values[a] + (values[b] - values[a]) * (pos - a as f64)
-    };
+    // min, max and median first, then the ladder.
+    let ps: Vec<f64> = [0.0, 100.0, 50.0].into_iter().chain(PERCENTILES).collect();
+    let at = percentile::linear_percentiles(values, &ps);
     Summary {
         count: n,
         mean,
-        median: at(positions[0]),
+        median: at[2],
         std,
-        min: values[0],
-        max: values[n - 1],
-        percentiles: PERCENTILES.iter().zip(&positions[1..]).map(|(p, pos)| (*p, at(*pos))).collect(),
+        min: at[0],
+        max: at[1],
+        percentiles: PERCENTILES.iter().zip(&at[3..]).map(|(p, v)| (*p, *v)).collect(),
     }
 }
 
 /// GuideLLM: (value, weight) pairs normalised to probabilities; mean = Σp·x, population
-/// variance; percentile q = the first sorted value whose cumulative probability ≥ q (no
-/// interpolation); median = p50. Zero weights drop out.
+/// variance; percentiles by [`percentile::weighted_inverse_cdf`] (the first sorted value whose
+/// cumulative probability ≥ q, no interpolation); median = p50. Zero weights drop out.
 pub fn guidellm(pairs: &mut [(f64, f64)]) -> Summary {
     let total: f64 = pairs.iter().map(|(_, w)| *w).sum();
     if pairs.is_empty() || total <= 0.0 {
@@ -95,16 +79,7 @@ pub fn guidellm(pairs: &mut [(f64, f64)]) -> Summary {
     pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
     let mean = pairs.iter().map(|(x, w)| x * w).sum::<f64>() / total;
     let var = pairs.iter().map(|(x, w)| w * (x - mean) * (x - mean)).sum::<f64>() / total;
-    let quantile = |q: f64| {
-        let mut cum = 0.0;
-        for (x, w) in pairs.iter() {
-            cum += w / total;
-            if cum >= q - 1e-12 {
-                return *x;
-            }
-        }
-        pairs.last().map_or(0.0, |p| p.0)
-    };
+    let quantile = |q: f64| percentile::weighted_inverse_cdf(pairs, total, q);
     Summary {
         count: pairs.iter().filter(|(_, w)| *w > 0.0).count(),
         mean,

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::{ExperimentError, plan::ExperimentPlan};
 use crate::{
+    analysis::percentile,
     results::{Col, Reader},
     rng::Rng,
     workdir::runs::RunDirs,
@@ -88,39 +89,30 @@ pub fn samples(dir: &Path) -> Result<BTreeMap<u32, Sample>, ExperimentError> {
     let path = results.join("requests.csv");
     let bad = |why: String| ExperimentError::State { path: path.display().to_string(), why };
     let mut reader = Reader::open(&path).map_err(|e| bad(e.to_string()))?;
-    let secs = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse::<f64>().ok()).map(|us| us / 1e6);
     let mut out: BTreeMap<u32, Sample> = BTreeMap::new();
     let mut ends: BTreeMap<u32, (f64, f64, Vec<f64>)> = BTreeMap::new();
+    // A row without a stage, send or end time does not count; one that failed or got no token
+    // counts in its stage's span only.
     while let Some(row) = reader.next_row().map_err(|e| bad(e.to_string()))? {
-        if row.get(Col::Warmup) == b"1" {
+        if row.warmup() {
             continue;
         }
-        let Some(stage) = std::str::from_utf8(row.get(Col::Stage)).ok().and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let (Some(sent), Some(end)) = (secs(row.get(Col::SentUs)), secs(row.get(Col::EndUs))) else {
-            continue;
-        };
+        let Ok(stage) = row.stage() else { continue };
+        let (Ok(sent), Ok(end)) = (row.secs(Col::SentUs), row.secs(Col::EndUs)) else { continue };
         let span = ends.entry(stage).or_insert((f64::INFINITY, 0.0, Vec::new()));
         span.0 = span.0.min(sent);
         span.1 = span.1.max(end);
-        let ok = row.get(Col::ErrorKind).is_empty();
-        let (Some(first), Some(last)) = (secs(row.get(Col::FirstTokenUs)), secs(row.get(Col::LastTokenUs)))
-        else {
+        let (Ok(first), Ok(last)) = (row.secs(Col::FirstTokenUs), row.secs(Col::LastTokenUs)) else {
             continue;
         };
-        if !ok {
+        if row.error_kind().is_some() {
             continue;
         }
         span.2.push(end);
         let s = out.entry(stage).or_default();
         s.ttft_ms.push((first - sent) * 1e3);
         s.e2el_ms.push((last - sent) * 1e3);
-        let tokens = std::str::from_utf8(row.get(Col::OutputTokens))
-            .ok()
-            .and_then(|t| t.parse::<u64>().ok())
-            .unwrap_or(0);
+        let tokens = row.count(Col::OutputTokens).unwrap_or(0);
         if tokens > 1 {
             s.tpot_ms.push((last - first) * 1e3 / (tokens - 1) as f64);
         }
@@ -139,23 +131,6 @@ pub fn samples(dir: &Path) -> Result<BTreeMap<u32, Sample>, ExperimentError> {
     Ok(out)
 }
 
-/// The `q` quantile (0–1) by linear interpolation, as numpy's default; `v` is reordered.
-fn quantile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len();
-    let pos = q * (n - 1) as f64;
-    let lo = pos.floor() as usize;
-    let (_, x_lo, rest) = v.select_nth_unstable_by(lo, f64::total_cmp);
-    let x_lo = *x_lo;
-    if lo + 1 >= n || pos == lo as f64 {
-        return x_lo;
-    }
-    let x_hi = rest.iter().copied().fold(f64::INFINITY, f64::min);
-    x_lo + (pos - lo as f64) * (x_hi - x_lo)
-}
-
 fn stat(name: &str, v: &mut [f64]) -> f64 {
     match name {
         "mean" => {
@@ -165,8 +140,8 @@ fn stat(name: &str, v: &mut [f64]) -> f64 {
                 v.iter().sum::<f64>() / v.len() as f64
             }
         }
-        "median" => quantile(v, 0.5),
-        "p99" => quantile(v, 0.99),
+        "median" => percentile::linear(v, 0.5),
+        "p99" => percentile::linear(v, 0.99),
         _ => f64::NAN,
     }
 }
@@ -197,8 +172,8 @@ pub fn bootstrap(
         diffs.push(stat(which, &mut rb) - stat(which, &mut ra));
     }
     let alpha = (1.0 - level) / 2.0;
-    let lo = quantile(&mut diffs, alpha);
-    let hi = quantile(&mut diffs, 1.0 - alpha);
+    let lo = percentile::linear(&mut diffs, alpha);
+    let hi = percentile::linear(&mut diffs, 1.0 - alpha);
     (point, lo, hi)
 }
 
@@ -416,6 +391,7 @@ impl Comparison {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::percentile::linear as quantile;
 
     #[test]
     fn quantiles_interpolate_like_numpy() {

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    analysis::StatsDoc,
+    analysis::{StatsDoc, percentile},
     results::{Col, Reader},
     spec::experiment::{Objective, Search},
     workdir::runs::RunDirs,
@@ -179,28 +179,27 @@ struct Pace {
     latency_ms: f64,
 }
 
+/// The upper middle (a value that was measured), NaN when empty.
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    percentile::higher(&mut v, 0.5)
 }
 
 fn pace(results: &Path, stage: u32) -> Option<Pace> {
     let mut reader = Reader::open(&results.join("requests.csv")).ok()?;
-    let num = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse::<f64>().ok()).map(|us| us / 1e6);
-    // (sent, end, ttft s) of successful requests; every request's send time.
+    // (sent, end, ttft s) of successful requests; every request's send time. A row without a
+    // stage or send time does not count; a read error ends the records.
     let mut ok: Vec<(f64, f64, f64)> = Vec::new();
     let mut sent_all: Vec<f64> = Vec::new();
     while let Ok(Some(row)) = reader.next_row() {
-        let this_stage = std::str::from_utf8(row.get(Col::Stage)).ok().and_then(|s| s.parse::<u32>().ok());
-        if row.get(Col::Warmup) == b"1" || this_stage != Some(stage) {
+        if row.warmup() || row.stage().ok() != Some(stage) {
             continue;
         }
-        let Some(sent) = num(row.get(Col::SentUs)) else { continue };
+        let Ok(sent) = row.secs(Col::SentUs) else { continue };
         sent_all.push(sent);
-        if !row.get(Col::ErrorKind).is_empty() {
+        if row.error_kind().is_some() {
             continue;
         }
-        if let (Some(first), Some(end)) = (num(row.get(Col::FirstTokenUs)), num(row.get(Col::EndUs))) {
+        if let (Ok(first), Ok(end)) = (row.secs(Col::FirstTokenUs), row.secs(Col::EndUs)) {
             ok.push((sent, end, first - sent));
         }
     }
