@@ -101,7 +101,7 @@ fn planning_context() -> RunContext {
         id: "plan".into(),
         workdir: PathBuf::from("/"),
         bin: crate::session::this_binary(),
-        ports: crate::platform::Ports::Placeholder,
+        ports: crate::resolve::Ports::Placeholder,
     }
 }
 

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     exec::Outcome,
     plan::Plan,
-    platform::Ports,
+    resolve::Ports,
     session::{self, Session, Setup},
     spec::pipeline::Phase,
     workdir::layout,
