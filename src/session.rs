@@ -88,13 +88,6 @@ impl Setup {
         let plan = plan::compile(&resolved)?;
         Ok((resolved, plan))
     }
-
-    /// The same, from files read earlier (`request` must name the files `loaded` read).
-    pub fn compile_loaded(&self, loaded: &resolve::Loaded) -> Result<(Resolved, Plan), SessionError> {
-        let resolved = loaded.resolve(&self.request, &self.context())?;
-        let plan = plan::compile(&resolved)?;
-        Ok((resolved, plan))
-    }
 }
 
 /// This executable (it serves `benchflow sim` for local engines).
@@ -110,7 +103,7 @@ pub fn this_binary() -> PathBuf {
 
 /// What a work directory recorded (`inputs/resolved.yaml`), if it is one.
 pub fn recorded(root: &Path) -> Option<Resolved> {
-    Resolved::from_file(&root.join("inputs/resolved.yaml")).ok()
+    Resolved::from_file(&root.join(layout::RESOLVED)).ok()
 }
 
 /// A prepared run: the locked work directory, the resolved inputs, the plan.
@@ -124,6 +117,14 @@ impl Session {
     /// Resolves, compiles, locks the work directory and writes `inputs/` and `plan/`.
     pub fn create(setup: Setup) -> Result<Session, SessionError> {
         let (resolved, plan) = setup.compile()?;
+        Session::from_parts(&setup.root, resolved, plan)
+    }
+
+    /// [`Session::create`] from files read earlier (an experiment's stacks and points; the
+    /// setup's request must name the files `loaded` read).
+    pub fn from_loaded(setup: Setup, loaded: &resolve::Loaded) -> Result<Session, SessionError> {
+        let resolved = loaded.resolve(&setup.request, &setup.context())?;
+        let plan = plan::compile(&resolved)?;
         Session::from_parts(&setup.root, resolved, plan)
     }
 
@@ -159,29 +160,26 @@ impl Session {
             wd.write(&format!("inputs/{kind}.yaml"), format!("# from {origin}\n{text}").as_bytes())?;
         }
         let sets = resolved.request.sets.iter().map(|s| format!("--set {s}\n")).collect::<String>();
-        wd.write("inputs/overrides.txt", sets.as_bytes())?;
+        wd.write(layout::OVERRIDES, sets.as_bytes())?;
         // A later command with other inputs keeps the earlier record beside the new one.
         let text = resolved.to_yaml();
-        if let Ok(old) = std::fs::read_to_string(wd.path("inputs/resolved.yaml"))
+        if let Ok(old) = std::fs::read_to_string(wd.path(layout::RESOLVED))
             && old != text
         {
             let stamp = utc_now().replace([':', '.'], "-");
             wd.write(&format!("inputs/history/{stamp}-resolved.yaml"), old.as_bytes())?;
         }
-        wd.write("inputs/resolved.yaml", text.as_bytes())?;
+        wd.write(layout::RESOLVED, text.as_bytes())?;
         let version = json!({
             "benchflow_version": env!("CARGO_PKG_VERSION"),
             "format_version": workdir::FORMAT_VERSION,
             "written_at": utc_now(),
             "command": std::env::args().collect::<Vec<_>>(),
         });
-        wd.write(
-            "inputs/version.json",
-            serde_json::to_string_pretty(&version).unwrap_or_default().as_bytes(),
-        )?;
-        wd.write("plan/plan.json", serde_json::to_string_pretty(plan).unwrap_or_default().as_bytes())?;
+        wd.write(layout::VERSION, serde_json::to_string_pretty(&version).unwrap_or_default().as_bytes())?;
+        wd.write(layout::PLAN, serde_json::to_string_pretty(plan).unwrap_or_default().as_bytes())?;
         wd.write("plan/plan.dot", plan.dot().as_bytes())?;
-        wd.write("plan/plan.txt", plan.table().as_bytes())?;
+        wd.write(layout::PLAN_TABLE, plan.table().as_bytes())?;
         for s in &plan.steps {
             for (name, text) in s.args.as_ref().map(|a| a.files()).unwrap_or_default() {
                 wd.write(&format!("plan/manifests/{}/{name}", s.id), text.as_bytes())?;

@@ -21,6 +21,7 @@ mod accumulate;
 mod outputs;
 mod read;
 
+use crate::workdir::layout;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -216,7 +217,11 @@ pub struct Dirs {
 impl Dirs {
     /// `DIR/results` → `DIR/analysis` (a directory holding one run's records directly).
     pub fn single(dir: &Path) -> Dirs {
-        Dirs { workdir: dir.to_path_buf(), results: dir.join("results"), out: dir.join("analysis") }
+        Dirs {
+            workdir: dir.to_path_buf(),
+            results: dir.join(layout::RESULTS),
+            out: dir.join(layout::ANALYSIS),
+        }
     }
 }
 

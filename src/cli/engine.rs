@@ -1,6 +1,7 @@
 //! The commands that compile and execute a plan: the glue between files, work directory and
 //! executor. Every command that changes anything writes its inputs and plan first.
 
+use crate::workdir::layout;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -203,7 +204,7 @@ pub(super) fn dir_or_latest(dir: Option<PathBuf>) -> PathBuf {
 }
 
 pub(super) fn load_plan(dir: &Path) -> Result<Plan, CliError> {
-    let path = dir.join("plan/plan.json");
+    let path = dir.join(layout::PLAN);
     let text = std::fs::read_to_string(&path).map_err(|_| {
         CliError::Usage(format!("{} has no plan/plan.json: is it a benchflow work directory?", dir.display()))
     })?;
@@ -265,9 +266,9 @@ pub async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
     };
     let archive_note = unpacked.as_ref().map(|_| args.source.display().to_string());
     let source_dir = unpacked.as_ref().map_or(args.source.clone(), |(_, root)| root.clone());
-    let recorded = Resolved::from_file(&source_dir.join("inputs/resolved.yaml"))?;
+    let recorded = Resolved::from_file(&source_dir.join(layout::RESOLVED))?;
     let root = workdir::choose(args.workdir.as_deref());
-    if root.join("inputs/resolved.yaml").exists() {
+    if root.join(layout::RESOLVED).exists() {
         return Err(CliError::Usage(format!(
             "{} already holds a run; choose a new --workdir",
             root.display()
@@ -288,7 +289,7 @@ pub async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
         "from": archive_note.unwrap_or_else(|| args.source.display().to_string()),
         "at": utc_now(),
     });
-    wd.write("inputs/origin.json", serde_json::to_string_pretty(&origin).unwrap_or_default().as_bytes())?;
+    wd.write(layout::ORIGIN, serde_json::to_string_pretty(&origin).unwrap_or_default().as_bytes())?;
     if args.dry_run {
         return dry_run_done(&p);
     }

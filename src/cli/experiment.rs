@@ -1,6 +1,7 @@
 //! `benchflow experiment` (run, resume, plan) and `benchflow compare`; `teardown` and
 //! `analyze` of an experiment directory come here too.
 
+use crate::workdir::layout;
 use std::path::{Path, PathBuf};
 
 use super::{
@@ -19,7 +20,7 @@ use crate::experiment::{
 /// The experiment file an experiment directory recorded (`experiment.yaml`, whose first line
 /// names where it came from) and its `--set`s.
 fn recorded(root: &Path) -> Result<(ExperimentFile, Vec<String>), CliError> {
-    let text = std::fs::read_to_string(root.join("experiment.yaml")).map_err(|_| {
+    let text = std::fs::read_to_string(root.join(layout::EXPERIMENT)).map_err(|_| {
         CliError::Usage(format!(
             "{} holds no experiment.yaml: is it an experiment directory?",
             root.display()
@@ -29,8 +30,8 @@ fn recorded(root: &Path) -> Result<(ExperimentFile, Vec<String>), CliError> {
     let origin = first
         .strip_prefix("# from ")
         .map(str::to_string)
-        .unwrap_or_else(|| root.join("experiment.yaml").display().to_string());
-    let sets = std::fs::read_to_string(root.join("overrides.txt"))
+        .unwrap_or_else(|| root.join(layout::EXPERIMENT).display().to_string());
+    let sets = std::fs::read_to_string(root.join(layout::EXPERIMENT_OVERRIDES))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.strip_prefix("--set ").map(str::to_string))
@@ -86,7 +87,7 @@ pub async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
     .await?;
     if let Some(o) = &summary.search {
         let text = serde_json::to_string_pretty(o).unwrap_or_default();
-        crate::workdir::write_atomic(&plan.root.join("analysis/search.json"), text.as_bytes())?;
+        crate::workdir::write_atomic(&plan.root.join(layout::SEARCH), text.as_bytes())?;
     }
     let findings = analysis::analyze(&plan)?;
     if let Some(o) = &findings.search {
@@ -193,7 +194,7 @@ pub async fn teardown(root: &Path) -> Result<(), CliError> {
     }
     let mut failed = Vec::new();
     for id in up {
-        let dir = root.join("stacks").join(&id);
+        let dir = root.join(layout::STACKS).join(&id);
         let mut signals = engine::signals(&dir);
         let report = run::teardown_dir(&dir, false, &mut signals).await?;
         let clean = report.leftovers.is_empty() && report.teardown_failed.is_empty();
@@ -248,7 +249,7 @@ pub fn analyze(root: &Path) -> Result<(), CliError> {
         print!("{}", experiment::search::table(o));
         println!("answer: {}", o.says);
     }
-    eprintln!("analysis in {}", root.join("analysis").display());
+    eprintln!("analysis in {}", root.join(layout::ANALYSIS).display());
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use super::{
     args::{ArchiveArgs, DirArgs, GcArgs},
     engine::{dir_or_latest, load_plan},
 };
+use crate::workdir::layout;
 use crate::{
     exec::{self, State},
     resolve::Resolved,
@@ -25,7 +26,7 @@ pub async fn status(args: DirArgs) -> Result<(), CliError> {
             State::fresh(&plan.run_id)
         }
     };
-    let resolved = Resolved::from_file(&dir.join("inputs/resolved.yaml"))?;
+    let resolved = Resolved::from_file(&dir.join(layout::RESOLVED))?;
     println!("run {} in {}", plan.run_id, dir.display());
     if let Some(url) = resolved.get("endpoint.url").and_then(|v| v.as_str()) {
         println!("endpoint {url}");
@@ -51,13 +52,13 @@ pub async fn status(args: DirArgs) -> Result<(), CliError> {
             println!("  {}", exec::describe_leftover(&id, &rec));
         }
     }
-    let mut runs: Vec<(String, usize)> = std::fs::read_dir(dir.join("results"))
+    let mut runs: Vec<(String, usize)> = std::fs::read_dir(dir.join(layout::RESULTS))
         .into_iter()
         .flatten()
         .filter_map(|e| {
             let name = e.ok()?.file_name().to_string_lossy().to_string();
             name.parse::<u32>().ok()?;
-            let rows = std::fs::read_to_string(dir.join("results").join(&name).join("requests.csv"))
+            let rows = std::fs::read_to_string(dir.join(layout::RESULTS).join(&name).join("requests.csv"))
                 .map(|t| t.lines().count().saturating_sub(1))
                 .unwrap_or(0);
             Some((name, rows))
@@ -158,7 +159,7 @@ async fn deployment_status(client: &kube::Client, ns: &str, name: &str) {
 }
 
 pub fn archive(args: ArchiveArgs) -> Result<(), CliError> {
-    if !args.dir.join("inputs/resolved.yaml").is_file() {
+    if !args.dir.join(layout::RESOLVED).is_file() {
         return Err(CliError::Usage(format!("{} is not a benchflow work directory", args.dir.display())));
     }
     // Not while a run writes into it: the lock is held while packing.

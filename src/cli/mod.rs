@@ -13,6 +13,7 @@ pub mod experiment;
 pub mod inspect;
 pub mod tools;
 
+use crate::workdir::layout;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -263,7 +264,7 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_r
 }
 
 fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
-    let resolved = Resolved::from_file(&args.dir.join("inputs/resolved.yaml")).ok();
+    let resolved = Resolved::from_file(&args.dir.join(layout::RESOLVED)).ok();
     let slo = resolved
         .as_ref()
         .and_then(|r| r.get("workload.slo").cloned())
@@ -279,7 +280,7 @@ fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
         })
         .unwrap_or(Convention::Vllm);
     // Not while a run writes into it (a plain results folder has no lock to take).
-    let _lock = if args.dir.join("inputs/resolved.yaml").is_file() {
+    let _lock = if args.dir.join(layout::RESOLVED).is_file() {
         Some(crate::workdir::WorkDir::open(&args.dir)?)
     } else {
         None

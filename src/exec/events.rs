@@ -3,6 +3,7 @@
 //! (one JSON object per event, with its time) and hands it to the caller's [`Sink`]; the CLI's
 //! sink is the [`Console`] (a line per event on stderr, nothing but signals when quiet).
 
+use crate::workdir::layout;
 use std::{collections::BTreeMap, io::Write as _, path::Path};
 
 use serde::Serialize;
@@ -101,7 +102,7 @@ pub(crate) struct EventLog {
 impl EventLog {
     pub(crate) fn open(dir: &Path) -> EventLog {
         EventLog {
-            file: std::fs::OpenOptions::new().create(true).append(true).open(dir.join("events.jsonl")).ok(),
+            file: std::fs::OpenOptions::new().create(true).append(true).open(dir.join(layout::EVENTS)).ok(),
         }
     }
 

@@ -15,6 +15,7 @@ mod record;
 pub mod state;
 pub mod walk;
 
+use crate::workdir::layout;
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
@@ -230,7 +231,7 @@ fn load_state(plan: &Plan, dir: &Path, teardown_only: bool) -> Result<(State, Op
         Ok(state) => (state, None),
         Err(e) if teardown_only => {
             let aside = dir.join(format!("state.damaged-{}.json", utc_now().replace([':', '.'], "-")));
-            let _ = std::fs::rename(dir.join("state.json"), &aside);
+            let _ = std::fs::rename(dir.join(layout::STATE), &aside);
             let warning = Event::Warning { message: format!("{e}; tearing down from setup/undo/") };
             (State::fresh(&plan.run_id), Some(warning))
         }
@@ -341,7 +342,7 @@ impl Driver<'_> {
         Ctx {
             workdir: self.dir.to_path_buf(),
             step: s.id.clone(),
-            log: self.dir.join("setup/commands").join(format!("{}.log", s.id)),
+            log: self.dir.join(layout::COMMANDS).join(format!("{}.log", s.id)),
             cancel,
             quiet: self.opts.quiet,
             install_missing: self.opts.install_missing,

@@ -1,6 +1,7 @@
 //! `state.json`: each step's status, input hash, timings, attempts and undo record, rewritten
 //! atomically after every change.
 
+use crate::workdir::layout;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -111,7 +112,7 @@ impl State {
     /// Reads `state.json`; none yet is an empty record, unless `setup/undo/` shows that steps
     /// ran (then the record was lost: an error).
     pub fn load(dir: &Path, run_id: &str) -> Result<State, StateError> {
-        let path = dir.join("state.json");
+        let path = dir.join(layout::STATE);
         let error = |why: String| StateError { path: path.clone(), dir: dir.display().to_string(), why };
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| error(e.to_string())),
@@ -131,7 +132,7 @@ impl State {
     /// Rewrites `state.json` atomically.
     pub fn save(&self, dir: &Path) -> Result<(), WorkdirError> {
         let text = serde_json::to_vec_pretty(self).unwrap_or_default();
-        workdir::write_atomic(&dir.join("state.json"), &text)
+        workdir::write_atomic(&dir.join(layout::STATE), &text)
     }
 
     /// Steps that left something to undo, `(id, record)`: the records in `state.json`, and

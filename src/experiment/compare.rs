@@ -5,6 +5,7 @@
 //! the same records give the same answer. `benchflow compare` and `compare: true` in an
 //! experiment use it.
 
+use crate::workdir::layout;
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use serde::Serialize;
@@ -85,7 +86,7 @@ pub struct Comparison {
 
 /// Reads the per-request samples of a work directory's latest results, by stage.
 pub fn samples(dir: &Path) -> Result<BTreeMap<u32, Sample>, ExperimentError> {
-    let results = RunDirs::latest(dir).map(|r| r.results).unwrap_or_else(|| dir.join("results"));
+    let results = RunDirs::latest(dir).map(|r| r.results).unwrap_or_else(|| dir.join(layout::RESULTS));
     let path = results.join("requests.csv");
     let bad = |why: String| ExperimentError::State { path: path.display().to_string(), why };
     let mut reader = Reader::open(&path).map_err(|e| bad(e.to_string()))?;
@@ -288,10 +289,10 @@ pub fn experiment_ab(plan: &ExperimentPlan, level: f64) -> Result<Comparison, Ex
         let rest = |p: &super::design::Point| -> Vec<(String, serde_json::Value)> {
             p.values.iter().filter(|(k, _)| k != factor).cloned().collect()
         };
-        let da = plan.root.join("points").join(&a.point.id);
+        let da = plan.root.join(layout::POINTS).join(&a.point.id);
         let Ok(sa) = samples(&da) else { continue };
         for b in plan.points.iter().filter(|p| of(&p.point) != first && rest(&p.point) == rest(&a.point)) {
-            let db = plan.root.join("points").join(&b.point.id);
+            let db = plan.root.join(layout::POINTS).join(&b.point.id);
             let Ok(sb) = samples(&db) else { continue };
             pairs.push(Pair {
                 baseline: format!("{} {}", a.point.id, a.point.label()),
@@ -323,7 +324,7 @@ pub fn plots(dirs: &[&Path], out: &Path) -> Result<Vec<String>, ExperimentError>
         ),
     ];
     for d in dirs {
-        let results = RunDirs::latest(d).map(|r| r.results).unwrap_or_else(|| d.join("results"));
+        let results = RunDirs::latest(d).map(|r| r.results).unwrap_or_else(|| d.join(layout::RESULTS));
         let a =
             analysis::compute(&results, analysis::Convention::Vllm, &Default::default()).map_err(|e| {
                 ExperimentError::State { path: results.display().to_string(), why: e.to_string() }

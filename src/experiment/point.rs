@@ -61,11 +61,7 @@ pub(super) async fn run_point(
             if attempt > 1 { format!(" (attempt {attempt} of {tries})") } else { String::new() }
         ));
         let setup = Setup::new(dir.clone(), p.request.clone()).with_run(up.run_id.clone(), up.ports.clone());
-        let session = match setup
-            .compile_loaded(&plan.loaded)
-            .map_err(ExperimentError::from)
-            .and_then(|(r, pl)| Session::from_parts(&dir, r, pl).map_err(ExperimentError::from))
-        {
+        let session = match Session::from_loaded(setup, &plan.loaded) {
             Ok(s) => s,
             Err(e) => {
                 last_error = e.to_string();

@@ -66,11 +66,7 @@ pub(super) async fn stand_up(
     let run_id = format!("{exp_id}-{}", stack.id);
     let ports = Ports::recorded(session::recorded(&dir).as_ref().map(|r| &r.values));
     let setup = Setup::new(dir.clone(), points[0].request.clone()).with_run(run_id.clone(), ports);
-    let session = match setup
-        .compile_loaded(&plan.loaded)
-        .map_err(ExperimentError::from)
-        .and_then(|(r, p)| Session::from_parts(&dir, r, p).map_err(ExperimentError::from))
-    {
+    let session = match Session::from_loaded(setup, &plan.loaded) {
         Ok(s) => s,
         Err(e) => {
             fail_points(shared, points, &format!("stack {}: {e}", stack.id))?;
@@ -187,7 +183,7 @@ pub(super) async fn run_stack(
 
 /// Whether the last standup of a stack's work directory ran a step (rather than reusing all).
 fn standup_ran(dir: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(dir.join("events.jsonl")) else { return true };
+    let Ok(text) = std::fs::read_to_string(dir.join(layout::EVENTS)) else { return true };
     // The last walk's events: after the last run_started.
     let last = text.lines().rev().take_while(|l| !l.contains("\"run_started\"")).collect::<Vec<_>>();
     last.iter().any(|l| l.contains("\"step_started\""))

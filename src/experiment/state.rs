@@ -2,6 +2,7 @@
 //! its input hash and attempts, each stack's status and how often it was stood up. Written
 //! atomically after every change, so a killed experiment resumes from it.
 
+use crate::workdir::layout;
 use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
@@ -77,7 +78,7 @@ pub struct ExpState {
 impl ExpState {
     /// Reads `state.json`, or an empty record when there is none.
     pub fn load(root: &Path) -> Result<ExpState, ExperimentError> {
-        let path = root.join("state.json");
+        let path = root.join(layout::STATE);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ExperimentError::State {
                 path: path.display().to_string(),
@@ -92,11 +93,11 @@ impl ExpState {
 
     pub fn save(&self, root: &Path) -> Result<(), ExperimentError> {
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        Ok(write_atomic(&root.join("state.json"), text.as_bytes())?)
+        Ok(write_atomic(&root.join(layout::STATE), text.as_bytes())?)
     }
 
     /// Whether `root` holds an experiment.
     pub fn is_experiment(root: &Path) -> bool {
-        root.join("state.json").is_file() && root.join("design.csv").is_file()
+        root.join(layout::STATE).is_file() && root.join(layout::DESIGN).is_file()
     }
 }

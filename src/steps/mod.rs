@@ -31,6 +31,7 @@ pub mod tool;
 pub mod undo;
 pub mod wait;
 
+use crate::workdir::layout;
 use std::{
     future::Future,
     io::Write as _,
@@ -199,7 +200,7 @@ pub fn leaves_something(kind: Kind) -> bool {
 
 /// Where a step's undo record is kept beside `state.json`.
 pub fn undo_file(workdir: &Path, step: &str) -> PathBuf {
-    workdir.join("setup/undo").join(format!("{step}.json"))
+    workdir.join(layout::UNDO).join(format!("{step}.json"))
 }
 
 /// Removes a step's undo file (it was undone).
@@ -211,7 +212,7 @@ pub fn forget_undo(workdir: &Path, step: &str) {
 /// naming its file (never silently "nothing to undo").
 pub fn recorded_undos(workdir: &Path) -> Vec<(String, Result<UndoRecord, String>)> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(workdir.join("setup/undo")) else { return out };
+    let Ok(entries) = std::fs::read_dir(workdir.join(layout::UNDO)) else { return out };
     for e in entries.flatten() {
         let path = e.path();
         let Some(step) = path
@@ -362,8 +363,8 @@ impl Ctx {
         let current = self.run.lock().ok().and_then(|slot| slot.clone());
         current.or_else(|| RunDirs::latest(&self.workdir)).unwrap_or_else(|| RunDirs {
             id: String::new(),
-            results: self.workdir.join("results"),
-            analysis: self.workdir.join("analysis"),
+            results: self.workdir.join(layout::RESULTS),
+            analysis: self.workdir.join(layout::ANALYSIS),
         })
     }
 

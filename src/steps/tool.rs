@@ -4,6 +4,7 @@
 //! (pip's output in the step's log). What is installed (version, Python, every package) is
 //! copied into the work directory, `setup/tools/<name>.json`.
 
+use crate::workdir::layout;
 use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Done, Inputs, Step, StepError};
@@ -100,7 +101,7 @@ pub async fn ensure(tool: &'static tools::Tool, ctx: &Ctx) -> Result<tools::Inst
         }
         None => return Err(StepError::Failed(not_installed(tool))),
     };
-    let path = ctx.workdir.join("setup/tools").join(format!("{}.json", tool.name));
+    let path = ctx.workdir.join(layout::TOOLS).join(format!("{}.json", tool.name));
     let text = serde_json::to_vec_pretty(&record).map_err(|e| StepError::Failed(e.to_string()))?;
     crate::workdir::write_atomic(&path, &text)
         .map_err(|e| StepError::Failed(format!("cannot record the tool in {}: {e}", path.display())))?;

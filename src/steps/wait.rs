@@ -6,6 +6,7 @@
 //! `nvidia.com/gpu`), and on timeout; either way the pods' events and last log lines (or the
 //! objects' conditions) are saved under `setup/diagnostics/` and quoted in the error.
 
+use crate::workdir::layout;
 use std::time::Duration;
 
 use ::kube::{
@@ -144,7 +145,7 @@ impl Step for Args {
 impl Args {
     /// Saves the diagnostics of `pods` and returns the error quoting them.
     async fn diagnose(&self, client: &Client, ctx: &Ctx, pods: &[String], why: String) -> StepError {
-        let dir = ctx.workdir.join("setup/diagnostics");
+        let dir = ctx.workdir.join(layout::DIAGNOSTICS);
         let _ = std::fs::create_dir_all(&dir);
         let mut quoted = String::new();
         for pod in pods {
@@ -297,7 +298,7 @@ impl Args {
                         standing.join("\n  ")
                     ),
                 };
-                let dir = ctx.workdir.join("setup/diagnostics");
+                let dir = ctx.workdir.join(layout::DIAGNOSTICS);
                 let _ = std::fs::create_dir_all(&dir);
                 let path = dir.join(format!("{}-conditions.txt", ctx.step));
                 let _ = std::fs::write(&path, format!("{why}\n"));

@@ -25,6 +25,8 @@ pub const VERSION: &str = "inputs/version.json";
 pub const ORIGIN: &str = "inputs/origin.json";
 /// Earlier `resolved.yaml`s of the same work directory.
 pub const HISTORY: &str = "inputs/history";
+/// The workload as benchflow resolved it (for the report).
+pub const WORKLOAD: &str = "inputs/workload.yaml";
 /// The compiled plan (typed again when read).
 pub const PLAN: &str = "plan/plan.json";
 pub const PLAN_DOT: &str = "plan/plan.dot";
@@ -37,6 +39,8 @@ pub const MANIFESTS: &str = "plan/manifests";
 pub const COMMANDS: &str = "setup/commands";
 /// Undo records written before a step acts: `setup/undo/<id>.json`.
 pub const UNDO: &str = "setup/undo";
+/// Each installed tool, with its version and where it came from: `setup/tools/<name>.json`.
+pub const TOOLS: &str = "setup/tools";
 /// What a failed wait saw.
 pub const DIAGNOSTICS: &str = "setup/diagnostics";
 /// Each step's status, hash, timings, attempts, undo record; an experiment's points and stacks.
@@ -60,3 +64,5 @@ pub const EXPERIMENT_LOG: &str = "experiment.log";
 pub const STACKS: &str = "stacks";
 /// An experiment directory: a work directory per point.
 pub const POINTS: &str = "points";
+/// An experiment directory: the search's trials and answer.
+pub const SEARCH: &str = "analysis/search.json";

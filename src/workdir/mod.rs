@@ -50,7 +50,7 @@ impl WorkDir {
     /// Creates (or reuses) `root` with its folders, and takes its lock.
     pub fn create(root: &Path) -> Result<Self, WorkdirError> {
         let io = |source| WorkdirError::Io { path: root.to_path_buf(), source };
-        for sub in ["inputs", "plan/steps", "setup/commands", "results", "analysis"] {
+        for sub in [layout::INPUTS, layout::PLAN_STEPS, layout::COMMANDS, layout::RESULTS, layout::ANALYSIS] {
             std::fs::create_dir_all(root.join(sub)).map_err(io)?;
         }
         let lock = Self::lock(root)?;
@@ -67,7 +67,7 @@ impl WorkDir {
     }
 
     pub fn open(root: &Path) -> Result<Self, WorkdirError> {
-        if !root.join("inputs/resolved.yaml").is_file() {
+        if !root.join(layout::RESOLVED).is_file() {
             return Err(WorkdirError::NotWorkdir { path: root.to_path_buf() });
         }
         Self::create(root)

@@ -4,6 +4,7 @@
 //! A work directory written before this layout (`results/requests.csv` directly) is read as one
 //! run with the empty id.
 
+use super::layout;
 use std::path::{Path, PathBuf};
 
 use super::WorkdirError;
@@ -24,7 +25,7 @@ impl RunDirs {
             let path = path.to_path_buf();
             move |source| WorkdirError::Io { path, source }
         };
-        let results_root = root.join("results");
+        let results_root = root.join(layout::RESULTS);
         std::fs::create_dir_all(&results_root).map_err(io(&results_root))?;
         let last = std::fs::read_dir(&results_root)
             .map_err(io(&results_root))?
@@ -49,8 +50,8 @@ impl RunDirs {
             Some(id) => Some(RunDirs::of(root, &id)),
             None if root.join("results/requests.csv").is_file() => Some(RunDirs {
                 id: String::new(),
-                results: root.join("results"),
-                analysis: root.join("analysis"),
+                results: root.join(layout::RESULTS),
+                analysis: root.join(layout::ANALYSIS),
             }),
             None => None,
         }
@@ -69,8 +70,8 @@ impl RunDirs {
     fn of(root: &Path, id: &str) -> RunDirs {
         RunDirs {
             id: id.to_string(),
-            results: root.join("results").join(id),
-            analysis: root.join("analysis").join(id),
+            results: root.join(layout::RESULTS).join(id),
+            analysis: root.join(layout::ANALYSIS).join(id),
         }
     }
 }
