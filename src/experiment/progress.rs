@@ -11,42 +11,34 @@ pub struct Progress {
     started: Instant,
     /// Points (or a search's trials) this invocation means to run.
     todo: usize,
+    /// How many stacks may run at once.
+    parallel: u32,
     finished: usize,
     failed: usize,
     pub summary: Summary,
 }
 
+/// A point that finished: what the progress line names.
+pub struct Finished<'a> {
+    pub id: &'a str,
+    pub label: &'a str,
+    pub seconds: f64,
+    pub error: Option<&'a str>,
+}
+
 impl Progress {
-    pub fn new(todo: usize, summary: Summary) -> Progress {
-        Progress { started: Instant::now(), todo, finished: 0, failed: 0, summary }
+    pub fn new(todo: usize, parallel: u32, summary: Summary) -> Progress {
+        Progress { started: Instant::now(), todo, parallel, finished: 0, failed: 0, summary }
     }
 
-    /// Counts a finished point and returns the line that says so. `up`: stacks up now;
-    /// `parallel`: how many stacks may run at once.
-    pub fn finished(
-        &mut self,
-        id: &str,
-        label: &str,
-        seconds: f64,
-        error: Option<&str>,
-        up: usize,
-        parallel: u32,
-    ) -> String {
-        let elapsed = self.started.elapsed().as_secs_f64();
-        self.finished_after(elapsed, id, label, seconds, error, up, parallel)
+    /// Counts a finished point and returns the line that says so; `up`: stacks up now.
+    pub fn finished(&mut self, point: &Finished<'_>, up: usize) -> String {
+        self.count(self.started.elapsed().as_secs_f64(), point, up)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn finished_after(
-        &mut self,
-        elapsed: f64,
-        id: &str,
-        label: &str,
-        seconds: f64,
-        error: Option<&str>,
-        up: usize,
-        parallel: u32,
-    ) -> String {
+    /// [`Progress::finished`] with the invocation's elapsed seconds given.
+    fn count(&mut self, elapsed: f64, point: &Finished<'_>, up: usize) -> String {
+        let Finished { id, label, seconds, error } = *point;
         self.finished += 1;
         match error {
             Some(e) => {
@@ -60,7 +52,7 @@ impl Progress {
             String::new()
         } else {
             let per = elapsed / self.finished as f64;
-            let parallel = f64::from(parallel.max(1));
+            let parallel = f64::from(self.parallel.max(1));
             format!(", ETA {}", clock(per * left as f64 / parallel.min(left as f64).max(1.0)))
         };
         format!(
@@ -93,21 +85,23 @@ mod tests {
 
     #[test]
     fn the_line_counts_failures_and_the_eta_divides_by_the_stacks_that_can_run() {
-        let mut p = Progress::new(5, Summary::default());
-        let line = p.finished_after(60.0, "p001", "rate=1", 60.0, None, 1, 2);
+        let point = |id, label, seconds, error| Finished { id, label, seconds, error };
+        let mut p = Progress::new(5, 2, Summary::default());
+        let line = p.count(60.0, &point("p001", "rate=1", 60.0, None), 1);
         // 60 s per point, 4 left, 2 at a time: 2 minutes.
         assert_eq!(line, "p001 [rate=1] done in 60.0 s — 1 of 5 points, 1 stack(s) up, ETA 2:00");
-        let line = p.finished_after(120.0, "p002", "rate=2", 60.0, Some("boom\nmore"), 1, 2);
+        let line = p.count(120.0, &point("p002", "rate=2", 60.0, Some("boom\nmore")), 1);
         assert_eq!(
             line,
             "p002 [rate=2] FAILED (boom) in 60.0 s — 2 of 5 points, 1 failed, 1 stack(s) up, ETA 1:30"
         );
         assert_eq!((p.summary.done, p.summary.failed.len()), (1, 1));
         // One left: no more parallel than what is left.
-        p.finished_after(180.0, "p003", "", 1.0, None, 0, 8);
-        let line = p.finished_after(240.0, "p004", "", 1.0, None, 0, 8);
+        let mut p8 = Progress { parallel: 8, ..p };
+        p8.count(180.0, &point("p003", "", 1.0, None), 0);
+        let line = p8.count(240.0, &point("p004", "", 1.0, None), 0);
         assert!(line.ends_with("ETA 1:00"), "{line}");
-        let line = p.finished_after(300.0, "p005", "", 1.0, None, 0, 8);
+        let line = p8.count(300.0, &point("p005", "", 1.0, None), 0);
         assert!(!line.contains("ETA"), "{line}");
     }
 

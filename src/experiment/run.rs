@@ -26,7 +26,7 @@ use super::{
     ExperimentError,
     design::compact,
     plan::ExperimentPlan,
-    progress::Progress,
+    progress::{Finished, Progress},
     stack,
     state::{ExpState, PointState, PointStatus, StackState, StackStatus},
     store::{self, Store},
@@ -203,8 +203,7 @@ impl Shared<'_> {
 
     pub(super) fn finished_point(&self, id: &str, label: &str, seconds: f64, error: Option<&str>) {
         let up = self.state(|st| st.stacks.values().filter(|s| s.status == StackStatus::Up).count());
-        let line =
-            lock(&self.progress).finished(id, label, seconds, error, up, self.plan.file.spec.max_stacks);
+        let line = lock(&self.progress).finished(&Finished { id, label, seconds, error }, up);
         self.say(&line);
     }
 }
@@ -293,6 +292,7 @@ pub async fn run(
         flags,
         progress: Mutex::new(Progress::new(
             total_todo,
+            plan.file.spec.max_stacks,
             Summary { points: plan.points.len(), reused, ..Summary::default() },
         )),
         stop_on_error: plan.file.spec.stop_on_error && searching.is_none(),
