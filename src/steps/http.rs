@@ -51,6 +51,22 @@ pub struct Call {
     pub path: String,
 }
 
+impl Call {
+    /// A method hyper can send (an HTTP token such as `POST`) and a path from the root.
+    fn check(&self) -> Result<(), String> {
+        if hyper::Method::from_bytes(self.method.as_bytes()).is_err() || self.method.is_empty() {
+            return Err(format!("request.method `{}` is not an HTTP method (e.g. GET, POST)", self.method));
+        }
+        if !self.path.starts_with('/') || self.path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "request.path `{}` must start with `/` and hold no spaces (e.g. /reset_prefix_cache)",
+                self.path
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn default_workers_timeout() -> Secs {
     Secs(60.0)
 }
@@ -67,7 +83,10 @@ impl Step for Args {
         if self.tls.is_none() {
             self.tls = inputs.workload.map(|w| w.api.tls.clone());
         }
-        Ok(())
+        match &self.request {
+            Some(call) => call.check(),
+            None => Ok(()),
+        }
     }
 
     fn describe(&self) -> Vec<String> {
@@ -240,5 +259,26 @@ impl Args {
             ),
             undo: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Call;
+
+    #[test]
+    fn a_request_needs_a_method_token_and_a_rooted_path() {
+        let call = |method: &str, path: &str| Call { method: method.into(), path: path.into() }.check();
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"] {
+            assert_eq!(call(method, "/reset_prefix_cache"), Ok(()), "{method}");
+        }
+        for method in ["", "GE T", "POST\n", "(", "é"] {
+            let e = call(method, "/x").expect_err(method);
+            assert!(e.contains("request.method") && e.contains("e.g. GET"), "{e}");
+        }
+        for path in ["", "reset", " /x", "/a b", "/a\tb", "/a\nb"] {
+            let e = call("POST", path).expect_err(path);
+            assert!(e.contains("request.path") && e.contains("start with `/`"), "{e}");
+        }
     }
 }
