@@ -134,25 +134,26 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wakes_in_order_and_close_to_the_deadline() {
-        // Deadlines 15 ms apart, registered out of order: they must fire in deadline order, each
-        // soon after its deadline (the bound holds on a busy 2-core machine; the precision
-        // itself is measured by the benches, not here).
+        // Deadlines 100 ms apart, registered out of order: each fires at or after its deadline and
+        // before the next one, so they fire in deadline order. The bound is loose on purpose (a
+        // busy 2-core machine is late by tens of ms); the precision is measured by the benches.
         let start = Instant::now();
         let woke = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for n in [3u64, 1, 2] {
-            let d = start + Duration::from_millis(20 + 15 * n);
+            let d = start + Duration::from_millis(20 + 100 * n);
             let woke = woke.clone();
             tasks.push(tokio::spawn(async move {
                 sleep_until(d).await;
                 let now = Instant::now();
                 woke.lock().unwrap().push((n, now));
-                now.saturating_duration_since(d)
+                assert!(now >= d, "woke {:?} early", d - now);
+                now - d
             }));
         }
         for h in tasks {
             let l = h.await.unwrap();
-            assert!(l < Duration::from_millis(12), "late by {l:?}");
+            assert!(l < Duration::from_millis(90), "late by {l:?}");
         }
         let mut woke = woke.lock().unwrap().clone();
         woke.sort_by_key(|(_, at)| *at);

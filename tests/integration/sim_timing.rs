@@ -119,10 +119,10 @@ async fn analytic_mode_serves_fixed_latencies() {
     for t in tasks {
         let times = t.await.unwrap().chunk_times();
         assert_eq!(times.len(), 20);
-        assert!((0.0995..0.110).contains(&times[0]), "ttft {}", times[0]);
+        assert!((0.0995..0.130).contains(&times[0]), "ttft {}", times[0]);
         let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
         let itl = mean(&gaps);
-        assert!((itl - 0.010).abs() < 0.001, "itl {itl}");
+        assert!((itl - 0.010).abs() < 0.002, "itl {itl}");
     }
 }
 
