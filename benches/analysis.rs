@@ -1,16 +1,12 @@
 //! Analysing 1,000,000 request records: statistics, every chart and the report.
 //!
 //! Writes a synthetic `requests.csv` (two stages, 16 output tokens per request, so 15 ITL gaps
-//! each: 15 M pooled gaps) into a temporary work directory, then times `analysis::analyze` over
+//! each: 15 M pooled gaps) into a temporary work directory, then times `benchflow::analyze` over
 //! several runs. `cargo bench --bench analysis` (`-- quick` for 200,000 records).
 
 use std::{fmt::Write as _, time::Instant};
 
-use benchflow::{
-    analysis::{self, Convention},
-    rng::Rng,
-    spec::workload::Slo,
-};
+use benchflow::{Convention, Dirs, Rng, Slo, analyze};
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
@@ -19,7 +15,7 @@ fn main() {
     std::fs::create_dir_all(dir.join("results")).expect("temp dir");
     let mut rng = Rng::new(1);
     let mut csv = String::with_capacity(n as usize * 140);
-    csv.push_str(&benchflow::results::HEADER.join(","));
+    csv.push_str(&benchflow::HEADER.join(","));
     csv.push('\n');
     let rate = 2000.0;
     for i in 0..n {
@@ -53,16 +49,14 @@ fn main() {
     let mut times = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        let a = analysis::analyze(&analysis::Dirs::single(&dir), Convention::Vllm, &Slo::default())
-            .expect("analysis");
+        let a = analyze(&Dirs::single(&dir), Convention::Vllm, &Slo::default()).expect("analysis");
         times.push(t.elapsed().as_secs_f64());
         assert_eq!(a.stages.iter().map(|s| s.completed + s.failed).sum::<u64>(), n);
     }
     times.sort_by(f64::total_cmp);
     println!("vllm conventions, stats + charts + report: median {:.2} s (runs: {:?})", times[1], times);
     let t = Instant::now();
-    analysis::analyze(&analysis::Dirs::single(&dir), Convention::Guidellm, &Slo::default())
-        .expect("analysis");
+    analyze(&Dirs::single(&dir), Convention::Guidellm, &Slo::default()).expect("analysis");
     println!("guidellm conventions: {:.2} s", t.elapsed().as_secs_f64());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
 
-use benchflow::{plan, resolve::Resolved, spec};
+use benchflow::{Pipeline, Resolved};
 use serde_json::json;
 
 fn main() {
@@ -28,7 +28,7 @@ fn main() {
             after.join(", ")
         );
     }
-    let pipeline: spec::pipeline::Pipeline = spec::from_yaml(&text, "bench.yaml", &[]).expect("pipeline");
+    let pipeline: Pipeline = benchflow::from_yaml(&text, "bench.yaml", &[]).expect("pipeline");
     let resolved = Resolved {
         format_version: 1,
         benchflow_version: "bench".into(),
@@ -48,7 +48,7 @@ fn main() {
     let mut steps = 0;
     for _ in 0..20 {
         let t0 = Instant::now();
-        let p = plan::compile(&resolved).expect("compile");
+        let p = benchflow::compile(&resolved).expect("compile");
         times.push(t0.elapsed().as_secs_f64() * 1e3);
         steps = p.steps.len();
     }

@@ -3,7 +3,7 @@
 
 /// One generated token each; all 4 bytes or fewer, so `bytes4`, `words` and a word-level
 /// tokenizer built from this list agree on the count.
-pub const LEXICON: [&str; 64] = [
+pub(crate) const LEXICON: [&str; 64] = [
     " the", " of", " and", " to", " in", " is", " for", " on", " it", " as", " at", " by", " an", " be",
     " or", " we", " can", " all", " one", " has", " but", " not", " you", " its", " may", " new", " use",
     " two", " now", " way", " how", " out", " see", " day", " get", " set", " run", " key", " map", " top",

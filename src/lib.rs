@@ -40,27 +40,62 @@
 //! * `rng`: the seeded random number generator and distributions shared by everything that
 //!   samples (simulator jitter and faults; later arrival schedules and datasets).
 
-pub mod analysis;
-pub mod cli;
-pub mod datasets;
-pub mod exec;
-pub mod experiment;
-pub mod harnesses;
-pub mod lexicon;
-pub mod loadgen;
-pub mod net;
-pub mod plan;
-pub mod platform;
-pub mod resolve;
-pub mod results;
-pub mod rng;
-pub mod session;
-pub mod shell;
-pub mod sim;
-pub mod spec;
-pub mod steps;
-pub mod template;
-pub mod timer;
-pub mod tools;
-pub mod units;
-pub mod workdir;
+#![warn(unreachable_pub)]
+
+mod analysis;
+mod cli;
+mod datasets;
+mod exec;
+mod experiment;
+mod harnesses;
+mod lexicon;
+mod loadgen;
+mod net;
+mod plan;
+mod platform;
+mod resolve;
+mod results;
+mod rng;
+mod session;
+mod shell;
+mod sim;
+mod spec;
+mod steps;
+mod template;
+mod timer;
+mod tools;
+mod units;
+mod workdir;
+
+// The boundary: what the binary, the integration tests and the benches use. Everything else is
+// private to the crate (the `unreachable_pub` lint keeps it so).
+
+/// The command line: parses, dispatches, maps errors to the documented exit codes.
+pub use cli::main;
+
+/// The user's files, read and resolved.
+pub use resolve::{Resolved, merge};
+pub use spec::{from_yaml, pipeline::Pipeline, workload::Slo, workload::Workload};
+
+/// A plan compiled from resolved inputs (the plan-compile bench).
+pub use plan::compile;
+
+/// The built-in load generator, its records and their analysis.
+pub use analysis::{
+    Analysis, Convention, Dirs, analyze, benchmark_report::validate as validate_benchmark_report,
+};
+pub use loadgen::{Options as LoadOptions, run as run_load};
+pub use results::{HEADER, RunInfo};
+pub use rng::Rng;
+
+/// The simulator, served in-process by the tests.
+pub use sim::{SimConfig, SimError, serve};
+
+/// Whether a process is alive (tests check that nothing is left running).
+pub use steps::spawn::alive;
+
+/// External tools: the pinned list, their installs.
+pub use tools::{find as find_tool, install as install_tool, installed as installed_tool, python_for};
+
+/// The Kubernetes manifests' structural check (the tests' cluster agent).
+pub use platform::kubernetes::check as check_manifest;

@@ -1,5 +1,5 @@
 //! The `benchflow` binary: everything lives in the library; see `benchflow::cli`.
 
 fn main() -> std::process::ExitCode {
-    benchflow::cli::main()
+    benchflow::main()
 }

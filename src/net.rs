@@ -22,7 +22,7 @@ use crate::spec::workload::TlsSettings;
 
 /// An `http://` or `https://` address taken apart once, for every client and check in benchflow.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
+pub(crate) struct Url {
     pub https: bool,
     /// The host alone (brackets of an IPv6 address kept off): the name a certificate is checked
     /// against.
@@ -34,7 +34,7 @@ pub struct Url {
 }
 
 impl Url {
-    pub fn parse(url: &str) -> Result<Url, String> {
+    pub(crate) fn parse(url: &str) -> Result<Url, String> {
         let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
             (Some(r), _) => (false, r),
             (None, Some(r)) => (true, r),
@@ -67,7 +67,7 @@ impl Url {
         Ok(Url { https, host: host.to_string(), hostport, path: path.to_string() })
     }
 
-    pub fn scheme(&self) -> &'static str {
+    pub(crate) fn scheme(&self) -> &'static str {
         if self.https { "https" } else { "http" }
     }
 }
@@ -123,7 +123,7 @@ impl Tls {
 }
 
 /// Opens an HTTP/1.1 connection to `addr`, through TLS when `tls` is given.
-pub async fn open(addr: SocketAddr, tls: Option<&Tls>) -> std::io::Result<SendRequest<Full<Bytes>>> {
+pub(crate) async fn open(addr: SocketAddr, tls: Option<&Tls>) -> std::io::Result<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     match tls {
@@ -185,7 +185,7 @@ impl ServerCertVerifier for NoVerify {
 }
 
 /// One plain-HTTP request with `headers`; returns the status and the body.
-pub async fn fetch(
+pub(crate) async fn fetch(
     method: &str,
     url: &str,
     body: Option<&Value>,

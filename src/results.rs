@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// How a request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     /// A non-200 HTTP status.
     Http,
     /// Could not connect, or the connection failed before a response.
@@ -32,7 +32,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Http => "http",
             ErrorKind::Connect => "connect",
@@ -44,25 +44,11 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
         }
     }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "http" => ErrorKind::Http,
-            "connect" => ErrorKind::Connect,
-            "timeout" => ErrorKind::Timeout,
-            "aborted" => ErrorKind::Aborted,
-            "malformed" => ErrorKind::Malformed,
-            "stream_error" => ErrorKind::StreamError,
-            "empty" => ErrorKind::Empty,
-            "cancelled" => ErrorKind::Cancelled,
-            _ => return None,
-        })
-    }
 }
 
 /// One request as measured. Times are nanoseconds since the run's start (one monotonic clock).
 #[derive(Debug, Clone)]
-pub struct Record {
+pub(crate) struct Record {
     pub stage: u32,
     pub index: u64,
     pub warmup: bool,
@@ -79,7 +65,6 @@ pub struct Record {
     pub usage_completion: Option<u32>,
     /// The dataset's estimate of the prompt's tokens.
     pub est_prompt: u32,
-    pub max_tokens: u32,
     pub status: u16,
     /// The server's `Retry-After` (seconds) on a refused request; not written.
     pub retry_after_s: Option<u32>,
@@ -88,7 +73,7 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn new(
+    pub(crate) fn new(
         stage: u32,
         index: u64,
         warmup: bool,
@@ -110,7 +95,6 @@ impl Record {
             usage_prompt: None,
             usage_completion: None,
             est_prompt,
-            max_tokens,
             status: 0,
             retry_after_s: None,
             error_kind: None,
@@ -119,7 +103,7 @@ impl Record {
     }
 
     /// A content chunk arrived at `now`.
-    pub fn chunk(&mut self, now: u64) {
+    pub(crate) fn chunk(&mut self, now: u64) {
         match self.last_ns {
             None => self.first_ns = Some(now),
             Some(last) => self.itl_ns.push(now - last),
@@ -129,14 +113,14 @@ impl Record {
     }
 
     /// Marks the request failed (the first failure wins).
-    pub fn fail(&mut self, kind: ErrorKind, message: String) {
+    pub(crate) fn fail(&mut self, kind: ErrorKind, message: String) {
         if self.error_kind.is_none() {
             self.error_kind = Some(kind);
             self.error = Some(message);
         }
     }
 
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.error_kind.is_none()
     }
 }
@@ -165,9 +149,11 @@ fn us(ns: u64) -> String {
     format!("{}.{:03}", ns / 1000, ns % 1000)
 }
 
-/// The columns of `requests.csv`, in order (`Col::X as usize` is the column's index).
+/// The columns of `requests.csv`, in order (`Col::X as usize` is the column's index). Every
+/// column has its name here, also those no reader asks for by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Col {
+#[allow(dead_code)]
+pub(crate) enum Col {
     Stage,
     Index,
     Warmup,
@@ -188,17 +174,17 @@ pub enum Col {
 
 impl Col {
     /// The columns holding times (microseconds since the run's start).
-    pub const TIMES: [Col; 5] =
+    pub(crate) const TIMES: [Col; 5] =
         [Col::ScheduledUs, Col::SentUs, Col::FirstTokenUs, Col::LastTokenUs, Col::EndUs];
 
     /// The column's name in [`HEADER`].
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         HEADER[self as usize]
     }
 }
 
 /// Writes `requests.csv` rows (the header first).
-pub struct Writer<W: Write> {
+pub(crate) struct Writer<W: Write> {
     csv: csv::Writer<W>,
     /// Scratch for the gaps column.
     itl: String,
@@ -207,14 +193,14 @@ pub struct Writer<W: Write> {
 }
 
 impl<W: Write> Writer<W> {
-    pub fn new(out: W) -> std::io::Result<Self> {
+    pub(crate) fn new(out: W) -> std::io::Result<Self> {
         let mut csv = csv::Writer::from_writer(out);
         csv.write_record(HEADER)?;
         Ok(Writer { csv, itl: String::new(), redact: Vec::new() })
     }
 
     /// Never writes any of `secrets` (they become `[redacted]`).
-    pub fn redacting(mut self, secrets: Vec<String>) -> Self {
+    pub(crate) fn redacting(mut self, secrets: Vec<String>) -> Self {
         self.redact = secrets;
         self
     }
@@ -229,7 +215,7 @@ impl<W: Write> Writer<W> {
         text
     }
 
-    pub fn write(&mut self, r: &Record) -> std::io::Result<()> {
+    pub(crate) fn write(&mut self, r: &Record) -> std::io::Result<()> {
         use std::fmt::Write as _;
         let opt = |v: Option<u64>| v.map(us).unwrap_or_default();
         let usage = r.usage_prompt.is_some() && r.usage_completion.is_some();
@@ -261,14 +247,14 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
-    pub fn flush(&mut self) -> std::io::Result<()> {
+    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
         self.csv.flush()
     }
 }
 
 /// Why records could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum RecordsError {
+pub(crate) enum RecordsError {
     #[error("{path}: {why}")]
     Read { path: PathBuf, why: String },
     #[error("{path}: {source}")]
@@ -277,14 +263,14 @@ pub enum RecordsError {
 
 /// Reads `requests.csv` row by row without copying: checks the header; a partial last line (a
 /// run killed mid-write) ends the file.
-pub struct Reader {
+pub(crate) struct Reader {
     path: PathBuf,
     csv: csv::Reader<std::fs::File>,
     row: csv::ByteRecord,
 }
 
 impl Reader {
-    pub fn open(path: &Path) -> Result<Reader, RecordsError> {
+    pub(crate) fn open(path: &Path) -> Result<Reader, RecordsError> {
         let read = |why: String| RecordsError::Read { path: path.to_path_buf(), why };
         let mut csv = csv::ReaderBuilder::new()
             .from_path(path)
@@ -298,12 +284,8 @@ impl Reader {
         Ok(Reader { path: path.to_path_buf(), csv, row: csv::ByteRecord::new() })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The next row, or `None` at the end.
-    pub fn next_row(&mut self) -> Result<Option<Row<'_>>, RecordsError> {
+    pub(crate) fn next_row(&mut self) -> Result<Option<Row<'_>>, RecordsError> {
         match self.csv.read_byte_record(&mut self.row) {
             Ok(false) => Ok(None),
             Ok(true) => Ok(Some(Row(&self.row))),
@@ -317,38 +299,38 @@ impl Reader {
 /// `bad <column>`, e.g. `bad sent_us`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("bad {}", .0.name())]
-pub struct BadField(pub Col);
+pub(crate) struct BadField(pub Col);
 
 /// One row of `requests.csv`, borrowed, decoded field by field on demand: the readers (the
 /// analysis, `compare`, the search) each take the fields they need and decide what a bad one
 /// means to them (an error, or a row that does not count), from the same decoding.
-pub struct Row<'a>(&'a csv::ByteRecord);
+pub(crate) struct Row<'a>(&'a csv::ByteRecord);
 
 impl Row<'_> {
     /// The field as written.
-    pub fn get(&self, col: Col) -> &[u8] {
+    pub(crate) fn get(&self, col: Col) -> &[u8] {
         self.0.get(col as usize).unwrap_or_default()
     }
 
     /// The row's line in the file (for error messages).
-    pub fn line(&self) -> u64 {
+    pub(crate) fn line(&self) -> u64 {
         self.0.position().map_or(0, |p| p.line())
     }
 
     /// The stage number.
-    pub fn stage(&self) -> Result<u32, BadField> {
+    pub(crate) fn stage(&self) -> Result<u32, BadField> {
         digits(self.get(Col::Stage)).and_then(|n| u32::try_from(n).ok()).ok_or(BadField(Col::Stage))
     }
 
     /// A warm-up request (not measured).
-    pub fn warmup(&self) -> bool {
+    pub(crate) fn warmup(&self) -> bool {
         self.get(Col::Warmup) == b"1"
     }
 
     /// A time column ([`Col::TIMES`]) in seconds since the run's start. An empty field (the
     /// request got no token) is a `BadField` like text that is not a number: `.ok()` where
     /// the time may be missing.
-    pub fn secs(&self, col: Col) -> Result<f64, BadField> {
+    pub(crate) fn secs(&self, col: Col) -> Result<f64, BadField> {
         debug_assert!(Col::TIMES.contains(&col), "{} is not a time", col.name());
         let field = self.get(col);
         if field.is_empty() {
@@ -362,27 +344,27 @@ impl Row<'_> {
     }
 
     /// A count column (chunks, prompt or output tokens).
-    pub fn count(&self, col: Col) -> Result<u64, BadField> {
+    pub(crate) fn count(&self, col: Col) -> Result<u64, BadField> {
         debug_assert!(matches!(col, Col::Chunks | Col::PromptTokens | Col::OutputTokens));
         digits(self.get(col)).ok_or(BadField(col))
     }
 
     /// The token counts are the dataset's estimate, not the server's `usage`.
-    pub fn estimated(&self) -> bool {
+    pub(crate) fn estimated(&self) -> bool {
         self.get(Col::TokensSource) != b"usage"
     }
 
     /// How the request failed, as written (`None`: no error recorded; the request may still
     /// have got no token). Not parsed into an [`ErrorKind`]: the analysis counts failures by
     /// the text, whatever it is.
-    pub fn error_kind(&self) -> Option<std::borrow::Cow<'_, str>> {
+    pub(crate) fn error_kind(&self) -> Option<std::borrow::Cow<'_, str>> {
         let field = self.get(Col::ErrorKind);
         (!field.is_empty()).then(|| String::from_utf8_lossy(field))
     }
 
     /// The gaps between consecutive content chunks, in seconds (none when the harness did not
     /// record them).
-    pub fn gaps(&self) -> impl Iterator<Item = Result<f64, BadField>> + '_ {
+    pub(crate) fn gaps(&self) -> impl Iterator<Item = Result<f64, BadField>> + '_ {
         self.get(Col::ItlUs)
             .split(|b| *b == b' ')
             .filter(|g| !g.is_empty())
@@ -408,7 +390,7 @@ fn digits(field: &[u8]) -> Option<u64> {
 
 /// Writes `out` from the rows of several `requests.csv` files, shifting each file's times by
 /// its offset (microseconds), so that shards measured on different clocks share one time axis.
-pub fn merge_rows(out: &Path, shards: &[(PathBuf, f64)]) -> Result<u64, RecordsError> {
+pub(crate) fn merge_rows(out: &Path, shards: &[(PathBuf, f64)]) -> Result<u64, RecordsError> {
     let write = |source| RecordsError::Write { path: out.to_path_buf(), source };
     let file = std::fs::File::create(out).map_err(write)?;
     let mut csv = csv::Writer::from_writer(std::io::BufWriter::new(file));

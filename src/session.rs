@@ -24,7 +24,7 @@ use crate::{
 
 /// Why a session could not be prepared or run (a step's failure is in the [`Report`] instead).
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
+pub(crate) enum SessionError {
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     #[error(transparent)]
@@ -44,7 +44,7 @@ pub enum SessionError {
 
 /// Where and what: the work directory and the files and overrides to resolve.
 #[derive(Debug, Clone)]
-pub struct Setup {
+pub(crate) struct Setup {
     pub root: PathBuf,
     pub request: Request,
     /// The benchflow binary (for `benchflow sim` engines).
@@ -55,12 +55,12 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn new(root: PathBuf, request: Request) -> Setup {
+    pub(crate) fn new(root: PathBuf, request: Request) -> Setup {
         Setup { root, request, bin: this_binary(), run: None }
     }
 
     /// With a given run id and local ports.
-    pub fn with_run(mut self, id: String, ports: Ports) -> Setup {
+    pub(crate) fn with_run(mut self, id: String, ports: Ports) -> Setup {
         self.run = Some(RunContext { id, workdir: self.root.clone(), bin: self.bin.clone(), ports });
         self
     }
@@ -83,7 +83,7 @@ impl Setup {
     }
 
     /// Resolves and compiles, writing nothing.
-    pub fn compile(&self) -> Result<(Resolved, Plan), SessionError> {
+    pub(crate) fn compile(&self) -> Result<(Resolved, Plan), SessionError> {
         let resolved = resolve::resolve(&self.request, &self.context())?;
         let plan = plan::compile(&resolved)?;
         Ok((resolved, plan))
@@ -93,7 +93,7 @@ impl Setup {
 /// This executable (it serves `benchflow sim` for local engines).
 /// (Linux names a binary replaced on disk while it runs `PATH (deleted)`: the path is kept, so
 /// plans stay the same across a rebuild during a long experiment.)
-pub fn this_binary() -> PathBuf {
+pub(crate) fn this_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("benchflow"));
     match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
         Some(kept) => PathBuf::from(kept),
@@ -102,12 +102,12 @@ pub fn this_binary() -> PathBuf {
 }
 
 /// What a work directory recorded (`inputs/resolved.yaml`), if it is one.
-pub fn recorded(root: &Path) -> Option<Resolved> {
+pub(crate) fn recorded(root: &Path) -> Option<Resolved> {
     Resolved::from_file(&root.join(layout::RESOLVED)).ok()
 }
 
 /// A prepared run: the locked work directory, the resolved inputs, the plan.
-pub struct Session {
+pub(crate) struct Session {
     pub wd: WorkDir,
     pub resolved: Resolved,
     pub plan: Plan,
@@ -115,21 +115,22 @@ pub struct Session {
 
 impl Session {
     /// Resolves, compiles, locks the work directory and writes `inputs/` and `plan/`.
-    pub fn create(setup: Setup) -> Result<Session, SessionError> {
+    #[cfg(test)]
+    fn create(setup: Setup) -> Result<Session, SessionError> {
         let (resolved, plan) = setup.compile()?;
         Session::from_parts(&setup.root, resolved, plan)
     }
 
     /// [`Session::create`] from files read earlier (an experiment's stacks and points; the
     /// setup's request must name the files `loaded` read).
-    pub fn from_loaded(setup: Setup, loaded: &resolve::Loaded) -> Result<Session, SessionError> {
+    pub(crate) fn from_loaded(setup: Setup, loaded: &resolve::Loaded) -> Result<Session, SessionError> {
         let resolved = loaded.resolve(&setup.request, &setup.context())?;
         let plan = plan::compile(&resolved)?;
         Session::from_parts(&setup.root, resolved, plan)
     }
 
     /// A session for inputs resolved elsewhere (a reproduction).
-    pub fn from_parts(root: &Path, resolved: Resolved, plan: Plan) -> Result<Session, SessionError> {
+    pub(crate) fn from_parts(root: &Path, resolved: Resolved, plan: Plan) -> Result<Session, SessionError> {
         let wd = WorkDir::create(root)?;
         let session = Session { wd, resolved, plan };
         session.write_inputs()?;
@@ -138,7 +139,7 @@ impl Session {
 
     /// Reads a work directory's record of what it resolved, then re-resolves it into `root`
     /// (a new run with the same values and sources).
-    pub fn reproduce(recorded: &Resolved, root: &Path) -> Result<Session, SessionError> {
+    pub(crate) fn reproduce(recorded: &Resolved, root: &Path) -> Result<Session, SessionError> {
         let id = root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(workdir::run_id);
         let run = RunContext { id, workdir: root.to_path_buf(), bin: this_binary(), ports: Ports::Free };
         let resolved = resolve::reproduce(recorded, &run)?;
@@ -146,7 +147,7 @@ impl Session {
         Session::from_parts(root, resolved, plan)
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.wd.root
     }
 
@@ -157,7 +158,10 @@ impl Session {
         // caller copies the originals).
         for (kind, text) in &resolved.texts {
             let origin = resolved.files.get(kind).map(String::as_str).unwrap_or("?");
-            wd.write(&format!("inputs/{kind}.yaml"), format!("# from {origin}\n{text}").as_bytes())?;
+            wd.write(
+                &format!("{}/{kind}.yaml", layout::INPUTS),
+                format!("# from {origin}\n{text}").as_bytes(),
+            )?;
         }
         let sets = resolved.request.sets.iter().map(|s| format!("--set {s}\n")).collect::<String>();
         wd.write(layout::OVERRIDES, sets.as_bytes())?;
@@ -167,7 +171,7 @@ impl Session {
             && old != text
         {
             let stamp = utc_now().replace([':', '.'], "-");
-            wd.write(&format!("inputs/history/{stamp}-resolved.yaml"), old.as_bytes())?;
+            wd.write(&format!("{}/{stamp}-resolved.yaml", layout::HISTORY), old.as_bytes())?;
         }
         wd.write(layout::RESOLVED, text.as_bytes())?;
         let version = json!({
@@ -178,17 +182,17 @@ impl Session {
         });
         wd.write(layout::VERSION, serde_json::to_string_pretty(&version).unwrap_or_default().as_bytes())?;
         wd.write(layout::PLAN, serde_json::to_string_pretty(plan).unwrap_or_default().as_bytes())?;
-        wd.write("plan/plan.dot", plan.dot().as_bytes())?;
+        wd.write(layout::PLAN_DOT, plan.dot().as_bytes())?;
         wd.write(layout::PLAN_TABLE, plan.table().as_bytes())?;
         for s in &plan.steps {
             for (name, text) in s.args.as_ref().map(|a| a.files()).unwrap_or_default() {
-                wd.write(&format!("plan/manifests/{}/{name}", s.id), text.as_bytes())?;
+                wd.write(&format!("{}/{}/{name}", layout::MANIFESTS, s.id), text.as_bytes())?;
             }
             let rendered = json!({
                 "id": s.id, "kind": s.kind, "phase": s.phase, "describe": s.describe, "with": s.with(), "hash": s.hash,
             });
             wd.write(
-                &format!("plan/steps/{}.json", s.id),
+                &format!("{}/{}.json", layout::PLAN_STEPS, s.id),
                 serde_json::to_string_pretty(&rendered).unwrap_or_default().as_bytes(),
             )?;
         }
@@ -204,7 +208,7 @@ impl Session {
     /// Before anything starts: every program a step in scope will run is installed, and
     /// whatever else a step needs (a tool benchflow installs) is there or, with
     /// `--install-missing`, will be.
-    pub fn preflight(&self, opts: &Options) -> Result<(), SessionError> {
+    pub(crate) fn preflight(&self, opts: &Options) -> Result<(), SessionError> {
         let in_scope = |i: usize| match &opts.selection {
             Some(sel) => sel.contains(&i),
             None => opts.phases.contains(&self.plan.steps[i].phase),
@@ -234,7 +238,7 @@ impl Session {
 
     /// Checks the programs, then executes the plan. `signals` delivers one message per
     /// Ctrl-C / SIGTERM; every event goes to `sink` (and `events.jsonl`).
-    pub async fn execute(
+    pub(crate) async fn execute(
         &self,
         opts: &Options,
         signals: &mut mpsc::UnboundedReceiver<()>,
@@ -246,7 +250,7 @@ impl Session {
 
     /// An existing work directory, locked, with the plan and the inputs it recorded: what
     /// `teardown` and `status` read (nothing is resolved or rendered again).
-    pub fn open(dir: &Path) -> Result<Session, SessionError> {
+    pub(crate) fn open(dir: &Path) -> Result<Session, SessionError> {
         let wd = WorkDir::open(dir)?;
         let unreadable = |why: String| SessionError::Record { path: dir.join(layout::PLAN), why };
         let text = std::fs::read_to_string(dir.join(layout::PLAN)).map_err(|e| unreadable(e.to_string()))?;
@@ -259,7 +263,7 @@ impl Session {
     /// Tears down what the record says is up, one undo step at a time, from the typed undo
     /// records (`state.json`, else `setup/undo/`): the one teardown of the CLI, experiments and
     /// searches. None when nothing is up. Undo records that cannot be read count as failed.
-    pub async fn teardown(
+    pub(crate) async fn teardown(
         &self,
         quiet: bool,
         signals: &mut mpsc::UnboundedReceiver<()>,

@@ -84,12 +84,12 @@ fn run(s: &'static Service) {
 }
 
 /// Resolves at `deadline`, typically within tens of microseconds.
-pub fn sleep_until(deadline: Instant) -> Sleep {
+pub(crate) fn sleep_until(deadline: Instant) -> Sleep {
     Sleep { deadline, fired: None }
 }
 
 /// The future of [`sleep_until`].
-pub struct Sleep {
+pub(crate) struct Sleep {
     deadline: Instant,
     fired: Option<Arc<AtomicBool>>,
 }

@@ -14,7 +14,7 @@ impl Secs {
 }
 
 /// Parses `"1.5ms"`-style durations into seconds.
-pub fn parse_duration(s: &str) -> Option<f64> {
+pub(crate) fn parse_duration(s: &str) -> Option<f64> {
     let s = s.trim();
     let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);

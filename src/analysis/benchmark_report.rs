@@ -18,15 +18,20 @@ use crate::spec::{
     workload::{DatasetSpec, Load, Workload},
 };
 
-pub const VERSION: &str = "0.2";
+pub(crate) const VERSION: &str = "0.2";
 
 /// The file names of stage `n`'s report.
-pub fn file_name(stage: u32, ext: &str) -> String {
+pub(crate) fn file_name(stage: u32, ext: &str) -> String {
     format!("benchmark_report_v{VERSION}_stage_{stage}.{ext}")
 }
 
 /// Writes every stage's report into `out`, reading the stack and load from `workdir`.
-pub fn write_all(out: &Path, workdir: &Path, results: &Path, a: &Analysis) -> Result<(), AnalysisError> {
+pub(crate) fn write_all(
+    out: &Path,
+    workdir: &Path,
+    results: &Path,
+    a: &Analysis,
+) -> Result<(), AnalysisError> {
     let resolved = std::fs::read_to_string(workdir.join("inputs/resolved.yaml"))
         .ok()
         .and_then(|t| serde_saphyr::from_str::<Value>(&t).ok())

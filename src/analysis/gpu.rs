@@ -7,10 +7,10 @@ use std::{collections::BTreeMap, path::Path};
 use super::Metrics;
 
 /// The GPUs' series: by GPU (`0`, `node-a/0`), then metric (`utilization_pct`, …).
-pub type GpuSeries = BTreeMap<String, Metrics>;
+pub(crate) type GpuSeries = BTreeMap<String, Metrics>;
 
 /// Reads `gpu.csv`; empty when there is none (no telemetry).
-pub fn read(results: &Path) -> GpuSeries {
+pub(crate) fn read(results: &Path) -> GpuSeries {
     let mut out = GpuSeries::new();
     let Ok(mut r) = csv::Reader::from_path(results.join("gpu.csv")) else { return out };
     for rec in r.records().flatten() {
@@ -85,7 +85,7 @@ fn max(v: &[f64]) -> f64 {
 
 /// The figures of the window `[a, b]` of a stage that produced `output_tokens`; `None` without
 /// samples in it.
-pub fn stats(series: &GpuSeries, (a, b): (f64, f64), output_tokens: u64) -> Option<GpuStats> {
+pub(crate) fn stats(series: &GpuSeries, (a, b): (f64, f64), output_tokens: u64) -> Option<GpuStats> {
     let samples = series
         .values()
         .map(|m| m.values().map(|s| within(s, a, b).count()).max().unwrap_or(0))

@@ -10,12 +10,12 @@
 //! * [`plots`]: the charts in `plots/`; [`report`]: `report.html`;
 //! * [`benchmark_report`]: the llm-d Benchmark Report v0.2, one per stage.
 
-pub mod benchmark_report;
-pub mod gpu;
-pub mod percentile;
-pub mod plots;
-pub mod report;
-pub mod stats;
+pub(crate) mod benchmark_report;
+pub(crate) mod gpu;
+pub(crate) mod percentile;
+pub(crate) mod plots;
+pub(crate) mod report;
+pub(crate) mod stats;
 
 mod accumulate;
 mod outputs;
@@ -29,9 +29,9 @@ use std::{
 
 use self::outputs::write;
 use self::stats::Summary;
-pub use self::{
-    outputs::{StageDoc, StatsDoc, render_text, schema, write_outputs},
-    read::{compute, read_info},
+pub(crate) use self::{
+    outputs::{StatsDoc, render_text, write_outputs},
+    read::compute,
 };
 pub use crate::spec::harness::Convention;
 use crate::{results::RunInfo, spec::workload::Slo};
@@ -129,7 +129,7 @@ impl ReplicaStats {
 }
 
 /// Cumulative distribution points (value in ms, fraction ≤ value).
-pub type Cdf = Vec<(f64, f64)>;
+pub(crate) type Cdf = Vec<(f64, f64)>;
 
 /// Per-stage latency distributions.
 #[derive(Debug, Clone, Default)]
@@ -142,7 +142,7 @@ pub struct StageSeries {
 }
 
 /// Series of server metrics by metric name: (run seconds, value).
-pub type Metrics = BTreeMap<String, Vec<(f64, f64)>>;
+pub(crate) type Metrics = BTreeMap<String, Vec<(f64, f64)>>;
 
 /// Data for the charts.
 #[derive(Debug, Clone, Default)]
@@ -167,7 +167,7 @@ pub struct Series {
 
 /// A CDF of `values` (seconds) in ms: exact below 2,000 values, else from a log-spaced
 /// histogram of 1,000 bins (O(n), plenty for a chart).
-pub fn cdf(values: &[f64]) -> Cdf {
+pub(crate) fn cdf(values: &[f64]) -> Cdf {
     let n = values.len();
     if n == 0 {
         return Vec::new();
@@ -282,9 +282,9 @@ mod tests {
     }
 
     mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
+        pub(super) struct Dir(pub std::path::PathBuf);
         impl Dir {
-            pub fn new() -> Self {
+            pub(super) fn new() -> Self {
                 static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Dir(std::env::temp_dir().join(format!("benchflow-analysis-{}-{n}", std::process::id())))

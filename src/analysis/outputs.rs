@@ -38,7 +38,7 @@ impl StageStats {
 
 /// `stats.json`: the whole document, typed (its JSON Schema is `schemas/stats.schema.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct StatsDoc {
+pub(crate) struct StatsDoc {
     /// Which metric definitions were applied.
     pub convention: Convention,
     /// Those definitions in words.
@@ -57,7 +57,7 @@ pub struct StatsDoc {
 
 /// One stage, with vllm bench serve's result key names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct StageDoc {
+pub(crate) struct StageDoc {
     pub stage: u32,
     pub label: String,
     /// Seconds: stage dispatch start to the last completion.
@@ -139,7 +139,7 @@ impl StageDoc {
 }
 
 impl StatsDoc {
-    pub fn of(a: &Analysis) -> StatsDoc {
+    pub(crate) fn of(a: &Analysis) -> StatsDoc {
         let tokens = a.stages.iter().map(|s| s.estimated_token_requests).sum::<u64>();
         StatsDoc {
             convention: a.convention,
@@ -163,7 +163,8 @@ impl StatsDoc {
 }
 
 /// `(file name, pretty JSON)` of the `stats.json` schema.
-pub fn schema() -> (&'static str, String) {
+#[cfg(test)]
+pub(crate) fn schema() -> (&'static str, String) {
     let schema = schemars::schema_for!(StatsDoc);
     ("stats.schema.json", serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n")
 }
@@ -176,7 +177,7 @@ pub(super) fn write(path: PathBuf, bytes: &[u8]) -> Result<(), AnalysisError> {
 }
 
 /// Writes `stats.json`, `stats.txt` and `summary.csv` into `out`.
-pub fn write_outputs(out: &Path, a: &Analysis) -> Result<(), AnalysisError> {
+pub(crate) fn write_outputs(out: &Path, a: &Analysis) -> Result<(), AnalysisError> {
     let out = out.to_path_buf();
     std::fs::create_dir_all(&out).map_err(|source| AnalysisError::Write { path: out.clone(), source })?;
     let doc = StatsDoc::of(a);
@@ -228,7 +229,7 @@ fn summary_csv(a: &Analysis) -> Vec<u8> {
 }
 
 /// The human-readable tables.
-pub fn render_text(a: &Analysis) -> String {
+pub(crate) fn render_text(a: &Analysis) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "benchflow results ({} conventions)", a.convention.as_str());
     if let Some(i) = &a.info {

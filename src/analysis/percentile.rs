@@ -6,7 +6,7 @@
 /// Linear interpolation between the closest ranks (numpy's default `linear`, vllm bench
 /// serve's `np.percentile`): the `q` quantile (0–1) lies at position q·(n−1) of the sorted
 /// values, between the two values around it. NaN when empty; `v` is reordered.
-pub fn linear(v: &mut [f64], q: f64) -> f64 {
+pub(crate) fn linear(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -18,7 +18,7 @@ pub fn linear(v: &mut [f64], q: f64) -> f64 {
 /// summaries ask for a dozen of millions of values). The position is computed as (n−1)·p/100,
 /// which can differ in the last bit from [`linear`]'s q·(n−1): each is kept as it was, so
 /// that no number written before changes. Zeros when empty; `v` is reordered.
-pub fn linear_percentiles(v: &mut [f64], ps: &[f64]) -> Vec<f64> {
+pub(crate) fn linear_percentiles(v: &mut [f64], ps: &[f64]) -> Vec<f64> {
     let n = v.len();
     if n == 0 {
         return vec![0.0; ps.len()];
@@ -55,7 +55,7 @@ fn linear_at(v: &mut [f64], positions: &[f64]) -> Vec<f64> {
 /// The higher of the two values around the linear rule's position (numpy's `higher`): the
 /// value at ⌈q·(n−1)⌉ of the sorted values, so always one that was measured; at q = 0.5 the
 /// upper middle. NaN when empty; `v` is reordered.
-pub fn higher(v: &mut [f64], q: f64) -> f64 {
+pub(crate) fn higher(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -68,7 +68,7 @@ pub fn higher(v: &mut [f64], q: f64) -> f64 {
 /// reaches `q` (no interpolation; 1e-12 of slack for the rounding of the running sum).
 /// `sorted` is ascending by value, `total` the sum of its weights (> 0). The last value when
 /// none reaches `q`, 0 when empty.
-pub fn weighted_inverse_cdf(sorted: &[(f64, f64)], total: f64, q: f64) -> f64 {
+pub(crate) fn weighted_inverse_cdf(sorted: &[(f64, f64)], total: f64, q: f64) -> f64 {
     let mut cum = 0.0;
     for (x, w) in sorted {
         cum += w / total;

@@ -41,7 +41,7 @@ pub struct PlotError {
 
 /// One chart.
 #[derive(Debug, Clone)]
-pub struct LineChart {
+pub(crate) struct LineChart {
     pub name: String,
     pub title: String,
     pub x_desc: String,
@@ -64,7 +64,7 @@ pub struct LineChart {
 }
 
 impl LineChart {
-    pub fn new(
+    pub(crate) fn new(
         name: impl Into<String>,
         title: impl Into<String>,
         x_desc: impl Into<String>,
@@ -88,13 +88,13 @@ impl LineChart {
     }
 
     /// For a chart of CDFs: x clipped at the series' largest p99.9, y to 1, legend lower right.
-    pub fn finish_cdf(&mut self) {
+    pub(crate) fn finish_cdf(&mut self) {
         self.x_max = clip(&self.series.iter().map(|(_, s)| s).collect::<Vec<_>>());
         self.y_max = Some(1.0);
         self.legend_lower_right = true;
     }
 
-    pub fn has_data(&self) -> bool {
+    pub(crate) fn has_data(&self) -> bool {
         self.series.iter().any(|(_, s)| !s.is_empty())
     }
 }
@@ -191,13 +191,13 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) -> Res
 }
 
 /// Writes a line chart as `NAME.svg` and `NAME.png` into `dir`.
-pub fn save(dir: &Path, c: &LineChart) -> Result<Vec<PathBuf>, PlotError> {
+pub(crate) fn save(dir: &Path, c: &LineChart) -> Result<Vec<PathBuf>, PlotError> {
     save_with(dir, &c.name, |root| draw(root, c), |root| draw(root, c))
 }
 
 /// A grid of coloured cells: `values[row][column]` (None: no measurement), light to dark.
 #[derive(Debug, Clone)]
-pub struct HeatMap {
+pub(crate) struct HeatMap {
     pub name: String,
     pub title: String,
     pub x_desc: String,
@@ -277,7 +277,7 @@ fn draw_heat<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &HeatMap) -> 
 }
 
 /// Writes a heat map as `NAME.svg` and `NAME.png` into `dir`.
-pub fn save_heatmap(dir: &Path, h: &HeatMap) -> Result<Vec<PathBuf>, PlotError> {
+pub(crate) fn save_heatmap(dir: &Path, h: &HeatMap) -> Result<Vec<PathBuf>, PlotError> {
     save_with(dir, &h.name, |root| draw_heat(root, h), |root| draw_heat(root, h))
 }
 
@@ -348,7 +348,7 @@ fn cdf_chart(a: &Analysis, name: &str, what: &str, pick: fn(&super::StageSeries)
 }
 
 /// Builds every chart the analysis supports.
-pub fn charts(a: &Analysis) -> Vec<LineChart> {
+pub(crate) fn charts(a: &Analysis) -> Vec<LineChart> {
     let mut out = vec![
         cdf_chart(a, "ttft_cdf", "Time to first token", |s| &s.ttft),
         cdf_chart(a, "e2el_cdf", "End-to-end latency", |s| &s.e2el),
@@ -484,7 +484,7 @@ fn gpu_charts(gpus: &super::gpu::GpuSeries, marks: &[f64]) -> Vec<LineChart> {
 }
 
 /// Renders every chart into `dir`; returns the charts drawn.
-pub fn render(dir: &Path, a: &Analysis) -> Result<Vec<LineChart>, PlotError> {
+pub(crate) fn render(dir: &Path, a: &Analysis) -> Result<Vec<LineChart>, PlotError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| PlotError { name: dir.display().to_string(), why: e.to_string() })?;
     let charts = charts(a);

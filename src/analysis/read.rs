@@ -67,13 +67,13 @@ pub(super) fn combine(by_target: &BTreeMap<String, Metrics>) -> Metrics {
 }
 
 /// Reads `run.json` of a results directory, if present.
-pub fn read_info(results: &Path) -> Option<RunInfo> {
+pub(crate) fn read_info(results: &Path) -> Option<RunInfo> {
     let text = std::fs::read(results.join("run.json")).ok()?;
     serde_json::from_slice(&text).ok()
 }
 
 /// Computes the statistics of a results directory without writing anything.
-pub fn compute(results: &Path, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
+pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
     let path = results.join("requests.csv");
     let info = read_info(results);
     let records_error =

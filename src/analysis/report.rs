@@ -4,9 +4,10 @@
 use std::fmt::Write as _;
 
 use super::{Analysis, plots::LineChart};
+use crate::workdir::layout;
 
 /// HTML-escapes text.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
@@ -31,7 +32,7 @@ fn lost_during(events: &std::path::Path, since: &str) -> Vec<(String, String, St
         .collect()
 }
 
-pub fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> String {
+pub(crate) fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
@@ -69,7 +70,7 @@ pub fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> String 
     let _ = write!(h, "</table>");
     // What a done step set up (the engine) went away during this run: said first.
     let started = a.info.as_ref().map(|i| i.started_at.clone()).unwrap_or_default();
-    for (t, step, what) in lost_during(&dirs.workdir.join("events.jsonl"), &started) {
+    for (t, step, what) in lost_during(&dirs.workdir.join(layout::EVENTS), &started) {
         let _ = write!(
             h,
             "<p class=warn>The engine stopped during this run, at {t}: {} ({}). Requests after that \
@@ -208,7 +209,7 @@ pub fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> String 
             c.name, c.name, c.name
         );
     }
-    if let Ok(w) = std::fs::read_to_string(dirs.workdir.join("inputs/workload.yaml")) {
+    if let Ok(w) = std::fs::read_to_string(dirs.workdir.join(layout::WORKLOAD)) {
         let _ = write!(h, "<h2>Workload</h2><pre>{}</pre>", escape(&w));
     }
     let _ = writeln!(h, "</body></html>");

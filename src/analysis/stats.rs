@@ -3,7 +3,7 @@
 use super::percentile;
 
 /// The percentiles reported for every latency metric (the llm-d Benchmark Report's ladder).
-pub const PERCENTILES: [f64; 11] = [0.1, 1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
+pub(crate) const PERCENTILES: [f64; 11] = [0.1, 1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
 
 /// mean, median, std, extremes and percentiles of one metric.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +47,7 @@ impl Summary {
 /// vllm bench serve: arithmetic mean, population std, median = average of the two middles,
 /// percentiles by [`percentile::linear_percentiles`] (numpy's default, position (n−1)·P/100).
 /// Empty → zeros. Reorders `values`.
-pub fn vllm(values: &mut [f64]) -> Summary {
+pub(crate) fn vllm(values: &mut [f64]) -> Summary {
     let n = values.len();
     if n == 0 {
         return Summary::empty();
@@ -71,7 +71,7 @@ pub fn vllm(values: &mut [f64]) -> Summary {
 /// GuideLLM: (value, weight) pairs normalised to probabilities; mean = Σp·x, population
 /// variance; percentiles by [`percentile::weighted_inverse_cdf`] (the first sorted value whose
 /// cumulative probability ≥ q, no interpolation); median = p50. Zero weights drop out.
-pub fn guidellm(pairs: &mut [(f64, f64)]) -> Summary {
+pub(crate) fn guidellm(pairs: &mut [(f64, f64)]) -> Summary {
     let total: f64 = pairs.iter().map(|(_, w)| *w).sum();
     if pairs.is_empty() || total <= 0.0 {
         return Summary::empty();

@@ -15,13 +15,13 @@ use crate::{analysis::Convention, resolve::Request, resolve::Resolved};
     about = "Stand up LLM inference stacks, drive load at them, analyse the results, tear them down.",
     after_help = EXIT_CODES
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Stand up, run the workload, analyse, tear down (teardown also runs on failure and on
     /// the first Ctrl-C).
     #[command(after_help = EXIT_CODES)]
@@ -81,13 +81,13 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct ToolsArgs {
+pub(crate) struct ToolsArgs {
     #[command(subcommand)]
     pub action: ToolsAction,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ToolsAction {
+pub(crate) enum ToolsAction {
     /// The tools, their pinned versions and Pythons, and whether (and where) each is installed.
     List,
     /// Install one (again, if it was), pinned, with the newest suitable Python found.
@@ -102,7 +102,7 @@ pub enum ToolsAction {
 }
 
 #[derive(Debug, Args)]
-pub struct AnalyzeArgs {
+pub(crate) struct AnalyzeArgs {
     /// The work directory of a run.
     pub dir: PathBuf,
     /// Metric definitions for the statistics (default: the harness's).
@@ -111,7 +111,7 @@ pub struct AnalyzeArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct SimArgs {
+pub(crate) struct SimArgs {
     /// Port to listen on; 0 picks a free one. The address is printed as the first line of stdout.
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
@@ -139,7 +139,7 @@ pub struct SimArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ExperimentAction {
+pub(crate) enum ExperimentAction {
     /// Run it (the default; the same command resumes it).
     Run,
     /// Print the design (every point, its values and its stack) and the stacks; run nothing.
@@ -147,7 +147,7 @@ pub enum ExperimentAction {
 }
 
 #[derive(Debug, Args)]
-pub struct ExperimentArgs {
+pub(crate) struct ExperimentArgs {
     /// `plan` prints the design without running anything.
     #[arg(value_enum, default_value = "run", hide_default_value = true)]
     pub action: ExperimentAction,
@@ -179,13 +179,13 @@ pub struct ExperimentArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CompareFormat {
+pub(crate) enum CompareFormat {
     Table,
     Json,
 }
 
 #[derive(Debug, Args)]
-pub struct CompareArgs {
+pub(crate) struct CompareArgs {
     /// Two or more work directories (runs, or an experiment's points/<id>); the first is the
     /// baseline.
     #[arg(required = true, num_args = 2..)]
@@ -206,7 +206,7 @@ pub struct CompareArgs {
 
 /// The files and overrides of a run.
 #[derive(Debug, Args, Clone)]
-pub struct PlanArgs {
+pub(crate) struct PlanArgs {
     /// Scenario: a name in scenarios/ (or shipped with benchflow), or a path [default: local-sim,
     /// or the work directory's]
     #[arg(short = 'c', long)]
@@ -251,7 +251,12 @@ pub struct PlanArgs {
 impl PlanArgs {
     /// What to resolve: the names given, else those an existing work directory recorded, else
     /// the defaults; the recorded `--set`s first, then `extra`, then the ones given now.
-    pub fn request(&self, scenario: Option<&str>, extra: &[String], previous: Option<&Resolved>) -> Request {
+    pub(crate) fn request(
+        &self,
+        scenario: Option<&str>,
+        extra: &[String],
+        previous: Option<&Resolved>,
+    ) -> Request {
         let prev = previous.map(|r| &r.request);
         let pick = |given: &Option<String>, recorded: Option<&String>, default: &str| {
             given.clone().or_else(|| recorded.cloned()).unwrap_or_else(|| default.to_string())
@@ -275,7 +280,7 @@ impl PlanArgs {
     }
 
     /// `--set` plus what the Kubernetes flags set.
-    pub fn all_sets(&self) -> Vec<String> {
+    pub(crate) fn all_sets(&self) -> Vec<String> {
         let mut sets = self.sets.clone();
         if let Some(c) = &self.context {
             sets.push(format!("kubernetes.context={c}"));
@@ -289,7 +294,7 @@ impl PlanArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
     pub plan: PlanArgs,
     /// Benchmark this OpenAI-compatible server instead (scenario `endpoint`, nothing stood up).
@@ -298,20 +303,20 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DirArgs {
+pub(crate) struct DirArgs {
     /// The work directory (default: runs/latest).
     pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum PlanFormat {
+pub(crate) enum PlanFormat {
     Table,
     Json,
     Dot,
 }
 
 #[derive(Debug, Args)]
-pub struct ShowPlanArgs {
+pub(crate) struct ShowPlanArgs {
     #[command(flatten)]
     pub plan: PlanArgs,
     /// Output format.
@@ -323,7 +328,7 @@ pub struct ShowPlanArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ArchiveArgs {
+pub(crate) struct ArchiveArgs {
     pub dir: PathBuf,
     /// The archive to write (default: DIR.tar.gz next to DIR).
     #[arg(short = 'o', long)]
@@ -331,7 +336,7 @@ pub struct ArchiveArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ReproduceArgs {
+pub(crate) struct ReproduceArgs {
     /// A work directory or an archive made by `benchflow archive`.
     pub source: PathBuf,
     /// The new work directory (default: runs/<run-id>).
@@ -349,7 +354,7 @@ pub struct ReproduceArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct GcArgs {
+pub(crate) struct GcArgs {
     /// The namespace to clean.
     #[arg(long)]
     pub namespace: String,

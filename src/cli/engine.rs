@@ -145,7 +145,7 @@ fn dry_run_done(p: &Session) -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn e2e(args: PlanArgs) -> Result<(), CliError> {
+pub(crate) async fn e2e(args: PlanArgs) -> Result<(), CliError> {
     let p = prepare(&args, None, &[])?;
     if args.dry_run {
         return dry_run_done(&p);
@@ -153,7 +153,7 @@ pub async fn e2e(args: PlanArgs) -> Result<(), CliError> {
     execute(&p, Phase::ALL.to_vec(), !args.keep, How::from(&args)).await
 }
 
-pub async fn standup(args: PlanArgs) -> Result<(), CliError> {
+pub(crate) async fn standup(args: PlanArgs) -> Result<(), CliError> {
     let p = prepare(&args, None, &[])?;
     if args.dry_run {
         return dry_run_done(&p);
@@ -169,7 +169,7 @@ pub async fn standup(args: PlanArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn run(args: RunArgs) -> Result<(), CliError> {
+pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
     let mut plan_args = args.plan.clone();
     // Against what `standup` left: the given work directory, else runs/latest.
     if args.endpoint.is_none()
@@ -211,7 +211,7 @@ pub(super) fn load_plan(dir: &Path) -> Result<Plan, CliError> {
     serde_json::from_str(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
 }
 
-pub async fn teardown(args: DirArgs) -> Result<(), CliError> {
+pub(crate) async fn teardown(args: DirArgs) -> Result<(), CliError> {
     let dir = dir_or_latest(args.dir);
     let session = Session::open(&dir)?;
     let mut rx = signals(&dir);
@@ -228,7 +228,7 @@ pub async fn teardown(args: DirArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
+pub(crate) fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
     let format = if args.dot { PlanFormat::Dot } else { args.output };
     let p = if args.plan.dry_run {
         prepare(&args.plan, None, &[])?
@@ -254,7 +254,7 @@ pub fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
+pub(crate) async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
     // An archive is unpacked (and verified) into a temporary directory, removed once the
     // inputs are copied.
     let unpacked = if args.source.is_file() {

@@ -67,7 +67,7 @@ fn plan_of(args: &ExperimentArgs) -> Result<ExperimentPlan, CliError> {
     Ok(experiment::plan::plan(file, &root, &sets, args.yes)?)
 }
 
-pub async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
+pub(crate) async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
     let started = std::time::Instant::now();
     let plan = plan_of(&args)?;
     if args.action == ExperimentAction::Plan {
@@ -179,7 +179,7 @@ fn print_points(plan: &ExperimentPlan, f: &analysis::Findings) {
 }
 
 /// `benchflow teardown` of an experiment directory: every stack its record says is up.
-pub async fn teardown(root: &Path) -> Result<(), CliError> {
+pub(crate) async fn teardown(root: &Path) -> Result<(), CliError> {
     let _lock = crate::workdir::WorkDir::lock_dir(root)?;
     let mut state = ExpState::load(root)?;
     let up: Vec<String> = state
@@ -215,7 +215,7 @@ pub async fn teardown(root: &Path) -> Result<(), CliError> {
 }
 
 /// `benchflow status` of an experiment directory: points by status, stacks, who holds it.
-pub fn status(root: &Path) -> Result<(), CliError> {
+pub(crate) fn status(root: &Path) -> Result<(), CliError> {
     let state = ExpState::load(root)?;
     println!("experiment {} in {}", state.experiment, root.display());
     let mut by: std::collections::BTreeMap<String, Vec<&str>> = std::collections::BTreeMap::new();
@@ -239,7 +239,7 @@ pub fn status(root: &Path) -> Result<(), CliError> {
 }
 
 /// `benchflow analyze` of an experiment directory.
-pub fn analyze(root: &Path) -> Result<(), CliError> {
+pub(crate) fn analyze(root: &Path) -> Result<(), CliError> {
     let (file, sets) = recorded(root)?;
     let root = std::path::absolute(root).unwrap_or(root.to_path_buf());
     let plan = experiment::plan::plan(file, &root, &sets, true)?;
@@ -253,7 +253,7 @@ pub fn analyze(root: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn compare(args: CompareArgs) -> Result<(), CliError> {
+pub(crate) fn compare(args: CompareArgs) -> Result<(), CliError> {
     if !(0.5..1.0).contains(&args.level) {
         return Err(CliError::Usage(format!("--level {} is not in [0.5, 1)", args.level)));
     }

@@ -13,7 +13,7 @@ use crate::{
     workdir::{WorkDir, archive},
 };
 
-pub async fn status(args: DirArgs) -> Result<(), CliError> {
+pub(crate) async fn status(args: DirArgs) -> Result<(), CliError> {
     let dir = dir_or_latest(args.dir);
     if crate::experiment::state::ExpState::is_experiment(&dir) {
         return super::experiment::status(&dir);
@@ -158,7 +158,7 @@ async fn deployment_status(client: &kube::Client, ns: &str, name: &str) {
     }
 }
 
-pub fn archive(args: ArchiveArgs) -> Result<(), CliError> {
+pub(crate) fn archive(args: ArchiveArgs) -> Result<(), CliError> {
     if !args.dir.join(layout::RESOLVED).is_file() {
         return Err(CliError::Usage(format!("{} is not a benchflow work directory", args.dir.display())));
     }
@@ -172,7 +172,7 @@ pub fn archive(args: ArchiveArgs) -> Result<(), CliError> {
 
 /// `benchflow gc`: finds what benchflow left in a namespace by label, and deletes it (the
 /// namespace too when benchflow created it).
-pub async fn gc(args: GcArgs) -> Result<(), CliError> {
+pub(crate) async fn gc(args: GcArgs) -> Result<(), CliError> {
     use crate::platform::{kube, kubernetes::RUN_LABEL};
     let target =
         kube::Target { context: args.context, kubeconfig: args.kubeconfig.map(|k| k.display().to_string()) };

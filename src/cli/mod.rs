@@ -7,18 +7,18 @@
 //! * [`inspect`]: `status`, `archive`, `gc`.
 //! * [`tools`]: `tools list`, `tools install`.
 
-pub mod args;
-pub mod engine;
-pub mod experiment;
-pub mod inspect;
-pub mod tools;
+pub(crate) mod args;
+pub(crate) mod engine;
+pub(crate) mod experiment;
+pub(crate) mod inspect;
+pub(crate) mod tools;
 
 use crate::workdir::layout;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use self::args::{AnalyzeArgs, Cli, Command, SimArgs};
+pub(crate) use self::args::{AnalyzeArgs, Cli, Command, SimArgs};
 
 use crate::{
     analysis::{self, AnalysisError, Convention},
@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// The documented exit codes (also printed by `--help`).
-pub const EXIT_CODES: &str = "\
+pub(crate) const EXIT_CODES: &str = "\
 Exit codes:
   0  success (a run whose requests partly failed still succeeds: failures are in its results)
   1  failure at run time (I/O error, a teardown step failed, the engine died during the run)
@@ -43,21 +43,21 @@ Exit codes:
      second interrupt skipped it";
 
 /// Exit code: success.
-pub const EXIT_OK: u8 = 0;
+pub(crate) const EXIT_OK: u8 = 0;
 /// Exit code: a failure at run time.
-pub const EXIT_RUNTIME: u8 = 1;
+pub(crate) const EXIT_RUNTIME: u8 = 1;
 /// Exit code: invalid usage or configuration.
-pub const EXIT_CONFIG: u8 = 2;
+pub(crate) const EXIT_CONFIG: u8 = 2;
 /// Exit code: standup failed.
-pub const EXIT_STANDUP: u8 = 3;
+pub(crate) const EXIT_STANDUP: u8 = 3;
 /// Exit code: the run could not be carried out.
-pub const EXIT_RUN: u8 = 4;
+pub(crate) const EXIT_RUN: u8 = 4;
 /// Exit code: interrupted.
-pub const EXIT_INTERRUPTED: u8 = 5;
+pub(crate) const EXIT_INTERRUPTED: u8 = 5;
 
 /// Everything that can make a command fail, mapped to an exit code.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -114,7 +114,7 @@ impl From<crate::session::SessionError> for CliError {
 }
 
 impl CliError {
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             CliError::Config(_) | CliError::Spec(_) | CliError::Resolve(_) | CliError::Plan(_) => EXIT_CONFIG,
             CliError::Usage(_)
@@ -155,7 +155,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs one parsed command line.
-pub fn run(cli: Cli) -> Result<(), CliError> {
+pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(CliError::Runtime)?;
     match cli.command {
@@ -204,7 +204,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// Resolves the simulator configuration from the flags.
-pub fn sim_config(args: &SimArgs) -> Result<SimConfig, ConfigError> {
+pub(crate) fn sim_config(args: &SimArgs) -> Result<SimConfig, ConfigError> {
     let base = match &args.config {
         Some(path) => SimConfig::from_file(path)?,
         None => SimConfig::profile(&args.profile)?,
@@ -297,7 +297,7 @@ fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
 /// Registers the Ctrl-C and SIGTERM handlers now (so a signal that arrives before the returned
 /// future is first polled is not lost to the default action) and resolves on the first of them.
 /// Must be called inside the runtime.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

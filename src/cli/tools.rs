@@ -6,7 +6,7 @@ use super::{
 };
 use crate::tools::{self, TOOLS};
 
-pub fn tools(args: ToolsArgs) -> Result<(), CliError> {
+pub(crate) fn tools(args: ToolsArgs) -> Result<(), CliError> {
     let home = tools::home();
     match args.action {
         ToolsAction::List => {

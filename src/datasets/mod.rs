@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// The sample sets shipped with benchflow (`datasets/*.jsonl`), embedded in the binary.
-pub const SAMPLES: &[(&str, &str)] = &[("sample", include_str!("../../datasets/sample.jsonl"))];
+pub(crate) const SAMPLES: &[(&str, &str)] = &[("sample", include_str!("../../datasets/sample.jsonl"))];
 
 /// Most prompts generated for a synthetic pool; requests cycle through the pool.
 const MAX_POOL: usize = 4096;
@@ -37,14 +37,14 @@ pub enum DatasetError {
 
 /// What is sent: a text prompt or chat messages.
 #[derive(Debug, Clone, PartialEq)]
-pub enum PromptBody {
+pub(crate) enum PromptBody {
     Text(String),
     Messages(Vec<(String, String)>),
 }
 
 /// One prompt with its token estimate and requested output length.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Prompt {
+pub(crate) struct Prompt {
     pub body: PromptBody,
     pub input_tokens: u32,
     pub max_tokens: u32,
@@ -54,7 +54,7 @@ pub struct Prompt {
 
 /// A request ready to send.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub body: Bytes,
     pub input_tokens: u32,
     pub max_tokens: u32,
@@ -137,7 +137,7 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 
 /// Parses JSON lines: `{"prompt": ...}` or `{"messages": [...]}`, with optional `max_tokens` /
 /// `output_len`.
-pub fn parse_jsonl(
+pub(crate) fn parse_jsonl(
     text: &str,
     origin: &str,
     default_out: Option<u32>,
@@ -188,7 +188,7 @@ pub fn parse_jsonl(
 
 /// Parses ShareGPT JSON: the first human turn is the prompt; the following assistant turn's
 /// length (in words) is the output length unless `output_len` is set.
-pub fn parse_sharegpt(text: &str, origin: &str, spec: &FileSpec) -> Result<Vec<Prompt>, DatasetError> {
+pub(crate) fn parse_sharegpt(text: &str, origin: &str, spec: &FileSpec) -> Result<Vec<Prompt>, DatasetError> {
     let invalid = |message: String| DatasetError::Invalid { path: origin.to_string(), message };
     let v: Value = serde_json::from_str(text).map_err(|e| invalid(format!("not JSON: {e}")))?;
     let items = v.as_array().ok_or_else(|| invalid("expected a JSON array of conversations".into()))?;
@@ -216,7 +216,7 @@ pub fn parse_sharegpt(text: &str, origin: &str, spec: &FileSpec) -> Result<Vec<P
 }
 
 /// Loads the prompt pool for a dataset spec; file paths are relative to `base`.
-pub fn load(spec: &DatasetSpec, seed: u64, base: &Path) -> Result<Vec<Prompt>, DatasetError> {
+pub(crate) fn load(spec: &DatasetSpec, seed: u64, base: &Path) -> Result<Vec<Prompt>, DatasetError> {
     load_for(spec, seed, base, None)
 }
 
@@ -225,7 +225,7 @@ const POOL_TOKEN_BUDGET: u64 = 64 << 20;
 
 /// How many synthetic prompts to make: what the run needs (when known), at most 4,096, and
 /// no more than the memory budget allows for prompts of this length.
-pub fn pool_size(spec: &RandomSpec, needed: Option<u64>) -> usize {
+pub(crate) fn pool_size(spec: &RandomSpec, needed: Option<u64>) -> usize {
     let per_prompt = u64::from(spec.input_len.max(1)) + u64::from(spec.prefix_len);
     let by_memory = (POOL_TOKEN_BUDGET / per_prompt).max(1);
     let n = needed.unwrap_or(MAX_POOL as u64).min(MAX_POOL as u64).min(by_memory).max(1);
@@ -233,7 +233,7 @@ pub fn pool_size(spec: &RandomSpec, needed: Option<u64>) -> usize {
 }
 
 /// `load`, making no more synthetic prompts than `needed` requests use.
-pub fn load_for(
+pub(crate) fn load_for(
     spec: &DatasetSpec,
     seed: u64,
     base: &Path,
@@ -272,7 +272,7 @@ pub fn load_for(
 }
 
 /// A dataset in words (for messages).
-pub fn describe(spec: &DatasetSpec, base: &Path) -> String {
+pub(crate) fn describe(spec: &DatasetSpec, base: &Path) -> String {
     match spec {
         DatasetSpec::Random(_) => "random".into(),
         DatasetSpec::SharedPrefix(_) => "shared_prefix".into(),
@@ -287,7 +287,7 @@ const CHECK_PARSE_LIMIT: u64 = 64 << 20;
 
 /// Checks a dataset before anything starts: a file exists and parses (whole, up to 64 MiB), a
 /// sample exists. What `load` would refuse after a 20-minute standup is refused now.
-pub fn check(spec: &DatasetSpec, base: &Path) -> Result<(), DatasetError> {
+pub(crate) fn check(spec: &DatasetSpec, base: &Path) -> Result<(), DatasetError> {
     let file = match spec {
         DatasetSpec::Random(_) | DatasetSpec::SharedPrefix(_) => return Ok(()),
         DatasetSpec::Sample(s) => {
@@ -309,7 +309,7 @@ pub fn check(spec: &DatasetSpec, base: &Path) -> Result<(), DatasetError> {
 }
 
 /// Renders the request body of a prompt for the workload's API settings.
-pub fn render(p: &Prompt, api: &ApiSpec, model: &str) -> Request {
+pub(crate) fn render(p: &Prompt, api: &ApiSpec, model: &str) -> Request {
     let mut body = Map::new();
     body.insert("model".into(), json!(model));
     match (&p.body, api.endpoint) {

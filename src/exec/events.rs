@@ -19,7 +19,7 @@ use crate::{
 /// Something that happened during a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
+pub(crate) enum Event {
     RunStarted {
         run_id: String,
         dir: String,
@@ -87,7 +87,7 @@ pub enum Event {
 /// Where a walk's events go, beside `events.jsonl` (which the executor always writes): the CLI's
 /// [`Console`], an experiment's sink that names the point, a test's buffer. The caller builds
 /// it and passes it in.
-pub trait Sink: Send {
+pub(crate) trait Sink: Send {
     /// Before the walk: the plan it walks (for step numbers).
     fn begin(&mut self, _plan: &Plan) {}
     fn event(&mut self, event: &Event);
@@ -119,7 +119,7 @@ impl EventLog {
 /// Lines on stderr for a person: one per event (nothing but signals, warnings and lost effects
 /// when quiet), each step's prefixed `[ n/N] id`; `prefix` before every line (an experiment's
 /// point).
-pub struct Console {
+pub(crate) struct Console {
     quiet: bool,
     prefix: String,
     /// Step id → its number, for the `[ n/N]` prefix.
@@ -129,12 +129,12 @@ pub struct Console {
 }
 
 impl Console {
-    pub fn new(quiet: bool) -> Console {
+    pub(crate) fn new(quiet: bool) -> Console {
         Console { quiet, prefix: String::new(), numbers: BTreeMap::new(), total: 0, width: 10 }
     }
 
     /// Every line starts with `prefix` (e.g. `p003: `).
-    pub fn prefixed(mut self, prefix: String) -> Console {
+    pub(crate) fn prefixed(mut self, prefix: String) -> Console {
         self.prefix = prefix;
         self
     }
@@ -155,8 +155,10 @@ impl Sink for Console {
 }
 
 /// Drops every event (a caller that only wants `events.jsonl`).
-pub struct Silent;
+#[cfg(test)]
+pub(crate) struct Silent;
 
+#[cfg(test)]
 impl Sink for Silent {
     fn event(&mut self, _event: &Event) {}
 }

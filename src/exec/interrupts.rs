@@ -16,10 +16,10 @@ struct Hub {
 
 /// The fan-out; clones share it.
 #[derive(Debug, Clone, Default)]
-pub struct Interrupts(Arc<Mutex<Hub>>);
+pub(crate) struct Interrupts(Arc<Mutex<Hub>>);
 
 /// A walk's own channel of interrupts, unsubscribed when dropped.
-pub struct Subscription {
+pub(crate) struct Subscription {
     pub rx: mpsc::UnboundedReceiver<()>,
     key: u64,
     hub: Interrupts,
@@ -37,7 +37,7 @@ impl Interrupts {
     }
 
     /// A channel that receives every interrupt from now on.
-    pub fn subscribe(&self) -> Subscription {
+    pub(crate) fn subscribe(&self) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
         let key = self.with(|h| {
             h.next += 1;
@@ -48,7 +48,7 @@ impl Interrupts {
     }
 
     /// Delivers an interrupt to every subscriber; returns how many there have been.
-    pub fn interrupt(&self) -> u32 {
+    pub(crate) fn interrupt(&self) -> u32 {
         self.with(|h| {
             h.count += 1;
             for (_, tx) in &h.subscribers {
@@ -59,7 +59,7 @@ impl Interrupts {
     }
 
     /// How many interrupts there have been.
-    pub fn count(&self) -> u32 {
+    pub(crate) fn count(&self) -> u32 {
         self.with(|h| h.count)
     }
 }

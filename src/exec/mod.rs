@@ -9,11 +9,11 @@
 //! a third exits at once (handled where the signals are received).
 
 mod attempt;
-pub mod events;
+pub(crate) mod events;
 mod interrupts;
 mod record;
-pub mod state;
-pub mod walk;
+pub(crate) mod state;
+pub(crate) mod walk;
 
 use crate::workdir::layout;
 use std::{
@@ -28,14 +28,16 @@ use tokio::{
     task::JoinSet,
 };
 
+#[cfg(test)]
+pub(crate) use self::events::Silent;
 use self::{
     attempt::{Finished, run_step},
     record::Record,
     walk::{Decision, Facts, Walk},
 };
-pub use self::{
-    events::{Console, Event, Silent, Sink},
-    interrupts::{Interrupts, Subscription},
+pub(crate) use self::{
+    events::{Console, Event, Sink},
+    interrupts::Interrupts,
     state::{State, Status},
 };
 use crate::{
@@ -47,7 +49,7 @@ use crate::{
 
 /// What to execute.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// The phases this command runs (teardown included or not).
     pub phases: Vec<Phase>,
     /// `-s`: only these steps (indices), run even if done.
@@ -64,7 +66,7 @@ pub struct Options {
 
 impl Options {
     /// What a teardown runs: the teardown phase alone.
-    pub fn teardown(quiet: bool) -> Options {
+    pub(crate) fn teardown(quiet: bool) -> Options {
         Options {
             phases: vec![Phase::Teardown],
             selection: None,
@@ -78,7 +80,7 @@ impl Options {
 
 /// How the execution ended.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Success,
     /// The first step that failed, its phase and its error.
     Failed {
@@ -97,7 +99,7 @@ pub enum Outcome {
 
 /// The result of an execution.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     pub outcome: Outcome,
     /// Undo records left behind (after a skipped teardown, or when teardown was not run).
     pub leftovers: Vec<String>,
@@ -106,7 +108,7 @@ pub struct Report {
 
 /// Errors that stop the executor itself (not a step's failure).
 #[derive(Debug, thiserror::Error)]
-pub enum ExecError {
+pub(crate) enum ExecError {
     #[error(transparent)]
     Workdir(#[from] WorkdirError),
     #[error(transparent)]
@@ -124,7 +126,7 @@ pub enum ExecError {
 /// Two walks ([`walk::Walk`]): the steps of the command's phases (or `-s`), in parallel as the
 /// DAG allows; then, asked for or owed after a failure or the first interrupt, the teardown
 /// steps one at a time, each whatever the previous one did.
-pub async fn execute(
+pub(crate) async fn execute(
     plan: &Plan,
     dir: &Path,
     opts: &Options,
@@ -463,7 +465,7 @@ impl Driver<'_> {
 }
 
 /// One line about something a step left behind.
-pub fn describe_leftover(id: &str, rec: &UndoRecord) -> String {
+pub(crate) fn describe_leftover(id: &str, rec: &UndoRecord) -> String {
     format!("{id}: {}", rec.describe())
 }
 

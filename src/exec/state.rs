@@ -17,7 +17,7 @@ use crate::{
 /// A step's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub(crate) enum Status {
     #[default]
     Pending,
     Running,
@@ -34,7 +34,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
             Status::Running => "running",
@@ -50,7 +50,7 @@ impl Status {
 
 /// One attempt of a step.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     pub started_at: String,
     pub duration_s: f64,
     /// `done`, or the error.
@@ -59,7 +59,7 @@ pub struct Attempt {
 
 /// A step's record.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
-pub struct StepState {
+pub(crate) struct StepState {
     pub status: Status,
     pub hash: String,
     #[serde(default)]
@@ -81,7 +81,7 @@ pub struct StepState {
 
 /// The whole `state.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
-pub struct State {
+pub(crate) struct State {
     pub format_version: u32,
     pub run_id: String,
     pub steps: BTreeMap<String, StepState>,
@@ -97,7 +97,7 @@ pub struct State {
     "{path} cannot be read ({why}); it is the record of what this work directory stood up. \
      `benchflow teardown {dir}` still stops what setup/undo/ records; then use a new work directory"
 )]
-pub struct StateError {
+pub(crate) struct StateError {
     pub path: PathBuf,
     pub dir: String,
     pub why: String,
@@ -105,13 +105,13 @@ pub struct StateError {
 
 impl State {
     /// An empty record.
-    pub fn fresh(run_id: &str) -> State {
+    pub(crate) fn fresh(run_id: &str) -> State {
         State { format_version: workdir::FORMAT_VERSION, run_id: run_id.to_string(), ..State::default() }
     }
 
     /// Reads `state.json`; none yet is an empty record, unless `setup/undo/` shows that steps
     /// ran (then the record was lost: an error).
-    pub fn load(dir: &Path, run_id: &str) -> Result<State, StateError> {
+    pub(crate) fn load(dir: &Path, run_id: &str) -> Result<State, StateError> {
         let path = dir.join(layout::STATE);
         let error = |why: String| StateError { path: path.clone(), dir: dir.display().to_string(), why };
         match std::fs::read(&path) {
@@ -130,7 +130,7 @@ impl State {
     }
 
     /// Rewrites `state.json` atomically.
-    pub fn save(&self, dir: &Path) -> Result<(), WorkdirError> {
+    pub(crate) fn save(&self, dir: &Path) -> Result<(), WorkdirError> {
         let text = serde_json::to_vec_pretty(self).unwrap_or_default();
         workdir::write_atomic(&dir.join(layout::STATE), &text)
     }
@@ -138,7 +138,7 @@ impl State {
     /// Steps that left something to undo, `(id, record)`: the records in `state.json`, and
     /// those in `setup/undo/` that it lacks (a step that was still running when benchflow died,
     /// or a state that could not be read).
-    pub fn leftovers(&self, dir: &Path) -> Vec<(String, UndoRecord)> {
+    pub(crate) fn leftovers(&self, dir: &Path) -> Vec<(String, UndoRecord)> {
         let mut out: Vec<(String, UndoRecord)> =
             self.steps.iter().filter_map(|(id, s)| s.undo.clone().map(|u| (id.clone(), u))).collect();
         for (id, record) in steps::recorded_undos(dir) {
@@ -155,7 +155,7 @@ impl State {
     }
 
     /// The undo record of step `id`: from `state.json`, else from `setup/undo/`.
-    pub fn undo_of(&self, dir: &Path, id: &str) -> Option<UndoRecord> {
+    pub(crate) fn undo_of(&self, dir: &Path, id: &str) -> Option<UndoRecord> {
         if let Some(record) = self.steps.get(id).and_then(|s| s.undo.clone()) {
             return Some(record);
         }

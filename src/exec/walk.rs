@@ -17,7 +17,7 @@ use super::state::Status;
 
 /// What the walk decided for a step whose dependencies have all settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Dependency `by` did not succeed: the step settles as `status` (not run, or cancelled
     /// when `by` was interrupted) without running.
     Blocked { by: usize, status: Status },
@@ -29,7 +29,7 @@ pub enum Decision {
 
 /// What the walk knows of each step before it starts.
 #[derive(Debug, Clone, Default)]
-pub struct Facts {
+pub(crate) struct Facts {
     /// The step's dependencies (indices), among all steps of the plan.
     pub deps: Vec<Vec<usize>>,
     /// Steps of this walk, in plan order.
@@ -46,7 +46,7 @@ pub struct Facts {
 
 /// The walk's bookkeeping, by step index.
 #[derive(Debug)]
-pub struct Walk {
+pub(crate) struct Walk {
     deps: Vec<Vec<usize>>,
     dependents: Vec<Vec<usize>>,
     member: Vec<bool>,
@@ -64,7 +64,7 @@ pub struct Walk {
 }
 
 impl Walk {
-    pub fn new(facts: Facts) -> Walk {
+    pub(crate) fn new(facts: Facts) -> Walk {
         let n = facts.deps.len();
         let mut member = vec![false; n];
         for &i in &facts.members {
@@ -107,13 +107,9 @@ impl Walk {
         }
     }
 
-    pub fn status(&self, i: usize) -> Status {
-        self.status[i]
-    }
-
     /// The next decision, if one can be taken now. `stopping`: an interrupt came, or what the
     /// run stands on went away.
-    pub fn next(&mut self, stopping: bool) -> Option<(usize, Decision)> {
+    pub(crate) fn next(&mut self, stopping: bool) -> Option<(usize, Decision)> {
         while let Some(i) = self.decidable.pop_front() {
             if self.status[i] != Status::Pending {
                 continue;
@@ -153,7 +149,7 @@ impl Walk {
     }
 
     /// A launched step ended with `status`; `partial`: interrupted, its output kept.
-    pub fn settle(&mut self, i: usize, status: Status, partial: bool) {
+    pub(crate) fn settle(&mut self, i: usize, status: Status, partial: bool) {
         if self.status[i] == Status::Running {
             self.running = self.running.saturating_sub(1);
         }
@@ -163,12 +159,12 @@ impl Walk {
     }
 
     /// Steps of this walk still pending (ready but held back by a stop, or never reached).
-    pub fn pending(&self) -> Vec<usize> {
+    pub(crate) fn pending(&self) -> Vec<usize> {
         (0..self.status.len()).filter(|&i| self.member[i] && self.status[i] == Status::Pending).collect()
     }
 
     /// Steps of this walk running now.
-    pub fn running(&self) -> Vec<usize> {
+    pub(crate) fn running(&self) -> Vec<usize> {
         (0..self.status.len()).filter(|&i| self.member[i] && self.status[i] == Status::Running).collect()
     }
 

@@ -31,7 +31,7 @@ use crate::{
 
 /// One stage of one point, as the experiment compares it.
 #[derive(Debug, Clone, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     pub point: String,
     pub name: String,
     pub stack: String,
@@ -53,7 +53,7 @@ pub struct Row {
 
 /// What the experiment analysis found.
 #[derive(Debug, Clone, Default)]
-pub struct Findings {
+pub(crate) struct Findings {
     pub rows: Vec<Row>,
     pub search: Option<search::Outcome>,
     pub charts: Vec<String>,
@@ -87,7 +87,7 @@ fn stats_of(point_dir: &Path) -> Option<(StatsDoc, PathBuf)> {
 
 /// The points that are not worse in both throughput (higher is better) and latency (lower is
 /// better) than any other: indices into `xy`.
-pub fn pareto(xy: &[(f64, f64)]) -> Vec<usize> {
+pub(crate) fn pareto(xy: &[(f64, f64)]) -> Vec<usize> {
     (0..xy.len())
         .filter(|&i| {
             let (x, y) = xy[i];
@@ -101,12 +101,12 @@ pub fn pareto(xy: &[(f64, f64)]) -> Vec<usize> {
 }
 
 /// A search's record, `analysis/search.json`.
-pub fn search_record(root: &Path) -> Option<search::Outcome> {
+pub(crate) fn search_record(root: &Path) -> Option<search::Outcome> {
     serde_json::from_slice(&std::fs::read(root.join("analysis/search.json")).ok()?).ok()
 }
 
 /// Recomputes `analysis/` of an experiment directory (a search's trials are its points).
-pub fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError> {
+pub(crate) fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError> {
     let mut with_trials;
     let outcome = match &plan.file.spec.search {
         Some(s) => {

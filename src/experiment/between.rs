@@ -14,7 +14,7 @@ use crate::{
 /// The steps of `actions` on the stack `stack` resolved: `POST /reset_prefix_cache` on every
 /// engine (behind a router each replica's, whose caches the router does not reset), `sleep`,
 /// a command. In order: each after the one before. None without actions.
-pub fn plan(actions: &[Action], stack: &Resolved) -> Result<Option<Plan>, PlanError> {
+pub(super) fn plan(actions: &[Action], stack: &Resolved) -> Result<Option<Plan>, PlanError> {
     if actions.is_empty() {
         return Ok(None);
     }

@@ -20,7 +20,7 @@ use crate::{
 
 /// What one stage of one run gives the comparison.
 #[derive(Debug, Clone, Default)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub ttft_ms: Vec<f64>,
     pub tpot_ms: Vec<f64>,
     pub e2el_ms: Vec<f64>,
@@ -30,14 +30,14 @@ pub struct Sample {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Better,
     Worse,
     NoSignificantDifference,
 }
 
 impl Verdict {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Verdict::Better => "better",
             Verdict::Worse => "worse",
@@ -48,7 +48,7 @@ impl Verdict {
 
 /// One metric of one stage: the baseline, the other run, `other − baseline` with its interval.
 #[derive(Debug, Clone, Serialize)]
-pub struct Diff {
+pub(crate) struct Diff {
     pub stage: u32,
     /// `ttft_ms`, `tpot_ms`, `e2el_ms`, `request_throughput`.
     pub metric: String,
@@ -70,14 +70,14 @@ pub struct Diff {
 
 /// One run against the baseline.
 #[derive(Debug, Clone, Serialize)]
-pub struct Pair {
+pub(crate) struct Pair {
     pub baseline: String,
     pub other: String,
     pub diffs: Vec<Diff>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Comparison {
+pub(crate) struct Comparison {
     pub level: f64,
     pub resamples: usize,
     pub method: &'static str,
@@ -85,7 +85,7 @@ pub struct Comparison {
 }
 
 /// Reads the per-request samples of a work directory's latest results, by stage.
-pub fn samples(dir: &Path) -> Result<BTreeMap<u32, Sample>, ExperimentError> {
+pub(crate) fn samples(dir: &Path) -> Result<BTreeMap<u32, Sample>, ExperimentError> {
     let results = RunDirs::latest(dir).map(|r| r.results).unwrap_or_else(|| dir.join(layout::RESULTS));
     let path = results.join("requests.csv");
     let bad = |why: String| ExperimentError::State { path: path.display().to_string(), why };
@@ -148,7 +148,7 @@ fn stat(name: &str, v: &mut [f64]) -> f64 {
 }
 
 /// The difference `b − a` of a statistic, with a bootstrap percentile interval.
-pub fn bootstrap(
+pub(crate) fn bootstrap(
     a: &[f64],
     b: &[f64],
     which: &str,
@@ -180,7 +180,7 @@ pub fn bootstrap(
 
 /// Every headline difference of `other` against `baseline`, stage by stage (stages present in
 /// both).
-pub fn compare_samples(
+pub(crate) fn compare_samples(
     baseline: &BTreeMap<u32, Sample>,
     other: &BTreeMap<u32, Sample>,
     level: f64,
@@ -236,7 +236,11 @@ pub fn compare_samples(
 }
 
 /// Compares work directories: every other one against the first.
-pub fn compare_dirs(dirs: &[&Path], level: f64, resamples: usize) -> Result<Comparison, ExperimentError> {
+pub(crate) fn compare_dirs(
+    dirs: &[&Path],
+    level: f64,
+    resamples: usize,
+) -> Result<Comparison, ExperimentError> {
     let base = samples(dirs[0])?;
     let mut pairs = Vec::new();
     for d in &dirs[1..] {
@@ -255,7 +259,7 @@ const METHOD: &str = "bootstrap percentile interval of other − baseline; per-r
 
 /// The factor an experiment's `compare: true` compares: the first, in file order, that takes
 /// two levels or more (each other level is compared against its first).
-pub fn compared_factor(plan: &ExperimentPlan) -> Result<&str, ExperimentError> {
+pub(crate) fn compared_factor(plan: &ExperimentPlan) -> Result<&str, ExperimentError> {
     plan.factors
         .iter()
         .map(|(f, _)| f.as_str())
@@ -280,7 +284,7 @@ pub fn compared_factor(plan: &ExperimentPlan) -> Result<&str, ExperimentError> {
 
 /// An A/B experiment: on the compared factor ([`compared_factor`]), each point at another level
 /// against the point at the first level with every other factor equal.
-pub fn experiment_ab(plan: &ExperimentPlan, level: f64) -> Result<Comparison, ExperimentError> {
+pub(crate) fn experiment_ab(plan: &ExperimentPlan, level: f64) -> Result<Comparison, ExperimentError> {
     let factor = compared_factor(plan)?;
     let of = |p: &super::design::Point| p.values.iter().find(|(k, _)| k == factor).map(|(_, v)| v.clone());
     let first = plan.points.first().and_then(|p| of(&p.point));
@@ -305,7 +309,7 @@ pub fn experiment_ab(plan: &ExperimentPlan, level: f64) -> Result<Comparison, Ex
 }
 
 /// Overlaid TTFT and E2EL CDFs of the runs (each stage a line) into `out`.
-pub fn plots(dirs: &[&Path], out: &Path) -> Result<Vec<String>, ExperimentError> {
+pub(crate) fn plots(dirs: &[&Path], out: &Path) -> Result<Vec<String>, ExperimentError> {
     use crate::analysis::{self, plots::LineChart};
     std::fs::create_dir_all(out)
         .map_err(|e| ExperimentError::State { path: out.display().to_string(), why: e.to_string() })?;
@@ -350,7 +354,7 @@ pub fn plots(dirs: &[&Path], out: &Path) -> Result<Vec<String>, ExperimentError>
 
 impl Comparison {
     /// The side-by-side table, for people.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let mut out = String::new();
         for p in &self.pairs {
             let _ = writeln!(out, "baseline: {}\nagainst:  {}", p.baseline, p.other);

@@ -11,7 +11,7 @@ use crate::{
 /// One point of the design: its id (`p001`), a name for treatments, and the value of each
 /// factor (in the file's order).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Point {
+pub(crate) struct Point {
     pub id: String,
     pub name: Option<String>,
     pub values: Vec<(String, Value)>,
@@ -20,7 +20,7 @@ pub struct Point {
 impl Point {
     /// `rate=4 engine.args=[]`: the factor values, each by its last path segment when that is
     /// unambiguous.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         if let Some(name) = &self.name {
             return name.clone();
         }
@@ -34,7 +34,7 @@ impl Point {
 
 /// The last segment of `path` (skipping array indices), or the whole path when another factor
 /// ends the same way.
-pub fn short<'a>(path: &'a str, all: &[(String, Value)]) -> &'a str {
+pub(crate) fn short<'a>(path: &'a str, all: &[(String, Value)]) -> &'a str {
     let mine = last_segment(path);
     if all.iter().filter(|(k, _)| last_segment(k) == mine).count() > 1 { path } else { mine }
 }
@@ -44,7 +44,7 @@ fn last_segment(p: &str) -> &str {
 }
 
 /// A value on one line: strings bare, the rest as JSON (for CSV files).
-pub fn compact(v: &Value) -> String {
+pub(crate) fn compact(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         v => v.to_string(),
@@ -52,7 +52,7 @@ pub fn compact(v: &Value) -> String {
 }
 
 /// A value for people: like [`compact`], a list of plain items as `[a b]`, at most 32 characters.
-pub fn shown(v: &Value) -> String {
+pub(crate) fn shown(v: &Value) -> String {
     let text = match v {
         Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
             format!("[{}]", items.iter().map(compact).collect::<Vec<_>>().join(" "))
@@ -63,7 +63,7 @@ pub fn shown(v: &Value) -> String {
 }
 
 /// How many points the design has, without building them.
-pub fn size(e: &Experiment) -> usize {
+pub(crate) fn size(e: &Experiment) -> usize {
     match &e.design {
         Design::Full => e.factors.iter().map(|(_, f)| levels(f).len()).product(),
         Design::Random(d) | Design::Latin(d) => d.n,
@@ -72,7 +72,7 @@ pub fn size(e: &Experiment) -> usize {
 }
 
 /// The design's points, numbered from 1 in order.
-pub fn points(e: &Experiment) -> Vec<Point> {
+pub(crate) fn points(e: &Experiment) -> Vec<Point> {
     // (treatment name, values)
     type Row = (Option<String>, Vec<(String, Value)>);
     let rows: Vec<Row> = match &e.design {
@@ -139,7 +139,7 @@ pub fn points(e: &Experiment) -> Vec<Point> {
 }
 
 /// The levels of a factor (a range by its step; without one, its two ends).
-pub fn levels(f: &Factor) -> Vec<Value> {
+pub(crate) fn levels(f: &Factor) -> Vec<Value> {
     match f {
         Factor::Levels(l) => l.clone(),
         Factor::Range(r) => match r.step {

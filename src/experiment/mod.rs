@@ -14,18 +14,18 @@
 //! analysis/        the cross-point analysis
 //! ```
 
-pub mod analysis;
+pub(crate) mod analysis;
 mod between;
-pub mod compare;
-pub mod design;
-pub mod plan;
+pub(crate) mod compare;
+pub(crate) mod design;
+pub(crate) mod plan;
 mod point;
 mod progress;
-pub mod run;
-pub mod search;
+pub(crate) mod run;
+pub(crate) mod search;
 mod stack;
-pub mod state;
-pub mod store;
+pub(crate) mod state;
+pub(crate) mod store;
 mod todo;
 mod trials;
 
@@ -33,7 +33,7 @@ use crate::{resolve::ResolveError, session::SessionError, spec::SpecError, workd
 
 /// Why an experiment could not be planned or run (a point's failure is in the summary).
 #[derive(Debug, thiserror::Error)]
-pub enum ExperimentError {
+pub(crate) enum ExperimentError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]

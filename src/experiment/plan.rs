@@ -23,7 +23,7 @@ use crate::{
 
 /// The experiment file as read.
 #[derive(Debug, Clone)]
-pub struct ExperimentFile {
+pub(crate) struct ExperimentFile {
     /// Where it was found (`experiments/sweep.yaml`, `builtin:experiments/rate-sweep.yaml`).
     pub origin: String,
     pub text: String,
@@ -32,12 +32,12 @@ pub struct ExperimentFile {
 
 impl ExperimentFile {
     /// Finds (by name or path) and parses an experiment file.
-    pub fn find(name: &str) -> Result<ExperimentFile, ExperimentError> {
+    pub(crate) fn find(name: &str) -> Result<ExperimentFile, ExperimentError> {
         let source = spec::find("experiment", "experiments", name)?;
         ExperimentFile::parse(source.origin, source.text)
     }
 
-    pub fn parse(origin: String, text: String) -> Result<ExperimentFile, ExperimentError> {
+    pub(crate) fn parse(origin: String, text: String) -> Result<ExperimentFile, ExperimentError> {
         let spec = Experiment::from_yaml(&text, &origin)?;
         Ok(ExperimentFile { origin, text, spec })
     }
@@ -53,7 +53,7 @@ impl ExperimentFile {
 
 /// One point, compiled.
 #[derive(Debug, Clone)]
-pub struct PlannedPoint {
+pub(crate) struct PlannedPoint {
     pub point: Point,
     /// The run of this point: the base files, the experiment's layers, the point's values.
     pub request: Request,
@@ -65,7 +65,7 @@ pub struct PlannedPoint {
 
 /// The points that share one stack.
 #[derive(Debug, Clone)]
-pub struct Stack {
+pub(crate) struct Stack {
     /// `s1`, `s2`, … in order of first use.
     pub id: String,
     /// Hash of the standup steps.
@@ -78,7 +78,7 @@ pub struct Stack {
 
 /// What `benchflow experiment` will do.
 #[derive(Debug, Clone)]
-pub struct ExperimentPlan {
+pub(crate) struct ExperimentPlan {
     pub file: ExperimentFile,
     pub points: Vec<PlannedPoint>,
     pub stacks: Vec<Stack>,
@@ -116,7 +116,7 @@ fn assignment(path: &str, v: &Value) -> String {
 }
 
 /// The layers of a point: the base's `set`, the constants, the point's values.
-pub fn layers(file: &ExperimentFile, point: &Point) -> Vec<Layer> {
+pub(crate) fn layers(file: &ExperimentFile, point: &Point) -> Vec<Layer> {
     let e = &file.spec;
     let mut out = Vec::new();
     if !e.base.set.is_empty() {
@@ -136,7 +136,7 @@ pub fn layers(file: &ExperimentFile, point: &Point) -> Vec<Layer> {
 }
 
 /// The request of a point.
-pub fn request(file: &ExperimentFile, point: &Point, sets: &[String]) -> Request {
+pub(crate) fn request(file: &ExperimentFile, point: &Point, sets: &[String]) -> Request {
     let b = &file.spec.base;
     Request {
         scenario: b.scenario.clone(),
@@ -148,7 +148,7 @@ pub fn request(file: &ExperimentFile, point: &Point, sets: &[String]) -> Request
 }
 
 /// Hash of the standup steps of a plan (what defines its stack).
-pub fn stack_hash(plan: &Plan) -> String {
+pub(crate) fn stack_hash(plan: &Plan) -> String {
     let mut h = Sha256::new();
     for s in plan.steps.iter().filter(|s| s.phase == Phase::Standup) {
         h.update(s.id.as_bytes());
@@ -222,7 +222,7 @@ fn compile(loaded: &Loaded, request: &Request, ctx: &RunContext) -> Result<(Reso
 
 /// Plans an experiment into `root`: reads nothing there and writes nothing. `sets` are the
 /// command line's `--set`s (above every point); `yes` allows a design beyond `max_points`.
-pub fn plan(
+pub(crate) fn plan(
     file: ExperimentFile,
     root: &Path,
     sets: &[String],
@@ -396,13 +396,13 @@ fn base_point() -> Point {
 
 impl ExperimentPlan {
     /// The base run resolved (its `set` and the constants, no factor values).
-    pub fn base(&self) -> Option<Resolved> {
+    pub(crate) fn base(&self) -> Option<Resolved> {
         self.loaded.resolve(&request(&self.file, &base_point(), &self.sets), &planning_context()).ok()
     }
 
     /// Compiles one more point and puts it on its stack (a new one if no stack has its standup);
     /// returns its index.
-    pub fn place(&mut self, point: Point) -> Result<usize, ExperimentError> {
+    pub(crate) fn place(&mut self, point: Point) -> Result<usize, ExperimentError> {
         let req = request(&self.file, &point, &self.sets);
         let (_, p) =
             compile(&self.loaded, &req, &planning_context()).map_err(|message| ExperimentError::Point {
@@ -436,7 +436,7 @@ impl ExperimentPlan {
     }
 
     /// The design and its stacks, for people (`benchflow experiment plan`).
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let mut out = String::new();
         let e = &self.file.spec;
         let setup: Vec<&str> = self.factors.iter().filter(|f| f.1).map(|f| f.0.as_str()).collect();

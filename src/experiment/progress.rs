@@ -7,7 +7,7 @@ use super::run::Summary;
 
 /// The invocation's counts and summary.
 #[derive(Debug)]
-pub struct Progress {
+pub(super) struct Progress {
     started: Instant,
     /// Points (or a search's trials) this invocation means to run.
     todo: usize,
@@ -19,7 +19,7 @@ pub struct Progress {
 }
 
 /// A point that finished: what the progress line names.
-pub struct Finished<'a> {
+pub(super) struct Finished<'a> {
     pub id: &'a str,
     pub label: &'a str,
     pub seconds: f64,
@@ -27,12 +27,12 @@ pub struct Finished<'a> {
 }
 
 impl Progress {
-    pub fn new(todo: usize, parallel: u32, summary: Summary) -> Progress {
+    pub(super) fn new(todo: usize, parallel: u32, summary: Summary) -> Progress {
         Progress { started: Instant::now(), todo, parallel, finished: 0, failed: 0, summary }
     }
 
     /// Counts a finished point and returns the line that says so; `up`: stacks up now.
-    pub fn finished(&mut self, point: &Finished<'_>, up: usize) -> String {
+    pub(super) fn finished(&mut self, point: &Finished<'_>, up: usize) -> String {
         self.count(self.started.elapsed().as_secs_f64(), point, up)
     }
 
@@ -70,7 +70,7 @@ impl Progress {
 }
 
 /// `1:05` or `1:02:03`.
-pub fn clock(s: f64) -> String {
+pub(super) fn clock(s: f64) -> String {
     let s = s.round() as u64;
     if s >= 3600 {
         format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)

@@ -45,7 +45,7 @@ use crate::{
 
 /// How an experiment ended.
 #[derive(Debug, Clone, Default)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub points: usize,
     /// Points run to the end in this invocation.
     pub done: usize,
@@ -66,7 +66,7 @@ pub struct Summary {
 
 /// How an experiment runs: quietly or not, and whether a missing tool may be installed.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RunFlags {
+pub(crate) struct RunFlags {
     pub quiet: bool,
     pub install_missing: bool,
 }
@@ -240,7 +240,7 @@ fn write_inputs(plan: &ExperimentPlan, sets: &[String]) -> Result<(), Experiment
 }
 
 /// Tears down what a work directory's record says is up (as `benchflow teardown DIR`).
-pub async fn teardown_dir(
+pub(crate) async fn teardown_dir(
     dir: &Path,
     quiet: bool,
     signals: &mut mpsc::UnboundedReceiver<()>,
@@ -256,7 +256,7 @@ pub async fn teardown_dir(
 
 /// Runs (or resumes) an experiment in `plan.root`. `signals` delivers one message per Ctrl-C;
 /// the experiment's own news goes to `sink` (and `experiment.log`).
-pub async fn run(
+pub(crate) async fn run(
     plan: &ExperimentPlan,
     store: Option<Store>,
     flags: RunFlags,

@@ -16,7 +16,7 @@ use crate::{
 /// What one trial showed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Stable, or every SLO held.
     Pass,
     /// Unstable, or an SLO missed.
@@ -29,7 +29,7 @@ pub enum Verdict {
 
 /// One trial, in the order it ran.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Trial {
+pub(crate) struct Trial {
     pub n: usize,
     pub point: String,
     /// The value of the searched variable.
@@ -72,7 +72,7 @@ fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> 
 
 /// The answer with how sure it is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub objective: Objective,
     pub factor: String,
     /// The answer (None: no value in the range qualifies).
@@ -89,7 +89,7 @@ pub struct Outcome {
 
 /// A trial's point values: the searched variable (whole numbers as integers), and the
 /// workload seed of a repeat.
-pub fn point_values(
+pub(crate) fn point_values(
     s: &Search,
     x: f64,
     seed: Option<u64>,
@@ -110,7 +110,7 @@ pub fn point_values(
 
 /// Whether the next trial lies inside the bracket (a pass below, a fail above), where
 /// `refine` lengthens its stage.
-pub fn refining(s: &Search, trials: &[Trial]) -> bool {
+pub(crate) fn refining(s: &Search, trials: &[Trial]) -> bool {
     s.refine > 1.0
         && !matches!(s.objective, Objective::Maximize | Objective::Minimize)
         && matches!(bracket(trials), (Some(_), Some(_)))
@@ -119,7 +119,11 @@ pub fn refining(s: &Search, trials: &[Trial]) -> bool {
 /// The setting that lengthens the measured stage `refine` times: `(path, value)` for its
 /// `duration` (`"15s"`) or, without one, its `requests`; `stage` is the workload's stage as
 /// resolved (`None` when it has neither).
-pub fn stretch(s: &Search, index: usize, stage: &serde_json::Value) -> Option<(String, serde_json::Value)> {
+pub(crate) fn stretch(
+    s: &Search,
+    index: usize,
+    stage: &serde_json::Value,
+) -> Option<(String, serde_json::Value)> {
     let path = |key: &str| format!("workload.stages.{index}.{key}");
     if let Some(d) = stage
         .get("duration")
@@ -133,13 +137,13 @@ pub fn stretch(s: &Search, index: usize, stage: &serde_json::Value) -> Option<(S
 }
 
 /// The index (in the workload's `stages`) of the stage a search measures.
-pub fn measured_stage(s: &Search, stages: usize) -> Option<usize> {
+pub(crate) fn measured_stage(s: &Search, stages: usize) -> Option<usize> {
     stage_index(&s.factor).or(stages.checked_sub(1))
 }
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
+pub(crate) enum Decision {
     Try { x: f64, repeat: u32 },
     Done,
 }
@@ -231,7 +235,7 @@ fn pace(results: &Path, stage: u32) -> Option<Pace> {
 }
 
 /// Judges a finished trial from its point's work directory.
-pub fn measure(dir: &Path, s: &Search, slo_defined: bool, n: usize, x: f64, repeat: u32) -> Trial {
+pub(crate) fn measure(dir: &Path, s: &Search, slo_defined: bool, n: usize, x: f64, repeat: u32) -> Trial {
     let mut t = Trial {
         n,
         point: dir.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
@@ -430,7 +434,7 @@ fn capacity<'a>(s: &Search, trials: &'a [Trial]) -> Option<(f64, &'a Trial)> {
 /// passed only because a few seconds of a queue growing by a few percent look like noise; it
 /// is judged failed (and said why). The ceiling is the capacity seen, or the highest rate a
 /// passing trial completed when that is more (an engine whose throughput drops at overload).
-pub fn judged(s: &Search, trials: &[Trial]) -> Vec<Trial> {
+pub(crate) fn judged(s: &Search, trials: &[Trial]) -> Vec<Trial> {
     let mut out = trials.to_vec();
     let Some((cap, at)) = capacity(s, trials) else {
         return out;
@@ -466,7 +470,7 @@ fn narrow(s: &Search, lo: f64, hi: f64) -> bool {
 }
 
 /// The next trial, from those so far.
-pub fn decide(s: &Search, trials: &[Trial]) -> Decision {
+pub(crate) fn decide(s: &Search, trials: &[Trial]) -> Decision {
     if trials.len() >= s.trials as usize {
         return Decision::Done;
     }
@@ -552,7 +556,7 @@ fn golden(s: &Search, trials: &[Trial]) -> Decision {
 }
 
 /// The answer from the trials.
-pub fn conclude(s: &Search, trials: Vec<Trial>) -> Outcome {
+pub(crate) fn conclude(s: &Search, trials: Vec<Trial>) -> Outcome {
     let peak = trials
         .iter()
         .filter(|t| t.achieved > 0.0)
@@ -644,7 +648,7 @@ pub fn conclude(s: &Search, trials: Vec<Trial>) -> Outcome {
 }
 
 /// The trials as a table, in the order they ran.
-pub fn table(o: &Outcome) -> String {
+pub(crate) fn table(o: &Outcome) -> String {
     let mut out = format!(
         "{:>5}  {:<6} {:>10} {:>7}  {:<9} {:>10} {:>8} {:>7} {:>10}  why\n",
         "trial", "point", "value", "repeat", "verdict", "achieved", "errors", "growth", "p99 TTFT"

@@ -12,7 +12,7 @@ use crate::workdir::{self, write_atomic};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PointStatus {
+pub(crate) enum PointStatus {
     #[default]
     Pending,
     Running,
@@ -22,7 +22,7 @@ pub enum PointStatus {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum StackStatus {
+pub(crate) enum StackStatus {
     #[default]
     Pending,
     StandingUp,
@@ -34,7 +34,7 @@ pub enum StackStatus {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct PointState {
+pub(crate) struct PointState {
     pub status: PointStatus,
     /// The hash of the point's plan when it ran: done with the same hash is not run again.
     pub hash: String,
@@ -53,7 +53,7 @@ pub struct PointState {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct StackState {
+pub(crate) struct StackState {
     pub status: StackStatus,
     pub hash: String,
     /// Times this stack went from down to up (an experiment that resumes may reuse a stack
@@ -64,7 +64,7 @@ pub struct StackState {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ExpState {
+pub(crate) struct ExpState {
     pub format_version: u32,
     /// The experiment file it was run from.
     pub experiment: String,
@@ -77,7 +77,7 @@ pub struct ExpState {
 
 impl ExpState {
     /// Reads `state.json`, or an empty record when there is none.
-    pub fn load(root: &Path) -> Result<ExpState, ExperimentError> {
+    pub(crate) fn load(root: &Path) -> Result<ExpState, ExperimentError> {
         let path = root.join(layout::STATE);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ExperimentError::State {
@@ -91,13 +91,13 @@ impl ExpState {
         }
     }
 
-    pub fn save(&self, root: &Path) -> Result<(), ExperimentError> {
+    pub(crate) fn save(&self, root: &Path) -> Result<(), ExperimentError> {
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
         Ok(write_atomic(&root.join(layout::STATE), text.as_bytes())?)
     }
 
     /// Whether `root` holds an experiment.
-    pub fn is_experiment(root: &Path) -> bool {
+    pub(crate) fn is_experiment(root: &Path) -> bool {
         root.join(layout::STATE).is_file() && root.join(layout::DESIGN).is_file()
     }
 }

@@ -28,12 +28,12 @@ struct Entry {
 
 /// The store at a directory.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub(crate) struct Store {
     pub dir: PathBuf,
 }
 
 impl Store {
-    pub fn open(dir: &Path) -> Result<Store, ExperimentError> {
+    pub(crate) fn open(dir: &Path) -> Result<Store, ExperimentError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| ExperimentError::State { path: dir.display().to_string(), why: e.to_string() })?;
         let dir = std::path::absolute(dir).unwrap_or(dir.to_path_buf());
@@ -48,12 +48,12 @@ impl Store {
     }
 
     /// A directory that measured these inputs and still holds its analysis.
-    pub fn lookup(&self, hash: &str) -> Option<PathBuf> {
+    pub(crate) fn lookup(&self, hash: &str) -> Option<PathBuf> {
         self.index().points.get(hash).map(|e| e.dir.clone()).filter(|d| measured(d))
     }
 
     /// Records a point directory as the measurement of `hash`.
-    pub fn record(&self, hash: &str, dir: &Path, label: &str) -> Result<(), ExperimentError> {
+    pub(crate) fn record(&self, hash: &str, dir: &Path, label: &str) -> Result<(), ExperimentError> {
         let mut index = self.index();
         let dir = std::path::absolute(dir).unwrap_or(dir.to_path_buf());
         index.points.insert(hash.to_string(), Entry { dir, label: label.to_string(), at: utc_now() });
@@ -63,13 +63,13 @@ impl Store {
 }
 
 /// Whether a point directory holds an analysed run.
-pub fn measured(dir: &Path) -> bool {
+pub(crate) fn measured(dir: &Path) -> bool {
     dir.join("analysis/latest/stats.json").is_file()
 }
 
 /// Copies a point directory (files hard-linked where possible, links kept as links) into `to`,
 /// which is replaced, and notes where it came from in `reused.json`.
-pub fn copy_point(from: &Path, to: &Path) -> Result<(), ExperimentError> {
+pub(crate) fn copy_point(from: &Path, to: &Path) -> Result<(), ExperimentError> {
     let io = |p: &Path, e: std::io::Error| ExperimentError::State {
         path: p.display().to_string(),
         why: e.to_string(),

@@ -14,7 +14,7 @@ use crate::workdir::{layout, utc_now};
 
 /// The points to run, by stack, and the points found measured.
 #[derive(Debug, Default, PartialEq)]
-pub struct Todo {
+pub(super) struct Todo {
     /// Per stack (by index), the indices of its points to run, in design order.
     pub per_stack: Vec<Vec<usize>>,
     /// (point index, where it was measured) of the points not run again.
@@ -22,14 +22,19 @@ pub struct Todo {
 }
 
 impl Todo {
-    pub fn count(&self) -> usize {
+    pub(super) fn count(&self) -> usize {
         self.per_stack.iter().map(Vec::len).sum()
     }
 }
 
 /// Where a point's inputs were measured already: itself (done with the same hash), another
 /// point of this experiment, or the store.
-pub fn reusable(state: &ExpState, root: &Path, store: Option<&Store>, p: &PlannedPoint) -> Option<PathBuf> {
+pub(super) fn reusable(
+    state: &ExpState,
+    root: &Path,
+    store: Option<&Store>,
+    p: &PlannedPoint,
+) -> Option<PathBuf> {
     let own = root.join(layout::POINTS).join(&p.point.id);
     if state.points.get(&p.point.id).is_some_and(|s| s.status == PointStatus::Done && s.hash == p.hash) {
         return Some(own);
@@ -44,7 +49,7 @@ pub fn reusable(state: &ExpState, root: &Path, store: Option<&Store>, p: &Planne
 }
 
 /// A point's record once it is found measured in `from`.
-pub fn found_state(p: &PlannedPoint, stack: &Stack, from: &Path) -> PointState {
+pub(super) fn found_state(p: &PlannedPoint, stack: &Stack, from: &Path) -> PointState {
     PointState {
         status: PointStatus::Done,
         hash: p.hash.clone(),
@@ -57,7 +62,7 @@ pub fn found_state(p: &PlannedPoint, stack: &Stack, from: &Path) -> PointState {
 }
 
 /// A point's record once it is to run (its attempts and last error kept).
-pub fn pending_state(p: &PlannedPoint, stack: &Stack, before: &mut PointState) -> PointState {
+pub(super) fn pending_state(p: &PlannedPoint, stack: &Stack, before: &mut PointState) -> PointState {
     PointState {
         status: PointStatus::Pending,
         hash: p.hash.clone(),
@@ -71,7 +76,7 @@ pub fn pending_state(p: &PlannedPoint, stack: &Stack, before: &mut PointState) -
 
 /// Decides every point and updates its record; reconciles the stacks' records with their
 /// hashes (a stack recorded up for other inputs stays up, to be torn down first).
-pub fn decide(
+pub(super) fn decide(
     points: &[PlannedPoint],
     stacks: &[Stack],
     state: &mut ExpState,
@@ -107,7 +112,7 @@ pub fn decide(
 
 /// Stacks an earlier invocation left up (or standing up) that no point needs now, or that
 /// were built from other inputs: they come down before anything starts.
-pub fn stale(stacks: &[Stack], state: &ExpState, todo: &Todo) -> Vec<String> {
+pub(super) fn stale(stacks: &[Stack], state: &ExpState, todo: &Todo) -> Vec<String> {
     state
         .stacks
         .iter()

@@ -21,10 +21,10 @@ use crate::{
 };
 
 /// The file of per-request records aiperf writes into its artifact directory.
-pub const RECORDS: &str = "profile_export.jsonl";
+pub(crate) const RECORDS: &str = "profile_export.jsonl";
 
 /// aiperf as an [`Adapter`].
-pub struct Aiperf;
+pub(crate) struct Aiperf;
 
 impl Adapter for Aiperf {
     fn tool_name(&self) -> &'static str {

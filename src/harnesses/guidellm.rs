@@ -22,11 +22,11 @@ use crate::{
 };
 
 /// The scenario file benchflow writes for each run, and the output GuideLLM writes.
-pub const CONFIG: &str = "scenario.json";
-pub const RECORDS: &str = "benchmarks.json";
+pub(crate) const CONFIG: &str = "scenario.json";
+pub(crate) const RECORDS: &str = "benchmarks.json";
 
 /// GuideLLM as an [`Adapter`].
-pub struct Guidellm;
+pub(crate) struct Guidellm;
 
 impl Adapter for Guidellm {
     fn tool_name(&self) -> &'static str {

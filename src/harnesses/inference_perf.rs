@@ -24,13 +24,13 @@ use crate::{
 };
 
 /// The per-request report inference-perf writes into its storage directory.
-pub const RECORDS: &str = "per_request_lifecycle_metrics.json";
+pub(crate) const RECORDS: &str = "per_request_lifecycle_metrics.json";
 
 /// The configuration file benchflow writes for each run.
-pub const CONFIG: &str = "config.yml";
+pub(crate) const CONFIG: &str = "config.yml";
 
 /// inference-perf as an [`Adapter`].
-pub struct InferencePerf;
+pub(crate) struct InferencePerf;
 
 impl Adapter for InferencePerf {
     fn tool_name(&self) -> &'static str {

@@ -20,11 +20,11 @@
 //! ([`loadgen::Beside`]). The tool is given benchflow's word-level tokenizer ([`tokenizer`]):
 //! there is no model hub, and with it the tool's token counts equal the simulator's.
 
-pub mod aiperf;
-pub mod guidellm;
-pub mod inference_perf;
-pub mod tokenizer;
-pub mod vllm_bench;
+pub(crate) mod aiperf;
+pub(crate) mod guidellm;
+pub(crate) mod inference_perf;
+pub(crate) mod tokenizer;
+pub(crate) mod vllm_bench;
 
 use std::{
     future::Future,
@@ -45,7 +45,7 @@ use crate::{
 
 /// One external tool's adapter: a unit struct named as its [`HarnessKind`] variant, in a file of
 /// its own, listed once in `adapters!`.
-pub trait Adapter: Sync {
+pub(crate) trait Adapter: Sync {
     /// Its entry in [`tools::TOOLS`]: what installs and runs it, and its name and version in the
     /// plan, `run.json` and the Benchmark Report.
     fn tool_name(&self) -> &'static str;
@@ -74,7 +74,7 @@ pub trait Adapter: Sync {
 /// Where an export's records belong: its invocation's stage and whether that was the warm-up,
 /// the run's clock, and the file (named in errors).
 #[derive(Debug, Clone, Copy)]
-pub struct Export<'a> {
+pub(crate) struct Export<'a> {
     pub stage: u32,
     pub warmup: bool,
     pub clock: &'a Clock,
@@ -86,7 +86,7 @@ pub struct Export<'a> {
 macro_rules! adapters {
     ($($variant:ident => $module:ident),* $(,)?) => {
         /// The adapter of an external tool's kind (`None`: the built-in).
-        pub fn adapter(kind: HarnessKind) -> Option<&'static dyn Adapter> {
+        pub(crate) fn adapter(kind: HarnessKind) -> Option<&'static dyn Adapter> {
             match kind {
                 HarnessKind::Builtin => None,
                 $(HarnessKind::$variant => Some(&$module::$variant),)*
@@ -104,7 +104,7 @@ adapters! {
 
 /// Why an external harness could not run, or what it left could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum HarnessError {
+pub(crate) enum HarnessError {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("{path}: {source}")]
@@ -127,7 +127,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HarnessError + '_ {
 
 /// A workload field the tool cannot express, and why.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub field: String,
     pub why: String,
 }
@@ -140,7 +140,7 @@ impl Refusal {
 
 /// One run of the tool: a stage of the workload, or its warm-up (stage 0).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     pub stage: u32,
     pub warmup: bool,
     pub label: String,
@@ -307,7 +307,7 @@ fn succeeded(r: &mut Record) {
 }
 
 /// Where the tool is pointed.
-pub struct Setup<'a> {
+pub(crate) struct Setup<'a> {
     pub url: &'a str,
     pub model: &'a str,
     pub tokenizer: &'a Path,
@@ -355,13 +355,13 @@ impl Setup<'_> {
 /// seconds of `CLOCK_MONOTONIC` (Python's `perf_counter`, inference-perf), both taken at the
 /// run's start.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Clock {
+pub(crate) struct Clock {
     pub unix_ns: i128,
     pub monotonic_s: f64,
 }
 
 impl Clock {
-    pub fn now() -> Clock {
+    pub(crate) fn now() -> Clock {
         let unix_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128);
@@ -371,23 +371,23 @@ impl Clock {
     }
 
     /// A Unix time in nanoseconds on the run's clock (times before the start count as 0).
-    pub fn unix(&self, ns: i128) -> u64 {
+    pub(crate) fn unix(&self, ns: i128) -> u64 {
         u64::try_from(ns - self.unix_ns).unwrap_or(0)
     }
 
     /// A `CLOCK_MONOTONIC` reading in seconds on the run's clock.
-    pub fn monotonic(&self, s: f64) -> u64 {
+    pub(crate) fn monotonic(&self, s: f64) -> u64 {
         ((s - self.monotonic_s) * 1e9).max(0.0).round() as u64
     }
 }
 
 /// The tool that runs a harness kind (none for the built-in).
-pub fn tool(kind: HarnessKind) -> Option<&'static tools::Tool> {
+pub(crate) fn tool(kind: HarnessKind) -> Option<&'static tools::Tool> {
     tools::find(adapter(kind)?.tool_name()).ok()
 }
 
 /// Whether the tool can run this workload; if not, the first field it cannot express.
-pub fn check(kind: HarnessKind, w: &Workload) -> Result<(), String> {
+pub(crate) fn check(kind: HarnessKind, w: &Workload) -> Result<(), String> {
     let Some(adapter) = adapter(kind) else { return Ok(()) };
     common(w).and_then(|()| adapter.check(w)).map_err(|r| {
         format!(
@@ -402,7 +402,7 @@ pub fn check(kind: HarnessKind, w: &Workload) -> Result<(), String> {
 /// A file dataset's prompts checked at plan time (the file is read as the run will read it):
 /// the tools' file formats take one message per prompt, so a conversation of several is refused
 /// before anything starts, naming the file and the prompt.
-pub fn check_prompts(kind: HarnessKind, w: &Workload, base: &Path) -> Result<(), String> {
+pub(crate) fn check_prompts(kind: HarnessKind, w: &Workload, base: &Path) -> Result<(), String> {
     if adapter(kind).is_none() || !from_file(w) {
         return Ok(());
     }
@@ -449,7 +449,7 @@ fn records(adapter: &dyn Adapter, inv: &Invocation, clock: &Clock) -> Result<Vec
 /// Runs the workload with the tool at `command`; the records, `/metrics` and GPU samples land
 /// in `opts.results_dir` as the built-in's do. An interrupt stops the tool (its process group)
 /// and keeps what it wrote.
-pub async fn run(
+pub(crate) async fn run(
     kind: HarnessKind,
     command: &Path,
     opts: loadgen::Options,

@@ -15,10 +15,10 @@ use serde_json::{Map, Value, json};
 use crate::lexicon::LEXICON;
 
 /// The word that stands for any word outside the lexicon.
-pub const UNKNOWN: &str = "unk";
+pub(crate) const UNKNOWN: &str = "unk";
 
 /// `tokenizer.json`: a WordLevel model split on whitespace, decoded with single spaces.
-pub fn tokenizer_json() -> Value {
+pub(crate) fn tokenizer_json() -> Value {
     let mut vocab = Map::new();
     vocab.insert(UNKNOWN.into(), json!(0));
     for word in LEXICON.iter().map(|w| w.trim()) {
@@ -39,7 +39,7 @@ pub fn tokenizer_json() -> Value {
 }
 
 /// `tokenizer_config.json`: a fast tokenizer with no special tokens added around prompts.
-pub fn tokenizer_config() -> Value {
+pub(crate) fn tokenizer_config() -> Value {
     json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": null,
@@ -50,7 +50,7 @@ pub fn tokenizer_config() -> Value {
 }
 
 /// Writes both files into `dir`.
-pub fn write(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn write(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let pretty = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();
     std::fs::write(dir.join("tokenizer.json"), pretty(&tokenizer_json()))?;

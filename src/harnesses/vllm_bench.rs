@@ -25,10 +25,10 @@ use crate::{
 };
 
 /// The detailed result file `vllm bench serve` writes into the run's directory.
-pub const RECORDS: &str = "result.json";
+pub(crate) const RECORDS: &str = "result.json";
 
 /// `vllm bench serve` as an [`Adapter`] (its tool is vLLM itself).
-pub struct VllmBench;
+pub(crate) struct VllmBench;
 
 impl Adapter for VllmBench {
     fn tool_name(&self) -> &'static str {

@@ -28,11 +28,11 @@ pub struct Target {
 }
 
 /// A kept-alive connection.
-pub struct Conn(SendRequest<Full<Bytes>>);
+pub(crate) struct Conn(SendRequest<Full<Bytes>>);
 
 impl Conn {
     /// Sends one request and returns the response head (body still streaming).
-    pub async fn send(
+    pub(crate) async fn send(
         &mut self,
         req: Request<Full<Bytes>>,
     ) -> hyper::Result<hyper::Response<hyper::body::Incoming>> {
@@ -42,13 +42,13 @@ impl Conn {
 }
 
 /// Opens a connection to the target (TLS for `https://`).
-pub async fn connect(target: &Target) -> std::io::Result<Conn> {
+pub(crate) async fn connect(target: &Target) -> std::io::Result<Conn> {
     crate::net::open(target.addr, target.tls.as_ref()).await.map(Conn)
 }
 
 /// Sends one request on `conn` (opening one if needed) and fills in `rec`. The connection is
 /// kept for the next request when it is still usable.
-pub async fn send(
+pub(crate) async fn send(
     conn: &mut Option<Conn>,
     target: &Target,
     body: Bytes,
@@ -171,7 +171,7 @@ fn finish_whole(body: &[u8], rec: &mut Record) {
 /// content chunk when its `choices` array is non-empty (vllm bench's rule), usage is read from
 /// the `usage` object, `[DONE]` ends the stream, an `error` object is an in-stream error.
 #[derive(Default)]
-pub struct SseScan {
+pub(crate) struct SseScan {
     carry: Vec<u8>,
     done: bool,
     error: Option<String>,
@@ -179,7 +179,7 @@ pub struct SseScan {
 
 impl SseScan {
     /// Feeds one body frame that arrived at `now` (ns).
-    pub fn feed(&mut self, data: &[u8], now: u64, rec: &mut Record) {
+    pub(crate) fn feed(&mut self, data: &[u8], now: u64, rec: &mut Record) {
         if self.carry.is_empty() {
             let used = self.events(data, now, rec);
             self.carry.extend_from_slice(&data[used..]);
@@ -237,7 +237,7 @@ impl SseScan {
     }
 
     /// Classifies the finished stream.
-    pub fn finish(self, rec: &mut Record) {
+    pub(crate) fn finish(self, rec: &mut Record) {
         if let Some(e) = self.error {
             rec.fail(ErrorKind::StreamError, e);
         } else if !self.carry.iter().all(u8::is_ascii_whitespace) || !self.done {

@@ -29,7 +29,7 @@ pub enum Sampler {
 
 /// How sampling went, for `run.json`.
 #[derive(Debug, Clone, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub samples: u64,
     /// What was sampled, or why nothing was (said once).
     pub note: String,
@@ -37,7 +37,7 @@ pub struct Outcome {
 
 /// One value of one GPU.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub gpu: String,
     pub metric: &'static str,
     pub value: f64,
@@ -53,7 +53,7 @@ fn write_rows(out: &mut impl Write, t: f64, samples: &[Sample]) {
 }
 
 /// Samples every `every` until `stop` turns true, into `path`.
-pub async fn run(
+pub(crate) async fn run(
     sampler: Sampler,
     path: PathBuf,
     t0: Instant,
@@ -199,7 +199,7 @@ fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
 /// A DCGM exporter's exposition as samples per GPU (`HOST/INDEX`, or the index alone), in the
 /// units of [this module](self). With `namespace`, and when the exporter attributes GPUs to pods
 /// (a `namespace` label), only the GPUs of pods in that namespace.
-pub fn parse_dcgm(text: &str, namespace: Option<&str>) -> Vec<Sample> {
+pub(crate) fn parse_dcgm(text: &str, namespace: Option<&str>) -> Vec<Sample> {
     const MIB: f64 = 1024.0 * 1024.0;
     let attributed = text.lines().any(|l| !l.starts_with('#') && l.contains("namespace=\""));
     let mut out: Vec<Sample> = Vec::new();

@@ -12,11 +12,11 @@
 //! dispatcher reads. Closed-loop stages: N workers, each with its own connection, take request
 //! numbers from an atomic counter. Records go to the writer task through a channel.
 
-pub mod client;
-pub mod gpu;
-pub mod record;
-pub mod schedule;
-pub mod scrape;
+pub(crate) mod client;
+pub(crate) mod gpu;
+pub(crate) mod record;
+pub(crate) mod schedule;
+pub(crate) mod scrape;
 
 use std::{
     future::Future,
@@ -101,7 +101,7 @@ impl Ctx {
 }
 
 /// Parses `http(s)://host:port[/prefix]` into a target (path prefix kept).
-pub async fn target(
+pub(crate) async fn target(
     url: &str,
     path: &str,
     stream: bool,
@@ -132,7 +132,7 @@ pub async fn target(
 
 /// Resolves header values; `env:NAME` (or `Bearer env:NAME`) reads the environment, and such a
 /// value is marked sensitive: never written, and redacted from anything recorded.
-pub fn headers(spec: &std::collections::BTreeMap<String, String>) -> Result<HeaderMap, LoadError> {
+pub(crate) fn headers(spec: &std::collections::BTreeMap<String, String>) -> Result<HeaderMap, LoadError> {
     let mut map = HeaderMap::new();
     for (k, v) in spec {
         let err = |why: String| LoadError::Header { name: k.clone(), why };
@@ -154,7 +154,7 @@ pub fn headers(spec: &std::collections::BTreeMap<String, String>) -> Result<Head
 }
 
 /// The secret values among `headers` (and their part after `Bearer `), to redact from records.
-pub fn secrets(headers: &HeaderMap) -> Vec<String> {
+pub(crate) fn secrets(headers: &HeaderMap) -> Vec<String> {
     let mut out = Vec::new();
     for v in headers.values().filter(|v| v.is_sensitive()) {
         if let Ok(s) = v.to_str() {
@@ -170,7 +170,7 @@ pub fn secrets(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// The first model `/v1/models` lists.
-pub async fn discover_model(target: &Target, base: &str) -> Result<String, LoadError> {
+pub(crate) async fn discover_model(target: &Target, base: &str) -> Result<String, LoadError> {
     use http_body_util::{BodyExt, Full};
     let unreachable = |why: String| LoadError::Unreachable { url: base.to_string(), why };
     let mut conn = client::connect(target).await.map_err(|e| unreachable(e.to_string()))?;
@@ -354,7 +354,7 @@ async fn open_loop(
 
 /// Writes `dir/name` as pretty JSON, atomically (a file beside it, then a rename): a run killed
 /// mid-write keeps the previous version.
-pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), LoadError> {
+pub(crate) fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), LoadError> {
     let write = || -> std::io::Result<()> {
         let tmp = dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
@@ -496,7 +496,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
 
 /// What runs beside any load generator, on the run's clock: the writer of `requests.csv` (and
 /// the progress it prints), the `/metrics` scraper and the GPU sampler.
-pub struct Beside {
+pub(crate) struct Beside {
     tx: mpsc::UnboundedSender<Msg>,
     stop: watch::Sender<bool>,
     writer: tokio::task::JoinHandle<std::io::Result<record::Written>>,
@@ -507,7 +507,7 @@ pub struct Beside {
 impl Beside {
     /// Starts them all; returns once the first `/metrics` round (the counters' baseline) is in,
     /// or after at most a second for a server that does not answer.
-    pub async fn start(
+    pub(crate) async fn start(
         opts: &Options,
         endpoint: &Target,
         t0: Instant,
@@ -549,13 +549,13 @@ impl Beside {
     }
 
     /// Where records and stage announcements go.
-    pub fn sender(&self) -> mpsc::UnboundedSender<Msg> {
+    pub(crate) fn sender(&self) -> mpsc::UnboundedSender<Msg> {
         self.tx.clone()
     }
 
     /// Stops scraping and sampling, waits for every record to be written (all senders must be
     /// gone), and says in `info` what was recorded.
-    pub async fn finish(self, dir: &Path, info: &mut RunInfo) -> Result<(), LoadError> {
+    pub(crate) async fn finish(self, dir: &Path, info: &mut RunInfo) -> Result<(), LoadError> {
         let Beside { tx, stop, writer, scraper, sampler } = self;
         drop(tx);
         let _ = stop.send(true);

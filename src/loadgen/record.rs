@@ -10,10 +10,10 @@ use std::{
 
 use tokio::sync::mpsc;
 
-pub use crate::results::{ErrorKind, Record};
+pub(crate) use crate::results::{ErrorKind, Record};
 
 /// Messages to the writer task.
-pub enum Msg {
+pub(crate) enum Msg {
     Record(Box<Record>),
     /// A stage begins: its number, a label, and what it will do.
     Stage {
@@ -26,7 +26,7 @@ pub enum Msg {
 
 /// What the writer saw, for the final summary.
 #[derive(Debug, Default, Clone)]
-pub struct Written {
+pub(crate) struct Written {
     pub records: u64,
     pub failed: u64,
 }
@@ -122,7 +122,7 @@ impl Progress {
 }
 
 /// Appends records to `path` until the channel closes; flushes every second.
-pub async fn writer(
+pub(crate) async fn writer(
     path: &Path,
     mut rx: mpsc::UnboundedReceiver<Msg>,
     quiet: bool,

@@ -8,7 +8,12 @@ use crate::rng::Rng;
 /// exactly `n / rate` (vllm bench removes the seed-dependent drift the same way). The scale
 /// needs the sum of all gaps: a probe pass over a copy of the generator computes it, then the
 /// same gaps are drawn again as they are dispatched (same values as a stored schedule).
-pub fn by_count(rate: f64, burstiness: f64, n: u64, rng: &mut Rng) -> impl Iterator<Item = f64> + use<> {
+pub(crate) fn by_count(
+    rate: f64,
+    burstiness: f64,
+    n: u64,
+    rng: &mut Rng,
+) -> impl Iterator<Item = f64> + use<> {
     let mut probe = rng.clone();
     let (mut first, mut last) = (0.0, 0.0);
     for i in 0..n {
@@ -29,7 +34,7 @@ pub fn by_count(rate: f64, burstiness: f64, n: u64, rng: &mut Rng) -> impl Itera
 
 /// Offsets of arrivals until `duration` seconds (no rescaling: the count is what the process
 /// gives), capped at `limit` arrivals.
-pub fn by_duration(
+pub(crate) fn by_duration(
     rate: f64,
     burstiness: f64,
     duration: f64,

@@ -26,7 +26,7 @@ pub struct ScrapeTarget {
 /// Scrapes every `every` until `stop` turns true. Returns how many rounds succeeded for every
 /// target, and the last failure if any (a server without `/metrics` is not an error for the
 /// run).
-pub async fn run(
+pub(crate) async fn run(
     targets: Vec<(String, Target)>,
     path: std::path::PathBuf,
     t0: Instant,
@@ -119,7 +119,7 @@ pub(super) async fn fetch(target: &Target) -> Result<String, String> {
 }
 
 /// Splits `name{labels} value` (or `name value`).
-pub fn parse_sample(line: &str) -> Option<(&str, &str, f64)> {
+pub(crate) fn parse_sample(line: &str) -> Option<(&str, &str, f64)> {
     if line.starts_with('#') || line.is_empty() {
         return None;
     }

@@ -14,7 +14,7 @@ use kube::{
 
 /// One action on one kind of object: `patch deployments.apps in namespace bench`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Access {
+pub(crate) struct Access {
     pub verb: &'static str,
     pub group: &'static str,
     pub resource: &'static str,
@@ -43,7 +43,7 @@ impl std::fmt::Display for Access {
 /// which the authorizer judges as `create` while the object does not exist yet), read and
 /// delete its objects, watch the Deployment and its pods, read events and logs for
 /// diagnostics, port-forward to a pod.
-pub fn standalone(namespace: &str) -> Vec<Access> {
+pub(crate) fn standalone(namespace: &str) -> Vec<Access> {
     const ACTIONS: &[(&str, &str, &str, &str)] = &[
         ("create", "", "secrets", ""),
         ("patch", "", "secrets", ""),
@@ -88,7 +88,7 @@ fn in_namespace(
 
 /// Jobs in the namespace (the model download, the harness in the cluster): applied, watched,
 /// read, deleted; with `configmaps`, also the ConfigMap that carries the harness's shards.
-pub fn jobs(namespace: &str, configmaps: bool) -> Vec<Access> {
+pub(crate) fn jobs(namespace: &str, configmaps: bool) -> Vec<Access> {
     let job = ["create", "patch", "get", "watch", "delete"].map(|verb| (verb, "batch", "jobs", ""));
     let maps = ["create", "patch", "delete"].map(|verb| (verb, "", "configmaps", ""));
     in_namespace(namespace, job.into_iter().chain(maps.into_iter().filter(|_| configmaps)))
@@ -97,7 +97,7 @@ pub fn jobs(namespace: &str, configmaps: bool) -> Vec<Access> {
 /// A router stack's own objects in the namespace: the router's ServiceAccount, and the Role
 /// and RoleBinding that let it discover the engine's pods (granting pods get/list/watch, which
 /// RBAC allows only to a user who holds them).
-pub fn router(namespace: &str, pod_verbs: &[String]) -> Vec<Access> {
+pub(crate) fn router(namespace: &str, pod_verbs: &[String]) -> Vec<Access> {
     let mut actions = Vec::new();
     for (group, resource) in [
         ("", "serviceaccounts"),
@@ -128,7 +128,7 @@ pub fn router(namespace: &str, pod_verbs: &[String]) -> Vec<Access> {
 /// Role, RoleBinding (granting get/list/watch on pods and the Inference Extension's kinds, which
 /// RBAC allows only to a user who holds them), ConfigMap, and the Gateway, HTTPRoute and
 /// InferencePool.
-pub fn llm_d(namespace: &str) -> Vec<Access> {
+pub(crate) fn llm_d(namespace: &str) -> Vec<Access> {
     let mut actions = Vec::new();
     for (group, resource) in [
         ("", "serviceaccounts"),
@@ -163,7 +163,7 @@ pub fn llm_d(namespace: &str) -> Vec<Access> {
 }
 
 /// Creating the namespace, and deleting it at teardown.
-pub fn namespace_lifecycle() -> Vec<Access> {
+pub(crate) fn namespace_lifecycle() -> Vec<Access> {
     ["create", "delete"]
         .into_iter()
         .map(|verb| Access { verb, group: "", resource: "namespaces", subresource: "", namespace: None })
@@ -171,7 +171,7 @@ pub fn namespace_lifecycle() -> Vec<Access> {
 }
 
 /// The actions the server would refuse, in the order given.
-pub async fn refused(client: &Client, wanted: &[Access]) -> Result<Vec<Access>, kube::Error> {
+pub(crate) async fn refused(client: &Client, wanted: &[Access]) -> Result<Vec<Access>, kube::Error> {
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut refused = Vec::new();
     for a in wanted {
@@ -199,7 +199,7 @@ pub async fn refused(client: &Client, wanted: &[Access]) -> Result<Vec<Access>, 
 }
 
 /// Who the API server says the credentials are (`None` if it cannot say).
-pub async fn whoami(client: &Client) -> Option<String> {
+pub(crate) async fn whoami(client: &Client) -> Option<String> {
     let reviews: Api<SelfSubjectReview> = Api::all(client.clone());
     let review = SelfSubjectReview::default();
     let answer = reviews.create(&PostParams::default(), &review).await.ok()?;

@@ -182,7 +182,7 @@ fn duration(text: &str) -> bool {
 }
 
 /// Checks a manifest of one of the three kinds; `None` for other kinds.
-pub fn check(api: &str, kind: &str, doc: &Value) -> Option<Result<(), String>> {
+pub(crate) fn check(api: &str, kind: &str, doc: &Value) -> Option<Result<(), String>> {
     Some(match (api, kind) {
         ("inference.networking.k8s.io/v1", "InferencePool") => {
             parse::<InferencePoolSpec>(doc, kind).and_then(|spec| {
@@ -251,7 +251,7 @@ pub fn check(api: &str, kind: &str, doc: &Value) -> Option<Result<(), String>> {
 
 /// `Ok` when every wanted condition is True in every condition list the object's status has;
 /// else what is still missing, with the conditions' reasons and messages.
-pub fn conditions_met(obj: &Value, types: &[String]) -> Result<(), String> {
+pub(crate) fn conditions_met(obj: &Value, types: &[String]) -> Result<(), String> {
     let mut lists: Vec<(String, &Vec<Value>)> = Vec::new();
     if let Some(l) = obj.pointer("/status/conditions").and_then(Value::as_array) {
         lists.push((String::new(), l));
@@ -287,7 +287,7 @@ pub fn conditions_met(obj: &Value, types: &[String]) -> Result<(), String> {
 
 /// A wanted condition the object's controller has answered `False` with a reason other than
 /// `Pending` (it refuses, rather than has not got to it yet): what it says, else `None`.
-pub fn refused(obj: &Value, types: &[String]) -> Option<String> {
+pub(crate) fn refused(obj: &Value, types: &[String]) -> Option<String> {
     let top = obj.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten();
     let parents = obj
         .pointer("/status/parents")

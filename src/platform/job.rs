@@ -29,7 +29,7 @@ const BEGIN: &str = "-----BEGIN BENCHFLOW RESULTS";
 const END: &str = "-----END BENCHFLOW RESULTS-----";
 
 /// Splits a workload for `n` pods.
-pub fn shard(w: &Workload, n: u32) -> Result<Vec<Workload>, String> {
+pub(crate) fn shard(w: &Workload, n: u32) -> Result<Vec<Workload>, String> {
     let part = |total: u64, i: u32| total / u64::from(n) + u64::from(u64::from(i) < total % u64::from(n));
     (0..n)
         .map(|i| {
@@ -65,7 +65,7 @@ pub fn shard(w: &Workload, n: u32) -> Result<Vec<Workload>, String> {
 }
 
 /// The frame a harness pod prints: its results directory as a base64 tar.gz with its sha256.
-pub fn pack(results: &Path) -> std::io::Result<String> {
+pub(crate) fn pack(results: &Path) -> std::io::Result<String> {
     // `results/latest` is a link: pack what it points at.
     let results = std::fs::canonicalize(results)?;
     let mut tar =
@@ -79,7 +79,7 @@ pub fn pack(results: &Path) -> std::io::Result<String> {
 }
 
 /// Finds the frame in a pod's log, checks it and unpacks it into `dest` (`dest/results/...`).
-pub fn unpack(log: &str, dest: &Path) -> Result<String, String> {
+pub(crate) fn unpack(log: &str, dest: &Path) -> Result<String, String> {
     let start = log.find(BEGIN).ok_or("no results frame in the pod's log (did the harness pod crash?)")?;
     let rest = &log[start + BEGIN.len()..];
     let (header, body) = rest.split_once('\n').ok_or("truncated results frame")?;
@@ -101,7 +101,7 @@ pub fn unpack(log: &str, dest: &Path) -> Result<String, String> {
 
 /// Merges `results/shard-*/results` into `results/`: requests on one time axis (the earliest
 /// shard's start), stage windows joined, counts summed; server metrics from shard 0.
-pub fn merge(results: &Path, shards: &[PathBuf]) -> Result<RunInfo, String> {
+pub(crate) fn merge(results: &Path, shards: &[PathBuf]) -> Result<RunInfo, String> {
     let infos: Vec<RunInfo> = shards
         .iter()
         .map(|s| {
@@ -161,7 +161,7 @@ pub fn merge(results: &Path, shards: &[PathBuf]) -> Result<RunInfo, String> {
 
 /// What the pods take beside their shards.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Extras {
+pub(crate) struct Extras {
     /// An external tool's harness file (`placement: local`: the pod runs the tool itself).
     pub harness: Option<String>,
     /// A file dataset: its key in the ConfigMap (the shards name it so) and its text.
@@ -169,11 +169,11 @@ pub struct Extras {
 }
 
 /// What a ConfigMap may hold (the API server refuses more than 1 MiB), less room for the rest.
-pub const DATASET_LIMIT: usize = 900 * 1024;
+pub(crate) const DATASET_LIMIT: usize = 900 * 1024;
 
 /// A file dataset (its path relative to `base`) as a ConfigMap key and the file's text, the
 /// shards pointed at that key; `None` for datasets that are not files.
-pub fn ship_dataset(shards: &mut [Workload], base: &Path) -> Result<Option<(String, String)>, String> {
+pub(crate) fn ship_dataset(shards: &mut [Workload], base: &Path) -> Result<Option<(String, String)>, String> {
     use crate::spec::workload::DatasetSpec;
     let Some(DatasetSpec::Sharegpt(f) | DatasetSpec::Jsonl(f)) = shards.first().map(|s| &s.dataset) else {
         return Ok(None);
@@ -203,7 +203,7 @@ pub fn ship_dataset(shards: &mut [Workload], base: &Path) -> Result<Option<(Stri
 /// Copies a CSV whose first column is `t_s` (server metrics, GPU samples), shifted by
 /// `offset_s` (observations timed from another start, put on the merged records' axis); returns
 /// the rows copied.
-pub fn shift_times(src: &Path, dest: &Path, offset_s: f64) -> std::io::Result<usize> {
+pub(crate) fn shift_times(src: &Path, dest: &Path, offset_s: f64) -> std::io::Result<usize> {
     let text = std::fs::read_to_string(src)?;
     let mut lines = text.lines();
     let mut out = String::with_capacity(text.len());
@@ -223,7 +223,7 @@ pub fn shift_times(src: &Path, dest: &Path, offset_s: f64) -> std::io::Result<us
 }
 
 /// The ConfigMap with the shards and the Indexed Job that runs them.
-pub fn manifests(
+pub(crate) fn manifests(
     name: &str,
     ns: &str,
     image: &str,

@@ -113,7 +113,7 @@ const BUILT_IN_GROUPS: [&str; 4] = ["", "apps", "batch", "rbac.authorization.k8s
 
 /// The resource of a custom kind, as the API server serves it; an error naming what to install
 /// when it serves no such kind.
-pub async fn discover(client: &Client, gvk: &GroupVersionKind) -> Result<ApiResource, KubeError> {
+pub(crate) async fn discover(client: &Client, gvk: &GroupVersionKind) -> Result<ApiResource, KubeError> {
     let api_version = gvk.api_version();
     let resources = match retry(|| client.list_api_group_resources(&api_version)).await {
         Ok(list) => list,
@@ -138,7 +138,7 @@ pub async fn discover(client: &Client, gvk: &GroupVersionKind) -> Result<ApiReso
 }
 
 /// What installs the kinds of an API group, for error messages.
-pub fn crds_for(group: &str) -> String {
+pub(crate) fn crds_for(group: &str) -> String {
     match group {
         "gateway.networking.k8s.io" => "the Gateway API CRDs (v1.4 or later: \
             kubectl apply --server-side -f https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.4.1/standard-install.yaml) \
@@ -161,12 +161,12 @@ impl std::fmt::Display for ObjectRef {
 }
 
 /// Whether the object exists.
-pub async fn exists(client: &Client, r: &ObjectRef) -> Result<bool, KubeError> {
+pub(crate) async fn exists(client: &Client, r: &ObjectRef) -> Result<bool, KubeError> {
     Ok(get(client, r).await?.is_some())
 }
 
 /// The object as the API server has it (any kind; a custom one's resource discovered), as JSON.
-pub async fn get(client: &Client, r: &ObjectRef) -> Result<Option<Value>, KubeError> {
+pub(crate) async fn get(client: &Client, r: &ObjectRef) -> Result<Option<Value>, KubeError> {
     let found =
         r.api(client).await?.get_opt(&r.name).await.map_err(api_err(format!("failed to read {r}")))?;
     Ok(found.map(|o| serde_json::to_value(o).unwrap_or_default()))
@@ -175,7 +175,7 @@ pub async fn get(client: &Client, r: &ObjectRef) -> Result<Option<Value>, KubeEr
 /// Server-side apply with field manager `benchflow`, never forced: a field that another manager
 /// set to another value is a conflict, reported with the server's list of fields and managers,
 /// not taken over.
-pub async fn apply(client: &Client, doc: &Value) -> Result<(), KubeError> {
+pub(crate) async fn apply(client: &Client, doc: &Value) -> Result<(), KubeError> {
     let r = ObjectRef::of(doc);
     let params = PatchParams::apply(FIELD_MANAGER);
     let api = r.api(client).await?;
@@ -192,12 +192,12 @@ pub async fn apply(client: &Client, doc: &Value) -> Result<(), KubeError> {
 }
 
 /// Whether the error is the API server's 403.
-pub fn forbidden(e: &KubeError) -> bool {
+pub(crate) fn forbidden(e: &KubeError) -> bool {
     matches!(e, KubeError::Api { source: kube::Error::Api(s), .. } if s.code == 403)
 }
 
 /// Deletes (foreground propagation) and waits until the object is gone.
-pub async fn delete(client: &Client, r: &ObjectRef, limit: Duration) -> Result<bool, KubeError> {
+pub(crate) async fn delete(client: &Client, r: &ObjectRef, limit: Duration) -> Result<bool, KubeError> {
     let api = match r.api(client).await {
         Ok(api) => api,
         // Its kind is no longer served (its CRD was removed): nothing of it is left.
@@ -227,7 +227,7 @@ pub async fn delete(client: &Client, r: &ObjectRef, limit: Duration) -> Result<b
 }
 
 /// 429, 5xx and connection errors are worth another try.
-pub fn transient(e: &kube::Error) -> bool {
+pub(crate) fn transient(e: &kube::Error) -> bool {
     match e {
         kube::Error::Api(s) => s.code == 429 || s.code >= 500,
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,
@@ -236,7 +236,7 @@ pub fn transient(e: &kube::Error) -> bool {
 }
 
 /// Runs `f` again after transient errors: 5 attempts, backoff from 200 ms doubling.
-pub async fn retry<F, Fut, T>(mut f: F) -> Result<T, kube::Error>
+pub(crate) async fn retry<F, Fut, T>(mut f: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
@@ -256,7 +256,7 @@ where
 
 /// What a pod's status says about its future.
 #[derive(Debug, Clone, PartialEq)]
-pub enum PodVerdict {
+pub(crate) enum PodVerdict {
     Ready,
     Waiting,
     /// It will not become ready by itself: the reason, for the error message.
@@ -266,7 +266,7 @@ pub enum PodVerdict {
 /// Judges one pod: ready, still coming, or stuck (crash loop, image pull, unschedulable). A pod
 /// unschedulable only until its claim is bound (the scheduler says so while a volume is being
 /// provisioned) is still coming.
-pub fn pod_verdict(pod: &Pod) -> PodVerdict {
+pub(crate) fn pod_verdict(pod: &Pod) -> PodVerdict {
     let Some(status) = &pod.status else { return PodVerdict::Waiting };
     let conditions = status.conditions.as_deref().unwrap_or_default();
     for c in conditions {
@@ -305,7 +305,7 @@ pub fn pod_verdict(pod: &Pod) -> PodVerdict {
 }
 
 /// Whether a Job has finished: `Some(Ok)` complete, `Some(Err(reason))` failed.
-pub fn job_verdict(job: &Job) -> Option<Result<(), String>> {
+pub(crate) fn job_verdict(job: &Job) -> Option<Result<(), String>> {
     let conditions = job.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
     for c in conditions {
         if c.status == "True" && c.type_ == "Complete" {
@@ -324,7 +324,7 @@ pub fn job_verdict(job: &Job) -> Option<Result<(), String>> {
 
 /// Watches a Job until it completes (`Ok`) or fails (`Err(reason)`); the caller owns the
 /// timeout.
-pub async fn await_job(client: &Client, ns: &str, name: &str) -> Result<(), String> {
+pub(crate) async fn await_job(client: &Client, ns: &str, name: &str) -> Result<(), String> {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
@@ -343,7 +343,7 @@ pub async fn await_job(client: &Client, ns: &str, name: &str) -> Result<(), Stri
 }
 
 /// The names of a Job's pods, in completion-index order.
-pub async fn job_pods(client: &Client, ns: &str, name: &str) -> Vec<String> {
+pub(crate) async fn job_pods(client: &Client, ns: &str, name: &str) -> Vec<String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let lp = ListParams::default().labels(&format!("job-name={name}"));
     let mut items = pods.list(&lp).await.map(|l| l.items).unwrap_or_default();
@@ -360,19 +360,19 @@ pub async fn job_pods(client: &Client, ns: &str, name: &str) -> Vec<String> {
 }
 
 /// A pod's whole log.
-pub async fn pod_log(client: &Client, ns: &str, pod: &str) -> Result<String, KubeError> {
+pub(crate) async fn pod_log(client: &Client, ns: &str, pod: &str) -> Result<String, KubeError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let lp = LogParams::default();
     retry(|| pods.logs(pod, &lp)).await.map_err(api_err(format!("failed to read the log of pod {pod}")))
 }
 
 /// `k=v,k2=v2` from a label map.
-pub fn selector(labels: &std::collections::BTreeMap<String, String>) -> String {
+pub(crate) fn selector(labels: &std::collections::BTreeMap<String, String>) -> String {
     labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 /// Pods matching a Deployment's selector.
-pub async fn deployment_pods(
+pub(crate) async fn deployment_pods(
     client: &Client,
     ns: &str,
     name: &str,
@@ -390,7 +390,7 @@ pub async fn deployment_pods(
 }
 
 /// Events and the last log lines of a pod, as text for the work directory.
-pub async fn pod_diagnostics(client: &Client, ns: &str, pod: &str) -> String {
+pub(crate) async fn pod_diagnostics(client: &Client, ns: &str, pod: &str) -> String {
     let mut out = format!("== events of pod {pod} ==\n");
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     let lp = ListParams::default().fields(&format!("involvedObject.name={pod}"));
@@ -418,7 +418,7 @@ pub async fn pod_diagnostics(client: &Client, ns: &str, pod: &str) -> String {
 }
 
 /// A port-forward to a ready pod behind a Service, served on a local port until dropped.
-pub struct Forward {
+pub(crate) struct Forward {
     pub url: String,
     task: tokio::task::JoinHandle<()>,
 }
@@ -430,7 +430,7 @@ impl Drop for Forward {
 }
 
 /// Parses `k8s://NAMESPACE/SERVICE:PORT`.
-pub fn parse_endpoint(url: &str) -> Option<(String, String, u16)> {
+pub(crate) fn parse_endpoint(url: &str) -> Option<(String, String, u16)> {
     let rest = url.strip_prefix("k8s://")?;
     let (ns, svc) = rest.split_once('/')?;
     let (svc, port) = svc.split_once(':')?;
@@ -440,7 +440,12 @@ pub fn parse_endpoint(url: &str) -> Option<(String, String, u16)> {
 /// Opens a local port that forwards each connection to a ready pod of the Service, taking them
 /// in turn as a ClusterIP Service's proxy balances connections: with several replicas behind
 /// the Service, the load generator's connections are spread over all of them, not sent to one.
-pub async fn forward(client: &Client, ns: &str, service: &str, port: u16) -> Result<Forward, KubeError> {
+pub(crate) async fn forward(
+    client: &Client,
+    ns: &str,
+    service: &str,
+    port: u16,
+) -> Result<Forward, KubeError> {
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let svc = retry(|| services.get(service))
         .await
@@ -467,7 +472,12 @@ pub async fn forward(client: &Client, ns: &str, service: &str, port: u16) -> Res
 
 /// A local port forwarded to `port` of pod `pod` in `ns`; forwarding stops when the returned
 /// [`Forward`] is dropped.
-pub async fn forward_pod(client: &Client, ns: &str, pod: &str, port: u16) -> Result<Forward, KubeError> {
+pub(crate) async fn forward_pod(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+    port: u16,
+) -> Result<Forward, KubeError> {
     forward_pods(client, ns, vec![pod.to_string()], port).await
 }
 
@@ -497,11 +507,11 @@ async fn forward_pods(client: &Client, ns: &str, pods: Vec<String>, port: u16) -
 }
 
 /// The labels DCGM exporter pods carry: the GPU operator's, and the dcgm-exporter Helm chart's.
-pub const DCGM_EXPORTER_LABELS: [&str; 2] =
+pub(crate) const DCGM_EXPORTER_LABELS: [&str; 2] =
     ["app=nvidia-dcgm-exporter", "app.kubernetes.io/name=dcgm-exporter"];
 
 /// The names of the ready pods in `ns` that match `labels`, sorted.
-pub async fn ready_pods(
+pub(crate) async fn ready_pods(
     client: &Client,
     ns: &str,
     labels: &std::collections::BTreeMap<String, String>,
@@ -521,7 +531,7 @@ pub async fn ready_pods(
 
 /// The ready DCGM exporter pods (namespace, name) on the nodes of the pods in `ns` that match
 /// `labels` (the engine's).
-pub async fn dcgm_exporters(
+pub(crate) async fn dcgm_exporters(
     client: &Client,
     ns: &str,
     labels: &std::collections::BTreeMap<String, String>,
@@ -560,7 +570,7 @@ pub async fn dcgm_exporters(
 }
 
 /// Whether an object exists and matches a label selector of `k=v` terms.
-pub async fn has_labels(client: &Client, r: &ObjectRef, selector: &str) -> Result<bool, KubeError> {
+pub(crate) async fn has_labels(client: &Client, r: &ObjectRef, selector: &str) -> Result<bool, KubeError> {
     let Some(obj) =
         r.api(client).await?.get_opt(&r.name).await.map_err(api_err(format!("failed to read {r}")))?
     else {
@@ -573,7 +583,7 @@ pub async fn has_labels(client: &Client, r: &ObjectRef, selector: &str) -> Resul
 }
 
 /// The objects benchflow applies, in `ns`, matching a label selector (for `gc`).
-pub async fn labelled(client: &Client, ns: &str, selector: &str) -> Result<Vec<ObjectRef>, KubeError> {
+pub(crate) async fn labelled(client: &Client, ns: &str, selector: &str) -> Result<Vec<ObjectRef>, KubeError> {
     let mut out = Vec::new();
     // In the order to delete them: workloads first, storage and configuration last.
     for (api_version, kind) in [
@@ -614,7 +624,7 @@ pub async fn labelled(client: &Client, ns: &str, selector: &str) -> Result<Vec<O
 
 /// A local base URL for `url`: itself, or a port-forward for `k8s://NAMESPACE/SERVICE:PORT`
 /// (kept open while the returned guard lives).
-pub async fn local_url(url: &str, cluster: &Target) -> Result<(String, Option<Forward>), String> {
+pub(crate) async fn local_url(url: &str, cluster: &Target) -> Result<(String, Option<Forward>), String> {
     let Some((ns, svc, port)) = parse_endpoint(url) else {
         return Ok((url.trim_end_matches('/').to_string(), None));
     };

@@ -12,11 +12,11 @@ use crate::{
 };
 
 /// The label every object benchflow creates carries, with the run id as value.
-pub const RUN_LABEL: &str = "benchflow.io/run";
+pub(crate) const RUN_LABEL: &str = "benchflow.io/run";
 /// The label naming the step that created an object.
-pub const STEP_LABEL: &str = "benchflow.io/step";
+pub(crate) const STEP_LABEL: &str = "benchflow.io/step";
 /// Field manager for server-side apply.
-pub const FIELD_MANAGER: &str = "benchflow";
+pub(crate) const FIELD_MANAGER: &str = "benchflow";
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("namespace.yaml", include_str!("../../templates/kubernetes/namespace.yaml")),
@@ -33,7 +33,7 @@ const TEMPLATES: &[(&str, &str)] = &[
 
 /// A label value from free text: at most 63 characters of `[a-z0-9.-_]`, alphanumeric at both
 /// ends.
-pub fn label_value(s: &str) -> String {
+pub(crate) fn label_value(s: &str) -> String {
     let v: String = s
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' })
@@ -43,7 +43,7 @@ pub fn label_value(s: &str) -> String {
 }
 
 /// A DNS-1123 label from free text (lowercase alphanumerics and `-`), at most `max` long.
-pub fn dns_label(s: &str, max: usize) -> String {
+pub(crate) fn dns_label(s: &str, max: usize) -> String {
     let mut out = String::new();
     for c in s.chars() {
         let c = c.to_ascii_lowercase();
@@ -58,7 +58,11 @@ pub fn dns_label(s: &str, max: usize) -> String {
 }
 
 /// `k8s.*`, `run.*` and `endpoint.*` for a Kubernetes scenario.
-pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &std::path::Path) -> Result<Value, String> {
+pub(crate) fn derive(
+    s: &Scenario,
+    run: &RunContext,
+    workload_dir: &std::path::Path,
+) -> Result<Value, String> {
     if s.engine.kind != EngineKind::Vllm {
         return Err(format!(
             "platform `kubernetes` runs `engine: {{ kind: vllm }}` (found `{}`); for an endpoint that is \
@@ -361,7 +365,7 @@ fn llm_d(s: &Scenario, name: &str, selector: &Value, run_label: &str) -> Result<
 }
 
 /// The text of a template: from the scenario's directory when it gives one, else shipped.
-pub fn template_text(custom_dir: Option<&str>, file: &str) -> Result<(String, String), String> {
+pub(crate) fn template_text(custom_dir: Option<&str>, file: &str) -> Result<(String, String), String> {
     if let Some(dir) = custom_dir.filter(|d| !d.is_empty()) {
         // A directory that is not there must not silently mean "the shipped templates".
         if !std::path::Path::new(dir).is_dir() {
@@ -390,7 +394,7 @@ pub fn template_text(custom_dir: Option<&str>, file: &str) -> Result<(String, St
 
 /// Renders templates into manifests (each file may hold several `---` documents), each checked
 /// against its k8s-openapi type.
-pub fn render_manifests(
+pub(crate) fn render_manifests(
     renderer: &Renderer,
     custom_dir: Option<&str>,
     files: &[String],
@@ -459,7 +463,7 @@ pub fn check(doc: &Value) -> Result<(), String> {
 }
 
 /// Adds the run and step labels to an object's metadata.
-pub fn label(doc: &mut Value, run_label: &str, step: &str) {
+pub(crate) fn label(doc: &mut Value, run_label: &str, step: &str) {
     let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) else { return };
     let labels = meta.entry("labels").or_insert_with(|| Value::Object(Map::new()));
     if let Some(l) = labels.as_object_mut() {

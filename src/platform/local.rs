@@ -12,7 +12,7 @@ use crate::{
 
 /// Checks an endpoint URL before anything starts: `http(s)://HOST[:PORT][/prefix]` (or
 /// `k8s://NAMESPACE/SERVICE:PORT`).
-pub fn check_url(url: &str) -> Result<(), String> {
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
     if url.starts_with("k8s://") {
         return Ok(());
     }
@@ -22,7 +22,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
 }
 
 /// `run.*` and `endpoint.*` for this scenario and run.
-pub fn derive(s: &Scenario, run: &RunContext, workload_dir: &Path) -> Result<Value, String> {
+pub(crate) fn derive(s: &Scenario, run: &RunContext, workload_dir: &Path) -> Result<Value, String> {
     let e = &s.engine;
     if e.kind == EngineKind::Sim {
         // An unknown profile is found now, not by the engine after the standup began.

@@ -7,16 +7,16 @@
 //!   [`kube`]: the client, port-forwards and the waits, through kube-rs; [`job`]: the harness
 //!   as an Indexed Job (shards, results frames, merge); [`access`]: what the credentials may do.
 
-pub mod access;
-pub mod gateway_api;
-pub mod job;
-pub mod kube;
-pub mod kubernetes;
-pub mod local;
+pub(crate) mod access;
+pub(crate) mod gateway_api;
+pub(crate) mod job;
+pub(crate) mod kube;
+pub(crate) mod kubernetes;
+pub(crate) mod local;
 
 /// Facts about this run that templates may use (`run.*`).
 #[derive(Debug, Clone)]
-pub struct RunContext {
+pub(crate) struct RunContext {
     pub id: String,
     pub workdir: std::path::PathBuf,
     /// The benchflow binary (spawns `benchflow sim`).
@@ -28,7 +28,7 @@ pub struct RunContext {
 /// The local ports of a run's processes (engines, a router), in the order the platform takes
 /// them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ports {
+pub(crate) enum Ports {
     /// Free ones, picked when the plan is made.
     Free,
     /// Those an earlier command of this work directory chose (so its done steps keep their
@@ -40,7 +40,7 @@ pub enum Ports {
 
 impl Ports {
     /// The ports a resolved tree recorded (`run.ports`, or `run.port` alone), else free ones.
-    pub fn recorded(values: Option<&serde_json::Value>) -> Ports {
+    pub(crate) fn recorded(values: Option<&serde_json::Value>) -> Ports {
         let run = values.and_then(|v| v.get("run"));
         let list: Vec<u16> = match run.and_then(|r| r.get("ports")).and_then(|p| p.as_array()) {
             Some(ports) => ports.iter().filter_map(|p| p.as_u64()).map(|p| p as u16).collect(),
@@ -56,7 +56,7 @@ impl Ports {
 
     /// `n` ports on `host`: kept ones first, then free ones (all distinct: the listeners that
     /// find them are held until all are found).
-    pub fn take(&self, host: &str, n: usize) -> Result<Vec<u16>, String> {
+    pub(crate) fn take(&self, host: &str, n: usize) -> Result<Vec<u16>, String> {
         let kept: &[u16] = match self {
             Ports::Placeholder => return Ok(vec![0; n]),
             Ports::Free => &[],

@@ -13,7 +13,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-pub use crate::platform::{Ports, RunContext};
+pub(crate) use crate::platform::{Ports, RunContext};
 use crate::spec::{
     self, Source, SpecError,
     harness::Harness,
@@ -23,11 +23,11 @@ use crate::spec::{
 };
 
 /// Version of the `inputs/resolved.yaml` format.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// Why the inputs could not be resolved.
 #[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error("--set {set}: {message}")]
@@ -88,7 +88,7 @@ pub struct Resolved {
 }
 
 /// A value by dotted path (`engine.profile`, `workload.stages.0.rate`).
-pub fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(tree, |v, k| match v {
         Value::Object(m) => m.get(k),
         Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
@@ -259,14 +259,14 @@ fn check_secrets(tree: &Tree) -> Result<(), ResolveError> {
 }
 
 /// Reads the files named in `request` and resolves them.
-pub fn resolve(request: &Request, run: &RunContext) -> Result<Resolved, ResolveError> {
+pub(crate) fn resolve(request: &Request, run: &RunContext) -> Result<Resolved, ResolveError> {
     load(request)?.resolve(request, run)
 }
 
 /// The files of a request, read, checked and layered (defaults < scenario < harness <
 /// workload) once: an experiment resolves each of its points from one of these.
 #[derive(Debug, Clone)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     tree: Tree,
     files: BTreeMap<String, String>,
     texts: BTreeMap<String, String>,
@@ -275,7 +275,7 @@ pub struct Loaded {
 }
 
 /// Reads and checks the scenario, harness, workload and pipeline files of `request`.
-pub fn load(request: &Request) -> Result<Loaded, ResolveError> {
+pub(crate) fn load(request: &Request) -> Result<Loaded, ResolveError> {
     let scenario = spec::find("scenario", "scenarios", &request.scenario)?;
     let harness = spec::find("harness", "harnesses", &request.harness)?;
     let workload = spec::find("workload", "workloads", &request.workload)?;
@@ -348,14 +348,9 @@ pub fn load(request: &Request) -> Result<Loaded, ResolveError> {
 }
 
 impl Loaded {
-    /// The variable tree of the files alone (before layers and `--set`s).
-    pub fn values(&self) -> &Value {
-        &self.tree.values
-    }
-
     /// Applies `request`'s layers and `--set`s (its file names are those this was loaded
     /// from) and derives the values of this run.
-    pub fn resolve(&self, request: &Request, run: &RunContext) -> Result<Resolved, ResolveError> {
+    pub(crate) fn resolve(&self, request: &Request, run: &RunContext) -> Result<Resolved, ResolveError> {
         let mut tree = self.tree.clone();
         for layer in &request.layers {
             for set in &layer.sets {
@@ -387,7 +382,7 @@ impl Loaded {
 }
 
 /// Re-resolves a recorded `inputs/resolved.yaml` for a new run: the same values, new `run.*`.
-pub fn reproduce(recorded: &Resolved, run: &RunContext) -> Result<Resolved, ResolveError> {
+pub(crate) fn reproduce(recorded: &Resolved, run: &RunContext) -> Result<Resolved, ResolveError> {
     let mut values = recorded.values.clone();
     let workload_dir = values
         .pointer("/run/workload_dir")

@@ -29,13 +29,13 @@ use super::{
 use crate::rng::Rng;
 
 /// The pool every analytic request goes through.
-pub struct Pool {
+pub(crate) struct Pool {
     slots: Arc<Semaphore>,
     running: AtomicUsize,
 }
 
 impl Pool {
-    pub fn new(cfg: &SimConfig) -> Self {
+    pub(crate) fn new(cfg: &SimConfig) -> Self {
         Pool { slots: Arc::new(Semaphore::new(cfg.max_num_seqs as usize)), running: AtomicUsize::new(0) }
     }
 }
@@ -72,7 +72,7 @@ fn next_token(cfg: &SimConfig, rng: &mut Rng, n_run: usize) -> f64 {
 }
 
 /// Serves one request to completion (or until its client leaves).
-pub async fn serve(
+pub(crate) async fn serve(
     shared: Arc<Shared>,
     pool: Arc<Pool>,
     mut req: NewRequest<TokenSink>,
@@ -164,7 +164,7 @@ type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireE
 /// A streamed analytic request that is its own clock: the SSE body polls it, and it sleeps on
 /// the precise timer until its next token is due. One wake-up per token reaches the connection
 /// directly, instead of waking a request task that then wakes the connection.
-pub struct Pacer {
+pub(crate) struct Pacer {
     shared: Arc<Shared>,
     pool: Arc<Pool>,
     cfg: Arc<SimConfig>,
@@ -186,7 +186,7 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    pub fn new(
+    pub(crate) fn new(
         shared: Arc<Shared>,
         pool: Arc<Pool>,
         sizes: (u32, u32, u32),
@@ -229,7 +229,7 @@ impl Pacer {
     }
 
     /// The next event of the stream, when it is due.
-    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Emit>> {
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Emit>> {
         if self.done {
             return Poll::Ready(None);
         }

@@ -9,14 +9,14 @@ use std::{fmt, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-pub use super::faults::{DieAfter, DieMode, FailureType, MetricsFault, SlowdownStep, StartupMode};
+pub(crate) use super::faults::{DieAfter, DieMode, FailureType, MetricsFault, SlowdownStep, StartupMode};
 use crate::spec::suggest;
-pub use crate::units::{Secs, parse_duration};
+pub(crate) use crate::units::Secs;
 use serde_json::Value;
 
 /// Profiles shipped in the repository under `profiles/sim/`, embedded at compile time so that the
 /// binary works from any directory. Each is plain YAML that anyone can copy and edit.
-pub const PROFILES: &[(&str, &str)] = &[
+pub(crate) const PROFILES: &[(&str, &str)] = &[
     ("llama-3.1-8b/h100", include_str!("../../profiles/sim/llama-3.1-8b/h100.yaml")),
     ("llama-3.1-8b/a100-80g", include_str!("../../profiles/sim/llama-3.1-8b/a100-80g.yaml")),
     ("llama-3.1-70b/h100-tp4", include_str!("../../profiles/sim/llama-3.1-70b/h100-tp4.yaml")),
@@ -503,6 +503,7 @@ fn describe_serde_error(at: &str, message: &str) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units::parse_duration;
 
     #[test]
     fn every_shipped_profile_parses_and_validates() {

@@ -23,7 +23,7 @@ use super::{
 const YIELD_EVERY: Duration = Duration::from_micros(500);
 
 /// A request's token channel.
-pub struct TokenSink(pub mpsc::UnboundedSender<Emit>);
+pub(crate) struct TokenSink(pub mpsc::UnboundedSender<Emit>);
 
 impl Sink for TokenSink {
     fn emit(&mut self, ev: Emit) -> bool {
@@ -35,7 +35,7 @@ impl Sink for TokenSink {
 }
 
 /// What the front end asks of the driver.
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// A new request, with the instant it arrived (its `arrival` field is filled in here).
     Submit(Box<NewRequest<TokenSink>>, Instant),
     /// `/admin/reset`: drop the prefix cache.
@@ -47,34 +47,34 @@ pub enum Cmd {
 /// Maps wall-clock instants to virtual seconds; re-anchored when `time_scale` changes so that
 /// virtual time stays continuous.
 #[derive(Debug, Clone, Copy)]
-pub struct Clock {
+pub(crate) struct Clock {
     wall0: Instant,
     virt0: f64,
     scale: f64,
 }
 
 impl Clock {
-    pub fn new(scale: f64) -> Self {
+    pub(crate) fn new(scale: f64) -> Self {
         Clock { wall0: Instant::now(), virt0: 0.0, scale }
     }
 
-    pub fn scale(&self) -> f64 {
+    pub(crate) fn scale(&self) -> f64 {
         self.scale
     }
 
     /// Virtual time of a wall instant (only meaningful when scale > 0).
-    pub fn virtual_at(&self, t: Instant) -> f64 {
+    pub(crate) fn virtual_at(&self, t: Instant) -> f64 {
         let dt = t.saturating_duration_since(self.wall0).as_secs_f64();
         self.virt0 + dt / self.scale
     }
 
     /// Wall instant of a virtual time (only meaningful when scale > 0).
-    pub fn wall_at(&self, v: f64) -> Instant {
+    pub(crate) fn wall_at(&self, v: f64) -> Instant {
         self.wall0 + Duration::from_secs_f64(((v - self.virt0) * self.scale).max(0.0))
     }
 
     /// Continues the same virtual timeline at a new scale.
-    pub fn rescale(&mut self, now_virtual: f64, scale: f64) {
+    pub(crate) fn rescale(&mut self, now_virtual: f64, scale: f64) {
         self.wall0 = Instant::now();
         self.virt0 = now_virtual;
         self.scale = scale;
@@ -82,7 +82,7 @@ impl Clock {
 }
 
 /// The driver task: runs until the command channel closes.
-pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let mut cfg = shared.config();
     let mut version = shared.config_version.load(std::sync::atomic::Ordering::Acquire);
     let mut engine: Engine<TokenSink> =

@@ -28,7 +28,7 @@ use crate::rng::Rng;
 
 /// Why a request stopped generating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
+pub(crate) enum FinishReason {
     /// Reached `max_tokens`.
     Length,
     /// Ended before `max_tokens` (the output-length policy chose a shorter output).
@@ -36,7 +36,7 @@ pub enum FinishReason {
 }
 
 impl FinishReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FinishReason::Length => "length",
             FinishReason::Stop => "stop",
@@ -46,7 +46,7 @@ impl FinishReason {
 
 /// What the engine hands to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Emit {
+pub(crate) enum Emit {
     /// One new token; `finish` is set on the last one; `due` is the wall instant it was meant to
     /// reach the client (none in virtual time), so the front end can measure its own lateness.
     Token { finish: Option<FinishReason>, due: Option<Instant> },
@@ -55,7 +55,7 @@ pub enum Emit {
 }
 
 /// Where a request's tokens go.
-pub trait Sink {
+pub(crate) trait Sink {
     /// Delivers an event; false means the client is gone and the request should be dropped.
     fn emit(&mut self, ev: Emit) -> bool;
     /// True when nobody listens any more (checked before admitting a waiting request).
@@ -64,7 +64,7 @@ pub trait Sink {
 
 /// A request as the engine receives it.
 #[derive(Debug)]
-pub struct NewRequest<S> {
+pub(crate) struct NewRequest<S> {
     pub sink: S,
     pub prompt_len: u32,
     /// The request's `max_tokens` (after defaults).
@@ -137,7 +137,7 @@ impl<S> Ord for Pending<S> {
 
 /// The analytic cost of one step (S.3, "Step time").
 #[derive(Debug, Clone)]
-pub struct CostModel {
+pub(crate) struct CostModel {
     weights: f64,
     kv_bytes: f64,
     params: f64,
@@ -149,7 +149,7 @@ pub struct CostModel {
 }
 
 impl CostModel {
-    pub fn new(cfg: &SimConfig) -> Self {
+    pub(crate) fn new(cfg: &SimConfig) -> Self {
         let tp = cfg.tp as f64;
         CostModel {
             weights: cfg.weight_bytes,
@@ -165,7 +165,13 @@ impl CostModel {
 
     /// Step time without noise: decodes with summed context `decode_ctx`, and prefill chunks
     /// with `prefill_tokens` tokens and summed attention work `prefill_attn` (Σ n·c0 + n²/2).
-    pub fn step_time(&self, n_decode: u64, decode_ctx: f64, prefill_tokens: u64, prefill_attn: f64) -> f64 {
+    pub(crate) fn step_time(
+        &self,
+        n_decode: u64,
+        decode_ctx: f64,
+        prefill_tokens: u64,
+        prefill_attn: f64,
+    ) -> f64 {
         let t_mem = (self.weights + self.kv_bytes * decode_ctx) / self.bandwidth;
         let t_cmp = (2.0 * self.params * (n_decode + prefill_tokens) as f64
             + self.attn * (decode_ctx + prefill_attn))
@@ -175,7 +181,7 @@ impl CostModel {
 }
 
 /// The simulated engine.
-pub struct Engine<S> {
+pub(crate) struct Engine<S> {
     cost: CostModel,
     max_num_seqs: usize,
     max_batched: u32,
@@ -201,7 +207,12 @@ pub struct Engine<S> {
 }
 
 impl<S: Sink> Engine<S> {
-    pub fn new(cfg: &SimConfig, seed: u64, metrics: Arc<Mutex<Metrics>>, queued: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(
+        cfg: &SimConfig,
+        seed: u64,
+        metrics: Arc<Mutex<Metrics>>,
+        queued: Arc<AtomicUsize>,
+    ) -> Self {
         let mut e = Engine {
             cost: CostModel::new(cfg),
             max_num_seqs: 1,
@@ -228,7 +239,7 @@ impl<S: Sink> Engine<S> {
     }
 
     /// Takes new knob values (from `/admin/config`). The block size is fixed at start.
-    pub fn reconfigure(&mut self, cfg: &SimConfig) {
+    pub(crate) fn reconfigure(&mut self, cfg: &SimConfig) {
         self.cost = CostModel::new(cfg);
         self.max_num_seqs = cfg.max_num_seqs as usize;
         self.max_batched = cfg.max_num_batched_tokens;
@@ -243,34 +254,35 @@ impl<S: Sink> Engine<S> {
     }
 
     /// The virtual clock.
-    pub fn now(&self) -> f64 {
+    pub(crate) fn now(&self) -> f64 {
         self.now
     }
 
     /// Moves the clock forward (never back).
-    pub fn advance_to(&mut self, t: f64) {
+    pub(crate) fn advance_to(&mut self, t: f64) {
         if t > self.now {
             self.now = t;
         }
     }
 
     /// True when nothing is running or waiting (pending arrivals may exist).
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.running.is_empty() && self.waiting.is_empty()
     }
 
     /// When the earliest pending request reaches the engine.
-    pub fn next_pending(&self) -> Option<f64> {
+    pub(crate) fn next_pending(&self) -> Option<f64> {
         self.pending.peek().map(|p| p.ready)
     }
 
     /// Requests in the running batch.
-    pub fn num_running(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn num_running(&self) -> usize {
         self.running.len()
     }
 
     /// Queues a request; it reaches the scheduler `request_overhead` after its arrival.
-    pub fn submit(&mut self, req: NewRequest<S>) {
+    pub(crate) fn submit(&mut self, req: NewRequest<S>) {
         let ready = req.arrival + self.request_overhead;
         self.order += 1;
         self.pending.push(Pending {
@@ -319,7 +331,7 @@ impl<S: Sink> Engine<S> {
 
     /// Plans the next step from the current clock: schedules tokens and returns the step's
     /// duration, or `None` when there is nothing to run.
-    pub fn plan_step(&mut self) -> Option<f64> {
+    pub(crate) fn plan_step(&mut self) -> Option<f64> {
         while self.pending.peek().is_some_and(|p| p.ready <= self.now) {
             let p = self.pending.pop().expect("peeked");
             self.waiting.push_back(p.seq);
@@ -427,7 +439,7 @@ impl<S: Sink> Engine<S> {
 
     /// Ends the planned step at virtual time `end` (wall instant `due`, if in real time):
     /// advances the clock, emits tokens, retires finished requests and updates the metrics.
-    pub fn finish_step(&mut self, end: f64, due: Option<Instant>) {
+    pub(crate) fn finish_step(&mut self, end: f64, due: Option<Instant>) {
         self.advance_to(end);
         let metrics = Arc::clone(&self.metrics);
         let mut m = metrics.lock().expect("metrics lock");
@@ -509,7 +521,7 @@ impl<S: Sink> Engine<S> {
     }
 
     /// Fails every request (engine death) and empties the engine.
-    pub fn fail_all(&mut self, why: &'static str) {
+    pub(crate) fn fail_all(&mut self, why: &'static str) {
         let mut all: Vec<Seq<S>> = self.running.drain(..).collect();
         all.extend(self.waiting.drain(..));
         all.extend(std::mem::take(&mut self.pending).into_iter().map(|p| p.seq));
@@ -523,7 +535,7 @@ impl<S: Sink> Engine<S> {
     }
 
     /// Drops the prefix cache's unreferenced blocks (`/admin/reset`).
-    pub fn clear_prefix_cache(&mut self) {
+    pub(crate) fn clear_prefix_cache(&mut self) {
         self.kv.clear_evictable();
     }
 }
@@ -536,14 +548,14 @@ pub(crate) mod tests {
 
     /// Per-request record of a virtual-time run.
     #[derive(Debug, Default, Clone)]
-    pub struct Rec {
+    pub(crate) struct Rec {
         pub arrival: f64,
         pub tokens: Vec<f64>,
         pub finish: Option<FinishReason>,
         pub error: bool,
     }
 
-    pub struct RecSink {
+    pub(crate) struct RecSink {
         rec: Rc<RefCell<Rec>>,
         now: Rc<RefCell<f64>>,
     }
@@ -566,14 +578,14 @@ pub(crate) mod tests {
     }
 
     /// How load is offered in a virtual run.
-    pub enum Load {
+    pub(crate) enum Load {
         /// Arrival times.
         Open(Vec<f64>),
         /// Keep `n` requests in flight, `total` in all.
         Closed { n: usize, total: usize },
     }
 
-    pub struct Run {
+    pub(crate) struct Run {
         pub recs: Vec<Rc<RefCell<Rec>>>,
         pub metrics: Metrics,
         pub peak_running: usize,
@@ -582,7 +594,7 @@ pub(crate) mod tests {
     }
 
     /// Runs the engine in pure virtual time.
-    pub fn run(cfg: &SimConfig, prompt: u32, output: u32, load: Load) -> Run {
+    pub(crate) fn run(cfg: &SimConfig, prompt: u32, output: u32, load: Load) -> Run {
         let metrics = Arc::new(Mutex::new(Metrics::new(cfg.max_model_len)));
         let mut e: Engine<RecSink> = Engine::new(cfg, 1, Arc::clone(&metrics), Arc::new(AtomicUsize::new(0)));
         let now = Rc::new(RefCell::new(0.0));

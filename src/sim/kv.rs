@@ -15,7 +15,7 @@ struct Cached {
 
 /// Block pool of a fixed (but resizable) number of blocks.
 #[derive(Debug)]
-pub struct KvCache {
+pub(crate) struct KvCache {
     total: u64,
     /// Physical blocks holding data: private + cached (referenced or evictable).
     used: u64,
@@ -27,7 +27,7 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(total_blocks: u64) -> Self {
+    pub(crate) fn new(total_blocks: u64) -> Self {
         KvCache {
             total: total_blocks,
             used: 0,
@@ -38,23 +38,19 @@ impl KvCache {
         }
     }
 
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
     /// Fraction of blocks referenced by running sequences (vLLM's `kv_cache_usage_perc`).
-    pub fn usage(&self) -> f64 {
+    pub(crate) fn usage(&self) -> f64 {
         if self.total == 0 { 0.0 } else { (self.active as f64 / self.total as f64).min(1.0) }
     }
 
     /// Blocks that an allocation could obtain (free + evictable).
-    pub fn available(&self) -> u64 {
+    pub(crate) fn available(&self) -> u64 {
         self.total.saturating_sub(self.used) + self.evictable.len() as u64
     }
 
     /// Takes `n` private blocks, evicting cached blocks if needed. False (and no change) if the
     /// pool cannot supply them.
-    pub fn allocate(&mut self, n: u64) -> bool {
+    pub(crate) fn allocate(&mut self, n: u64) -> bool {
         if n == 0 {
             return true;
         }
@@ -73,18 +69,18 @@ impl KvCache {
     }
 
     /// Returns `n` private blocks to the pool.
-    pub fn free_private(&mut self, n: u64) {
+    pub(crate) fn free_private(&mut self, n: u64) {
         self.used -= n;
         self.active -= n;
     }
 
     /// How many leading hashes are resident in the cache.
-    pub fn lookup(&self, hashes: &[u64]) -> usize {
+    pub(crate) fn lookup(&self, hashes: &[u64]) -> usize {
         hashes.iter().take_while(|h| self.cached.contains_key(h)).count()
     }
 
     /// Takes a reference to a resident cached block.
-    pub fn acquire(&mut self, hash: u64) {
+    pub(crate) fn acquire(&mut self, hash: u64) {
         if let Some(c) = self.cached.get_mut(&hash) {
             if c.refs == 0 {
                 self.evictable.remove(&(c.tick, hash));
@@ -95,7 +91,7 @@ impl KvCache {
     }
 
     /// Drops a reference; unreferenced blocks become evictable (most recently used last).
-    pub fn release(&mut self, hash: u64) {
+    pub(crate) fn release(&mut self, hash: u64) {
         self.tick += 1;
         if let Some(c) = self.cached.get_mut(&hash) {
             c.refs -= 1;
@@ -110,7 +106,7 @@ impl KvCache {
     /// Turns one private block holding the full block `hash` into a cached block. If another
     /// sequence already registered the same content, the private block is freed and the cached
     /// one is referenced instead. Either way the caller now holds `hash`.
-    pub fn register(&mut self, hash: u64) {
+    pub(crate) fn register(&mut self, hash: u64) {
         match self.cached.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => {
                 self.acquire(hash);
@@ -123,7 +119,7 @@ impl KvCache {
     }
 
     /// Drops every evictable cached block (`/admin/reset`).
-    pub fn clear_evictable(&mut self) {
+    pub(crate) fn clear_evictable(&mut self) {
         for (_, hash) in std::mem::take(&mut self.evictable) {
             self.cached.remove(&hash);
             self.used -= 1;
@@ -132,7 +128,7 @@ impl KvCache {
 
     /// Changes the pool size at run time. Shrinking below what is in use makes the next
     /// allocations fail, which preempts sequences, as a smaller GPU would.
-    pub fn resize(&mut self, total_blocks: u64) {
+    pub(crate) fn resize(&mut self, total_blocks: u64) {
         self.total = total_blocks;
         while self.used > self.total {
             let Some(&(tick, hash)) = self.evictable.iter().next() else { break };

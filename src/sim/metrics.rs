@@ -20,19 +20,19 @@ const ITERATION_BUCKETS: &[f64] =
     &[1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0];
 
 /// Buckets of `sim:delivery_lateness_seconds`.
-pub const LATENESS_BUCKETS: &[f64] =
+pub(crate) const LATENESS_BUCKETS: &[f64] =
     &[0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 /// Per-stream lateness counts, merged into the shared histogram once when the stream ends.
 #[derive(Debug, Default)]
-pub struct LocalLateness {
+pub(crate) struct LocalLateness {
     counts: [u32; LATENESS_BUCKETS.len()],
     sum: f64,
     count: u32,
 }
 
 impl LocalLateness {
-    pub fn observe(&mut self, v: f64) {
+    pub(crate) fn observe(&mut self, v: f64) {
         if let Some(i) = LATENESS_BUCKETS.iter().position(|b| v <= *b) {
             self.counts[i] += 1;
         }
@@ -40,7 +40,7 @@ impl LocalLateness {
         self.count += 1;
     }
 
-    pub fn merge_into(&self, h: &mut Histogram) {
+    pub(crate) fn merge_into(&self, h: &mut Histogram) {
         for (c, n) in h.counts.iter_mut().zip(self.counts) {
             *c += n as u64;
         }
@@ -48,14 +48,14 @@ impl LocalLateness {
         h.count += self.count as u64;
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.count == 0
     }
 }
 
 /// A Prometheus histogram with fixed upper bounds.
 #[derive(Debug, Clone)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     bounds: Vec<f64>,
     counts: Vec<u64>,
     sum: f64,
@@ -84,7 +84,7 @@ impl Histogram {
         Self::new(&bounds)
     }
 
-    pub fn observe(&mut self, v: f64) {
+    pub(crate) fn observe(&mut self, v: f64) {
         if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
             self.counts[i] += 1;
         }
@@ -95,7 +95,7 @@ impl Histogram {
 
 /// Every metric the simulator exposes.
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub num_requests_running: u64,
     pub num_requests_waiting: u64,
     pub kv_cache_usage: f64,
@@ -130,7 +130,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(max_model_len: u32) -> Self {
+    pub(crate) fn new(max_model_len: u32) -> Self {
         Metrics {
             num_requests_running: 0,
             num_requests_waiting: 0,
@@ -165,7 +165,7 @@ impl Metrics {
 
     /// Records a finished request: end-to-end, decode and inference times, TPOT, and the
     /// request-size histograms.
-    pub fn e2el_observe(
+    pub(crate) fn e2el_observe(
         &mut self,
         e2e: f64,
         decode: f64,
@@ -187,7 +187,7 @@ impl Metrics {
     }
 
     /// Counts one injected fault of the given type.
-    pub fn fault(&mut self, kind: &'static str) {
+    pub(crate) fn fault(&mut self, kind: &'static str) {
         match self.faults.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, n)) => *n += 1,
             None => self.faults.push((kind, 1)),
@@ -195,7 +195,7 @@ impl Metrics {
     }
 
     /// Prometheus text exposition format 0.0.4.
-    pub fn render(
+    pub(crate) fn render(
         &self,
         model: &str,
         block_size: u32,

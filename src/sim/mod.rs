@@ -14,20 +14,21 @@
 //! * [`metrics`]: the Prometheus exposition with vLLM's names and buckets.
 //! * [`tokenizer`]: deterministic token counting and generated words.
 
-pub mod analytic;
-pub mod config;
-pub mod driver;
-pub mod engine;
-pub mod faults;
-pub mod kv;
-pub mod metrics;
-pub mod server;
-pub mod state;
-pub mod tokenizer;
-pub mod wire;
+pub(crate) mod analytic;
+pub(crate) mod config;
+pub(crate) mod driver;
+pub(crate) mod engine;
+pub(crate) mod faults;
+pub(crate) mod kv;
+pub(crate) mod metrics;
+pub(crate) mod server;
+pub(crate) mod state;
+pub(crate) mod tokenizer;
+pub(crate) mod wire;
 
 pub use config::SimConfig;
-pub use server::{serve, serve_with};
+pub use server::serve;
+pub(crate) use server::serve_with;
 
 /// Why the simulator stopped serving.
 #[derive(Debug, thiserror::Error)]

@@ -36,7 +36,7 @@ use crate::rng::Rng;
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// A response body: a whole buffer, an SSE stream, or a connection abort.
-pub enum SimBody {
+pub(crate) enum SimBody {
     Full(Option<Bytes>),
     Sse(Box<SseBody>),
     Abort,
@@ -519,7 +519,7 @@ pub async fn serve(
 }
 
 /// `serve`, over TLS when `tls` is given (`benchflow sim --tls-cert --tls-key`).
-pub async fn serve_with(
+pub(crate) async fn serve_with(
     cfg: SimConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
@@ -527,7 +527,7 @@ pub async fn serve_with(
 ) -> Result<(), SimError> {
     let addr = listener.local_addr().map_err(SimError::Io)?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared::new(cfg.clone(), addr.port(), tx));
+    let shared = Arc::new(Shared::new(cfg.clone(), tx));
     let app = Arc::new(App {
         pool: Arc::new(analytic::Pool::new(&cfg)),
         pod: header_value(cfg.pod_name.clone().or_else(|| std::env::var("POD_NAME").ok())),

@@ -18,7 +18,7 @@ use super::{
 
 /// Everything the request handlers and the driver share. Hot fields are atomics; the config is
 /// swapped whole (readers clone an `Arc`), the metrics are locked once per engine step.
-pub struct Shared {
+pub(crate) struct Shared {
     config: RwLock<Arc<SimConfig>>,
     /// Bumped on every config change so the driver notices without locking.
     pub config_version: AtomicU64,
@@ -37,13 +37,12 @@ pub struct Shared {
     pub started: Instant,
     /// Until then, `startup_mode: 503` answers 503.
     pub loaded_at: Instant,
-    pub port: u16,
     pub stale_metrics: Mutex<Option<String>>,
     pub engine: mpsc::UnboundedSender<Cmd>,
 }
 
 impl Shared {
-    pub fn new(cfg: SimConfig, port: u16, engine: mpsc::UnboundedSender<Cmd>) -> Self {
+    pub(crate) fn new(cfg: SimConfig, engine: mpsc::UnboundedSender<Cmd>) -> Self {
         let seed = if cfg.seed != 0 {
             cfg.seed
         } else {
@@ -66,35 +65,34 @@ impl Shared {
             exit_requested: AtomicBool::new(false),
             seed,
             started: now,
-            port,
             stale_metrics: Mutex::new(None),
             engine,
         }
     }
 
     /// The current configuration.
-    pub fn config(&self) -> Arc<SimConfig> {
+    pub(crate) fn config(&self) -> Arc<SimConfig> {
         Arc::clone(&self.config.read().expect("config lock"))
     }
 
     /// Replaces the configuration atomically.
-    pub fn set_config(&self, cfg: SimConfig) {
+    pub(crate) fn set_config(&self, cfg: SimConfig) {
         *self.config.write().expect("config lock") = Arc::new(cfg);
         self.config_version.fetch_add(1, Ordering::Release);
     }
 
     /// Counts one injected fault (`sim:faults_injected_total{type}`).
-    pub fn fault(&self, kind: &'static str) {
+    pub(crate) fn fault(&self, kind: &'static str) {
         self.metrics.lock().expect("metrics lock").fault(kind);
     }
 
     /// True while the simulated model is still loading.
-    pub fn loading(&self) -> bool {
+    pub(crate) fn loading(&self) -> bool {
         Instant::now() < self.loaded_at
     }
 
     /// Checks `die_after` after a request was accepted; kills the engine when it is due.
-    pub fn check_death(&self, cfg: &SimConfig, requests_so_far: u64) {
+    pub(crate) fn check_death(&self, cfg: &SimConfig, requests_so_far: u64) {
         if let Some(DieAfter::Requests(n)) = cfg.die_after
             && requests_so_far >= n
         {
@@ -104,7 +102,7 @@ impl Shared {
 
     /// Engine death: fails everything in flight; new requests get 500 and `/health` 503, or the
     /// process exits (`die_mode: exit`).
-    pub fn die(&self, cfg: &SimConfig) {
+    pub(crate) fn die(&self, cfg: &SimConfig) {
         if self.dead.swap(true, Ordering::AcqRel) {
             return;
         }

@@ -4,11 +4,11 @@
 //! word of a built-in lexicon per token. Every lexicon word is a space plus at most three ASCII
 //! letters, so re-tokenising generated text with any of our rules gives back the same count.
 
-pub use crate::lexicon::LEXICON;
+pub(crate) use crate::lexicon::LEXICON;
 use crate::sim::config::Tokenizer;
 
 /// Tokens in a piece of text under the given rule.
-pub fn count(text: &str, rule: Tokenizer) -> u32 {
+pub(crate) fn count(text: &str, rule: Tokenizer) -> u32 {
     let n = match rule {
         Tokenizer::Words => text.split_whitespace().count(),
         Tokenizer::Chars => text.chars().count(),
@@ -21,7 +21,7 @@ pub fn count(text: &str, rule: Tokenizer) -> u32 {
 ///
 /// Block boundaries depend only on the text before them (every `block_size` words, characters,
 /// or 4·`block_size` bytes), so prompts that share a prefix share its block hashes.
-pub fn block_hashes_text(text: &str, rule: Tokenizer, block_size: u32, tokens: u32) -> Vec<u64> {
+pub(crate) fn block_hashes_text(text: &str, rule: Tokenizer, block_size: u32, tokens: u32) -> Vec<u64> {
     let full_blocks = (tokens / block_size.max(1)) as usize;
     let mut hashes = Vec::with_capacity(full_blocks);
     let mut h = FNV_OFFSET;
@@ -56,7 +56,7 @@ pub fn block_hashes_text(text: &str, rule: Tokenizer, block_size: u32, tokens: u
 }
 
 /// Block hashes of a token-id prompt (exact).
-pub fn block_hashes_ids(ids: &[u64], block_size: u32) -> Vec<u64> {
+pub(crate) fn block_hashes_ids(ids: &[u64], block_size: u32) -> Vec<u64> {
     let mut h = FNV_OFFSET;
     ids.chunks_exact(block_size.max(1) as usize)
         .map(|block| {

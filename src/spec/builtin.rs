@@ -32,12 +32,12 @@ const FILES: &[(&str, &str, &str)] = &[
 ];
 
 /// The text of a shipped file.
-pub fn get(dir: &str, name: &str) -> Option<&'static str> {
+pub(crate) fn get(dir: &str, name: &str) -> Option<&'static str> {
     let name = name.trim_end_matches(".yaml").trim_end_matches(".yml");
     FILES.iter().find(|(d, n, _)| *d == dir && *n == name).map(|(_, _, text)| *text)
 }
 
 /// The names of the shipped files in `dir`.
-pub fn names(dir: &str) -> impl Iterator<Item = &'static str> {
+pub(crate) fn names(dir: &str) -> impl Iterator<Item = &'static str> {
     FILES.iter().filter(move |(d, _, _)| *d == dir).map(|(_, n, _)| *n)
 }

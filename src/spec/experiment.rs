@@ -28,7 +28,7 @@ use crate::units::Secs;
 /// A whole experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Experiment {
+pub(crate) struct Experiment {
     /// Free text shown in reports.
     #[serde(default)]
     pub description: Option<String>,
@@ -73,7 +73,7 @@ pub struct Experiment {
 /// A search over one numeric variable (`docs/search.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Search {
+pub(crate) struct Search {
     /// The dotted path searched: `workload.stages.0.rate`, `workload.stages.0.concurrency`,
     /// `engine.max_num_seqs`, ….
     pub factor: String,
@@ -126,7 +126,7 @@ pub struct Search {
 }
 
 impl Objective {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Objective::MaxStableRate => "max_stable_rate",
             Objective::MaxLoadWithinSlo => "max_load_within_slo",
@@ -139,7 +139,7 @@ impl Objective {
 /// What a search looks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Objective {
+pub(crate) enum Objective {
     /// The largest offered rate at which the stage is stable.
     #[default]
     MaxStableRate,
@@ -182,7 +182,7 @@ fn default_max_points() -> usize {
 /// The base run: file names (or paths) as for `benchflow e2e`, and assignments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Base {
+pub(crate) struct Base {
     #[serde(default = "default_scenario")]
     pub scenario: String,
     #[serde(default = "default_harness")]
@@ -218,7 +218,7 @@ fn default_workload() -> String {
 /// A factor's levels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
-pub enum Factor {
+pub(crate) enum Factor {
     /// `[1, 2, 4]`, `[[], [--flag]]`, `[10s, 20s]`.
     Levels(Vec<Value>),
     /// `{ from: 2, to: 8, step: 2 }`: both ends included; without `step` only `random` and
@@ -228,7 +228,7 @@ pub enum Factor {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Range {
+pub(crate) struct Range {
     pub from: f64,
     pub to: f64,
     #[serde(default)]
@@ -241,7 +241,7 @@ pub struct Range {
 /// Which points of the factor space are run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Design {
+pub(crate) enum Design {
     /// Every combination of levels.
     #[default]
     Full,
@@ -257,7 +257,7 @@ pub enum Design {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Draw {
+pub(crate) struct Draw {
     pub n: usize,
     #[serde(default = "default_seed")]
     pub seed: u64,
@@ -269,7 +269,7 @@ fn default_seed() -> u64 {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Treatment {
+pub(crate) struct Treatment {
     pub name: String,
     /// Dotted variable path → value.
     #[serde(default)]
@@ -279,7 +279,7 @@ pub struct Treatment {
 /// Something done to a stack between two of its points.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Action {
+pub(crate) enum Action {
     /// `POST /reset_prefix_cache` on the engine (vLLM's), so no point profits from the last.
     ResetPrefixCache,
     /// Wait (let the engine settle).
@@ -291,7 +291,7 @@ pub enum Action {
 /// What the experiment's analysis compares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ExperimentAnalysis {
+pub(crate) struct ExperimentAnalysis {
     /// The latency of the Pareto front and the curves, a `stats.json` key such as
     /// `p99_ttft_ms`, `median_e2el_ms`, `mean_tpot_ms`.
     #[serde(default = "default_latency")]
@@ -334,7 +334,7 @@ fn default_slo_share() -> f64 {
 
 /// A map that keeps the file's order (the order factors vary in, last fastest).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Ordered<V>(pub Vec<(String, V)>);
+pub(crate) struct Ordered<V>(pub Vec<(String, V)>);
 
 impl<V> Default for Ordered<V> {
     fn default() -> Self {
@@ -343,16 +343,13 @@ impl<V> Default for Ordered<V> {
 }
 
 impl<V> Ordered<V> {
-    pub fn iter(&self) -> impl Iterator<Item = &(String, V)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &(String, V)> {
         self.0.iter()
     }
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    pub fn get(&self, key: &str) -> Option<&V> {
+    pub(crate) fn get(&self, key: &str) -> Option<&V> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 }
@@ -404,7 +401,7 @@ impl<V: schemars::JsonSchema> schemars::JsonSchema for Ordered<V> {
 
 impl Experiment {
     /// Parses and checks an experiment file (what can be checked without the base run).
-    pub fn from_yaml(text: &str, origin: &str) -> Result<Experiment, SpecError> {
+    pub(crate) fn from_yaml(text: &str, origin: &str) -> Result<Experiment, SpecError> {
         let e: Experiment = from_yaml(text, origin, &[])?;
         let lines = key_lines(text);
         let at = |section: &str, key: &str| match lines.get(&(section.to_string(), key.to_string())) {
@@ -562,7 +559,7 @@ impl Experiment {
     }
 
     /// The line of a factor or constant (for errors found later, against the base run).
-    pub fn line_of(text: &str, section: &str, key: &str) -> Option<u64> {
+    pub(crate) fn line_of(text: &str, section: &str, key: &str) -> Option<u64> {
         key_lines(text).get(&(section.to_string(), key.to_string())).copied()
     }
 }

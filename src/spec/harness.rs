@@ -18,7 +18,7 @@ use crate::units::Secs;
 /// A whole harness.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct Harness {
+pub(crate) struct Harness {
     /// Free text shown in plans and reports.
     pub description: Option<String>,
     /// Which load generator.

@@ -7,15 +7,17 @@
 //! * [`pipeline`]: which steps run, in which phase, after which others.
 //! * [`experiment`]: many runs from one base (factors, levels, a design).
 //! * [`builtin`]: the shipped files, embedded so the binary works from any directory.
-//! * [`schema`]: JSON Schemas generated from these types (checked in under `schemas/`).
+//! * `schema` (a test): JSON Schemas generated from these types, compared with the copies
+//!   checked in under `schemas/`.
 
-pub mod builtin;
-pub mod experiment;
-pub mod harness;
-pub mod pipeline;
-pub mod scenario;
-pub mod schema;
-pub mod workload;
+pub(crate) mod builtin;
+pub(crate) mod experiment;
+pub(crate) mod harness;
+pub(crate) mod pipeline;
+pub(crate) mod scenario;
+#[cfg(test)]
+pub(crate) mod schema;
+pub(crate) mod workload;
 
 use std::path::{Path, PathBuf};
 
@@ -53,7 +55,7 @@ pub fn from_yaml<T: DeserializeOwned>(text: &str, origin: &str, known_keys: &[&s
 
 /// The bare text of a serde-saphyr error: without its own `error: line N column M:` prefix and
 /// the source snippet it appends (callers give the location as `file:line:column`).
-pub fn bare_message(raw: &str) -> &str {
+pub(crate) fn bare_message(raw: &str) -> &str {
     let mut message = raw.lines().next().unwrap_or(raw).trim();
     message = message.strip_prefix("error: ").unwrap_or(message);
     if let Some((head, rest)) = message.split_once(": ")
@@ -65,7 +67,7 @@ pub fn bare_message(raw: &str) -> &str {
 }
 
 /// The bare message, with a suggestion for unknown keys.
-pub fn clean_message(raw: &str, known_keys: &[&str]) -> String {
+pub(crate) fn clean_message(raw: &str, known_keys: &[&str]) -> String {
     let message = bare_message(raw);
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((key, tail)) = rest.split_once('`')
@@ -104,7 +106,7 @@ fn translate(message: &str) -> String {
 }
 
 /// `; did you mean `x`?` when a known name is close to `key`.
-pub fn suggest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> String {
+pub(crate) fn suggest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> String {
     known
         .map(|k| (edit_distance(key, k), k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 4))
@@ -114,7 +116,7 @@ pub fn suggest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// Levenshtein distance.
-pub fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     let mut cur = vec![0; b.len() + 1];
@@ -131,7 +133,7 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 
 /// A spec file's text and where it came from.
 #[derive(Debug, Clone)]
-pub struct Source {
+pub(crate) struct Source {
     /// The path as found, or `builtin:<dir>/<name>.yaml` for an embedded file.
     pub origin: String,
     pub text: String,
@@ -141,7 +143,7 @@ pub struct Source {
 
 /// Finds a spec by name in `dir` (`NAME.yaml`, `NAME.yml`), as a path, or among the files
 /// shipped with benchflow; errors list what was tried and suggest a near name.
-pub fn find(kind: &'static str, dir: &str, name: &str) -> Result<Source, SpecError> {
+pub(crate) fn find(kind: &'static str, dir: &str, name: &str) -> Result<Source, SpecError> {
     let read = |path: &Path| -> Result<Source, SpecError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;

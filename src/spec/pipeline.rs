@@ -74,7 +74,7 @@ fn default_backoff() -> Secs {
 
 /// The line of each step's `name` in a pipeline's text, by the YAML parser's positions (for
 /// errors found after parsing, e.g. by the planner); `None` where it cannot be told.
-pub fn step_lines(text: &str) -> Vec<Option<u64>> {
+pub(crate) fn step_lines(text: &str) -> Vec<Option<u64>> {
     #[derive(Deserialize)]
     struct Step {
         name: Option<serde_saphyr::Spanned<String>>,

@@ -19,7 +19,7 @@ use crate::units::Secs;
 /// A whole scenario.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Scenario {
+pub(crate) struct Scenario {
     /// Free text shown in plans and reports.
     #[serde(default)]
     pub description: Option<String>,
@@ -53,7 +53,7 @@ pub struct Scenario {
 /// Where the stack runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Platform {
+pub(crate) enum Platform {
     /// Processes on this machine.
     #[default]
     Local,
@@ -64,7 +64,7 @@ pub enum Platform {
 /// What serves the model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct Engine {
+pub(crate) struct Engine {
     /// `sim` (the built-in simulator), `vllm` (`vllm serve`), or `endpoint` (already running).
     pub kind: EngineKind,
     /// Simulator profile (see `benchflow sim --list-profiles`).
@@ -99,7 +99,7 @@ impl Default for Engine {
 /// The engine kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum EngineKind {
+pub(crate) enum EngineKind {
     /// `benchflow sim` as a child process.
     Sim,
     /// `vllm serve` as a child process (vLLM must be installed).
@@ -109,7 +109,7 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EngineKind::Sim => "sim",
             EngineKind::Vllm => "vllm",
@@ -121,7 +121,7 @@ impl EngineKind {
 /// How the engines are put together.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct Deploy {
+pub(crate) struct Deploy {
     /// `standalone` (one engine), `router` (`replicas` engines behind a router) or `llm-d`
     /// (engines behind llm-d's inference gateway).
     pub method: Method,
@@ -148,7 +148,7 @@ impl Default for Deploy {
 /// an `HTTPRoute` to an `InferencePool` of the engines, and the pool's endpoint picker (EPP).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct Gateway {
+pub(crate) struct Gateway {
     /// The `GatewayClass` (installed with its controller: `istio`, `kgateway`, `agentgateway`,
     /// `gke-l7-rilb`, …); preflight checks that it exists.
     pub class: String,
@@ -192,13 +192,13 @@ impl Default for Gateway {
 
 /// What a gateway does when the endpoint picker is down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum FailureMode {
+pub(crate) enum FailureMode {
     FailOpen,
     FailClose,
 }
 
 impl FailureMode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailureMode::FailOpen => "FailOpen",
             FailureMode::FailClose => "FailClose",
@@ -209,7 +209,7 @@ impl FailureMode {
 /// The deploy methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
-pub enum Method {
+pub(crate) enum Method {
     /// One engine; the load goes straight to it.
     Standalone,
     /// `replicas` engines behind a router; the load goes to the router.
@@ -218,20 +218,10 @@ pub enum Method {
     LlmD,
 }
 
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Standalone => "standalone",
-            Method::Router => "router",
-            Method::LlmD => "llm-d",
-        }
-    }
-}
-
 /// The router of a router stack.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct Router {
+pub(crate) struct Router {
     /// `vllm-router` (the `vllm-router` package, installed by benchflow) or `production-stack`.
     pub kind: RouterKind,
     /// How it picks an engine for a request.
@@ -268,7 +258,7 @@ impl Default for Router {
 /// The routers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
-pub enum RouterKind {
+pub(crate) enum RouterKind {
     /// The vLLM router (`pip install vllm-router`).
     VllmRouter,
     /// The vLLM production stack's router (`lmcache/lmstack-router`; Kubernetes only: it is
@@ -279,7 +269,7 @@ pub enum RouterKind {
 /// The vLLM router's policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Policy {
+pub(crate) enum Policy {
     RoundRobin,
     Random,
     /// The less loaded of two engines picked at random.
@@ -294,7 +284,7 @@ pub enum Policy {
 }
 
 impl Policy {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Policy::RoundRobin => "round_robin",
             Policy::Random => "random",
@@ -309,7 +299,7 @@ impl Policy {
 /// How long each kind of wait may take.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// Until the engine answers its readiness check.
     pub ready: Secs,
     /// For each smoke-test request.
@@ -327,7 +317,7 @@ impl Default for Timeouts {
 /// Where and how vLLM runs on a cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct Kubernetes {
+pub(crate) struct Kubernetes {
     /// Namespace; created if missing, and deleted at teardown only if benchflow created it.
     pub namespace: String,
     /// kubeconfig context; default: the current one (or the in-cluster config).
@@ -395,7 +385,7 @@ impl Default for Kubernetes {
 /// The model cache: an existing claim (`name`, never deleted) or a new one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct Pvc {
+pub(crate) struct Pvc {
     /// An existing PersistentVolumeClaim to use; benchflow never deletes it.
     pub name: Option<String>,
     /// Storage class of a new claim; default: the cluster's default class.

@@ -9,7 +9,7 @@ use super::{
 };
 
 /// `(file name, pretty JSON)` for each schema.
-pub fn all() -> Vec<(&'static str, String)> {
+fn all() -> Vec<(&'static str, String)> {
     let pretty = |s: schemars::Schema| serde_json::to_string_pretty(&s).unwrap_or_default() + "\n";
     vec![
         ("scenario.schema.json", pretty(schema_for!(Scenario))),
@@ -23,7 +23,7 @@ pub fn all() -> Vec<(&'static str, String)> {
 /// For tests: fails when `schemas/NAME` differs from `text` (with `BENCHFLOW_WRITE_SCHEMAS` set,
 /// writes it first).
 #[cfg(test)]
-pub fn assert_fresh(name: &str, text: &str) {
+pub(crate) fn assert_fresh(name: &str, text: &str) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
     let path = dir.join(name);
     if std::env::var_os("BENCHFLOW_WRITE_SCHEMAS").is_some() {

@@ -89,7 +89,7 @@ pub struct ApiSpec {
 
 /// The environment variable a header value is read from, with what goes before the secret:
 /// `env:NAME` → `("", NAME)`, `Bearer env:NAME` → `("Bearer ", NAME)`; `None` for a literal.
-pub fn env_reference(value: &str) -> Option<(&'static str, &str)> {
+pub(crate) fn env_reference(value: &str) -> Option<(&'static str, &str)> {
     match value.strip_prefix("Bearer env:") {
         Some(var) => Some(("Bearer ", var)),
         None => value.strip_prefix("env:").map(|var| ("", var)),

@@ -41,7 +41,7 @@ fn default_stop() -> Secs {
 }
 
 /// `program` on `PATH` (or as a path).
-pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
+pub(crate) fn find_program(program: &str) -> Option<std::path::PathBuf> {
     if program.contains('/') {
         return Path::new(program).is_file().then(|| program.into());
     }
@@ -53,7 +53,7 @@ pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
 }
 
 /// What to do about a program that is not installed.
-pub fn install_hint(program: &str) -> &'static str {
+pub(crate) fn install_hint(program: &str) -> &'static str {
     if program == "vllm" {
         "vLLM is not installed here: install it (`pip install vllm`; most models need a GPU), or use \
          the built-in simulator (`-c local-sim`)"

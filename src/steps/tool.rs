@@ -24,7 +24,7 @@ impl Args {
 }
 
 /// What to say about a tool that is not installed.
-pub fn not_installed(tool: &tools::Tool) -> String {
+pub(crate) fn not_installed(tool: &tools::Tool) -> String {
     format!(
         "{} {} is not installed (looked in {}): run `benchflow tools install {}`, or add --install-missing",
         tool.name,
@@ -65,7 +65,7 @@ impl Step for Args {
 
 /// Whether the tool is there, or will be installed (`--install-missing`); if not, how to
 /// install it.
-pub fn ready(tool: &tools::Tool, install_missing: bool) -> Result<(), String> {
+pub(crate) fn ready(tool: &tools::Tool, install_missing: bool) -> Result<(), String> {
     if install_missing || tools::installed(&tools::home(), tool).is_some() {
         return Ok(());
     }
@@ -74,7 +74,7 @@ pub fn ready(tool: &tools::Tool, install_missing: bool) -> Result<(), String> {
 
 /// The tool as installed: installed now when missing and the command was given
 /// `--install-missing` (pip's output in the step's log); recorded in `setup/tools/<name>.json`.
-pub async fn ensure(tool: &'static tools::Tool, ctx: &Ctx) -> Result<tools::Installed, StepError> {
+pub(crate) async fn ensure(tool: &'static tools::Tool, ctx: &Ctx) -> Result<tools::Installed, StepError> {
     let home = tools::home();
     let record = match tools::installed(&home, tool) {
         Some(record) => record,

@@ -79,7 +79,7 @@ fn fail(e: impl std::fmt::Display) -> StepError {
 }
 
 /// Whether a Deployment has all its replicas available for its current generation.
-pub fn available(d: &Deployment) -> bool {
+pub(crate) fn available(d: &Deployment) -> bool {
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let Some(st) = &d.status else { return false };
     st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
@@ -88,7 +88,7 @@ pub fn available(d: &Deployment) -> bool {
 }
 
 /// Differences between the live Deployment and the rendered one (image, args, GPUs).
-pub fn mismatches(live: &Deployment, rendered: &Value) -> Vec<String> {
+pub(crate) fn mismatches(live: &Deployment, rendered: &Value) -> Vec<String> {
     let live = serde_json::to_value(live).unwrap_or_default();
     let mut out = Vec::new();
     for (what, pointer) in [

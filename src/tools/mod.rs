@@ -5,7 +5,7 @@
 //! it ([`python`]). `tool.json`, written last, marks a complete installation and says what was
 //! installed with what.
 
-pub mod python;
+pub(crate) mod python;
 
 use std::{
     path::{Path, PathBuf},
@@ -15,7 +15,7 @@ use std::{
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-pub use python::Python;
+pub(crate) use python::Python;
 
 /// One tool: its PyPI package, pinned, the Pythons it runs on, its command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub struct Tool {
 }
 
 /// What benchflow can install.
-pub const TOOLS: &[Tool] = &[
+pub(crate) const TOOLS: &[Tool] = &[
     Tool {
         name: "vllm-router",
         package: "vllm-router",
@@ -167,7 +167,7 @@ pub fn find(name: &str) -> Result<&'static Tool, ToolError> {
 }
 
 /// Where tools are installed: `$BENCHFLOW_TOOLS_DIR`, else `~/.cache/benchflow/tools`.
-pub fn home() -> PathBuf {
+pub(crate) fn home() -> PathBuf {
     if let Some(dir) = std::env::var_os("BENCHFLOW_TOOLS_DIR") {
         return PathBuf::from(dir);
     }
@@ -179,7 +179,7 @@ pub fn home() -> PathBuf {
 }
 
 /// Whether `program` is the command of a tool benchflow installs (under [`home`]).
-pub fn provides(program: &str) -> bool {
+pub(crate) fn provides(program: &str) -> bool {
     let home = home();
     TOOLS.iter().any(|t| t.command(&home) == Path::new(program))
 }

@@ -19,7 +19,7 @@ impl Python {
 }
 
 /// Parses `Python 3.12.1` (what `python --version` prints) or `3.12.1`.
-pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+pub(crate) fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     let v = text.trim().trim_start_matches("Python").trim();
     let mut parts = v.split('.').map(|p| {
         let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
@@ -29,7 +29,7 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
 }
 
 /// Asks an interpreter its version (`None`: not a working Python).
-pub fn probe(path: &Path) -> Option<Python> {
+pub(crate) fn probe(path: &Path) -> Option<Python> {
     let out = std::process::Command::new(path).arg("--version").output().ok()?;
     if !out.status.success() {
         return None;
@@ -40,7 +40,7 @@ pub fn probe(path: &Path) -> Option<Python> {
 }
 
 /// The places looked at, in order (each may or may not exist).
-pub fn candidates() -> Vec<PathBuf> {
+pub(crate) fn candidates() -> Vec<PathBuf> {
     let mut out = Vec::new();
     let names: Vec<String> =
         (8..=14).rev().map(|m| format!("python3.{m}")).chain(["python3".to_string()]).collect();
@@ -66,7 +66,7 @@ pub fn candidates() -> Vec<PathBuf> {
 }
 
 /// Every working Python found, each interpreter once (by its resolved path), in search order.
-pub fn discover() -> Vec<Python> {
+pub(crate) fn discover() -> Vec<Python> {
     let mut seen = std::collections::HashSet::new();
     candidates()
         .into_iter()
@@ -77,7 +77,7 @@ pub fn discover() -> Vec<Python> {
 }
 
 /// The newest Python with `min <= (major, minor) < below`; on a tie the one found first.
-pub fn choose(found: &[Python], min: (u32, u32), below: Option<(u32, u32)>) -> Option<&Python> {
+pub(crate) fn choose(found: &[Python], min: (u32, u32), below: Option<(u32, u32)>) -> Option<&Python> {
     found
         .iter()
         .filter(|p| {

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 /// Why an archive could not be written or read.
 #[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
+pub(crate) enum ArchiveError {
     #[error("failed to archive {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("failed to unpack {path}: {source}")]
@@ -39,13 +39,13 @@ fn files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()>
 }
 
 /// The sha256 of `bytes` in lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Packs `dir` into `out` (`<dir>.tar.gz` by default); returns the archive's path and the
 /// number of files.
-pub fn pack(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, usize), ArchiveError> {
+pub(crate) fn pack(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, usize), ArchiveError> {
     let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "run".into());
     let out = out.map(Path::to_path_buf).unwrap_or_else(|| dir.with_file_name(format!("{name}.tar.gz")));
     let io = |path: &Path| {
@@ -78,7 +78,7 @@ pub fn pack(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, usize), ArchiveE
 }
 
 /// Unpacks an archive into `dest`, verifying every checksum; returns the run directory inside.
-pub fn unpack(archive: &Path, dest: &Path) -> Result<PathBuf, ArchiveError> {
+pub(crate) fn unpack(archive: &Path, dest: &Path) -> Result<PathBuf, ArchiveError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ArchiveError::Unpack { path, source }
@@ -100,7 +100,7 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<PathBuf, ArchiveError> {
 
 /// Extracts a tar stream into `dest`, skipping absolute paths and `..`; returns the first
 /// path component of the first entry (the archive's top directory).
-pub fn extract(reader: impl std::io::Read, dest: &Path) -> std::io::Result<Option<PathBuf>> {
+pub(crate) fn extract(reader: impl std::io::Read, dest: &Path) -> std::io::Result<Option<PathBuf>> {
     let mut tar = tar::Archive::new(reader);
     let mut top = None;
     for entry in tar.entries()? {

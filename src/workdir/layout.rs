@@ -14,55 +14,55 @@
 //! ```
 
 /// The files as given, with where each came from.
-pub const INPUTS: &str = "inputs";
+pub(crate) const INPUTS: &str = "inputs";
 /// Every value of the run with the file or flag that set it.
-pub const RESOLVED: &str = "inputs/resolved.yaml";
+pub(crate) const RESOLVED: &str = "inputs/resolved.yaml";
 /// `--set`s, one per line.
-pub const OVERRIDES: &str = "inputs/overrides.txt";
+pub(crate) const OVERRIDES: &str = "inputs/overrides.txt";
 /// benchflow's version, the format version and the command line.
-pub const VERSION: &str = "inputs/version.json";
+pub(crate) const VERSION: &str = "inputs/version.json";
 /// What a reproduction reproduces.
-pub const ORIGIN: &str = "inputs/origin.json";
+pub(crate) const ORIGIN: &str = "inputs/origin.json";
 /// Earlier `resolved.yaml`s of the same work directory.
-pub const HISTORY: &str = "inputs/history";
+pub(crate) const HISTORY: &str = "inputs/history";
 /// The workload as benchflow resolved it (for the report).
-pub const WORKLOAD: &str = "inputs/workload.yaml";
+pub(crate) const WORKLOAD: &str = "inputs/workload.yaml";
 /// The compiled plan (typed again when read).
-pub const PLAN: &str = "plan/plan.json";
-pub const PLAN_DOT: &str = "plan/plan.dot";
-pub const PLAN_TABLE: &str = "plan/plan.txt";
+pub(crate) const PLAN: &str = "plan/plan.json";
+pub(crate) const PLAN_DOT: &str = "plan/plan.dot";
+pub(crate) const PLAN_TABLE: &str = "plan/plan.txt";
 /// Each step as rendered: `plan/steps/<id>.json`.
-pub const PLAN_STEPS: &str = "plan/steps";
+pub(crate) const PLAN_STEPS: &str = "plan/steps";
 /// Files a step renders (manifests): `plan/manifests/<id>/<name>`.
-pub const MANIFESTS: &str = "plan/manifests";
+pub(crate) const MANIFESTS: &str = "plan/manifests";
 /// One log per step: `setup/commands/<id>.log`.
-pub const COMMANDS: &str = "setup/commands";
+pub(crate) const COMMANDS: &str = "setup/commands";
 /// Undo records written before a step acts: `setup/undo/<id>.json`.
-pub const UNDO: &str = "setup/undo";
+pub(crate) const UNDO: &str = "setup/undo";
 /// Each installed tool, with its version and where it came from: `setup/tools/<name>.json`.
-pub const TOOLS: &str = "setup/tools";
+pub(crate) const TOOLS: &str = "setup/tools";
 /// What a failed wait saw.
-pub const DIAGNOSTICS: &str = "setup/diagnostics";
+pub(crate) const DIAGNOSTICS: &str = "setup/diagnostics";
 /// Each step's status, hash, timings, attempts, undo record; an experiment's points and stacks.
-pub const STATE: &str = "state.json";
+pub(crate) const STATE: &str = "state.json";
 /// The event stream, one JSON object a line.
-pub const EVENTS: &str = "events.jsonl";
+pub(crate) const EVENTS: &str = "events.jsonl";
 /// `results/<run>/`: records, server metrics, run.json.
-pub const RESULTS: &str = "results";
+pub(crate) const RESULTS: &str = "results";
 /// `analysis/<run>/`: stats, plots, report; an experiment's cross-point analysis.
-pub const ANALYSIS: &str = "analysis";
+pub(crate) const ANALYSIS: &str = "analysis";
 
 /// An experiment directory: the experiment file as given.
-pub const EXPERIMENT: &str = "experiment.yaml";
+pub(crate) const EXPERIMENT: &str = "experiment.yaml";
 /// An experiment directory: its `--set`s.
-pub const EXPERIMENT_OVERRIDES: &str = "overrides.txt";
+pub(crate) const EXPERIMENT_OVERRIDES: &str = "overrides.txt";
 /// An experiment directory: one row per point with its factors and stack.
-pub const DESIGN: &str = "design.csv";
+pub(crate) const DESIGN: &str = "design.csv";
 /// An experiment directory: its log, one line per thing that happened.
-pub const EXPERIMENT_LOG: &str = "experiment.log";
+pub(crate) const EXPERIMENT_LOG: &str = "experiment.log";
 /// An experiment directory: a work directory per stack.
-pub const STACKS: &str = "stacks";
+pub(crate) const STACKS: &str = "stacks";
 /// An experiment directory: a work directory per point.
-pub const POINTS: &str = "points";
+pub(crate) const POINTS: &str = "points";
 /// An experiment directory: the search's trials and answer.
-pub const SEARCH: &str = "analysis/search.json";
+pub(crate) const SEARCH: &str = "analysis/search.json";

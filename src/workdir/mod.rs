@@ -11,9 +11,9 @@
 //! analysis/        stats, plots, report.html
 //! ```
 
-pub mod archive;
-pub mod layout;
-pub mod runs;
+pub(crate) mod archive;
+pub(crate) mod layout;
+pub(crate) mod runs;
 
 use std::{
     fs::File,
@@ -23,7 +23,7 @@ use std::{
 };
 
 /// Version of the work directory layout (in `state.json` and `inputs/version.json`).
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// Why a work directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -41,14 +41,14 @@ pub enum WorkdirError {
 
 /// An open, locked work directory.
 #[derive(Debug)]
-pub struct WorkDir {
+pub(crate) struct WorkDir {
     pub root: PathBuf,
     _lock: File,
 }
 
 impl WorkDir {
     /// Creates (or reuses) `root` with its folders, and takes its lock.
-    pub fn create(root: &Path) -> Result<Self, WorkdirError> {
+    pub(crate) fn create(root: &Path) -> Result<Self, WorkdirError> {
         let io = |source| WorkdirError::Io { path: root.to_path_buf(), source };
         for sub in [layout::INPUTS, layout::PLAN_STEPS, layout::COMMANDS, layout::RESULTS, layout::ANALYSIS] {
             std::fs::create_dir_all(root.join(sub)).map_err(io)?;
@@ -59,14 +59,14 @@ impl WorkDir {
 
     /// Opens an existing work directory and takes its lock.
     /// Locks a directory that is not a run's (an experiment's), creating only the directory.
-    pub fn lock_dir(root: &Path) -> Result<Self, WorkdirError> {
+    pub(crate) fn lock_dir(root: &Path) -> Result<Self, WorkdirError> {
         std::fs::create_dir_all(root)
             .map_err(|source| WorkdirError::Io { path: root.to_path_buf(), source })?;
         let lock = Self::lock(root)?;
         Ok(WorkDir { root: root.to_path_buf(), _lock: lock })
     }
 
-    pub fn open(root: &Path) -> Result<Self, WorkdirError> {
+    pub(crate) fn open(root: &Path) -> Result<Self, WorkdirError> {
         if !root.join(layout::RESOLVED).is_file() {
             return Err(WorkdirError::NotWorkdir { path: root.to_path_buf() });
         }
@@ -97,12 +97,12 @@ impl WorkDir {
         }
     }
 
-    pub fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
 
     /// Writes a file atomically (temporary file, then rename).
-    pub fn write(&self, rel: &str, contents: &[u8]) -> Result<(), WorkdirError> {
+    pub(crate) fn write(&self, rel: &str, contents: &[u8]) -> Result<(), WorkdirError> {
         write_atomic(&self.root.join(rel), contents)
     }
 }
@@ -110,7 +110,7 @@ impl WorkDir {
 /// Writes `path` atomically and durably: a reader sees the old or the new contents, never a
 /// mix, and a crash of the machine right after cannot leave an empty file (the contents are
 /// synced before the rename, the directory after it).
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WorkdirError> {
+pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WorkdirError> {
     let io = |source| WorkdirError::Io { path: path.to_path_buf(), source };
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(parent) = parent {
@@ -159,7 +159,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// A time written by [`utc_now`] (`2026-11-24T08:45:06.081Z`) as seconds since the epoch.
-pub fn parse_utc(t: &str) -> Option<f64> {
+pub(crate) fn parse_utc(t: &str) -> Option<f64> {
     let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
     let mut d = date.splitn(3, '-');
     let (y, m, day) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
@@ -170,12 +170,12 @@ pub fn parse_utc(t: &str) -> Option<f64> {
 }
 
 /// The current UTC time as RFC 3339 (`2026-11-23T21:37:38.123Z`).
-pub fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     utc_of(SystemTime::now())
 }
 
 /// Seconds since the epoch as RFC 3339, as [`utc_now`] writes it.
-pub fn utc_at(secs: f64) -> String {
+pub(crate) fn utc_at(secs: f64) -> String {
     utc_of(UNIX_EPOCH + std::time::Duration::from_secs_f64(secs.max(0.0)))
 }
 
@@ -185,7 +185,7 @@ fn utc_of(t: SystemTime) -> String {
 }
 
 /// A new run id: `YYYYMMDD-HHMMSS-xxxx` (UTC, plus 4 hex digits against collisions).
-pub fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let now = SystemTime::now();
     let (y, m, d, hh, mm, ss, _) = parts(now);
     let nanos = now.duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
@@ -194,7 +194,7 @@ pub fn run_id() -> String {
 }
 
 /// `runs/<run-id>` unless a directory is given.
-pub fn choose(dir: Option<&Path>) -> PathBuf {
+pub(crate) fn choose(dir: Option<&Path>) -> PathBuf {
     dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("runs").join(run_id()))
 }
 

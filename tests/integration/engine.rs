@@ -25,7 +25,7 @@ fn status_of(wd: &Path, step: &str) -> String {
 }
 
 fn alive(pid: i64) -> bool {
-    benchflow::steps::spawn::alive(pid as i32, None)
+    benchflow::alive(pid as i32, None)
 }
 
 /// The pid the engine step started (from its log's `pid N` summary in state.json).

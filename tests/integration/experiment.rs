@@ -73,7 +73,7 @@ fn kill_when(p: &Project, point: &str, status: &str) {
 }
 
 fn alive(pid: i32) -> bool {
-    benchflow::steps::spawn::alive(pid, None)
+    benchflow::alive(pid, None)
 }
 
 #[test]

@@ -50,7 +50,7 @@ fn benchmark_reports(wd: &std::path::Path, stages: usize) -> Vec<Value> {
             let dir = wd.join("analysis/latest");
             let r = json(dir.join(format!("benchmark_report_v0.2_stage_{n}.json")));
             assert!(dir.join(format!("benchmark_report_v0.2_stage_{n}.yaml")).is_file());
-            let errors = benchflow::analysis::benchmark_report::validate(&r);
+            let errors = benchflow::validate_benchmark_report(&r);
             assert!(errors.is_empty(), "stage {n}: {errors:#?}");
             r
         })

@@ -159,7 +159,7 @@ fn rendered_manifests_match_their_snapshots() {
         for step in plan["steps"].as_array().unwrap() {
             if step["kind"] == "apply" && step["enabled"] == true {
                 for m in step["with"]["manifests"].as_array().unwrap() {
-                    benchflow::platform::kubernetes::check(m).unwrap_or_else(|e| panic!("{name}: {e}"));
+                    benchflow::check_manifest(m).unwrap_or_else(|e| panic!("{name}: {e}"));
                     // Every object carries the run label; GPUs are asked for as much as limited;
                     // the token is only a reference.
                     let what = format!("{name}: {} {}", m["kind"], m["metadata"]["name"]);

@@ -3,11 +3,7 @@
 
 use std::time::Duration;
 
-use benchflow::{
-    analysis::{self, Analysis, Convention},
-    loadgen::{self, Options},
-    spec::workload::Workload,
-};
+use benchflow::{Analysis, Convention, Dirs, LoadOptions, Workload};
 
 use crate::support::TestSim;
 
@@ -30,9 +26,9 @@ impl Drop for TempDir {
     }
 }
 
-async fn run(sim: &TestSim, yaml: &str, dir: &TempDir) -> (benchflow::results::RunInfo, Analysis) {
+async fn run(sim: &TestSim, yaml: &str, dir: &TempDir) -> (benchflow::RunInfo, Analysis) {
     let workload = Workload::from_yaml(yaml, "test.yaml").unwrap();
-    let opts = Options {
+    let opts = LoadOptions {
         endpoint: format!("http://{}", sim.addr),
         base_dir: dir.0.clone(),
         results_dir: dir.0.join("results"),
@@ -42,11 +38,12 @@ async fn run(sim: &TestSim, yaml: &str, dir: &TempDir) -> (benchflow::results::R
         gpu: None,
         workload: workload.clone(),
     };
-    let info = tokio::time::timeout(Duration::from_secs(60), loadgen::run(opts, std::future::pending()))
-        .await
-        .expect("the run must not hang")
-        .unwrap();
-    let a = analysis::analyze(&analysis::Dirs::single(&dir.0), Convention::Vllm, &workload.slo).unwrap();
+    let info =
+        tokio::time::timeout(Duration::from_secs(60), benchflow::run_load(opts, std::future::pending()))
+            .await
+            .expect("the run must not hang")
+            .unwrap();
+    let a = benchflow::analyze(&Dirs::single(&dir.0), Convention::Vllm, &workload.slo).unwrap();
     (info, a)
 }
 

@@ -39,7 +39,7 @@ fn started(wd: &Path) -> Vec<(String, i32)> {
 }
 
 fn alive(pid: i32) -> bool {
-    benchflow::steps::spawn::alive(pid, None)
+    benchflow::alive(pid, None)
 }
 
 #[test]

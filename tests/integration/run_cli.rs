@@ -193,6 +193,6 @@ fn an_unreachable_endpoint_and_a_bad_workload_are_clear_errors() {
 fn the_shipped_workloads_parse() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/workloads")).unwrap() {
         let p = entry.unwrap().path();
-        benchflow::spec::workload::Workload::from_file(&p).unwrap_or_else(|e| panic!("{e}"));
+        benchflow::Workload::from_file(&p).unwrap_or_else(|e| panic!("{e}"));
     }
 }

@@ -175,7 +175,7 @@ async fn engine_death_in_exit_mode_stops_the_server_with_an_error() {
     let _ = try_request(sim.addr, "POST", "/v1/completions", &[], Some(&completion("x", 1))).await;
     let result =
         tokio::time::timeout(Duration::from_secs(5), sim.handle.take().unwrap()).await.unwrap().unwrap();
-    assert!(matches!(result, Err(benchflow::sim::SimError::EngineExited)), "{result:?}");
+    assert!(matches!(result, Err(benchflow::SimError::EngineExited)), "{result:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

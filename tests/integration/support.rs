@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use benchflow::sim::{self, SimConfig, SimError};
+use benchflow::{SimConfig, SimError};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::{Request, body::Incoming};
@@ -31,7 +31,7 @@ impl TestSim {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(sim::serve(cfg, listener, async {
+        let handle = tokio::spawn(benchflow::serve(cfg, listener, async {
             let _ = rx.await;
         }));
         TestSim { addr, stop: Some(tx), handle: Some(handle) }

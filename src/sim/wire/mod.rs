@@ -8,7 +8,7 @@ mod request;
 mod sse;
 mod text;
 
-pub use self::{request::*, sse::*, text::*};
+pub(crate) use self::{request::*, sse::*, text::*};
 
 #[cfg(test)]
 mod tests {

@@ -12,14 +12,14 @@ use crate::sim::{
 
 /// Which OpenAI endpoint a request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
+pub(crate) enum Api {
     Completions,
     Chat,
 }
 
 /// An error answered in vLLM's shape.
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: u16,
     pub kind: &'static str,
     pub message: String,
@@ -27,12 +27,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError { status: 400, kind: "BadRequestError", message: message.into(), param: None }
     }
 
     /// The JSON body: `{"error": {...}}`, or the flat pre-2024 shape.
-    pub fn body(&self, legacy: bool) -> Value {
+    pub(crate) fn body(&self, legacy: bool) -> Value {
         let inner = json!({
             "message": self.message,
             "type": self.kind,
@@ -79,8 +79,7 @@ struct StreamOptions {
 
 /// A validated inference request.
 #[derive(Debug)]
-pub struct Parsed {
-    pub api: Api,
+pub(crate) struct Parsed {
     pub model: String,
     pub prompt_tokens: u32,
     pub hashes: Vec<u64>,
@@ -113,7 +112,7 @@ fn content_text(v: &Value) -> Result<String, ApiError> {
 }
 
 /// Parses and validates a request body against the configuration.
-pub fn parse(api: Api, body: &[u8], cfg: &SimConfig) -> Result<Parsed, ApiError> {
+pub(crate) fn parse(api: Api, body: &[u8], cfg: &SimConfig) -> Result<Parsed, ApiError> {
     let raw: RawRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON request body: {e}")))?;
     let names = cfg.model_names();
@@ -203,7 +202,6 @@ pub fn parse(api: Api, body: &[u8], cfg: &SimConfig) -> Result<Parsed, ApiError>
     }
     let opts = raw.stream_options.unwrap_or_default();
     Ok(Parsed {
-        api,
         model,
         prompt_tokens,
         hashes,
@@ -229,7 +227,7 @@ fn token_ids(ids: &[Value], bs: u32) -> Result<(u32, Vec<u64>, String), ApiError
 }
 
 /// Reads a request body up to `limit` bytes.
-pub async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, ApiError> {
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),

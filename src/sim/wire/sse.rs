@@ -25,7 +25,7 @@ use crate::sim::{
 
 /// Per-request fault decisions, drawn once at arrival.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct StreamFaults {
+pub(crate) struct StreamFaults {
     /// Close the connection without `[DONE]` after this many tokens.
     pub abort_after: Option<u32>,
     /// Send an error frame then `[DONE]` after this many tokens.
@@ -37,10 +37,10 @@ pub struct StreamFaults {
 /// The error a stream body ends with when the abort fault fires.
 #[derive(Debug, thiserror::Error)]
 #[error("stream aborted by the simulator's abort fault")]
-pub struct Aborted;
+pub(crate) struct Aborted;
 
 /// Decrements the in-flight gauge when a response ends, however it ends.
-pub struct InFlight(pub Arc<Shared>);
+pub(crate) struct InFlight(pub Arc<Shared>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -50,7 +50,7 @@ impl Drop for InFlight {
 
 /// A streaming response: turns engine events into SSE frames as the client reads them.
 /// Events that queued up while the client was slow are coalesced into one write.
-pub struct SseBody {
+pub(crate) struct SseBody {
     source: Source,
     chunks: Chunks,
     words: Words,
@@ -78,7 +78,7 @@ impl Drop for SseBody {
 }
 
 /// Where a stream's events come from.
-pub enum Source {
+pub(crate) enum Source {
     /// The engine driver (or an analytic task) sends them.
     Channel(mpsc::UnboundedReceiver<Emit>),
     /// The body paces itself (streamed analytic requests).
@@ -99,7 +99,7 @@ const MAX_FRAME: usize = 16 * 1024;
 
 impl SseBody {
     #[expect(clippy::too_many_arguments, reason = "one constructor call site, fields spelled out")]
-    pub fn new(
+    pub(crate) fn new(
         source: Source,
         chunks: Chunks,
         words: Words,
@@ -259,7 +259,7 @@ impl Body for SseBody {
 
 /// Collects a whole (non-streaming) response. Returns the text, finish reason and token count,
 /// or the error the engine reported.
-pub async fn collect(
+pub(crate) async fn collect(
     mut rx: mpsc::UnboundedReceiver<Emit>,
     words: &mut Words,
 ) -> Result<(String, FinishReason, u32), String> {

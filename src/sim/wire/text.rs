@@ -8,18 +8,18 @@ use crate::rng::Rng;
 use crate::sim::{engine::FinishReason, tokenizer::LEXICON};
 
 /// Produces the generated words.
-pub struct Words {
+pub(crate) struct Words {
     rng: Rng,
     echo: Vec<String>,
     next: usize,
 }
 
 impl Words {
-    pub fn new(seed: u64, id: u64, echo: Vec<String>) -> Self {
+    pub(crate) fn new(seed: u64, id: u64, echo: Vec<String>) -> Self {
         Words { rng: Rng::derive(seed, id), echo, next: 0 }
     }
 
-    pub fn next_word(&mut self) -> &str {
+    pub(crate) fn next_word(&mut self) -> &str {
         if self.echo.is_empty() {
             LEXICON[self.rng.below(LEXICON.len() as u64) as usize]
         } else {
@@ -31,7 +31,7 @@ impl Words {
 }
 
 /// Formats the SSE frames of one response; the JSON envelope is rendered once per request.
-pub struct Chunks {
+pub(crate) struct Chunks {
     pub(super) api: Api,
     /// `data: {"id":...,"choices":[{"index":0,`
     head: String,
@@ -41,7 +41,7 @@ pub struct Chunks {
 }
 
 impl Chunks {
-    pub fn new(api: Api, id: &str, created: u64, model: &str, prompt_tokens: u32) -> Self {
+    pub(crate) fn new(api: Api, id: &str, created: u64, model: &str, prompt_tokens: u32) -> Self {
         let object = match api {
             Api::Chat => "chat.completion.chunk",
             Api::Completions => "text_completion",
@@ -52,7 +52,7 @@ impl Chunks {
     }
 
     /// The chat role chunk (sent with the first token, as vLLM does).
-    pub fn role(&self, out: &mut BytesMut) {
+    pub(crate) fn role(&self, out: &mut BytesMut) {
         out.put_slice(self.head.as_bytes());
         out.put_slice(
             br#""delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#,
@@ -61,7 +61,13 @@ impl Chunks {
     }
 
     /// One content chunk; the last one carries `finish_reason`.
-    pub fn token(&self, out: &mut BytesMut, text: &str, finish: Option<FinishReason>, usage: Option<u32>) {
+    pub(crate) fn token(
+        &self,
+        out: &mut BytesMut,
+        text: &str,
+        finish: Option<FinishReason>,
+        usage: Option<u32>,
+    ) {
         out.put_slice(self.head.as_bytes());
         match self.api {
             Api::Chat => out.put_slice(br#""delta":{"content":"#),
@@ -99,7 +105,7 @@ impl Chunks {
     }
 
     /// The usage-only chunk (`choices: []`).
-    pub fn usage(&self, out: &mut BytesMut, completion: u32) {
+    pub(crate) fn usage(&self, out: &mut BytesMut, completion: u32) {
         out.put_slice(b"data: ");
         out.put_slice(self.envelope.as_bytes());
         out.put_slice(br#""choices":[]"#);
@@ -108,13 +114,13 @@ impl Chunks {
     }
 
     /// An in-stream error frame.
-    pub fn error(out: &mut BytesMut, err: &ApiError, legacy: bool) {
+    pub(crate) fn error(out: &mut BytesMut, err: &ApiError, legacy: bool) {
         out.put_slice(b"data: ");
         out.put_slice(err.body(legacy).to_string().as_bytes());
         out.put_slice(b"\n\n");
     }
 
-    pub fn done(out: &mut BytesMut) {
+    pub(crate) fn done(out: &mut BytesMut) {
         out.put_slice(b"data: [DONE]\n\n");
     }
 }

@@ -296,12 +296,12 @@ async fn vllm_router() -> std::path::PathBuf {
     static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one = INSTALL.lock().await;
     let home = std::path::PathBuf::from(crate::support::tools_home());
-    let tool = benchflow::tools::find("vllm-router").unwrap();
-    if benchflow::tools::installed(&home, tool).is_none() {
+    let tool = benchflow::find_tool("vllm-router").unwrap();
+    if benchflow::installed_tool(&home, tool).is_none() {
         let h = home.clone();
         tokio::task::spawn_blocking(move || {
-            let py = benchflow::tools::python_for(tool, None).unwrap();
-            benchflow::tools::install(&h, tool, &py, None).unwrap();
+            let py = benchflow::python_for(tool, None).unwrap();
+            benchflow::install_tool(&h, tool, &py, None).unwrap();
         })
         .await
         .unwrap();

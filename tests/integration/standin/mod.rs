@@ -502,7 +502,7 @@ async fn handle(
             let merged = match st.get(&resource, &ns, &name) {
                 Some(mut old) => {
                     // Server-side apply, as far as our manifests need it: a deep merge.
-                    benchflow::resolve::merge(&mut old, patch);
+                    benchflow::merge(&mut old, patch);
                     old
                 }
                 None => patch,
