@@ -53,29 +53,57 @@ fn head(path: &str) -> String {
     path.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()
 }
 
-fn graph() -> BTreeMap<String, BTreeSet<String>> {
+/// Every source file of `src/`: its top-level module and its code without `#[cfg(test)]` items.
+fn sources() -> Vec<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut out = Vec::new();
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-                continue;
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let module = module_of(path.strip_prefix(&root).unwrap());
+                out.push((module, without_tests(&std::fs::read_to_string(&path).unwrap())));
             }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let module = module_of(path.strip_prefix(&root).unwrap());
-            let text = std::fs::read_to_string(&path).unwrap();
-            let code = without_tests(&text);
-            let mut refs = referenced(&code);
-            refs.remove(&module);
-            deps.entry(module).or_default().extend(refs);
         }
     }
+    out
+}
+
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, code) in sources() {
+        let mut refs = referenced(&code);
+        refs.remove(&module);
+        deps.entry(module).or_default().extend(refs);
+    }
     deps
+}
+
+/// Who may start a process or open a connection: the step kinds, the external load generators
+/// (a tool's run), the tool installer; the HTTP client, the load generator and the step kinds.
+/// An experiment, the CLI or the analysis does it through a step.
+#[test]
+fn processes_and_connections_only_where_documented() {
+    let rules: [(&str, &[&str], &[&str]); 2] = [
+        (
+            "starts a process",
+            &["tokio::process", "process::Command", "Command::new("],
+            &["steps", "harnesses", "tools"],
+        ),
+        ("opens a connection", &["TcpStream::connect", "net::fetch", "fetch("], &["net", "loadgen", "steps"]),
+    ];
+    let mut wrong = BTreeSet::new();
+    for (module, code) in sources() {
+        for (what, needles, allowed) in rules {
+            if !allowed.contains(&module.as_str()) && needles.iter().any(|n| code.contains(n)) {
+                wrong.insert(format!("{module} {what}: do it in a step kind (or net / loadgen)"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.into_iter().collect::<Vec<_>>().join("\n"));
 }
 
 /// The layers, lowest first, as docs/architecture.md draws them: a module may import only
