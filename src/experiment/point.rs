@@ -1,5 +1,6 @@
 //! One point of an experiment: its session in `points/<id>/` against a stack that is up, with
-//! its retries, after the stack's between-points steps (all but its first point).
+//! its retries, each attempt after the stack's between-points steps unless the stack was stood
+//! up just now and nothing ran on it yet.
 
 use std::time::Instant;
 
@@ -19,8 +20,8 @@ pub(super) enum PointEnd {
     Lost(String),
 }
 
-/// One point with its retries, in `points/<id>/`, against a stack that is up (after the
-/// stack's `between_points` actions, unless it is the stack's first point).
+/// One point with its retries, in `points/<id>/`, against a stack that is up (each attempt
+/// after the stack's `between_points` actions when the stack was used, see [`Up::used`]).
 pub(super) async fn run_point(
     shared: &Shared<'_>,
     p: &PlannedPoint,
@@ -30,18 +31,6 @@ pub(super) async fn run_point(
     let id = &p.point.id;
     let label = p.point.label();
     let dir = shared.root.join(layout::POINTS).join(id);
-    if up.ran > 0
-        && let Err(why) = between_points(shared, up).await?
-    {
-        shared.point(id, |s| {
-            s.status = PointStatus::Failed;
-            s.error = Some(why.clone());
-        })?;
-        shared.finished_point(id, &label, 0.0, Some(&why));
-        shared.point_failed();
-        return Ok(PointEnd::Failed);
-    }
-    up.ran += 1;
     let tries = plan.file.spec.retries + 1;
     let mut last_error = String::new();
     let t0 = Instant::now();
@@ -50,6 +39,25 @@ pub(super) async fn run_point(
             shared.point(id, |s| s.status = PointStatus::Pending)?;
             return Ok(PointEnd::Interrupted);
         }
+        if up.used {
+            match between_points(shared, up).await? {
+                Between::Clean => {}
+                Between::Interrupted => {
+                    shared.point(id, |s| s.status = PointStatus::Pending)?;
+                    return Ok(PointEnd::Interrupted);
+                }
+                Between::Failed(why) => {
+                    shared.point(id, |s| {
+                        s.status = PointStatus::Failed;
+                        s.error = Some(why.clone());
+                    })?;
+                    shared.finished_point(id, &label, 0.0, Some(&why));
+                    shared.point_failed();
+                    return Ok(PointEnd::Failed);
+                }
+            }
+        }
+        up.used = true;
         shared.point(id, |s| {
             s.status = PointStatus::Running;
             s.attempts += 1;
@@ -136,22 +144,31 @@ pub(super) async fn run_point(
     Ok(PointEnd::Failed)
 }
 
-/// The stack's between-points steps, run by the executor in its work directory: Ok(Err(why))
-/// when one failed (the point fails with it).
-async fn between_points(shared: &Shared<'_>, up: &Up) -> Result<Result<(), String>, ExperimentError> {
-    let Some(plan) = &up.between else { return Ok(Ok(())) };
+/// How the between-points steps ended.
+enum Between {
+    /// Done (or there are none): the stack is as after its standup.
+    Clean,
+    /// A step failed: the point fails with this.
+    Failed(String),
+    /// Interrupted: the point stays pending.
+    Interrupted,
+}
+
+/// The stack's between-points steps, run by the executor in its work directory.
+async fn between_points(shared: &Shared<'_>, up: &Up) -> Result<Between, ExperimentError> {
+    let Some(plan) = &up.between else { return Ok(Between::Clean) };
     let report = shared.execute_plan(plan, &up.dir).await?;
     Ok(match report.outcome {
         Outcome::Success => {
             for s in &plan.steps {
                 shared.say(&format!("between points: {}", s.describe.first().map_or("", String::as_str)));
             }
-            Ok(())
+            Between::Clean
         }
-        Outcome::Failed { step, error, .. } | Outcome::Lost { step, error } => Err(format!(
+        Outcome::Failed { step, error, .. } | Outcome::Lost { step, error } => Between::Failed(format!(
             "between_points: {step}: {error} (its log: {})",
             up.dir.join(layout::COMMANDS).join(format!("{step}.log")).display()
         )),
-        Outcome::Interrupted => Err("between_points: interrupted".into()),
+        Outcome::Interrupted => Between::Interrupted,
     })
 }

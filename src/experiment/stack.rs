@@ -33,8 +33,11 @@ pub(super) struct Up {
     pub(super) dir: PathBuf,
     pub(super) run_id: String,
     pub(super) ports: Ports,
-    /// Points run on it in this invocation (between_points comes before all but the first).
-    pub(super) ran: u32,
+    /// Whether its engines may have served anything since they started: a stack found up (an
+    /// earlier invocation's, maybe killed mid-point), or once an attempt ran on it. The
+    /// between-points steps run before an attempt on a used stack, so only a stack stood up
+    /// now goes without them.
+    pub(super) used: bool,
     /// The between-points steps, compiled on the stack's values.
     pub(super) between: Option<Plan>,
 }
@@ -95,7 +98,7 @@ pub(super) async fn stand_up(
     })?;
     let t0 = Instant::now();
     let report = shared.execute(&session, &shared.options(vec![Phase::Standup], None)).await?;
-    match &report.outcome {
+    let used = match &report.outcome {
         Outcome::Success => {
             // Reused only when every standup step was done and still holds.
             let ran = standup_ran(&dir);
@@ -111,6 +114,7 @@ pub(super) async fn stand_up(
             }
             let url = session.resolved.get("endpoint.url").and_then(Value::as_str).unwrap_or("");
             shared.say(&format!("stack {} up in {:.1} s: {url}", stack.id, t0.elapsed().as_secs_f64()));
+            !ran
         }
         Outcome::Interrupted => {
             shared.stack(&stack.id, |s| {
@@ -127,9 +131,9 @@ pub(super) async fn stand_up(
             fail_points(shared, points, &why)?;
             return Ok(None);
         }
-    }
+    };
     let ports = Ports::recorded(Some(&session.resolved.values));
-    Ok(Some(Up { id: stack.id.clone(), session, dir, run_id, ports, ran: 0, between }))
+    Ok(Some(Up { id: stack.id.clone(), session, dir, run_id, ports, used, between }))
 }
 
 /// Tears a stack down (unless a second interrupt said to leave it).

@@ -236,9 +236,14 @@ fn sigint_after_the_second_point_then_the_same_command_finishes_the_rest() {
 #[test]
 fn sigkill_mid_point_then_the_same_command_reuses_the_stack_and_ends_with_every_point_done_once() {
     let p = Project::new("exp-kill");
+    // Each between-points action leaves a line in `marks`.
+    let marks = p.path("marks");
     p.file("workloads/slow.yaml", SLOW).file(
         "experiments/e.yaml",
-        "base: { workload: slow }\nfactors:\n  workload.stages.0.rate: [10, 20, 30]\n",
+        &format!(
+            "base: {{ workload: slow }}\nfactors:\n  workload.stages.0.rate: [10, 20, 30]\nbetween_points: [{{ exec: [sh, -c, 'echo x >> {}'] }}]\n",
+            marks.display()
+        ),
     );
     let exp = p.path("exp");
     kill_when(&p, "p002", "running");
@@ -262,6 +267,10 @@ fn sigkill_mid_point_then_the_same_command_reuses_the_stack_and_ends_with_every_
         assert_eq!(json(&stats)["stages"].as_array().unwrap().len(), 1, "{id}");
     }
     assert_eq!(st["stacks"]["s1"]["standups"], 1, "the engine left up was reused, not started again");
+    // Before p002's first attempt and, the stack being found up and used, before its second
+    // and before p003: never a point on an engine that served another since the last reset.
+    let marks = std::fs::read_to_string(&marks).unwrap();
+    assert_eq!(marks.lines().count(), 3, "between-points actions: {marks:?}");
     assert_eq!(engine_pids(&exp), pids);
     assert!(!alive(pids[0]), "and torn down at the end");
 }
