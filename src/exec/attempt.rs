@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::{events::Event, state::Attempt};
 use crate::{
     plan::PlannedStep,
-    steps::{Ctx, Done, StepError},
+    steps::{self, Ctx, Done, StepError, UndoRecord},
     workdir::utc_now,
 };
 
@@ -21,11 +21,13 @@ pub(super) struct Finished {
 }
 
 /// Runs `step` (index `index`) to its end: done, failed after its retries, or cancelled.
+/// `left`: what an earlier run of it left running, stopped first (see `Driver::left_running`).
 pub(super) async fn run_step(
     step: PlannedStep,
     index: usize,
     ctx: Ctx,
     events: mpsc::UnboundedSender<Event>,
+    left: Option<UndoRecord>,
 ) -> Finished {
     let t0 = Instant::now();
     let mut attempts = Vec::new();
@@ -35,6 +37,15 @@ pub(super) async fn run_step(
         return Finished { index, result: Ok(Done::with_summary("nothing to do")), attempts, elapsed: 0.0 };
     };
     let end = |result, attempts| Finished { index, result, attempts, elapsed: t0.elapsed().as_secs_f64() };
+    if let Some(left) = left {
+        let what = left.describe();
+        ctx.note(&format!("# an earlier run of {} left {what} running: stopping it first", step.id));
+        if let Err(e) = left.undo(&ctx).await {
+            let why = format!("an earlier run of this step left {what}, which could not be stopped ({e})");
+            return end(Err(StepError::Failed(why)), attempts);
+        }
+        steps::forget_undo(&ctx.workdir, &step.id);
+    }
     loop {
         attempt += 1;
         let started_at = utc_now();

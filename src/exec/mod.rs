@@ -354,6 +354,14 @@ impl Driver<'_> {
         }
     }
 
+    /// A process an earlier run of step `i` started that still runs: an attempt benchflow did not
+    /// live to finish (killed while the engine loaded), or a done step whose inputs changed. It
+    /// is stopped before the step runs again, so that only the new process answers for it.
+    fn left_running(&self, i: usize) -> Option<UndoRecord> {
+        let record = self.rec.state.undo_of(self.dir, &self.plan.steps[i].id)?;
+        (matches!(record, UndoRecord::Spawn(_)) && record.holds()).then_some(record)
+    }
+
     /// A done step's effect (here or in the stack this run stands on) that no longer holds.
     fn lost_effect(&self) -> Option<(String, String)> {
         self.rec.lost_effect().or_else(|| {
@@ -401,9 +409,10 @@ impl Driver<'_> {
             while let Some((i, decision)) = walk.next(stopping) {
                 self.decided(i, decision)?;
                 if decision == Decision::Launch {
+                    let left = self.left_running(i);
                     self.rec.start(i)?;
                     let ctx = self.ctx(i, cancel_rx.clone(), &progress_tx);
-                    tasks.spawn(run_step(self.plan.steps[i].clone(), i, ctx, events_tx.clone()));
+                    tasks.spawn(run_step(self.plan.steps[i].clone(), i, ctx, events_tx.clone(), left));
                 }
             }
             if tasks.is_empty() {

@@ -159,6 +159,6 @@ impl State {
         if let Some(record) = self.steps.get(id).and_then(|s| s.undo.clone()) {
             return Some(record);
         }
-        std::fs::read(steps::undo_file(dir, id)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+        steps::read_undo(dir, id).and_then(Result::ok)
     }
 }

@@ -203,33 +203,39 @@ pub(crate) fn undo_file(workdir: &Path, step: &str) -> PathBuf {
     workdir.join(layout::UNDO).join(format!("{step}.json"))
 }
 
-/// Removes a step's undo file (it was undone).
+/// Removes a step's undo file (it was undone), and the one a write cut short left.
 pub(crate) fn forget_undo(workdir: &Path, step: &str) {
-    let _ = std::fs::remove_file(undo_file(workdir, step));
+    let file = undo_file(workdir, step);
+    let _ = std::fs::remove_file(file.with_extension("tmp"));
+    let _ = std::fs::remove_file(file);
 }
 
-/// The undo records kept in `setup/undo/`, by step id; one that cannot be read is an error
-/// naming its file (never silently "nothing to undo").
-pub(crate) fn recorded_undos(workdir: &Path) -> Vec<(String, Result<UndoRecord, String>)> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(workdir.join(layout::UNDO)) else { return out };
-    for e in entries.flatten() {
-        let path = e.path();
-        let Some(step) = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .filter(|_| path.extension().is_some_and(|x| x == "json"))
-        else {
-            continue;
-        };
-        let record = std::fs::read(&path)
+/// Step `step`'s undo record in `setup/undo/`: `<step>.json`, else the `<step>.tmp` of a write
+/// that benchflow did not live to rename (killed between writing the record and renaming it:
+/// the process it names runs). `None`: there is neither; an error names the file that cannot
+/// be read.
+pub(crate) fn read_undo(workdir: &Path, step: &str) -> Option<Result<UndoRecord, String>> {
+    let json = undo_file(workdir, step);
+    let path = [json.clone(), json.with_extension("tmp")].into_iter().find(|p| p.is_file())?;
+    Some(
+        std::fs::read(&path)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-            .map_err(|why| format!("{} cannot be read ({why}): undo it by hand", path.display()));
-        out.push((step.to_string(), record));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+            .map_err(|why| format!("{} cannot be read ({why}): undo it by hand", path.display())),
+    )
+}
+
+/// The undo records kept in `setup/undo/` (see [`read_undo`]), by step id; one that cannot be
+/// read is an error naming its file (never silently "nothing to undo").
+pub(crate) fn recorded_undos(workdir: &Path) -> Vec<(String, Result<UndoRecord, String>)> {
+    let Ok(entries) = std::fs::read_dir(workdir.join(layout::UNDO)) else { return Vec::new() };
+    let steps: std::collections::BTreeSet<String> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "tmp"))
+        .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(str::to_string))
+        .collect();
+    steps.into_iter().filter_map(|step| read_undo(workdir, &step).map(|r| (step, r))).collect()
 }
 
 /// What a step left that teardown must undo, typed per kind (`state.json` keeps it as
@@ -450,4 +456,46 @@ pub(crate) fn env_map<'de, D: serde::Deserializer<'de>>(
         .map(|(k, v)| scalar_text(v).map(|v| (k, v)))
         .collect::<Result<_, _>>()
         .map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_undo_record_is_found_renamed_or_not_and_a_cut_one_is_named() {
+        let dir = std::env::temp_dir().join(format!("bf-undo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join(layout::UNDO)).unwrap();
+        let record = |pid| {
+            UndoRecord::Spawn(spawn::Undo {
+                pid,
+                start_ticks: Some(1),
+                command: vec!["sim".into()],
+                log: "l".into(),
+                stop_timeout_s: 1.0,
+            })
+        };
+        let write = |name: &str, r: &UndoRecord| {
+            std::fs::write(dir.join(layout::UNDO).join(name), serde_json::to_vec(r).unwrap()).unwrap()
+        };
+        // Renamed; written but not renamed (killed in between); both (the .json wins).
+        write("a.json", &record(11));
+        write("b.tmp", &record(12));
+        write("c.json", &record(13));
+        write("c.tmp", &record(14));
+        // Cut short while being written: named, so teardown says to undo it by hand.
+        std::fs::write(dir.join(layout::UNDO).join("d.tmp"), b"{\"kind\":\"spawn\",\"pi").unwrap();
+        let found = recorded_undos(&dir);
+        let ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", "d"]);
+        for (id, pid) in [("a", 11), ("b", 12), ("c", 13)] {
+            assert_eq!(read_undo(&dir, id), Some(Ok(record(pid))), "{id}");
+        }
+        let e = found[3].1.as_ref().unwrap_err();
+        assert!(e.contains("d.tmp") && e.contains("undo it by hand"), "{e}");
+        forget_undo(&dir, "c");
+        assert_eq!(read_undo(&dir, "c"), None, "both files gone");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -585,6 +585,38 @@ fn sigkill_while_the_engine_starts_leaves_a_record_that_teardown_uses() {
     assert!(text(&p.run(&["teardown", "wd"]).stderr).contains("nothing to tear down"));
 }
 
+/// The simulator taking 3 s to load, as vLLM takes to load a model.
+const SLOW_SIM: &str = "platform: local\nengine:\n  kind: sim\n  profile: tiny/cpu\n  args: [--set, startup_delay=3s]\ntimeouts: { ready: 60s }\n";
+
+#[test]
+fn sigkill_while_the_engine_loads_then_the_same_command_stops_the_orphan_before_starting_anew() {
+    let p = project("orphan");
+    p.file("scenarios/slow.yaml", SLOW_SIM).file("workloads/quick.yaml", QUICK);
+    let wd = p.path("wd");
+    let args = ["e2e", "-c", "slow", "-w", "quick", "--workdir", "wd", "-q"];
+    let mut child = p.cmd(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let record = wd.join("setup/undo/01_start_engine.json");
+    wait_for("the engine's undo record", Duration::from_secs(30), || record.is_file());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let rec: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    let orphan = rec["pid"].as_i64().unwrap();
+    assert!(alive(orphan), "the loading engine outlives a killed benchflow");
+
+    // Again: the orphan would answer readiness on the recorded port for a new engine that
+    // cannot bind it; it is stopped first, and the run measures the engine it started.
+    let out = p.run(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!alive(orphan), "the orphan was stopped");
+    assert_ne!(engine_pid(&wd), orphan, "a new engine was started and measured");
+    let log = std::fs::read_to_string(wd.join("setup/commands/01_start_engine.log")).unwrap();
+    assert!(
+        log.contains(&format!("left process group {orphan}")) && log.contains("stopping it first"),
+        "{log}"
+    );
+    assert!(!alive(engine_pid(&wd)), "and torn down at the end");
+}
+
 #[test]
 fn a_damaged_state_is_an_error_and_teardown_still_stops_the_engine() {
     let p = shell_project("damaged");
