@@ -181,13 +181,29 @@ fn print_points(plan: &ExperimentPlan, f: &analysis::Findings) {
 /// `benchflow teardown` of an experiment directory: every stack its record says is up.
 pub(crate) async fn teardown(root: &Path) -> Result<(), CliError> {
     let _lock = crate::workdir::WorkDir::lock_dir(root)?;
-    let mut state = ExpState::load(root)?;
-    let up: Vec<String> = state
-        .stacks
-        .iter()
-        .filter(|(_, s)| matches!(s.status, StackStatus::Up | StackStatus::StandingUp))
-        .map(|(id, _)| id.clone())
-        .collect();
+    // A damaged state.json does not keep stacks up: each stack's work directory has its own
+    // record of what it started, so every one is torn down from it.
+    let (mut state, up) = match ExpState::load(root) {
+        Ok(state) => {
+            let up = state
+                .stacks
+                .iter()
+                .filter(|(_, s)| matches!(s.status, StackStatus::Up | StackStatus::StandingUp))
+                .map(|(id, _)| id.clone())
+                .collect();
+            (Some(state), up)
+        }
+        Err(e) => {
+            eprintln!("warning: {e}; tearing down every stack from its own work directory's record");
+            let stacks = std::fs::read_dir(root.join(layout::STACKS)).into_iter().flatten().flatten();
+            let mut ids: Vec<String> = stacks
+                .filter(|e| e.path().join(layout::RESOLVED).is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            ids.sort();
+            (None, ids)
+        }
+    };
     if up.is_empty() {
         eprintln!("nothing to tear down in {}", root.display());
         return Ok(());
@@ -198,10 +214,12 @@ pub(crate) async fn teardown(root: &Path) -> Result<(), CliError> {
         let mut signals = engine::signals(&dir);
         let report = run::teardown_dir(&dir, false, &mut signals).await?;
         let clean = report.leftovers.is_empty() && report.teardown_failed.is_empty();
-        if let Some(s) = state.stacks.get_mut(&id) {
-            s.status = if clean { StackStatus::Down } else { StackStatus::Up };
+        if let Some(state) = &mut state {
+            if let Some(s) = state.stacks.get_mut(&id) {
+                s.status = if clean { StackStatus::Down } else { StackStatus::Up };
+            }
+            state.save(root)?;
         }
-        state.save(root)?;
         if clean {
             eprintln!("torn down: stack {id}");
         } else {

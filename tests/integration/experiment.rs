@@ -298,6 +298,24 @@ fn teardown_of_an_experiment_directory_stops_what_a_killed_experiment_left() {
 }
 
 #[test]
+fn teardown_of_an_experiment_directory_with_a_damaged_state_stops_every_stack_from_its_record() {
+    let p = Project::new("exp-td-damaged");
+    p.file("workloads/slow.yaml", SLOW)
+        .file("experiments/e.yaml", "base: { workload: slow }\nfactors:\n  workload.seed: [1, 2]\n");
+    let exp = p.path("exp");
+    kill_when(&p, "p001", "running");
+    let pids = engine_pids(&exp);
+    assert!(alive(pids[0]));
+    for damage in ["{\"points\": [", ""] {
+        std::fs::write(exp.join("state.json"), damage).unwrap();
+        let out = p.run(&["teardown", "exp"]);
+        assert!(out.status.success(), "{damage:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("warning"), "{damage:?}: {}", text(&out.stderr));
+        assert!(!alive(pids[0]), "{damage:?}: the engine was stopped");
+    }
+}
+
+#[test]
 fn max_stacks_two_runs_two_stacks_at_once_and_never_three() {
     let p = Project::new("exp-par");
     p.file("workloads/slow.yaml", SLOW).file(
