@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::{
     analysis::{StatsDoc, percentile},
     results::{Col, Reader},
-    spec::experiment::{Objective, Search},
+    spec::{
+        experiment::{Objective, Search},
+        workload::Stage,
+    },
     workdir::runs::RunDirs,
 };
 
@@ -117,18 +120,14 @@ pub fn refining(s: &Search, trials: &[Trial]) -> bool {
 }
 
 /// The setting that lengthens the measured stage `refine` times: `(path, value)` for its
-/// `duration` (`"15s"`) or, without one, its `requests`; `stage` is the workload's stage as
-/// resolved (`None` when it has neither).
-pub fn stretch(s: &Search, index: usize, stage: &serde_json::Value) -> Option<(String, serde_json::Value)> {
+/// `duration` (`"15s"`) or, without one, its `requests`; `stage` is the workload's stage
+/// `index` as resolved (`None` when it has neither).
+pub fn stretch(s: &Search, index: usize, stage: &Stage) -> Option<(String, serde_json::Value)> {
     let path = |key: &str| format!("workload.stages.{index}.{key}");
-    if let Some(d) = stage
-        .get("duration")
-        .and_then(|d| d.as_str().map(str::to_string).or(d.as_f64().map(|f| format!("{f}s"))))
-    {
-        let secs = crate::units::parse_duration(&d)?;
-        return Some((path("duration"), serde_json::Value::from(format!("{}s", (secs * s.refine).round()))));
+    if let Some(d) = stage.duration {
+        return Some((path("duration"), serde_json::Value::from(format!("{}s", (d.0 * s.refine).round()))));
     }
-    let n = stage.get("requests").and_then(serde_json::Value::as_u64)?;
+    let n = stage.requests?;
     Some((path("requests"), serde_json::Value::from((n as f64 * s.refine).round() as u64)))
 }
 
@@ -786,10 +785,11 @@ mod tests {
         assert!(!refining(&s, std::slice::from_ref(&pass)), "no failure above yet");
         assert!(refining(&s, &[pass.clone(), fail.clone()]));
         assert_eq!(measured_stage(&s, 3), Some(1));
-        let stage = serde_json::json!({"rate": 10, "duration": "5s"});
-        assert_eq!(stretch(&s, 1, &stage), Some(("workload.stages.1.duration".into(), "15s".into())));
-        let stage = serde_json::json!({"rate": 10, "requests": 100});
-        assert_eq!(stretch(&s, 1, &stage), Some(("workload.stages.1.requests".into(), 300.into())));
+        let stage = |v: serde_json::Value| serde_json::from_value::<Stage>(v).unwrap();
+        let timed = stage(serde_json::json!({"rate": 10, "duration": "5s"}));
+        assert_eq!(stretch(&s, 1, &timed), Some(("workload.stages.1.duration".into(), "15s".into())));
+        let counted = stage(serde_json::json!({"rate": 10, "requests": 100}));
+        assert_eq!(stretch(&s, 1, &counted), Some(("workload.stages.1.requests".into(), 300.into())));
         // `refine: 1` (the default) keeps every trial as written; maximize has no bracket.
         let once = search("search: { factor: workload.stages.0.rate, from: 1, to: 200 }\n");
         assert!(!refining(&once, &[pass.clone(), fail.clone()]));

@@ -32,9 +32,9 @@ pub(super) async fn search(
     let base_seed = base.as_ref().and_then(|r| r.get("workload.seed")).and_then(Value::as_u64).unwrap_or(42);
     // Inside the bracket, the measured stage runs `refine` times longer.
     let long_stage = base.as_ref().and_then(|r| {
-        let stages = r.get("workload.stages")?.as_array()?.len();
-        let i = search::measured_stage(s, stages)?;
-        search::stretch(s, i, r.get(&format!("workload.stages.{i}"))?)
+        let stages = &r.workload.as_ref()?.stages;
+        let i = search::measured_stage(s, stages.len())?;
+        search::stretch(s, i, stages.get(i)?)
     });
     let result: Result<(), ExperimentError> = loop {
         if shared.stopping() {
