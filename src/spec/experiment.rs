@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{SpecError, from_yaml};
-use crate::units::Secs;
+use crate::{rng::Rng, units::Secs};
 
 /// A whole experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -265,6 +265,13 @@ pub struct Draw {
 
 fn default_seed() -> u64 {
     42
+}
+
+impl Draw {
+    /// The random stream `stream` of the design's seed: the same file draws the same points.
+    pub fn rng(&self, stream: u64) -> Rng {
+        Rng::derive(self.seed, stream)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
