@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::{
     ExperimentError,
     design::{compact, short, shown},
+    measure,
     plan::ExperimentPlan,
     search,
     state::{ExpState, PointStatus},
@@ -179,7 +180,7 @@ fn stability(plan: &ExperimentPlan, state: &ExpState) -> BTreeMap<String, search
         let done = state.points.get(id).is_some_and(|s| s.status == PointStatus::Done);
         let x = p.point.values.iter().find(|(k, _)| k == path).and_then(|(_, v)| v.as_f64());
         let (true, Some(x)) = (done, x) else { continue };
-        let mut t = search::measure(&plan.root.join("points").join(id), search, false, 0, x, 0);
+        let mut t = measure::trial(&plan.root.join("points").join(id), search, false, 0, x, 0);
         t.point = id.clone();
         let others: Vec<&(String, serde_json::Value)> =
             p.point.values.iter().filter(|(k, _)| k != path).collect();

@@ -18,6 +18,7 @@ pub mod analysis;
 mod between;
 pub mod compare;
 pub mod design;
+mod measure;
 pub mod plan;
 mod point;
 mod progress;
