@@ -6,7 +6,7 @@ use crate::rng::Rng;
 
 /// A statistic of `v` by name: `mean`, `median` or `p99` (linear percentiles); NaN for another
 /// name or an empty sample. `v` is reordered.
-pub fn statistic(name: &str, v: &mut [f64]) -> f64 {
+pub(crate) fn statistic(name: &str, v: &mut [f64]) -> f64 {
     match name {
         "mean" => {
             if v.is_empty() {
@@ -24,7 +24,7 @@ pub fn statistic(name: &str, v: &mut [f64]) -> f64 {
 /// The difference `b − a` of a [`statistic`], with its percentile interval at `level` from
 /// `resamples` resamples of both (seeded by `seed`): `(difference, low, high)`, the interval NaN
 /// when a sample has fewer than two values.
-pub fn difference(
+pub(crate) fn difference(
     a: &[f64],
     b: &[f64],
     which: &str,

@@ -9,11 +9,11 @@
 //!   (for people), `summary.csv` (one row per stage);
 //! * [`plots`]: the charts in `plots/`; [`report`]: `report.html`;
 //! * [`benchmark_report`]: the llm-d Benchmark Report v0.2, one per stage;
-//! * [`bootstrap`]: the difference of a statistic between two samples, with its bootstrap
+//! * `bootstrap`: the difference of a statistic between two samples, with its bootstrap
 //!   interval (`compare`).
 
 pub mod benchmark_report;
-pub mod bootstrap;
+pub(crate) mod bootstrap;
 pub mod gpu;
 pub mod percentile;
 pub mod plots;

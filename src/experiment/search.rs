@@ -1,7 +1,7 @@
 //! The search: which value to try next, and when to stop (`docs/search.md` has the reasoning);
-//! what a trial says is read from its point by [`super::measure`]. Pure: the trials so far
-//! decide the next one, so a resumed search replays its decisions from the recorded trials and
-//! runs only what is missing.
+//! what a trial says is read from its point by `measure`. Pure: the trials so far decide the
+//! next one, so a resumed search replays its decisions from the recorded trials and runs only
+//! what is missing.
 
 use serde::{Deserialize, Serialize};
 

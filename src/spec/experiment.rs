@@ -269,7 +269,7 @@ fn default_seed() -> u64 {
 
 impl Draw {
     /// The random stream `stream` of the design's seed: the same file draws the same points.
-    pub fn rng(&self, stream: u64) -> Rng {
+    pub(crate) fn rng(&self, stream: u64) -> Rng {
         Rng::derive(self.seed, stream)
     }
 }
