@@ -8,9 +8,12 @@
 //! * `outputs`: `stats.json` (vllm bench serve's key names; schema in `schemas/`), `stats.txt`
 //!   (for people), `summary.csv` (one row per stage);
 //! * [`plots`]: the charts in `plots/`; [`report`]: `report.html`;
-//! * [`benchmark_report`]: the llm-d Benchmark Report v0.2, one per stage.
+//! * [`benchmark_report`]: the llm-d Benchmark Report v0.2, one per stage;
+//! * `bootstrap`: the difference of a statistic between two samples, with its bootstrap
+//!   interval (`compare`).
 
 pub(crate) mod benchmark_report;
+pub(crate) mod bootstrap;
 pub(crate) mod gpu;
 pub(crate) mod percentile;
 pub(crate) mod plots;
@@ -30,7 +33,7 @@ use std::{
 use self::outputs::write;
 use self::stats::Summary;
 pub(crate) use self::{
-    outputs::{StatsDoc, render_text, write_outputs},
+    outputs::{StageDoc, StatsDoc, render_text, write_outputs},
     read::compute,
 };
 pub use crate::spec::harness::Convention;

@@ -1,7 +1,8 @@
 //! Percentiles, by the rules the tools users compare against name (reference `metrics.md`,
 //! section E): vllm bench serve interpolates linearly (numpy's default), GuideLLM takes the
 //! first value whose cumulative probability reaches the level. Each rule is written here once;
-//! the summaries ([`super::stats`]), `compare` and the search call it.
+//! the summaries ([`super::stats`]), the bootstrap of `compare` (`bootstrap`) and the
+//! search call it.
 
 /// Linear interpolation between the closest ranks (numpy's default `linear`, vllm bench
 /// serve's `np.percentile`): the `q` quantile (0–1) lies at position q·(n−1) of the sorted

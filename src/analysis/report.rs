@@ -1,10 +1,10 @@
 //! `analysis/report.html`: one self-contained page (no network): the run's parameters, the
 //! workload as written, the statistics per stage, and every chart inline as SVG.
 
+use crate::workdir::layout;
 use std::fmt::Write as _;
 
 use super::{Analysis, plots::LineChart};
-use crate::workdir::layout;
 
 /// HTML-escapes text.
 pub(crate) fn escape(s: &str) -> String {
@@ -18,7 +18,6 @@ th:first-child,td:first-child{text-align:left}th{background:#f6f6f6}pre{backgrou
 .meta td{text-align:left}.note{color:#666;font-size:.9em}figure{margin:1.2em 0}figure svg{max-width:100%;height:auto}\
 .warn{color:#a40}";
 
-/// Renders the report; chart SVGs are read from `analysis/plots/`.
 /// `(time, step, what)` of each `effect_lost` event at or after `since` (UTC text).
 fn lost_during(events: &std::path::Path, since: &str) -> Vec<(String, String, String)> {
     let text = std::fs::read_to_string(events).unwrap_or_default();
@@ -32,6 +31,7 @@ fn lost_during(events: &std::path::Path, since: &str) -> Vec<(String, String, St
         .collect()
 }
 
+/// Renders the report; chart SVGs are read from `analysis/plots/`.
 pub(crate) fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> String {
     let mut h = String::new();
     let _ = write!(
@@ -39,6 +39,31 @@ pub(crate) fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> 
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>benchflow report</title><style>{STYLE}</style></head><body>"
     );
     let _ = write!(h, "<h1>benchflow report</h1>");
+    meta_table(&mut h, dirs, a);
+    warnings(&mut h, dirs, a);
+    stages_table(&mut h, a);
+    latency_table(&mut h, a);
+    gpu_table(&mut h, a);
+    replicas_table(&mut h, a);
+    let _ = write!(h, "<h2>Charts</h2>");
+    for c in charts {
+        let svg = std::fs::read_to_string(dirs.out.join("plots").join(format!("{}.svg", c.name)))
+            .unwrap_or_default();
+        let _ = write!(
+            h,
+            "<figure id=\"{}\">{svg}<figcaption class=note><a href=\"plots/{}.png\">PNG</a> · <a href=\"plots/{}.svg\">SVG</a></figcaption></figure>",
+            c.name, c.name, c.name
+        );
+    }
+    if let Ok(w) = std::fs::read_to_string(dirs.workdir.join(layout::WORKLOAD)) {
+        let _ = write!(h, "<h2>Workload</h2><pre>{}</pre>", escape(&w));
+    }
+    let _ = writeln!(h, "</body></html>");
+    h
+}
+
+/// The run's parameters: endpoint, model, start, what recorded the load, where the files are.
+fn meta_table(h: &mut String, dirs: &super::Dirs, a: &Analysis) {
     let _ = write!(h, "<table class=meta>");
     let mut meta = |k: &str, v: String| {
         let _ = write!(h, "<tr><td><b>{}</b></td><td>{}</td></tr>", escape(k), escape(&v));
@@ -68,6 +93,11 @@ pub(crate) fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> 
     meta("work directory", dirs.workdir.display().to_string());
     meta("records", dirs.results.display().to_string());
     let _ = write!(h, "</table>");
+}
+
+/// What a reader must know before the numbers: the engine went away during the run, token
+/// counts that are the client's estimates.
+fn warnings(h: &mut String, dirs: &super::Dirs, a: &Analysis) {
     // What a done step set up (the engine) went away during this run: said first.
     let started = a.info.as_ref().map(|i| i.started_at.clone()).unwrap_or_default();
     for (t, step, what) in lost_during(&dirs.workdir.join(layout::EVENTS), &started) {
@@ -86,7 +116,10 @@ pub(crate) fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> 
             "<p class=warn>Token counts of {estimated} requests are client estimates: the server reported no usage for them.</p>"
         );
     }
+}
 
+/// One row per stage: duration, completions and failures (by kind), throughput, concurrency.
+fn stages_table(h: &mut String, a: &Analysis) {
     let _ = write!(
         h,
         "<h2>Results per stage</h2><table><tr><th>stage</th><th>duration s</th><th>completed</th><th>failed</th><th>req/s</th><th>goodput req/s</th><th>output tok/s</th><th>max concurrency</th></tr>"
@@ -116,6 +149,10 @@ pub(crate) fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> 
         );
     }
     let _ = write!(h, "</table>");
+}
+
+/// The latency summaries of every stage, and the definitions they follow.
+fn latency_table(h: &mut String, a: &Analysis) {
     let _ = write!(h, "<h2>Latency (ms)</h2><table><tr><th>stage / metric</th>");
     for c in super::stats::Summary::COLUMNS {
         let _ = write!(h, "<th>{c}</th>");
@@ -146,72 +183,67 @@ pub(crate) fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> 
         })
     );
     let _ = write!(h, "</p>");
-    if a.stages.iter().any(|s| s.gpu.is_some()) {
+}
+
+/// The GPUs of each stage (when telemetry was sampled): utilisation, memory, power, energy.
+fn gpu_table(h: &mut String, a: &Analysis) {
+    if !a.stages.iter().any(|s| s.gpu.is_some()) {
+        return;
+    }
+    let _ = write!(
+        h,
+        "<h2>GPUs</h2><table><tr><th>stage</th><th>GPUs</th><th>utilisation mean / max</th><th>memory peak GiB</th><th>power mean W</th><th>energy J</th><th>J per output token</th><th>throttle reasons</th></tr>"
+    );
+    let f = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |x| format!("{x:.d$}"));
+    for s in &a.stages {
+        let Some(g) = &s.gpu else { continue };
         let _ = write!(
             h,
-            "<h2>GPUs</h2><table><tr><th>stage</th><th>GPUs</th><th>utilisation mean / max</th><th>memory peak GiB</th><th>power mean W</th><th>energy J</th><th>J per output token</th><th>throttle reasons</th></tr>"
-        );
-        let f = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |x| format!("{x:.d$}"));
-        for s in &a.stages {
-            let Some(g) = &s.gpu else { continue };
-            let _ = write!(
-                h,
-                "<tr><td>{} {}</td><td>{}</td><td>{} / {} %</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                s.stage,
-                escape(&s.label),
-                g.gpus,
-                f(g.mean_utilization_pct, 0),
-                f(g.max_utilization_pct, 0),
-                f(g.peak_memory_used_bytes.map(|b| b / 1073741824.0), 1),
-                f(g.mean_power_w, 0),
-                f(g.energy_j, 0),
-                f(g.energy_per_output_token_j, 3),
-                g.throttle_reasons.map_or("-".to_string(), |r| if r == 0 {
-                    "none".into()
-                } else {
-                    format!("{r:#x}")
-                })
-            );
-        }
-        let _ = write!(
-            h,
-            "</table><p class=note>Sampled while the load ran; energy is the power summed over the GPUs, integrated between samples in the stage's window.</p>"
+            "<tr><td>{} {}</td><td>{}</td><td>{} / {} %</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            s.stage,
+            escape(&s.label),
+            g.gpus,
+            f(g.mean_utilization_pct, 0),
+            f(g.max_utilization_pct, 0),
+            f(g.peak_memory_used_bytes.map(|b| b / 1073741824.0), 1),
+            f(g.mean_power_w, 0),
+            f(g.energy_j, 0),
+            f(g.energy_per_output_token_j, 3),
+            g.throttle_reasons.map_or("-".to_string(), |r| if r == 0 {
+                "none".into()
+            } else {
+                format!("{r:#x}")
+            })
         );
     }
-    if !a.replicas.is_empty() {
+    let _ = write!(
+        h,
+        "</table><p class=note>Sampled while the load ran; energy is the power summed over the GPUs, integrated between samples in the stage's window.</p>"
+    );
+}
+
+/// Each engine behind a router (when there are several): its requests and prefix-cache hits.
+fn replicas_table(h: &mut String, a: &Analysis) {
+    if a.replicas.is_empty() {
+        return;
+    }
+    let _ = write!(
+        h,
+        "<h2>Replicas</h2><table><tr><th>replica</th><th>requests</th><th>prefix-cache queries (tokens)</th><th>hits (tokens)</th><th>hit rate</th></tr>"
+    );
+    for r in &a.replicas {
         let _ = write!(
             h,
-            "<h2>Replicas</h2><table><tr><th>replica</th><th>requests</th><th>prefix-cache queries (tokens)</th><th>hits (tokens)</th><th>hit rate</th></tr>"
-        );
-        for r in &a.replicas {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td></tr>",
-                escape(&r.name),
-                r.requests,
-                r.prefix_cache_queries,
-                r.prefix_cache_hits,
-                r.prefix_cache_hit_rate.map_or("-".to_string(), |x| format!("{:.1} %", x * 100.0))
-            );
-        }
-        let _ = write!(
-            h,
-            "</table><p class=note>From each engine's own /metrics, scraped while the load ran: differences of its counters between the first and the last scrape (warm-up and smoke test excluded only if they came before the first scrape).</p>"
+            "<tr><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td></tr>",
+            escape(&r.name),
+            r.requests,
+            r.prefix_cache_queries,
+            r.prefix_cache_hits,
+            r.prefix_cache_hit_rate.map_or("-".to_string(), |x| format!("{:.1} %", x * 100.0))
         );
     }
-    let _ = write!(h, "<h2>Charts</h2>");
-    for c in charts {
-        let svg = std::fs::read_to_string(dirs.out.join("plots").join(format!("{}.svg", c.name)))
-            .unwrap_or_default();
-        let _ = write!(
-            h,
-            "<figure id=\"{}\">{svg}<figcaption class=note><a href=\"plots/{}.png\">PNG</a> · <a href=\"plots/{}.svg\">SVG</a></figcaption></figure>",
-            c.name, c.name, c.name
-        );
-    }
-    if let Ok(w) = std::fs::read_to_string(dirs.workdir.join(layout::WORKLOAD)) {
-        let _ = write!(h, "<h2>Workload</h2><pre>{}</pre>", escape(&w));
-    }
-    let _ = writeln!(h, "</body></html>");
-    h
+    let _ = write!(
+        h,
+        "</table><p class=note>From each engine's own /metrics, scraped while the load ran: differences of its counters between the first and the last scrape (warm-up and smoke test excluded only if they came before the first scrape).</p>"
+    );
 }

@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::{
     ExperimentError,
     design::{compact, short, shown},
+    measure,
     plan::ExperimentPlan,
     search,
     state::{ExpState, PointStatus},
@@ -107,26 +108,7 @@ pub(crate) fn search_record(root: &Path) -> Option<search::Outcome> {
 
 /// Recomputes `analysis/` of an experiment directory (a search's trials are its points).
 pub(crate) fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError> {
-    let mut with_trials;
-    let outcome = match &plan.file.spec.search {
-        Some(s) => {
-            let o = search_record(&plan.root);
-            with_trials = plan.clone();
-            for t in o.iter().flat_map(|o| &o.trials) {
-                let point = super::design::Point {
-                    id: t.point.clone(),
-                    name: None,
-                    values: search::point_values(s, t.x, t.seed, t.stretch.as_ref()),
-                };
-                with_trials.place(point)?;
-            }
-            o
-        }
-        None => {
-            with_trials = plan.clone();
-            None
-        }
-    };
+    let (with_trials, outcome) = with_trials(plan)?;
     let plan = &with_trials;
     let root = &plan.root;
     let out = root.join("analysis");
@@ -135,10 +117,51 @@ pub(crate) fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError
     std::fs::create_dir_all(out.join("plots")).map_err(io)?;
     let state = ExpState::load(root)?;
     let e = &plan.file.spec;
-    let (lat_key, thr_key) = (e.analysis.latency.as_str(), e.analysis.throughput.as_str());
-    let slo_defined = plan.base().and_then(|r| r.workload).is_some_and(|w| w.slo.is_set());
-    // A rate factor: each point judged stable or not, as a search would.
-    let stability = plan
+    let mut rows = rows(plan, &state);
+    mark_pareto(&mut rows, &e.analysis.throughput, &e.analysis.latency);
+    write_points_csv(&out.join("points.csv"), plan, &rows)?;
+    let mut findings = Findings { rows, search: outcome, ..Findings::default() };
+    findings.charts = charts(plan, &findings.rows, &out.join("plots"))?;
+    if let Some(o) = &findings.search {
+        findings.charts.extend(search_charts(o, &out.join("plots"))?);
+    }
+    if e.compare {
+        let c = super::compare::experiment_ab(plan, e.analysis.level)?;
+        write_atomic(
+            &out.join("compare.json"),
+            serde_json::to_string_pretty(&c).unwrap_or_default().as_bytes(),
+        )?;
+        findings.comparison = Some(c);
+    }
+    let html = report(plan, &findings);
+    write_atomic(&out.join("report.html"), html.as_bytes())?;
+    Ok(findings)
+}
+
+/// The plan with a search's recorded trials placed as its points, and the search's record.
+fn with_trials(plan: &ExperimentPlan) -> Result<(ExperimentPlan, Option<search::Outcome>), ExperimentError> {
+    let mut with_trials = plan.clone();
+    let Some(s) = &plan.file.spec.search else {
+        return Ok((with_trials, None));
+    };
+    let o = search_record(&plan.root);
+    for t in o.iter().flat_map(|o| &o.trials) {
+        let point = super::design::Point {
+            id: t.point.clone(),
+            name: None,
+            values: search::point_values(s, t.x, t.seed, t.stretch.as_ref()),
+        };
+        with_trials.place(point)?;
+    }
+    Ok((with_trials, o))
+}
+
+/// A rate factor's points judged as a search judges its trials, by point id: each stable or
+/// not, and a rate above the capacity that the overloaded points sharing every other value
+/// measured is unstable too. Empty without a rate factor.
+fn stability(plan: &ExperimentPlan, state: &ExpState) -> BTreeMap<String, search::Trial> {
+    let mut judged: BTreeMap<String, search::Trial> = BTreeMap::new();
+    let rate = plan
         .factors
         .iter()
         .map(|(f, _)| f)
@@ -148,31 +171,37 @@ pub(crate) fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError
                 serde_json::from_value(serde_json::json!({ "factor": f, "from": 1, "to": 2 })).ok()?;
             Some((f.clone(), search))
         });
-    // Judged as a search judges its trials: a rate above the capacity that the overloaded
-    // points sharing every other value measured is unstable too.
-    let mut judged: BTreeMap<String, search::Trial> = BTreeMap::new();
-    if let Some((path, search)) = &stability {
-        let mut groups: BTreeMap<String, Vec<search::Trial>> = BTreeMap::new();
-        for p in &plan.points {
-            let id = &p.point.id;
-            let done = state.points.get(id).is_some_and(|s| s.status == PointStatus::Done);
-            let x = p.point.values.iter().find(|(k, _)| k == path).and_then(|(_, v)| v.as_f64());
-            let (true, Some(x)) = (done, x) else { continue };
-            let mut t = search::measure(&root.join("points").join(id), search, false, 0, x, 0);
-            t.point = id.clone();
-            let others: Vec<&(String, serde_json::Value)> =
-                p.point.values.iter().filter(|(k, _)| k != path).collect();
-            groups.entry(serde_json::to_string(&others).unwrap_or_default()).or_default().push(t);
+    let Some((path, search)) = &rate else {
+        return judged;
+    };
+    let mut groups: BTreeMap<String, Vec<search::Trial>> = BTreeMap::new();
+    for p in &plan.points {
+        let id = &p.point.id;
+        let done = state.points.get(id).is_some_and(|s| s.status == PointStatus::Done);
+        let x = p.point.values.iter().find(|(k, _)| k == path).and_then(|(_, v)| v.as_f64());
+        let (true, Some(x)) = (done, x) else { continue };
+        let mut t = measure::trial(&plan.root.join("points").join(id), search, false, 0, x, 0);
+        t.point = id.clone();
+        let others: Vec<&(String, serde_json::Value)> =
+            p.point.values.iter().filter(|(k, _)| k != path).collect();
+        groups.entry(serde_json::to_string(&others).unwrap_or_default()).or_default().push(t);
+    }
+    for mut trials in groups.into_values() {
+        for (n, t) in trials.iter_mut().enumerate() {
+            t.n = n + 1;
         }
-        for mut trials in groups.into_values() {
-            for (n, t) in trials.iter_mut().enumerate() {
-                t.n = n + 1;
-            }
-            for t in search::judged(search, &trials) {
-                judged.insert(t.point.clone(), t);
-            }
+        for t in search::judged(search, &trials) {
+            judged.insert(t.point.clone(), t);
         }
     }
+    judged
+}
+
+/// One row per point and stage (one empty row for a point not done or without statistics).
+fn rows(plan: &ExperimentPlan, state: &ExpState) -> Vec<Row> {
+    let e = &plan.file.spec;
+    let slo_defined = plan.base().and_then(|r| r.workload).is_some_and(|w| w.slo.is_set());
+    let judged = stability(plan, state);
     let mut rows = Vec::new();
     for p in &plan.points {
         let id = &p.point.id;
@@ -192,7 +221,8 @@ pub(crate) fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError
             pareto: false,
             stable: None,
         };
-        let Some((doc, _)) = stats_of(&root.join("points").join(id)).filter(|_| status == PointStatus::Done)
+        let Some((doc, _)) =
+            stats_of(&plan.root.join("points").join(id)).filter(|_| status == PointStatus::Done)
         else {
             rows.push(base);
             continue;
@@ -223,6 +253,11 @@ pub(crate) fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError
             });
         }
     }
+    rows
+}
+
+/// Marks the rows on the Pareto front of throughput `thr_key` against latency `lat_key`.
+fn mark_pareto(rows: &mut [Row], thr_key: &str, lat_key: &str) {
     let xy: Vec<(f64, f64)> = rows
         .iter()
         .map(|r| {
@@ -235,23 +270,6 @@ pub(crate) fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError
     for i in pareto(&xy) {
         rows[i].pareto = true;
     }
-    write_points_csv(&out.join("points.csv"), plan, &rows)?;
-    let mut findings = Findings { rows, search: outcome, ..Findings::default() };
-    findings.charts = charts(plan, &findings.rows, &out.join("plots"))?;
-    if let Some(o) = &findings.search {
-        findings.charts.extend(search_charts(o, &out.join("plots"))?);
-    }
-    if e.compare {
-        let c = super::compare::experiment_ab(plan, e.analysis.level)?;
-        write_atomic(
-            &out.join("compare.json"),
-            serde_json::to_string_pretty(&c).unwrap_or_default().as_bytes(),
-        )?;
-        findings.comparison = Some(c);
-    }
-    let html = report(plan, &findings);
-    write_atomic(&out.join("report.html"), html.as_bytes())?;
-    Ok(findings)
 }
 
 fn write_points_csv(path: &Path, plan: &ExperimentPlan, rows: &[Row]) -> Result<(), ExperimentError> {
@@ -290,13 +308,41 @@ fn write_points_csv(path: &Path, plan: &ExperimentPlan, rows: &[Row]) -> Result<
     Ok(())
 }
 
+/// The experiment's charts in `dir`: the curves, the Pareto front, the CDFs, the heat map; the
+/// names of those drawn (a chart without data is not).
 fn charts(plan: &ExperimentPlan, rows: &[Row], dir: &Path) -> Result<Vec<String>, ExperimentError> {
-    let e = &plan.file.spec;
-    let (lat, thr) = (&e.analysis.latency, &e.analysis.throughput);
     let measured: Vec<&Row> = rows.iter().filter(|r| !r.metrics.is_empty()).collect();
     let mut drawn = Vec::new();
-    let get = |r: &Row, k: &str| r.metrics.get(k).copied().filter(|v| v.is_finite());
-    // Latency against throughput, one line per stack.
+    for c in [curves(plan, &measured), pareto_chart(plan, &measured)] {
+        if c.has_data() {
+            plots::save(dir, &c)?;
+            drawn.push(c.name.clone());
+        }
+    }
+    for c in cdfs(plan, &measured) {
+        if c.has_data() {
+            plots::save(dir, &c)?;
+            drawn.push(c.name.clone());
+        }
+    }
+    if let Some(h) = heatmap(plan, &measured)
+        && h.values.iter().flatten().any(Option::is_some)
+    {
+        plots::save_heatmap(dir, &h)?;
+        drawn.push(h.name.clone());
+    }
+    Ok(drawn)
+}
+
+/// A row's value of `stats.json` key `k`, when measured.
+fn metric(r: &Row, k: &str) -> Option<f64> {
+    r.metrics.get(k).copied().filter(|v| v.is_finite())
+}
+
+/// The chosen latency against the throughput, one line per stack.
+fn curves(plan: &ExperimentPlan, measured: &[&Row]) -> LineChart {
+    let e = &plan.file.spec;
+    let (lat, thr) = (&e.analysis.latency, &e.analysis.throughput);
     let mut c = LineChart::new(
         "latency_vs_throughput",
         format!("{lat} against {thr}, one line per stack"),
@@ -307,7 +353,7 @@ fn charts(plan: &ExperimentPlan, rows: &[Row], dir: &Path) -> Result<Vec<String>
         let mut pts: Vec<(f64, f64)> = measured
             .iter()
             .filter(|r| r.stack == s.id)
-            .filter_map(|r| Some((get(r, thr)?, get(r, lat)?)))
+            .filter_map(|r| Some((metric(r, thr)?, metric(r, lat)?)))
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         let setup: Vec<String> =
@@ -316,26 +362,27 @@ fn charts(plan: &ExperimentPlan, rows: &[Row], dir: &Path) -> Result<Vec<String>
         c.series.push((label, pts));
     }
     c.points = true;
-    if c.has_data() {
-        plots::save(dir, &c)?;
-        drawn.push(c.name.clone());
-    }
-    // Pareto front: every point, the front joined, the ones meeting the SLOs apart.
+    c
+}
+
+/// The Pareto front: every point, the front joined, the ones meeting the SLOs apart.
+fn pareto_chart(plan: &ExperimentPlan, measured: &[&Row]) -> LineChart {
+    let e = &plan.file.spec;
+    let (lat, thr) = (&e.analysis.latency, &e.analysis.throughput);
     let mut p = LineChart::new(
         "pareto",
         format!("Pareto front: {thr} (higher is better) against {lat} (lower is better)"),
         thr.clone(),
         lat.clone(),
     );
-    let all: Vec<(f64, f64)> = measured.iter().filter_map(|r| Some((get(r, thr)?, get(r, lat)?))).collect();
-    let mut front: Vec<(f64, f64)> =
-        measured.iter().filter(|r| r.pareto).filter_map(|r| Some((get(r, thr)?, get(r, lat)?))).collect();
+    // (throughput, latency) of the rows that pass `keep` and have both.
+    let xy = |keep: fn(&Row) -> bool| -> Vec<(f64, f64)> {
+        measured.iter().filter(|r| keep(r)).filter_map(|r| Some((metric(r, thr)?, metric(r, lat)?))).collect()
+    };
+    let all = xy(|_| true);
+    let mut front = xy(|r| r.pareto);
     front.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let slo: Vec<(f64, f64)> = measured
-        .iter()
-        .filter(|r| r.meets_slo == Some(true))
-        .filter_map(|r| Some((get(r, thr)?, get(r, lat)?)))
-        .collect();
+    let slo = xy(|r| r.meets_slo == Some(true));
     p.series.push(("every point and stage".into(), all));
     p.series.push(("Pareto front".into(), front));
     if measured.iter().any(|r| r.meets_slo.is_some()) {
@@ -343,11 +390,20 @@ fn charts(plan: &ExperimentPlan, rows: &[Row], dir: &Path) -> Result<Vec<String>
     }
     p.points = true;
     p.lines = false;
-    if p.has_data() {
-        plots::save(dir, &p)?;
-        drawn.push(p.name.clone());
-    }
-    // Overlaid TTFT and E2EL CDFs, one line per point (the first 12 when there are more).
+    p
+}
+
+/// Overlaid TTFT and E2EL CDFs, one line per point (the first 12 when there are more).
+fn cdfs(plan: &ExperimentPlan, measured: &[&Row]) -> Vec<LineChart> {
+    // Each point's first stage.
+    let done: Vec<&Row> = measured
+        .iter()
+        .copied()
+        .filter(|r| {
+            r.stage == measured.iter().filter(|x| x.point == r.point).map(|x| x.stage).min().unwrap_or(0)
+        })
+        .collect();
+    let mut out = Vec::new();
     for (name, what, pick) in [
         (
             "ttft_cdf",
@@ -362,13 +418,6 @@ fn charts(plan: &ExperimentPlan, rows: &[Row], dir: &Path) -> Result<Vec<String>
             "milliseconds",
             "fraction of requests",
         );
-        let done: Vec<&Row> = measured
-            .iter()
-            .copied()
-            .filter(|r| {
-                r.stage == measured.iter().filter(|x| x.point == r.point).map(|x| x.stage).min().unwrap_or(0)
-            })
-            .collect();
         for r in done.iter().take(12) {
             let dir = plan.root.join("points").join(&r.point);
             let Some(run) = RunDirs::latest(&dir) else { continue };
@@ -389,66 +438,64 @@ fn charts(plan: &ExperimentPlan, rows: &[Row], dir: &Path) -> Result<Vec<String>
         if done.len() > 12 {
             c.title += &format!(": the first 12 of {} points", done.len());
         }
-        if c.has_data() {
-            plots::save(dir, &c)?;
-            drawn.push(c.name.clone());
-        }
+        out.push(c);
     }
-    // A heat map of the latency over the first two factors.
+    out
+}
+
+/// A heat map of the latency over the first two factors (not for treatments; at most 30 levels
+/// each way): each cell the mean over the stages and the points that share it.
+fn heatmap(plan: &ExperimentPlan, measured: &[&Row]) -> Option<HeatMap> {
+    let e = &plan.file.spec;
+    let lat = &e.analysis.latency;
     let factors: Vec<&String> = plan.factors.iter().map(|(f, _)| f).collect();
-    if factors.len() >= 2 && !matches!(e.design, Design::Treatments(_)) {
-        let (fx, fy) = (factors[0], factors[1]);
-        let levels = |f: &str| {
-            let mut ls: Vec<String> = Vec::new();
-            for p in &plan.points {
-                if let Some((_, v)) = p.point.values.iter().find(|(k, _)| k == f) {
-                    let s = shown(v);
-                    if !ls.contains(&s) {
-                        ls.push(s);
-                    }
+    if factors.len() < 2 || matches!(e.design, Design::Treatments(_)) {
+        return None;
+    }
+    let (fx, fy) = (factors[0], factors[1]);
+    let levels = |f: &str| {
+        let mut ls: Vec<String> = Vec::new();
+        for p in &plan.points {
+            if let Some((_, v)) = p.point.values.iter().find(|(k, _)| k == f) {
+                let s = shown(v);
+                if !ls.contains(&s) {
+                    ls.push(s);
                 }
-            }
-            ls
-        };
-        let (cols, rws) = (levels(fy), levels(fx));
-        if cols.len() <= 30 && rws.len() <= 30 {
-            let mut values = vec![vec![None; cols.len()]; rws.len()];
-            let mut counts = vec![vec![0u32; cols.len()]; rws.len()];
-            for r in &measured {
-                let at = |f: &str, ls: &[String]| {
-                    r.values
-                        .iter()
-                        .find(|(k, _)| k == f)
-                        .and_then(|(_, v)| ls.iter().position(|l| *l == shown(v)))
-                };
-                if let (Some(i), Some(j), Some(v)) = (at(fx, &rws), at(fy, &cols), get(r, lat)) {
-                    // The mean over stages and over points that share the cell (other factors).
-                    let cell: &mut Option<f64> = &mut values[i][j];
-                    let n = counts[i][j] as f64;
-                    *cell = Some(cell.map_or(v, |m| (m * n + v) / (n + 1.0)));
-                    counts[i][j] += 1;
-                }
-            }
-            let h = HeatMap {
-                name: "heatmap".into(),
-                title: format!(
-                    "{lat} by {} and {}",
-                    short(fx, &plan.points[0].point.values),
-                    short(fy, &plan.points[0].point.values)
-                ),
-                x_desc: fy.clone(),
-                y_desc: fx.clone(),
-                columns: cols,
-                rows: rws,
-                values,
-            };
-            if h.values.iter().flatten().any(Option::is_some) {
-                plots::save_heatmap(dir, &h)?;
-                drawn.push(h.name.clone());
             }
         }
+        ls
+    };
+    let (cols, rws) = (levels(fy), levels(fx));
+    if cols.len() > 30 || rws.len() > 30 {
+        return None;
     }
-    Ok(drawn)
+    let mut values = vec![vec![None; cols.len()]; rws.len()];
+    let mut counts = vec![vec![0u32; cols.len()]; rws.len()];
+    for r in measured {
+        let at = |f: &str, ls: &[String]| {
+            r.values.iter().find(|(k, _)| k == f).and_then(|(_, v)| ls.iter().position(|l| *l == shown(v)))
+        };
+        if let (Some(i), Some(j), Some(v)) = (at(fx, &rws), at(fy, &cols), metric(r, lat)) {
+            // The mean over stages and over points that share the cell (other factors).
+            let cell: &mut Option<f64> = &mut values[i][j];
+            let n = counts[i][j] as f64;
+            *cell = Some(cell.map_or(v, |m| (m * n + v) / (n + 1.0)));
+            counts[i][j] += 1;
+        }
+    }
+    Some(HeatMap {
+        name: "heatmap".into(),
+        title: format!(
+            "{lat} by {} and {}",
+            short(fx, &plan.points[0].point.values),
+            short(fy, &plan.points[0].point.values)
+        ),
+        x_desc: fy.clone(),
+        y_desc: fx.clone(),
+        columns: cols,
+        rows: rws,
+        values,
+    })
 }
 
 /// A search's charts: offered against achieved, and latency against offered, each trial

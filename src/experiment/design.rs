@@ -3,10 +3,7 @@
 
 use serde_json::Value;
 
-use crate::{
-    rng::Rng,
-    spec::experiment::{Design, Experiment, Factor, Range},
-};
+use crate::spec::experiment::{Design, Experiment, Factor, Range};
 
 /// One point of the design: its id (`p001`), a name for treatments, and the value of each
 /// factor (in the file's order).
@@ -94,7 +91,7 @@ pub(crate) fn points(e: &Experiment) -> Vec<Point> {
             rows.into_iter().map(|r| (None, r)).collect()
         }
         Design::Random(d) => {
-            let mut rng = Rng::derive(d.seed, 0xe5);
+            let mut rng = d.rng(0xe5);
             (0..d.n)
                 .map(|_| {
                     let row = e.factors.iter().map(|(p, f)| (p.clone(), draw(f, rng.f64()))).collect();
@@ -103,7 +100,7 @@ pub(crate) fn points(e: &Experiment) -> Vec<Point> {
                 .collect()
         }
         Design::Latin(d) => {
-            let mut rng = Rng::derive(d.seed, 0x1a7);
+            let mut rng = d.rng(0x1a7);
             let n = d.n;
             // One permutation of the strata per factor.
             let perms: Vec<Vec<usize>> = e

@@ -18,6 +18,7 @@ pub(crate) mod analysis;
 mod between;
 pub(crate) mod compare;
 pub(crate) mod design;
+mod measure;
 pub(crate) mod plan;
 mod point;
 mod progress;

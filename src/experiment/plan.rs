@@ -16,7 +16,7 @@ use crate::{
     resolve::{self, Layer, Loaded, Request, Resolved, RunContext},
     spec::{
         self,
-        experiment::{Design, Experiment},
+        experiment::{Design, Experiment, Search},
         pipeline::Phase,
     },
 };
@@ -229,28 +229,8 @@ pub(crate) fn plan(
     yes: bool,
 ) -> Result<ExperimentPlan, ExperimentError> {
     let e = &file.spec;
-    let n = design::size(e);
-    if n > e.max_points && !yes {
-        return Err(ExperimentError::Invalid {
-            at: file.origin.clone(),
-            message: format!(
-                "the design has {n} points, more than `max_points` ({}): pass --yes to run them all, or \
-                 raise max_points in the file",
-                e.max_points
-            ),
-        });
-    }
-    for set in sets {
-        let key = set.split_once('=').map_or(set.as_str(), |(k, _)| k.trim());
-        if e.factors.get(key).is_some() {
-            return Err(ExperimentError::Invalid {
-                at: file.at("factors", key),
-                message: format!(
-                    "`{key}` is a factor of the experiment and also given as --set {set}; drop one"
-                ),
-            });
-        }
-    }
+    check_size(&file, yes)?;
+    check_sets(&file, sets)?;
     let points = if e.search.is_some() { Vec::new() } else { design::points(e) };
     let ctx = planning_context();
     let base = Request {
@@ -265,20 +245,7 @@ pub(crate) fn plan(
     let mut base_req = base.clone();
     base_req.layers = layers(&file, &base_point());
     let base_resolved = loaded.resolve(&base_req, &ctx)?;
-    let mut paths: Vec<(String, String)> =
-        e.factors.iter().map(|(p, _)| (p.clone(), file.at("factors", p))).collect();
-    paths.extend(e.constants.iter().map(|(p, _)| (p.clone(), file.at("constants", p))));
-    if let Design::Treatments(ts) = &e.design {
-        for t in ts {
-            paths.extend(
-                t.set.iter().map(|(p, _)| (p.clone(), format!("{} (treatment {})", file.origin, t.name))),
-            );
-        }
-    }
-    if let Some(search) = &e.search {
-        paths.push((search.factor.clone(), file.origin.clone()));
-    }
-    for (path, at) in &paths {
+    for (path, at) in &named_paths(&file) {
         check_variable(&base_resolved.values, path, at)?;
     }
 
@@ -294,11 +261,83 @@ pub(crate) fn plan(
     for point in points {
         out.place(point)?;
     }
-    let ExperimentPlan { file, points: planned, mut stacks, loaded, .. } = out;
+    out.factors = out.classify_factors(&ctx)?;
+    for s in &mut out.stacks {
+        let first = &out.points[s.points[0]].point;
+        s.setup = first
+            .values
+            .iter()
+            .filter(|(k, _)| out.factors.iter().any(|(f, setup)| f == k && *setup))
+            .cloned()
+            .collect();
+    }
+    // What the analysis will compare is known now, not after every point has run.
+    if out.file.spec.compare {
+        super::compare::compared_factor(&out)?;
+    }
+    Ok(out)
+}
+
+/// Refuses a design larger than `max_points` unless `yes` allows it.
+fn check_size(file: &ExperimentFile, yes: bool) -> Result<(), ExperimentError> {
     let e = &file.spec;
-    // Setup or run factor: does changing it alone (from the first point) change the stack?
-    let mut factors = Vec::new();
-    let columns: Vec<String> = match &e.design {
+    let n = design::size(e);
+    if n > e.max_points && !yes {
+        return Err(ExperimentError::Invalid {
+            at: file.origin.clone(),
+            message: format!(
+                "the design has {n} points, more than `max_points` ({}): pass --yes to run them all, or \
+                 raise max_points in the file",
+                e.max_points
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a `--set` of a variable that is also a factor.
+fn check_sets(file: &ExperimentFile, sets: &[String]) -> Result<(), ExperimentError> {
+    for set in sets {
+        let key = set.split_once('=').map_or(set.as_str(), |(k, _)| k.trim());
+        if file.spec.factors.get(key).is_some() {
+            return Err(ExperimentError::Invalid {
+                at: file.at("factors", key),
+                message: format!(
+                    "`{key}` is a factor of the experiment and also given as --set {set}; drop one"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every variable path the file names (factors, constants, treatments' values, the searched
+/// variable), with where it is named.
+fn named_paths(file: &ExperimentFile) -> Vec<(String, String)> {
+    let e = &file.spec;
+    let mut paths: Vec<(String, String)> =
+        e.factors.iter().map(|(p, _)| (p.clone(), file.at("factors", p))).collect();
+    paths.extend(e.constants.iter().map(|(p, _)| (p.clone(), file.at("constants", p))));
+    if let Design::Treatments(ts) = &e.design {
+        for t in ts {
+            paths.extend(
+                t.set.iter().map(|(p, _)| (p.clone(), format!("{} (treatment {})", file.origin, t.name))),
+            );
+        }
+    }
+    if let Some(search) = &e.search {
+        paths.push((search.factor.clone(), file.origin.clone()));
+    }
+    paths
+}
+
+/// The factor columns of the design: the factors, the variables the treatments set (in order of
+/// first mention), or the searched variable.
+fn columns(e: &Experiment) -> Vec<String> {
+    if let Some(search) = &e.search {
+        return vec![search.factor.clone()];
+    }
+    match &e.design {
         Design::Treatments(ts) => {
             let mut c: Vec<String> = Vec::new();
             for t in ts {
@@ -311,82 +350,7 @@ pub(crate) fn plan(
             c
         }
         _ => e.factors.iter().map(|(p, _)| p.clone()).collect(),
-    };
-    let columns = match &e.search {
-        Some(search) => vec![search.factor.clone()],
-        None => columns,
-    };
-    for path in &columns {
-        let setup = if let Some(search) = &e.search {
-            // The search's factor: do its two ends need different stacks?
-            let at = |x: f64| {
-                // As a trial would set it (a whole number for `integer`: a concurrency is a u32).
-                let values = super::search::point_values(search, x, None, None);
-                let point = Point { id: "probe".into(), name: None, values };
-                compile(&loaded, &request(&file, &point, sets), &ctx).map(|(_, p)| stack_hash(&p))
-            };
-            let (a, b) = (at(search.from), at(search.to));
-            if let (Err(m), _) | (_, Err(m)) = (&a, &b) {
-                return Err(ExperimentError::Invalid {
-                    at: file.origin.clone(),
-                    message: format!("search: {m}"),
-                });
-            }
-            a.ok() != b.ok()
-        } else if stacks.len() == 1 {
-            false
-        } else {
-            let first = &planned[0];
-            let seen: Vec<&Value> = planned
-                .iter()
-                .filter_map(|p| p.point.values.iter().find(|(k, _)| k == path).map(|(_, v)| v))
-                .fold(Vec::new(), |mut acc, v| {
-                    if !acc.contains(&v) && acc.len() < 4 {
-                        acc.push(v);
-                    }
-                    acc
-                });
-            let mut differs = false;
-            for v in seen {
-                let mut point = first.point.clone();
-                match point.values.iter_mut().find(|(k, _)| k == path) {
-                    Some(slot) => slot.1 = v.clone(),
-                    None => point.values.push((path.clone(), v.clone())),
-                }
-                if let Ok((_, p)) = compile(&loaded, &request(&file, &point, sets), &ctx)
-                    && stack_hash(&p) != stacks[first.stack].hash
-                {
-                    differs = true;
-                    break;
-                }
-            }
-            differs
-        };
-        factors.push((path.clone(), setup));
     }
-    for s in &mut stacks {
-        let first = &planned[s.points[0]].point;
-        s.setup = first
-            .values
-            .iter()
-            .filter(|(k, _)| factors.iter().any(|(f, setup)| f == k && *setup))
-            .cloned()
-            .collect();
-    }
-    let plan = ExperimentPlan {
-        file,
-        points: planned,
-        stacks,
-        factors,
-        loaded,
-        root: root.to_path_buf(),
-        sets: sets.to_vec(),
-    };
-    // What the analysis will compare is known now, not after every point has run.
-    if plan.file.spec.compare {
-        super::compare::compared_factor(&plan)?;
-    }
-    Ok(plan)
 }
 
 /// The point of the base alone (its `set` and the constants, no factor values).
@@ -433,6 +397,70 @@ impl ExperimentPlan {
         self.stacks[stack].points.push(self.points.len());
         self.points.push(PlannedPoint { point, request: req, stack, hash: plan_hash(&p) });
         Ok(self.points.len() - 1)
+    }
+
+    /// Each factor column with whether it is a setup factor: whether changing it alone (from
+    /// the first point) changes the stack.
+    fn classify_factors(&self, ctx: &RunContext) -> Result<Vec<(String, bool)>, ExperimentError> {
+        let mut factors = Vec::new();
+        for path in &columns(&self.file.spec) {
+            let setup = if let Some(search) = &self.file.spec.search {
+                self.search_needs_stacks(search, ctx)?
+            } else if self.stacks.len() == 1 {
+                false
+            } else {
+                self.changes_stack(path, ctx)
+            };
+            factors.push((path.clone(), setup));
+        }
+        Ok(factors)
+    }
+
+    /// The search's variable: do the two ends of its range need different stacks?
+    fn search_needs_stacks(&self, search: &Search, ctx: &RunContext) -> Result<bool, ExperimentError> {
+        let at = |x: f64| {
+            // As a trial would set it (a whole number for `integer`: a concurrency is a u32).
+            let values = super::search::point_values(search, x, None, None);
+            let point = Point { id: "probe".into(), name: None, values };
+            compile(&self.loaded, &request(&self.file, &point, &self.sets), ctx).map(|(_, p)| stack_hash(&p))
+        };
+        let (a, b) = (at(search.from), at(search.to));
+        if let (Err(m), _) | (_, Err(m)) = (&a, &b) {
+            return Err(ExperimentError::Invalid {
+                at: self.file.origin.clone(),
+                message: format!("search: {m}"),
+            });
+        }
+        Ok(a.ok() != b.ok())
+    }
+
+    /// Whether the first point, with `path` set to another of its levels (up to four tried),
+    /// lands on another stack.
+    fn changes_stack(&self, path: &str, ctx: &RunContext) -> bool {
+        let first = &self.points[0];
+        let seen: Vec<&Value> = self
+            .points
+            .iter()
+            .filter_map(|p| p.point.values.iter().find(|(k, _)| k == path).map(|(_, v)| v))
+            .fold(Vec::new(), |mut acc, v| {
+                if !acc.contains(&v) && acc.len() < 4 {
+                    acc.push(v);
+                }
+                acc
+            });
+        for v in seen {
+            let mut point = first.point.clone();
+            match point.values.iter_mut().find(|(k, _)| k == path) {
+                Some(slot) => slot.1 = v.clone(),
+                None => point.values.push((path.to_string(), v.clone())),
+            }
+            if let Ok((_, p)) = compile(&self.loaded, &request(&self.file, &point, &self.sets), ctx)
+                && stack_hash(&p) != self.stacks[first.stack].hash
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// The design and its stacks, for people (`benchflow experiment plan`).

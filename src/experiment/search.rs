@@ -1,16 +1,13 @@
-//! The search: which value to try next, what a trial says, and when to stop (`docs/search.md`
-//! has the reasoning). Pure: the trials so far decide the next one, so a resumed search replays
-//! its decisions from the recorded trials and runs only what is missing.
-
-use std::path::Path;
+//! The search: which value to try next, and when to stop (`docs/search.md` has the reasoning);
+//! what a trial says is read from its point by `measure`. Pure: the trials so far decide the
+//! next one, so a resumed search replays its decisions from the recorded trials and runs only
+//! what is missing.
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    analysis::{StatsDoc, percentile},
-    results::{Col, Reader},
-    spec::experiment::{Objective, Search},
-    workdir::runs::RunDirs,
+use crate::spec::{
+    experiment::{Objective, Search},
+    workload::Stage,
 };
 
 /// What one trial showed.
@@ -117,22 +114,14 @@ pub(crate) fn refining(s: &Search, trials: &[Trial]) -> bool {
 }
 
 /// The setting that lengthens the measured stage `refine` times: `(path, value)` for its
-/// `duration` (`"15s"`) or, without one, its `requests`; `stage` is the workload's stage as
-/// resolved (`None` when it has neither).
-pub(crate) fn stretch(
-    s: &Search,
-    index: usize,
-    stage: &serde_json::Value,
-) -> Option<(String, serde_json::Value)> {
+/// `duration` (`"15s"`) or, without one, its `requests`; `stage` is the workload's stage
+/// `index` as resolved (`None` when it has neither).
+pub(crate) fn stretch(s: &Search, index: usize, stage: &Stage) -> Option<(String, serde_json::Value)> {
     let path = |key: &str| format!("workload.stages.{index}.{key}");
-    if let Some(d) = stage
-        .get("duration")
-        .and_then(|d| d.as_str().map(str::to_string).or(d.as_f64().map(|f| format!("{f}s"))))
-    {
-        let secs = crate::units::parse_duration(&d)?;
-        return Some((path("duration"), serde_json::Value::from(format!("{}s", (secs * s.refine).round()))));
+    if let Some(d) = stage.duration {
+        return Some((path("duration"), serde_json::Value::from(format!("{}s", (d.0 * s.refine).round()))));
     }
-    let n = stage.get("requests").and_then(serde_json::Value::as_u64)?;
+    let n = stage.requests?;
     Some((path("requests"), serde_json::Value::from((n as f64 * s.refine).round() as u64)))
 }
 
@@ -148,232 +137,9 @@ pub(crate) enum Decision {
     Done,
 }
 
-/// The stage a factor path measures: `workload.stages.N.…` is stage N + 1 (stage 0 is the
-/// warm-up); anything else the last stage.
-fn stage_of(factor: &str, doc: &StatsDoc) -> Option<usize> {
-    match stage_index(factor) {
-        Some(n) => doc.stages.iter().position(|s| s.stage as usize == n + 1),
-        None => doc.stages.len().checked_sub(1),
-    }
-}
-
 /// N of a factor path `workload.stages.N.…`.
-fn stage_index(factor: &str) -> Option<usize> {
+pub(super) fn stage_index(factor: &str) -> Option<usize> {
     factor.strip_prefix("workload.stages.").and_then(|r| r.split('.').next()).and_then(|n| n.parse().ok())
-}
-
-/// What a stage's records say about keeping up, beyond its statistics.
-#[derive(Debug, Clone, Copy)]
-struct Pace {
-    /// Requests sent per second over the stage's last two thirds (the schedule as it came out,
-    /// not the nominal rate: a Poisson schedule of a few seconds is several percent off its
-    /// rate by chance).
-    offered: f64,
-    /// Requests completed per second over the same window shifted by one ordinary latency (the
-    /// first third's median). A server that keeps up completes what is sent, one latency later;
-    /// an overloaded one completes at its capacity. The first third is left out: the stage starts
-    /// from an empty server.
-    achieved: f64,
-    /// Median TTFT (ms) of the middle and of the last third of the requests, by send time (the
-    /// first third is skipped: a stage starts from an empty server, and the climb to its steady
-    /// queue is not growth).
-    ttft_middle: f64,
-    ttft_last: f64,
-    /// Median latency (ms) of the first third: one ordinary request.
-    latency_ms: f64,
-}
-
-/// The upper middle (a value that was measured), NaN when empty.
-fn median(mut v: Vec<f64>) -> f64 {
-    percentile::higher(&mut v, 0.5)
-}
-
-fn pace(results: &Path, stage: u32) -> Option<Pace> {
-    let mut reader = Reader::open(&results.join("requests.csv")).ok()?;
-    // (sent, end, ttft s) of successful requests; every request's send time. A row without a
-    // stage or send time does not count; a read error ends the records.
-    let mut ok: Vec<(f64, f64, f64)> = Vec::new();
-    let mut sent_all: Vec<f64> = Vec::new();
-    while let Ok(Some(row)) = reader.next_row() {
-        if row.warmup() || row.stage().ok() != Some(stage) {
-            continue;
-        }
-        let Ok(sent) = row.secs(Col::SentUs) else { continue };
-        sent_all.push(sent);
-        if row.error_kind().is_some() {
-            continue;
-        }
-        if let (Ok(first), Ok(end)) = (row.secs(Col::FirstTokenUs), row.secs(Col::EndUs)) {
-            ok.push((sent, end, first - sent));
-        }
-    }
-    if ok.len() < 9 || sent_all.len() < 2 {
-        return None;
-    }
-    sent_all.sort_by(f64::total_cmp);
-    let (s0, s1) = (sent_all[0], sent_all[sent_all.len() - 1]);
-    ok.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let third = (s1 - s0) / 3.0;
-    let first: Vec<&(f64, f64, f64)> = ok.iter().filter(|r| r.0 <= s0 + third).collect();
-    let latency = median(first.iter().map(|r| r.1 - r.0).collect());
-    let middle =
-        median(ok.iter().filter(|r| r.0 > s0 + third && r.0 < s1 - third).map(|r| r.2 * 1e3).collect());
-    let (a, b) = (s0 + third, s1);
-    let window = (b - a).max(1e-9);
-    let sent = sent_all.iter().filter(|t| **t >= a && **t <= b).count() as f64;
-    // Completions one ordinary latency later than the sends they answer; one request of slack,
-    // so a window of a few requests is not failed by where its edges fall.
-    let done = ok.iter().filter(|r| r.1 >= a + latency && r.1 <= b + latency).count() as f64;
-    let done = (done + 1.0).min(sent.max(done));
-    Some(Pace {
-        offered: sent / window,
-        achieved: done / window,
-        ttft_middle: middle,
-        ttft_last: median(ok.iter().filter(|r| r.0 >= s1 - third).map(|r| r.2 * 1e3).collect()),
-        latency_ms: latency * 1e3,
-    })
-}
-
-/// Judges a finished trial from its point's work directory.
-pub(crate) fn measure(dir: &Path, s: &Search, slo_defined: bool, n: usize, x: f64, repeat: u32) -> Trial {
-    let mut t = Trial {
-        n,
-        point: dir.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
-        x,
-        repeat,
-        seed: None,
-        stretch: None,
-        verdict: Verdict::Error,
-        marginal: false,
-        why: String::new(),
-        achieved: 0.0,
-        offered: x,
-        error_rate: f64::NAN,
-        ttft_growth: f64::NAN,
-        median_ttft_ms: f64::NAN,
-        p99_ttft_ms: f64::NAN,
-        metric: None,
-    };
-    let Some(run) = RunDirs::latest(dir) else {
-        t.why = "nothing was measured".into();
-        return t;
-    };
-    let doc: Option<StatsDoc> =
-        std::fs::read(run.analysis.join("stats.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    let Some(doc) = doc else {
-        t.why = "no statistics (see the point's work directory)".into();
-        return t;
-    };
-    let Some(st) = stage_of(&s.factor, &doc).map(|i| &doc.stages[i]) else {
-        t.why = "the stage was not measured".into();
-        return t;
-    };
-    let keys = serde_json::to_value(st).unwrap_or_default();
-    let key = |k: &str| keys.get(k).and_then(serde_json::Value::as_f64);
-    let total = (st.completed + st.failed) as f64;
-    t.achieved = st.request_throughput;
-    t.error_rate = if total > 0.0 { st.failed as f64 / total } else { 1.0 };
-    t.median_ttft_ms = key("median_ttft_ms").unwrap_or(f64::NAN);
-    t.p99_ttft_ms = key("p99_ttft_ms").unwrap_or(f64::NAN);
-    let pace = pace(&run.results, st.stage);
-    if let Some(p) = pace.filter(|_| s.objective == Objective::MaxStableRate) {
-        t.achieved = p.achieved;
-        t.offered = p.offered;
-        t.ttft_growth = if p.ttft_middle > 0.0 { p.ttft_last / p.ttft_middle } else { f64::NAN };
-        // A queue that grows adds more than one ordinary request's latency over a third of the
-        // stage; less is the noise of bursts (a few waits more or less), not growth.
-        if p.ttft_last - p.ttft_middle <= p.latency_ms.max(5.0) {
-            t.ttft_growth = t.ttft_growth.min(1.0);
-        }
-    }
-    let mut fails: Vec<String> = Vec::new();
-    let mut near = false;
-    match s.objective {
-        Objective::MaxStableRate => {
-            let reference = expected(&t);
-            let ratio = if reference > 0.0 { t.achieved / reference } else { 0.0 };
-            let floor = 1.0 - s.tolerance;
-            let offered = if t.offered > t.x {
-                format!("the {} req/s asked ({:.2} sent)", t.x, t.offered)
-            } else {
-                format!("{:.2} req/s sent", t.offered)
-            };
-            if ratio < floor {
-                fails.push(format!(
-                    "the queue grows: achieved {:.2} of {offered} ({:.0}%)",
-                    t.achieved,
-                    ratio * 100.0
-                ));
-            }
-            near |= (ratio - floor).abs() < 0.02;
-            if t.error_rate > s.max_error_rate {
-                fails.push(format!("{:.1}% of requests failed", t.error_rate * 100.0));
-            }
-            if let (Some(limit), true) = (s.queue_growth, t.ttft_growth.is_finite()) {
-                if t.ttft_growth > limit {
-                    fails.push(format!(
-                        "the queue grows (TTFT ×{:.1} from the middle to the last third)",
-                        t.ttft_growth
-                    ));
-                }
-                near |= t.ttft_growth > limit * 0.8 && t.ttft_growth < limit * 1.25;
-            }
-            if fails.is_empty() {
-                t.why = format!(
-                    "achieved {:.2} of {offered} ({:.0}%), {:.1}% failed, TTFT ×{:.2} over the stage",
-                    t.achieved,
-                    ratio * 100.0,
-                    t.error_rate * 100.0,
-                    if t.ttft_growth.is_finite() { t.ttft_growth } else { 1.0 }
-                );
-            }
-        }
-        Objective::MaxLoadWithinSlo => {
-            for (k, limit) in &s.slo {
-                match key(k) {
-                    Some(v) if v > *limit => fails.push(format!("{k} {v:.1} > {limit}")),
-                    Some(v) => near |= (v - limit).abs() < 0.05 * limit,
-                    None => fails.push(format!("{k} was not measured")),
-                }
-            }
-            let share = s.goodput_share.or(if s.slo.is_empty() && slo_defined { Some(0.95) } else { None });
-            if let Some(min) = share {
-                let got = st.request_goodput.unwrap_or(0.0) / st.request_throughput.max(f64::MIN_POSITIVE);
-                if got < min {
-                    fails.push(format!(
-                        "{:.0}% of requests met the workload's SLOs (< {:.0}%)",
-                        got * 100.0,
-                        min * 100.0
-                    ));
-                }
-                near |= (got - min).abs() < 0.02;
-            }
-            if t.error_rate > s.max_error_rate {
-                fails.push(format!("{:.1}% of requests failed", t.error_rate * 100.0));
-            }
-            if fails.is_empty() {
-                t.why = "every SLO held".into();
-            }
-        }
-        Objective::Maximize | Objective::Minimize => {
-            let m = s.metric.as_deref().unwrap_or("");
-            t.metric = key(m);
-            t.verdict = Verdict::Measured;
-            t.why = match t.metric {
-                Some(v) => format!("{m} = {v:.3}"),
-                None => format!("{m} was not measured"),
-            };
-            return t;
-        }
-    }
-    t.marginal = near;
-    if fails.is_empty() {
-        t.verdict = Verdict::Pass;
-    } else {
-        t.verdict = Verdict::Fail;
-        t.why = fails.join("; ");
-    }
-    t
 }
 
 /// Where a trial sits on the searched axis: the value set (for a rate, the nominal rate; the
@@ -401,7 +167,7 @@ fn bracket(trials: &[Trial]) -> (Option<f64>, Option<f64>) {
 /// rate asked. A Poisson schedule of a few seconds sends several percent more or less than its
 /// rate by chance; above it, a server at 97% load falls behind the burst for a while, which says
 /// nothing about whether it sustains the rate asked: completing the rate asked does.
-fn expected(t: &Trial) -> f64 {
+pub(super) fn expected(t: &Trial) -> f64 {
     t.offered.min(t.x)
 }
 
@@ -790,10 +556,11 @@ mod tests {
         assert!(!refining(&s, std::slice::from_ref(&pass)), "no failure above yet");
         assert!(refining(&s, &[pass.clone(), fail.clone()]));
         assert_eq!(measured_stage(&s, 3), Some(1));
-        let stage = serde_json::json!({"rate": 10, "duration": "5s"});
-        assert_eq!(stretch(&s, 1, &stage), Some(("workload.stages.1.duration".into(), "15s".into())));
-        let stage = serde_json::json!({"rate": 10, "requests": 100});
-        assert_eq!(stretch(&s, 1, &stage), Some(("workload.stages.1.requests".into(), 300.into())));
+        let stage = |v: serde_json::Value| serde_json::from_value::<Stage>(v).unwrap();
+        let timed = stage(serde_json::json!({"rate": 10, "duration": "5s"}));
+        assert_eq!(stretch(&s, 1, &timed), Some(("workload.stages.1.duration".into(), "15s".into())));
+        let counted = stage(serde_json::json!({"rate": 10, "requests": 100}));
+        assert_eq!(stretch(&s, 1, &counted), Some(("workload.stages.1.requests".into(), 300.into())));
         // `refine: 1` (the default) keeps every trial as written; maximize has no bracket.
         let once = search("search: { factor: workload.stages.0.rate, from: 1, to: 200 }\n");
         assert!(!refining(&once, &[pass.clone(), fail.clone()]));

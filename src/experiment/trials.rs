@@ -1,6 +1,6 @@
 //! A search's driver: propose a value ([`search::decide`], pure), run it as a point on its
 //! stack (kept up from trial to trial while the stack stays the same, reused when the same
-//! inputs were measured before), judge it ([`search::measure`]), until the search says it is
+//! inputs were measured before), judge it ([`measure::trial`]), until the search says it is
 //! done.
 
 use std::sync::PoisonError;
@@ -8,7 +8,7 @@ use std::sync::PoisonError;
 use serde_json::Value;
 
 use super::{
-    ExperimentError,
+    ExperimentError, measure,
     point::{PointEnd, run_point},
     run::Shared,
     search::{self, Decision},
@@ -32,9 +32,9 @@ pub(super) async fn search(
     let base_seed = base.as_ref().and_then(|r| r.get("workload.seed")).and_then(Value::as_u64).unwrap_or(42);
     // Inside the bracket, the measured stage runs `refine` times longer.
     let long_stage = base.as_ref().and_then(|r| {
-        let stages = r.get("workload.stages")?.as_array()?.len();
-        let i = search::measured_stage(s, stages)?;
-        search::stretch(s, i, r.get(&format!("workload.stages.{i}"))?)
+        let stages = &r.workload.as_ref()?.stages;
+        let i = search::measured_stage(s, stages.len())?;
+        search::stretch(s, i, stages.get(i)?)
     });
     let result: Result<(), ExperimentError> = loop {
         if shared.stopping() {
@@ -79,20 +79,20 @@ pub(super) async fn search(
                     up = stand_up(shared, &stack, &[&p]).await?;
                 }
                 let Some(u) = up.as_mut() else {
-                    trials.push(search::measure(&dir, s, slo_defined, n, x, repeat));
+                    trials.push(measure::trial(&dir, s, slo_defined, n, x, repeat));
                     break Ok(());
                 };
                 match run_point(shared, &p, u).await? {
                     PointEnd::Interrupted => break Ok(()),
                     PointEnd::Lost(_) => {
-                        trials.push(search::measure(&dir, s, slo_defined, n, x, repeat));
+                        trials.push(measure::trial(&dir, s, slo_defined, n, x, repeat));
                         break Ok(());
                     }
                     PointEnd::Done | PointEnd::Failed => {}
                 }
             }
         }
-        let mut t = search::measure(&dir, s, slo_defined, n, x, repeat);
+        let mut t = measure::trial(&dir, s, slo_defined, n, x, repeat);
         t.seed = seed;
         t.stretch = stretch;
         shared.say(&format!(

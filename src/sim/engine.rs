@@ -8,7 +8,8 @@
 //! Per step, FCFS: running requests are scheduled first (one token for a decode, the next chunk
 //! for a partial prefill), preempting the most recently admitted request when no KV block is
 //! free; then waiting requests are admitted while the batch, the token budget and the KV cache
-//! allow. Step time is `(step_overhead + max(T_mem, T_cmp)) · (1 + ε) · slowdown`.
+//! allow. How long the step takes is the `cost` module's: `(step_overhead + max(T_mem, T_cmp)) ·
+//! (1 + ε) · slowdown`.
 
 use std::{
     collections::{BinaryHeap, VecDeque},
@@ -20,11 +21,11 @@ use std::{
 };
 
 use super::{
-    config::{SimConfig, SlowdownStep},
+    config::SimConfig,
+    cost::{StepTime, StepWork},
     kv::KvCache,
     metrics::Metrics,
 };
-use crate::rng::Rng;
 
 /// Why a request stopped generating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,61 +136,14 @@ impl<S> Ord for Pending<S> {
     }
 }
 
-/// The analytic cost of one step (S.3, "Step time").
-#[derive(Debug, Clone)]
-pub(crate) struct CostModel {
-    weights: f64,
-    kv_bytes: f64,
-    params: f64,
-    attn: f64,
-    bandwidth: f64,
-    flops: f64,
-    overhead: f64,
-    tp_factor: f64,
-}
-
-impl CostModel {
-    pub(crate) fn new(cfg: &SimConfig) -> Self {
-        let tp = cfg.tp as f64;
-        CostModel {
-            weights: cfg.weight_bytes,
-            kv_bytes: cfg.kv_bytes_per_token(),
-            params: cfg.params,
-            attn: 4.0 * cfg.n_layers as f64 * cfg.attn_dim as f64,
-            bandwidth: cfg.hbm_bandwidth * cfg.bw_efficiency * tp,
-            flops: cfg.peak_flops * cfg.mfu * tp,
-            overhead: cfg.step_overhead.0,
-            tp_factor: 1.0 + cfg.tp_overhead * tp.log2(),
-        }
-    }
-
-    /// Step time without noise: decodes with summed context `decode_ctx`, and prefill chunks
-    /// with `prefill_tokens` tokens and summed attention work `prefill_attn` (Σ n·c0 + n²/2).
-    pub(crate) fn step_time(
-        &self,
-        n_decode: u64,
-        decode_ctx: f64,
-        prefill_tokens: u64,
-        prefill_attn: f64,
-    ) -> f64 {
-        let t_mem = (self.weights + self.kv_bytes * decode_ctx) / self.bandwidth;
-        let t_cmp = (2.0 * self.params * (n_decode + prefill_tokens) as f64
-            + self.attn * (decode_ctx + prefill_attn))
-            / self.flops;
-        (self.overhead + t_mem.max(t_cmp)) * self.tp_factor
-    }
-}
-
 /// The simulated engine.
 pub(crate) struct Engine<S> {
-    cost: CostModel,
+    /// How long a step takes.
+    step: StepTime,
     max_num_seqs: usize,
     max_batched: u32,
     block_size: u32,
     prefix_caching: bool,
-    jitter_cv: f64,
-    slowdown: f64,
-    schedule: Vec<SlowdownStep>,
     request_overhead: f64,
     kv: KvCache,
     pending: BinaryHeap<Pending<S>>,
@@ -197,7 +151,6 @@ pub(crate) struct Engine<S> {
     running: Vec<Seq<S>>,
     now: f64,
     order: u64,
-    rng: Rng,
     metrics: Arc<Mutex<Metrics>>,
     /// Requests accepted but not yet running (pending + waiting), shared with the HTTP front
     /// end for the `max_waiting` bound.
@@ -214,14 +167,11 @@ impl<S: Sink> Engine<S> {
         queued: Arc<AtomicUsize>,
     ) -> Self {
         let mut e = Engine {
-            cost: CostModel::new(cfg),
+            step: StepTime::new(cfg, seed),
             max_num_seqs: 1,
             max_batched: 1,
             block_size: cfg.block_size,
             prefix_caching: true,
-            jitter_cv: 0.0,
-            slowdown: 1.0,
-            schedule: Vec::new(),
             request_overhead: 0.0,
             kv: KvCache::new(cfg.kv_cache_tokens_total() / cfg.block_size as u64),
             pending: BinaryHeap::new(),
@@ -229,7 +179,6 @@ impl<S: Sink> Engine<S> {
             running: Vec::new(),
             now: 0.0,
             order: 0,
-            rng: Rng::new(seed),
             metrics,
             queued,
             step_tokens: 0,
@@ -240,13 +189,10 @@ impl<S: Sink> Engine<S> {
 
     /// Takes new knob values (from `/admin/config`). The block size is fixed at start.
     pub(crate) fn reconfigure(&mut self, cfg: &SimConfig) {
-        self.cost = CostModel::new(cfg);
+        self.step.reconfigure(cfg);
         self.max_num_seqs = cfg.max_num_seqs as usize;
         self.max_batched = cfg.max_num_batched_tokens;
         self.prefix_caching = cfg.enable_prefix_caching;
-        self.jitter_cv = cfg.step_jitter_cv;
-        self.slowdown = cfg.slowdown;
-        self.schedule = cfg.slowdown_schedule.clone();
         self.request_overhead = cfg.request_overhead.0;
         let blocks = cfg.kv_cache_tokens_total() / self.block_size as u64;
         self.kv.resize(blocks);
@@ -337,7 +283,7 @@ impl<S: Sink> Engine<S> {
             self.waiting.push_back(p.seq);
         }
         let mut budget = self.max_batched;
-        let (mut n_decode, mut decode_ctx, mut prefill_tokens, mut prefill_attn) = (0u64, 0f64, 0u64, 0f64);
+        let mut work = StepWork::default();
         let mut preempted = false;
 
         // 1. Running requests, oldest first; victims are taken from the back.
@@ -352,11 +298,9 @@ impl<S: Sink> Engine<S> {
                 seq.sched = need;
                 budget -= need;
                 if seq.generated > 0 && need == 1 && seq.computed + 1 == seq.total_len() {
-                    n_decode += 1;
-                    decode_ctx += seq.computed as f64;
+                    work.decode(seq.computed);
                 } else {
-                    prefill_tokens += need as u64;
-                    prefill_attn += need as f64 * seq.computed as f64 + (need as f64).powi(2) / 2.0;
+                    work.prefill(need, seq.computed);
                 }
                 i += 1;
             } else {
@@ -402,13 +346,12 @@ impl<S: Sink> Engine<S> {
             seq.sched = need;
             seq.scheduled_at.get_or_insert(self.now);
             budget -= need;
-            prefill_tokens += need as u64;
-            prefill_attn += need as f64 * seq.computed as f64 + (need as f64).powi(2) / 2.0;
+            work.prefill(need, seq.computed);
             self.queued.fetch_sub(1, Ordering::Relaxed);
             self.running.push(seq);
         }
 
-        self.step_tokens = n_decode + prefill_tokens;
+        self.step_tokens = work.tokens();
         if self.step_tokens == 0 {
             // Nothing fits even in an empty batch: the head request can never run.
             if self.running.is_empty()
@@ -419,22 +362,7 @@ impl<S: Sink> Engine<S> {
             }
             return None;
         }
-        let mut t = self.cost.step_time(n_decode, decode_ctx, prefill_tokens, prefill_attn);
-        if self.jitter_cv > 0.0 {
-            let eps = (self.rng.normal() * self.jitter_cv).clamp(-3.0 * self.jitter_cv, 3.0 * self.jitter_cv);
-            t *= 1.0 + eps;
-        }
-        Some(t * self.slowdown_at(self.now))
-    }
-
-    fn slowdown_at(&self, t: f64) -> f64 {
-        let scheduled = self
-            .schedule
-            .iter()
-            .filter(|s| s.after.0 <= t)
-            .max_by(|a, b| a.after.0.total_cmp(&b.after.0))
-            .map_or(1.0, |s| s.factor);
-        self.slowdown * scheduled
+        Some(self.step.duration(&work, self.now))
     }
 
     /// Ends the planned step at virtual time `end` (wall instant `due`, if in real time):
@@ -545,6 +473,7 @@ pub(crate) mod tests {
     use std::{cell::RefCell, rc::Rc};
 
     use super::*;
+    use crate::rng::Rng;
 
     /// Per-request record of a virtual-time run.
     #[derive(Debug, Default, Clone)]
@@ -665,53 +594,15 @@ pub(crate) mod tests {
         Run { recs, metrics: m, peak_running: peak, mean_running: area / end.max(1e-9), end }
     }
 
-    fn quiet(mut cfg: SimConfig) -> SimConfig {
+    /// `cfg` without step-time noise.
+    pub(crate) fn quiet(mut cfg: SimConfig) -> SimConfig {
         cfg.step_jitter_cv = 0.0;
         cfg
     }
 
-    fn rel(a: f64, b: f64) -> f64 {
+    /// The relative difference of `a` from `b`.
+    pub(crate) fn rel(a: f64, b: f64) -> f64 {
         (a - b).abs() / b
-    }
-
-    #[test]
-    fn batch_one_decode_itl_is_about_7_5_ms() {
-        let cfg = quiet(SimConfig::default());
-        let r = run(&cfg, 16, 200, Load::Open(vec![0.0]));
-        let toks = &r.recs[0].borrow().tokens;
-        assert_eq!(toks.len(), 200);
-        let itl = (toks[199] - toks[0]) / 199.0;
-        // 1.5 ms + 16.06e9 / (3.35e12 · 0.8) = 7.49 ms (reference S.3: ≈ 7.5 ms).
-        assert!(rel(itl, 0.0075) < 0.02, "itl {itl}");
-    }
-
-    #[test]
-    fn prefill_of_1024_tokens_gives_ttft_of_40_to_45_ms() {
-        let cfg = quiet(SimConfig::default());
-        let r = run(&cfg, 1024, 4, Load::Open(vec![0.0]));
-        let ttft = r.recs[0].borrow().tokens[0];
-        // 5 ms request overhead + 1.5 ms + 2·8.03e9·1024/4.945e14 (+ attention) ≈ 40.3 ms.
-        assert!((0.039..0.046).contains(&ttft), "ttft {ttft}");
-    }
-
-    #[test]
-    fn batch_64_at_1500_context_matches_the_closed_form() {
-        // B = 64, c ≈ 1.5 k: T_mem ≈ 10.7 ms → ITL ≈ 12 ms (S.3).
-        let cfg = quiet(SimConfig::default());
-        let r = run(&cfg, 1436, 128, Load::Open(vec![0.0; 64]));
-        // Only pure-decode steps: after the last request's prefill finished.
-        let all_started = r.recs.iter().map(|rec| rec.borrow().tokens[0]).fold(0.0, f64::max);
-        let gaps: Vec<f64> = r
-            .recs
-            .iter()
-            .flat_map(|rec| {
-                let t = rec.borrow().tokens.clone();
-                t.windows(2).filter(|w| w[0] > all_started).map(|w| w[1] - w[0]).collect::<Vec<_>>()
-            })
-            .collect();
-        assert!(gaps.len() > 64 * 100);
-        let itl = gaps.iter().sum::<f64>() / gaps.len() as f64;
-        assert!(rel(itl, 0.012) < 0.1, "itl {itl}");
     }
 
     #[test]
@@ -803,27 +694,6 @@ pub(crate) mod tests {
         let m = metrics.lock().unwrap();
         assert_eq!(m.prefix_queries, 8192);
         assert_eq!(m.prefix_hits, 4096 - 16); // the last block is recomputed
-    }
-
-    #[test]
-    fn slowdown_multiplies_step_time() {
-        let mut cfg = quiet(SimConfig::default());
-        let base = run(&cfg, 16, 50, Load::Open(vec![0.0])).end;
-        cfg.slowdown = 3.0;
-        let slow = run(&cfg, 16, 50, Load::Open(vec![0.0])).end;
-        assert!(rel(slow - 0.005, 3.0 * (base - 0.005)) < 0.01, "{base} {slow}");
-    }
-
-    #[test]
-    fn a_slowdown_schedule_takes_effect_at_its_time() {
-        let mut cfg = quiet(SimConfig::default());
-        cfg.slowdown_schedule = vec![SlowdownStep { after: crate::units::Secs(1.0), factor: 2.0 }];
-        let r = run(&cfg, 16, 400, Load::Open(vec![0.0]));
-        let t = &r.recs[0].borrow().tokens;
-        let gap = |from: f64| t.windows(2).find(|w| w[0] > from).map(|w| w[1] - w[0]).unwrap();
-        // ≈ 7.5 ms before 1 s of simulated time, twice that after.
-        assert!(rel(gap(0.5), 0.0075) < 0.02, "{}", gap(0.5));
-        assert!(rel(gap(1.5), 0.015) < 0.02, "{}", gap(1.5));
     }
 
     #[test]

@@ -203,220 +203,255 @@ impl Metrics {
         prefix: bool,
         legacy: bool,
     ) -> String {
-        let mut out = String::with_capacity(16 * 1024);
-        let labels = format!("engine=\"0\",model_name=\"{}\"", escape_label(model));
-        let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
-            let _ =
-                writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {}", fmt_f(v));
-        };
-        let counter = |out: &mut String, name: &str, help: &str, v: f64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total{{{labels}}} {}",
-                fmt_f(v)
-            );
-        };
-        let hist = |out: &mut String, name: &str, help: &str, h: &Histogram| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            let mut cum = 0;
-            for (b, c) in h.bounds.iter().zip(&h.counts) {
-                cum += c;
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {cum}", fmt_f(*b));
-            }
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", fmt_f(h.sum));
-        };
+        let mut x = Exposition::new(model);
+        self.scheduler_gauges(&mut x, legacy);
+        x.cache_config(model, block_size, gpu_mem_util, prefix, self.num_gpu_blocks);
+        self.engine_counters(&mut x);
+        self.prefix_cache_counters(&mut x, legacy);
+        self.latency_histograms(&mut x, legacy);
+        self.size_histograms(&mut x);
+        self.simulator_metrics(&mut x);
+        x.out
+    }
 
-        gauge(
-            &mut out,
+    /// The batch, the queue and the KV cache's usage.
+    fn scheduler_gauges(&self, x: &mut Exposition, legacy: bool) {
+        x.gauge(
             "vllm:num_requests_running",
             "Number of requests in model execution batches.",
             self.num_requests_running as f64,
         );
-        gauge(
-            &mut out,
+        x.gauge(
             "vllm:num_requests_waiting",
             "Number of requests waiting to be processed.",
             self.num_requests_waiting as f64,
         );
-        gauge(
-            &mut out,
+        x.gauge(
             "vllm:kv_cache_usage_perc",
             "KV-cache usage. 1 means 100 percent usage.",
             self.kv_cache_usage,
         );
         if legacy {
-            gauge(
-                &mut out,
+            x.gauge(
                 "vllm:gpu_cache_usage_perc",
                 "GPU KV-cache usage (deprecated name).",
                 self.kv_cache_usage,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge\n\
-             vllm:cache_config_info{{block_size=\"{block_size}\",cache_dtype=\"auto\",enable_prefix_caching=\"{}\",\
-             engine=\"0\",gpu_memory_utilization=\"{gpu_mem_util}\",model_name=\"{}\",num_gpu_blocks=\"{}\"}} 1.0",
-            if prefix { "True" } else { "False" },
-            escape_label(model),
-            self.num_gpu_blocks
-        );
-        counter(
-            &mut out,
+    }
+
+    /// Preemptions, tokens processed, and finished requests by reason.
+    fn engine_counters(&self, x: &mut Exposition) {
+        x.counter(
             "vllm:num_preemptions",
             "Cumulative number of preemption from the engine.",
             self.preemptions as f64,
         );
-        counter(
-            &mut out,
-            "vllm:prompt_tokens",
-            "Number of prefill tokens processed.",
-            self.prompt_tokens as f64,
-        );
-        counter(
-            &mut out,
+        x.counter("vllm:prompt_tokens", "Number of prefill tokens processed.", self.prompt_tokens as f64);
+        x.counter(
             "vllm:generation_tokens",
             "Number of generation tokens processed.",
             self.generation_tokens as f64,
         );
         let _ = writeln!(
-            out,
+            x.out,
             "# HELP vllm:request_success Count of successfully processed requests.\n# TYPE vllm:request_success counter"
         );
         for (reason, n) in
             [("stop", self.success_stop), ("length", self.success_length), ("abort", self.success_abort)]
         {
-            let _ = writeln!(out, "vllm:request_success_total{{{labels},finished_reason=\"{reason}\"}} {n}");
+            let _ = writeln!(
+                x.out,
+                "vllm:request_success_total{{{},finished_reason=\"{reason}\"}} {n}",
+                x.labels
+            );
         }
-        counter(
-            &mut out,
+    }
+
+    /// Prefix-cache queries and hits, in tokens (and their deprecated names with `legacy`).
+    fn prefix_cache_counters(&self, x: &mut Exposition, legacy: bool) {
+        x.counter(
             "vllm:prefix_cache_queries",
             "Prefix cache queries, in terms of number of queried tokens.",
             self.prefix_queries as f64,
         );
-        counter(
-            &mut out,
+        x.counter(
             "vllm:prefix_cache_hits",
             "Prefix cache hits, in terms of number of cached tokens.",
             self.prefix_hits as f64,
         );
         if legacy {
-            counter(
-                &mut out,
+            x.counter(
                 "vllm:gpu_prefix_cache_queries",
                 "Prefix cache queries (deprecated name).",
                 self.prefix_queries as f64,
             );
-            counter(
-                &mut out,
+            x.counter(
                 "vllm:gpu_prefix_cache_hits",
                 "Prefix cache hits (deprecated name).",
                 self.prefix_hits as f64,
             );
         }
-        hist(
-            &mut out,
+    }
+
+    /// The latency histograms: TTFT, ITL, TPOT, end to end, and each phase of a request.
+    fn latency_histograms(&self, x: &mut Exposition, legacy: bool) {
+        x.histogram(
             "vllm:time_to_first_token_seconds",
             "Histogram of time to first token in seconds.",
             &self.ttft,
         );
-        hist(
-            &mut out,
+        x.histogram(
             "vllm:inter_token_latency_seconds",
             "Histogram of inter-token latency in seconds.",
             &self.itl,
         );
         if legacy {
-            hist(
-                &mut out,
+            x.histogram(
                 "vllm:time_per_output_token_seconds",
                 "Histogram of time per output token in seconds (deprecated name).",
                 &self.itl,
             );
         }
-        hist(
-            &mut out,
+        x.histogram(
             "vllm:request_time_per_output_token_seconds",
             "Histogram of time_per_output_token_seconds per request.",
             &self.tpot,
         );
-        hist(
-            &mut out,
+        x.histogram(
             "vllm:e2e_request_latency_seconds",
             "Histogram of e2e request latency in seconds.",
             &self.e2e,
         );
-        hist(
-            &mut out,
+        x.histogram(
             "vllm:request_queue_time_seconds",
             "Histogram of time spent in WAITING phase for request.",
             &self.queue,
         );
-        hist(
-            &mut out,
+        x.histogram(
             "vllm:request_inference_time_seconds",
             "Histogram of time spent in RUNNING phase for request.",
             &self.inference,
         );
-        hist(
-            &mut out,
+        x.histogram(
             "vllm:request_prefill_time_seconds",
             "Histogram of time spent in PREFILL phase for request.",
             &self.prefill,
         );
-        hist(
-            &mut out,
+        x.histogram(
             "vllm:request_decode_time_seconds",
             "Histogram of time spent in DECODE phase for request.",
             &self.decode,
         );
-        hist(&mut out, "vllm:request_prompt_tokens", "Number of prefill tokens processed.", &self.prompt_len);
-        hist(
-            &mut out,
+    }
+
+    /// The size histograms: prompt and generated tokens, `max_tokens`, tokens per step.
+    fn size_histograms(&self, x: &mut Exposition) {
+        x.histogram("vllm:request_prompt_tokens", "Number of prefill tokens processed.", &self.prompt_len);
+        x.histogram(
             "vllm:request_generation_tokens",
             "Number of generation tokens processed.",
             &self.generation_len,
         );
-        hist(
-            &mut out,
+        x.histogram(
             "vllm:request_params_max_tokens",
             "Histogram of the max_tokens request parameter.",
             &self.max_tokens_param,
         );
-        hist(
-            &mut out,
+        x.histogram(
             "vllm:request_max_num_generation_tokens",
             "Histogram of maximum number of requested generation tokens.",
             &self.max_generation,
         );
-        hist(
-            &mut out,
+        x.histogram(
             "vllm:iteration_tokens_total",
             "Histogram of number of tokens per engine_step.",
             &self.iteration_tokens,
         );
+    }
+
+    /// The simulator's own metrics (`sim:`): its clock, its delivery lateness, the faults it
+    /// injected.
+    fn simulator_metrics(&self, x: &mut Exposition) {
         let _ = writeln!(
-            out,
+            x.out,
             "# HELP sim:virtual_time_seconds Simulated time elapsed (benchflow simulator only).\n\
              # TYPE sim:virtual_time_seconds gauge\nsim:virtual_time_seconds {}",
             fmt_f(self.virtual_time)
         );
-        hist(
-            &mut out,
+        x.histogram(
             "sim:delivery_lateness_seconds",
             "How late the simulator delivered tokens behind its own schedule (wall clock).",
             &self.delivery_lateness,
         );
         let _ = writeln!(
-            out,
+            x.out,
             "# HELP sim:faults_injected Faults injected by the simulator.\n# TYPE sim:faults_injected counter"
         );
         for (kind, n) in &self.faults {
-            let _ = writeln!(out, "sim:faults_injected_total{{type=\"{kind}\"}} {n}");
+            let _ = writeln!(x.out, "sim:faults_injected_total{{type=\"{kind}\"}} {n}");
         }
-        out
+    }
+}
+
+/// The exposition being written: metric families one after another, each sample labelled with
+/// the engine and the model.
+struct Exposition {
+    out: String,
+    labels: String,
+}
+
+impl Exposition {
+    /// An empty exposition for `model`'s samples.
+    fn new(model: &str) -> Self {
+        Exposition {
+            out: String::with_capacity(16 * 1024),
+            labels: format!("engine=\"0\",model_name=\"{}\"", escape_label(model)),
+        }
+    }
+
+    /// A gauge with one sample.
+    fn gauge(&mut self, name: &str, help: &str, v: f64) {
+        let labels = &self.labels;
+        let _ =
+            writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {}", fmt_f(v));
+    }
+
+    /// A counter with one sample (`_total`).
+    fn counter(&mut self, name: &str, help: &str, v: f64) {
+        let labels = &self.labels;
+        let _ = writeln!(
+            self.out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total{{{labels}}} {}",
+            fmt_f(v)
+        );
+    }
+
+    /// A histogram: its cumulative buckets, `+Inf`, count and sum.
+    fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
+        let (out, labels) = (&mut self.out, &self.labels);
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cum = 0;
+        for (b, c) in h.bounds.iter().zip(&h.counts) {
+            cum += c;
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {cum}", fmt_f(*b));
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", fmt_f(h.sum));
+    }
+
+    /// `vllm:cache_config_info`: the cache's configuration as labels of a constant gauge.
+    fn cache_config(&mut self, model: &str, block_size: u32, gpu_mem_util: f64, prefix: bool, blocks: u64) {
+        let _ = writeln!(
+            self.out,
+            "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge\n\
+             vllm:cache_config_info{{block_size=\"{block_size}\",cache_dtype=\"auto\",enable_prefix_caching=\"{}\",\
+             engine=\"0\",gpu_memory_utilization=\"{gpu_mem_util}\",model_name=\"{}\",num_gpu_blocks=\"{}\"}} 1.0",
+            if prefix { "True" } else { "False" },
+            escape_label(model),
+            blocks
+        );
     }
 }
 

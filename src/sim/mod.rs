@@ -5,7 +5,8 @@
 //!
 //! * [`config`]: every knob, the shipped profiles, `--set` and `/admin/config` updates;
 //!   [`faults`]: the types of the fault knobs.
-//! * [`engine`]: the sans-IO engine model (scheduler, chunked prefill, preemption, step cost).
+//! * [`engine`]: the sans-IO engine model (scheduler, chunked prefill, preemption);
+//!   `cost`: how long a step takes (its cost, noise, slowdowns).
 //! * [`kv`]: KV-cache blocks and the prefix cache.
 //! * [`driver`]: runs the engine in scaled real time and hands tokens to the streams.
 //! * [`analytic`]: the per-request timing mode (fixed latencies, llm-d-inference-sim style).
@@ -16,6 +17,7 @@
 
 pub(crate) mod analytic;
 pub(crate) mod config;
+mod cost;
 pub(crate) mod driver;
 pub(crate) mod engine;
 pub(crate) mod faults;

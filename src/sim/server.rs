@@ -25,10 +25,10 @@ use super::{
     SimError, analytic,
     config::{DieAfter, Fidelity, MetricsFault, OutputLen, SimConfig, StartupMode},
     driver::{self, Cmd, TokenSink},
-    engine::NewRequest,
+    engine::{FinishReason, NewRequest},
     metrics::Metrics,
     state::Shared,
-    wire::{self, Aborted, Api, ApiError, Chunks, InFlight, Source, SseBody, StreamFaults, Words},
+    wire::{self, Aborted, Api, ApiError, Chunks, InFlight, Parsed, Source, SseBody, StreamFaults, Words},
 };
 use crate::rng::Rng;
 
@@ -286,145 +286,49 @@ impl App {
         }
     }
 
+    /// A completion or chat request: refused at admission (still loading, a dead engine, an
+    /// injected error, too large, a full queue), or handed to the engine and answered, streamed
+    /// or whole.
     async fn infer(&self, api: Api, req: Request<Incoming>, arrived: Instant) -> Resp {
         let shared = &self.shared;
         let cfg = shared.config();
         if shared.loading() {
-            return error_response(
-                &ApiError {
-                    status: 503,
-                    kind: "ServiceUnavailableError",
-                    message: "the model is still loading".into(),
-                    param: None,
-                },
-                &cfg,
-            );
+            let loading = api_error(503, "ServiceUnavailableError", "the model is still loading".into());
+            return error_response(&loading, &cfg);
         }
-        let forced = req
-            .headers()
-            .get("x-sim-return-error")
-            .or_else(|| req.headers().get("x-return-error"))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u16>().ok());
+        let forced = forced_status(&req);
         let body = match wire::read_body(req.into_body(), MAX_BODY).await {
             Ok(b) => b,
             Err(e) => return error_response(&e, &cfg),
         };
         let id = shared.requests.fetch_add(1, Ordering::Relaxed) + 1;
         shared.check_death(&cfg, id - 1);
-        if shared.dead.load(Ordering::Acquire) {
-            return error_response(
-                &ApiError {
-                    status: 500,
-                    kind: "InternalServerError",
-                    message: "the engine is dead (injected fault)".into(),
-                    param: None,
-                },
-                &cfg,
-            );
-        }
-        if let Some(status) = forced.filter(|s| (400..600).contains(s)) {
-            shared.fault("forced_error");
-            return error_response(
-                &ApiError {
-                    status,
-                    kind: "SimulatedError",
-                    message: format!("error {status} forced by request header"),
-                    param: None,
-                },
-                &cfg,
-            );
-        }
         let mut rng = Rng::derive(shared.seed, id);
-        if rng.chance(cfg.failure_rate) {
-            let pool = cfg.failure_pool();
-            let ft = pool[rng.below(pool.len() as u64) as usize];
-            shared.fault(ft.name());
-            return error_response(
-                &ApiError {
-                    status: ft.status(),
-                    kind: ft.name(),
-                    message: format!("simulated {} error (failure_rate)", ft.name()),
-                    param: None,
-                },
-                &cfg,
-            );
+        if let Some(e) = injected_error(shared, &cfg, forced, &mut rng) {
+            return error_response(&e, &cfg);
         }
-        let parsed = match wire::parse(api, &body, &cfg) {
+        let mut parsed = match wire::parse(api, &body, &cfg) {
             Ok(p) => p,
             Err(e) => return error_response(&e, &cfg),
         };
-        let kv_tokens = cfg.kv_cache_tokens_total();
-        if cfg.fidelity == Fidelity::Engine
-            && (parsed.prompt_tokens as u64 + parsed.max_tokens as u64) > kv_tokens
-        {
-            return error_response(
-                &ApiError::bad_request(format!(
-                    "the request needs {} KV-cache tokens but the cache holds {kv_tokens}",
-                    parsed.prompt_tokens as u64 + parsed.max_tokens as u64
-                )),
-                &cfg,
-            );
+        if let Err(e) = admit(shared, &cfg, &parsed) {
+            return error_response(&e, &cfg);
         }
-        let before = shared.queued.fetch_add(1, Ordering::AcqRel);
-        if cfg.max_waiting > 0 && before >= cfg.max_waiting as usize {
-            shared.queued.fetch_sub(1, Ordering::AcqRel);
-            shared.fault("queue_full");
-            return error_response(
-                &ApiError {
-                    status: 429,
-                    kind: "TooManyRequests",
-                    message: format!("the waiting queue is full ({} requests)", cfg.max_waiting),
-                    param: None,
-                },
-                &cfg,
-            );
-        }
-        let output_len = match cfg.output_len {
-            OutputLen::MaxTokens => parsed.max_tokens,
-            OutputLen::Fixed(n) => n.clamp(1, parsed.max_tokens),
-            OutputLen::Uniform => rng.range_inclusive(1, parsed.max_tokens as u64) as u32,
-        };
-        let mut faults = StreamFaults::default();
-        if rng.chance(cfg.abort_rate) {
-            shared.fault("abort");
-            faults.abort_after = Some(cfg.abort_after_tokens.max(1));
-        } else if rng.chance(cfg.stream_error_rate) {
-            shared.fault("stream_error");
-            faults.error_after = Some(cfg.abort_after_tokens.max(1));
-        }
-        if rng.chance(cfg.stall_rate) {
-            shared.fault("stall");
-            faults.stall = Some(wall(&cfg, cfg.stall_duration.0));
-        }
+        let output_len = output_len(&cfg, &parsed, &mut rng);
+        let faults = stream_faults(shared, &cfg, &mut rng);
 
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let in_flight = InFlight(Arc::clone(shared));
         let prefix = if api == Api::Chat { "chatcmpl" } else { "cmpl" };
         let resp_id = format!("{prefix}-{:016x}{:016x}", rng.next_u64(), rng.next_u64());
-        let mut words = Words::new(shared.seed, id, parsed.echo);
-        let sse = |source: Source, words: Words, in_flight: InFlight| {
-            let chunks = Chunks::new(api, &resp_id, unix_now(), &parsed.model, parsed.prompt_tokens);
-            let body = SseBody::new(
-                source,
-                chunks,
-                words,
-                faults,
-                parsed.include_usage,
-                parsed.continuous_usage,
-                cfg.legacy_error_shape,
-                in_flight,
-            );
-            let mut r = Response::new(SimBody::Sse(Box::new(body)));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
-            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            r
-        };
+        let mut words = Words::new(shared.seed, id, std::mem::take(&mut parsed.echo));
+        let hashes = std::mem::take(&mut parsed.hashes);
+        let reply =
+            Reply { api, id: resp_id, parsed: &parsed, faults, legacy_errors: cfg.legacy_error_shape };
         if parsed.stream && cfg.fidelity == Fidelity::Analytic {
             let sizes = (parsed.prompt_tokens, parsed.max_tokens, output_len);
             let pacer = analytic::Pacer::new(Arc::clone(shared), Arc::clone(&self.pool), sizes, arrived, id);
-            return sse(Source::Paced(Box::new(pacer)), words, in_flight);
+            return reply.stream(Source::Paced(Box::new(pacer)), words, in_flight);
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let new = NewRequest {
@@ -432,35 +336,166 @@ impl App {
             prompt_len: parsed.prompt_tokens,
             max_tokens: parsed.max_tokens,
             output_len,
-            hashes: parsed.hashes,
+            hashes,
             arrival: 0.0,
         };
-        match cfg.fidelity {
-            Fidelity::Engine => {
-                let _ = shared.engine.send(Cmd::Submit(Box::new(new), arrived));
-            }
-            Fidelity::Analytic => {
-                tokio::spawn(analytic::serve(Arc::clone(shared), Arc::clone(&self.pool), new, arrived, id));
-            }
-        }
+        self.submit(&cfg, new, arrived, id);
         if parsed.stream {
-            return sse(Source::Channel(rx), words, in_flight);
+            return reply.stream(Source::Channel(rx), words, in_flight);
         }
         if faults.abort_after.is_some() {
             return Response::new(SimBody::Abort);
         }
         let (text, finish, n) = match wire::collect(rx, &mut words).await {
             Ok(v) => v,
-            Err(why) => {
-                return error_response(
-                    &ApiError { status: 500, kind: "InternalServerError", message: why, param: None },
-                    &cfg,
-                );
-            }
+            Err(why) => return error_response(&api_error(500, "InternalServerError", why), &cfg),
         };
         drop(in_flight);
-        let usage = json!({ "prompt_tokens": parsed.prompt_tokens, "total_tokens": parsed.prompt_tokens + n, "completion_tokens": n });
-        let choice = match api {
+        reply.whole(&text, finish, n)
+    }
+
+    /// Hands a request to the engine's task, or (analytic fidelity) to a task of its own.
+    fn submit(&self, cfg: &SimConfig, new: NewRequest<TokenSink>, arrived: Instant, id: u64) {
+        match cfg.fidelity {
+            Fidelity::Engine => {
+                let _ = self.shared.engine.send(Cmd::Submit(Box::new(new), arrived));
+            }
+            Fidelity::Analytic => {
+                tokio::spawn(analytic::serve(
+                    Arc::clone(&self.shared),
+                    Arc::clone(&self.pool),
+                    new,
+                    arrived,
+                    id,
+                ));
+            }
+        }
+    }
+}
+
+/// An API error with no parameter named.
+fn api_error(status: u16, kind: &'static str, message: String) -> ApiError {
+    ApiError { status, kind, message, param: None }
+}
+
+/// The status a request's `x-sim-return-error` (or `x-return-error`) header asks for.
+fn forced_status(req: &Request<Incoming>) -> Option<u16> {
+    req.headers()
+        .get("x-sim-return-error")
+        .or_else(|| req.headers().get("x-return-error"))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u16>().ok())
+}
+
+/// The error decided before the request is parsed, if any: the engine is dead, a header forces
+/// one, or `failure_rate` draws one (from the request's own random stream).
+fn injected_error(shared: &Shared, cfg: &SimConfig, forced: Option<u16>, rng: &mut Rng) -> Option<ApiError> {
+    if shared.dead.load(Ordering::Acquire) {
+        return Some(api_error(500, "InternalServerError", "the engine is dead (injected fault)".into()));
+    }
+    if let Some(status) = forced.filter(|s| (400..600).contains(s)) {
+        shared.fault("forced_error");
+        return Some(api_error(status, "SimulatedError", format!("error {status} forced by request header")));
+    }
+    if rng.chance(cfg.failure_rate) {
+        let pool = cfg.failure_pool();
+        let ft = pool[rng.below(pool.len() as u64) as usize];
+        shared.fault(ft.name());
+        return Some(api_error(
+            ft.status(),
+            ft.name(),
+            format!("simulated {} error (failure_rate)", ft.name()),
+        ));
+    }
+    None
+}
+
+/// Refuses a request the KV cache could never hold, or one the full waiting queue has no room
+/// for; otherwise counts it in the queue.
+fn admit(shared: &Shared, cfg: &SimConfig, parsed: &Parsed) -> Result<(), ApiError> {
+    let kv_tokens = cfg.kv_cache_tokens_total();
+    let needed = parsed.prompt_tokens as u64 + parsed.max_tokens as u64;
+    if cfg.fidelity == Fidelity::Engine && needed > kv_tokens {
+        return Err(ApiError::bad_request(format!(
+            "the request needs {needed} KV-cache tokens but the cache holds {kv_tokens}"
+        )));
+    }
+    let before = shared.queued.fetch_add(1, Ordering::AcqRel);
+    if cfg.max_waiting > 0 && before >= cfg.max_waiting as usize {
+        shared.queued.fetch_sub(1, Ordering::AcqRel);
+        shared.fault("queue_full");
+        return Err(api_error(
+            429,
+            "TooManyRequests",
+            format!("the waiting queue is full ({} requests)", cfg.max_waiting),
+        ));
+    }
+    Ok(())
+}
+
+/// How many tokens the request will generate, by the output-length policy.
+fn output_len(cfg: &SimConfig, parsed: &Parsed, rng: &mut Rng) -> u32 {
+    match cfg.output_len {
+        OutputLen::MaxTokens => parsed.max_tokens,
+        OutputLen::Fixed(n) => n.clamp(1, parsed.max_tokens),
+        OutputLen::Uniform => rng.range_inclusive(1, parsed.max_tokens as u64) as u32,
+    }
+}
+
+/// The stream faults drawn for one request: an abort or an error frame, and a stall.
+fn stream_faults(shared: &Shared, cfg: &SimConfig, rng: &mut Rng) -> StreamFaults {
+    let mut faults = StreamFaults::default();
+    if rng.chance(cfg.abort_rate) {
+        shared.fault("abort");
+        faults.abort_after = Some(cfg.abort_after_tokens.max(1));
+    } else if rng.chance(cfg.stream_error_rate) {
+        shared.fault("stream_error");
+        faults.error_after = Some(cfg.abort_after_tokens.max(1));
+    }
+    if rng.chance(cfg.stall_rate) {
+        shared.fault("stall");
+        faults.stall = Some(wall(cfg, cfg.stall_duration.0));
+    }
+    faults
+}
+
+/// What the answer to one admitted request is made of, streamed or whole.
+struct Reply<'a> {
+    api: Api,
+    /// `chatcmpl-…` / `cmpl-…`.
+    id: String,
+    parsed: &'a Parsed,
+    faults: StreamFaults,
+    legacy_errors: bool,
+}
+
+impl Reply<'_> {
+    /// The tokens from `source` as a server-sent event stream.
+    fn stream(&self, source: Source, words: Words, in_flight: InFlight) -> Resp {
+        let p = self.parsed;
+        let chunks = Chunks::new(self.api, &self.id, unix_now(), &p.model, p.prompt_tokens);
+        let body = SseBody::new(
+            source,
+            chunks,
+            words,
+            self.faults,
+            p.include_usage,
+            p.continuous_usage,
+            self.legacy_errors,
+            in_flight,
+        );
+        let mut r = Response::new(SimBody::Sse(Box::new(body)));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        r
+    }
+
+    /// The whole completion (`n` tokens of `text`) as one JSON body.
+    fn whole(&self, text: &str, finish: FinishReason, n: u32) -> Resp {
+        let prompt = self.parsed.prompt_tokens;
+        let usage = json!({ "prompt_tokens": prompt, "total_tokens": prompt + n, "completion_tokens": n });
+        let choice = match self.api {
             Api::Chat => json!({
                 "index": 0, "message": { "role": "assistant", "content": text, "tool_calls": [] },
                 "logprobs": null, "finish_reason": finish.as_str(), "stop_reason": null,
@@ -469,10 +504,10 @@ impl App {
                 "index": 0, "text": text, "logprobs": null, "finish_reason": finish.as_str(), "stop_reason": null,
             }),
         };
-        let object = if api == Api::Chat { "chat.completion" } else { "text_completion" };
+        let object = if self.api == Api::Chat { "chat.completion" } else { "text_completion" };
         json_response(
             200,
-            &json!({ "id": resp_id, "object": object, "created": unix_now(), "model": parsed.model, "choices": [choice], "usage": usage }),
+            &json!({ "id": self.id, "object": object, "created": unix_now(), "model": self.parsed.model, "choices": [choice], "usage": usage }),
         )
     }
 }

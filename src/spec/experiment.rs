@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{SpecError, from_yaml};
-use crate::units::Secs;
+use crate::{rng::Rng, units::Secs};
 
 /// A whole experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -267,6 +267,13 @@ fn default_seed() -> u64 {
     42
 }
 
+impl Draw {
+    /// The random stream `stream` of the design's seed: the same file draws the same points.
+    pub(crate) fn rng(&self, stream: u64) -> Rng {
+        Rng::derive(self.seed, stream)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Treatment {
@@ -403,60 +410,20 @@ impl Experiment {
     /// Parses and checks an experiment file (what can be checked without the base run).
     pub(crate) fn from_yaml(text: &str, origin: &str) -> Result<Experiment, SpecError> {
         let e: Experiment = from_yaml(text, origin, &[])?;
-        let lines = key_lines(text);
-        let at = |section: &str, key: &str| match lines.get(&(section.to_string(), key.to_string())) {
-            Some(line) => format!("{origin}:{line}"),
-            None => origin.to_string(),
-        };
         if let Some(s) = &e.search {
             let line =
                 search_line(text).map(|l| format!("{origin}:{l}")).unwrap_or_else(|| origin.to_string());
             if !e.factors.is_empty() || e.design != Design::Full {
                 return fail(line, "`search:` replaces `factors:` and `design:`; keep one of them".into());
             }
-            check_path(&s.factor).or_else(|m| fail(line.clone(), m))?;
-            if !(s.from.is_finite() && s.to.is_finite() && s.from > 0.0 && s.to > s.from) {
-                return fail(
-                    line,
-                    format!("search: the range needs 0 < from < to (found {} → {})", s.from, s.to),
-                );
-            }
-            if s.trials < 2 {
-                return fail(line, "search: `trials` must be at least 2".into());
-            }
-            if !(s.precision > 0.0 && s.precision < 1.0) {
-                return fail(line, format!("search: `precision` {} is not in (0, 1)", s.precision));
-            }
-            if s.queue_growth.is_some_and(|g| !(g > 1.0 && g.is_finite())) {
-                return fail(
-                    line,
-                    "search: `queue_growth` must be a ratio above 1 (1.3: TTFT up 30%)".into(),
-                );
-            }
-            if !(1.0..=20.0).contains(&s.refine) {
-                return fail(line, format!("search: `refine` {} is not in [1, 20]", s.refine));
-            }
-            match s.objective {
-                Objective::MaxStableRate if !s.factor.ends_with(".rate") => {
-                    return fail(
-                        line,
-                        format!(
-                            "search: max_stable_rate searches a request rate (workload.stages.N.rate), not `{}`; \
-                             for a concurrency or an engine setting use max_load_within_slo",
-                            s.factor
-                        ),
-                    );
-                }
-                Objective::Maximize | Objective::Minimize if s.metric.is_none() => {
-                    return fail(
-                        line,
-                        "search: maximize and minimize need `metric:` (a stats.json key)".into(),
-                    );
-                }
-                _ => {}
-            }
+            s.check().or_else(|m| fail(line, m))?;
             return Ok(e);
         }
+        let lines = key_lines(text);
+        let at = |section: &str, key: &str| match lines.get(&(section.to_string(), key.to_string())) {
+            Some(line) => format!("{origin}:{line}"),
+            None => origin.to_string(),
+        };
         if e.factors.is_empty() && !matches!(e.design, Design::Treatments(_)) {
             return fail(
                 origin.to_string(),
@@ -466,44 +433,9 @@ impl Experiment {
             );
         }
         for (path, f) in e.factors.iter() {
-            check_path(path).or_else(|m| fail(at("factors", path), m))?;
-            match f {
-                Factor::Levels(l) if l.is_empty() => {
-                    return fail(
-                        at("factors", path),
-                        format!("factor `{path}` has no levels; give at least one"),
-                    );
-                }
-                Factor::Range(r) => {
-                    if !(r.from.is_finite() && r.to.is_finite()) || r.to < r.from {
-                        return fail(
-                            at("factors", path),
-                            format!(
-                                "factor `{path}`: the range needs finite `from` ≤ `to` ({} → {})",
-                                r.from, r.to
-                            ),
-                        );
-                    }
-                    if let Some(step) = r.step
-                        && !(step > 0.0 && step.is_finite())
-                    {
-                        return fail(
-                            at("factors", path),
-                            format!("factor `{path}`: `step` must be > 0 (found {step})"),
-                        );
-                    }
-                    if r.step.is_none() && e.design == Design::Full {
-                        return fail(
-                            at("factors", path),
-                            format!(
-                                "factor `{path}`: a full design needs the range's `step` (or use \
-                                 `design: {{ latin: {{ n: 10 }} }}` to draw from it)"
-                            ),
-                        );
-                    }
-                }
-                Factor::Levels(_) => {}
-            }
+            check_path(path)
+                .and_then(|()| f.check(path, &e.design))
+                .or_else(|m| fail(at("factors", path), m))?;
             if e.constants.get(path).is_some() {
                 return fail(
                     at("constants", path),
@@ -514,53 +446,122 @@ impl Experiment {
         for (path, _) in e.constants.iter() {
             check_path(path).or_else(|m| fail(at("constants", path), m))?;
         }
-        if matches!(e.design, Design::Treatments(_)) && !e.factors.is_empty() {
-            return fail(
-                origin.to_string(),
+        e.check_design().and_then(|()| e.check_limits()).or_else(|m| fail(origin.to_string(), m))?;
+        Ok(e)
+    }
+
+    /// The design: treatments without `factors:`, each named once with dotted paths; at least
+    /// one point drawn.
+    fn check_design(&self) -> Result<(), String> {
+        if matches!(self.design, Design::Treatments(_)) && !self.factors.is_empty() {
+            return Err(
                 "with `design: { treatments: [...] }` each treatment names its values under `set:`; \
                  remove `factors:`"
                     .into(),
             );
         }
-        match &e.design {
-            Design::Random(d) | Design::Latin(d) if d.n == 0 => {
-                return fail(origin.to_string(), "design: `n` must be at least 1".into());
-            }
+        match &self.design {
+            Design::Random(d) | Design::Latin(d) if d.n == 0 => Err("design: `n` must be at least 1".into()),
             Design::Treatments(ts) => {
                 if ts.is_empty() {
-                    return fail(
-                        origin.to_string(),
-                        "design: `treatments` is empty; list at least one".into(),
-                    );
+                    return Err("design: `treatments` is empty; list at least one".into());
                 }
                 let mut names = std::collections::BTreeSet::new();
                 for t in ts {
                     if !names.insert(t.name.as_str()) {
-                        return fail(origin.to_string(), format!("treatment `{}` is listed twice", t.name));
+                        return Err(format!("treatment `{}` is listed twice", t.name));
                     }
                     for (path, _) in t.set.iter() {
-                        check_path(path)
-                            .or_else(|m| fail(origin.to_string(), format!("treatment `{}`: {m}", t.name)))?;
+                        check_path(path).map_err(|m| format!("treatment `{}`: {m}", t.name))?;
                     }
                 }
+                Ok(())
             }
-            _ => {}
+            _ => Ok(()),
         }
-        if e.max_stacks == 0 {
-            return fail(origin.to_string(), "max_stacks must be at least 1".into());
+    }
+
+    /// `max_stacks` and the analysis's confidence level.
+    fn check_limits(&self) -> Result<(), String> {
+        if self.max_stacks == 0 {
+            return Err("max_stacks must be at least 1".into());
         }
-        if !(0.5..1.0).contains(&e.analysis.level) {
-            return fail(
-                origin.to_string(),
-                format!("analysis.level {} is not in [0.5, 1)", e.analysis.level),
-            );
+        if !(0.5..1.0).contains(&self.analysis.level) {
+            return Err(format!("analysis.level {} is not in [0.5, 1)", self.analysis.level));
         }
-        Ok(e)
+        Ok(())
     }
 
     /// The line of a factor or constant (for errors found later, against the base run).
     pub(crate) fn line_of(text: &str, section: &str, key: &str) -> Option<u64> {
         key_lines(text).get(&(section.to_string(), key.to_string())).copied()
+    }
+}
+
+impl Search {
+    /// The search's settings: a dotted path, a range above 0, enough trials, the ratios in
+    /// range, and what its objective needs.
+    fn check(&self) -> Result<(), String> {
+        check_path(&self.factor)?;
+        if !(self.from.is_finite() && self.to.is_finite() && self.from > 0.0 && self.to > self.from) {
+            return Err(format!("search: the range needs 0 < from < to (found {} → {})", self.from, self.to));
+        }
+        if self.trials < 2 {
+            return Err("search: `trials` must be at least 2".into());
+        }
+        if !(self.precision > 0.0 && self.precision < 1.0) {
+            return Err(format!("search: `precision` {} is not in (0, 1)", self.precision));
+        }
+        if self.queue_growth.is_some_and(|g| !(g > 1.0 && g.is_finite())) {
+            return Err("search: `queue_growth` must be a ratio above 1 (1.3: TTFT up 30%)".into());
+        }
+        if !(1.0..=20.0).contains(&self.refine) {
+            return Err(format!("search: `refine` {} is not in [1, 20]", self.refine));
+        }
+        match self.objective {
+            Objective::MaxStableRate if !self.factor.ends_with(".rate") => Err(format!(
+                "search: max_stable_rate searches a request rate (workload.stages.N.rate), not `{}`; \
+                 for a concurrency or an engine setting use max_load_within_slo",
+                self.factor
+            )),
+            Objective::Maximize | Objective::Minimize if self.metric.is_none() => {
+                Err("search: maximize and minimize need `metric:` (a stats.json key)".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Factor {
+    /// The factor `path`'s levels: at least one; a range finite, in order, with a positive step
+    /// (which a `full` design needs).
+    fn check(&self, path: &str, design: &Design) -> Result<(), String> {
+        match self {
+            Factor::Levels(l) if l.is_empty() => {
+                Err(format!("factor `{path}` has no levels; give at least one"))
+            }
+            Factor::Range(r) => {
+                if !(r.from.is_finite() && r.to.is_finite()) || r.to < r.from {
+                    return Err(format!(
+                        "factor `{path}`: the range needs finite `from` ≤ `to` ({} → {})",
+                        r.from, r.to
+                    ));
+                }
+                if let Some(step) = r.step
+                    && !(step > 0.0 && step.is_finite())
+                {
+                    return Err(format!("factor `{path}`: `step` must be > 0 (found {step})"));
+                }
+                if r.step.is_none() && *design == Design::Full {
+                    return Err(format!(
+                        "factor `{path}`: a full design needs the range's `step` (or use \
+                         `design: {{ latin: {{ n: 10 }} }}` to draw from it)"
+                    ));
+                }
+                Ok(())
+            }
+            Factor::Levels(_) => Ok(()),
+        }
     }
 }
 
