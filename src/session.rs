@@ -213,27 +213,7 @@ impl Session {
             Some(sel) => sel.contains(&i),
             None => opts.phases.contains(&self.plan.steps[i].phase),
         };
-        for (i, s) in self.plan.steps.iter().enumerate() {
-            if let Some(args) = s.args.as_ref().filter(|_| in_scope(i)) {
-                args.check(opts.install_missing)
-                    .map_err(|message| SessionError::Missing { step: s.id.clone(), message })?;
-            }
-        }
-        for (i, s) in self.plan.steps.iter().enumerate() {
-            let Some(args) = s.args.as_ref().filter(|_| in_scope(i)) else { continue };
-            for program in args.programs() {
-                // A tool's command is there once its tool step (checked above) has run.
-                let a_tool = opts.install_missing && crate::tools::provides(program);
-                if !program.is_empty() && !a_tool && spawn::find_program(program).is_none() {
-                    return Err(SessionError::MissingProgram {
-                        step: s.id.clone(),
-                        program: program.to_string(),
-                        hint: spawn::install_hint(program),
-                    });
-                }
-            }
-        }
-        Ok(())
+        preflight(&self.plan, in_scope, opts.install_missing)
     }
 
     /// Checks the programs, then executes the plan. `signals` delivers one message per
@@ -287,6 +267,37 @@ impl Session {
         report.teardown_failed.extend(unreadable);
         Ok(Some(report))
     }
+}
+
+/// Every step of `plan` for which `in_scope` holds can start: what it needs is there (its
+/// `check`), and its programs are on the PATH (or are a tool benchflow installs, with
+/// `install_missing`).
+pub(crate) fn preflight(
+    plan: &Plan,
+    in_scope: impl Fn(usize) -> bool,
+    install_missing: bool,
+) -> Result<(), SessionError> {
+    for (i, s) in plan.steps.iter().enumerate() {
+        if let Some(args) = s.args.as_ref().filter(|_| in_scope(i)) {
+            args.check(install_missing)
+                .map_err(|message| SessionError::Missing { step: s.id.clone(), message })?;
+        }
+    }
+    for (i, s) in plan.steps.iter().enumerate() {
+        let Some(args) = s.args.as_ref().filter(|_| in_scope(i)) else { continue };
+        for program in args.programs() {
+            // A tool's command is there once its tool step (checked above) has run.
+            let a_tool = install_missing && crate::tools::provides(program);
+            if !program.is_empty() && !a_tool && spawn::find_program(program).is_none() {
+                return Err(SessionError::MissingProgram {
+                    step: s.id.clone(),
+                    program: program.to_string(),
+                    hint: spawn::install_hint(program),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

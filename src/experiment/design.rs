@@ -59,13 +59,40 @@ pub(crate) fn shown(v: &Value) -> String {
     if text.chars().count() > 32 { format!("{}…", text.chars().take(31).collect::<String>()) } else { text }
 }
 
-/// How many points the design has, without building them.
-pub(crate) fn size(e: &Experiment) -> usize {
-    match &e.design {
-        Design::Full => e.factors.iter().map(|(_, f)| levels(f).len()).product(),
+/// The most points a design may have, `--yes` or not: more could not be listed in memory,
+/// let alone run.
+pub(crate) const MOST_POINTS: usize = 1_000_000;
+
+/// How many points the design has, counted without building them (or its levels); `None` when
+/// that is beyond [`MOST_POINTS`] (a range with a tiny step, a product that would overflow).
+pub(crate) fn size(e: &Experiment) -> Option<usize> {
+    let n = match &e.design {
+        Design::Full => {
+            e.factors.iter().try_fold(1usize, |n, (_, f)| level_count(f).and_then(|l| n.checked_mul(l)))?
+        }
         Design::Random(d) | Design::Latin(d) => d.n,
         Design::Treatments(t) => t.len(),
-    }
+    };
+    (n <= MOST_POINTS).then_some(n)
+}
+
+/// How many levels [`levels`] gives, without building them; `None` beyond [`MOST_POINTS`].
+fn level_count(f: &Factor) -> Option<usize> {
+    let n = match f {
+        Factor::Levels(l) => l.len(),
+        Factor::Range(r) => match r.step {
+            Some(step) => {
+                let steps = ((r.to - r.from) / step + 1e-9).floor();
+                // NaN, infinite or huge: beyond any design.
+                if !(steps >= 0.0 && steps < MOST_POINTS as f64) {
+                    return None;
+                }
+                steps as usize + 1
+            }
+            None => 2,
+        },
+    };
+    (n <= MOST_POINTS).then_some(n)
 }
 
 /// The design's points, numbered from 1 in order.
@@ -185,7 +212,7 @@ mod tests {
             "factors:\n  engine.args: [[], [-x]]\n  workload.stages.0.rate: { from: 2, to: 6, step: 2 }\n",
         );
         let p = points(&e);
-        assert_eq!((p.len(), size(&e)), (6, 6));
+        assert_eq!((Some(p.len()), size(&e)), (Some(6), Some(6)));
         assert_eq!(p[0].id, "p001");
         let rates: Vec<&Value> = p.iter().map(|p| &p.values[1].1).collect();
         assert_eq!(
@@ -203,6 +230,32 @@ mod tests {
         assert_eq!(p[4].label(), "args=[-x] rate=4");
         assert_eq!(shown(&serde_json::json!(["--set", "max_num_seqs=8"])), "[--set max_num_seqs=8]");
         assert_eq!(shown(&Value::from("x".repeat(40))).chars().count(), 32);
+    }
+
+    #[test]
+    fn a_design_is_counted_without_being_built_and_never_overflows() {
+        let range = |from: &str, to: &str, step: &str| format!("{{ from: {from}, to: {to}, step: {step} }}");
+        // Each beyond what can be listed: None, at once (no level is built).
+        for factor in [
+            range("0", "1e308", "1"),
+            range("0", "1", "1e-300"),
+            range("1", "10000000000", "1"),
+            range("0", "1.7e308", "1e-308"),
+        ] {
+            let e = exp(&format!("factors:\n  workload.seed: {factor}\n"));
+            assert_eq!(size(&e), None, "{factor}");
+        }
+        // Four factors of 65,536 levels: the product (2^64) does not wrap to 0.
+        let wide = range("1", "65536", "1");
+        let e = exp(&format!("factors:\n  a.a: {wide}\n  a.b: {wide}\n  a.c: {wide}\n  a.d: {wide}\n"));
+        assert_eq!(size(&e), None);
+        // At the edge: counted exactly.
+        let e = exp(&format!("factors:\n  a.a: {}\n", range("1", "1000000", "1")));
+        assert_eq!(size(&e), Some(MOST_POINTS));
+        let e = exp(&format!("factors:\n  a.a: {}\n", range("1", "1000001", "1")));
+        assert_eq!(size(&e), None);
+        let e = exp(&format!("factors:\n  a.a: {}\n  a.b: [1, 2, 3]\n", range("0.5", "2", "0.5")));
+        assert_eq!((size(&e), points(&e).len()), (Some(12), 12));
     }
 
     #[test]

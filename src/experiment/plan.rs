@@ -8,12 +8,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ExperimentError,
+    ExperimentError, between,
     design::{self, Point},
 };
 use crate::{
     plan::{self, Plan},
     resolve::{self, Layer, Loaded, Request, Resolved, RunContext},
+    session,
     spec::{
         self,
         experiment::{Design, Experiment, Search},
@@ -222,6 +223,21 @@ fn compile(loaded: &Loaded, request: &Request, ctx: &RunContext) -> Result<(Reso
 
 /// Plans an experiment into `root`: reads nothing there and writes nothing. `sets` are the
 /// command line's `--set`s (above every point); `yes` allows a design beyond `max_points`.
+/// The between-points steps compile on the base's values and can start (their programs are
+/// installed), so a bad action stops the experiment before its first point, not after it.
+fn check_between(file: &ExperimentFile, base: &Resolved) -> Result<(), ExperimentError> {
+    let invalid = |message: String| {
+        let line = file.text.lines().position(|l| l.starts_with("between_points")).map(|n| n + 1);
+        let at = line.map_or_else(|| file.origin.clone(), |n| format!("{}:{n}", file.origin));
+        ExperimentError::Invalid { at, message: format!("between_points: {message}") }
+    };
+    let plan = between::plan(&file.spec.between_points, base).map_err(|e| invalid(e.to_string()))?;
+    if let Some(plan) = plan {
+        session::preflight(&plan, |_| true, false).map_err(|e| invalid(e.to_string()))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn plan(
     file: ExperimentFile,
     root: &Path,
@@ -248,6 +264,7 @@ pub(crate) fn plan(
     for (path, at) in &named_paths(&file) {
         check_variable(&base_resolved.values, path, at)?;
     }
+    check_between(&file, &base_resolved)?;
 
     let mut out = ExperimentPlan {
         file,
@@ -281,7 +298,16 @@ pub(crate) fn plan(
 /// Refuses a design larger than `max_points` unless `yes` allows it.
 fn check_size(file: &ExperimentFile, yes: bool) -> Result<(), ExperimentError> {
     let e = &file.spec;
-    let n = design::size(e);
+    let Some(n) = design::size(e) else {
+        return Err(ExperimentError::Invalid {
+            at: file.origin.clone(),
+            message: format!(
+                "the design has more than {} points (a range with a tiny step or a huge span, or too many \
+                 factors): narrow the ranges, or use a random or latin design with `n` points",
+                design::MOST_POINTS
+            ),
+        });
+    };
     if n > e.max_points && !yes {
         return Err(ExperimentError::Invalid {
             at: file.origin.clone(),

@@ -22,6 +22,10 @@ pub struct Args {
 }
 
 impl Step for Args {
+    fn compile(&mut self, _inputs: &super::Inputs) -> Result<(), String> {
+        super::nonempty(&self.command)
+    }
+
     fn programs(&self) -> Vec<&str> {
         self.command.first().map(String::as_str).into_iter().collect()
     }

@@ -198,6 +198,14 @@ pub(crate) fn leaves_something(kind: Kind) -> bool {
     matches!(kind, Kind::Spawn | Kind::Apply)
 }
 
+/// A command line has a program (refused at plan time, not when the step runs).
+pub(crate) fn nonempty(command: &[String]) -> Result<(), String> {
+    match command.first() {
+        Some(program) if !program.trim().is_empty() => Ok(()),
+        _ => Err("`command` is empty: give the program and its arguments, e.g. [sleep, '1']".into()),
+    }
+}
+
 /// Where a step's undo record is kept beside `state.json`.
 pub(crate) fn undo_file(workdir: &Path, step: &str) -> PathBuf {
     workdir.join(layout::UNDO).join(format!("{step}.json"))

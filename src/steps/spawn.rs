@@ -117,6 +117,10 @@ impl Undo {
 }
 
 impl Step for Args {
+    fn compile(&mut self, _inputs: &super::Inputs) -> Result<(), String> {
+        super::nonempty(&self.command)
+    }
+
     fn programs(&self) -> Vec<&str> {
         self.command.first().map(String::as_str).into_iter().collect()
     }

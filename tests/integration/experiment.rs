@@ -413,6 +413,27 @@ fn bad_experiment_files_are_clear_errors() {
     assert!(e.contains("experiments/both.yaml:4") && e.contains("both a factor and a constant"), "{e}");
     let e = err(&["experiment", "plan", "-e", "typo", "--set", "workload.stages.0.rat=3"]);
     assert!(e.contains("workload.stages.0.rat"), "{e}");
+    // A between-points action that cannot run is refused before any point (not after the first).
+    for (name, action, says) in [
+        ("no_command", "{ exec: [] }", "empty"),
+        (
+            "no_program",
+            "{ exec: [/nonexistent/benchflow-test-program] }",
+            "/nonexistent/benchflow-test-program",
+        ),
+    ] {
+        p.file(
+            &format!("experiments/{name}.yaml"),
+            &format!(
+                "base: {{ workload: short }}\nfactors:\n  workload.seed: [1, 2]\nbetween_points: [{action}]\n"
+            ),
+        );
+        let e = err(&["experiment", "plan", "-e", name]);
+        assert!(e.contains(&format!("experiments/{name}.yaml:4")) && e.contains(says), "{name}: {e}");
+        let e = err(&["experiment", "-e", name, "--workdir", name]);
+        assert!(e.contains("between_points"), "{name}: {e}");
+        assert!(!p.path(name).join("points").exists(), "{name}: nothing ran");
+    }
 }
 
 /// An A/B pair of runs at once (so the machine's load falls on both alike), compared.
