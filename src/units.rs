@@ -8,12 +8,28 @@ use serde::{Deserialize, Serialize};
 pub struct Secs(pub f64);
 
 impl Secs {
+    /// The longest duration a file may give: a week (604,800 s). Longer is a typo (or `1e30`),
+    /// and would overflow the clock arithmetic that deadlines and timeouts do.
+    pub const MAX: f64 = 7.0 * 24.0 * 3600.0;
+
     pub const fn ms(ms: f64) -> Self {
         Secs(ms / 1000.0)
     }
+
+    /// `seconds` as a duration a file may give: finite, not negative, at most [`Secs::MAX`].
+    pub(crate) fn checked(seconds: f64) -> Result<Secs, String> {
+        if !(seconds.is_finite() && seconds >= 0.0) {
+            return Err(format!("duration {seconds}: must be a non-negative number of seconds"));
+        }
+        if seconds > Secs::MAX {
+            return Err(format!("duration {seconds} s: at most a week ({} s)", Secs::MAX));
+        }
+        Ok(Secs(seconds))
+    }
 }
 
-/// Parses `"1.5ms"`-style durations into seconds.
+/// Parses `"1.5ms"`-style durations into seconds (finite, not negative; see [`Secs::checked`]
+/// for the upper bound).
 pub(crate) fn parse_duration(s: &str) -> Option<f64> {
     let s = s.trim();
     let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
@@ -58,16 +74,47 @@ impl<'de> Deserialize<'de> for Secs {
             Num(f64),
             Str(String),
         }
-        match Raw::deserialize(d)? {
-            Raw::Num(n) if n.is_finite() && n >= 0.0 => Ok(Secs(n)),
-            Raw::Num(n) => Err(serde::de::Error::custom(format!(
-                "duration {n}: must be a non-negative number of seconds"
-            ))),
-            Raw::Str(s) => parse_duration(&s).map(Secs).ok_or_else(|| {
+        let seconds = match Raw::deserialize(d)? {
+            Raw::Num(n) => n,
+            Raw::Str(s) => parse_duration(&s).ok_or_else(|| {
                 serde::de::Error::custom(format!(
                     "duration `{s}`: expected seconds or a number with a unit (ms, s, m, h)"
                 ))
-            }),
+            })?,
+        };
+        Secs::checked(seconds).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(yaml: &str) -> Result<Secs, String> {
+        serde_json::from_value::<Secs>(
+            serde_saphyr::from_str::<serde_json::Value>(yaml).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_duration_is_finite_not_negative_and_at_most_a_week() {
+        for ok in ["0", "1.5", "250ms", "2m", "1h", "604800", "168h", "10080m"] {
+            assert!(read(ok).is_ok(), "{ok}: {:?}", read(ok));
+        }
+        assert_eq!(read("168h"), Ok(Secs(Secs::MAX)));
+        // Beyond a week, however written: the bound is named.
+        for long in ["604801", "1e19", "1e30", "1e308", "18446744073709551616", "1e20s", "169h", "1e300h"] {
+            let e = read(long).expect_err(long);
+            assert!(e.contains("at most a week") || e.contains("expected seconds"), "{long}: {e}");
+        }
+        for bad in ["-1", "-1s", ".nan", ".inf", "-.inf", "5 parsecs", "\"\"", "ms"] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        // What every caller does with one: no panic for any value a file can give.
+        for s in ["604800", "0", "1e-9"] {
+            let d = std::time::Duration::from_secs_f64(read(s).unwrap().0);
+            assert!(std::time::Instant::now().checked_add(d).is_some());
         }
     }
 }

@@ -88,7 +88,7 @@ pub(super) async fn run_step(
                     _ = tokio::time::sleep(Duration::from_secs_f64(backoff)) => {}
                     _ = ctx.cancelled() => return end(Err(StepError::Cancelled), attempts),
                 }
-                backoff *= 2.0;
+                backoff = (backoff * 2.0).min(crate::units::Secs::MAX);
             }
             result => return end(result, attempts),
         }

@@ -46,8 +46,8 @@ pub(crate) struct Experiment {
     /// How many stacks may be up at once (each waits for a free slot, first come first served).
     #[serde(default = "one")]
     pub max_stacks: u32,
-    /// How many more times a failed point is tried.
-    #[serde(default)]
+    /// How many more times a failed point is tried (at most 100).
+    #[serde(default, deserialize_with = "super::retries")]
     pub retries: u32,
     /// Stop at the first point that fails (after its retries); else go on and report it.
     #[serde(default = "yes")]
@@ -486,6 +486,7 @@ impl Experiment {
         if self.max_stacks == 0 {
             return Err("max_stacks must be at least 1".into());
         }
+
         if !(0.5..1.0).contains(&self.analysis.level) {
             return Err(format!("analysis.level {} is not in [0.5, 1)", self.analysis.level));
         }

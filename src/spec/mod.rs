@@ -34,6 +34,19 @@ pub enum SpecError {
     NotFound { kind: &'static str, name: String, tried: String, hint: String },
 }
 
+/// The most retries a step or an experiment's point may have.
+pub(crate) const MAX_RETRIES: u32 = 100;
+
+/// A retry count, at most [`MAX_RETRIES`] (more is a typo, and `retries + 1` attempts must not
+/// wrap to 0).
+pub(crate) fn retries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = <u32 as serde::Deserialize>::deserialize(d)?;
+    if n > MAX_RETRIES {
+        return Err(serde::de::Error::custom(format!("retries {n}: at most {MAX_RETRIES}")));
+    }
+    Ok(n)
+}
+
 /// Parses YAML into `T`, turning serde errors into `origin:line:column: message (did you mean)`.
 pub fn from_yaml<T: DeserializeOwned>(text: &str, origin: &str, known_keys: &[&str]) -> Result<T, SpecError> {
     // An empty file would silently mean "all defaults": more likely a mistake than a wish.
@@ -192,6 +205,24 @@ pub(crate) fn find(kind: &'static str, dir: &str, name: &str) -> Result<Source, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_are_bounded_where_they_are_read() {
+        let step = |n: &str| {
+            format!(
+                "steps:\n  - {{ name: a, phase: run, kind: exec, retries: {n}, with: {{ command: [true] }} }}\n"
+            )
+        };
+        let p: Result<pipeline::Pipeline, _> = from_yaml(&step("100"), "p.yaml", &[]);
+        assert!(p.is_ok(), "{p:?}");
+        for n in ["101", "4294967295", "4294967296", "-1", "1.5"] {
+            let p: Result<pipeline::Pipeline, _> = from_yaml(&step(n), "p.yaml", &[]);
+            assert!(p.is_err(), "{n}");
+        }
+        let e = experiment::Experiment::from_yaml("factors:\n  a.b: [1]\nretries: 4294967295\n", "e.yaml")
+            .expect_err("retries");
+        assert!(e.to_string().contains("at most 100"), "{e}");
+    }
 
     #[test]
     fn the_yaml_librarys_words_are_translated() {

@@ -48,8 +48,8 @@ pub struct StepSpec {
     /// `engine.kind == 'sim'`).
     #[serde(default)]
     pub when: Option<String>,
-    /// Extra attempts after a failure, with exponential backoff.
-    #[serde(default)]
+    /// Extra attempts after a failure, with exponential backoff (at most 100).
+    #[serde(default, deserialize_with = "super::retries")]
     pub retries: u32,
     /// The first backoff; doubled after each failed attempt.
     #[serde(default = "default_backoff")]
