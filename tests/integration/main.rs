@@ -5,6 +5,7 @@ mod engine; // e2e, standup, run, teardown, plan, status, archive, reproduce: th
 mod experiment; // experiments (sweeps, resume, max_stacks, retries) and `compare`
 mod gpu; // GPU telemetry: a fake DCGM exporter, and no NVIDIA driver
 mod harnesses; // external harnesses (aiperf, inference-perf) installed by benchflow, on the simulator
+mod inputs; // every schema field with hostile values: planned or refused with exit 2, never a crash
 mod kubernetes; // the kubernetes platform against the stand-in: e2e, faults, interrupts, manifests
 mod kubernetes_real; // the kubernetes platform against a real control plane
 mod layering; // no two top-level modules of src/ import each other
