@@ -275,15 +275,22 @@ fn sigkill_mid_point_then_the_same_command_reuses_the_stack_and_ends_with_every_
     assert!(!alive(pids[0]), "and torn down at the end");
 }
 
-#[test]
-fn teardown_of_an_experiment_directory_stops_what_a_killed_experiment_left() {
-    let p = Project::new("exp-td");
+/// A two-point experiment killed (SIGKILL) while its first point runs: the project, the
+/// experiment directory, and the engine pids it left running.
+fn killed_during_the_first_point(tag: &str) -> (Project, std::path::PathBuf, Vec<i32>) {
+    let p = Project::new(tag);
     p.file("workloads/slow.yaml", SLOW)
         .file("experiments/e.yaml", "base: { workload: slow }\nfactors:\n  workload.seed: [1, 2]\n");
     let exp = p.path("exp");
     kill_when(&p, "p001", "running");
     let pids = engine_pids(&exp);
     assert!(alive(pids[0]));
+    (p, exp, pids)
+}
+
+#[test]
+fn teardown_of_an_experiment_directory_stops_what_a_killed_experiment_left() {
+    let (p, exp, pids) = killed_during_the_first_point("exp-td");
     let out = p.run(&["teardown", "exp"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("torn down: stack s1"), "{}", text(&out.stderr));
@@ -299,13 +306,7 @@ fn teardown_of_an_experiment_directory_stops_what_a_killed_experiment_left() {
 
 #[test]
 fn teardown_of_an_experiment_directory_with_a_damaged_state_stops_every_stack_from_its_record() {
-    let p = Project::new("exp-td-damaged");
-    p.file("workloads/slow.yaml", SLOW)
-        .file("experiments/e.yaml", "base: { workload: slow }\nfactors:\n  workload.seed: [1, 2]\n");
-    let exp = p.path("exp");
-    kill_when(&p, "p001", "running");
-    let pids = engine_pids(&exp);
-    assert!(alive(pids[0]));
+    let (p, exp, pids) = killed_during_the_first_point("exp-td-damaged");
     for damage in ["{\"points\": [", ""] {
         std::fs::write(exp.join("state.json"), damage).unwrap();
         let out = p.run(&["teardown", "exp"]);
