@@ -574,25 +574,8 @@ pub(crate) async fn run(
     outcome.map(|()| info)
 }
 
-/// The shell that runs a tool and stops it if benchflow dies, even by SIGKILL: its stdin is a
-/// pipe only benchflow holds; a watcher blocks reading it, and at its end (benchflow gone)
-/// sends SIGTERM to the whole process group, SIGKILL 5 s later. A SIGTERM to the group (an
-/// interrupt) reaches the tool, and the shell waits for it, so the shell's end is the tool's.
-/// (A job started with `&` reads /dev/null unless redirected: hence fd 3.)
-const WATCHED: &str = r#"exec 3<&0
-"$@" </dev/null 3<&- &
-tool=$!
-(trap '' TERM; read _ <&3; kill -TERM 0; sleep 5; kill -KILL 0) 3<&3 &
-watcher=$!
-exec 3<&-
-trap 'kill -TERM $tool 2>/dev/null; wait $tool; kill -KILL $watcher 2>/dev/null; exit 143' TERM INT
-wait $tool
-status=$?
-kill -KILL $watcher 2>/dev/null
-exit $status"#;
-
 /// The tool's run: in `inv.dir`, stdout and stderr to files there, in a process group of its own
-/// under [`WATCHED`]; `None` when interrupted (the group is sent SIGTERM, then SIGKILL after 5 s).
+/// under [`crate::shell::WATCHED`]; `None` when interrupted (the group is sent SIGTERM, then SIGKILL after 5 s).
 async fn run_tool(
     command: &Path,
     inv: &Invocation,
@@ -604,7 +587,7 @@ async fn run_tool(
     };
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
-        .arg(WATCHED)
+        .arg(crate::shell::WATCHED)
         .arg("sh")
         .arg(command)
         .args(&inv.args)

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Done, Step, StepError, shell_line, tail};
-use crate::workdir::utc_now;
+use crate::{shell::WATCHED, workdir::utc_now};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,14 +35,24 @@ impl Step for Args {
     }
 
     async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
-        // `command` checks that the command line is not empty.
-        let mut cmd = super::command(&self.command, &self.env, ctx)?;
-        let program = &self.command[0];
+        super::nonempty(&self.command).map_err(StepError::Failed)?;
+        let program = self.command.first().cloned().unwrap_or_default();
+        // Under the watcher: a SIGKILLed benchflow leaves no command running (nothing records
+        // it for teardown, unlike an engine).
+        let watched: Vec<String> = ["sh", "-c", WATCHED, "sh"]
+            .into_iter()
+            .map(String::from)
+            .chain(self.command.iter().cloned())
+            .collect();
+        let mut cmd = super::command(&watched, &self.env, ctx)?;
         cmd.current_dir(self.cwd.as_deref().map(Into::into).unwrap_or(ctx.workdir.clone()))
+            .stdin(std::process::Stdio::piped())
             .kill_on_drop(true);
         ctx.note(&format!("# {} started\n$ {}", utc_now(), shell_line(&self.command)));
         let mut child =
             cmd.spawn().map_err(|e| StepError::Failed(format!("failed to start `{program}`: {e}")))?;
+        // Held until the command ends: its end tells the watcher that benchflow is gone.
+        let _lifeline = child.stdin.take();
         let status = tokio::select! {
             s = child.wait() => s.map_err(|e| StepError::Failed(e.to_string()))?,
             _ = ctx.cancelled() => {

@@ -618,6 +618,33 @@ fn sigkill_while_the_engine_loads_then_the_same_command_stops_the_orphan_before_
 }
 
 #[test]
+fn sigkill_during_an_exec_step_leaves_no_command_running() {
+    let p = project("execkill");
+    p.file(
+        "pipelines/long.yaml",
+        "steps:\n  - { name: long, phase: run, kind: exec, with: { command: [sh, -c, 'echo $$ > cmd.pid; exec sleep 300'] } }\n",
+    )
+    .file("scenarios/long.yaml", "pipeline: long\nengine: { kind: endpoint, url: 'http://127.0.0.1:9' }\n");
+    let wd = p.path("wd");
+    let mut child = p
+        .cmd(&["run", "-c", "long", "--workdir", "wd", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = wd.join("cmd.pid");
+    wait_for("the command's pid", Duration::from_secs(30), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert!(alive(pid));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The watcher sees benchflow's end of the pipe close and stops the command's group.
+    wait_for("the command stopped", Duration::from_secs(20), || !alive(pid));
+}
+
+#[test]
 fn a_damaged_state_is_an_error_and_teardown_still_stops_the_engine() {
     let p = shell_project("damaged");
     let damages: [(&str, Option<&str>); 4] = [
