@@ -76,9 +76,17 @@ pub(super) async fn run_point(
                 break;
             }
         };
+        let remeasure =
+            attempt > 1 || shared.state(|st| st.points.get(id.as_str()).is_some_and(|s| s.remeasure));
         let opts = {
-            let mut o = shared.options(vec![Phase::Run, Phase::Analyze], Some(up.dir.clone()));
+            let phases = vec![Phase::Run, Phase::Analyze];
+            let mut o = shared.options(phases.clone(), Some(up.dir.clone()));
             o.teardown_on_failure = false;
+            if remeasure {
+                // Every step selected: none is reused from an earlier attempt.
+                let all = session.plan.steps.iter().enumerate().filter(|(_, s)| phases.contains(&s.phase));
+                o.selection = Some(all.map(|(i, _)| i).collect());
+            }
             o
         };
         let report = match shared.execute(&session, &opts).await {
@@ -93,6 +101,7 @@ pub(super) async fn run_point(
                 let secs = t0.elapsed().as_secs_f64();
                 shared.point(id, |s| {
                     s.status = PointStatus::Done;
+                    s.remeasure = false;
                     s.error = None;
                     s.finished_at = Some(utc_now());
                     s.duration_s = Some(secs);

@@ -50,6 +50,10 @@ pub(crate) struct PointState {
     pub duration_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its next attempt measures anew, reusing nothing its work directory holds: it failed, or
+    /// its inputs (the stack's among them) changed since it last ran.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remeasure: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -61,9 +61,15 @@ pub(super) fn found_state(p: &PlannedPoint, stack: &Stack, from: &Path) -> Point
     }
 }
 
-/// A point's record once it is to run (its attempts and last error kept).
+/// A point's record once it is to run (its attempts and last error kept). It measures anew
+/// when it failed or when it ran before with other inputs (a changed engine setting changes
+/// the point's hash but not its load step's, whose records must not be reused).
 pub(super) fn pending_state(p: &PlannedPoint, stack: &Stack, before: &mut PointState) -> PointState {
+    let remeasure = before.remeasure
+        || before.status == PointStatus::Failed
+        || (!before.hash.is_empty() && before.hash != p.hash);
     PointState {
+        remeasure,
         status: PointStatus::Pending,
         hash: p.hash.clone(),
         stack: stack.id.clone(),

@@ -317,6 +317,40 @@ fn teardown_of_an_experiment_directory_with_a_damaged_state_stops_every_stack_fr
 }
 
 #[test]
+fn a_changed_engine_setting_measures_every_point_anew() {
+    let p = Project::new("exp-changed");
+    p.file("workloads/short.yaml", SHORT)
+        .file("experiments/e.yaml", "base: { workload: short }\nfactors:\n  workload.seed: [1, 2]\n");
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Same points, another engine: each point's hash changes, its load step's does not; the
+    // records of the old engine must not be reused under the new engine's inputs.
+    let out = p.run(&[
+        "experiment",
+        "-e",
+        "e",
+        "--workdir",
+        "exp",
+        "-q",
+        "--set",
+        "engine.args=[--set, max_num_seqs=8]",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exp = p.path("exp");
+    for id in ["p001", "p002"] {
+        let runs = std::fs::read_dir(exp.join("points").join(id).join("results"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name() != "latest")
+            .count();
+        assert_eq!(runs, 2, "{id}: measured once per engine");
+        assert!(
+            json(&exp.join("state.json"))["points"][id].get("remeasure").is_none(),
+            "{id}: cleared once done"
+        );
+    }
+}
+
+#[test]
 fn max_stacks_two_runs_two_stacks_at_once_and_never_three() {
     let p = Project::new("exp-par");
     p.file("workloads/slow.yaml", SLOW).file(
