@@ -21,14 +21,42 @@ use crate::{
 };
 
 /// Resolves and compiles into the chosen work directory, writing `inputs/` and `plan/`. An
-/// existing work directory continues its recorded files and `--set`s.
-fn prepare(args: &PlanArgs, scenario: Option<&str>, extra_sets: &[String]) -> Result<Session, CliError> {
+/// existing work directory continues its recorded files and `--set`s. `on_standup`: the
+/// command runs on what an earlier `standup` left (its standup steps must not have changed).
+fn prepare(
+    args: &PlanArgs,
+    scenario: Option<&str>,
+    extra_sets: &[String],
+    on_standup: bool,
+) -> Result<Session, CliError> {
     let setup = setup(args, scenario, extra_sets);
     let (resolved, plan) = setup.compile()?;
     if let Some(sel) = &args.steps {
         plan.select(sel)?;
     }
+    if on_standup && args.steps.is_none() {
+        standup_unchanged(&setup.root, &plan)?;
+    }
     Ok(Session::from_parts(&setup.root, resolved, plan)?)
+}
+
+/// A standup step done with other inputs than the plan now gives it (a `--set` of an engine
+/// setting) is refused before anything is written: the run would measure the engine that is
+/// up under records that say otherwise.
+fn standup_unchanged(root: &Path, plan: &Plan) -> Result<(), CliError> {
+    let Ok(state) = crate::exec::State::load(root, &plan.run_id) else { return Ok(()) };
+    for s in plan.steps.iter().filter(|s| s.phase == Phase::Standup) {
+        let done = state.steps.get(&s.id).filter(|st| st.status == crate::exec::Status::Done);
+        if done.is_some_and(|st| st.hash != s.hash) {
+            return Err(CliError::Usage(format!(
+                "{}: step {} was stood up with other inputs than this command gives it (a --set of a \
+                 standup value?): stand up again (`benchflow standup --workdir {0}`), or drop that --set",
+                root.display(),
+                s.id
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn setup(args: &PlanArgs, scenario: Option<&str>, extra_sets: &[String]) -> Setup {
@@ -146,7 +174,7 @@ fn dry_run_done(p: &Session) -> Result<(), CliError> {
 }
 
 pub(crate) async fn e2e(args: PlanArgs) -> Result<(), CliError> {
-    let p = prepare(&args, None, &[])?;
+    let p = prepare(&args, None, &[], false)?;
     if args.dry_run {
         return dry_run_done(&p);
     }
@@ -154,7 +182,7 @@ pub(crate) async fn e2e(args: PlanArgs) -> Result<(), CliError> {
 }
 
 pub(crate) async fn standup(args: PlanArgs) -> Result<(), CliError> {
-    let p = prepare(&args, None, &[])?;
+    let p = prepare(&args, None, &[], false)?;
     if args.dry_run {
         return dry_run_done(&p);
     }
@@ -179,8 +207,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
         plan_args.workdir = std::fs::canonicalize("runs/latest").ok();
     }
     let p = match &args.endpoint {
-        Some(url) => prepare(&plan_args, Some("endpoint"), &[format!("engine.url={url}")])?,
-        None => prepare(&plan_args, None, &[])?,
+        Some(url) => prepare(&plan_args, Some("endpoint"), &[format!("engine.url={url}")], false)?,
+        None => prepare(&plan_args, None, &[], true)?,
     };
     if args.plan.dry_run {
         return dry_run_done(&p);
@@ -231,7 +259,7 @@ pub(crate) async fn teardown(args: DirArgs) -> Result<(), CliError> {
 pub(crate) fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
     let format = if args.dot { PlanFormat::Dot } else { args.output };
     let p = if args.plan.dry_run {
-        prepare(&args.plan, None, &[])?
+        prepare(&args.plan, None, &[], false)?
     } else {
         // Nothing is written: resolve and compile only.
         let (_, plan) = setup(&args.plan, None, &[]).compile()?;

@@ -518,6 +518,22 @@ fn run_and_teardown_continue_what_standup_recorded() {
     let wd = p.path("wd");
     let pid = state(&wd)["steps"]["01_start_engine"]["undo"]["pid"].as_i64().unwrap();
     assert!(alive(pid));
+    // A --set of an engine setting: the engine up was started without it, so running on it
+    // is refused before anything is written (the records would say what was not measured).
+    let before = std::fs::read_to_string(wd.join("inputs/resolved.yaml")).unwrap();
+    let out = p.run(&["run", "--workdir", "wd", "-q", "--set", "engine.args=[--set, time_scale=2]"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("01_start_engine was stood up with other inputs"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(wd.join("inputs/resolved.yaml")).unwrap(),
+        before,
+        "nothing rewritten"
+    );
+    assert!(alive(pid));
     // No names or --set given: the recorded ones are used, so the stack counts as stood up.
     let out = p.run(&["run", "--workdir", "wd", "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
