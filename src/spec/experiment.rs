@@ -490,6 +490,12 @@ impl Experiment {
         if !(0.5..1.0).contains(&self.analysis.level) {
             return Err(format!("analysis.level {} is not in [0.5, 1)", self.analysis.level));
         }
+        if !(self.analysis.slo_share > 0.0 && self.analysis.slo_share <= 1.0) {
+            return Err(format!(
+                "analysis.slo_share {} is not in (0, 1] (the share of requests that must meet the SLOs)",
+                self.analysis.slo_share
+            ));
+        }
         Ok(())
     }
 

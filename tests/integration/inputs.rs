@@ -200,6 +200,9 @@ fn every_schema_field_with_hostile_values_is_planned_or_refused_never_a_crash() 
         let err = text(&out.stderr);
         let case = format!("{surface} {}={}", path.join("."), value.chars().take(60).collect::<String>());
         match out.status.code() {
+            Some(0) if ["nan", "inf"].iter().any(|w| value.contains(w)) => {
+                wrong.push(format!("{case}: accepted (exit 0): a number that is not finite must be refused"))
+            }
             Some(0) => planned += 1,
             Some(2) if err.contains("error") && !err.contains("panicked") => refused += 1,
             code => wrong.push(format!(
