@@ -295,13 +295,12 @@ impl From<ExperimentError> for CliError {
             ExperimentError::Session(e) => e.into(),
             ExperimentError::Workdir(e) => CliError::Workdir(e),
             ExperimentError::Exec(e) => CliError::Exec(e),
-            e @ (ExperimentError::Invalid { .. } | ExperimentError::Point { .. }) => {
-                CliError::Usage(e.to_string())
-            }
+            // A record that cannot be read is the user's to look at (exit 2), as a run's is.
+            e @ (ExperimentError::Invalid { .. }
+            | ExperimentError::Point { .. }
+            | ExperimentError::State { .. }) => CliError::Usage(e.to_string()),
             e @ ExperimentError::Leftover { .. } => CliError::TeardownFailed(e.to_string()),
-            e @ (ExperimentError::State { .. } | ExperimentError::Plot(_)) => {
-                CliError::Experiment(e.to_string())
-            }
+            e @ ExperimentError::Plot(_) => CliError::Experiment(e.to_string()),
         }
     }
 }

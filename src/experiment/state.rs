@@ -86,7 +86,11 @@ impl ExpState {
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ExperimentError::State {
                 path: path.display().to_string(),
-                why: format!("{e}; move it aside to start the experiment afresh in this directory"),
+                why: format!(
+                    "{e}; `benchflow teardown {}` stops its stacks from their own records; then move it \
+                     aside to start the experiment afresh in this directory",
+                    root.display()
+                ),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Ok(ExpState { format_version: workdir::FORMAT_VERSION, ..ExpState::default() })

@@ -309,6 +309,12 @@ fn teardown_of_an_experiment_directory_with_a_damaged_state_stops_every_stack_fr
     let (p, exp, pids) = killed_during_the_first_point("exp-td-damaged");
     for damage in ["{\"points\": [", ""] {
         std::fs::write(exp.join("state.json"), damage).unwrap();
+        // Resuming on it is refused (exit 2), naming the file and the way out.
+        let up = alive(pids[0]);
+        let out = p.run(&["experiment", "--workdir", "exp", "-q"]);
+        assert_eq!(out.status.code(), Some(2), "{damage:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("state.json") && text(&out.stderr).contains("benchflow teardown"));
+        assert_eq!(alive(pids[0]), up, "{damage:?}: nothing was done");
         let out = p.run(&["teardown", "exp"]);
         assert!(out.status.success(), "{damage:?}: {}", text(&out.stderr));
         assert!(text(&out.stderr).contains("warning"), "{damage:?}: {}", text(&out.stderr));
