@@ -181,9 +181,16 @@ fn print_points(plan: &ExperimentPlan, f: &analysis::Findings) {
 /// `benchflow teardown` of an experiment directory: every stack its record says is up.
 pub(crate) async fn teardown(root: &Path) -> Result<(), CliError> {
     let _lock = crate::workdir::WorkDir::lock_dir(root)?;
-    // A damaged state.json does not keep stacks up: each stack's work directory has its own
-    // record of what it started, so every one is torn down from it.
-    let (mut state, up) = match ExpState::load(root) {
+    // A damaged or lost state.json does not keep stacks up: each stack's work directory has
+    // its own record of what it started, so every one is torn down from it.
+    let loaded = match root.join(layout::STATE).is_file() {
+        true => ExpState::load(root),
+        false => Err(ExperimentError::State {
+            path: root.join(layout::STATE).display().to_string(),
+            why: "missing".into(),
+        }),
+    };
+    let (mut state, up) = match loaded {
         Ok(state) => {
             let up = state
                 .stacks

@@ -104,8 +104,10 @@ impl ExpState {
         Ok(write_atomic(&root.join(layout::STATE), text.as_bytes())?)
     }
 
-    /// Whether `root` holds an experiment.
+    /// Whether `root` holds an experiment (its file as given, or its record and design: a
+    /// directory whose state.json was lost is still one, with stacks to tear down).
     pub(crate) fn is_experiment(root: &Path) -> bool {
-        root.join(layout::STATE).is_file() && root.join(layout::DESIGN).is_file()
+        root.join(layout::EXPERIMENT).is_file()
+            || (root.join(layout::STATE).is_file() && root.join(layout::DESIGN).is_file())
     }
 }

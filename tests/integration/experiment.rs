@@ -320,6 +320,12 @@ fn teardown_of_an_experiment_directory_with_a_damaged_state_stops_every_stack_fr
         assert!(text(&out.stderr).contains("warning"), "{damage:?}: {}", text(&out.stderr));
         assert!(!alive(pids[0]), "{damage:?}: the engine was stopped");
     }
+    // Lost altogether: still an experiment directory, its stacks torn down from their records.
+    let (p, exp, pids) = killed_during_the_first_point("exp-td-lost");
+    std::fs::remove_file(exp.join("state.json")).unwrap();
+    let out = p.run(&["teardown", "exp"]);
+    assert!(out.status.success() && text(&out.stderr).contains("missing"), "{}", text(&out.stderr));
+    assert!(!alive(pids[0]), "the engine was stopped");
 }
 
 #[test]
