@@ -116,6 +116,13 @@ impl Undo {
     }
 }
 
+/// The shell an engine starts as: it waits for a line on its stdin, which benchflow writes
+/// once the process's undo record is on disk, then becomes the engine (`exec`: the same pid
+/// and process group the record names). If benchflow dies before, the pipe closes and the
+/// shell exits: a kill at any moment leaves either no engine or a recorded one.
+const GATE: &str = r#"read _ || exit 0
+exec "$@" </dev/null"#;
+
 impl Step for Args {
     fn compile(&mut self, _inputs: &super::Inputs) -> Result<(), String> {
         super::nonempty(&self.command)
@@ -141,8 +148,16 @@ impl Step for Args {
     }
 
     async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
-        // `command` checks that the command line is not empty.
-        let mut cmd = super::command(&self.command, &self.env, ctx)?;
+        super::nonempty(&self.command).map_err(StepError::Failed)?;
+        // Started behind a gate (see GATE): it becomes the engine only once its undo record is
+        // written, so no kill of benchflow can leave an engine that no record names.
+        let gated: Vec<String> = ["sh", "-c", GATE, "sh"]
+            .into_iter()
+            .map(String::from)
+            .chain(self.command.iter().cloned())
+            .collect();
+        let mut cmd = super::command(&gated, &self.env, ctx)?;
+        cmd.stdin(std::process::Stdio::piped());
         let program = &self.command[0];
         // Whatever answers on the readiness address before we start is not ours: measuring it
         // instead of our engine would be silently wrong.
@@ -177,6 +192,11 @@ impl Step for Args {
         if let Err(e) = ctx.record_undo(&record) {
             let _ = stop(pid, start, Duration::from_secs_f64(self.stop_timeout.0)).await;
             return Err(e);
+        }
+        // Recorded: the gate opens (the shell becomes the engine, same pid, same group).
+        if let Some(mut gate) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = gate.write_all(b"go\n").await;
         }
         // The reaper: records the exit in the log and tells the readiness wait.
         let (exit_tx, mut exit_rx) = tokio::sync::watch::channel(None::<String>);
@@ -287,4 +307,35 @@ async fn stop(pid: i32, start: Option<u64>, grace: Duration) -> String {
     }
     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     format!("pid {pid} stopped")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GATE;
+
+    async fn gated(open: bool) -> (std::process::ExitStatus, String) {
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", GATE, "sh", "sh", "-c", "echo engine"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut gate = child.stdin.take().unwrap();
+        if open {
+            use tokio::io::AsyncWriteExt as _;
+            gate.write_all(b"go\n").await.unwrap();
+        }
+        // Closed as when benchflow dies: before the line, the engine never starts.
+        drop(gate);
+        let out = child.wait_with_output().await.unwrap();
+        (out.status, String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_engine_starts_only_once_the_gate_opens() {
+        let (status, said) = gated(false).await;
+        assert!(status.success() && said.is_empty(), "{status} {said:?}");
+        let (status, said) = gated(true).await;
+        assert!(status.success() && said == "engine\n", "{status} {said:?}");
+    }
 }
