@@ -321,15 +321,38 @@ fn check_size(file: &ExperimentFile, yes: bool) -> Result<(), ExperimentError> {
     Ok(())
 }
 
-/// Refuses a `--set` of a variable that is also a factor.
+/// Refuses a value set for a factor's variable, for a part of it or for what holds it: a
+/// `--set`, a `base.set` or a constant naming `workload.stages` would override the factor
+/// `workload.stages.0.rate` in every point, whose label would then name a rate it did not run.
 fn check_sets(file: &ExperimentFile, sets: &[String]) -> Result<(), ExperimentError> {
-    for set in sets {
-        let key = set.split_once('=').map_or(set.as_str(), |(k, _)| k.trim());
-        if file.spec.factors.get(key).is_some() {
+    let e = &file.spec;
+    let key = |set: &str| set.split_once('=').map_or(set, |(k, _)| k.trim()).to_string();
+    let given = sets
+        .iter()
+        .map(|s| (key(s), format!("--set {s}")))
+        .chain(e.base.set.iter().map(|s| (key(s), format!("base.set {s}"))))
+        .chain(e.constants.iter().map(|(k, _)| (k.clone(), format!("the constant `{k}`"))));
+    let factors: Vec<&str> = e
+        .factors
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .chain(e.search.as_ref().map(|s| s.factor.as_str()))
+        .collect();
+    for (path, what) in given {
+        let overlaps = |f: &&&str| {
+            path == ***f || f.starts_with(&format!("{path}.")) || path.starts_with(&format!("{f}."))
+        };
+        if let Some(factor) = factors.iter().find(overlaps) {
             return Err(ExperimentError::Invalid {
-                at: file.at("factors", key),
+                at: file.at("factors", factor),
                 message: format!(
-                    "`{key}` is a factor of the experiment and also given as --set {set}; drop one"
+                    "`{factor}` is a factor of the experiment, and {what} sets {}: every point would run \
+                     with that value whatever its label says; drop one",
+                    if path == *factor {
+                        "it too".to_string()
+                    } else {
+                        format!("`{path}`, which overlaps it")
+                    }
                 ),
             });
         }

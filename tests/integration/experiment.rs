@@ -460,6 +460,26 @@ fn bad_experiment_files_are_clear_errors() {
     assert!(e.contains("experiments/both.yaml:4") && e.contains("both a factor and a constant"), "{e}");
     let e = err(&["experiment", "plan", "-e", "typo", "--set", "workload.stages.0.rat=3"]);
     assert!(e.contains("workload.stages.0.rat"), "{e}");
+    // A value set over a factor's variable (its parent here) would run every point with it,
+    // whatever its label says: refused, naming both, from --set, base.set or a constant.
+    p.file("experiments/rates.yaml", "base: { workload: short }\nfactors:\n  workload.stages.0.rate: [2, 4]\n")
+        .file(
+            "experiments/rates_const.yaml",
+            "base: { workload: short, set: ['workload.stages=[{rate: 9, requests: 5}]'] }\nfactors:\n  workload.stages.0.rate: [2, 4]\n",
+        );
+    for args in [
+        &["experiment", "plan", "-e", "rates", "--set", "workload.stages=[{rate: 9, requests: 5}]"][..],
+        &["experiment", "plan", "-e", "rates_const"][..],
+    ] {
+        let e = err(args);
+        assert!(
+            e.contains("`workload.stages.0.rate` is a factor") && e.contains("overlaps"),
+            "{args:?}: {e}"
+        );
+    }
+    // A sibling is not an overlap.
+    let out = p.run(&["experiment", "plan", "-e", "rates", "--set", "workload.stages.0.requests=7"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     // A between-points action that cannot run is refused before any point (not after the first).
     for (name, action, says) in [
         ("no_command", "{ exec: [] }", "empty"),
