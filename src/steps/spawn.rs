@@ -172,13 +172,13 @@ impl Step for Args {
             )));
         }
         ctx.note(&format!("# {} started\n$ {}", utc_now(), shell_line(&self.command)));
-        let mut child = cmd.spawn().map_err(|e| match e.kind() {
-            // Normally caught before anything starts (the CLI's preflight).
-            std::io::ErrorKind::NotFound => {
-                StepError::Failed(format!("`{program}` is not on PATH: {}", install_hint(program)))
-            }
-            _ => StepError::Failed(format!("failed to start `{program}`: {e}")),
-        })?;
+        // Normally caught before anything starts (the CLI's preflight); behind the gate a
+        // missing program would only show as the shell's exit 127.
+        if find_program(program).is_none() {
+            return Err(StepError::Failed(format!("`{program}` is not on PATH: {}", install_hint(program))));
+        }
+        let mut child =
+            cmd.spawn().map_err(|e| StepError::Failed(format!("failed to start `{program}`: {e}")))?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let start = proc_stat(pid).map(|(s, _)| s);
         let record = UndoRecord::Spawn(Undo {
