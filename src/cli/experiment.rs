@@ -63,7 +63,7 @@ fn plan_of(args: &ExperimentArgs) -> Result<ExperimentPlan, CliError> {
             PathBuf::from("runs").join(stem)
         }
     };
-    let root = std::path::absolute(&root).unwrap_or(root);
+    let root = crate::workdir::canonical(&root);
     Ok(experiment::plan::plan(file, &root, &sets, args.yes)?)
 }
 
@@ -266,7 +266,7 @@ pub(crate) fn status(root: &Path) -> Result<(), CliError> {
 /// `benchflow analyze` of an experiment directory.
 pub(crate) fn analyze(root: &Path) -> Result<(), CliError> {
     let (file, sets) = recorded(root)?;
-    let root = std::path::absolute(root).unwrap_or(root.to_path_buf());
+    let root = crate::workdir::canonical(root);
     let plan = experiment::plan::plan(file, &root, &sets, true)?;
     let findings = analysis::analyze(&plan)?;
     print_points(&plan, &findings);

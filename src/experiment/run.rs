@@ -111,6 +111,16 @@ impl Shared<'_> {
         f(&lock(&self.state))
     }
 
+    /// Changes the record (with what may fail on the way) and saves it.
+    pub(super) fn try_state<T>(
+        &self,
+        f: impl FnOnce(&mut ExpState) -> Result<T, ExperimentError>,
+    ) -> Result<T, ExperimentError> {
+        let out = f(&mut lock(&self.state))?;
+        self.save()?;
+        Ok(out)
+    }
+
     pub(super) fn point(&self, id: &str, f: impl FnOnce(&mut PointState)) -> Result<(), ExperimentError> {
         f(lock(&self.state).points.entry(id.to_string()).or_default());
         self.save()
@@ -209,11 +219,52 @@ impl Shared<'_> {
 }
 
 /// Writes the experiment file as given, the `--set`s and `design.csv`.
+/// The experiment file's path as one spelling (canonical when it is on disk), so that two
+/// spellings of one file compare equal.
+fn canonical_origin(origin: &str) -> String {
+    std::fs::canonicalize(origin).map_or_else(|_| origin.to_string(), |p| p.display().to_string())
+}
+
+/// A directory that ran one experiment file does not take another (its record would then
+/// describe points of two designs under one name).
+fn same_experiment(state: &ExpState, plan: &ExperimentPlan) -> Result<(), ExperimentError> {
+    if state.experiment.is_empty()
+        || canonical_origin(&state.experiment) == canonical_origin(&plan.file.origin)
+    {
+        return Ok(());
+    }
+    Err(ExperimentError::Invalid {
+        at: plan.root.display().to_string(),
+        message: format!(
+            "this directory holds the experiment from {}, not {}; run {} with another --workdir, or resume \
+             this one with `benchflow experiment --workdir {}`",
+            state.experiment,
+            plan.file.origin,
+            plan.file.origin,
+            plan.root.display()
+        ),
+    })
+}
+
+/// Writes the experiment file as run, its overrides and the design; a design or overrides
+/// that differ from those of the last invocation are kept in `history/` first.
 fn write_inputs(plan: &ExperimentPlan, sets: &[String]) -> Result<(), ExperimentError> {
     let root = &plan.root;
     let text = format!("# from {}\n{}", plan.file.origin, plan.file.text);
-    write_atomic(&root.join(layout::EXPERIMENT), text.as_bytes())?;
     let sets: String = sets.iter().map(|s| format!("--set {s}\n")).collect();
+    let before = |name: &str| std::fs::read(root.join(name)).ok();
+    let (old_text, old_sets) = (before(layout::EXPERIMENT), before(layout::EXPERIMENT_OVERRIDES));
+    let changed = old_text.as_ref().is_some_and(|t| t != text.as_bytes())
+        || old_sets.as_ref().is_some_and(|t| t != sets.as_bytes());
+    if changed {
+        let stamp = utc_now().replace(':', "");
+        for (name, old) in [(layout::EXPERIMENT, old_text), (layout::EXPERIMENT_OVERRIDES, old_sets)] {
+            if let Some(old) = old {
+                write_atomic(&root.join(layout::EXPERIMENT_HISTORY).join(format!("{stamp}-{name}")), &old)?;
+            }
+        }
+    }
+    write_atomic(&root.join(layout::EXPERIMENT), text.as_bytes())?;
     write_atomic(&root.join(layout::EXPERIMENT_OVERRIDES), sets.as_bytes())?;
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header = vec!["point".to_string(), "name".into(), "stack".into(), "stack_hash".into()];
@@ -266,17 +317,24 @@ pub(crate) async fn run(
     let root = plan.root.clone();
     let _lock = WorkDir::lock_dir(&root)?;
     let mut state = ExpState::load(&root)?;
+    same_experiment(&state, plan)?;
     let resuming = !state.points.is_empty();
     write_inputs(plan, &plan.sets)?;
-    state.experiment = plan.file.origin.clone();
+    state.experiment = canonical_origin(&plan.file.origin);
     state.invocations.push(utc_now());
+    // A point directory that holds what ran with other inputs is set aside (found again by
+    // its hash), so that nothing below copies over or appends to a measurement.
+    for p in &plan.points {
+        store::settle(&root, &mut state, &p.point.id, &p.hash)?;
+    }
     // What is done with the same inputs stays done; the rest is to do.
     let todo = todo::decide(&plan.points, &plan.stacks, &mut state, &root, store.as_ref());
     for (i, from) in &todo.found {
-        // Measured before with the same inputs (here under another id, or in the store).
+        // Measured before with the same inputs (here under another id, set aside, or in the
+        // store).
         let own = root.join(layout::POINTS).join(&plan.points[*i].point.id);
         if *from != own {
-            store::copy_point(from, &own)?;
+            store::copy_point(&root, from, &own)?;
         }
     }
     let searching = plan.file.spec.search.clone();

@@ -77,6 +77,10 @@ pub(crate) struct ExpState {
     /// When an invocation started and was interrupted (for the record).
     #[serde(default)]
     pub invocations: Vec<String>,
+    /// Input hash → a measured point directory set aside when its point's inputs changed
+    /// (relative to the experiment's directory): found again by hash, never by position.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub superseded: BTreeMap<String, String>,
 }
 
 impl ExpState {

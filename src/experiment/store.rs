@@ -1,30 +1,21 @@
-//! A results store shared by experiments (`--store DIR`): `index.json` maps a point's input hash
-//! (the same in every experiment for the same inputs, benchflow binary included) to the point
-//! directory that measured it. A point found there is copied in (hard links where the file
-//! system allows) instead of measured again.
+//! Where measured points are kept and found again by their input hash (the same in every
+//! experiment for the same inputs, benchflow binary included), and how a point's directory is
+//! copied or set aside without losing a record.
+//!
+//! The results store (`--store DIR`) is content-addressed: `DIR/<hash>/` holds its own copy of
+//! the point directory that measured those inputs (files read-only), written once, under a
+//! temporary name renamed into place; nothing in it is rewritten later. A point found there is
+//! copied into the experiment (plain copies: a re-run never appends to another point's logs or
+//! events). A point directory that held a measurement is never deleted: when its place is
+//! needed it is moved to `superseded/` in the experiment.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
+use std::path::{Path, PathBuf};
+
+use super::{
+    ExperimentError,
+    state::{ExpState, PointStatus},
 };
-
-use serde::{Deserialize, Serialize};
-
-use super::ExperimentError;
-use crate::workdir::{utc_now, write_atomic};
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Index {
-    /// Input hash → the point directory (absolute) that measured it.
-    points: BTreeMap<String, Entry>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
-    dir: PathBuf,
-    label: String,
-    at: String,
-}
+use crate::workdir::{layout, utc_now, write_atomic};
 
 /// The store at a directory.
 #[derive(Debug, Clone)]
@@ -32,34 +23,56 @@ pub(crate) struct Store {
     pub dir: PathBuf,
 }
 
+fn io(p: &Path) -> impl Fn(std::io::Error) -> ExperimentError + '_ {
+    move |e| ExperimentError::State { path: p.display().to_string(), why: e.to_string() }
+}
+
 impl Store {
     pub(crate) fn open(dir: &Path) -> Result<Store, ExperimentError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ExperimentError::State { path: dir.display().to_string(), why: e.to_string() })?;
-        let dir = std::path::absolute(dir).unwrap_or(dir.to_path_buf());
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let dir = std::fs::canonicalize(dir).map_err(io(dir))?;
         Ok(Store { dir })
     }
 
-    fn index(&self) -> Index {
-        std::fs::read(self.dir.join("index.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    /// A directory that measured these inputs and still holds its analysis.
+    /// The store's copy of a measurement of these inputs, if it holds one.
     pub(crate) fn lookup(&self, hash: &str) -> Option<PathBuf> {
-        self.index().points.get(hash).map(|e| e.dir.clone()).filter(|d| measured(d))
+        let dir = self.dir.join(hash);
+        (plain_hash(hash) && measured(&dir)).then_some(dir)
     }
 
-    /// Records a point directory as the measurement of `hash`.
+    /// Keeps a copy of a point directory that measured `hash` (nothing when the store holds
+    /// one already: the first measurement of a set of inputs stays the store's).
     pub(crate) fn record(&self, hash: &str, dir: &Path, label: &str) -> Result<(), ExperimentError> {
-        let mut index = self.index();
-        let dir = std::path::absolute(dir).unwrap_or(dir.to_path_buf());
-        index.points.insert(hash.to_string(), Entry { dir, label: label.to_string(), at: utc_now() });
-        let text = serde_json::to_string_pretty(&index).unwrap_or_default();
-        Ok(write_atomic(&self.dir.join("index.json"), text.as_bytes())?)
+        if !plain_hash(hash) || self.lookup(hash).is_some() {
+            return Ok(());
+        }
+        let fresh = self.dir.join(format!(".{hash}.{}.tmp", std::process::id()));
+        if fresh.exists() {
+            std::fs::remove_dir_all(&fresh).map_err(io(&fresh))?;
+        }
+        copy_tree(dir, &fresh, true).map_err(io(dir))?;
+        let note =
+            serde_json::json!({ "measured_in": dir.display().to_string(), "label": label, "at": utc_now() });
+        write_atomic(
+            &fresh.join("stored.json"),
+            serde_json::to_string_pretty(&note).unwrap_or_default().as_bytes(),
+        )?;
+        let at = self.dir.join(hash);
+        match std::fs::rename(&fresh, &at) {
+            Ok(()) => Ok(()),
+            // Another experiment stored the same inputs meanwhile: its copy stays.
+            Err(_) if measured(&at) => {
+                let _ = make_writable(&fresh).and_then(|()| std::fs::remove_dir_all(&fresh));
+                Ok(())
+            }
+            Err(e) => Err(io(&at)(e)),
+        }
     }
+}
+
+/// An input hash as benchflow writes them (a directory name, never a path).
+fn plain_hash(hash: &str) -> bool {
+    !hash.is_empty() && hash.len() <= 128 && hash.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Whether a point directory holds an analysed run.
@@ -67,17 +80,21 @@ pub(crate) fn measured(dir: &Path) -> bool {
     dir.join("analysis/latest/stats.json").is_file()
 }
 
-/// Copies a point directory (files hard-linked where possible, links kept as links) into `to`,
-/// which is replaced, and notes where it came from in `reused.json`.
-pub(crate) fn copy_point(from: &Path, to: &Path) -> Result<(), ExperimentError> {
-    let io = |p: &Path, e: std::io::Error| ExperimentError::State {
-        path: p.display().to_string(),
-        why: e.to_string(),
-    };
-    if to.exists() {
-        std::fs::remove_dir_all(to).map_err(|e| io(to, e))?;
+/// Copies a measured point directory into `to` (plain copies, links kept as links) and notes
+/// where it came from in `reused.json`. Whatever `to` held is set aside in `root/superseded`
+/// first, never deleted; a source that is `to` itself is refused.
+pub(crate) fn copy_point(root: &Path, from: &Path, to: &Path) -> Result<(), ExperimentError> {
+    if same_dir(from, to) {
+        return Err(ExperimentError::State {
+            path: to.display().to_string(),
+            why: "a point cannot be copied onto itself (two spellings of one path?)".into(),
+        });
     }
-    copy_tree(from, to).map_err(|e| io(from, e))?;
+    if to.exists() {
+        let name = to.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        set_aside(root, to, &name)?;
+    }
+    copy_tree(from, to, false).map_err(io(from))?;
     let note = serde_json::json!({ "reused_from": from.display().to_string(), "at": utc_now() });
     write_atomic(
         &to.join("reused.json"),
@@ -86,7 +103,59 @@ pub(crate) fn copy_point(from: &Path, to: &Path) -> Result<(), ExperimentError> 
     Ok(())
 }
 
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+/// Moves a directory to `root/superseded/<name>` (`<name>.2`, … when taken) and says where.
+pub(crate) fn set_aside(root: &Path, dir: &Path, name: &str) -> Result<PathBuf, ExperimentError> {
+    let base = root.join(layout::SUPERSEDED);
+    std::fs::create_dir_all(&base).map_err(io(&base))?;
+    let mut to = base.join(name);
+    let mut n = 1;
+    while to.exists() {
+        n += 1;
+        to = base.join(format!("{name}.{n}"));
+    }
+    std::fs::rename(dir, &to).map_err(io(dir))?;
+    Ok(to)
+}
+
+/// Makes a point's directory ready for the inputs `hash`: a directory that holds what ran
+/// with other inputs (or with inputs not on record) is set aside, and when it was measured
+/// it stays findable by its hash in `state.superseded`. A point found with the same inputs
+/// keeps its directory (a point interrupted midway resumes there).
+pub(crate) fn settle(root: &Path, state: &mut ExpState, id: &str, hash: &str) -> Result<(), ExperimentError> {
+    let dir = root.join(layout::POINTS).join(id);
+    let before = state.points.get(id);
+    if before.is_some_and(|b| b.hash == hash) || !dir.exists() {
+        return Ok(());
+    }
+    match before {
+        Some(b) if b.status == PointStatus::Done && plain_hash(&b.hash) && measured(&dir) => {
+            let old = b.hash.clone();
+            let to = set_aside(root, &dir, &old)?;
+            let rel = to.strip_prefix(root).unwrap_or(&to).display().to_string();
+            state.superseded.entry(old).or_insert(rel);
+        }
+        _ => {
+            set_aside(root, &dir, id)?;
+        }
+    }
+    Ok(())
+}
+
+/// A measured directory this experiment set aside for these inputs.
+pub(crate) fn superseded(state: &ExpState, root: &Path, hash: &str) -> Option<PathBuf> {
+    let rel = state.superseded.get(hash)?;
+    let dir = root.join(rel);
+    (measured(&dir) && !rel.contains("..")).then_some(dir)
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path, read_only: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
@@ -96,10 +165,98 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
             #[cfg(unix)]
             std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
         } else if kind.is_dir() {
-            copy_tree(&src, &dst)?;
-        } else if entry.file_name() != ".lock" && std::fs::hard_link(&src, &dst).is_err() {
+            copy_tree(&src, &dst, read_only)?;
+        } else if entry.file_name() != ".lock" {
             std::fs::copy(&src, &dst)?;
+            let mut perms = std::fs::metadata(&dst)?.permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(read_only);
+            std::fs::set_permissions(&dst, perms)?;
         }
     }
     Ok(())
+}
+
+fn make_writable(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            make_writable(&entry.path())?;
+        } else if entry.file_type()?.is_file() {
+            let mut perms = entry.metadata()?.permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(entry.path(), perms)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("bf-store-{name}-{}", std::process::id()));
+        let _ = make_writable(&d);
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn measured_point(dir: &Path, marker: &str) {
+        std::fs::create_dir_all(dir.join("analysis/latest")).unwrap();
+        std::fs::write(dir.join("analysis/latest/stats.json"), marker).unwrap();
+        std::fs::write(dir.join("events.jsonl"), format!("{marker}\n")).unwrap();
+    }
+
+    #[test]
+    fn the_store_keeps_its_own_read_only_copy_that_later_changes_to_the_point_do_not_reach() {
+        let d = scratch("own");
+        let point = d.join("exp/points/p001");
+        measured_point(&point, "first");
+        let store = Store::open(&d.join("store")).unwrap();
+        assert!(store.lookup("abc").is_none());
+        store.record("abc", &point, "rate=2").unwrap();
+        let kept = store.lookup("abc").unwrap();
+        assert!(std::fs::metadata(kept.join("events.jsonl")).unwrap().permissions().readonly());
+        // The experiment's point is measured again, appended to, even deleted: the store's copy
+        // is unchanged.
+        std::fs::write(point.join("events.jsonl"), "rewritten\n").unwrap();
+        std::fs::remove_dir_all(&point).unwrap();
+        assert_eq!(std::fs::read_to_string(kept.join("events.jsonl")).unwrap(), "first\n");
+        // A second measurement of the same inputs does not replace the first.
+        let other = d.join("exp2/points/p009");
+        measured_point(&other, "second");
+        store.record("abc", &other, "rate=2").unwrap();
+        assert_eq!(std::fs::read_to_string(kept.join("analysis/latest/stats.json")).unwrap(), "first");
+        // Hashes are names, never paths.
+        assert!(store.lookup("../exp2").is_none());
+        let _ = make_writable(&d);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_copy_sets_aside_what_it_replaces_and_shares_no_file_with_its_source() {
+        let d = scratch("copy");
+        let (a, b) = (d.join("points/p001"), d.join("points/p002"));
+        measured_point(&a, "a");
+        measured_point(&b, "b");
+        copy_point(&d, &a, &b).unwrap();
+        assert_eq!(std::fs::read_to_string(b.join("analysis/latest/stats.json")).unwrap(), "a");
+        assert!(b.join("reused.json").is_file());
+        // What p002 held is kept, not deleted.
+        let kept = d.join(layout::SUPERSEDED).join("p002");
+        assert_eq!(std::fs::read_to_string(kept.join("analysis/latest/stats.json")).unwrap(), "b");
+        // Appending to the copy leaves the source as it was.
+        std::fs::write(b.join("events.jsonl"), "more\n").unwrap();
+        assert_eq!(std::fs::read_to_string(a.join("events.jsonl")).unwrap(), "a\n");
+        // A second set-aside of the same name gets its own place.
+        copy_point(&d, &a, &b).unwrap();
+        assert!(d.join(layout::SUPERSEDED).join("p002.2").is_dir());
+        // The same directory by another spelling is refused, and nothing moves.
+        let other_spelling = d.join("points/../points/p001");
+        assert!(copy_point(&d, &a, &other_spelling).is_err());
+        assert!(measured(&a));
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

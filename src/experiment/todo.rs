@@ -45,7 +45,7 @@ pub(super) fn reusable(
         .filter(|(id, s)| **id != p.point.id && s.status == PointStatus::Done && s.hash == p.hash)
         .map(|(id, _)| root.join(layout::POINTS).join(id))
         .find(|d| store::measured(d));
-    twin.or_else(|| store?.lookup(&p.hash))
+    twin.or_else(|| store::superseded(state, root, &p.hash)).or_else(|| store?.lookup(&p.hash))
 }
 
 /// A point's record once it is found measured in `from`.

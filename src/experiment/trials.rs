@@ -53,11 +53,14 @@ pub(super) async fn search(
         let p = grown.points[i].clone();
         let stack = grown.stacks[p.stack].clone();
         let dir = shared.root.join(layout::POINTS).join(&p.point.id);
-        let source = shared.state(|st| todo::reusable(st, &shared.root, shared.store.as_ref(), &p));
+        let source = shared.try_state(|st| {
+            store::settle(&shared.root, st, &p.point.id, &p.hash)?;
+            Ok(todo::reusable(st, &shared.root, shared.store.as_ref(), &p))
+        })?;
         match source {
             Some(from) => {
                 if from != dir {
-                    store::copy_point(&from, &dir)?;
+                    store::copy_point(&shared.root, &from, &dir)?;
                 }
                 shared.point(&p.point.id, |st| {
                     if st.status != PointStatus::Done || st.hash != p.hash {

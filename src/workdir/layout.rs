@@ -64,5 +64,11 @@ pub(crate) const EXPERIMENT_LOG: &str = "experiment.log";
 pub(crate) const STACKS: &str = "stacks";
 /// An experiment directory: a work directory per point.
 pub(crate) const POINTS: &str = "points";
+/// An experiment directory: point directories set aside when their point's inputs changed
+/// (never deleted; a measured one is found again by its input hash).
+pub(crate) const SUPERSEDED: &str = "superseded";
+/// An experiment directory: the experiment file and overrides of earlier invocations that
+/// differed from the next one's.
+pub(crate) const EXPERIMENT_HISTORY: &str = "history";
 /// An experiment directory: the search's trials and answer.
 pub(crate) const SEARCH: &str = "analysis/search.json";

@@ -110,6 +110,41 @@ impl WorkDir {
 /// Writes `path` atomically and durably: a reader sees the old or the new contents, never a
 /// mix, and a crash of the machine right after cannot leave an empty file (the contents are
 /// synced before the rename, the directory after it).
+/// One spelling of a path, whether or not it exists yet: the longest part that exists is
+/// resolved (symlinks, `..`), the rest appended; so that two spellings of a directory compare
+/// equal.
+pub(crate) fn canonical(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    if let Ok(real) = std::fs::canonicalize(&path) {
+        return real;
+    }
+    // Part of it does not exist: `..` is read lexically there.
+    let path = path.components().fold(PathBuf::new(), |mut p, c| {
+        match c {
+            std::path::Component::ParentDir => {
+                p.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => p.push(c),
+        }
+        p
+    });
+    let mut rest = Vec::new();
+    let mut at = path.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            return rest.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return path,
+        }
+    }
+}
+
 pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WorkdirError> {
     let io = |source| WorkdirError::Io { path: path.to_path_buf(), source };
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
@@ -200,6 +235,27 @@ pub(crate) fn choose(dir: Option<&Path>) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use super::canonical;
+
+    #[test]
+    fn two_spellings_of_a_directory_are_one_canonical_path_whether_or_not_it_exists() {
+        let base = std::env::temp_dir().join(format!("bf-canonical-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("real/sub")).unwrap();
+        let real = canonical(&base.join("real"));
+        assert_eq!(canonical(&base.join("real/sub/..")), real);
+        assert_eq!(canonical(&base.join("nothing/../real")), real);
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(base.join("real"), base.join("link")).unwrap();
+            assert_eq!(canonical(&base.join("link")), real);
+            // Not there yet: the existing part is resolved, the rest appended.
+            assert_eq!(canonical(&base.join("link/new/dir")), real.join("new/dir"));
+            assert_eq!(canonical(&base.join("link/new/../other")), real.join("other"));
+        }
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
     #[test]
     fn civil_dates() {
         assert_eq!(super::civil(0), (1970, 1, 1));

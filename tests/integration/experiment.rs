@@ -349,12 +349,19 @@ fn a_changed_engine_setting_measures_every_point_anew() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let exp = p.path("exp");
-    for id in ["p001", "p002"] {
-        let runs = std::fs::read_dir(exp.join("points").join(id).join("results"))
+    let runs = |dir: &Path| {
+        std::fs::read_dir(dir.join("results"))
             .unwrap()
             .filter(|e| e.as_ref().unwrap().file_name() != "latest")
-            .count();
-        assert_eq!(runs, 2, "{id}: measured once per engine");
+            .count()
+    };
+    // The first engine's measurements are kept aside, whole, one run each.
+    let aside: Vec<_> =
+        std::fs::read_dir(exp.join("superseded")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(aside.len(), 2, "{aside:?}");
+    assert!(aside.iter().all(|d| runs(d) == 1), "{aside:?}");
+    for id in ["p001", "p002"] {
+        assert_eq!(runs(&exp.join("points").join(id)), 1, "{id}: measured anew, in a directory of its own");
         assert!(
             json(&exp.join("state.json"))["points"][id].get("remeasure").is_none(),
             "{id}: cleared once done"

@@ -10,6 +10,7 @@ mod kubernetes; // the kubernetes platform against the stand-in: e2e, faults, in
 mod kubernetes_real; // the kubernetes platform against a real control plane
 mod layering; // no two top-level modules of src/ import each other
 mod loadgen; // the load generator against the simulator: accuracy, pacing, accounting
+mod measurements; // a finished point is never rewritten, deleted or shared: reorders, stores, spellings
 mod router; // router stacks: simulators behind the real vLLM router, installed by benchflow
 mod run_cli; // `benchflow run` and `analyze` as a user runs them: files, exit codes, SIGINT
 mod sim_cli; // the `benchflow sim` binary: address line, signals, exit codes
