@@ -94,6 +94,9 @@ fn transient_api_errors_and_dropped_watches_are_survived() {
             ("PATCH".into(), "/api/v1/namespaces/bench/secrets".into(), 1, 500),
         ],
         cut_watch_after: Some(0),
+        // Ready well after the wait starts, however slow the machine: the wait must watch
+        // (a pod ready at the first list needs no watch, and the cut would go untested).
+        pod_ready: std::time::Duration::from_secs(2),
         ..Config::default()
     };
     let c = Cluster::new("k8s-flaky", config);
