@@ -113,6 +113,7 @@ impl EventLog {
             obj.extend(fields);
         }
         let _ = writeln!(f, "{line}");
+        crate::workdir::crash::boundary();
     }
 }
 

@@ -100,6 +100,7 @@ impl Shared<'_> {
             use std::io::Write as _;
             let _ = writeln!(f, "{} {line}", utc_now());
         }
+        crate::workdir::crash::boundary();
     }
 
     fn save(&self) -> Result<(), ExperimentError> {

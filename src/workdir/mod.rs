@@ -12,6 +12,7 @@
 //! ```
 
 pub(crate) mod archive;
+pub(crate) mod crash;
 pub(crate) mod layout;
 pub(crate) mod runs;
 
@@ -158,6 +159,7 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WorkdirEr
     if let Some(dir) = parent.and_then(|p| File::open(p).ok()) {
         let _ = dir.sync_all();
     }
+    crash::boundary();
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per area.
 
 mod cluster; // TEST SUPPORT: a real control plane (scripts/control-plane) and a node agent
+mod crashes; // SIGKILL at every durable write, then the same command: nothing lost, changed or left running
 mod engine; // e2e, standup, run, teardown, plan, status, archive, reproduce: the work directory
 mod experiment; // experiments (sweeps, resume, max_stacks, retries) and `compare`
 mod gpu; // GPU telemetry: a fake DCGM exporter, and no NVIDIA driver

@@ -1,0 +1,317 @@
+//! The crash harness: benchflow is killed with SIGKILL right after its n-th durable write (a
+//! state file, an event line: `BENCHFLOW_TEST_CRASH_AT=n`), for n over every boundary of an e2e
+//! run, an experiment grid, a search and the local router stack; then the same command runs
+//! again. What must always hold: the second command succeeds; when it ends no process of either
+//! is left (every descendant carries a tag in its environment, found through /proc); whatever
+//! was finished before the crash (a done load step's records, a done point's directory) is
+//! byte for byte what it was; and the final analysis counts what an uninterrupted run counts.
+//!
+//! The normal suite tests every `BENCHFLOW_CRASH_STRIDE`-th boundary (default 6; 12 or 18 for
+//! the longer cases; a different offset per scenario): about 40 crashes in 3 minutes on 2 cores.
+//! `benches/crashes.sh` runs every boundary (stride 1).
+
+use std::{
+    collections::BTreeMap,
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::support::{Project, text, tools_home, wait_for};
+
+const TAG: &str = "BENCHFLOW_CRASH_TAG";
+const SCENARIO: &str =
+    "platform: local\nengine:\n  kind: sim\n  profile: tiny/cpu\ntimeouts: { ready: 30s }\n";
+const QUICK: &str = "seed: 3\napi: { ignore_eos: true }\ndataset: { random: { input_len: 32, output_len: 16 } }\nwarmup: { requests: 2 }\nstages:\n  - { rate: 40, arrival: constant, requests: 30 }\n";
+const SHORT: &str = "seed: 1\napi: { stream: true, ignore_eos: true }\ndataset:\n  random: { input_len: 64, output_len: 16 }\nwarmup: { requests: 2 }\nstages:\n  - { rate: 40, requests: 12 }\n";
+const PACED: &str = "seed: 1\napi: { stream: true, ignore_eos: true }\ndataset:\n  random: { input_len: 32, output_len: 10 }\nstages:\n  - { rate: 1, arrival: constant, duration: 1s }\n";
+const ANALYTIC: &str = "engine.args=[--set, fidelity=analytic, --set, ttft=50ms, --set, itl=10ms, --set, ttft_std=0ms, --set, itl_std=0ms, --set, time_factor_under_load=1, --set, request_overhead=0, --set, max_num_seqs=4]";
+
+fn stride() -> usize {
+    std::env::var("BENCHFLOW_CRASH_STRIDE").ok().and_then(|s| s.parse().ok()).filter(|s| *s > 0).unwrap_or(6)
+}
+
+fn json(path: &Path) -> Value {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null)
+}
+
+/// Pids of live processes whose environment carries `TAG=tag` (benchflow and its descendants).
+fn tagged(tag: &str) -> Vec<i32> {
+    let needle = format!("{TAG}={tag}\0");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')));
+        if !zombie && env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Every file under `dir` (relative path → a digest of its bytes), `.lock` and `latest` aside.
+fn digests(dir: &Path) -> BTreeMap<PathBuf, u64> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, u64>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let path = e.path();
+            let name = e.file_name();
+            if name == ".lock" || name == "latest" {
+                continue;
+            }
+            if path.is_dir() {
+                walk(base, &path, out);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&bytes, &mut h);
+                out.insert(path.strip_prefix(base).unwrap().to_path_buf(), std::hash::Hasher::finish(&h));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// A scenario of the harness: the command (with `WD` where its work directory goes), what was
+/// finished in a work directory (directories whose files must never change again), and the
+/// counts its final analysis must equal.
+struct Case {
+    name: &'static str,
+    args: Vec<&'static str>,
+    finished: fn(&Path) -> Vec<PathBuf>,
+    counts: fn(&Path) -> Value,
+    /// Boundaries to skip at the start (a different offset per scenario).
+    offset: usize,
+    /// This case tests every `stride() * spread`-th boundary (a long case tests fewer).
+    spread: usize,
+    /// Nothing may be added to a finished directory either (a done point is never measured
+    /// again). An e2e run is not resumed past its measurement: the same command measures anew
+    /// into a new run directory, beside the earlier one, which must stay as it was.
+    sealed: bool,
+}
+
+/// An e2e run's finished records: its results once the load step is done, its analysis once
+/// the analysis step is.
+fn run_finished(wd: &Path) -> Vec<PathBuf> {
+    let s = json(&wd.join("state.json"));
+    let done = |suffix: &str| {
+        s["steps"].as_object().is_some_and(|m| {
+            m.iter().any(|(id, st)| id.ends_with(suffix) && !id.contains("stop") && st["status"] == "done")
+        })
+    };
+    let mut out = Vec::new();
+    if done("_load") {
+        out.push(wd.join("results"));
+    }
+    if done("_analyze") {
+        out.push(wd.join("analysis"));
+    }
+    out
+}
+
+fn run_counts(wd: &Path) -> Value {
+    let stats = json(&wd.join("analysis/latest/stats.json"));
+    let stages: Vec<Value> = stats["stages"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    serde_json::json!([
+                        s["completed"],
+                        s["failed"],
+                        s["total_input_tokens"],
+                        s["total_output_tokens"]
+                    ])
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Value::Array(stages)
+}
+
+/// An experiment's finished points: each point directory its record says done.
+fn points_finished(exp: &Path) -> Vec<PathBuf> {
+    let s = json(&exp.join("state.json"));
+    s["points"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, p)| p["status"] == "done")
+                .map(|(id, _)| exp.join("points").join(id))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn points_counts(exp: &Path) -> Value {
+    let s = json(&exp.join("state.json"));
+    let mut out = serde_json::Map::new();
+    for (id, p) in s["points"].as_object().cloned().unwrap_or_default() {
+        out.insert(id.clone(), serde_json::json!([p["status"], run_counts(&exp.join("points").join(&id))]));
+    }
+    Value::Object(out)
+}
+
+/// A search's counts: its trials' points and verdicts are decided by what was measured, so a
+/// trial measured again after a crash may differ within noise; what must hold is an answer
+/// and every trial done.
+fn search_counts(exp: &Path) -> Value {
+    let o = json(&exp.join("analysis/search.json"));
+    let s = json(&exp.join("state.json"));
+    let all_done = s["points"].as_object().is_some_and(|m| m.values().all(|p| p["status"] == "done"));
+    serde_json::json!({ "answered": o["answer"].is_number(), "all_done": all_done })
+}
+
+/// Runs `case` into `ref/`, then for every `stride`-th boundary n: the command killed at n,
+/// then again; checks the invariants. Returns how many crashes were tested.
+fn sweep(p: &Project, case: &Case) -> usize {
+    let cmd = |wd: &str| {
+        let args: Vec<&str> = case.args.iter().map(|a| if *a == "WD" { wd } else { a }).collect();
+        let tag = format!("{}-{}-{wd}", case.name, std::process::id());
+        let mut c = p.cmd(&args);
+        c.env(TAG, &tag).env("BENCHFLOW_TOOLS_DIR", tools_home());
+        (c, tag)
+    };
+    let (mut c, tag) = cmd("ref");
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}: the uninterrupted run: {}", case.name, text(&out.stderr));
+    let want = (case.counts)(&p.path("ref"));
+    wait_for(
+        &format!("{}: nothing of the uninterrupted run left", case.name),
+        Duration::from_secs(30),
+        || tagged(&tag).is_empty(),
+    );
+    let mut tested = 0;
+    for n in (1 + case.offset..).step_by(stride() * case.spread) {
+        let wd = format!("wd{n}");
+        let (mut c, tag) = cmd(&wd);
+        let out = c.env("BENCHFLOW_TEST_CRASH_AT", n.to_string()).output().unwrap();
+        if out.status.success() {
+            // Past the last boundary: the sweep is over.
+            assert!(tested > 0 || n > 1, "{}: never crashed", case.name);
+            eprintln!("{}: {tested} crashes tested, the last boundary before {n}", case.name);
+            break;
+        }
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{}: at boundary {n} it exited by itself: {}",
+            case.name,
+            text(&out.stderr)
+        );
+        let finished: Vec<(PathBuf, BTreeMap<PathBuf, u64>)> =
+            (case.finished)(&p.path(&wd)).into_iter().map(|d| (d.clone(), digests(&d))).collect();
+        let (mut again, _) = cmd(&wd);
+        let out = again.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}: killed at boundary {n}, the same command again failed: {}",
+            case.name,
+            text(&out.stderr)
+        );
+        wait_for(
+            &format!("{}: killed at boundary {n}, then again: no process left", case.name),
+            Duration::from_secs(30),
+            || tagged(&tag).is_empty(),
+        );
+        for (dir, before) in &finished {
+            let after = digests(dir);
+            let added = after.keys().filter(|f| case.sealed && !before.contains_key(*f));
+            let changed: Vec<_> =
+                before.keys().chain(added).filter(|f| before.get(*f) != after.get(*f)).collect();
+            assert!(
+                changed.is_empty(),
+                "{}: killed at boundary {n}: finished records in {} changed: {changed:?}",
+                case.name,
+                dir.display()
+            );
+        }
+        let got = (case.counts)(&p.path(&wd));
+        assert_eq!(got, want, "{}: killed at boundary {n}: the final analysis counts", case.name);
+        let _ = std::fs::remove_dir_all(p.path(&wd));
+        tested += 1;
+    }
+    tested
+}
+
+#[test]
+fn e2e_killed_at_every_boundary_then_run_again_loses_and_leaves_nothing() {
+    let p = Project::new("crash-e2e");
+    p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
+    let case = Case {
+        name: "e2e",
+        spread: 1,
+        sealed: false,
+        args: vec!["e2e", "-c", "sim", "-w", "quick", "--workdir", "WD", "-q"],
+        finished: run_finished,
+        counts: run_counts,
+        offset: 0,
+    };
+    let tested = sweep(&p, &case);
+    assert!(tested >= 40 / stride(), "{tested} crashes tested");
+}
+
+#[test]
+fn an_experiment_grid_killed_at_every_boundary_then_run_again_measures_each_point_once() {
+    let p = Project::new("crash-grid");
+    p.file("workloads/short.yaml", SHORT)
+        .file("experiments/e.yaml", "base: { workload: short }\nfactors:\n  workload.seed: [1, 2]\n");
+    let case = Case {
+        name: "grid",
+        spread: 2,
+        sealed: true,
+        args: vec!["experiment", "-e", "e", "--workdir", "WD", "-q"],
+        finished: points_finished,
+        counts: points_counts,
+        offset: 2,
+    };
+    let tested = sweep(&p, &case);
+    assert!(tested >= 60 / stride() / 2, "{tested} crashes tested");
+}
+
+#[test]
+fn a_search_killed_at_every_boundary_then_run_again_keeps_its_trials_and_answers() {
+    let p = Project::new("crash-search");
+    p.file("workloads/paced.yaml", PACED).file(
+        "experiments/e.yaml",
+        &format!(
+            "base:\n  workload: paced\n  set: [\"{ANALYTIC}\"]\nsearch: {{ factor: workload.stages.0.rate, from: 2, to: 100, trials: 2 }}\n"
+        ),
+    );
+    let case = Case {
+        name: "search",
+        spread: 3,
+        sealed: true,
+        args: vec!["experiment", "-e", "e", "--workdir", "WD", "-q"],
+        finished: points_finished,
+        counts: search_counts,
+        offset: 4,
+    };
+    let tested = sweep(&p, &case);
+    assert!(tested >= 40 / stride() / 3, "{tested} crashes tested");
+}
+
+#[test]
+fn the_router_stack_killed_at_every_boundary_then_run_again_leaves_no_router_or_engine() {
+    let p = Project::new("crash-router");
+    p.file(
+        "workloads/quick.yaml",
+        "seed: 5\ndataset: { random: { input_len: 32, output_len: 16 } }\nwarmup: { requests: 0 }\nstages:\n  - { rate: 30, arrival: constant, requests: 30 }\n",
+    );
+    let case = Case {
+        name: "router",
+        spread: 2,
+        sealed: false,
+        args: vec!["e2e", "-c", "local-router", "-w", "quick", "--install-missing", "--workdir", "WD", "-q"],
+        finished: run_finished,
+        counts: run_counts,
+        offset: 1,
+    };
+    let tested = sweep(&p, &case);
+    assert!(tested >= 40 / stride() / 2, "{tested} crashes tested");
+}
