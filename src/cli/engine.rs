@@ -164,6 +164,7 @@ async fn execute(
         }
         Outcome::Failed { step, error, .. } => Err(CliError::RunFailed { step, error }),
         Outcome::Lost { step, error } => Err(CliError::EngineLost { step, error }),
+        Outcome::Unrecorded { error } => Err(CliError::Unrecorded(error)),
     }
 }
 

@@ -90,6 +90,12 @@ pub(crate) enum CliError {
     RunFailed { step: String, error: String },
     #[error("{step}: {error}; the run was stopped, what was measured is analysed, and teardown has run")]
     EngineLost { step: String, error: String },
+    #[error(
+        "the work directory's record could not be written ({0}): nothing more was started, what ran was \
+         stopped and teardown run from the record in memory; free space, then `benchflow status` shows what \
+         the record on disk still says"
+    )]
+    Unrecorded(String),
     #[error("teardown step(s) failed: {0}; see setup/commands/ in the work directory")]
     TeardownFailed(String),
     #[error("interrupted{0}")]
@@ -125,7 +131,8 @@ impl CliError {
             | CliError::Runtime(_)
             | CliError::TeardownFailed(_)
             | CliError::Kube(_)
-            | CliError::EngineLost { .. } => EXIT_RUNTIME,
+            | CliError::EngineLost { .. }
+            | CliError::Unrecorded(_) => EXIT_RUNTIME,
             CliError::Exec(_) | CliError::Workdir(_) | CliError::Archive(_) | CliError::Experiment(_) => {
                 EXIT_RUNTIME
             }

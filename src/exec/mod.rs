@@ -95,6 +95,11 @@ pub(crate) enum Outcome {
         step: String,
         error: String,
     },
+    /// The record could not be written during the run (a full disk): nothing more was
+    /// started, what ran was stopped, teardown run from the record in memory.
+    Unrecorded {
+        error: String,
+    },
 }
 
 /// The result of an execution.
@@ -183,7 +188,7 @@ pub(crate) async fn execute(
     let mut walk = Walk::new(facts);
     let end = d.walk(&mut walk, Mode::Main, signals).await?;
     for i in walk.pending() {
-        d.rec.set(i, Status::Cancelled, "interrupted before it started")?;
+        d.rec.set(i, Status::Cancelled, "interrupted before it started");
     }
     let outcome = match end.first {
         _ if d.interrupts > 0 => Outcome::Interrupted,
@@ -217,11 +222,15 @@ pub(crate) async fn execute(
     }
     report.leftovers =
         d.rec.state.leftovers(dir).into_iter().map(|(id, rec)| describe_leftover(&id, &rec)).collect();
+    if let (Some(error), Outcome::Success) = (d.rec.unsaved.clone(), &report.outcome) {
+        // Only teardown ran, and its record could not be written.
+        report.outcome = Outcome::Unrecorded { error };
+    }
     d.rec.emit(Event::RunFinished {
         outcome: format!("{:?}", report.outcome),
         leftovers: report.leftovers.clone(),
     });
-    d.rec.save()?;
+    d.rec.keep();
     Ok(report)
 }
 
@@ -279,6 +288,8 @@ struct WalkEnd {
     teardown_failed: Vec<usize>,
     /// A second interrupt stopped teardown.
     aborted: bool,
+    /// `state.json` could not be written (the walk stops).
+    unrecorded: bool,
 }
 
 /// Runs what the walk launches and records what happens.
@@ -328,7 +339,7 @@ impl Driver<'_> {
     fn skip_disabled(&mut self, steps: &[usize]) -> Result<Vec<(usize, Status)>, ExecError> {
         let mut out = Vec::new();
         for &i in steps.iter().filter(|&&i| !self.plan.steps[i].enabled) {
-            self.rec.set(i, Status::Skipped, "condition is false")?;
+            self.rec.set(i, Status::Skipped, "condition is false");
             out.push((i, Status::Skipped));
         }
         Ok(out)
@@ -378,7 +389,7 @@ impl Driver<'_> {
                     Status::Cancelled => format!("interrupted before it started ({by} was)"),
                     _ => format!("{by} did not succeed"),
                 };
-                self.rec.set(i, status, &why)?;
+                self.rec.set(i, status, &why);
             }
             Decision::Reused => self.rec.emit(Event::StepReused { step: self.plan.steps[i].id.clone() }),
             Decision::Launch => {}
@@ -405,12 +416,21 @@ impl Driver<'_> {
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let watching = mode == Mode::Main;
         loop {
-            let stopping = mode == Mode::Main && (self.interrupts > 0 || end.lost);
+            if mode == Mode::Main
+                && let Some(error) = self.rec.unsaved.clone()
+                && !end.unrecorded
+            {
+                // The record cannot be written: nothing more starts, what runs is stopped.
+                end.unrecorded = true;
+                end.first.get_or_insert(Outcome::Unrecorded { error });
+                let _ = cancel_tx.send(true);
+            }
+            let stopping = mode == Mode::Main && (self.interrupts > 0 || end.lost || end.unrecorded);
             while let Some((i, decision)) = walk.next(stopping) {
                 self.decided(i, decision)?;
                 if decision == Decision::Launch {
                     let left = self.left_running(i);
-                    self.rec.start(i)?;
+                    self.rec.start(i);
                     let ctx = self.ctx(i, cancel_rx.clone(), &progress_tx);
                     tasks.spawn(run_step(self.plan.steps[i].clone(), i, ctx, events_tx.clone(), left));
                 }
@@ -423,7 +443,7 @@ impl Driver<'_> {
                     let f = joined.map_err(|e| WorkdirError::Io { path: self.dir.into(), source: std::io::Error::other(e.to_string()) })?;
                     let i = f.index;
                     let partial = matches!(f.result, Err(StepError::Interrupted(_)));
-                    let (status, error) = self.rec.finish(f)?;
+                    let (status, error) = self.rec.finish(f);
                     walk.settle(i, status, partial);
                     if let (Status::Failed, Some(error)) = (status, error) {
                         match mode {
@@ -447,13 +467,13 @@ impl Driver<'_> {
                 }
                 Some(()) = signals.recv() => {
                     self.interrupts += 1;
-                    self.rec.signal(self.interrupts, mode == Mode::Teardown)?;
+                    self.rec.signal(self.interrupts, mode == Mode::Teardown);
                     match mode {
                         Mode::Main if self.interrupts == 1 => { let _ = cancel_tx.send(true); }
                         Mode::Teardown if self.interrupts >= 2 => {
                             tasks.abort_all();
                             for i in walk.running() {
-                                self.rec.set(i, Status::Cancelled, "teardown skipped by a second interrupt")?;
+                                self.rec.set(i, Status::Cancelled, "teardown skipped by a second interrupt");
                             }
                             end.aborted = true;
                             break;

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     plan::Plan,
     steps::{self, StepError, UndoRecord},
-    workdir::{WorkdirError, utc_now},
+    workdir::utc_now,
 };
 
 pub(super) struct Record<'a> {
@@ -20,12 +20,15 @@ pub(super) struct Record<'a> {
     pub(super) state: State,
     log: EventLog,
     sink: &'a mut dyn Sink,
+    /// The first write of `state.json` that failed during the walk (a full disk): the walk
+    /// starts nothing more, tears down what it started, and fails with this.
+    pub(super) unsaved: Option<String>,
 }
 
 impl<'a> Record<'a> {
     pub(super) fn new(plan: &'a Plan, dir: &Path, state: State, sink: &'a mut dyn Sink) -> Record<'a> {
         sink.begin(plan);
-        Record { plan, dir: dir.to_path_buf(), state, log: EventLog::open(dir), sink }
+        Record { plan, dir: dir.to_path_buf(), state, log: EventLog::open(dir), sink, unsaved: None }
     }
 
     pub(super) fn emit(&mut self, event: Event) {
@@ -33,8 +36,21 @@ impl<'a> Record<'a> {
         self.sink.event(&event);
     }
 
-    pub(super) fn save(&self) -> Result<(), WorkdirError> {
-        self.state.save(&self.dir)
+    /// Writes `state.json` during a walk. A failure (a full disk, a directory made read-only)
+    /// must not stop benchflow from managing what it started: it is said once, kept in
+    /// `unsaved`, and the walk goes on to stop and tear down from the record in memory.
+    pub(super) fn keep(&mut self) {
+        if let Err(e) = self.state.save(&self.dir)
+            && self.unsaved.is_none()
+        {
+            self.unsaved = Some(e.to_string());
+            self.emit(Event::Warning {
+                message: format!(
+                    "{e}: the record on disk stops here; nothing more starts, and what was started is \
+                     torn down from the record in memory"
+                ),
+            });
+        }
     }
 
     /// Whether step `id` is recorded done (or skipped) by an earlier command.
@@ -65,7 +81,7 @@ impl<'a> Record<'a> {
     }
 
     /// A final status for a step that did not run (skipped, not run, cancelled).
-    pub(super) fn set(&mut self, i: usize, status: Status, note: &str) -> Result<(), WorkdirError> {
+    pub(super) fn set(&mut self, i: usize, status: Status, note: &str) {
         let s = &self.plan.steps[i];
         let entry = self.state.steps.entry(s.id.clone()).or_default();
         entry.status = status;
@@ -78,10 +94,10 @@ impl<'a> Record<'a> {
             summary: None,
             error: Some(note.to_string()),
         });
-        self.save()
+        self.keep();
     }
 
-    pub(super) fn start(&mut self, i: usize) -> Result<(), WorkdirError> {
+    pub(super) fn start(&mut self, i: usize) {
         let s = &self.plan.steps[i];
         let entry = self.state.steps.entry(s.id.clone()).or_default();
         *entry = state::StepState {
@@ -97,11 +113,11 @@ impl<'a> Record<'a> {
             phase: s.phase,
             does: s.describe.first().cloned().unwrap_or_default(),
         });
-        self.save()
+        self.keep();
     }
 
     /// Records a finished step: its status and, if it did not succeed, its error.
-    pub(super) fn finish(&mut self, f: Finished) -> Result<(Status, Option<String>), WorkdirError> {
+    pub(super) fn finish(&mut self, f: Finished) -> (Status, Option<String>) {
         let s = &self.plan.steps[f.index];
         let undoes = s.args.as_ref().and_then(|a| a.undoes());
         let entry = self.state.steps.entry(s.id.clone()).or_default();
@@ -144,13 +160,13 @@ impl<'a> Record<'a> {
             summary,
             error: error.clone(),
         });
-        self.save()?;
-        Ok((status, error))
+        self.keep();
+        (status, error)
     }
 
-    pub(super) fn signal(&mut self, count: u32, during_teardown: bool) -> Result<(), WorkdirError> {
+    pub(super) fn signal(&mut self, count: u32, during_teardown: bool) {
         self.state.interrupts.push(utc_now());
         self.emit(Event::Signal { count, during_teardown });
-        self.save()
+        self.keep();
     }
 }

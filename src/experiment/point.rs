@@ -120,8 +120,11 @@ pub(super) async fn run_point(
                 shared.say(&format!("{id}: interrupted (it runs again when the experiment resumes)"));
                 return Ok(PointEnd::Interrupted);
             }
-            Outcome::Lost { step, error } => {
-                let why = format!("{step}: {error}");
+            Outcome::Lost { .. } | Outcome::Unrecorded { .. } => {
+                let why = match report.outcome {
+                    Outcome::Lost { step, error } => format!("{step}: {error}"),
+                    _ => format!("its record could not be written: {}", unrecorded(&report.outcome)),
+                };
                 shared.point(id, |s| {
                     s.status = PointStatus::Failed;
                     s.error = Some(why.clone());
@@ -178,6 +181,14 @@ async fn between_points(shared: &Shared<'_>, up: &Up) -> Result<Between, Experim
             "between_points: {step}: {error} (its log: {})",
             up.dir.join(layout::COMMANDS).join(format!("{step}.log")).display()
         )),
+        Outcome::Unrecorded { error } => Between::Failed(format!("between_points: the record: {error}")),
         Outcome::Interrupted => Between::Interrupted,
     })
+}
+
+fn unrecorded(o: &Outcome) -> &str {
+    match o {
+        Outcome::Unrecorded { error } => error,
+        _ => "",
+    }
 }

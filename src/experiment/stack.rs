@@ -122,8 +122,13 @@ pub(super) async fn stand_up(
             })?;
             return Ok(None);
         }
-        Outcome::Failed { step, error, .. } | Outcome::Lost { step, error } => {
-            let why = format!("stack {} could not be stood up: {step}: {error}", stack.id);
+        Outcome::Failed { .. } | Outcome::Lost { .. } | Outcome::Unrecorded { .. } => {
+            let why = match &report.outcome {
+                Outcome::Failed { step, error, .. } | Outcome::Lost { step, error } => {
+                    format!("stack {} could not be stood up: {step}: {error}", stack.id)
+                }
+                other => format!("stack {} could not be stood up: its record: {other:?}", stack.id),
+            };
             shared.stack(&stack.id, |s| {
                 s.status = if report.leftovers.is_empty() { StackStatus::Failed } else { StackStatus::Up };
                 s.error = Some(why.clone());
@@ -168,21 +173,27 @@ pub(super) async fn run_stack(
     let plan = shared.plan;
     let points: Vec<&PlannedPoint> = points.iter().map(|&i| &plan.points[i]).collect();
     let Some(mut up) = stand_up(shared, &plan.stacks[k], &points).await? else { return Ok(()) };
-    let mut lost = None;
-    for (n, p) in points.iter().enumerate() {
-        if shared.stopping() {
-            break;
+    // Whatever ends the points (an error included: a full disk), the stack comes down after.
+    let ran = async {
+        let mut lost = None;
+        for (n, p) in points.iter().enumerate() {
+            if shared.stopping() {
+                break;
+            }
+            if let Some(why) = &lost {
+                fail_points(shared, &points[n..n + 1], &format!("not run: {why}"))?;
+                continue;
+            }
+            match run_point(shared, p, &mut up).await? {
+                PointEnd::Done | PointEnd::Interrupted | PointEnd::Failed => {}
+                PointEnd::Lost(why) => lost = Some(format!("the stack's engine stopped ({why})")),
+            }
         }
-        if let Some(why) = &lost {
-            fail_points(shared, &points[n..n + 1], &format!("not run: {why}"))?;
-            continue;
-        }
-        match run_point(shared, p, &mut up).await? {
-            PointEnd::Done | PointEnd::Interrupted | PointEnd::Failed => {}
-            PointEnd::Lost(why) => lost = Some(format!("the stack's engine stopped ({why})")),
-        }
+        Ok::<(), ExperimentError>(())
     }
-    tear_down(shared, up).await
+    .await;
+    let down = tear_down(shared, up).await;
+    ran.and(down)
 }
 
 /// Whether the last standup of a stack's work directory ran a step (rather than reusing all).

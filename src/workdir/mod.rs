@@ -77,17 +77,24 @@ impl WorkDir {
     fn lock(root: &Path) -> Result<File, WorkdirError> {
         let path = root.join(".lock");
         let io = |source| WorkdirError::Io { path: path.clone(), source };
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
+        let (mut file, writable) =
+            match std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)
+            {
+                Ok(f) => (f, true),
+                // A directory made read-only (or a full disk refusing a new file): an existing
+                // lock file is still locked read-only, so that `teardown` can run there.
+                Err(e) => match std::fs::File::open(&path) {
+                    Ok(f) => (f, false),
+                    Err(_) => return Err(io(e)),
+                },
+            };
         match file.try_lock() {
             Ok(()) => {
-                file.set_len(0).map_err(io)?;
-                let _ = writeln!(file, "pid {} since {}", std::process::id(), utc_now());
+                if writable {
+                    // Who holds it, for the message of a second benchflow (best effort).
+                    let _ = file.set_len(0);
+                    let _ = writeln!(file, "pid {} since {}", std::process::id(), utc_now());
+                }
                 Ok(file)
             }
             Err(std::fs::TryLockError::WouldBlock) => {

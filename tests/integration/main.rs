@@ -2,6 +2,7 @@
 
 mod cluster; // TEST SUPPORT: a real control plane (scripts/control-plane) and a node agent
 mod crashes; // SIGKILL at every durable write, then the same command: nothing lost, changed or left running
+mod disk; // a full disk at any moment of a run: no panic, no engine left, teardown still works
 mod engine; // e2e, standup, run, teardown, plan, status, archive, reproduce: the work directory
 mod experiment; // experiments (sweeps, resume, max_stacks, retries) and `compare`
 mod gpu; // GPU telemetry: a fake DCGM exporter, and no NVIDIA driver
