@@ -29,8 +29,14 @@ const SHORT: &str = "seed: 1\napi: { stream: true, ignore_eos: true }\ndataset:\
 const PACED: &str = "seed: 1\napi: { stream: true, ignore_eos: true }\ndataset:\n  random: { input_len: 32, output_len: 10 }\nstages:\n  - { rate: 1, arrival: constant, duration: 1s }\n";
 const ANALYTIC: &str = "engine.args=[--set, fidelity=analytic, --set, ttft=50ms, --set, itl=10ms, --set, ttft_std=0ms, --set, itl_std=0ms, --set, time_factor_under_load=1, --set, request_overhead=0, --set, max_num_seqs=4]";
 
-fn stride() -> usize {
-    std::env::var("BENCHFLOW_CRASH_STRIDE").ok().and_then(|s| s.parse().ok()).filter(|s| *s > 0).unwrap_or(6)
+/// Every how-many-th boundary a case tests: `BENCHFLOW_CRASH_STRIDE` when set (1: every
+/// boundary), else 6 times the case's spread.
+fn stride(spread: usize) -> usize {
+    std::env::var("BENCHFLOW_CRASH_STRIDE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(6 * spread)
 }
 
 fn json(path: &Path) -> Value {
@@ -87,7 +93,7 @@ struct Case {
     counts: fn(&Path) -> Value,
     /// Boundaries to skip at the start (a different offset per scenario).
     offset: usize,
-    /// This case tests every `stride() * spread`-th boundary (a long case tests fewer).
+    /// This case tests every `6 * spread`-th boundary in the suite (a long case tests fewer).
     spread: usize,
     /// Nothing may be added to a finished directory either (a done point is never measured
     /// again). An e2e run is not resumed past its measurement: the same command measures anew
@@ -187,7 +193,7 @@ fn sweep(p: &Project, case: &Case) -> usize {
         || tagged(&tag).is_empty(),
     );
     let mut tested = 0;
-    for n in (1 + case.offset..).step_by(stride() * case.spread) {
+    for n in (1 + case.offset..).step_by(stride(case.spread)) {
         let wd = format!("wd{n}");
         let (mut c, tag) = cmd(&wd);
         let out = c.env("BENCHFLOW_TEST_CRASH_AT", n.to_string()).output().unwrap();
@@ -253,7 +259,7 @@ fn e2e_killed_at_every_boundary_then_run_again_loses_and_leaves_nothing() {
         offset: 0,
     };
     let tested = sweep(&p, &case);
-    assert!(tested >= 40 / stride(), "{tested} crashes tested");
+    assert!(tested >= 40 / stride(1), "{tested} crashes tested");
 }
 
 #[test]
@@ -271,7 +277,7 @@ fn an_experiment_grid_killed_at_every_boundary_then_run_again_measures_each_poin
         offset: 2,
     };
     let tested = sweep(&p, &case);
-    assert!(tested >= 60 / stride() / 2, "{tested} crashes tested");
+    assert!(tested >= 60 / stride(2), "{tested} crashes tested");
 }
 
 #[test]
@@ -293,7 +299,7 @@ fn a_search_killed_at_every_boundary_then_run_again_keeps_its_trials_and_answers
         offset: 4,
     };
     let tested = sweep(&p, &case);
-    assert!(tested >= 40 / stride() / 3, "{tested} crashes tested");
+    assert!(tested >= 40 / stride(3), "{tested} crashes tested");
 }
 
 #[test]
@@ -313,5 +319,5 @@ fn the_router_stack_killed_at_every_boundary_then_run_again_leaves_no_router_or_
         offset: 1,
     };
     let tested = sweep(&p, &case);
-    assert!(tested >= 40 / stride() / 2, "{tested} crashes tested");
+    assert!(tested >= 40 / stride(2), "{tested} crashes tested");
 }
