@@ -259,7 +259,7 @@ impl Session {
             if unreadable.is_empty() {
                 return Ok(None);
             }
-            Report { outcome: exec::Outcome::Success, leftovers: Vec::new(), teardown_failed: Vec::new() }
+            Report::default()
         } else {
             let opts = Options::teardown(quiet);
             exec::execute(&self.plan, dir, &opts, signals, sink).await?

@@ -79,8 +79,9 @@ impl Options {
 }
 
 /// How the execution ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) enum Outcome {
+    #[default]
     Success,
     /// The first step that failed, its phase and its error.
     Failed {
@@ -103,12 +104,14 @@ pub(crate) enum Outcome {
 }
 
 /// The result of an execution.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Report {
     pub outcome: Outcome,
     /// Undo records left behind (after a skipped teardown, or when teardown was not run).
     pub leftovers: Vec<String>,
     pub teardown_failed: Vec<String>,
+    /// The steps this execution started (not those reused, skipped or not reached), in order.
+    pub ran: Vec<String>,
 }
 
 /// Errors that stop the executor itself (not a step's failure).
@@ -154,6 +157,7 @@ pub(crate) async fn execute(
         upstream_effects: upstream.as_ref().map(effects).unwrap_or_default(),
         run: Arc::new(Mutex::new(None)),
         interrupts: 0,
+        ran: Vec::new(),
     };
     if let Some(warning) = state.1 {
         d.rec.emit(warning);
@@ -195,7 +199,7 @@ pub(crate) async fn execute(
         Some(outcome) => outcome,
         None => Outcome::Success,
     };
-    let mut report = Report { outcome, leftovers: Vec::new(), teardown_failed: Vec::new() };
+    let mut report = Report { outcome, ..Report::default() };
 
     // Teardown, one step at a time: asked for, or owed after a failure or an interrupt.
     let wants_teardown = opts.phases.contains(&Phase::Teardown)
@@ -220,6 +224,7 @@ pub(crate) async fn execute(
             report.outcome = Outcome::Interrupted;
         }
     }
+    report.ran = d.ran.iter().map(|&i| plan.steps[i].id.clone()).collect();
     report.leftovers =
         d.rec.state.leftovers(dir).into_iter().map(|(id, rec)| describe_leftover(&id, &rec)).collect();
     if let (Some(error), Outcome::Success) = (d.rec.unsaved.clone(), &report.outcome) {
@@ -303,6 +308,8 @@ struct Driver<'a> {
     /// The harness run of this execution, shared by its steps.
     run: Arc<Mutex<Option<RunDirs>>>,
     interrupts: u32,
+    /// The steps launched so far, in order.
+    ran: Vec<usize>,
 }
 
 impl Driver<'_> {
@@ -429,6 +436,7 @@ impl Driver<'_> {
             while let Some((i, decision)) = walk.next(stopping) {
                 self.decided(i, decision)?;
                 if decision == Decision::Launch {
+                    self.ran.push(i);
                     let left = self.left_running(i);
                     self.rec.start(i);
                     let ctx = self.ctx(i, cancel_rx.clone(), &progress_tx);

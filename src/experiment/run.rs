@@ -35,7 +35,7 @@ use super::{
 };
 use crate::{
     exec::{
-        self, Event, Interrupts, Options, Outcome, Report, Sink,
+        self, Event, Interrupts, Options, Report, Sink,
         walk::{Decision, Facts, Walk},
     },
     session::Session,
@@ -189,11 +189,7 @@ impl Shared<'_> {
         let mut signals = self.interrupts.subscribe();
         let mut sink = self.console(session.dir());
         let report = session.teardown(self.quiet(), &mut signals.rx, &mut sink).await?;
-        Ok(report.unwrap_or(Report {
-            outcome: Outcome::Success,
-            leftovers: Vec::new(),
-            teardown_failed: Vec::new(),
-        }))
+        Ok(report.unwrap_or(Report::default()))
     }
 
     /// The live view (progress bars) is off when quiet or when several stacks run at once.
@@ -299,11 +295,7 @@ pub(crate) async fn teardown_dir(
 ) -> Result<Report, ExperimentError> {
     let session = Session::open(dir)?;
     let report = session.teardown(quiet, signals, &mut exec::Console::new(quiet)).await?;
-    Ok(report.unwrap_or(Report {
-        outcome: Outcome::Success,
-        leftovers: Vec::new(),
-        teardown_failed: Vec::new(),
-    }))
+    Ok(report.unwrap_or(Report::default()))
 }
 
 /// Runs (or resumes) an experiment in `plan.root`. `signals` delivers one message per Ctrl-C;

@@ -2,11 +2,7 @@
 //! points run one after another, torn down (unless a second interrupt leaves it up). Its
 //! between-points steps are compiled when it is stood up, so a bad one fails before any point.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::PoisonError,
-    time::Instant,
-};
+use std::{path::PathBuf, sync::PoisonError, time::Instant};
 
 use serde_json::Value;
 
@@ -101,7 +97,7 @@ pub(super) async fn stand_up(
     let used = match &report.outcome {
         Outcome::Success => {
             // Reused only when every standup step was done and still holds.
-            let ran = standup_ran(&dir);
+            let ran = !report.ran.is_empty();
             shared.stack(&stack.id, |s| {
                 s.status = StackStatus::Up;
                 s.error = None;
@@ -194,14 +190,6 @@ pub(super) async fn run_stack(
     .await;
     let down = tear_down(shared, up).await;
     ran.and(down)
-}
-
-/// Whether the last standup of a stack's work directory ran a step (rather than reusing all).
-fn standup_ran(dir: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(dir.join(layout::EVENTS)) else { return true };
-    // The last walk's events: after the last run_started.
-    let last = text.lines().rev().take_while(|l| !l.contains("\"run_started\"")).collect::<Vec<_>>();
-    last.iter().any(|l| l.contains("\"step_started\""))
 }
 
 /// Tears down a stack an earlier invocation left up that is not needed as it is.
