@@ -525,6 +525,27 @@ impl Search {
         if !(1.0..=20.0).contains(&self.refine) {
             return Err(format!("search: `refine` {} is not in [1, 20]", self.refine));
         }
+        if !(0.0..1.0).contains(&self.tolerance) {
+            return Err(format!(
+                "search: `tolerance` {} is not in [0, 1) (0.05: 5% below the rate asked)",
+                self.tolerance
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.max_error_rate) {
+            return Err(format!(
+                "search: `max_error_rate` {} is not in [0, 1] (0.01: 1%)",
+                self.max_error_rate
+            ));
+        }
+        if let Some(x) = self.start.filter(|x| !(x.is_finite() && *x >= self.from && *x <= self.to)) {
+            return Err(format!("search: `start` {x} is not in the range [{}, {}]", self.from, self.to));
+        }
+        if let Some(g) = self.goodput_share.filter(|g| !(*g > 0.0 && *g <= 1.0)) {
+            return Err(format!("search: `goodput_share` {g} is not in (0, 1]"));
+        }
+        if let Some((k, v)) = self.slo.iter().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
+            return Err(format!("search: the SLO `{k}: {v}` needs a finite bound above 0"));
+        }
         match self.objective {
             Objective::MaxStableRate if !self.factor.ends_with(".rate") => Err(format!(
                 "search: max_stable_rate searches a request rate (workload.stages.N.rate), not `{}`; \
@@ -656,5 +677,31 @@ mod tests {
         let e = parse("factors:\n  a.b: [1]\n  a.b: [2]\n").unwrap_err();
         assert!(e.contains("twice"), "{e}");
         assert!(parse("description: x\n").unwrap_err().contains("no factors"));
+    }
+
+    #[test]
+    fn every_search_number_outside_its_range_is_refused_with_its_name() {
+        let base = "search: { factor: workload.stages.0.rate, from: 1, to: 10";
+        let bad = [".nan", ".inf", "-.inf", "-1", "1e300", "-0.5"];
+        let fields = [
+            ("tolerance", "0.05"),
+            ("max_error_rate", "0.01"),
+            ("start", "5"),
+            ("goodput_share", "0.9"),
+            ("precision", "0.1"),
+            ("refine", "2"),
+        ];
+        for (field, good) in fields {
+            parse(&format!("{base}, {field}: {good} }}\n")).unwrap_or_else(|e| panic!("{field}: {e}"));
+            for v in bad {
+                let e = parse(&format!("{base}, {field}: {v} }}\n")).err();
+                // A value inside the range for one field (1e300 is no ratio, but -0.5 …) is
+                // still outside every range here but none.
+                let e = e.unwrap_or_else(|| panic!("{field}: {v} was accepted"));
+                assert!(e.contains(field), "{field}: {v}: {e}");
+            }
+        }
+        let e = parse(&format!("{base}, slo: {{ p99_ttft_ms: .nan }} }}\n")).unwrap_err();
+        assert!(e.contains("p99_ttft_ms"), "{e}");
     }
 }
