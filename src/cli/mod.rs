@@ -36,7 +36,8 @@ Exit codes:
   0  success (a run whose requests partly failed still succeeds: failures are in its results)
   1  failure at run time (I/O error, a teardown step failed, the engine died during the run)
   2  invalid usage or configuration (bad flag or file, unknown name, bad --set or -s, template
-     error, work directory in use, a state.json that cannot be read: `teardown` still works)
+     error, work directory in use, a state.json that cannot be read: `teardown` still works,
+     a records file with a bad row: `analyze`, `compare`)
   3  standup failed (a standup step failed; teardown has run)
   4  the run could not be carried out (a run or analyze step failed, endpoint unreachable)
   5  interrupted (Ctrl-C / SIGTERM); what was measured is kept, teardown has run unless a
@@ -119,6 +120,8 @@ impl CliError {
             CliError::Config(_) | CliError::Spec(_) | CliError::Resolve(_) | CliError::Plan(_) => EXIT_CONFIG,
             CliError::Usage(_)
             | CliError::Workdir(WorkdirError::Locked { .. } | WorkdirError::NotWorkdir { .. }) => EXIT_CONFIG,
+            // A records file with a bad row is a bad file (named with its line), not a failed run.
+            CliError::Analysis(AnalysisError::Row { .. }) => EXIT_CONFIG,
             CliError::Exec(ExecError::NotStoodUp { .. } | ExecError::State(_)) => EXIT_CONFIG,
             CliError::Sim(sim::SimError::Bind { .. }) => EXIT_CONFIG,
             CliError::Sim(_)
