@@ -283,7 +283,7 @@ pub(crate) fn compare(args: CompareArgs) -> Result<(), CliError> {
         return Err(CliError::Usage(format!("--level {} is not in [0.5, 1)", args.level)));
     }
     let dirs: Vec<&Path> = args.dirs.iter().map(PathBuf::as_path).collect();
-    let c = compare_dirs(&dirs, args.level, args.resamples.max(100))?;
+    let c = compare_dirs(&dirs, args.level, args.resamples)?;
     if let Some(out) = &args.plots {
         experiment::compare::plots(&dirs, out)?;
     }

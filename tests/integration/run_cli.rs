@@ -216,3 +216,15 @@ fn analyze_of_records_with_a_bad_row_exits_2_naming_the_file_and_line() {
         assert!(!err.contains("panicked"), "{end}: {err}");
     }
 }
+
+#[test]
+fn compare_refuses_resamples_beyond_the_limit_naming_it() {
+    let dir = TempDir::new("resamples");
+    let d = dir.0.to_str().unwrap();
+    for n in ["1e12", "1000000000000", "5"] {
+        let out = benchflow().args(["compare", d, d, "--resamples", n]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{n}: {err}");
+        assert!(err.contains("--resamples") && err.contains("1000000"), "{n}: {err}");
+    }
+}
