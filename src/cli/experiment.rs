@@ -123,6 +123,15 @@ pub(crate) async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
             plan.root.display()
         )));
     }
+    // A stack that could not be stood up fails the experiment as a standup fails a run (exit
+    // 3), before what its points (or a search's trial) then measured, which was nothing.
+    if !summary.standup_failed.is_empty() {
+        return Err(CliError::StacksNotUp(format!(
+            "{}; its points were not run (teardown has run); see stacks/<id>/ in {}",
+            summary.standup_failed.join("; "),
+            plan.root.display()
+        )));
+    }
     if let Some(o) = &summary.search {
         // A search's trials may fail (that is what they probe); it fails only when a trial
         // measured nothing.

@@ -89,6 +89,9 @@ pub(crate) enum CliError {
     StandupFailed { step: String, error: String },
     #[error("step {step} failed: {error}")]
     RunFailed { step: String, error: String },
+    /// An experiment's stack(s) could not be stood up (the others ran).
+    #[error("{0}")]
+    StacksNotUp(String),
     #[error("{step}: {error}; the run was stopped, what was measured is analysed, and teardown has run")]
     EngineLost { step: String, error: String },
     #[error("teardown step(s) failed: {0}; see setup/commands/ in the work directory")]
@@ -138,7 +141,7 @@ impl CliError {
                 | crate::tools::ToolError::BadPython { .. },
             ) => EXIT_CONFIG,
             CliError::Tool(_) => EXIT_RUNTIME,
-            CliError::StandupFailed { .. } => EXIT_STANDUP,
+            CliError::StandupFailed { .. } | CliError::StacksNotUp(_) => EXIT_STANDUP,
             CliError::RunFailed { .. } | CliError::Analysis(_) => EXIT_RUN,
             CliError::Interrupted(_) => EXIT_INTERRUPTED,
         }

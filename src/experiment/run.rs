@@ -55,6 +55,8 @@ pub(crate) struct Summary {
     pub failed: Vec<(String, String)>,
     /// Stacks stood up in this invocation.
     pub standups: usize,
+    /// Why each stack that could not be stood up failed (its points failed with it).
+    pub standup_failed: Vec<String>,
     /// Points left pending (after an interrupt, or a failure with `stop_on_error`).
     pub not_run: usize,
     pub interrupted: bool,

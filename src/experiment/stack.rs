@@ -128,6 +128,13 @@ pub(super) async fn stand_up(
                 s.status = if report.leftovers.is_empty() { StackStatus::Failed } else { StackStatus::Up };
                 s.error = Some(why.clone());
             })?;
+            shared
+                .progress
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .summary
+                .standup_failed
+                .push(why.clone());
             fail_points(shared, points, &why)?;
             return Ok(None);
         }

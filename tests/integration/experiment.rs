@@ -726,3 +726,34 @@ fn a_server_that_fails_every_request_gives_a_clear_result() {
         "{says}"
     );
 }
+
+#[test]
+fn a_stack_that_cannot_be_stood_up_exits_3_for_a_grid_and_a_search() {
+    let p = Project::new("exp-standup-fails");
+    p.file("workloads/short.yaml", SHORT)
+        .file("experiments/grid.yaml", "base: { workload: short }\nfactors:\n  workload.stages.0.rate: [10, 20]\n")
+        .file(
+            "experiments/search.yaml",
+            "base: { workload: short }\nsearch: { factor: workload.stages.0.rate, from: 1, to: 64, objective: max_load_within_slo, slo: { p99_ttft_ms: 200 } }\n",
+        );
+    // Every request fails: the smoke test of the standup with it.
+    for (e, points) in [("grid", &["p001", "p002"][..]), ("search", &["p001"][..])] {
+        let out = p.run(&[
+            "experiment",
+            "-e",
+            e,
+            "--workdir",
+            e,
+            "-q",
+            "--set",
+            "engine.args=[--set, failure_rate=1]",
+        ]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{e}: {err}");
+        assert!(err.contains("stack s1 could not be stood up: 02_smoke_test"), "{e}: {err}");
+        for id in points {
+            assert_eq!(point_status(&p.path(e), id), "failed", "{e} {id}");
+        }
+        assert!(engine_pids(&p.path(e)).iter().all(|pid| !alive(*pid)), "{e}: teardown has run");
+    }
+}
