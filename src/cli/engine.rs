@@ -241,7 +241,18 @@ pub(super) fn load_plan(dir: &Path) -> Result<Plan, CliError> {
 
 pub(crate) async fn teardown(args: DirArgs) -> Result<(), CliError> {
     let dir = dir_or_latest(args.dir);
-    let session = Session::open(&dir)?;
+    let (session, warning) = Session::open_for_teardown(&dir)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    for tmp in crate::steps::unfinished_undos(&dir) {
+        // Created, never written: benchflow stopped before the step acted.
+        eprintln!(
+            "note: {} is empty (benchflow was stopped before it recorded anything): nothing to undo for it; removed",
+            tmp.display()
+        );
+        let _ = std::fs::remove_file(&tmp);
+    }
     let mut rx = signals(&dir);
     let Some(report) = session.teardown(false, &mut rx, &mut Console::new(false)).await? else {
         eprintln!("nothing to tear down in {}", dir.display());

@@ -247,7 +247,10 @@ pub(crate) async fn teardown_dir(
     quiet: bool,
     signals: &mut mpsc::UnboundedReceiver<()>,
 ) -> Result<Report, ExperimentError> {
-    let session = Session::open(dir)?;
+    let (session, warning) = Session::open_for_teardown(dir)?;
+    if let Some(w) = warning.filter(|_| !quiet) {
+        eprintln!("warning: {w}");
+    }
     let report = session.teardown(quiet, signals, &mut exec::Console::new(quiet)).await?;
     Ok(report.unwrap_or(Report {
         outcome: Outcome::Success,

@@ -661,6 +661,45 @@ fn sigkill_during_an_exec_step_leaves_no_command_running() {
 }
 
 #[test]
+fn teardown_stops_the_engine_without_plan_json_and_an_empty_tmp_record_is_nothing_recorded() {
+    let p = shell_project("noplan");
+    let wd = p.path("wd");
+    let out = p.run(&["standup", "-c", "shell", "--workdir", "wd", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pid = state(&wd)["steps"]["01_up"]["undo"]["pid"].as_i64().unwrap();
+    // Lost: the plan, and state.json too (setup/undo/ holds the pid).
+    for (i, lost) in ["plan.json", "state.json"].into_iter().enumerate() {
+        let dir = format!("wd{i}");
+        let wd = p.path(&dir);
+        let out = p.run(&["standup", "-c", "shell", "--workdir", &dir, "-q"]);
+        assert!(out.status.success(), "{lost}: {}", text(&out.stderr));
+        let pid = state(&wd)["steps"]["01_up"]["undo"]["pid"].as_i64().unwrap();
+        std::fs::remove_file(wd.join("plan/plan.json")).unwrap();
+        if lost == "state.json" {
+            std::fs::remove_file(wd.join("state.json")).unwrap();
+        }
+        let out = p.run(&["teardown", &dir]);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{lost}: {err}");
+        assert!(err.contains("plan.json cannot be read") && err.contains("from the undo records"), "{err}");
+        assert!(!alive(pid), "{lost}: the engine must be stopped");
+        // Nothing is left to undo: a second teardown says so.
+        let out = p.run(&["teardown", &dir]);
+        assert!(out.status.success() && text(&out.stderr).contains("nothing to tear down"), "{lost}");
+    }
+    // An empty .tmp record (benchflow stopped between creating and writing it) records nothing.
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!alive(pid));
+    std::fs::write(wd.join("setup/undo/01_up.tmp"), b"").unwrap();
+    let out = p.run(&["teardown", "wd"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("01_up.tmp is empty") && err.contains("nothing to undo"), "{err}");
+    assert!(!wd.join("setup/undo/01_up.tmp").exists(), "removed");
+}
+
+#[test]
 fn a_damaged_state_is_an_error_and_teardown_still_stops_the_engine() {
     let p = shell_project("damaged");
     let damages: [(&str, Option<&str>); 4] = [
