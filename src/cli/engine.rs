@@ -295,10 +295,16 @@ pub(crate) fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
 
 pub(crate) async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
     // An archive is unpacked (and verified) into a temporary directory, removed once the
-    // inputs are copied.
+    // inputs are copied, and whenever reproduce fails before (dropped).
+    struct Unpacked(PathBuf);
+    impl Drop for Unpacked {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
     let unpacked = if args.source.is_file() {
-        let tmp = std::env::temp_dir().join(format!("benchflow-reproduce-{}", workdir::run_id()));
-        let root = archive::unpack(&args.source, &tmp)?;
+        let tmp = Unpacked(std::env::temp_dir().join(format!("benchflow-reproduce-{}", workdir::run_id())));
+        let root = archive::unpack(&args.source, &tmp.0)?;
         Some((tmp, root))
     } else {
         None
@@ -320,9 +326,7 @@ pub(crate) async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
             wd.write(&format!("inputs/{kind}.yaml"), &text)?;
         }
     }
-    if let Some((tmp, _)) = &unpacked {
-        let _ = std::fs::remove_dir_all(tmp);
-    }
+    drop(unpacked);
     let origin = json!({
         "reproduces": recorded.get("run.id"),
         "from": archive_note.unwrap_or_else(|| args.source.display().to_string()),

@@ -933,3 +933,55 @@ fn an_https_endpoint_is_measured_with_its_ca_and_refused_without_it() {
     let _ = sim.wait();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+/// A `.tar.gz` of `files` under `top/`, with `manifest` as its MANIFEST.sha256.
+fn tarball(path: &Path, top: &str, files: &[(&str, &str)], manifest: &str) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::default()));
+    for (name, text) in files.iter().chain([&("MANIFEST.sha256", manifest)]) {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, Path::new(top).join(name), text.as_bytes()).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn reproduce_of_a_failing_archive_leaves_no_temporary_directory_and_an_empty_manifest_is_refused() {
+    use sha2::Digest as _;
+    let p = project("repro-fail");
+    let tmp = p.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let sum =
+        |t: &str| sha2::Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let resolved = "not: [a resolved file";
+    let files = [("inputs/resolved.yaml", resolved), ("results/big.csv", "a,b\n1,2\n")];
+    let full = format!("{}  inputs/resolved.yaml\n{}  results/big.csv\n", sum(resolved), sum("a,b\n1,2\n"));
+    let cases = [
+        ("emptied", String::new(), "lists no file"),
+        (
+            "partial",
+            format!("{}  inputs/resolved.yaml\n", sum(resolved)),
+            "results/big.csv is in the archive but not in MANIFEST.sha256",
+        ),
+        ("tampered", full.replace(&sum(resolved), &sum("other")), "does not match its checksum"),
+        // Verified, then unreadable: the error comes after unpacking.
+        ("unreadable", full.clone(), "resolved.yaml"),
+    ];
+    for (tag, manifest, said) in cases {
+        let archive = p.path(&format!("{tag}.tar.gz"));
+        tarball(&archive, "wd", &files, &manifest);
+        let out = p
+            .cmd(&["reproduce", archive.to_str().unwrap(), "--workdir", tag, "-q"])
+            .env("TMPDIR", &tmp)
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{tag}: {err}");
+        assert!(err.contains(said), "{tag}: {err}");
+        let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "{tag}: left behind {left:?}");
+    }
+}
