@@ -65,7 +65,10 @@ fn setup(args: &PlanArgs, scenario: Option<&str>, extra_sets: &[String]) -> Setu
     Setup::new(root, request)
 }
 
-/// Delivers one message per SIGINT / SIGTERM; the third exits at once.
+/// Delivers one message per SIGINT / SIGTERM / SIGHUP; the third exits at once. A hangup (the
+/// terminal closed) is an interrupt like the others: what runs stops, what was measured is
+/// analysed, teardown runs; the output meant for that terminal is dropped from then on (a write
+/// to it would fail), `events.jsonl` keeps the record.
 pub(super) fn signals(dir: &Path) -> mpsc::UnboundedReceiver<()> {
     let (tx, rx) = mpsc::unbounded_channel();
     let dir = dir.display().to_string();
@@ -74,13 +77,15 @@ pub(super) fn signals(dir: &Path) -> mpsc::UnboundedReceiver<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let int = signal(SignalKind::interrupt());
         let term = signal(SignalKind::terminate());
-        if let (Ok(mut int), Ok(mut term)) = (int, term) {
+        let hup = signal(SignalKind::hangup());
+        if let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (int, term, hup) {
             tokio::spawn(async move {
                 let mut count = 0;
                 loop {
                     tokio::select! {
                         _ = int.recv() => {}
                         _ = term.recv() => {}
+                        _ = hup.recv() => detach_from_terminal(),
                     }
                     count += 1;
                     if count >= 3 {
@@ -95,6 +100,21 @@ pub(super) fn signals(dir: &Path) -> mpsc::UnboundedReceiver<()> {
         }
     }
     rx
+}
+
+/// After a hangup: standard output and error that went to the terminal go to `/dev/null` (a
+/// write to a terminal that is gone fails, and a failed `eprintln!` panics); redirected ones
+/// (a file, a pipe) are kept.
+#[cfg(unix)]
+fn detach_from_terminal() {
+    use std::io::IsTerminal as _;
+    let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") else { return };
+    if std::io::stdout().is_terminal() {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    if std::io::stderr().is_terminal() {
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
 }
 
 /// What the command line asks of an execution besides its phases.

@@ -40,8 +40,8 @@ Exit codes:
      a records file with a bad row: `analyze`, `compare`)
   3  standup failed (a standup step failed; teardown has run)
   4  the run could not be carried out (a run or analyze step failed, endpoint unreachable)
-  5  interrupted (Ctrl-C / SIGTERM); what was measured is kept, teardown has run unless a
-     second interrupt skipped it";
+  5  interrupted (Ctrl-C / SIGTERM / SIGHUP); what was measured is kept, teardown has run
+     unless a second interrupt skipped it";
 
 /// Exit code: success.
 pub(crate) const EXIT_OK: u8 = 0;
@@ -300,35 +300,29 @@ fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Registers the Ctrl-C and SIGTERM handlers now (so a signal that arrives before the returned
-/// future is first polled is not lost to the default action) and resolves on the first of them.
-/// Must be called inside the runtime.
+/// Registers the Ctrl-C, SIGTERM and SIGHUP handlers now (so a signal that arrives before the
+/// returned future is first polled is not lost to the default action) and resolves on the
+/// first of them. Must be called inside the runtime.
 pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
+        use tokio::signal::unix::{Signal, SignalKind, signal};
         let mut int = signal(SignalKind::interrupt()).ok();
         let mut term = signal(SignalKind::terminate()).ok();
+        let mut hup = signal(SignalKind::hangup()).ok();
+        async fn one(s: &mut Option<Signal>) {
+            match s.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
         async move {
-            let int = async {
-                match int.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            let term = async {
-                match term.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                _ = int => {}
-                _ = term => {}
+                _ = one(&mut int) => {}
+                _ = one(&mut term) => {}
+                _ = one(&mut hup) => {}
             }
         }
     }

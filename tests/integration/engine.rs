@@ -438,6 +438,37 @@ fn malformed_inputs_are_clear_errors_without_panics() {
 }
 
 #[test]
+fn a_hangup_is_an_interrupt_teardown_runs_and_the_exit_is_5() {
+    let p = project("hangup");
+    p.file(
+        "pipelines/hup.yaml",
+        r#"
+steps:
+  - { name: engine, phase: standup, kind: spawn, with: { command: [sleep, "300"] } }
+  - { name: work, phase: run, kind: exec, after: [engine], with: { command: [sh, -c, "touch working; sleep 300"] } }
+"#,
+    )
+    .file("scenarios/hup.yaml", "pipeline: hup\nengine: { kind: endpoint, url: http://127.0.0.1:9 }\n");
+    let wd = p.path("wd");
+    let child = p
+        .cmd(&["e2e", "-c", "hup", "--workdir", "wd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the run step started", Duration::from_secs(30), || wd.join("working").exists());
+    let pid = state(&wd)["steps"]["01_engine"]["undo"]["pid"].as_i64().unwrap();
+    assert!(alive(pid));
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(!alive(pid), "teardown stopped the engine");
+    assert_eq!(status_of(&wd, "01_engine"), "undone");
+    assert_eq!(state(&wd)["interrupts"].as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn a_second_interrupt_skips_teardown_and_says_what_is_left() {
     let p = project("twice");
     p.file(
