@@ -33,8 +33,8 @@ pub(crate) enum SessionError {
     Workdir(#[from] WorkdirError),
     #[error(transparent)]
     Exec(#[from] ExecError),
-    #[error("step {step} runs `{program}`, which is not on PATH: {hint}")]
-    MissingProgram { step: String, program: String, hint: &'static str },
+    #[error("step {step} runs `{program}`, {why}")]
+    MissingProgram { step: String, program: String, why: String },
     /// Something else a step needs (a tool benchflow installs), with how to get it.
     #[error("step {step}: {message}")]
     Missing { step: String, message: String },
@@ -321,7 +321,7 @@ pub(crate) fn preflight(
                 return Err(SessionError::MissingProgram {
                     step: s.id.clone(),
                     program: program.to_string(),
-                    hint: spawn::install_hint(program),
+                    why: spawn::why_missing(program),
                 });
             }
         }

@@ -757,3 +757,39 @@ fn a_stack_that_cannot_be_stood_up_exits_3_for_a_grid_and_a_search() {
         assert!(engine_pids(&p.path(e)).iter().all(|pid| !alive(*pid)), "{e}: teardown has run");
     }
 }
+
+#[test]
+fn a_between_points_program_that_cannot_run_from_the_work_directory_is_refused_at_plan_time() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = Project::new("exp-between-prog");
+    p.file("workloads/short.yaml", SHORT).file("warm.sh", "#!/bin/sh\necho warm\n");
+    let script = p.path("warm.sh");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let abs = script.display().to_string();
+    for (program, said) in [
+        ("./warm.sh", "`./warm.sh` is a relative path"),
+        ("scripts/warm.sh", "`scripts/warm.sh` is a relative path"),
+        (abs.as_str(), "which is not executable"),
+        ("/nonexistent/cmd", "which does not exist"),
+    ] {
+        p.file(
+            "experiments/e.yaml",
+            &format!("base: {{ workload: short }}\nfactors:\n  workload.stages.0.rate: [10, 20]\nbetween_points: [{{exec: ['{program}']}}]\n"),
+        );
+        let out = p.run(&["experiment", "plan", "-e", "e"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{program}: {err}");
+        assert!(
+            err.contains("between_points") && err.contains("between_1_exec") && err.contains(said),
+            "{program}: {err}"
+        );
+    }
+    // Executable, by its absolute path: planned.
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.file(
+        "experiments/e.yaml",
+        &format!("base: {{ workload: short }}\nfactors:\n  workload.stages.0.rate: [10, 20]\nbetween_points: [{{exec: ['{abs}']}}]\n"),
+    );
+    let out = p.run(&["experiment", "plan", "-e", "e"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
