@@ -278,6 +278,7 @@ pub(crate) fn plan(
     for point in points {
         out.place(point)?;
     }
+    check_distinct(&out)?;
     out.factors = out.classify_factors(&ctx)?;
     for s in &mut out.stacks {
         let first = &out.points[s.points[0]].point;
@@ -293,6 +294,33 @@ pub(crate) fn plan(
         super::compare::compared_factor(&out)?;
     }
     Ok(out)
+}
+
+/// Refuses two points of a full design or of treatments that would run the same inputs (the
+/// same plan hash: `2s` and `2000ms`, two treatments setting the same values): the second would
+/// measure the first again. A random design may draw a point twice; that is its nature.
+fn check_distinct(plan: &ExperimentPlan) -> Result<(), ExperimentError> {
+    use crate::spec::experiment::Design;
+    if !matches!(plan.file.spec.design, Design::Full | Design::Treatments(_)) {
+        return Ok(());
+    }
+    let mut seen: std::collections::HashMap<&str, &PlannedPoint> = std::collections::HashMap::new();
+    for p in &plan.points {
+        if let Some(first) = seen.insert(&p.hash, p) {
+            return Err(ExperimentError::Invalid {
+                at: plan.file.origin.clone(),
+                message: format!(
+                    "points {} ({}) and {} ({}) would run the same inputs: a level or treatment is \
+                     given twice, under another spelling; keep one",
+                    first.point.id,
+                    first.point.label(),
+                    p.point.id,
+                    p.point.label()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a design larger than `max_points` unless `yes` allows it.

@@ -567,7 +567,26 @@ impl Factor {
                 }
                 Ok(())
             }
-            Factor::Levels(_) => Ok(()),
+            Factor::Levels(levels) => {
+                // Each level is a point (or a row of them): one given twice would measure the
+                // same inputs twice. Numbers compare by value (`4` and `4.0` are one level).
+                let same = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
+                    (Some(x), Some(y)) => x == y,
+                    _ => a == b,
+                };
+                for (j, b) in levels.iter().enumerate() {
+                    if let Some(i) = levels[..j].iter().position(|a| same(a, b)) {
+                        return Err(format!(
+                            "factor `{path}`: the level {} is given twice (levels {} and {}): each \
+                             level is measured once; remove the duplicate",
+                            serde_json::to_string(b).unwrap_or_default(),
+                            i + 1,
+                            j + 1
+                        ));
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -643,6 +662,10 @@ mod tests {
     fn bad_files_name_the_file_and_line() {
         let e = parse("factors:\n  workload.seed: []\n").unwrap_err();
         assert!(e.starts_with("e.yaml:2") && e.contains("no levels"), "{e}");
+        for dup in ["[2, 2, 4]", "[2, 4, 2.0]", "[[], [-x], []]", "[a, b, a]"] {
+            let e = parse(&format!("factors:\n  a.b: [1]\n  workload.seed: {dup}\n")).unwrap_err();
+            assert!(e.starts_with("e.yaml:3") && e.contains("is given twice (levels"), "{dup}: {e}");
+        }
         let e = parse("factors:\n  a.b: [1]\n  c.d: [2]\nconstants:\n  c.d: 3\n").unwrap_err();
         assert!(e.starts_with("e.yaml:5") && e.contains("both a factor and a constant"), "{e}");
         let e = parse("factors:\n  a.b: { from: 1, to: 5 }\n").unwrap_err();

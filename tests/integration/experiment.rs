@@ -793,3 +793,28 @@ fn a_between_points_program_that_cannot_run_from_the_work_directory_is_refused_a
     let out = p.run(&["experiment", "plan", "-e", "e"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_level_or_treatment_given_twice_is_refused_at_plan_time_naming_it() {
+    let p = Project::new("exp-dup");
+    p.file("workloads/short.yaml", SHORT);
+    for (design, said) in [
+        ("factors:\n  workload.stages.0.rate: [2, 2, 4]\n", "the level 2 is given twice (levels 1 and 2)"),
+        ("factors:\n  workload.stages.0.rate: [2, 4, 2.0]\n", "(levels 1 and 3)"),
+        (
+            "factors:\n  workload.stages.0.duration: [2s, 2000ms]\n",
+            "points p001 (duration=2s) and p002 (duration=2000ms) would run the same inputs",
+        ),
+        (
+            "design:\n  treatments:\n    - { name: a, set: { workload.stages.0.rate: 4 } }\n    - { name: b, set: { workload.stages.0.rate: 4 } }\n",
+            "points p001 (a) and p002 (b) would run the same inputs",
+        ),
+    ] {
+        p.file("experiments/e.yaml", &format!("base: {{ workload: short }}\n{design}"));
+        let out = p.run(&["experiment", "plan", "-e", "e"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{design}: {err}");
+        assert!(err.contains(said), "{design}: {err}");
+        assert!(!p.path("runs").exists(), "nothing was written");
+    }
+}
