@@ -100,13 +100,13 @@ pub(crate) async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
     print_points(&plan, &findings);
     let points = summary.search.as_ref().map_or(summary.points, |o| o.trials.len());
     eprintln!(
-        "experiment: {} of {} points done ({} now, {} from before), {} failed; {} standup(s); analysis in {}",
+        "experiment: {} of {} done ({} now, {} from before), {} failed; {}; analysis in {}",
         summary.done + summary.reused,
-        points,
+        experiment::counted(points, "point"),
         summary.done,
         summary.reused,
         summary.failed.len(),
-        summary.standups,
+        experiment::counted(summary.standups, "standup"),
         plan.root.join("analysis/report.html").display()
     );
     if !summary.leftovers.is_empty() {

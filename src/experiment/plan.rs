@@ -547,12 +547,11 @@ impl ExperimentPlan {
         let setup: Vec<&str> = self.factors.iter().filter(|f| f.1).map(|f| f.0.as_str()).collect();
         let run: Vec<&str> = self.factors.iter().filter(|f| !f.1).map(|f| f.0.as_str()).collect();
         out += &format!(
-            "experiment {} ({}): {} points on {} stack{}, at most {} up at once\n",
+            "experiment {} ({}): {} on {}, at most {} up at once\n",
             self.file.origin,
             e.description.as_deref().unwrap_or("no description"),
-            self.points.len(),
-            self.stacks.len(),
-            if self.stacks.len() == 1 { "" } else { "s" },
+            super::counted(self.points.len(), "point"),
+            super::counted(self.stacks.len(), "stack"),
             e.max_stacks,
         );
         if let Some(s) = &e.search {

@@ -307,13 +307,16 @@ pub(crate) async fn run(
     shared.save()?;
     shared.say(&match resuming {
         true => format!(
-            "resuming {}: {reused} of {} points done with the same inputs, {total_todo} to run",
+            "resuming {}: {reused} of {} done with the same inputs, {total_todo} to run",
             root.display(),
-            plan.points.len()
+            super::counted(plan.points.len(), "point")
         ),
-        false => {
-            format!("{} points on {} stack(s) in {}", plan.points.len(), plan.stacks.len(), root.display())
-        }
+        false => format!(
+            "{} on {} in {}",
+            super::counted(plan.points.len(), "point"),
+            super::counted(plan.stacks.len(), "stack"),
+            root.display()
+        ),
     });
     // Stacks a stopped invocation left up that no point needs now (or built from other
     // inputs): down first.
