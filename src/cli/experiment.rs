@@ -274,6 +274,8 @@ pub(crate) fn status(root: &Path) -> Result<(), CliError> {
 
 /// `benchflow analyze` of an experiment directory.
 pub(crate) fn analyze(root: &Path) -> Result<(), CliError> {
+    // Not while an experiment runs in it (its points and analysis are being written): exit 2.
+    let _lock = crate::workdir::WorkDir::lock_dir(root)?;
     let (file, sets) = recorded(root)?;
     let root = std::path::absolute(root).unwrap_or(root.to_path_buf());
     let plan = experiment::plan::plan(file, &root, &sets, true)?;

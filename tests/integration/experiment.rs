@@ -818,3 +818,23 @@ fn a_level_or_treatment_given_twice_is_refused_at_plan_time_naming_it() {
         assert!(!p.path("runs").exists(), "nothing was written");
     }
 }
+
+#[test]
+fn analyze_of_an_experiment_another_benchflow_holds_is_refused() {
+    let p = Project::new("exp-analyze-locked");
+    p.file("exp/experiment.yaml", "base: { workload: short }\nfactors: { workload.stages.0.rate: [10] }\n");
+    // Another benchflow holds the directory (its lock, as a running experiment takes it).
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p.path("exp/.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let out = p.run(&["analyze", "exp"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is in use by another benchflow"), "{err}");
+    assert!(!p.path("exp/analysis").exists(), "nothing analysed");
+    drop(lock);
+}
