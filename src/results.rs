@@ -295,11 +295,55 @@ impl Reader {
     }
 }
 
+/// The latest time a row may hold, in microseconds since the run's start: a week (a stage lasts
+/// at most a week, [`crate::units::Secs::MAX`]). A later time, a negative one, `inf` or `nan`
+/// is a bad field: the readers size their time series by the times they read.
+pub(crate) const MAX_TIME_US: f64 = crate::units::Secs::MAX * 1e6;
+
+/// The largest count (chunks, prompt or output tokens) a row may hold: 16 times the most tokens
+/// a request may ask for.
+pub(crate) const MAX_COUNT: u64 = 1 << 24;
+
 /// A field of `requests.csv` that does not hold what its column promises (its text is
-/// `bad <column>`, e.g. `bad sent_us`).
+/// `bad <column>: <what it must hold>`, e.g. `bad sent_us: …`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("bad {}", .0.name())]
+#[error("bad {}: {}", .0.name(), expected(*.0))]
 pub(crate) struct BadField(pub Col);
+
+/// What a column must hold, for [`BadField`]'s message.
+fn expected(col: Col) -> String {
+    match col {
+        Col::Stage => "expected a stage number (a whole number)".into(),
+        Col::Chunks | Col::PromptTokens | Col::OutputTokens => {
+            format!("expected a whole number up to {MAX_COUNT}")
+        }
+        Col::ItlUs => "expected gaps in whole microseconds, separated by spaces, each at most a week".into(),
+        _ if Col::TIMES.contains(&col) => {
+            format!("expected microseconds since the run's start, from 0 to {MAX_TIME_US:.0} (a week)")
+        }
+        _ => "unexpected value".into(),
+    }
+}
+
+/// A row's times (seconds since the run's start), each within bounds and in order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Times {
+    pub scheduled: f64,
+    pub sent: f64,
+    /// The first and the last content chunk (absent when the request got no token).
+    pub first: Option<f64>,
+    pub last: Option<f64>,
+    pub end: f64,
+}
+
+/// Why a row's times cannot be read: a field is bad, or two are out of order.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub(crate) enum BadTimes {
+    #[error(transparent)]
+    Field(#[from] BadField),
+    #[error("{} ({:.3} µs) is after {} ({:.3} µs): a request cannot end before it starts", .earlier.name(), .a * 1e6, .later.name(), .b * 1e6)]
+    Order { earlier: Col, a: f64, later: Col, b: f64 },
+}
 
 /// One row of `requests.csv`, borrowed, decoded field by field on demand: the readers (the
 /// analysis, `compare`, the search) each take the fields they need and decide what a bad one
@@ -339,14 +383,48 @@ impl Row<'_> {
         std::str::from_utf8(field)
             .ok()
             .and_then(|s| s.parse::<f64>().ok())
+            .filter(|us| (0.0..=MAX_TIME_US).contains(us))
             .map(|us| us / 1e6)
             .ok_or(BadField(col))
+    }
+
+    /// A time column that may be empty (the first and last token of a request that got none):
+    /// `None` when empty, an error when it holds something that is not a time.
+    pub(crate) fn secs_if_any(&self, col: Col) -> Result<Option<f64>, BadField> {
+        if self.get(col).is_empty() { Ok(None) } else { self.secs(col).map(Some) }
+    }
+
+    /// The row's times, checked: scheduled, sent and end present, the first and last token
+    /// either absent or times, a request sent no later than it ended, its first token no later
+    /// than its last.
+    pub(crate) fn times(&self) -> Result<Times, BadTimes> {
+        let t = Times {
+            scheduled: self.secs(Col::ScheduledUs)?,
+            sent: self.secs(Col::SentUs)?,
+            first: self.secs_if_any(Col::FirstTokenUs)?,
+            last: self.secs_if_any(Col::LastTokenUs)?,
+            end: self.secs(Col::EndUs)?,
+        };
+        if t.sent > t.end {
+            return Err(BadTimes::Order { earlier: Col::SentUs, a: t.sent, later: Col::EndUs, b: t.end });
+        }
+        if let (Some(first), Some(last)) = (t.first, t.last)
+            && first > last
+        {
+            return Err(BadTimes::Order {
+                earlier: Col::FirstTokenUs,
+                a: first,
+                later: Col::LastTokenUs,
+                b: last,
+            });
+        }
+        Ok(t)
     }
 
     /// A count column (chunks, prompt or output tokens).
     pub(crate) fn count(&self, col: Col) -> Result<u64, BadField> {
         debug_assert!(matches!(col, Col::Chunks | Col::PromptTokens | Col::OutputTokens));
-        digits(self.get(col)).ok_or(BadField(col))
+        digits(self.get(col)).filter(|n| *n <= MAX_COUNT).ok_or(BadField(col))
     }
 
     /// The token counts are the dataset's estimate, not the server's `usage`.
@@ -365,10 +443,13 @@ impl Row<'_> {
     /// The gaps between consecutive content chunks, in seconds (none when the harness did not
     /// record them).
     pub(crate) fn gaps(&self) -> impl Iterator<Item = Result<f64, BadField>> + '_ {
-        self.get(Col::ItlUs)
-            .split(|b| *b == b' ')
-            .filter(|g| !g.is_empty())
-            .map(|g| digits(g).map(|us| us as f64 / 1e6).ok_or(BadField(Col::ItlUs)))
+        self.get(Col::ItlUs).split(|b| *b == b' ').filter(|g| !g.is_empty()).map(|g| {
+            digits(g)
+                .map(|us| us as f64)
+                .filter(|us| *us <= MAX_TIME_US)
+                .map(|us| us / 1e6)
+                .ok_or(BadField(Col::ItlUs))
+        })
     }
 }
 
@@ -596,8 +677,8 @@ mod tests {
         );
         let row = rd.next_row().unwrap().unwrap();
         assert_eq!(row.stage(), Err(BadField(Col::Stage)));
-        assert_eq!(row.stage().unwrap_err().to_string(), "bad stage");
-        assert_eq!(row.secs(Col::SentUs).unwrap_err().to_string(), "bad sent_us");
+        assert!(row.stage().unwrap_err().to_string().starts_with("bad stage: expected"));
+        assert!(row.secs(Col::SentUs).unwrap_err().to_string().starts_with("bad sent_us: expected"));
         assert_eq!(row.secs(Col::ScheduledUs), Ok(1e-6));
         assert_eq!(row.count(Col::OutputTokens), Err(BadField(Col::OutputTokens)));
         assert_eq!(row.gaps().collect::<Vec<_>>(), [Ok(5e-6), Err(BadField(Col::ItlUs)), Ok(7e-6)]);
@@ -605,6 +686,40 @@ mod tests {
         // A stage beyond u32 is bad, not wrapped around.
         let row = rd.next_row().unwrap().unwrap();
         assert_eq!(row.stage(), Err(BadField(Col::Stage)));
+    }
+
+    #[test]
+    fn times_out_of_bounds_or_out_of_order_are_bad() {
+        let mut rd = rows_of(
+            "times",
+            "1,1,0,0,10,20,30,40,3,1,3,usage,200,,,5 604800000001\n\
+             1,2,0,0,10,,,inf,0,1,0,usage,0,connect,,\n\
+             1,3,0,nan,-10,,,1e18,0,1,0,usage,0,connect,,\n\
+             1,4,0,0,50,,,40,0,1,0,usage,0,connect,,\n\
+             1,5,0,0,10,30,20,40,16777217,1,3,usage,200,,,\n\
+             1,6,0,0,10,,,604800000000,16777216,1,0,usage,0,connect,,\n",
+        );
+        let row = rd.next_row().unwrap().unwrap();
+        let t = row.times().unwrap();
+        assert_eq!((t.sent, t.first, t.last, t.end), (1e-5, Some(2e-5), Some(3e-5), 4e-5));
+        assert_eq!(row.gaps().collect::<Vec<_>>(), [Ok(5e-6), Err(BadField(Col::ItlUs))]);
+        let row = rd.next_row().unwrap().unwrap();
+        assert_eq!(row.times(), Err(BadTimes::Field(BadField(Col::EndUs))));
+        let row = rd.next_row().unwrap().unwrap();
+        for col in [Col::ScheduledUs, Col::SentUs, Col::EndUs] {
+            assert_eq!(row.secs(col), Err(BadField(col)));
+        }
+        let row = rd.next_row().unwrap().unwrap();
+        let e = row.times().unwrap_err();
+        assert!(matches!(e, BadTimes::Order { earlier: Col::SentUs, later: Col::EndUs, .. }));
+        assert!(e.to_string().contains("sent_us (50.000 µs) is after end_us (40.000 µs)"), "{e}");
+        let row = rd.next_row().unwrap().unwrap();
+        assert!(matches!(row.times(), Err(BadTimes::Order { earlier: Col::FirstTokenUs, .. })));
+        assert_eq!(row.count(Col::Chunks), Err(BadField(Col::Chunks)));
+        // The bounds themselves are good.
+        let row = rd.next_row().unwrap().unwrap();
+        assert_eq!(row.times().map(|t| (t.first, t.end)), Ok((None, crate::units::Secs::MAX)));
+        assert_eq!(row.count(Col::Chunks), Ok(MAX_COUNT));
     }
 
     #[test]

@@ -33,8 +33,8 @@ pub(crate) enum SessionError {
     Workdir(#[from] WorkdirError),
     #[error(transparent)]
     Exec(#[from] ExecError),
-    #[error("step {step} runs `{program}`, which is not on PATH: {hint}")]
-    MissingProgram { step: String, program: String, hint: &'static str },
+    #[error("step {step} runs `{program}`, {why}")]
+    MissingProgram { step: String, program: String, why: String },
     /// Something else a step needs (a tool benchflow installs), with how to get it.
     #[error("step {step}: {message}")]
     Missing { step: String, message: String },
@@ -240,6 +240,35 @@ impl Session {
         Ok(Session { wd, resolved, plan })
     }
 
+    /// What `teardown` opens: as [`Session::open`], or, when `plan.json` cannot be read, a plan
+    /// of one undo step per record in `state.json` and `setup/undo/` ([`Plan::undoing`]), with
+    /// a warning: what a record names is stopped whatever happened to the plan.
+    pub(crate) fn open_for_teardown(dir: &Path) -> Result<(Session, Option<String>), SessionError> {
+        let plan_path = dir.join(layout::PLAN);
+        match Session::open(dir) {
+            Err(SessionError::Record { path, why }) if path == plan_path => {
+                let wd = WorkDir::open(dir)?;
+                let resolved = Resolved::from_file(&dir.join(layout::RESOLVED)).map_err(|e| {
+                    SessionError::Record { path: dir.join(layout::RESOLVED), why: e.to_string() }
+                })?;
+                let run_id = resolved
+                    .get("run.id")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let state = exec::State::load(dir, &run_id).unwrap_or_else(|_| exec::State::fresh(&run_id));
+                let plan = Plan::undoing(&run_id, &state.leftovers(dir));
+                let warning = format!(
+                    "{} cannot be read ({why}); tearing down from the undo records ({} step(s))",
+                    path.display(),
+                    plan.steps.len()
+                );
+                Ok((Session { wd, resolved, plan }, Some(warning)))
+            }
+            other => other.map(|s| (s, None)),
+        }
+    }
+
     /// Tears down what the record says is up, one undo step at a time, from the typed undo
     /// records (`state.json`, else `setup/undo/`): the one teardown of the CLI, experiments and
     /// searches. None when nothing is up. Undo records that cannot be read count as failed.
@@ -292,7 +321,7 @@ pub(crate) fn preflight(
                 return Err(SessionError::MissingProgram {
                     step: s.id.clone(),
                     program: program.to_string(),
-                    hint: spawn::install_hint(program),
+                    why: spawn::why_missing(program),
                 });
             }
         }

@@ -31,8 +31,15 @@ impl Secs {
 /// Parses `"1.5ms"`-style durations into seconds (finite, not negative; see [`Secs::checked`]
 /// for the upper bound).
 pub(crate) fn parse_duration(s: &str) -> Option<f64> {
+    scaled(s).filter(|n| n.is_finite() && *n >= 0.0)
+}
+
+/// A number with an optional unit (the letters at its end: `1e20s` is 1e20 seconds), in
+/// seconds, whatever its sign or size.
+fn scaled(s: &str) -> Option<f64> {
     let s = s.trim();
-    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
+    let split =
+        s.len() - s.chars().rev().take_while(|c| c.is_alphabetic()).map(char::len_utf8).sum::<usize>();
     let (num, unit) = s.split_at(split);
     let n: f64 = num.trim().parse().ok()?;
     let scale = match unit.trim() {
@@ -44,7 +51,7 @@ pub(crate) fn parse_duration(s: &str) -> Option<f64> {
         "h" => 3600.0,
         _ => return None,
     };
-    (n.is_finite() && n >= 0.0).then_some(n * scale)
+    Some(n * scale)
 }
 
 impl schemars::JsonSchema for Secs {
@@ -76,7 +83,7 @@ impl<'de> Deserialize<'de> for Secs {
         }
         let seconds = match Raw::deserialize(d)? {
             Raw::Num(n) => n,
-            Raw::Str(s) => parse_duration(&s).ok_or_else(|| {
+            Raw::Str(s) => scaled(&s).ok_or_else(|| {
                 serde::de::Error::custom(format!(
                     "duration `{s}`: expected seconds or a number with a unit (ms, s, m, h)"
                 ))

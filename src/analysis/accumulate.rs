@@ -47,7 +47,7 @@ pub(super) struct Acc {
     pub(super) intervals: Vec<(f64, f64)>,
     pub(super) good: u64,
     /// Content chunks per millisecond of run time (for the peak 1-s output rate).
-    pub(super) chunk_ms: Vec<u32>,
+    pub(super) chunk_ms: MsGrid,
     pub(super) first_success_sent: f64,
     // GuideLLM pairs
     pub(super) g_latency: Vec<(f64, f64)>,
@@ -101,17 +101,20 @@ pub(super) fn accumulate(acc: &mut Acc, r: &Request, gaps: &[f64], slo: &Slo) {
     acc.good += u64::from(good);
     // Chunk arrival times on a 1 ms grid of run time.
     let mut t = first;
-    bump(&mut acc.chunk_ms, t);
+    acc.chunk_ms.add(t, 1);
     for g in gaps {
         t += g;
-        bump(&mut acc.chunk_ms, t);
+        acc.chunk_ms.add(t, 1);
     }
     if gaps.is_empty() && r.chunks > 1 {
         // A harness that recorded only the first and last chunk (GuideLLM): the ones between
-        // are spread evenly for the token rate over time; they give no ITL.
+        // are spread evenly for the token rate over time; they give no ITL. At most
+        // `MAX_SPREAD` points, each carrying its share of the chunks.
         let n = r.chunks - 1;
-        for k in 1..=n {
-            bump(&mut acc.chunk_ms, first + (last - first) * k as f64 / n as f64);
+        let points = n.min(MAX_SPREAD);
+        for k in 1..=points {
+            let weight = n / points + u64::from(k <= n % points);
+            acc.chunk_ms.add(first + (last - first) * k as f64 / points as f64, weight);
         }
     }
     // GuideLLM: latency to the stream's end; TPOT over all tokens incl. the first; ITL over the rest.
@@ -127,12 +130,57 @@ pub(super) fn accumulate(acc: &mut Acc, r: &Request, gaps: &[f64], slo: &Slo) {
     acc.g_last_token = acc.g_last_token.max(last);
 }
 
-fn bump(grid: &mut Vec<u32>, t: f64) {
-    let i = (t.max(0.0) * 1000.0) as usize;
-    if i >= grid.len() {
-        grid.resize(i + 1, 0);
+/// The most points one request's chunks are spread over when only its first and last were
+/// recorded (more chunks share the points).
+const MAX_SPREAD: u64 = 4096;
+
+/// Milliseconds in one page of an [`MsGrid`].
+const PAGE: usize = 1024;
+
+/// Counts on a 1 ms grid of run time, kept in pages of 1,024 ms allocated when first touched:
+/// memory follows the seconds that had output, not the latest time in the records.
+#[derive(Debug, Default)]
+pub(super) struct MsGrid {
+    /// Page number → index in `pages`.
+    index: std::collections::HashMap<usize, usize>,
+    pages: Vec<(usize, Box<[u32; PAGE]>)>,
+    /// The page touched last (most chunks follow the one before them closely).
+    last: Option<(usize, usize)>,
+}
+
+impl MsGrid {
+    /// Adds `n` at time `t` (seconds; a time that is not finite or is negative is not counted,
+    /// the readers having refused such rows).
+    pub(super) fn add(&mut self, t: f64, n: u64) {
+        if !(t.is_finite() && t >= 0.0) {
+            return;
+        }
+        let ms = (t * 1000.0) as usize;
+        let (page, cell) = (ms / PAGE, ms % PAGE);
+        let slot = match self.last {
+            Some((p, slot)) if p == page => slot,
+            _ => {
+                let next = self.pages.len();
+                let slot = *self.index.entry(page).or_insert(next);
+                if slot == next {
+                    self.pages.push((page, Box::new([0; PAGE])));
+                }
+                self.last = Some((page, slot));
+                slot
+            }
+        };
+        let c = &mut self.pages[slot].1[cell];
+        *c = c.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
     }
-    grid[i] += 1;
+
+    /// (millisecond, count) of every cell holding something, in time order.
+    pub(super) fn cells(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        let mut pages: Vec<&(usize, Box<[u32; PAGE]>)> = self.pages.iter().collect();
+        pages.sort_unstable_by_key(|p| p.0);
+        pages.into_iter().flat_map(|(page, cells)| {
+            cells.iter().enumerate().filter(|(_, n)| **n > 0).map(move |(i, n)| (page * PAGE + i, *n))
+        })
+    }
 }
 
 fn ms(mut s: Summary) -> Summary {
@@ -166,13 +214,16 @@ pub(super) fn finish(stage: u32, mut acc: Acc, convention: Convention, slo: &Slo
     // Peak 1-s output rate, buckets from the earliest successful request's start.
     let max_tok_s = if acc.first_success_sent.is_finite() {
         let s0 = (acc.first_success_sent * 1000.0) as usize;
-        acc.chunk_ms
-            .get(s0..)
-            .unwrap_or_default()
-            .chunks(1000)
-            .map(|c| c.iter().map(|n| *n as u64).sum::<u64>())
-            .max()
-            .unwrap_or(0) as f64
+        let (mut bucket, mut sum, mut best) = (0usize, 0u64, 0u64);
+        for (ms, n) in acc.chunk_ms.cells().filter(|(ms, _)| *ms >= s0) {
+            let b = (ms - s0) / 1000;
+            if b != bucket {
+                (bucket, sum) = (b, 0);
+            }
+            sum += u64::from(n);
+            best = best.max(sum);
+        }
+        best as f64
     } else {
         0.0
     };

@@ -9,7 +9,7 @@ use super::{
     cdf,
 };
 use crate::{
-    results::{BadField, Col, Reader, RunInfo},
+    results::{BadField, BadTimes, Col, Reader, RunInfo},
     spec::workload::Slo,
 };
 
@@ -66,6 +66,15 @@ pub(super) fn combine(by_target: &BTreeMap<String, Metrics>) -> Metrics {
         .collect()
 }
 
+/// A field's text for an error message (at most 40 characters).
+fn shown(field: &[u8]) -> String {
+    let text = String::from_utf8_lossy(field);
+    match text.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.into_owned(),
+    }
+}
+
 /// Reads `run.json` of a results directory, if present.
 pub(crate) fn read_info(results: &Path) -> Option<RunInfo> {
     let text = std::fs::read(results.join("run.json")).ok()?;
@@ -89,33 +98,56 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
     // A run killed mid-write leaves a partial last line: the reader stops before it.
     while let Some(record) = reader.next_row().map_err(records_error)? {
         let line = record.line();
-        // A row whose stage or send, schedule or end time is not a number stops the analysis
-        // (warm-up rows too); a missing or bad token time makes the request one without tokens.
-        let bad = |e: BadField| AnalysisError::Row { path: path.clone(), line, why: e.to_string() };
+        // A row whose stage, times, counts or gaps are not what their columns promise (also
+        // `inf`, a time beyond a week, a request ending before it was sent) stops the analysis,
+        // warm-up rows too: the file is not what a run wrote.
+        let bad = |why: String| AnalysisError::Row { path: path.clone(), line, why };
+        let field = |e: BadField| bad(format!("{e} (found `{}`)", shown(record.get(e.0))));
+        let times = record.times().map_err(|e| match e {
+            BadTimes::Field(f) => field(f),
+            e => bad(e.to_string()),
+        })?;
+        let count = |col: Col| match record.get(col) {
+            b"" => Ok(0),
+            _ => record.count(col).map_err(field),
+        };
         let row = Request {
-            stage: record.stage().map_err(bad)?,
+            stage: record.stage().map_err(field)?,
             warmup: record.warmup(),
-            scheduled: record.secs(Col::ScheduledUs).map_err(bad)?,
-            sent: record.secs(Col::SentUs).map_err(bad)?,
-            first: record.secs(Col::FirstTokenUs).ok(),
-            last: record.secs(Col::LastTokenUs).ok(),
-            end: record.secs(Col::EndUs).map_err(bad)?,
-            prompt_tokens: record.count(Col::PromptTokens).unwrap_or(0),
-            output_tokens: record.count(Col::OutputTokens).unwrap_or(0),
-            chunks: record.count(Col::Chunks).unwrap_or(0),
+            scheduled: times.scheduled,
+            sent: times.sent,
+            first: times.first,
+            last: times.last,
+            end: times.end,
+            prompt_tokens: count(Col::PromptTokens)?,
+            output_tokens: count(Col::OutputTokens)?,
+            chunks: count(Col::Chunks)?,
             estimated: record.estimated(),
             error_kind: record.error_kind().map(Cow::into_owned).unwrap_or_default(),
         };
+        gaps.clear();
+        let mut t = row.first.unwrap_or(row.sent);
+        for g in record.gaps() {
+            let g = g.map_err(field)?;
+            t += g;
+            gaps.push(g);
+        }
+        // The chunks the gaps place must fall within the request (a second of slack for
+        // harnesses that time the end on another clock).
+        if t > row.end + 1.0 {
+            return Err(bad(format!(
+                "itl_us: the gaps add up to {:.3} s after the first token, past end_us ({:.3} s)",
+                t - row.first.unwrap_or(row.sent),
+                row.end
+            )));
+        }
         if row.warmup {
             continue;
         }
-        gaps.clear();
-        for g in record.gaps() {
-            gaps.push(g.map_err(bad)?);
-        }
         let acc = stages.entry(row.stage).or_default();
         accumulate(acc, &row, &gaps, slo);
-        // Timeline: in flight from sent to end (100 ms grid), completions per second.
+        // Timeline: in flight from sent to end (100 ms grid), completions per second. The times
+        // are at most a week (checked above): at most 6,048,000 cells.
         let (a, b) = ((row.sent * 10.0) as usize, (row.end * 10.0) as usize);
         if inflight_diff.len() <= b + 1 {
             inflight_diff.resize(b + 2, 0);
@@ -142,11 +174,12 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
             acc.label = label.clone();
             acc.window = Some((*a, *b));
         }
-        for (i, c) in acc.chunk_ms.chunks(1000).enumerate() {
+        for (ms, n) in acc.chunk_ms.cells() {
+            let i = ms / 1000;
             if series.tokens_per_s.len() <= i {
                 series.tokens_per_s.resize(i + 1, 0.0);
             }
-            series.tokens_per_s[i] += c.iter().map(|x| *x as f64).sum::<f64>();
+            series.tokens_per_s[i] += f64::from(n);
         }
         series.stages.push(StageSeries {
             stage: n,
@@ -211,6 +244,126 @@ mod tests {
         let r = crate::analysis::ReplicaStats::of("replica-1", &by["replica-1"]);
         assert_eq!((r.requests, r.prefix_cache_hit_rate), (5.0, None));
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A results directory whose `requests.csv` holds `rows` after the header.
+    fn records(tag: &str, rows: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("benchflow-read-rows-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("requests.csv"), format!("{}\n{rows}", crate::results::HEADER.join(",")))
+            .unwrap();
+        d
+    }
+
+    const GOOD: &str = "1,0,0,0.000,1000.000,2000.000,2500.000,3000.000,3,10,3,usage,200,,,250 250\n";
+
+    #[test]
+    fn a_time_out_of_bounds_or_order_is_an_error_naming_the_file_and_line() {
+        let cases = [
+            ("inf", "1,1,0,0,1000,2000,2500,inf,3,10,3,usage,200,,,250 250", "end_us"),
+            ("nan", "1,1,0,0,1000,2000,2500,nan,3,10,3,usage,200,,,250 250", "end_us"),
+            ("huge", "1,1,0,0,1000,2000,2500,1e18,3,10,3,usage,200,,,250 250", "end_us"),
+            ("negative", "1,1,0,0,-1000,2000,2500,3000,3,10,3,usage,200,,,250 250", "sent_us"),
+            ("warmup-inf", "1,1,1,0,1000,2000,2500,-inf,3,10,3,usage,200,,,", "end_us"),
+            ("first-inf", "1,1,0,0,1000,inf,2500,3000,3,10,3,usage,200,,,", "first_token_us"),
+            ("order", "1,1,0,0,5000000,,,3000,0,10,0,usage,0,connect,x,", "after end_us"),
+            ("tokens", "1,1,0,0,1000,2000,2500,3000,3,10,3,usage,200,,,", "after last_token_us"),
+            ("gaps", "1,1,0,0,1000,2000,2500,3000,3,10,3,usage,200,,,250 604800000000", "past end_us"),
+            ("count", "1,1,0,0,1000,2000,2500,3000,99999999999,10,3,usage,200,,,", "chunks"),
+        ];
+        for (tag, row, names) in cases {
+            // "tokens": first after last.
+            let row =
+                if tag == "tokens" { row.replace(",2000,2500,", ",2600,2500,") } else { row.to_string() };
+            let d = records(tag, &format!("{GOOD}{row}\n{GOOD}"));
+            let e = compute(&d, Convention::Vllm, &Slo::default())
+                .err()
+                .unwrap_or_else(|| panic!("{tag}: accepted"));
+            assert!(matches!(e, AnalysisError::Row { line: 3, .. }), "{tag}: {e}");
+            let text = e.to_string();
+            assert!(text.contains("requests.csv:3: ") && text.contains(names), "{tag}: {text}");
+            let _ = std::fs::remove_dir_all(&d);
+        }
+        // The largest time a row may hold still reads.
+        let d = records("max", &format!("{GOOD}1,1,0,0,1000,2000,2500,604800000000,3,10,3,usage,200,,,\n"));
+        let a = compute(&d, Convention::Vllm, &Slo::default()).unwrap();
+        assert_eq!(a.stages[0].completed, 2);
+        assert_eq!(a.series.in_flight.len(), 6_048_002);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn generated_bad_rows_are_errors_or_analysed_never_a_panic() {
+        // Every numeric column drawn from good values and extremes, many files of a few rows.
+        let pool = [
+            "0",
+            "1",
+            "1000",
+            "2500.5",
+            "",
+            "inf",
+            "-inf",
+            "nan",
+            "NaN",
+            "-1",
+            "-0",
+            "1e18",
+            "1e300",
+            "-1e300",
+            "604800000000",
+            "604800000001",
+            "18446744073709551615",
+            "18446744073709551616",
+            "4294967296",
+            "abc",
+            " 5",
+            "0x10",
+            "1e3",
+            "16777216",
+            "16777217",
+            "\u{e9}",
+        ];
+        let mut rng = crate::rng::Rng::new(26);
+        let pick = |rng: &mut crate::rng::Rng| pool[rng.below(pool.len() as u64) as usize].to_string();
+        let (mut errors, mut analysed) = (0, 0);
+        for file in 0..300 {
+            let mut rows = String::new();
+            for i in 0..1 + rng.below(8) {
+                let mut f: Vec<String> = GOOD.trim_end().split(',').map(str::to_string).collect();
+                f[1] = i.to_string();
+                // Up to two fields of some rows replaced (the times, the counts, the stage, the gaps).
+                for _ in 0..rng.below(3) * u64::from(rng.chance(0.3)) {
+                    let col = [0usize, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15][rng.below(11) as usize];
+                    f[col] = if col == 15 {
+                        (0..rng.below(4)).map(|_| pick(&mut rng)).collect::<Vec<_>>().join(" ")
+                    } else {
+                        pick(&mut rng)
+                    };
+                }
+                rows.push_str(
+                    &f.iter()
+                        .map(|x| if x.contains(',') { format!("\"{x}\"") } else { x.clone() })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+                rows.push('\n');
+            }
+            let d = records(&format!("gen-{file}"), &rows);
+            match compute(&d, Convention::Vllm, &Slo::default()) {
+                Ok(a) => {
+                    analysed += 1;
+                    assert!(a.series.in_flight.len() <= 6_048_002 && a.series.tokens_per_s.len() <= 604_802);
+                }
+                Err(AnalysisError::Row { line, .. }) => {
+                    assert!(line >= 2, "file {file}: line {line}");
+                    errors += 1;
+                }
+                Err(e) => panic!("file {file}: {e}\n{rows}"),
+            }
+            let _ = std::fs::remove_dir_all(&d);
+        }
+        // Both outcomes happened: the generator reaches past the checks and through them.
+        assert!(errors > 50 && analysed > 50, "{errors} errors, {analysed} analysed");
     }
 
     #[test]

@@ -196,8 +196,8 @@ pub(crate) struct CompareArgs {
     /// Confidence level of the intervals.
     #[arg(long, default_value_t = 0.95)]
     pub level: f64,
-    /// Bootstrap resamples.
-    #[arg(long, default_value_t = 2000)]
+    /// Bootstrap resamples, 100 to 1,000,000.
+    #[arg(long, default_value_t = 2000, value_parser = resamples)]
     pub resamples: usize,
     /// Write the overlaid charts here (default: none).
     #[arg(long, value_name = "DIR")]
@@ -370,4 +370,36 @@ pub(crate) struct GcArgs {
     /// List what would be deleted, delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// The most bootstrap resamples `compare` draws (each is one pass over both samples).
+pub(crate) const MAX_RESAMPLES: usize = 1_000_000;
+/// The fewest: below, the interval's ends are a handful of resamples.
+pub(crate) const MIN_RESAMPLES: usize = 100;
+
+/// `--resamples`: a whole number from [`MIN_RESAMPLES`] to [`MAX_RESAMPLES`] (also written
+/// `1e4`); outside, the message names the bounds.
+fn resamples(s: &str) -> Result<usize, String> {
+    let bounds = format!("from {MIN_RESAMPLES} to {MAX_RESAMPLES} (1,000,000)");
+    let n: f64 = s.trim().parse().map_err(|_| format!("expected a whole number of resamples, {bounds}"))?;
+    if !(n.fract() == 0.0 && (MIN_RESAMPLES as f64..=MAX_RESAMPLES as f64).contains(&n)) {
+        return Err(format!("{s} resamples: must be a whole number {bounds}"));
+    }
+    Ok(n as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resamples_are_bounded_and_the_bounds_named() {
+        assert_eq!(resamples("2000"), Ok(2000));
+        assert_eq!(resamples("1e6"), Ok(MAX_RESAMPLES));
+        assert_eq!(resamples("100"), Ok(100));
+        for bad in ["1e12", "1000001", "99", "0", "-5", "nan", "inf", "2.5", "lots", "18446744073709551616"] {
+            let e = resamples(bad).unwrap_err();
+            assert!(e.contains("1000000"), "{bad}: {e}");
+        }
+    }
 }

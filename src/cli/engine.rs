@@ -65,7 +65,10 @@ fn setup(args: &PlanArgs, scenario: Option<&str>, extra_sets: &[String]) -> Setu
     Setup::new(root, request)
 }
 
-/// Delivers one message per SIGINT / SIGTERM; the third exits at once.
+/// Delivers one message per SIGINT / SIGTERM / SIGHUP; the third exits at once. A hangup (the
+/// terminal closed) is an interrupt like the others: what runs stops, what was measured is
+/// analysed, teardown runs; the output meant for that terminal is dropped from then on (a write
+/// to it would fail), `events.jsonl` keeps the record.
 pub(super) fn signals(dir: &Path) -> mpsc::UnboundedReceiver<()> {
     let (tx, rx) = mpsc::unbounded_channel();
     let dir = dir.display().to_string();
@@ -74,13 +77,15 @@ pub(super) fn signals(dir: &Path) -> mpsc::UnboundedReceiver<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let int = signal(SignalKind::interrupt());
         let term = signal(SignalKind::terminate());
-        if let (Ok(mut int), Ok(mut term)) = (int, term) {
+        let hup = signal(SignalKind::hangup());
+        if let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (int, term, hup) {
             tokio::spawn(async move {
                 let mut count = 0;
                 loop {
                     tokio::select! {
                         _ = int.recv() => {}
                         _ = term.recv() => {}
+                        _ = hup.recv() => detach_from_terminal(),
                     }
                     count += 1;
                     if count >= 3 {
@@ -95,6 +100,21 @@ pub(super) fn signals(dir: &Path) -> mpsc::UnboundedReceiver<()> {
         }
     }
     rx
+}
+
+/// After a hangup: standard output and error that went to the terminal go to `/dev/null` (a
+/// write to a terminal that is gone fails, and a failed `eprintln!` panics); redirected ones
+/// (a file, a pipe) are kept.
+#[cfg(unix)]
+fn detach_from_terminal() {
+    use std::io::IsTerminal as _;
+    let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") else { return };
+    if std::io::stdout().is_terminal() {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    if std::io::stderr().is_terminal() {
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
 }
 
 /// What the command line asks of an execution besides its phases.
@@ -242,7 +262,18 @@ pub(super) fn load_plan(dir: &Path) -> Result<Plan, CliError> {
 
 pub(crate) async fn teardown(args: DirArgs) -> Result<(), CliError> {
     let dir = dir_or_latest(args.dir);
-    let session = Session::open(&dir)?;
+    let (session, warning) = Session::open_for_teardown(&dir)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    for tmp in crate::steps::unfinished_undos(&dir) {
+        // Created, never written: benchflow stopped before the step acted.
+        eprintln!(
+            "note: {} is empty (benchflow was stopped before it recorded anything): nothing to undo for it; removed",
+            tmp.display()
+        );
+        let _ = std::fs::remove_file(&tmp);
+    }
     let mut rx = signals(&dir);
     let Some(report) = session.teardown(false, &mut rx, &mut Console::new(false)).await? else {
         eprintln!("nothing to tear down in {}", dir.display());
@@ -285,10 +316,16 @@ pub(crate) fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
 
 pub(crate) async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
     // An archive is unpacked (and verified) into a temporary directory, removed once the
-    // inputs are copied.
+    // inputs are copied, and whenever reproduce fails before (dropped).
+    struct Unpacked(PathBuf);
+    impl Drop for Unpacked {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
     let unpacked = if args.source.is_file() {
-        let tmp = std::env::temp_dir().join(format!("benchflow-reproduce-{}", workdir::run_id()));
-        let root = archive::unpack(&args.source, &tmp)?;
+        let tmp = Unpacked(std::env::temp_dir().join(format!("benchflow-reproduce-{}", workdir::run_id())));
+        let root = archive::unpack(&args.source, &tmp.0)?;
         Some((tmp, root))
     } else {
         None
@@ -310,9 +347,7 @@ pub(crate) async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
             wd.write(&format!("inputs/{kind}.yaml"), &text)?;
         }
     }
-    if let Some((tmp, _)) = &unpacked {
-        let _ = std::fs::remove_dir_all(tmp);
-    }
+    drop(unpacked);
     let origin = json!({
         "reproduces": recorded.get("run.id"),
         "from": archive_note.unwrap_or_else(|| args.source.display().to_string()),

@@ -100,13 +100,13 @@ pub(crate) async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
     print_points(&plan, &findings);
     let points = summary.search.as_ref().map_or(summary.points, |o| o.trials.len());
     eprintln!(
-        "experiment: {} of {} points done ({} now, {} from before), {} failed; {} standup(s); analysis in {}",
+        "experiment: {} of {} done ({} now, {} from before), {} failed; {}; analysis in {}",
         summary.done + summary.reused,
-        points,
+        experiment::counted(points, "point"),
         summary.done,
         summary.reused,
         summary.failed.len(),
-        summary.standups,
+        experiment::counted(summary.standups, "standup"),
         plan.root.join("analysis/report.html").display()
     );
     if !summary.leftovers.is_empty() {
@@ -120,6 +120,15 @@ pub(crate) async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
         return Err(CliError::Interrupted(format!(
             "; the same command resumes: benchflow experiment -e {} --workdir {}",
             plan.file.origin,
+            plan.root.display()
+        )));
+    }
+    // A stack that could not be stood up fails the experiment as a standup fails a run (exit
+    // 3), before what its points (or a search's trial) then measured, which was nothing.
+    if !summary.standup_failed.is_empty() {
+        return Err(CliError::StacksNotUp(format!(
+            "{}; its points were not run (teardown has run); see stacks/<id>/ in {}",
+            summary.standup_failed.join("; "),
             plan.root.display()
         )));
     }
@@ -265,6 +274,8 @@ pub(crate) fn status(root: &Path) -> Result<(), CliError> {
 
 /// `benchflow analyze` of an experiment directory.
 pub(crate) fn analyze(root: &Path) -> Result<(), CliError> {
+    // Not while an experiment runs in it (its points and analysis are being written): exit 2.
+    let _lock = crate::workdir::WorkDir::lock_dir(root)?;
     let (file, sets) = recorded(root)?;
     let root = crate::workdir::canonical(root);
     let plan = experiment::plan::plan(file, &root, &sets, true)?;
@@ -283,7 +294,7 @@ pub(crate) fn compare(args: CompareArgs) -> Result<(), CliError> {
         return Err(CliError::Usage(format!("--level {} is not in [0.5, 1)", args.level)));
     }
     let dirs: Vec<&Path> = args.dirs.iter().map(PathBuf::as_path).collect();
-    let c = compare_dirs(&dirs, args.level, args.resamples.max(100))?;
+    let c = compare_dirs(&dirs, args.level, args.resamples)?;
     if let Some(out) = &args.plots {
         experiment::compare::plots(&dirs, out)?;
     }

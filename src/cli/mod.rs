@@ -36,11 +36,12 @@ Exit codes:
   0  success (a run whose requests partly failed still succeeds: failures are in its results)
   1  failure at run time (I/O error, a teardown step failed, the engine died during the run)
   2  invalid usage or configuration (bad flag or file, unknown name, bad --set or -s, template
-     error, work directory in use, a state.json that cannot be read: `teardown` still works)
+     error, work directory in use, a state.json that cannot be read: `teardown` still works,
+     a records file with a bad row: `analyze`, `compare`)
   3  standup failed (a standup step failed; teardown has run)
   4  the run could not be carried out (a run or analyze step failed, endpoint unreachable)
-  5  interrupted (Ctrl-C / SIGTERM); what was measured is kept, teardown has run unless a
-     second interrupt skipped it";
+  5  interrupted (Ctrl-C / SIGTERM / SIGHUP); what was measured is kept, teardown has run
+     unless a second interrupt skipped it";
 
 /// Exit code: success.
 pub(crate) const EXIT_OK: u8 = 0;
@@ -88,6 +89,9 @@ pub(crate) enum CliError {
     StandupFailed { step: String, error: String },
     #[error("step {step} failed: {error}")]
     RunFailed { step: String, error: String },
+    /// An experiment's stack(s) could not be stood up (the others ran).
+    #[error("{0}")]
+    StacksNotUp(String),
     #[error("{step}: {error}; the run was stopped, what was measured is analysed, and teardown has run")]
     EngineLost { step: String, error: String },
     #[error(
@@ -125,6 +129,8 @@ impl CliError {
             CliError::Config(_) | CliError::Spec(_) | CliError::Resolve(_) | CliError::Plan(_) => EXIT_CONFIG,
             CliError::Usage(_)
             | CliError::Workdir(WorkdirError::Locked { .. } | WorkdirError::NotWorkdir { .. }) => EXIT_CONFIG,
+            // A records file with a bad row is a bad file (named with its line), not a failed run.
+            CliError::Analysis(AnalysisError::Row { .. }) => EXIT_CONFIG,
             CliError::Exec(ExecError::NotStoodUp { .. } | ExecError::State(_)) => EXIT_CONFIG,
             CliError::Sim(sim::SimError::Bind { .. }) => EXIT_CONFIG,
             CliError::Sim(_)
@@ -142,7 +148,7 @@ impl CliError {
                 | crate::tools::ToolError::BadPython { .. },
             ) => EXIT_CONFIG,
             CliError::Tool(_) => EXIT_RUNTIME,
-            CliError::StandupFailed { .. } => EXIT_STANDUP,
+            CliError::StandupFailed { .. } | CliError::StacksNotUp(_) => EXIT_STANDUP,
             CliError::RunFailed { .. } | CliError::Analysis(_) => EXIT_RUN,
             CliError::Interrupted(_) => EXIT_INTERRUPTED,
         }
@@ -301,35 +307,29 @@ fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Registers the Ctrl-C and SIGTERM handlers now (so a signal that arrives before the returned
-/// future is first polled is not lost to the default action) and resolves on the first of them.
-/// Must be called inside the runtime.
+/// Registers the Ctrl-C, SIGTERM and SIGHUP handlers now (so a signal that arrives before the
+/// returned future is first polled is not lost to the default action) and resolves on the
+/// first of them. Must be called inside the runtime.
 pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
+        use tokio::signal::unix::{Signal, SignalKind, signal};
         let mut int = signal(SignalKind::interrupt()).ok();
         let mut term = signal(SignalKind::terminate()).ok();
+        let mut hup = signal(SignalKind::hangup()).ok();
+        async fn one(s: &mut Option<Signal>) {
+            match s.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
         async move {
-            let int = async {
-                match int.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            let term = async {
-                match term.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                _ = int => {}
-                _ = term => {}
+                _ = one(&mut int) => {}
+                _ = one(&mut term) => {}
+                _ = one(&mut hup) => {}
             }
         }
     }

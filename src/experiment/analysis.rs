@@ -589,11 +589,11 @@ fn report(plan: &ExperimentPlan, f: &Findings) -> String {
     );
     let _ = write!(
         h,
-        "<h1>Experiment {}</h1><p>{}</p><p>{} points on {} stack(s); setup factors: {}; run factors: {}.</p>",
+        "<h1>Experiment {}</h1><p>{}</p><p>{} on {}; setup factors: {}; run factors: {}.</p>",
         esc(&plan.file.origin),
         esc(e.description.as_deref().unwrap_or("")),
-        plan.points.len(),
-        plan.stacks.len(),
+        super::counted(plan.points.len(), "point"),
+        super::counted(plan.stacks.len(), "stack"),
         esc(&plan.factors.iter().filter(|x| x.1).map(|x| x.0.as_str()).collect::<Vec<_>>().join(", ")),
         esc(&plan.factors.iter().filter(|x| !x.1).map(|x| x.0.as_str()).collect::<Vec<_>>().join(", ")),
     );

@@ -91,18 +91,21 @@ pub(crate) fn samples(dir: &Path) -> Result<BTreeMap<u32, Sample>, ExperimentErr
     let mut reader = Reader::open(&path).map_err(|e| bad(e.to_string()))?;
     let mut out: BTreeMap<u32, Sample> = BTreeMap::new();
     let mut ends: BTreeMap<u32, (f64, f64, Vec<f64>)> = BTreeMap::new();
-    // A row without a stage, send or end time does not count; one that failed or got no token
+    // A row whose stage or times are bad is an error (as in the analysis: the times are at
+    // most a week, so the per-second bins below are bounded); one that failed or got no token
     // counts in its stage's span only.
     while let Some(row) = reader.next_row().map_err(|e| bad(e.to_string()))? {
+        let at = |e: String| bad(format!("line {}: {e}", row.line()));
+        let stage = row.stage().map_err(|e| at(e.to_string()))?;
+        let times = row.times().map_err(|e| at(e.to_string()))?;
         if row.warmup() {
             continue;
         }
-        let Ok(stage) = row.stage() else { continue };
-        let (Ok(sent), Ok(end)) = (row.secs(Col::SentUs), row.secs(Col::EndUs)) else { continue };
+        let (sent, end) = (times.sent, times.end);
         let span = ends.entry(stage).or_insert((f64::INFINITY, 0.0, Vec::new()));
         span.0 = span.0.min(sent);
         span.1 = span.1.max(end);
-        let (Ok(first), Ok(last)) = (row.secs(Col::FirstTokenUs), row.secs(Col::LastTokenUs)) else {
+        let (Some(first), Some(last)) = (times.first, times.last) else {
             continue;
         };
         if row.error_kind().is_some() {
@@ -358,6 +361,30 @@ mod tests {
         assert_eq!(quantile(&mut v, 0.0), 1.0);
         assert_eq!(quantile(&mut v, 1.0), 4.0);
         assert!((quantile(&mut v, 0.99) - 3.97).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_bad_row_is_an_error_naming_its_line_not_a_huge_allocation() {
+        let work = std::env::temp_dir().join(format!("bf-compare-bad-{}", std::process::id()));
+        let dir = work.join("results");
+        let good = "1,0,0,0,1000,2000,2500,3000,3,10,3,usage,200,,,250 250\n";
+        for (end, word) in [("inf", "end_us"), ("1e18", "end_us"), ("-1", "end_us"), ("500", "after end_us")]
+        {
+            std::fs::create_dir_all(&dir).unwrap();
+            let bad = format!("1,1,0,0,1000,,,{end},0,10,0,usage,0,connect,x,\n");
+            std::fs::write(
+                dir.join("requests.csv"),
+                format!("{}\n{good}{bad}", crate::results::HEADER.join(",")),
+            )
+            .unwrap();
+            let e = samples(&work).err().unwrap_or_else(|| panic!("{end}: accepted")).to_string();
+            assert!(e.contains("requests.csv: line 3: ") && e.contains(word), "{end}: {e}");
+        }
+        // The same file with good rows only reads.
+        std::fs::write(dir.join("requests.csv"), format!("{}\n{good}", crate::results::HEADER.join(",")))
+            .unwrap();
+        assert_eq!(samples(&work).unwrap()[&1].ttft_ms, [1.0]);
+        std::fs::remove_dir_all(&work).unwrap();
     }
 
     /// Normal samples from the shared generator.

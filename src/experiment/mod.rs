@@ -32,6 +32,11 @@ mod trials;
 
 use crate::{resolve::ResolveError, session::SessionError, spec::SpecError, workdir::WorkdirError};
 
+/// `n` and `word`, plural unless `n` is 1: `1 point`, `3 points`, `0 stacks`.
+pub(crate) fn counted(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}
+
 /// Why an experiment could not be planned or run (a point's failure is in the summary).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ExperimentError {

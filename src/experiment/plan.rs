@@ -278,6 +278,7 @@ pub(crate) fn plan(
     for point in points {
         out.place(point)?;
     }
+    check_distinct(&out)?;
     out.factors = out.classify_factors(&ctx)?;
     for s in &mut out.stacks {
         let first = &out.points[s.points[0]].point;
@@ -293,6 +294,33 @@ pub(crate) fn plan(
         super::compare::compared_factor(&out)?;
     }
     Ok(out)
+}
+
+/// Refuses two points of a full design or of treatments that would run the same inputs (the
+/// same plan hash: `2s` and `2000ms`, two treatments setting the same values): the second would
+/// measure the first again. A random design may draw a point twice; that is its nature.
+fn check_distinct(plan: &ExperimentPlan) -> Result<(), ExperimentError> {
+    use crate::spec::experiment::Design;
+    if !matches!(plan.file.spec.design, Design::Full | Design::Treatments(_)) {
+        return Ok(());
+    }
+    let mut seen: std::collections::HashMap<&str, &PlannedPoint> = std::collections::HashMap::new();
+    for p in &plan.points {
+        if let Some(first) = seen.insert(&p.hash, p) {
+            return Err(ExperimentError::Invalid {
+                at: plan.file.origin.clone(),
+                message: format!(
+                    "points {} ({}) and {} ({}) would run the same inputs: a level or treatment is \
+                     given twice, under another spelling; keep one",
+                    first.point.id,
+                    first.point.label(),
+                    p.point.id,
+                    p.point.label()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a design larger than `max_points` unless `yes` allows it.
@@ -519,12 +547,11 @@ impl ExperimentPlan {
         let setup: Vec<&str> = self.factors.iter().filter(|f| f.1).map(|f| f.0.as_str()).collect();
         let run: Vec<&str> = self.factors.iter().filter(|f| !f.1).map(|f| f.0.as_str()).collect();
         out += &format!(
-            "experiment {} ({}): {} points on {} stack{}, at most {} up at once\n",
+            "experiment {} ({}): {} on {}, at most {} up at once\n",
             self.file.origin,
             e.description.as_deref().unwrap_or("no description"),
-            self.points.len(),
-            self.stacks.len(),
-            if self.stacks.len() == 1 { "" } else { "s" },
+            super::counted(self.points.len(), "point"),
+            super::counted(self.stacks.len(), "stack"),
             e.max_stacks,
         );
         if let Some(s) = &e.search {

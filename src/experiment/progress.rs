@@ -56,15 +56,16 @@ impl Progress {
             format!(", ETA {}", clock(per * left as f64 / parallel.min(left as f64).max(1.0)))
         };
         format!(
-            "{id} [{label}] {} in {:.1} s — {} of {} points{}, {up} stack(s) up{eta}",
+            "{id} [{label}] {} in {:.1} s — {} of {}{}, {} up{eta}",
             match error {
                 Some(e) => format!("FAILED ({})", e.lines().next().unwrap_or(e)),
                 None => "done".into(),
             },
             seconds,
             self.finished,
-            self.todo,
+            super::counted(self.todo, "point"),
             if self.failed > 0 { format!(", {} failed", self.failed) } else { String::new() },
+            super::counted(up, "stack"),
         )
     }
 }
@@ -89,11 +90,11 @@ mod tests {
         let mut p = Progress::new(5, 2, Summary::default());
         let line = p.count(60.0, &point("p001", "rate=1", 60.0, None), 1);
         // 60 s per point, 4 left, 2 at a time: 2 minutes.
-        assert_eq!(line, "p001 [rate=1] done in 60.0 s — 1 of 5 points, 1 stack(s) up, ETA 2:00");
+        assert_eq!(line, "p001 [rate=1] done in 60.0 s — 1 of 5 points, 1 stack up, ETA 2:00");
         let line = p.count(120.0, &point("p002", "rate=2", 60.0, Some("boom\nmore")), 1);
         assert_eq!(
             line,
-            "p002 [rate=2] FAILED (boom) in 60.0 s — 2 of 5 points, 1 failed, 1 stack(s) up, ETA 1:30"
+            "p002 [rate=2] FAILED (boom) in 60.0 s — 2 of 5 points, 1 failed, 1 stack up, ETA 1:30"
         );
         assert_eq!((p.summary.done, p.summary.failed.len()), (1, 1));
         // One left: no more parallel than what is left.
@@ -103,6 +104,11 @@ mod tests {
         assert!(line.ends_with("ETA 1:00"), "{line}");
         let line = p8.count(300.0, &point("p005", "", 1.0, None), 0);
         assert!(!line.contains("ETA"), "{line}");
+        assert!(line.ends_with("5 of 5 points, 1 failed, 0 stacks up"), "{line}");
+        // One point: singular.
+        let mut one = Progress::new(1, 1, Summary::default());
+        let line = one.count(1.0, &point("p001", "x", 1.0, None), 2);
+        assert!(line.ends_with("— 1 of 1 point, 2 stacks up"), "{line}");
     }
 
     #[test]

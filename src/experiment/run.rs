@@ -55,6 +55,8 @@ pub(crate) struct Summary {
     pub failed: Vec<(String, String)>,
     /// Stacks stood up in this invocation.
     pub standups: usize,
+    /// Why each stack that could not be stood up failed (its points failed with it).
+    pub standup_failed: Vec<String>,
     /// Points left pending (after an interrupt, or a failure with `stop_on_error`).
     pub not_run: usize,
     pub interrupted: bool,
@@ -293,7 +295,10 @@ pub(crate) async fn teardown_dir(
     quiet: bool,
     signals: &mut mpsc::UnboundedReceiver<()>,
 ) -> Result<Report, ExperimentError> {
-    let session = Session::open(dir)?;
+    let (session, warning) = Session::open_for_teardown(dir)?;
+    if let Some(w) = warning.filter(|_| !quiet) {
+        eprintln!("warning: {w}");
+    }
     let report = session.teardown(quiet, signals, &mut exec::Console::new(quiet)).await?;
     Ok(report.unwrap_or(Report::default()))
 }
@@ -353,13 +358,16 @@ pub(crate) async fn run(
     shared.save()?;
     shared.say(&match resuming {
         true => format!(
-            "resuming {}: {reused} of {} points done with the same inputs, {total_todo} to run",
+            "resuming {}: {reused} of {} done with the same inputs, {total_todo} to run",
             root.display(),
-            plan.points.len()
+            super::counted(plan.points.len(), "point")
         ),
-        false => {
-            format!("{} points on {} stack(s) in {}", plan.points.len(), plan.stacks.len(), root.display())
-        }
+        false => format!(
+            "{} on {} in {}",
+            super::counted(plan.points.len(), "point"),
+            super::counted(plan.stacks.len(), "stack"),
+            root.display()
+        ),
     });
     // Stacks a stopped invocation left up that no point needs now (or built from other
     // inputs): down first.

@@ -129,6 +129,13 @@ pub(super) async fn stand_up(
                 s.status = if report.leftovers.is_empty() { StackStatus::Failed } else { StackStatus::Up };
                 s.error = Some(why.clone());
             })?;
+            shared
+                .progress
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .summary
+                .standup_failed
+                .push(why.clone());
             fail_points(shared, points, &why)?;
             return Ok(None);
         }
@@ -197,8 +204,13 @@ pub(super) async fn tear_down_stale(shared: &Shared<'_>, id: &str) -> Result<(),
     let dir = shared.root.join(layout::STACKS).join(id);
     shared
         .say(&format!("stack {id}: left up by an earlier invocation and not needed as it is: tearing down"));
-    let report = match Session::open(&dir) {
-        Ok(session) => shared.teardown(&session).await,
+    let report = match Session::open_for_teardown(&dir) {
+        Ok((session, warning)) => {
+            if let Some(w) = warning {
+                shared.say(&format!("stack {id}: {w}"));
+            }
+            shared.teardown(&session).await
+        }
         Err(e) => Err(e.into()),
     };
     let ok = report.as_ref().is_ok_and(|r| r.leftovers.is_empty() && r.teardown_failed.is_empty());

@@ -412,6 +412,43 @@ fn render_step(
 }
 
 impl Plan {
+    /// A plan of teardown alone, one undo step per record (`(step, record)`), latest step
+    /// first: what `teardown` walks when `plan.json` is lost, so that what a record names is
+    /// still stopped.
+    pub(crate) fn undoing(run_id: &str, records: &[(String, steps::UndoRecord)]) -> Plan {
+        let mut ids: Vec<&(String, steps::UndoRecord)> = records.iter().collect();
+        ids.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut steps: Vec<PlannedStep> = Vec::new();
+        for (n, (target, record)) in ids.into_iter().enumerate() {
+            let args = StepArgs::Undo(undo::Args { step: target.clone(), does: record.describe() });
+            let name = format!("stop_{target}");
+            steps.push(PlannedStep {
+                number: n + 1,
+                id: format!("{:02}_{name}", n + 1),
+                name,
+                phase: Phase::Teardown,
+                kind: Kind::Undo,
+                after: steps.last().map(|p| p.id.clone()).into_iter().collect(),
+                when: None,
+                group: None,
+                enabled: true,
+                retries: 0,
+                backoff_s: 1.0,
+                timeout_s: None,
+                describe: args.describe(),
+                hash: hash(&json!({"kind": "undo", "with": args.with(), "target": target})),
+                args: Some(args),
+            });
+        }
+        Plan {
+            format_version: crate::resolve::FORMAT_VERSION,
+            run_id: run_id.to_string(),
+            pipeline: "(teardown from the undo records)".into(),
+            description: None,
+            steps,
+        }
+    }
+
     /// The DAG: one node per step (weight = index), an edge from each dependency.
     pub fn graph(&self) -> DiGraph<usize, ()> {
         let mut g = DiGraph::with_capacity(self.steps.len(), self.steps.len());

@@ -289,10 +289,17 @@ pub(crate) struct Treatment {
 pub(crate) enum Action {
     /// `POST /reset_prefix_cache` on the engine (vLLM's), so no point profits from the last.
     ResetPrefixCache,
-    /// Wait (let the engine settle).
+    /// Wait (let the engine settle), at most a week.
+    #[serde(deserialize_with = "sleep_secs")]
+    #[schemars(with = "Secs")]
     Sleep(Secs),
     /// Run a command (captured in the experiment's log); it must exit 0.
     Exec(Vec<String>),
+}
+
+/// A `sleep:` action's duration; its errors name the field (and the bound, a week).
+fn sleep_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secs, D::Error> {
+    Secs::deserialize(d).map_err(|e| serde::de::Error::custom(format!("between_points sleep: {e}")))
 }
 
 /// What the experiment's analysis compares.
@@ -588,7 +595,26 @@ impl Factor {
                 }
                 Ok(())
             }
-            Factor::Levels(_) => Ok(()),
+            Factor::Levels(levels) => {
+                // Each level is a point (or a row of them): one given twice would measure the
+                // same inputs twice. Numbers compare by value (`4` and `4.0` are one level).
+                let same = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
+                    (Some(x), Some(y)) => x == y,
+                    _ => a == b,
+                };
+                for (j, b) in levels.iter().enumerate() {
+                    if let Some(i) = levels[..j].iter().position(|a| same(a, b)) {
+                        return Err(format!(
+                            "factor `{path}`: the level {} is given twice (levels {} and {}): each \
+                             level is measured once; remove the duplicate",
+                            serde_json::to_string(b).unwrap_or_default(),
+                            i + 1,
+                            j + 1
+                        ));
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -664,6 +690,19 @@ mod tests {
     fn bad_files_name_the_file_and_line() {
         let e = parse("factors:\n  workload.seed: []\n").unwrap_err();
         assert!(e.starts_with("e.yaml:2") && e.contains("no levels"), "{e}");
+        for sleep in ["1e20", "1e20s", "'1e20s'", "99999999999999h", "18446744073709551616", "-1s"] {
+            let e = parse(&format!("factors: {{ a.b: [1] }}\nbetween_points: [{{sleep: {sleep}}}]\n"))
+                .unwrap_err();
+            assert!(
+                e.starts_with("e.yaml:2") && e.contains("between_points sleep: duration"),
+                "{sleep}: {e}"
+            );
+            assert!(e.contains("at most a week (604800 s)") || sleep == "-1s", "{sleep}: {e}");
+        }
+        for dup in ["[2, 2, 4]", "[2, 4, 2.0]", "[[], [-x], []]", "[a, b, a]"] {
+            let e = parse(&format!("factors:\n  a.b: [1]\n  workload.seed: {dup}\n")).unwrap_err();
+            assert!(e.starts_with("e.yaml:3") && e.contains("is given twice (levels"), "{dup}: {e}");
+        }
         let e = parse("factors:\n  a.b: [1]\n  c.d: [2]\nconstants:\n  c.d: 3\n").unwrap_err();
         assert!(e.starts_with("e.yaml:5") && e.contains("both a factor and a constant"), "{e}");
         let e = parse("factors:\n  a.b: { from: 1, to: 5 }\n").unwrap_err();

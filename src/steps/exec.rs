@@ -11,6 +11,9 @@ use crate::{shell::WATCHED, workdir::utc_now};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
+    /// The program and its arguments. The program is a name on PATH or an absolute path; a
+    /// relative path (`./warm.sh`) is taken from an absolute `cwd`, and refused without one
+    /// (the command runs in the work directory).
     #[serde(deserialize_with = "super::argv")]
     pub command: Vec<String>,
     /// Environment; `env:NAME` values are read from ours.
@@ -22,8 +25,31 @@ pub struct Args {
 }
 
 impl Step for Args {
+    /// A program given as a relative path (`./warm.sh`) is where the command runs: an absolute
+    /// `cwd` makes it absolute; without one it would be looked for in the work directory,
+    /// which benchflow makes, so it is refused (naming the step).
     fn compile(&mut self, _inputs: &super::Inputs) -> Result<(), String> {
-        super::nonempty(&self.command)
+        super::nonempty(&self.command)?;
+        let program = &self.command[0];
+        if program.contains('/') && !std::path::Path::new(program).is_absolute() {
+            match self.cwd.as_deref().filter(|c| std::path::Path::new(c).is_absolute()) {
+                Some(dir) => self.command[0] = std::path::Path::new(dir).join(program).display().to_string(),
+                None => {
+                    let rel: std::path::PathBuf = std::path::Path::new(program)
+                        .components()
+                        .filter(|c| !matches!(c, std::path::Component::CurDir))
+                        .collect();
+                    let here = std::env::current_dir().map(|d| d.join(rel)).unwrap_or_default();
+                    return Err(format!(
+                        "`{program}` is a relative path, and the command runs in the work directory, \
+                         where it is not: give an absolute path (e.g. {}), a program on PATH, or an \
+                         absolute `cwd` it is relative to",
+                        here.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn programs(&self) -> Vec<&str> {
@@ -78,5 +104,39 @@ impl Step for Args {
             )));
         }
         Ok(Done::with_summary(format!("exit status 0: $ {}", shell_line(&self.command))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compiled(command: &[&str], cwd: Option<&str>) -> Result<Vec<String>, String> {
+        let mut a = Args {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            env: BTreeMap::new(),
+            cwd: cwd.map(str::to_string),
+        };
+        let inputs = super::super::Inputs {
+            templates: &crate::template::Renderer::new(&serde_json::json!({})),
+            workload: None,
+            step: "s",
+        };
+        a.compile(&inputs).map(|()| a.command)
+    }
+
+    #[test]
+    fn a_relative_program_path_is_refused_unless_an_absolute_cwd_anchors_it() {
+        for rel in ["./warm.sh", "scripts/warm.sh"] {
+            let e = compiled(&[rel, "x"], None).unwrap_err();
+            assert!(e.contains(&format!("`{rel}` is a relative path")) && e.contains("absolute path"), "{e}");
+            assert!(!e.contains("/./"), "{e}");
+            assert_eq!(compiled(&[rel, "x"], Some("/opt/p")).unwrap()[0], format!("/opt/p/{rel}"));
+            assert!(compiled(&[rel], Some("rel/dir")).is_err(), "a relative cwd anchors nothing");
+        }
+        // A name on PATH and an absolute path are left as they are.
+        assert_eq!(compiled(&["sleep", "1"], None).unwrap(), ["sleep", "1"]);
+        assert_eq!(compiled(&["/bin/true"], None).unwrap(), ["/bin/true"]);
+        assert!(compiled(&[""], None).is_err());
     }
 }

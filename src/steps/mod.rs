@@ -220,17 +220,41 @@ pub(crate) fn forget_undo(workdir: &Path, step: &str) {
 
 /// Step `step`'s undo record in `setup/undo/`: `<step>.json`, else the `<step>.tmp` of a write
 /// that benchflow did not live to rename (killed between writing the record and renaming it:
-/// the process it names runs). `None`: there is neither; an error names the file that cannot
-/// be read.
+/// the process it names runs). `None`: there is neither, or only an empty `.tmp` (see
+/// [`unfinished`]); an error names the file that cannot be read.
 pub(crate) fn read_undo(workdir: &Path, step: &str) -> Option<Result<UndoRecord, String>> {
     let json = undo_file(workdir, step);
     let path = [json.clone(), json.with_extension("tmp")].into_iter().find(|p| p.is_file())?;
+    if path != json && unfinished(&path) {
+        return None;
+    }
     Some(
         std::fs::read(&path)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
             .map_err(|why| format!("{} cannot be read ({why}): undo it by hand", path.display())),
     )
+}
+
+/// An empty `.tmp` record: benchflow was stopped after creating it and before writing into it,
+/// so before the step acted (a step starts its engine behind a gate that opens only once the
+/// record is written): nothing is recorded, and nothing to undo.
+fn unfinished(tmp: &Path) -> bool {
+    std::fs::read(tmp).is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace))
+}
+
+/// The empty `.tmp` records of `setup/undo/` (see [`read_undo`]: they record nothing), without
+/// a `.json` beside them: what `teardown` removes, saying so.
+pub(crate) fn unfinished_undos(workdir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(workdir.join(layout::UNDO)) else { return Vec::new() };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tmp"))
+        .filter(|p| !p.with_extension("json").is_file() && unfinished(p))
+        .collect();
+    out.sort();
+    out
 }
 
 /// The undo records kept in `setup/undo/` (see [`read_undo`]), by step id; one that cannot be
@@ -502,6 +526,11 @@ mod tests {
         }
         let e = found[3].1.as_ref().unwrap_err();
         assert!(e.contains("d.tmp") && e.contains("undo it by hand"), "{e}");
+        // Created and never written (killed before the step acted): nothing recorded.
+        std::fs::write(dir.join(layout::UNDO).join("e.tmp"), b"").unwrap();
+        assert_eq!(read_undo(&dir, "e"), None);
+        assert_eq!(recorded_undos(&dir).len(), 4, "e does not count");
+        assert_eq!(unfinished_undos(&dir), [dir.join(layout::UNDO).join("e.tmp")]);
         forget_undo(&dir, "c");
         assert_eq!(read_undo(&dir, "c"), None, "both files gone");
         let _ = std::fs::remove_dir_all(&dir);

@@ -43,13 +43,28 @@ fn default_stop() -> Secs {
 /// `program` on `PATH` (or as a path).
 pub(crate) fn find_program(program: &str) -> Option<std::path::PathBuf> {
     if program.contains('/') {
-        return Path::new(program).is_file().then(|| program.into());
+        return executable(Path::new(program)).then(|| program.into());
     }
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
         .map(|d| d.join(program))
-        .find(|p| p.is_file())
+        .find(|p| executable(p))
+}
+
+/// A file someone may execute (as `execvp` looks for it).
+fn executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Why [`find_program`] found nothing, as the end of "step S runs `P`, …".
+pub(crate) fn why_missing(program: &str) -> String {
+    match program.contains('/') {
+        true if Path::new(program).is_file() => "which is not executable: `chmod +x` it".into(),
+        true => "which does not exist".into(),
+        false => format!("which is not on PATH: {}", install_hint(program)),
+    }
 }
 
 /// What to do about a program that is not installed.
@@ -311,7 +326,25 @@ async fn stop(pid: i32, start: Option<u64>, grace: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::GATE;
+    use super::{GATE, find_program, why_missing};
+
+    #[test]
+    fn a_program_that_is_there_but_not_executable_is_not_found_and_said_so() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("bf-findprog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("warm.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let path = script.display().to_string();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(find_program(&path), None);
+        assert!(why_missing(&path).contains("not executable"), "{}", why_missing(&path));
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_program(&path), Some(script.clone()));
+        assert!(why_missing(&dir.join("nope").display().to_string()).contains("does not exist"));
+        assert!(why_missing("no-such-program-here").contains("not on PATH"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     async fn gated(open: bool) -> (std::process::ExitStatus, String) {
         let mut child = tokio::process::Command::new("sh")

@@ -233,8 +233,10 @@ pub fn python_for(tool: &Tool, explicit: Option<&Path>) -> Result<Python, ToolEr
 }
 
 /// Installs `tool` (pinned) into its own virtual environment under `home`, pip's output
-/// appended to `log` (else on stderr); an incomplete earlier attempt is removed first. Returns
-/// what was installed.
+/// appended to `log` (else on stderr); an incomplete earlier attempt is removed first. A
+/// complete installation already there is moved aside (`<name>-<version>.previous`) while the
+/// new one is made, removed once it is complete, and put back when it fails (a virtual
+/// environment cannot move: the new one is made in place). Returns what was installed.
 pub fn install(
     home: &Path,
     tool: &Tool,
@@ -250,10 +252,59 @@ pub fn install(
         return Ok(done);
     }
     let dir = tool.dir(home);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    let aside = home.join(format!("{}-{}.previous", tool.name, tool.version));
+    let remove = |d: &Path| match d.exists() {
+        true => std::fs::remove_dir_all(d).map_err(io(d)),
+        false => Ok(()),
+    };
+    // An attempt that was killed left the installation before it aside: it comes back first.
+    if aside.exists() {
+        if installed(home, tool).is_none() {
+            remove(&dir)?;
+            std::fs::rename(&aside, &dir).map_err(io(&aside))?;
+        } else {
+            remove(&aside)?;
+        }
     }
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let kept = installed(home, tool).is_some();
+    if kept {
+        std::fs::rename(&dir, &aside).map_err(io(&dir))?;
+    } else {
+        remove(&dir)?;
+    }
+    match install_in(home, tool, python, log, &dir) {
+        Ok(done) => {
+            let _ = std::fs::remove_dir_all(&aside);
+            Ok(done)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            if !kept {
+                return Err(e);
+            }
+            std::fs::rename(&aside, &dir).map_err(io(&aside))?;
+            Err(match e {
+                ToolError::Failed { tool, step, status, hint } => ToolError::Failed {
+                    tool,
+                    step,
+                    status,
+                    hint: format!("{hint}; the installation that was there is kept"),
+                },
+                e => e,
+            })
+        }
+    }
+}
+
+/// [`install`] into `dir` (absent).
+fn install_in(
+    home: &Path,
+    tool: &Tool,
+    python: &Python,
+    log: Option<&Path>,
+    dir: &Path,
+) -> Result<Installed, ToolError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let venv = dir.join("venv");
     let fail = |step: &str, status: String, hint: &str| ToolError::Failed {
         tool: tool.name.to_string(),
@@ -345,6 +396,48 @@ mod tests {
         drop(lock(&home, find("vllm-router").unwrap()).unwrap());
         drop(held);
         assert!(Flock::lock(other, FlockArg::LockExclusiveNonblock).is_ok(), "free once the first is done");
+        let _ = std::fs::remove_dir_all(&home);
+    }
+
+    #[test]
+    fn a_failed_reinstall_keeps_the_installation_that_was_there() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let home = std::env::temp_dir().join(format!("benchflow-tools-keep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        let tool = find("vllm-router").unwrap();
+        let dir = tool.dir(&home);
+        std::fs::create_dir_all(dir.join("venv/bin")).unwrap();
+        let bin = dir.join("venv/bin/vllm-router");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        let record = Installed {
+            name: tool.name.into(),
+            package: tool.package.into(),
+            version: tool.version.into(),
+            python: "/usr/bin/python3".into(),
+            python_version: "3.12.1".into(),
+            bin: bin.clone(),
+            packages: vec![],
+        };
+        std::fs::write(dir.join("tool.json"), serde_json::to_vec(&record).unwrap()).unwrap();
+        // A "Python" that answers its version and fails everything else.
+        let fake = home.join("fake-python");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\n[ \"$1\" = --version ] && echo 'Python 3.12.1' && exit 0\necho no >&2; exit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let py = python::probe(&fake).unwrap();
+        let e = install(&home, tool, &py, None).unwrap_err().to_string();
+        assert!(e.contains("-m venv") && e.contains("is kept"), "{e}");
+        assert_eq!(installed(&home, tool), Some(record.clone()), "the working installation is still there");
+        assert!(!home.join(format!("{}-{}.previous", tool.name, tool.version)).exists());
+        // One killed while the new one was made: the one moved aside comes back first.
+        let aside = home.join(format!("{}-{}.previous", tool.name, tool.version));
+        std::fs::rename(&dir, &aside).unwrap();
+        std::fs::create_dir_all(dir.join("venv")).unwrap();
+        assert!(install(&home, tool, &py, None).is_err());
+        assert_eq!(installed(&home, tool), Some(record));
         let _ = std::fs::remove_dir_all(&home);
     }
 

@@ -21,6 +21,12 @@ pub(crate) enum ArchiveError {
     Checksum { archive: PathBuf, file: String },
     #[error("{0}: no MANIFEST.sha256 in the archive")]
     NoManifest(PathBuf),
+    #[error("{0}: MANIFEST.sha256 lists no file: it would verify nothing")]
+    EmptyManifest(PathBuf),
+    #[error("{archive}: MANIFEST.sha256 line {line}: {why}")]
+    BadManifest { archive: PathBuf, line: usize, why: String },
+    #[error("{archive}: {file} is in the archive but not in MANIFEST.sha256: it cannot be verified")]
+    Unlisted { archive: PathBuf, file: String },
 }
 
 fn files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -78,7 +84,17 @@ pub(crate) fn pack(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, usize), A
 }
 
 /// Unpacks an archive into `dest`, verifying every checksum; returns the run directory inside.
+/// The manifest must list every file of the archive, each once, and nothing else (an emptied
+/// or cut manifest verifies nothing: refused). When it fails, `dest` is removed.
 pub(crate) fn unpack(archive: &Path, dest: &Path) -> Result<PathBuf, ArchiveError> {
+    let unpacked = unpack_in(archive, dest);
+    if unpacked.is_err() {
+        let _ = std::fs::remove_dir_all(dest);
+    }
+    unpacked
+}
+
+fn unpack_in(archive: &Path, dest: &Path) -> Result<PathBuf, ArchiveError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ArchiveError::Unpack { path, source }
@@ -88,10 +104,40 @@ pub(crate) fn unpack(archive: &Path, dest: &Path) -> Result<PathBuf, ArchiveErro
     let root = root.ok_or_else(|| ArchiveError::NoManifest(archive.to_path_buf()))?;
     let manifest = std::fs::read_to_string(root.join("MANIFEST.sha256"))
         .map_err(|_| ArchiveError::NoManifest(archive.to_path_buf()))?;
-    for line in manifest.lines() {
-        let Some((sum, rel)) = line.split_once("  ") else { continue };
-        let bytes = std::fs::read(root.join(rel)).unwrap_or_default();
-        if sha256_hex(&bytes) != sum {
+    let bad = |line: usize, why: &str| ArchiveError::BadManifest {
+        archive: archive.to_path_buf(),
+        line,
+        why: why.to_string(),
+    };
+    let mut listed = std::collections::BTreeSet::new();
+    for (n, line) in manifest.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let Some((sum, rel)) = line.split_once("  ") else {
+            return Err(bad(n + 1, "not `<sha256>  <path>`"));
+        };
+        if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad(n + 1, "not a sha256 (64 hex digits)"));
+        }
+        if !listed.insert(PathBuf::from(rel)) {
+            return Err(bad(n + 1, &format!("{rel} is listed twice")));
+        }
+    }
+    if listed.is_empty() {
+        return Err(ArchiveError::EmptyManifest(archive.to_path_buf()));
+    }
+    let mut present = Vec::new();
+    files(&root, Path::new(""), &mut present).map_err(io(&root))?;
+    if let Some(file) = present.iter().find(|p| !listed.contains(*p)) {
+        return Err(ArchiveError::Unlisted {
+            archive: archive.to_path_buf(),
+            file: file.display().to_string(),
+        });
+    }
+    for (n, line) in manifest.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let (sum, rel) = line.split_once("  ").ok_or_else(|| bad(n + 1, "not `<sha256>  <path>`"))?;
+        // Listed, so in the archive's files (no `..`, nothing outside): read it.
+        let ok = present.iter().any(|p| p == Path::new(rel))
+            && std::fs::read(root.join(rel)).is_ok_and(|bytes| sha256_hex(&bytes).eq_ignore_ascii_case(sum));
+        if !ok {
             return Err(ArchiveError::Checksum { archive: archive.to_path_buf(), file: rel.to_string() });
         }
     }
@@ -145,6 +191,59 @@ mod tests {
         assert_eq!(std::fs::read_to_string(root.join("inputs/a.yaml")).unwrap(), "a: 1\n");
         let manifest = std::fs::read_to_string(root.join("MANIFEST.sha256")).unwrap();
         assert!(manifest.contains("  inputs/a.yaml\n") && manifest.contains("  state.json\n"), "{manifest}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// `dir` packed with `manifest` in place of the one `pack` writes.
+    fn packed_with(base: &Path, tag: &str, manifest: impl Fn(&str) -> String) -> PathBuf {
+        let dir = base.join(tag);
+        std::fs::create_dir_all(dir.join("inputs")).unwrap();
+        std::fs::write(dir.join("inputs/a.yaml"), "a: 1\n").unwrap();
+        std::fs::write(dir.join("state.json"), "{}").unwrap();
+        let (archive, _) = pack(&dir, None).unwrap();
+        // Unpack, replace the manifest, pack the tree again as it is.
+        let tmp = base.join(format!("{tag}-tmp"));
+        let root = unpack(&archive, &tmp).unwrap();
+        let old = std::fs::read_to_string(root.join("MANIFEST.sha256")).unwrap();
+        let file = std::fs::File::create(&archive).unwrap();
+        let mut tar = tar::Builder::new(GzEncoder::new(file, Compression::default()));
+        for rel in ["inputs/a.yaml", "state.json"] {
+            tar.append_path_with_name(root.join(rel), Path::new(tag).join(rel)).unwrap();
+        }
+        let text = manifest(&old);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, Path::new(tag).join("MANIFEST.sha256"), text.as_bytes()).unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+        std::fs::remove_dir_all(&tmp).unwrap();
+        archive
+    }
+
+    #[test]
+    fn a_manifest_that_does_not_cover_every_file_is_refused_and_nothing_is_left() {
+        let base = std::env::temp_dir().join(format!("bf-archive-manifest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        type Rewrite = fn(&str) -> String;
+        let cases: [(&str, Rewrite, &str); 6] = [
+            ("emptied", |_| String::new(), "lists no file"),
+            ("blank", |_| "\n\n".into(), "lists no file"),
+            ("cut", |m| m.lines().next().unwrap().to_string() + "\n", "not in MANIFEST.sha256"),
+            ("junk", |m| format!("{m}garbage\n"), "line 3"),
+            ("outside", |m| format!("{m}{}  ../../etc/hostname\n", "0".repeat(64)), "etc/hostname"),
+            ("twice", |m| format!("{m}{}", m.lines().next().unwrap().to_string() + "\n"), "listed twice"),
+        ];
+        for (tag, manifest, said) in cases {
+            let archive = packed_with(&base, tag, manifest);
+            let out = base.join(format!("{tag}-out"));
+            let e = unpack(&archive, &out).unwrap_err().to_string();
+            assert!(e.contains(said), "{tag}: {e}");
+            assert!(!out.exists(), "{tag}: the unpacked files are removed");
+        }
+        // The same, with the manifest as written, unpacks.
+        let archive = packed_with(&base, "kept", str::to_string);
+        assert!(unpack(&archive, &base.join("kept-out")).is_ok());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

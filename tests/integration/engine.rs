@@ -438,6 +438,37 @@ fn malformed_inputs_are_clear_errors_without_panics() {
 }
 
 #[test]
+fn a_hangup_is_an_interrupt_teardown_runs_and_the_exit_is_5() {
+    let p = project("hangup");
+    p.file(
+        "pipelines/hup.yaml",
+        r#"
+steps:
+  - { name: engine, phase: standup, kind: spawn, with: { command: [sleep, "300"] } }
+  - { name: work, phase: run, kind: exec, after: [engine], with: { command: [sh, -c, "touch working; sleep 300"] } }
+"#,
+    )
+    .file("scenarios/hup.yaml", "pipeline: hup\nengine: { kind: endpoint, url: http://127.0.0.1:9 }\n");
+    let wd = p.path("wd");
+    let child = p
+        .cmd(&["e2e", "-c", "hup", "--workdir", "wd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the run step started", Duration::from_secs(30), || wd.join("working").exists());
+    let pid = state(&wd)["steps"]["01_engine"]["undo"]["pid"].as_i64().unwrap();
+    assert!(alive(pid));
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(!alive(pid), "teardown stopped the engine");
+    assert_eq!(status_of(&wd, "01_engine"), "undone");
+    assert_eq!(state(&wd)["interrupts"].as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn a_second_interrupt_skips_teardown_and_says_what_is_left() {
     let p = project("twice");
     p.file(
@@ -658,6 +689,45 @@ fn sigkill_during_an_exec_step_leaves_no_command_running() {
     child.wait().unwrap();
     // The watcher sees benchflow's end of the pipe close and stops the command's group.
     wait_for("the command stopped", Duration::from_secs(20), || !alive(pid));
+}
+
+#[test]
+fn teardown_stops_the_engine_without_plan_json_and_an_empty_tmp_record_is_nothing_recorded() {
+    let p = shell_project("noplan");
+    let wd = p.path("wd");
+    let out = p.run(&["standup", "-c", "shell", "--workdir", "wd", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pid = state(&wd)["steps"]["01_up"]["undo"]["pid"].as_i64().unwrap();
+    // Lost: the plan, and state.json too (setup/undo/ holds the pid).
+    for (i, lost) in ["plan.json", "state.json"].into_iter().enumerate() {
+        let dir = format!("wd{i}");
+        let wd = p.path(&dir);
+        let out = p.run(&["standup", "-c", "shell", "--workdir", &dir, "-q"]);
+        assert!(out.status.success(), "{lost}: {}", text(&out.stderr));
+        let pid = state(&wd)["steps"]["01_up"]["undo"]["pid"].as_i64().unwrap();
+        std::fs::remove_file(wd.join("plan/plan.json")).unwrap();
+        if lost == "state.json" {
+            std::fs::remove_file(wd.join("state.json")).unwrap();
+        }
+        let out = p.run(&["teardown", &dir]);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{lost}: {err}");
+        assert!(err.contains("plan.json cannot be read") && err.contains("from the undo records"), "{err}");
+        assert!(!alive(pid), "{lost}: the engine must be stopped");
+        // Nothing is left to undo: a second teardown says so.
+        let out = p.run(&["teardown", &dir]);
+        assert!(out.status.success() && text(&out.stderr).contains("nothing to tear down"), "{lost}");
+    }
+    // An empty .tmp record (benchflow stopped between creating and writing it) records nothing.
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!alive(pid));
+    std::fs::write(wd.join("setup/undo/01_up.tmp"), b"").unwrap();
+    let out = p.run(&["teardown", "wd"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("01_up.tmp is empty") && err.contains("nothing to undo"), "{err}");
+    assert!(!wd.join("setup/undo/01_up.tmp").exists(), "removed");
 }
 
 #[test]
@@ -893,4 +963,56 @@ fn an_https_endpoint_is_measured_with_its_ca_and_refused_without_it() {
     let _ = sim.kill();
     let _ = sim.wait();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// A `.tar.gz` of `files` under `top/`, with `manifest` as its MANIFEST.sha256.
+fn tarball(path: &Path, top: &str, files: &[(&str, &str)], manifest: &str) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::default()));
+    for (name, text) in files.iter().chain([&("MANIFEST.sha256", manifest)]) {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, Path::new(top).join(name), text.as_bytes()).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn reproduce_of_a_failing_archive_leaves_no_temporary_directory_and_an_empty_manifest_is_refused() {
+    use sha2::Digest as _;
+    let p = project("repro-fail");
+    let tmp = p.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let sum =
+        |t: &str| sha2::Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let resolved = "not: [a resolved file";
+    let files = [("inputs/resolved.yaml", resolved), ("results/big.csv", "a,b\n1,2\n")];
+    let full = format!("{}  inputs/resolved.yaml\n{}  results/big.csv\n", sum(resolved), sum("a,b\n1,2\n"));
+    let cases = [
+        ("emptied", String::new(), "lists no file"),
+        (
+            "partial",
+            format!("{}  inputs/resolved.yaml\n", sum(resolved)),
+            "results/big.csv is in the archive but not in MANIFEST.sha256",
+        ),
+        ("tampered", full.replace(&sum(resolved), &sum("other")), "does not match its checksum"),
+        // Verified, then unreadable: the error comes after unpacking.
+        ("unreadable", full.clone(), "resolved.yaml"),
+    ];
+    for (tag, manifest, said) in cases {
+        let archive = p.path(&format!("{tag}.tar.gz"));
+        tarball(&archive, "wd", &files, &manifest);
+        let out = p
+            .cmd(&["reproduce", archive.to_str().unwrap(), "--workdir", tag, "-q"])
+            .env("TMPDIR", &tmp)
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{tag}: {err}");
+        assert!(err.contains(said), "{tag}: {err}");
+        let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "{tag}: left behind {left:?}");
+    }
 }

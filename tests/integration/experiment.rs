@@ -733,3 +733,115 @@ fn a_server_that_fails_every_request_gives_a_clear_result() {
         "{says}"
     );
 }
+
+#[test]
+fn a_stack_that_cannot_be_stood_up_exits_3_for_a_grid_and_a_search() {
+    let p = Project::new("exp-standup-fails");
+    p.file("workloads/short.yaml", SHORT)
+        .file("experiments/grid.yaml", "base: { workload: short }\nfactors:\n  workload.stages.0.rate: [10, 20]\n")
+        .file(
+            "experiments/search.yaml",
+            "base: { workload: short }\nsearch: { factor: workload.stages.0.rate, from: 1, to: 64, objective: max_load_within_slo, slo: { p99_ttft_ms: 200 } }\n",
+        );
+    // Every request fails: the smoke test of the standup with it.
+    for (e, points) in [("grid", &["p001", "p002"][..]), ("search", &["p001"][..])] {
+        let out = p.run(&[
+            "experiment",
+            "-e",
+            e,
+            "--workdir",
+            e,
+            "-q",
+            "--set",
+            "engine.args=[--set, failure_rate=1]",
+        ]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{e}: {err}");
+        assert!(err.contains("stack s1 could not be stood up: 02_smoke_test"), "{e}: {err}");
+        for id in points {
+            assert_eq!(point_status(&p.path(e), id), "failed", "{e} {id}");
+        }
+        assert!(engine_pids(&p.path(e)).iter().all(|pid| !alive(*pid)), "{e}: teardown has run");
+    }
+}
+
+#[test]
+fn a_between_points_program_that_cannot_run_from_the_work_directory_is_refused_at_plan_time() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = Project::new("exp-between-prog");
+    p.file("workloads/short.yaml", SHORT).file("warm.sh", "#!/bin/sh\necho warm\n");
+    let script = p.path("warm.sh");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let abs = script.display().to_string();
+    for (program, said) in [
+        ("./warm.sh", "`./warm.sh` is a relative path"),
+        ("scripts/warm.sh", "`scripts/warm.sh` is a relative path"),
+        (abs.as_str(), "which is not executable"),
+        ("/nonexistent/cmd", "which does not exist"),
+    ] {
+        p.file(
+            "experiments/e.yaml",
+            &format!("base: {{ workload: short }}\nfactors:\n  workload.stages.0.rate: [10, 20]\nbetween_points: [{{exec: ['{program}']}}]\n"),
+        );
+        let out = p.run(&["experiment", "plan", "-e", "e"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{program}: {err}");
+        assert!(
+            err.contains("between_points") && err.contains("between_1_exec") && err.contains(said),
+            "{program}: {err}"
+        );
+    }
+    // Executable, by its absolute path: planned.
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.file(
+        "experiments/e.yaml",
+        &format!("base: {{ workload: short }}\nfactors:\n  workload.stages.0.rate: [10, 20]\nbetween_points: [{{exec: ['{abs}']}}]\n"),
+    );
+    let out = p.run(&["experiment", "plan", "-e", "e"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_level_or_treatment_given_twice_is_refused_at_plan_time_naming_it() {
+    let p = Project::new("exp-dup");
+    p.file("workloads/short.yaml", SHORT);
+    for (design, said) in [
+        ("factors:\n  workload.stages.0.rate: [2, 2, 4]\n", "the level 2 is given twice (levels 1 and 2)"),
+        ("factors:\n  workload.stages.0.rate: [2, 4, 2.0]\n", "(levels 1 and 3)"),
+        (
+            "factors:\n  workload.stages.0.duration: [2s, 2000ms]\n",
+            "points p001 (duration=2s) and p002 (duration=2000ms) would run the same inputs",
+        ),
+        (
+            "design:\n  treatments:\n    - { name: a, set: { workload.stages.0.rate: 4 } }\n    - { name: b, set: { workload.stages.0.rate: 4 } }\n",
+            "points p001 (a) and p002 (b) would run the same inputs",
+        ),
+    ] {
+        p.file("experiments/e.yaml", &format!("base: {{ workload: short }}\n{design}"));
+        let out = p.run(&["experiment", "plan", "-e", "e"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{design}: {err}");
+        assert!(err.contains(said), "{design}: {err}");
+        assert!(!p.path("runs").exists(), "nothing was written");
+    }
+}
+
+#[test]
+fn analyze_of_an_experiment_another_benchflow_holds_is_refused() {
+    let p = Project::new("exp-analyze-locked");
+    p.file("exp/experiment.yaml", "base: { workload: short }\nfactors: { workload.stages.0.rate: [10] }\n");
+    // Another benchflow holds the directory (its lock, as a running experiment takes it).
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p.path("exp/.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let out = p.run(&["analyze", "exp"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is in use by another benchflow"), "{err}");
+    assert!(!p.path("exp/analysis").exists(), "nothing analysed");
+    drop(lock);
+}

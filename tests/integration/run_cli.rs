@@ -196,3 +196,35 @@ fn the_shipped_workloads_parse() {
         benchflow::Workload::from_file(&p).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+#[test]
+fn analyze_of_records_with_a_bad_row_exits_2_naming_the_file_and_line() {
+    // `end_us` of inf, 1e18, negative, or before `sent_us`: an error, never a panic or a
+    // multi-GB allocation.
+    let good = "1,0,0,0.000,1000.000,2000.000,2500.000,3000.000,3,10,3,usage,200,,,250 250\n";
+    for end in ["inf", "1e18", "-5", "500"] {
+        let dir = TempDir::new("bad-row");
+        std::fs::create_dir_all(dir.0.join("results")).unwrap();
+        let header = "stage,index,warmup,scheduled_us,sent_us,first_token_us,last_token_us,end_us,chunks,\
+                      prompt_tokens,output_tokens,tokens_source,status,error_kind,error,itl_us\n";
+        let bad = format!("1,1,0,0,1000,,,{end},0,10,0,usage,0,connect,x,\n");
+        std::fs::write(dir.0.join("results/requests.csv"), format!("{header}{good}{bad}")).unwrap();
+        let out = benchflow().args(["analyze", dir.0.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{end}: {err}");
+        assert!(err.contains("requests.csv:3: ") && err.contains("end_us"), "{end}: {err}");
+        assert!(!err.contains("panicked"), "{end}: {err}");
+    }
+}
+
+#[test]
+fn compare_refuses_resamples_beyond_the_limit_naming_it() {
+    let dir = TempDir::new("resamples");
+    let d = dir.0.to_str().unwrap();
+    for n in ["1e12", "1000000000000", "5"] {
+        let out = benchflow().args(["compare", d, d, "--resamples", n]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{n}: {err}");
+        assert!(err.contains("--resamples") && err.contains("1000000"), "{n}: {err}");
+    }
+}

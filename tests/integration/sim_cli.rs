@@ -43,6 +43,12 @@ async fn serves_on_the_printed_address_and_exits_cleanly_on_sigterm() {
     assert_eq!(crate::support::request(addr, "GET", "/health", &[], None).await.status, 200);
     signal(&child, "-INT");
     assert_eq!(wait(&mut child).code(), Some(0));
+
+    // A hangup (its terminal closed) too.
+    let (mut child, addr) = spawn_sim(&["--profile", "tiny/cpu"]);
+    assert_eq!(crate::support::request(addr, "GET", "/health", &[], None).await.status, 200);
+    signal(&child, "-HUP");
+    assert_eq!(wait(&mut child).code(), Some(0));
 }
 
 #[tokio::test]
