@@ -192,6 +192,23 @@ pub(crate) fn url_userinfo(text: &str) -> Option<&str> {
     None
 }
 
+/// Registers for redaction (see `crate::redact`) the values of the `env:` references at
+/// secret-looking paths of `tree` that this environment sets: what benchflow will send as
+/// secrets.
+pub(crate) fn register_secrets(tree: &Value) {
+    let mut leaves = Vec::new();
+    all_leaves(String::new(), tree, &mut leaves);
+    for (path, value) in leaves {
+        if let Value::String(s) = value
+            && secret_path(&path)
+            && let Some((_, name)) = crate::spec::workload::env_reference(s)
+            && let Ok(secret) = std::env::var(name)
+        {
+            crate::redact::register(&secret);
+        }
+    }
+}
+
 /// Every leaf of a tree, lists included (`vars.api_keys.0`), with its dotted path.
 fn all_leaves<'a>(prefix: String, v: &'a Value, out: &mut Vec<(String, &'a Value)>) {
     let join = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
@@ -640,6 +657,7 @@ fn finish(
     let workload = Some(workload);
     tree.values = Value::Object(canonical);
     check_secrets(&tree)?;
+    register_secrets(&tree.values);
 
     let derived = match scenario.platform {
         Platform::Local => crate::platform::local::derive(&scenario, run, workload_dir),
@@ -675,7 +693,10 @@ impl Resolved {
     pub fn from_file(path: &Path) -> Result<Self, SpecError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
-        spec::from_yaml(&text, &path.display().to_string(), &[])
+        let resolved: Resolved = spec::from_yaml(&text, &path.display().to_string(), &[])?;
+        // A later command on a work directory (run, teardown) redacts what its run sends.
+        register_secrets(&resolved.values);
+        Ok(resolved)
     }
 
     /// A value by dotted path.
