@@ -209,6 +209,23 @@ pub(crate) fn register_secrets(tree: &Value) {
     }
 }
 
+/// [`secret_written`] for a step's rendered arguments (`with`): a URL with credentials
+/// anywhere, a literal in its environment (`env`) or headers (`headers`). Other keys are the
+/// kind's own (a manifest's `secretKeyRef.key` names a key, it holds none).
+pub(crate) fn secret_in_step(with: &Value) -> Option<(String, String)> {
+    let mut leaves = Vec::new();
+    all_leaves(String::new(), with, &mut leaves);
+    for (path, value) in leaves {
+        if let Value::String(s) = value
+            && url_userinfo(s).is_some()
+        {
+            return secret_written(&Value::String(s.clone())).map(|(_, why)| (path, why));
+        }
+    }
+    let sent = json!({ "env": with.get("env"), "headers": with.get("headers") });
+    secret_written(&sent)
+}
+
 /// Every leaf of a tree, lists included (`vars.api_keys.0`), with its dotted path.
 fn all_leaves<'a>(prefix: String, v: &'a Value, out: &mut Vec<(String, &'a Value)>) {
     let join = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
@@ -248,8 +265,9 @@ pub(crate) fn secret_written(tree: &Value) -> Option<(String, String)> {
             ));
         }
         let Some((at, word)) = secret_key(&path) else { continue };
+        let reference = |s: &str| s.is_empty() || env_name(s.strip_prefix("Bearer ").unwrap_or(s)).is_some();
         let refused = match value {
-            Value::String(s) => !s.is_empty() && env_name(s).is_none(),
+            Value::String(s) => !reference(s),
             Value::Number(_) => path
                 .split('.')
                 .skip(at)
@@ -847,6 +865,30 @@ mod tests {
         for fine in ["http://127.0.0.1:8000/v1", "mailto:me@example.com", "user@host", "http://h/a@b"] {
             assert_eq!(url_userinfo(fine), None, "{fine}");
         }
+    }
+
+    #[test]
+    fn a_steps_environment_headers_and_urls_follow_the_rule() {
+        let refused = |with: Value| secret_in_step(&with).map(|(path, _)| path);
+        assert_eq!(
+            refused(json!({"command": ["x"], "env": {"API_TOKEN": "sk-lit"}})),
+            Some("env.API_TOKEN".into())
+        );
+        assert_eq!(
+            refused(json!({"url": "u", "headers": {"Authorization": "Bearer sk-lit"}})),
+            Some("headers.Authorization".into())
+        );
+        assert_eq!(refused(json!({"url": "http://u:p@h:1", "headers": {}})), Some("url".into()));
+        assert_eq!(refused(json!({"command": ["curl", "https://u:p@h/x"]})), Some("command.1".into()));
+        assert_eq!(refused(json!({"env": {"API_TOKEN": "env:T", "HOME": "/root"}})), None);
+        assert_eq!(
+            refused(json!({"headers": {"Authorization": "Bearer env:K", "Content-Type": "a/b"}})),
+            None
+        );
+        // A manifest's `secretKeyRef.key` names a key of a Secret.
+        let manifest =
+            json!({"manifests": [{"env": [{"valueFrom": {"secretKeyRef": {"key": "HF_TOKEN"}}}]}]});
+        assert_eq!(refused(manifest), None);
     }
 
     /// Property: over generated trees (depths, lists, key spellings), a tree is refused exactly

@@ -379,6 +379,11 @@ fn literal_secrets_and_url_credentials_are_refused_before_anything_is_written() 
     )
     .file("scenarios/listed.yaml", "platform: local\nengine: { kind: sim }\nvars: { api_keys: [env:A, lit3ral-listed] }\n")
     .file(
+        "pipelines/literal.yaml",
+        "steps:\n  - { name: call, phase: run, kind: exec, with: { command: [sh, -c, 'true'], env: { API_TOKEN: lit3ral-pipeline } } }\n",
+    )
+    .file("scenarios/literalpipe.yaml", "platform: local\npipeline: literal\nengine: { kind: sim }\n")
+    .file(
         "experiments/levels.yaml",
         "base: { scenario: canary, workload: canary }\nfactors:\n  vars.api_keys.0: [lit3ral-level-a, lit3ral-level-b]\n",
     )
@@ -409,6 +414,7 @@ fn literal_secrets_and_url_credentials_are_refused_before_anything_is_written() 
         (&["experiment", "-e", "constant", "--workdir", "r7"], "vars.credentials.value"),
         (&["experiment", "-e", "baseset", "--workdir", "r8"], "vars.credentials.value"),
         (&["run", "--endpoint", "http://bob:lit3ral-userinfo@127.0.0.1:9", "--workdir", "r9"], "engine.url"),
+        (&["e2e", "-c", "literalpipe", "--workdir", "r11"], "with.env.API_TOKEN"),
         (
             &[
                 "e2e",
@@ -435,7 +441,7 @@ fn literal_secrets_and_url_credentials_are_refused_before_anything_is_written() 
             "{args:?} shows the value: {err}"
         );
     }
-    for dir in ["r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10"] {
+    for dir in ["r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11"] {
         assert!(!p.path(dir).exists(), "{dir} was written");
     }
 }
