@@ -497,9 +497,10 @@ impl Output {
 }
 
 /// The redacting pump's side: stdin to stdout (the end of the log `_log`, named on its command
-/// line for whoever lists processes), the secrets in `$BENCHFLOW_REDACT` replaced. SIGTERM, SIGINT and SIGHUP are blocked (a stop of the process group it is in must
-/// not cut the process's last words): it ends with its input, or by SIGKILL. Called before any
-/// thread is started, so that the block holds for the whole process.
+/// line for whoever lists processes), the secrets in `$BENCHFLOW_REDACT` replaced. SIGTERM,
+/// SIGINT and SIGHUP are blocked (a stop of the process group it is in must not cut the
+/// process's last words): it ends with its input, or by SIGKILL. Called before any thread is
+/// started, so that the block holds for the whole process.
 pub(crate) fn redact_pump(_log: &Path) -> std::io::Result<()> {
     use nix::sys::signal::{SigSet, Signal};
     let mut blocked = SigSet::empty();
