@@ -37,6 +37,8 @@
 //! * `workdir`: the work directory (layout, lock, atomic writes, run ids) and its archive.
 //! * `net`: connections to an endpoint, plain or TLS (rustls), for every client in benchflow.
 //! * `timer`: sub-millisecond sleeps for the timing-critical waits (simulator, dispatcher).
+//! * `redact`: the secrets benchflow sends, registered when read, and their replacement (as
+//!   written, URL-encoded, base64, JSON-escaped) in everything it writes.
 //! * `rng`: the seeded random number generator and distributions shared by everything that
 //!   samples (simulator jitter and faults; later arrival schedules and datasets).
 
@@ -53,6 +55,7 @@ mod loadgen;
 mod net;
 mod plan;
 mod platform;
+mod redact;
 mod resolve;
 mod results;
 mod rng;

@@ -189,30 +189,28 @@ pub(crate) struct Writer<W: Write> {
     /// Scratch for the gaps column.
     itl: String,
     /// Secret values sent with the requests, replaced in error texts (a server may echo them).
-    redact: Vec<String>,
+    redact: crate::redact::Redactor,
 }
 
 impl<W: Write> Writer<W> {
     pub(crate) fn new(out: W) -> std::io::Result<Self> {
         let mut csv = csv::Writer::from_writer(out);
         csv.write_record(HEADER)?;
-        Ok(Writer { csv, itl: String::new(), redact: Vec::new() })
+        Ok(Writer { csv, itl: String::new(), redact: Default::default() })
     }
 
-    /// Never writes any of `secrets` (they become `[redacted]`).
+    /// Never writes any of `secrets` (they become `[redacted]`), in any of the forms
+    /// `crate::redact` looks for (URL-encoded, base64, …), nor any secret registered there.
     pub(crate) fn redacting(mut self, secrets: Vec<String>) -> Self {
-        self.redact = secrets;
+        self.redact = crate::redact::Redactor::new(secrets);
         self
     }
 
     fn error_text<'a>(&self, error: &'a str) -> std::borrow::Cow<'a, str> {
-        let mut text = std::borrow::Cow::Borrowed(error);
-        for s in &self.redact {
-            if text.contains(s.as_str()) {
-                text = std::borrow::Cow::Owned(text.replace(s.as_str(), "[redacted]"));
-            }
+        match self.redact.text(error) {
+            std::borrow::Cow::Borrowed(_) => crate::redact::text(error),
+            std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(crate::redact::text(&s).into_owned()),
         }
-        text
     }
 
     pub(crate) fn write(&mut self, r: &Record) -> std::io::Result<()> {

@@ -78,6 +78,9 @@ pub(crate) enum Command {
     /// (for harness pods) Print a results directory as one checksummed frame on stdout.
     #[command(hide = true)]
     ResultsPack { dir: PathBuf },
+    /// (for a step's process) Append stdin to LOG, the secrets benchflow sends redacted.
+    #[command(hide = true)]
+    RedactPump { log: PathBuf },
 }
 
 #[derive(Debug, Args)]

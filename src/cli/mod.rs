@@ -161,7 +161,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::redact::text(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }
@@ -169,6 +169,11 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command line.
 pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
+    // Before any thread starts (it blocks signals for the whole process).
+    if let Command::RedactPump { log } = &cli.command {
+        return crate::steps::redact_pump(log)
+            .map_err(|source| CliError::Workdir(WorkdirError::Io { path: log.clone(), source }));
+    }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(CliError::Runtime)?;
     match cli.command {
@@ -207,6 +212,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
                 _ => Ok(()),
             }
         }
+        Command::RedactPump { .. } => Ok(()),
         Command::ResultsPack { dir } => {
             let frame =
                 crate::platform::job::pack(&dir).map_err(|source| WorkdirError::Io { path: dir, source })?;

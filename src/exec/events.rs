@@ -112,7 +112,7 @@ impl EventLog {
         if let (Some(obj), Ok(Value::Object(fields))) = (line.as_object_mut(), serde_json::to_value(event)) {
             obj.extend(fields);
         }
-        let _ = writeln!(f, "{line}");
+        let _ = writeln!(f, "{}", crate::redact::text(&line.to_string()));
         crate::workdir::crash::boundary();
     }
 }
@@ -150,7 +150,7 @@ impl Sink for Console {
 
     fn event(&mut self, event: &Event) {
         if let Some(text) = self.line(event) {
-            eprintln!("{}{text}", self.prefix);
+            eprintln!("{}{}", self.prefix, crate::redact::text(&text));
         }
     }
 }

@@ -16,14 +16,19 @@ pub(crate) struct Point {
 
 impl Point {
     /// `rate=4 engine.args=[]`: the factor values, each by its last path segment when that is
-    /// unambiguous.
+    /// unambiguous; the value of a secret-looking variable is not shown (it is refused, and the
+    /// refusal must not print it).
     pub(crate) fn label(&self) -> String {
         if let Some(name) = &self.name {
             return name.clone();
         }
         self.values
             .iter()
-            .map(|(k, v)| format!("{}={}", short(k, &self.values), shown(v)))
+            .map(|(k, v)| {
+                let secret = crate::resolve::secret_path(k) || crate::resolve::secret_written(v).is_some();
+                let v = if secret { "[not shown]".into() } else { shown(v) };
+                format!("{}={v}", short(k, &self.values))
+            })
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -230,6 +235,17 @@ mod tests {
         assert_eq!(p[4].label(), "args=[-x] rate=4");
         assert_eq!(shown(&serde_json::json!(["--set", "max_num_seqs=8"])), "[--set max_num_seqs=8]");
         assert_eq!(shown(&Value::from("x".repeat(40))).chars().count(), 32);
+    }
+
+    /// A point's label is in the refusal of its secret: it must not show the secret.
+    #[test]
+    fn a_label_does_not_show_a_secret_level() {
+        let point = |k: &str, v: Value| Point { id: "p001".into(), name: None, values: vec![(k.into(), v)] };
+        assert_eq!(point("vars.api_keys.0", Value::from("s3cret")).label(), "api_keys=[not shown]");
+        assert_eq!(point("vars.x", serde_json::json!({"token": "s3cret"})).label(), "x=[not shown]");
+        assert_eq!(point("engine.url", Value::from("http://u:s3cret@h")).label(), "url=[not shown]");
+        assert_eq!(point("vars.api_keys.0", Value::from("env:K")).label(), "api_keys=[not shown]");
+        assert_eq!(point("workload.seed", Value::from(7)).label(), "seed=7");
     }
 
     #[test]

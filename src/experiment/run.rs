@@ -100,7 +100,7 @@ impl Shared<'_> {
         let path = self.root.join(layout::EXPERIMENT_LOG);
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
             use std::io::Write as _;
-            let _ = writeln!(f, "{} {line}", utc_now());
+            let _ = writeln!(f, "{} {}", utc_now(), crate::redact::text(line));
         }
         crate::workdir::crash::boundary();
     }

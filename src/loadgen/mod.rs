@@ -141,6 +141,7 @@ pub(crate) fn headers(spec: &std::collections::BTreeMap<String, String>) -> Resu
             Some((prefix, var)) => {
                 let secret =
                     std::env::var(var).map_err(|_| err(format!("environment variable {var} is not set")))?;
+                crate::redact::register(&secret);
                 format!("{prefix}{secret}")
             }
             None => v.clone(),

@@ -77,7 +77,8 @@ pub(crate) async fn run(
                             && !metric.ends_with("_bucket")
                             && !metric.ends_with("_created")
                         {
-                            let labels = labels.replace('"', "'");
+                            // A label may hold anything the server saw, a key sent to it too.
+                            let labels = crate::redact::text(labels).replace('"', "'");
                             let _ = writeln!(out, "{t:.3},{metric},\"{labels}\",{value},{name}");
                         }
                     }

@@ -216,7 +216,16 @@ pub fn compile(resolved: &Resolved) -> Result<Plan, PlanError> {
             }
         };
         let inputs = Inputs { templates, workload: resolved.workload.as_ref(), step: "" };
-        steps.push(render_step(c, i + 1, width, &copies, specs, &inputs, &at(c.spec))?);
+        let step = render_step(c, i + 1, width, &copies, specs, &inputs, &at(c.spec))?;
+        // A pipeline is input too: what it writes in a step follows the secret rule.
+        if let Some((path, why)) = step.args.as_ref().and_then(|a| crate::resolve::secret_in_step(&a.with()))
+        {
+            return Err(PlanError::Invalid {
+                origin: format!("{} (step {})", at(c.spec), step.name),
+                message: format!("`with.{path}` {why}"),
+            });
+        }
+        steps.push(step);
     }
     // Teardown: undo every standup step that leaves something behind, latest first. A disabled
     // step's kind still gets its (disabled) teardown step, so numbering does not depend on it.

@@ -34,11 +34,9 @@ pub(crate) enum ResolveError {
     Set { set: String, message: String },
     #[error("{origin}: {message}")]
     Invalid { origin: String, message: String },
-    #[error(
-        "{origin}: `{path}` looks like a secret and is written as a value; write a reference such as \
-         `env:NAME` and export NAME instead (secrets are never written to the work directory)"
-    )]
-    Secret { origin: String, path: String },
+    /// A secret written as a value, or a URL with credentials.
+    #[error("{origin}: `{path}` {why}")]
+    Secret { origin: String, path: String, why: String },
 }
 
 /// What the user asked for: file names (or paths) and overrides.
@@ -96,9 +94,22 @@ pub(crate) fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
     })
 }
 
-/// A key containing one of these (lowercase, `-` read as `_`) holds a secret.
+/// A key containing one of these (lowercase, `-` read as `_`) looks secret: every value under
+/// it, at any depth and in lists, is a secret.
 const SECRET_WORDS: &[&str] =
     &["key", "token", "secret", "password", "passwd", "credential", "authorization", "auth"];
+
+/// Parts of keys that contain a secret word but name no secret (`tokenizer`), taken out before
+/// the words are looked for.
+const HARMLESS_PARTS: &[&str] = &["tokeniz"];
+
+/// Secret words whose values are secrets even as numbers (a numeric password); under the other
+/// words a number is a count (`max_tokens: 64`).
+const SECRET_EVEN_AS_NUMBER: &[&str] = &["secret", "password", "passwd", "credential"];
+
+/// Paths whose keys look secret but are not (`*`: any key or list index): a Kubernetes
+/// toleration's `key` is a taint's name.
+const HARMLESS_PATHS: &[&str] = &["kubernetes.tolerations.*.key"];
 
 /// Request headers whose values are not secret; any other header is (its value must be an
 /// `env:NAME` reference).
@@ -113,16 +124,178 @@ const HARMLESS_HEADERS: &[&str] = &[
     "x-correlation-id",
 ];
 
-/// Whether the leaf at a dotted path holds a secret: a secret-looking key, or a request header
-/// that is not known to be harmless.
-fn secret_path(path: &str) -> bool {
-    let mut parts = path.rsplit('.');
-    let key = parts.next().unwrap_or(path).to_ascii_lowercase();
-    if parts.next() == Some("headers") {
-        return !HARMLESS_HEADERS.contains(&key.as_str());
+/// The secret words in a key (none: it does not look secret).
+fn secret_words(key: &str) -> Vec<&'static str> {
+    let mut key = key.to_ascii_lowercase().replace('-', "_");
+    for part in HARMLESS_PARTS {
+        key = key.replace(part, "");
     }
-    let key = key.replace('-', "_");
-    SECRET_WORDS.iter().any(|w| key.contains(w))
+    SECRET_WORDS.iter().copied().filter(|w| key.contains(w)).collect()
+}
+
+/// Why the leaf at a dotted path holds a secret: the first key on the way to it that looks
+/// secret, or a request header that is not known to be harmless (its position, and the
+/// word that makes it secret, or `None` for a header). `None`: not a secret.
+fn secret_key(path: &str) -> Option<(usize, Option<&'static str>)> {
+    let parts: Vec<&str> = path.split('.').collect();
+    let harmless = |upto: usize| {
+        HARMLESS_PATHS.iter().any(|h| {
+            let pattern: Vec<&str> = h.split('.').collect();
+            pattern.len() == upto + 1 && pattern.iter().zip(&parts[..=upto]).all(|(p, k)| *p == "*" || p == k)
+        })
+    };
+    for (i, key) in parts.iter().enumerate() {
+        if i > 0
+            && parts[i - 1] == "headers"
+            && !HARMLESS_HEADERS.contains(&key.to_ascii_lowercase().as_str())
+        {
+            return Some((i, None));
+        }
+        if let Some(word) = secret_words(key).first()
+            && !harmless(i)
+        {
+            return Some((i, Some(word)));
+        }
+    }
+    None
+}
+
+/// Whether the leaf at a dotted path holds a secret (see [`secret_key`]).
+pub(crate) fn secret_path(path: &str) -> bool {
+    secret_key(path).is_some()
+}
+
+/// `env:NAME` with NAME a variable name: a reference, the one way to give a secret.
+pub(crate) fn env_name(value: &str) -> Option<&str> {
+    let name = value.strip_prefix("env:")?;
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    ((first.is_ascii_alphabetic() || first == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then_some(name)
+}
+
+/// Where a URL in `text` carries credentials (`scheme://user:pass@host`): the URL's start.
+pub(crate) fn url_userinfo(text: &str) -> Option<&str> {
+    let mut from = 0;
+    while let Some(i) = text[from..].find("://") {
+        let at = from + i;
+        let scheme_start = text[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |j| j + 1);
+        let rest = &text[at + 3..];
+        let authority = rest.split(['/', '?', '#', ' ', '"', '\'', '\n', '\t']).next().unwrap_or("");
+        if at > scheme_start && authority.contains('@') {
+            return Some(&text[scheme_start..]);
+        }
+        from = at + 3;
+    }
+    None
+}
+
+/// Registers for redaction (see `crate::redact`) the values of the `env:` references at
+/// secret-looking paths of `tree` that this environment sets: what benchflow will send as
+/// secrets.
+pub(crate) fn register_secrets(tree: &Value) {
+    let mut leaves = Vec::new();
+    all_leaves(String::new(), tree, &mut leaves);
+    for (path, value) in leaves {
+        if let Value::String(s) = value
+            && secret_path(&path)
+            && let Some((_, name)) = crate::spec::workload::env_reference(s)
+            && let Ok(secret) = std::env::var(name)
+        {
+            crate::redact::register(&secret);
+        }
+    }
+}
+
+/// [`secret_written`] for a step's rendered arguments (`with`): a URL with credentials
+/// anywhere, a literal in its environment (`env`) or headers (`headers`). Other keys are the
+/// kind's own (a manifest's `secretKeyRef.key` names a key, it holds none).
+pub(crate) fn secret_in_step(with: &Value) -> Option<(String, String)> {
+    let mut leaves = Vec::new();
+    all_leaves(String::new(), with, &mut leaves);
+    for (path, value) in leaves {
+        if let Value::String(s) = value
+            && url_userinfo(s).is_some()
+        {
+            return secret_written(&Value::String(s.clone())).map(|(_, why)| (path, why));
+        }
+    }
+    let sent = json!({ "env": with.get("env"), "headers": with.get("headers") });
+    secret_written(&sent)
+}
+
+/// Every leaf of a tree, lists included (`vars.api_keys.0`), with its dotted path.
+fn all_leaves<'a>(prefix: String, v: &'a Value, out: &mut Vec<(String, &'a Value)>) {
+    let join = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+    match v {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                all_leaves(join(k), v, out);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for (i, v) in items.iter().enumerate() {
+                all_leaves(join(&i.to_string()), v, out);
+            }
+        }
+        _ => out.push((prefix, v)),
+    }
+}
+
+/// A secret written as a value in `tree`, or a URL with credentials: (path, why) of the first.
+/// Under a secret-looking key (at any depth above the leaf), every string must be an
+/// `env:NAME` reference (or empty), and a number too under the words that name passwords.
+pub(crate) fn secret_written(tree: &Value) -> Option<(String, String)> {
+    let mut leaves = Vec::new();
+    all_leaves(String::new(), tree, &mut leaves);
+    for (path, value) in leaves {
+        if let Value::String(s) = value
+            && let Some(url) = url_userinfo(s)
+        {
+            let shown: String = url.split('@').next().unwrap_or("").split("://").next().unwrap_or("").into();
+            return Some((
+                path,
+                format!(
+                    "holds a URL with credentials ({shown}://…@…): they would be written everywhere the URL is; \
+                     remove them from the URL and give the key as a reference instead (`api_key: env:NAME` in the \
+                     workload's api, or a header `NAME: env:VAR`)"
+                ),
+            ));
+        }
+        let Some((at, word)) = secret_key(&path) else { continue };
+        let reference = |s: &str| s.is_empty() || env_name(s.strip_prefix("Bearer ").unwrap_or(s)).is_some();
+        let refused = match value {
+            Value::String(s) => !reference(s),
+            Value::Number(_) => path
+                .split('.')
+                .skip(at)
+                .any(|k| secret_words(k).iter().any(|w| SECRET_EVEN_AS_NUMBER.contains(w))),
+            _ => false,
+        };
+        if refused {
+            let parts: Vec<&str> = path.split('.').collect();
+            let why = match (word, at + 1 == parts.len()) {
+                (None, _) => "looks like a secret (a request header not known to be harmless)".to_string(),
+                (Some(w), true) => format!("looks like a secret (its key holds `{w}`)"),
+                (Some(w), false) => {
+                    format!(
+                        "is under `{}`, which looks like a secret (it holds `{w}`)",
+                        parts[..=at].join(".")
+                    )
+                }
+            };
+            return Some((
+                path,
+                format!(
+                    "{why}, and is written as a value; write a reference such as `env:NAME` and export NAME \
+                     instead (secrets are never written to the work directory)"
+                ),
+            ));
+        }
+    }
+    None
 }
 
 fn leaves(prefix: &str, v: &Value, out: &mut Vec<String>) {
@@ -241,21 +414,21 @@ fn set_layer(set: &str, tree: &Tree) -> Result<Value, ResolveError> {
 }
 
 fn check_secrets(tree: &Tree) -> Result<(), ResolveError> {
-    let mut ls = Vec::new();
-    leaves("", &tree.values, &mut ls);
-    for path in ls {
-        if !secret_path(&path) {
-            continue;
+    let Some((path, why)) = secret_written(&tree.values) else { return Ok(()) };
+    // The source of the leaf, or of the list (or object) it is in.
+    let mut origin = String::new();
+    let mut at = path.as_str();
+    loop {
+        if let Some(o) = tree.sources.get(at) {
+            origin = o.clone();
+            break;
         }
-        if let Some(Value::String(s)) = tree.get(&path)
-            && !s.is_empty()
-            && !s.starts_with("env:")
-        {
-            let origin = tree.sources.get(&path).cloned().unwrap_or_default();
-            return Err(ResolveError::Secret { origin, path });
+        match at.rsplit_once('.') {
+            Some((up, _)) => at = up,
+            None => break,
         }
     }
-    Ok(())
+    Err(ResolveError::Secret { origin, path, why })
 }
 
 /// Reads the files named in `request` and resolves them.
@@ -502,6 +675,7 @@ fn finish(
     let workload = Some(workload);
     tree.values = Value::Object(canonical);
     check_secrets(&tree)?;
+    register_secrets(&tree.values);
 
     let derived = match scenario.platform {
         Platform::Local => crate::platform::local::derive(&scenario, run, workload_dir),
@@ -537,7 +711,10 @@ impl Resolved {
     pub fn from_file(path: &Path) -> Result<Self, SpecError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
-        spec::from_yaml(&text, &path.display().to_string(), &[])
+        let resolved: Resolved = spec::from_yaml(&text, &path.display().to_string(), &[])?;
+        // A later command on a work directory (run, teardown) redacts what its run sends.
+        register_secrets(&resolved.values);
+        Ok(resolved)
     }
 
     /// A value by dotted path.
@@ -627,5 +804,206 @@ mod tests {
         t.layer("--set", json!({"engine": {"env": {"HF_TOKEN": "hf_abc"}}}));
         let e = check_secrets(&t).unwrap_err().to_string();
         assert!(e.contains("engine.env.HF_TOKEN") && e.contains("--set") && !e.contains("hf_abc"), "{e}");
+    }
+
+    /// The old rule looked at the last key only and never into lists: each of these passed.
+    #[test]
+    fn secrets_nested_under_a_secret_key_or_in_its_lists_are_refused() {
+        for (written, path, under) in [
+            (
+                json!({"vars": {"credentials": {"value": "s3cr3t-nested"}}}),
+                "vars.credentials.value",
+                "vars.credentials",
+            ),
+            (json!({"vars": {"api_keys": ["env:A", "s3cr3t-listed"]}}), "vars.api_keys.1", "vars.api_keys"),
+            (json!({"vars": {"auth": {"basic": [{"user": "me"}]}}}), "vars.auth.basic.0.user", "vars.auth"),
+            (json!({"vars": {"db_password": 123456}}), "vars.db_password", ""),
+            (json!({"vars": {"Client-Secret": {"n": 42}}}), "vars.Client-Secret.n", "vars.Client-Secret"),
+        ] {
+            let mut t = tree();
+            t.layer("s.yaml", written);
+            let e = check_secrets(&t).unwrap_err().to_string();
+            assert!(e.starts_with("s.yaml: `") && e.contains(&format!("`{path}`")), "{e}");
+            assert!(e.contains(under) && e.contains("env:NAME"), "{e}");
+            assert!(!e.contains("s3cr3t") && !e.contains("123456"), "the value is never shown: {e}");
+        }
+        // References, empty values, counts and harmless keys pass.
+        let mut t = tree();
+        t.layer(
+            "s.yaml",
+            json!({
+                "vars": {
+                    "credentials": {"value": "env:CRED", "empty": "", "enabled": true},
+                    "api_keys": ["env:A", "env:B_2"],
+                    "max_tokens": 64,
+                    "tokenizer": {"name": "meta-llama/Llama-3.1-8B"},
+                    "model": "m",
+                },
+                "kubernetes": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
+                "workload": {"api": {"extra_body": {"max_tokens": 8}}},
+            }),
+        );
+        check_secrets(&t).unwrap();
+        // A reference must name a variable.
+        t.layer("--set", json!({"vars": {"api_keys": ["env:sk-not a name"]}}));
+        assert!(check_secrets(&t).unwrap_err().to_string().contains("vars.api_keys.0"));
+    }
+
+    #[test]
+    fn urls_with_credentials_are_refused_wherever_they_are() {
+        for url in [
+            "http://user:pa55word@host:8000",
+            "https://tok3n@example.com/v1",
+            "see postgres://u:pa55word@db/x",
+        ] {
+            let mut t = tree();
+            t.layer("s.yaml", json!({"engine": {"url": url}}));
+            let e = check_secrets(&t).unwrap_err().to_string();
+            assert!(e.contains("engine.url") && e.contains("api_key: env:NAME"), "{e}");
+            assert!(!e.contains("pa55word") && !e.contains("tok3n"), "{e}");
+        }
+        for fine in ["http://127.0.0.1:8000/v1", "mailto:me@example.com", "user@host", "http://h/a@b"] {
+            assert_eq!(url_userinfo(fine), None, "{fine}");
+        }
+    }
+
+    #[test]
+    fn a_steps_environment_headers_and_urls_follow_the_rule() {
+        let refused = |with: Value| secret_in_step(&with).map(|(path, _)| path);
+        assert_eq!(
+            refused(json!({"command": ["x"], "env": {"API_TOKEN": "sk-lit"}})),
+            Some("env.API_TOKEN".into())
+        );
+        assert_eq!(
+            refused(json!({"url": "u", "headers": {"Authorization": "Bearer sk-lit"}})),
+            Some("headers.Authorization".into())
+        );
+        assert_eq!(refused(json!({"url": "http://u:p@h:1", "headers": {}})), Some("url".into()));
+        assert_eq!(refused(json!({"command": ["curl", "https://u:p@h/x"]})), Some("command.1".into()));
+        assert_eq!(refused(json!({"env": {"API_TOKEN": "env:T", "HOME": "/root"}})), None);
+        assert_eq!(
+            refused(json!({"headers": {"Authorization": "Bearer env:K", "Content-Type": "a/b"}})),
+            None
+        );
+        // A manifest's `secretKeyRef.key` names a key of a Secret.
+        let manifest =
+            json!({"manifests": [{"env": [{"valueFrom": {"secretKeyRef": {"key": "HF_TOKEN"}}}]}]});
+        assert_eq!(refused(manifest), None);
+    }
+
+    /// Property: over generated trees (depths, lists, key spellings), a tree is refused exactly
+    /// when a literal sits at any depth under a secret-looking key, the path named is one of
+    /// those literals', the value is never shown, and the same tree with references passes.
+    #[test]
+    fn the_nested_secret_rule_holds_over_generated_trees() {
+        const SECRET: &[&str] = &[
+            "api_key",
+            "API-KEY",
+            "ApiKeys",
+            "x_auth_token",
+            "credentials",
+            "HF_TOKEN",
+            "private-key",
+            "client_secret",
+            "authorization",
+            "auth",
+            "Password",
+            "db_passwd",
+        ];
+        const PASSWORDS: &[&str] = &["Password", "db_passwd", "client_secret", "credentials"];
+        const HARMLESS: &[&str] = &["model", "rate", "name", "items", "profile", "region", "size", "labels"];
+        struct Gen {
+            rng: crate::rng::Rng,
+            /// Paths of literals under a secret key.
+            bad: Vec<String>,
+            n: u64,
+        }
+        impl Gen {
+            /// A value at `path`; `secret`: under a secret key, `password`: under a password word.
+            fn value(&mut self, path: &str, depth: u32, secret: bool, password: bool) -> Value {
+                let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+                match self.rng.below(if depth >= 5 { 3 } else { 5 }) {
+                    0..=2 => {
+                        self.n += 1;
+                        let literal = match self.rng.below(5) {
+                            0 => Value::String(format!("env:VAR_{}", self.n)),
+                            1 => Value::String(format!("lit3ral-{}", self.n)),
+                            2 => json!(self.n * 1000 + 7),
+                            3 => json!(true),
+                            _ => json!(""),
+                        };
+                        let refused = match &literal {
+                            Value::String(s) => secret && s.starts_with("lit3ral"),
+                            Value::Number(_) => password,
+                            _ => false,
+                        };
+                        if refused {
+                            self.bad.push(path.to_string());
+                        }
+                        literal
+                    }
+                    3 => {
+                        let n = self.rng.range_inclusive(1, 3);
+                        Value::Array(
+                            (0..n)
+                                .map(|i| self.value(&join(&i.to_string()), depth + 1, secret, password))
+                                .collect(),
+                        )
+                    }
+                    _ => {
+                        let mut m = Map::new();
+                        for _ in 0..self.rng.range_inclusive(1, 3) {
+                            let is_secret = self.rng.chance(0.5);
+                            let pool = if is_secret { SECRET } else { HARMLESS };
+                            let key = pool[self.rng.below(pool.len() as u64) as usize];
+                            if m.contains_key(key) {
+                                continue;
+                            }
+                            let under_password = password || PASSWORDS.contains(&key);
+                            let v = self.value(&join(key), depth + 1, secret || is_secret, under_password);
+                            m.insert(key.to_string(), v);
+                        }
+                        Value::Object(m)
+                    }
+                }
+            }
+        }
+        fn references(v: &mut Value) {
+            match v {
+                Value::String(s) if s.starts_with("lit3ral") => *s = "env:FIXED".into(),
+                Value::Number(_) => *v = json!("env:FIXED"),
+                Value::Array(a) => a.iter_mut().for_each(references),
+                Value::Object(m) => m.values_mut().for_each(references),
+                _ => {}
+            }
+        }
+        let (mut refused, mut passed) = (0, 0);
+        for case in 0..2000 {
+            let mut g = Gen { rng: crate::rng::Rng::new(case), bad: Vec::new(), n: 0 };
+            let mut m = Map::new();
+            m.insert("vars".into(), g.value("vars", 1, false, false));
+            let mut values = Value::Object(m);
+            match secret_written(&values) {
+                Some((path, why)) => {
+                    refused += 1;
+                    assert!(
+                        g.bad.contains(&path),
+                        "case {case}: {path} is not a planted literal {:?}",
+                        g.bad
+                    );
+                    assert!(!why.contains("lit3ral"), "case {case}: {why}");
+                }
+                None => {
+                    passed += 1;
+                    assert!(g.bad.is_empty(), "case {case}: {:?} were let through in {values}", g.bad);
+                }
+            }
+            references(&mut values);
+            assert_eq!(secret_written(&values), None, "case {case}: references pass: {values}");
+        }
+        assert!(
+            refused > 200 && passed > 200,
+            "both outcomes are exercised: {refused} refused, {passed} passed"
+        );
     }
 }

@@ -127,6 +127,7 @@ impl Args {
             };
             match std::env::var(&name) {
                 Ok(value) => {
+                    crate::redact::register(&value);
                     data.insert(k.clone(), Value::String(value));
                     ctx.note(&format!("# secret key {k} from ${name} (value not shown)"));
                 }

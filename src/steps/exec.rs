@@ -70,15 +70,22 @@ impl Step for Args {
             .map(String::from)
             .chain(self.command.iter().cloned())
             .collect();
-        let mut cmd = super::command(&watched, &self.env, ctx)?;
+        let (mut cmd, mut output) = super::command(&watched, &self.env, ctx)?;
         cmd.current_dir(self.cwd.as_deref().map(Into::into).unwrap_or(ctx.workdir.clone()))
             .stdin(std::process::Stdio::piped())
             .kill_on_drop(true);
         ctx.note(&format!("# {} started\n$ {}", utc_now(), shell_line(&self.command)));
         let mut child =
             cmd.spawn().map_err(|e| StepError::Failed(format!("failed to start `{program}`: {e}")))?;
+        // The command holds our copies of the output's ends until dropped: the pump's input
+        // ends only when the process's does.
+        drop(cmd);
         // Held until the command ends: its end tells the watcher that benchflow is gone.
         let _lifeline = child.stdin.take();
+        if let Err(e) = child.id().map_or(Ok(()), |pid| output.start(pid)) {
+            let _ = child.kill().await;
+            return Err(e);
+        }
         let status = tokio::select! {
             s = child.wait() => s.map_err(|e| StepError::Failed(e.to_string()))?,
             _ = ctx.cancelled() => {
@@ -86,10 +93,12 @@ impl Step for Args {
                     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
                 }
                 let _ = child.wait().await;
+                output.drained().await;
                 ctx.note(&format!("# {} stopped by interrupt", utc_now()));
                 return Err(StepError::Cancelled);
             }
         };
+        output.drained().await;
         ctx.note(&format!(
             "# {} exit status: {}",
             utc_now(),

@@ -413,40 +413,35 @@ impl Ctx {
     }
 }
 
-/// Appends to a log file (best effort: a full disk must not hide the step's real outcome).
+/// Appends to a log file (best effort: a full disk must not hide the step's real outcome),
+/// the secrets benchflow sends redacted (a server's answer may echo them).
 pub(crate) fn append(path: &Path, text: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-        let _ = writeln!(f, "{}", text.trim_end_matches('\n'));
+        let _ = writeln!(f, "{}", crate::redact::text(text.trim_end_matches('\n')));
     }
 }
 
 /// `argv` as a process in its own group (so undo and interrupts reach all of it), stdin
-/// closed, stdout and stderr appended to the step's log, with `env` applied: `env:NAME` values
-/// are read from our environment when the process starts and never written anywhere.
+/// closed, stdout and stderr appended to the step's log (through [`Output`]), with `env`
+/// applied: `env:NAME` values are read from our environment when the process starts and never
+/// written anywhere. Once spawned, [`Output::start`] must be given its pid.
 pub(crate) fn command(
     argv: &[String],
     env: &std::collections::BTreeMap<String, String>,
     ctx: &Ctx,
-) -> Result<tokio::process::Command, StepError> {
+) -> Result<(tokio::process::Command, Output), StepError> {
     let Some(program) = argv.first() else {
         return Err(StepError::Failed("`command` is empty".into()));
     };
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&ctx.log)
-        .map_err(|e| StepError::Failed(format!("cannot open {}: {e}", ctx.log.display())))?;
-    let out = log.try_clone().map_err(|e| StepError::Failed(e.to_string()))?;
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::from(out))
-        .stderr(std::process::Stdio::from(log))
-        .process_group(0);
+    cmd.args(&argv[1..]).stdin(std::process::Stdio::null()).process_group(0);
     for (k, v) in env {
         match v.strip_prefix("env:") {
             Some(name) => match std::env::var(name) {
                 Ok(value) => {
+                    if crate::resolve::secret_path(&format!("env.{k}")) {
+                        crate::redact::register(&value);
+                    }
                     cmd.env(k, value);
                     ctx.note(&format!("# env {k} from ${name} (value not shown)"));
                 }
@@ -458,7 +453,91 @@ pub(crate) fn command(
             }
         }
     }
-    Ok(cmd)
+    let output = Output::attach(&mut cmd, ctx)?;
+    Ok((cmd, output))
+}
+
+/// Where the output of a process a step starts goes: straight to the step's log, or, once
+/// benchflow holds secrets (see `crate::redact`), through a pump that redacts them first
+/// (`benchflow redact-pump LOG`, started in the process's own group: whatever stops the
+/// process stops it too, and it outlives benchflow as the process may). The pump ignores
+/// SIGTERM, so that it writes everything the process says until it ends.
+pub(crate) struct Output {
+    /// The pipe's end the pump reads, until it is started.
+    reader: Option<std::io::PipeReader>,
+    secrets: Vec<String>,
+    log: PathBuf,
+    pump: Option<tokio::process::Child>,
+}
+
+impl Output {
+    fn attach(cmd: &mut tokio::process::Command, ctx: &Ctx) -> Result<Output, StepError> {
+        let fail = |e: std::io::Error| StepError::Failed(format!("cannot open {}: {e}", ctx.log.display()));
+        let secrets = crate::redact::secrets();
+        let mut output = Output { reader: None, secrets, log: ctx.log.clone(), pump: None };
+        // The unit tests run inside the test harness, which has no `redact-pump` command.
+        if output.secrets.is_empty() || cfg!(test) {
+            let log = std::fs::OpenOptions::new().create(true).append(true).open(&ctx.log).map_err(fail)?;
+            let out = log.try_clone().map_err(fail)?;
+            cmd.stdout(std::process::Stdio::from(out)).stderr(std::process::Stdio::from(log));
+            return Ok(output);
+        }
+        let (reader, writer) = std::io::pipe().map_err(fail)?;
+        let out = writer.try_clone().map_err(fail)?;
+        cmd.stdout(std::process::Stdio::from(out)).stderr(std::process::Stdio::from(writer));
+        output.reader = Some(reader);
+        Ok(output)
+    }
+
+    /// Starts the pump (if any) in the group of the process just started as `pid`. Without
+    /// it the process would block on a full pipe: a pump that cannot start fails the step.
+    pub(crate) fn start(&mut self, pid: u32) -> Result<(), StepError> {
+        let Some(reader) = self.reader.take() else { return Ok(()) };
+        let fail =
+            |e: std::io::Error| StepError::Failed(format!("cannot start the log's redacting pump: {e}"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).map_err(fail)?;
+        let errors = log.try_clone().map_err(fail)?;
+        let secrets = serde_json::to_string(&self.secrets).unwrap_or_default();
+        let exe = std::env::current_exe().map_err(fail)?;
+        let mut pump = tokio::process::Command::new(exe);
+        pump.arg("redact-pump")
+            .arg(&self.log)
+            .env(crate::redact::PUMP_ENV, secrets)
+            .stdin(std::process::Stdio::from(reader))
+            .stdout(std::process::Stdio::from(log))
+            .stderr(std::process::Stdio::from(errors))
+            .process_group(pid as i32);
+        self.pump = Some(pump.spawn().map_err(fail)?);
+        Ok(())
+    }
+
+    /// Waits (at most 5 s) until the pump has written all the process said (it ends when every
+    /// process holding the pipe has): before the log is read or written after the process.
+    pub(crate) async fn drained(&mut self) {
+        if let Some(pump) = self.pump.as_mut() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), pump.wait()).await;
+        }
+    }
+}
+
+/// The redacting pump's side: stdin to stdout (the end of the log `_log`, named on its command
+/// line for whoever lists processes), the secrets in `$BENCHFLOW_REDACT` replaced. SIGTERM,
+/// SIGINT and SIGHUP are blocked (a stop of the process group it is in must not cut the
+/// process's last words): it ends with its input, or by SIGKILL. Called before any thread is
+/// started, so that the block holds for the whole process.
+pub(crate) fn redact_pump(_log: &Path) -> std::io::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut blocked = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        blocked.add(s);
+    }
+    blocked.thread_block().map_err(std::io::Error::from)?;
+    let secrets: Vec<String> = std::env::var(crate::redact::PUMP_ENV)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    let redactor = crate::redact::Redactor::new(secrets);
+    crate::redact::pump(&redactor, std::io::stdin().lock(), std::io::stdout().lock())
 }
 
 pub(crate) use crate::shell::{shell_line, tail};

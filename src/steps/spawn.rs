@@ -88,6 +88,22 @@ fn proc_stat(pid: i32) -> Option<(u64, bool)> {
     Some((start, *state != "Z" && *state != "X"))
 }
 
+/// How many running processes are in process group `pgid` (Linux; 0 elsewhere).
+fn group_members(pgid: i32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|&p| {
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { return false };
+            let Some(rest) = text.rfind(')').map(|i| &text[i + 2..]) else { return false };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first().is_some_and(|s| *s != "Z" && *s != "X")
+                && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
+        })
+        .count()
+}
+
 /// Whether the process recorded as (`pid`, `start`) is still running.
 pub fn alive(pid: i32, start: Option<u64>) -> bool {
     match proc_stat(pid) {
@@ -171,7 +187,7 @@ impl Step for Args {
             .map(String::from)
             .chain(self.command.iter().cloned())
             .collect();
-        let mut cmd = super::command(&gated, &self.env, ctx)?;
+        let (mut cmd, mut output) = super::command(&gated, &self.env, ctx)?;
         cmd.stdin(std::process::Stdio::piped());
         let program = &self.command[0];
         // Whatever answers on the readiness address before we start is not ours: measuring it
@@ -194,7 +210,13 @@ impl Step for Args {
         }
         let mut child =
             cmd.spawn().map_err(|e| StepError::Failed(format!("failed to start `{program}`: {e}")))?;
+        // The command holds our copies of the output's ends until dropped: the pump's input
+        // ends only when the process's does.
+        drop(cmd);
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        // Still behind the gate: a pump that cannot start leaves nothing (the gate's shell
+        // ends when its stdin closes).
+        output.start(pid as u32)?;
         let start = proc_stat(pid).map(|(s, _)| s);
         let record = UndoRecord::Spawn(Undo {
             pid,
@@ -218,6 +240,7 @@ impl Step for Args {
         let log_path = ctx.log.clone();
         tokio::spawn(async move {
             let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            output.drained().await;
             super::append(&log_path, &format!("# {} process exited: {status}", utc_now()));
             let _ = exit_tx.send(Some(status));
         });
@@ -319,6 +342,12 @@ async fn stop(pid: i32, start: Option<u64>, grace: Duration) -> String {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         return format!("pid {pid} killed (SIGKILL after {} s)", grace.as_secs_f64());
+    }
+    // The log's redacting pump (see `steps::Output`) ends once it has written the engine's
+    // last words: a moment for it before the stragglers are killed.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while group_members(pid) > 0 && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     format!("pid {pid} stopped")

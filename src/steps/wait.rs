@@ -151,6 +151,7 @@ impl Args {
         for pod in pods {
             let text = kube::pod_diagnostics(client, &self.namespace, pod).await;
             let path = dir.join(format!("{}-{pod}.txt", ctx.step));
+            let text = crate::redact::text(&text).into_owned();
             let _ = std::fs::write(&path, &text);
             let tail: Vec<&str> = text.lines().rev().take(12).collect();
             quoted.push_str(&format!("\n  {} ({}):\n", pod, path.display()));

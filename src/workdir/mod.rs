@@ -161,7 +161,9 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WorkdirEr
     }
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(io)?;
-    f.write_all(contents).and_then(|()| f.sync_all()).map_err(io)?;
+    // No secret benchflow sends is written (an error text in a state may quote a server).
+    let contents = crate::redact::bytes(contents);
+    f.write_all(&contents).and_then(|()| f.sync_all()).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     if let Some(dir) = parent.and_then(|p| File::open(p).ok()) {
         let _ = dir.sync_all();

@@ -109,7 +109,7 @@ fn processes_and_connections_only_where_documented() {
 /// The layers, lowest first, as docs/architecture.md draws them: a module may import only
 /// modules of lower layers.
 const LAYERS: &[&[&str]] = &[
-    &["lexicon", "rng", "shell", "template", "timer", "tools", "units"],
+    &["lexicon", "redact", "rng", "shell", "template", "timer", "tools", "units"],
     &["spec", "workdir"],
     &["datasets", "net", "results", "sim"],
     &["loadgen", "platform"],

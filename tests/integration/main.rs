@@ -15,6 +15,7 @@ mod loadgen; // the load generator against the simulator: accuracy, pacing, acco
 mod measurements; // a finished point is never rewritten, deleted or shared: reorders, stores, spellings
 mod router; // router stacks: simulators behind the real vLLM router, installed by benchflow
 mod run_cli; // `benchflow run` and `analyze` as a user runs them: files, exit codes, SIGINT
+mod secrets; // canaries planted in every input, searched for in every file, archive and terminal line
 mod sim_cli; // the `benchflow sim` binary: address line, signals, exit codes
 mod sim_faults; // every fault knob has an observable effect
 mod sim_timing; // the performance model as a client sees it
