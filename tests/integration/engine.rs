@@ -648,13 +648,17 @@ fn sigkill_while_the_engine_loads_then_the_same_command_stops_the_orphan_before_
     child.wait().unwrap();
     let rec: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
     let orphan = rec["pid"].as_i64().unwrap();
-    assert!(alive(orphan), "the loading engine outlives a killed benchflow");
+    // The orphan by its pid and start time: a later process reusing the pid is not it.
+    let started = rec["start_ticks"].as_u64();
+    assert!(started.is_some(), "{rec}");
+    let orphan_alive = || benchflow::alive(orphan as i32, started);
+    assert!(orphan_alive(), "the loading engine outlives a killed benchflow");
 
     // Again: the orphan would answer readiness on the recorded port for a new engine that
     // cannot bind it; it is stopped first, and the run measures the engine it started.
     let out = p.run(&args);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!alive(orphan), "the orphan was stopped");
+    assert!(!orphan_alive(), "the orphan was stopped");
     assert_ne!(engine_pid(&wd), orphan, "a new engine was started and measured");
     let log = std::fs::read_to_string(wd.join("setup/commands/01_start_engine.log")).unwrap();
     assert!(
