@@ -282,6 +282,18 @@ impl<S: Sink> Engine<S> {
             let p = self.pending.pop().expect("peeked");
             self.waiting.push_back(p.seq);
         }
+        // A client that went away while its request waited leaves the queue now, as vLLM
+        // aborts it at once, not when it would have reached the head of the queue (a waiting
+        // request holds no KV blocks).
+        let before = self.waiting.len();
+        self.waiting.retain(|seq| !seq.sink.is_closed());
+        let gone = before - self.waiting.len();
+        if gone > 0 {
+            self.queued.fetch_sub(gone, Ordering::Relaxed);
+            let mut m = self.metrics.lock().expect("metrics lock");
+            m.success_abort += gone as u64;
+            self.publish_gauges(&mut m);
+        }
         let mut budget = self.max_batched;
         let mut work = StepWork::default();
         let mut preempted = false;
@@ -603,6 +615,62 @@ pub(crate) mod tests {
     /// The relative difference of `a` from `b`.
     pub(crate) fn rel(a: f64, b: f64) -> f64 {
         (a - b).abs() / b
+    }
+
+    /// A sink whose client may go away.
+    struct Leaving(Rc<std::cell::Cell<bool>>);
+
+    impl Sink for Leaving {
+        fn emit(&mut self, _ev: Emit) -> bool {
+            !self.0.get()
+        }
+        fn is_closed(&self) -> bool {
+            self.0.get()
+        }
+    }
+
+    #[test]
+    fn requests_whose_clients_left_while_waiting_leave_the_queue_and_the_gauge_at_the_next_step() {
+        let mut cfg = quiet(SimConfig::default());
+        cfg.max_num_seqs = 1;
+        let metrics = Arc::new(Mutex::new(Metrics::new(cfg.max_model_len)));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut e: Engine<Leaving> = Engine::new(&cfg, 1, Arc::clone(&metrics), Arc::clone(&queued));
+        let flags: Vec<_> = (0..6).map(|_| Rc::new(std::cell::Cell::new(false))).collect();
+        for f in &flags {
+            queued.fetch_add(1, Ordering::Relaxed);
+            e.submit(NewRequest {
+                sink: Leaving(Rc::clone(f)),
+                prompt_len: 64,
+                max_tokens: 2000,
+                output_len: 2000,
+                hashes: Vec::new(),
+                arrival: 0.0,
+            });
+        }
+        let step = |e: &mut Engine<Leaving>| loop {
+            if let Some(dt) = e.plan_step() {
+                let end = e.now() + dt;
+                e.finish_step(end, None);
+                return;
+            }
+            let next = e.next_pending().expect("requests pending");
+            e.advance_to(next);
+        };
+        // One runs (a long answer), five wait behind it.
+        for _ in 0..3 {
+            step(&mut e);
+        }
+        assert_eq!(metrics.lock().unwrap().num_requests_waiting, 5);
+        // Four of the waiting clients go away; the running one keeps the batch full.
+        for f in &flags[2..] {
+            f.set(true);
+        }
+        step(&mut e);
+        let m = metrics.lock().unwrap();
+        assert_eq!((m.num_requests_waiting, m.num_requests_running), (1, 1));
+        assert_eq!(m.success_abort, 4);
+        assert_eq!(queued.load(Ordering::Relaxed), 1, "the front end's count of waiting requests");
     }
 
     #[test]
