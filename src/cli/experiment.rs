@@ -89,7 +89,21 @@ pub(crate) async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
         let text = serde_json::to_string_pretty(o).unwrap_or_default();
         crate::workdir::write_atomic(&plan.root.join(layout::SEARCH), text.as_bytes())?;
     }
-    let findings = analysis::analyze(&plan)?;
+    // The cross-point analysis (charts of every point) can take a while: an interrupt stops
+    // it at once; every point stays measured, and `benchflow analyze DIR` draws it again.
+    let analysing = tokio::task::spawn_blocking({
+        let plan = plan.clone();
+        move || analysis::analyze(&plan)
+    });
+    let findings = tokio::select! {
+        done = analysing => done.map_err(|e| CliError::Experiment(e.to_string()))??,
+        Some(()) = signals.recv() => {
+            return Err(CliError::Interrupted(format!(
+                " during the experiment's analysis; every point is kept: `benchflow analyze {}` analyses them again",
+                plan.root.display()
+            )));
+        }
+    };
     if let Some(o) = &findings.search {
         print!("{}", experiment::search::table(o));
         println!("answer: {}", o.says);
