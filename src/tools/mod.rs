@@ -382,6 +382,26 @@ mod tests {
         assert!(e.contains("`locust`") && e.contains("vllm-router, guidellm, inference-perf, aiperf"), "{e}");
     }
 
+    /// An installation of `tool` under `home` as `install` leaves one: its command (with
+    /// `script` in it) and its record.
+    fn fake_install(home: &Path, tool: &Tool, script: &str) -> Installed {
+        let dir = tool.dir(home);
+        std::fs::create_dir_all(dir.join("venv/bin")).unwrap();
+        let bin = dir.join("venv/bin").join(tool.name);
+        std::fs::write(&bin, script).unwrap();
+        let record = Installed {
+            name: tool.name.into(),
+            package: tool.package.into(),
+            version: tool.version.into(),
+            python: "/usr/bin/python3".into(),
+            python_version: "3.12.1".into(),
+            bin,
+            packages: vec![],
+        };
+        std::fs::write(dir.join("tool.json"), serde_json::to_vec(&record).unwrap()).unwrap();
+        record
+    }
+
     #[test]
     fn one_install_of_a_tool_at_a_time() {
         let home = std::env::temp_dir().join(format!("benchflow-tools-lock-{}", std::process::id()));
@@ -406,19 +426,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&home);
         let tool = find("vllm-router").unwrap();
         let dir = tool.dir(&home);
-        std::fs::create_dir_all(dir.join("venv/bin")).unwrap();
-        let bin = dir.join("venv/bin/vllm-router");
-        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
-        let record = Installed {
-            name: tool.name.into(),
-            package: tool.package.into(),
-            version: tool.version.into(),
-            python: "/usr/bin/python3".into(),
-            python_version: "3.12.1".into(),
-            bin: bin.clone(),
-            packages: vec![],
-        };
-        std::fs::write(dir.join("tool.json"), serde_json::to_vec(&record).unwrap()).unwrap();
+        let record = fake_install(&home, tool, "#!/bin/sh\n");
         // A "Python" that answers its version and fails everything else.
         let fake = home.join("fake-python");
         std::fs::write(
@@ -445,21 +453,10 @@ mod tests {
     fn an_incomplete_installation_is_not_installed() {
         let home = std::env::temp_dir().join(format!("benchflow-tools-unit-{}", std::process::id()));
         let tool = find("vllm-router").unwrap();
-        let dir = tool.dir(&home);
-        std::fs::create_dir_all(dir.join("venv/bin")).unwrap();
+        std::fs::create_dir_all(tool.dir(&home).join("venv/bin")).unwrap();
         assert!(installed(&home, tool).is_none(), "no tool.json yet");
-        let bin = dir.join("venv/bin/vllm-router");
-        std::fs::write(&bin, "").unwrap();
-        let record = Installed {
-            name: tool.name.into(),
-            package: tool.package.into(),
-            version: tool.version.into(),
-            python: "/usr/bin/python3".into(),
-            python_version: "3.12.1".into(),
-            bin: bin.clone(),
-            packages: vec![],
-        };
-        std::fs::write(dir.join("tool.json"), serde_json::to_vec(&record).unwrap()).unwrap();
+        let record = fake_install(&home, tool, "");
+        let bin = record.bin.clone();
         assert_eq!(installed(&home, tool), Some(record));
         std::fs::remove_file(&bin).unwrap();
         assert!(installed(&home, tool).is_none(), "its command is gone");

@@ -19,7 +19,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::support::{Project, text, tools_home, wait_for};
+use crate::support::{Project, digests, tagged, text, tools_home, wait_for};
 
 const TAG: &str = "BENCHFLOW_CRASH_TAG";
 const SCENARIO: &str =
@@ -41,46 +41,6 @@ fn stride(spread: usize) -> usize {
 
 fn json(path: &Path) -> Value {
     std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null)
-}
-
-/// Pids of live processes whose environment carries `TAG=tag` (benchflow and its descendants).
-fn tagged(tag: &str) -> Vec<i32> {
-    let needle = format!("{TAG}={tag}\0");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
-        let zombie = std::fs::read_to_string(e.path().join("stat"))
-            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')));
-        if !zombie && env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// Every file under `dir` (relative path → a digest of its bytes), `.lock` and `latest` aside.
-fn digests(dir: &Path) -> BTreeMap<PathBuf, u64> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, u64>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
-        for e in rd.flatten() {
-            let path = e.path();
-            let name = e.file_name();
-            if name == ".lock" || name == "latest" {
-                continue;
-            }
-            if path.is_dir() {
-                walk(base, &path, out);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                let mut h = std::hash::DefaultHasher::new();
-                std::hash::Hash::hash(&bytes, &mut h);
-                out.insert(path.strip_prefix(base).unwrap().to_path_buf(), std::hash::Hasher::finish(&h));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 /// A scenario of the harness: the command (with `WD` where its work directory goes), what was
@@ -190,7 +150,7 @@ fn sweep(p: &Project, case: &Case) -> usize {
     wait_for(
         &format!("{}: nothing of the uninterrupted run left", case.name),
         Duration::from_secs(30),
-        || tagged(&tag).is_empty(),
+        || tagged(TAG, &tag).is_empty(),
     );
     let mut tested = 0;
     for n in (1 + case.offset..).step_by(stride(case.spread)) {
@@ -210,8 +170,10 @@ fn sweep(p: &Project, case: &Case) -> usize {
             case.name,
             text(&out.stderr)
         );
-        let finished: Vec<(PathBuf, BTreeMap<PathBuf, u64>)> =
-            (case.finished)(&p.path(&wd)).into_iter().map(|d| (d.clone(), digests(&d))).collect();
+        let finished: Vec<(PathBuf, BTreeMap<PathBuf, u64>)> = (case.finished)(&p.path(&wd))
+            .into_iter()
+            .map(|d| (d.clone(), digests(&d, &[".lock", "latest"])))
+            .collect();
         let (mut again, _) = cmd(&wd);
         let out = again.output().unwrap();
         assert!(
@@ -223,10 +185,10 @@ fn sweep(p: &Project, case: &Case) -> usize {
         wait_for(
             &format!("{}: killed at boundary {n}, then again: no process left", case.name),
             Duration::from_secs(30),
-            || tagged(&tag).is_empty(),
+            || tagged(TAG, &tag).is_empty(),
         );
         for (dir, before) in &finished {
-            let after = digests(dir);
+            let after = digests(dir, &[".lock", "latest"]);
             let added = after.keys().filter(|f| case.sealed && !before.contains_key(*f));
             let changed: Vec<_> =
                 before.keys().chain(added).filter(|f| before.get(*f) != after.get(*f)).collect();

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use crate::support::{Project, text, wait_for};
+use crate::support::{Project, tagged, text, wait_for};
 
 const SCENARIO: &str =
     "platform: local\nengine:\n  kind: sim\n  profile: tiny/cpu\ntimeouts: { ready: 30s }\n";
@@ -41,21 +41,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-fn tagged(tag: &str) -> Vec<i32> {
-    let needle = format!("{TAG}={tag}\0");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
-        let zombie = std::fs::read_to_string(e.path().join("stat"))
-            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')));
-        if !zombie && env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 #[test]
@@ -88,7 +73,7 @@ fn a_disk_that_fills_at_any_moment_of_a_run_leaves_no_engine_and_no_panic() {
         wait_for(
             &format!("{percent}% ({kib} KiB): nothing of the run left, exit {code:?}: {said}"),
             Duration::from_secs(30),
-            || tagged(&tag).is_empty(),
+            || tagged(TAG, &tag).is_empty(),
         );
         if code != Some(0) {
             failures += 1;
@@ -102,7 +87,7 @@ fn a_disk_that_fills_at_any_moment_of_a_run_leaves_no_engine_and_no_panic() {
                     p.cmd(&["teardown", mnt.join("wd").to_str().unwrap()]).env(TAG, &tag).output().unwrap();
                 let said = text(&out.stderr);
                 assert!(out.status.signal().is_none() && !said.contains("panicked"), "{said}");
-                assert!(tagged(&tag).is_empty(), "{percent}%: teardown: {said}");
+                assert!(tagged(TAG, &tag).is_empty(), "{percent}%: teardown: {said}");
             }
         }
     }

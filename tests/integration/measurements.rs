@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::support::{Project, text};
+use crate::support::{Project, digests, text};
 
 const SHORT: &str = "seed: 1\napi: { stream: true, ignore_eos: true }\ndataset:\n  random: { input_len: 64, output_len: 16 }\nwarmup: { requests: 2 }\nstages:\n  - { rate: 40, requests: 12 }\n";
 
@@ -17,24 +17,7 @@ fn rates(levels: &str) -> String {
 
 /// Every file under `dir` (relative path → a digest of its bytes), but the notes a copy adds.
 fn files(dir: &Path) -> BTreeMap<PathBuf, u64> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, u64>) {
-        for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                walk(base, &path, out);
-            } else if !matches!(
-                path.file_name().and_then(|n| n.to_str()),
-                Some("reused.json" | "stored.json" | ".lock")
-            ) {
-                let mut h = std::hash::DefaultHasher::new();
-                std::hash::Hash::hash(&std::fs::read(&path).unwrap(), &mut h);
-                out.insert(path.strip_prefix(base).unwrap().to_path_buf(), std::hash::Hasher::finish(&h));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
+    digests(dir, &["reused.json", "stored.json", ".lock"])
 }
 
 /// Point id → the rate its resolved inputs ran with.

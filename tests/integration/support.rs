@@ -394,3 +394,49 @@ pub fn tools_home() -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// Pids of live processes whose environment holds `var=value` (a command and every process it
+/// started, which inherit its environment), read from /proc; zombies are not alive.
+pub fn tagged(var: &str, value: &str) -> Vec<i32> {
+    let needle = format!("{var}={value}\0");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')));
+        if !zombie && env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Every file under `dir` (its path relative to `dir` → a digest of its bytes), but files and
+/// directories named in `skip`: to tell whether a tree changed, and which files.
+pub fn digests(dir: &std::path::Path, skip: &[&str]) -> std::collections::BTreeMap<std::path::PathBuf, u64> {
+    fn walk(
+        base: &std::path::Path,
+        dir: &std::path::Path,
+        skip: &[&str],
+        out: &mut std::collections::BTreeMap<std::path::PathBuf, u64>,
+    ) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let path = e.path();
+            if e.file_name().to_str().is_some_and(|n| skip.contains(&n)) {
+                continue;
+            }
+            if path.is_dir() {
+                walk(base, &path, skip, out);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&bytes, &mut h);
+                out.insert(path.strip_prefix(base).unwrap().to_path_buf(), std::hash::Hasher::finish(&h));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, skip, &mut out);
+    out
+}
