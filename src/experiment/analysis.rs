@@ -25,6 +25,7 @@ use crate::{
     analysis::{
         self, StatsDoc,
         plots::{self, HeatMap, LineChart},
+        report::escape as esc,
     },
     spec::experiment::Design,
     workdir::{runs::RunDirs, write_atomic},
@@ -569,10 +570,6 @@ fn point_label(plan: &ExperimentPlan, id: &str) -> String {
         .find(|p| p.point.id == id)
         .map(|p| format!("{id} {}", p.point.label()))
         .unwrap_or_else(|| id.to_string())
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// `report.html`: the design, the charts, the points table with links to their reports.

@@ -5,8 +5,6 @@
 
 use std::sync::PoisonError;
 
-use serde_json::Value;
-
 use super::{
     ExperimentError, measure,
     point::{PointEnd, run_point},
@@ -29,7 +27,7 @@ pub(super) async fn search(
     let mut up: Option<Up> = None;
     let base = grown.base();
     let slo_defined = base.as_ref().and_then(|r| r.workload.as_ref()).is_some_and(|w| w.slo.is_set());
-    let base_seed = base.as_ref().and_then(|r| r.get("workload.seed")).and_then(Value::as_u64).unwrap_or(42);
+    let base_seed = base.as_ref().and_then(|r| r.workload.as_ref()).map_or(42, |w| w.seed);
     // Inside the bracket, the measured stage runs `refine` times longer.
     let long_stage = base.as_ref().and_then(|r| {
         let stages = &r.workload.as_ref()?.stages;
