@@ -7,7 +7,8 @@
 //! byte for byte what it was; and the final analysis counts what an uninterrupted run counts.
 //!
 //! The normal suite tests every `BENCHFLOW_CRASH_STRIDE`-th boundary (default 6; 12 or 18 for
-//! the longer cases; a different offset per scenario): about 40 crashes in 3 minutes on 2 cores.
+//! the longer cases; a different offset per scenario), then kills each case from outside at 2
+//! or 3 seeded random moments: 40 crashes in about 2 minutes on 2 cores.
 //! `benches/crashes.sh` runs every boundary (stride 1).
 
 use std::{
@@ -55,6 +56,8 @@ struct Case {
     offset: usize,
     /// This case tests every `6 * spread`-th boundary in the suite (a long case tests fewer).
     spread: usize,
+    /// Kills from outside at seeded random moments, after the boundaries.
+    random: usize,
     /// Nothing may be added to a finished directory either (a done point is never measured
     /// again). An e2e run is not resumed past its measurement: the same command measures anew
     /// into a new run directory, beside the earlier one, which must stay as it was.
@@ -136,15 +139,11 @@ fn search_counts(exp: &Path) -> Value {
 /// Runs `case` into `ref/`, then for every `stride`-th boundary n: the command killed at n,
 /// then again; checks the invariants. Returns how many crashes were tested.
 fn sweep(p: &Project, case: &Case) -> usize {
-    let cmd = |wd: &str| {
-        let args: Vec<&str> = case.args.iter().map(|a| if *a == "WD" { wd } else { a }).collect();
-        let tag = format!("{}-{}-{wd}", case.name, std::process::id());
-        let mut c = p.cmd(&args);
-        c.env(TAG, &tag).env("BENCHFLOW_TOOLS_DIR", tools_home());
-        (c, tag)
-    };
+    let cmd = |wd: &str| command(p, case, wd);
     let (mut c, tag) = cmd("ref");
+    let t0 = std::time::Instant::now();
     let out = c.output().unwrap();
+    let took = t0.elapsed();
     assert!(out.status.success(), "{}: the uninterrupted run: {}", case.name, text(&out.stderr));
     let want = (case.counts)(&p.path("ref"));
     wait_for(
@@ -155,7 +154,7 @@ fn sweep(p: &Project, case: &Case) -> usize {
     let mut tested = 0;
     for n in (1 + case.offset..).step_by(stride(case.spread)) {
         let wd = format!("wd{n}");
-        let (mut c, tag) = cmd(&wd);
+        let (mut c, _) = cmd(&wd);
         let out = c.env("BENCHFLOW_TEST_CRASH_AT", n.to_string()).output().unwrap();
         if out.status.success() {
             // Past the last boundary: the sweep is over.
@@ -170,41 +169,70 @@ fn sweep(p: &Project, case: &Case) -> usize {
             case.name,
             text(&out.stderr)
         );
-        let finished: Vec<(PathBuf, BTreeMap<PathBuf, u64>)> = (case.finished)(&p.path(&wd))
-            .into_iter()
-            .map(|d| (d.clone(), digests(&d, &[".lock", "latest"])))
-            .collect();
-        let (mut again, _) = cmd(&wd);
-        let out = again.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}: killed at boundary {n}, the same command again failed: {}",
-            case.name,
-            text(&out.stderr)
-        );
-        wait_for(
-            &format!("{}: killed at boundary {n}, then again: no process left", case.name),
-            Duration::from_secs(30),
-            || tagged(TAG, &tag).is_empty(),
-        );
-        for (dir, before) in &finished {
-            let after = digests(dir, &[".lock", "latest"]);
-            let added = after.keys().filter(|f| case.sealed && !before.contains_key(*f));
-            let changed: Vec<_> =
-                before.keys().chain(added).filter(|f| before.get(*f) != after.get(*f)).collect();
-            assert!(
-                changed.is_empty(),
-                "{}: killed at boundary {n}: finished records in {} changed: {changed:?}",
-                case.name,
-                dir.display()
-            );
-        }
-        let got = (case.counts)(&p.path(&wd));
-        assert_eq!(got, want, "{}: killed at boundary {n}: the final analysis counts", case.name);
+        again_and_check(p, case, &wd, &format!("killed at boundary {n}"), &want);
+        let _ = std::fs::remove_dir_all(p.path(&wd));
+        tested += 1;
+    }
+    // And at moments between boundaries: SIGKILL from outside after a seeded random share of
+    // the uninterrupted run's wall time (a sleep that times the kill, not one that waits).
+    let mut rng = benchflow::Rng::new(0xc4a5 ^ case.offset as u64);
+    for k in 0..case.random {
+        let wd = format!("rnd{k}");
+        let (mut c, _) = cmd(&wd);
+        let mut child =
+            c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let at = took.mul_f64(rng.f64());
+        std::thread::sleep(at);
+        let _ = child.kill();
+        let _ = child.wait();
+        again_and_check(p, case, &wd, &format!("killed at {:.2} s", at.as_secs_f64()), &want);
         let _ = std::fs::remove_dir_all(p.path(&wd));
         tested += 1;
     }
     tested
+}
+
+/// After a kill in `wd`: what was finished there, the same command again (it must succeed and
+/// leave no process), then the finished records unchanged and the counts as `want`.
+fn again_and_check(p: &Project, case: &Case, wd: &str, when: &str, want: &Value) {
+    let finished: Vec<(PathBuf, BTreeMap<PathBuf, u64>)> = (case.finished)(&p.path(wd))
+        .into_iter()
+        .map(|d| (d.clone(), digests(&d, &[".lock", "latest"])))
+        .collect();
+    let (mut again, tag) = command(p, case, wd);
+    let out = again.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {when}, the same command again failed: {}",
+        case.name,
+        text(&out.stderr)
+    );
+    wait_for(&format!("{}: {when}, then again: no process left", case.name), Duration::from_secs(30), || {
+        tagged(TAG, &tag).is_empty()
+    });
+    for (dir, before) in &finished {
+        let after = digests(dir, &[".lock", "latest"]);
+        let added = after.keys().filter(|f| case.sealed && !before.contains_key(*f));
+        let changed: Vec<_> =
+            before.keys().chain(added).filter(|f| before.get(*f) != after.get(*f)).collect();
+        assert!(
+            changed.is_empty(),
+            "{}: {when}: finished records in {} changed: {changed:?}",
+            case.name,
+            dir.display()
+        );
+    }
+    let got = (case.counts)(&p.path(wd));
+    assert_eq!(&got, want, "{}: {when}: the final analysis counts", case.name);
+}
+
+/// The case's command into `wd`, tagged (the tag is in every descendant's environment).
+fn command(p: &Project, case: &Case, wd: &str) -> (std::process::Command, String) {
+    let args: Vec<&str> = case.args.iter().map(|a| if *a == "WD" { wd } else { a }).collect();
+    let tag = format!("{}-{}-{wd}", case.name, std::process::id());
+    let mut c = p.cmd(&args);
+    c.env(TAG, &tag).env("BENCHFLOW_TOOLS_DIR", tools_home());
+    (c, tag)
 }
 
 #[test]
@@ -213,6 +241,7 @@ fn e2e_killed_at_every_boundary_then_run_again_loses_and_leaves_nothing() {
     p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
     let case = Case {
         name: "e2e",
+        random: 3,
         spread: 1,
         sealed: false,
         args: vec!["e2e", "-c", "sim", "-w", "quick", "--workdir", "WD", "-q"],
@@ -231,6 +260,7 @@ fn an_experiment_grid_killed_at_every_boundary_then_run_again_measures_each_poin
         .file("experiments/e.yaml", "base: { workload: short }\nfactors:\n  workload.seed: [1, 2]\n");
     let case = Case {
         name: "grid",
+        random: 3,
         spread: 2,
         sealed: true,
         args: vec!["experiment", "-e", "e", "--workdir", "WD", "-q"],
@@ -253,6 +283,7 @@ fn a_search_killed_at_every_boundary_then_run_again_keeps_its_trials_and_answers
     );
     let case = Case {
         name: "search",
+        random: 2,
         spread: 3,
         sealed: true,
         args: vec!["experiment", "-e", "e", "--workdir", "WD", "-q"],
@@ -273,6 +304,7 @@ fn the_router_stack_killed_at_every_boundary_then_run_again_leaves_no_router_or_
     );
     let case = Case {
         name: "router",
+        random: 2,
         spread: 2,
         sealed: false,
         args: vec!["e2e", "-c", "local-router", "-w", "quick", "--install-missing", "--workdir", "WD", "-q"],
