@@ -27,8 +27,9 @@ use crate::{
         plots::{self, HeatMap, LineChart},
         report::escape as esc,
     },
+    resolve::Resolved,
     spec::experiment::Design,
-    workdir::{runs::RunDirs, write_atomic},
+    workdir::{layout, runs::RunDirs, write_atomic},
 };
 
 /// One stage of one point, as the experiment compares it.
@@ -281,10 +282,17 @@ fn write_points_csv(path: &Path, plan: &ExperimentPlan, rows: &[Row]) -> Result<
     header.extend(HEADLINE.iter().map(|s| s.to_string()));
     header.extend(["meets_slo", "pareto", "stable", "unstable_because"].map(String::from));
     let _ = w.write_record(&header);
+    // A factor's value as the point ran with it (its resolved inputs), not as its label says.
+    let mut ran: BTreeMap<&str, Option<Resolved>> = BTreeMap::new();
     for r in rows {
+        let resolved = ran.entry(r.point.as_str()).or_insert_with(|| {
+            Resolved::from_file(&plan.root.join(layout::POINTS).join(&r.point).join(layout::RESOLVED)).ok()
+        });
         let mut row = vec![r.point.clone(), r.name.clone(), r.stack.clone(), r.status.clone()];
         for (f, _) in &plan.factors {
-            row.push(r.values.iter().find(|(k, _)| k == f).map(|(_, v)| compact(v)).unwrap_or_default());
+            let label = r.values.iter().find(|(k, _)| k == f).map(|(_, v)| v);
+            let value = resolved.as_ref().and_then(|res| res.get(f)).or(label);
+            row.push(value.map(compact).unwrap_or_default());
         }
         let num = |v: Option<f64>| v.filter(|x| x.is_finite()).map(|x| format!("{x:.6}")).unwrap_or_default();
         if r.metrics.is_empty() {

@@ -97,6 +97,15 @@ fn a_reordered_design_moves_no_measurement_and_measures_nothing_again() {
     let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "--store", "store", "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(design_rates(&exp), rate_of_points(&exp), "each point ran with the rate its row names");
+    // points.csv shows the rate each point ran with (its resolved inputs).
+    let csv = std::fs::read_to_string(exp.join("analysis/points.csv")).unwrap();
+    let shown: BTreeMap<String, String> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .map(|r| (r[0].to_string(), r[4].parse::<f64>().unwrap().to_string()))
+        .collect();
+    assert_eq!(shown, rate_of_points(&exp), "{csv}");
     same(&by_rate(&exp), &measured, "each rate's records are the ones measured the first time");
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(exp.join("state.json")).unwrap()).unwrap();
