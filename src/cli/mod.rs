@@ -128,7 +128,11 @@ impl CliError {
         match self {
             CliError::Config(_) | CliError::Spec(_) | CliError::Resolve(_) | CliError::Plan(_) => EXIT_CONFIG,
             CliError::Usage(_)
-            | CliError::Workdir(WorkdirError::Locked { .. } | WorkdirError::NotWorkdir { .. }) => EXIT_CONFIG,
+            | CliError::Workdir(
+                WorkdirError::Locked { .. }
+                | WorkdirError::NotWorkdir { .. }
+                | WorkdirError::StoreEntry { .. },
+            ) => EXIT_CONFIG,
             // A records file with a bad row is a bad file (named with its line), not a failed run.
             CliError::Analysis(AnalysisError::Row { .. }) => EXIT_CONFIG,
             CliError::Exec(ExecError::NotStoodUp { .. } | ExecError::State(_)) => EXIT_CONFIG,

@@ -271,6 +271,14 @@ pub(crate) fn load_for(
     Ok(prompts)
 }
 
+/// The file a dataset reads, if it reads one.
+pub(crate) fn file(spec: &DatasetSpec, base: &Path) -> Option<PathBuf> {
+    match spec {
+        DatasetSpec::Sharegpt(f) | DatasetSpec::Jsonl(f) => Some(resolve(base, &f.path)),
+        DatasetSpec::Random(_) | DatasetSpec::SharedPrefix(_) | DatasetSpec::Sample(_) => None,
+    }
+}
+
 /// A dataset in words (for messages).
 pub(crate) fn describe(spec: &DatasetSpec, base: &Path) -> String {
     match spec {

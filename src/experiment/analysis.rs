@@ -207,7 +207,17 @@ fn rows(plan: &ExperimentPlan, state: &ExpState) -> Vec<Row> {
     let mut rows = Vec::new();
     for p in &plan.points {
         let id = &p.point.id;
-        let status = state.points.get(id).map(|s| s.status).unwrap_or_default();
+        // Done with other values (the design changed and the experiment has not run since):
+        // its directory holds another point's measurement, not shown under this label. (By
+        // label, not hash: the hash includes the benchflow binary, which an upgrade changes.)
+        let status = state
+            .points
+            .get(id)
+            .map(|s| {
+                let other = !s.label.is_empty() && s.label != p.point.label();
+                if s.status == PointStatus::Done && other { PointStatus::Pending } else { s.status }
+            })
+            .unwrap_or_default();
         let stack = plan.stacks[p.stack].id.clone();
         let base = Row {
             point: id.clone(),

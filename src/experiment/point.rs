@@ -107,9 +107,7 @@ pub(super) async fn run_point(
                     s.duration_s = Some(secs);
                 })?;
                 shared.finished_point(id, &label, secs, None);
-                if let Some(store) = &shared.store {
-                    store.record(&p.hash, &dir, &label)?;
-                }
+                shared.keep_in_store(p, &dir);
                 return Ok(PointEnd::Done);
             }
             Outcome::Interrupted => {

@@ -114,6 +114,15 @@ impl Shared<'_> {
         f(&lock(&self.state))
     }
 
+    /// Adds a measured point to the store (when there is one and it lacks it). The store is a
+    /// cache: a failure (a full disk) is said, and the experiment goes on.
+    pub(super) fn keep_in_store(&self, p: &super::plan::PlannedPoint, dir: &Path) {
+        let Some(store) = &self.store else { return };
+        if let Err(e) = store.record(&p.hash, dir, &p.point.label()) {
+            self.say(&format!("{}: not kept in the store {}: {e}", p.point.id, store.dir.display()));
+        }
+    }
+
     /// Changes the record (with what may fail on the way) and saves it.
     pub(super) fn try_state<T>(
         &self,
@@ -325,6 +334,8 @@ pub(crate) async fn run(
     for p in &plan.points {
         store::settle(&root, &mut state, &p.point.id, &p.hash)?;
     }
+    // What moved is on record before anything is copied in its place.
+    state.save(&root)?;
     // What is done with the same inputs stays done; the rest is to do.
     let todo = todo::decide(&plan.points, &plan.stacks, &mut state, &root, store.as_ref());
     for (i, from) in &todo.found {
@@ -332,7 +343,7 @@ pub(crate) async fn run(
         // store).
         let own = root.join(layout::POINTS).join(&plan.points[*i].point.id);
         if *from != own {
-            store::copy_point(&root, from, &own)?;
+            store::copy_point(&root, from, &own, &plan.points[*i].hash)?;
         }
     }
     let searching = plan.file.spec.search.clone();
@@ -356,6 +367,12 @@ pub(crate) async fn run(
         sink: Mutex::new(sink),
     };
     shared.save()?;
+    // A point measured here that a killed invocation did not get to store yet.
+    for (i, from) in &todo.found {
+        if from.starts_with(&root) && shared.store.as_ref().is_some_and(|s| !s.has(&plan.points[*i].hash)) {
+            shared.keep_in_store(&plan.points[*i], from);
+        }
+    }
     shared.say(&match resuming {
         true => format!(
             "resuming {}: {reused} of {} done with the same inputs, {total_todo} to run",

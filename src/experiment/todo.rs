@@ -36,7 +36,11 @@ pub(super) fn reusable(
     p: &PlannedPoint,
 ) -> Option<PathBuf> {
     let own = root.join(layout::POINTS).join(&p.point.id);
-    if state.points.get(&p.point.id).is_some_and(|s| s.status == PointStatus::Done && s.hash == p.hash) {
+    // Done with the same inputs, and its directory still holds the measurement (a directory
+    // deleted by hand is measured again, not reported done with nothing in it).
+    if state.points.get(&p.point.id).is_some_and(|s| s.status == PointStatus::Done && s.hash == p.hash)
+        && store::measured(&own)
+    {
         return Some(own);
     }
     let twin = state
@@ -155,7 +159,10 @@ mod tests {
 
     #[test]
     fn a_point_done_with_the_same_inputs_is_found_and_one_with_other_inputs_runs_again() {
-        let root = Path::new("/nowhere");
+        let dir = std::env::temp_dir().join(format!("bf-todo-found-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("points/p001/analysis/latest")).unwrap();
+        std::fs::write(dir.join("points/p001/analysis/latest/stats.json"), "{}").unwrap();
+        let root = dir.as_path();
         let points = [point("p001", 0, "a"), point("p002", 0, "b"), point("p003", 1, "c")];
         let stacks = [stack("s1", "x"), stack("s2", "y")];
         let mut state = ExpState::default();
@@ -171,6 +178,7 @@ mod tests {
         assert_eq!((p2.status, p2.hash.as_str(), p2.attempts), (PointStatus::Pending, "b", 2));
         assert_eq!(p2.error.as_deref(), Some("boom"), "the last error is kept until it runs");
         assert_eq!(state.stacks["s2"].hash, "y");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -184,9 +192,13 @@ mod tests {
         assert!(reusable(&state, &root, None, &points[0]).is_none());
         let mut state2 = ExpState::default();
         state2.points.insert("p001".into(), done("h"));
-        // Its own record is trusted; another point's twin needs the files.
+        // Its own record needs its files too: a directory deleted by hand is measured again.
+        assert!(reusable(&state2, &root, None, &points[0]).is_none());
+        std::fs::create_dir_all(root.join("points/p001/analysis/latest")).unwrap();
+        std::fs::write(root.join("points/p001/analysis/latest/stats.json"), "{}").unwrap();
         assert_eq!(reusable(&state2, &root, None, &points[0]), Some(root.join("points/p001")));
-        assert!(reusable(&state2, &root, None, &points[1]).is_none());
+        assert_eq!(reusable(&state2, &root, None, &points[1]), Some(root.join("points/p001")));
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

@@ -60,7 +60,10 @@ pub(super) async fn search(
             match source {
                 Some(from) => {
                     if from != dir {
-                        store::copy_point(&shared.root, &from, &dir)?;
+                        store::copy_point(&shared.root, &from, &dir, &p.hash)?;
+                    } else {
+                        // Measured here: stored, if a killed invocation did not get to it.
+                        shared.keep_in_store(&p, &dir);
                     }
                     shared.point(&p.point.id, |st| {
                         if st.status != PointStatus::Done || st.hash != p.hash {

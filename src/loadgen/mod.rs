@@ -478,12 +478,19 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
         };
         tokio::pin!(shutdown);
         tokio::pin!(work);
+        let records = ctx.tx.clone();
         tokio::select! {
             r = &mut work => r,
             _ = &mut shutdown => {
                 interrupted = true;
                 let _ = cancel_tx.send(true);
                 // Let in-flight requests record themselves as cancelled.
+                (&mut work).await
+            }
+            () = records.closed() => {
+                // The writer of requests.csv stopped (a full disk): nothing more is sent, and
+                // its error is the run's (below), now rather than at the end of the stages.
+                let _ = cancel_tx.send(true);
                 (&mut work).await
             }
         }

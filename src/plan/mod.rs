@@ -3,7 +3,11 @@
 //! Teardown steps that undo the standup (`NN_stop_<step>`) are generated here, in reverse order.
 //! Only a [`Plan`] reaches the executor; `benchflow plan` prints it.
 
-use std::{collections::BTreeSet, fmt::Write as _};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
 
 use petgraph::{algo::toposort, graph::DiGraph, visit::EdgeRef};
 use serde::{Deserialize, Serialize};
@@ -152,6 +156,33 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+}
+
+/// The sha256 of a file's contents (`missing` when it cannot be read), computed once per
+/// (path, size, modification time) in a process: an experiment plans the same dataset for
+/// every point.
+fn content_digest(path: &Path) -> String {
+    type Key = (PathBuf, u64, Option<std::time::SystemTime>);
+    static SEEN: std::sync::Mutex<BTreeMap<Key, String>> = std::sync::Mutex::new(BTreeMap::new());
+    let Ok(meta) = std::fs::metadata(path) else { return "missing".into() };
+    let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    if let Some(d) = SEEN.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return d;
+    }
+    let digest: String = match std::fs::File::open(path) {
+        Ok(mut f) => {
+            let mut h = Sha256::new();
+            match std::io::copy(&mut f, &mut h) {
+                Ok(_) => h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+                Err(_) => "unreadable".into(),
+            }
+        }
+        Err(_) => "unreadable".into(),
+    };
+    if let Ok(mut m) = SEEN.lock() {
+        m.insert(key, digest.clone());
+    }
+    digest
 }
 
 fn hash(v: &Value) -> String {
@@ -401,6 +432,17 @@ fn render_step(
     };
     let with = args.as_ref().map_or(Value::Null, StepArgs::with);
     let timeout_s = s.timeout.map(|t| t.0);
+    let mut identity = json!({"kind": s.kind, "with": with, "retries": s.retries, "timeout": timeout_s});
+    let reads: Vec<Value> = args
+        .as_ref()
+        .map(StepArgs::reads)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| json!(content_digest(p)))
+        .collect();
+    if !reads.is_empty() {
+        identity["reads"] = Value::Array(reads);
+    }
     Ok(PlannedStep {
         number,
         id,
@@ -414,7 +456,7 @@ fn render_step(
         retries: s.retries,
         backoff_s: s.backoff.0,
         timeout_s,
-        hash: hash(&json!({"kind": s.kind, "with": with, "retries": s.retries, "timeout": timeout_s})),
+        hash: hash(&identity),
         args,
         describe,
     })

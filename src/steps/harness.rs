@@ -111,6 +111,11 @@ impl Step for Args {
         Ok(())
     }
 
+    fn reads(&self) -> Vec<PathBuf> {
+        let Some(workload) = self.workload.as_deref() else { return Vec::new() };
+        crate::datasets::file(&workload.dataset, &self.workload_dir).into_iter().collect()
+    }
+
     fn check(&self, install_missing: bool) -> Result<(), String> {
         match harnesses::tool(self.kind) {
             // In the cluster the pods install it (or their image has it), not this machine.

@@ -92,6 +92,12 @@ pub(crate) trait Step: Sized {
         false
     }
 
+    /// Files whose contents it reads (a dataset file): their digests are part of the step's
+    /// hash, so that a file rewritten in place is never taken for the one measured before.
+    fn reads(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
     /// Files to keep in `plan/manifests/<step>/` for a person to read or apply by hand:
     /// `(file name, text)`.
     fn files(&self) -> Vec<(String, String)> {
@@ -144,6 +150,10 @@ macro_rules! kinds {
 
             pub fn files(&self) -> Vec<(String, String)> {
                 match self { $(StepArgs::$variant(a) => a.files(),)* }
+            }
+
+            pub fn reads(&self) -> Vec<PathBuf> {
+                match self { $(StepArgs::$variant(a) => a.reads(),)* }
             }
 
             pub async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {

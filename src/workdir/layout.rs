@@ -70,5 +70,8 @@ pub(crate) const SUPERSEDED: &str = "superseded";
 /// An experiment directory: the experiment file and overrides of earlier invocations that
 /// differed from the next one's.
 pub(crate) const EXPERIMENT_HISTORY: &str = "history";
+/// A results store's entry: what it measured and the sha256 of each of its files (a directory
+/// holding one is never written into).
+pub(crate) const STORE_ENTRY: &str = "stored.json";
 /// An experiment directory: the search's trials and answer.
 pub(crate) const SEARCH: &str = "analysis/search.json";

@@ -38,6 +38,11 @@ pub enum WorkdirError {
     Locked { path: PathBuf, holder: String },
     #[error("{path} is not a benchflow work directory (no inputs/resolved.yaml)")]
     NotWorkdir { path: PathBuf },
+    #[error(
+        "{path} is an entry of a results store, which no command writes into; copy it elsewhere \
+         (`cp -r`) to look at it with benchflow"
+    )]
+    StoreEntry { path: PathBuf },
 }
 
 /// An open, locked work directory.
@@ -75,6 +80,9 @@ impl WorkDir {
     }
 
     fn lock(root: &Path) -> Result<File, WorkdirError> {
+        if root.join(layout::STORE_ENTRY).is_file() {
+            return Err(WorkdirError::StoreEntry { path: root.to_path_buf() });
+        }
         let path = root.join(".lock");
         let io = |source| WorkdirError::Io { path: path.clone(), source };
         let (mut file, writable) =

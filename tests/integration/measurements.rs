@@ -170,3 +170,130 @@ fn a_directory_that_ran_one_experiment_file_refuses_another() {
     let out = p.run(&["experiment", "--workdir", "exp", "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// Killed at every durable write while a reordered design is applied (points set aside,
+/// copies made), then the same command: every point holds the measurement of the values its
+/// row names, and nothing is measured again.
+#[test]
+fn a_reordered_design_killed_at_every_write_of_its_application_still_labels_every_point_right() {
+    let p = Project::new("immutable-reorder-crash");
+    p.file("workloads/short.yaml", SHORT).file("experiments/e.yaml", &rates("[20, 40, 60]"));
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "first", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let measured = by_rate(&p.path("first"));
+    p.file("experiments/e.yaml", &rates("[60, 40, 20]"));
+    for n in 1.. {
+        let wd = format!("exp{n}");
+        copy_dir(&p.path("first"), &p.path(&wd));
+        let out = p
+            .cmd(&["experiment", "-e", "e", "--workdir", &wd, "-q"])
+            .env("BENCHFLOW_TEST_CRASH_AT", n.to_string())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            assert!(n > 5, "the application of the design took {n} writes only");
+            break;
+        }
+        let out = p.run(&["experiment", "-e", "e", "--workdir", &wd, "-q"]);
+        assert!(out.status.success(), "killed at write {n}: {}", text(&out.stderr));
+        let exp = p.path(&wd);
+        assert_eq!(design_rates(&exp), rate_of_points(&exp), "killed at write {n}: labels");
+        same(&by_rate(&exp), &measured, &format!("killed at write {n}: the measurements"));
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(exp.join("state.json")).unwrap()).unwrap();
+        assert_eq!(state["stacks"].as_object().map_or(0, |m| m.len()), 1, "killed at write {n}: {state}");
+        assert_eq!(state["stacks"]["s1"]["standups"], 1, "killed at write {n}: nothing measured again");
+        let _ = std::fs::remove_dir_all(&exp);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let out = std::process::Command::new("cp").arg("-a").arg(from).arg(to).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// The store takes only what it stored: a tampered, swapped or bogus entry is not reused; a
+/// point measured just before a crash is stored on the next invocation; no command writes into
+/// an entry; a deleted point directory is measured again; a dataset rewritten in place is not
+/// taken for the one measured.
+#[test]
+fn the_store_and_the_record_are_checked_before_anything_is_reused() {
+    let p = Project::new("immutable-store-checks");
+    p.file("workloads/short.yaml", SHORT).file("experiments/e.yaml", &rates("[20, 40]"));
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "a", "--store", "store", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let entries = || {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(p.path("store"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|e| !e.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    };
+    let stored = entries();
+    assert_eq!(stored.len(), 2);
+    // No command writes into an entry.
+    let out = p.run(&["analyze", stored[0].to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("entry of a results store"), "{}", text(&out.stderr));
+    // Two entries swapped by hand: neither is taken; both points are measured anew.
+    let tmp = p.path("store/swap");
+    std::fs::rename(&stored[0], &tmp).unwrap();
+    std::fs::rename(&stored[1], &stored[0]).unwrap();
+    std::fs::rename(&tmp, &stored[1]).unwrap();
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "b", "--store", "store", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(design_rates(&p.path("b")), rate_of_points(&p.path("b")), "each point ran with its own rate");
+    assert!(!p.path("b/points/p001/reused.json").exists(), "a swapped entry is not reused");
+    // … and the store's bad entries were set aside for the new measurements (not deleted).
+    let aside = std::fs::read_dir(p.path("store"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("not-a-measurement"))
+        .count();
+    assert_eq!(aside, 2);
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "c", "--store", "store", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(p.path("c/points/p001/reused.json").is_file(), "the store holds intact entries again");
+    // A deleted point directory is measured again, not reported done with nothing in it.
+    std::fs::remove_dir_all(p.path("b/points/p002")).unwrap();
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "b", "--store", "store", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(p.path("b/points/p002/analysis/latest/stats.json").is_file(), "measured again");
+
+    // A point measured by an invocation that did not get to store it (killed, or run without
+    // the store) is stored by the next one with the store, measured or not.
+    p.file("experiments/g.yaml", &rates("[30]"));
+    let out = p.run(&["experiment", "-e", "g", "--workdir", "g", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let n = entries().len();
+    let out = p.run(&["experiment", "-e", "g", "--workdir", "g", "--store", "store", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(entries().len(), n + 1, "stored on resume");
+
+    // A dataset file rewritten in place changes the inputs: nothing measured with the old one
+    // is reused, here or through the store.
+    p.file("prompts.jsonl", "{\"prompt\": \"short one\", \"output_len\": 4}\n")
+        .file(
+            "workloads/file.yaml",
+            "seed: 1\napi: { stream: true, ignore_eos: true }\ndataset: { jsonl: { path: ../prompts.jsonl } }\nwarmup: { requests: 0 }\nstages:\n  - { rate: 40, requests: 6 }\n",
+        )
+        .file("experiments/f.yaml", "base: { workload: file }\nfactors:\n  workload.seed: [1]\n");
+    let out = p.run(&["experiment", "-e", "f", "--workdir", "f1", "--store", "store", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tokens = |dir: &str| {
+        let stats: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(p.path(dir).join("points/p001/analysis/latest/stats.json")).unwrap(),
+        )
+        .unwrap();
+        stats["stages"][0]["total_input_tokens"].as_f64().unwrap()
+    };
+    let before = tokens("f1");
+    p.file("prompts.jsonl", &format!("{{\"prompt\": \"{}\", \"output_len\": 4}}\n", "long ".repeat(200)));
+    let out = p.run(&["experiment", "-e", "f", "--workdir", "f2", "--store", "store", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(tokens("f2") > before * 10.0, "measured with the new file: {} against {before}", tokens("f2"));
+    let out = p.run(&["experiment", "-e", "f", "--workdir", "f1", "--store", "store", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(tokens("f1") > before * 10.0, "the same directory measures anew too");
+}
