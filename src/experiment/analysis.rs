@@ -301,7 +301,9 @@ fn write_points_csv(path: &Path, plan: &ExperimentPlan, rows: &[Row]) -> Result<
         let mut row = vec![r.point.clone(), r.name.clone(), r.stack.clone(), r.status.clone()];
         for (f, _) in &plan.factors {
             let label = r.values.iter().find(|(k, _)| k == f).map(|(_, v)| v);
-            let value = resolved.as_ref().and_then(|res| res.get(f)).or(label);
+            // (A point not done shows the values it is to run with.)
+            let ran = resolved.as_ref().filter(|_| r.status == "done");
+            let value = ran.and_then(|res| res.get(f)).or(label);
             row.push(value.map(compact).unwrap_or_default());
         }
         let num = |v: Option<f64>| v.filter(|x| x.is_finite()).map(|x| format!("{x:.6}")).unwrap_or_default();

@@ -173,9 +173,10 @@ fn plain_hash(hash: &str) -> bool {
     !hash.is_empty() && hash.len() <= 128 && hash.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-/// Whether a point directory holds an analysed run.
+/// Whether a point directory holds an analysed run: its statistics and the records they
+/// came from.
 pub(crate) fn measured(dir: &Path) -> bool {
-    dir.join("analysis/latest/stats.json").is_file()
+    dir.join("analysis/latest/stats.json").is_file() && dir.join("results/latest/requests.csv").is_file()
 }
 
 /// Copies a measured point directory into `to` (plain copies, links kept as links) and notes
@@ -339,6 +340,8 @@ mod tests {
     }
 
     fn measured_point(dir: &Path, marker: &str) {
+        std::fs::create_dir_all(dir.join("results/latest")).unwrap();
+        std::fs::write(dir.join("results/latest/requests.csv"), marker).unwrap();
         std::fs::create_dir_all(dir.join("analysis/latest")).unwrap();
         std::fs::write(dir.join("analysis/latest/stats.json"), marker).unwrap();
         std::fs::write(dir.join("events.jsonl"), format!("{marker}\n")).unwrap();

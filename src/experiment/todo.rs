@@ -153,6 +153,14 @@ mod tests {
         Stack { id: id.into(), hash: hash.into(), points: Vec::new(), setup: Vec::new() }
     }
 
+    /// A point directory as a measured run leaves it (its statistics and its records).
+    fn measured(dir: &Path) {
+        for (sub, file) in [("analysis/latest", "stats.json"), ("results/latest", "requests.csv")] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+            std::fs::write(dir.join(sub).join(file), "x").unwrap();
+        }
+    }
+
     fn done(hash: &str) -> PointState {
         PointState { status: PointStatus::Done, hash: hash.into(), ..PointState::default() }
     }
@@ -160,8 +168,7 @@ mod tests {
     #[test]
     fn a_point_done_with_the_same_inputs_is_found_and_one_with_other_inputs_runs_again() {
         let dir = std::env::temp_dir().join(format!("bf-todo-found-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("points/p001/analysis/latest")).unwrap();
-        std::fs::write(dir.join("points/p001/analysis/latest/stats.json"), "{}").unwrap();
+        measured(&dir.join("points/p001"));
         let root = dir.as_path();
         let points = [point("p001", 0, "a"), point("p002", 0, "b"), point("p003", 1, "c")];
         let stacks = [stack("s1", "x"), stack("s2", "y")];
@@ -194,8 +201,7 @@ mod tests {
         state2.points.insert("p001".into(), done("h"));
         // Its own record needs its files too: a directory deleted by hand is measured again.
         assert!(reusable(&state2, &root, None, &points[0]).is_none());
-        std::fs::create_dir_all(root.join("points/p001/analysis/latest")).unwrap();
-        std::fs::write(root.join("points/p001/analysis/latest/stats.json"), "{}").unwrap();
+        measured(&root.join("points/p001"));
         assert_eq!(reusable(&state2, &root, None, &points[0]), Some(root.join("points/p001")));
         assert_eq!(reusable(&state2, &root, None, &points[1]), Some(root.join("points/p001")));
         let _ = std::fs::remove_dir_all(&root);

@@ -256,10 +256,13 @@ fn the_store_and_the_record_are_checked_before_anything_is_reused() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(p.path("c/points/p001/reused.json").is_file(), "the store holds intact entries again");
     // A deleted point directory is measured again, not reported done with nothing in it.
+    // So is one whose records were deleted.
     std::fs::remove_dir_all(p.path("b/points/p002")).unwrap();
+    std::fs::remove_dir_all(p.path("b/points/p001/results")).unwrap();
     let out = p.run(&["experiment", "-e", "e", "--workdir", "b", "--store", "store", "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(p.path("b/points/p002/analysis/latest/stats.json").is_file(), "measured again");
+    assert!(p.path("b/points/p001/results/latest/requests.csv").is_file(), "measured again");
 
     // A point measured by an invocation that did not get to store it (killed, or run without
     // the store) is stored by the next one with the store, measured or not.
