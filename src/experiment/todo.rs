@@ -105,6 +105,11 @@ pub(super) fn decide(
             continue;
         }
         let entry = state.points.entry(p.point.id.clone()).or_default();
+        // Recorded done, but its records are gone (deleted by hand): its steps' own record
+        // would call them done; they measure anew.
+        if entry.status == PointStatus::Done {
+            entry.remeasure = true;
+        }
         *entry = pending_state(p, stack, entry);
         todo.per_stack[p.stack].push(i);
     }
@@ -205,6 +210,19 @@ mod tests {
         assert_eq!(reusable(&state2, &root, None, &points[0]), Some(root.join("points/p001")));
         assert_eq!(reusable(&state2, &root, None, &points[1]), Some(root.join("points/p001")));
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_point_recorded_done_whose_records_are_gone_measures_anew() {
+        let root = std::env::temp_dir().join(format!("bf-todo-gone-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let points = [point("p001", 0, "h")];
+        let mut state = ExpState::default();
+        state.points.insert("p001".into(), done("h"));
+        let todo = decide(&points, &[stack("s1", "x")], &mut state, &root, None);
+        assert_eq!(todo.per_stack, [vec![0]]);
+        let p = &state.points["p001"];
+        assert_eq!((p.status, p.remeasure), (PointStatus::Pending, true), "its steps' record is not trusted");
     }
 
     #[test]
