@@ -44,6 +44,14 @@
 
 #![warn(unreachable_pub)]
 
+// Printing that never panics. `println!` and `eprintln!` panic when the other end of the pipe
+// is gone (`benchflow e2e 2>&1 | head`), which would stop benchflow before it tears down what
+// it started; these drop what cannot be written instead. Defined before the modules that use
+// them (every module prints through them).
+macro_rules! outln { ($($t:tt)*) => {{ use std::io::Write as _; let _ = writeln!(std::io::stdout(), $($t)*); }} }
+macro_rules! out { ($($t:tt)*) => {{ use std::io::Write as _; let _ = write!(std::io::stdout(), $($t)*); }} }
+macro_rules! errln { ($($t:tt)*) => {{ use std::io::Write as _; let _ = writeln!(std::io::stderr(), $($t)*); }} }
+
 mod analysis;
 mod cli;
 mod datasets;

@@ -89,7 +89,7 @@ pub(super) fn signals(dir: &Path) -> mpsc::UnboundedReceiver<()> {
                     }
                     count += 1;
                     if count >= 3 {
-                        eprintln!(
+                        errln!(
                             "third interrupt: exiting now; remove what is left with `benchflow teardown {dir}`"
                         );
                         std::process::exit(i32::from(super::EXIT_INTERRUPTED));
@@ -151,19 +151,19 @@ async fn execute(
     let report = p.execute(&opts, &mut rx, &mut Console::new(quiet)).await?;
     let stats = RunDirs::latest(&dir).map(|r| r.analysis.join("stats.txt")).unwrap_or_default();
     if phases.contains(&Phase::Analyze) && stats.is_file() && report.outcome == Outcome::Success {
-        print!("{}", std::fs::read_to_string(&stats).unwrap_or_default());
+        out!("{}", std::fs::read_to_string(&stats).unwrap_or_default());
     }
     // Left up on purpose by `standup`; anything else left up is reported with its remedy.
     let expected_up = report.outcome == Outcome::Success && !phases.contains(&Phase::Teardown);
     if !report.leftovers.is_empty() && !expected_up {
-        eprintln!("still up:");
+        errln!("still up:");
         for l in &report.leftovers {
-            eprintln!("  {l}");
+            errln!("  {l}");
         }
-        eprintln!("remove with: benchflow teardown {}", dir.display());
+        errln!("remove with: benchflow teardown {}", dir.display());
     }
     if !quiet {
-        eprintln!("work directory: {}", dir.display());
+        errln!("work directory: {}", dir.display());
     }
     match report.outcome {
         Outcome::Success if !report.teardown_failed.is_empty() => {
@@ -189,8 +189,8 @@ async fn execute(
 }
 
 fn dry_run_done(p: &Session) -> Result<(), CliError> {
-    print!("{}", p.plan.table());
-    eprintln!("dry run: everything is rendered into {}; nothing was started", p.dir().display());
+    out!("{}", p.plan.table());
+    errln!("dry run: everything is rendered into {}; nothing was started", p.dir().display());
     Ok(())
 }
 
@@ -210,7 +210,7 @@ pub(crate) async fn standup(args: PlanArgs) -> Result<(), CliError> {
     execute(&p, vec![Phase::Standup], !args.keep, How::from(&args)).await?;
     if !args.quiet {
         let url = p.resolved.get("endpoint.url").and_then(|v| v.as_str()).unwrap_or("");
-        eprintln!(
+        errln!(
             "stood up: {url}\nnext: benchflow run --workdir {0}   then: benchflow teardown {0}",
             p.dir().display()
         );
@@ -264,11 +264,11 @@ pub(crate) async fn teardown(args: DirArgs) -> Result<(), CliError> {
     let dir = dir_or_latest(args.dir);
     let (session, warning) = Session::open_for_teardown(&dir)?;
     if let Some(w) = warning {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     for tmp in crate::steps::unfinished_undos(&dir) {
         // Created, never written: benchflow stopped before the step acted.
-        eprintln!(
+        errln!(
             "note: {} is empty (benchflow was stopped before it recorded anything): nothing to undo for it; removed",
             tmp.display()
         );
@@ -276,7 +276,7 @@ pub(crate) async fn teardown(args: DirArgs) -> Result<(), CliError> {
     }
     let mut rx = signals(&dir);
     let Some(report) = session.teardown(false, &mut rx, &mut Console::new(false)).await? else {
-        eprintln!("nothing to tear down in {}", dir.display());
+        errln!("nothing to tear down in {}", dir.display());
         return Ok(());
     };
     drop(session);
@@ -284,7 +284,7 @@ pub(crate) async fn teardown(args: DirArgs) -> Result<(), CliError> {
     if !left.is_empty() {
         return Err(CliError::TeardownFailed(left.join("; ")));
     }
-    eprintln!("torn down: {}", dir.display());
+    errln!("torn down: {}", dir.display());
     Ok(())
 }
 
@@ -299,18 +299,18 @@ pub(crate) fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
             plan.select(sel)?;
         }
         match format {
-            PlanFormat::Table => print!("{}", plan.table()),
-            PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default()),
-            PlanFormat::Dot => print!("{}", plan.dot()),
+            PlanFormat::Table => out!("{}", plan.table()),
+            PlanFormat::Json => outln!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default()),
+            PlanFormat::Dot => out!("{}", plan.dot()),
         }
         return Ok(());
     };
     match format {
-        PlanFormat::Table => print!("{}", p.plan.table()),
-        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&p.plan).unwrap_or_default()),
-        PlanFormat::Dot => print!("{}", p.plan.dot()),
+        PlanFormat::Table => out!("{}", p.plan.table()),
+        PlanFormat::Json => outln!("{}", serde_json::to_string_pretty(&p.plan).unwrap_or_default()),
+        PlanFormat::Dot => out!("{}", p.plan.dot()),
     }
-    eprintln!("dry run: everything is rendered into {}; nothing was started", p.dir().display());
+    errln!("dry run: everything is rendered into {}; nothing was started", p.dir().display());
     Ok(())
 }
 

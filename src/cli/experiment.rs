@@ -71,8 +71,8 @@ pub(crate) async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
     let started = std::time::Instant::now();
     let plan = plan_of(&args)?;
     if args.action == ExperimentAction::Plan {
-        print!("{}", plan.table());
-        eprintln!("planned in {:.0} ms; nothing was started", started.elapsed().as_secs_f64() * 1e3);
+        out!("{}", plan.table());
+        errln!("planned in {:.0} ms; nothing was started", started.elapsed().as_secs_f64() * 1e3);
         return Ok(());
     }
     let store = args.store.as_deref().map(experiment::store::Store::open).transpose()?;
@@ -105,15 +105,15 @@ pub(crate) async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
         }
     };
     if let Some(o) = &findings.search {
-        print!("{}", experiment::search::table(o));
-        println!("answer: {}", o.says);
+        out!("{}", experiment::search::table(o));
+        outln!("answer: {}", o.says);
     }
     if let Some(c) = &findings.comparison {
-        print!("{}", c.table());
+        out!("{}", c.table());
     }
     print_points(&plan, &findings);
     let points = summary.search.as_ref().map_or(summary.points, |o| o.trials.len());
-    eprintln!(
+    errln!(
         "experiment: {} of {} done ({} now, {} from before), {} failed; {}; analysis in {}",
         summary.done + summary.reused,
         experiment::counted(points, "point"),
@@ -124,11 +124,11 @@ pub(crate) async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
         plan.root.join("analysis/report.html").display()
     );
     if !summary.leftovers.is_empty() {
-        eprintln!("still up:");
+        errln!("still up:");
         for l in &summary.leftovers {
-            eprintln!("  {l}");
+            errln!("  {l}");
         }
-        eprintln!("remove with: benchflow teardown {}", plan.root.display());
+        errln!("remove with: benchflow teardown {}", plan.root.display());
     }
     if summary.interrupted {
         return Err(CliError::Interrupted(format!(
@@ -156,7 +156,7 @@ pub(crate) async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
     }
     if !summary.failed.is_empty() {
         if summary.not_run > 0 {
-            eprintln!(
+            errln!(
                 "{} point(s) not run: `stop_on_error: true` stopped the experiment at the first failure \
                  (the same command resumes with them)",
                 summary.not_run
@@ -175,9 +175,15 @@ pub(crate) async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
 /// One line per point and stage: its values and headline numbers.
 fn print_points(plan: &ExperimentPlan, f: &analysis::Findings) {
     let lat = &plan.file.spec.analysis.latency;
-    println!(
+    outln!(
         "{:<6} {:<4} {:<40} {:>5} {:>10} {:>12} {:>7}",
-        "point", "stack", "values", "stage", "req/s", lat, "status"
+        "point",
+        "stack",
+        "values",
+        "stage",
+        "req/s",
+        lat,
+        "status"
     );
     for r in &f.rows {
         let label = experiment::design::Point {
@@ -187,7 +193,7 @@ fn print_points(plan: &ExperimentPlan, f: &analysis::Findings) {
         }
         .label();
         let m = |k: &str| r.metrics.get(k).map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
-        println!(
+        outln!(
             "{:<6} {:<4} {:<40} {:>5} {:>10} {:>12} {:>7}{}",
             r.point,
             r.stack,
@@ -224,7 +230,7 @@ pub(crate) async fn teardown(root: &Path) -> Result<(), CliError> {
             (Some(state), up)
         }
         Err(e) => {
-            eprintln!("warning: {e}; tearing down every stack from its own work directory's record");
+            errln!("warning: {e}; tearing down every stack from its own work directory's record");
             let stacks = std::fs::read_dir(root.join(layout::STACKS)).into_iter().flatten().flatten();
             let mut ids: Vec<String> = stacks
                 .filter(|e| e.path().join(layout::RESOLVED).is_file())
@@ -235,7 +241,7 @@ pub(crate) async fn teardown(root: &Path) -> Result<(), CliError> {
         }
     };
     if up.is_empty() {
-        eprintln!("nothing to tear down in {}", root.display());
+        errln!("nothing to tear down in {}", root.display());
         return Ok(());
     }
     let mut failed = Vec::new();
@@ -251,7 +257,7 @@ pub(crate) async fn teardown(root: &Path) -> Result<(), CliError> {
             state.save(root)?;
         }
         if clean {
-            eprintln!("torn down: stack {id}");
+            errln!("torn down: stack {id}");
         } else {
             failed.push(format!(
                 "stack {id}: {}",
@@ -265,23 +271,23 @@ pub(crate) async fn teardown(root: &Path) -> Result<(), CliError> {
 /// `benchflow status` of an experiment directory: points by status, stacks, who holds it.
 pub(crate) fn status(root: &Path) -> Result<(), CliError> {
     let state = ExpState::load(root)?;
-    println!("experiment {} in {}", state.experiment, root.display());
+    outln!("experiment {} in {}", state.experiment, root.display());
     let mut by: std::collections::BTreeMap<String, Vec<&str>> = std::collections::BTreeMap::new();
     for (id, p) in &state.points {
         by.entry(format!("{:?}", p.status).to_lowercase()).or_default().push(id);
     }
     for (status, ids) in &by {
-        println!("  {status}: {} ({})", ids.len(), ids.join(" "));
+        outln!("  {status}: {} ({})", ids.len(), ids.join(" "));
     }
     for (id, p) in state.points.iter().filter(|(_, p)| p.error.is_some()) {
-        println!("  {id} [{}]: {}", p.label, p.error.as_deref().unwrap_or("").lines().next().unwrap_or(""));
+        outln!("  {id} [{}]: {}", p.label, p.error.as_deref().unwrap_or("").lines().next().unwrap_or(""));
     }
     for (id, s) in &state.stacks {
-        println!("  stack {id}: {:?}, stood up {} time(s)", s.status, s.standups);
+        outln!("  stack {id}: {:?}, stood up {} time(s)", s.status, s.standups);
     }
     match crate::workdir::WorkDir::lock_dir(root) {
-        Ok(_) => println!("no benchflow holds this experiment directory"),
-        Err(e) => println!("{e}"),
+        Ok(_) => outln!("no benchflow holds this experiment directory"),
+        Err(e) => outln!("{e}"),
     }
     Ok(())
 }
@@ -296,10 +302,10 @@ pub(crate) fn analyze(root: &Path) -> Result<(), CliError> {
     let findings = analysis::analyze(&plan)?;
     print_points(&plan, &findings);
     if let Some(o) = &findings.search {
-        print!("{}", experiment::search::table(o));
-        println!("answer: {}", o.says);
+        out!("{}", experiment::search::table(o));
+        outln!("answer: {}", o.says);
     }
-    eprintln!("analysis in {}", root.join(layout::ANALYSIS).display());
+    errln!("analysis in {}", root.join(layout::ANALYSIS).display());
     Ok(())
 }
 
@@ -313,8 +319,8 @@ pub(crate) fn compare(args: CompareArgs) -> Result<(), CliError> {
         experiment::compare::plots(&dirs, out)?;
     }
     match args.output {
-        CompareFormat::Table => print!("{}", c.table()),
-        CompareFormat::Json => println!("{}", serde_json::to_string_pretty(&c).unwrap_or_default()),
+        CompareFormat::Table => out!("{}", c.table()),
+        CompareFormat::Json => outln!("{}", serde_json::to_string_pretty(&c).unwrap_or_default()),
     }
     Ok(())
 }

@@ -22,14 +22,14 @@ pub(crate) async fn status(args: DirArgs) -> Result<(), CliError> {
     let state = match State::load(&dir, &plan.run_id) {
         Ok(state) => state,
         Err(e) => {
-            println!("warning: {e}");
+            outln!("warning: {e}");
             State::fresh(&plan.run_id)
         }
     };
     let resolved = Resolved::from_file(&dir.join(layout::RESOLVED))?;
-    println!("run {} in {}", plan.run_id, dir.display());
+    outln!("run {} in {}", plan.run_id, dir.display());
     if let Some(url) = resolved.get("endpoint.url").and_then(|v| v.as_str()) {
-        println!("endpoint {url}");
+        outln!("endpoint {url}");
     }
     let wid = plan.steps.iter().map(|s| s.id.len()).max().unwrap_or(4);
     for s in &plan.steps {
@@ -38,18 +38,18 @@ pub(crate) async fn status(args: DirArgs) -> Result<(), CliError> {
         let took = st.and_then(|st| st.duration_s).map(|d| format!("{d:.1} s")).unwrap_or_default();
         let note = st.and_then(|st| st.error.clone().or_else(|| st.summary.clone())).unwrap_or_default();
         let note = note.lines().next().unwrap_or("").to_string();
-        println!("{:<wid$}  {:<9}  {:>8}  {note}", s.id, status, took);
+        outln!("{:<wid$}  {:<9}  {:>8}  {note}", s.id, status, took);
     }
     let left = state.leftovers(&dir);
     if resolved.get("platform").and_then(|v| v.as_str()) == Some("kubernetes") && !left.is_empty() {
         cluster_status(&resolved).await;
     }
     if left.is_empty() {
-        println!("nothing is up");
+        outln!("nothing is up");
     } else {
-        println!("up:");
+        outln!("up:");
         for (id, rec) in left {
-            println!("  {}", exec::describe_leftover(&id, &rec));
+            outln!("  {}", exec::describe_leftover(&id, &rec));
         }
     }
     let mut runs: Vec<(String, usize)> = std::fs::read_dir(dir.join(layout::RESULTS))
@@ -67,14 +67,14 @@ pub(crate) async fn status(args: DirArgs) -> Result<(), CliError> {
     runs.sort();
     if !runs.is_empty() {
         let list: Vec<String> = runs.iter().map(|(id, n)| format!("{id} ({n} requests)")).collect();
-        println!("harness runs: {} (results/<run>/, analysis/<run>/)", list.join(", "));
+        outln!("harness runs: {} (results/<run>/, analysis/<run>/)", list.join(", "));
     }
     if !state.interrupts.is_empty() {
-        println!("interrupted at {}", state.interrupts.join(", "));
+        outln!("interrupted at {}", state.interrupts.join(", "));
     }
     let running = state.steps.values().any(|s| s.status == exec::Status::Running);
     if running && WorkDir::open(&dir).is_ok() {
-        println!(
+        outln!(
             "steps are marked running but no benchflow holds this work directory: it was killed; \
              `benchflow teardown {}` removes what is up",
             dir.display()
@@ -92,7 +92,7 @@ async fn cluster_status(resolved: &Resolved) {
     let (Some(ns), Some(name)) = (s("kubernetes.namespace"), s("k8s.name")) else { return };
     let client = match target.client().await {
         Ok(c) => c,
-        Err(e) => return println!("cluster: {e}"),
+        Err(e) => return outln!("cluster: {e}"),
     };
     // The engines, then what stands in front of them: a router, or llm-d's picker and gateway.
     for deployment in [Some(name), s("k8s.router.name"), s("k8s.gateway.epp.name")].into_iter().flatten() {
@@ -130,7 +130,7 @@ async fn cluster_status(resolved: &Resolved) {
             Ok(None) => "not there".into(),
             Err(e) => e.to_string(),
         };
-        println!("{kind}/{name} in {ns}: {line}");
+        outln!("{kind}/{name} in {ns}: {line}");
     }
 }
 
@@ -140,7 +140,7 @@ async fn deployment_status(client: &kube::Client, ns: &str, name: &str) {
     match kube::deployment_pods(client, ns, name).await {
         Ok((d, pods)) => {
             let st = d.status.unwrap_or_default();
-            println!(
+            outln!(
                 "Deployment/{name} in {ns}: {}/{} available",
                 st.available_replicas.unwrap_or(0),
                 d.spec.and_then(|s| s.replicas).unwrap_or(1)
@@ -151,10 +151,10 @@ async fn deployment_status(client: &kube::Client, ns: &str, name: &str) {
                     kube::PodVerdict::Waiting => "not ready yet".to_string(),
                     kube::PodVerdict::Stuck(why) => format!("stuck: {why}"),
                 };
-                println!("  pod {}: {verdict}", p.metadata.name.unwrap_or_default());
+                outln!("  pod {}: {verdict}", p.metadata.name.unwrap_or_default());
             }
         }
-        Err(e) => println!("Deployment/{name} in {ns}: {e}"),
+        Err(e) => outln!("Deployment/{name} in {ns}: {e}"),
     }
 }
 
@@ -165,8 +165,8 @@ pub(crate) fn archive(args: ArchiveArgs) -> Result<(), CliError> {
     // Not while a run writes into it: the lock is held while packing.
     let _lock = WorkDir::open(&args.dir)?;
     let (path, files) = archive::pack(&args.dir, args.output.as_deref())?;
-    println!("{}", path.display());
-    eprintln!("archived {files} files with MANIFEST.sha256");
+    outln!("{}", path.display());
+    errln!("archived {files} files with MANIFEST.sha256");
     Ok(())
 }
 
@@ -193,16 +193,16 @@ pub(crate) async fn gc(args: GcArgs) -> Result<(), CliError> {
         objects.push(ns);
     }
     if objects.is_empty() {
-        eprintln!("nothing of benchflow's in namespace {} ({selector})", args.namespace);
+        errln!("nothing of benchflow's in namespace {} ({selector})", args.namespace);
         return Ok(());
     }
     for r in &objects {
         if args.dry_run {
-            println!("would delete {r}");
+            outln!("would delete {r}");
         } else {
             let deleted =
                 kube::delete(&client, r, std::time::Duration::from_secs(300)).await.map_err(failed)?;
-            println!("{} {r}", if deleted { "deleted" } else { "already gone:" });
+            outln!("{} {r}", if deleted { "deleted" } else { "already gone:" });
         }
     }
     Ok(())

@@ -165,7 +165,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            eprintln!("error: {}", crate::redact::text(&e.to_string()));
+            errln!("error: {}", crate::redact::text(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }
@@ -220,7 +220,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::ResultsPack { dir } => {
             let frame =
                 crate::platform::job::pack(&dir).map_err(|source| WorkdirError::Io { path: dir, source })?;
-            print!("{frame}");
+            out!("{frame}");
             Ok(())
         }
     }
@@ -238,7 +238,7 @@ pub(crate) fn sim_config(args: &SimArgs) -> Result<SimConfig, ConfigError> {
 async fn run_sim(args: SimArgs) -> Result<(), CliError> {
     if args.list_profiles {
         for (name, _) in sim::config::PROFILES {
-            println!("{name}");
+            outln!("{name}");
         }
         return Ok(());
     }
@@ -256,8 +256,8 @@ async fn run_sim(args: SimArgs) -> Result<(), CliError> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     // The first line of stdout is the address: scripts and the local platform read it.
-    println!("{scheme}://{local}");
-    eprintln!(
+    outln!("{scheme}://{local}");
+    errln!(
         "benchflow sim: serving {} ({} fidelity, KV cache {} tokens, time_scale {}) on {scheme}://{local}; Ctrl-C stops",
         cfg.model,
         match cfg.fidelity {
@@ -313,7 +313,7 @@ fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
     })?;
     let dirs = analysis::Dirs { workdir: args.dir.clone(), results: run.results, out: run.analysis };
     let analysis = analysis::analyze(&dirs, convention, &slo)?;
-    print!("{}", analysis::render_text(&analysis));
+    out!("{}", analysis::render_text(&analysis));
     Ok(())
 }
 

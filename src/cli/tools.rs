@@ -11,7 +11,7 @@ pub(crate) fn tools(args: ToolsArgs) -> Result<(), CliError> {
     match args.action {
         ToolsAction::List => {
             let found = tools::python::discover();
-            println!("{:<15} {:<8} {:<13} installed", "tool", "version", "python");
+            outln!("{:<15} {:<8} {:<13} installed", "tool", "version", "python");
             for t in TOOLS {
                 let state = match tools::installed(&home, t) {
                     Some(i) => format!("yes: {} (Python {})", i.bin.display(), i.python_version),
@@ -22,22 +22,22 @@ pub(crate) fn tools(args: ToolsArgs) -> Result<(), CliError> {
                         None => format!("no, and no Python {} was found", t.python_range()),
                     },
                 };
-                println!("{:<15} {:<8} {:<13} {state}", t.name, t.version, t.python_range());
+                outln!("{:<15} {:<8} {:<13} {state}", t.name, t.version, t.python_range());
             }
-            println!("\ntools directory: {}", home.display());
-            println!("Pythons found:");
+            outln!("\ntools directory: {}", home.display());
+            outln!("Pythons found:");
             for p in &found {
-                println!("  {} ({})", p.path.display(), p.version_text());
+                outln!("  {} ({})", p.path.display(), p.version_text());
             }
             if found.is_empty() {
-                println!("  none (looked at $PATH, ~/.pyenv/versions, /usr/bin, /usr/local/bin)");
+                outln!("  none (looked at $PATH, ~/.pyenv/versions, /usr/bin, /usr/local/bin)");
             }
             Ok(())
         }
         ToolsAction::Install { name, python } => {
             let tool = tools::find(&name)?;
             let py = tools::python_for(tool, python.as_deref())?;
-            eprintln!(
+            errln!(
                 "installing {}=={} with Python {} ({}) into {}",
                 tool.package,
                 tool.version,
@@ -46,7 +46,7 @@ pub(crate) fn tools(args: ToolsArgs) -> Result<(), CliError> {
                 tool.dir(&home).display()
             );
             let done = tools::install(&home, tool, &py, None)?;
-            println!("{} {} installed: {}", done.name, done.version, done.bin.display());
+            outln!("{} {} installed: {}", done.name, done.version, done.bin.display());
             Ok(())
         }
     }

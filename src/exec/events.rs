@@ -150,7 +150,7 @@ impl Sink for Console {
 
     fn event(&mut self, event: &Event) {
         if let Some(text) = self.line(event) {
-            eprintln!("{}{}", self.prefix, crate::redact::text(&text));
+            errln!("{}{}", self.prefix, crate::redact::text(&text));
         }
     }
 }

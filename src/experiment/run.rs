@@ -306,7 +306,7 @@ pub(crate) async fn teardown_dir(
 ) -> Result<Report, ExperimentError> {
     let (session, warning) = Session::open_for_teardown(dir)?;
     if let Some(w) = warning.filter(|_| !quiet) {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     let report = session.teardown(quiet, signals, &mut exec::Console::new(quiet)).await?;
     Ok(report.unwrap_or(Report::default()))

@@ -142,7 +142,7 @@ fn lock(home: &Path, tool: &Tool) -> Result<Flock<std::fs::File>, ToolError> {
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(held) => Ok(held),
         Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
-            eprintln!(
+            errln!(
                 "benchflow: another process is installing {} {}; waiting for it ({})",
                 tool.name,
                 tool.version,

@@ -315,3 +315,27 @@ fn the_router_stack_killed_at_every_boundary_then_run_again_leaves_no_router_or_
     let tested = sweep(&p, &case);
     assert!(tested >= 40 / stride(2), "{tested} crashes tested");
 }
+
+/// The reader of benchflow's output goes away (`benchflow e2e 2>&1 | head -2`): it goes on
+/// without printing, finishes, and tears down; nothing is left running.
+#[test]
+fn a_closed_output_pipe_neither_stops_the_run_nor_leaves_the_engine() {
+    let p = Project::new("crash-pipe");
+    p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
+    let tag = format!("pipe-{}", std::process::id());
+    let mut child = p
+        .cmd(&["e2e", "-c", "sim", "-w", "quick", "--workdir", "wd"])
+        .env(TAG, &tag)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Both ends closed before benchflow writes its first line.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    wait_for("nothing of the run left", Duration::from_secs(30), || tagged(TAG, &tag).is_empty());
+    let state: Value = serde_json::from_slice(&std::fs::read(p.path("wd/state.json")).unwrap()).unwrap();
+    assert_eq!(state["steps"]["01_start_engine"]["status"], "undone", "{state}");
+}
