@@ -43,6 +43,7 @@
 //!   samples (simulator jitter and faults; later arrival schedules and datasets).
 
 #![warn(unreachable_pub)]
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 
 // Printing that never panics. `println!` and `eprintln!` panic when the other end of the pipe
 // is gone (`benchflow e2e 2>&1 | head`), which would stop benchflow before it tears down what
