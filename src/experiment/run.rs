@@ -143,6 +143,11 @@ impl Shared<'_> {
         self.save()
     }
 
+    /// An interrupt came.
+    pub(super) fn interrupted(&self) -> bool {
+        self.interrupts.count() > 0
+    }
+
     /// No new stack or point starts: an interrupt came, or a failure under `stop_on_error`.
     pub(super) fn stopping(&self) -> bool {
         self.interrupts.count() > 0 || self.failed_stop.load(Ordering::SeqCst)

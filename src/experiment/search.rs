@@ -82,6 +82,25 @@ pub(crate) struct Outcome {
     /// The highest achieved throughput seen, and the offered value where it was.
     pub peak: Option<(f64, f64)>,
     pub trials: Vec<Trial>,
+    /// Stopped (Ctrl-C) before the search ended: the bracket is the one so far, no answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+}
+
+/// A search stopped before it ended says so, with the bracket so far and no answer (what the
+/// budget or the precision would have said is not known yet).
+pub(crate) fn interrupted(mut o: Outcome) -> Outcome {
+    let show = |v: Option<f64>| v.map_or_else(|| "…".to_string(), |v| format!("{v:.3}"));
+    o.interrupted = true;
+    o.answer = None;
+    o.says = format!(
+        "interrupted after {} trial(s), before the search ended: no answer yet; the bracket so far is [{}, {}); \
+         the same command resumes",
+        o.trials.len(),
+        show(o.bracket.0),
+        show(o.bracket.1)
+    );
+    o
 }
 
 /// A trial's point values: the searched variable (whole numbers as integers), and the
@@ -336,6 +355,7 @@ pub(crate) fn conclude(s: &Search, trials: Vec<Trial>) -> Outcome {
         says: String::new(),
         peak,
         trials: Vec::new(),
+        interrupted: false,
     };
     if let Some(t) = trials.iter().find(|t| t.verdict == Verdict::Error) {
         out.says = format!("trial {} ({} = {}) measured nothing: {}", t.n, s.factor, t.x, t.why);
@@ -672,5 +692,26 @@ mod tests {
         let o = conclude(&s, trials);
         let a = o.answer.unwrap();
         assert!((a - 100.0).abs() <= 8.0, "{a}: {}", o.says);
+    }
+
+    #[test]
+    fn an_interrupted_search_gives_the_bracket_so_far_and_no_answer() {
+        let s = search("search: { factor: workload.stages.0.rate, from: 2, to: 100, trials: 2 }\n");
+        // A capacity of 50, stable up to 40: 10 passes, 45 fails (its overload shows 45).
+        let trials = vec![oracle(&s, 50.0, 0.8, 10.0, 1, 0), oracle(&s, 50.0, 0.8, 45.0, 2, 0)];
+        let done = conclude(&s, trials);
+        assert!(done.answer.is_some() && done.says.contains("budget"), "{}", done.says);
+        let o = interrupted(done);
+        assert_eq!((o.answer, o.interrupted), (None, true));
+        assert!(
+            o.says.contains("interrupted after 2 trial(s)") && o.says.contains("[10.000, 45.000)"),
+            "{}",
+            o.says
+        );
+        assert!(!o.says.contains("budget"), "{}", o.says);
+        let json = serde_json::to_value(&o).unwrap();
+        assert_eq!(json["interrupted"], true);
+        let back: Outcome = serde_json::from_value(json).unwrap();
+        assert!(back.interrupted);
     }
 }

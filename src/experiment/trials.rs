@@ -34,6 +34,7 @@ pub(super) async fn search(
         let i = search::measured_stage(s, stages.len())?;
         search::stretch(s, i, stages.get(i)?)
     });
+    let mut ended = false;
     // Whatever ends the trials (an error included: a full disk), the stack comes down after.
     let result: Result<(), ExperimentError> = async {
         loop {
@@ -41,7 +42,10 @@ pub(super) async fn search(
                 break Ok(());
             }
             let (x, repeat) = match search::decide(s, &trials) {
-                Decision::Done => break Ok(()),
+                Decision::Done => {
+                    ended = true;
+                    break Ok(());
+                }
                 Decision::Try { x, repeat } => (x, repeat),
             };
             let n = trials.len() + 1;
@@ -124,5 +128,9 @@ pub(super) async fn search(
         None => Ok(()),
     };
     result.and(down)?;
-    Ok(search::conclude(s, trials))
+    let outcome = search::conclude(s, trials);
+    Ok(match !ended && shared.interrupted() {
+        true => search::interrupted(outcome),
+        false => outcome,
+    })
 }

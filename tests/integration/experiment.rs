@@ -686,6 +686,31 @@ fn a_killed_search_resumes_without_repeating_trials() {
     assert_eq!(outcome(&exp)["trials"].as_array().unwrap().len(), 4);
 }
 
+#[test]
+fn an_interrupted_search_says_so_with_the_bracket_so_far_and_no_answer() {
+    let p = Project::new("search-int-c");
+    p.file("workloads/paced.yaml", PACED)
+        .file("experiments/e.yaml", &search_file("from: 2, to: 100, trials: 6", ""));
+    let exp = p.path("exp");
+    let child = p
+        .cmd(&["experiment", "-e", "e", "--workdir", "exp", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("p003 running", Duration::from_secs(90), || {
+        exp.join("state.json").is_file() && point_status(&exp, "p003") == "running"
+    });
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let o = outcome(&exp);
+    assert_eq!((o["interrupted"].as_bool(), o["answer"].is_null()), (Some(true), true), "{o}");
+    let said = text(&out.stdout);
+    assert!(said.contains("interrupted after") && said.contains("the bracket so far"), "{said}");
+    assert!(!said.contains("budget"), "{said}");
+}
+
 /// A search over a whole-number variable (a concurrency, a u32) plans: its ends are set as
 /// whole numbers, as its trials are.
 #[test]
