@@ -72,6 +72,23 @@ fn kill_when(p: &Project, point: &str, status: &str) {
     child.wait().unwrap();
 }
 
+/// Starts the experiment `e` into `exp/`, sends SIGINT once `point` is `status`, and returns
+/// what it printed and how it ended.
+fn interrupt_when(p: &Project, point: &str, status: &str) -> std::process::Output {
+    let exp = p.path("exp");
+    let child = p
+        .cmd(&["experiment", "-e", "e", "--workdir", "exp", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&format!("{point} {status}"), Duration::from_secs(90), || {
+        exp.join("state.json").is_file() && point_status(&exp, point) == status
+    });
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    child.wait_with_output().unwrap()
+}
+
 fn alive(pid: i32) -> bool {
     benchflow::alive(pid, None)
 }
@@ -193,17 +210,7 @@ fn sigint_after_the_second_point_then_the_same_command_finishes_the_rest() {
     let p = Project::new("exp-int");
     p.file("workloads/slow.yaml", SLOW).file("experiments/e.yaml", TWO_BY_TWO);
     let exp = p.path("exp");
-    let child = p
-        .cmd(&["experiment", "-e", "e", "--workdir", "exp", "-q"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the second point done", Duration::from_secs(90), || {
-        exp.join("state.json").is_file() && point_status(&exp, "p002") == "done"
-    });
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
-    let out = child.wait_with_output().unwrap();
+    let out = interrupt_when(&p, "p002", "done");
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("the same command resumes"), "{}", text(&out.stderr));
     let before = json(&exp.join("state.json"));
@@ -692,17 +699,7 @@ fn an_interrupted_search_says_so_with_the_bracket_so_far_and_no_answer() {
     p.file("workloads/paced.yaml", PACED)
         .file("experiments/e.yaml", &search_file("from: 2, to: 100, trials: 6", ""));
     let exp = p.path("exp");
-    let child = p
-        .cmd(&["experiment", "-e", "e", "--workdir", "exp", "-q"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("p003 running", Duration::from_secs(90), || {
-        exp.join("state.json").is_file() && point_status(&exp, "p003") == "running"
-    });
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
-    let out = child.wait_with_output().unwrap();
+    let out = interrupt_when(&p, "p003", "running");
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
     let o = outcome(&exp);
     assert_eq!((o["interrupted"].as_bool(), o["answer"].is_null()), (Some(true), true), "{o}");
