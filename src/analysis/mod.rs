@@ -33,7 +33,7 @@ use std::{
 use self::outputs::write;
 use self::stats::Summary;
 pub(crate) use self::{
-    outputs::{StageDoc, StatsDoc, render_text, write_outputs},
+    outputs::{StatsDoc, render_text, write_outputs},
     read::compute,
 };
 pub use crate::spec::harness::Convention;
@@ -170,6 +170,14 @@ pub struct Series {
 
 /// A CDF of `values` (seconds) in ms: exact below 2,000 values, else from a log-spaced
 /// histogram of 1,000 bins (O(n), plenty for a chart).
+/// How much a counter of the servers' `/metrics` grew over a run (summed over the servers
+/// scraped, from `results/server_metrics.csv`); None when it was not scraped.
+pub(crate) fn counter_growth(results: &std::path::Path, metric: &str) -> Option<f64> {
+    let all = read::combine(&read::read_server_metrics(results));
+    let s = all.get(metric)?;
+    Some((s.last()?.1 - s.first()?.1).max(0.0))
+}
+
 pub(crate) fn cdf(values: &[f64]) -> Cdf {
     let n = values.len();
     if n == 0 {

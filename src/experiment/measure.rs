@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::search::{Trial, Verdict, expected, stage_index};
 use crate::{
-    analysis::{StageDoc, StatsDoc, percentile},
+    analysis::{StatsDoc, percentile},
     results::{Col, Reader},
     spec::experiment::{Objective, Search},
     workdir::runs::RunDirs,
@@ -31,22 +31,67 @@ pub(super) fn trial(dir: &Path, s: &Search, slo_defined: bool, n: usize, x: f64,
         t.why = "the stage was not measured".into();
         return t;
     };
-    let keys = serde_json::to_value(st).unwrap_or_default();
+    let stats = Measured {
+        keys: serde_json::to_value(st).unwrap_or_default(),
+        completed: st.completed,
+        failed: st.failed,
+        request_throughput: st.request_throughput,
+        goodput: st.request_goodput,
+        duration: st.duration,
+        preemptions: crate::analysis::counter_growth(&run.results, "vllm:num_preemptions_total"),
+    };
+    let point = t.point.clone();
+    judge(s, slo_defined, n, x, repeat, &point, &stats, pace(&run.results, st.stage))
+}
+
+/// What a trial's measured stage gave, from its statistics and the servers' counters.
+#[derive(Debug, Clone)]
+pub(super) struct Measured {
+    /// The stage's `stats.json` keys (`p99_ttft_ms`, …).
+    pub keys: Value,
+    pub completed: u64,
+    pub failed: u64,
+    pub request_throughput: f64,
+    pub goodput: Option<f64>,
+    pub duration: f64,
+    /// `vllm:num_preemptions_total`'s growth over the run (None: not scraped).
+    pub preemptions: Option<f64>,
+}
+
+/// The verdict of the trial `n` at `x` (point `point`) from what its stage measured and how
+/// it kept pace (the same for a real trial and a modelled one).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn judge(
+    s: &Search,
+    slo_defined: bool,
+    n: usize,
+    x: f64,
+    repeat: u32,
+    point: &str,
+    st: &Measured,
+    pace: Option<Pace>,
+) -> Trial {
+    let mut t = unmeasured(Path::new(point), n, x, repeat);
+    let keys = &st.keys;
     let total = (st.completed + st.failed) as f64;
     t.achieved = st.request_throughput;
     t.error_rate = if total > 0.0 { st.failed as f64 / total } else { 1.0 };
-    t.median_ttft_ms = number(&keys, "median_ttft_ms").unwrap_or(f64::NAN);
-    t.p99_ttft_ms = number(&keys, "p99_ttft_ms").unwrap_or(f64::NAN);
-    let pace = pace(&run.results, st.stage);
+    t.median_ttft_ms = number(keys, "median_ttft_ms").unwrap_or(f64::NAN);
+    t.p99_ttft_ms = number(keys, "p99_ttft_ms").unwrap_or(f64::NAN);
+    t.seconds = st.duration;
+    t.preemptions = st.preemptions;
     if let Some(p) = pace.filter(|_| s.objective == Objective::MaxStableRate) {
         kept_pace(&mut t, p);
     }
     let (fails, near) = match s.objective {
         Objective::MaxStableRate => stable_rate(&mut t, s),
-        Objective::MaxLoadWithinSlo => within_slo(&mut t, s, st, &keys, slo_defined),
+        Objective::MaxLoadWithinSlo => {
+            let share = st.goodput.unwrap_or(0.0) / st.request_throughput.max(f64::MIN_POSITIVE);
+            within_slo(&mut t, s, share, keys, slo_defined)
+        }
         Objective::Maximize | Objective::Minimize => {
             let m = s.metric.as_deref().unwrap_or("");
-            t.metric = number(&keys, m);
+            t.metric = number(keys, m);
             t.verdict = Verdict::Measured;
             t.why = match t.metric {
                 Some(v) => format!("{m} = {v:.3}"),
@@ -85,6 +130,9 @@ fn unmeasured(dir: &Path, n: usize, x: f64, repeat: u32) -> Trial {
         median_ttft_ms: f64::NAN,
         p99_ttft_ms: f64::NAN,
         metric: None,
+        noise: f64::NAN,
+        preemptions: None,
+        seconds: 0.0,
     }
 }
 
@@ -98,12 +146,23 @@ fn number(keys: &Value, k: &str) -> Option<f64> {
 fn kept_pace(t: &mut Trial, p: Pace) {
     t.achieved = p.achieved;
     t.offered = p.offered;
+    t.noise = p.noise;
+    t.seconds = p.seconds;
     t.ttft_growth = if p.ttft_middle > 0.0 { p.ttft_last / p.ttft_middle } else { f64::NAN };
     // A queue that grows adds more than one ordinary request's latency over a third of the
     // stage; less is the noise of bursts (a few waits more or less), not growth.
     if p.ttft_last - p.ttft_middle <= p.latency_ms.max(5.0) {
         t.ttft_growth = t.ttft_growth.min(1.0);
     }
+}
+
+/// The share of a stage's requests the server may preempt and still be judged stable.
+const PREEMPTED: f64 = 0.03;
+
+/// How far from the keeping-up threshold a trial is decided by chance: twice the noise of its
+/// achieved ÷ offered (at least 1%; 2% when the noise is unknown).
+pub(super) fn margin(t: &Trial) -> f64 {
+    if t.noise.is_finite() { (2.0 * t.noise).max(0.01) } else { 0.02 }
 }
 
 /// `max_stable_rate`: what failed (the server fell behind what was sent, too many errors, a
@@ -126,10 +185,21 @@ fn stable_rate(t: &mut Trial, s: &Search) -> (Vec<String>, bool) {
             ratio * 100.0
         ));
     }
-    near |= (ratio - floor).abs() < 0.02;
+    near |= (ratio - floor).abs() < margin(t);
     if t.error_rate > s.max_error_rate {
         fails.push(format!("{:.1}% of requests failed", t.error_rate * 100.0));
     }
+    // A server that keeps up has room in its KV cache; one that preempts a share of its
+    // requests has run out, and its running batch grows until it collapses (a short stage
+    // does not see the end of that).
+    let requests = (t.offered * t.seconds).max(1.0);
+    if let Some(p) = t.preemptions.filter(|p| *p > PREEMPTED * requests) {
+        fails.push(format!(
+            "the KV cache ran out: the server preempted {p:.0} requests ({:.1}% of the {requests:.0} sent)",
+            p / requests * 100.0
+        ));
+    }
+    near |= t.preemptions.is_some_and(|p| p > PREEMPTED / 4.0 * requests && p <= PREEMPTED * requests);
     if let (Some(limit), true) = (s.queue_growth, t.ttft_growth.is_finite()) {
         if t.ttft_growth > limit {
             fails.push(format!(
@@ -151,16 +221,11 @@ fn stable_rate(t: &mut Trial, s: &Search) -> (Vec<String>, bool) {
     (fails, near)
 }
 
-/// `max_load_within_slo`: which SLOs the stage `st` missed (the search's own, the share of
+/// `max_load_within_slo`: which SLOs the stage missed (`got`: the share of its requests
+/// that met the workload's) (the search's own, the share of
 /// requests meeting the workload's, the error rate) and whether it was close; a passing
 /// trial's `why`.
-fn within_slo(
-    t: &mut Trial,
-    s: &Search,
-    st: &StageDoc,
-    keys: &Value,
-    slo_defined: bool,
-) -> (Vec<String>, bool) {
+fn within_slo(t: &mut Trial, s: &Search, got: f64, keys: &Value, slo_defined: bool) -> (Vec<String>, bool) {
     let mut fails: Vec<String> = Vec::new();
     let mut near = false;
     for (k, limit) in &s.slo {
@@ -172,7 +237,6 @@ fn within_slo(
     }
     let share = s.goodput_share.or(if s.slo.is_empty() && slo_defined { Some(0.95) } else { None });
     if let Some(min) = share {
-        let got = st.request_goodput.unwrap_or(0.0) / st.request_throughput.max(f64::MIN_POSITIVE);
         if got < min {
             fails.push(format!(
                 "{:.0}% of requests met the workload's SLOs (< {:.0}%)",
@@ -202,7 +266,7 @@ fn stage_of(factor: &str, doc: &StatsDoc) -> Option<usize> {
 
 /// What a stage's records say about keeping up, beyond its statistics.
 #[derive(Debug, Clone, Copy)]
-struct Pace {
+pub(super) struct Pace {
     /// Requests sent per second over the stage's last two thirds (the schedule as it came out,
     /// not the nominal rate: a Poisson schedule of a few seconds is several percent off its
     /// rate by chance).
@@ -219,6 +283,23 @@ struct Pace {
     ttft_last: f64,
     /// Median latency (ms) of the first third: one ordinary request.
     latency_ms: f64,
+    /// The standard deviation of achieved ÷ offered for a server that keeps up: the requests
+    /// in flight at the window's edges, relative to those sent in it.
+    noise: f64,
+    /// From the first send to the last.
+    seconds: f64,
+}
+
+impl Pace {
+    /// The rule of a slow sweep's truth: achieved at least 95% of what was sent, and the
+    /// median TTFT of the last third within 1.25× that of the middle third (or within one
+    /// ordinary request's latency of it): flat.
+    #[cfg(test)]
+    pub(super) fn stable_truth(&self) -> bool {
+        self.achieved >= 0.95 * self.offered
+            && (self.ttft_last <= 1.25 * self.ttft_middle
+                || self.ttft_last - self.ttft_middle <= self.latency_ms)
+    }
 }
 
 /// The upper middle (a value that was measured), NaN when empty.
@@ -247,6 +328,12 @@ fn pace(results: &Path, stage: u32) -> Option<Pace> {
             ok.push((sent, end, first - sent));
         }
     }
+    pace_of(sent_all, ok)
+}
+
+/// How a stage kept pace, from every request's send time and the (sent, end, TTFT) of those
+/// that succeeded, all in seconds (None with too few requests to tell).
+pub(super) fn pace_of(mut sent_all: Vec<f64>, mut ok: Vec<(f64, f64, f64)>) -> Option<Pace> {
     if ok.len() < 9 || sent_all.len() < 2 {
         return None;
     }
@@ -265,12 +352,19 @@ fn pace(results: &Path, stage: u32) -> Option<Pace> {
     // so a window of a few requests is not failed by where its edges fall.
     let done = ok.iter().filter(|r| r.1 >= a + latency && r.1 <= b + latency).count() as f64;
     let done = (done + 1.0).min(sent.max(done));
+    // A server that keeps up completes what was sent one latency later, except for the
+    // requests in flight at the window's two edges: about λ·L each (Little), Poisson-like, so
+    // sends − completions has a standard deviation of about √(2λL), relative to the λW sent.
+    let in_flight = sent / window * latency.max(0.0);
+    let noise = ((2.0 * in_flight).sqrt().max(1.0)) / sent.max(1.0);
     Some(Pace {
         offered: sent / window,
         achieved: done / window,
         ttft_middle: middle,
         ttft_last: median(ok.iter().filter(|r| r.0 >= s1 - third).map(|r| r.2 * 1e3).collect()),
         latency_ms: latency * 1e3,
+        noise,
+        seconds: s1 - s0,
     })
 }
 
@@ -321,6 +415,8 @@ mod tests {
             ttft_middle: 20.0,
             ttft_last,
             latency_ms: 10.0,
+            noise: 0.01,
+            seconds: 5.0,
         };
         let mut t = unmeasured(Path::new("p001"), 1, 16.0, 0);
         kept_pace(&mut t, pace(24.0));

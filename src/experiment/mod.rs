@@ -24,6 +24,8 @@ mod point;
 mod progress;
 pub(crate) mod run;
 pub(crate) mod search;
+#[cfg(test)]
+mod search_model;
 mod stack;
 pub(crate) mod state;
 pub(crate) mod store;

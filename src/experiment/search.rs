@@ -60,6 +60,21 @@ pub(crate) struct Trial {
     pub p99_ttft_ms: f64,
     /// The `maximize` / `minimize` metric.
     pub metric: Option<f64>,
+    /// The standard deviation of achieved ÷ offered for a server that keeps up (the requests
+    /// in flight at the edges of the window counted), relative: what sets "marginal".
+    #[serde(default = "nan", deserialize_with = "nan_if_null")]
+    pub noise: f64,
+    /// Requests the server preempted during the run (`vllm:num_preemptions_total`; None when
+    /// not scraped): at overload, a sign that its throughput falls as the load rises.
+    #[serde(default)]
+    pub preemptions: Option<f64>,
+    /// The measured stage's length, first send to last, in seconds.
+    #[serde(default)]
+    pub seconds: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// JSON has no NaN (serde_json writes null): read null back as NaN.
@@ -82,6 +97,10 @@ pub(crate) struct Outcome {
     /// The highest achieved throughput seen, and the offered value where it was.
     pub peak: Option<(f64, f64)>,
     pub trials: Vec<Trial>,
+    /// Why the server's throughput was seen to fall past its knee (then the capacity seen at
+    /// overload was a lower bound of the answer, not a ceiling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapse: Option<String>,
     /// Stopped (Ctrl-C) before the search ended: the bracket is the one so far, no answer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
@@ -215,19 +234,29 @@ fn capacity<'a>(s: &Search, trials: &'a [Trial]) -> Option<(f64, &'a Trial)> {
 }
 
 /// The trials as judged together. A rate above the capacity seen cannot be stable, whatever
-/// its own short stage showed: its queue grows by the difference every second. Such a trial
-/// passed only because a few seconds of a queue growing by a few percent look like noise; it
-/// is judged failed (and said why). The ceiling is the capacity seen, or the highest rate a
-/// passing trial completed when that is more (an engine whose throughput drops at overload).
+/// its own short stage showed, unless the server completed clearly more there than at
+/// overload: its queue grows by the difference every second, and such a trial passed only
+/// because a few seconds of a queue growing by a few percent look like noise. It is judged
+/// failed (and said why). A trial that kept up at a rate above the capacity seen *and*
+/// completed more than that capacity by more than its noise stands: the server sustains more
+/// than it did at overload, i.e. its throughput falls past the knee ([`collapse`]); once that
+/// is seen, the capacity seen is no ceiling at all.
 pub(crate) fn judged(s: &Search, trials: &[Trial]) -> Vec<Trial> {
     let mut out = trials.to_vec();
     let Some((cap, at)) = capacity(s, trials) else {
         return out;
     };
+    // A collapsing server's capacity seen is below its knee: no ceiling (a trial above its
+    // knee shows the KV cache running out instead, see `measure`).
+    if collapse(s, trials).is_some() {
+        return out;
+    }
     let at = format!("trial {}, {}", at.n, at.point);
-    let ceiling =
-        trials.iter().filter(|t| t.verdict == Verdict::Pass).map(|t| t.achieved).fold(cap, f64::max);
-    for t in out.iter_mut().filter(|t| t.verdict == Verdict::Pass && t.x > ceiling) {
+    // (A value rounded onto the capacity itself is not above it.)
+    for t in out.iter_mut().filter(|t| t.verdict == Verdict::Pass && t.x > cap * 1.001) {
+        if t.achieved > cap * (1.0 + super::measure::margin(t)) {
+            continue;
+        }
         t.verdict = Verdict::Fail;
         t.marginal = false;
         t.why = format!(
@@ -240,6 +269,55 @@ pub(crate) fn judged(s: &Search, trials: &[Trial]) -> Vec<Trial> {
     }
     out
 }
+
+/// Whether the server's throughput falls past its knee, and why: then a trial at overload
+/// completes less than the server sustains at the knee, so the capacity seen is a lower bound
+/// of the answer, not a ceiling, and the knee is probed from below. Seen as: an overloaded
+/// trial during which the server preempted requests (vLLM recomputes a preempted request's KV
+/// cache: work done twice), a trial that kept up above the capacity seen and completed more
+/// than it by more than its noise, or an overloaded trial completing less than another at a
+/// lower rate by more than the noise.
+pub(crate) fn collapse(s: &Search, trials: &[Trial]) -> Option<String> {
+    let (cap, at) = capacity(s, trials)?;
+    if let Some(t) = trials.iter().find(|t| saturated(s, t) && t.preemptions.is_some_and(|p| p > 0.0)) {
+        return Some(format!(
+            "the server preempted {} request(s) at overload (trial {}): its throughput there is below what it sustains",
+            t.preemptions.unwrap_or(0.0),
+            t.n
+        ));
+    }
+    let margin = super::measure::margin;
+    if let Some(t) = trials
+        .iter()
+        .find(|t| t.verdict == Verdict::Pass && t.x > cap && t.achieved > cap * (1.0 + margin(t)))
+    {
+        return Some(format!(
+            "trial {} kept up at {:.2} req/s, more than the {cap:.2} completed at overload (trial {})",
+            t.n, t.achieved, at.n
+        ));
+    }
+    trials
+        .iter()
+        .filter(|t| saturated(s, t))
+        .flat_map(|hi| {
+            trials.iter().filter(move |lo| saturated(s, lo) && lo.x < hi.x).map(move |lo| (lo, hi))
+        })
+        .find(|(lo, hi)| hi.achieved * (1.0 + margin(hi)) < lo.achieved)
+        .map(|(lo, hi)| {
+            format!(
+                "the throughput fell as the load rose: {:.2} req/s at {} (trial {}), {:.2} at {} (trial {})",
+                lo.achieved, lo.x, lo.n, hi.achieved, hi.x, hi.n
+            )
+        })
+}
+
+/// Whether the trials so far used the time budget.
+fn out_of_time(s: &Search, trials: &[Trial]) -> bool {
+    s.time_budget.is_some_and(|b| trials.iter().map(|t| t.seconds).sum::<f64>() >= b.0)
+}
+
+/// How far above the largest stable value a collapsing server's knee is looked for first.
+const KNEE_ABOVE: f64 = 1.25;
 
 /// How much wider each step is while nothing has failed (or passed) yet.
 const EXPAND: f64 = 4.0;
@@ -256,7 +334,7 @@ fn narrow(s: &Search, lo: f64, hi: f64) -> bool {
 
 /// The next trial, from those so far.
 pub(crate) fn decide(s: &Search, trials: &[Trial]) -> Decision {
-    if trials.len() >= s.trials as usize {
+    if trials.len() >= s.trials as usize || out_of_time(s, trials) {
         return Decision::Done;
     }
     let tried = |x: f64| trials.iter().filter(|t| t.x == x).count() as u32;
@@ -276,25 +354,36 @@ pub(crate) fn decide(s: &Search, trials: &[Trial]) -> Decision {
         return Decision::Try { x: last.x, repeat: 1 };
     }
     // At overload, the achieved rate is the server's capacity: the best guess of the boundary,
-    // and a bound on it (a rate above it cannot be stable).
+    // and a bound on it (a rate above it cannot be stable) unless the server collapses there,
+    // when it is only a lower bound and the knee lies above it.
     let capacity = capacity(s, trials).map(|(c, _)| c);
+    let collapsing = collapse(s, trials).is_some();
     let next = match bracket(&judged(s, trials)) {
         (Some(lo), None) if lo >= s.to => return Decision::Done,
         (Some(lo), None) => lo * EXPAND,
         (None, Some(hi)) if hi <= s.from => return Decision::Done,
         (None, Some(hi)) => match capacity {
+            // What the server completed while collapsing it sustains: most likely stable.
+            Some(c) if c < hi && collapsing => c,
             // Just under the capacity seen: most likely stable, and close.
             Some(c) if c < hi => c * 0.9,
             _ => hi / EXPAND,
         },
         (Some(lo), Some(hi)) => {
-            // The boundary lies under the capacity seen, when that is above the last stable value.
-            let top = capacity.filter(|c| *c > lo && *c < hi).unwrap_or(hi);
+            // The boundary lies under the capacity seen, when that is above the last stable
+            // value (and the server does not collapse).
+            let top = capacity.filter(|c| !collapsing && *c > lo && *c < hi).unwrap_or(hi);
             if narrow(s, lo, top) {
                 return Decision::Done;
             }
-            // Knees lie at 80–97% of the capacity on the engines we model: probe 90%, then 80%.
-            for share in [0.9, 0.8] {
+            // A collapsing server's knee lies a little above what it completed at overload
+            // (10–20% on the engines we model): bisect towards at most 25% above the last
+            // stable value, not towards a deep overload far above.
+            let top = if collapsing { top.min(lo * KNEE_ABOVE) } else { top };
+            // Knees lie at 80–97% of the capacity on the engines we model: probe 90%, then 80%;
+            // a collapsing server sustains its capacity seen: probe it first.
+            let shares: &[f64] = if collapsing { &[1.0] } else { &[0.9, 0.8] };
+            for share in shares {
                 let probe =
                     capacity.map(|c| round(s, c * share)).filter(|p| *p > lo && *p < hi && tried(*p) == 0);
                 if let Some(p) = probe
@@ -355,6 +444,7 @@ pub(crate) fn conclude(s: &Search, trials: Vec<Trial>) -> Outcome {
         says: String::new(),
         peak,
         trials: Vec::new(),
+        collapse: None,
         interrupted: false,
     };
     if let Some(t) = trials.iter().find(|t| t.verdict == Verdict::Error) {
@@ -390,7 +480,9 @@ pub(crate) fn conclude(s: &Search, trials: Vec<Trial>) -> Outcome {
     let trials = judged(s, &trials);
     let (lo, hi) = bracket(&trials);
     // A rate above the capacity seen fails: the capacity closes the bracket when it is nearer.
+    let collapsing = collapse(s, &trials);
     let cap = capacity(s, &trials)
+        .filter(|_| collapsing.is_none())
         .filter(|(c, _)| lo.is_some_and(|lo| *c > lo) && hi.is_some_and(|hi| *c < hi))
         .map(|(c, t)| (c, t.n));
     let hi = cap.map(|(c, _)| (c * 1000.0).round() / 1000.0).or(hi);
@@ -421,14 +513,26 @@ pub(crate) fn conclude(s: &Search, trials: Vec<Trial>) -> Outcome {
         }
         (None, None) => "no trial gave a verdict".into(),
     };
+    if let Some(why) = &collapsing {
+        out.says += &format!(
+            " (the throughput falls past the knee: {why}; the capacity seen was taken as a lower bound)"
+        );
+    }
     if let (Some(lo), Some(hi)) = (lo, hi)
         && !narrow(s, lo, hi)
     {
-        out.says += &format!(
-            " — the trial budget ({}) ran out before the bracket narrowed to the precision asked",
-            s.trials
-        );
+        out.says += &match s.time_budget.filter(|_| out_of_time(s, &trials)) {
+            Some(b) => format!(
+                " — the time budget ({:.0} s of stages) ran out before the bracket narrowed to the precision asked",
+                b.0
+            ),
+            None => format!(
+                " — the trial budget ({}) ran out before the bracket narrowed to the precision asked",
+                s.trials
+            ),
+        };
     }
+    out.collapse = collapsing;
     out.trials = trials;
     out
 }
@@ -497,6 +601,9 @@ mod tests {
             median_ttft_ms: 20.0,
             p99_ttft_ms: 40.0,
             metric: None,
+            noise: 0.01,
+            preemptions: None,
+            seconds: 5.0,
         }
     }
 
@@ -564,9 +671,75 @@ mod tests {
             "{}",
             j[1].why
         );
-        // An engine whose throughput drops at overload: a rate it kept up with stands.
-        near.achieved = 51.0;
+        // Completing more than the capacity seen by no more than the noise (2% here) is no
+        // evidence against it; by more, it is: the engine's throughput drops at overload, and
+        // a rate it kept up with stands.
+        near.achieved = 50.9;
+        assert_eq!(judged(&s, &[over.clone(), near.clone()])[1].verdict, Verdict::Fail);
+        near.achieved = 51.5;
+        assert!(collapse(&s, &[over.clone(), near.clone()]).is_some_and(|w| w.contains("kept up at 51.50")));
         assert_eq!(judged(&s, &[over, near])[1].verdict, Verdict::Pass);
+    }
+
+    /// A server that collapses past its knee: stable up to `knee`, and at overload it
+    /// completes only `share` of the knee's rate, preempting requests (when `counted`).
+    fn collapsing(s: &Search, knee: f64, share: f64, counted: bool, x: f64, n: usize, repeat: u32) -> Trial {
+        let mut t = oracle(s, knee, 1.0, x, n, repeat);
+        if x > knee {
+            t.achieved = knee * share;
+            t.preemptions = counted.then_some(x * 30.0 * 0.2);
+        } else {
+            t.preemptions = counted.then_some(0.0);
+        }
+        t
+    }
+
+    /// The capacity seen at overload is then a lower bound, not a ceiling: the search finds
+    /// the knee from below, whether the server's preemption counter says so or a trial above
+    /// the capacity seen shows it.
+    #[test]
+    fn a_server_whose_throughput_collapses_past_the_knee_is_searched_from_below() {
+        let s = search("search: { factor: workload.stages.0.rate, from: 1, to: 64 }\n");
+        for knee in [3.0, 7.3, 14.4, 37.0] {
+            for share in [0.8, 0.87, 0.95] {
+                let mut trials = Vec::new();
+                while let Decision::Try { x, repeat } = decide(&s, &trials) {
+                    trials.push(collapsing(&s, knee, share, true, x, trials.len() + 1, repeat));
+                }
+                let o = conclude(&s, trials);
+                let answer = o.answer.unwrap_or(0.0);
+                assert!(
+                    answer <= knee && answer >= 0.95 * knee,
+                    "knee {knee}, share {share}: {answer} in {} trials: {}",
+                    o.trials.len(),
+                    o.says
+                );
+                assert!(o.trials.len() <= 8, "knee {knee}, share {share}: {} trials", o.trials.len());
+                if knee < 40.0 && o.trials.iter().any(|t| t.x > knee) {
+                    let why = o.collapse.as_deref().unwrap_or("");
+                    assert!(why.contains("preempted"), "{why}");
+                    assert!(o.says.contains("falls past the knee"), "{}", o.says);
+                }
+            }
+        }
+        // Without the counter, a pass above the capacity seen is the evidence, and it stands.
+        let over = collapsing(&s, 7.3, 0.85, false, 16.0, 1, 0);
+        let probe = collapsing(&s, 7.3, 0.85, false, 7.0, 2, 0);
+        assert!(collapse(&s, &[over.clone(), probe.clone()]).is_some());
+        assert_eq!(judged(&s, &[over, probe])[1].verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn a_time_budget_stops_the_search_and_says_so() {
+        let s = search("search: { factor: workload.stages.0.rate, from: 1, to: 200, time_budget: 12s }\n");
+        let mut trials = Vec::new();
+        while let Decision::Try { x, repeat } = decide(&s, &trials) {
+            trials.push(oracle(&s, 50.0, 0.9, x, trials.len() + 1, repeat));
+        }
+        // 5-s stages: the third trial takes the stages to 15 s ≥ 12 s.
+        assert_eq!(trials.len(), 3);
+        let o = conclude(&s, trials);
+        assert!(o.says.contains("the time budget (12 s of stages) ran out"), "{}", o.says);
     }
 
     #[test]

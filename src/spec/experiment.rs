@@ -95,6 +95,10 @@ pub(crate) struct Search {
     /// (one step for `integer`).
     #[serde(default = "default_precision")]
     pub precision: f64,
+    /// Stop when the trials' measured stages add up to this long (`20m`), besides `trials`.
+    #[serde(default)]
+    #[schemars(with = "Option<Secs>")]
+    pub time_budget: Option<Secs>,
     /// The first value tried (default: the geometric middle of the range).
     #[serde(default)]
     pub start: Option<f64>,
@@ -528,6 +532,9 @@ impl Search {
         }
         if self.queue_growth.is_some_and(|g| !(g > 1.0 && g.is_finite())) {
             return Err("search: `queue_growth` must be a ratio above 1 (1.3: TTFT up 30%)".into());
+        }
+        if let Some(b) = self.time_budget.filter(|b| !(b.0.is_finite() && b.0 > 0.0)) {
+            return Err(format!("search: `time_budget` {} s is not a duration above 0", b.0));
         }
         if !(1.0..=20.0).contains(&self.refine) {
             return Err(format!("search: `refine` {} is not in [1, 20]", self.refine));
