@@ -205,6 +205,17 @@ pub(crate) struct CompareArgs {
     /// Write the overlaid charts here (default: none).
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
+    /// How requests are resampled: `blocks` (contiguous blocks in send order: holds when
+    /// neighbours are correlated, as queueing makes them) or `independent` (request by request,
+    /// as before; too narrow under load, for comparison only).
+    #[arg(long, value_enum, default_value = "blocks")]
+    pub resampling: CompareResampling,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CompareResampling {
+    Blocks,
+    Independent,
 }
 
 /// The files and overrides of a run.

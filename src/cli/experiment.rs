@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::{
     CliError,
-    args::{CompareArgs, CompareFormat, ExperimentAction, ExperimentArgs},
+    args::{CompareArgs, CompareFormat, CompareResampling, ExperimentAction, ExperimentArgs},
     engine,
 };
+use crate::analysis::bootstrap::Resampling;
 use crate::experiment::{
     self, ExperimentError, analysis,
     compare::compare_dirs,
@@ -314,7 +315,11 @@ pub(crate) fn compare(args: CompareArgs) -> Result<(), CliError> {
         return Err(CliError::Usage(format!("--level {} is not in [0.5, 1)", args.level)));
     }
     let dirs: Vec<&Path> = args.dirs.iter().map(PathBuf::as_path).collect();
-    let c = compare_dirs(&dirs, args.level, args.resamples)?;
+    let how = match args.resampling {
+        CompareResampling::Blocks => Resampling::Blocks,
+        CompareResampling::Independent => Resampling::Independent,
+    };
+    let c = compare_dirs(&dirs, args.level, args.resamples, how)?;
     if let Some(out) = &args.plots {
         experiment::compare::plots(&dirs, out)?;
     }
