@@ -203,8 +203,15 @@ fn print_points(plan: &ExperimentPlan, f: &analysis::Findings) {
             m("request_throughput"),
             m(lat),
             r.status,
-            if r.pareto { "  (Pareto)" } else { "" }
+            match analysis::pareto_shown(r).as_str() {
+                "" => String::new(),
+                "yes" => "  (Pareto)".into(),
+                tie => format!("  (Pareto, {tie})"),
+            }
         );
+    }
+    for n in &f.notes {
+        outln!("{n}");
     }
 }
 
