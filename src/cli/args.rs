@@ -56,7 +56,10 @@ pub(crate) enum Command {
     #[command(after_help = EXIT_CODES)]
     Experiment(ExperimentArgs),
     /// Put runs or experiment points side by side: each difference with a bootstrap
-    /// confidence interval and a verdict.
+    /// confidence interval and a verdict (better, worse, no significant difference, or
+    /// inconclusive: a run's client fell behind, its send delay p99 above max(10 ms, 5% of the
+    /// median TTFT)). The exit code says whether the comparison was made (0), not what it
+    /// found: an inconclusive verdict exits 0 too; read `verdict` and `why` in `-o json`.
     #[command(after_help = EXIT_CODES)]
     Compare(CompareArgs),
     /// Delete what benchflow left in a Kubernetes namespace (found by label), e.g. after a crash.
