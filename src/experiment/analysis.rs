@@ -462,7 +462,16 @@ fn mark_pareto(rows: &mut [Row]) {
 /// What people should know before trusting a row: each point whose client fell behind, and a
 /// rate sweep whose latency falls as the rate rises next to such a point.
 fn notes(plan: &ExperimentPlan, rows: &[Row]) -> Vec<String> {
-    let lat = &plan.file.spec.analysis.latency;
+    let rate = plan
+        .factors
+        .iter()
+        .map(|(f, _)| f.as_str())
+        .find(|f| f.starts_with("workload.stages.") && f.ends_with(".rate"));
+    notes_of(rows, &plan.file.spec.analysis.latency, rate)
+}
+
+/// [`notes`] of `rows`, for the latency `lat` and the rate factor `rate` (if any).
+fn notes_of(rows: &[Row], lat: &str, rate: Option<&str>) -> Vec<String> {
     let mut out = Vec::new();
     for r in rows {
         if let Some(h) = r.health.as_ref().filter(|h| h.fell_behind) {
@@ -472,12 +481,7 @@ fn notes(plan: &ExperimentPlan, rows: &[Row]) -> Vec<String> {
             ));
         }
     }
-    let Some(rate) = plan
-        .factors
-        .iter()
-        .map(|(f, _)| f)
-        .find(|f| f.starts_with("workload.stages.") && f.ends_with(".rate"))
-    else {
+    let Some(rate) = rate else {
         return out;
     };
     // Each line of the sweep: the other factors and the stage equal, by rate.
@@ -996,6 +1000,63 @@ mod tests {
         // A real trade-off stays: more throughput beyond the noise, at a higher latency.
         let m = [point(14.0, 860.0, 58.0, 52.0, 66.0), point(28.0, 1700.0, 400.0, 380.0, 420.0)];
         assert_eq!(pareto(&m), [Some(vec![]), Some(vec![])]);
+    }
+
+    /// A measured row of a rate sweep: its rate, latency and send-delay p99.
+    fn swept(point: &str, rate: f64, p99: f64, delay: f64) -> Row {
+        let limit = compare::send_delay_limit_ms(20.0);
+        Row {
+            point: point.into(),
+            name: String::new(),
+            stack: "s1".into(),
+            status: "done".into(),
+            values: vec![("workload.stages.0.rate".into(), serde_json::json!(rate))],
+            stage: 1,
+            stage_label: String::new(),
+            metrics: BTreeMap::from([("p99_ttft_ms".to_string(), p99)]),
+            error_rate: 0.0,
+            meets_slo: None,
+            pareto: false,
+            pareto_tied_with: Vec::new(),
+            noisy: None,
+            health: Some(Health {
+                stage: 1,
+                send_delay_p99_ms: delay,
+                late_sends: 0,
+                requests: 100,
+                limit_ms: limit,
+                fell_behind: delay > limit,
+                not_judged: None,
+            }),
+            prefix_cache_hit_rate: None,
+            stable: None,
+        }
+    }
+
+    #[test]
+    fn a_client_that_fell_behind_is_a_warning_and_explains_a_non_monotonic_sweep() {
+        let rate = Some("workload.stages.0.rate");
+        // p002's client stalled: its p99 is above p003's at a higher rate.
+        let rows = [
+            swept("p001", 10.0, 50.0, 0.8),
+            swept("p002", 20.0, 300.0, 25.0),
+            swept("p003", 30.0, 80.0, 0.9),
+        ];
+        let n = notes_of(&rows, "p99_ttft_ms", rate);
+        assert_eq!(n.len(), 2, "{n:?}");
+        assert!(
+            n[0].starts_with("warning: the client fell behind in p002 stage 1 (send delay p99 25.0 ms"),
+            "{n:?}"
+        );
+        assert!(
+            n[1].contains("falls from 300.00 at rate 20 (p002) to 80.00 at rate 30 (p003)")
+                && n[1].contains("the client of p002 fell behind"),
+            "{n:?}"
+        );
+        // Healthy clients: nothing to say, even with noise in the sweep.
+        let rows =
+            [swept("p001", 10.0, 50.0, 0.8), swept("p002", 20.0, 90.0, 1.0), swept("p003", 30.0, 80.0, 0.9)];
+        assert!(notes_of(&rows, "p99_ttft_ms", rate).is_empty());
     }
 
     #[test]
