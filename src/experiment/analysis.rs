@@ -579,7 +579,9 @@ fn write_points_csv(path: &Path, plan: &ExperimentPlan, rows: &[Row]) -> Result<
 fn charts(plan: &ExperimentPlan, rows: &[Row], dir: &Path) -> Result<Vec<String>, ExperimentError> {
     let measured: Vec<&Row> = rows.iter().filter(|r| !r.metrics.is_empty()).collect();
     let mut drawn = Vec::new();
-    for c in [curves(plan, &measured), pareto_chart(plan, &measured)] {
+    let mut first = vec![curves(plan, &measured), pareto_chart(plan, &measured)];
+    first.extend(about_charts(plan, &measured));
+    for c in first {
         if c.has_data() {
             plots::save(dir, &c)?;
             drawn.push(c.name.clone());
@@ -654,9 +656,65 @@ fn pareto_chart(plan: &ExperimentPlan, measured: &[&Row]) -> LineChart {
     if measured.iter().any(|r| r.meets_slo.is_some()) {
         p.series.push(("meets the SLOs".into(), slo));
     }
+    let behind = xy(|r| r.health.as_ref().is_some_and(|h| h.fell_behind));
+    if !behind.is_empty() {
+        p.series.push(("the client fell behind (a warning)".into(), behind));
+    }
+    // Ties on the front, named beside each point (`= p002`).
+    p.labels = measured
+        .iter()
+        .filter(|r| !r.pareto_tied_with.is_empty())
+        .filter_map(|r| {
+            Some((metric(r, thr)?, metric(r, lat)?, format!(" = {}", r.pareto_tied_with.join(" "))))
+        })
+        .collect();
     p.points = true;
     p.lines = false;
     p
+}
+
+/// What an experiment is about when it measured it: the prefix-cache hit rate against the
+/// chosen latency (router stacks), goodput against throughput, one line per stack (with SLOs).
+fn about_charts(plan: &ExperimentPlan, measured: &[&Row]) -> Vec<LineChart> {
+    let e = &plan.file.spec;
+    let (lat, thr) = (&e.analysis.latency, &e.analysis.throughput);
+    let mut hits = LineChart::new(
+        "prefix_cache_hit_rate",
+        format!("{lat} against the prefix-cache hit rate (engines behind the router), one line per stack"),
+        "prefix-cache hit rate (%)",
+        lat.clone(),
+    );
+    let mut good = LineChart::new(
+        "goodput",
+        format!(
+            "Goodput (requests/s meeting the SLOs: {}) against {thr}, one line per stack",
+            slo_text(plan)
+        ),
+        thr.clone(),
+        "request_goodput",
+    );
+    for s in &plan.stacks {
+        let of = |r: &&&Row| r.stack == s.id;
+        let mut h: Vec<(f64, f64)> = measured
+            .iter()
+            .filter(of)
+            .filter_map(|r| Some((r.prefix_cache_hit_rate? * 100.0, metric(r, lat)?)))
+            .collect();
+        h.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut g: Vec<(f64, f64)> = measured
+            .iter()
+            .filter(of)
+            .filter_map(|r| Some((metric(r, thr)?, metric(r, "request_goodput")?)))
+            .collect();
+        g.sort_by(|a, b| a.0.total_cmp(&b.0));
+        hits.series.push((s.id.clone(), h));
+        good.series.push((s.id.clone(), g));
+    }
+    hits.points = true;
+    hits.lines = false;
+    good.points = true;
+    good.diagonal = thr == "request_throughput";
+    vec![hits, good]
 }
 
 /// Overlaid TTFT and E2EL CDFs, one line per point (the first 12 when there are more).
