@@ -941,11 +941,16 @@ fn a_a_calibration_twenty_pairs_of_one_configuration_are_rarely_called_different
     // Kept where a person can read the figures (docs/experiments.md quotes a run).
     std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("aa-calibration.txt"), &report)
         .unwrap();
+    // The promise is ~1 in 20 per statistic. Asserted loosely enough that a calibrated method
+    // passes (at a true 5%, 20 pairs give 5 or more significant 0.3% of the time, 100 tests 13
+    // or more 0.2%), tightly enough that resampling request by request (17–21% here) fails
+    // the pooled bound all but ~4% of the time. Successive points also meet the machine's
+    // changing load, which no resampling of one run can see: the rate here is 5–9%.
     let blocks = &counts[1].1;
+    let pooled: usize = blocks.iter().map(|c| c.0).sum();
+    assert!(pooled <= 12, "{pooled} of 100 A/A tests significant by blocks\n{report}");
     for ((metric, stat), (sig, inc)) in AA_HEADLINE.iter().zip(blocks) {
-        // At a true 5%, 20 pairs give 0–1 significant 74% of the time and 0–2 92%; one more
-        // than the expected one is allowed, so that a calibrated method passes.
-        assert!(*sig <= 2, "{stat} {metric}: {sig} of 20 A/A pairs significant\n{report}");
+        assert!(*sig <= 4, "{stat} {metric}: {sig} of 20 A/A pairs significant\n{report}");
         // Inconclusive pairs must stay rare: they must not hide significance.
         assert!(*inc <= 2, "{stat} {metric}: {inc} of 20 A/A pairs inconclusive\n{report}");
     }
