@@ -943,7 +943,7 @@ fn a_a_calibration_twenty_pairs_of_one_configuration_are_rarely_called_different
         .unwrap();
     // The promise is ~1 in 20 per statistic. Asserted loosely enough that a calibrated method
     // passes (at a true 5%, 20 pairs give 5 or more significant 0.3% of the time, 100 tests 13
-    // or more 0.2%), tightly enough that resampling request by request (17–21% here) fails
+    // or more 0.2%), tightly enough that resampling request by request (13–21% here) fails
     // the pooled bound all but ~4% of the time. Successive points also meet the machine's
     // changing load, which no resampling of one run can see: the rate here is 5–9%.
     let blocks = &counts[1].1;
