@@ -56,7 +56,10 @@ pub(crate) enum Command {
     #[command(after_help = EXIT_CODES)]
     Experiment(ExperimentArgs),
     /// Put runs or experiment points side by side: each difference with a bootstrap
-    /// confidence interval and a verdict.
+    /// confidence interval and a verdict (better, worse, no significant difference, or
+    /// inconclusive: a run's client fell behind, its send delay p99 above max(10 ms, 5% of the
+    /// median TTFT)). The exit code says whether the comparison was made (0), not what it
+    /// found: an inconclusive verdict exits 0 too; read `verdict` and `why` in `-o json`.
     #[command(after_help = EXIT_CODES)]
     Compare(CompareArgs),
     /// Delete what benchflow left in a Kubernetes namespace (found by label), e.g. after a crash.
@@ -205,6 +208,17 @@ pub(crate) struct CompareArgs {
     /// Write the overlaid charts here (default: none).
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
+    /// How requests are resampled: `blocks` (contiguous blocks in send order: holds when
+    /// neighbours are correlated, as queueing makes them) or `independent` (request by request,
+    /// as before; too narrow under load, for comparison only).
+    #[arg(long, value_enum, default_value = "blocks")]
+    pub resampling: CompareResampling,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CompareResampling {
+    Blocks,
+    Independent,
 }
 
 /// The files and overrides of a run.

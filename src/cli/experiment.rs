@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::{
     CliError,
-    args::{CompareArgs, CompareFormat, ExperimentAction, ExperimentArgs},
+    args::{CompareArgs, CompareFormat, CompareResampling, ExperimentAction, ExperimentArgs},
     engine,
 };
+use crate::analysis::bootstrap::Resampling;
 use crate::experiment::{
     self, ExperimentError, analysis,
     compare::compare_dirs,
@@ -172,19 +173,23 @@ pub(crate) async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// One line per point and stage: its values and headline numbers.
+/// One line per point and stage: its values and headline numbers, its client's send delay
+/// p99 (`!` when it fell behind), goodput and the prefix-cache hit rate when measured.
 fn print_points(plan: &ExperimentPlan, f: &analysis::Findings) {
     let lat = &plan.file.spec.analysis.latency;
-    outln!(
-        "{:<6} {:<4} {:<40} {:>5} {:>10} {:>12} {:>7}",
-        "point",
-        "stack",
-        "values",
-        "stage",
-        "req/s",
-        lat,
-        "status"
+    let goodput = f.rows.iter().any(|r| r.metrics.contains_key("request_goodput"));
+    let hits = f.rows.iter().any(|r| r.prefix_cache_hit_rate.is_some());
+    let mut head = format!(
+        "{:<6} {:<4} {:<40} {:>5} {:>10} {:>12} {:>9}",
+        "point", "stack", "values", "stage", "req/s", lat, "client ms"
     );
+    if goodput {
+        head += &format!(" {:>9}", "goodput");
+    }
+    if hits {
+        head += &format!(" {:>11}", "prefix hits");
+    }
+    outln!("{head} {:>7}", "status");
     for r in &f.rows {
         let label = experiment::design::Point {
             id: r.point.clone(),
@@ -193,17 +198,40 @@ fn print_points(plan: &ExperimentPlan, f: &analysis::Findings) {
         }
         .label();
         let m = |k: &str| r.metrics.get(k).map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
-        outln!(
-            "{:<6} {:<4} {:<40} {:>5} {:>10} {:>12} {:>7}{}",
+        let client = r
+            .health
+            .as_ref()
+            .map(|h| format!("{:.1}{}", h.send_delay_p99_ms, if h.fell_behind { "!" } else { "" }))
+            .unwrap_or_else(|| "-".into());
+        let mut line = format!(
+            "{:<6} {:<4} {:<40} {:>5} {:>10} {:>12} {:>9}",
             r.point,
             r.stack,
             label,
             if r.metrics.is_empty() { "-".into() } else { r.stage.to_string() },
             m("request_throughput"),
             m(lat),
-            r.status,
-            if r.pareto { "  (Pareto)" } else { "" }
+            client
         );
+        if goodput {
+            line += &format!(" {:>9}", m("request_goodput"));
+        }
+        if hits {
+            let shown = r.prefix_cache_hit_rate.map(|v| format!("{:.1}%", v * 100.0));
+            line += &format!(" {:>11}", shown.unwrap_or_else(|| "-".into()));
+        }
+        outln!(
+            "{line} {:>7}{}",
+            r.status,
+            match analysis::pareto_shown(r).as_str() {
+                "" => String::new(),
+                "yes" => "  (Pareto)".into(),
+                tie => format!("  (Pareto, {tie})"),
+            }
+        );
+    }
+    for n in &f.notes {
+        outln!("{n}");
     }
 }
 
@@ -314,7 +342,11 @@ pub(crate) fn compare(args: CompareArgs) -> Result<(), CliError> {
         return Err(CliError::Usage(format!("--level {} is not in [0.5, 1)", args.level)));
     }
     let dirs: Vec<&Path> = args.dirs.iter().map(PathBuf::as_path).collect();
-    let c = compare_dirs(&dirs, args.level, args.resamples)?;
+    let how = match args.resampling {
+        CompareResampling::Blocks => Resampling::Blocks,
+        CompareResampling::Independent => Resampling::Independent,
+    };
+    let c = compare_dirs(&dirs, args.level, args.resamples, how)?;
     if let Some(out) = &args.plots {
         experiment::compare::plots(&dirs, out)?;
     }

@@ -1,9 +1,13 @@
 //! Runs side by side: each headline metric's difference from the baseline with a bootstrap
 //! confidence interval, and a verdict. Per-request metrics (TTFT, TPOT, E2EL, in ms, as vllm
-//! bench serve defines them) are resampled by request; throughput by 1-second window of the
-//! stage (completions per window). Percentile intervals of `B − A` from seeded resamples, so
-//! the same records give the same answer. `benchflow compare` and `compare: true` in an
-//! experiment use it.
+//! bench serve defines them), in the order the requests were sent, and throughput by 1-second
+//! window of the stage (completions per window) are resampled by circular blocks
+//! ([`bootstrap::Resampling::Blocks`]: neighbours are correlated by queueing), the throughput's
+//! interval at least as wide as the Poisson noise of the counts. Percentile intervals of
+//! `B − A` from seeded resamples, so the same records give the same answer. The client's own
+//! health ([`Health`]: how late it sent requests) is checked in each run: a stage where either
+//! client fell behind gets [`Verdict::Inconclusive`] for every metric. `benchflow compare` and
+//! `compare: true` in an experiment use it.
 
 use crate::workdir::layout;
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
@@ -12,12 +16,16 @@ use serde::Serialize;
 
 use super::{ExperimentError, plan::ExperimentPlan};
 use crate::{
-    analysis::bootstrap,
-    results::{Col, Reader},
+    analysis::{
+        bootstrap::{self, Resampling},
+        percentile,
+    },
+    results::{Col, Reader, RunInfo},
     workdir::runs::RunDirs,
 };
 
-/// What one stage of one run gives the comparison.
+/// What one stage of one run gives the comparison: the per-request metrics of the successful
+/// requests in the order they were sent.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Sample {
     pub ttft_ms: Vec<f64>,
@@ -25,6 +33,11 @@ pub(crate) struct Sample {
     pub e2el_ms: Vec<f64>,
     /// Successful completions in each whole second of the stage.
     pub per_second: Vec<f64>,
+    /// Sent − scheduled of every request of the stage (failed ones too), in ms.
+    pub send_delay_ms: Vec<f64>,
+    /// The stage caps requests in flight (`max_concurrency`): a request waiting for a slot is
+    /// sent late by design, so the send delay says nothing of the client's health.
+    pub waits_for_slots: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -33,6 +46,9 @@ pub(crate) enum Verdict {
     Better,
     Worse,
     NoSignificantDifference,
+    /// A client fell behind in either run of the stage (its [`Diff::why`] says which, by how
+    /// much): whatever the interval says, it measured the client as much as the server.
+    Inconclusive,
 }
 
 impl Verdict {
@@ -41,6 +57,61 @@ impl Verdict {
             Verdict::Better => "better",
             Verdict::Worse => "worse",
             Verdict::NoSignificantDifference => "no significant difference",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// A client fell behind when its send delay (sent − scheduled) had a p99 above
+/// [`SEND_DELAY_FLOOR_MS`] or [`SEND_DELAY_SHARE`] of the stage's median TTFT, whichever is
+/// larger (`docs/experiments.md`: calibrated on this machine's runs).
+pub(crate) const SEND_DELAY_FLOOR_MS: f64 = 10.0;
+/// See [`SEND_DELAY_FLOOR_MS`].
+pub(crate) const SEND_DELAY_SHARE: f64 = 0.05;
+/// A request sent this late or later counts as a late send.
+pub(crate) const LATE_SEND_MS: f64 = 10.0;
+
+/// The send-delay p99 above which a stage's client fell behind, for its median TTFT.
+pub(crate) fn send_delay_limit_ms(median_ttft_ms: f64) -> f64 {
+    if median_ttft_ms.is_finite() {
+        (SEND_DELAY_SHARE * median_ttft_ms).max(SEND_DELAY_FLOOR_MS)
+    } else {
+        SEND_DELAY_FLOOR_MS
+    }
+}
+
+/// The client's own health in one stage of one run: how late it sent the requests.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Health {
+    pub stage: u32,
+    /// p99 of sent − scheduled, ms.
+    pub send_delay_p99_ms: f64,
+    /// Requests sent [`LATE_SEND_MS`] or more after their scheduled time.
+    pub late_sends: usize,
+    pub requests: usize,
+    /// [`send_delay_limit_ms`] of the stage.
+    pub limit_ms: f64,
+    pub fell_behind: bool,
+    /// Why the send delay was not judged (a `max_concurrency` stage), when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_judged: Option<String>,
+}
+
+impl Health {
+    pub(crate) fn of(stage: u32, s: &Sample) -> Health {
+        let p99 = percentile::linear(&mut s.send_delay_ms.clone(), 0.99);
+        let limit = send_delay_limit_ms(percentile::linear(&mut s.ttft_ms.clone(), 0.5));
+        let not_judged = s
+            .waits_for_slots
+            .then(|| "max_concurrency: requests wait for a slot by design, so the send delay is not the client's health".to_string());
+        Health {
+            stage,
+            send_delay_p99_ms: p99,
+            late_sends: s.send_delay_ms.iter().filter(|d| **d >= LATE_SEND_MS).count(),
+            requests: s.send_delay_ms.len(),
+            limit_ms: limit,
+            fell_behind: not_judged.is_none() && p99.is_finite() && p99 > limit,
+            not_judged,
         }
     }
 }
@@ -63,8 +134,14 @@ pub(crate) struct Diff {
     pub relative_low: f64,
     pub relative_high: f64,
     pub verdict: Verdict,
+    /// Why the verdict is [`Verdict::Inconclusive`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
     pub n_baseline: usize,
     pub n_value: usize,
+    /// The block lengths the resampling used (1: value by value).
+    pub block_baseline: usize,
+    pub block_value: usize,
 }
 
 /// One run against the baseline.
@@ -73,17 +150,63 @@ pub(crate) struct Pair {
     pub baseline: String,
     pub other: String,
     pub diffs: Vec<Diff>,
+    /// Each stage's client health in either run.
+    pub baseline_health: Vec<Health>,
+    pub other_health: Vec<Health>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Comparison {
     pub level: f64,
     pub resamples: usize,
-    pub method: &'static str,
+    pub method: String,
     pub pairs: Vec<Pair>,
 }
 
-/// Reads the per-request samples of a work directory's latest results, by stage.
+impl Pair {
+    /// `other` against `baseline` (named as the user knows them): every difference, each
+    /// stage's client health, and every verdict of a stage where a client fell behind made
+    /// [`Verdict::Inconclusive`], saying in which run and by how much.
+    pub(crate) fn of(
+        (baseline, a): (&str, &BTreeMap<u32, Sample>),
+        (other, b): (&str, &BTreeMap<u32, Sample>),
+        level: f64,
+        resamples: usize,
+        how: Resampling,
+    ) -> Pair {
+        let health = |s: &BTreeMap<u32, Sample>| -> Vec<Health> {
+            s.iter()
+                .filter(|(k, _)| a.contains_key(k) && b.contains_key(k))
+                .map(|(k, x)| Health::of(*k, x))
+                .collect()
+        };
+        let (ha, hb) = (health(a), health(b));
+        let mut diffs = compare_samples(a, b, level, resamples, how);
+        for d in &mut diffs {
+            let behind: Vec<String> = [(baseline, &ha), (other, &hb)]
+                .iter()
+                .filter_map(|(name, hs)| {
+                    let h = hs.iter().find(|h| h.stage == d.stage && h.fell_behind)?;
+                    Some(format!("in run {name} (send delay p99 {:.1} ms)", h.send_delay_p99_ms))
+                })
+                .collect();
+            if !behind.is_empty() {
+                d.verdict = Verdict::Inconclusive;
+                d.why = Some(format!("the client fell behind {}", behind.join(" and ")));
+            }
+        }
+        Pair {
+            baseline: baseline.to_string(),
+            other: other.to_string(),
+            diffs,
+            baseline_health: ha,
+            other_health: hb,
+        }
+    }
+}
+
+/// Reads the per-request samples of a work directory's latest results, by stage, each in the
+/// order the requests were sent.
 pub(crate) fn samples(dir: &Path) -> Result<BTreeMap<u32, Sample>, ExperimentError> {
     let results = RunDirs::latest(dir).map(|r| r.results).unwrap_or_else(|| dir.join(layout::RESULTS));
     let path = results.join("requests.csv");
@@ -91,9 +214,12 @@ pub(crate) fn samples(dir: &Path) -> Result<BTreeMap<u32, Sample>, ExperimentErr
     let mut reader = Reader::open(&path).map_err(|e| bad(e.to_string()))?;
     let mut out: BTreeMap<u32, Sample> = BTreeMap::new();
     let mut ends: BTreeMap<u32, (f64, f64, Vec<f64>)> = BTreeMap::new();
+    // (sent, ttft, e2el, tpot) of each successful request, by stage, to be put in send order.
+    type Done = (f64, f64, f64, Option<f64>);
+    let mut done: BTreeMap<u32, Vec<Done>> = BTreeMap::new();
     // A row whose stage or times are bad is an error (as in the analysis: the times are at
     // most a week, so the per-second bins below are bounded); one that failed or got no token
-    // counts in its stage's span only.
+    // counts in its stage's span and send delay only.
     while let Some(row) = reader.next_row().map_err(|e| bad(e.to_string()))? {
         let at = |e: String| bad(format!("line {}: {e}", row.line()));
         let stage = row.stage().map_err(|e| at(e.to_string()))?;
@@ -102,6 +228,7 @@ pub(crate) fn samples(dir: &Path) -> Result<BTreeMap<u32, Sample>, ExperimentErr
             continue;
         }
         let (sent, end) = (times.sent, times.end);
+        out.entry(stage).or_default().send_delay_ms.push((sent - times.scheduled).max(0.0) * 1e3);
         let span = ends.entry(stage).or_insert((f64::INFINITY, 0.0, Vec::new()));
         span.0 = span.0.min(sent);
         span.1 = span.1.max(end);
@@ -112,13 +239,16 @@ pub(crate) fn samples(dir: &Path) -> Result<BTreeMap<u32, Sample>, ExperimentErr
             continue;
         }
         span.2.push(end);
-        let s = out.entry(stage).or_default();
-        s.ttft_ms.push((first - sent) * 1e3);
-        s.e2el_ms.push((last - sent) * 1e3);
         let tokens = row.count(Col::OutputTokens).unwrap_or(0);
-        if tokens > 1 {
-            s.tpot_ms.push((last - first) * 1e3 / (tokens - 1) as f64);
-        }
+        let tpot = (tokens > 1).then(|| (last - first) * 1e3 / (tokens - 1) as f64);
+        done.entry(stage).or_default().push((sent, (first - sent) * 1e3, (last - sent) * 1e3, tpot));
+    }
+    for (stage, mut rows) in done {
+        rows.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let s = out.entry(stage).or_default();
+        s.ttft_ms = rows.iter().map(|r| r.1).collect();
+        s.e2el_ms = rows.iter().map(|r| r.2).collect();
+        s.tpot_ms = rows.iter().filter_map(|r| r.3).collect();
     }
     for (stage, (start, end, done)) in ends {
         let whole = ((end - start).max(0.0)).floor() as usize;
@@ -131,16 +261,25 @@ pub(crate) fn samples(dir: &Path) -> Result<BTreeMap<u32, Sample>, ExperimentErr
         }
         out.entry(stage).or_default().per_second = bins;
     }
+    // The stages' loads, from run.json (a run without one is judged on its send delay).
+    let info: Option<RunInfo> =
+        std::fs::read(results.join("run.json")).ok().and_then(|t| serde_json::from_slice(&t).ok());
+    for w in info.iter().flat_map(|i| &i.stages) {
+        if let Some(s) = out.get_mut(&w.stage) {
+            s.waits_for_slots = w.label.contains("max_concurrency");
+        }
+    }
     Ok(out)
 }
 
 /// Every headline difference of `other` against `baseline`, stage by stage (stages present in
-/// both).
+/// both), each verdict from its interval alone ([`Pair::of`] adds the clients' health).
 pub(crate) fn compare_samples(
     baseline: &BTreeMap<u32, Sample>,
     other: &BTreeMap<u32, Sample>,
     level: f64,
     resamples: usize,
+    how: Resampling,
 ) -> Vec<Diff> {
     let mut out = Vec::new();
     for (stage, a) in baseline {
@@ -159,7 +298,18 @@ pub(crate) fn compare_samples(
                     continue;
                 }
                 let seed = 0xb0075 ^ (u64::from(*stage) << 16) ^ ((k as u64) << 8) ^ j as u64;
-                let (d, lo, hi) = bootstrap::difference(xa, xb, which, level, resamples, seed);
+                let i = bootstrap::difference(xa, xb, which, level, resamples, seed, how);
+                let (d, mut lo, mut hi) = (i.difference, i.low, i.high);
+                if metric == "request_throughput" && how == Resampling::Blocks && lo.is_finite() {
+                    // Completions per second are counts: the interval is at least as wide as
+                    // their Poisson noise (variance = mean), which a handful of windows cannot
+                    // show by resampling.
+                    let mean = |x: &Vec<f64>| x.iter().sum::<f64>() / x.len() as f64;
+                    let se = (mean(xa) / xa.len() as f64 + mean(xb) / xb.len() as f64).sqrt();
+                    let half = bootstrap::normal_quantile(0.5 + level / 2.0) * se;
+                    lo = lo.min(d - half);
+                    hi = hi.max(d + half);
+                }
                 let base = bootstrap::statistic(which, &mut xa.clone());
                 let value = bootstrap::statistic(which, &mut xb.clone());
                 let significant = lo.is_finite() && hi.is_finite() && (lo > 0.0 || hi < 0.0);
@@ -182,8 +332,11 @@ pub(crate) fn compare_samples(
                     relative_low: rel(lo),
                     relative_high: rel(hi),
                     verdict,
+                    why: None,
                     n_baseline: xa.len(),
                     n_value: xb.len(),
+                    block_baseline: i.block_a,
+                    block_value: i.block_b,
                 });
             }
         }
@@ -196,22 +349,37 @@ pub(crate) fn compare_dirs(
     dirs: &[&Path],
     level: f64,
     resamples: usize,
+    how: Resampling,
 ) -> Result<Comparison, ExperimentError> {
     let base = samples(dirs[0])?;
+    let name = dirs[0].display().to_string();
     let mut pairs = Vec::new();
     for d in &dirs[1..] {
         let other = samples(d)?;
-        pairs.push(Pair {
-            baseline: dirs[0].display().to_string(),
-            other: d.display().to_string(),
-            diffs: compare_samples(&base, &other, level, resamples),
-        });
+        pairs.push(Pair::of((&name, &base), (&d.display().to_string(), &other), level, resamples, how));
     }
-    Ok(Comparison { level, resamples, method: METHOD, pairs })
+    Ok(Comparison { level, resamples, method: method(how), pairs })
 }
 
-const METHOD: &str = "bootstrap percentile interval of other − baseline; per-request metrics resampled by \
-                      request, throughput by 1-s window";
+/// `Comparison.method`: how the intervals were made.
+fn method(how: Resampling) -> String {
+    match how {
+        Resampling::Blocks => {
+            "circular block bootstrap, percentile interval of other − baseline: per-request \
+                               metrics in send order and throughput by 1-s window, each resampled by blocks \
+                               of the Politis–White length (autocorrelation holds the interval); \
+                               throughput's interval at least its Poisson count noise; a stage whose \
+                               client fell behind (send delay p99 above max(10 ms, 5% of the median TTFT)) \
+                               is inconclusive"
+                .into()
+        }
+        Resampling::Independent => "bootstrap percentile interval of other − baseline; per-request metrics \
+                                    resampled by request as if independent, throughput by 1-s window; a \
+                                    stage whose client fell behind (send delay p99 above max(10 ms, 5% of \
+                                    the median TTFT)) is inconclusive"
+            .into(),
+    }
+}
 
 /// The factor an experiment's `compare: true` compares: the first, in file order, that takes
 /// two levels or more (each other level is compared against its first).
@@ -254,14 +422,16 @@ pub(crate) fn experiment_ab(plan: &ExperimentPlan, level: f64) -> Result<Compari
         for b in plan.points.iter().filter(|p| of(&p.point) != first && rest(&p.point) == rest(&a.point)) {
             let db = plan.root.join(layout::POINTS).join(&b.point.id);
             let Ok(sb) = samples(&db) else { continue };
-            pairs.push(Pair {
-                baseline: format!("{} {}", a.point.id, a.point.label()),
-                other: format!("{} {}", b.point.id, b.point.label()),
-                diffs: compare_samples(&sa, &sb, level, 2000),
-            });
+            pairs.push(Pair::of(
+                (&format!("{} {}", a.point.id, a.point.label()), &sa),
+                (&format!("{} {}", b.point.id, b.point.label()), &sb),
+                level,
+                2000,
+                Resampling::Blocks,
+            ));
         }
     }
-    Ok(Comparison { level, resamples: 2000, method: METHOD, pairs })
+    Ok(Comparison { level, resamples: 2000, method: method(Resampling::Blocks), pairs })
 }
 
 /// Overlaid TTFT and E2EL CDFs of the runs (each stage a line) into `out`.
@@ -339,8 +509,25 @@ impl Comparison {
                     pct(d.relative),
                     pct(d.relative_low),
                     pct(d.relative_high),
-                    d.verdict.as_str()
+                    match &d.why {
+                        Some(why) => format!("{}: {why}", d.verdict.as_str()),
+                        None => d.verdict.as_str().to_string(),
+                    }
                 );
+            }
+            for (name, hs) in [(&p.baseline, &p.baseline_health), (&p.other, &p.other_health)] {
+                for h in hs {
+                    let state = match (&h.not_judged, h.fell_behind) {
+                        (Some(why), _) => format!("not judged ({why})"),
+                        (None, true) => format!("FELL BEHIND (limit {:.1} ms)", h.limit_ms),
+                        (None, false) => format!("kept up (limit {:.1} ms)", h.limit_ms),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "client of {name}, stage {}: send delay p99 {:.1} ms, {} of {} requests sent ≥ {LATE_SEND_MS} ms late: {state}",
+                        h.stage, h.send_delay_p99_ms, h.late_sends, h.requests
+                    );
+                }
             }
             out.push('\n');
         }
@@ -413,10 +600,63 @@ mod tests {
                 ..Sample::default()
             },
         );
-        let d = compare_samples(&a, &b, 0.95, 1000);
+        let d = compare_samples(&a, &b, 0.95, 1000, Resampling::Blocks);
         let find = |m: &str, s: &str| d.iter().find(|x| x.metric == m && x.stat == s).unwrap();
         assert_eq!(find("ttft_ms", "mean").verdict, Verdict::Better, "lower latency is better");
         assert_eq!(find("request_throughput", "mean").verdict, Verdict::Worse, "lower throughput is worse");
         assert!(d.iter().all(|x| x.metric != "tpot_ms"), "no data, no row");
+    }
+
+    /// A stage of `n` requests: TTFT about 100 ms, sent `delay` ms late (each).
+    fn stage(n: usize, ttft: f64, delay: impl Fn(usize) -> f64, seed: u64) -> BTreeMap<u32, Sample> {
+        let s = Sample {
+            ttft_ms: normal(n, ttft, 5.0, seed),
+            send_delay_ms: (0..n).map(delay).collect(),
+            per_second: vec![10.0; n / 10],
+            ..Sample::default()
+        };
+        BTreeMap::from([(1, s)])
+    }
+
+    #[test]
+    fn a_client_that_fell_behind_makes_every_verdict_of_its_stage_inconclusive() {
+        // The baseline's client stalled: 3% of its requests went out 25 ms late. The other is
+        // 10% faster, which alone would be `better`.
+        let a = stage(300, 100.0, |i| if i % 33 == 0 { 25.0 } else { 0.3 }, 1);
+        let b = stage(300, 90.0, |_| 0.3, 2);
+        let p = Pair::of(("a", &a), ("b", &b), 0.95, 500, Resampling::Blocks);
+        assert!(p.baseline_health[0].fell_behind && !p.other_health[0].fell_behind, "{p:?}");
+        assert_eq!(p.baseline_health[0].send_delay_p99_ms, 25.0);
+        assert_eq!(p.baseline_health[0].limit_ms, 10.0, "max(10 ms, 5% of ~100 ms)");
+        for d in &p.diffs {
+            assert_eq!(d.verdict, Verdict::Inconclusive, "{d:?}");
+            assert_eq!(
+                d.why.as_deref(),
+                Some("the client fell behind in run a (send delay p99 25.0 ms)"),
+                "{d:?}"
+            );
+        }
+        let c =
+            Comparison { level: 0.95, resamples: 500, method: method(Resampling::Blocks), pairs: vec![p] };
+        let t = c.table();
+        assert!(t.contains("inconclusive: the client fell behind in run a (send delay p99 25.0 ms)"), "{t}");
+        assert!(t.contains("client of a, stage 1: send delay p99 25.0 ms, 10 of 300 requests"), "{t}");
+        // Both clients keeping up: the difference is found.
+        let a = stage(300, 100.0, |_| 0.3, 1);
+        let p = Pair::of(("a", &a), ("b", &b), 0.95, 500, Resampling::Blocks);
+        let ttft = p.diffs.iter().find(|d| d.metric == "ttft_ms" && d.stat == "median").unwrap();
+        assert_eq!((ttft.verdict, ttft.why.as_deref()), (Verdict::Better, None));
+        // The limit grows with the TTFT: 25 ms late against 1-s TTFTs is 2.5%, within 5%.
+        let slow = stage(300, 1000.0, |i| if i % 33 == 0 { 25.0 } else { 0.3 }, 1);
+        assert!(!Health::of(1, &slow[&1]).fell_behind);
+        // A busy but healthy client of this machine (the A/A calibration's worst, 5.8 ms) keeps up.
+        let busy = stage(300, 20.0, |i| if i % 50 == 0 { 5.8 } else { 0.5 }, 1);
+        assert!(!Health::of(1, &busy[&1]).fell_behind);
+        // A max_concurrency stage waits for slots by design: not judged.
+        let mut capped = a.clone();
+        capped.get_mut(&1).unwrap().send_delay_ms = vec![40.0; 300];
+        capped.get_mut(&1).unwrap().waits_for_slots = true;
+        let h = Health::of(1, &capped[&1]);
+        assert!(!h.fell_behind && h.not_judged.is_some(), "{h:?}");
     }
 }

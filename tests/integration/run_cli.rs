@@ -228,3 +228,55 @@ fn compare_refuses_resamples_beyond_the_limit_naming_it() {
         assert!(err.contains("--resamples") && err.contains("1000000"), "{n}: {err}");
     }
 }
+
+/// `requests.csv` of 200 requests at 20/s, TTFT 20 ms (+ `faster` less), each sent 0.3 ms late
+/// but every 20th `late_us` late.
+fn records(faster_us: u64, late_us: u64) -> String {
+    let header = benchflow_header();
+    let mut text = format!("{header}\n");
+    for i in 0..200u64 {
+        let scheduled = 100_000 + i * 50_000;
+        let sent = scheduled + if i % 20 == 7 { late_us } else { 300 };
+        let first = sent + 20_000 - faster_us + (i * 7919 % 13) * 100;
+        let (last, end) = (first + 30_000, first + 30_100);
+        text += &format!(
+            "1,{i},0,{scheduled},{sent},{first},{last},{end},4,10,4,usage,200,,,10000 10000 10000\n"
+        );
+    }
+    text
+}
+
+fn benchflow_header() -> &'static str {
+    "stage,index,warmup,scheduled_us,sent_us,first_token_us,last_token_us,end_us,chunks,prompt_tokens,output_tokens,tokens_source,status,error_kind,error,itl_us"
+}
+
+#[test]
+fn compare_of_a_run_whose_client_fell_behind_is_inconclusive_and_says_why_exit_0() {
+    let dir = TempDir::new("stalled");
+    for (name, faster, late) in [("a", 0, 25_000), ("b", 2_000, 300), ("c", 0, 300)] {
+        std::fs::create_dir_all(dir.0.join(name).join("results")).unwrap();
+        std::fs::write(dir.0.join(name).join("results/requests.csv"), records(faster, late)).unwrap();
+    }
+    let path = |n: &str| dir.0.join(n).display().to_string();
+    // a's client sent 5% of its requests 25 ms late: b's 10% faster TTFT is inconclusive.
+    let out = benchflow().args(["compare", &path("a"), &path("b"), "-o", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &c["pairs"][0];
+    assert_eq!(p["baseline_health"][0]["fell_behind"], true, "{p}");
+    assert_eq!(p["other_health"][0]["fell_behind"], false, "{p}");
+    for d in p["diffs"].as_array().unwrap() {
+        assert_eq!(d["verdict"], "inconclusive", "{d}");
+        let why = format!("the client fell behind in run {} (send delay p99 25.0 ms)", path("a"));
+        assert_eq!(d["why"], why.as_str(), "{d}");
+    }
+    // Two healthy clients: the same difference is found.
+    let out = benchflow().args(["compare", &path("c"), &path("b")]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !table.contains("inconclusive: "), "{table}");
+    assert!(
+        table.lines().any(|l| l.contains("ttft_ms") && l.contains("median") && l.ends_with("better")),
+        "{table}"
+    );
+    assert!(table.contains("kept up (limit 10.0 ms)"), "{table}");
+}
