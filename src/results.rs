@@ -287,7 +287,21 @@ impl Reader {
         match self.csv.read_byte_record(&mut self.row) {
             Ok(false) => Ok(None),
             Ok(true) => Ok(Some(Row(&self.row))),
-            Err(e) if matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) => Ok(None),
+            // A short last line is a write cut off (a crash, a full disk): the end of the
+            // records. Anywhere else a row with the wrong number of fields is a bad row.
+            Err(e) if matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) => {
+                let line = e.position().map_or(0, |p| p.line());
+                let mut next = csv::ByteRecord::new();
+                match self.csv.read_byte_record(&mut next) {
+                    Ok(false) => Ok(None),
+                    _ => Err(RecordsError::Read {
+                        path: self.path.clone(),
+                        why: format!(
+                            "line {line}: a row with the wrong number of fields, not at the end of the file"
+                        ),
+                    }),
+                }
+            }
             Err(e) => Err(RecordsError::Read { path: self.path.clone(), why: e.to_string() }),
         }
     }
@@ -599,6 +613,15 @@ mod tests {
         std::fs::write(dir.join("b.csv"), &text).unwrap();
         let mut rd = Reader::open(&dir.join("b.csv")).unwrap();
         assert!(rd.next_row().unwrap().is_some() && rd.next_row().unwrap().is_none());
+        // A short row with rows after it is a bad row, named by its line, not the end.
+        let whole = std::fs::read_to_string(&path).unwrap();
+        let row = whole.lines().nth(1).unwrap();
+        let short = row.rsplit_once(',').unwrap().0;
+        std::fs::write(dir.join("c.csv"), format!("{whole}{short}\n{row}\n")).unwrap();
+        let mut rd = Reader::open(&dir.join("c.csv")).unwrap();
+        assert!(rd.next_row().unwrap().is_some());
+        let err = rd.next_row().map(|r| r.is_some()).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("wrong number of fields"), "{err}");
         // Merging shifts the times of the second file by its offset, and nothing else.
         let n = merge_rows(&dir.join("m.csv"), &[(path.clone(), 0.0), (path.clone(), 500.0)]).unwrap();
         assert_eq!(n, 2);

@@ -170,12 +170,21 @@ pub struct Series {
 
 /// A CDF of `values` (seconds) in ms: exact below 2,000 values, else from a log-spaced
 /// histogram of 1,000 bins (O(n), plenty for a chart).
-/// How much a counter of the servers' `/metrics` grew over a run (summed over the servers
-/// scraped, from `results/server_metrics.csv`); None when it was not scraped.
-pub(crate) fn counter_growth(results: &std::path::Path, metric: &str) -> Option<f64> {
+/// How much a counter of the servers' `/metrics` (`results/server_metrics.csv`, summed over
+/// the servers) grew over `[from, to]` (seconds on the run's clock, the records'):
+/// from the last scrape at or before `from` to the first at or after `to` (the nearest ends
+/// when none), so that it covers the interval whole. None when it was not scraped.
+pub(crate) fn counter_growth_within(
+    results: &std::path::Path,
+    metric: &str,
+    from: f64,
+    to: f64,
+) -> Option<f64> {
     let all = read::combine(&read::read_server_metrics(results));
     let s = all.get(metric)?;
-    Some((s.last()?.1 - s.first()?.1).max(0.0))
+    let start = s.iter().rev().find(|p| p.0 <= from).or(s.first())?;
+    let end = s.iter().find(|p| p.0 >= to).or(s.last())?;
+    Some((end.1 - start.1).max(0.0))
 }
 
 pub(crate) fn cdf(values: &[f64]) -> Cdf {
@@ -249,6 +258,30 @@ pub fn analyze(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysi
 
 #[cfg(test)]
 mod tests {
+    /// A stage's preemptions are those of its own interval, not the run's (a warm-up or an
+    /// earlier stage that preempted is not charged to it), covering the interval whole.
+    #[test]
+    fn a_counter_grows_by_what_it_gained_within_the_interval() {
+        let dir = std::env::temp_dir().join(format!("bf-counter-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rows: String =
+            [(0.0, 0.0), (2.0, 107.0), (4.0, 107.0), (6.0, 120.0), (8.0, 217.0), (10.0, 217.0)]
+                .iter()
+                .map(|(t, v)| format!("{t},vllm:num_preemptions_total,,{v},endpoint\n"))
+                .collect();
+        std::fs::write(dir.join("server_metrics.csv"), format!("t_s,metric,labels,value,target\n{rows}"))
+            .unwrap();
+        let within = |a, b| super::counter_growth_within(&dir, "vllm:num_preemptions_total", a, b);
+        assert_eq!(within(3.0, 4.0), Some(0.0), "from the scrape at 2 s to the one at 4 s");
+        assert_eq!(within(3.0, 4.5), Some(13.0), "to the scrape at 6 s, which covers 4.5 s");
+        assert_eq!(within(2.5, 3.5), Some(0.0));
+        assert_eq!(within(4.0, 7.0), Some(110.0), "from 4 s to 8 s");
+        assert_eq!(within(f64::NEG_INFINITY, f64::INFINITY), Some(217.0));
+        assert_eq!(within(-1.0, 99.0), Some(217.0));
+        assert_eq!(super::counter_growth_within(&dir, "vllm:other", 0.0, 1.0), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_replica_s_share_is_what_its_counters_grew_by() {
         let series = BTreeMap::from([

@@ -409,6 +409,13 @@ fn rows(plan: &ExperimentPlan, state: &ExpState) -> Vec<Row> {
                 .as_object()
                 .map(|m| m.iter().filter_map(|(k, v)| v.as_f64().map(|f| (k.clone(), f))).collect())
                 .unwrap_or_default();
+            // Nothing completed: no latency was measured (the zeros of an empty summary are
+            // not 0 ms), so none is shown and the point is on no front.
+            let metrics = if st.completed == 0 {
+                metrics.into_iter().filter(|(k, _)| !k.ends_with("_ms")).collect()
+            } else {
+                metrics
+            };
             let total = (st.completed + st.failed) as f64;
             let meets_slo = slo_defined.then(|| {
                 let good = st.request_goodput.unwrap_or(0.0);
@@ -426,7 +433,7 @@ fn rows(plan: &ExperimentPlan, state: &ExpState) -> Vec<Row> {
             let (y_low, y_high) = latency_interval(&e.analysis.latency, y, &metrics, sample, z);
             rows.push(Row {
                 stable,
-                noisy: Some(Noisy { x, x_half, y, y_low, y_high }),
+                noisy: (st.completed > 0).then_some(Noisy { x, x_half, y, y_low, y_high }),
                 health: sample.map(|s| Health::of(st.stage, s)),
                 prefix_cache_hit_rate: (queries > 0.0).then(|| hits / queries),
                 stage: st.stage,

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::search::{Trial, Verdict, expected, stage_index};
 use crate::{
-    analysis::{StatsDoc, percentile},
+    analysis::{StatsDoc, counter_growth_within, percentile},
     results::{Col, Reader},
     spec::experiment::{Objective, Search},
     workdir::runs::RunDirs,
@@ -38,10 +38,19 @@ pub(super) fn trial(dir: &Path, s: &Search, slo_defined: bool, n: usize, x: f64,
         request_throughput: st.request_throughput,
         goodput: st.request_goodput,
         duration: st.duration,
-        preemptions: crate::analysis::counter_growth(&run.results, "vllm:num_preemptions_total"),
+        preemptions: None,
+    };
+    let pace = pace(&run.results, st.stage);
+    // The measured stage's own preemptions (not the warm-up's or another stage's): from its
+    // first send to its last completion.
+    let stats = Measured {
+        preemptions: pace.and_then(|p| {
+            counter_growth_within(&run.results, "vllm:num_preemptions_total", p.first_sent, p.last_end)
+        }),
+        ..stats
     };
     let point = t.point.clone();
-    judge(s, slo_defined, n, x, repeat, &point, &stats, pace(&run.results, st.stage))
+    judge(s, slo_defined, n, x, repeat, &point, &stats, pace)
 }
 
 /// What a trial's measured stage gave, from its statistics and the servers' counters.
@@ -288,6 +297,9 @@ pub(super) struct Pace {
     noise: f64,
     /// From the first send to the last.
     seconds: f64,
+    /// The stage's first send and last completion, on the run's clock (s).
+    pub(super) first_sent: f64,
+    pub(super) last_end: f64,
 }
 
 impl Pace {
@@ -365,6 +377,8 @@ pub(super) fn pace_of(mut sent_all: Vec<f64>, mut ok: Vec<(f64, f64, f64)>) -> O
         latency_ms: latency * 1e3,
         noise,
         seconds: s1 - s0,
+        first_sent: s0,
+        last_end: ok.iter().map(|r| r.1).fold(s1, f64::max),
     })
 }
 
@@ -417,6 +431,8 @@ mod tests {
             latency_ms: 10.0,
             noise: 0.01,
             seconds: 5.0,
+            first_sent: 0.0,
+            last_end: 5.0,
         };
         let mut t = unmeasured(Path::new("p001"), 1, 16.0, 0);
         kept_pace(&mut t, pace(24.0));

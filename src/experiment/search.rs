@@ -490,9 +490,15 @@ pub(crate) fn conclude(s: &Search, trials: Vec<Trial>) -> Outcome {
     out.answer = lo;
     let what = if s.objective == Objective::MaxStableRate { "stable" } else { "within the SLOs" };
     out.says = match (lo, hi) {
-        (Some(lo), None) => format!(
+        (Some(lo), None) if lo >= s.to => format!(
             "{what} up to the top of the range: {} = {lo} passed and nothing tried failed (the answer may be higher)",
             s.factor
+        ),
+        (Some(lo), None) => format!(
+            "{what} at least up to {} = {lo}: nothing tried failed, and the {} ran out before anything above it was tried \
+             (the answer is at least {lo})",
+            s.factor,
+            if out_of_time(s, &trials) { "time budget" } else { "trial budget" }
         ),
         (None, Some(hi)) => match trials.iter().find(|t| t.x == hi) {
             Some(t) => format!("not {what} even at {} = {hi}, the lowest value tried: {}", s.factor, t.why),
@@ -740,6 +746,13 @@ mod tests {
         assert_eq!(trials.len(), 3);
         let o = conclude(&s, trials);
         assert!(o.says.contains("the time budget (12 s of stages) ran out"), "{}", o.says);
+        // Out of time before anything failed: not "stable up to the top of the range".
+        let s = search("search: { factor: workload.stages.0.rate, from: 1, to: 200, time_budget: 4s }\n");
+        let only = vec![oracle(&s, 50.0, 0.9, 14.0, 1, 0)];
+        assert_eq!(decide(&s, &only), Decision::Done);
+        let o = conclude(&s, only);
+        assert!(o.says.contains("at least up to") && o.says.contains("time budget ran out"), "{}", o.says);
+        assert!(!o.says.contains("top of the range"), "{}", o.says);
     }
 
     #[test]
