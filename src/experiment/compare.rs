@@ -68,6 +68,9 @@ impl Verdict {
 pub(crate) const SEND_DELAY_FLOOR_MS: f64 = 10.0;
 /// See [`SEND_DELAY_FLOOR_MS`].
 pub(crate) const SEND_DELAY_SHARE: f64 = 0.05;
+/// Fewer successful requests than this in either run make a per-request metric's verdict
+/// inconclusive (a bootstrap of a handful of values gives intervals too narrow to trust).
+pub(crate) const MIN_REQUESTS: usize = 20;
 /// A request sent this late or later counts as a late send.
 pub(crate) const LATE_SEND_MS: f64 = 10.0;
 
@@ -313,11 +316,21 @@ pub(crate) fn compare_samples(
                 let base = bootstrap::statistic(which, &mut xa.clone());
                 let value = bootstrap::statistic(which, &mut xb.clone());
                 let significant = lo.is_finite() && hi.is_finite() && (lo > 0.0 || hi < 0.0);
-                let verdict = match (significant, d > 0.0, higher_better) {
-                    (false, _, _) => Verdict::NoSignificantDifference,
-                    (true, up, hb) if up == hb => Verdict::Better,
+                // A handful of requests gives a bootstrap interval too narrow to trust.
+                let few = metric != "request_throughput" && xa.len().min(xb.len()) < MIN_REQUESTS;
+                let verdict = match (few, significant, d > 0.0, higher_better) {
+                    (true, ..) => Verdict::Inconclusive,
+                    (_, false, _, _) => Verdict::NoSignificantDifference,
+                    (_, true, up, hb) if up == hb => Verdict::Better,
                     _ => Verdict::Worse,
                 };
+                let why = few.then(|| {
+                    format!(
+                        "too few requests to judge: {} and {} (at least {MIN_REQUESTS} each)",
+                        xa.len(),
+                        xb.len()
+                    )
+                });
                 let rel = |x: f64| if base != 0.0 { x / base } else { f64::NAN };
                 out.push(Diff {
                     stage: *stage,
@@ -332,7 +345,7 @@ pub(crate) fn compare_samples(
                     relative_low: rel(lo),
                     relative_high: rel(hi),
                     verdict,
-                    why: None,
+                    why,
                     n_baseline: xa.len(),
                     n_value: xb.len(),
                     block_baseline: i.block_a,
@@ -356,7 +369,19 @@ pub(crate) fn compare_dirs(
     let mut pairs = Vec::new();
     for d in &dirs[1..] {
         let other = samples(d)?;
-        pairs.push(Pair::of((&name, &base), (&d.display().to_string(), &other), level, resamples, how));
+        let pair = Pair::of((&name, &base), (&d.display().to_string(), &other), level, resamples, how);
+        if pair.diffs.is_empty() {
+            return Err(ExperimentError::State {
+                path: d.display().to_string(),
+                why: format!(
+                    "nothing to compare with {name}: no measured stage in common (stages {:?} and {:?}), \
+                     or no request completed",
+                    base.keys().collect::<Vec<_>>(),
+                    other.keys().collect::<Vec<_>>()
+                ),
+            });
+        }
+        pairs.push(pair);
     }
     Ok(Comparison { level, resamples, method: method(how), pairs })
 }
@@ -578,6 +603,28 @@ mod tests {
     fn normal(n: usize, mean: f64, sd: f64, seed: u64) -> Vec<f64> {
         let mut r = Rng::new(seed);
         (0..n).map(|_| mean + sd * r.normal()).collect()
+    }
+
+    /// Three requests a side: a bootstrap would call 10/12/14 against 13/15/17 ms "worse"
+    /// with a narrow interval; too few to judge, and said so.
+    #[test]
+    fn a_handful_of_requests_is_inconclusive_and_says_why() {
+        let sample = |ttft: &[f64]| {
+            BTreeMap::from([(
+                1,
+                Sample { ttft_ms: ttft.to_vec(), per_second: vec![3.0], ..Sample::default() },
+            )])
+        };
+        let d = compare_samples(
+            &sample(&[10.0, 12.0, 14.0]),
+            &sample(&[13.0, 15.0, 17.0]),
+            0.95,
+            1000,
+            Resampling::Blocks,
+        );
+        let mean = d.iter().find(|x| x.metric == "ttft_ms" && x.stat == "mean").unwrap();
+        assert_eq!(mean.verdict, Verdict::Inconclusive);
+        assert_eq!(mean.why.as_deref(), Some("too few requests to judge: 3 and 3 (at least 20 each)"));
     }
 
     #[test]
