@@ -407,8 +407,8 @@ impl Row<'_> {
     }
 
     /// The row's times, checked: scheduled, sent and end present, the first and last token
-    /// either absent or times, a request sent no later than it ended, its first token no later
-    /// than its last.
+    /// either absent or times, a request sent no later than it ended nor than its first token
+    /// (within 1 ms), its first token no later than its last.
     pub(crate) fn times(&self) -> Result<Times, BadTimes> {
         let t = Times {
             scheduled: self.secs(Col::ScheduledUs)?,
@@ -419,6 +419,16 @@ impl Row<'_> {
         };
         if t.sent > t.end {
             return Err(BadTimes::Order { earlier: Col::SentUs, a: t.sent, later: Col::EndUs, b: t.end });
+        }
+        // A first token before the send (beyond a millisecond of clock rounding in a
+        // converted file) would be a negative TTFT.
+        if let Some(first) = t.first.filter(|f| *f < t.sent - 1e-3) {
+            return Err(BadTimes::Order {
+                earlier: Col::SentUs,
+                a: t.sent,
+                later: Col::FirstTokenUs,
+                b: first,
+            });
         }
         if let (Some(first), Some(last)) = (t.first, t.last)
             && first > last
@@ -718,7 +728,8 @@ mod tests {
              1,3,0,nan,-10,,,1e18,0,1,0,usage,0,connect,,\n\
              1,4,0,0,50,,,40,0,1,0,usage,0,connect,,\n\
              1,5,0,0,10,30,20,40,16777217,1,3,usage,200,,,\n\
-             1,6,0,0,10,,,604800000000,16777216,1,0,usage,0,connect,,\n",
+             1,6,0,0,10,,,604800000000,16777216,1,0,usage,0,connect,,\n\
+             1,7,0,0,5000,2000,3000,6000,3,1,3,usage,200,,,\n",
         );
         let row = rd.next_row().unwrap().unwrap();
         let t = row.times().unwrap();
@@ -741,6 +752,12 @@ mod tests {
         let row = rd.next_row().unwrap().unwrap();
         assert_eq!(row.times().map(|t| (t.first, t.end)), Ok((None, crate::units::Secs::MAX)));
         assert_eq!(row.count(Col::Chunks), Ok(MAX_COUNT));
+        // A first token 3 ms before the send: a negative TTFT.
+        let row = rd.next_row().unwrap().unwrap();
+        assert!(matches!(
+            row.times(),
+            Err(BadTimes::Order { earlier: Col::SentUs, later: Col::FirstTokenUs, .. })
+        ));
     }
 
     #[test]

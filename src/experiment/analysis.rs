@@ -299,6 +299,15 @@ fn with_trials(plan: &ExperimentPlan) -> Result<(ExperimentPlan, Option<search::
         return Ok((with_trials, None));
     };
     let o = search_record(&plan.root);
+    let record = plan.root.join("analysis/search.json");
+    if o.is_none() && record.exists() {
+        // The trials are found from the record: without it the analysis shows none of them.
+        errln!(
+            "warning: {} is not a search record benchflow can read: the search's trials are left out of this analysis \
+             (run the experiment again to rewrite it)",
+            record.display()
+        );
+    }
     for t in o.iter().flat_map(|o| &o.trials) {
         let point = super::design::Point {
             id: t.point.clone(),
