@@ -31,6 +31,7 @@ pub(super) fn trial(dir: &Path, s: &Search, slo_defined: bool, n: usize, x: f64,
         t.why = "the stage was not measured".into();
         return t;
     };
+    let pace = pace(&run.results, st.stage);
     let stats = Measured {
         keys: serde_json::to_value(st).unwrap_or_default(),
         completed: st.completed,
@@ -38,16 +39,11 @@ pub(super) fn trial(dir: &Path, s: &Search, slo_defined: bool, n: usize, x: f64,
         request_throughput: st.request_throughput,
         goodput: st.request_goodput,
         duration: st.duration,
-        preemptions: None,
-    };
-    let pace = pace(&run.results, st.stage);
-    // The measured stage's own preemptions (not the warm-up's or another stage's): from its
-    // first send to its last completion.
-    let stats = Measured {
+        // The measured stage's own preemptions (not the warm-up's or another stage's): from
+        // its first send to its last completion.
         preemptions: pace.and_then(|p| {
             counter_growth_within(&run.results, "vllm:num_preemptions_total", p.first_sent, p.last_end)
         }),
-        ..stats
     };
     let point = t.point.clone();
     judge(s, slo_defined, n, x, repeat, &point, &stats, pace)

@@ -207,12 +207,6 @@ pub(crate) fn truly_stable(case: &Case, x: f64, secs: f64, seed: u64) -> bool {
     measure::pace_of(sent, ok).is_some_and(|p| p.stable_truth())
 }
 
-/// The largest value of `grid` (ascending, its first value known stable) stable for every
-/// seed, with every value below it stable too.
-pub(crate) fn truth_from(case: &Case, grid: &[f64], secs: f64, seeds: u64) -> Option<f64> {
-    truth(case, grid, secs, seeds)
-}
-
 /// The largest value of `grid` (ascending) stable for every seed, with every value below it
 /// stable too.
 pub(crate) fn truth(case: &Case, grid: &[f64], secs: f64, seeds: u64) -> Option<f64> {
@@ -381,7 +375,7 @@ mod tests {
             let coarse: Vec<f64> = (0..100).map(|i| 1.0 + 0.2 * f64::from(i)).collect();
             let truth = truth(&case, &coarse, 900.0, 3).and_then(|t| {
                 let fine: Vec<f64> = (0..=20).map(|i| t + 0.01 * f64::from(i)).collect();
-                truth_from(&case, &fine, 900.0, 3)
+                truth(&case, &fine, 900.0, 3)
             });
             println!("{}: truth {truth:?}", case.name);
             for seed in 1..=10 {
