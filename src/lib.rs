@@ -93,9 +93,7 @@ pub use spec::{from_yaml, pipeline::Pipeline, workload::Slo, workload::Workload}
 pub use plan::compile;
 
 /// The built-in load generator, its records and their analysis.
-pub use analysis::{
-    Analysis, Convention, Dirs, analyze, benchmark_report::validate as validate_benchmark_report,
-};
+pub use analysis::{Analysis, Convention, Dirs, analyze};
 pub use loadgen::{Options as LoadOptions, run as run_load};
 pub use results::{HEADER, RunInfo};
 pub use rng::Rng;

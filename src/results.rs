@@ -551,6 +551,10 @@ pub struct RunInfo {
     /// An external harness: the tool, its version, and where its records came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub harness: Option<String>,
+    /// The server's version as its `/version` answered when the run started (vLLM and the
+    /// simulator answer; a router or another server may not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
 }
 
 impl RunInfo {
@@ -569,6 +573,7 @@ impl RunInfo {
             server_metrics_error: None,
             gpu: None,
             harness: None,
+            server_version: None,
         }
     }
 }

@@ -39,6 +39,9 @@ pub(super) struct Acc {
     pub(super) estimated: u64,
     pub(super) input_tokens: u64,
     pub(super) output_tokens: u64,
+    /// Prompt and output tokens of each completed request.
+    pub(super) input_lens: Vec<f64>,
+    pub(super) output_lens: Vec<f64>,
     pub(super) ttft: Vec<f64>,
     pub(super) tpot: Vec<f64>,
     pub(super) e2el: Vec<f64>,
@@ -84,6 +87,8 @@ pub(super) fn accumulate(acc: &mut Acc, r: &Request, gaps: &[f64], slo: &Slo) {
     acc.estimated += u64::from(r.estimated);
     acc.input_tokens += r.prompt_tokens;
     acc.output_tokens += r.output_tokens;
+    acc.input_lens.push(r.prompt_tokens as f64);
+    acc.output_lens.push(r.output_tokens as f64);
     let ttft = first - r.sent;
     let e2el = last - r.sent;
     let n = r.output_tokens;
@@ -271,6 +276,8 @@ pub(super) fn finish(stage: u32, mut acc: Acc, convention: Convention, slo: &Slo
         itl,
         e2el,
         client_queue: ms(stats::vllm(&mut acc.queue)),
+        input_len: stats::vllm(&mut acc.input_lens),
+        output_len: stats::vllm(&mut acc.output_lens),
         gpu: None,
     }
 }

@@ -78,6 +78,9 @@ pub struct StageStats {
     /// Scheduled → sent: waiting for a `max_concurrency` slot (vllm's client queue time), plus
     /// timer lateness and connection setup. Reported as `client_queue_time` in stats.json.
     pub client_queue: Summary,
+    /// Prompt and output tokens per completed request (vllm bench serve's statistics).
+    pub input_len: Summary,
+    pub output_len: Summary,
     /// GPU telemetry in the stage's window (none without samples).
     pub gpu: Option<gpu::GpuStats>,
 }

@@ -107,13 +107,25 @@ fn register_font() {
     });
 }
 
+/// Whether a point can be drawn: both coordinates finite.
+fn drawable(p: &(f64, f64)) -> bool {
+    p.0.is_finite() && p.1.is_finite()
+}
+
+/// An axis's end: finite, and small enough for its ticks to be computed (1e300 at most).
+fn axis_end(x: f64) -> f64 {
+    if x.is_finite() { x.min(1e300) } else { 1.0 }
+}
+
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("{e:?}");
     root.fill(&WHITE).map_err(e)?;
-    let all = c.series.iter().flat_map(|(_, s)| s.iter());
+    // Points that are not finite numbers (a gauge that read NaN or +Inf) are not drawn, and the
+    // axes stay finite: plotters computes an infinite axis's ticks forever.
+    let all = c.series.iter().flat_map(|(_, s)| s.iter()).filter(|p| drawable(p));
     let (mut x_max, mut y_max) = all.fold((0.0f64, 0.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
-    x_max = c.x_max.unwrap_or(x_max).max(1e-9) * 1.02;
-    y_max = c.y_max.unwrap_or(y_max * 1.08).max(1e-9);
+    x_max = axis_end(c.x_max.unwrap_or(x_max).max(1e-9) * 1.02);
+    y_max = axis_end(c.y_max.unwrap_or(y_max * 1.08).max(1e-9));
     let mut chart = ChartBuilder::on(root)
         .caption(&c.title, ("sans-serif", 20))
         .margin(12)
@@ -131,7 +143,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) -> Res
         .bold_line_style(RGBColor(215, 215, 215))
         .draw()
         .map_err(e)?;
-    for m in &c.marks {
+    for m in c.marks.iter().filter(|m| (0.0..=x_max).contains(*m)) {
         chart
             .draw_series(DashedLineSeries::new(
                 vec![(*m, 0.0), (*m, y_max)],
@@ -143,7 +155,13 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) -> Res
     }
     for (i, (label, pts)) in c.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let clipped: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.0 <= x_max).collect();
+        // Off-chart y values are pulled to just outside the plot (plotters draws them clipped;
+        // far away, their pixel coordinate overflows).
+        let clipped: Vec<(f64, f64)> = pts
+            .iter()
+            .filter(|p| drawable(p) && p.0 <= x_max)
+            .map(|&(x, y)| (x.max(-x_max), y.clamp(-y_max, 2.0 * y_max)))
+            .collect();
         let width = if c.lines { 2 } else { 0 };
         chart
             .draw_series(LineSeries::new(
@@ -492,4 +510,42 @@ pub(crate) fn render(dir: &Path, a: &Analysis) -> Result<Vec<LineChart>, PlotErr
         save(dir, c)?;
     }
     Ok(charts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gauge that read NaN or +Inf, or values near f64's limit, are left off the chart and the
+    /// chart is drawn (plotters never returns on an infinite axis: the analysis hung on it).
+    #[test]
+    fn points_that_are_not_finite_are_left_off_and_the_chart_drawn() {
+        let dir = std::env::temp_dir().join(format!("bf-plots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hostile = [
+            (f64::INFINITY, 1.0),
+            (1.0, f64::INFINITY),
+            (f64::NAN, 2.0),
+            (2.0, f64::NEG_INFINITY),
+            (f64::MAX, f64::MAX),
+            (1e308, 1e307),
+            (1.0, 1e300),
+            (-1e300, -1e300),
+        ];
+        for (i, p) in hostile.iter().enumerate() {
+            let mut c = LineChart::new(format!("c{i}"), "t", "x", "y");
+            c.series.push(("s".into(), vec![(0.0, 0.0), *p, (3.0, 1.0)]));
+            c.marks.push(p.0);
+            if i % 2 == 0 {
+                // Axes fixed by the chart (a CDF's y to 1), points far beyond them.
+                c.y_max = Some(1.0);
+                c.x_max = Some(3.0);
+            }
+            let files = save(&dir, &c).unwrap();
+            assert!(!files.is_empty() && files.iter().all(|f| f.is_file()), "{p:?}");
+        }
+        assert!(drawable(&(1.0, 2.0)) && !drawable(&(f64::NAN, 0.0)));
+        assert_eq!((axis_end(f64::INFINITY), axis_end(f64::MAX), axis_end(2.0)), (1.0, 1e300, 2.0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -98,7 +98,7 @@ pub(crate) enum ToolsAction {
     List,
     /// Install one (again, if it was), pinned, with the newest suitable Python found.
     Install {
-        /// vllm-router, guidellm, inference-perf, aiperf or vllm.
+        /// vllm-router, guidellm, inference-perf, aiperf, vllm or llmd-benchmark-report.
         name: String,
         /// The Python to use (default: the newest suitable one on $PATH, in ~/.pyenv/versions,
         /// /usr/bin or /usr/local/bin).

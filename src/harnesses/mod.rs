@@ -491,6 +491,7 @@ pub(crate) async fn run(
     let tx = beside.sender();
     let mut info = RunInfo::starting(base.clone(), model.clone());
     info.harness = Some(format!("{tool}: {}", adapter.caveat()));
+    info.server_version = loadgen::discover_version(&target, &base).await;
     loadgen::write_json(&opts.results_dir, "run.json", &info)?;
     tokio::pin!(shutdown);
     // Whatever ends the loop (a failed tool, an unreadable export, a file that cannot be written),

@@ -170,24 +170,34 @@ pub(crate) fn secrets(headers: &HeaderMap) -> Vec<String> {
     out
 }
 
-/// The first model `/v1/models` lists.
-pub(crate) async fn discover_model(target: &Target, base: &str) -> Result<String, LoadError> {
+/// GETs `path` (beside the target's `/v1/`) and returns the status and body.
+async fn get(
+    target: &Target,
+    base: &str,
+    path: &str,
+    wait: Duration,
+) -> Result<(hyper::StatusCode, bytes::Bytes), LoadError> {
     use http_body_util::{BodyExt, Full};
     let unreachable = |why: String| LoadError::Unreachable { url: base.to_string(), why };
     let mut conn = client::connect(target).await.map_err(|e| unreachable(e.to_string()))?;
-    let models_path =
-        target.path.rsplit_once("/v1/").map_or("/v1/models".to_string(), |(p, _)| format!("{p}/v1/models"));
-    let mut req = hyper::Request::get(models_path.as_str()).body(Full::default()).expect("valid request");
+    let full = target.path.rsplit_once("/v1/").map_or(path.to_string(), |(p, _)| format!("{p}{path}"));
+    let mut req = hyper::Request::get(full.as_str()).body(Full::default()).expect("valid request");
     req.headers_mut().insert(hyper::header::HOST, target.authority.clone());
     for (k, v) in &target.headers {
         req.headers_mut().insert(k, v.clone());
     }
-    let resp = tokio::time::timeout(Duration::from_secs(30), conn.send(req))
+    let resp = tokio::time::timeout(wait, conn.send(req))
         .await
-        .map_err(|_| unreachable("no answer within 30 s".into()))?
+        .map_err(|_| unreachable(format!("no answer within {} s", wait.as_secs())))?
         .map_err(|e| unreachable(e.to_string()))?;
     let status = resp.status();
     let body = resp.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+    Ok((status, body))
+}
+
+/// The first model `/v1/models` lists.
+pub(crate) async fn discover_model(target: &Target, base: &str) -> Result<String, LoadError> {
+    let (status, body) = get(target, base, "/v1/models", Duration::from_secs(30)).await?;
     let models = |why: String| LoadError::Models { url: base.to_string(), why };
     if !status.is_success() {
         return Err(models(format!("answered {status}; set api.model in the workload to skip discovery")));
@@ -197,6 +207,14 @@ pub(crate) async fn discover_model(target: &Target, base: &str) -> Result<String
         .and_then(|m| m.as_str())
         .map(str::to_string)
         .ok_or_else(|| models("lists no model; set api.model in the workload".into()))
+}
+
+/// The server's version as its `/version` says (vLLM: `{"version": "0.11.0"}`); none when it
+/// does not answer that within 5 s (a router, another server): the run goes on.
+pub(crate) async fn discover_version(target: &Target, base: &str) -> Option<String> {
+    let (status, body) = get(target, base, "/version", Duration::from_secs(5)).await.ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&body).ok().filter(|_| status.is_success())?;
+    v["version"].as_str().map(|s| s.chars().take(200).collect())
 }
 
 async fn cancelled(rx: &mut watch::Receiver<bool>) {
@@ -405,6 +423,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
 
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let mut info = RunInfo::starting(base, model);
+    info.server_version = discover_version(&ctx.target, &info.endpoint).await;
     write_json(&opts.results_dir, "run.json", &info)?;
 
     let mut interrupted = false;

@@ -153,6 +153,7 @@ pub(crate) fn merge(results: &Path, shards: &[PathBuf]) -> Result<RunInfo, Strin
         server_metrics_error: first.server_metrics_error.clone(),
         gpu: first.gpu.clone(),
         harness: first.harness.clone(),
+        server_version: first.server_version.clone(),
     };
     std::fs::write(results.join("run.json"), serde_json::to_vec_pretty(&merged).unwrap_or_default())
         .map_err(|e| e.to_string())?;

@@ -79,6 +79,15 @@ pub(crate) const TOOLS: &[Tool] = &[
         bin: "vllm",
         what: "vllm bench serve harness (pulls torch and CUDA libraries: ~9.4 GB; runs without a GPU)",
     },
+    Tool {
+        name: "llmd-benchmark-report",
+        package: "llmd-benchmark-report",
+        version: "0.2.1",
+        python_min: (3, 11),
+        python_below: None,
+        bin: "benchmark-report",
+        what: "llm-d's Benchmark Report models and converters (checks benchflow's reports; converts the tools' own outputs)",
+    },
 ];
 
 impl Tool {

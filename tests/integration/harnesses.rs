@@ -43,17 +43,14 @@ fn analysed(p: &Project, tool: &str, counts: &[u64]) -> Vec<Value> {
     stages
 }
 
-/// The llm-d Benchmark Reports of the latest run, one per stage, each valid against v0.2.
+/// The llm-d Benchmark Reports of the latest run, one per stage (as JSON), each loaded by llm-d's
+/// own package from the YAML its globs find.
 fn benchmark_reports(wd: &std::path::Path, stages: usize) -> Vec<Value> {
+    let yaml = crate::interop::reports_in(wd);
+    assert_eq!(yaml.len(), stages, "{yaml:?}");
+    crate::interop::upstream_loads(&yaml);
     (1..=stages)
-        .map(|n| {
-            let dir = wd.join("analysis/latest");
-            let r = json(dir.join(format!("benchmark_report_v0.2_stage_{n}.json")));
-            assert!(dir.join(format!("benchmark_report_v0.2_stage_{n}.yaml")).is_file());
-            let errors = benchflow::validate_benchmark_report(&r);
-            assert!(errors.is_empty(), "stage {n}: {errors:#?}");
-            r
-        })
+        .map(|n| json(wd.join(format!("analysis/latest/benchmark_report_v0.2_stage_{n}.json"))))
         .collect()
 }
 
@@ -65,7 +62,18 @@ fn a_built_in_run_writes_a_valid_benchmark_report_per_stage() {
         "seed: 3\ndataset: { random: { input_len: 32, output_len: 16, range_ratio: 0.5, prefix_len: 8 } }\nwarmup: { requests: 0 }\n\
          stages:\n  - { rate: 40, max_concurrency: 3, requests: 40 }\n  - { concurrency: 2, requests: 10 }\n",
     );
-    let out = p.run(&["e2e", "-w", "w", "--set", TRUTH, "--workdir", "wd", "-q"]);
+    let out = p.run(&[
+        "e2e",
+        "-w",
+        "w",
+        "--set",
+        TRUTH,
+        "--set",
+        "harness.scrape_every=0.1s",
+        "--workdir",
+        "wd",
+        "-q",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let reports = benchmark_reports(&p.path("wd"), 2);
     let stats = json(p.path("wd/analysis/latest/stats.json"));
@@ -75,19 +83,27 @@ fn a_built_in_run_writes_a_valid_benchmark_report_per_stage() {
         assert_eq!(agg["latency"]["time_to_first_token"]["p50"], s["median_ttft_ms"]);
         assert_eq!(agg["latency"]["time_to_first_token"]["p99p9"], s["p99.9_ttft_ms"]);
         assert_eq!(agg["latency"]["request_latency"]["max"], s["max_e2el_ms"]);
-        assert_eq!(agg["throughput"]["requests_rate"]["mean"], s["request_throughput"]);
+        assert_eq!(agg["throughput"]["request_rate"]["mean"], s["request_throughput"]);
         assert_eq!(agg["requests"]["total"], s["completed"]);
+        let mean_in = s["total_input_tokens"].as_f64().unwrap() / s["completed"].as_f64().unwrap();
+        assert!((agg["requests"]["input_length"]["mean"].as_f64().unwrap() - mean_in).abs() < 1e-9);
+        // The engine as it answered: the model id it lists, the version its /version gave.
         let engine = &r["scenario"]["stack"][0]["standardized"];
         assert_eq!(
-            (engine["tool"].as_str(), engine["model"]["name"].as_str()),
-            (Some("benchflow-sim"), Some("tiny/cpu"))
+            (engine["tool"].as_str(), engine["tool_version"].as_str(), engine["model"]["name"].as_str()),
+            (Some("benchflow-sim"), Some(env!("CARGO_PKG_VERSION")), Some("tiny-sim"))
         );
+        assert_eq!(engine["replicas"], 1);
+        // What the engine's metrics said within the stage, for the engine component.
+        let o = &r["results"]["observability"]["components"][0];
+        assert_eq!(o["component_label"], "engine");
+        assert_eq!(o["aggregate"]["kv_cache_usage"]["units"], "fraction");
     }
     let load = |i: usize| reports[i]["scenario"]["load"]["standardized"].clone();
     assert_eq!((load(0)["rate_qps"].as_f64(), load(0)["concurrency"].as_u64()), (Some(40.0), Some(3)));
     assert_eq!(
         load(0)["input_seq_len"],
-        serde_json::json!({ "distribution": "random", "value": 40.0, "min": 24, "max": 56 })
+        serde_json::json!({ "distribution": "uniform", "value": 40.0, "min": 24, "max": 56 })
     );
     assert_eq!(load(0)["prefix"]["prefix_len"]["value"], 8.0);
     assert_eq!((load(1)["concurrency"].as_u64(), load(1)["stage"].as_u64()), (Some(2), Some(2)));

@@ -8,6 +8,7 @@ mod experiment; // experiments (sweeps, resume, max_stacks, retries) and `compar
 mod gpu; // GPU telemetry: a fake DCGM exporter, and no NVIDIA driver
 mod harnesses; // external harnesses (aiperf, inference-perf) installed by benchflow, on the simulator
 mod inputs; // every schema field with hostile values: planned or refused with exit 2, never a crash
+mod interop; // llm-d's own package loads every Benchmark Report; generated stacks, loads and records
 mod kubernetes; // the kubernetes platform against the stand-in: e2e, faults, interrupts, manifests
 mod kubernetes_real; // the kubernetes platform against a real control plane
 mod layering; // no two top-level modules of src/ import each other
