@@ -370,7 +370,7 @@ impl From<ExperimentError> for CliError {
             | ExperimentError::Point { .. }
             | ExperimentError::State { .. }) => CliError::Usage(e.to_string()),
             e @ ExperimentError::Leftover { .. } => CliError::TeardownFailed(e.to_string()),
-            e @ ExperimentError::Plot(_) => CliError::Experiment(e.to_string()),
+            e @ (ExperimentError::Plot(_) | ExperimentError::Html(_)) => CliError::Experiment(e.to_string()),
         }
     }
 }

@@ -12,7 +12,6 @@
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     path::{Path, PathBuf},
 };
 
@@ -32,7 +31,6 @@ use crate::{
     analysis::{
         self, StatsDoc, bootstrap, percentile,
         plots::{self, HeatMap, LineChart},
-        report::escape as esc,
     },
     resolve::Resolved,
     spec::experiment::Design,
@@ -287,7 +285,7 @@ pub(crate) fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError
         )?;
         findings.comparison = Some(c);
     }
-    let html = report(plan, &findings);
+    let html = report(plan, &findings)?;
     write_atomic(&out.join("report.html"), html.as_bytes())?;
     Ok(findings)
 }
@@ -920,56 +918,61 @@ fn point_label(plan: &ExperimentPlan, id: &str) -> String {
         .unwrap_or_else(|| id.to_string())
 }
 
+/// What `experiment.html` shows, every figure formatted.
+#[derive(Debug, Serialize)]
+struct ExperimentView {
+    name: String,
+    description: String,
+    /// `6 points`, `2 stacks`.
+    points: String,
+    stacks: String,
+    setup_factors: String,
+    run_factors: String,
+    search: Option<SearchView>,
+    notes: Vec<String>,
+    /// The A/B comparison's table.
+    comparison: Option<String>,
+    charts: Vec<String>,
+    throughput: String,
+    latency: String,
+    /// The intervals' level, in percent.
+    level: String,
+    columns: Vec<String>,
+    rows: Vec<PointView>,
+}
+
+#[derive(Debug, Serialize)]
+struct SearchView {
+    says: String,
+    table: String,
+}
+
+/// One row of the points table.
+#[derive(Debug, Serialize)]
+struct PointView {
+    /// On the Pareto front: the row is highlighted.
+    front: bool,
+    /// point, stack, status, then each factor's value.
+    labels: Vec<String>,
+    /// stage, req/s, error rate, latencies, SLOs met, prefix hits.
+    figures: Vec<String>,
+    /// The send delay p99, `fell behind` when the client did.
+    client: String,
+    client_fell_behind: bool,
+    pareto: String,
+    /// The point's own report, relative to the experiment's.
+    report: String,
+}
+
 /// `report.html`: the design, the charts, the points table with links to their reports.
-fn report(plan: &ExperimentPlan, f: &Findings) -> String {
+fn report(plan: &ExperimentPlan, f: &Findings) -> Result<String, ExperimentError> {
     let e = &plan.file.spec;
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!doctype html><html><head><meta charset=utf-8><title>benchflow experiment {}</title><style>\
-         body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}\
-         td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#f4f4f4}}\
-         td.l,th.l{{text-align:left}}tr.front td{{background:#eef6ee}}td.warn,li.warn{{color:#a30}}img{{max-width:100%}}</style></head><body>",
-        esc(&plan.file.origin)
-    );
-    let _ = write!(
-        h,
-        "<h1>Experiment {}</h1><p>{}</p><p>{} on {}; setup factors: {}; run factors: {}.</p>",
-        esc(&plan.file.origin),
-        esc(e.description.as_deref().unwrap_or("")),
-        super::counted(plan.points.len(), "point"),
-        super::counted(plan.stacks.len(), "stack"),
-        esc(&plan.factors.iter().filter(|x| x.1).map(|x| x.0.as_str()).collect::<Vec<_>>().join(", ")),
-        esc(&plan.factors.iter().filter(|x| !x.1).map(|x| x.0.as_str()).collect::<Vec<_>>().join(", ")),
-    );
-    if let Some(o) = &f.search {
-        let _ =
-            write!(h, "<h2>Search</h2><p><b>{}</b></p><pre>{}</pre>", esc(&o.says), esc(&search::table(o)));
-    }
-    if !f.notes.is_empty() {
-        h += "<h2>Notes</h2><ul>";
-        for n in &f.notes {
-            let _ = write!(h, "<li class=warn>{}</li>", esc(n));
-        }
-        h += "</ul>";
-    }
-    if let Some(c) = &f.comparison {
-        let _ = write!(h, "<h2>A/B comparison</h2><pre>{}</pre>", esc(&c.table()));
-    }
-    for name in &f.charts {
-        let _ =
-            write!(h, "<h2>{}</h2><img src=\"plots/{}.svg\" alt=\"{}\">", esc(name), esc(name), esc(name));
-    }
-    let _ = write!(
-        h,
-        "<h2>Points</h2><p>Highlighted rows are on the Pareto front of {} against {}: no other point is better in one beyond the noise without being worse in the other ({:.0}% intervals: Poisson noise of the completions, order statistics or standard error of the latency); a tie is a point on the front that no difference beyond the noise separates from the one named. Client: the send delay p99 (sent − scheduled), in red when the client fell behind.</p><table><tr>",
-        esc(&e.analysis.throughput),
-        esc(&e.analysis.latency),
-        e.analysis.level * 100.0
-    );
-    let mut cols = vec!["point".to_string(), "stack".into(), "status".into()];
-    cols.extend(plan.factors.iter().map(|(k, _)| k.clone()));
-    cols.extend(
+    let factors = |setup: bool| {
+        plan.factors.iter().filter(|x| x.1 == setup).map(|x| x.0.as_str()).collect::<Vec<_>>().join(", ")
+    };
+    let mut columns = vec!["point".to_string(), "stack".into(), "status".into()];
+    columns.extend(plan.factors.iter().map(|(k, _)| k.clone()));
+    columns.extend(
         [
             "stage",
             "req/s",
@@ -986,49 +989,64 @@ fn report(plan: &ExperimentPlan, f: &Findings) -> String {
         ]
         .map(String::from),
     );
-    for c in &cols {
-        let _ = write!(h, "<th class=l>{}</th>", esc(c));
-    }
-    h += "</tr>";
-    for r in &f.rows {
-        let _ = write!(h, "<tr{}>", if r.pareto { " class=front" } else { "" });
-        let _ = write!(
-            h,
-            "<td class=l>{}</td><td class=l>{}</td><td class=l>{}</td>",
-            esc(&r.point),
-            esc(&r.stack),
-            esc(&r.status)
-        );
-        for (k, _) in &plan.factors {
-            let v = r.values.iter().find(|(x, _)| x == k).map(|(_, v)| shown(v)).unwrap_or_default();
-            let _ = write!(h, "<td class=l>{}</td>", esc(&v));
-        }
-        let m = |k: &str| r.metrics.get(k).map(|v| format!("{v:.2}")).unwrap_or_default();
-        let link = format!("../points/{}/analysis/latest/report.html", r.point);
-        let _ = write!(
-            h,
-            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td class=l>{}</td><td class=l><a href=\"{}\">report</a></td></tr>",
-            if r.metrics.is_empty() { String::new() } else { r.stage.to_string() },
-            m("request_throughput"),
-            if r.error_rate.is_finite() { format!("{:.1}%", r.error_rate * 100.0) } else { String::new() },
-            m("median_ttft_ms"),
-            m("p99_ttft_ms"),
-            m("median_tpot_ms"),
-            m("p99_e2el_ms"),
-            r.meets_slo.map(|b| if b { "yes" } else { "no" }).unwrap_or(""),
-            r.prefix_cache_hit_rate.map(|v| format!("{:.1}%", v * 100.0)).unwrap_or_default(),
-            match r.health.as_ref() {
-                Some(hl) if hl.fell_behind =>
-                    format!("<td class=warn>{:.1} fell behind</td>", hl.send_delay_p99_ms),
-                Some(hl) => format!("<td>{:.1}</td>", hl.send_delay_p99_ms),
-                None => "<td></td>".into(),
-            },
-            esc(&pareto_shown(r)),
-            esc(&link)
-        );
-    }
-    h += "</table></body></html>\n";
-    h
+    let rows = f
+        .rows
+        .iter()
+        .map(|r| {
+            let mut labels = vec![r.point.clone(), r.stack.clone(), r.status.clone()];
+            labels.extend(plan.factors.iter().map(|(k, _)| {
+                r.values.iter().find(|(x, _)| x == k).map(|(_, v)| shown(v)).unwrap_or_default()
+            }));
+            let m = |k: &str| r.metrics.get(k).map(|v| format!("{v:.2}")).unwrap_or_default();
+            let figures = vec![
+                if r.metrics.is_empty() { String::new() } else { r.stage.to_string() },
+                m("request_throughput"),
+                if r.error_rate.is_finite() {
+                    format!("{:.1}%", r.error_rate * 100.0)
+                } else {
+                    String::new()
+                },
+                m("median_ttft_ms"),
+                m("p99_ttft_ms"),
+                m("median_tpot_ms"),
+                m("p99_e2el_ms"),
+                r.meets_slo.map(|b| if b { "yes" } else { "no" }).unwrap_or("").to_string(),
+                r.prefix_cache_hit_rate.map(|v| format!("{:.1}%", v * 100.0)).unwrap_or_default(),
+            ];
+            let (client, client_fell_behind) = match r.health.as_ref() {
+                Some(hl) if hl.fell_behind => (format!("{:.1} fell behind", hl.send_delay_p99_ms), true),
+                Some(hl) => (format!("{:.1}", hl.send_delay_p99_ms), false),
+                None => (String::new(), false),
+            };
+            PointView {
+                front: r.pareto,
+                labels,
+                figures,
+                client,
+                client_fell_behind,
+                pareto: pareto_shown(r),
+                report: format!("../points/{}/analysis/latest/report.html", r.point),
+            }
+        })
+        .collect();
+    let view = ExperimentView {
+        name: plan.file.origin.clone(),
+        description: e.description.clone().unwrap_or_default(),
+        points: super::counted(plan.points.len(), "point"),
+        stacks: super::counted(plan.stacks.len(), "stack"),
+        setup_factors: factors(true),
+        run_factors: factors(false),
+        search: f.search.as_ref().map(|o| SearchView { says: o.says.clone(), table: search::table(o) }),
+        notes: f.notes.clone(),
+        comparison: f.comparison.as_ref().map(|c| c.table()),
+        charts: f.charts.clone(),
+        throughput: e.analysis.throughput.clone(),
+        latency: e.analysis.latency.clone(),
+        level: format!("{:.0}", e.analysis.level * 100.0),
+        columns,
+        rows,
+    };
+    Ok(analysis::html::render("experiment.html", "e", &view)?)
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ pub(crate) enum ExperimentError {
     Exec(#[from] crate::exec::ExecError),
     #[error(transparent)]
     Plot(#[from] crate::analysis::plots::PlotError),
+    #[error(transparent)]
+    Html(#[from] crate::analysis::html::HtmlError),
     #[error("{path}: {why}")]
     State { path: String, why: String },
     #[error("{dir} is still up ({why}); remove it with `benchflow teardown {dir}`")]

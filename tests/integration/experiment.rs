@@ -127,7 +127,7 @@ fn two_setups_by_three_rates_stand_up_two_stacks_and_analyse_six_points() {
     let p = Project::new("exp-2x3");
     p.file("workloads/short.yaml", SHORT).file(
         "experiments/grid.yaml",
-        "description: two engine settings by three rates\nbase: { workload: short }\nfactors:\n  engine.args: [[], [--set, max_num_seqs=4]]\n  workload.stages.0.rate: [20, 40, 80]\ncompare: true\nbetween_points: [reset_prefix_cache]\n",
+        "description: two engine settings <&> by three rates\nbase: { workload: short }\nfactors:\n  engine.args: [[], [--set, max_num_seqs=4]]\n  workload.stages.0.rate: [20, 40, 80]\ncompare: true\nbetween_points: [reset_prefix_cache]\n",
     );
     let out = p.run(&["experiment", "plan", "-e", "grid"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -191,6 +191,7 @@ fn two_setups_by_three_rates_stand_up_two_stacks_and_analyse_six_points() {
     }
     let report = std::fs::read_to_string(exp.join("analysis/report.html")).unwrap();
     assert!(report.contains("../points/p006/analysis/latest/report.html"), "links every point's report");
+    assert!(report.contains("two engine settings &lt;&amp;&gt; by three rates"), "the description, escaped");
     // compare: true pairs each max_num_seqs=4 point with the default one at the same rate.
     let ab = json(&exp.join("analysis/compare.json"));
     assert_eq!(ab["pairs"].as_array().unwrap().len(), 3);
