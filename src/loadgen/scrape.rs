@@ -1,6 +1,6 @@
 //! Scrapes `/metrics` while the load runs (the endpoint's, or each engine's behind a router),
 //! into `results/server_metrics.csv` (long format: time, metric, labels, value, target;
-//! histogram buckets are skipped). The targets of one round are scraped together and share its
+//! histogram buckets are skipped), each exposition read by [`super::exposition`]. The targets of one round are scraped together and share its
 //! time. The first round is taken before the load starts and the last after it ends, so the
 //! counters' differences are the run's.
 
@@ -71,15 +71,19 @@ pub(crate) async fn run(
         for ((name, _), scrape) in targets.iter().zip(scrapes) {
             match scrape {
                 Ok(Ok(text)) => {
-                    for line in text.lines() {
-                        if let Some((metric, labels, value)) = parse_sample(line)
-                            && metric.starts_with("vllm:")
-                            && !metric.ends_with("_bucket")
-                            && !metric.ends_with("_created")
-                        {
+                    for sample in super::exposition::samples(&text) {
+                        let s = match sample {
+                            Ok(s) => s,
+                            // One line out of the format is skipped, the scrape kept; said.
+                            Err(e) => {
+                                last_err = Some(format!("{name}: {e}"));
+                                continue;
+                            }
+                        };
+                        if kept(&s.name) {
                             // A label may hold anything the server saw, a key sent to it too.
-                            let labels = crate::redact::text(labels).replace('"', "'");
-                            let _ = writeln!(out, "{t:.3},{metric},\"{labels}\",{value},{name}");
+                            let labels = crate::redact::text(&s.labels_text()).replace('"', "\"\"");
+                            let _ = writeln!(out, "{t:.3},{},\"{labels}\",{},{name}", s.name, s.value);
                         }
                     }
                 }
@@ -119,25 +123,8 @@ pub(super) async fn fetch(target: &Target) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Splits `name{labels} value` (or `name value`).
-pub(crate) fn parse_sample(line: &str) -> Option<(&str, &str, f64)> {
-    if line.starts_with('#') || line.is_empty() {
-        return None;
-    }
-    let (head, value) = line.rsplit_once(' ')?;
-    let value: f64 = value.parse().ok()?;
-    match head.split_once('{') {
-        Some((name, rest)) => Some((name, rest.strip_suffix('}')?, value)),
-        None => Some((head, "", value)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn parses_samples() {
-        assert_eq!(super::parse_sample("vllm:x{a=\"1\"} 2.5"), Some(("vllm:x", "a=\"1\"", 2.5)));
-        assert_eq!(super::parse_sample("up 1"), Some(("up", "", 1.0)));
-        assert_eq!(super::parse_sample("# HELP x"), None);
-    }
+/// The samples `server_metrics.csv` keeps: vLLM's, not a histogram's buckets, nor a
+/// counter's creation time.
+fn kept(metric: &str) -> bool {
+    metric.starts_with("vllm:") && !metric.ends_with("_bucket") && !metric.ends_with("_created")
 }
