@@ -187,10 +187,7 @@ impl<'a> Cursor<'a> {
 
     /// `a="1",b="2"}` (the `{` eaten; a trailing comma allowed). A quoted string standing alone
     /// is the metric's name (Prometheus 3), given to `name` if it has none yet.
-    fn labels(
-        &mut self,
-        name: &mut Option<Cow<'a, str>>,
-    ) -> Result<Labels<'a>, String> {
+    fn labels(&mut self, name: &mut Option<Cow<'a, str>>) -> Result<Labels<'a>, String> {
         let mut labels = Vec::new();
         loop {
             self.blanks();
