@@ -1,6 +1,7 @@
 //! The HTML reports, on minijinja templates: `templates/base.html` is the one layout (the
-//! page, its stylesheet), which `run.html` (a run's `report.html`, built by [`super::report`])
-//! and `experiment.html` (an experiment's, built by `experiment::analysis`) extend.
+//! page, its stylesheet), which `run.html` (a run's `report.html`, built by [`super::report`]),
+//! `experiment.html` (an experiment's, built by `experiment::analysis`) and `compare.html`
+//! (`benchflow compare --plots DIR`'s, built by `experiment::compare`) extend.
 //!
 //! The Rust side formats every figure (so a report shows the numbers `stats.txt` shows) and
 //! hands the template a view of plain strings; the templates only place them. Every value is
@@ -11,10 +12,11 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior, syntax::SyntaxConfig
 use serde::Serialize;
 
 /// The templates, compiled into the binary: (name, source).
-const TEMPLATES: [(&str, &str); 3] = [
+const TEMPLATES: [(&str, &str); 4] = [
     ("base.html", include_str!("templates/base.html")),
     ("run.html", include_str!("templates/run.html")),
     ("experiment.html", include_str!("templates/experiment.html")),
+    ("compare.html", include_str!("templates/compare.html")),
 ];
 
 /// A report template that could not be rendered: a bug in benchflow (the templates and their

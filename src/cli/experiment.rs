@@ -348,7 +348,8 @@ pub(crate) fn compare(args: CompareArgs) -> Result<(), CliError> {
     };
     let c = compare_dirs(&dirs, args.level, args.resamples, how)?;
     if let Some(out) = &args.plots {
-        experiment::compare::plots(&dirs, out)?;
+        let charts = experiment::compare::plots(&dirs, out)?;
+        experiment::compare::write_report(&c, &charts, out)?;
     }
     match args.output {
         CompareFormat::Table => out!("{}", c.table()),

@@ -598,6 +598,21 @@ fn compare_says_no_difference_between_seeds_and_finds_a_20_percent_slowdown() {
         table.contains("ttft_ms") && table.contains("worse") && table.contains("95% interval"),
         "{table}"
     );
+    // --plots DIR: the charts and report.html beside them, with every figure of the comparison.
+    let out = p.run(&["compare", "a", "b", "-o", "json", "--plots", "cmp"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let html = std::fs::read_to_string(p.path("cmp/report.html")).unwrap();
+    for d in c["pairs"][0]["diffs"].as_array().unwrap() {
+        for v in ["baseline", "value"] {
+            let cell = format!("<td>{:.3}</td>", d[v].as_f64().unwrap());
+            assert!(html.contains(&cell), "{cell} of {d}");
+        }
+    }
+    assert!(
+        html.contains("<img src=\"compare_ttft_cdf.svg\"") && p.path("cmp/compare_ttft_cdf.svg").is_file()
+    );
+    assert!(html.contains("kept up") || html.contains("FELL BEHIND"), "the clients' health");
 }
 
 /// The simulator in analytic mode with a known capacity: 4 slots, each request 50 ms to its
