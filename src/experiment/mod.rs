@@ -22,6 +22,7 @@ mod measure;
 pub(crate) mod plan;
 mod point;
 mod progress;
+mod report;
 pub(crate) mod run;
 pub(crate) mod search;
 #[cfg(test)]
