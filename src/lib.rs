@@ -29,11 +29,11 @@
 //! * `datasets`: prompt sources (synthetic, shared-prefix, ShareGPT, JSONL, shipped samples) and
 //!   request bodies rendered before a run.
 //! * `loadgen`: the built-in load generator: schedules, the send/receive hot path, the
-//!   per-request record writer, the `/metrics` scraper.
+//!   per-request record writer, the `/metrics` scraper and its Prometheus/OpenMetrics parser.
 //! * `results`: one harness run's records: the `requests.csv` columns (named once), its writer,
 //!   reader and the merge of shards; `run.json`.
 //! * `analysis`: statistics from the records (vllm bench serve and GuideLLM conventions) and
-//!   the outputs in `analysis/`.
+//!   the outputs in `analysis/`; the HTML reports' templates (one base layout).
 //! * `workdir`: the work directory (layout, lock, atomic writes, run ids) and its archive.
 //! * `net`: connections to an endpoint, plain or TLS (rustls), for every client in benchflow.
 //! * `timer`: sub-millisecond sleeps for the timing-critical waits (simulator, dispatcher).

@@ -7,7 +7,7 @@
 //! * [`stats`]: distribution summaries under vllm bench serve's and GuideLLM's conventions;
 //! * `outputs`: `stats.json` (vllm bench serve's key names; schema in `schemas/`), `stats.txt`
 //!   (for people), `summary.csv` (one row per stage);
-//! * [`plots`]: the charts in `plots/`; [`report`]: `report.html`;
+//! * [`plots`]: the charts in `plots/`; [`report`]: `report.html` (on [`html`]'s templates);
 //! * [`benchmark_report`]: the llm-d Benchmark Report v0.2, one per stage;
 //! * `bootstrap`: the difference of a statistic between two samples, with its bootstrap
 //!   interval (`compare`).
@@ -15,6 +15,7 @@
 pub(crate) mod benchmark_report;
 pub(crate) mod bootstrap;
 pub(crate) mod gpu;
+pub(crate) mod html;
 pub(crate) mod percentile;
 pub(crate) mod plots;
 pub(crate) mod report;
@@ -50,6 +51,8 @@ pub enum AnalysisError {
     Write { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Plot(#[from] plots::PlotError),
+    #[error(transparent)]
+    Html(#[from] html::HtmlError),
 }
 /// Statistics of one stage.
 #[derive(Debug, Clone)]
@@ -254,7 +257,7 @@ pub fn analyze(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysi
     write_outputs(&dirs.out, &analysis)?;
     benchmark_report::write_all(&dirs.out, &dirs.workdir, &dirs.results, &analysis)?;
     let charts = plots::render(&dirs.out.join("plots"), &analysis)?;
-    let html = report::render(dirs, &analysis, &charts);
+    let html = report::render(dirs, &analysis, &charts)?;
     write(dirs.out.join("report.html"), html.as_bytes())?;
     Ok(analysis)
 }

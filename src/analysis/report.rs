@@ -1,73 +1,111 @@
 //! `analysis/report.html`: one self-contained page (no network): the run's parameters, the
-//! workload as written, the statistics per stage, and every chart inline as SVG.
+//! workload as written, the statistics per stage, and every chart inline as SVG. The figures
+//! are formatted here into a [`RunView`]; `templates/run.html` lays them out (see [`super::html`]).
 
 use crate::workdir::layout;
-use std::fmt::Write as _;
+use serde::Serialize;
 
-use super::{Analysis, plots::LineChart};
+use super::{Analysis, html, plots::LineChart};
 
-/// HTML-escapes text.
-pub(crate) fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+/// What `run.html` shows, every figure formatted.
+#[derive(Debug, Serialize)]
+struct RunView {
+    /// (name, value) rows of the parameters' table.
+    meta: Vec<(String, String)>,
+    /// The engine went away during the run: one entry per `effect_lost` event.
+    lost: Vec<Lost>,
+    /// Requests whose token counts are the client's estimates.
+    estimated: u64,
+    /// One row of cells per stage.
+    stages: Vec<Vec<String>>,
+    latency_columns: [&'static str; 7],
+    latency: Vec<Vec<String>>,
+    definitions: &'static str,
+    /// One row per stage with GPU telemetry (empty: no GPU table).
+    gpus: Vec<Vec<String>>,
+    /// One row per engine behind a router (empty: no table).
+    replicas: Vec<Vec<String>>,
+    charts: Vec<Chart>,
+    /// The workload file as written, when the work directory has it.
+    workload: Option<String>,
 }
 
-const STYLE: &str = "body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}\
-h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}\
-table{border-collapse:collapse;font-size:.9em;margin:.6em 0}th,td{padding:.3em .6em;border-bottom:1px solid #eee;text-align:right}\
-th:first-child,td:first-child{text-align:left}th{background:#f6f6f6}pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}\
-.meta td{text-align:left}.note{color:#666;font-size:.9em}figure{margin:1.2em 0}figure svg{max-width:100%;height:auto}\
-.warn{color:#a40}";
+#[derive(Debug, Serialize)]
+struct Lost {
+    time: String,
+    step: String,
+    what: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Chart {
+    name: String,
+    /// benchflow's own SVG, inlined unescaped.
+    svg: String,
+}
 
 /// `(time, step, what)` of each `effect_lost` event at or after `since` (UTC text).
-fn lost_during(events: &std::path::Path, since: &str) -> Vec<(String, String, String)> {
+fn lost_during(events: &std::path::Path, since: &str) -> Vec<Lost> {
     let text = std::fs::read_to_string(events).unwrap_or_default();
     text.lines()
         .filter(|l| l.contains("\"effect_lost\""))
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|e| {
             let field = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            (field("t").as_str() >= since).then(|| (field("t"), field("step"), field("what")))
+            (field("t").as_str() >= since).then(|| Lost {
+                time: field("t"),
+                step: field("step"),
+                what: field("what"),
+            })
         })
         .collect()
 }
 
 /// Renders the report; chart SVGs are read from `analysis/plots/`.
-pub(crate) fn render(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> String {
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>benchflow report</title><style>{STYLE}</style></head><body>"
-    );
-    let _ = write!(h, "<h1>benchflow report</h1>");
-    meta_table(&mut h, dirs, a);
-    warnings(&mut h, dirs, a);
-    stages_table(&mut h, a);
-    latency_table(&mut h, a);
-    gpu_table(&mut h, a);
-    replicas_table(&mut h, a);
-    let _ = write!(h, "<h2>Charts</h2>");
-    for c in charts {
-        let svg = std::fs::read_to_string(dirs.out.join("plots").join(format!("{}.svg", c.name)))
-            .unwrap_or_default();
-        let _ = write!(
-            h,
-            "<figure id=\"{}\">{svg}<figcaption class=note><a href=\"plots/{}.png\">PNG</a> · <a href=\"plots/{}.svg\">SVG</a></figcaption></figure>",
-            c.name, c.name, c.name
-        );
+pub(crate) fn render(
+    dirs: &super::Dirs,
+    a: &Analysis,
+    charts: &[LineChart],
+) -> Result<String, html::HtmlError> {
+    html::render("run.html", "r", &view(dirs, a, charts))
+}
+
+fn view(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> RunView {
+    let started = a.info.as_ref().map(|i| i.started_at.clone()).unwrap_or_default();
+    RunView {
+        meta: meta(dirs, a),
+        // What a done step set up (the engine) went away during this run: said first.
+        lost: lost_during(&dirs.workdir.join(layout::EVENTS), &started),
+        estimated: a.stages.iter().map(|s| s.estimated_token_requests).sum(),
+        stages: stages(a),
+        latency_columns: super::stats::Summary::COLUMNS,
+        latency: latency(a),
+        definitions: match a.convention {
+            super::Convention::Vllm => {
+                "Definitions of vllm bench serve: TTFT to the first content chunk; ITL between content chunks, pooled over requests; TPOT = (E2EL − TTFT)/(output tokens − 1) per request; E2EL to the last content chunk; percentiles by linear interpolation; duration from the stage's first dispatch to its last completion. Send delay: scheduled → sent (waiting for a concurrency slot, timer lateness, connection setup)."
+            }
+            super::Convention::Guidellm => {
+                "Definitions of GuideLLM: TTFT to the first token; TPOT = time to the last token / output tokens, weighted by tokens; ITL = (last − first token)/(tokens − 1), weighted by tokens − 1; E2EL = request latency to the stream's end; percentiles by the inverse empirical CDF."
+            }
+        },
+        gpus: gpus(a),
+        replicas: replicas(a),
+        charts: charts
+            .iter()
+            .map(|c| Chart {
+                name: c.name.clone(),
+                svg: std::fs::read_to_string(dirs.out.join("plots").join(format!("{}.svg", c.name)))
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        workload: std::fs::read_to_string(dirs.workdir.join(layout::WORKLOAD)).ok(),
     }
-    if let Ok(w) = std::fs::read_to_string(dirs.workdir.join(layout::WORKLOAD)) {
-        let _ = write!(h, "<h2>Workload</h2><pre>{}</pre>", escape(&w));
-    }
-    let _ = writeln!(h, "</body></html>");
-    h
 }
 
 /// The run's parameters: endpoint, model, start, what recorded the load, where the files are.
-fn meta_table(h: &mut String, dirs: &super::Dirs, a: &Analysis) {
-    let _ = write!(h, "<table class=meta>");
-    let mut meta = |k: &str, v: String| {
-        let _ = write!(h, "<tr><td><b>{}</b></td><td>{}</td></tr>", escape(k), escape(&v));
-    };
+fn meta(dirs: &super::Dirs, a: &Analysis) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    let mut meta = |k: &str, v: String| rows.push((k.to_string(), v));
     if let Some(i) = &a.info {
         meta("endpoint", i.endpoint.clone());
         meta("model", i.model.clone());
@@ -92,158 +130,197 @@ fn meta_table(h: &mut String, dirs: &super::Dirs, a: &Analysis) {
     meta("metric definitions", a.convention.as_str().to_string());
     meta("work directory", dirs.workdir.display().to_string());
     meta("records", dirs.results.display().to_string());
-    let _ = write!(h, "</table>");
-}
-
-/// What a reader must know before the numbers: the engine went away during the run, token
-/// counts that are the client's estimates.
-fn warnings(h: &mut String, dirs: &super::Dirs, a: &Analysis) {
-    // What a done step set up (the engine) went away during this run: said first.
-    let started = a.info.as_ref().map(|i| i.started_at.clone()).unwrap_or_default();
-    for (t, step, what) in lost_during(&dirs.workdir.join(layout::EVENTS), &started) {
-        let _ = write!(
-            h,
-            "<p class=warn>The engine stopped during this run, at {t}: {} ({}). Requests after that \
-             failed; the run was stopped there.</p>",
-            escape(&what),
-            escape(&step)
-        );
-    }
-    let estimated: u64 = a.stages.iter().map(|s| s.estimated_token_requests).sum();
-    if estimated > 0 {
-        let _ = write!(
-            h,
-            "<p class=warn>Token counts of {estimated} requests are client estimates: the server reported no usage for them.</p>"
-        );
-    }
+    rows
 }
 
 /// One row per stage: duration, completions and failures (by kind), throughput, concurrency.
-fn stages_table(h: &mut String, a: &Analysis) {
-    let _ = write!(
-        h,
-        "<h2>Results per stage</h2><table><tr><th>stage</th><th>duration s</th><th>completed</th><th>failed</th><th>req/s</th><th>goodput req/s</th><th>output tok/s</th><th>max concurrency</th></tr>"
-    );
-    for s in &a.stages {
-        let failed = if s.failed_by_kind.is_empty() {
-            "0".to_string()
-        } else {
-            format!(
-                "{} ({})",
-                s.failed,
-                s.failed_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
-            )
-        };
-        let _ = write!(
-            h,
-            "<tr><td>{} {}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
-            s.stage,
-            escape(&s.label),
-            s.duration,
-            s.completed,
-            escape(&failed),
-            s.request_throughput,
-            s.request_goodput.map(|g| format!("{g:.2}")).unwrap_or_else(|| "-".into()),
-            s.output_throughput,
-            s.max_concurrent_requests
-        );
-    }
-    let _ = write!(h, "</table>");
+fn stages(a: &Analysis) -> Vec<Vec<String>> {
+    a.stages
+        .iter()
+        .map(|s| {
+            let failed = if s.failed_by_kind.is_empty() {
+                "0".to_string()
+            } else {
+                format!(
+                    "{} ({})",
+                    s.failed,
+                    s.failed_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+                )
+            };
+            vec![
+                format!("{} {}", s.stage, s.label),
+                format!("{:.2}", s.duration),
+                s.completed.to_string(),
+                failed,
+                format!("{:.2}", s.request_throughput),
+                s.request_goodput.map(|g| format!("{g:.2}")).unwrap_or_else(|| "-".into()),
+                format!("{:.1}", s.output_throughput),
+                s.max_concurrent_requests.to_string(),
+            ]
+        })
+        .collect()
 }
 
-/// The latency summaries of every stage, and the definitions they follow.
-fn latency_table(h: &mut String, a: &Analysis) {
-    let _ = write!(h, "<h2>Latency (ms)</h2><table><tr><th>stage / metric</th>");
-    for c in super::stats::Summary::COLUMNS {
-        let _ = write!(h, "<th>{c}</th>");
-    }
-    let _ = write!(h, "</tr>");
+/// The latency summaries of every stage (`–` where the stage did not measure one).
+fn latency(a: &Analysis) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
     for s in &a.stages {
         for (name, m) in s.latency_rows() {
-            let _ = write!(h, "<tr><td>{} · {name}</td>", s.stage);
-            for v in m.row() {
-                match s.measured(m) {
-                    true => write!(h, "<td>{v:.2}</td>"),
-                    false => write!(h, "<td>–</td>"),
-                }
-                .unwrap_or_default();
-            }
-            let _ = write!(h, "</tr>");
+            let mut row = vec![format!("{} · {name}", s.stage)];
+            row.extend(m.row().iter().map(|v| match s.measured(m) {
+                true => format!("{v:.2}"),
+                false => "–".to_string(),
+            }));
+            rows.push(row);
         }
     }
-    let _ = write!(h, "</table><p class=note>");
-    let _ = write!(
-        h,
-        "{}",
-        escape(match a.convention {
-            super::Convention::Vllm =>
-                "Definitions of vllm bench serve: TTFT to the first content chunk; ITL between content chunks, pooled over requests; TPOT = (E2EL − TTFT)/(output tokens − 1) per request; E2EL to the last content chunk; percentiles by linear interpolation; duration from the stage's first dispatch to its last completion. Send delay: scheduled → sent (waiting for a concurrency slot, timer lateness, connection setup).",
-            super::Convention::Guidellm =>
-                "Definitions of GuideLLM: TTFT to the first token; TPOT = time to the last token / output tokens, weighted by tokens; ITL = (last − first token)/(tokens − 1), weighted by tokens − 1; E2EL = request latency to the stream's end; percentiles by the inverse empirical CDF.",
-        })
-    );
-    let _ = write!(h, "</p>");
+    rows
 }
 
 /// The GPUs of each stage (when telemetry was sampled): utilisation, memory, power, energy.
-fn gpu_table(h: &mut String, a: &Analysis) {
-    if !a.stages.iter().any(|s| s.gpu.is_some()) {
-        return;
-    }
-    let _ = write!(
-        h,
-        "<h2>GPUs</h2><table><tr><th>stage</th><th>GPUs</th><th>utilisation mean / max</th><th>memory peak GiB</th><th>power mean W</th><th>energy J</th><th>J per output token</th><th>throttle reasons</th></tr>"
-    );
+fn gpus(a: &Analysis) -> Vec<Vec<String>> {
     let f = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |x| format!("{x:.d$}"));
-    for s in &a.stages {
-        let Some(g) = &s.gpu else { continue };
-        let _ = write!(
-            h,
-            "<tr><td>{} {}</td><td>{}</td><td>{} / {} %</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            s.stage,
-            escape(&s.label),
-            g.gpus,
-            f(g.mean_utilization_pct, 0),
-            f(g.max_utilization_pct, 0),
-            f(g.peak_memory_used_bytes.map(|b| b / 1073741824.0), 1),
-            f(g.mean_power_w, 0),
-            f(g.energy_j, 0),
-            f(g.energy_per_output_token_j, 3),
-            g.throttle_reasons.map_or("-".to_string(), |r| if r == 0 {
-                "none".into()
-            } else {
-                format!("{r:#x}")
-            })
-        );
-    }
-    let _ = write!(
-        h,
-        "</table><p class=note>Sampled while the load ran; energy is the power summed over the GPUs, integrated between samples in the stage's window.</p>"
-    );
+    a.stages
+        .iter()
+        .filter_map(|s| {
+            let g = s.gpu.as_ref()?;
+            Some(vec![
+                format!("{} {}", s.stage, s.label),
+                g.gpus.to_string(),
+                format!("{} / {} %", f(g.mean_utilization_pct, 0), f(g.max_utilization_pct, 0)),
+                f(g.peak_memory_used_bytes.map(|b| b / 1073741824.0), 1),
+                f(g.mean_power_w, 0),
+                f(g.energy_j, 0),
+                f(g.energy_per_output_token_j, 3),
+                g.throttle_reasons
+                    .map_or("-".to_string(), |r| if r == 0 { "none".into() } else { format!("{r:#x}") }),
+            ])
+        })
+        .collect()
 }
 
 /// Each engine behind a router (when there are several): its requests and prefix-cache hits.
-fn replicas_table(h: &mut String, a: &Analysis) {
-    if a.replicas.is_empty() {
-        return;
+fn replicas(a: &Analysis) -> Vec<Vec<String>> {
+    a.replicas
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                format!("{:.0}", r.requests),
+                format!("{:.0}", r.prefix_cache_queries),
+                format!("{:.0}", r.prefix_cache_hits),
+                r.prefix_cache_hit_rate.map_or("-".to_string(), |x| format!("{:.1} %", x * 100.0)),
+            ]
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::analysis::{Convention, ReplicaStats, Series, StageStats, gpu::GpuStats, stats};
+
+    const HOSTILE: &str = "<script>alert(\"x\")</script> & 'q'";
+
+    /// What a reader of the page sees: the text with the entities minijinja writes undone.
+    fn unescaped(h: &str) -> String {
+        h.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&amp;", "&")
     }
-    let _ = write!(
-        h,
-        "<h2>Replicas</h2><table><tr><th>replica</th><th>requests</th><th>prefix-cache queries (tokens)</th><th>hits (tokens)</th><th>hit rate</th></tr>"
-    );
-    for r in &a.replicas {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td></tr>",
-            escape(&r.name),
-            r.requests,
-            r.prefix_cache_queries,
-            r.prefix_cache_hits,
-            r.prefix_cache_hit_rate.map_or("-".to_string(), |x| format!("{:.1} %", x * 100.0))
-        );
+
+    fn stage(n: u32, seed: f64) -> StageStats {
+        let mut v: Vec<f64> = (1..=50).map(|i| seed * f64::from(i) * 1.37).collect();
+        let s = stats::vllm(&mut v);
+        StageStats {
+            stage: n,
+            label: format!("rate={n}/s {HOSTILE}"),
+            window: (0.0, 10.0),
+            duration: 9.8765 * seed,
+            completed: 49,
+            failed: 1,
+            failed_by_kind: BTreeMap::from([("http".to_string(), 1)]),
+            total_input_tokens: 1000,
+            total_output_tokens: 2000,
+            estimated_token_requests: 3,
+            request_throughput: 4.98765 * seed,
+            output_throughput: 203.456 * seed,
+            total_token_throughput: 300.0,
+            request_goodput: Some(4.4444),
+            max_concurrent_requests: 7,
+            max_output_tokens_per_s: 250.0,
+            ttft: s.clone(),
+            tpot: s.clone(),
+            itl: s.clone(),
+            e2el: s.clone(),
+            client_queue: s,
+            gpu: Some(GpuStats {
+                gpus: 2,
+                samples: 10,
+                mean_utilization_pct: Some(87.4),
+                max_utilization_pct: Some(99.0),
+                peak_memory_used_bytes: Some(3.5 * 1073741824.0),
+                memory_total_bytes: Some(160.0 * 1073741824.0),
+                mean_power_w: Some(612.3),
+                energy_j: Some(6123.0),
+                energy_per_output_token_j: Some(3.0615),
+                throttle_reasons: Some(4),
+            }),
+        }
     }
-    let _ = write!(
-        h,
-        "</table><p class=note>From each engine's own /metrics, scraped while the load ran: differences of its counters between the first and the last scrape (warm-up and smoke test excluded only if they came before the first scrape).</p>"
-    );
+
+    #[test]
+    fn the_report_shows_every_figure_of_the_analysis_and_escapes_what_users_named() {
+        let dir = std::env::temp_dir().join(format!("bf-report-{}", std::process::id()));
+        let dirs = super::super::Dirs::single(&dir);
+        let workload = dir.join(layout::WORKLOAD);
+        std::fs::create_dir_all(workload.parent().unwrap()).unwrap();
+        std::fs::write(&workload, format!("description: {HOSTILE}\n")).unwrap();
+        let mut info = crate::results::RunInfo::starting("http://h:1/".into(), HOSTILE.into());
+        info.server_metrics_error = Some(format!("refused {HOSTILE}"));
+        let a = Analysis {
+            convention: Convention::Vllm,
+            info: Some(info),
+            stages: vec![stage(1, 1.0), stage(2, 2.5)],
+            series: Series::default(),
+            replicas: vec![ReplicaStats {
+                name: format!("replica-0 {HOSTILE}"),
+                requests: 120.0,
+                prefix_cache_queries: 4096.0,
+                prefix_cache_hits: 1024.0,
+                prefix_cache_hit_rate: Some(0.25),
+            }],
+        };
+        let h = render(&dirs, &a, &[]).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // Nothing a user named reaches the page as markup; all of it reaches it as text.
+        assert!(!h.contains("<script>") && !h.contains("\"x\"") && !h.contains("& 'q'"), "{h}");
+        let seen = unescaped(&h);
+        assert_eq!(seen.matches(HOSTILE).count(), 8, "model, error, 2×2 stage labels, replica, workload");
+        // Every figure of every stage, as stats.txt writes it.
+        for s in &a.stages {
+            for fig in [
+                format!("{:.2}", s.duration),
+                format!("{:.2}", s.request_throughput),
+                format!("{:.1}", s.output_throughput),
+                format!("{} (http 1)", s.failed),
+            ] {
+                assert!(seen.contains(&format!("<td>{fig}</td>")), "stage {}: {fig}", s.stage);
+            }
+            for (name, m) in s.latency_rows() {
+                let cells: String = m.row().iter().map(|v| format!("<td>{v:.2}</td>")).collect();
+                assert!(h.contains(&format!("<td>{} · {name}</td>{cells}", s.stage)), "{name}: {cells}");
+            }
+        }
+        for fig in ["87 / 99 %", "3.5", "612", "6123", "3.062", "0x4", "120", "4096", "25.0 %", "4.44"] {
+            assert!(seen.contains(&format!("<td>{fig}</td>")), "{fig}");
+        }
+        assert!(seen.contains("Token counts of 6 requests are client estimates"));
+        assert!(h.contains("<h2>GPUs</h2>") && h.contains("<h2>Replicas</h2>"));
+    }
 }

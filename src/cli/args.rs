@@ -205,7 +205,7 @@ pub(crate) struct CompareArgs {
     /// Bootstrap resamples, 100 to 1,000,000.
     #[arg(long, default_value_t = 2000, value_parser = resamples)]
     pub resamples: usize,
-    /// Write the overlaid charts here (default: none).
+    /// Write the overlaid charts and report.html (the comparison as a page) here (default: none).
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
     /// How requests are resampled: `blocks` (contiguous blocks in send order: holds when

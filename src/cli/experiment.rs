@@ -348,7 +348,8 @@ pub(crate) fn compare(args: CompareArgs) -> Result<(), CliError> {
     };
     let c = compare_dirs(&dirs, args.level, args.resamples, how)?;
     if let Some(out) = &args.plots {
-        experiment::compare::plots(&dirs, out)?;
+        let charts = experiment::compare::plots(&dirs, out)?;
+        experiment::compare::write_report(&c, &charts, out)?;
     }
     match args.output {
         CompareFormat::Table => out!("{}", c.table()),
@@ -370,7 +371,7 @@ impl From<ExperimentError> for CliError {
             | ExperimentError::Point { .. }
             | ExperimentError::State { .. }) => CliError::Usage(e.to_string()),
             e @ ExperimentError::Leftover { .. } => CliError::TeardownFailed(e.to_string()),
-            e @ ExperimentError::Plot(_) => CliError::Experiment(e.to_string()),
+            e @ (ExperimentError::Plot(_) | ExperimentError::Html(_)) => CliError::Experiment(e.to_string()),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! `analysis/points.csv` (one row per point and stage), latency–throughput curves with one
 //! line per stack, overlaid CDFs, a heat map over two factors, the Pareto front of throughput
 //! against the chosen latency with the points that meet the SLOs marked, `compare.json` for an
-//! A/B design, and `report.html` linking every point's own report.
+//! A/B design, and `report.html` linking every point's own report ([`super::report`]).
 //!
 //! A point dominates another on the Pareto front only where it is better beyond the noise
 //! ([`Noisy`]: the Poisson noise of the stage's completions for throughput, an interval of the
@@ -12,7 +12,6 @@
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     path::{Path, PathBuf},
 };
 
@@ -32,7 +31,6 @@ use crate::{
     analysis::{
         self, StatsDoc, bootstrap, percentile,
         plots::{self, HeatMap, LineChart},
-        report::escape as esc,
     },
     resolve::Resolved,
     spec::experiment::Design,
@@ -287,7 +285,7 @@ pub(crate) fn analyze(plan: &ExperimentPlan) -> Result<Findings, ExperimentError
         )?;
         findings.comparison = Some(c);
     }
-    let html = report(plan, &findings);
+    let html = super::report::render(plan, &findings)?;
     write_atomic(&out.join("report.html"), html.as_bytes())?;
     Ok(findings)
 }
@@ -918,117 +916,6 @@ fn point_label(plan: &ExperimentPlan, id: &str) -> String {
         .find(|p| p.point.id == id)
         .map(|p| format!("{id} {}", p.point.label()))
         .unwrap_or_else(|| id.to_string())
-}
-
-/// `report.html`: the design, the charts, the points table with links to their reports.
-fn report(plan: &ExperimentPlan, f: &Findings) -> String {
-    let e = &plan.file.spec;
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!doctype html><html><head><meta charset=utf-8><title>benchflow experiment {}</title><style>\
-         body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}\
-         td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#f4f4f4}}\
-         td.l,th.l{{text-align:left}}tr.front td{{background:#eef6ee}}td.warn,li.warn{{color:#a30}}img{{max-width:100%}}</style></head><body>",
-        esc(&plan.file.origin)
-    );
-    let _ = write!(
-        h,
-        "<h1>Experiment {}</h1><p>{}</p><p>{} on {}; setup factors: {}; run factors: {}.</p>",
-        esc(&plan.file.origin),
-        esc(e.description.as_deref().unwrap_or("")),
-        super::counted(plan.points.len(), "point"),
-        super::counted(plan.stacks.len(), "stack"),
-        esc(&plan.factors.iter().filter(|x| x.1).map(|x| x.0.as_str()).collect::<Vec<_>>().join(", ")),
-        esc(&plan.factors.iter().filter(|x| !x.1).map(|x| x.0.as_str()).collect::<Vec<_>>().join(", ")),
-    );
-    if let Some(o) = &f.search {
-        let _ =
-            write!(h, "<h2>Search</h2><p><b>{}</b></p><pre>{}</pre>", esc(&o.says), esc(&search::table(o)));
-    }
-    if !f.notes.is_empty() {
-        h += "<h2>Notes</h2><ul>";
-        for n in &f.notes {
-            let _ = write!(h, "<li class=warn>{}</li>", esc(n));
-        }
-        h += "</ul>";
-    }
-    if let Some(c) = &f.comparison {
-        let _ = write!(h, "<h2>A/B comparison</h2><pre>{}</pre>", esc(&c.table()));
-    }
-    for name in &f.charts {
-        let _ =
-            write!(h, "<h2>{}</h2><img src=\"plots/{}.svg\" alt=\"{}\">", esc(name), esc(name), esc(name));
-    }
-    let _ = write!(
-        h,
-        "<h2>Points</h2><p>Highlighted rows are on the Pareto front of {} against {}: no other point is better in one beyond the noise without being worse in the other ({:.0}% intervals: Poisson noise of the completions, order statistics or standard error of the latency); a tie is a point on the front that no difference beyond the noise separates from the one named. Client: the send delay p99 (sent − scheduled), in red when the client fell behind.</p><table><tr>",
-        esc(&e.analysis.throughput),
-        esc(&e.analysis.latency),
-        e.analysis.level * 100.0
-    );
-    let mut cols = vec!["point".to_string(), "stack".into(), "status".into()];
-    cols.extend(plan.factors.iter().map(|(k, _)| k.clone()));
-    cols.extend(
-        [
-            "stage",
-            "req/s",
-            "error rate",
-            "TTFT p50",
-            "TTFT p99",
-            "TPOT p50",
-            "E2EL p99",
-            "SLOs met",
-            "prefix hits",
-            "client (ms)",
-            "Pareto",
-            "report",
-        ]
-        .map(String::from),
-    );
-    for c in &cols {
-        let _ = write!(h, "<th class=l>{}</th>", esc(c));
-    }
-    h += "</tr>";
-    for r in &f.rows {
-        let _ = write!(h, "<tr{}>", if r.pareto { " class=front" } else { "" });
-        let _ = write!(
-            h,
-            "<td class=l>{}</td><td class=l>{}</td><td class=l>{}</td>",
-            esc(&r.point),
-            esc(&r.stack),
-            esc(&r.status)
-        );
-        for (k, _) in &plan.factors {
-            let v = r.values.iter().find(|(x, _)| x == k).map(|(_, v)| shown(v)).unwrap_or_default();
-            let _ = write!(h, "<td class=l>{}</td>", esc(&v));
-        }
-        let m = |k: &str| r.metrics.get(k).map(|v| format!("{v:.2}")).unwrap_or_default();
-        let link = format!("../points/{}/analysis/latest/report.html", r.point);
-        let _ = write!(
-            h,
-            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td class=l>{}</td><td class=l><a href=\"{}\">report</a></td></tr>",
-            if r.metrics.is_empty() { String::new() } else { r.stage.to_string() },
-            m("request_throughput"),
-            if r.error_rate.is_finite() { format!("{:.1}%", r.error_rate * 100.0) } else { String::new() },
-            m("median_ttft_ms"),
-            m("p99_ttft_ms"),
-            m("median_tpot_ms"),
-            m("p99_e2el_ms"),
-            r.meets_slo.map(|b| if b { "yes" } else { "no" }).unwrap_or(""),
-            r.prefix_cache_hit_rate.map(|v| format!("{:.1}%", v * 100.0)).unwrap_or_default(),
-            match r.health.as_ref() {
-                Some(hl) if hl.fell_behind =>
-                    format!("<td class=warn>{:.1} fell behind</td>", hl.send_delay_p99_ms),
-                Some(hl) => format!("<td>{:.1}</td>", hl.send_delay_p99_ms),
-                None => "<td></td>".into(),
-            },
-            esc(&pareto_shown(r)),
-            esc(&link)
-        );
-    }
-    h += "</table></body></html>\n";
-    h
 }
 
 #[cfg(test)]

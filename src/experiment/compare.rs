@@ -534,31 +534,107 @@ impl Comparison {
                     pct(d.relative),
                     pct(d.relative_low),
                     pct(d.relative_high),
-                    match &d.why {
-                        Some(why) => format!("{}: {why}", d.verdict.as_str()),
-                        None => d.verdict.as_str().to_string(),
-                    }
+                    d.verdict_text()
                 );
             }
-            for (name, hs) in [(&p.baseline, &p.baseline_health), (&p.other, &p.other_health)] {
-                for h in hs {
-                    let state = match (&h.not_judged, h.fell_behind) {
-                        (Some(why), _) => format!("not judged ({why})"),
-                        (None, true) => format!("FELL BEHIND (limit {:.1} ms)", h.limit_ms),
-                        (None, false) => format!("kept up (limit {:.1} ms)", h.limit_ms),
-                    };
-                    let _ = writeln!(
-                        out,
-                        "client of {name}, stage {}: send delay p99 {:.1} ms, {} of {} requests sent ≥ {LATE_SEND_MS} ms late: {state}",
-                        h.stage, h.send_delay_p99_ms, h.late_sends, h.requests
-                    );
-                }
+            for line in p.health_lines() {
+                let _ = writeln!(out, "{line}");
             }
             out.push('\n');
         }
         let _ = writeln!(out, "method: {}; {} resamples", self.method, self.resamples);
         out
     }
+}
+
+impl Diff {
+    /// `better`, or `inconclusive: why`.
+    fn verdict_text(&self) -> String {
+        match &self.why {
+            Some(why) => format!("{}: {why}", self.verdict.as_str()),
+            None => self.verdict.as_str().to_string(),
+        }
+    }
+}
+
+impl Pair {
+    /// One line per stage and run: the client's send delay and whether it kept up.
+    fn health_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (name, hs) in [(&self.baseline, &self.baseline_health), (&self.other, &self.other_health)] {
+            for h in hs {
+                let state = match (&h.not_judged, h.fell_behind) {
+                    (Some(why), _) => format!("not judged ({why})"),
+                    (None, true) => format!("FELL BEHIND (limit {:.1} ms)", h.limit_ms),
+                    (None, false) => format!("kept up (limit {:.1} ms)", h.limit_ms),
+                };
+                lines.push(format!(
+                    "client of {name}, stage {}: send delay p99 {:.1} ms, {} of {} requests sent ≥ {LATE_SEND_MS} ms late: {state}",
+                    h.stage, h.send_delay_p99_ms, h.late_sends, h.requests
+                ));
+            }
+        }
+        lines
+    }
+}
+
+/// What `compare.html` shows.
+#[derive(Debug, Serialize)]
+struct CompareView {
+    /// The intervals' level, in percent.
+    level: String,
+    pairs: Vec<PairView>,
+    method: String,
+    /// The charts drawn beside the report (`compare_ttft_cdf`, …).
+    charts: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PairView {
+    baseline: String,
+    other: String,
+    /// stage, metric, stat, baseline, other, change, interval, verdict.
+    rows: Vec<Vec<String>>,
+    health: Vec<String>,
+}
+
+/// `report.html` of `benchflow compare --plots DIR`, in `DIR` beside the charts: each pair's
+/// differences as a table, the clients' health, the method (the figures of the text table).
+pub(crate) fn write_report(c: &Comparison, charts: &[String], out: &Path) -> Result<(), ExperimentError> {
+    let pct = |x: f64| if x.is_finite() { format!("{:+.1}%", x * 100.0) } else { "n/a".into() };
+    let view = CompareView {
+        level: format!("{:.0}", c.level * 100.0),
+        pairs: c
+            .pairs
+            .iter()
+            .map(|p| PairView {
+                baseline: p.baseline.clone(),
+                other: p.other.clone(),
+                rows: p
+                    .diffs
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.stage.to_string(),
+                            d.metric.clone(),
+                            d.stat.clone(),
+                            format!("{:.3}", d.baseline),
+                            format!("{:.3}", d.value),
+                            pct(d.relative),
+                            format!("[{}, {}]", pct(d.relative_low), pct(d.relative_high)),
+                            d.verdict_text(),
+                        ]
+                    })
+                    .collect(),
+                health: p.health_lines(),
+            })
+            .collect(),
+        method: format!("{}; {} resamples", c.method, c.resamples),
+        charts: charts.to_vec(),
+    };
+    let html = crate::analysis::html::render("compare.html", "c", &view)?;
+    crate::workdir::write_atomic(&out.join("report.html"), html.as_bytes())?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod measure;
 pub(crate) mod plan;
 mod point;
 mod progress;
+mod report;
 pub(crate) mod run;
 pub(crate) mod search;
 #[cfg(test)]
@@ -58,6 +59,8 @@ pub(crate) enum ExperimentError {
     Exec(#[from] crate::exec::ExecError),
     #[error(transparent)]
     Plot(#[from] crate::analysis::plots::PlotError),
+    #[error(transparent)]
+    Html(#[from] crate::analysis::html::HtmlError),
     #[error("{path}: {why}")]
     State { path: String, why: String },
     #[error("{dir} is still up ({why}); remove it with `benchflow teardown {dir}`")]

@@ -15,7 +15,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{client::Target, scrape};
+use super::{client::Target, exposition, scrape};
 
 /// Where the samples come from (decided by the harness step).
 #[derive(Debug, Clone)]
@@ -183,40 +183,29 @@ async fn dcgm(
     Outcome { samples, note }
 }
 
-/// The value of label `name` in a Prometheus label set (`a="1",b="2"`).
-fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
-    let mut rest = labels;
-    while let Some((key, after)) = rest.split_once("=\"") {
-        let end = after.find('"')?;
-        if key.trim_start_matches(',').trim() == name {
-            return Some(&after[..end]);
-        }
-        rest = &after[end + 1..];
-    }
-    None
-}
-
 /// A DCGM exporter's exposition as samples per GPU (`HOST/INDEX`, or the index alone), in the
 /// units of [this module](self). With `namespace`, and when the exporter attributes GPUs to pods
 /// (a `namespace` label), only the GPUs of pods in that namespace.
 pub(crate) fn parse_dcgm(text: &str, namespace: Option<&str>) -> Vec<Sample> {
     const MIB: f64 = 1024.0 * 1024.0;
-    let attributed = text.lines().any(|l| !l.starts_with('#') && l.contains("namespace=\""));
+    // A line out of the format is left out (the exporter's other lines still count).
+    let samples: Vec<exposition::Sample> = exposition::samples(text).filter_map(Result::ok).collect();
+    let attributed = samples.iter().any(|s| s.label("namespace").is_some());
     let mut out: Vec<Sample> = Vec::new();
     let mut free: Vec<(String, f64)> = Vec::new();
-    for line in text.lines() {
-        let Some((name, labels, value)) = scrape::parse_sample(line) else { continue };
+    for s in &samples {
         if let (Some(ns), true) = (namespace, attributed)
-            && label(labels, "namespace") != Some(ns)
+            && s.label("namespace") != Some(ns)
         {
             continue;
         }
-        let index = label(labels, "gpu").unwrap_or("?");
-        let gpu = match label(labels, "Hostname") {
+        let index = s.label("gpu").unwrap_or("?");
+        let gpu = match s.label("Hostname") {
             Some(h) if !h.is_empty() => format!("{h}/{index}"),
             _ => index.to_string(),
         };
-        let (metric, value) = match name {
+        let value = s.value;
+        let (metric, value) = match s.name.as_ref() {
             "DCGM_FI_DEV_GPU_UTIL" => ("utilization_pct", value),
             "DCGM_FI_DEV_FB_USED" => ("memory_used_bytes", value * MIB),
             "DCGM_FI_DEV_FB_FREE" | "DCGM_FI_DEV_FB_RESERVED" => {
@@ -286,9 +275,11 @@ DCGM_FI_DEV_CLOCK_THROTTLE_REASONS{gpu="0",UUID="GPU-aaaa",Hostname="node-a",nam
     }
 
     #[test]
-    fn labels_are_read_by_name_not_by_position() {
-        assert_eq!(label(r#"gpu="0",Hostname="n""#, "Hostname"), Some("n"));
-        assert_eq!(label(r#"UUID="GPU-1",gpu="3""#, "gpu"), Some("3"));
-        assert_eq!(label(r#"gpu="0""#, "pod"), None);
+    fn labels_are_read_by_name_not_by_position_and_a_timestamp_is_not_the_value() {
+        let text = "DCGM_FI_DEV_GPU_UTIL{UUID=\"GPU-1\",Hostname=\"n\",gpu=\"3\"} 42 1765100000123\n\
+                    DCGM_FI_DEV_GPU_UTIL{gpu=\"4\",Hostname=\"a \\\"b\\\"\"} 7\n";
+        let s = parse_dcgm(text, None);
+        assert_eq!((s[0].gpu.as_str(), s[0].value), ("n/3", 42.0));
+        assert_eq!((s[1].gpu.as_str(), s[1].value), ("a \"b\"/4", 7.0));
     }
 }

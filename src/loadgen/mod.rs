@@ -13,6 +13,7 @@
 //! numbers from an atomic counter. Records go to the writer task through a channel.
 
 pub(crate) mod client;
+pub(crate) mod exposition;
 pub(crate) mod gpu;
 pub(crate) mod record;
 pub(crate) mod schedule;

@@ -1,6 +1,6 @@
 //! Scrapes `/metrics` while the load runs (the endpoint's, or each engine's behind a router),
 //! into `results/server_metrics.csv` (long format: time, metric, labels, value, target;
-//! histogram buckets are skipped). The targets of one round are scraped together and share its
+//! histogram buckets are skipped), each exposition read by [`super::exposition`]. The targets of one round are scraped together and share its
 //! time. The first round is taken before the load starts and the last after it ends, so the
 //! counters' differences are the run's.
 
@@ -71,16 +71,8 @@ pub(crate) async fn run(
         for ((name, _), scrape) in targets.iter().zip(scrapes) {
             match scrape {
                 Ok(Ok(text)) => {
-                    for line in text.lines() {
-                        if let Some((metric, labels, value)) = parse_sample(line)
-                            && metric.starts_with("vllm:")
-                            && !metric.ends_with("_bucket")
-                            && !metric.ends_with("_created")
-                        {
-                            // A label may hold anything the server saw, a key sent to it too.
-                            let labels = crate::redact::text(labels).replace('"', "'");
-                            let _ = writeln!(out, "{t:.3},{metric},\"{labels}\",{value},{name}");
-                        }
+                    if let Some(e) = write_rows(&mut out, t, name, &text) {
+                        last_err = Some(format!("{name}: {e}"));
                     }
                 }
                 Ok(Err(e)) => (all, last_err) = (false, Some(format!("{name}: {e}"))),
@@ -119,25 +111,67 @@ pub(super) async fn fetch(target: &Target) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Splits `name{labels} value` (or `name value`).
-pub(crate) fn parse_sample(line: &str) -> Option<(&str, &str, f64)> {
-    if line.starts_with('#') || line.is_empty() {
-        return None;
+/// The rows of one target's exposition scraped at `t`; the first line out of the format, if
+/// any (it is left out, the others kept).
+fn write_rows(
+    out: &mut impl Write,
+    t: f64,
+    target: &str,
+    text: &str,
+) -> Option<super::exposition::ExpositionError> {
+    let mut first_error = None;
+    for sample in super::exposition::samples(text) {
+        match sample {
+            Ok(s) if kept(&s.name) => {
+                // A label may hold anything the server saw, a key sent to it too.
+                let labels = crate::redact::text(&s.labels_text()).replace('"', "\"\"");
+                let _ = writeln!(out, "{t:.3},{},\"{labels}\",{},{target}", s.name, s.value);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    let (head, value) = line.rsplit_once(' ')?;
-    let value: f64 = value.parse().ok()?;
-    match head.split_once('{') {
-        Some((name, rest)) => Some((name, rest.strip_suffix('}')?, value)),
-        None => Some((head, "", value)),
-    }
+    first_error
+}
+
+/// The samples `server_metrics.csv` keeps: vLLM's, not a histogram's buckets, nor a
+/// counter's creation time.
+fn kept(metric: &str) -> bool {
+    metric.starts_with("vllm:") && !metric.ends_with("_bucket") && !metric.ends_with("_created")
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn parses_samples() {
-        assert_eq!(super::parse_sample("vllm:x{a=\"1\"} 2.5"), Some(("vllm:x", "a=\"1\"", 2.5)));
-        assert_eq!(super::parse_sample("up 1"), Some(("up", "", 1.0)));
-        assert_eq!(super::parse_sample("# HELP x"), None);
+    fn rows_keep_vllm_samples_with_their_labels_and_values_and_name_a_bad_line() {
+        let text = "# TYPE vllm:num_requests_running gauge\n\
+                    vllm:num_requests_running{model_name=\"a \\\"b\\\", c\",engine=\"0\"} 3 1765100000123\n\
+                    vllm:e2e_request_latency_seconds_bucket{le=\"+Inf\"} 9\n\
+                    vllm:prompt_tokens_created 1.7e9\n\
+                    process_cpu_seconds_total 12.5\n\
+                    vllm:broken{x=1} 2\n\
+                    vllm:prompt_tokens_total +Inf\n";
+        let mut out = Vec::new();
+        let e = super::write_rows(&mut out, 1.5, "replica-0", text).unwrap();
+        assert_eq!(e.line, 6, "{e}");
+        let mut r = csv::ReaderBuilder::new().has_headers(false).from_reader(out.as_slice());
+        let rows: Vec<Vec<String>> =
+            r.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
+        assert_eq!(
+            rows,
+            [
+                [
+                    "1.500",
+                    "vllm:num_requests_running",
+                    "model_name='a \"b\", c',engine='0'",
+                    "3",
+                    "replica-0"
+                ],
+                ["1.500", "vllm:prompt_tokens_total", "", "inf", "replica-0"],
+            ],
+            "the timestamp is not the value; buckets, _created and other exporters' samples left out"
+        );
     }
 }

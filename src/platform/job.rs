@@ -19,7 +19,7 @@ use crate::{
     spec::workload::Workload,
     workdir::{
         archive::{extract, sha256_hex},
-        parse_utc,
+        parse_time,
     },
 };
 use base64::Engine as _;
@@ -109,7 +109,14 @@ pub(crate) fn merge(results: &Path, shards: &[PathBuf]) -> Result<RunInfo, Strin
             serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", s.display()))
         })
         .collect::<Result<_, String>>()?;
-    let starts: Vec<f64> = infos.iter().map(|i| parse_utc(&i.started_at).unwrap_or(0.0)).collect();
+    let starts: Vec<f64> = shards
+        .iter()
+        .zip(&infos)
+        .map(|(s, i)| {
+            parse_time(&i.started_at)
+                .map_err(|e| format!("{}: started_at: {e}", s.join("run.json").display()))
+        })
+        .collect::<Result<_, String>>()?;
     let t0 = starts.iter().copied().fold(f64::INFINITY, f64::min);
     let files: Vec<(PathBuf, f64)> =
         shards.iter().zip(&starts).map(|(s, start)| (s.join("requests.csv"), (start - t0) * 1e6)).collect();

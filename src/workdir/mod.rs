@@ -20,8 +20,9 @@ use std::{
     fs::File,
     io::Write as _,
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
 };
+
+use jiff::Timestamp;
 
 /// Version of the work directory layout (in `state.json` and `inputs/version.json`).
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -180,71 +181,55 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WorkdirEr
     Ok(())
 }
 
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// A time that is not RFC 3339.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "`{text}` is not an RFC 3339 time (like 2026-11-24T08:45:06.081Z or 2026-11-24T10:45:06+02:00): {why}"
+)]
+pub(crate) struct TimeError {
+    pub text: String,
+    pub why: String,
 }
 
-fn parts(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (y, m, day) = civil((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    (y, m, day, rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_millis())
-}
-
-/// (year, month, day) → days since 1970-01-01, proleptic Gregorian (the inverse of `civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// A time written by [`utc_now`] (`2026-11-24T08:45:06.081Z`) as seconds since the epoch.
+/// An RFC 3339 time (`2026-11-24T08:45:06.081Z`, any offset, any fraction of a second) as
+/// seconds since the epoch; None if it is not one ([`parse_time`] says why).
 pub(crate) fn parse_utc(t: &str) -> Option<f64> {
-    let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
-    let mut d = date.splitn(3, '-');
-    let (y, m, day) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
-    let mut hms = time.splitn(3, ':');
-    let (hh, mm, ss): (f64, f64, f64) =
-        (hms.next()?.parse().ok()?, hms.next()?.parse().ok()?, hms.next()?.parse().ok()?);
-    Some(days_from_civil(y, m, day) as f64 * 86_400.0 + hh * 3600.0 + mm * 60.0 + ss)
+    parse_time(t).ok()
+}
+
+/// An RFC 3339 time as seconds since the epoch, or why not.
+pub(crate) fn parse_time(t: &str) -> Result<f64, TimeError> {
+    let ts: Timestamp =
+        t.trim().parse().map_err(|e: jiff::Error| TimeError { text: t.to_string(), why: e.to_string() })?;
+    Ok(ts.as_second() as f64 + f64::from(ts.subsec_nanosecond()) / 1e9)
 }
 
 /// The current UTC time as RFC 3339 (`2026-11-23T21:37:38.123Z`).
 pub(crate) fn utc_now() -> String {
-    utc_of(SystemTime::now())
+    utc_of(Timestamp::now())
 }
 
-/// Seconds since the epoch as RFC 3339, as [`utc_now`] writes it.
+/// Seconds since the epoch as RFC 3339, as [`utc_now`] writes it (before the epoch: the epoch).
 pub(crate) fn utc_at(secs: f64) -> String {
-    utc_of(UNIX_EPOCH + std::time::Duration::from_secs_f64(secs.max(0.0)))
+    // Whole milliseconds (as written), so 0.1 s more is never 0.099 by the float's rounding.
+    let ms = (secs.max(0.0) * 1000.0).round();
+    utc_of(
+        Timestamp::from_millisecond(ms.min(Timestamp::MAX.as_millisecond() as f64) as i64)
+            .unwrap_or(Timestamp::MAX),
+    )
 }
 
-fn utc_of(t: SystemTime) -> String {
-    let (y, m, d, hh, mm, ss, ms) = parts(t);
-    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{ms:03}Z")
+/// Milliseconds, truncated, UTC.
+fn utc_of(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 /// A new run id: `YYYYMMDD-HHMMSS-xxxx` (UTC, plus 4 hex digits against collisions).
 pub(crate) fn run_id() -> String {
-    let now = SystemTime::now();
-    let (y, m, d, hh, mm, ss, _) = parts(now);
-    let nanos = now.duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let now = Timestamp::now();
+    let nanos = now.subsec_nanosecond().unsigned_abs();
     let salt = crate::rng::Rng::new(u64::from(nanos) ^ u64::from(std::process::id())).next_u64() & 0xffff;
-    format!("{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}-{salt:04x}")
+    format!("{}-{salt:04x}", now.strftime("%Y%m%d-%H%M%S"))
 }
 
 /// `runs/<run-id>` unless a directory is given.
@@ -276,16 +261,37 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(super::civil(0), (1970, 1, 1));
-        assert_eq!(super::civil(20_415), (2025, 11, 23));
-        assert_eq!(super::civil(11_016), (2000, 2, 29));
-        for days in [0, 11_016, 20_415, -1] {
-            let (y, m, d) = super::civil(days);
-            assert_eq!(super::days_from_civil(y, m, d), days);
+    fn rfc3339_times_with_any_offset_and_fraction() {
+        use super::{parse_time as parse_utc, utc_at};
+        assert_eq!(parse_utc("1970-01-02T00:00:01.500Z"), Ok(86_401.5));
+        assert_eq!(utc_at(86_401.5), "1970-01-02T00:00:01.500Z");
+        // An offset is the same instant in UTC.
+        assert_eq!(parse_utc("1970-01-02T02:00:01.5+02:00"), Ok(86_401.5));
+        assert_eq!(parse_utc("1970-01-01T19:00:00-05:00"), Ok(86_400.0));
+        assert_eq!(parse_utc("2000-02-29T00:00:00Z"), Ok(951_782_400.0), "a leap day");
+        assert_eq!(parse_utc("2026-11-24T08:45:06.123456789Z"), Ok(1_795_509_906.123_456_7));
+        // What utc_at writes reads back to the millisecond, across years and leap days.
+        for s in [0.0, 951_782_400.0, 1_795_509_906.123, 4_102_444_800.999] {
+            assert_eq!(parse_utc(&utc_at(s)), Ok(s), "{}", utc_at(s));
         }
-        assert_eq!(super::parse_utc("1970-01-02T00:00:01.500Z"), Some(86_401.5));
-        assert_eq!(super::utc_at(86_401.5), "1970-01-02T00:00:01.500Z");
+        assert_eq!(utc_at(-5.0), "1970-01-01T00:00:00.000Z");
         assert_eq!(super::parse_utc("yesterday"), None);
+        for bad in ["yesterday", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-11-24T08:45:06", ""] {
+            let e = parse_utc(bad).unwrap_err();
+            assert_eq!(e.text, bad);
+            assert!(e.to_string().contains("is not an RFC 3339 time (like 2026-11-24T08:45:06.081Z"), "{e}");
+        }
+    }
+
+    #[test]
+    fn now_and_run_ids_are_utc_in_their_shapes() {
+        let now = super::utc_now();
+        let secs = super::parse_time(&now).unwrap();
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        assert!((wall - secs).abs() < 5.0 && now.len() == 24 && now.ends_with('Z'), "{now}");
+        let id = super::run_id();
+        let (date, rest) = id.split_at(8);
+        assert!(date.chars().all(|c| c.is_ascii_digit()) && rest.len() == 12 && &rest[7..8] == "-", "{id}");
+        assert_eq!(&now[..4], &id[..4], "the year");
     }
 }

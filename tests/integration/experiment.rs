@@ -127,7 +127,7 @@ fn two_setups_by_three_rates_stand_up_two_stacks_and_analyse_six_points() {
     let p = Project::new("exp-2x3");
     p.file("workloads/short.yaml", SHORT).file(
         "experiments/grid.yaml",
-        "description: two engine settings by three rates\nbase: { workload: short }\nfactors:\n  engine.args: [[], [--set, max_num_seqs=4]]\n  workload.stages.0.rate: [20, 40, 80]\ncompare: true\nbetween_points: [reset_prefix_cache]\n",
+        "description: two engine settings <&> by three rates\nbase: { workload: short }\nfactors:\n  engine.args: [[], [--set, max_num_seqs=4]]\n  workload.stages.0.rate: [20, 40, 80]\ncompare: true\nbetween_points: [reset_prefix_cache]\n",
     );
     let out = p.run(&["experiment", "plan", "-e", "grid"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -191,6 +191,7 @@ fn two_setups_by_three_rates_stand_up_two_stacks_and_analyse_six_points() {
     }
     let report = std::fs::read_to_string(exp.join("analysis/report.html")).unwrap();
     assert!(report.contains("../points/p006/analysis/latest/report.html"), "links every point's report");
+    assert!(report.contains("two engine settings &lt;&amp;&gt; by three rates"), "the description, escaped");
     // compare: true pairs each max_num_seqs=4 point with the default one at the same rate.
     let ab = json(&exp.join("analysis/compare.json"));
     assert_eq!(ab["pairs"].as_array().unwrap().len(), 3);
@@ -597,6 +598,21 @@ fn compare_says_no_difference_between_seeds_and_finds_a_20_percent_slowdown() {
         table.contains("ttft_ms") && table.contains("worse") && table.contains("95% interval"),
         "{table}"
     );
+    // --plots DIR: the charts and report.html beside them, with every figure of the comparison.
+    let out = p.run(&["compare", "a", "b", "-o", "json", "--plots", "cmp"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let html = std::fs::read_to_string(p.path("cmp/report.html")).unwrap();
+    for d in c["pairs"][0]["diffs"].as_array().unwrap() {
+        for v in ["baseline", "value"] {
+            let cell = format!("<td>{:.3}</td>", d[v].as_f64().unwrap());
+            assert!(html.contains(&cell), "{cell} of {d}");
+        }
+    }
+    assert!(
+        html.contains("<img src=\"compare_ttft_cdf.svg\"") && p.path("cmp/compare_ttft_cdf.svg").is_file()
+    );
+    assert!(html.contains("kept up") || html.contains("FELL BEHIND"), "the clients' health");
 }
 
 /// The simulator in analytic mode with a known capacity: 4 slots, each request 50 ms to its
