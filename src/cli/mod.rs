@@ -6,8 +6,12 @@
 //!   `teardown`, `plan`, `reproduce`), over [`crate::session`].
 //! * [`inspect`]: `status`, `archive`, `gc`.
 //! * [`tools`]: `tools list`, `tools install`.
+//! * [`documents`]: what `-o json|yaml` prints, typed, with their schemas.
+//! * [`complete`]: `completions` (and the names completed).
 
 pub(crate) mod args;
+pub(crate) mod complete;
+pub(crate) mod documents;
 pub(crate) mod engine;
 pub(crate) mod experiment;
 pub(crate) mod inspect;
@@ -203,19 +207,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Gc(args) => runtime.block_on(inspect::gc(args)),
         Command::Tools(args) => tools::tools(args),
         Command::Sim(args) => runtime.block_on(run_sim(args)),
-        Command::Completions { shell } => {
-            use clap::CommandFactory as _;
-            use std::io::Write as _;
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "benchflow", &mut script);
-            // A closed pipe (`| head`) is not an error.
-            match std::io::stdout().write_all(&script) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    Err(CliError::Workdir(WorkdirError::Io { path: "stdout".into(), source: e }))
-                }
-                _ => Ok(()),
-            }
-        }
+        Command::Completions { shell } => complete::completions(shell),
         Command::RedactPump { .. } => Ok(()),
         Command::ResultsPack { dir } => {
             let frame =
