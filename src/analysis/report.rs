@@ -109,6 +109,9 @@ fn warnings(h: &mut String, dirs: &super::Dirs, a: &Analysis) {
             escape(&step)
         );
     }
+    for w in a.stages.iter().filter_map(|s| s.send_rate.as_ref().and_then(|r| r.warning(s.stage))) {
+        let _ = write!(h, "<p class=warn>{}</p>", escape(&w));
+    }
     let estimated: u64 = a.stages.iter().map(|s| s.estimated_token_requests).sum();
     if estimated > 0 {
         let _ = write!(

@@ -68,6 +68,11 @@ fn e2e_with_o_json_prints_only_its_summary_and_status_reads_the_run_back() {
     let completed: Vec<u64> =
         doc["stats"]["stages"].as_array().unwrap().iter().map(|s| s["completed"].as_u64().unwrap()).collect();
     assert_eq!(completed, [30, 20]);
+    // The rate stage was sent at its rate (run.json records what was asked); the concurrency
+    // stage has no rate to keep.
+    let pace = &doc["stats"]["stages"][0]["send_rate"];
+    assert_eq!((pace["asked"].as_f64(), pace["over_sent"].as_bool()), (Some(40.0), Some(false)), "{pace}");
+    assert!(doc["stats"]["stages"][1]["send_rate"].is_null());
     // Paths as the command was given them (relative to where it ran).
     assert_eq!(doc["workdir"], "wd");
     assert!(p.path(doc["report"].as_str().unwrap()).is_file(), "{doc}");
