@@ -10,6 +10,7 @@
 //! | `tools list` | [`ToolsList`] | `schemas/tools.schema.json` |
 //! | `experiment plan` | [`ExperimentPlanDoc`] | `schemas/experiment-plan.schema.json` |
 //! | `e2e`, `run`, `standup`, `reproduce` | [`RunSummary`] | `schemas/run-summary.schema.json` |
+//! | `plan` | [`crate::plan::Plan`] (also `plan/plan.json`) | `schemas/plan.schema.json` |
 
 use std::collections::BTreeMap;
 
@@ -278,6 +279,7 @@ pub(crate) fn schemas() -> Vec<(&'static str, String)> {
         ("tools.schema.json", pretty(schema_for!(ToolsList))),
         ("experiment-plan.schema.json", pretty(schema_for!(ExperimentPlanDoc))),
         ("run-summary.schema.json", pretty(schema_for!(RunSummary))),
+        ("plan.schema.json", pretty(schema_for!(crate::plan::Plan))),
     ]
 }
 

@@ -241,6 +241,7 @@ fn n_is_the_namespace_as_kubectls() {
     let p = project("namespace");
     let out = p.run(&["plan", "-c", "kubernetes-standalone", "-n", "team-a", "-o", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    conforms(&json(&out), "plan.schema.json");
     let plan = text(&out.stdout);
     assert!(plan.contains("\"namespace\": \"team-a\""), "{plan}");
     assert!(!plan.contains("\"namespace\": \"benchflow\""), "{plan}");
