@@ -48,7 +48,7 @@ pub(crate) fn emit<T: Serialize>(format: Format, doc: &T) -> Result<(), CliError
         Format::Json => serde_json::to_string_pretty(doc).map(|t| t + "\n").map_err(|e| e.to_string()),
         Format::Yaml => serde_saphyr::to_string(doc).map_err(|e| e.to_string()),
     }
-    .map_err(|e| CliError::Experiment(format!("the document could not be written: {e}")))?;
+    .map_err(CliError::Document)?;
     out!("{}", crate::redact::text(&text));
     Ok(())
 }

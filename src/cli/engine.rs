@@ -35,11 +35,11 @@ fn prepare(
     if let Some(sel) = &args.steps {
         plan.select(sel)?;
     }
-    if args.dry_run {
-        return Ok(Session::dry_run(&setup.root, resolved, plan)?);
-    }
     if on_standup && args.steps.is_none() {
         standup_unchanged(&setup.root, &plan)?;
+    }
+    if args.dry_run {
+        return Ok(Session::dry_run(&setup.root, resolved, plan)?);
     }
     Ok(Session::from_parts(&setup.root, resolved, plan)?)
 }

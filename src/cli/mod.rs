@@ -110,6 +110,9 @@ pub(crate) enum CliError {
     Interrupted(String),
     #[error("{0}")]
     Experiment(String),
+    /// A `-o json|yaml` document that could not be serialized.
+    #[error("the -o document could not be written: {0}")]
+    Document(String),
 }
 
 impl From<crate::session::SessionError> for CliError {
@@ -147,9 +150,11 @@ impl CliError {
             | CliError::Kube(_)
             | CliError::EngineLost { .. }
             | CliError::Unrecorded(_) => EXIT_RUNTIME,
-            CliError::Exec(_) | CliError::Workdir(_) | CliError::Archive(_) | CliError::Experiment(_) => {
-                EXIT_RUNTIME
-            }
+            CliError::Exec(_)
+            | CliError::Workdir(_)
+            | CliError::Archive(_)
+            | CliError::Experiment(_)
+            | CliError::Document(_) => EXIT_RUNTIME,
             CliError::Tool(
                 crate::tools::ToolError::Unknown { .. }
                 | crate::tools::ToolError::NoPython { .. }
