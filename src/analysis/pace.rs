@@ -101,7 +101,7 @@ mod tests {
     /// asked (GuideLLM's poisson profile), one sent at the rate (a Poisson realisation), one a
     /// concurrency stage (nothing asked).
     #[test]
-    fn records_sent_over_the_rate_are_flagged_in_stats_json_and_stats_txt() {
+    fn records_sent_over_the_rate_are_flagged_in_stats_json_stats_txt_and_the_report() {
         let dir = std::env::temp_dir().join(format!("bf-pace-{}", std::process::id()));
         let results = dir.join("results");
         std::fs::create_dir_all(&results).unwrap();
@@ -140,7 +140,12 @@ mod tests {
         std::fs::write(results.join("requests.csv"), csv).unwrap();
         let a = crate::analysis::compute(&results, crate::analysis::Convention::Vllm, &Default::default())
             .unwrap();
+        let dirs =
+            crate::analysis::Dirs { workdir: dir.clone(), results: results.clone(), out: dir.join("out") };
+        let html = crate::analysis::report::render(&dirs, &a, &[]);
         std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(html.matches("<p class=warn>stage ").count(), 1, "{html}");
+        assert!(html.contains("<p class=warn>stage 1 sent"), "{html}");
         let flags: Vec<Option<bool>> =
             a.stages.iter().map(|s| s.send_rate.as_ref().map(|r| r.over_sent)).collect();
         assert_eq!(flags, [Some(true), Some(false), None]);
