@@ -530,6 +530,9 @@ pub struct StageWindow {
     /// When the last request of the stage finished.
     pub end_s: f64,
     pub dispatched: u64,
+    /// The request rate asked of the stage (requests/s; none for a concurrency stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
 }
 
 /// What `results/run.json` records about the run.

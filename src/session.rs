@@ -131,20 +131,35 @@ impl Session {
 
     /// A session for inputs resolved elsewhere (a reproduction).
     pub(crate) fn from_parts(root: &Path, resolved: Resolved, plan: Plan) -> Result<Session, SessionError> {
+        Session::prepared(root, resolved, plan, false)
+    }
+
+    /// [`Session::from_parts`] for `--dry-run`: `runs/latest` stays where it was, and a
+    /// directory where nothing ever ran is marked as a dry run's (`plan/dry-run.json`, which
+    /// `status` shows); a later real command in it removes the mark.
+    pub(crate) fn dry_run(root: &Path, resolved: Resolved, plan: Plan) -> Result<Session, SessionError> {
+        Session::prepared(root, resolved, plan, true)
+    }
+
+    fn prepared(root: &Path, resolved: Resolved, plan: Plan, dry_run: bool) -> Result<Session, SessionError> {
         let wd = WorkDir::create(root)?;
         let session = Session { wd, resolved, plan };
-        session.write_inputs()?;
+        session.write_inputs(dry_run)?;
         Ok(session)
     }
 
     /// Reads a work directory's record of what it resolved, then re-resolves it into `root`
     /// (a new run with the same values and sources).
-    pub(crate) fn reproduce(recorded: &Resolved, root: &Path) -> Result<Session, SessionError> {
+    pub(crate) fn reproduce(
+        recorded: &Resolved,
+        root: &Path,
+        dry_run: bool,
+    ) -> Result<Session, SessionError> {
         let id = root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(workdir::run_id);
         let run = RunContext { id, workdir: root.to_path_buf(), bin: this_binary(), ports: Ports::Free };
         let resolved = resolve::reproduce(recorded, &run)?;
         let plan = plan::compile(&resolved)?;
-        Session::from_parts(root, resolved, plan)
+        Session::prepared(root, resolved, plan, dry_run)
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -152,7 +167,7 @@ impl Session {
     }
 
     /// `inputs/` (files as given, overrides, resolved.yaml, version) and `plan/`.
-    fn write_inputs(&self) -> Result<(), WorkdirError> {
+    fn write_inputs(&self, dry_run: bool) -> Result<(), WorkdirError> {
         let (wd, resolved, plan) = (&self.wd, &self.resolved, &self.plan);
         // The files exactly as they were read for this resolution (none when reproducing: the
         // caller copies the originals).
@@ -196,6 +211,17 @@ impl Session {
                 serde_json::to_string_pretty(&rendered).unwrap_or_default().as_bytes(),
             )?;
         }
+        if dry_run {
+            if !wd.path(layout::STATE).exists() {
+                let mark = json!({ "dry_run": true, "rendered_at": utc_now() });
+                wd.write(
+                    layout::DRY_RUN,
+                    serde_json::to_string_pretty(&mark).unwrap_or_default().as_bytes(),
+                )?;
+            }
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(wd.path(layout::DRY_RUN));
         if let Some(runs) = wd.root.parent().filter(|p| p.file_name().is_some_and(|n| n == "runs")) {
             let link = runs.join("latest");
             let _ = std::fs::remove_file(&link);

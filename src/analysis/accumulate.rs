@@ -33,6 +33,11 @@ pub(super) struct Acc {
     pub(super) label: String,
     pub(super) window: Option<(f64, f64)>,
     pub(super) first_sent: f64,
+    pub(super) last_sent: f64,
+    /// Requests sent (completed, failed or cancelled).
+    pub(super) sent: u64,
+    /// The rate asked of the stage (run.json), requests/s.
+    pub(super) asked_rate: Option<f64>,
     pub(super) last_end: f64,
     pub(super) completed: u64,
     pub(super) failed: BTreeMap<String, u64>,
@@ -69,6 +74,8 @@ pub(super) fn accumulate(acc: &mut Acc, r: &Request, gaps: &[f64], slo: &Slo) {
         acc.g_first_token = f64::INFINITY;
     }
     acc.first_sent = acc.first_sent.min(r.sent);
+    acc.last_sent = acc.last_sent.max(r.sent);
+    acc.sent += 1;
     acc.last_end = acc.last_end.max(r.end);
     let (Some(first), Some(last)) = (r.first, r.last) else {
         *acc.failed
@@ -279,5 +286,8 @@ pub(super) fn finish(stage: u32, mut acc: Acc, convention: Convention, slo: &Slo
         input_len: stats::vllm(&mut acc.input_lens),
         output_len: stats::vllm(&mut acc.output_lens),
         gpu: None,
+        send_rate: acc
+            .asked_rate
+            .and_then(|asked| super::pace::SendRate::of(asked, acc.sent, acc.first_sent, acc.last_sent)),
     }
 }

@@ -9,6 +9,7 @@
 //!   (for people), `summary.csv` (one row per stage);
 //! * [`plots`]: the charts in `plots/`; [`report`]: `report.html` (on [`html`]'s templates);
 //! * [`benchmark_report`]: the llm-d Benchmark Report v0.2, one per stage;
+//! * [`pace`]: whether a rate stage was sent at the rate asked (a tool sending more is flagged);
 //! * `bootstrap`: the difference of a statistic between two samples, with its bootstrap
 //!   interval (`compare`).
 
@@ -16,6 +17,7 @@ pub(crate) mod benchmark_report;
 pub(crate) mod bootstrap;
 pub(crate) mod gpu;
 pub(crate) mod html;
+pub(crate) mod pace;
 pub(crate) mod percentile;
 pub(crate) mod plots;
 pub(crate) mod report;
@@ -86,6 +88,9 @@ pub struct StageStats {
     pub output_len: Summary,
     /// GPU telemetry in the stage's window (none without samples).
     pub gpu: Option<gpu::GpuStats>,
+    /// A rate stage's sends against the rate asked (none for a concurrency stage, or when the
+    /// records do not say what was asked).
+    pub send_rate: Option<pace::SendRate>,
 }
 
 /// The analysis of a whole run.

@@ -90,6 +90,11 @@ pub(crate) struct StageDoc {
     /// of non-streamed requests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unmeasured: Vec<String>,
+    /// A rate stage: the rate asked, the rate the requests were sent at, the highest rate
+    /// within the Poisson noise, and `over_sent` when the tool sent more than asked (null for a
+    /// concurrency stage).
+    #[serde(default)]
+    pub send_rate: Option<super::pace::SendRate>,
 }
 
 impl StageDoc {
@@ -134,6 +139,7 @@ impl StageDoc {
             gpu: s.gpu.clone(),
             unmeasured,
             latencies_ms,
+            send_rate: s.send_rate.clone(),
         }
     }
 }
@@ -268,6 +274,9 @@ pub(crate) fn render_text(a: &Analysis) -> String {
         row(&mut t, "Total token throughput (tok/s):", format!("{:.2}", s.total_token_throughput));
         row(&mut t, "Peak output tokens in 1 s:", format!("{:.0}", s.max_output_tokens_per_s));
         row(&mut t, "Max concurrent requests:", s.max_concurrent_requests.to_string());
+        if let Some(w) = s.send_rate.as_ref().and_then(|r| r.warning(s.stage)) {
+            let _ = writeln!(t, "WARNING: {w}");
+        }
         if s.estimated_token_requests > 0 {
             let _ = writeln!(
                 t,

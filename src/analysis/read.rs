@@ -162,17 +162,18 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
             done_s[i] += 1.0;
         }
     }
-    let windows: BTreeMap<u32, (String, f64, f64)> = info
+    let windows: BTreeMap<u32, (String, f64, f64, Option<f64>)> = info
         .as_ref()
-        .map(|i| i.stages.iter().map(|s| (s.stage, (s.label.clone(), s.start_s, s.end_s))).collect())
+        .map(|i| i.stages.iter().map(|s| (s.stage, (s.label.clone(), s.start_s, s.end_s, s.rate))).collect())
         .unwrap_or_default();
     let mut series =
         Series { completions_per_s: done_s, gpu: super::gpu::read(results), ..Series::default() };
     let mut stats = Vec::new();
     for (n, mut acc) in stages {
-        if let Some((label, a, b)) = windows.get(&n) {
+        if let Some((label, a, b, rate)) = windows.get(&n) {
             acc.label = label.clone();
             acc.window = Some((*a, *b));
+            acc.asked_rate = *rate;
         }
         for (ms, n) in acc.chunk_ms.cells() {
             let i = ms / 1000;

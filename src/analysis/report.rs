@@ -16,6 +16,8 @@ struct RunView {
     lost: Vec<Lost>,
     /// Requests whose token counts are the client's estimates.
     estimated: u64,
+    /// Rate stages that sent more than asked, each said in a sentence.
+    over_sent: Vec<String>,
     /// One row of cells per stage.
     stages: Vec<Vec<String>>,
     latency_columns: [&'static str; 7],
@@ -77,6 +79,7 @@ fn view(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> RunView {
         // What a done step set up (the engine) went away during this run: said first.
         lost: lost_during(&dirs.workdir.join(layout::EVENTS), &started),
         estimated: a.stages.iter().map(|s| s.estimated_token_requests).sum(),
+        over_sent: a.stages.iter().filter_map(|s| s.send_rate.as_ref()?.warning(s.stage)).collect(),
         stages: stages(a),
         latency_columns: super::stats::Summary::COLUMNS,
         latency: latency(a),

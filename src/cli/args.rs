@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use super::EXIT_CODES;
+use super::{
+    EXIT_CODES,
+    complete::{self, Names},
+    documents::Format,
+};
 use crate::{analysis::Convention, resolve::Request, resolve::Resolved};
 
 #[derive(Debug, Parser)]
@@ -25,10 +29,10 @@ pub(crate) enum Command {
     /// Stand up, run the workload, analyse, tear down (teardown also runs on failure and on
     /// the first Ctrl-C).
     #[command(after_help = EXIT_CODES)]
-    E2e(PlanArgs),
+    E2e(ExecArgs),
     /// Stand up the stack and leave it running (`run` and `teardown` take its work directory).
     #[command(after_help = EXIT_CODES)]
-    Standup(PlanArgs),
+    Standup(ExecArgs),
     /// Run the workload and analyse, against what `standup` left in --workdir, or against any
     /// OpenAI-compatible server with --endpoint URL.
     #[command(after_help = EXIT_CODES)]
@@ -44,7 +48,7 @@ pub(crate) enum Command {
     Analyze(AnalyzeArgs),
     /// Show a work directory's steps and what is still up.
     #[command(after_help = EXIT_CODES)]
-    Status(DirArgs),
+    Status(StatusArgs),
     /// Pack a work directory into a .tar.gz with a checksum manifest.
     #[command(after_help = EXIT_CODES)]
     Archive(ArchiveArgs),
@@ -73,7 +77,9 @@ pub(crate) enum Command {
     /// Serve the built-in vLLM-compatible simulator until Ctrl-C or SIGTERM.
     #[command(after_help = EXIT_CODES)]
     Sim(SimArgs),
-    /// Print a shell completion script: `benchflow completions bash > /etc/bash_completion.d/benchflow`.
+    /// Print a shell completion script: `benchflow completions bash > /etc/bash_completion.d/benchflow`
+    /// (also spelt `completion`).
+    #[command(visible_alias = "completion")]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -95,10 +101,14 @@ pub(crate) struct ToolsArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum ToolsAction {
     /// The tools, their pinned versions and Pythons, and whether (and where) each is installed.
-    List,
+    List {
+        #[command(flatten)]
+        output: OutputArg,
+    },
     /// Install one (again, if it was), pinned, with the newest suitable Python found.
     Install {
         /// vllm-router, guidellm, inference-perf, aiperf, vllm or llmd-benchmark-report.
+        #[arg(value_parser = Names(complete::tools), hide_possible_values = true)]
         name: String,
         /// The Python to use (default: the newest suitable one on $PATH, in ~/.pyenv/versions,
         /// /usr/bin or /usr/local/bin).
@@ -159,7 +169,13 @@ pub(crate) struct ExperimentArgs {
     pub action: ExperimentAction,
     /// The experiment: a name in experiments/ (or shipped with benchflow), or a path [default:
     /// the experiment.yaml of --workdir]
-    #[arg(short = 'e', long = "experiment", value_name = "FILE")]
+    #[arg(
+        short = 'e',
+        long = "experiment",
+        value_name = "FILE",
+        value_parser = Names(complete::experiments),
+        hide_possible_values = true
+    )]
     pub file: Option<String>,
     /// The experiment directory (default: runs/<experiment name>). The same command on the
     /// same directory resumes: points done with unchanged inputs are skipped.
@@ -179,9 +195,28 @@ pub(crate) struct ExperimentArgs {
     /// instead of refusing to start.
     #[arg(long)]
     pub install_missing: bool,
+    /// Kubernetes: the namespace of every point's stack (as kubectl's; sets
+    /// kubernetes.namespace).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
     /// Only the experiment's own lines (no step progress of each point).
     #[arg(short, long)]
     pub quiet: bool,
+    /// `experiment plan`: print the design as a table, or as one JSON or YAML document
+    /// (schemas/experiment-plan.schema.json).
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+impl ExperimentArgs {
+    /// `--set` plus what `-n` sets.
+    pub(crate) fn all_sets(&self) -> Vec<String> {
+        let mut sets = self.sets.clone();
+        if let Some(ns) = &self.namespace {
+            sets.push(format!("kubernetes.namespace={ns}"));
+        }
+        sets
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -226,13 +261,13 @@ pub(crate) enum CompareResampling {
 pub(crate) struct PlanArgs {
     /// Scenario: a name in scenarios/ (or shipped with benchflow), or a path [default: local-sim,
     /// or the work directory's]
-    #[arg(short = 'c', long)]
+    #[arg(short = 'c', long, value_parser = Names(complete::scenarios), hide_possible_values = true)]
     pub scenario: Option<String>,
     /// Harness: a name in harnesses/, or a path [default: builtin, or the work directory's]
-    #[arg(short = 'H', long)]
+    #[arg(short = 'H', long, value_parser = Names(complete::harnesses), hide_possible_values = true)]
     pub harness: Option<String>,
     /// Workload: a name in workloads/, or a path [default: sanity, or the work directory's]
-    #[arg(short = 'w', long)]
+    #[arg(short = 'w', long, value_parser = Names(complete::workloads), hide_possible_values = true)]
     pub workload: Option<String>,
     /// Override one variable, e.g. --set engine.profile=llama-3.1-8b/h100 --set workload.seed=7.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -243,14 +278,18 @@ pub(crate) struct PlanArgs {
     /// Kubernetes: the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// Work directory (default: runs/<run-id>). An existing one is continued: steps done with
-    /// unchanged inputs are skipped.
+    /// Kubernetes: the namespace to deploy into (as kubectl's; sets kubernetes.namespace).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Work directory (default: runs/<run-id>; with --dry-run, runs/dry-run/<run-id>). An
+    /// existing one is continued: steps done with unchanged inputs are skipped.
     #[arg(long)]
     pub workdir: Option<PathBuf>,
     /// Only these steps, run even if done: `3-5`, `2,7`, `smoke_test`.
     #[arg(short = 's', long = "step", value_name = "STEPS")]
     pub steps: Option<String>,
-    /// Render everything into the work directory, start nothing.
+    /// Render everything into the work directory, start nothing: by default into
+    /// runs/dry-run/<run-id>, and runs/latest is left where it was; `status` says "dry run".
     #[arg(long)]
     pub dry_run: bool,
     /// Leave the stack up even after a failure or an interrupt.
@@ -306,8 +345,29 @@ impl PlanArgs {
             let k = std::path::absolute(k).unwrap_or(k.clone());
             sets.push(format!("kubernetes.kubeconfig={}", k.display()));
         }
+        if let Some(ns) = &self.namespace {
+            sets.push(format!("kubernetes.namespace={ns}"));
+        }
         sets
     }
+}
+
+/// `-o`: the final summary as one document instead of the statistics table.
+#[derive(Debug, Args, Clone, Copy)]
+pub(crate) struct OutputArg {
+    /// Output format: `table` for people, or one JSON or YAML document on stdout (everything
+    /// else on stderr; the schemas are in schemas/).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// `e2e` and `standup`: the files and overrides, and the output format.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 #[derive(Debug, Args)]
@@ -317,6 +377,8 @@ pub(crate) struct RunArgs {
     /// Benchmark this OpenAI-compatible server instead (scenario `endpoint`, nothing stood up).
     #[arg(long, value_name = "URL", conflicts_with = "scenario")]
     pub endpoint: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 #[derive(Debug, Args)]
@@ -325,10 +387,19 @@ pub(crate) struct DirArgs {
     pub dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The work directory of a run or an experiment (default: runs/latest).
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum PlanFormat {
     Table,
     Json,
+    Yaml,
     Dot,
 }
 
@@ -359,7 +430,8 @@ pub(crate) struct ReproduceArgs {
     /// The new work directory (default: runs/<run-id>).
     #[arg(long)]
     pub workdir: Option<PathBuf>,
-    /// Render everything into the new work directory, start nothing.
+    /// Render everything into the new work directory, start nothing (by default into
+    /// runs/dry-run/<run-id>; runs/latest is left where it was).
     #[arg(long)]
     pub dry_run: bool,
     /// Install a missing tool that benchflow installs (the vLLM router of a router stack)
@@ -368,12 +440,14 @@ pub(crate) struct ReproduceArgs {
     pub install_missing: bool,
     #[arg(short, long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct GcArgs {
     /// The namespace to clean.
-    #[arg(long)]
+    #[arg(short = 'n', long)]
     pub namespace: String,
     /// Only this run's objects (its run id); default: everything benchflow created there.
     #[arg(long)]
@@ -408,6 +482,22 @@ fn resamples(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn n_is_the_namespace_wherever_a_cluster_is_named() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| Cli::try_parse_from([&["benchflow"], args].concat()).unwrap().command;
+        let Command::E2e(e) = parse(&["e2e", "-n", "team-a"]) else { panic!("e2e") };
+        assert!(e.plan.all_sets().contains(&"kubernetes.namespace=team-a".to_string()));
+        let Command::Gc(g) = parse(&["gc", "-n", "team-b"]) else { panic!("gc") };
+        assert_eq!(g.namespace, "team-b");
+        let Command::Experiment(x) = parse(&["experiment", "-e", "rate-sweep", "-n", "team-c"]) else {
+            panic!("experiment")
+        };
+        assert_eq!(x.all_sets(), ["kubernetes.namespace=team-c"]);
+        // `completion` is `completions`.
+        assert!(matches!(parse(&["completion", "bash"]), Command::Completions { .. }));
+    }
 
     #[test]
     fn resamples_are_bounded_and_the_bounds_named() {

@@ -9,7 +9,8 @@ use tokio::sync::mpsc;
 
 use super::{
     CliError,
-    args::{DirArgs, PlanArgs, PlanFormat, ReproduceArgs, RunArgs, ShowPlanArgs},
+    args::{DirArgs, ExecArgs, PlanArgs, PlanFormat, ReproduceArgs, RunArgs, ShowPlanArgs},
+    documents::{self, Format, RunSummary},
 };
 use crate::{
     exec::{Console, Options, Outcome},
@@ -37,7 +38,19 @@ fn prepare(
     if on_standup && args.steps.is_none() {
         standup_unchanged(&setup.root, &plan)?;
     }
+    if args.dry_run {
+        return Ok(Session::dry_run(&setup.root, resolved, plan)?);
+    }
     Ok(Session::from_parts(&setup.root, resolved, plan)?)
+}
+
+/// The work directory a command uses: the one given, else a new `runs/<run-id>` (a dry run's
+/// `runs/dry-run/<run-id>`, apart from the runs).
+fn choose_dir(given: Option<&Path>, dry_run: bool) -> PathBuf {
+    match given {
+        None if dry_run => PathBuf::from(layout::DRY_RUNS).join(workdir::run_id()),
+        given => workdir::choose(given),
+    }
 }
 
 /// A standup step done with other inputs than the plan now gives it (a `--set` of an engine
@@ -60,7 +73,7 @@ fn standup_unchanged(root: &Path, plan: &Plan) -> Result<(), CliError> {
 }
 
 fn setup(args: &PlanArgs, scenario: Option<&str>, extra_sets: &[String]) -> Setup {
-    let root = workdir::choose(args.workdir.as_deref());
+    let root = choose_dir(args.workdir.as_deref(), args.dry_run);
     let request = args.request(scenario, extra_sets, session::recorded(&root).as_ref());
     Setup::new(root, request)
 }
@@ -122,11 +135,14 @@ struct How<'a> {
     steps: Option<&'a str>,
     quiet: bool,
     install_missing: bool,
+    /// The command's name and `-o`: the summary as a document instead of the statistics.
+    command: &'static str,
+    format: Format,
 }
 
-impl<'a> From<&'a PlanArgs> for How<'a> {
-    fn from(a: &'a PlanArgs) -> How<'a> {
-        How { steps: a.steps.as_deref(), quiet: a.quiet, install_missing: a.install_missing }
+impl<'a> How<'a> {
+    fn of(a: &'a PlanArgs, command: &'static str, format: Format) -> How<'a> {
+        How { steps: a.steps.as_deref(), quiet: a.quiet, install_missing: a.install_missing, command, format }
     }
 }
 
@@ -136,7 +152,8 @@ async fn execute(
     teardown_on_failure: bool,
     how: How<'_>,
 ) -> Result<(), CliError> {
-    let How { steps, quiet, install_missing } = how;
+    let How { steps, quiet, install_missing, command, format } = how;
+    let started = std::time::SystemTime::now();
     let selection = steps.map(|s| p.plan.select(s)).transpose()?;
     let opts = Options {
         phases: phases.clone(),
@@ -150,7 +167,8 @@ async fn execute(
     let mut rx = signals(&dir);
     let report = p.execute(&opts, &mut rx, &mut Console::new(quiet)).await?;
     let stats = RunDirs::latest(&dir).map(|r| r.analysis.join("stats.txt")).unwrap_or_default();
-    if phases.contains(&Phase::Analyze) && stats.is_file() && report.outcome == Outcome::Success {
+    let table = !format.is_document();
+    if table && phases.contains(&Phase::Analyze) && stats.is_file() && report.outcome == Outcome::Success {
         out!("{}", std::fs::read_to_string(&stats).unwrap_or_default());
     }
     // Left up on purpose by `standup`; anything else left up is reported with its remedy.
@@ -165,7 +183,7 @@ async fn execute(
     if !quiet {
         errln!("work directory: {}", dir.display());
     }
-    match report.outcome {
+    let result = match report.outcome.clone() {
         Outcome::Success if !report.teardown_failed.is_empty() => {
             Err(CliError::TeardownFailed(report.teardown_failed.join(", ")))
         }
@@ -185,29 +203,85 @@ async fn execute(
         Outcome::Failed { step, error, .. } => Err(CliError::RunFailed { step, error }),
         Outcome::Lost { step, error } => Err(CliError::EngineLost { step, error }),
         Outcome::Unrecorded { error } => Err(CliError::Unrecorded(error)),
+    };
+    if format.is_document() {
+        let outcome = match (&report.outcome, &result) {
+            (Outcome::Success, Ok(())) => "success",
+            (Outcome::Success, Err(_)) => "teardown_failed",
+            (Outcome::Interrupted, _) => "interrupted",
+            (Outcome::Failed { phase: Phase::Standup, .. }, _) => "standup_failed",
+            (Outcome::Failed { .. }, _) => "failed",
+            (Outcome::Lost { .. }, _) => "engine_lost",
+            (Outcome::Unrecorded { .. }, _) => "unrecorded",
+        };
+        // The statistics of an analysis made by this command (not an earlier run's).
+        let fresh =
+            |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|t| t >= started);
+        let stats_json = stats.with_file_name("stats.json");
+        let stats_doc = (phases.contains(&Phase::Analyze) && fresh(&stats_json))
+            .then(|| std::fs::read_to_string(&stats_json).ok())
+            .flatten()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let report_html = stats.with_file_name("report.html");
+        let summary = RunSummary {
+            command: command.into(),
+            run_id: p.plan.run_id.clone(),
+            workdir: dir.display().to_string(),
+            outcome: outcome.into(),
+            error: result.as_ref().err().map(ToString::to_string),
+            exit_code: result.as_ref().map_or_else(CliError::exit_code, |()| super::EXIT_OK),
+            endpoint: p.resolved.get("endpoint.url").and_then(|v| v.as_str()).map(str::to_string),
+            report: stats_doc
+                .as_ref()
+                .filter(|_| report_html.is_file())
+                .map(|_| report_html.display().to_string()),
+            stats: stats_doc,
+            up: report.leftovers.clone(),
+        };
+        documents::emit(format, &summary)?;
     }
+    result
 }
 
-fn dry_run_done(p: &Session) -> Result<(), CliError> {
-    out!("{}", p.plan.table());
+/// `--dry-run`: the plan (or the summary document) on stdout, where it was rendered on stderr.
+fn dry_run_done(p: &Session, command: &'static str, format: Format) -> Result<(), CliError> {
+    if format.is_document() {
+        let summary = RunSummary {
+            command: command.into(),
+            run_id: p.plan.run_id.clone(),
+            workdir: p.dir().display().to_string(),
+            outcome: "dry_run".into(),
+            error: None,
+            exit_code: super::EXIT_OK,
+            endpoint: p.resolved.get("endpoint.url").and_then(|v| v.as_str()).map(str::to_string),
+            stats: None,
+            report: None,
+            up: Vec::new(),
+        };
+        documents::emit(format, &summary)?;
+    } else {
+        out!("{}", p.plan.table());
+    }
     errln!("dry run: everything is rendered into {}; nothing was started", p.dir().display());
     Ok(())
 }
 
-pub(crate) async fn e2e(args: PlanArgs) -> Result<(), CliError> {
+pub(crate) async fn e2e(args: ExecArgs) -> Result<(), CliError> {
+    let (args, format) = (args.plan, args.output.format);
     let p = prepare(&args, None, &[], false)?;
     if args.dry_run {
-        return dry_run_done(&p);
+        return dry_run_done(&p, "e2e", format);
     }
-    execute(&p, Phase::ALL.to_vec(), !args.keep, How::from(&args)).await
+    execute(&p, Phase::ALL.to_vec(), !args.keep, How::of(&args, "e2e", format)).await
 }
 
-pub(crate) async fn standup(args: PlanArgs) -> Result<(), CliError> {
+pub(crate) async fn standup(args: ExecArgs) -> Result<(), CliError> {
+    let (args, format) = (args.plan, args.output.format);
     let p = prepare(&args, None, &[], false)?;
     if args.dry_run {
-        return dry_run_done(&p);
+        return dry_run_done(&p, "standup", format);
     }
-    execute(&p, vec![Phase::Standup], !args.keep, How::from(&args)).await?;
+    execute(&p, vec![Phase::Standup], !args.keep, How::of(&args, "standup", format)).await?;
     if !args.quiet {
         let url = p.resolved.get("endpoint.url").and_then(|v| v.as_str()).unwrap_or("");
         errln!(
@@ -231,15 +305,16 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
         Some(url) => prepare(&plan_args, Some("endpoint"), &[format!("engine.url={url}")], false)?,
         None => prepare(&plan_args, None, &[], true)?,
     };
+    let format = args.output.format;
     if args.plan.dry_run {
-        return dry_run_done(&p);
+        return dry_run_done(&p, "run", format);
     }
     let phases = if args.endpoint.is_some() {
         vec![Phase::Standup, Phase::Run, Phase::Analyze]
     } else {
         vec![Phase::Run, Phase::Analyze]
     };
-    match execute(&p, phases, false, How::from(&args.plan)).await {
+    match execute(&p, phases, false, How::of(&args.plan, "run", format)).await {
         // With --endpoint, the smoke test is part of the run: the run could not be carried out.
         Err(CliError::StandupFailed { step, error }) => Err(CliError::RunFailed { step, error }),
         other => other,
@@ -298,19 +373,20 @@ pub(crate) fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
         if let Some(sel) = &args.plan.steps {
             plan.select(sel)?;
         }
-        match format {
-            PlanFormat::Table => out!("{}", plan.table()),
-            PlanFormat::Json => outln!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default()),
-            PlanFormat::Dot => out!("{}", plan.dot()),
-        }
-        return Ok(());
+        return print_plan(&plan, format);
     };
-    match format {
-        PlanFormat::Table => out!("{}", p.plan.table()),
-        PlanFormat::Json => outln!("{}", serde_json::to_string_pretty(&p.plan).unwrap_or_default()),
-        PlanFormat::Dot => out!("{}", p.plan.dot()),
-    }
+    print_plan(&p.plan, format)?;
     errln!("dry run: everything is rendered into {}; nothing was started", p.dir().display());
+    Ok(())
+}
+
+fn print_plan(plan: &Plan, format: PlanFormat) -> Result<(), CliError> {
+    match format {
+        PlanFormat::Table => out!("{}", plan.table()),
+        PlanFormat::Json => documents::emit(Format::Json, plan)?,
+        PlanFormat::Yaml => documents::emit(Format::Yaml, plan)?,
+        PlanFormat::Dot => out!("{}", plan.dot()),
+    }
     Ok(())
 }
 
@@ -333,14 +409,14 @@ pub(crate) async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
     let archive_note = unpacked.as_ref().map(|_| args.source.display().to_string());
     let source_dir = unpacked.as_ref().map_or(args.source.clone(), |(_, root)| root.clone());
     let recorded = Resolved::from_file(&source_dir.join(layout::RESOLVED))?;
-    let root = workdir::choose(args.workdir.as_deref());
+    let root = choose_dir(args.workdir.as_deref(), args.dry_run);
     if root.join(layout::RESOLVED).exists() {
         return Err(CliError::Usage(format!(
             "{} already holds a run; choose a new --workdir",
             root.display()
         )));
     }
-    let p = Session::reproduce(&recorded, &root)?;
+    let p = Session::reproduce(&recorded, &root, args.dry_run)?;
     let wd = &p.wd;
     for kind in ["scenario", "harness", "workload", "pipeline"] {
         if let Ok(text) = std::fs::read(source_dir.join(format!("inputs/{kind}.yaml"))) {
@@ -354,14 +430,21 @@ pub(crate) async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
         "at": utc_now(),
     });
     wd.write(layout::ORIGIN, serde_json::to_string_pretty(&origin).unwrap_or_default().as_bytes())?;
+    let format = args.output.format;
     if args.dry_run {
-        return dry_run_done(&p);
+        return dry_run_done(&p, "reproduce", format);
     }
     execute(
         &p,
         Phase::ALL.to_vec(),
         true,
-        How { steps: None, quiet: args.quiet, install_missing: args.install_missing },
+        How {
+            steps: None,
+            quiet: args.quiet,
+            install_missing: args.install_missing,
+            command: "reproduce",
+            format,
+        },
     )
     .await
 }

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use super::{
     CliError,
     args::{CompareArgs, CompareFormat, CompareResampling, ExperimentAction, ExperimentArgs},
+    documents::{
+        self, ExperimentPlanDoc, ExperimentPointStatus, ExperimentStackStatus, ExperimentStatus, Format,
+        PlannedPointDoc, PlannedStackDoc, SearchDoc,
+    },
     engine,
 };
 use crate::analysis::bootstrap::Resampling;
@@ -51,8 +55,8 @@ fn plan_of(args: &ExperimentArgs) -> Result<ExperimentPlan, CliError> {
             ));
         }
     };
-    if args.file.is_some() || !args.sets.is_empty() {
-        sets = args.sets.clone();
+    if args.file.is_some() || !args.all_sets().is_empty() {
+        sets = args.all_sets();
     }
     let root = match &args.workdir {
         Some(dir) => dir.clone(),
@@ -72,9 +76,20 @@ pub(crate) async fn experiment(args: ExperimentArgs) -> Result<(), CliError> {
     let started = std::time::Instant::now();
     let plan = plan_of(&args)?;
     if args.action == ExperimentAction::Plan {
-        out!("{}", plan.table());
+        if args.output.is_document() {
+            documents::emit(args.output, &plan_doc(&plan))?;
+        } else {
+            out!("{}", plan.table());
+        }
         errln!("planned in {:.0} ms; nothing was started", started.elapsed().as_secs_f64() * 1e3);
         return Ok(());
+    }
+    if args.output.is_document() {
+        return Err(CliError::Usage(
+            "-o json|yaml is for `benchflow experiment plan` (a run's points are in analysis/points.csv; \
+             `benchflow status DIR -o json` gives their status)"
+                .into(),
+        ));
     }
     let store = args.store.as_deref().map(experiment::store::Store::open).transpose()?;
     let mut signals = engine::signals(&plan.root);
@@ -297,27 +312,109 @@ pub(crate) async fn teardown(root: &Path) -> Result<(), CliError> {
 }
 
 /// `benchflow status` of an experiment directory: points by status, stacks, who holds it.
-pub(crate) fn status(root: &Path) -> Result<(), CliError> {
+pub(crate) fn status(root: &Path, format: Format) -> Result<(), CliError> {
     let state = ExpState::load(root)?;
-    outln!("experiment {} in {}", state.experiment, root.display());
-    let mut by: std::collections::BTreeMap<String, Vec<&str>> = std::collections::BTreeMap::new();
-    for (id, p) in &state.points {
-        by.entry(format!("{:?}", p.status).to_lowercase()).or_default().push(id);
+    let points: Vec<ExperimentPointStatus> = state
+        .points
+        .iter()
+        .map(|(id, p)| ExperimentPointStatus {
+            id: id.clone(),
+            label: p.label.clone(),
+            status: word(&p.status),
+            stack: p.stack.clone(),
+            attempts: p.attempts,
+            duration_s: p.duration_s,
+            error: p.error.clone(),
+        })
+        .collect();
+    let mut counts = std::collections::BTreeMap::new();
+    for p in &points {
+        *counts.entry(p.status.clone()).or_insert(0) += 1;
     }
-    for (status, ids) in &by {
+    let doc = ExperimentStatus {
+        experiment: state.experiment.clone(),
+        dir: root.display().to_string(),
+        counts,
+        points,
+        stacks: state
+            .stacks
+            .iter()
+            .map(|(id, s)| ExperimentStackStatus {
+                id: id.clone(),
+                status: word(&s.status),
+                standups: s.standups,
+                error: s.error.clone(),
+            })
+            .collect(),
+        held_by: crate::workdir::WorkDir::lock_dir(root).err().map(|e| e.to_string()),
+    };
+    if format.is_document() {
+        return documents::emit(format, &doc);
+    }
+    outln!("experiment {} in {}", doc.experiment, doc.dir);
+    for status in doc.counts.keys() {
+        let ids: Vec<&str> =
+            doc.points.iter().filter(|p| &p.status == status).map(|p| p.id.as_str()).collect();
         outln!("  {status}: {} ({})", ids.len(), ids.join(" "));
     }
-    for (id, p) in state.points.iter().filter(|(_, p)| p.error.is_some()) {
-        outln!("  {id} [{}]: {}", p.label, p.error.as_deref().unwrap_or("").lines().next().unwrap_or(""));
+    for p in doc.points.iter().filter(|p| p.error.is_some()) {
+        outln!("  {} [{}]: {}", p.id, p.label, p.error.as_deref().unwrap_or("").lines().next().unwrap_or(""));
     }
     for (id, s) in &state.stacks {
         outln!("  stack {id}: {:?}, stood up {} time(s)", s.status, s.standups);
     }
-    match crate::workdir::WorkDir::lock_dir(root) {
-        Ok(_) => outln!("no benchflow holds this experiment directory"),
-        Err(e) => outln!("{e}"),
-    }
+    outln!("{}", doc.held_by.as_deref().unwrap_or("no benchflow holds this experiment directory"));
     Ok(())
+}
+
+/// A unit enum's serde name (`standing_up`).
+fn word<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// `experiment plan -o json`: the design as a document.
+fn plan_doc(plan: &ExperimentPlan) -> ExperimentPlanDoc {
+    let e = &plan.file.spec;
+    let factors = |setup: bool| plan.factors.iter().filter(|f| f.1 == setup).map(|f| f.0.clone()).collect();
+    ExperimentPlanDoc {
+        experiment: plan.file.origin.clone(),
+        description: e.description.clone(),
+        dir: plan.root.display().to_string(),
+        max_stacks: e.max_stacks as usize,
+        setup_factors: factors(true),
+        run_factors: factors(false),
+        search: e.search.as_ref().map(|s| SearchDoc {
+            objective: s.objective.as_str().to_string(),
+            factor: s.factor.clone(),
+            from: s.from,
+            to: s.to,
+            integer: s.integer,
+            trials: s.trials as usize,
+            precision: s.precision,
+        }),
+        stacks: plan
+            .stacks
+            .iter()
+            .map(|s| PlannedStackDoc {
+                id: s.id.clone(),
+                hash: s.hash.clone(),
+                setup: s.setup.iter().cloned().collect(),
+                points: s.points.iter().map(|&i| plan.points[i].point.id.clone()).collect(),
+            })
+            .collect(),
+        points: plan
+            .points
+            .iter()
+            .map(|p| PlannedPointDoc {
+                id: p.point.id.clone(),
+                name: p.point.name.clone(),
+                label: p.point.label(),
+                values: p.point.values.iter().cloned().collect(),
+                stack: plan.stacks.get(p.stack).map(|s| s.id.clone()).unwrap_or_default(),
+                hash: p.hash.clone(),
+            })
+            .collect(),
+    }
 }
 
 /// `benchflow analyze` of an experiment directory.

@@ -1,9 +1,12 @@
 //! The commands that look at a work directory or a cluster without running a plan: `status`,
 //! `archive`, `gc`.
 
+use std::path::Path;
+
 use super::{
     CliError,
-    args::{ArchiveArgs, DirArgs, GcArgs},
+    args::{ArchiveArgs, GcArgs, StatusArgs},
+    documents::{self, HarnessRun, RunStatus, StepStatus},
     engine::{dir_or_latest, load_plan},
 };
 use crate::workdir::layout;
@@ -13,46 +16,54 @@ use crate::{
     workdir::{WorkDir, archive},
 };
 
-pub(crate) async fn status(args: DirArgs) -> Result<(), CliError> {
+pub(crate) async fn status(args: StatusArgs) -> Result<(), CliError> {
     let dir = dir_or_latest(args.dir);
+    let format = args.output.format;
     if crate::experiment::state::ExpState::is_experiment(&dir) {
-        return super::experiment::status(&dir);
+        return super::experiment::status(&dir, format);
     }
-    let plan = load_plan(&dir)?;
-    let state = match State::load(&dir, &plan.run_id) {
-        Ok(state) => state,
-        Err(e) => {
-            outln!("warning: {e}");
-            State::fresh(&plan.run_id)
+    let doc = run_status(&dir).await?;
+    if format.is_document() {
+        if let Some(w) = &doc.warning {
+            errln!("warning: {w}");
         }
+        return documents::emit(format, &doc);
+    }
+    print_run_status(&doc);
+    Ok(())
+}
+
+/// What `status` says of a run's work directory.
+async fn run_status(dir: &Path) -> Result<RunStatus, CliError> {
+    let plan = load_plan(dir)?;
+    let (state, warning) = match State::load(dir, &plan.run_id) {
+        Ok(state) => (state, None),
+        Err(e) => (State::fresh(&plan.run_id), Some(e.to_string())),
     };
     let resolved = Resolved::from_file(&dir.join(layout::RESOLVED))?;
-    outln!("run {} in {}", plan.run_id, dir.display());
-    if let Some(url) = resolved.get("endpoint.url").and_then(|v| v.as_str()) {
-        outln!("endpoint {url}");
-    }
-    let wid = plan.steps.iter().map(|s| s.id.len()).max().unwrap_or(4);
-    for s in &plan.steps {
-        let st = state.steps.get(&s.id);
-        let status = st.map_or("pending", |st| st.status.as_str());
-        let took = st.and_then(|st| st.duration_s).map(|d| format!("{d:.1} s")).unwrap_or_default();
-        let note = st.and_then(|st| st.error.clone().or_else(|| st.summary.clone())).unwrap_or_default();
-        let note = note.lines().next().unwrap_or("").to_string();
-        outln!("{:<wid$}  {:<9}  {:>8}  {note}", s.id, status, took);
-    }
-    let left = state.leftovers(&dir);
-    if resolved.get("platform").and_then(|v| v.as_str()) == Some("kubernetes") && !left.is_empty() {
-        cluster_status(&resolved).await;
-    }
-    if left.is_empty() {
-        outln!("nothing is up");
-    } else {
-        outln!("up:");
-        for (id, rec) in left {
-            outln!("  {}", exec::describe_leftover(&id, &rec));
-        }
-    }
-    let mut runs: Vec<(String, usize)> = std::fs::read_dir(dir.join(layout::RESULTS))
+    let steps = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let st = state.steps.get(&s.id);
+            let note = st.and_then(|st| st.error.clone().or_else(|| st.summary.clone()));
+            StepStatus {
+                id: s.id.clone(),
+                phase: s.phase.as_str().to_string(),
+                status: st.map_or("pending", |st| st.status.as_str()).to_string(),
+                duration_s: st.and_then(|st| st.duration_s),
+                note: note.map(|n| n.lines().next().unwrap_or("").to_string()),
+            }
+        })
+        .collect();
+    let left = state.leftovers(dir);
+    let cluster =
+        if resolved.get("platform").and_then(|v| v.as_str()) == Some("kubernetes") && !left.is_empty() {
+            cluster_status(&resolved).await
+        } else {
+            Vec::new()
+        };
+    let mut harness_runs: Vec<HarnessRun> = std::fs::read_dir(dir.join(layout::RESULTS))
         .into_iter()
         .flatten()
         .filter_map(|e| {
@@ -61,42 +72,85 @@ pub(crate) async fn status(args: DirArgs) -> Result<(), CliError> {
             let rows = std::fs::read_to_string(dir.join(layout::RESULTS).join(&name).join("requests.csv"))
                 .map(|t| t.lines().count().saturating_sub(1))
                 .unwrap_or(0);
-            Some((name, rows))
+            Some(HarnessRun { id: name, requests: rows })
         })
         .collect();
-    runs.sort();
-    if !runs.is_empty() {
-        let list: Vec<String> = runs.iter().map(|(id, n)| format!("{id} ({n} requests)")).collect();
+    harness_runs.sort_by(|a, b| a.id.cmp(&b.id));
+    let running = state.steps.values().any(|s| s.status == exec::Status::Running);
+    Ok(RunStatus {
+        run_id: plan.run_id.clone(),
+        workdir: dir.display().to_string(),
+        endpoint: resolved.get("endpoint.url").and_then(|v| v.as_str()).map(str::to_string),
+        dry_run: dir.join(layout::DRY_RUN).is_file(),
+        steps,
+        up: left.iter().map(|(id, rec)| exec::describe_leftover(id, rec)).collect(),
+        cluster,
+        harness_runs,
+        interrupted_at: state.interrupts.clone(),
+        killed: running && WorkDir::open(dir).is_ok(),
+        warning,
+    })
+}
+
+fn print_run_status(doc: &RunStatus) {
+    if let Some(w) = &doc.warning {
+        outln!("warning: {w}");
+    }
+    outln!("run {} in {}", doc.run_id, doc.workdir);
+    if doc.dry_run {
+        outln!("dry run: everything was rendered, nothing was started (plan/dry-run.json)");
+    }
+    if let Some(url) = &doc.endpoint {
+        outln!("endpoint {url}");
+    }
+    let wid = doc.steps.iter().map(|s| s.id.len()).max().unwrap_or(4);
+    for s in &doc.steps {
+        let took = s.duration_s.map(|d| format!("{d:.1} s")).unwrap_or_default();
+        outln!("{:<wid$}  {:<9}  {:>8}  {}", s.id, s.status, took, s.note.as_deref().unwrap_or(""));
+    }
+    for line in &doc.cluster {
+        outln!("{line}");
+    }
+    if doc.up.is_empty() {
+        outln!("nothing is up");
+    } else {
+        outln!("up:");
+        for l in &doc.up {
+            outln!("  {l}");
+        }
+    }
+    if !doc.harness_runs.is_empty() {
+        let list: Vec<String> =
+            doc.harness_runs.iter().map(|r| format!("{} ({} requests)", r.id, r.requests)).collect();
         outln!("harness runs: {} (results/<run>/, analysis/<run>/)", list.join(", "));
     }
-    if !state.interrupts.is_empty() {
-        outln!("interrupted at {}", state.interrupts.join(", "));
+    if !doc.interrupted_at.is_empty() {
+        outln!("interrupted at {}", doc.interrupted_at.join(", "));
     }
-    let running = state.steps.values().any(|s| s.status == exec::Status::Running);
-    if running && WorkDir::open(&dir).is_ok() {
+    if doc.killed {
         outln!(
             "steps are marked running but no benchflow holds this work directory: it was killed; \
              `benchflow teardown {}` removes what is up",
-            dir.display()
+            doc.workdir
         );
     }
-    Ok(())
 }
 
 /// What the cluster says about the run's Deployment and pods (best effort: status must work
 /// when the cluster does not answer).
-async fn cluster_status(resolved: &Resolved) {
+async fn cluster_status(resolved: &Resolved) -> Vec<String> {
     use crate::platform::kube;
+    let mut lines = Vec::new();
     let s = |p: &str| resolved.get(p).and_then(|v| v.as_str()).map(str::to_string);
     let target = kube::Target { context: s("kubernetes.context"), kubeconfig: s("kubernetes.kubeconfig") };
-    let (Some(ns), Some(name)) = (s("kubernetes.namespace"), s("k8s.name")) else { return };
+    let (Some(ns), Some(name)) = (s("kubernetes.namespace"), s("k8s.name")) else { return lines };
     let client = match target.client().await {
         Ok(c) => c,
-        Err(e) => return outln!("cluster: {e}"),
+        Err(e) => return vec![format!("cluster: {e}")],
     };
     // The engines, then what stands in front of them: a router, or llm-d's picker and gateway.
     for deployment in [Some(name), s("k8s.router.name"), s("k8s.gateway.epp.name")].into_iter().flatten() {
-        deployment_status(&client, &ns, &deployment).await;
+        deployment_status(&client, &ns, &deployment, &mut lines).await;
     }
     let gateway = [
         ("gateway.networking.k8s.io/v1", "Gateway", s("k8s.gateway.name"), &["Accepted", "Programmed"][..]),
@@ -130,31 +184,32 @@ async fn cluster_status(resolved: &Resolved) {
             Ok(None) => "not there".into(),
             Err(e) => e.to_string(),
         };
-        outln!("{kind}/{name} in {ns}: {line}");
+        lines.push(format!("{kind}/{name} in {ns}: {line}"));
     }
+    lines
 }
 
 /// A Deployment's available replicas and each pod's verdict.
-async fn deployment_status(client: &kube::Client, ns: &str, name: &str) {
+async fn deployment_status(client: &kube::Client, ns: &str, name: &str, lines: &mut Vec<String>) {
     use crate::platform::kube;
     match kube::deployment_pods(client, ns, name).await {
         Ok((d, pods)) => {
             let st = d.status.unwrap_or_default();
-            outln!(
+            lines.push(format!(
                 "Deployment/{name} in {ns}: {}/{} available",
                 st.available_replicas.unwrap_or(0),
                 d.spec.and_then(|s| s.replicas).unwrap_or(1)
-            );
+            ));
             for p in pods {
                 let verdict = match kube::pod_verdict(&p) {
                     kube::PodVerdict::Ready => "ready".to_string(),
                     kube::PodVerdict::Waiting => "not ready yet".to_string(),
                     kube::PodVerdict::Stuck(why) => format!("stuck: {why}"),
                 };
-                outln!("  pod {}: {verdict}", p.metadata.name.unwrap_or_default());
+                lines.push(format!("  pod {}: {verdict}", p.metadata.name.unwrap_or_default()));
             }
         }
-        Err(e) => outln!("Deployment/{name} in {ns}: {e}"),
+        Err(e) => lines.push(format!("Deployment/{name} in {ns}: {e}")),
     }
 }
 

@@ -6,8 +6,12 @@
 //!   `teardown`, `plan`, `reproduce`), over [`crate::session`].
 //! * [`inspect`]: `status`, `archive`, `gc`.
 //! * [`tools`]: `tools list`, `tools install`.
+//! * [`documents`]: what `-o json|yaml` prints, typed, with their schemas.
+//! * [`complete`]: `completions` (and the names completed).
 
 pub(crate) mod args;
+pub(crate) mod complete;
+pub(crate) mod documents;
 pub(crate) mod engine;
 pub(crate) mod experiment;
 pub(crate) mod inspect;
@@ -106,6 +110,9 @@ pub(crate) enum CliError {
     Interrupted(String),
     #[error("{0}")]
     Experiment(String),
+    /// A `-o json|yaml` document that could not be serialized.
+    #[error("the -o document could not be written: {0}")]
+    Document(String),
 }
 
 impl From<crate::session::SessionError> for CliError {
@@ -143,9 +150,11 @@ impl CliError {
             | CliError::Kube(_)
             | CliError::EngineLost { .. }
             | CliError::Unrecorded(_) => EXIT_RUNTIME,
-            CliError::Exec(_) | CliError::Workdir(_) | CliError::Archive(_) | CliError::Experiment(_) => {
-                EXIT_RUNTIME
-            }
+            CliError::Exec(_)
+            | CliError::Workdir(_)
+            | CliError::Archive(_)
+            | CliError::Experiment(_)
+            | CliError::Document(_) => EXIT_RUNTIME,
             CliError::Tool(
                 crate::tools::ToolError::Unknown { .. }
                 | crate::tools::ToolError::NoPython { .. }
@@ -203,19 +212,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Gc(args) => runtime.block_on(inspect::gc(args)),
         Command::Tools(args) => tools::tools(args),
         Command::Sim(args) => runtime.block_on(run_sim(args)),
-        Command::Completions { shell } => {
-            use clap::CommandFactory as _;
-            use std::io::Write as _;
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "benchflow", &mut script);
-            // A closed pipe (`| head`) is not an error.
-            match std::io::stdout().write_all(&script) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    Err(CliError::Workdir(WorkdirError::Io { path: "stdout".into(), source: e }))
-                }
-                _ => Ok(()),
-            }
-        }
+        Command::Completions { shell } => complete::completions(shell),
         Command::RedactPump { .. } => Ok(()),
         Command::ResultsPack { dir } => {
             let frame =

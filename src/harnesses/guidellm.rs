@@ -2,8 +2,9 @@
 //! GuideLLM scenario file; records from its JSON output, `benchmarks.json` (every request with
 //! its timings).
 //!
-//! What maps: random lengths (fixed only: GuideLLM's spread is a clipped normal, not vLLM's
-//! uniform window), one shared random prefix (`prefix_count: 1`), shared-prefix groups (a pool
+//! What maps: random lengths (fixed, or vLLM's uniform window `[⌊L(1−r)⌋, ⌈L(1+r)⌉]` for
+//! `range_ratio`: GuideLLM's `*_tokens_min` and `*_tokens_max` without a `*_stdev`, which its
+//! sampler draws uniformly, both ends included), one shared random prefix (`prefix_count: 1`), shared-prefix groups (a pool
 //! of `groups` prefixes, one picked at random per request), rate stages with poisson or
 //! constant arrivals, an in-flight cap (`max_concurrency`), concurrency stages (`concurrent`),
 //! duration and/or request count, streaming, `extra_body` and literal headers (its request
@@ -43,19 +44,6 @@ impl Adapter for Guidellm {
     }
 
     fn check(&self, w: &Workload) -> Result<(), Refusal> {
-        match &w.dataset {
-            DatasetSpec::Random(r) if r.range_ratio > 0.0 => {
-                return Err(Refusal::new(
-                    "dataset.random.range_ratio",
-                    "GuideLLM spreads lengths by a clipped normal, not vLLM's uniform window: use range_ratio: 0",
-                ));
-            }
-            DatasetSpec::Random(_)
-            | DatasetSpec::SharedPrefix(_)
-            | DatasetSpec::Sharegpt(_)
-            | DatasetSpec::Jsonl(_)
-            | DatasetSpec::Sample(_) => {}
-        }
         if !w.api.ignore_eos {
             return Err(Refusal::new("api.ignore_eos", "GuideLLM always asks for exactly the output length"));
         }
@@ -180,6 +168,14 @@ fn data(w: &Workload, setup: &Setup) -> Value {
     match &w.dataset {
         DatasetSpec::Random(r) => {
             let mut d = json!({ "kind": "synthetic_text", "prompt_tokens": r.input_len, "output_tokens": r.output_len });
+            if r.range_ratio > 0.0 {
+                // No `_stdev`: GuideLLM then draws `randint(min, max)`, uniform over the window.
+                for (key, len) in [("prompt_tokens", r.input_len), ("output_tokens", r.output_len)] {
+                    let (lo, hi) = window(len, r.range_ratio);
+                    d[format!("{key}_min")] = json!(lo);
+                    d[format!("{key}_max")] = json!(hi);
+                }
+            }
             if r.prefix_len > 0 {
                 d["prefix_count"] = json!(1);
                 d["prefix_tokens"] = json!(r.prefix_len);
@@ -195,6 +191,13 @@ fn data(w: &Workload, setup: &Setup) -> Value {
             "path": setup.prompts.map(|p| p.display().to_string()),
         }),
     }
+}
+
+/// vLLM's window of a length `len` with range ratio `r`: `[⌊L(1−r)⌋, ⌈L(1+r)⌉]`, at least 1
+/// (GuideLLM's bounds must be positive; benchflow's own lengths are at least 1 too).
+fn window(len: u32, r: f64) -> (u64, u64) {
+    let l = f64::from(len);
+    ((l * (1.0 - r)).floor().max(1.0) as u64, (l * (1.0 + r)).ceil().max(1.0) as u64)
 }
 
 /// A scenario file for one run: `profile` and `constraints` are the stage's.
@@ -338,16 +341,46 @@ mod tests {
     }
 
     #[test]
+    fn the_default_workload_runs_its_range_ratio_as_guidellms_uniform_window() {
+        // sanity: 128/64 tokens with range_ratio 0.25 → [96, 160] and [48, 80].
+        let w =
+            Workload::from_yaml(crate::spec::builtin::get("workloads", "sanity").unwrap(), "sanity").unwrap();
+        assert_eq!(Guidellm.check(&w), Ok(()));
+        let inv = Guidellm.invocations(&w, &Setup::example(None));
+        let s: Value = serde_json::from_str(&inv.last().unwrap().config.as_ref().unwrap().1).unwrap();
+        let data = &s["spec"]["data"][0];
+        assert_eq!(
+            *data,
+            json!({
+                "kind": "synthetic_text",
+                "prompt_tokens": 128, "prompt_tokens_min": 96, "prompt_tokens_max": 160,
+                "output_tokens": 64, "output_tokens_min": 48, "output_tokens_max": 80,
+            })
+        );
+        // No standard deviation: with one, GuideLLM would draw a clipped normal instead.
+        assert!(data.get("prompt_tokens_stdev").is_none() && data.get("output_tokens_stdev").is_none());
+        // The same window as benchflow's own lengths: floor and ceil, never below 1.
+        assert_eq!(window(10, 0.15), (8, 12));
+        assert_eq!(window(1, 0.9), (1, 2));
+        // Fixed lengths stay fixed (no bounds at all).
+        let fixed = Workload::from_yaml(
+            "dataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { rate: 1, duration: 1s } ]\n",
+            "w.yaml",
+        )
+        .unwrap();
+        let inv = Guidellm.invocations(&fixed, &Setup::example(None));
+        let s: Value = serde_json::from_str(&inv.last().unwrap().config.as_ref().unwrap().1).unwrap();
+        assert_eq!(
+            s["spec"]["data"][0],
+            json!({ "kind": "synthetic_text", "prompt_tokens": 8, "output_tokens": 4 })
+        );
+    }
+
+    #[test]
     fn what_it_cannot_express_is_refused_by_field() {
         let field =
             |yaml: &str| Guidellm.check(&Workload::from_yaml(yaml, "w.yaml").unwrap()).map_err(|r| r.field);
         let stage = "stages: [ { rate: 1, duration: 1s } ]\n";
-        assert_eq!(
-            field(&format!(
-                "dataset: {{ random: {{ input_len: 8, output_len: 4, range_ratio: 0.2 }} }}\n{stage}"
-            )),
-            Err("dataset.random.range_ratio".into())
-        );
         assert_eq!(
             field(&format!(
                 "api: {{ ignore_eos: false }}\ndataset: {{ random: {{ input_len: 8, output_len: 4 }} }}\n{stage}"

@@ -151,6 +151,8 @@ pub(crate) struct Invocation {
     pub config: Option<(String, String)>,
     pub duration: Option<f64>,
     pub requests: Option<u64>,
+    /// The request rate asked of the stage (none for the warm-up and concurrency stages).
+    pub rate: Option<f64>,
 }
 
 impl Invocation {
@@ -171,6 +173,7 @@ impl Invocation {
             config,
             duration: None,
             requests: Some(u64::from(w.warmup.requests)),
+            rate: None,
         }
     }
 
@@ -191,6 +194,7 @@ impl Invocation {
             config,
             duration: stage.duration.map(|d| d.0),
             requests: stage.requests,
+            rate: stage.asked_rate(),
         }
     }
 }
@@ -541,6 +545,7 @@ pub(crate) async fn run(
                         .map_or(started_s, |ns| ns as f64 * 1e-9),
                     end_s: recs.iter().map(|r| r.end_ns).max().map_or(ended_s, |ns| ns as f64 * 1e-9),
                     dispatched: recs.len() as u64,
+                    rate: inv.rate,
                 });
             }
             for mut r in recs {

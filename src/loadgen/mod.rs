@@ -490,6 +490,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
                     start_s,
                     end_s: t0.elapsed().as_secs_f64(),
                     dispatched,
+                    rate: stage.asked_rate(),
                 });
                 first_prompt += dispatched;
                 write_json(&opts.results_dir, "run.json", &info)?;

@@ -35,8 +35,9 @@ pub enum PlanError {
     Selection { selection: String, message: String },
 }
 
-/// The compiled plan (also `plan/plan.json`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The compiled plan (also `plan/plan.json`, and what `benchflow plan -o json` prints; its
+/// schema is `schemas/plan.schema.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Plan {
     pub format_version: u32,
     pub run_id: String,
@@ -75,7 +76,7 @@ pub struct PlannedStep {
 }
 
 /// A step as `plan.json` holds it: the arguments as `with`, typed again by `kind` when read.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 struct RawStep {
     number: usize,
     id: String,
@@ -93,6 +94,17 @@ struct RawStep {
     with: Value,
     describe: Vec<String>,
     hash: String,
+}
+
+/// A step's schema is that of the form it is written in.
+impl schemars::JsonSchema for PlannedStep {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PlannedStep".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        RawStep::json_schema(generator)
+    }
 }
 
 impl From<PlannedStep> for RawStep {

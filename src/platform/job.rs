@@ -136,6 +136,8 @@ pub(crate) fn merge(results: &Path, shards: &[PathBuf]) -> Result<RunInfo, Strin
                     s.start_s = s.start_s.min(w.start_s + offset);
                     s.end_s = s.end_s.max(w.end_s + offset);
                     s.dispatched += w.dispatched;
+                    // Each pod was asked its share of the stage's rate.
+                    s.rate = s.rate.zip(w.rate).map(|(a, b)| a + b);
                 }
                 None => stages.push(StageWindow {
                     start_s: w.start_s + offset,

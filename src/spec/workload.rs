@@ -288,6 +288,14 @@ impl Stage {
     }
 
     /// A short label for tables: `rate=10/s poisson` or `concurrency=8`.
+    /// The request rate asked of the stage (requests/s; none for a concurrency stage).
+    pub fn asked_rate(&self) -> Option<f64> {
+        match self.load() {
+            Load::Rate { rate, .. } => Some(rate),
+            Load::Concurrency(_) => None,
+        }
+    }
+
     pub fn label(&self) -> String {
         match self.load() {
             Load::Rate { rate, arrival, burstiness, max_concurrency } => {

@@ -31,6 +31,10 @@ pub(crate) const WORKLOAD: &str = "inputs/workload.yaml";
 pub(crate) const PLAN: &str = "plan/plan.json";
 pub(crate) const PLAN_DOT: &str = "plan/plan.dot";
 pub(crate) const PLAN_TABLE: &str = "plan/plan.txt";
+/// Present in a directory a `--dry-run` rendered and nothing ran in since.
+pub(crate) const DRY_RUN: &str = "plan/dry-run.json";
+/// Where `--dry-run` renders when no `--workdir` is given: `runs/dry-run/<run-id>`.
+pub(crate) const DRY_RUNS: &str = "runs/dry-run";
 /// Each step as rendered: `plan/steps/<id>.json`.
 pub(crate) const PLAN_STEPS: &str = "plan/steps";
 /// Files a step renders (manifests): `plan/manifests/<id>/<name>`.

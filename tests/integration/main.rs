@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per area.
 
 mod cluster; // TEST SUPPORT: a real control plane (scripts/control-plane) and a node agent
+mod conventions; // -o json/yaml documents, --dry-run apart, -n, completion scripts
 mod crashes; // SIGKILL at every durable write, then the same command: nothing lost, changed or left running
 mod disk; // a full disk at any moment of a run: no panic, no engine left, teardown still works
 mod engine; // e2e, standup, run, teardown, plan, status, archive, reproduce: the work directory
