@@ -9,6 +9,8 @@
 //!   (for people), `summary.csv` (one row per stage);
 //! * [`plots`]: the charts in `plots/`; [`report`]: `report.html`;
 //! * [`benchmark_report`]: the llm-d Benchmark Report v0.2, one per stage;
+//! * `vllm_result`: `vllm bench serve`'s result file (`--save-result --save-detailed`), one per
+//!   stage;
 //! * `bootstrap`: the difference of a statistic between two samples, with its bootstrap
 //!   interval (`compare`).
 
@@ -23,6 +25,7 @@ pub(crate) mod stats;
 mod accumulate;
 mod outputs;
 mod read;
+mod vllm_result;
 
 use crate::workdir::layout;
 use std::{
@@ -250,6 +253,7 @@ pub fn analyze(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysi
     let analysis = compute(&dirs.results, convention, slo)?;
     write_outputs(&dirs.out, &analysis)?;
     benchmark_report::write_all(&dirs.out, &dirs.workdir, &dirs.results, &analysis)?;
+    vllm_result::write_all(&dirs.out, &dirs.workdir, &dirs.results, &analysis)?;
     let charts = plots::render(&dirs.out.join("plots"), &analysis)?;
     let html = report::render(dirs, &analysis, &charts);
     write(dirs.out.join("report.html"), html.as_bytes())?;
