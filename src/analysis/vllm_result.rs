@@ -723,4 +723,177 @@ mod tests {
         assert_eq!(ours["benchflow_convention"], "vllm");
         assert!(!ours.contains_key("guidellm_metrics"));
     }
+
+    /// Under `convention: guidellm` the vLLM keys hold what they hold under `vllm` (vLLM's
+    /// definitions), and GuideLLM's statistics are beside them under GuideLLM's names: a reader
+    /// of `mean_tpot_ms` gets vLLM's TPOT whatever the convention.
+    #[test]
+    fn under_guidellm_the_vllm_keys_keep_their_meaning_and_guidellm_s_have_their_names() {
+        let dir = fixture_run();
+        let (v, _) = written(&dir, Convention::Vllm);
+        let (g, a) = written(&dir, Convention::Guidellm);
+        for (k, x) in v.iter().filter(|(k, _)| *k != "benchflow_convention") {
+            assert_eq!(&g[k], x, "`{k}` changed with the convention");
+        }
+        assert_eq!(g["benchflow_convention"], "guidellm");
+        let gm = &g["guidellm_metrics"];
+        let s = &a.stages[0];
+        // GuideLLM's TPOT includes the first token (~15 ms here); vLLM's does not (~10 ms).
+        let (vllm_tpot, guidellm_tpot) =
+            (g["mean_tpot_ms"].as_f64().unwrap(), gm["time_per_output_token_ms"]["mean"].as_f64().unwrap());
+        assert!(close(guidellm_tpot, s.tpot.mean, 1e-12), "stats.json's, under guidellm");
+        assert!(guidellm_tpot > vllm_tpot + 4.0, "{guidellm_tpot} against {vllm_tpot}");
+        // Nearest rank: every GuideLLM percentile of TTFT is one of the TTFTs; vLLM's p99
+        // interpolates between the two largest.
+        let mut ttfts: Vec<f64> = floats(&g["ttfts"])
+            .iter()
+            .zip(floats(&g["latencies"]))
+            .filter(|(_, l)| *l > 0.0)
+            .map(|(t, _)| t * 1e3)
+            .collect();
+        ttfts.sort_by(f64::total_cmp);
+        let ps = gm["time_to_first_token_ms"]["percentiles"].as_object().unwrap();
+        assert_eq!(ps.len(), stats::PERCENTILES.len());
+        for (name, p) in ps {
+            assert!(
+                ttfts.iter().any(|t| close(*t, p.as_f64().unwrap(), 1e-12)),
+                "{name} = {p} is not a TTFT"
+            );
+        }
+        assert!(ps.contains_key("p001") && ps.contains_key("p50") && ps.contains_key("p999"));
+        let p99 = g["p99_ttft_ms"].as_f64().unwrap();
+        assert!(p99 > ttfts[3] && p99 < ttfts[4], "{p99} in {ttfts:?}");
+        // GuideLLM's request latency in its unit, seconds.
+        assert!(close(gm["request_latency"]["mean"].as_f64().unwrap() * 1e3, s.e2el.mean, 1e-12));
+    }
+
+    /// One generated request: (gaps in µs, a first token, output tokens, failed).
+    type Gen = (Vec<u64>, bool, u64, bool);
+
+    /// Generated runs of the awkward classes (stages where everything failed, requests with one
+    /// token and so no ITL, successes reporting zero tokens, failures after streaming, times
+    /// near the week a record may span, counts at their bound, warm-up rows among the stage's,
+    /// rows in the order requests ended): each stage's file is JSON (no NaN, no Infinity) with
+    /// vLLM's keys, every per-request array `num_prompts` long, in request order, every summary
+    /// a number, the counts adding up.
+    #[test]
+    fn generated_records_give_files_with_vllm_s_keys_and_arrays_of_num_prompts() {
+        let vllm_keys: Vec<String> = native().keys().cloned().collect();
+        let arrays = [
+            "input_lens",
+            "output_lens",
+            "ttfts",
+            "itls",
+            "latencies",
+            "start_times",
+            "queue_times",
+            "generated_texts",
+            "errors",
+        ];
+        let mut rng = crate::rng::Rng::new(28);
+        let week_us = 604_800_000_000u64;
+        // (stages where everything failed, successes without a gap, stages near the week's end)
+        let mut seen = (0, 0, 0);
+        for case in 0..60 {
+            let dir = Dir::new("gen");
+            let mut rows = Vec::new();
+            let mut stages: BTreeMap<u32, Vec<Gen>> = BTreeMap::new();
+            for stage in 1..=1 + rng.below(3) as u32 {
+                // The stage's class: mixed, all failed, all single-token, huge.
+                let class = rng.below(4);
+                seen.2 += u64::from(class == 3);
+                let n = 1 + rng.below(12);
+                for index in 0..n {
+                    let huge = class == 3;
+                    let scale = if huge { 10_000_000_000 } else { 100_000 };
+                    let sched = if huge { week_us / 2 + rng.below(scale) } else { rng.below(scale) };
+                    let sent = sched + rng.below(1000);
+                    let failed = class == 1 || (class != 2 && rng.chance(0.3));
+                    let first = !(failed && rng.chance(0.5));
+                    let gaps: Vec<u64> = if !first || class == 2 || rng.chance(0.2) {
+                        Vec::new()
+                    } else {
+                        (0..rng.below(6)).map(|_| 1 + rng.below(scale)).collect()
+                    };
+                    let out = match rng.below(4) {
+                        _ if !first => 0,
+                        0 => 0,
+                        _ if huge => crate::results::MAX_COUNT,
+                        _ => gaps.len() as u64 + 1,
+                    };
+                    let prompt = if huge { crate::results::MAX_COUNT } else { rng.below(5000) };
+                    let f = sent + 1 + rng.below(scale);
+                    let last = f + gaps.iter().sum::<u64>();
+                    let end = if first { last + rng.below(1000) } else { sent + rng.below(scale) };
+                    let (ft, lt) =
+                        if first { (format!("{f}.000"), format!("{last}.000")) } else { Default::default() };
+                    let chunks = if first { gaps.len() + 1 } else { 0 };
+                    let (status, kind, error) = match (failed, first) {
+                        (false, _) => (200, "", ""),
+                        (true, true) => (200, "aborted", "cut short"),
+                        (true, false) => (500, "http", "HTTP 500 Internal Server Error"),
+                    };
+                    let itl: Vec<String> = gaps.iter().map(u64::to_string).collect();
+                    rows.push(format!(
+                        "{stage},{index},0,{sched}.000,{sent}.000,{ft},{lt},{end}.000,{chunks},{prompt},{out},usage,{status},{kind},{error},{}",
+                        itl.join(" ")
+                    ));
+                    stages.entry(stage).or_default().push((gaps, first, out, failed));
+                    if rng.chance(0.1) {
+                        rows.push(format!(
+                            "{stage},{},1,0.000,0.000,,,5.000,0,1,0,usage,500,http,warm-up,",
+                            n + index
+                        ));
+                    }
+                }
+            }
+            rows.reverse();
+            let csv = format!("{}\n{}\n", crate::results::HEADER.join(","), rows.join("\n"));
+            std::fs::write(dir.results().join("requests.csv"), &csv).unwrap();
+            let a = super::super::compute(&dir.results(), Convention::Vllm, &Slo::default())
+                .unwrap_or_else(|e| panic!("case {case}: {e}\n{csv}"));
+            write_all(&dir.0.join("analysis"), &dir.0, &dir.results(), &a).unwrap();
+            for (stage, made) in &stages {
+                let text = std::fs::read_to_string(dir.0.join("analysis").join(file_name(*stage))).unwrap();
+                assert!(!text.contains("NaN") && !text.contains("Infinity"), "case {case}");
+                let doc: Map<String, Value> = serde_json::from_str(&text).unwrap();
+                let why = format!("case {case}, stage {stage}: {text}");
+                for k in &vllm_keys {
+                    assert!(doc.contains_key(k), "`{k}` missing; {why}");
+                }
+                let n = made.len();
+                assert_eq!(doc["num_prompts"], n, "{why}");
+                for k in arrays {
+                    assert_eq!(doc[k].as_array().map(Vec::len), Some(n), "`{k}`; {why}");
+                }
+                for (k, v) in doc.iter().filter(|(k, _)| is_summary_key(k)) {
+                    assert!(v.as_f64().is_some_and(f64::is_finite), "`{k}` = {v}; {why}");
+                }
+                for k in ["ttfts", "latencies", "start_times", "queue_times"] {
+                    assert!(floats(&doc[k]).iter().all(|x| x.is_finite() && *x >= 0.0), "`{k}`; {why}");
+                }
+                // In request order: each request's gaps, output and error where it was generated.
+                let completed = made.iter().filter(|g| !g.3).count();
+                assert_eq!(doc["completed"], completed, "{why}");
+                assert_eq!(doc["failed"], n - completed, "{why}");
+                for (i, (gaps, first, out, failed)) in made.iter().enumerate() {
+                    assert_eq!(doc["itls"][i].as_array().unwrap().len(), gaps.len(), "request {i}; {why}");
+                    assert_eq!(doc["output_lens"][i], if *failed { 0 } else { *out }, "request {i}; {why}");
+                    assert_eq!(doc["errors"][i] == "", !failed, "request {i}; {why}");
+                    assert_eq!(doc["ttfts"][i].as_f64().unwrap() > 0.0, *first, "request {i}; {why}");
+                    assert_eq!(doc["latencies"][i].as_f64().unwrap() > 0.0, !failed, "request {i}; {why}");
+                }
+                let outs: u64 =
+                    doc["output_lens"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).sum();
+                assert_eq!(doc["total_output_tokens"], outs, "{why}");
+                seen.1 += made.iter().filter(|g| !g.3 && g.0.is_empty()).count();
+                if completed == 0 {
+                    seen.0 += 1;
+                    assert!(doc.iter().filter(|(k, _)| is_summary_key(k)).all(|(_, v)| v == 0.0), "{why}");
+                    assert_eq!(doc["max_concurrent_requests"], 0, "{why}");
+                }
+            }
+        }
+        assert!(seen.0 > 5 && seen.1 > 5 && seen.2 > 5, "the classes were not all drawn: {seen:?}");
+    }
 }
