@@ -36,7 +36,6 @@ use serde_json::{Value, json};
 use super::{
     Analysis, AnalysisError, Convention, StageStats,
     stats::{self, Summary},
-    write,
 };
 use crate::{
     results::{BadField, BadTimes, Col, Reader, RecordsError},
@@ -67,6 +66,8 @@ struct Requests {
     itl_at: Vec<usize>,
     itl: Vec<f64>,
     success: Vec<bool>,
+    /// Set by [`Requests::sort`].
+    perm: Vec<usize>,
 }
 
 /// One request as read (seconds on the run's clock).
@@ -109,39 +110,14 @@ impl Requests {
         self.order.len()
     }
 
-    /// Puts every array in request order (the records are written as requests end).
+    /// The request order (the records are written as requests end): `perm[k]` is the row of
+    /// the k-th request. The arrays stay in row order and are written through it (no copy).
     fn sort(&mut self) {
-        let n = self.len();
-        let mut perm: Vec<usize> = (0..n).collect();
+        let mut perm: Vec<usize> = (0..self.len()).collect();
         perm.sort_by(|a, b| {
             self.order[*a].cmp(&self.order[*b]).then(self.start_times[*a].total_cmp(&self.start_times[*b]))
         });
-        if perm.iter().enumerate().all(|(i, p)| i == *p) {
-            return;
-        }
-        fn by<T: Clone>(v: &[T], perm: &[usize]) -> Vec<T> {
-            perm.iter().map(|i| v[*i].clone()).collect()
-        }
-        let mut itl = Vec::with_capacity(self.itl.len());
-        let mut itl_at = Vec::with_capacity(n + 1);
-        itl_at.push(0);
-        for &i in &perm {
-            itl.extend_from_slice(&self.itl[self.itl_at[i]..self.itl_at[i + 1]]);
-            itl_at.push(itl.len());
-        }
-        *self = Requests {
-            order: by(&self.order, &perm),
-            input_lens: by(&self.input_lens, &perm),
-            output_lens: by(&self.output_lens, &perm),
-            ttfts: by(&self.ttfts, &perm),
-            latencies: by(&self.latencies, &perm),
-            start_times: by(&self.start_times, &perm),
-            queue_times: by(&self.queue_times, &perm),
-            errors: by(&self.errors, &perm),
-            itl_at,
-            itl,
-            success: by(&self.success, &perm),
-        };
+        self.perm = perm;
     }
 
     fn gaps(&self, i: usize) -> &[f64] {
@@ -296,15 +272,15 @@ fn build<'a>(stage: &StageStats, req: &'a Requests, cfg: &Config, convention: Co
         request_goodput: stage.request_goodput,
         output_throughput: total_output as f64 / duration,
         total_token_throughput: (total_input + total_output) as f64 / duration,
-        input_lens: &req.input_lens,
-        output_lens: &req.output_lens,
-        ttfts: &req.ttfts,
+        input_lens: InOrder(&req.input_lens, &req.perm),
+        output_lens: InOrder(&req.output_lens, &req.perm),
+        ttfts: InOrder(&req.ttfts, &req.perm),
         itls: Itls(req),
-        latencies: &req.latencies,
-        start_times: &req.start_times,
-        queue_times: &req.queue_times,
+        latencies: InOrder(&req.latencies, &req.perm),
+        start_times: InOrder(&req.start_times, &req.perm),
+        queue_times: InOrder(&req.queue_times, &req.perm),
         generated_texts: Blank(n),
-        errors: &req.errors,
+        errors: InOrder(&req.errors, &req.perm),
         max_output_tokens_per_s: stage.max_output_tokens_per_s,
         max_concurrent_requests: busiest_second(req),
         rtfx: 0.0,
@@ -397,15 +373,15 @@ struct Document<'a> {
     request_goodput: Option<f64>,
     output_throughput: f64,
     total_token_throughput: f64,
-    input_lens: &'a [u64],
-    output_lens: &'a [u64],
-    ttfts: &'a [f64],
+    input_lens: InOrder<'a, u64>,
+    output_lens: InOrder<'a, u64>,
+    ttfts: InOrder<'a, f64>,
     itls: Itls<'a>,
-    latencies: &'a [f64],
-    start_times: &'a [f64],
-    queue_times: &'a [f64],
+    latencies: InOrder<'a, f64>,
+    start_times: InOrder<'a, f64>,
+    queue_times: InOrder<'a, f64>,
     generated_texts: Blank,
-    errors: &'a [String],
+    errors: InOrder<'a, String>,
     max_output_tokens_per_s: f64,
     max_concurrent_requests: u64,
     rtfx: f64,
@@ -416,14 +392,28 @@ struct Document<'a> {
     guidellm_metrics: Option<Value>,
 }
 
-/// Each request's gaps, a list per request.
+/// A column of the requests in request order.
+#[derive(Debug)]
+struct InOrder<'a, T>(&'a [T], &'a [usize]);
+
+impl<T: Serialize> Serialize for InOrder<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.1.len()))?;
+        for &i in self.1 {
+            seq.serialize_element(&self.0[i])?;
+        }
+        seq.end()
+    }
+}
+
+/// Each request's gaps, a list per request, in request order.
 #[derive(Debug)]
 struct Itls<'a>(&'a Requests);
 
 impl Serialize for Itls<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for i in 0..self.0.len() {
+        let mut seq = s.serialize_seq(Some(self.0.perm.len()))?;
+        for &i in &self.0.perm {
             seq.serialize_element(self.0.gaps(i))?;
         }
         seq.end()
@@ -482,6 +472,23 @@ fn config(a: &Analysis, workdir: &Path, results: &Path) -> Config {
     Config { model_id, tokenizer_id, workload, started }
 }
 
+/// Writes `doc` compact, as vLLM does (pretty-printed, `itls` would take a line per gap),
+/// streamed into a temporary file renamed over `path` (the file of a long run holds every gap).
+fn write_streamed(path: &Path, doc: &Document) -> Result<(), AnalysisError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let written = std::fs::File::create(&tmp).and_then(|f| {
+        let mut w = std::io::BufWriter::new(f);
+        serde_json::to_writer(&mut w, doc).map_err(std::io::Error::other)?;
+        w.flush()
+    });
+    written.and_then(|()| std::fs::rename(&tmp, path)).map_err(|source| {
+        // A full disk leaves no half file behind.
+        let _ = std::fs::remove_file(&tmp);
+        AnalysisError::Write { path: path.to_path_buf(), source }
+    })
+}
+
 /// Writes every stage's file into `out`.
 pub(crate) fn write_all(
     out: &Path,
@@ -494,12 +501,7 @@ pub(crate) fn write_all(
     let empty = Requests::default();
     for s in &a.stages {
         let doc = build(s, stages.get(&s.stage).unwrap_or(&empty), &cfg, a.convention);
-        let path = out.join(file_name(s.stage));
-        // Compact, as vLLM writes it (a pretty-printed `itls` takes a line per gap).
-        match serde_json::to_vec(&doc) {
-            Ok(text) => write(path, &text)?,
-            Err(e) => return Err(AnalysisError::Write { path, source: std::io::Error::other(e) }),
-        }
+        write_streamed(&out.join(file_name(s.stage)), &doc)?;
     }
     Ok(())
 }
