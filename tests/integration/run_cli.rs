@@ -59,6 +59,8 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
         "analysis/latest/stats.txt",
         "analysis/latest/summary.csv",
         "analysis/latest/report.html",
+        "analysis/latest/vllm_bench_stage_1.json",
+        "analysis/latest/vllm_bench_stage_2.json",
     ] {
         assert!(wd.join(f).is_file(), "{f} missing");
     }
