@@ -53,8 +53,9 @@ const METRICS: [&str; 4] = ["ttft", "tpot", "itl", "e2el"];
 /// One stage's requests, in request order, as vLLM's arrays hold them.
 #[derive(Debug, Default)]
 struct Requests {
-    /// Each request's index (its place in the stage's order), for [`Requests::sort`].
-    order: Vec<u64>,
+    /// Each request's scheduled time (its arrival: vLLM's arrays are in arrival order) and
+    /// index, for [`Requests::sort`].
+    order: Vec<(f64, u64)>,
     input_lens: Vec<u64>,
     output_lens: Vec<u64>,
     ttfts: Vec<f64>,
@@ -90,7 +91,7 @@ impl Requests {
         if self.itl_at.is_empty() {
             self.itl_at.push(0);
         }
-        self.order.push(r.index);
+        self.order.push((r.scheduled, r.index));
         self.input_lens.push(r.prompt_tokens);
         self.output_lens.push(if r.success { r.output_tokens } else { 0 });
         self.ttfts.push(r.first.map_or(0.0, |f| f - r.sent));
@@ -110,12 +111,15 @@ impl Requests {
         self.order.len()
     }
 
-    /// The request order (the records are written as requests end): `perm[k]` is the row of
-    /// the k-th request. The arrays stay in row order and are written through it (no copy).
+    /// The request order, vLLM's: by arrival (the scheduled time; the records are written as
+    /// requests end), then index (shards merged from several pods share the time axis, not the
+    /// indices), then send. `perm[k]` is the row of the k-th request; the arrays stay in row order
+    /// and are written through it (no copy).
     fn sort(&mut self) {
         let mut perm: Vec<usize> = (0..self.len()).collect();
         perm.sort_by(|a, b| {
-            self.order[*a].cmp(&self.order[*b]).then(self.start_times[*a].total_cmp(&self.start_times[*b]))
+            let ((ta, ia), (tb, ib)) = (self.order[*a], self.order[*b]);
+            ta.total_cmp(&tb).then(ia.cmp(&ib)).then(self.start_times[*a].total_cmp(&self.start_times[*b]))
         });
         self.perm = perm;
     }
@@ -805,10 +809,13 @@ mod tests {
                 let class = rng.below(4);
                 seen.2 += u64::from(class == 3);
                 let n = 1 + rng.below(12);
+                let huge = class == 3;
+                let scale = if huge { 10_000_000_000 } else { 100_000 };
+                // Arrivals in request order; sends (and ends) in any.
+                let mut arrival = if huge { week_us / 2 } else { 0 };
                 for index in 0..n {
-                    let huge = class == 3;
-                    let scale = if huge { 10_000_000_000 } else { 100_000 };
-                    let sched = if huge { week_us / 2 + rng.below(scale) } else { rng.below(scale) };
+                    arrival += rng.below(scale / 10);
+                    let sched = arrival;
                     let sent = sched + rng.below(1000);
                     let failed = class == 1 || (class != 2 && rng.chance(0.3));
                     let first = !(failed && rng.chance(0.5));
