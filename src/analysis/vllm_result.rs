@@ -2,8 +2,8 @@
 //! document `vllm bench serve --save-result --save-detailed` writes (vLLM 0.33's
 //! `benchmarks/serve.py`), so that whatever reads those files reads benchflow's runs, any harness.
 //!
-//! Built from the same records as `stats.json` (a second pass over `requests.csv`, in request
-//! order), the stage's configuration from `inputs/resolved.yaml` and the run from `run.json`:
+//! Built from the same records as `stats.json` (a second pass over `requests.csv`; the arrays
+//! in arrival order, as vLLM's), the stage's configuration from `inputs/resolved.yaml` and the run from `run.json`:
 //!
 //! * the configuration: `date` (the stage's end, UTC, `%Y%m%d-%H%M%S`), `endpoint_type` and
 //!   `backend` (`openai` or `openai-chat` by the workload's API), `label` null, `model_id` (the
@@ -50,8 +50,9 @@ pub(crate) fn file_name(stage: u32) -> String {
 /// The metrics whose summaries are written, in vLLM's order.
 const METRICS: [&str; 4] = ["ttft", "tpot", "itl", "e2el"];
 
-/// One stage's requests, in request order, as vLLM's arrays hold them.
-#[derive(Debug, Default)]
+/// One stage's requests as vLLM's arrays hold them, in the order of the rows (written in
+/// arrival order through `perm`).
+#[derive(Debug, Clone, Default)]
 struct Requests {
     /// Each request's scheduled time (its arrival: vLLM's arrays are in arrival order) and
     /// index, for [`Requests::sort`].
@@ -301,14 +302,20 @@ fn build<'a>(stage: &StageStats, req: &'a Requests, cfg: &Config, convention: Co
 fn busiest_second(req: &Requests) -> u64 {
     let ok = || (0..req.len()).filter(|i| req.success[*i]);
     let Some(t0) = ok().map(|i| req.start_times[i]).min_by(f64::total_cmp) else { return 0 };
-    let mut per_second: BTreeMap<u64, u64> = BTreeMap::new();
-    for i in ok() {
-        let (a, b) = (req.start_times[i] - t0, req.start_times[i] + req.latencies[i] - t0);
-        for second in a as u64..=b as u64 {
-            *per_second.entry(second).or_default() += 1;
-        }
+    // +1 in the second of the send, −1 after the second of the end; swept in order.
+    let mut events: Vec<(u64, i64)> = ok()
+        .flat_map(|i| {
+            let (a, b) = (req.start_times[i] - t0, req.start_times[i] + req.latencies[i] - t0);
+            [(a as u64, 1), (b as u64 + 1, -1)]
+        })
+        .collect();
+    events.sort_unstable_by_key(|e| (e.0, e.1));
+    let (mut now, mut most) = (0i64, 0i64);
+    for (_, d) in events {
+        now += d;
+        most = most.max(now);
     }
-    per_second.into_values().max().unwrap_or(0)
+    most as u64
 }
 
 fn now() -> f64 {
@@ -771,6 +778,40 @@ mod tests {
         assert!(p99 > ttfts[3] && p99 < ttfts[4], "{p99} in {ttfts:?}");
         // GuideLLM's request latency in its unit, seconds.
         assert!(close(gm["request_latency"]["mean"].as_f64().unwrap() * 1e3, s.e2el.mean, 1e-12));
+    }
+
+    /// vLLM 0.33's peak: requests counted in every 1-s bucket they touch, not by exact overlap.
+    #[test]
+    fn max_concurrent_requests_counts_requests_per_second_bucket_as_vllm_0_33() {
+        let mut req = Requests::default();
+        // (sent, last token, succeeded), seconds.
+        for (i, (sent, last, ok)) in
+            [(0.1, 0.9, true), (0.95, 1.2, true), (1.5, 1.6, true), (1.0, 1.1, false), (5.0, 8.5, true)]
+                .into_iter()
+                .enumerate()
+        {
+            let r = Request {
+                index: i as u64,
+                scheduled: sent,
+                sent,
+                first: Some(sent + 0.01),
+                last: Some(last),
+                output_tokens: 2,
+                success: ok,
+                error: if ok { String::new() } else { "cut short".into() },
+                ..Request::default()
+            };
+            req.push(&r, &[last - sent - 0.01]);
+        }
+        req.sort();
+        // Second 0 (from the first send, 0.1 s): the first two; second 1: the second and the
+        // third; the failure does not count; the last alone in seconds 4 to 8. No two of them
+        // overlap for more than an instant, yet vLLM 0.33 writes 2.
+        assert_eq!(busiest_second(&req), 2);
+        let mut a = req.clone();
+        a.success[1] = false;
+        assert_eq!(busiest_second(&a), 1);
+        assert_eq!(busiest_second(&Requests::default()), 0, "no success");
     }
 
     /// One generated request: (gaps in µs, a first token, output tokens, failed).
