@@ -24,7 +24,8 @@
 //!   `stats.json`) and the throughputs over it.
 //!
 //! Beyond vLLM's keys (as its `--metadata KEY=VALUE` adds them at the top level):
-//! `benchflow_convention` (the analysis's), and under `convention: guidellm`, `guidellm_metrics`:
+//! `benchflow_convention` (the analysis's), `benchflow_unmeasured` (the metrics whose keys read
+//! 0 for want of a sample, as in `stats.json`'s `unmeasured`), and under `convention: guidellm`, `guidellm_metrics`:
 //! GuideLLM's own names, definitions and nearest-rank percentiles. The vLLM keys never change
 //! meaning with the convention.
 
@@ -242,9 +243,12 @@ fn build<'a>(stage: &StageStats, req: &'a Requests, cfg: &Config, convention: Co
         }
         itl.extend_from_slice(req.gaps(i));
     }
-    let mut summaries = Vec::new();
+    let (mut summaries, mut unmeasured) = (Vec::new(), Vec::new());
     for (name, values) in METRICS.iter().zip([&mut ttft, &mut tpot, &mut itl, &mut e2el]) {
         let s = stats::vllm(values);
+        if s.count == 0 && completed > 0 {
+            unmeasured.push(*name);
+        }
         summaries.push((format!("mean_{name}_ms"), s.mean * 1000.0));
         summaries.push((format!("median_{name}_ms"), s.median * 1000.0));
         summaries.push((format!("std_{name}_ms"), s.std * 1000.0));
@@ -291,6 +295,7 @@ fn build<'a>(stage: &StageStats, req: &'a Requests, cfg: &Config, convention: Co
         rtfx: 0.0,
         summaries: Ordered(summaries),
         benchflow_convention: convention.as_str(),
+        benchflow_unmeasured: unmeasured,
         guidellm_metrics: (convention == Convention::Guidellm).then(|| guidellm(stage)),
     }
 }
@@ -399,6 +404,11 @@ struct Document<'a> {
     #[serde(flatten)]
     summaries: Ordered,
     benchflow_convention: &'static str,
+    /// Metrics without a sample although requests completed (their keys read 0, as vLLM writes
+    /// them): `itl` from a harness that records no chunk times (GuideLLM), `tpot` when every
+    /// request had one token.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    benchflow_unmeasured: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     guidellm_metrics: Option<Value>,
 }
@@ -937,6 +947,11 @@ mod tests {
                     doc["output_lens"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).sum();
                 assert_eq!(doc["total_output_tokens"], outs, "{why}");
                 seen.1 += made.iter().filter(|g| !g.3 && g.0.is_empty()).count();
+                // ITL without a gap among the successes reads 0 and is said to be unmeasured.
+                let no_itl = completed > 0 && made.iter().all(|g| g.3 || g.0.is_empty());
+                let said =
+                    doc.get("benchflow_unmeasured").and_then(Value::as_array).cloned().unwrap_or_default();
+                assert_eq!(said.contains(&"itl".into()), no_itl, "{why}");
                 if completed == 0 {
                     seen.0 += 1;
                     assert!(doc.iter().filter(|(k, _)| is_summary_key(k)).all(|(_, v)| v == 0.0), "{why}");
