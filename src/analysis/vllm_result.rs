@@ -783,7 +783,11 @@ mod tests {
                 "{name} = {p} is not a TTFT"
             );
         }
-        assert!(ps.contains_key("p001") && ps.contains_key("p50") && ps.contains_key("p999"));
+        // GuideLLM's `Percentiles` fields.
+        let names: Vec<&str> = ps.keys().map(String::as_str).collect();
+        let want = ["p001", "p01", "p05", "p10", "p25", "p50", "p75", "p90", "p95", "p99", "p999"];
+        assert_eq!(names.len(), want.len());
+        assert!(want.iter().all(|w| names.contains(w)), "{names:?}");
         let p99 = g["p99_ttft_ms"].as_f64().unwrap();
         assert!(p99 > ttfts[3] && p99 < ttfts[4], "{p99} in {ttfts:?}");
         // GuideLLM's request latency in its unit, seconds.
