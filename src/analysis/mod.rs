@@ -10,6 +10,8 @@
 //! * [`plots`]: the charts in `plots/`; [`report`]: `report.html` (on [`html`]'s templates);
 //! * [`benchmark_report`]: the llm-d Benchmark Report v0.2, one per stage;
 //! * [`pace`]: whether a rate stage was sent at the rate asked (a tool sending more is flagged);
+//! * `vllm_result`: `vllm bench serve`'s result file (`--save-result --save-detailed`), one per
+//!   stage;
 //! * `bootstrap`: the difference of a statistic between two samples, with its bootstrap
 //!   interval (`compare`).
 
@@ -26,6 +28,7 @@ pub(crate) mod stats;
 mod accumulate;
 mod outputs;
 mod read;
+mod vllm_result;
 
 use crate::workdir::layout;
 use std::{
@@ -261,6 +264,7 @@ pub fn analyze(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysi
     let analysis = compute(&dirs.results, convention, slo)?;
     write_outputs(&dirs.out, &analysis)?;
     benchmark_report::write_all(&dirs.out, &dirs.workdir, &dirs.results, &analysis)?;
+    vllm_result::write_all(&dirs.out, &dirs.workdir, &dirs.results, &analysis)?;
     let charts = plots::render(&dirs.out.join("plots"), &analysis)?;
     let html = report::render(dirs, &analysis, &charts)?;
     write(dirs.out.join("report.html"), html.as_bytes())?;

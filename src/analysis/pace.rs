@@ -142,7 +142,7 @@ mod tests {
             .unwrap();
         let dirs =
             crate::analysis::Dirs { workdir: dir.clone(), results: results.clone(), out: dir.join("out") };
-        let html = crate::analysis::report::render(&dirs, &a, &[]);
+        let html = crate::analysis::report::render(&dirs, &a, &[]).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(html.matches("<p class=warn>stage ").count(), 1, "{html}");
         assert!(html.contains("<p class=warn>stage 1 sent"), "{html}");

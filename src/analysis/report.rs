@@ -260,7 +260,10 @@ mod tests {
             tpot: s.clone(),
             itl: s.clone(),
             e2el: s.clone(),
+            input_len: s.clone(),
+            output_len: s.clone(),
             client_queue: s,
+            send_rate: None,
             gpu: Some(GpuStats {
                 gpus: 2,
                 samples: 10,

@@ -40,7 +40,45 @@ fn analysed(p: &Project, tool: &str, counts: &[u64]) -> Vec<Value> {
     for r in benchmark_reports(&p.path("wd"), counts.len()) {
         assert_eq!(r["scenario"]["load"]["standardized"]["tool"], tool);
     }
+    for (v, n) in vllm_results(&p.path("wd"), counts.len()).iter().zip(counts) {
+        assert_eq!((v["num_prompts"].as_u64(), v["completed"].as_u64()), (Some(*n), Some(*n)));
+        assert!(v["tokenizer_id"].as_str().unwrap().ends_with("native/tokenizer"), "the tool's tokenizer");
+    }
     stages
+}
+
+/// The vLLM-compatible result files of the latest run, one per stage: vLLM's figures over the
+/// same requests as `stats.json` (convention vllm), every per-request array one entry per request.
+fn vllm_results(wd: &std::path::Path, stages: usize) -> Vec<Value> {
+    let stats = json(wd.join("analysis/latest/stats.json"));
+    let run = json(wd.join("results/latest/run.json"));
+    (1..=stages)
+        .map(|n| {
+            let v = json(wd.join(format!("analysis/latest/vllm_bench_stage_{n}.json")));
+            let s = &stats["stages"][n - 1];
+            assert_eq!(v["model_id"], run["model"]);
+            let requests = v["num_prompts"].as_u64().unwrap();
+            assert_eq!(s["completed"].as_u64().unwrap() + s["failed"].as_u64().unwrap(), requests);
+            for k in ["input_lens", "output_lens", "ttfts", "itls", "latencies", "start_times", "errors"] {
+                assert_eq!(v[k].as_array().map(|a| a.len() as u64), Some(requests), "{k}");
+            }
+            for k in [
+                "completed",
+                "total_input_tokens",
+                "total_output_tokens",
+                "duration",
+                "median_ttft_ms",
+                "p99_itl_ms",
+            ] {
+                assert_eq!(v[k], s[k], "stage {n}: {k}");
+            }
+            for k in ["mean_ttft_ms", "mean_tpot_ms", "std_itl_ms", "request_throughput"] {
+                let (a, b) = (v[k].as_f64().unwrap(), s[k].as_f64().unwrap());
+                assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "stage {n}: {k}: {a} against {b}");
+            }
+            v
+        })
+        .collect()
 }
 
 /// The llm-d Benchmark Reports of the latest run, one per stage (as JSON), each loaded by llm-d's
@@ -107,6 +145,20 @@ fn a_built_in_run_writes_a_valid_benchmark_report_per_stage() {
     );
     assert_eq!(load(0)["prefix"]["prefix_len"]["value"], 8.0);
     assert_eq!((load(1)["concurrency"].as_u64(), load(1)["stage"].as_u64()), (Some(2), Some(2)));
+    // vLLM's result file per stage: the stage's configuration as `vllm bench serve` writes it.
+    let v = vllm_results(&p.path("wd"), 2);
+    let traffic = |v: &Value| {
+        (
+            v["request_rate"].clone(),
+            v["burstiness"].clone(),
+            v["max_concurrency"].clone(),
+            v["num_prompts"].clone(),
+        )
+    };
+    assert_eq!(traffic(&v[0]), (40.0.into(), 1.0.into(), 3.into(), 40.into()));
+    assert_eq!(traffic(&v[1]), ("inf".into(), 1.0.into(), 2.into(), 10.into()));
+    assert_eq!((v[0]["backend"].as_str(), v[0]["tokenizer_id"].as_str()), (Some("openai"), None));
+    assert_eq!(v[0]["benchflow_convention"], "vllm");
 }
 
 #[test]

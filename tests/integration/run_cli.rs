@@ -59,6 +59,8 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
         "analysis/latest/stats.txt",
         "analysis/latest/summary.csv",
         "analysis/latest/report.html",
+        "analysis/latest/vllm_bench_stage_1.json",
+        "analysis/latest/vllm_bench_stage_2.json",
     ] {
         assert!(wd.join(f).is_file(), "{f} missing");
     }
@@ -87,6 +89,8 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
     let rows = std::fs::read_to_string(wd.join("results/latest/requests.csv")).unwrap().lines().count();
     assert_eq!(rows, 1 + 2 + 80, "header + warm-up + two stages");
     let stats = std::fs::read(wd.join("analysis/latest/stats.json")).unwrap();
+    let vllm_file = wd.join("analysis/latest/vllm_bench_stage_1.json");
+    let vllm = std::fs::read(&vllm_file).unwrap();
     std::fs::remove_dir_all(wd.join("analysis")).unwrap();
     let out = benchflow().args(["analyze", wd.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success());
@@ -95,10 +99,25 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
         stats,
         "analyze must reproduce the run's statistics"
     );
+    assert_eq!(std::fs::read(&vllm_file).unwrap(), vllm, "and the vLLM result file");
     let out =
         benchflow().args(["analyze", wd.to_str().unwrap(), "--convention", "guidellm"]).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("guidellm conventions"));
+    // The vLLM keys keep vLLM's values under GuideLLM's convention; GuideLLM's figures are beside them.
+    let json = |b: &[u8]| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(b).unwrap();
+    let (v, g) = (json(&vllm), json(&std::fs::read(&vllm_file).unwrap()));
+    for (k, x) in v.iter().filter(|(k, _)| *k != "benchflow_convention") {
+        assert_eq!(&g[k], x, "{k}");
+    }
+    assert_eq!(
+        (v["benchflow_convention"].as_str(), g["benchflow_convention"].as_str()),
+        (Some("vllm"), Some("guidellm"))
+    );
+    assert!(
+        !v.contains_key("guidellm_metrics")
+            && g["guidellm_metrics"]["time_per_output_token_ms"]["mean"].is_f64()
+    );
     // Running again into the same directory re-uses the steps done with the same inputs.
     let before = std::fs::read(wd.join("results/latest/requests.csv")).unwrap();
     let out = benchflow()

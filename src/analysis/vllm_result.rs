@@ -1,0 +1,969 @@
+//! vLLM-compatible result files: per stage, `vllm_bench_stage_N.json` beside `stats.json`, the
+//! document `vllm bench serve --save-result --save-detailed` writes (vLLM 0.33's
+//! `benchmarks/serve.py`), so that whatever reads those files reads benchflow's runs, any harness.
+//!
+//! Built from the same records as `stats.json` (a second pass over `requests.csv`; the arrays
+//! in arrival order, as vLLM's), the stage's configuration from `inputs/resolved.yaml` and the run from `run.json`:
+//!
+//! * the configuration: `date` (the stage's end, UTC, `%Y%m%d-%H%M%S`), `endpoint_type` and
+//!   `backend` (`openai` or `openai-chat` by the workload's API), `label` null, `model_id` (the
+//!   served model benchflow sent), `tokenizer_id` (the tokenizer an external tool was given, else
+//!   null), `num_prompts` (the stage's requests), `request_rate` (`"inf"` for a concurrency
+//!   stage, as vLLM writes it), `burstiness` (1 for Poisson arrivals, the gamma shape, `"inf"`
+//!   for constant arrivals: vLLM writes `Infinity`, which is not JSON), `max_concurrency`;
+//! * the per-request arrays, one entry per request, failures included as vLLM counts them
+//!   (`output_lens` 0 and `latencies` 0.0 for a failed request; its `ttfts` and `itls` as far as
+//!   it streamed; `ttfts` 0.0 without a first token); times in seconds; `start_times` on the
+//!   run's clock (vLLM's are `perf_counter` readings: only differences mean anything in both);
+//!   `generated_texts` empty strings (benchflow does not keep texts; vLLM writes `""` for a
+//!   failed request, and no reader of these files takes lengths from them);
+//! * the summaries under vLLM's definitions whatever the analysis's convention, in ms: mean,
+//!   median, std and the percentile ladder of [`stats::PERCENTILES`] (numpy's linear interpolation) of
+//!   TTFT, TPOT, ITL and E2EL, as `--percentile-metrics ttft,tpot,itl,e2el --metric-percentiles
+//!   0.1,1,5,10,25,50,75,90,95,99,99.9` writes them; `duration` (the stage's window, as in
+//!   `stats.json`) and the throughputs over it.
+//!
+//! Beyond vLLM's keys (as its `--metadata KEY=VALUE` adds them at the top level):
+//! `benchflow_convention` (the analysis's), `benchflow_unmeasured` (the metrics whose keys read
+//! 0 for want of a sample, as in `stats.json`'s `unmeasured`), and under `convention: guidellm`, `guidellm_metrics`:
+//! GuideLLM's own names, definitions and nearest-rank percentiles. The vLLM keys never change
+//! meaning with the convention.
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde::{Serialize, Serializer, ser::SerializeMap, ser::SerializeSeq};
+use serde_json::{Value, json};
+
+use super::{
+    Analysis, AnalysisError, Convention, StageStats,
+    stats::{self, Summary},
+};
+use crate::{
+    results::{BadField, BadTimes, Col, Reader, RecordsError},
+    spec::workload::{Endpoint, Load, Workload},
+};
+
+/// The file of stage `n`.
+pub(crate) fn file_name(stage: u32) -> String {
+    format!("vllm_bench_stage_{stage}.json")
+}
+
+/// The metrics whose summaries are written, in vLLM's order.
+const METRICS: [&str; 4] = ["ttft", "tpot", "itl", "e2el"];
+
+/// One stage's requests as vLLM's arrays hold them, in the order of the rows (written in
+/// arrival order through `perm`).
+#[derive(Debug, Clone, Default)]
+struct Requests {
+    /// Each request's scheduled time (its arrival: vLLM's arrays are in arrival order) and
+    /// index, for [`Requests::sort`].
+    order: Vec<(f64, u64)>,
+    input_lens: Vec<u64>,
+    output_lens: Vec<u64>,
+    ttfts: Vec<f64>,
+    latencies: Vec<f64>,
+    start_times: Vec<f64>,
+    queue_times: Vec<f64>,
+    errors: Vec<String>,
+    /// Each request's gaps are `itl[itl_at[i]..itl_at[i + 1]]`.
+    itl_at: Vec<usize>,
+    itl: Vec<f64>,
+    success: Vec<bool>,
+    /// Set by [`Requests::sort`].
+    perm: Vec<usize>,
+}
+
+/// One request as read (seconds on the run's clock).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Request {
+    index: u64,
+    scheduled: f64,
+    sent: f64,
+    first: Option<f64>,
+    last: Option<f64>,
+    prompt_tokens: u64,
+    output_tokens: u64,
+    /// Empty when it succeeded.
+    error: String,
+    success: bool,
+}
+
+impl Requests {
+    fn push(&mut self, r: &Request, gaps: &[f64]) {
+        if self.itl_at.is_empty() {
+            self.itl_at.push(0);
+        }
+        self.order.push((r.scheduled, r.index));
+        self.input_lens.push(r.prompt_tokens);
+        self.output_lens.push(if r.success { r.output_tokens } else { 0 });
+        self.ttfts.push(r.first.map_or(0.0, |f| f - r.sent));
+        self.latencies.push(match (r.success, r.last) {
+            (true, Some(last)) => last - r.sent,
+            _ => 0.0,
+        });
+        self.start_times.push(r.sent);
+        self.queue_times.push((r.sent - r.scheduled).max(0.0));
+        self.errors.push(r.error.clone());
+        self.itl.extend_from_slice(gaps);
+        self.itl_at.push(self.itl.len());
+        self.success.push(r.success);
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The request order, vLLM's: by arrival (the scheduled time; the records are written as
+    /// requests end), then index (shards merged from several pods share the time axis, not the
+    /// indices), then send. `perm[k]` is the row of the k-th request; the arrays stay in row order
+    /// and are written through it (no copy).
+    fn sort(&mut self) {
+        let mut perm: Vec<usize> = (0..self.len()).collect();
+        perm.sort_by(|a, b| {
+            let ((ta, ia), (tb, ib)) = (self.order[*a], self.order[*b]);
+            ta.total_cmp(&tb).then(ia.cmp(&ib)).then(self.start_times[*a].total_cmp(&self.start_times[*b]))
+        });
+        self.perm = perm;
+    }
+
+    fn gaps(&self, i: usize) -> &[f64] {
+        &self.itl[self.itl_at[i]..self.itl_at[i + 1]]
+    }
+}
+
+/// Reads every measured stage's requests from `requests.csv` (warm-up rows skipped).
+fn read(results: &Path) -> Result<BTreeMap<u32, Requests>, AnalysisError> {
+    let path = results.join("requests.csv");
+    let records_error = |e: RecordsError| AnalysisError::Read { path: path.clone(), why: e.to_string() };
+    let mut reader = Reader::open(&path).map_err(|e| match e {
+        RecordsError::Read { path, why } => AnalysisError::Read { path, why },
+        e => records_error(e),
+    })?;
+    let mut stages: BTreeMap<u32, Requests> = BTreeMap::new();
+    let mut gaps = Vec::new();
+    while let Some(row) = reader.next_row().map_err(records_error)? {
+        let bad = |why: String| AnalysisError::Row { path: path.clone(), line: row.line(), why };
+        let field = |e: BadField| bad(e.to_string());
+        if row.warmup() {
+            continue;
+        }
+        let times = row.times().map_err(|e| match e {
+            BadTimes::Field(f) => field(f),
+            e => bad(e.to_string()),
+        })?;
+        let count = |col: Col| match row.get(col) {
+            b"" => Ok(0),
+            _ => row.count(col).map_err(field),
+        };
+        let index = std::str::from_utf8(row.get(Col::Index)).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let kind = row.error_kind().map(std::borrow::Cow::into_owned).unwrap_or_default();
+        let success = kind.is_empty() && times.first.is_some();
+        let error = if success {
+            String::new()
+        } else {
+            let text = String::from_utf8_lossy(row.get(Col::Error)).into_owned();
+            match (text.is_empty(), kind.is_empty()) {
+                (false, _) => text,
+                (true, false) => kind,
+                (true, true) => "no token received".to_string(),
+            }
+        };
+        gaps.clear();
+        for g in row.gaps() {
+            gaps.push(g.map_err(field)?);
+        }
+        let r = Request {
+            index,
+            scheduled: times.scheduled,
+            sent: times.sent,
+            first: times.first,
+            last: times.last,
+            prompt_tokens: count(Col::PromptTokens)?,
+            output_tokens: count(Col::OutputTokens)?,
+            error,
+            success,
+        };
+        stages.entry(row.stage().map_err(field)?).or_default().push(&r, &gaps);
+    }
+    for s in stages.values_mut() {
+        s.sort();
+    }
+    Ok(stages)
+}
+
+/// What the file says of the stage's configuration, from the run's resolved inputs.
+#[derive(Debug, Clone, Default)]
+struct Config {
+    model_id: String,
+    tokenizer_id: Option<String>,
+    workload: Option<Workload>,
+    /// Seconds since the epoch of the run's start.
+    started: Option<f64>,
+}
+
+/// `request_rate`, `burstiness` and `max_concurrency` of a stage as vLLM writes them (a
+/// number, or `"inf"`; null when the workload is not known).
+fn traffic(w: Option<&Workload>, stage: u32) -> (Value, Value, Value) {
+    let number_or_inf = |x: f64| if x.is_finite() { json!(x) } else { json!("inf") };
+    match w.and_then(|w| w.stages.get(stage.checked_sub(1)? as usize)).map(|s| s.load()) {
+        Some(Load::Rate { rate, burstiness, max_concurrency, .. }) => {
+            (number_or_inf(rate), number_or_inf(burstiness), json!(max_concurrency))
+        }
+        // vLLM's closed loop: every request at once, behind its concurrency gate; the
+        // burstiness is its default (it has no effect at an infinite rate).
+        Some(Load::Concurrency(c)) => (json!("inf"), json!(1.0), json!(c)),
+        None => (Value::Null, Value::Null, Value::Null),
+    }
+}
+
+/// vLLM's `date`: `%Y%m%d-%H%M%S` (UTC here: vLLM writes the client's local time).
+fn date(epoch_s: f64) -> String {
+    // `2026-11-23T21:37:38.123Z` → `20261123-213738`.
+    let t = crate::workdir::utc_at(epoch_s);
+    let digits: String = t.chars().take(19).filter(char::is_ascii_digit).collect();
+    format!("{}-{}", &digits[..8.min(digits.len())], &digits[8.min(digits.len())..])
+}
+
+/// The file of one stage's requests (an empty stage too).
+fn build<'a>(stage: &StageStats, req: &'a Requests, cfg: &Config, convention: Convention) -> Document<'a> {
+    let n = req.len();
+    let (mut ttft, mut tpot, mut itl, mut e2el) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut completed, mut total_input, mut total_output) = (0u64, 0u64, 0u64);
+    for i in 0..n {
+        if !req.success[i] {
+            continue;
+        }
+        completed += 1;
+        total_input += req.input_lens[i];
+        total_output += req.output_lens[i];
+        ttft.push(req.ttfts[i]);
+        e2el.push(req.latencies[i]);
+        if req.output_lens[i] > 1 {
+            tpot.push((req.latencies[i] - req.ttfts[i]) / (req.output_lens[i] - 1) as f64);
+        }
+        itl.extend_from_slice(req.gaps(i));
+    }
+    let (mut summaries, mut unmeasured) = (Vec::new(), Vec::new());
+    for (name, values) in METRICS.iter().zip([&mut ttft, &mut tpot, &mut itl, &mut e2el]) {
+        let s = stats::vllm(values);
+        if s.count == 0 && completed > 0 {
+            unmeasured.push(*name);
+        }
+        summaries.push((format!("mean_{name}_ms"), s.mean * 1000.0));
+        summaries.push((format!("median_{name}_ms"), s.median * 1000.0));
+        summaries.push((format!("std_{name}_ms"), s.std * 1000.0));
+        for (p, v) in &s.percentiles {
+            summaries.push((format!("{}_{name}_ms", percentile_key(*p)), v * 1000.0));
+        }
+    }
+    let duration = stage.duration;
+    let (request_rate, burstiness, max_concurrency) = traffic(cfg.workload.as_ref(), stage.stage);
+    let chat = cfg.workload.as_ref().is_some_and(|w| w.api.endpoint == Endpoint::Chat);
+    let backend = if chat { "openai-chat" } else { "openai" };
+    let end = cfg.started.map(|s| s + stage.window.1);
+    Document {
+        date: date(end.unwrap_or_else(now)),
+        endpoint_type: backend,
+        backend,
+        label: None,
+        model_id: cfg.model_id.clone(),
+        tokenizer_id: cfg.tokenizer_id.clone(),
+        num_prompts: n,
+        request_rate,
+        burstiness,
+        max_concurrency,
+        duration,
+        completed,
+        failed: n as u64 - completed,
+        total_input_tokens: total_input,
+        total_output_tokens: total_output,
+        request_throughput: completed as f64 / duration,
+        request_goodput: stage.request_goodput,
+        output_throughput: total_output as f64 / duration,
+        total_token_throughput: (total_input + total_output) as f64 / duration,
+        input_lens: InOrder(&req.input_lens, &req.perm),
+        output_lens: InOrder(&req.output_lens, &req.perm),
+        ttfts: InOrder(&req.ttfts, &req.perm),
+        itls: Itls(req),
+        latencies: InOrder(&req.latencies, &req.perm),
+        start_times: InOrder(&req.start_times, &req.perm),
+        queue_times: InOrder(&req.queue_times, &req.perm),
+        generated_texts: Blank(n),
+        errors: InOrder(&req.errors, &req.perm),
+        max_output_tokens_per_s: stage.max_output_tokens_per_s,
+        max_concurrent_requests: busiest_second(req),
+        rtfx: 0.0,
+        summaries: Ordered(summaries),
+        benchflow_convention: convention.as_str(),
+        benchflow_unmeasured: unmeasured,
+        guidellm_metrics: (convention == Convention::Guidellm).then(|| guidellm(stage)),
+    }
+}
+
+/// vLLM 0.33's `max_concurrent_requests`: the most successful requests active within one
+/// second, the seconds counted from the earliest successful send, a request active in every
+/// second from its send's to its end's, both included. Not `stats.json`'s exact peak overlap
+/// (which vLLM adopted later): a request that ended early in a second counts in it.
+fn busiest_second(req: &Requests) -> u64 {
+    let ok = || (0..req.len()).filter(|i| req.success[*i]);
+    let Some(t0) = ok().map(|i| req.start_times[i]).min_by(f64::total_cmp) else { return 0 };
+    // +1 in the second of the send, −1 after the second of the end; swept in order.
+    let mut events: Vec<(u64, i64)> = ok()
+        .flat_map(|i| {
+            let (a, b) = (req.start_times[i] - t0, req.start_times[i] + req.latencies[i] - t0);
+            [(a as u64, 1), (b as u64 + 1, -1)]
+        })
+        .collect();
+    events.sort_unstable_by_key(|e| (e.0, e.1));
+    let (mut now, mut most) = (0i64, 0i64);
+    for (_, d) in events {
+        now += d;
+        most = most.max(now);
+    }
+    most as u64
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// vLLM's percentile key: `p99`, `p99.9`, `p0.1` (a whole percentile without its decimals).
+fn percentile_key(p: f64) -> String {
+    if p.fract() == 0.0 { format!("p{}", p as u64) } else { format!("p{p}") }
+}
+
+/// GuideLLM's percentile names (`p001` is 0.1, `p999` 99.9).
+fn guidellm_key(p: f64) -> String {
+    if p == 0.1 {
+        "p001".into()
+    } else if p == 99.9 {
+        "p999".into()
+    } else {
+        format!("p{:02}", p as u64)
+    }
+}
+
+/// The stage's statistics under GuideLLM's definitions (the analysis's, under
+/// `convention: guidellm`), with GuideLLM's names and units: ms, `request_latency` in seconds.
+fn guidellm(s: &StageStats) -> Value {
+    let dist = |m: &Summary, scale: f64| {
+        let percentiles: serde_json::Map<String, Value> =
+            m.percentiles.iter().map(|(p, v)| (guidellm_key(*p), json!(v * scale))).collect();
+        json!({
+            "mean": m.mean * scale, "median": m.median * scale, "std_dev": m.std * scale,
+            "min": m.min * scale, "max": m.max * scale, "percentiles": percentiles,
+        })
+    };
+    json!({
+        "definitions": "GuideLLM's (benchflow convention: guidellm): TPOT and ITL token-weighted, \
+                        request_latency to the stream's end, percentiles by nearest rank (no \
+                        interpolation); this file's vLLM keys keep vLLM's definitions",
+        "time_to_first_token_ms": dist(&s.ttft, 1.0),
+        "time_per_output_token_ms": dist(&s.tpot, 1.0),
+        "inter_token_latency_ms": dist(&s.itl, 1.0),
+        "request_latency": dist(&s.e2el, 1e-3),
+        "requests_per_second": { "mean": s.request_throughput },
+        "output_tokens_per_second": { "mean": s.output_throughput },
+    })
+}
+
+/// The document, its keys in vLLM's order.
+#[derive(Debug, Serialize)]
+struct Document<'a> {
+    date: String,
+    endpoint_type: &'static str,
+    backend: &'static str,
+    label: Option<String>,
+    model_id: String,
+    tokenizer_id: Option<String>,
+    num_prompts: usize,
+    request_rate: Value,
+    burstiness: Value,
+    max_concurrency: Value,
+    duration: f64,
+    completed: u64,
+    failed: u64,
+    total_input_tokens: u64,
+    total_output_tokens: u64,
+    request_throughput: f64,
+    request_goodput: Option<f64>,
+    output_throughput: f64,
+    total_token_throughput: f64,
+    input_lens: InOrder<'a, u64>,
+    output_lens: InOrder<'a, u64>,
+    ttfts: InOrder<'a, f64>,
+    itls: Itls<'a>,
+    latencies: InOrder<'a, f64>,
+    start_times: InOrder<'a, f64>,
+    queue_times: InOrder<'a, f64>,
+    generated_texts: Blank,
+    errors: InOrder<'a, String>,
+    max_output_tokens_per_s: f64,
+    max_concurrent_requests: u64,
+    rtfx: f64,
+    #[serde(flatten)]
+    summaries: Ordered,
+    benchflow_convention: &'static str,
+    /// Metrics without a sample although requests completed (their keys read 0, as vLLM writes
+    /// them): `itl` from a harness that records no chunk times (GuideLLM), `tpot` when every
+    /// request had one token.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    benchflow_unmeasured: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guidellm_metrics: Option<Value>,
+}
+
+/// A column of the requests in request order.
+#[derive(Debug)]
+struct InOrder<'a, T>(&'a [T], &'a [usize]);
+
+impl<T: Serialize> Serialize for InOrder<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.1.len()))?;
+        for &i in self.1 {
+            seq.serialize_element(&self.0[i])?;
+        }
+        seq.end()
+    }
+}
+
+/// Each request's gaps, a list per request, in request order.
+#[derive(Debug)]
+struct Itls<'a>(&'a Requests);
+
+impl Serialize for Itls<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.perm.len()))?;
+        for &i in &self.0.perm {
+            seq.serialize_element(self.0.gaps(i))?;
+        }
+        seq.end()
+    }
+}
+
+/// `n` empty strings.
+#[derive(Debug)]
+struct Blank(usize);
+
+impl Serialize for Blank {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0))?;
+        for _ in 0..self.0 {
+            seq.serialize_element("")?;
+        }
+        seq.end()
+    }
+}
+
+/// Keys in the order given.
+#[derive(Debug)]
+struct Ordered(Vec<(String, f64)>);
+
+impl Serialize for Ordered {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// The configuration the files quote: the run's model and start (`run.json`), the workload
+/// (`inputs/resolved.yaml` of the work directory), the tokenizer an external tool was given.
+fn config(a: &Analysis, workdir: &Path, results: &Path) -> Config {
+    let values = std::fs::read_to_string(workdir.join("inputs/resolved.yaml"))
+        .ok()
+        .and_then(|t| serde_saphyr::from_str::<Value>(&t).ok())
+        .map(|v| v["values"].clone())
+        .unwrap_or(Value::Null);
+    let workload = serde_json::from_value(values["workload"].clone()).ok();
+    let model_id = a
+        .info
+        .as_ref()
+        .map(|i| i.model.clone())
+        .filter(|m| !m.is_empty())
+        .or_else(|| values["model"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".to_string());
+    let tokenizer = results.join("native/tokenizer");
+    let tokenizer_id = tokenizer
+        .is_dir()
+        .then(|| std::path::absolute(&tokenizer).unwrap_or(tokenizer).display().to_string());
+    let started = a.info.as_ref().and_then(|i| crate::workdir::parse_utc(&i.started_at));
+    Config { model_id, tokenizer_id, workload, started }
+}
+
+/// Writes `doc` compact, as vLLM does (pretty-printed, `itls` would take a line per gap),
+/// streamed into a temporary file renamed over `path` (the file of a long run holds every gap).
+fn write_streamed(path: &Path, doc: &Document) -> Result<(), AnalysisError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let written = std::fs::File::create(&tmp).and_then(|f| {
+        let mut w = std::io::BufWriter::new(f);
+        serde_json::to_writer(&mut w, doc).map_err(std::io::Error::other)?;
+        w.flush()
+    });
+    written.and_then(|()| std::fs::rename(&tmp, path)).map_err(|source| {
+        // A full disk leaves no half file behind.
+        let _ = std::fs::remove_file(&tmp);
+        AnalysisError::Write { path: path.to_path_buf(), source }
+    })
+}
+
+/// Writes every stage's file into `out`.
+pub(crate) fn write_all(
+    out: &Path,
+    workdir: &Path,
+    results: &Path,
+    a: &Analysis,
+) -> Result<(), AnalysisError> {
+    let cfg = config(a, workdir, results);
+    let stages = read(results)?;
+    let empty = Requests::default();
+    for s in &a.stages {
+        let doc = build(s, stages.get(&s.stage).unwrap_or(&empty), &cfg, a.convention);
+        write_streamed(&out.join(file_name(s.stage)), &doc)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use serde_json::Map;
+
+    use super::*;
+    use crate::{
+        harnesses::{Adapter, Clock, Export, vllm_bench::VllmBench},
+        results::{RunInfo, StageWindow, Writer},
+        spec::workload::Slo,
+    };
+
+    /// Recorded by `vllm bench serve` 0.33.0 (`--save-result --save-detailed`) against the
+    /// simulator: 8 requests at 20 req/s constant, 3 failed (one refused, two cut short).
+    const NATIVE: &str = include_str!("../../tests/integration/fixtures/native/vllm-bench-result.json");
+
+    /// A work directory removed when dropped.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let d = std::env::temp_dir().join(format!("bf-vllm-result-{tag}-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(d.join("results")).unwrap();
+            std::fs::create_dir_all(d.join("analysis")).unwrap();
+            Dir(d)
+        }
+        fn results(&self) -> PathBuf {
+            self.0.join("results")
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The native file with vLLM's `Infinity` (not JSON) as the `"inf"` it writes for a rate.
+    fn native() -> Map<String, Value> {
+        serde_json::from_str(&NATIVE.replace("Infinity", "\"inf\"")).unwrap()
+    }
+
+    /// The fixture's requests as the vllm-bench adapter records them, in a work directory as a
+    /// `-H vllm-bench` run leaves it: records, run.json (the harness's window), the tokenizer
+    /// given to the tool, the resolved workload (20 req/s constant, 8 requests, completions).
+    fn fixture_run() -> Dir {
+        let dir = Dir::new("fixture");
+        let clock = Clock { unix_ns: 0, monotonic_s: 51685.0 };
+        let export = Export { stage: 1, warmup: false, clock: &clock, path: Path::new("result.json") };
+        let mut records = VllmBench.parse(NATIVE, export).unwrap();
+        records.sort_by_key(|r| r.sent_ns);
+        let mut w = Writer::new(std::fs::File::create(dir.results().join("requests.csv")).unwrap()).unwrap();
+        for (i, r) in records.iter_mut().enumerate() {
+            r.index = i as u64;
+        }
+        // Written as requests end, not in request order.
+        for r in records.iter().rev() {
+            w.write(r).unwrap();
+        }
+        w.flush().unwrap();
+        let mut info = RunInfo::starting("http://h:1".into(), "meta-llama/Llama-3.1-8B-Instruct".into());
+        info.started_at = "2026-11-26T14:52:37.500Z".into();
+        info.stages.push(StageWindow {
+            stage: 1,
+            label: "stage 1".into(),
+            start_s: records.iter().map(|r| r.scheduled_ns).min().unwrap() as f64 * 1e-9,
+            end_s: records.iter().map(|r| r.end_ns).max().unwrap() as f64 * 1e-9,
+            dispatched: 8,
+            rate: None,
+        });
+        std::fs::write(dir.results().join("run.json"), serde_json::to_vec(&info).unwrap()).unwrap();
+        std::fs::create_dir_all(dir.results().join("native/tokenizer")).unwrap();
+        let workload = Workload::from_yaml(
+            "dataset: { random: { input_len: 32, output_len: 8 } }\n\
+             stages: [ { rate: 20, arrival: constant, requests: 8 } ]\n",
+            "w.yaml",
+        )
+        .unwrap();
+        let values = json!({ "values": { "workload": workload } });
+        std::fs::create_dir_all(dir.0.join("inputs")).unwrap();
+        std::fs::write(dir.0.join("inputs/resolved.yaml"), values.to_string()).unwrap();
+        dir
+    }
+
+    /// Analyses the run under `convention` and reads back stage 1's file.
+    fn written(dir: &Dir, convention: Convention) -> (Map<String, Value>, Analysis) {
+        let a = super::super::compute(&dir.results(), convention, &Slo::default()).unwrap();
+        write_all(&dir.0.join("analysis"), &dir.0, &dir.results(), &a).unwrap();
+        let text = std::fs::read_to_string(dir.0.join("analysis").join(file_name(1))).unwrap();
+        (serde_json::from_str(&text).unwrap(), a)
+    }
+
+    /// A summary key vLLM writes for a metric, as `--percentile-metrics` and
+    /// `--metric-percentiles` choose (`mean_ttft_ms`, `p99.9_e2el_ms`).
+    fn is_summary_key(k: &str) -> bool {
+        let Some(rest) = k.strip_suffix("_ms") else { return false };
+        let Some((stat, metric)) = rest.split_once('_') else { return false };
+        let stat_ok = ["mean", "median", "std"].contains(&stat)
+            || stat.strip_prefix('p').is_some_and(|p| p.parse::<f64>().is_ok());
+        stat_ok && METRICS.contains(&metric)
+    }
+
+    /// The JSON type of a value, integers told from floats (Python writes both).
+    fn kind(v: &Value) -> &'static str {
+        match v {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(n) if n.is_f64() => "float",
+            Value::Number(_) => "int",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+
+    fn floats(v: &Value) -> Vec<f64> {
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    }
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol * (1.0 + b.abs())
+    }
+
+    /// Native file → the adapter's records → this writer → the native file again: the same keys
+    /// (plus the E2EL and percentile summaries the adapter asks for, and the convention), the
+    /// same JSON types, units and values within the records' nanosecond rounding.
+    #[test]
+    fn the_native_file_round_trips_through_the_records() {
+        let dir = fixture_run();
+        let (ours, a) = written(&dir, Convention::Vllm);
+        let native = native();
+        for k in native.keys() {
+            assert!(ours.contains_key(k), "`{k}` missing");
+        }
+        for k in ours.keys().filter(|k| !native.contains_key(*k)) {
+            assert!(is_summary_key(k) || k == "benchflow_convention", "`{k}` is not vLLM's");
+        }
+        for (k, v) in &native {
+            assert_eq!(kind(&ours[k]), kind(v), "type of `{k}`: {} against {v}", ours[k]);
+            if let (Some(a), Some(b)) = (ours[k].as_array(), v.as_array()) {
+                assert_eq!(a.len(), b.len(), "`{k}`");
+                for (x, y) in a.iter().zip(b) {
+                    assert_eq!(kind(x), kind(y), "an element of `{k}`");
+                }
+            }
+        }
+        // The configuration.
+        for k in
+            ["endpoint_type", "backend", "label", "model_id", "num_prompts", "request_rate", "burstiness"]
+        {
+            assert_eq!(ours[k], native[k], "`{k}`");
+        }
+        assert_eq!(ours["max_concurrency"], Value::Null);
+        assert_eq!(ours["date"], "20261126-145238", "the stage's end, UTC");
+        assert!(ours["tokenizer_id"].as_str().unwrap().ends_with("results/native/tokenizer"));
+        // Counts, exactly.
+        for k in [
+            "completed",
+            "failed",
+            "total_input_tokens",
+            "total_output_tokens",
+            "input_lens",
+            "output_lens",
+            "max_concurrent_requests",
+            "max_output_tokens_per_s",
+            "request_goodput",
+            "rtfx",
+        ] {
+            assert_eq!(ours[k], native[k], "`{k}`");
+        }
+        // Per request, in seconds: within the records' rounding (a time to the nanosecond, a gap
+        // to the microsecond).
+        for k in ["ttfts", "latencies", "queue_times"] {
+            for (x, y) in floats(&ours[k]).iter().zip(floats(&native[k])) {
+                assert!((x - y).abs() < 2e-9, "`{k}`: {x} against {y}");
+            }
+        }
+        for (x, y) in ours["itls"].as_array().unwrap().iter().zip(native["itls"].as_array().unwrap()) {
+            assert_eq!(x.as_array().unwrap().len(), y.as_array().unwrap().len());
+            for (g, h) in floats(x).iter().zip(floats(y)) {
+                // `itl_us` holds whole microseconds.
+                assert!((g - h).abs() < 1e-6, "a gap: {g} against {h}");
+            }
+        }
+        // Send times on another clock: the same differences.
+        let (s, t) = (floats(&ours["start_times"]), floats(&native["start_times"]));
+        for i in 0..s.len() {
+            assert!(((s[i] - s[0]) - (t[i] - t[0])).abs() < 2e-9);
+        }
+        // An error where vLLM has one; blank texts.
+        for (x, y) in ours["errors"].as_array().unwrap().iter().zip(native["errors"].as_array().unwrap()) {
+            assert_eq!(x.as_str().unwrap().is_empty(), y.as_str().unwrap().is_empty(), "{x} against {y}");
+        }
+        assert!(ours["generated_texts"].as_array().unwrap().iter().all(|t| t == ""));
+        // Every summary vLLM wrote, in ms, by its definitions and numpy's interpolation.
+        for (k, v) in native.iter().filter(|(k, _)| is_summary_key(k)) {
+            let (x, y) = (ours[k].as_f64().unwrap(), v.as_f64().unwrap());
+            // ms; within the microsecond the gaps are rounded to.
+            assert!((x - y).abs() < 1e-3, "`{k}`: {x} against {y}");
+        }
+        // The duration is the stage's window (first scheduled → last end), which starts at the
+        // first request where vLLM's starts one interval (50 ms at 20 req/s) earlier; the rates
+        // are over it.
+        let d = ours["duration"].as_f64().unwrap();
+        assert!(close(d, a.stages[0].duration, 1e-12));
+        assert!(close(d + 0.05, native["duration"].as_f64().unwrap(), 1e-3), "{d}");
+        assert!(close(ours["request_throughput"].as_f64().unwrap(), 5.0 / d, 1e-12));
+        assert!(close(ours["output_throughput"].as_f64().unwrap(), 40.0 / d, 1e-12));
+        assert!(close(ours["total_token_throughput"].as_f64().unwrap(), 200.0 / d, 1e-12));
+        // The summaries the fixture lacks are over the same requests: E2EL's median is the
+        // median of the successes' latencies.
+        let mut lat: Vec<f64> = floats(&native["latencies"]).into_iter().filter(|l| *l > 0.0).collect();
+        lat.sort_by(f64::total_cmp);
+        assert!(close(ours["median_e2el_ms"].as_f64().unwrap(), lat[2] * 1000.0, 1e-6));
+        assert_eq!(ours["benchflow_convention"], "vllm");
+        assert!(!ours.contains_key("guidellm_metrics"));
+    }
+
+    /// Under `convention: guidellm` the vLLM keys hold what they hold under `vllm` (vLLM's
+    /// definitions), and GuideLLM's statistics are beside them under GuideLLM's names: a reader
+    /// of `mean_tpot_ms` gets vLLM's TPOT whatever the convention.
+    #[test]
+    fn under_guidellm_the_vllm_keys_keep_their_meaning_and_guidellm_s_have_their_names() {
+        let dir = fixture_run();
+        let (v, _) = written(&dir, Convention::Vllm);
+        let (g, a) = written(&dir, Convention::Guidellm);
+        for (k, x) in v.iter().filter(|(k, _)| *k != "benchflow_convention") {
+            assert_eq!(&g[k], x, "`{k}` changed with the convention");
+        }
+        assert_eq!(g["benchflow_convention"], "guidellm");
+        let gm = &g["guidellm_metrics"];
+        let s = &a.stages[0];
+        // GuideLLM's TPOT includes the first token (~15 ms here); vLLM's does not (~10 ms).
+        let (vllm_tpot, guidellm_tpot) =
+            (g["mean_tpot_ms"].as_f64().unwrap(), gm["time_per_output_token_ms"]["mean"].as_f64().unwrap());
+        assert!(close(guidellm_tpot, s.tpot.mean, 1e-12), "stats.json's, under guidellm");
+        assert!(guidellm_tpot > vllm_tpot + 4.0, "{guidellm_tpot} against {vllm_tpot}");
+        // Nearest rank: every GuideLLM percentile of TTFT is one of the TTFTs; vLLM's p99
+        // interpolates between the two largest.
+        let mut ttfts: Vec<f64> = floats(&g["ttfts"])
+            .iter()
+            .zip(floats(&g["latencies"]))
+            .filter(|(_, l)| *l > 0.0)
+            .map(|(t, _)| t * 1e3)
+            .collect();
+        ttfts.sort_by(f64::total_cmp);
+        let ps = gm["time_to_first_token_ms"]["percentiles"].as_object().unwrap();
+        assert_eq!(ps.len(), stats::PERCENTILES.len());
+        for (name, p) in ps {
+            assert!(
+                ttfts.iter().any(|t| close(*t, p.as_f64().unwrap(), 1e-12)),
+                "{name} = {p} is not a TTFT"
+            );
+        }
+        // GuideLLM's `Percentiles` fields.
+        let names: Vec<&str> = ps.keys().map(String::as_str).collect();
+        let want = ["p001", "p01", "p05", "p10", "p25", "p50", "p75", "p90", "p95", "p99", "p999"];
+        assert_eq!(names.len(), want.len());
+        assert!(want.iter().all(|w| names.contains(w)), "{names:?}");
+        let p99 = g["p99_ttft_ms"].as_f64().unwrap();
+        assert!(p99 > ttfts[3] && p99 < ttfts[4], "{p99} in {ttfts:?}");
+        // GuideLLM's request latency in its unit, seconds.
+        assert!(close(gm["request_latency"]["mean"].as_f64().unwrap() * 1e3, s.e2el.mean, 1e-12));
+    }
+
+    /// vLLM 0.33's peak: requests counted in every 1-s bucket they touch, not by exact overlap.
+    #[test]
+    fn max_concurrent_requests_counts_requests_per_second_bucket_as_vllm_0_33() {
+        let mut req = Requests::default();
+        // (sent, last token, succeeded), seconds.
+        for (i, (sent, last, ok)) in
+            [(0.1, 0.9, true), (0.95, 1.2, true), (1.5, 1.6, true), (1.0, 1.1, false), (5.0, 8.5, true)]
+                .into_iter()
+                .enumerate()
+        {
+            let r = Request {
+                index: i as u64,
+                scheduled: sent,
+                sent,
+                first: Some(sent + 0.01),
+                last: Some(last),
+                output_tokens: 2,
+                success: ok,
+                error: if ok { String::new() } else { "cut short".into() },
+                ..Request::default()
+            };
+            req.push(&r, &[last - sent - 0.01]);
+        }
+        req.sort();
+        // Second 0 (from the first send, 0.1 s): the first two; second 1: the second and the
+        // third; the failure does not count; the last alone in seconds 4 to 8. No two of them
+        // overlap for more than an instant, yet vLLM 0.33 writes 2.
+        assert_eq!(busiest_second(&req), 2);
+        let mut a = req.clone();
+        a.success[1] = false;
+        assert_eq!(busiest_second(&a), 1);
+        assert_eq!(busiest_second(&Requests::default()), 0, "no success");
+    }
+
+    /// One generated request: (gaps in µs, a first token, output tokens, failed).
+    type Gen = (Vec<u64>, bool, u64, bool);
+
+    /// Generated runs of the awkward classes (stages where everything failed, requests with one
+    /// token and so no ITL, successes reporting zero tokens, failures after streaming, times
+    /// near the week a record may span, counts at their bound, warm-up rows among the stage's,
+    /// rows in the order requests ended): each stage's file is JSON (no NaN, no Infinity) with
+    /// vLLM's keys, every per-request array `num_prompts` long, in request order, every summary
+    /// a number, the counts adding up.
+    #[test]
+    fn generated_records_give_files_with_vllm_s_keys_and_arrays_of_num_prompts() {
+        let vllm_keys: Vec<String> = native().keys().cloned().collect();
+        let arrays = [
+            "input_lens",
+            "output_lens",
+            "ttfts",
+            "itls",
+            "latencies",
+            "start_times",
+            "queue_times",
+            "generated_texts",
+            "errors",
+        ];
+        let mut rng = crate::rng::Rng::new(28);
+        let week_us = 604_800_000_000u64;
+        // (stages where everything failed, successes without a gap, stages near the week's end)
+        let mut seen = (0, 0, 0);
+        for case in 0..60 {
+            let dir = Dir::new("gen");
+            let mut rows = Vec::new();
+            let mut stages: BTreeMap<u32, Vec<Gen>> = BTreeMap::new();
+            for stage in 1..=1 + rng.below(3) as u32 {
+                // The stage's class: mixed, all failed, all single-token, huge.
+                let class = rng.below(4);
+                seen.2 += u64::from(class == 3);
+                let n = 1 + rng.below(12);
+                let huge = class == 3;
+                let scale = if huge { 10_000_000_000 } else { 100_000 };
+                // Arrivals in request order; sends (and ends) in any.
+                let mut arrival = if huge { week_us / 2 } else { 0 };
+                for index in 0..n {
+                    arrival += rng.below(scale / 10);
+                    let sched = arrival;
+                    let sent = sched + rng.below(1000);
+                    let failed = class == 1 || (class != 2 && rng.chance(0.3));
+                    let first = !(failed && rng.chance(0.5));
+                    let gaps: Vec<u64> = if !first || class == 2 || rng.chance(0.2) {
+                        Vec::new()
+                    } else {
+                        (0..rng.below(6)).map(|_| 1 + rng.below(scale)).collect()
+                    };
+                    let out = match rng.below(4) {
+                        _ if !first => 0,
+                        0 => 0,
+                        _ if huge => crate::results::MAX_COUNT,
+                        _ => gaps.len() as u64 + 1,
+                    };
+                    let prompt = if huge { crate::results::MAX_COUNT } else { rng.below(5000) };
+                    let f = sent + 1 + rng.below(scale);
+                    let last = f + gaps.iter().sum::<u64>();
+                    let end = if first { last + rng.below(1000) } else { sent + rng.below(scale) };
+                    let (ft, lt) =
+                        if first { (format!("{f}.000"), format!("{last}.000")) } else { Default::default() };
+                    let chunks = if first { gaps.len() + 1 } else { 0 };
+                    let (status, kind, error) = match (failed, first) {
+                        (false, _) => (200, "", ""),
+                        (true, true) => (200, "aborted", "cut short"),
+                        (true, false) => (500, "http", "HTTP 500 Internal Server Error"),
+                    };
+                    let itl: Vec<String> = gaps.iter().map(u64::to_string).collect();
+                    rows.push(format!(
+                        "{stage},{index},0,{sched}.000,{sent}.000,{ft},{lt},{end}.000,{chunks},{prompt},{out},usage,{status},{kind},{error},{}",
+                        itl.join(" ")
+                    ));
+                    stages.entry(stage).or_default().push((gaps, first, out, failed));
+                    if rng.chance(0.1) {
+                        rows.push(format!(
+                            "{stage},{},1,0.000,0.000,,,5.000,0,1,0,usage,500,http,warm-up,",
+                            n + index
+                        ));
+                    }
+                }
+            }
+            rows.reverse();
+            let csv = format!("{}\n{}\n", crate::results::HEADER.join(","), rows.join("\n"));
+            std::fs::write(dir.results().join("requests.csv"), &csv).unwrap();
+            let a = super::super::compute(&dir.results(), Convention::Vllm, &Slo::default())
+                .unwrap_or_else(|e| panic!("case {case}: {e}\n{csv}"));
+            write_all(&dir.0.join("analysis"), &dir.0, &dir.results(), &a).unwrap();
+            for (stage, made) in &stages {
+                let text = std::fs::read_to_string(dir.0.join("analysis").join(file_name(*stage))).unwrap();
+                assert!(!text.contains("NaN") && !text.contains("Infinity"), "case {case}");
+                let doc: Map<String, Value> = serde_json::from_str(&text).unwrap();
+                let why = format!("case {case}, stage {stage}: {text}");
+                for k in &vllm_keys {
+                    assert!(doc.contains_key(k), "`{k}` missing; {why}");
+                }
+                let n = made.len();
+                assert_eq!(doc["num_prompts"], n, "{why}");
+                for k in arrays {
+                    assert_eq!(doc[k].as_array().map(Vec::len), Some(n), "`{k}`; {why}");
+                }
+                for (k, v) in doc.iter().filter(|(k, _)| is_summary_key(k)) {
+                    assert!(v.as_f64().is_some_and(f64::is_finite), "`{k}` = {v}; {why}");
+                }
+                for k in ["ttfts", "latencies", "start_times", "queue_times"] {
+                    assert!(floats(&doc[k]).iter().all(|x| x.is_finite() && *x >= 0.0), "`{k}`; {why}");
+                }
+                // In request order: each request's gaps, output and error where it was generated.
+                let completed = made.iter().filter(|g| !g.3).count();
+                assert_eq!(doc["completed"], completed, "{why}");
+                assert_eq!(doc["failed"], n - completed, "{why}");
+                for (i, (gaps, first, out, failed)) in made.iter().enumerate() {
+                    assert_eq!(doc["itls"][i].as_array().unwrap().len(), gaps.len(), "request {i}; {why}");
+                    assert_eq!(doc["output_lens"][i], if *failed { 0 } else { *out }, "request {i}; {why}");
+                    assert_eq!(doc["errors"][i] == "", !failed, "request {i}; {why}");
+                    assert_eq!(doc["ttfts"][i].as_f64().unwrap() > 0.0, *first, "request {i}; {why}");
+                    assert_eq!(doc["latencies"][i].as_f64().unwrap() > 0.0, !failed, "request {i}; {why}");
+                }
+                let outs: u64 =
+                    doc["output_lens"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).sum();
+                assert_eq!(doc["total_output_tokens"], outs, "{why}");
+                seen.1 += made.iter().filter(|g| !g.3 && g.0.is_empty()).count();
+                // ITL without a gap among the successes reads 0 and is said to be unmeasured.
+                let no_itl = completed > 0 && made.iter().all(|g| g.3 || g.0.is_empty());
+                let said =
+                    doc.get("benchflow_unmeasured").and_then(Value::as_array).cloned().unwrap_or_default();
+                assert_eq!(said.contains(&"itl".into()), no_itl, "{why}");
+                if completed == 0 {
+                    seen.0 += 1;
+                    assert!(doc.iter().filter(|(k, _)| is_summary_key(k)).all(|(_, v)| v == 0.0), "{why}");
+                    assert_eq!(doc["max_concurrent_requests"], 0, "{why}");
+                }
+            }
+        }
+        assert!(seen.0 > 5 && seen.1 > 5 && seen.2 > 5, "the classes were not all drawn: {seen:?}");
+    }
+}
