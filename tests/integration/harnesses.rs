@@ -137,6 +137,36 @@ fn a_built_in_run_writes_a_valid_benchmark_report_per_stage() {
         assert_eq!(o["component_label"], "engine");
         assert_eq!(o["aggregate"]["kv_cache_usage"]["units"], "fraction");
     }
+    // llm-d's `vllm-benchmark` converter reads benchflow's vLLM result file to the same figures.
+    for n in [1, 2] {
+        let file = p.path(&format!("wd/analysis/latest/vllm_bench_stage_{n}.json"));
+        let Some(theirs) = crate::interop::upstream_conversion("vllm-benchmark", &file) else { break };
+        let ours = &reports[n - 1];
+        for path in [
+            "requests.total",
+            "requests.failures",
+            "requests.input_length.mean",
+            "requests.output_length.mean",
+        ] {
+            crate::interop::agree(ours, &theirs, path, 1e-9);
+        }
+        for metric in
+            ["time_to_first_token", "time_per_output_token", "inter_token_latency", "request_latency"]
+        {
+            for q in
+                ["mean", "stddev", "p0p1", "p1", "p10", "p25", "p50", "p75", "p90", "p95", "p99", "p99p9"]
+            {
+                crate::interop::agree(ours, &theirs, &format!("latency.{metric}.{q}"), 1e-9);
+            }
+        }
+        for path in [
+            "throughput.request_rate.mean",
+            "throughput.output_token_rate.mean",
+            "throughput.total_token_rate.mean",
+        ] {
+            crate::interop::agree(ours, &theirs, path, 1e-9);
+        }
+    }
     let load = |i: usize| reports[i]["scenario"]["load"]["standardized"].clone();
     assert_eq!((load(0)["rate_qps"].as_f64(), load(0)["concurrency"].as_u64()), (Some(40.0), Some(3)));
     assert_eq!(
@@ -159,6 +189,46 @@ fn a_built_in_run_writes_a_valid_benchmark_report_per_stage() {
     assert_eq!(traffic(&v[1]), ("inf".into(), 1.0.into(), 2.into(), 10.into()));
     assert_eq!((v[0]["backend"].as_str(), v[0]["tokenizer_id"].as_str()), (Some("openai"), None));
     assert_eq!(v[0]["benchflow_convention"], "vllm");
+}
+
+/// llm-d's converter on aiperf's own summary (`profile_export_aiperf.json`) against benchflow's
+/// report of the same records, field by field (docs/harnesses.md says why each differs).
+fn aiperf_as_llm_d_converts_it(wd: &std::path::Path) {
+    use crate::interop::{agree, stat, upstream_conversion};
+    for (n, rate) in [(1, Some(8.0)), (2, None)] {
+        let native = wd.join(format!("results/latest/native/stage-{n}/profile_export_aiperf.json"));
+        let Some(theirs) = upstream_conversion("aiperf", &native) else { return };
+        let ours = json(wd.join(format!("analysis/latest/benchmark_report_v0.2_stage_{n}.json")));
+        // The same requests, lengths, TTFT and E2EL: to rounding.
+        for path in [
+            "requests.total",
+            "requests.failures",
+            "requests.input_length.mean",
+            "requests.output_length.max",
+        ] {
+            agree(&ours, &theirs, path, 0.0);
+        }
+        for q in ["mean", "min", "p50", "p90", "p99", "max"] {
+            agree(&ours, &theirs, &format!("latency.time_to_first_token.{q}"), 1e-6);
+            agree(&ours, &theirs, &format!("latency.request_latency.{q}"), 1e-6);
+        }
+        // aiperf's "inter-token latency" is per request, (E2EL − TTFT)/(tokens − 1): vLLM's TPOT.
+        for q in ["mean", "p50", "p99", "max"] {
+            let (a, b) = (
+                stat(&ours, &format!("latency.time_per_output_token.{q}")),
+                stat(&theirs, &format!("latency.inter_token_latency.{q}")),
+            );
+            assert!((a.unwrap() - b.unwrap()).abs() < 1e-6, "TPOT {q}: {a:?} against aiperf's ITL {b:?}");
+        }
+        // Rates: aiperf's window opens one inter-arrival before its first request at a rate
+        // (0 at a concurrency); benchflow's at the first dispatch. Over the same requests.
+        let total = stat(&ours, "requests.total").unwrap();
+        let window = |r: &Value| total / stat(r, "throughput.request_rate.mean").unwrap();
+        let extra = window(&theirs) - window(&ours);
+        let opening = rate.map_or(0.0, |r| 1.0 / r);
+        eprintln!("stage {n}: aiperf's window {extra:.4} s longer (one inter-arrival: {opening:.4} s)");
+        assert!((extra - opening).abs() < 0.05, "stage {n}: aiperf's window {extra} s longer, not {opening}");
+    }
 }
 
 #[test]
@@ -184,6 +254,7 @@ fn aiperf_is_installed_run_and_its_records_analysed() {
     ]);
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
     analysed(&p, "aiperf", &[16, 10]);
+    aiperf_as_llm_d_converts_it(&p.path("wd"));
     // The tool counted every prompt and output with benchflow's tokenizer exactly as the server did.
     let native =
         std::fs::read_to_string(p.path("wd/results/latest/native/stage-1/profile_export.jsonl")).unwrap();
@@ -199,6 +270,35 @@ fn aiperf_is_installed_run_and_its_records_analysed() {
     let csv = std::fs::read_to_string(p.path("wd/results/latest/requests.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 2 + 16 + 10);
     assert_eq!(csv.lines().skip(1).filter(|l| l.split(',').nth(2) == Some("1")).count(), 2);
+}
+
+/// llm-d's converter on inference-perf's own per-stage summary against benchflow's report of
+/// the same records, field by field (docs/harnesses.md says why each differs).
+fn inference_perf_as_llm_d_converts_it(wd: &std::path::Path) {
+    use crate::interop::{agree, stat, upstream_conversion};
+    for n in [1, 2] {
+        let native = wd.join(format!("results/latest/native/stage-{n}/stage_0_lifecycle_metrics.json"));
+        let Some(theirs) = upstream_conversion("inference-perf", &native) else { return };
+        let ours = json(wd.join(format!("analysis/latest/benchmark_report_v0.2_stage_{n}.json")));
+        for path in ["requests.total", "requests.failures"] {
+            agree(&ours, &theirs, path, 0.0);
+        }
+        for q in ["mean", "min", "p50", "p90", "p99", "max"] {
+            agree(&ours, &theirs, &format!("latency.time_to_first_token.{q}"), 1e-5);
+            agree(&ours, &theirs, &format!("latency.time_per_output_token.{q}"), 1e-5);
+            // benchflow keeps each gap in whole microseconds.
+            agree(&ours, &theirs, &format!("latency.inter_token_latency.{q}"), 1e-3);
+            // inference-perf's request latency runs to the stream's end, vLLM's to the last
+            // content chunk: the [DONE] event after it, later for every request, so at every
+            // quantile (a few ms on a loaded machine).
+            let end = stat(&theirs, &format!("latency.request_latency.{q}")).unwrap()
+                - stat(&ours, &format!("latency.request_latency.{q}")).unwrap();
+            assert!((0.0..25.0).contains(&end), "E2EL {q}: inference-perf's {end} ms longer");
+        }
+        for path in ["throughput.request_rate.mean", "throughput.output_token_rate.mean"] {
+            agree(&ours, &theirs, path, 1e-6);
+        }
+    }
 }
 
 #[test]
@@ -220,6 +320,7 @@ fn inference_perf_is_installed_run_and_its_records_analysed() {
     let out = p.run(&["e2e", "-H", "inference-perf", "-w", "w", "--set", TRUTH, "--workdir", "wd", "-q"]);
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
     analysed(&p, "inference-perf", &[16, 10]);
+    inference_perf_as_llm_d_converts_it(&p.path("wd"));
     let native = json(p.path("wd/results/latest/native/stage-2/per_request_lifecycle_metrics.json"));
     for r in native.as_array().unwrap() {
         let m = &r["info"]["response_metrics"];

@@ -26,6 +26,17 @@ print(f"{len(sys.argv) - 1 - bad} of {len(sys.argv) - 1} loaded")
 sys.exit(1 if bad else 0)
 "#;
 
+/// YAML on stdin → JSON on stdout, a float that is not finite as its text.
+const TO_JSON: &str = r#"
+import sys, yaml, json, math
+def fix(v):
+    if isinstance(v, float) and not math.isfinite(v): return str(v)
+    if isinstance(v, dict): return {k: fix(x) for k, x in v.items()}
+    if isinstance(v, list): return [fix(x) for x in v]
+    return v
+print(json.dumps(fix(yaml.safe_load(sys.stdin)), default=str))
+"#;
+
 /// The Python of llm-d's package, installed by benchflow into the tests' tools directory; none
 /// (the test says SKIPPED) only when the machine has no Python ≥ 3.11.
 pub fn upstream_python() -> Option<PathBuf> {
@@ -351,4 +362,46 @@ fn every_generated_run_gives_reports_llm_ds_package_loads() {
         files.extend(reports);
     }
     upstream_loads(&files);
+}
+
+/// llm-d's own conversion of a tool's native output (`benchmark-report FILE -b 0.2 -w TOOL`);
+/// none when the machine has no Python for it.
+pub fn upstream_conversion(tool: &str, native: &Path) -> Option<Value> {
+    let python = upstream_python()?;
+    let bin = python.with_file_name("benchmark-report");
+    let out = std::process::Command::new(bin).arg(native).args(["-b", "0.2", "-w", tool]).output().unwrap();
+    assert!(out.status.success(), "{tool} {}: {}", native.display(), text(&out.stderr));
+    // Its YAML as JSON, an infinity (`rate_qps: .inf` for a concurrency stage) as a string.
+    let mut json = std::process::Command::new(&python)
+        .args(["-c", TO_JSON])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut json.stdin.take().unwrap(), &out.stdout).unwrap();
+    let json = json.wait_with_output().unwrap();
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    Some(serde_json::from_slice(&json.stdout).unwrap())
+}
+
+/// A statistic of a report's aggregate (`latency.time_to_first_token.p50`), in ms for times.
+pub fn stat(r: &Value, path: &str) -> Option<f64> {
+    let (parent, key) = path.rsplit_once('.').unwrap();
+    let mut v = &r["results"]["request_performance"]["aggregate"];
+    for k in parent.split('.') {
+        v = &v[k];
+    }
+    let scale = match v["units"].as_str() {
+        Some("s" | "s/token") => 1000.0,
+        _ => 1.0,
+    };
+    v[key].as_f64().map(|x| x * scale)
+}
+
+/// Asserts `ours` and `theirs` agree at `path` within `tol` (absolute) and says both.
+pub fn agree(ours: &Value, theirs: &Value, path: &str, tol: f64) {
+    let (a, b) = (stat(ours, path), stat(theirs, path));
+    eprintln!("{path}: benchflow {a:?}, llm-d's conversion {b:?}");
+    let (Some(a), Some(b)) = (a, b) else { panic!("{path}: benchflow {a:?}, llm-d's conversion {b:?}") };
+    assert!((a - b).abs() <= tol, "{path}: benchflow {a}, llm-d's conversion {b} (tolerance {tol})");
 }

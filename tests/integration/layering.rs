@@ -97,6 +97,8 @@ fn processes_and_connections_only_where_documented() {
     ];
     let mut wrong = BTreeSet::new();
     for (module, code) in sources() {
+        // clap's `Command` describes a command line; it starts nothing.
+        let code = code.replace("clap::Command::new(", "");
         for (what, needles, allowed) in rules {
             if !allowed.contains(&module.as_str()) && needles.iter().any(|n| code.contains(n)) {
                 wrong.insert(format!("{module} {what}: do it in a step kind (or net / loadgen)"));
