@@ -259,6 +259,17 @@ impl Dirs {
     }
 }
 
+/// The values of a work directory's resolved inputs (`inputs/resolved.yaml`: the stack, the
+/// harness, the workload; references only, never a secret); null for records analysed without
+/// their work directory.
+pub(crate) fn resolved_values(workdir: &Path) -> serde_json::Value {
+    std::fs::read_to_string(workdir.join(layout::RESOLVED))
+        .ok()
+        .and_then(|t| serde_saphyr::from_str::<serde_json::Value>(&t).ok())
+        .map(|v| v["values"].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
 /// Analyses one harness run (reads its records, writes statistics, charts, report).
 pub fn analyze(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
     let analysis = compute(&dirs.results, convention, slo)?;

@@ -472,11 +472,7 @@ impl Serialize for Ordered {
 /// The configuration the files quote: the run's model and start (`run.json`), the workload
 /// (`inputs/resolved.yaml` of the work directory), the tokenizer an external tool was given.
 fn config(a: &Analysis, workdir: &Path, results: &Path) -> Config {
-    let values = std::fs::read_to_string(workdir.join("inputs/resolved.yaml"))
-        .ok()
-        .and_then(|t| serde_saphyr::from_str::<Value>(&t).ok())
-        .map(|v| v["values"].clone())
-        .unwrap_or(Value::Null);
+    let values = super::resolved_values(workdir);
     let workload = serde_json::from_value(values["workload"].clone()).ok();
     let model_id = a
         .info

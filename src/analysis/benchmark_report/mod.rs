@@ -43,11 +43,7 @@ pub(crate) fn write_all(
     results: &Path,
     a: &Analysis,
 ) -> Result<(), AnalysisError> {
-    let resolved = std::fs::read_to_string(workdir.join("inputs/resolved.yaml"))
-        .ok()
-        .and_then(|t| serde_saphyr::from_str::<Value>(&t).ok())
-        .map(|v| v["values"].clone())
-        .unwrap_or(Value::Null);
+    let resolved = super::resolved_values(workdir);
     for s in &a.stages {
         let report = build(a, s, &resolved, results);
         write(out.join(json_name(s.stage)), &serde_json::to_vec_pretty(&report).unwrap_or_default())?;
