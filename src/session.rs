@@ -40,6 +40,12 @@ pub(crate) enum SessionError {
     Missing { step: String, message: String },
     #[error("{path} cannot be read ({why}): is it a benchflow work directory?")]
     Record { path: PathBuf, why: String },
+    /// A dry run into a directory where something ran would replace the record of what ran.
+    #[error(
+        "{path} holds a run (state.json): a dry run would replace the record of its inputs; \
+         give --dry-run a --workdir of its own, or none (it renders into runs/dry-run/<run-id>)"
+    )]
+    DryRunOverRun { path: PathBuf },
 }
 
 /// Where and what: the work directory and the files and overrides to resolve.
@@ -142,6 +148,9 @@ impl Session {
     }
 
     fn prepared(root: &Path, resolved: Resolved, plan: Plan, dry_run: bool) -> Result<Session, SessionError> {
+        if dry_run && root.join(layout::STATE).exists() {
+            return Err(SessionError::DryRunOverRun { path: root.to_path_buf() });
+        }
         let wd = WorkDir::create(root)?;
         let session = Session { wd, resolved, plan };
         session.write_inputs(dry_run)?;
@@ -212,13 +221,9 @@ impl Session {
             )?;
         }
         if dry_run {
-            if !wd.path(layout::STATE).exists() {
-                let mark = json!({ "dry_run": true, "rendered_at": utc_now() });
-                wd.write(
-                    layout::DRY_RUN,
-                    serde_json::to_string_pretty(&mark).unwrap_or_default().as_bytes(),
-                )?;
-            }
+            // Nothing ran here (a directory that holds a run is refused before this).
+            let mark = json!({ "dry_run": true, "rendered_at": utc_now() });
+            wd.write(layout::DRY_RUN, serde_json::to_string_pretty(&mark).unwrap_or_default().as_bytes())?;
             return Ok(());
         }
         let _ = std::fs::remove_file(wd.path(layout::DRY_RUN));

@@ -169,11 +169,17 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
     let mut series =
         Series { completions_per_s: done_s, gpu: super::gpu::read(results), ..Series::default() };
     let mut stats = Vec::new();
+    let mut info = info;
     for (n, mut acc) in stages {
         if let Some((label, a, b, rate)) = windows.get(&n) {
             acc.label = label.clone();
             acc.window = Some((*a, *b));
             acc.asked_rate = *rate;
+        } else if let Some(i) = info.as_mut() {
+            // Records of a stage whose end run.json never got: the run was killed during it
+            // (SIGKILL, a crash). Its figures cover part of it, and the run says so.
+            acc.label = format!("stage {n} (cut short: its end was never recorded)");
+            i.interrupted = true;
         }
         for (ms, n) in acc.chunk_ms.cells() {
             let i = ms / 1000;
@@ -372,6 +378,32 @@ mod tests {
         let d = dir("old", "t_s,metric,labels,value\n1.0,vllm:num_requests_running,\"e='0'\",3\n");
         let by = read_server_metrics(&d);
         assert_eq!(combine(&by)["vllm:num_requests_running"], [(1.0, 3.0)]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A run killed during its second stage (SIGKILL: run.json lists only the first) is
+    /// analysed as interrupted, the cut stage labelled so, not as a whole stage.
+    #[test]
+    fn a_stage_whose_end_was_never_recorded_is_said_cut_short() {
+        let d = dir("cut", "t_s,metric,labels,value,target\n");
+        let mut csv = crate::results::HEADER.join(",") + "\n";
+        csv.push_str("1,0,0,0,1000,2000,2500,2600,2,10,2,usage,200,,,500\n");
+        csv.push_str("2,1,0,0,3000,4000,4500,4600,2,10,2,usage,200,,,500\n");
+        std::fs::write(d.join("requests.csv"), csv).unwrap();
+        let mut info = RunInfo::starting("http://h:1".into(), "m".into());
+        info.stages.push(crate::results::StageWindow {
+            stage: 1,
+            label: "first".into(),
+            start_s: 0.0,
+            end_s: 0.0026,
+            dispatched: 1,
+            rate: None,
+        });
+        std::fs::write(d.join("run.json"), serde_json::to_vec(&info).unwrap()).unwrap();
+        let a = compute(&d, super::super::Convention::Vllm, &Default::default()).unwrap();
+        assert!(a.info.as_ref().unwrap().interrupted);
+        assert_eq!(a.stages[0].label, "first");
+        assert!(a.stages[1].label.contains("cut short"), "{}", a.stages[1].label);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

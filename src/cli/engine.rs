@@ -197,6 +197,10 @@ async fn execute(
                 format!("; run `benchflow teardown {}`", dir.display())
             }
         ))),
+        // `run --endpoint`: the smoke test is part of the run; the run could not be carried out.
+        Outcome::Failed { step, phase: Phase::Standup, error } if command == "run" => {
+            Err(CliError::RunFailed { step, error })
+        }
         Outcome::Failed { step, phase: Phase::Standup, error } => {
             Err(CliError::StandupFailed { step, error })
         }
@@ -209,7 +213,7 @@ async fn execute(
             (Outcome::Success, Ok(())) => "success",
             (Outcome::Success, Err(_)) => "teardown_failed",
             (Outcome::Interrupted, _) => "interrupted",
-            (Outcome::Failed { phase: Phase::Standup, .. }, _) => "standup_failed",
+            (Outcome::Failed { phase: Phase::Standup, .. }, _) if command != "run" => "standup_failed",
             (Outcome::Failed { .. }, _) => "failed",
             (Outcome::Lost { .. }, _) => "engine_lost",
             (Outcome::Unrecorded { .. }, _) => "unrecorded",
@@ -314,11 +318,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
     } else {
         vec![Phase::Run, Phase::Analyze]
     };
-    match execute(&p, phases, false, How::of(&args.plan, "run", format)).await {
-        // With --endpoint, the smoke test is part of the run: the run could not be carried out.
-        Err(CliError::StandupFailed { step, error }) => Err(CliError::RunFailed { step, error }),
-        other => other,
-    }
+    execute(&p, phases, false, How::of(&args.plan, "run", format)).await
 }
 
 pub(super) fn dir_or_latest(dir: Option<PathBuf>) -> PathBuf {

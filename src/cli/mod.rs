@@ -123,9 +123,10 @@ impl From<crate::session::SessionError> for CliError {
             S::Plan(e) => CliError::Plan(e),
             S::Workdir(e) => CliError::Workdir(e),
             S::Exec(e) => CliError::Exec(e),
-            e @ (S::MissingProgram { .. } | S::Missing { .. } | S::Record { .. }) => {
-                CliError::Usage(e.to_string())
-            }
+            e @ (S::MissingProgram { .. }
+            | S::Missing { .. }
+            | S::Record { .. }
+            | S::DryRunOverRun { .. }) => CliError::Usage(e.to_string()),
         }
     }
 }

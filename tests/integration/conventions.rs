@@ -129,6 +129,13 @@ fn a_failed_run_still_prints_its_summary_with_the_exit_code() {
     assert_eq!(doc["exit_code"], 4);
     assert!(doc["error"].as_str().unwrap().contains("only"), "{doc}");
     assert_eq!(doc["stats"], Value::Null);
+
+    // `run --endpoint` against nothing: its smoke test is part of the run, which failed (4),
+    // and the document says the code the process exits with.
+    let out = p.run(&["run", "--endpoint", "http://127.0.0.1:1", "--workdir", "ep", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let doc = json(&out);
+    assert_eq!((doc["outcome"].as_str(), doc["exit_code"].as_u64()), (Some("failed"), Some(4)), "{doc}");
 }
 
 #[test]
@@ -170,10 +177,17 @@ fn a_dry_run_renders_apart_leaves_latest_alone_and_status_says_so() {
     let st = json(&p.run(&["status", "runs/mine", "-o", "json"]));
     assert_eq!(st["dry_run"], false);
     assert_eq!(st["steps"][0]["status"], "done");
-    // A dry run over a directory that ran does not mark it as a dry run's.
-    let out = p.run(&["e2e", "-c", "one", "--workdir", "runs/mine", "--dry-run"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A dry run over a directory that ran is refused before it writes anything: it would
+    // replace the record of what ran (later analyses and reproductions read it).
+    let resolved = std::fs::read(p.path("runs/mine/inputs/resolved.yaml")).unwrap();
+    let out = p.run(&["e2e", "-c", "one", "-w", "chat", "--workdir", "runs/mine", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("holds a run"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(p.path("runs/mine/inputs/resolved.yaml")).unwrap(), resolved);
     assert_eq!(json(&p.run(&["status", "runs/mine", "-o", "json"]))["dry_run"], false);
+    // A dry run's own directory takes another dry run.
+    let out = p.run(&["e2e", "-c", "one", "--workdir", &wd, "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 #[test]

@@ -305,6 +305,9 @@ fn variant(g: &mut Gen, base: &Path, wd: &Path) -> (String, u64, (u64, u64, u64)
         (0..replicas).map(|i| format!("engine-{i}")).collect()
     };
     std::fs::write(results.join("server_metrics.csv"), server_metrics(g, &targets, 2.0 * span)).unwrap();
+    // The simulator's parallelism is its profile's (the base run's `tiny/cpu`: 1), whatever
+    // vLLM flags it is given.
+    let par = if kind == "sim" { (1, 1, 1) } else { par };
     (model, replicas, par, harness.to_string())
 }
 
@@ -320,6 +323,7 @@ fn every_generated_run_gives_reports_llm_ds_package_loads() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mut g = Gen(0xBE_4C_4F_10);
     let mut files = Vec::new();
+    let mut uids = std::collections::BTreeSet::new();
     for i in 0..30 {
         let wd = p.path(&format!("v{i}"));
         let (model, replicas, (tp, dp, pp), harness) = variant(&mut g, &p.path("base"), &wd);
@@ -335,6 +339,12 @@ fn every_generated_run_gives_reports_llm_ds_package_loads() {
             let r = json_of(&wd.join(format!("analysis/latest/benchmark_report_v0.2_stage_{}.json", n + 1)));
             let y: Value = serde_saphyr::from_str(&std::fs::read_to_string(yaml).unwrap()).unwrap();
             assert_eq!(r["run"]["uid"], y["run"]["uid"], "variant {i}");
+            // Every report its own uid (the copies share their run id and directory name).
+            assert!(
+                uids.insert(r["run"]["uid"].to_string()),
+                "variant {i}: uid {} seen before",
+                r["run"]["uid"]
+            );
             let engine = &r["scenario"]["stack"][0]["standardized"];
             assert_eq!(engine["model"]["name"], json!(model), "variant {i}");
             assert_eq!(engine["replicas"], json!(replicas), "variant {i}");

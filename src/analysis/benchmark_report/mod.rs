@@ -58,24 +58,31 @@ fn cfg_id(v: &impl serde::Serialize) -> String {
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-/// A flag list (`--x 1 --y --z=2`) as the report's `args` map.
+/// A flag list (`--x 1 --y --z=2`) as the report's `args` map; a flag given more than once
+/// (`--set a=1 --set b=2`) keeps every value, in order, as a list.
 fn args_map(argv: &[String]) -> Map<String, Value> {
     let mut out = Map::new();
+    let mut put = |k: &str, v: Value| match out.get_mut(k) {
+        // Values are text or null: an array is a flag already repeated.
+        Some(Value::Array(list)) => list.push(v),
+        Some(first) => *first = Value::Array(vec![first.take(), v]),
+        None => {
+            out.insert(k.to_string(), v);
+        }
+    };
     let mut i = 0;
     while i < argv.len() {
         let a = &argv[i];
         if a.starts_with('-') {
             if let Some((k, v)) = a.split_once('=') {
-                out.insert(k.to_string(), json!(v));
+                put(k, json!(v));
             } else {
                 match argv.get(i + 1).filter(|v| !v.starts_with('-') || v.parse::<f64>().is_ok()) {
                     Some(v) => {
-                        out.insert(a.clone(), json!(v));
+                        put(a, json!(v));
                         i += 1;
                     }
-                    None => {
-                        out.insert(a.clone(), Value::Null);
-                    }
+                    None => put(a, Value::Null),
                 }
             }
         }
@@ -101,6 +108,21 @@ fn parallelism(args: &Map<String, Value>) -> Parallelism {
     let ep =
         if args.contains_key("--enable-expert-parallel") || args.contains_key("-ep") { tp * dp } else { 1 };
     Parallelism { tp, dp, dp_local, workers: tp * pp * dp_local, ep, pp }
+}
+
+/// The simulator's parallelism: its profile's tensor parallelism (`llama-3.1-70b/h100-tp4`),
+/// or the last `--set tp=N` among its flags; one replica of one data-parallel rank.
+fn simulated(profile: Option<&str>, args: &Map<String, Value>) -> Parallelism {
+    let from_profile =
+        profile.and_then(|p| crate::sim::config::SimConfig::profile(p).ok()).map(|c| u64::from(c.tp));
+    let sets: Vec<&str> = match args.get("--set") {
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        Some(Value::String(one)) => vec![one.as_str()],
+        _ => Vec::new(),
+    };
+    let from_flags = sets.iter().rev().find_map(|s| s.strip_prefix("tp=")?.trim().parse::<u64>().ok());
+    let tp = from_flags.or(from_profile).filter(|t| *t >= 1).unwrap_or(1);
+    Parallelism { tp, dp: 1, dp_local: 1, workers: tp, ep: 1, pp: 1 }
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -149,7 +171,7 @@ fn stack(values: &Value, model: &str, reported: Option<&str>) -> Vec<Component> 
     let replicas = values["deploy"]["replicas"].as_u64().unwrap_or(1).clamp(1, u64::from(u32::MAX)) as u32;
     let argv = if k8s { strings(&engine["args"]) } else { strings(&values["run"]["command"]) };
     let args = args_map(&argv);
-    let par = parallelism(&args);
+    let par = if sim { simulated(engine["profile"].as_str(), &args) } else { parallelism(&args) };
     let (tool, tool_version) = engine_tool(values, reported);
     let accelerator = if sim {
         format!("simulated ({})", engine["profile"].as_str().unwrap_or("?"))
@@ -369,10 +391,16 @@ fn load(values: &Value, s: &StageStats, results: &Path) -> Load {
     }
 }
 
-/// The samples of a gauge within `[a, b]`.
-fn within(m: &Metrics, names: &[&str], (a, b): (f64, f64)) -> Vec<(f64, f64)> {
+/// The samples of a gauge within `[a, b]` that are within `range` (a count or a fraction that
+/// is negative, above its bound or not a number is a broken exporter's, not a measurement).
+fn within(
+    m: &Metrics,
+    names: &[&str],
+    (a, b): (f64, f64),
+    range: std::ops::RangeInclusive<f64>,
+) -> Vec<(f64, f64)> {
     let Some(series) = names.iter().find_map(|n| m.get(*n)) else { return Vec::new() };
-    series.iter().filter(|(t, v)| (a..=b).contains(t) && v.is_finite()).copied().collect()
+    series.iter().filter(|(t, v)| (a..=b).contains(t) && range.contains(v)).copied().collect()
 }
 
 /// A gauge's samples within the stage as statistics.
@@ -400,13 +428,17 @@ fn observed(
     window: (f64, f64),
     at: &dyn Fn(f64) -> Option<String>,
 ) -> (ResourceMetrics, Option<TimeSeriesResources>) {
-    let (kv, running, waiting) =
-        (within(m, KV, window), within(m, RUNNING, window), within(m, WAITING, window));
+    let count = 0.0..=f64::MAX;
+    let (kv, running, waiting) = (
+        within(m, KV, window, 0.0..=1.0),
+        within(m, RUNNING, window, count.clone()),
+        within(m, WAITING, window, count),
+    );
     let hit_rate = match (
         growth(m, "vllm:prefix_cache_queries_total", window),
         growth(m, "vllm:prefix_cache_hits_total", window),
     ) {
-        (Some(q), Some(h)) if q > 0.0 => Some(Statistics::mean(Units::Percent, 100.0 * h / q)),
+        (Some(q), Some(h)) if q > 0.0 && h <= q => Some(Statistics::mean(Units::Percent, 100.0 * h / q)),
         _ => None,
     };
     let aggregate = ResourceMetrics {
@@ -434,7 +466,12 @@ fn observed(
 }
 
 /// The engines' metrics (one entry per replica behind a router) and the GPUs'.
-fn observability(a: &Analysis, s: &StageStats, at: &dyn Fn(f64) -> Option<String>) -> Option<Observability> {
+fn observability(
+    a: &Analysis,
+    s: &StageStats,
+    raw: &str,
+    at: &dyn Fn(f64) -> Option<String>,
+) -> Option<Observability> {
     let mut components = Vec::new();
     let replicas: Vec<(Option<&String>, &Metrics)> = if a.series.replicas.is_empty() {
         vec![(None, &a.series.server)]
@@ -466,7 +503,7 @@ fn observability(a: &Analysis, s: &StageStats, at: &dyn Fn(f64) -> Option<String
             replica_id: name.cloned(),
             aggregate,
             time_series,
-            raw_data_path: Some("server_metrics.csv".into()),
+            raw_data_path: Some(raw.to_string()),
         });
     }
     (!components.is_empty()).then_some(Observability { components })
@@ -477,7 +514,6 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 fn build(a: &Analysis, s: &StageStats, values: &Value, results: &Path) -> Report {
     let info = a.info.as_ref();
     let run_id = values["run"]["id"].as_str().unwrap_or("run");
-    let results_run = results.file_name().map_or("results".into(), |n| n.to_string_lossy().into_owned());
     // Run seconds as RFC 3339 times (the run's start parsed once).
     let start = info.and_then(|i| crate::workdir::parse_utc(&i.started_at));
     let at = move |secs: f64| start.filter(|_| secs.is_finite()).map(|s| crate::workdir::utc_at(s + secs));
@@ -492,6 +528,9 @@ fn build(a: &Analysis, s: &StageStats, values: &Value, results: &Path) -> Report
         .or_else(|| values["model"].as_str().map(str::to_string))
         .unwrap_or_else(|| "unknown".into());
     let reported = info.and_then(|i| i.server_version.as_deref());
+    // The scrapes, from the work directory (where the report's readers start).
+    let run_dir = results.file_name().map_or("latest".into(), |n| n.to_string_lossy().into_owned());
+    let raw = format!("results/{run_dir}/server_metrics.csv");
     let workload = &values["workload"];
     let description = workload["description"].as_str().map(str::to_string);
     let mut keywords = vec![format!("convention:{}", a.convention.as_str())];
@@ -515,7 +554,13 @@ fn build(a: &Analysis, s: &StageStats, values: &Value, results: &Path) -> Report
     Report {
         version: VERSION,
         run: Run {
-            uid: format!("{run_id}-{results_run}-stage-{}", s.stage),
+            // Unique per report (two experiment points, or two work directories of one name,
+            // share a run id): the records' place, the run's start and the stage, hashed.
+            uid: cfg_id(&json!([
+                std::fs::canonicalize(results).unwrap_or_else(|_| results.to_path_buf()),
+                info.map(|i| i.started_at.as_str()),
+                s.stage,
+            ])),
             eid: run_id.to_string(),
             time,
             description,
@@ -544,7 +589,7 @@ fn build(a: &Analysis, s: &StageStats, values: &Value, results: &Path) -> Report
                     },
                 },
             },
-            observability: observability(a, s, &at),
+            observability: observability(a, s, &raw, &at),
         },
     }
 }
@@ -565,6 +610,25 @@ mod tests {
             Value::Object(m),
             json!({ "--port": "8000", "--enforce-eager": null, "--max-model-len": "4096", "--seed": "-1", "-tp": "2" })
         );
+    }
+
+    #[test]
+    fn a_flag_given_twice_keeps_every_value() {
+        let m = args_map(&argv("sim --set a=1 --set b=2 --set c=3 --port 1 -v -v"));
+        assert_eq!(
+            Value::Object(m),
+            json!({ "--set": ["a=1", "b=2", "c=3"], "--port": "1", "-v": [null, null] })
+        );
+    }
+
+    #[test]
+    fn the_simulators_parallelism_is_its_profiles_or_its_flags() {
+        let sim = |profile: &str, flags: &str| simulated(Some(profile), &args_map(&argv(flags))).tp;
+        assert_eq!(sim("llama-3.1-70b/h100-tp4", "sim --port 1"), 4);
+        assert_eq!(sim("tiny/cpu", "sim"), 1);
+        assert_eq!(sim("tiny/cpu", "sim --set tp=2 --set itl=1ms"), 2);
+        assert_eq!(sim("llama-3.1-70b/h100-tp4", "sim --set tp=8 --set tp=2"), 2);
+        assert_eq!(sim("no/such", "sim --set tp=0"), 1);
     }
 
     #[test]
