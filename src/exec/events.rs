@@ -183,7 +183,9 @@ impl Console {
         match event {
             Event::Warning { message } => return Some(format!("warning: {message}")),
             Event::EffectLost { step, what } => {
-                return Some(format!("{step}: {what} is gone while the run goes on; stopping the run"));
+                return Some(format!(
+                    "{step}: what it set up died while the run went on ({what}); stopping the run"
+                ));
             }
             Event::Experiment { message } if !self.quiet => return Some(format!("experiment: {message}")),
             _ => {}
