@@ -292,7 +292,8 @@ pub(crate) struct PlanArgs {
     /// runs/dry-run/<run-id>, and runs/latest is left where it was; `status` says "dry run".
     #[arg(long)]
     pub dry_run: bool,
-    /// Leave the stack up even after a failure or an interrupt.
+    /// Leave the stack up: after a failure or an interrupt (standup, e2e), and for `e2e` after
+    /// the run too (no teardown; `benchflow teardown DIR` removes it).
     #[arg(long)]
     pub keep: bool,
     /// Install a missing tool that benchflow installs (the vLLM router of a router stack)

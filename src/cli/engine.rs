@@ -276,7 +276,17 @@ pub(crate) async fn e2e(args: ExecArgs) -> Result<(), CliError> {
     if args.dry_run {
         return dry_run_done(&p, "e2e", format);
     }
-    execute(&p, Phase::ALL.to_vec(), !args.keep, How::of(&args, "e2e", format)).await
+    // --keep: the stack stays up after the run (no teardown phase), as `standup` leaves it.
+    let phases: Vec<Phase> =
+        Phase::ALL.iter().copied().filter(|ph| !(args.keep && *ph == Phase::Teardown)).collect();
+    execute(&p, phases, !args.keep, How::of(&args, "e2e", format)).await?;
+    if args.keep && !args.quiet {
+        errln!(
+            "kept up (--keep): run again with `benchflow run --workdir {0}`; remove with `benchflow teardown {0}`",
+            p.dir().display()
+        );
+    }
+    Ok(())
 }
 
 pub(crate) async fn standup(args: ExecArgs) -> Result<(), CliError> {

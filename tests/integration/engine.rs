@@ -595,6 +595,39 @@ fn run_and_teardown_continue_what_standup_recorded() {
     assert!(!alive(pid));
 }
 
+/// `e2e --keep` measures and analyses, then leaves the stack up as `standup` does (no teardown
+/// phase); a `run` measures against it and `teardown` removes it.
+#[test]
+fn e2e_keep_leaves_the_stack_up_for_more_runs_and_teardown() {
+    let p = project("e2e-keep");
+    p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
+    let out = p.run(&[
+        "e2e",
+        "-c",
+        "sim",
+        "-w",
+        "quick",
+        "--set",
+        "engine.profile=fixed/zero",
+        "--workdir",
+        "wd",
+        "--keep",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("kept up (--keep)"), "{}", text(&out.stderr));
+    let wd = p.path("wd");
+    assert!(wd.join("analysis/001/stats.json").is_file(), "measured and analysed");
+    let pid = state(&wd)["steps"]["01_start_engine"]["undo"]["pid"].as_i64().unwrap();
+    assert!(alive(pid), "the engine is still up");
+    assert_ne!(status_of(&wd, "01_start_engine"), "undone");
+    let out = p.run(&["run", "--workdir", "wd", "-w", "quick", "--set", "workload.seed=5", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(wd.join("analysis/002/stats.json").is_file(), "a second run against the kept stack");
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!alive(pid));
+}
+
 // Hardening: never lose track of an engine, never measure the wrong server.
 
 /// A spawn step whose engine never becomes ready (nothing answers on port 9).
