@@ -194,8 +194,13 @@ pub(crate) fn counter_growth_within(
     from: f64,
     to: f64,
 ) -> Option<f64> {
-    let all = read::combine(&read::read_server_metrics(results));
-    let s = all.get(metric)?;
+    growth(&read::combine(&read::read_server_metrics(results)), metric, from, to)
+}
+
+/// A counter's growth within `[from, to]` in scraped metrics: its value at the last scrape at or
+/// before `from` (else the first) to the first at or after `to` (else the last).
+pub(crate) fn growth(m: &Metrics, metric: &str, from: f64, to: f64) -> Option<f64> {
+    let s = m.get(metric)?;
     let start = s.iter().rev().find(|p| p.0 <= from).or(s.first())?;
     let end = s.iter().find(|p| p.0 >= to).or(s.last())?;
     Some((end.1 - start.1).max(0.0))

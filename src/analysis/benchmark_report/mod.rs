@@ -409,13 +409,9 @@ fn gauge(points: &[(f64, f64)], units: Units, scale: f64) -> Option<Statistics> 
     Statistics::of(units, &stats::vllm(&mut values), 1.0)
 }
 
-/// A counter's growth within `[a, b]`: its value at the last scrape at or before `a` (else the
-/// first) to the first at or after `b` (else the last).
+/// A counter's growth within the stage, when it is a number.
 fn growth(m: &Metrics, name: &str, (a, b): (f64, f64)) -> Option<f64> {
-    let s = m.get(name)?;
-    let start = s.iter().rev().find(|p| p.0 <= a).or(s.first())?;
-    let end = s.iter().find(|p| p.0 >= b).or(s.last())?;
-    Some((end.1 - start.1).max(0.0)).filter(|g| g.is_finite())
+    super::growth(m, name, a, b).filter(|g| g.is_finite())
 }
 
 const KV: &[&str] = &["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"];
