@@ -34,7 +34,9 @@ pub(crate) enum Command {
     #[command(after_help = EXIT_CODES)]
     Standup(ExecArgs),
     /// Run the workload and analyse, against what `standup` left in --workdir, or against any
-    /// OpenAI-compatible server with --endpoint URL.
+    /// OpenAI-compatible server with --endpoint URL. Each run measures anew into
+    /// results/<next>/ and analysis/<next>/ (`analyze` re-analyses recorded ones); refused
+    /// when the stack is not up.
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
     /// Tear down what a work directory's run left running (from its own record).

@@ -37,6 +37,10 @@ fn prepare(
     }
     if on_standup && args.steps.is_none() {
         standup_unchanged(&setup.root, &plan)?;
+        if !args.dry_run {
+            // Refused before the inputs are rewritten: nothing is up to run against.
+            crate::exec::stood_up(&plan, &setup.root, &[Phase::Run, Phase::Analyze])?;
+        }
     }
     if args.dry_run {
         return Ok(Session::dry_run(&setup.root, resolved, plan)?);

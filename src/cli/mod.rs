@@ -41,8 +41,9 @@ Exit codes:
   1  failure at run time (I/O error, a teardown step failed, the engine died during the run)
   2  invalid usage or configuration (bad flag or file, unknown name, bad --set or -s, template
      error, work directory in use, a state.json that cannot be read: `teardown` still works,
-     a records file with a bad row: `analyze`, `compare`)
-  3  standup failed (a standup step failed; teardown has run)
+     a records file with a bad row: `analyze`, `compare`; `run` after `teardown`)
+  3  standup failed (a standup step failed; teardown has run), or `run` on a stack whose
+     engine is gone (died, or stopped outside benchflow)
   4  the run could not be carried out (a run or analyze step failed, endpoint unreachable)
   5  interrupted (Ctrl-C / SIGTERM / SIGHUP); what was measured is kept, teardown has run
      unless a second interrupt skipped it";
@@ -144,6 +145,8 @@ impl CliError {
             // A records file with a bad row is a bad file (named with its line), not a failed run.
             CliError::Analysis(AnalysisError::Row { .. }) => EXIT_CONFIG,
             CliError::Exec(ExecError::NotStoodUp { .. } | ExecError::State(_)) => EXIT_CONFIG,
+            // What a `run` stands on went away since standup: stand up again.
+            CliError::Exec(ExecError::StackDown { .. }) => EXIT_STANDUP,
             CliError::Sim(sim::SimError::Bind { .. }) => EXIT_CONFIG,
             CliError::Sim(_)
             | CliError::Runtime(_)

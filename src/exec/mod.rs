@@ -125,6 +125,12 @@ pub(crate) enum ExecError {
         "step {step} ({phase}) is not done in {dir}; run `benchflow standup --workdir {dir}` first, or select steps with -s"
     )]
     NotStoodUp { step: String, phase: &'static str, dir: String },
+    #[error(
+        "the stack is not up in {dir}: what step {step} started is gone ({what}; stopped outside \
+         benchflow, or it died); nothing was run: stand up again with `benchflow standup --workdir \
+         {dir}`, or remove what is left with `benchflow teardown {dir}`"
+    )]
+    StackDown { step: String, what: String, dir: String },
 }
 
 /// Executes `plan` in the work directory `dir`. `signals` delivers one message per Ctrl-C /
@@ -182,7 +188,11 @@ pub(crate) async fn execute(
     });
     let settled = d.skip_disabled(&main)?;
     let facts = Facts {
-        reusable: (0..plan.steps.len()).map(|i| opts.selection.is_none() && d.rec.reusable(i)).collect(),
+        // Only what stands up is reused: a run or analysis step measures (or analyses) anew
+        // each time the command asks for it.
+        reusable: (0..plan.steps.len())
+            .map(|i| opts.selection.is_none() && plan.steps[i].phase == Phase::Standup && d.rec.reusable(i))
+            .collect(),
         salvages: plan.steps.iter().map(|s| s.args.as_ref().is_some_and(|a| a.salvages())).collect(),
         deps,
         members: main,
@@ -237,6 +247,62 @@ pub(crate) async fn execute(
     });
     d.rec.keep();
     Ok(report)
+}
+
+/// Whether the steps of `phases` can run on what an earlier command stood up in `dir`: the
+/// steps they need (directly or through others) are done and what those set up still holds.
+/// The CLI asks before it writes anything; [`execute`] asks again before it starts.
+pub(crate) fn stood_up(plan: &Plan, dir: &Path, phases: &[Phase]) -> Result<(), ExecError> {
+    let state = match State::load(dir, &plan.run_id) {
+        Ok(state) => state,
+        // Nothing recorded yet: the first missing step is named below.
+        Err(_) if !dir.join(layout::STATE).exists() => State::fresh(&plan.run_id),
+        Err(e) => return Err(e.into()),
+    };
+    let main: Vec<usize> = (0..plan.steps.len())
+        .filter(|&i| plan.steps[i].phase != Phase::Teardown && phases.contains(&plan.steps[i].phase))
+        .collect();
+    stood_up_in(plan, &state, &main, &plan.dependencies(), None, dir)
+}
+
+/// Every step outside `main` that a step of `main` depends on, directly or through others, is
+/// done (here, or in the experiment's stack `upstream`), and what it set up still holds: a `run`
+/// after `teardown`, or after the engine died, is refused before anything starts.
+fn stood_up_in(
+    plan: &Plan,
+    state: &State,
+    main: &[usize],
+    deps: &[Vec<usize>],
+    upstream: Option<&State>,
+    dir: &Path,
+) -> Result<(), ExecError> {
+    let upstream_done = |id: &str| {
+        upstream
+            .and_then(|u| u.steps.get(id))
+            .is_some_and(|s| matches!(s.status, Status::Done | Status::Skipped))
+    };
+    let dir = || dir.display().to_string();
+    let mut seen = vec![false; plan.steps.len()];
+    let mut todo: Vec<usize> = main.iter().flat_map(|&i| deps[i].iter().copied()).collect();
+    while let Some(j) = todo.pop() {
+        if std::mem::replace(&mut seen[j], true) || main.contains(&j) {
+            continue;
+        }
+        let s = &plan.steps[j];
+        // The experiment's stack: its effects are watched from upstream_effects.
+        if s.phase == Phase::Teardown || upstream_done(&s.id) {
+            continue;
+        }
+        let st = state.steps.get(&s.id).filter(|st| matches!(st.status, Status::Done | Status::Skipped));
+        let Some(st) = st else {
+            return Err(ExecError::NotStoodUp { step: s.id.clone(), phase: s.phase.as_str(), dir: dir() });
+        };
+        if let Some(record) = st.undo.as_ref().filter(|r| !r.holds()) {
+            return Err(ExecError::StackDown { step: s.id.clone(), what: record.describe(), dir: dir() });
+        }
+        todo.extend(deps[j].iter().copied());
+    }
+    Ok(())
 }
 
 /// Reads `state.json`. A record that cannot be read is never replaced by an empty one; only
@@ -313,33 +379,17 @@ struct Driver<'a> {
 }
 
 impl Driver<'_> {
-    /// Steps of earlier phases this command needs must already be done.
+    /// See [`stood_up_in`]; `-s` takes the user's word for what is done.
     fn check_stood_up(
         &self,
         main: &[usize],
         deps: &[Vec<usize>],
         upstream: Option<&State>,
     ) -> Result<(), ExecError> {
-        let upstream_done = |id: &str| {
-            upstream
-                .and_then(|u| u.steps.get(id))
-                .is_some_and(|s| matches!(s.status, Status::Done | Status::Skipped))
-        };
-        for &i in main {
-            for &j in &deps[i] {
-                let s = &self.plan.steps[j];
-                let done_before =
-                    self.opts.selection.is_some() || upstream_done(&s.id) || self.rec.done_before(&s.id);
-                if !main.contains(&j) && s.phase != Phase::Teardown && !done_before {
-                    return Err(ExecError::NotStoodUp {
-                        step: s.id.clone(),
-                        phase: s.phase.as_str(),
-                        dir: self.dir.display().to_string(),
-                    });
-                }
-            }
+        if self.opts.selection.is_some() {
+            return Ok(());
         }
-        Ok(())
+        stood_up_in(self.plan, &self.rec.state, main, deps, upstream, self.dir)
     }
 
     /// Steps whose condition is false are skipped: (index, skipped) for the walk.

@@ -53,11 +53,6 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// Whether step `id` is recorded done (or skipped) by an earlier command.
-    pub(super) fn done_before(&self, id: &str) -> bool {
-        self.state.steps.get(id).is_some_and(|s| matches!(s.status, Status::Done | Status::Skipped))
-    }
-
     /// Done with this input hash, its effect still holding.
     pub(super) fn reusable(&self, i: usize) -> bool {
         let s = &self.plan.steps[i];

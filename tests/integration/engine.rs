@@ -628,6 +628,120 @@ fn e2e_keep_leaves_the_stack_up_for_more_runs_and_teardown() {
     assert!(!alive(pid));
 }
 
+/// Every `run` measures: the same workload twice against a stood-up stack gives two runs, each
+/// analysed; a `run` whose engine died, or after `teardown`, is refused before anything is
+/// written (exit 3, exit 2), saying why; `standup` brings it back.
+#[test]
+fn every_run_measures_and_a_run_without_the_stack_up_is_refused() {
+    let p = project("again");
+    p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
+    let up = ["standup", "-c", "sim", "-w", "quick", "--set", "engine.profile=fixed/zero", "--workdir", "wd"];
+    let out = p.run(&up);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wd = p.path("wd");
+    let rows = |run: &str| {
+        std::fs::read_to_string(wd.join("results").join(run).join("requests.csv"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    for (n, run) in ["001", "002"].iter().enumerate() {
+        let out = p.run(&["run", "--workdir", "wd"]);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "run {n}: {err}");
+        assert!(!err.contains("already done"), "nothing of the run is skipped: {err}");
+        assert_eq!(rows(run), 53, "run {run}: 2 warm-up + 50 measured requests and the header");
+        assert!(wd.join("analysis").join(run).join("stats.json").is_file(), "run {run} analysed");
+        assert!(text(&out.stdout).contains("stage"), "the new run's statistics are printed");
+    }
+    assert_eq!(status_of(&wd, "03_load"), "done");
+    // The engine dies outside benchflow: the next run is refused, nothing written.
+    let pid = state(&wd)["steps"]["01_start_engine"]["undo"]["pid"].as_i64().unwrap();
+    Command::new("kill").args(["-9", "--", &format!("-{pid}")]).status().unwrap();
+    wait_for("the engine gone", Duration::from_secs(10), || !alive(pid));
+    let resolved = std::fs::read_to_string(wd.join("inputs/resolved.yaml")).unwrap();
+    let out = p.run(&["run", "--workdir", "wd", "-q"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the stack is not up") && err.contains("01_start_engine") && err.contains("standup"),
+        "{err}"
+    );
+    assert!(!wd.join("results/003").exists(), "nothing measured");
+    assert_eq!(
+        std::fs::read_to_string(wd.join("inputs/resolved.yaml")).unwrap(),
+        resolved,
+        "nothing rewritten"
+    );
+    // `standup` starts what is gone (its record no longer holds) and the run goes on.
+    let out = p.run(&up);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pid = state(&wd)["steps"]["01_start_engine"]["undo"]["pid"].as_i64().unwrap();
+    assert!(alive(pid));
+    let out = p.run(&["run", "--workdir", "wd", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(rows("003"), 53);
+    // After teardown: refused, saying the stack is not stood up.
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!alive(pid));
+    let out = p.run(&["run", "--workdir", "wd", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is not done") && text(&out.stderr).contains("standup"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!wd.join("results/004").exists(), "nothing measured");
+    // What earlier runs measured is where it was.
+    assert_eq!((rows("001"), rows("002"), rows("003")), (53, 53, 53));
+}
+
+/// A standup step forced with `-s` while its engine is up replaces it: the old engine is
+/// stopped first, the new one answers, `status` says so, a run measures it, teardown removes it.
+#[test]
+fn a_forced_standup_step_on_a_live_stack_replaces_it() {
+    let p = project("force");
+    p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
+    let out = p.run(&[
+        "standup",
+        "-c",
+        "sim",
+        "-w",
+        "quick",
+        "--set",
+        "engine.profile=fixed/zero",
+        "--workdir",
+        "wd",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wd = p.path("wd");
+    let mut old = state(&wd)["steps"]["01_start_engine"]["undo"]["pid"].as_i64().unwrap();
+    for forced in ["1-2", "start_engine", "1"] {
+        let out = p.run(&["standup", "--workdir", "wd", "-s", forced, "-q"]);
+        assert!(out.status.success(), "-s {forced}: {}", text(&out.stderr));
+        let new = state(&wd)["steps"]["01_start_engine"]["undo"]["pid"].as_i64().unwrap();
+        assert_ne!(new, old, "-s {forced}: a new engine");
+        assert!(!alive(old) && alive(new), "-s {forced}: the old engine stopped, the new one up");
+        assert_eq!(status_of(&wd, "01_start_engine"), "done");
+        let out = p.run(&["status", "wd", "-o", "json"]);
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let up: Vec<&str> = doc["up"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert_eq!(up.len(), 1, "{up:?}");
+        assert!(up[0].contains(&format!("process group {new} ")) && !up[0].contains("no longer"), "{up:?}");
+        let log = std::fs::read_to_string(wd.join("setup/commands/01_start_engine.log")).unwrap();
+        assert!(log.contains(&format!("left process group {old}")), "{log}");
+        let out = p.run(&["run", "--workdir", "wd", "-q"]);
+        assert!(out.status.success(), "-s {forced}: {}", text(&out.stderr));
+        assert!(
+            std::fs::read_to_string(wd.join("results/latest/requests.csv")).unwrap().lines().count() > 50
+        );
+        old = new;
+    }
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!alive(old));
+}
+
 // Hardening: never lose track of an engine, never measure the wrong server.
 
 /// A spawn step whose engine never becomes ready (nothing answers on port 9).
@@ -647,13 +761,17 @@ fn sigkill_while_the_engine_starts_leaves_a_record_that_teardown_uses() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // The record is written before the readiness wait, while the step still runs.
+    // The record is written before the readiness wait, while the step still runs; the engine
+    // starts once it is (the gate's shell execs it: until then, a kill ends the gate).
     let record = wd.join("setup/undo/01_up.json");
     wait_for("the undo record", Duration::from_secs(30), || record.is_file());
-    child.kill().unwrap();
-    child.wait().unwrap();
     let rec: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
     let pid = rec["pid"].as_i64().unwrap();
+    wait_for("the engine past its gate", Duration::from_secs(30), || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
     assert!(alive(pid), "the engine outlives a killed benchflow");
     assert_eq!(status_of(&wd, "01_up"), "running", "state.json has no record of it: only setup/undo/ has");
     let shown = text(&p.run(&["status", "wd"]).stdout);

@@ -118,15 +118,20 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
         !v.contains_key("guidellm_metrics")
             && g["guidellm_metrics"]["time_per_output_token_ms"]["mean"].is_f64()
     );
-    // Running again into the same directory re-uses the steps done with the same inputs.
-    let before = std::fs::read(wd.join("results/latest/requests.csv")).unwrap();
+    // Running again into the same directory measures again, beside the first run; only the
+    // smoke test (a standup step done with the same inputs) is reused.
+    let before = std::fs::read(wd.join("results/001/requests.csv")).unwrap();
     let out = benchflow()
         .args(["run", "--endpoint", &sim.1, "-w", &w, "--workdir", wd.to_str().unwrap()])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already done with the same inputs"));
-    assert_eq!(std::fs::read(wd.join("results/latest/requests.csv")).unwrap(), before);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("01_smoke_test") && err.contains("already done with the same inputs"), "{err}");
+    assert_eq!(std::fs::read_link(wd.join("results/latest")).unwrap(), std::path::Path::new("002"));
+    assert!(std::fs::read(wd.join("results/002/requests.csv")).unwrap().len() > 100, "measured again");
+    assert!(wd.join("analysis/002/stats.json").is_file(), "and analysed");
+    assert_eq!(std::fs::read(wd.join("results/001/requests.csv")).unwrap(), before, "the first run is kept");
 }
 
 #[test]
