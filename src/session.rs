@@ -395,6 +395,7 @@ mod tests {
             quiet: true,
             install_missing: false,
             stack: None,
+            reuse_standup: true,
         };
         for name in ["one", "two"] {
             let request = Request {

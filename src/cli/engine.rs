@@ -142,11 +142,20 @@ struct How<'a> {
     /// The command's name and `-o`: the summary as a document instead of the statistics.
     command: &'static str,
     format: Format,
+    /// See [`Options::reuse_standup`].
+    reuse_standup: bool,
 }
 
 impl<'a> How<'a> {
     fn of(a: &'a PlanArgs, command: &'static str, format: Format) -> How<'a> {
-        How { steps: a.steps.as_deref(), quiet: a.quiet, install_missing: a.install_missing, command, format }
+        How {
+            steps: a.steps.as_deref(),
+            quiet: a.quiet,
+            install_missing: a.install_missing,
+            command,
+            format,
+            reuse_standup: true,
+        }
     }
 }
 
@@ -156,7 +165,7 @@ async fn execute(
     teardown_on_failure: bool,
     how: How<'_>,
 ) -> Result<(), CliError> {
-    let How { steps, quiet, install_missing, command, format } = how;
+    let How { steps, quiet, install_missing, command, format, reuse_standup } = how;
     let started = std::time::SystemTime::now();
     let selection = steps.map(|s| p.plan.select(s)).transpose()?;
     let opts = Options {
@@ -166,6 +175,7 @@ async fn execute(
         quiet,
         install_missing,
         stack: None,
+        reuse_standup,
     };
     let dir = p.dir().to_path_buf();
     let mut rx = signals(&dir);
@@ -332,7 +342,9 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
     } else {
         vec![Phase::Run, Phase::Analyze]
     };
-    execute(&p, phases, false, How::of(&args.plan, "run", format)).await
+    // Against an endpoint, the smoke test is the check that it answers now: never reused.
+    let how = How { reuse_standup: args.endpoint.is_none(), ..How::of(&args.plan, "run", format) };
+    execute(&p, phases, false, how).await
 }
 
 pub(super) fn dir_or_latest(dir: Option<PathBuf>) -> PathBuf {
@@ -458,6 +470,7 @@ pub(crate) async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
             install_missing: args.install_missing,
             command: "reproduce",
             format,
+            reuse_standup: true,
         },
     )
     .await

@@ -62,6 +62,9 @@ pub(crate) struct Options {
     /// The work directory whose standup this run uses (an experiment's stack): its done steps
     /// count as done here, and what they set up is watched as this run's own.
     pub stack: Option<PathBuf>,
+    /// Standup steps done before with the same inputs, their effect still holding, are reused.
+    /// Off for `run --endpoint`: its smoke test is the check that the endpoint answers now.
+    pub reuse_standup: bool,
 }
 
 impl Options {
@@ -74,6 +77,7 @@ impl Options {
             quiet,
             install_missing: false,
             stack: None,
+            reuse_standup: true,
         }
     }
 }
@@ -191,7 +195,12 @@ pub(crate) async fn execute(
         // Only what stands up is reused: a run or analysis step measures (or analyses) anew
         // each time the command asks for it.
         reusable: (0..plan.steps.len())
-            .map(|i| opts.selection.is_none() && plan.steps[i].phase == Phase::Standup && d.rec.reusable(i))
+            .map(|i| {
+                opts.selection.is_none()
+                    && opts.reuse_standup
+                    && plan.steps[i].phase == Phase::Standup
+                    && d.rec.reusable(i)
+            })
             .collect(),
         salvages: plan.steps.iter().map(|s| s.args.as_ref().is_some_and(|a| a.salvages())).collect(),
         deps,
@@ -595,6 +604,7 @@ mod tests {
             quiet: true,
             install_missing: false,
             stack: None,
+            reuse_standup: true,
         }
     }
 

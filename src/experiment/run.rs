@@ -221,6 +221,7 @@ impl Shared<'_> {
             quiet: self.quiet(),
             install_missing: self.flags.install_missing,
             stack,
+            reuse_standup: true,
         }
     }
 

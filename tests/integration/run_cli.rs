@@ -118,16 +118,19 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
         !v.contains_key("guidellm_metrics")
             && g["guidellm_metrics"]["time_per_output_token_ms"]["mean"].is_f64()
     );
-    // Running again into the same directory measures again, beside the first run; only the
-    // smoke test (a standup step done with the same inputs) is reused.
+    // Running again into the same directory measures again, beside the first run; the smoke
+    // test runs again too (the endpoint must answer now: nothing benchflow started says so).
     let before = std::fs::read(wd.join("results/001/requests.csv")).unwrap();
+    let smoke_before = crate::support::state(&wd)["steps"]["01_smoke_test"]["started_at"].clone();
     let out = benchflow()
         .args(["run", "--endpoint", &sim.1, "-w", &w, "--workdir", wd.to_str().unwrap()])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("01_smoke_test") && err.contains("already done with the same inputs"), "{err}");
+    assert!(!err.contains("already done"), "{err}");
+    let smoke_started = crate::support::state(&wd)["steps"]["01_smoke_test"]["started_at"].clone();
+    assert!(smoke_started.is_string() && smoke_started != smoke_before, "the smoke test ran again");
     assert_eq!(std::fs::read_link(wd.join("results/latest")).unwrap(), std::path::Path::new("002"));
     assert!(std::fs::read(wd.join("results/002/requests.csv")).unwrap().len() > 100, "measured again");
     assert!(wd.join("analysis/002/stats.json").is_file(), "and analysed");
