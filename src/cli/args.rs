@@ -284,7 +284,8 @@ pub(crate) struct PlanArgs {
     #[arg(short = 'n', long, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
     /// Work directory (default: runs/<run-id>; with --dry-run, runs/dry-run/<run-id>). An
-    /// existing one is continued: steps done with unchanged inputs are skipped.
+    /// existing one is continued: standup steps done with unchanged inputs and still up are
+    /// reused; every run measures anew into the next results/<run>/.
     #[arg(long)]
     pub workdir: Option<PathBuf>,
     /// Only these steps, run even if done: `3-5`, `2,7`, `smoke_test`.
@@ -336,6 +337,18 @@ impl PlanArgs {
             sets: deduped,
             layers: prev.map(|r| r.layers.clone()).unwrap_or_default(),
         }
+    }
+
+    /// The Kubernetes flags given (`--context`, `--kubeconfig`, `-n`), by name.
+    pub(crate) fn cluster_flags(&self) -> Vec<&'static str> {
+        [
+            self.context.as_ref().map(|_| "--context"),
+            self.kubeconfig.as_ref().map(|_| "--kubeconfig"),
+            self.namespace.as_ref().map(|_| "-n/--namespace"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// `--set` plus what the Kubernetes flags set.

@@ -32,6 +32,7 @@ fn prepare(
 ) -> Result<Session, CliError> {
     let setup = setup(args, scenario, extra_sets);
     let (resolved, plan) = setup.compile()?;
+    cluster_flags_apply(args, &resolved)?;
     if let Some(sel) = &args.steps {
         plan.select(sel)?;
     }
@@ -46,6 +47,38 @@ fn prepare(
         return Ok(Session::dry_run(&setup.root, resolved, plan)?);
     }
     Ok(Session::from_parts(&setup.root, resolved, plan)?)
+}
+
+/// `--context`, `--kubeconfig` and `-n` name a cluster: on another platform they would be
+/// ignored, so they are refused; and a `--set` of the same variable to another value is
+/// ambiguous.
+fn cluster_flags_apply(args: &PlanArgs, resolved: &Resolved) -> Result<(), CliError> {
+    let flags = args.cluster_flags();
+    if flags.is_empty() {
+        return Ok(());
+    }
+    let platform = resolved.get("platform").and_then(|v| v.as_str()).unwrap_or("local");
+    if platform != "kubernetes" {
+        return Err(CliError::Usage(format!(
+            "{} applies to Kubernetes, and this scenario's platform is `{platform}`: drop it, or \
+             choose a Kubernetes scenario (-c kubernetes-standalone)",
+            flags.join(", ")
+        )));
+    }
+    let flagged = [
+        ("kubernetes.context", args.context.as_ref().map(|c| c.to_string())),
+        ("kubernetes.namespace", args.namespace.clone()),
+    ];
+    for (key, value) in flagged {
+        let Some(value) = value else { continue };
+        let set = args.sets.iter().rev().find_map(|s| s.strip_prefix(key)?.strip_prefix('='));
+        if let Some(set) = set.filter(|set| *set != value) {
+            return Err(CliError::Usage(format!(
+                "{key} is given twice, as `{value}` by its flag and as `{set}` by --set: keep one"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The work directory a command uses: the one given, else a new `runs/<run-id>` (a dry run's
@@ -395,7 +428,8 @@ pub(crate) fn show_plan(args: ShowPlanArgs) -> Result<(), CliError> {
         prepare(&args.plan, None, &[], false)?
     } else {
         // Nothing is written: resolve and compile only.
-        let (_, plan) = setup(&args.plan, None, &[]).compile()?;
+        let (resolved, plan) = setup(&args.plan, None, &[]).compile()?;
+        cluster_flags_apply(&args.plan, &resolved)?;
         if let Some(sel) = &args.plan.steps {
             plan.select(sel)?;
         }

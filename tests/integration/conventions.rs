@@ -261,6 +261,24 @@ fn n_is_the_namespace_as_kubectls() {
     assert!(!plan.contains("\"namespace\": \"benchflow\""), "{plan}");
     let out = p.run(&["plan", "-c", "kubernetes-standalone", "--namespace", "team-b", "-o", "json"]);
     assert!(text(&out.stdout).contains("\"namespace\": \"team-b\""));
+    // Where it would be ignored (a local scenario) or contradicted (--set), it is refused,
+    // saying why, before anything is written.
+    for (args, says) in [
+        (&["plan", "-n", "team-a"][..], "applies to Kubernetes, and this scenario's platform is `local`"),
+        (&["e2e", "--context", "gpu", "--workdir", "wd"][..], "--context applies to Kubernetes"),
+        (
+            &["plan", "-c", "kubernetes-standalone", "-n", "a", "--set", "kubernetes.namespace=b"][..],
+            "kubernetes.namespace is given twice, as `a` by its flag and as `b` by --set",
+        ),
+    ] {
+        let out = p.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(says), "{args:?}: {}", text(&out.stderr));
+    }
+    assert!(!p.path("wd").exists(), "nothing written");
+    // The same value twice is no contradiction.
+    let out = p.run(&["plan", "-c", "kubernetes-standalone", "-n", "a", "--set", "kubernetes.namespace=a"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 #[test]
