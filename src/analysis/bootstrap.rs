@@ -274,6 +274,30 @@ mod tests {
     }
 
     #[test]
+    fn the_ratio_interval_stays_positive_and_agrees_with_the_difference_on_significance() {
+        // A heavy-tailed baseline over few values: its resampled p99 often lands far above its
+        // own value, so the difference's low end divided by it reads below −100%.
+        let mut a = vec![5.0; 9];
+        a.push(400.0);
+        let b = vec![4.0, 5.0, 6.0, 5.0, 4.0, 6.0, 5.0, 5.0, 4.0, 6.0];
+        let i = difference(&a, &b, "p99", 0.95, 2000, 3, Resampling::Independent);
+        let base = statistic("p99", &mut a.clone());
+        assert!(i.low < -base, "{i:?} against {base}");
+        assert!(i.ratio_low > 0.0 && i.ratio_low <= i.ratio_high, "{i:?}");
+        for k in 0..100u64 {
+            let a = normal(60, 50.0, 8.0, 100 + k);
+            let b = normal(60, 50.0 + (k % 5) as f64, 8.0, 900 + k);
+            for how in [Resampling::Independent, Resampling::Blocks] {
+                let i = difference(&a, &b, "mean", 0.95, 500, k, how);
+                let (by_difference, by_ratio) =
+                    (i.low > 0.0 || i.high < 0.0, i.ratio_low > 1.0 || i.ratio_high < 1.0);
+                assert_eq!(by_difference, by_ratio, "{k} {how:?}: {i:?}");
+                assert!(i.ratio_low > 0.0, "{i:?}");
+            }
+        }
+    }
+
+    #[test]
     fn same_distribution_is_mostly_no_difference_at_the_stated_rate() {
         // 200 pairs of samples from one distribution: about 5% of 95% intervals miss 0, by
         // either resampling (independent values give blocks of about one).
