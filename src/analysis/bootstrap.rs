@@ -30,6 +30,14 @@ pub(crate) struct Interval {
     /// The percentile interval (NaN when a sample has fewer than two values).
     pub low: f64,
     pub high: f64,
+    /// The percentile interval of the ratio `statistic(b) / statistic(a)` from the same
+    /// resamples (NaN when a sample has fewer than two values, or the baseline's statistic is
+    /// never positive). Never negative for non-negative values, so a relative change read from
+    /// it (`ratio − 1`) never goes below −100%; a resample has `b − a > 0` exactly when its
+    /// ratio is above 1, so it excludes 1 when the difference's interval excludes 0 (up to the
+    /// interpolation between two resamples at an end).
+    pub ratio_low: f64,
+    pub ratio_high: f64,
     /// The block lengths used for `a` and `b` (1 when resampled value by value).
     pub block_a: usize,
     pub block_b: usize,
@@ -69,21 +77,41 @@ pub(crate) fn difference(
         Resampling::Independent => (1, 1),
         Resampling::Blocks => (block_length(a), block_length(b)),
     };
-    let mut out = Interval { difference: point, low: f64::NAN, high: f64::NAN, block_a, block_b };
+    let nan = f64::NAN;
+    let mut out = Interval {
+        difference: point,
+        low: nan,
+        high: nan,
+        ratio_low: nan,
+        ratio_high: nan,
+        block_a,
+        block_b,
+    };
     if a.len() < 2 || b.len() < 2 {
         return out;
     }
     let mut rng = Rng::new(seed);
     let (mut ra, mut rb) = (vec![0.0; a.len()], vec![0.0; b.len()]);
     let mut diffs = Vec::with_capacity(resamples);
+    let mut ratios = Vec::with_capacity(resamples);
     for _ in 0..resamples {
         resample(a, block_a, &mut ra, &mut rng);
         resample(b, block_b, &mut rb, &mut rng);
-        diffs.push(statistic(which, &mut rb) - statistic(which, &mut ra));
+        let (sa, sb) = (statistic(which, &mut ra), statistic(which, &mut rb));
+        diffs.push(sb - sa);
+        if sa > 0.0 && (sb / sa).is_finite() {
+            ratios.push(sb / sa);
+        }
     }
     let alpha = (1.0 - level) / 2.0;
     out.low = percentile::linear(&mut diffs, alpha);
     out.high = percentile::linear(&mut diffs, 1.0 - alpha);
+    // Only when (nearly) every resample gave a ratio: otherwise its interval would describe
+    // another set of resamples than the difference's.
+    if ratios.len() * 100 >= resamples * 99 && !ratios.is_empty() {
+        out.ratio_low = percentile::linear(&mut ratios, alpha);
+        out.ratio_high = percentile::linear(&mut ratios, 1.0 - alpha);
+    }
     out
 }
 
@@ -242,6 +270,30 @@ mod tests {
             let i = difference(&a, &b, "mean", 0.95, 2000, 7, how);
             assert!(i.low < 20.0 && 20.0 < i.high, "{how:?}: the interval {i:?} holds the true shift");
             assert!(i.low > 0.0 && (i.difference - 20.0).abs() < 3.0, "{how:?}: {i:?}");
+        }
+    }
+
+    #[test]
+    fn the_ratio_interval_stays_positive_and_agrees_with_the_difference_on_significance() {
+        // A heavy-tailed baseline over few values: its resampled p99 often lands far above its
+        // own value, so the difference's low end divided by it reads below −100%.
+        let mut a = vec![5.0; 9];
+        a.push(400.0);
+        let b = vec![4.0, 5.0, 6.0, 5.0, 4.0, 6.0, 5.0, 5.0, 4.0, 6.0];
+        let i = difference(&a, &b, "p99", 0.95, 2000, 3, Resampling::Independent);
+        let base = statistic("p99", &mut a.clone());
+        assert!(i.low < -base, "{i:?} against {base}");
+        assert!(i.ratio_low > 0.0 && i.ratio_low <= i.ratio_high, "{i:?}");
+        for k in 0..100u64 {
+            let a = normal(60, 50.0, 8.0, 100 + k);
+            let b = normal(60, 50.0 + (k % 5) as f64, 8.0, 900 + k);
+            for how in [Resampling::Independent, Resampling::Blocks] {
+                let i = difference(&a, &b, "mean", 0.95, 500, k, how);
+                let (by_difference, by_ratio) =
+                    (i.low > 0.0 || i.high < 0.0, i.ratio_low > 1.0 || i.ratio_high < 1.0);
+                assert_eq!(by_difference, by_ratio, "{k} {how:?}: {i:?}");
+                assert!(i.ratio_low > 0.0, "{i:?}");
+            }
         }
     }
 

@@ -41,7 +41,7 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Tear down what a work directory's run left running (from its own record).
     #[command(after_help = EXIT_CODES)]
-    Teardown(DirArgs),
+    Teardown(TeardownArgs),
     /// Print the plan (the step DAG) without running anything.
     #[command(after_help = EXIT_CODES)]
     Plan(ShowPlanArgs),
@@ -398,9 +398,12 @@ pub(crate) struct RunArgs {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct DirArgs {
+pub(crate) struct TeardownArgs {
     /// The work directory (default: runs/latest).
     pub dir: Option<PathBuf>,
+    /// No progress lines (errors, and the line that says it is torn down, still print).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -65,8 +65,16 @@ pub(crate) struct RunStatus {
     pub dry_run: bool,
     /// Every step of the plan, in order.
     pub steps: Vec<StepStatus>,
-    /// What is still up (what `benchflow teardown` would undo), one line each.
+    /// What is still up (what `benchflow teardown` would undo), one line each. On Kubernetes,
+    /// the objects the cluster still has (unless `cluster_unchecked` says why it could not be
+    /// asked: then the work directory's record).
     pub up: Vec<String>,
+    /// Objects the work directory recorded as up that the cluster no longer has (deleted
+    /// outside this work directory, e.g. by `benchflow gc`), `step: Kind/name in namespace`.
+    pub gone: Vec<String>,
+    /// Why what `up` lists could not be checked against the cluster (it could not be reached,
+    /// or refused to answer); `null` when it was checked, or there was nothing to check.
+    pub cluster_unchecked: Option<String>,
     /// What the cluster says of the run's objects (Kubernetes runs with something up).
     pub cluster: Vec<String>,
     /// The harness runs under `results/<id>/`, oldest first.

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::{
     CliError,
-    args::{DirArgs, ExecArgs, PlanArgs, PlanFormat, ReproduceArgs, RunArgs, ShowPlanArgs},
+    args::{ExecArgs, PlanArgs, PlanFormat, ReproduceArgs, RunArgs, ShowPlanArgs, TeardownArgs},
     documents::{self, Format, RunSummary},
 };
 use crate::{
@@ -394,7 +394,7 @@ pub(super) fn load_plan(dir: &Path) -> Result<Plan, CliError> {
     serde_json::from_str(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
 }
 
-pub(crate) async fn teardown(args: DirArgs) -> Result<(), CliError> {
+pub(crate) async fn teardown(args: TeardownArgs) -> Result<(), CliError> {
     let dir = dir_or_latest(args.dir);
     let (session, warning) = Session::open_for_teardown(&dir)?;
     if let Some(w) = warning {
@@ -409,7 +409,7 @@ pub(crate) async fn teardown(args: DirArgs) -> Result<(), CliError> {
         let _ = std::fs::remove_file(&tmp);
     }
     let mut rx = signals(&dir);
-    let Some(report) = session.teardown(false, &mut rx, &mut Console::new(false)).await? else {
+    let Some(report) = session.teardown(false, &mut rx, &mut Console::new(args.quiet)).await? else {
         errln!("nothing to tear down in {}", dir.display());
         return Ok(());
     };

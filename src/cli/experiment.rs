@@ -439,6 +439,9 @@ pub(crate) fn compare(args: CompareArgs) -> Result<(), CliError> {
         return Err(CliError::Usage(format!("--level {} is not in [0.5, 1)", args.level)));
     }
     let dirs: Vec<&Path> = args.dirs.iter().map(PathBuf::as_path).collect();
+    if let Some(dir) = dirs.iter().find(|d| ExpState::is_experiment(d)) {
+        return Err(CliError::Usage(experiment_given_to_compare(dir)));
+    }
     let how = match args.resampling {
         CompareResampling::Blocks => Resampling::Blocks,
         CompareResampling::Independent => Resampling::Independent,
@@ -453,6 +456,35 @@ pub(crate) fn compare(args: CompareArgs) -> Result<(), CliError> {
         CompareFormat::Json => outln!("{}", serde_json::to_string_pretty(&c).unwrap_or_default()),
     }
     Ok(())
+}
+
+/// What to pass to `compare` instead of an experiment directory: two of its points, or the
+/// experiment's own comparison.
+fn experiment_given_to_compare(dir: &Path) -> String {
+    let mut points: Vec<String> = std::fs::read_dir(dir.join(layout::POINTS))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+        .collect();
+    points.sort();
+    let d = dir.display();
+    let example = match points.as_slice() {
+        [a, b, ..] => format!("`benchflow compare {d}/points/{a} {d}/points/{b}`"),
+        _ => format!("`benchflow compare {d}/points/<id> {d}/points/<id>`"),
+    };
+    let own = dir.join(layout::ANALYSIS).join("compare.json");
+    let own = if own.is_file() {
+        format!("the experiment's own A/B comparison is in {} (and its report.html)", own.display())
+    } else {
+        "`compare: true` in the experiment file makes it compare each level of its first factor \
+         against the first level (analysis/compare.json and report.html)"
+            .to_string()
+    };
+    format!(
+        "{d} is an experiment directory; compare compares runs: pass two or more of its points' \
+         directories, the first the baseline, e.g. {example}{}; or {own}",
+        if points.is_empty() { String::new() } else { format!(" (its points: {})", points.join(", ")) }
+    )
 }
 
 impl From<ExperimentError> for CliError {

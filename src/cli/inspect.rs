@@ -57,12 +57,16 @@ async fn run_status(dir: &Path) -> Result<RunStatus, CliError> {
         })
         .collect();
     let left = state.leftovers(dir);
-    let cluster =
-        if resolved.get("platform").and_then(|v| v.as_str()) == Some("kubernetes") && !left.is_empty() {
-            cluster_status(&resolved).await
-        } else {
-            Vec::new()
-        };
+    // What the record lists as up, checked against the cluster where it lives there.
+    let checked = check_leftovers(&left).await;
+    let cluster = if resolved.get("platform").and_then(|v| v.as_str()) == Some("kubernetes")
+        && checked.unchecked.is_none()
+        && !checked.up.is_empty()
+    {
+        cluster_status(&resolved).await
+    } else {
+        Vec::new()
+    };
     let mut harness_runs: Vec<HarnessRun> = std::fs::read_dir(dir.join(layout::RESULTS))
         .into_iter()
         .flatten()
@@ -83,7 +87,9 @@ async fn run_status(dir: &Path) -> Result<RunStatus, CliError> {
         endpoint: resolved.get("endpoint.url").and_then(|v| v.as_str()).map(str::to_string),
         dry_run: dir.join(layout::DRY_RUN).is_file(),
         steps,
-        up: left.iter().map(|(id, rec)| exec::describe_leftover(id, rec)).collect(),
+        up: checked.up,
+        gone: checked.gone,
+        cluster_unchecked: checked.unchecked,
         cluster,
         harness_runs,
         interrupted_at: state.interrupts.clone(),
@@ -111,6 +117,12 @@ fn print_run_status(doc: &RunStatus) {
     for line in &doc.cluster {
         outln!("{line}");
     }
+    if let Some(why) = &doc.cluster_unchecked {
+        outln!("cluster: {why}; what is listed as up is the work directory's record, not checked");
+    }
+    for line in &doc.gone {
+        outln!("{line} — gone from the cluster (deleted outside this work directory?)");
+    }
     if doc.up.is_empty() {
         outln!("nothing is up");
     } else {
@@ -127,6 +139,9 @@ fn print_run_status(doc: &RunStatus) {
     if !doc.interrupted_at.is_empty() {
         outln!("interrupted at {}", doc.interrupted_at.join(", "));
     }
+    if !doc.gone.is_empty() {
+        outln!("`benchflow teardown {}` clears the record (what is gone counts as removed)", doc.workdir);
+    }
     if doc.killed {
         outln!(
             "steps are marked running but no benchflow holds this work directory: it was killed; \
@@ -134,6 +149,69 @@ fn print_run_status(doc: &RunStatus) {
             doc.workdir
         );
     }
+}
+
+/// What the record lists as up, checked against the cluster.
+struct Checked {
+    /// One line per step whose effect is (or, unchecked, is recorded as) still there.
+    up: Vec<String>,
+    /// `step: object` for each object the record has that the cluster no longer has.
+    gone: Vec<String>,
+    /// Why the cluster could not be asked (then `up` is the record's word).
+    unchecked: Option<String>,
+}
+
+/// Reads the cluster for each Kubernetes object the record lists as up: one that is gone is
+/// said so, not listed as up; one being deleted is marked. When the cluster cannot be asked,
+/// the record is shown as it is, and why it was not checked.
+async fn check_leftovers(left: &[(String, crate::steps::UndoRecord)]) -> Checked {
+    use crate::{platform::kube, steps::UndoRecord};
+    let mut out = Checked { up: Vec::new(), gone: Vec::new(), unchecked: None };
+    let mut clients: Vec<(kube::Target, ::kube::Client)> = Vec::new();
+    for (id, rec) in left {
+        let UndoRecord::Apply(undo) = rec else {
+            out.up.push(exec::describe_leftover(id, rec));
+            continue;
+        };
+        if out.unchecked.is_some() {
+            out.up.push(exec::describe_leftover(id, rec));
+            continue;
+        }
+        let client = match clients.iter().find(|(t, _)| *t == undo.cluster) {
+            Some((_, c)) => c.clone(),
+            None => match undo.cluster.client().await {
+                Ok(c) => {
+                    clients.push((undo.cluster.clone(), c.clone()));
+                    c
+                }
+                Err(e) => {
+                    out.unchecked = Some(e.to_string());
+                    out.up.push(exec::describe_leftover(id, rec));
+                    continue;
+                }
+            },
+        };
+        let mut there = Vec::new();
+        for r in &undo.objects {
+            match kube::presence(&client, r).await {
+                Ok(kube::Presence::There) => there.push(r.to_string()),
+                Ok(kube::Presence::Deleting) => there.push(format!("{r} (being deleted)")),
+                Ok(kube::Presence::Gone) => out.gone.push(format!("{id}: {r}")),
+                Err(e) => {
+                    out.unchecked = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if out.unchecked.is_some() {
+            // Not known: the record's word for the whole step.
+            out.gone.retain(|g| !g.starts_with(&format!("{id}: ")));
+            out.up.push(exec::describe_leftover(id, rec));
+        } else if !there.is_empty() {
+            out.up.push(format!("{id}: Kubernetes objects {}", there.join(", ")));
+        }
+    }
+    out
 }
 
 /// What the cluster says about the run's Deployment and pods (best effort: status must work
@@ -209,6 +287,7 @@ async fn deployment_status(client: &kube::Client, ns: &str, name: &str, lines: &
                 lines.push(format!("  pod {}: {verdict}", p.metadata.name.unwrap_or_default()));
             }
         }
+        Err(e) if kube::not_found(&e) => lines.push(format!("Deployment/{name} in {ns}: not there")),
         Err(e) => lines.push(format!("Deployment/{name} in {ns}: {e}")),
     }
 }

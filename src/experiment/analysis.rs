@@ -791,17 +791,22 @@ fn heatmap(plan: &ExperimentPlan, measured: &[&Row]) -> Option<HeatMap> {
         return None;
     }
     let (fx, fy) = (factors[0], factors[1]);
+    // Each factor's levels: in numeric order when they are all numbers (a random or latin
+    // design's points come in no order), else in the order of the points (the file's order).
     let levels = |f: &str| {
-        let mut ls: Vec<String> = Vec::new();
+        let mut ls: Vec<(Option<f64>, String)> = Vec::new();
         for p in &plan.points {
             if let Some((_, v)) = p.point.values.iter().find(|(k, _)| k == f) {
                 let s = shown(v);
-                if !ls.contains(&s) {
-                    ls.push(s);
+                if !ls.iter().any(|(_, l)| *l == s) {
+                    ls.push((v.as_f64(), s));
                 }
             }
         }
-        ls
+        if ls.iter().all(|(x, _)| x.is_some_and(f64::is_finite)) {
+            ls.sort_by(|a, b| a.0.unwrap_or(0.0).total_cmp(&b.0.unwrap_or(0.0)));
+        }
+        ls.into_iter().map(|(_, l)| l).collect::<Vec<String>>()
     };
     let (cols, rws) = (levels(fy), levels(fx));
     if cols.len() > 30 || rws.len() > 30 {

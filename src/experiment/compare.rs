@@ -132,7 +132,9 @@ pub(crate) struct Diff {
     pub difference: f64,
     pub ci_low: f64,
     pub ci_high: f64,
-    /// The difference relative to the baseline (and its interval), e.g. 0.2 = +20%.
+    /// The difference relative to the baseline, e.g. 0.2 = +20%; its interval is that of the
+    /// ratio other ÷ baseline less one (percentiles of the resamples' ratios; for throughput at
+    /// least the counts' Poisson noise on the log scale), so it never reads below −100%.
     pub relative: f64,
     pub relative_low: f64,
     pub relative_high: f64,
@@ -303,18 +305,29 @@ pub(crate) fn compare_samples(
                 let seed = 0xb0075 ^ (u64::from(*stage) << 16) ^ ((k as u64) << 8) ^ j as u64;
                 let i = bootstrap::difference(xa, xb, which, level, resamples, seed, how);
                 let (d, mut lo, mut hi) = (i.difference, i.low, i.high);
+                let (mut ratio_lo, mut ratio_hi) = (i.ratio_low, i.ratio_high);
+                let base = bootstrap::statistic(which, &mut xa.clone());
+                let value = bootstrap::statistic(which, &mut xb.clone());
                 if metric == "request_throughput" && how == Resampling::Blocks && lo.is_finite() {
                     // Completions per second are counts: the interval is at least as wide as
                     // their Poisson noise (variance = mean), which a handful of windows cannot
                     // show by resampling.
                     let mean = |x: &Vec<f64>| x.iter().sum::<f64>() / x.len() as f64;
-                    let se = (mean(xa) / xa.len() as f64 + mean(xb) / xb.len() as f64).sqrt();
-                    let half = bootstrap::normal_quantile(0.5 + level / 2.0) * se;
+                    let (ma, mb) = (mean(xa), mean(xb));
+                    let (na, nb) = (xa.len() as f64, xb.len() as f64);
+                    let z = bootstrap::normal_quantile(0.5 + level / 2.0);
+                    let half = z * (ma / na + mb / nb).sqrt();
                     lo = lo.min(d - half);
                     hi = hi.max(d + half);
+                    // The ratio's, on the log scale (where a ratio's noise is symmetric and
+                    // never crosses zero): var(log mean) ≈ 1 / (mean · windows) for counts.
+                    if ma > 0.0 && mb > 0.0 && ratio_lo.is_finite() {
+                        let half = z * (1.0 / (ma * na) + 1.0 / (mb * nb)).sqrt();
+                        let r = mb / ma;
+                        ratio_lo = ratio_lo.min(r * (-half).exp());
+                        ratio_hi = ratio_hi.max(r * half.exp());
+                    }
                 }
-                let base = bootstrap::statistic(which, &mut xa.clone());
-                let value = bootstrap::statistic(which, &mut xb.clone());
                 let significant = lo.is_finite() && hi.is_finite() && (lo > 0.0 || hi < 0.0);
                 // A handful of requests gives a bootstrap interval too narrow to trust.
                 let few = metric != "request_throughput" && xa.len().min(xb.len()) < MIN_REQUESTS;
@@ -332,6 +345,11 @@ pub(crate) fn compare_samples(
                     )
                 });
                 let rel = |x: f64| if base != 0.0 { x / base } else { f64::NAN };
+                // The relative interval is the ratio's (other ÷ baseline, from the same
+                // resamples) less one, not the difference's divided by the baseline: that one
+                // ignores the baseline's own noise and can read below −100%, a change no
+                // non-negative metric can make.
+                let ratio = |r: f64| if base > 0.0 { r - 1.0 } else { f64::NAN };
                 out.push(Diff {
                     stage: *stage,
                     metric: metric.to_string(),
@@ -342,8 +360,8 @@ pub(crate) fn compare_samples(
                     ci_low: lo,
                     ci_high: hi,
                     relative: rel(d),
-                    relative_low: rel(lo),
-                    relative_high: rel(hi),
+                    relative_low: ratio(ratio_lo),
+                    relative_high: ratio(ratio_hi),
                     verdict,
                     why,
                     n_baseline: xa.len(),

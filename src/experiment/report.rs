@@ -21,8 +21,9 @@ struct ExperimentView {
     /// `6 points`, `2 stacks`.
     points: String,
     stacks: String,
-    setup_factors: String,
-    run_factors: String,
+    /// `setup factors: a, b; run factors: c`, each list only when it has a factor (empty
+    /// when neither has).
+    factors: String,
     search: Option<SearchView>,
     notes: Vec<String>,
     /// The A/B comparison's table.
@@ -39,7 +40,11 @@ struct ExperimentView {
 #[derive(Debug, Serialize)]
 struct SearchView {
     says: String,
-    table: String,
+    /// The trials table as cells (an HTML table, so that a long `why` wraps in its cell).
+    columns: Vec<String>,
+    rows: Vec<Vec<String>>,
+    /// The peak achieved throughput, in words, when there is one.
+    peak: Option<String>,
 }
 
 /// One row of the points table.
@@ -129,9 +134,20 @@ pub(super) fn render(plan: &ExperimentPlan, f: &Findings) -> Result<String, Expe
         description: e.description.clone().unwrap_or_default(),
         points: super::counted(plan.points.len(), "point"),
         stacks: super::counted(plan.stacks.len(), "stack"),
-        setup_factors: factors(true),
-        run_factors: factors(false),
-        search: f.search.as_ref().map(|o| SearchView { says: o.says.clone(), table: search::table(o) }),
+        factors: [("setup factors", factors(true)), ("run factors", factors(false))]
+            .into_iter()
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(what, list)| format!("{what}: {list}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        search: f.search.as_ref().map(|o| SearchView {
+            says: o.says.clone(),
+            columns: search::COLUMNS.map(String::from).to_vec(),
+            rows: search::cells(o).into_iter().map(Vec::from).collect(),
+            peak: o.peak.map(|(peak, at)| {
+                format!("peak achieved throughput: {peak:.2} req/s, at {} = {at}", o.factor)
+            }),
+        }),
         notes: f.notes.clone(),
         comparison: f.comparison.as_ref().map(|c| c.table()),
         charts: f.charts.clone(),

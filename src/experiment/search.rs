@@ -543,38 +543,83 @@ pub(crate) fn conclude(s: &Search, trials: Vec<Trial>) -> Outcome {
     out
 }
 
-/// The trials as a table, in the order they ran.
+/// The columns of the trials table ([`cells`]), the last one `why`.
+pub(crate) const COLUMNS: [&str; 10] =
+    ["trial", "point", "value", "repeat", "verdict", "achieved", "errors", "growth", "p99 TTFT", "why"];
+
+/// The widest a line of the `why` column is in [`table`]: a longer reason goes on under it.
+const WHY_WIDTH: usize = 60;
+
+/// Each trial's cells, in the order they ran, as [`COLUMNS`] names them.
+pub(crate) fn cells(o: &Outcome) -> Vec<[String; 10]> {
+    o.trials
+        .iter()
+        .map(|t| {
+            let v = match t.verdict {
+                Verdict::Pass => "pass",
+                Verdict::Fail => "fail",
+                Verdict::Measured => "measured",
+                Verdict::Error => "error",
+            };
+            [
+                t.n.to_string(),
+                t.point.clone(),
+                t.x.to_string(),
+                t.repeat.to_string(),
+                v.to_string(),
+                format!("{:.2}", t.achieved),
+                format!("{:.1}%", t.error_rate * 100.0),
+                format!("{:.2}", t.ttft_growth),
+                format!("{:.1}", t.p99_ttft_ms),
+                format!("{}{}", if t.marginal { "(marginal) " } else { "" }, t.why),
+            ]
+        })
+        .collect()
+}
+
+/// The trials as a table, in the order they ran; a long `why` wraps onto lines of its own
+/// under its column, never cut.
 pub(crate) fn table(o: &Outcome) -> String {
+    let h = COLUMNS;
     let mut out = format!(
-        "{:>5}  {:<6} {:>10} {:>7}  {:<9} {:>10} {:>8} {:>7} {:>10}  why\n",
-        "trial", "point", "value", "repeat", "verdict", "achieved", "errors", "growth", "p99 TTFT"
+        "{:>5}  {:<6} {:>10} {:>7}  {:<9} {:>10} {:>8} {:>7} {:>10}  {}\n",
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]
     );
-    for t in &o.trials {
-        let v = match t.verdict {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "fail",
-            Verdict::Measured => "measured",
-            Verdict::Error => "error",
-        };
-        out += &format!(
-            "{:>5}  {:<6} {:>10} {:>7}  {:<9} {:>10.2} {:>7.1}% {:>7.2} {:>10.1}  {}{}\n",
-            t.n,
-            t.point,
-            t.x,
-            t.repeat,
-            v,
-            t.achieved,
-            t.error_rate * 100.0,
-            t.ttft_growth,
-            t.p99_ttft_ms,
-            if t.marginal { "(marginal) " } else { "" },
-            t.why
+    for c in cells(o) {
+        let lead = format!(
+            "{:>5}  {:<6} {:>10} {:>7}  {:<9} {:>10} {:>8} {:>7} {:>10}  ",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
         );
+        let indent = " ".repeat(lead.chars().count());
+        for (i, line) in wrap(&c[9], WHY_WIDTH).iter().enumerate() {
+            out += if i == 0 { &lead } else { &indent };
+            out += line;
+            out.push('\n');
+        }
     }
     if let Some((peak, at)) = o.peak {
         out += &format!("peak achieved throughput: {peak:.2} req/s, at {} = {at}\n", o.factor);
     }
     out
+}
+
+/// `text` in lines of at most `width` characters, broken between words (a longer word has a
+/// line of its own); at least one line.
+pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let Some(line) = lines.last_mut() else { break };
+        let len = line.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > width {
+            lines.push(word.to_string());
+        } else {
+            if len > 0 {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -789,6 +834,32 @@ mod tests {
         assert_eq!(o.bracket, (Some(50.0), None));
         assert!(o.says.contains("up to the top of the range"), "{}", o.says);
         assert!(o.trials.len() <= 3);
+    }
+
+    #[test]
+    fn a_long_why_wraps_under_its_column_and_nothing_of_it_is_cut() {
+        let s = search("search: { factor: workload.stages.0.rate, from: 1, to: 100 }\n");
+        let mut t = oracle(&s, 10.0, 1.0, 20.0, 1, 0);
+        t.why = "achieved 9.80 req/s of 20 offered (49.0%): fell behind; the send delay grew by 1234.5 ms \
+                 over the stage, above the capacity seen (trial 1, p001)"
+            .into();
+        let o = conclude(&s, vec![t]);
+        let why = o.trials[0].why.clone();
+        assert!(why.len() > 2 * WHY_WIDTH, "{why}");
+        let table = table(&o);
+        let lines: Vec<&str> = table.lines().skip(1).take_while(|l| !l.starts_with("peak")).collect();
+        assert!(lines.len() >= 3, "{table}");
+        let at = table.lines().next().unwrap().rfind("why").unwrap();
+        let mut joined = Vec::new();
+        for l in &lines {
+            let cell = &l[at..];
+            assert!(cell.chars().count() <= WHY_WIDTH, "{table}");
+            joined.push(cell.trim());
+        }
+        assert!(lines[1..].iter().all(|l| l[..at].trim().is_empty()), "{table}");
+        assert_eq!(joined.join(" "), why);
+        assert_eq!(wrap("", 10), [""]);
+        assert_eq!(wrap("a-word-longer-than-the-width b", 10), ["a-word-longer-than-the-width", "b"]);
     }
 
     #[test]

@@ -28,10 +28,84 @@ use super::kubernetes::FIELD_MANAGER;
 pub enum KubeError {
     #[error("cannot load the Kubernetes configuration: {0}")]
     Config(String),
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", plain(.source))]
     Api { what: String, source: kube::Error },
     #[error("{0}")]
     Failed(String),
+}
+
+/// A client error in words: the API server's own message with its code, or why the server
+/// could not be reached; never the client library's debug form of the error.
+pub(crate) fn plain(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => {
+            let said =
+                if s.message.is_empty() { "the API server refused".to_string() } else { s.message.clone() };
+            match (s.code, s.reason.as_str()) {
+                (0, _) => said,
+                (code, "") => format!("{said} (HTTP {code})"),
+                (code, reason) => format!("{said} (HTTP {code}, {reason})"),
+            }
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            format!("cannot reach the API server: {}", causes(e))
+        }
+        e => causes(e),
+    }
+}
+
+/// An error's causes, innermost last, each said once; without the outermost text when it only
+/// names the library's wrapper (`HyperError: …`, `ServiceError: …`) and a cause says more.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = match e.source() {
+        Some(inner)
+            if matches!(
+                e.downcast_ref::<kube::Error>(),
+                Some(kube::Error::HyperError(_) | kube::Error::Service(_))
+            ) =>
+        {
+            Some(inner)
+        }
+        _ => Some(e),
+    };
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    parts.join(": ")
+}
+
+/// Whether the error says the object (or its namespace) is not there: the API server's 404.
+pub(crate) fn not_found(e: &KubeError) -> bool {
+    matches!(e, KubeError::Api { source: kube::Error::Api(s), .. } if s.code == 404)
+}
+
+/// What the cluster has of an object the work directory recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Presence {
+    There,
+    /// Deleted, not yet gone (finalizers, a namespace's contents).
+    Deleting,
+    /// Not there, or its kind is no longer served (its CRDs were removed).
+    Gone,
+}
+
+/// Whether `r` is still in the cluster (one read; status must answer quickly).
+pub(crate) async fn presence(client: &Client, r: &ObjectRef) -> Result<Presence, KubeError> {
+    let api = match r.api(client).await {
+        Ok(api) => api,
+        Err(KubeError::Failed(_)) => return Ok(Presence::Gone),
+        Err(e) => return Err(e),
+    };
+    match api.get_opt(&r.name).await.map_err(api_err(format!("failed to read {r}")))? {
+        None => Ok(Presence::Gone),
+        Some(o) if o.metadata.deletion_timestamp.is_some() => Ok(Presence::Deleting),
+        Some(_) => Ok(Presence::There),
+    }
 }
 
 fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeError {
@@ -639,6 +713,25 @@ mod tests {
 
     fn pod(status: Value) -> Pod {
         serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": status})).unwrap()
+    }
+
+    #[test]
+    fn api_errors_read_as_the_servers_words_never_as_the_librarys_debug() {
+        let status =
+            kube::core::Status::failure("deployments.apps \"x\" not found", "NotFound").with_code(404);
+        let e = api_err("failed to read Deployment/x")(kube::Error::Api(Box::new(status)));
+        assert!(not_found(&e));
+        assert_eq!(
+            e.to_string(),
+            "failed to read Deployment/x: deployments.apps \"x\" not found (HTTP 404, NotFound)"
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let e = api_err("failed to read Deployment/x")(kube::Error::Service(Box::new(io)));
+        assert!(!not_found(&e));
+        assert_eq!(
+            e.to_string(),
+            "failed to read Deployment/x: cannot reach the API server: Connection refused"
+        );
     }
 
     #[test]

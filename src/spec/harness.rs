@@ -78,7 +78,7 @@ impl Default for GpuSettings {
 }
 
 /// The sources of GPU telemetry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GpuSource {
     Auto,
@@ -86,6 +86,45 @@ pub enum GpuSource {
     Dcgm,
     /// No GPU telemetry.
     None,
+}
+
+/// By hand, for one mistake: YAML reads `off` (and `no`, `false`) as the boolean false, which
+/// would otherwise be refused as "invalid type: boolean `false`"; the message says to write
+/// `none`, at the file's line.
+impl<'de> Deserialize<'de> for GpuSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const NAMES: &[&str] = &["auto", "nvml", "dcgm", "none"];
+        struct Names;
+        impl serde::de::Visitor<'_> for Names {
+            type Value = GpuSource;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("one of auto, nvml, dcgm, none")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<GpuSource, E> {
+                match v {
+                    "auto" => Ok(GpuSource::Auto),
+                    "nvml" => Ok(GpuSource::Nvml),
+                    "dcgm" => Ok(GpuSource::Dcgm),
+                    "none" => Ok(GpuSource::None),
+                    "off" | "no" | "false" | "disabled" => {
+                        Err(E::custom(format!("gpu.source `{v}`: use `none` for no GPU telemetry")))
+                    }
+                    other => Err(E::unknown_variant(other, NAMES)),
+                }
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<GpuSource, E> {
+                Err(E::custom(if v {
+                    "gpu.source is a boolean (YAML reads `on`, `yes`, `true` as true): use `auto`, `nvml` or `dcgm`"
+                } else {
+                    "gpu.source is a boolean (YAML reads `off`, `no`, `false` as false): use `none` for no GPU telemetry"
+                }))
+            }
+        }
+        d.deserialize_any(Names)
+    }
 }
 
 /// The kinds: `Variant = "name"` (the name as harness files spell it), each with its doc.

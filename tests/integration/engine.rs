@@ -1171,3 +1171,29 @@ fn reproduce_of_a_failing_archive_leaves_no_temporary_directory_and_an_empty_man
         assert!(left.is_empty(), "{tag}: left behind {left:?}");
     }
 }
+
+#[test]
+fn teardown_takes_q_as_the_other_commands_do() {
+    let p = project("quiet-down");
+    p.file(
+        "pipelines/up.yaml",
+        "steps:\n  - { name: up, phase: standup, kind: spawn, with: { command: [sleep, \"300\"] } }\n",
+    )
+    .file("scenarios/up.yaml", "pipeline: up\nengine: { kind: endpoint, url: http://127.0.0.1:9 }\n");
+    let mut said = Vec::new();
+    for (wd, quiet) in [("loud", false), ("quiet", true)] {
+        let out = p.run(&["standup", "-c", "up", "--workdir", wd, "-q"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let pid = state(&p.path(wd))["steps"]["01_up"]["undo"]["pid"].as_i64().unwrap();
+        assert!(alive(pid));
+        let args: &[&str] = if quiet { &["teardown", "-q", wd] } else { &["teardown", wd] };
+        let out = p.run(args);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(!alive(pid), "{wd}: still running");
+        assert!(err.contains("torn down"), "{err}");
+        said.push(err.lines().filter(|l| l.starts_with('[')).count());
+    }
+    // Without -q each teardown step says how it went; with it, none does.
+    assert!(said[0] > 0 && said[1] == 0, "{said:?}");
+}

@@ -759,6 +759,12 @@ fn a_range_that_never_saturates_says_so() {
     assert!(o["bracket"][1].is_null());
     assert!(o["says"].as_str().unwrap().contains("stable up to the top of the range"), "{o}");
     assert!(text(&out.stdout).contains("up to the top of the range"));
+    // The report's trials are a table whose `why` cells wrap, not preformatted text cut at the
+    // page's edge.
+    let html = std::fs::read_to_string(p.path("exp/analysis/report.html")).unwrap();
+    let why = o["trials"][0]["why"].as_str().unwrap();
+    assert!(html.contains(&format!("<td class=\"l why\">{why}</td>")), "{html}");
+    assert!(!html.contains("<pre>"), "{html}");
 }
 
 #[test]
@@ -970,4 +976,116 @@ fn a_a_calibration_twenty_pairs_of_one_configuration_are_rarely_called_different
         // Inconclusive pairs must stay rare: they must not hide significance.
         assert!(*inc <= 2, "{stat} {metric}: {inc} of 20 A/A pairs inconclusive\n{report}");
     }
+}
+
+/// The `<text>` elements of an SVG: (x, y, text-anchor, text).
+fn svg_texts(svg: &str) -> Vec<(f64, f64, String, String)> {
+    svg.split("<text ")
+        .skip(1)
+        .filter_map(|chunk| {
+            let (attrs, rest) = chunk.split_once('>')?;
+            let attrs = format!(" {attrs}");
+            let attr = |name: &str| {
+                attrs
+                    .split(&format!(" {name}=\""))
+                    .nth(1)
+                    .and_then(|v| v.split('"').next())
+                    .map(str::to_string)
+            };
+            let body = rest.split("</text>").next()?.trim().to_string();
+            Some((
+                attr("x")?.parse().ok()?,
+                attr("y")?.parse().ok()?,
+                attr("text-anchor").unwrap_or_default(),
+                body,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn a_latin_design_s_report_reads_in_numeric_order_and_compare_explains_an_experiment_directory() {
+    let p = Project::new("exp-latin");
+    p.file("workloads/short.yaml", SHORT).file(
+        "experiments/l.yaml",
+        "base: { workload: short }\nfactors:\n  workload.stages.0.rate: { from: 5, to: 120, step: 1 }\n  workload.seed: { from: 1, to: 1000, step: 1 }\ndesign: { latin: { n: 4, seed: 3 } }\n",
+    );
+    let out = p.run(&["experiment", "-e", "l", "--workdir", "exp", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The levels the design drew, from points.csv.
+    let csv = std::fs::read_to_string(p.path("exp/analysis/points.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let column = |name: &str| -> Vec<f64> {
+        let i = header.iter().position(|h| *h == name).unwrap();
+        let mut v: Vec<f64> =
+            csv.lines().skip(1).map(|l| l.split(',').nth(i).unwrap().parse().unwrap()).collect();
+        v.sort_by(f64::total_cmp);
+        v.dedup();
+        v
+    };
+    let (rates, seeds) = (column("workload.stages.0.rate"), column("workload.seed"));
+    assert_eq!((rates.len(), seeds.len()), (4, 4), "{csv}");
+    // The heat map's axes: seeds along x left to right, rates along y bottom to top, each in
+    // numeric order (the points came in the design's order, not the levels').
+    let svg = std::fs::read_to_string(p.path("exp/analysis/plots/heatmap.svg")).unwrap();
+    let labels = |anchor: &str, by_x: bool| -> Vec<f64> {
+        let mut ls: Vec<(f64, f64)> = svg_texts(&svg)
+            .into_iter()
+            .filter(|t| t.2 == anchor)
+            .filter_map(|(x, y, _, s)| Some((if by_x { x } else { -y }, s.parse::<f64>().ok()?)))
+            .collect();
+        ls.sort_by(|a, b| a.0.total_cmp(&b.0));
+        ls.into_iter().map(|l| l.1).collect()
+    };
+    assert_eq!(labels("middle", true), seeds, "{svg}");
+    assert_eq!(labels("end", false), rates, "{svg}");
+    // Both factors are run factors: the report names only those, never an empty list.
+    let html = std::fs::read_to_string(p.path("exp/analysis/report.html")).unwrap();
+    assert!(html.contains("run factors: workload.stages.0.rate, workload.seed."), "{html}");
+    assert!(!html.contains("setup factors"), "{html}");
+    // `compare` on the experiment directory says what to pass instead.
+    let out = p.run(&["compare", "exp", "a"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for said in ["exp is an experiment directory", "exp/points/p001 exp/points/p002", "compare: true"] {
+        assert!(err.contains(said), "{said}: {err}");
+    }
+    let out = p.run(&["compare", "exp/points/p001", "exp/points/p004"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_relative_interval_never_reads_below_minus_100_percent() {
+    let p = Project::new("exp-rel");
+    p.file(
+        "workloads/w.yaml",
+        "seed: 1\ndataset: { random: { input_len: 16, output_len: 4 } }\nstages: [ { rate: 10, arrival: constant, duration: 3s } ]\n",
+    );
+    for (wd, rate) in [("a", "10"), ("b", "1")] {
+        let set = format!("workload.stages.0.rate={rate}");
+        let out = p.run(&["e2e", "-w", "w", "--workdir", wd, "--set", &set, "-q"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = p.run(&["compare", "a", "b", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = diff(&c, "request_throughput", "mean");
+    let f = |k: &str| d[k].as_f64().unwrap();
+    // A tenth of the throughput, over two windows each: the difference's interval (widened to
+    // the counts' noise) reaches below −baseline, which divided by the baseline read < −100%.
+    assert!(f("ci_low") < -f("baseline"), "{d}");
+    assert_eq!(d["verdict"], "worse", "{d}");
+    let (lo, rel, hi) = (f("relative_low"), f("relative"), f("relative_high"));
+    assert!(-1.0 < lo && lo <= rel && rel <= hi && hi < 0.0, "[{lo}, {hi}] around {rel}: {d}");
+    for d in c["pairs"][0]["diffs"].as_array().unwrap() {
+        if let Some(lo) = d["relative_low"].as_f64() {
+            assert!(lo > -1.0, "{d}");
+        }
+    }
+    let table = text(&p.run(&["compare", "a", "b"]).stdout);
+    let percents: Vec<f64> = table
+        .split(|c: char| c.is_whitespace() || "[],".contains(c))
+        .filter_map(|w| w.strip_suffix('%')?.parse().ok())
+        .collect();
+    assert!(!percents.is_empty() && percents.iter().all(|x| *x > -100.0), "{table}");
 }

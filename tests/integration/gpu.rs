@@ -177,3 +177,28 @@ fn nvml_on_a_real_gpu() {
         serde_json::from_slice(&std::fs::read(wd.join("analysis/latest/stats.json")).unwrap()).unwrap();
     assert!(stats["stages"][0]["gpu"]["energy_per_output_token_j"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn gpu_source_off_which_yaml_reads_as_false_is_told_to_write_none_at_its_line() {
+    let p = Project::new("gpu-off");
+    p.file("harnesses/h.yaml", "kind: builtin\ngpu:\n  source: off\n")
+        .file("harnesses/quoted.yaml", "kind: builtin\ngpu:\n  source: \"off\"\n")
+        .file("harnesses/none.yaml", "kind: builtin\ngpu:\n  source: none\n");
+    for (args, at) in [
+        (&["plan", "-H", "h"][..], Some("harnesses/h.yaml:3:")),
+        (&["plan", "-H", "quoted"][..], Some("harnesses/quoted.yaml:3:")),
+        (&["plan", "--set", "harness.gpu.source=off"][..], None),
+        (&["plan", "--set", "harness.gpu.source=false"][..], None),
+    ] {
+        let out = p.run(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("use `none`"), "{args:?}: {err}");
+        assert!(!err.contains("invalid type"), "{args:?}: {err}");
+        if let Some(at) = at {
+            assert!(err.contains(at), "{args:?}: {err}");
+        }
+    }
+    let out = p.run(&["plan", "-H", "none"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

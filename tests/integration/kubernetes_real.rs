@@ -352,6 +352,83 @@ fn sigint_while_waiting_sigkill_then_teardown_and_gc_after_a_lost_work_directory
     wait_for("namespace gone", Duration::from_secs(30), || !p.cp.has_namespace(&p.ns));
 }
 
+/// The admin's kubeconfig with its server moved to a port where nothing listens.
+fn unreachable_kubeconfig(p: &Project) -> PathBuf {
+    let text = std::fs::read_to_string(&p.cp.kubeconfig).unwrap();
+    let start = text.find("server: \"").unwrap() + "server: \"".len();
+    let end = start + text[start..].find('"').unwrap();
+    let path = p.wd("unreachable.kubeconfig");
+    std::fs::write(&path, format!("{}https://127.0.0.1:1{}", &text[..start], &text[end..])).unwrap();
+    path
+}
+
+#[test]
+fn after_gc_status_reads_the_cluster_says_what_is_gone_and_teardown_still_succeeds() {
+    let p = Project::new("real-gone", Behaviour::default());
+    let out = p.run(&["standup", "-c", "k8s", "--workdir", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = |json: bool, kubeconfig: Option<&PathBuf>| {
+        let mut c = p.cmd(&["status", "wd"]);
+        if json {
+            c.args(["-o", "json"]);
+        }
+        if let Some(k) = kubeconfig {
+            c.env("KUBECONFIG", k);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let raw = ["ApiError", "HyperError", "ServiceError", "Status {", "ErrorResponse", "Some("];
+    // A cluster that cannot be reached: said in words, and the record shown as not checked.
+    let dead = unreachable_kubeconfig(&p);
+    let shown = status(false, Some(&dead));
+    assert!(shown.contains("cannot reach the API server"), "{shown}");
+    assert!(shown.contains("not checked"), "{shown}");
+    assert!(shown.contains("07_deploy: Kubernetes objects"), "{shown}");
+    assert!(!raw.iter().any(|r| shown.contains(r)), "{shown}");
+    let doc: serde_json::Value = serde_json::from_str(&status(true, Some(&dead))).unwrap();
+    let why = doc["cluster_unchecked"].as_str().unwrap_or_default();
+    assert!(why.contains("cannot reach the API server") && !raw.iter().any(|r| why.contains(r)), "{doc}");
+    assert!(!doc["up"].as_array().unwrap().is_empty(), "{doc}");
+    // Up: checked, nothing gone.
+    let doc: serde_json::Value = serde_json::from_str(&status(true, None)).unwrap();
+    assert!(doc["cluster_unchecked"].is_null() && doc["gone"].as_array().unwrap().is_empty(), "{doc}");
+    assert!(
+        doc["up"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().starts_with("07_deploy: ")),
+        "{doc}"
+    );
+    // `gc` deletes everything benchflow labelled, behind the work directory's back.
+    let out = p.run(&["gc", "-n", &p.ns]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for("namespace gone", Duration::from_secs(60), || !p.cp.has_namespace(&p.ns));
+    let shown = status(false, None);
+    assert!(!raw.iter().any(|r| shown.contains(r)), "{shown}");
+    let deployment = shown
+        .lines()
+        .find(|l| l.starts_with("07_deploy: Deployment/") && l.contains(&format!(" in {}", p.ns)))
+        .unwrap_or_else(|| panic!("no gone Deployment in:\n{shown}"));
+    assert!(deployment.ends_with("gone from the cluster (deleted outside this work directory?)"), "{shown}");
+    assert!(shown.contains(&format!("02_namespace: Namespace/{} — gone", p.ns)), "{shown}");
+    assert!(shown.contains("nothing is up"), "{shown}");
+    assert!(!shown.contains("1 available"), "{shown}");
+    let doc: serde_json::Value = serde_json::from_str(&status(true, None)).unwrap();
+    assert_eq!(doc["up"], serde_json::json!([]), "{doc}");
+    assert!(doc["cluster_unchecked"].is_null(), "{doc}");
+    let gone: Vec<&str> = doc["gone"].as_array().unwrap().iter().filter_map(|g| g.as_str()).collect();
+    for (step, kind) in
+        [("02_namespace", "Namespace/"), ("03_secret", "Secret/"), ("07_deploy", "Deployment/")]
+    {
+        assert!(gone.iter().any(|g| g.starts_with(&format!("{step}: {kind}"))), "{step}: {gone:?}");
+    }
+    // Teardown still succeeds (what is gone counts as removed), and then nothing is recorded.
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_str(&status(true, None)).unwrap();
+    assert_eq!((&doc["up"], &doc["gone"]), (&serde_json::json!([]), &serde_json::json!([])), "{doc}");
+    assert!(p.left().is_empty(), "left: {:?}", p.left());
+}
+
 #[test]
 fn the_harness_runs_as_a_real_indexed_job_and_its_records_come_back_through_the_logs() {
     let p = Project::new("real-job", Behaviour::default());
