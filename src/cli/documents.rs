@@ -69,8 +69,10 @@ pub(crate) struct RunStatus {
     /// the objects the cluster still has (unless `cluster_unchecked` says why it could not be
     /// asked: then the work directory's record).
     pub up: Vec<String>,
-    /// Objects the work directory recorded as up that the cluster no longer has (deleted
-    /// outside this work directory, e.g. by `benchflow gc`), `step: Kind/name in namespace`.
+    /// What the work directory recorded as up and is gone, one line each, saying how: objects
+    /// the cluster no longer has (deleted outside this work directory, e.g. by `benchflow gc`),
+    /// `step: Kind/name in namespace — gone from the cluster …`; processes no longer running
+    /// (died, or stopped outside benchflow), `step: process group N (…) — no longer running`.
     pub gone: Vec<String>,
     /// Why what `up` lists could not be checked against the cluster (it could not be reached,
     /// or refused to answer); `null` when it was checked, or there was nothing to check.

@@ -121,7 +121,7 @@ fn print_run_status(doc: &RunStatus) {
         outln!("cluster: {why}; what is listed as up is the work directory's record, not checked");
     }
     for line in &doc.gone {
-        outln!("{line} — gone from the cluster (deleted outside this work directory?)");
+        outln!("{line}");
     }
     if doc.up.is_empty() {
         outln!("nothing is up");
@@ -170,7 +170,13 @@ async fn check_leftovers(left: &[(String, crate::steps::UndoRecord)]) -> Checked
     let mut clients: Vec<(kube::Target, ::kube::Client)> = Vec::new();
     for (id, rec) in left {
         let UndoRecord::Apply(undo) = rec else {
-            out.up.push(exec::describe_leftover(id, rec));
+            // A process: its record says whether it still runs.
+            let line = exec::describe_leftover(id, rec);
+            if rec.holds() {
+                out.up.push(line)
+            } else {
+                out.gone.push(line)
+            }
             continue;
         };
         if out.unchecked.is_some() {
@@ -196,7 +202,9 @@ async fn check_leftovers(left: &[(String, crate::steps::UndoRecord)]) -> Checked
             match kube::presence(&client, r).await {
                 Ok(kube::Presence::There) => there.push(r.to_string()),
                 Ok(kube::Presence::Deleting) => there.push(format!("{r} (being deleted)")),
-                Ok(kube::Presence::Gone) => out.gone.push(format!("{id}: {r}")),
+                Ok(kube::Presence::Gone) => out.gone.push(format!(
+                    "{id}: {r} — gone from the cluster (deleted outside this work directory?)"
+                )),
                 Err(e) => {
                     out.unchecked = Some(e.to_string());
                     break;

@@ -658,6 +658,14 @@ fn every_run_measures_and_a_run_without_the_stack_up_is_refused() {
     let pid = state(&wd)["steps"]["01_start_engine"]["undo"]["pid"].as_i64().unwrap();
     Command::new("kill").args(["-9", "--", &format!("-{pid}")]).status().unwrap();
     wait_for("the engine gone", Duration::from_secs(10), || !alive(pid));
+    // `status` tells the truth: the engine is gone, not up.
+    let doc: Value = serde_json::from_slice(&p.run(&["status", "wd", "-o", "json"]).stdout).unwrap();
+    assert!(doc["up"].as_array().unwrap().is_empty(), "{doc}");
+    let gone = doc["gone"][0].as_str().unwrap_or_default();
+    assert!(
+        gone.starts_with("01_start_engine: process group") && gone.ends_with("no longer running"),
+        "{doc}"
+    );
     let resolved = std::fs::read_to_string(wd.join("inputs/resolved.yaml")).unwrap();
     let out = p.run(&["run", "--workdir", "wd", "-q"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
