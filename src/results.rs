@@ -530,9 +530,13 @@ pub struct StageWindow {
     /// When the last request of the stage finished.
     pub end_s: f64,
     pub dispatched: u64,
-    /// The request rate asked of the stage (requests/s; none for a concurrency stage).
+    /// The request rate asked of the stage (requests/s; a ramp's mean; none for a concurrency
+    /// stage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
+    /// A ramp's rates at the stage's start and end (requests/s), linear in between.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<[f64; 2]>,
 }
 
 /// What `results/run.json` records about the run.

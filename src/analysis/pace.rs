@@ -122,6 +122,7 @@ mod tests {
                 end_s: offset + 21.0,
                 dispatched: sends.len() as u64,
                 rate: *rate,
+                ramp: None,
             });
             for (i, t) in sends.iter().enumerate() {
                 let us = |s: f64| format!("{:.0}", (offset + s) * 1e6);

@@ -398,6 +398,7 @@ mod tests {
             end_s: 0.0026,
             dispatched: 1,
             rate: None,
+            ramp: None,
         });
         std::fs::write(d.join("run.json"), serde_json::to_vec(&info).unwrap()).unwrap();
         let a = compute(&d, super::super::Convention::Vllm, &Default::default()).unwrap();

@@ -595,6 +595,7 @@ mod tests {
             end_s: records.iter().map(|r| r.end_ns).max().unwrap() as f64 * 1e-9,
             dispatched: 8,
             rate: None,
+            ramp: None,
         });
         std::fs::write(dir.results().join("run.json"), serde_json::to_vec(&info).unwrap()).unwrap();
         std::fs::create_dir_all(dir.results().join("native/tokenizer")).unwrap();

@@ -434,6 +434,12 @@ fn common(w: &Workload) -> Result<(), Refusal> {
     if w.api.tls.ca_file.is_some() || w.api.tls.insecure_skip_verify {
         return Err(Refusal::new("api.tls", "TLS settings are not passed to external tools yet"));
     }
+    if let Some(i) = w.stages.iter().position(|s| s.ramp_to.is_some()) {
+        return Err(Refusal::new(
+            format!("stages[{i}].ramp_to"),
+            "a rate ramp is run by benchflow's own load generator (harness: builtin); the tools' ramps differ or do not exist",
+        ));
+    }
     if w.api.session_header.is_some() {
         return Err(Refusal::new(
             "api.session_header",
@@ -546,6 +552,8 @@ pub(crate) async fn run(
                     end_s: recs.iter().map(|r| r.end_ns).max().map_or(ended_s, |ns| ns as f64 * 1e-9),
                     dispatched: recs.len() as u64,
                     rate: inv.rate,
+                    // Refused at plan time (common): the tools run no ramp of benchflow's.
+                    ramp: None,
                 });
             }
             for mut r in recs {

@@ -470,13 +470,18 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
                     }
                     Load::Rate { rate, burstiness, max_concurrency, .. } => {
                         let mut rng = Rng::derive(w.seed, 0x5EED_0000 + n as u64);
-                        match duration {
-                            Some(d) => {
+                        match (duration, stage.ramp_to) {
+                            (Some(d), Some(to)) => {
+                                let offsets =
+                                    schedule::ramp(rate, to, burstiness, d, stage.requests, &mut rng);
+                                open_loop(&ctx, id, offsets, max_concurrency, &cancel_rx).await
+                            }
+                            (Some(d), None) => {
                                 let offsets =
                                     schedule::by_duration(rate, burstiness, d, stage.requests, &mut rng);
                                 open_loop(&ctx, id, offsets, max_concurrency, &cancel_rx).await
                             }
-                            None => {
+                            (None, _) => {
                                 let n = stage.requests.unwrap_or(1);
                                 let offsets = schedule::by_count(rate, burstiness, n, &mut rng);
                                 open_loop(&ctx, id, offsets, max_concurrency, &cancel_rx).await
@@ -491,6 +496,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
                     end_s: t0.elapsed().as_secs_f64(),
                     dispatched,
                     rate: stage.asked_rate(),
+                    ramp: stage.ramp(),
                 });
                 first_prompt += dispatched;
                 write_json(&opts.results_dir, "run.json", &info)?;

@@ -68,6 +68,47 @@ pub(crate) fn by_duration(
     })
 }
 
+/// Offsets of arrivals over `duration` seconds while the rate changes linearly from `from` to
+/// `to` (requests/s), capped at `limit`. The arrivals are those of the stage's process at rate
+/// 1 (gamma gaps of shape `burstiness`; constant: 1 apart) on the ramp's own clock, the expected
+/// count so far Λ(t) = from·t + (to − from)·t²/(2·duration), mapped back by Λ⁻¹: the rate at
+/// each moment is the ramp's, the gaps keep their shape (time rescaling).
+pub(crate) fn ramp(
+    from: f64,
+    to: f64,
+    burstiness: f64,
+    duration: f64,
+    limit: Option<u64>,
+    rng: &mut Rng,
+) -> impl Iterator<Item = f64> + use<> {
+    let limit = limit.unwrap_or(u64::MAX);
+    let mut rng = rng.clone();
+    let (a, b) = (from, (to - from) / (2.0 * duration));
+    let total = a * duration + b * duration * duration;
+    // Λ⁻¹(x): the root of b·t² + a·t = x in [0, duration], in the form that stays exact when b
+    // is 0 or negative.
+    let at = move |x: f64| {
+        let disc = (a * a + 4.0 * b * x).max(0.0);
+        let denom = a + disc.sqrt();
+        if denom > 0.0 { 2.0 * x / denom } else { 0.0 }
+    };
+    let (mut i, mut x) = (0u64, 0.0);
+    std::iter::from_fn(move || {
+        if i >= limit {
+            return None;
+        }
+        if i > 0 {
+            x += gap(1.0, burstiness, &mut rng);
+        }
+        // The last arrival is before the end (a constant ramp's count is ⌈Λ(duration)⌉).
+        if x >= total - 1e-9 && i > 0 || total <= 0.0 {
+            return None;
+        }
+        i += 1;
+        Some(at(x).min(duration))
+    })
+}
+
 fn gap(rate: f64, burstiness: f64, rng: &mut Rng) -> f64 {
     if burstiness.is_infinite() { 1.0 / rate } else { rng.gamma(burstiness, 1.0 / (rate * burstiness)) }
 }
@@ -112,6 +153,46 @@ mod tests {
             }
             out.push(t);
         }
+    }
+
+    /// A ramp's arrivals follow its rate: counts per tenth of the stage match the integral of
+    /// the linear rate (within Poisson noise), for rising, falling and flat ramps and each
+    /// arrival kind; a flat ramp is the constant-rate schedule; offsets rise within the stage.
+    #[test]
+    fn a_ramp_sends_at_its_instantaneous_rate() {
+        for (from, to) in [(10.0, 400.0), (400.0, 10.0), (200.0, 200.0), (0.0, 300.0), (300.0, 0.0)] {
+            for burstiness in [1.0, 4.0, f64::INFINITY] {
+                let d = 20.0;
+                let offsets: Vec<f64> = ramp(from, to, burstiness, d, None, &mut Rng::new(5)).collect();
+                assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{from}→{to}: in order");
+                assert!(offsets.iter().all(|&t| (0.0..=d).contains(&t)), "{from}→{to}: within the stage");
+                for k in 0..10 {
+                    let (t0, t1) = (k as f64 * d / 10.0, (k + 1) as f64 * d / 10.0);
+                    let lambda = |t: f64| from * t + (to - from) * t * t / (2.0 * d);
+                    let expected = lambda(t1) - lambda(t0);
+                    let got = offsets.iter().filter(|&&t| t >= t0 && t < t1).count() as f64;
+                    // 5 sigma of a Poisson count (gamma of shape ≥ 1 is less noisy), and 2 for
+                    // the rounding of constant arrivals at a tenth's edges.
+                    let tolerance = 5.0 * expected.sqrt() + 2.0;
+                    assert!(
+                        (got - expected).abs() <= tolerance,
+                        "{from}→{to} b={burstiness}: tenth {k}: {got} arrivals, expected {expected:.1}"
+                    );
+                }
+            }
+        }
+        // Flat: the same arrivals as a constant rate's (constant arrivals: exactly i / rate).
+        let flat: Vec<f64> = ramp(50.0, 50.0, f64::INFINITY, 4.0, None, &mut Rng::new(1)).collect();
+        let constant: Vec<f64> = by_duration(50.0, f64::INFINITY, 4.0, None, &mut Rng::new(1)).collect();
+        assert_eq!(flat.len(), constant.len());
+        assert!(flat.iter().zip(&constant).all(|(a, b)| (a - b).abs() < 1e-9));
+        // The cap, and a ramp from and to nothing.
+        assert_eq!(ramp(10.0, 400.0, 1.0, 20.0, Some(7), &mut Rng::new(5)).count(), 7);
+        assert_eq!(ramp(0.0, 0.0, 1.0, 20.0, None, &mut Rng::new(5)).count(), 0);
+        // Same seed, same schedule.
+        let again: Vec<f64> = ramp(10.0, 400.0, 1.0, 20.0, None, &mut Rng::new(5)).collect();
+        let first: Vec<f64> = ramp(10.0, 400.0, 1.0, 20.0, None, &mut Rng::new(5)).collect();
+        assert_eq!(again, first);
     }
 
     #[test]

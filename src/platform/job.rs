@@ -37,6 +37,8 @@ pub(crate) fn shard(w: &Workload, n: u32) -> Result<Vec<Workload>, String> {
             s.seed = w.seed.wrapping_add(u64::from(i));
             s.warmup.requests = part(u64::from(w.warmup.requests), i) as u32;
             for (k, st) in s.stages.iter_mut().enumerate() {
+                // A ramp too: each pod ramps its share.
+                st.ramp_to = st.ramp_to.map(|to| to / f64::from(n));
                 if let Some(rate) = st.rate {
                     st.rate = Some(rate / f64::from(n));
                 }
@@ -138,6 +140,7 @@ pub(crate) fn merge(results: &Path, shards: &[PathBuf]) -> Result<RunInfo, Strin
                     s.dispatched += w.dispatched;
                     // Each pod was asked its share of the stage's rate.
                     s.rate = s.rate.zip(w.rate).map(|(a, b)| a + b);
+                    s.ramp = s.ramp.zip(w.ramp).map(|(a, b)| [a[0] + b[0], a[1] + b[1]]);
                 }
                 None => stages.push(StageWindow {
                     start_s: w.start_s + offset,

@@ -260,6 +260,10 @@ pub struct Stage {
     /// Stop after this many requests.
     #[serde(default)]
     pub requests: Option<u64>,
+    /// A ramp: the rate changes linearly from `rate` at the stage's start to `ramp_to` at its
+    /// end (`duration`), the arrivals drawn as `arrival` says on that changing rate.
+    #[serde(default)]
+    pub ramp_to: Option<f64>,
 }
 
 /// What the stage does, validated.
@@ -287,20 +291,27 @@ impl Stage {
         }
     }
 
-    /// A short label for tables: `rate=10/s poisson` or `concurrency=8`.
-    /// The request rate asked of the stage (requests/s; none for a concurrency stage).
+    /// The request rate asked of the stage (requests/s; a ramp's mean over the stage; none for
+    /// a concurrency stage).
     pub fn asked_rate(&self) -> Option<f64> {
         match self.load() {
-            Load::Rate { rate, .. } => Some(rate),
+            Load::Rate { rate, .. } => Some(self.ramp_to.map_or(rate, |end| (rate + end) / 2.0)),
             Load::Concurrency(_) => None,
         }
     }
 
+    /// A ramp's start and end rates (requests/s).
+    pub fn ramp(&self) -> Option<[f64; 2]> {
+        Some([self.rate?, self.ramp_to?])
+    }
+
+    /// A short label for tables: `rate=10/s poisson`, `rate=5→50/s poisson` or `concurrency=8`.
     pub fn label(&self) -> String {
         match self.load() {
             Load::Rate { rate, arrival, burstiness, max_concurrency } => {
+                let to = self.ramp_to.map(|end| format!("→{end}")).unwrap_or_default();
                 let mut s = format!(
-                    "rate={rate}/s {}",
+                    "rate={rate}{to}/s {}",
                     match arrival {
                         Arrival::Poisson => "poisson".to_string(),
                         Arrival::Constant => "constant".to_string(),
@@ -356,7 +367,7 @@ impl Workload {
     pub fn expected_requests(&self) -> Option<u64> {
         let mut total = u64::from(self.warmup.requests);
         for s in &self.stages {
-            let by_rate = match (s.rate, s.duration) {
+            let by_rate = match (s.asked_rate(), s.duration) {
                 (Some(r), Some(d)) => Some((r * d.0).ceil() as u64 + 1),
                 _ => None,
             };
@@ -414,6 +425,9 @@ impl Workload {
             let n = i + 1;
             if let Some(r) = s.rate.filter(|r| *r > MAX_RATE) {
                 return too(&format!("stage {n}: rate"), r, MAX_RATE, "requests per second");
+            }
+            if let Some(r) = s.ramp_to.filter(|r| *r > MAX_RATE) {
+                return too(&format!("stage {n}: ramp_to"), r, MAX_RATE, "requests per second");
             }
             if let Some(c) = s.concurrency.or(s.max_concurrency).filter(|c| f64::from(*c) > MAX_CONCURRENCY) {
                 return too(
@@ -493,6 +507,23 @@ impl Workload {
             }
             if s.max_concurrency == Some(0) {
                 return bad(format!("stage {n}: max_concurrency must be at least 1"));
+            }
+            if let Some(end) = s.ramp_to {
+                if s.rate.is_none() {
+                    return bad(format!(
+                        "stage {n}: `ramp_to` ramps a rate: give `rate` (the rate at the start), not `concurrency`"
+                    ));
+                }
+                if s.duration.is_none() {
+                    return bad(format!(
+                        "stage {n}: a ramp (`ramp_to`) runs for a `duration`, over which the rate changes: give one"
+                    ));
+                }
+                if !(end.is_finite() && end >= 0.0) {
+                    return bad(format!(
+                        "stage {n}: ramp_to {end} must be a number of requests per second, 0 or more"
+                    ));
+                }
             }
         }
         match &self.dataset {

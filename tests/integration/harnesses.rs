@@ -347,6 +347,17 @@ fn what_a_tool_cannot_express_or_a_missing_tool_stops_everything_first() {
         "{said}"
     );
     assert!(!text(&out.stdout).contains("01_start_engine"), "nothing started");
+    // A ramp is the built-in load generator's: every tool refuses it, naming the field.
+    p.file(
+        "workloads/ramp.yaml",
+        "dataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { rate: 1, duration: 2s }, { rate: 5, ramp_to: 50, duration: 3s } ]\n",
+    );
+    for tool in ["aiperf", "inference-perf", "guidellm", "vllm-bench"] {
+        let out = p.run(&["e2e", "-H", tool, "-w", "ramp", "--workdir", "wd-ramp"]);
+        let said = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{tool}: {said}");
+        assert!(said.contains("`stages[1].ramp_to`") && said.contains("harness: builtin"), "{tool}: {said}");
+    }
     // A prompt file with a conversation the tool's file format cannot hold: the file and the
     // prompt are named before anything starts.
     p.file(

@@ -137,6 +137,59 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
     assert_eq!(std::fs::read(wd.join("results/001/requests.csv")).unwrap(), before, "the first run is kept");
 }
 
+/// A ramp stage sends at its instantaneous rate: over 4 s from 20/s to 180/s, Λ(t) = 20t + 20t²,
+/// so 120 requests are expected in the first half and 280 in the second; run.json records the
+/// ramp's ends and its mean; the label says it; a bad ramp is refused naming the stage.
+#[test]
+fn a_ramp_stage_sends_at_its_instantaneous_rate() {
+    let sim = Sim::start(&["--profile", "tiny/cpu", "--set", "time_scale=0"]);
+    let dir = TempDir::new("cli-ramp");
+    let w = workload(
+        &dir,
+        "seed: 4\ndataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { rate: 20, ramp_to: 180, duration: 4s } ]\n",
+    );
+    let wd = dir.0.join("wd");
+    let out = benchflow()
+        .args(["run", "--endpoint", &sim.1, "-w", &w, "--workdir", wd.to_str().unwrap(), "-q"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(wd.join("results/latest/run.json")).unwrap()).unwrap();
+    let stage = &info["stages"][0];
+    assert_eq!(stage["ramp"], serde_json::json!([20.0, 180.0]), "{stage}");
+    assert_eq!(stage["rate"], 100.0, "the mean rate: {stage}");
+    assert_eq!(stage["label"], "rate=20→180/s poisson", "{stage}");
+    let csv = std::fs::read_to_string(wd.join("results/latest/requests.csv")).unwrap();
+    let col = benchflow::HEADER.iter().position(|c| *c == "scheduled_us").unwrap();
+    let scheduled: Vec<f64> =
+        csv.lines().skip(1).map(|l| l.split(',').nth(col).unwrap().parse::<f64>().unwrap() * 1e-6).collect();
+    let start = scheduled.iter().copied().fold(f64::INFINITY, f64::min);
+    let first = scheduled.iter().filter(|&&t| t - start < 2.0).count() as f64;
+    let second = scheduled.len() as f64 - first;
+    // Four standard deviations of a Poisson count.
+    assert!((first - 120.0_f64).abs() <= 4.0 * 120f64.sqrt(), "first half: {first}");
+    assert!((second - 280.0_f64).abs() <= 4.0 * 280f64.sqrt(), "second half: {second}");
+    for (bad, says) in [
+        ("{ concurrency: 2, ramp_to: 9, duration: 2s }", "stage 1: `ramp_to` ramps a rate"),
+        ("{ rate: 2, ramp_to: 9, requests: 20 }", "stage 1: a ramp (`ramp_to`) runs for a `duration`"),
+        ("{ rate: 2, ramp_to: -1, duration: 2s }", "stage 1: ramp_to -1 must be"),
+        ("{ rate: 2, ramp_to: 1e9, duration: 2s }", "stage 1: ramp_to 1000000000: at most 100000"),
+    ] {
+        let w = workload(
+            &dir,
+            &format!("dataset: {{ random: {{ input_len: 8, output_len: 4 }} }}\nstages: [ {bad} ]\n"),
+        );
+        let out = benchflow().args(["plan", "-w", &w]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn sigint_keeps_and_analyses_what_was_measured() {
     let sim = Sim::start(&["--profile", "tiny/cpu"]);
