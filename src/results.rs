@@ -558,6 +558,13 @@ pub struct RunInfo {
     /// simulator answer; a router or another server may not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
+    /// Which inputs the run used (the workload and harness by name and sha256, the `--set`s;
+    /// the files themselves in `results/<run>/inputs/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<crate::workdir::inputs::RunInputs>,
+    /// When the run ended (written last; absent: it never ended, killed or still running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
 }
 
 impl RunInfo {
@@ -577,6 +584,8 @@ impl RunInfo {
             gpu: None,
             harness: None,
             server_version: None,
+            inputs: None,
+            ended_at: None,
         }
     }
 }

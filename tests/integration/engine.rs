@@ -628,6 +628,124 @@ fn e2e_keep_leaves_the_stack_up_for_more_runs_and_teardown() {
     assert!(!alive(pid));
 }
 
+/// A small second workload (6 requests).
+const OTHER: &str =
+    "dataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { concurrency: 2, requests: 6 } ]\n";
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(std::fs::read(path).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Issue 29, item 4: several runs against one stack, each with its own workload, each keeping
+/// its own inputs (files, --sets, resolved variables, hashes) in `results/<run>/inputs/`, named
+/// in its run.json and stats.json; `status` lists each run with its workload.
+#[test]
+fn each_run_keeps_its_inputs_and_status_and_reproduce_name_the_run() {
+    let p = project("run-inputs");
+    p.file("scenarios/sim.yaml", SCENARIO)
+        .file("workloads/quick.yaml", QUICK)
+        .file("workloads/other.yaml", OTHER);
+    let ok = |args: &[&str]| {
+        let out = p.run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        out
+    };
+    ok(&[
+        "standup",
+        "-c",
+        "sim",
+        "-w",
+        "quick",
+        "--set",
+        "engine.profile=fixed/zero",
+        "--workdir",
+        "wd",
+        "-q",
+    ]);
+    ok(&["run", "--workdir", "wd", "-q"]);
+    ok(&["run", "--workdir", "wd", "-w", "other", "-q"]);
+    ok(&["run", "--workdir", "wd", "-w", "quick", "--set", "workload.seed=5", "-q"]);
+    let wd = p.path("wd");
+    for (run, workload, text_of) in
+        [("001", "quick", QUICK), ("002", "other", OTHER), ("003", "quick", QUICK)]
+    {
+        let dir = wd.join("results").join(run).join("inputs");
+        for f in [
+            "scenario.yaml",
+            "harness.yaml",
+            "workload.yaml",
+            "pipeline.yaml",
+            "overrides.txt",
+            "resolved.yaml",
+        ] {
+            assert!(dir.join(f).is_file(), "{run}: no {f}");
+        }
+        let copy = std::fs::read_to_string(dir.join("workload.yaml")).unwrap();
+        assert!(copy.ends_with(text_of), "{run}: {copy}");
+        let record = read_json(&dir.join("inputs.json"));
+        assert_eq!(record["run"], run);
+        assert_eq!(record["workload"]["name"], workload, "{run}: {record}");
+        assert_eq!(record["workload"]["file"], format!("workloads/{workload}.yaml"));
+        assert_eq!(record["harness"]["name"], "builtin");
+        // Each hash is the copy's, as sha256sum computes it.
+        for (name, sum) in record["sha256"].as_object().unwrap() {
+            assert_eq!(sum.as_str().unwrap(), sha256_of(&dir.join(name)), "{run}: {name}");
+        }
+        assert_eq!(record["workload"]["sha256"], record["sha256"]["workload.yaml"]);
+        // run.json and stats.json name the same workload and harness.
+        let info = read_json(&wd.join("results").join(run).join("run.json"));
+        assert_eq!(info["inputs"], record, "{run}: run.json");
+        assert!(info["ended_at"].is_string(), "{run}: {info}");
+        let stats = read_json(&wd.join("analysis").join(run).join("stats.json"));
+        assert_eq!(stats["inputs"]["workload"], record["workload"], "{run}: stats.json");
+        assert_eq!(stats["inputs"]["harness"]["name"], "builtin");
+        // The secret is kept as a reference in every copy.
+        assert!(
+            std::fs::read_to_string(dir.join("resolved.yaml")).unwrap().contains("HF_TOKEN: env:HF_TOKEN")
+        );
+    }
+    let overrides =
+        |run: &str| read_json(&wd.join(format!("results/{run}/inputs/inputs.json")))["overrides"].clone();
+    assert_eq!(overrides("001"), serde_json::json!(["engine.profile=fixed/zero"]));
+    assert_eq!(overrides("003"), serde_json::json!(["engine.profile=fixed/zero", "workload.seed=5"]));
+    let hash = |run: &str| sha256_of(&wd.join(format!("results/{run}/inputs/workload.yaml")));
+    assert_eq!(hash("001"), hash("003"), "the same file, the same hash");
+    assert_ne!(hash("001"), hash("002"));
+    // status: each run with its workload, when, requests, outcome.
+    let out = ok(&["status", "wd"]);
+    let table = text(&out.stdout);
+    for want in ["001  quick", "002  other", "003  quick", "      6 requests  done"] {
+        assert!(table.contains(want), "{want:?} in:\n{table}");
+    }
+    let out = ok(&["status", "wd", "-o", "json"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = doc["harness_runs"].as_array().unwrap();
+    let listed: Vec<(&str, &str, u64, &str)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap(),
+                r["workload"].as_str().unwrap(),
+                r["requests"].as_u64().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [("001", "quick", 52, "done"), ("002", "other", 6, "done"), ("003", "quick", 52, "done")]
+    );
+    assert_eq!(runs[1]["workload_sha256"].as_str().unwrap(), hash("002"));
+    assert!(runs.iter().all(|r| r["started_at"].is_string() && r["analysed"] == true), "{doc}");
+    ok(&["teardown", "wd"]);
+}
+
 // Hardening: never lose track of an engine, never measure the wrong server.
 
 /// A spawn step whose engine never becomes ready (nothing answers on port 9).
