@@ -253,15 +253,28 @@ async fn deployment_status(client: &kube::Client, ns: &str, name: &str, lines: &
     }
 }
 
+/// `benchflow archive DIR`: a run's work directory, or an experiment's directory (its stacks'
+/// and points' work directories with it).
 pub(crate) fn archive(args: ArchiveArgs) -> Result<(), CliError> {
-    if !args.dir.join(layout::RESOLVED).is_file() {
-        return Err(CliError::Usage(format!("{} is not a benchflow work directory", args.dir.display())));
+    let experiment = crate::experiment::state::ExpState::is_experiment(&args.dir);
+    if !experiment && !args.dir.join(layout::RESOLVED).is_file() {
+        return Err(CliError::Usage(format!(
+            "{} is not a benchflow work directory (no inputs/resolved.yaml) nor an experiment's \
+             directory (no experiment.yaml)",
+            args.dir.display()
+        )));
     }
-    // Not while a run writes into it: the lock is held while packing.
-    let _lock = WorkDir::open(&args.dir)?;
+    // Not while a run or an experiment writes into it: the lock is held while packing.
+    let _lock = if experiment { WorkDir::lock_dir(&args.dir)? } else { WorkDir::open(&args.dir)? };
     let (path, files) = archive::pack(&args.dir, args.output.as_deref())?;
     outln!("{}", path.display());
     errln!("archived {files} files with MANIFEST.sha256");
+    if experiment {
+        errln!(
+            "an experiment's archive: `benchflow reproduce {} --point <id>` reproduces one of its points",
+            path.display()
+        );
+    }
     Ok(())
 }
 

@@ -6,7 +6,10 @@
 //! copy (as `sha256sum` computes it on the copy). `run.json` and `stats.json` carry the same
 //! [`RunInputs`]; `benchflow reproduce DIR --run ID` re-runs from the copy.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -135,6 +138,46 @@ pub(crate) fn run_ids(root: &Path) -> Vec<String> {
     ids
 }
 
+/// A run's id as its folder is named, and where its own copy of its inputs is, to reproduce
+/// it: `results/<run>/inputs/` (`2` names `002`).
+pub(crate) fn of_run(root: &Path, run: &str) -> Result<(String, PathBuf), RunNotFound> {
+    let runs = run_ids(root);
+    let number = run.parse::<u32>().ok();
+    let Some(run) = runs.iter().find(|r| *r == run || (number.is_some() && r.parse::<u32>().ok() == number))
+    else {
+        return Err(RunNotFound { root: root.to_path_buf(), run: run.to_string(), runs, why: None });
+    };
+    let run = run.clone();
+    let dir = root.join(layout::RESULTS).join(&run).join(DIR);
+    if !dir.join("resolved.yaml").is_file() {
+        return Err(RunNotFound {
+            root: root.to_path_buf(),
+            run: run.to_string(),
+            runs,
+            why: Some(format!(
+                "it has no record of its inputs (results/{run}/inputs/resolved.yaml: a run made \
+                 before benchflow kept one)"
+            )),
+        });
+    }
+    Ok((run, dir))
+}
+
+/// A `--run` that names no run of the work directory (or one without its inputs).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{}: {}; {}",
+    root.display(),
+    why.clone().unwrap_or_else(|| format!("no harness run `{run}` (results/{run}/)")),
+    if runs.is_empty() { "it holds no harness run".to_string() } else { format!("its runs: {}", runs.join(", ")) }
+)]
+pub(crate) struct RunNotFound {
+    pub root: PathBuf,
+    pub run: String,
+    pub runs: Vec<String>,
+    pub why: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +215,14 @@ mod tests {
             std::fs::read_to_string(run.results.join("inputs/workload.yaml")).unwrap().contains("seed: 1")
         );
         assert_eq!(run_ids(&root), ["001"]);
+        let dir = run.results.join("inputs");
+        assert_eq!(of_run(&root, "001").unwrap(), ("001".to_string(), dir.clone()));
+        assert_eq!(of_run(&root, "1").unwrap(), ("001".to_string(), dir), "a run by its number");
+        let e = of_run(&root, "007").unwrap_err().to_string();
+        assert!(e.contains("no harness run `007`") && e.contains("its runs: 001"), "{e}");
+        std::fs::remove_file(run.results.join("inputs/resolved.yaml")).unwrap();
+        let e = of_run(&root, "001").unwrap_err().to_string();
+        assert!(e.contains("no record of its inputs"), "{e}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -644,7 +644,9 @@ fn sha256_of(path: &Path) -> String {
 
 /// Issue 29, item 4: several runs against one stack, each with its own workload, each keeping
 /// its own inputs (files, --sets, resolved variables, hashes) in `results/<run>/inputs/`, named
-/// in its run.json and stats.json; `status` lists each run with its workload.
+/// in its run.json and stats.json; `status` lists each run with its workload; `reproduce
+/// --run` re-runs one of them from the directory or its archive (origin.json says which), a
+/// bad `--run` lists the runs.
 #[test]
 fn each_run_keeps_its_inputs_and_status_and_reproduce_name_the_run() {
     let p = project("run-inputs");
@@ -744,6 +746,58 @@ fn each_run_keeps_its_inputs_and_status_and_reproduce_name_the_run() {
     assert_eq!(runs[1]["workload_sha256"].as_str().unwrap(), hash("002"));
     assert!(runs.iter().all(|r| r["started_at"].is_string() && r["analysed"] == true), "{doc}");
     ok(&["teardown", "wd"]);
+    // Reproduce run 002 (not the latest): the stack's inputs with that run's workload.
+    ok(&["reproduce", "wd", "--run", "002", "--workdir", "r2", "-q"]);
+    let r2 = p.path("r2");
+    assert_eq!(
+        std::fs::read(r2.join("inputs/workload.yaml")).unwrap(),
+        std::fs::read(wd.join("results/002/inputs/workload.yaml")).unwrap()
+    );
+    let origin = read_json(&r2.join("inputs/origin.json"));
+    assert_eq!(
+        (origin["run"].as_str(), origin["reproduces"].as_str()),
+        (Some("002"), Some("wd")),
+        "{origin}"
+    );
+    assert_eq!(read_json(&r2.join("results/001/inputs/inputs.json"))["workload"]["name"], "other");
+    let rows = std::fs::read_to_string(r2.join("results/001/requests.csv")).unwrap().lines().count();
+    assert_eq!(rows, 7, "other's 6 requests, measured again");
+    // Without --run: the latest inputs, which are run 003's.
+    ok(&["reproduce", "wd", "--dry-run", "--workdir", "latest", "-q"]);
+    assert_eq!(read_json(&p.path("latest/inputs/origin.json"))["run"], "003");
+    // From the archive: run 001, without the --set run 003 added.
+    ok(&["archive", "wd", "-o", "wd.tar.gz"]);
+    ok(&["reproduce", "wd.tar.gz", "--run", "001", "--dry-run", "--workdir", "ra", "-q"]);
+    let origin = read_json(&p.path("ra/inputs/origin.json"));
+    assert_eq!(
+        (origin["run"].as_str(), origin["from"].as_str()),
+        (Some("001"), Some("wd.tar.gz")),
+        "{origin}"
+    );
+    let resolved = std::fs::read_to_string(p.path("ra/inputs/resolved.yaml")).unwrap();
+    assert!(
+        resolved.contains("engine.profile: --set") && !resolved.contains("workload.seed: --set"),
+        "{resolved}"
+    );
+    // A bad --run: a clear error listing the runs, nothing created.
+    for source in ["wd", "wd.tar.gz"] {
+        let out = p.run(&["reproduce", source, "--run", "009", "--workdir", "rb", "-q"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("no harness run `009`") && err.contains("its runs: 001, 002, 003"), "{err}");
+        assert!(err.contains(&format!("{source}: ")), "named as given: {err}");
+        assert!(!p.path("rb").exists());
+    }
+    let out = p.run(&["reproduce", "wd", "--point", "p001", "--workdir", "rb", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is a run's work directory, not an experiment's"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A run by its number: `2` is `002`.
+    ok(&["reproduce", "wd", "--run", "2", "--dry-run", "--workdir", "r2b", "-q"]);
+    assert_eq!(read_json(&p.path("r2b/inputs/origin.json"))["run"], "002");
 }
 
 // Hardening: never lose track of an engine, never measure the wrong server.
