@@ -94,14 +94,7 @@ fn harness_runs(dir: &Path) -> Vec<HarnessRun> {
                 std::fs::read(results.join("run.json")).ok().and_then(|t| serde_json::from_slice(&t).ok());
             let inputs = crate::workdir::inputs::read(&results)
                 .or_else(|| info.as_ref().and_then(|i| i.inputs.clone()));
-            // A run.json written before `ended_at` existed counted its records only at the end.
-            let ended = info.as_ref().map(|i| i.ended_at.is_some() || i.records > 0);
-            let outcome = match (&info, ended) {
-                (None, _) => "not_started",
-                (Some(i), _) if i.interrupted => "interrupted",
-                (Some(_), Some(true)) => "done",
-                _ => "unfinished",
-            };
+            let outcome = info.as_ref().map_or("not_started", |i| i.outcome());
             HarnessRun {
                 workload: inputs.as_ref().map(|i| i.workload.name.clone()),
                 workload_sha256: inputs.as_ref().map(|i| i.workload.sha256.clone()),
@@ -111,7 +104,7 @@ fn harness_runs(dir: &Path) -> Vec<HarnessRun> {
                     .map(|i| i.started_at.clone())
                     .or_else(|| inputs.as_ref().map(|i| i.recorded_at.clone())),
                 requests: rows,
-                failed: info.as_ref().filter(|_| ended == Some(true)).map(|i| i.failed),
+                failed: info.as_ref().filter(|i| i.ended()).map(|i| i.failed),
                 outcome: outcome.to_string(),
                 analysed: dir.join(layout::ANALYSIS).join(&id).join("stats.json").is_file(),
                 id,

@@ -308,6 +308,15 @@ fn sigint_during_the_run_tears_down_and_records_the_interruption() {
     assert_eq!(status_of(&wd, "05_stop_start_engine"), "done");
     assert!(wd.join("analysis/latest/stats.json").is_file(), "what was measured is analysed");
     assert!(std::fs::read_to_string(wd.join("events.jsonl")).unwrap().contains("\"event\":\"signal\""));
+    // status says how the harness run ended.
+    let doc: Value = serde_json::from_slice(&p.run(&["status", "wd", "-o", "json"]).stdout).unwrap();
+    let run = &doc["harness_runs"][0];
+    assert_eq!((run["id"].as_str(), run["workload"].as_str()), (Some("001"), Some("long")), "{doc}");
+    assert_eq!(
+        (run["outcome"].as_str(), run["analysed"].as_bool()),
+        (Some("interrupted"), Some(true)),
+        "{doc}"
+    );
 }
 
 #[test]
@@ -329,6 +338,8 @@ fn sigkill_mid_run_then_teardown_from_the_record() {
     let out = p.run(&["status", "wd"]);
     let shown = text(&out.stdout);
     assert!(shown.contains("up:") && shown.contains("no benchflow holds this work directory"), "{shown}");
+    // The killed harness run recorded no end, nor was it analysed.
+    assert!(shown.contains("001  long") && shown.contains("unfinished, not analysed"), "{shown}");
     let out = p.run(&["teardown", "wd"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!alive(pid));
