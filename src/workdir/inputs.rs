@@ -40,6 +40,10 @@ pub struct RunInputs {
     pub scenario: InputFile,
     /// The `--set`s, in order (`key=value`).
     pub overrides: Vec<String>,
+    /// Assignments layered under the `--set`s, each with its origin (an experiment point's
+    /// factor values: `experiments/sweep.yaml point p003`); empty outside an experiment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<InputLayer>,
     /// The sha256 of each file copied into `results/<run>/inputs/`, by name.
     pub sha256: BTreeMap<String, String>,
     /// When the copy was made (the run's start).
@@ -51,10 +55,18 @@ pub struct RunInputs {
 pub struct InputFile {
     /// As it was named (`chat`, `workloads/my.yaml`).
     pub name: String,
-    /// Where it was found (a path, or `builtin:NAME` for a file shipped in the binary).
+    /// Where it was found (a path, or `builtin:workloads/chat.yaml` for a file shipped in the
+    /// binary).
     pub file: String,
     /// The sha256 of its copy in `results/<run>/inputs/`.
     pub sha256: String,
+}
+
+/// Assignments written like `--set`, with where they came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InputLayer {
+    pub origin: String,
+    pub sets: Vec<String>,
 }
 
 /// What of `resolved.yaml` names the files: `request` and `files`.
@@ -72,6 +84,8 @@ struct Request {
     workload: String,
     #[serde(default)]
     sets: Vec<String>,
+    #[serde(default)]
+    layers: Vec<InputLayer>,
 }
 
 /// Copies the work directory's `inputs/` files into `run`'s `results/<run>/inputs/` and writes
@@ -108,6 +122,7 @@ pub(crate) fn snapshot(root: &Path, run: &RunDirs) -> Result<Option<RunInputs>, 
         harness: file("harness", &named.request.harness),
         scenario: file("scenario", &named.request.scenario),
         overrides: named.request.sets.clone(),
+        layers: named.request.layers.clone(),
         sha256: sha256.clone(),
         recorded_at: utc_now(),
     };
@@ -194,14 +209,14 @@ mod tests {
         std::fs::write(
             root.join(layout::RESOLVED),
             "request:\n  scenario: local-sim\n  harness: builtin\n  workload: chat\n  sets: [workload.seed=1]\n\
-             files:\n  workload: workloads/chat.yaml\n  harness: builtin:builtin\nvalues: {}\n",
+             files:\n  workload: workloads/chat.yaml\n  harness: builtin:harnesses/builtin.yaml\nvalues: {}\n",
         )
         .unwrap();
         let got = snapshot(&root, &run).unwrap().unwrap();
         assert_eq!(got.run, "001");
         assert_eq!((got.workload.name.as_str(), got.workload.file.as_str()), ("chat", "workloads/chat.yaml"));
         assert_eq!(got.workload.sha256, sha256_hex(b"# from workloads/chat.yaml\nseed: 1\n"));
-        assert_eq!(got.harness.file, "builtin:builtin");
+        assert_eq!(got.harness.file, "builtin:harnesses/builtin.yaml");
         assert_eq!(got.harness.sha256, "", "no harness file in inputs/: no hash");
         assert_eq!(got.overrides, ["workload.seed=1"]);
         assert_eq!(

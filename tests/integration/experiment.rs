@@ -168,6 +168,10 @@ fn an_experiment_is_archived_and_reproduce_reruns_one_point_or_says_how() {
         v["values"]["workload"]["stages"][0]["rate"].clone()
     };
     assert_eq!(rate(&resolved), serde_json::json!(40.0), "p002's rate");
+    // The point's runs name its factor values among their inputs.
+    let layers = json(&p.path("exp/points/p002/results/001/inputs/inputs.json"))["layers"].clone();
+    let layers = layers.to_string();
+    assert!(layers.contains("point p002") && layers.contains("workload.stages.0.rate=40"), "{layers}");
     let rows = std::fs::read_to_string(p.path("r2/results/001/requests.csv")).unwrap().lines().count();
     assert_eq!(rows, 15, "2 warm-up and 12 requests measured again");
     // --point with --run of a directory (a dry run: rendered only).
