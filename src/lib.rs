@@ -97,6 +97,7 @@ pub use analysis::{Analysis, Convention, Dirs, analyze};
 pub use loadgen::{Options as LoadOptions, run as run_load};
 pub use results::{HEADER, RunInfo};
 pub use rng::Rng;
+pub use workdir::inputs::{InputFile, InputLayer, RunInputs};
 
 /// The simulator, served in-process by the tests.
 pub use sim::{SimConfig, SimError, serve};

@@ -562,6 +562,13 @@ pub struct RunInfo {
     /// simulator answer; a router or another server may not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
+    /// Which inputs the run used (the workload and harness by name and sha256, the `--set`s;
+    /// the files themselves in `results/<run>/inputs/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<crate::workdir::inputs::RunInputs>,
+    /// When the run ended (written last; absent: it never ended, killed or still running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
 }
 
 impl RunInfo {
@@ -581,6 +588,24 @@ impl RunInfo {
             gpu: None,
             harness: None,
             server_version: None,
+            inputs: None,
+            ended_at: None,
+        }
+    }
+
+    /// Whether the run ended (a `run.json` written before `ended_at` existed counted its records
+    /// only at the end).
+    pub(crate) fn ended(&self) -> bool {
+        self.ended_at.is_some() || self.records > 0
+    }
+
+    /// How the run ended, in one word: `interrupted`, `done`, or `unfinished` (no end recorded:
+    /// benchflow was killed, or the run is still going).
+    pub(crate) fn outcome(&self) -> &'static str {
+        match (self.interrupted, self.ended()) {
+            (true, _) => "interrupted",
+            (false, true) => "done",
+            (false, false) => "unfinished",
         }
     }
 }
@@ -588,6 +613,24 @@ impl RunInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_is_done_once_its_end_is_recorded_and_unfinished_before() {
+        let mut info = RunInfo::starting("http://h:1".into(), "m".into());
+        assert_eq!(info.outcome(), "unfinished", "as written at the start");
+        info.ended_at = Some(crate::workdir::utc_now());
+        assert_eq!(info.outcome(), "done");
+        info.interrupted = true;
+        assert_eq!(info.outcome(), "interrupted");
+        // Written before ended_at existed: the records were counted at the end.
+        let old: RunInfo = serde_json::from_str(
+            r#"{"endpoint":"e","model":"m","started_at":"2026-01-01T00:00:00.000Z","benchflow_version":"0",
+                "stages":[],"interrupted":false,"records":12,"failed":0,"server_metrics_scrapes":0,
+                "server_metrics_error":null}"#,
+        )
+        .unwrap();
+        assert_eq!((old.outcome(), old.inputs), ("done", None));
+    }
 
     #[test]
     fn the_header_names_every_column_in_order() {

@@ -53,6 +53,10 @@ pub(crate) struct StatsDoc {
     /// What each engine behind a router served (from its `/metrics`); absent for one engine.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<super::ReplicaStats>,
+    /// Which inputs the run used: the workload and harness by name and sha256, the `--set`s
+    /// (the files in `results/<run>/inputs/`); absent for records without that record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<crate::workdir::inputs::RunInputs>,
 }
 
 /// One stage, with vllm bench serve's result key names.
@@ -164,6 +168,7 @@ impl StatsDoc {
             interrupted: a.info.as_ref().is_some_and(|i| i.interrupted),
             stages: a.stages.iter().map(StageDoc::of).collect(),
             replicas: a.replicas.clone(),
+            inputs: a.info.as_ref().and_then(|i| i.inputs.clone()),
         }
     }
 }

@@ -444,8 +444,16 @@ pub(crate) struct ArchiveArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ReproduceArgs {
-    /// A work directory or an archive made by `benchflow archive`.
+    /// A work directory or an archive made by `benchflow archive` (of a run's work directory,
+    /// or of an experiment's directory with `--point`).
     pub source: PathBuf,
+    /// The harness run to reproduce (`002` of `results/002/`): the stack's inputs with that
+    /// run's own workload, harness and --sets (default: the work directory's latest inputs).
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
+    /// Of an experiment's directory or archive: the point to reproduce (`p003`).
+    #[arg(long, value_name = "ID")]
+    pub point: Option<String>,
     /// The new work directory (default: runs/<run-id>).
     #[arg(long)]
     pub workdir: Option<PathBuf>,

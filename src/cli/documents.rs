@@ -107,8 +107,23 @@ pub(crate) struct StepStatus {
 pub(crate) struct HarnessRun {
     /// `001`, `002`, …
     pub id: String,
+    /// The workload it ran, as named (`null`: a run made before runs recorded their inputs).
+    pub workload: Option<String>,
+    /// The sha256 of that workload file as used (`results/<run>/inputs/workload.yaml`).
+    pub workload_sha256: Option<String>,
+    /// The harness, as named.
+    pub harness: Option<String>,
+    /// When it started (`run.json`, else when its inputs were recorded).
+    pub started_at: Option<String>,
     /// Rows of its `requests.csv`.
     pub requests: usize,
+    /// Failed requests, as `run.json` counts them (`null` until the run ended).
+    pub failed: Option<u64>,
+    /// `done`, `interrupted`, `unfinished` (no end recorded: killed, or still running) or
+    /// `not_started` (no `run.json`).
+    pub outcome: String,
+    /// Its analysis is there (`analysis/<run>/stats.json`).
+    pub analysed: bool,
 }
 
 /// `benchflow status DIR -o json` of an experiment directory.

@@ -467,8 +467,9 @@ pub(crate) async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
         None
     };
     let archive_note = unpacked.as_ref().map(|_| args.source.display().to_string());
-    let source_dir = unpacked.as_ref().map_or(args.source.clone(), |(_, root)| root.clone());
-    let recorded = Resolved::from_file(&source_dir.join(layout::RESOLVED))?;
+    let unpacked_root = unpacked.as_ref().map_or(args.source.clone(), |(_, root)| root.clone());
+    let chosen = reproduced(&args, &unpacked_root)?;
+    let recorded = Resolved::from_file(&chosen.inputs.join("resolved.yaml"))?;
     let root = choose_dir(args.workdir.as_deref(), args.dry_run);
     if root.join(layout::RESOLVED).exists() {
         return Err(CliError::Usage(format!(
@@ -479,17 +480,26 @@ pub(crate) async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
     let p = Session::reproduce(&recorded, &root, args.dry_run)?;
     let wd = &p.wd;
     for kind in ["scenario", "harness", "workload", "pipeline"] {
-        if let Ok(text) = std::fs::read(source_dir.join(format!("inputs/{kind}.yaml"))) {
+        if let Ok(text) = std::fs::read(chosen.inputs.join(format!("{kind}.yaml"))) {
             wd.write(&format!("inputs/{kind}.yaml"), &text)?;
         }
     }
     drop(unpacked);
-    let origin = json!({
+    let mut origin = json!({
         "reproduces": recorded.get("run.id"),
+        "run": chosen.run,
         "from": archive_note.unwrap_or_else(|| args.source.display().to_string()),
         "at": utc_now(),
     });
+    if let Some(point) = &chosen.point {
+        origin["point"] = json!(point);
+    }
     wd.write(layout::ORIGIN, serde_json::to_string_pretty(&origin).unwrap_or_default().as_bytes())?;
+    if !args.quiet {
+        let what = chosen.run.as_deref().map_or("the latest inputs".to_string(), |r| format!("run {r}"));
+        let point = chosen.point.as_deref().map(|p| format!(" of point {p}")).unwrap_or_default();
+        errln!("reproducing {what}{point} of {}", args.source.display());
+    }
     let format = args.output.format;
     if args.dry_run {
         return dry_run_done(&p, "reproduce", format);
@@ -508,4 +518,69 @@ pub(crate) async fn reproduce(args: ReproduceArgs) -> Result<(), CliError> {
         },
     )
     .await
+}
+
+/// What `reproduce` re-runs: the inputs folder it reads, and which run (and point) that is.
+struct Chosen {
+    inputs: PathBuf,
+    run: Option<String>,
+    point: Option<String>,
+}
+
+/// The inputs `reproduce` reads from `source` (a work directory, an experiment directory, or
+/// either unpacked from an archive): a run's own copy with `--run`; else the work directory's
+/// `inputs/`, which are the latest run's when that run recorded the same (`run` then names
+/// it). An experiment needs `--point`; refused otherwise with the command to use.
+fn reproduced(args: &ReproduceArgs, source: &Path) -> Result<Chosen, CliError> {
+    let given = args.source.display();
+    let (dir, point) = if crate::experiment::state::ExpState::is_experiment(source) {
+        let points: Vec<String> = std::fs::read_dir(source.join(layout::POINTS))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                e.path().join(layout::RESOLVED).is_file().then(|| e.file_name().to_string_lossy().to_string())
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let Some(point) = &args.point else {
+            let example = points.first().map_or("<point>", String::as_str);
+            return Err(CliError::Usage(format!(
+                "{given} is an experiment ({} point(s) with recorded inputs: {}): reproduce one point with \
+                 `benchflow reproduce {given} --point {example}`; to run the whole experiment again, run \
+                 `benchflow experiment` with its experiment.yaml",
+                points.len(),
+                if points.is_empty() { "none".to_string() } else { points.join(", ") }
+            )));
+        };
+        if !points.contains(point) {
+            return Err(CliError::Usage(format!(
+                "{given}: no point `{point}` with recorded inputs (points/{point}/inputs/resolved.yaml); its points: {}",
+                if points.is_empty() { "none".to_string() } else { points.join(", ") }
+            )));
+        }
+        (source.join(layout::POINTS).join(point), Some(point.clone()))
+    } else {
+        if let Some(point) = &args.point {
+            return Err(CliError::Usage(format!(
+                "--point {point}: {given} is a run's work directory, not an experiment's; drop --point \
+                 (--run picks one of its harness runs)"
+            )));
+        }
+        (source.to_path_buf(), None)
+    };
+    if let Some(run) = &args.run {
+        // Named as given (an archive's unpacked copy is temporary).
+        let (run, inputs) = crate::workdir::inputs::of_run(&dir, run).map_err(|e| {
+            CliError::Usage(e.to_string().replacen(&source.display().to_string(), &given.to_string(), 1))
+        })?;
+        return Ok(Chosen { inputs, run: Some(run), point });
+    }
+    // The latest run, when the work directory's inputs are the ones it ran with.
+    let latest = crate::workdir::inputs::run_ids(&dir).pop().filter(|id| {
+        let copy = std::fs::read(dir.join(layout::RESULTS).join(id).join("inputs/resolved.yaml"));
+        copy.is_ok_and(|c| std::fs::read(dir.join(layout::RESOLVED)).is_ok_and(|now| now == c))
+    });
+    Ok(Chosen { inputs: dir.join(layout::INPUTS), run: latest, point })
 }

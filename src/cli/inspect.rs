@@ -67,19 +67,7 @@ async fn run_status(dir: &Path) -> Result<RunStatus, CliError> {
     } else {
         Vec::new()
     };
-    let mut harness_runs: Vec<HarnessRun> = std::fs::read_dir(dir.join(layout::RESULTS))
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().to_string_lossy().to_string();
-            name.parse::<u32>().ok()?;
-            let rows = std::fs::read_to_string(dir.join(layout::RESULTS).join(&name).join("requests.csv"))
-                .map(|t| t.lines().count().saturating_sub(1))
-                .unwrap_or(0);
-            Some(HarnessRun { id: name, requests: rows })
-        })
-        .collect();
-    harness_runs.sort_by(|a, b| a.id.cmp(&b.id));
+    let harness_runs = harness_runs(dir);
     let running = state.steps.values().any(|s| s.status == exec::Status::Running);
     Ok(RunStatus {
         run_id: plan.run_id.clone(),
@@ -96,6 +84,39 @@ async fn run_status(dir: &Path) -> Result<RunStatus, CliError> {
         killed: running && WorkDir::open(dir).is_ok(),
         warning,
     })
+}
+
+/// Each harness run under `results/<id>/`, oldest first: its workload (from its own record of
+/// its inputs), when, how many requests, how it ended.
+fn harness_runs(dir: &Path) -> Vec<HarnessRun> {
+    crate::workdir::inputs::run_ids(dir)
+        .into_iter()
+        .map(|id| {
+            let results = dir.join(layout::RESULTS).join(&id);
+            let rows = std::fs::read_to_string(results.join("requests.csv"))
+                .map(|t| t.lines().count().saturating_sub(1))
+                .unwrap_or(0);
+            let info: Option<crate::results::RunInfo> =
+                std::fs::read(results.join("run.json")).ok().and_then(|t| serde_json::from_slice(&t).ok());
+            let inputs = crate::workdir::inputs::read(&results)
+                .or_else(|| info.as_ref().and_then(|i| i.inputs.clone()));
+            let outcome = info.as_ref().map_or("not_started", |i| i.outcome());
+            HarnessRun {
+                workload: inputs.as_ref().map(|i| i.workload.name.clone()),
+                workload_sha256: inputs.as_ref().map(|i| i.workload.sha256.clone()),
+                harness: inputs.as_ref().map(|i| i.harness.name.clone()),
+                started_at: info
+                    .as_ref()
+                    .map(|i| i.started_at.clone())
+                    .or_else(|| inputs.as_ref().map(|i| i.recorded_at.clone())),
+                requests: rows,
+                failed: info.as_ref().filter(|i| i.ended()).map(|i| i.failed),
+                outcome: outcome.to_string(),
+                analysed: dir.join(layout::ANALYSIS).join(&id).join("stats.json").is_file(),
+                id,
+            }
+        })
+        .collect()
 }
 
 fn print_run_status(doc: &RunStatus) {
@@ -132,9 +153,21 @@ fn print_run_status(doc: &RunStatus) {
         }
     }
     if !doc.harness_runs.is_empty() {
-        let list: Vec<String> =
-            doc.harness_runs.iter().map(|r| format!("{} ({} requests)", r.id, r.requests)).collect();
-        outln!("harness runs: {} (results/<run>/, analysis/<run>/)", list.join(", "));
+        outln!("harness runs (results/<run>/ with its inputs, analysis/<run>/):");
+        let name = |r: &HarnessRun| r.workload.clone().unwrap_or_else(|| "?".into());
+        let wname = doc.harness_runs.iter().map(|r| name(r).len()).max().unwrap_or(1);
+        for r in &doc.harness_runs {
+            let failed = r.failed.filter(|f| *f > 0).map(|f| format!(", {f} failed")).unwrap_or_default();
+            let analysed = if r.analysed { "" } else { ", not analysed" };
+            outln!(
+                "  {}  {:<wname$}  {:<24}  {:>7} requests  {}{failed}{analysed}",
+                r.id,
+                name(r),
+                r.started_at.as_deref().unwrap_or("-"),
+                r.requests,
+                r.outcome,
+            );
+        }
     }
     if !doc.interrupted_at.is_empty() {
         outln!("interrupted at {}", doc.interrupted_at.join(", "));
@@ -300,15 +333,28 @@ async fn deployment_status(client: &kube::Client, ns: &str, name: &str, lines: &
     }
 }
 
+/// `benchflow archive DIR`: a run's work directory, or an experiment's directory (its stacks'
+/// and points' work directories with it).
 pub(crate) fn archive(args: ArchiveArgs) -> Result<(), CliError> {
-    if !args.dir.join(layout::RESOLVED).is_file() {
-        return Err(CliError::Usage(format!("{} is not a benchflow work directory", args.dir.display())));
+    let experiment = crate::experiment::state::ExpState::is_experiment(&args.dir);
+    if !experiment && !args.dir.join(layout::RESOLVED).is_file() {
+        return Err(CliError::Usage(format!(
+            "{} is not a benchflow work directory (no inputs/resolved.yaml) nor an experiment's \
+             directory (no experiment.yaml)",
+            args.dir.display()
+        )));
     }
-    // Not while a run writes into it: the lock is held while packing.
-    let _lock = WorkDir::open(&args.dir)?;
+    // Not while a run or an experiment writes into it: the lock is held while packing.
+    let _lock = if experiment { WorkDir::lock_dir(&args.dir)? } else { WorkDir::open(&args.dir)? };
     let (path, files) = archive::pack(&args.dir, args.output.as_deref())?;
     outln!("{}", path.display());
     errln!("archived {files} files with MANIFEST.sha256");
+    if experiment {
+        errln!(
+            "an experiment's archive: `benchflow reproduce {} --point <id>` reproduces one of its points",
+            path.display()
+        );
+    }
     Ok(())
 }
 

@@ -500,6 +500,7 @@ pub(crate) async fn run(
     let beside = Beside::start(&opts, &target, t0, Vec::new()).await?;
     let tx = beside.sender();
     let mut info = RunInfo::starting(base.clone(), model.clone());
+    info.inputs = opts.inputs.clone();
     info.harness = Some(format!("{tool}: {}", adapter.caveat()));
     info.server_version = loadgen::discover_version(&target, &base).await;
     loadgen::write_json(&opts.results_dir, "run.json", &info)?;
@@ -584,6 +585,7 @@ pub(crate) async fn run(
     .await;
     drop(tx);
     beside.finish(&opts.results_dir, &mut info).await?;
+    info.ended_at = Some(crate::workdir::utc_now());
     loadgen::write_json(&opts.results_dir, "run.json", &info)?;
     outcome.map(|()| info)
 }

@@ -79,6 +79,8 @@ pub struct Options {
     pub scrape: Vec<scrape::ScrapeTarget>,
     /// GPU telemetry: where from, and how often (none: no GPU telemetry).
     pub gpu: Option<(gpu::Sampler, Duration)>,
+    /// Which inputs the run uses (its `results/<run>/inputs/`), for `run.json`.
+    pub inputs: Option<crate::workdir::inputs::RunInputs>,
 }
 
 struct Ctx {
@@ -424,6 +426,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
 
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let mut info = RunInfo::starting(base, model);
+    info.inputs = opts.inputs.clone();
     info.server_version = discover_version(&ctx.target, &info.endpoint).await;
     write_json(&opts.results_dir, "run.json", &info)?;
 
@@ -525,6 +528,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
     info.interrupted = interrupted;
     drop(ctx);
     beside.finish(&opts.results_dir, &mut info).await?;
+    info.ended_at = Some(crate::workdir::utc_now());
     write_json(&opts.results_dir, "run.json", &info)?;
     result.map(|()| info)
 }

@@ -166,6 +166,8 @@ pub(crate) fn merge(results: &Path, shards: &[PathBuf]) -> Result<RunInfo, Strin
         gpu: first.gpu.clone(),
         harness: first.harness.clone(),
         server_version: first.server_version.clone(),
+        inputs: first.inputs.clone(),
+        ended_at: infos.iter().filter_map(|i| i.ended_at.clone()).max(),
     };
     std::fs::write(results.join("run.json"), serde_json::to_vec_pretty(&merged).unwrap_or_default())
         .map_err(|e| e.to_string())?;

@@ -155,11 +155,22 @@ impl Step for Args {
     }
 
     async fn run(self, ctx: &Ctx) -> Result<Done, StepError> {
-        let results = ctx.new_run()?.results;
+        let (run, inputs) = ctx.new_run()?;
+        let results = run.results;
         ctx.note(&format!("# records go to {}", results.display()));
+        if let Some(i) = &inputs {
+            ctx.note(&format!(
+                "# run {}: workload {} (sha256 {}), harness {}; inputs in {}/inputs/",
+                i.run,
+                i.workload.name,
+                i.workload.sha256,
+                i.harness.name,
+                results.display()
+            ));
+        }
         ctx.note(&format!("# {}", self.describe().join("\n# ")));
         if self.placement == Placement::Cluster {
-            return self.in_cluster(ctx, &results).await;
+            return self.in_cluster(ctx, &results, inputs).await;
         }
         let tool = match harnesses::tool(self.kind) {
             Some(tool) => Some(super::tool::ensure(tool, ctx).await?),
@@ -179,6 +190,7 @@ impl Step for Args {
             scrape_every: Duration::from_secs_f64(self.scrape_every.0.max(0.1)),
             scrape,
             gpu,
+            inputs,
         };
         let info = match tool {
             None => loadgen::run(opts, ctx.cancelled()).await.map_err(fail)?,
@@ -467,7 +479,12 @@ impl Args {
 
     /// The load as an Indexed Job: shards in a ConfigMap, N pods, results collected from their
     /// logs (checksummed), merged; the Job and ConfigMap are deleted whatever happens.
-    async fn in_cluster(&self, ctx: &Ctx, results: &std::path::Path) -> Result<Done, StepError> {
+    async fn in_cluster(
+        &self,
+        ctx: &Ctx,
+        results: &std::path::Path,
+        inputs: Option<crate::workdir::inputs::RunInputs>,
+    ) -> Result<Done, StepError> {
         let (ns, svc, _) = kube::parse_endpoint(&self.endpoint).ok_or_else(|| {
             fail("`placement: cluster` needs a Kubernetes endpoint (k8s://NAMESPACE/SERVICE:PORT)")
         })?;
@@ -540,6 +557,8 @@ impl Args {
             }
         }
         let mut info = outcome?;
+        info.inputs = inputs;
+        info.ended_at = Some(crate::workdir::utc_now());
         observed.apply(ctx, results, &mut info).map_err(fail)?;
         let summary = format!(
             "{} requests ({} failed) from {} pods against {}, model {}",

@@ -46,7 +46,7 @@ use tokio::sync::watch;
 use crate::{
     spec::{pipeline::Kind, workload::Workload},
     template::Renderer,
-    workdir::runs::RunDirs,
+    workdir::{inputs::RunInputs, runs::RunDirs},
 };
 
 /// What a step may use at plan time to complete its arguments.
@@ -397,13 +397,17 @@ impl Ctx {
         forget_undo(&self.workdir, &self.step);
     }
 
-    /// Starts a new harness run: `results/<id>/` and `analysis/<id>/`, `latest` pointing at them.
-    pub fn new_run(&self) -> Result<RunDirs, StepError> {
+    /// Starts a new harness run: `results/<id>/` and `analysis/<id>/`, `latest` pointing at them,
+    /// and the run's own copy of the work directory's inputs in `results/<id>/inputs/` (before
+    /// any record; none when the work directory records no inputs).
+    pub fn new_run(&self) -> Result<(RunDirs, Option<RunInputs>), StepError> {
         let dirs = RunDirs::create(&self.workdir).map_err(|e| StepError::Failed(e.to_string()))?;
         if let Ok(mut slot) = self.run.lock() {
             *slot = Some(dirs.clone());
         }
-        Ok(dirs)
+        let inputs = crate::workdir::inputs::snapshot(&self.workdir, &dirs)
+            .map_err(|e| StepError::Failed(format!("cannot record the run's inputs: {e}")))?;
+        Ok((dirs, inputs))
     }
 
     /// The harness run this execution started, else the newest one in the work directory.

@@ -1,6 +1,8 @@
 //! `benchflow archive DIR`: the work directory as a `.tar.gz` with a checksum manifest
-//! (`MANIFEST.sha256`, one `sha256  path` line per file, as `sha256sum -c` reads it); and the
-//! reverse for `reproduce`, which verifies every checksum.
+//! (`MANIFEST.sha256`, one `sha256  path` line per file, as `sha256sum -c` reads it; `.lock`
+//! files left out at any depth: an experiment's directory holds one per stack and point); and
+//! the reverse for `reproduce`, which verifies every checksum. An experiment's directory packs
+//! the same way.
 
 use std::{
     io::Read as _,
@@ -37,7 +39,7 @@ fn files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()>
         let t = e.file_type()?;
         if t.is_dir() {
             files(root, &r, out)?;
-        } else if t.is_file() && r != Path::new(".lock") && r != Path::new("MANIFEST.sha256") {
+        } else if t.is_file() && e.file_name() != ".lock" && r != Path::new("MANIFEST.sha256") {
             out.push(r);
         }
     }

@@ -7,12 +7,14 @@
 //! setup/commands/  one log per action: command line, output, exit status
 //! state.json       each step's status, input hash, timings, attempts (atomic writes)
 //! events.jsonl     the event stream
-//! results/         per-request records, server metrics, run.json
+//! results/         per harness run (`results/<run>/`): its own copy of its inputs
+//!                  (`inputs/`, with their hashes), records, server metrics, run.json
 //! analysis/        stats, plots, report.html
 //! ```
 
 pub(crate) mod archive;
 pub(crate) mod crash;
+pub(crate) mod inputs;
 pub(crate) mod layout;
 pub(crate) mod runs;
 
@@ -37,6 +39,8 @@ pub enum WorkdirError {
          or choose another --workdir"
     )]
     Locked { path: PathBuf, holder: String },
+    #[error("{path} cannot be read: {why}")]
+    Record { path: PathBuf, why: String },
     #[error("{path} is not a benchflow work directory (no inputs/resolved.yaml)")]
     NotWorkdir { path: PathBuf },
     #[error(

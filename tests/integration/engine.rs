@@ -308,6 +308,15 @@ fn sigint_during_the_run_tears_down_and_records_the_interruption() {
     assert_eq!(status_of(&wd, "05_stop_start_engine"), "done");
     assert!(wd.join("analysis/latest/stats.json").is_file(), "what was measured is analysed");
     assert!(std::fs::read_to_string(wd.join("events.jsonl")).unwrap().contains("\"event\":\"signal\""));
+    // status says how the harness run ended.
+    let doc: Value = serde_json::from_slice(&p.run(&["status", "wd", "-o", "json"]).stdout).unwrap();
+    let run = &doc["harness_runs"][0];
+    assert_eq!((run["id"].as_str(), run["workload"].as_str()), (Some("001"), Some("long")), "{doc}");
+    assert_eq!(
+        (run["outcome"].as_str(), run["analysed"].as_bool()),
+        (Some("interrupted"), Some(true)),
+        "{doc}"
+    );
 }
 
 #[test]
@@ -329,6 +338,8 @@ fn sigkill_mid_run_then_teardown_from_the_record() {
     let out = p.run(&["status", "wd"]);
     let shown = text(&out.stdout);
     assert!(shown.contains("up:") && shown.contains("no benchflow holds this work directory"), "{shown}");
+    // The killed harness run recorded no end, nor was it analysed.
+    assert!(shown.contains("001  long") && shown.contains("unfinished, not analysed"), "{shown}");
     let out = p.run(&["teardown", "wd"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!alive(pid));
@@ -748,6 +759,178 @@ fn a_forced_standup_step_on_a_live_stack_replaces_it() {
     let out = p.run(&["teardown", "wd"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!alive(old));
+}
+
+/// A small second workload (6 requests).
+const OTHER: &str =
+    "dataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { concurrency: 2, requests: 6 } ]\n";
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(std::fs::read(path).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Issue 29, item 4: several runs against one stack, each with its own workload, each keeping
+/// its own inputs (files, --sets, resolved variables, hashes) in `results/<run>/inputs/`, named
+/// in its run.json and stats.json; `status` lists each run with its workload; `reproduce
+/// --run` re-runs one of them from the directory or its archive (origin.json says which), a
+/// bad `--run` lists the runs.
+#[test]
+fn each_run_keeps_its_inputs_and_status_and_reproduce_name_the_run() {
+    let p = project("run-inputs");
+    p.file("scenarios/sim.yaml", SCENARIO)
+        .file("workloads/quick.yaml", QUICK)
+        .file("workloads/other.yaml", OTHER);
+    let ok = |args: &[&str]| {
+        let out = p.run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        out
+    };
+    ok(&[
+        "standup",
+        "-c",
+        "sim",
+        "-w",
+        "quick",
+        "--set",
+        "engine.profile=fixed/zero",
+        "--workdir",
+        "wd",
+        "-q",
+    ]);
+    ok(&["run", "--workdir", "wd", "-q"]);
+    ok(&["run", "--workdir", "wd", "-w", "other", "-q"]);
+    ok(&["run", "--workdir", "wd", "-w", "quick", "--set", "workload.seed=5", "-q"]);
+    let wd = p.path("wd");
+    for (run, workload, text_of) in
+        [("001", "quick", QUICK), ("002", "other", OTHER), ("003", "quick", QUICK)]
+    {
+        let dir = wd.join("results").join(run).join("inputs");
+        for f in [
+            "scenario.yaml",
+            "harness.yaml",
+            "workload.yaml",
+            "pipeline.yaml",
+            "overrides.txt",
+            "resolved.yaml",
+        ] {
+            assert!(dir.join(f).is_file(), "{run}: no {f}");
+        }
+        let copy = std::fs::read_to_string(dir.join("workload.yaml")).unwrap();
+        assert!(copy.ends_with(text_of), "{run}: {copy}");
+        let record = read_json(&dir.join("inputs.json"));
+        assert_eq!(record["run"], run);
+        assert_eq!(record["workload"]["name"], workload, "{run}: {record}");
+        assert_eq!(record["workload"]["file"], format!("workloads/{workload}.yaml"));
+        assert_eq!(record["harness"]["name"], "builtin");
+        // Each hash is the copy's, as sha256sum computes it.
+        for (name, sum) in record["sha256"].as_object().unwrap() {
+            assert_eq!(sum.as_str().unwrap(), sha256_of(&dir.join(name)), "{run}: {name}");
+        }
+        assert_eq!(record["workload"]["sha256"], record["sha256"]["workload.yaml"]);
+        // run.json and stats.json name the same workload and harness.
+        let info = read_json(&wd.join("results").join(run).join("run.json"));
+        assert_eq!(info["inputs"], record, "{run}: run.json");
+        assert!(info["ended_at"].is_string(), "{run}: {info}");
+        let stats = read_json(&wd.join("analysis").join(run).join("stats.json"));
+        assert_eq!(stats["inputs"]["workload"], record["workload"], "{run}: stats.json");
+        assert_eq!(stats["inputs"]["harness"]["name"], "builtin");
+        // The secret is kept as a reference in every copy.
+        assert!(
+            std::fs::read_to_string(dir.join("resolved.yaml")).unwrap().contains("HF_TOKEN: env:HF_TOKEN")
+        );
+    }
+    let overrides =
+        |run: &str| read_json(&wd.join(format!("results/{run}/inputs/inputs.json")))["overrides"].clone();
+    assert_eq!(overrides("001"), serde_json::json!(["engine.profile=fixed/zero"]));
+    assert_eq!(overrides("003"), serde_json::json!(["engine.profile=fixed/zero", "workload.seed=5"]));
+    let hash = |run: &str| sha256_of(&wd.join(format!("results/{run}/inputs/workload.yaml")));
+    assert_eq!(hash("001"), hash("003"), "the same file, the same hash");
+    assert_ne!(hash("001"), hash("002"));
+    // status: each run with its workload, when, requests, outcome.
+    let out = ok(&["status", "wd"]);
+    let table = text(&out.stdout);
+    for want in ["001  quick", "002  other", "003  quick", "      6 requests  done"] {
+        assert!(table.contains(want), "{want:?} in:\n{table}");
+    }
+    let out = ok(&["status", "wd", "-o", "json"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = doc["harness_runs"].as_array().unwrap();
+    let listed: Vec<(&str, &str, u64, &str)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap(),
+                r["workload"].as_str().unwrap(),
+                r["requests"].as_u64().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [("001", "quick", 52, "done"), ("002", "other", 6, "done"), ("003", "quick", 52, "done")]
+    );
+    assert_eq!(runs[1]["workload_sha256"].as_str().unwrap(), hash("002"));
+    assert!(runs.iter().all(|r| r["started_at"].is_string() && r["analysed"] == true), "{doc}");
+    ok(&["teardown", "wd"]);
+    // Reproduce run 002 (not the latest): the stack's inputs with that run's workload.
+    ok(&["reproduce", "wd", "--run", "002", "--workdir", "r2", "-q"]);
+    let r2 = p.path("r2");
+    assert_eq!(
+        std::fs::read(r2.join("inputs/workload.yaml")).unwrap(),
+        std::fs::read(wd.join("results/002/inputs/workload.yaml")).unwrap()
+    );
+    let origin = read_json(&r2.join("inputs/origin.json"));
+    assert_eq!(
+        (origin["run"].as_str(), origin["reproduces"].as_str()),
+        (Some("002"), Some("wd")),
+        "{origin}"
+    );
+    assert_eq!(read_json(&r2.join("results/001/inputs/inputs.json"))["workload"]["name"], "other");
+    let rows = std::fs::read_to_string(r2.join("results/001/requests.csv")).unwrap().lines().count();
+    assert_eq!(rows, 7, "other's 6 requests, measured again");
+    // Without --run: the latest inputs, which are run 003's.
+    ok(&["reproduce", "wd", "--dry-run", "--workdir", "latest", "-q"]);
+    assert_eq!(read_json(&p.path("latest/inputs/origin.json"))["run"], "003");
+    // From the archive: run 001, without the --set run 003 added.
+    ok(&["archive", "wd", "-o", "wd.tar.gz"]);
+    ok(&["reproduce", "wd.tar.gz", "--run", "001", "--dry-run", "--workdir", "ra", "-q"]);
+    let origin = read_json(&p.path("ra/inputs/origin.json"));
+    assert_eq!(
+        (origin["run"].as_str(), origin["from"].as_str()),
+        (Some("001"), Some("wd.tar.gz")),
+        "{origin}"
+    );
+    let resolved = std::fs::read_to_string(p.path("ra/inputs/resolved.yaml")).unwrap();
+    assert!(
+        resolved.contains("engine.profile: --set") && !resolved.contains("workload.seed: --set"),
+        "{resolved}"
+    );
+    // A bad --run: a clear error listing the runs, nothing created.
+    for source in ["wd", "wd.tar.gz"] {
+        let out = p.run(&["reproduce", source, "--run", "009", "--workdir", "rb", "-q"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("no harness run `009`") && err.contains("its runs: 001, 002, 003"), "{err}");
+        assert!(err.contains(&format!("{source}: ")), "named as given: {err}");
+        assert!(!p.path("rb").exists());
+    }
+    let out = p.run(&["reproduce", "wd", "--point", "p001", "--workdir", "rb", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is a run's work directory, not an experiment's"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A run by its number: `2` is `002`.
+    ok(&["reproduce", "wd", "--run", "2", "--dry-run", "--workdir", "r2b", "-q"]);
+    assert_eq!(read_json(&p.path("r2b/inputs/origin.json"))["run"], "002");
 }
 
 // Hardening: never lose track of an engine, never measure the wrong server.

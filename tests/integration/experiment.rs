@@ -122,6 +122,68 @@ fn compare_puts_every_other_level_against_the_first_and_is_checked_before_anythi
     assert_eq!(pairs, [("p001", "p002"), ("p001", "p003")]);
 }
 
+/// Issue 29, item 4: `archive` packs an experiment's directory; `reproduce` of it asks for a
+/// point with the exact command (listing the points), and with `--point` re-runs that point.
+#[test]
+fn an_experiment_is_archived_and_reproduce_reruns_one_point_or_says_how() {
+    let p = Project::new("exp-archive");
+    p.file("workloads/short.yaml", SHORT).file(
+        "experiments/two.yaml",
+        "base: { workload: short }\nfactors:\n  workload.stages.0.rate: [20, 40]\n",
+    );
+    let out = p.run(&["experiment", "-e", "two", "--workdir", "exp", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = p.run(&["archive", "exp", "-o", "exp.tar.gz"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--point <id>"), "{}", text(&out.stderr));
+    // The archive holds the points' work directories, and no lock files.
+    let mut names = Vec::new();
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(p.path("exp.tar.gz")).unwrap());
+    for e in tar::Archive::new(gz).entries().unwrap() {
+        names.push(e.unwrap().path().unwrap().display().to_string());
+    }
+    assert!(names.iter().any(|n| n == "exp/points/p002/inputs/resolved.yaml"), "{names:?}");
+    assert!(names.iter().any(|n| n == "exp/points/p002/results/001/inputs/inputs.json"), "{names:?}");
+    assert!(!names.iter().any(|n| n.ends_with(".lock")), "{names:?}");
+    // Without --point: refused with the command to use, nothing created.
+    for source in ["exp.tar.gz", "exp"] {
+        let out = p.run(&["reproduce", source, "--workdir", "r", "-q"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(&format!("`benchflow reproduce {source} --point p001`")), "{err}");
+        assert!(err.contains("p001, p002"), "{err}");
+        let out = p.run(&["reproduce", source, "--point", "p009", "--workdir", "r", "-q"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("no point `p009`"), "{}", text(&out.stderr));
+        assert!(!p.path("r").exists());
+    }
+    // With --point: that point's inputs, run end to end.
+    let out = p.run(&["reproduce", "exp.tar.gz", "--point", "p002", "--workdir", "r2", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let origin = json(&p.path("r2/inputs/origin.json"));
+    assert_eq!((origin["point"].as_str(), origin["run"].as_str()), (Some("p002"), Some("001")), "{origin}");
+    let resolved = std::fs::read_to_string(p.path("r2/inputs/resolved.yaml")).unwrap();
+    let rate = |r: &str| -> Value {
+        let v: Value = serde_saphyr::from_str(r).unwrap();
+        v["values"]["workload"]["stages"][0]["rate"].clone()
+    };
+    assert_eq!(rate(&resolved), serde_json::json!(40.0), "p002's rate");
+    // The point's runs name its factor values among their inputs.
+    let layers = json(&p.path("exp/points/p002/results/001/inputs/inputs.json"))["layers"].clone();
+    let layers = layers.to_string();
+    assert!(layers.contains("point p002") && layers.contains("workload.stages.0.rate=40"), "{layers}");
+    let rows = std::fs::read_to_string(p.path("r2/results/001/requests.csv")).unwrap().lines().count();
+    assert_eq!(rows, 15, "2 warm-up and 12 requests measured again");
+    // --point with --run of a directory (a dry run: rendered only).
+    let out =
+        p.run(&["reproduce", "exp", "--point", "p001", "--run", "001", "--dry-run", "--workdir", "r3", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        rate(&std::fs::read_to_string(p.path("r3/inputs/resolved.yaml")).unwrap()),
+        serde_json::json!(20.0)
+    );
+}
+
 #[test]
 fn two_setups_by_three_rates_stand_up_two_stacks_and_analyse_six_points() {
     let p = Project::new("exp-2x3");

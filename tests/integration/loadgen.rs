@@ -36,6 +36,7 @@ async fn run(sim: &TestSim, yaml: &str, dir: &TempDir) -> (benchflow::RunInfo, A
         scrape_every: Duration::from_millis(200),
         scrape: Vec::new(),
         gpu: None,
+        inputs: None,
         workload: workload.clone(),
     };
     let info =
