@@ -94,6 +94,8 @@ pub struct StageStats {
     /// A rate stage's sends against the rate asked (none for a concurrency stage, or when the
     /// records do not say what was asked).
     pub send_rate: Option<pace::SendRate>,
+    /// The engines' prefix cache in the stage's window (none when they export no counters).
+    pub prefix_cache: Option<PrefixCache>,
 }
 
 /// The analysis of a whole run.
@@ -106,6 +108,8 @@ pub struct Analysis {
     pub series: Series,
     /// What each engine behind a router served, from its `/metrics` (none for one engine).
     pub replicas: Vec<ReplicaStats>,
+    /// The SLOs goodput was counted against (none set: no goodput).
+    pub slo: Slo,
 }
 
 /// What one engine behind a router served during the run: differences of its counters between
@@ -125,24 +129,75 @@ pub struct ReplicaStats {
 }
 
 impl ReplicaStats {
-    /// From one engine's scraped series.
+    /// From one engine's scraped series, over the whole run.
     pub fn of(name: &str, series: &Metrics) -> ReplicaStats {
-        let grew = |metric: &str| {
-            let s = series.get(metric).map(Vec::as_slice).unwrap_or_default();
-            match (s.first(), s.last()) {
-                (Some(a), Some(b)) => (b.1 - a.1).max(0.0),
-                _ => 0.0,
-            }
-        };
-        let (queries, hits) = (grew("vllm:prefix_cache_queries_total"), grew("vllm:prefix_cache_hits_total"));
+        let (all_from, all_to) = (f64::NEG_INFINITY, f64::INFINITY);
+        let cache = PrefixCache::within(series, all_from, all_to);
         ReplicaStats {
             name: name.to_string(),
-            requests: grew("vllm:request_success_total"),
-            prefix_cache_queries: queries,
-            prefix_cache_hits: hits,
-            prefix_cache_hit_rate: (queries > 0.0).then(|| hits / queries),
+            requests: growth(series, "vllm:request_success_total", all_from, all_to).unwrap_or(0.0),
+            prefix_cache_queries: cache.as_ref().map_or(0.0, |c| c.queries),
+            prefix_cache_hits: cache.as_ref().map_or(0.0, |c| c.hits),
+            prefix_cache_hit_rate: cache.and_then(|c| c.hit_rate),
         }
     }
+}
+
+/// What the engine's prefix cache did within an interval: prompt tokens looked up and found,
+/// from the growth of vLLM's counters (`vllm:prefix_cache_queries_total`,
+/// `vllm:prefix_cache_hits_total`; before vLLM 0.10 `vllm:gpu_prefix_cache_*`) summed over the
+/// engines scraped.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct PrefixCache {
+    /// Prompt tokens looked up in the prefix cache.
+    pub queries: f64,
+    /// Of those, tokens found there.
+    pub hits: f64,
+    /// hits / queries (null without queries, or when the counters disagree: more hits than
+    /// queries).
+    pub hit_rate: Option<f64>,
+}
+
+impl PrefixCache {
+    /// The counters' growth over `[from, to]` (see [`growth`]); none when the engine does not
+    /// export them (or they are not numbers).
+    pub(crate) fn within(m: &Metrics, from: f64, to: f64) -> Option<PrefixCache> {
+        let pair = |prefix: &str| {
+            let g = |what: &str| {
+                growth(m, &format!("{prefix}prefix_cache_{what}_total"), from, to).filter(|g| g.is_finite())
+            };
+            Some((g("queries")?, g("hits")?))
+        };
+        let (queries, hits) = pair("vllm:").or_else(|| pair("vllm:gpu_"))?;
+        Some(PrefixCache {
+            queries,
+            hits,
+            hit_rate: (queries > 0.0 && hits <= queries).then(|| hits / queries),
+        })
+    }
+}
+
+/// The SLOs goodput counted against, for people: `TTFT ≤ 200 ms, TPOT ≤ 50 ms`.
+pub(crate) fn slo_said(slo: &Slo) -> String {
+    slo_ms(slo)
+        .iter()
+        .map(|(k, ms)| format!("{} ≤ {} ms", k.to_uppercase(), ms_text(*ms)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The SLOs set, in ms, by metric (`ttft`, `tpot`, `e2el`), in that order.
+pub(crate) fn slo_ms(slo: &Slo) -> Vec<(&'static str, f64)> {
+    [("ttft", slo.ttft), ("tpot", slo.tpot), ("e2el", slo.e2el)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?.0 * 1000.0)))
+        .collect()
+}
+
+/// Milliseconds without trailing zeros: `200`, `0.5`, `12.25`.
+fn ms_text(ms: f64) -> String {
+    let t = format!("{ms:.3}");
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// Cumulative distribution points (value in ms, fraction ≤ value).

@@ -25,6 +25,10 @@ struct RunView {
     definitions: &'static str,
     /// One row per stage with GPU telemetry (empty: no GPU table).
     gpus: Vec<Vec<String>>,
+    /// The SLOs goodput counted against (`TTFT ≤ 200 ms, …`; none: no goodput).
+    goodput_slo: Option<String>,
+    /// One row per stage whose engines export prefix-cache counters (empty: no table).
+    prefix_cache: Vec<Vec<String>>,
     /// One row per engine behind a router (empty: no table).
     replicas: Vec<Vec<String>>,
     charts: Vec<Chart>,
@@ -92,6 +96,8 @@ fn view(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> RunView {
             }
         },
         gpus: gpus(a),
+        goodput_slo: a.slo.is_set().then(|| super::slo_said(&a.slo)),
+        prefix_cache: prefix_cache(a),
         replicas: replicas(a),
         charts: charts
             .iter()
@@ -202,6 +208,23 @@ fn gpus(a: &Analysis) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The prefix cache of each stage (when the engines export its counters): prompt tokens looked
+/// up, found, the hit rate.
+fn prefix_cache(a: &Analysis) -> Vec<Vec<String>> {
+    a.stages
+        .iter()
+        .filter_map(|s| {
+            let c = s.prefix_cache.as_ref()?;
+            Some(vec![
+                format!("{} {}", s.stage, s.label),
+                format!("{:.0}", c.queries),
+                format!("{:.0}", c.hits),
+                c.hit_rate.map_or("-".to_string(), |x| format!("{:.1} %", x * 100.0)),
+            ])
+        })
+        .collect()
+}
+
 /// Each engine behind a router (when there are several): its requests and prefix-cache hits.
 fn replicas(a: &Analysis) -> Vec<Vec<String>> {
     a.replicas
@@ -223,7 +246,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::analysis::{Convention, ReplicaStats, Series, StageStats, gpu::GpuStats, stats};
+    use crate::analysis::{Convention, PrefixCache, ReplicaStats, Series, StageStats, gpu::GpuStats, stats};
+    use crate::{spec::workload::Slo, units::Secs};
 
     const HOSTILE: &str = "<script>alert(\"x\")</script> & 'q'";
 
@@ -264,6 +288,7 @@ mod tests {
             output_len: s.clone(),
             client_queue: s,
             send_rate: None,
+            prefix_cache: Some(PrefixCache { queries: 2000.0, hits: 840.0, hit_rate: Some(0.42) }),
             gpu: Some(GpuStats {
                 gpus: 2,
                 samples: 10,
@@ -300,6 +325,7 @@ mod tests {
                 prefix_cache_hits: 1024.0,
                 prefix_cache_hit_rate: Some(0.25),
             }],
+            slo: Slo { ttft: Some(Secs(0.2)), tpot: Some(Secs(0.0125)), e2el: None },
         };
         let h = render(&dirs, &a, &[]).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -307,7 +333,7 @@ mod tests {
         // Nothing a user named reaches the page as markup; all of it reaches it as text.
         assert!(!h.contains("<script>") && !h.contains("\"x\"") && !h.contains("& 'q'"), "{h}");
         let seen = unescaped(&h);
-        assert_eq!(seen.matches(HOSTILE).count(), 8, "model, error, 2×2 stage labels, replica, workload");
+        assert_eq!(seen.matches(HOSTILE).count(), 10, "model, error, 2×3 stage labels, replica, workload");
         // Every figure of every stage, as stats.txt writes it.
         for s in &a.stages {
             for fig in [
@@ -327,6 +353,9 @@ mod tests {
             assert!(seen.contains(&format!("<td>{fig}</td>")), "{fig}");
         }
         assert!(seen.contains("Token counts of 6 requests are client estimates"));
+        // Goodput with the SLOs it counted against; each stage's prefix cache.
+        assert!(seen.contains("<th>goodput req/s (TTFT ≤ 200 ms, TPOT ≤ 12.5 ms)</th>"), "{seen}");
+        assert_eq!(seen.matches("<td>2000</td><td>840</td><td>42.0 %</td>").count(), 2);
         assert!(h.contains("<h2>GPUs</h2>") && h.contains("<h2>Replicas</h2>"));
     }
 }

@@ -129,6 +129,72 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
     assert_eq!(std::fs::read(wd.join("results/latest/requests.csv")).unwrap(), before);
 }
 
+/// What a run is about, in its statistics and report: the engine's prefix-cache hit rate per
+/// stage (the simulator exports vLLM's counters), goodput with the SLOs it counted against, and
+/// each stage's start labelled in the time charts.
+#[test]
+fn a_run_s_report_says_its_prefix_cache_hits_its_goodput_slos_and_where_stages_start() {
+    let sim = Sim::start(&["--profile", "tiny/cpu", "--set", "time_scale=0"]);
+    let dir = TempDir::new("cli-about");
+    // Every prompt starts with the same 64 words: the cache finds them from the second on.
+    let w = workload(
+        &dir,
+        "dataset: { random: { input_len: 16, output_len: 8, prefix_len: 64 } }\n\
+         slo: { ttft: 200ms, tpot: 12.5ms }\n\
+         stages: [ { concurrency: 2, requests: 30 } ]\n",
+    );
+    let wd = dir.0.join("wd");
+    let out = benchflow()
+        .args(["run", "--endpoint", &sim.1, "-w", &w, "--workdir", wd.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |f: &str| std::fs::read_to_string(wd.join("analysis/latest").join(f)).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&read("stats.json")).unwrap();
+    let stage = &stats["stages"][0];
+    let cache = &stage["prefix_cache"];
+    let (queries, hits) = (cache["queries"].as_f64().unwrap(), cache["hits"].as_f64().unwrap());
+    // One stage, no warm-up: the engine looked up every prompt token of the stage (the smoke
+    // test came before the first scrape), and found the shared prefix of most.
+    assert_eq!(queries, stage["total_input_tokens"].as_f64().unwrap(), "{stage}");
+    assert!(hits >= 20.0 * 48.0 && hits < queries, "{cache}");
+    assert_eq!(cache["hit_rate"].as_f64(), Some(hits / queries));
+    let text = read("stats.txt");
+    let line = format!(
+        "{:<36}{:>14}  ({hits:.0} of {queries:.0} prompt tokens)",
+        "Prefix-cache hit rate:",
+        format!("{:.1} %", 100.0 * hits / queries)
+    );
+    assert!(text.contains(&line), "{line}\n{text}");
+    let report = read("report.html");
+    assert!(report.contains("<h2>Prefix cache</h2>"), "{report}");
+    assert!(report.contains(&format!(
+        "<td>{queries:.0}</td><td>{hits:.0}</td><td>{:.1} %</td>",
+        100.0 * hits / queries
+    )));
+
+    // Goodput, with the SLOs it counted against.
+    assert_eq!(stats["goodput_slo_ms"], serde_json::json!({ "ttft": 200.0, "tpot": 12.5 }));
+    let goodput = stage["request_goodput"].as_f64().unwrap();
+    let line = format!(
+        "{:<36}{:>14}  (TTFT ≤ 200 ms, TPOT ≤ 12.5 ms)",
+        "Request goodput (req/s):",
+        format!("{goodput:.2}")
+    );
+    assert!(text.contains(&line), "{line}\n{text}");
+    assert!(report.contains("<th>goodput req/s (TTFT ≤ 200 ms, TPOT ≤ 12.5 ms)</th>"));
+
+    // The stage's start, labelled, in every time chart (and in no distribution's, whose legend
+    // names the stage in its own words). The SVG holds each text on a line of its own.
+    let tags = |chart: &str| {
+        read(&format!("plots/{chart}.svg")).lines().filter(|l| l.trim() == "1: concurrency=2").count()
+    };
+    for chart in ["throughput", "requests", "server_queue", "server_kv_cache"] {
+        assert_eq!(tags(chart), 1, "{chart}");
+    }
+    assert_eq!(tags("ttft_cdf"), 0);
+}
+
 #[test]
 fn sigint_keeps_and_analyses_what_was_measured() {
     let sim = Sim::start(&["--profile", "tiny/cpu"]);
