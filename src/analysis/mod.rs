@@ -330,8 +330,34 @@ pub(crate) fn resolved_values(workdir: &Path) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-/// Analyses one harness run (reads its records, writes statistics, charts, report).
+/// Where a run's analyses under conventions other than its own go: `conventions/<name>/` of
+/// its analysis directory (`analysis/<run>/conventions/guidellm/`), each a whole analysis.
+pub(crate) const CONVENTIONS: &str = "conventions";
+
+/// Analyses one harness run (reads its records, writes statistics, charts, report) into
+/// `dirs.out`: the run's own analysis.
 pub fn analyze(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
+    let analysis = write_analysis(dirs, convention, slo)?;
+    relink(&dirs.out)?;
+    Ok(analysis)
+}
+
+/// Analyses one harness run under `convention` beside its own analysis (`dirs.out`, left as it
+/// is): into `dirs.out/conventions/<name>/`, which it returns. The reports of the run's analyses
+/// link each other.
+pub(crate) fn analyze_beside(
+    dirs: &Dirs,
+    convention: Convention,
+    slo: &Slo,
+) -> Result<(Analysis, PathBuf), AnalysisError> {
+    let out = dirs.out.join(CONVENTIONS).join(convention.as_str());
+    let beside = Dirs { out: out.clone(), ..dirs.clone() };
+    let analysis = write_analysis(&beside, convention, slo)?;
+    relink(&dirs.out)?;
+    Ok((analysis, out))
+}
+
+fn write_analysis(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
     let analysis = compute(&dirs.results, convention, slo)?;
     write_outputs(&dirs.out, &analysis)?;
     benchmark_report::write_all(&dirs.out, &dirs.workdir, &dirs.results, &analysis)?;
@@ -340,6 +366,44 @@ pub fn analyze(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysi
     let html = report::render(dirs, &analysis, &charts)?;
     write(dirs.out.join("report.html"), html.as_bytes())?;
     Ok(analysis)
+}
+
+/// The convention of the analysis in `out` (its `stats.json`), if there is one.
+pub(crate) fn convention_of(out: &Path) -> Option<Convention> {
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("stats.json")).ok()?).ok()?;
+    serde_json::from_value(doc.get("convention")?.clone()).ok()
+}
+
+/// Rewrites the links between a run's analyses (its own in `main`, the others in
+/// `main/conventions/<name>/`) in each of their `report.html`: every report links every other
+/// one present.
+fn relink(main: &Path) -> Result<(), AnalysisError> {
+    let mut present: Vec<(Option<String>, PathBuf)> = Vec::new();
+    if main.join("report.html").is_file() {
+        present.push((None, main.to_path_buf()));
+    }
+    if let Ok(entries) = std::fs::read_dir(main.join(CONVENTIONS)) {
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| main.join(CONVENTIONS).join(n).join("report.html").is_file())
+            .collect();
+        names.sort();
+        present.extend(names.into_iter().map(|n| (Some(n.clone()), main.join(CONVENTIONS).join(n))));
+    }
+    let own = convention_of(main).map_or("the run's own".to_string(), |c| c.as_str().to_string());
+    for (this, dir) in &present {
+        let others: Vec<report::Other> = present
+            .iter()
+            .filter(|(other, _)| other != this)
+            .map(|(other, _)| match (this, other) {
+                (None, Some(n)) => report::Other::beside(n, format!("{CONVENTIONS}/{n}/report.html")),
+                (Some(_), Some(n)) => report::Other::beside(n, format!("../{n}/report.html")),
+                (_, None) => report::Other::own(&own, "../../report.html".into()),
+            })
+            .collect();
+        report::relink(&dir.join("report.html"), &others)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

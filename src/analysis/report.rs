@@ -34,6 +34,52 @@ struct RunView {
     charts: Vec<Chart>,
     /// The workload file as written, when the work directory has it.
     workload: Option<String>,
+    /// The run's analyses under other conventions (filled in by [`relink`]).
+    others: Vec<Other>,
+}
+
+/// Another analysis of the same run, under another convention.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Other {
+    /// The convention's name.
+    name: String,
+    /// Its report, relative to this one.
+    href: String,
+    /// The run's own analysis (the others are beside it).
+    own: bool,
+}
+
+impl Other {
+    pub(crate) fn own(name: &str, href: String) -> Other {
+        Other { name: name.to_string(), href, own: true }
+    }
+
+    pub(crate) fn beside(name: &str, href: String) -> Other {
+        Other { name: name.to_string(), href, own: false }
+    }
+}
+
+/// What `conventions.html` renders: the links to the run's other analyses.
+#[derive(Debug, Serialize)]
+struct Links<'a> {
+    others: &'a [Other],
+}
+
+const LINKS_START: &str = "<!-- conventions -->";
+const LINKS_END: &str = "<!-- /conventions -->";
+
+/// Rewrites the links to the run's other analyses in `report` (between the markers
+/// `conventions.html` writes); a report without them (an older benchflow's) is left as it is.
+pub(crate) fn relink(report: &std::path::Path, others: &[Other]) -> Result<(), super::AnalysisError> {
+    let Ok(page) = std::fs::read_to_string(report) else { return Ok(()) };
+    let block = html::render("conventions.html", "r", &Links { others })?;
+    let (Some(a), Some(b)) = (page.find(LINKS_START), page.find(LINKS_END)) else { return Ok(()) };
+    let (Some(na), Some(nb)) = (block.find(LINKS_START), block.find(LINKS_END)) else { return Ok(()) };
+    if b < a {
+        return Ok(());
+    }
+    let page = format!("{}{}{}", &page[..a], &block[na..nb], &page[b..]);
+    super::outputs::write(report.to_path_buf(), page.as_bytes())
 }
 
 #[derive(Debug, Serialize)]
@@ -108,6 +154,7 @@ fn view(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> RunView {
             })
             .collect(),
         workload: std::fs::read_to_string(dirs.workdir.join(layout::WORKLOAD)).ok(),
+        others: Vec::new(),
     }
 }
 
@@ -302,6 +349,46 @@ mod tests {
                 throttle_reasons: Some(4),
             }),
         }
+    }
+
+    /// The links between a run's analyses are rewritten in place, as often as one is added,
+    /// and nothing else of the page changes; a page without the markers is left as it is.
+    #[test]
+    fn the_links_to_the_other_analyses_are_rewritten_between_their_markers_only() {
+        let dir = std::env::temp_dir().join(format!("bf-relink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let page = dir.join("report.html");
+        let a = Analysis {
+            convention: Convention::Vllm,
+            info: None,
+            stages: vec![stage(1, 1.0)],
+            series: Series::default(),
+            replicas: Vec::new(),
+            slo: Slo::default(),
+        };
+        let h = render(&super::super::Dirs::single(&dir), &a, &[]).unwrap();
+        assert!(h.contains(LINKS_START) && h.contains(LINKS_END) && !h.contains("also analysed"));
+        std::fs::write(&page, &h).unwrap();
+        let hostile = Other::beside(HOSTILE, "conventions/x/report.html".into());
+        for others in
+            [vec![Other::beside("guidellm", "conventions/guidellm/report.html".into())], vec![hostile]]
+        {
+            relink(&page, &others).unwrap();
+        }
+        let after = std::fs::read_to_string(&page).unwrap();
+        assert_eq!(after.matches("also analysed").count(), 1, "the last list only");
+        assert!(!after.contains("guidellm conventions") && !after.contains("<script>"), "{after}");
+        assert!(unescaped(&after).contains(&format!(">{HOSTILE} conventions</a>")));
+        let outside = |p: &str| {
+            let (a, b) = (p.find(LINKS_START).unwrap(), p.find(LINKS_END).unwrap());
+            format!("{}{}", &p[..a], &p[b..])
+        };
+        assert_eq!(outside(&after), outside(&h));
+        // An older benchflow's page: no markers, nothing rewritten.
+        std::fs::write(&page, "<p>old</p>").unwrap();
+        relink(&page, &[Other::own("vllm", "../../report.html".into())]).unwrap();
+        assert_eq!(std::fs::read_to_string(&page).unwrap(), "<p>old</p>");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -104,9 +104,12 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
         benchflow().args(["analyze", wd.to_str().unwrap(), "--convention", "guidellm"]).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("guidellm conventions"));
+    // The run's own analysis stays; GuideLLM's goes beside it.
+    assert_eq!(std::fs::read(&vllm_file).unwrap(), vllm);
+    let guidellm_file = wd.join("analysis/latest/conventions/guidellm/vllm_bench_stage_1.json");
     // The vLLM keys keep vLLM's values under GuideLLM's convention; GuideLLM's figures are beside them.
     let json = |b: &[u8]| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(b).unwrap();
-    let (v, g) = (json(&vllm), json(&std::fs::read(&vllm_file).unwrap()));
+    let (v, g) = (json(&vllm), json(&std::fs::read(&guidellm_file).unwrap()));
     for (k, x) in v.iter().filter(|(k, _)| *k != "benchflow_convention") {
         assert_eq!(&g[k], x, "{k}");
     }
@@ -127,6 +130,78 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already done with the same inputs"));
     assert_eq!(std::fs::read(wd.join("results/latest/requests.csv")).unwrap(), before);
+}
+
+/// `analyze --convention` under another convention than the run's own writes a whole analysis
+/// beside it (`analysis/<run>/conventions/<name>/`) and leaves the run's own as it was; the
+/// reports link each other; under the run's own convention it rewrites the run's own. What
+/// reads a run's statistics (`status`, experiments, `-o json`) reads the run's own.
+#[test]
+fn analyses_under_other_conventions_sit_beside_the_run_s_own_and_link_each_other() {
+    let sim = Sim::start(&["--profile", "tiny/cpu", "--set", "time_scale=0"]);
+    let dir = TempDir::new("cli-beside");
+    let w = workload(
+        &dir,
+        "dataset: { random: { input_len: 16, output_len: 8 } }\nstages: [ { concurrency: 2, requests: 20 } ]\n",
+    );
+    let wd = dir.0.join("wd");
+    let wd_s = wd.to_str().unwrap();
+    let out = benchflow().args(["run", "--endpoint", &sim.1, "-w", &w, "--workdir", wd_s]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let own = wd.join("analysis/001");
+    let read =
+        |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let stats = read(&own.join("stats.json"));
+    let convention =
+        |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap()["convention"].clone();
+    assert_eq!(convention(&stats), "vllm");
+    assert!(!read(&own.join("report.html")).contains("also analysed under"), "nothing beside it yet");
+
+    let out = benchflow().args(["analyze", wd_s, "--convention", "guidellm"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let beside = own.join("conventions/guidellm");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("{}", beside.display())),
+        "says where it went: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The run's own statistics are untouched; the other analysis is whole.
+    assert_eq!(read(&own.join("stats.json")), stats);
+    assert_eq!(convention(&read(&beside.join("stats.json"))), "guidellm");
+    assert!(read(&beside.join("stats.txt")).starts_with("benchflow results (guidellm conventions)"));
+    for f in ["summary.csv", "plots/throughput.svg", "plots/ttft_cdf.png"] {
+        assert!(beside.join(f).is_file(), "{f}");
+    }
+    // Each report links the other.
+    let own_report = read(&own.join("report.html"));
+    assert!(
+        own_report.contains("<a href=\"conventions/guidellm/report.html\">guidellm conventions</a>"),
+        "{own_report}"
+    );
+    let beside_report = read(&beside.join("report.html"));
+    assert!(
+        beside_report.contains("<a href=\"../../report.html\">vllm conventions (the run's own analysis)</a>"),
+        "{beside_report}"
+    );
+
+    // Under the run's own convention (given or not), the run's own is rewritten, the other kept,
+    // and the links stay.
+    std::fs::remove_file(own.join("stats.json")).unwrap();
+    for args in [vec!["analyze", wd_s, "--convention", "vllm"], vec!["analyze", wd_s]] {
+        let out = benchflow().args(&args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(read(&own.join("stats.json")), stats, "{args:?}");
+        assert!(!own.join("conventions/vllm").exists(), "{args:?}");
+        assert!(read(&own.join("report.html")).contains("conventions/guidellm/report.html"), "{args:?}");
+        assert_eq!(convention(&read(&beside.join("stats.json"))), "guidellm");
+    }
+    // `status` lists the one run (an analysis beside it is no run of its own).
+    let out = benchflow().args(["status", wd_s, "-o", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs: Vec<&str> =
+        status["harness_runs"].as_array().unwrap().iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(runs, ["001"], "{status}");
 }
 
 /// What a run is about, in its statistics and report: the engine's prefix-cache hit rate per
