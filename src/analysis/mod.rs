@@ -124,7 +124,8 @@ pub struct ReplicaStats {
     pub prefix_cache_queries: f64,
     /// Of those, tokens found there (`vllm:prefix_cache_hits_total`).
     pub prefix_cache_hits: f64,
-    /// hits / queries (null without queries).
+    /// hits / queries (null without queries, or when the counters disagree: more hits than
+    /// queries).
     pub prefix_cache_hit_rate: Option<f64>,
 }
 
@@ -145,8 +146,8 @@ impl ReplicaStats {
 
 /// What the engine's prefix cache did within an interval: prompt tokens looked up and found,
 /// from the growth of vLLM's counters (`vllm:prefix_cache_queries_total`,
-/// `vllm:prefix_cache_hits_total`; before vLLM 0.10 `vllm:gpu_prefix_cache_*`) summed over the
-/// engines scraped.
+/// `vllm:prefix_cache_hits_total`; where only they are exported, their older names
+/// `vllm:gpu_prefix_cache_*`) summed over the engines scraped.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct PrefixCache {
     /// Prompt tokens looked up in the prefix cache.
@@ -442,6 +443,33 @@ mod tests {
         let r = super::ReplicaStats::of("replica-0", &series);
         assert_eq!((r.requests, r.prefix_cache_queries, r.prefix_cache_hits), (10.0, 1000.0, 750.0));
         assert_eq!(r.prefix_cache_hit_rate, Some(0.75));
+    }
+
+    /// A stage's prefix cache is what the counters grew by within it, under vLLM's names or
+    /// their older ones; none without the counters, no rate when they disagree.
+    #[test]
+    fn a_stage_s_prefix_cache_is_its_counters_growth() {
+        let m = |names: [&str; 2], q: [f64; 3], h: [f64; 3]| -> Metrics {
+            let at = |v: [f64; 3]| vec![(0.0, v[0]), (5.0, v[1]), (10.0, v[2])];
+            BTreeMap::from([(names[0].to_string(), at(q)), (names[1].to_string(), at(h))])
+        };
+        let new = ["vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"];
+        let old = ["vllm:gpu_prefix_cache_queries_total", "vllm:gpu_prefix_cache_hits_total"];
+        let c =
+            PrefixCache::within(&m(new, [100.0, 600.0, 1600.0], [0.0, 250.0, 1000.0]), 5.0, 10.0).unwrap();
+        assert_eq!((c.queries, c.hits, c.hit_rate), (1000.0, 750.0, Some(0.75)));
+        let c = PrefixCache::within(&m(old, [0.0, 400.0, 400.0], [0.0, 100.0, 100.0]), 0.0, 5.0).unwrap();
+        assert_eq!((c.queries, c.hits, c.hit_rate), (400.0, 100.0, Some(0.25)));
+        let c = PrefixCache::within(&m(new, [0.0, 10.0, 20.0], [0.0, 50.0, 50.0]), 0.0, 5.0).unwrap();
+        assert_eq!(c.hit_rate, None, "more hits than queries");
+        let c = PrefixCache::within(&m(new, [7.0, 7.0, 7.0], [0.0, 0.0, 0.0]), 0.0, 10.0).unwrap();
+        assert_eq!((c.queries, c.hit_rate), (0.0, None), "nothing looked up");
+        assert_eq!(PrefixCache::within(&Metrics::new(), 0.0, 10.0), None);
+        let only_queries = BTreeMap::from([(new[0].to_string(), vec![(0.0, 1.0)])]);
+        assert_eq!(PrefixCache::within(&only_queries, 0.0, 10.0), None);
+        // Goodput's SLOs as people read them.
+        let slo = Slo { ttft: Some(Secs(0.2)), tpot: None, e2el: Some(Secs(1.5e-4)) };
+        assert_eq!(slo_said(&slo), "TTFT ≤ 200 ms, E2EL ≤ 0.15 ms");
     }
 
     use serde_json::Value;
