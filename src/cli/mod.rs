@@ -204,7 +204,16 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Compare(args) => experiment::compare(args),
         Command::Plan(args) => engine::show_plan(args),
         Command::Analyze(args) if crate::experiment::state::ExpState::is_experiment(&args.dir) => {
-            experiment::analyze(&args.dir)
+            match args.convention {
+                // Each point is analysed under its own convention; another goes beside it.
+                Some(c) => Err(CliError::Usage(format!(
+                    "--convention applies to one run's work directory, not an experiment's: \
+                     analyse a point under it with `benchflow analyze {}/points/<point> --convention {}`",
+                    args.dir.display(),
+                    c.as_str()
+                ))),
+                None => experiment::analyze(&args.dir),
+            }
         }
         Command::Analyze(args) => analyze(args),
         Command::Status(args) => runtime.block_on(inspect::status(args)),

@@ -195,6 +195,16 @@ fn analyses_under_other_conventions_sit_beside_the_run_s_own_and_link_each_other
         assert!(read(&own.join("report.html")).contains("conventions/guidellm/report.html"), "{args:?}");
         assert_eq!(convention(&read(&beside.join("stats.json"))), "guidellm");
     }
+    // An experiment directory's points are analysed under their own conventions: `--convention`
+    // there is refused (exit 2), saying what to do, and nothing is written.
+    let exp = dir.0.join("exp");
+    std::fs::create_dir_all(&exp).unwrap();
+    std::fs::write(exp.join("experiment.yaml"), "base: { workload: sanity }\n").unwrap();
+    let out =
+        benchflow().args(["analyze", exp.to_str().unwrap(), "--convention", "guidellm"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/points/<point> --convention guidellm"));
+    assert_eq!(std::fs::read_dir(&exp).unwrap().count(), 1);
     // `status` lists the one run (an analysis beside it is no run of its own).
     let out = benchflow().args(["status", wd_s, "-o", "json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
