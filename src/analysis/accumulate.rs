@@ -286,6 +286,7 @@ pub(super) fn finish(stage: u32, mut acc: Acc, convention: Convention, slo: &Slo
         input_len: stats::vllm(&mut acc.input_lens),
         output_len: stats::vllm(&mut acc.output_lens),
         gpu: None,
+        prefix_cache: None,
         send_rate: acc
             .asked_rate
             .and_then(|asked| super::pace::SendRate::of(asked, acc.sent, acc.first_sent, acc.last_sent)),

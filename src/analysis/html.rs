@@ -12,9 +12,10 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior, syntax::SyntaxConfig
 use serde::Serialize;
 
 /// The templates, compiled into the binary: (name, source).
-const TEMPLATES: [(&str, &str); 4] = [
+const TEMPLATES: [(&str, &str); 5] = [
     ("base.html", include_str!("templates/base.html")),
     ("run.html", include_str!("templates/run.html")),
+    ("conventions.html", include_str!("templates/conventions.html")),
     ("experiment.html", include_str!("templates/experiment.html")),
     ("compare.html", include_str!("templates/compare.html")),
 ];

@@ -94,6 +94,8 @@ pub struct StageStats {
     /// A rate stage's sends against the rate asked (none for a concurrency stage, or when the
     /// records do not say what was asked).
     pub send_rate: Option<pace::SendRate>,
+    /// The engines' prefix cache in the stage's window (none when they export no counters).
+    pub prefix_cache: Option<PrefixCache>,
 }
 
 /// The analysis of a whole run.
@@ -106,6 +108,8 @@ pub struct Analysis {
     pub series: Series,
     /// What each engine behind a router served, from its `/metrics` (none for one engine).
     pub replicas: Vec<ReplicaStats>,
+    /// The SLOs goodput was counted against (none set: no goodput).
+    pub slo: Slo,
 }
 
 /// What one engine behind a router served during the run: differences of its counters between
@@ -120,29 +124,81 @@ pub struct ReplicaStats {
     pub prefix_cache_queries: f64,
     /// Of those, tokens found there (`vllm:prefix_cache_hits_total`).
     pub prefix_cache_hits: f64,
-    /// hits / queries (null without queries).
+    /// hits / queries (null without queries, or when the counters disagree: more hits than
+    /// queries).
     pub prefix_cache_hit_rate: Option<f64>,
 }
 
 impl ReplicaStats {
-    /// From one engine's scraped series.
+    /// From one engine's scraped series, over the whole run.
     pub fn of(name: &str, series: &Metrics) -> ReplicaStats {
-        let grew = |metric: &str| {
-            let s = series.get(metric).map(Vec::as_slice).unwrap_or_default();
-            match (s.first(), s.last()) {
-                (Some(a), Some(b)) => (b.1 - a.1).max(0.0),
-                _ => 0.0,
-            }
-        };
-        let (queries, hits) = (grew("vllm:prefix_cache_queries_total"), grew("vllm:prefix_cache_hits_total"));
+        let (all_from, all_to) = (f64::NEG_INFINITY, f64::INFINITY);
+        let cache = PrefixCache::within(series, all_from, all_to);
         ReplicaStats {
             name: name.to_string(),
-            requests: grew("vllm:request_success_total"),
-            prefix_cache_queries: queries,
-            prefix_cache_hits: hits,
-            prefix_cache_hit_rate: (queries > 0.0).then(|| hits / queries),
+            requests: growth(series, "vllm:request_success_total", all_from, all_to).unwrap_or(0.0),
+            prefix_cache_queries: cache.as_ref().map_or(0.0, |c| c.queries),
+            prefix_cache_hits: cache.as_ref().map_or(0.0, |c| c.hits),
+            prefix_cache_hit_rate: cache.and_then(|c| c.hit_rate),
         }
     }
+}
+
+/// What the engine's prefix cache did within an interval: prompt tokens looked up and found,
+/// from the growth of vLLM's counters (`vllm:prefix_cache_queries_total`,
+/// `vllm:prefix_cache_hits_total`; where only they are exported, their older names
+/// `vllm:gpu_prefix_cache_*`) summed over the engines scraped.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct PrefixCache {
+    /// Prompt tokens looked up in the prefix cache.
+    pub queries: f64,
+    /// Of those, tokens found there.
+    pub hits: f64,
+    /// hits / queries (null without queries, or when the counters disagree: more hits than
+    /// queries).
+    pub hit_rate: Option<f64>,
+}
+
+impl PrefixCache {
+    /// The counters' growth over `[from, to]` (see [`growth`]); none when the engine does not
+    /// export them (or they are not numbers).
+    pub(crate) fn within(m: &Metrics, from: f64, to: f64) -> Option<PrefixCache> {
+        let pair = |prefix: &str| {
+            let g = |what: &str| {
+                growth(m, &format!("{prefix}prefix_cache_{what}_total"), from, to).filter(|g| g.is_finite())
+            };
+            Some((g("queries")?, g("hits")?))
+        };
+        let (queries, hits) = pair("vllm:").or_else(|| pair("vllm:gpu_"))?;
+        Some(PrefixCache {
+            queries,
+            hits,
+            hit_rate: (queries > 0.0 && hits <= queries).then(|| hits / queries),
+        })
+    }
+}
+
+/// The SLOs goodput counted against, for people: `TTFT ≤ 200 ms, TPOT ≤ 50 ms`.
+pub(crate) fn slo_said(slo: &Slo) -> String {
+    slo_ms(slo)
+        .iter()
+        .map(|(k, ms)| format!("{} ≤ {} ms", k.to_uppercase(), ms_text(*ms)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The SLOs set, in ms, by metric (`ttft`, `tpot`, `e2el`), in that order.
+pub(crate) fn slo_ms(slo: &Slo) -> Vec<(&'static str, f64)> {
+    [("ttft", slo.ttft), ("tpot", slo.tpot), ("e2el", slo.e2el)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?.0 * 1000.0)))
+        .collect()
+}
+
+/// Milliseconds without trailing zeros: `200`, `0.5`, `12.25`.
+fn ms_text(ms: f64) -> String {
+    let t = format!("{ms:.3}");
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// Cumulative distribution points (value in ms, fraction ≤ value).
@@ -275,8 +331,34 @@ pub(crate) fn resolved_values(workdir: &Path) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-/// Analyses one harness run (reads its records, writes statistics, charts, report).
+/// Where a run's analyses under conventions other than its own go: `conventions/<name>/` of
+/// its analysis directory (`analysis/<run>/conventions/guidellm/`), each a whole analysis.
+pub(crate) const CONVENTIONS: &str = "conventions";
+
+/// Analyses one harness run (reads its records, writes statistics, charts, report) into
+/// `dirs.out`: the run's own analysis.
 pub fn analyze(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
+    let analysis = write_analysis(dirs, convention, slo)?;
+    relink(&dirs.out)?;
+    Ok(analysis)
+}
+
+/// Analyses one harness run under `convention` beside its own analysis (`dirs.out`, left as it
+/// is): into `dirs.out/conventions/<name>/`, which it returns. The reports of the run's analyses
+/// link each other.
+pub(crate) fn analyze_beside(
+    dirs: &Dirs,
+    convention: Convention,
+    slo: &Slo,
+) -> Result<(Analysis, PathBuf), AnalysisError> {
+    let out = dirs.out.join(CONVENTIONS).join(convention.as_str());
+    let beside = Dirs { out: out.clone(), ..dirs.clone() };
+    let analysis = write_analysis(&beside, convention, slo)?;
+    relink(&dirs.out)?;
+    Ok((analysis, out))
+}
+
+fn write_analysis(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
     let analysis = compute(&dirs.results, convention, slo)?;
     write_outputs(&dirs.out, &analysis)?;
     benchmark_report::write_all(&dirs.out, &dirs.workdir, &dirs.results, &analysis)?;
@@ -285,6 +367,44 @@ pub fn analyze(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysi
     let html = report::render(dirs, &analysis, &charts)?;
     write(dirs.out.join("report.html"), html.as_bytes())?;
     Ok(analysis)
+}
+
+/// The convention of the analysis in `out` (its `stats.json`), if there is one.
+pub(crate) fn convention_of(out: &Path) -> Option<Convention> {
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("stats.json")).ok()?).ok()?;
+    serde_json::from_value(doc.get("convention")?.clone()).ok()
+}
+
+/// Rewrites the links between a run's analyses (its own in `main`, the others in
+/// `main/conventions/<name>/`) in each of their `report.html`: every report links every other
+/// one present.
+fn relink(main: &Path) -> Result<(), AnalysisError> {
+    let mut present: Vec<(Option<String>, PathBuf)> = Vec::new();
+    if main.join("report.html").is_file() {
+        present.push((None, main.to_path_buf()));
+    }
+    if let Ok(entries) = std::fs::read_dir(main.join(CONVENTIONS)) {
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| main.join(CONVENTIONS).join(n).join("report.html").is_file())
+            .collect();
+        names.sort();
+        present.extend(names.into_iter().map(|n| (Some(n.clone()), main.join(CONVENTIONS).join(n))));
+    }
+    let own = convention_of(main).map_or("the run's own".to_string(), |c| c.as_str().to_string());
+    for (this, dir) in &present {
+        let others: Vec<report::Other> = present
+            .iter()
+            .filter(|(other, _)| other != this)
+            .map(|(other, _)| match (this, other) {
+                (None, Some(n)) => report::Other::beside(n, format!("{CONVENTIONS}/{n}/report.html")),
+                (Some(_), Some(n)) => report::Other::beside(n, format!("../{n}/report.html")),
+                (_, None) => report::Other::own(&own, "../../report.html".into()),
+            })
+            .collect();
+        report::relink(&dir.join("report.html"), &others)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -323,6 +443,33 @@ mod tests {
         let r = super::ReplicaStats::of("replica-0", &series);
         assert_eq!((r.requests, r.prefix_cache_queries, r.prefix_cache_hits), (10.0, 1000.0, 750.0));
         assert_eq!(r.prefix_cache_hit_rate, Some(0.75));
+    }
+
+    /// A stage's prefix cache is what the counters grew by within it, under vLLM's names or
+    /// their older ones; none without the counters, no rate when they disagree.
+    #[test]
+    fn a_stage_s_prefix_cache_is_its_counters_growth() {
+        let m = |names: [&str; 2], q: [f64; 3], h: [f64; 3]| -> Metrics {
+            let at = |v: [f64; 3]| vec![(0.0, v[0]), (5.0, v[1]), (10.0, v[2])];
+            BTreeMap::from([(names[0].to_string(), at(q)), (names[1].to_string(), at(h))])
+        };
+        let new = ["vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"];
+        let old = ["vllm:gpu_prefix_cache_queries_total", "vllm:gpu_prefix_cache_hits_total"];
+        let c =
+            PrefixCache::within(&m(new, [100.0, 600.0, 1600.0], [0.0, 250.0, 1000.0]), 5.0, 10.0).unwrap();
+        assert_eq!((c.queries, c.hits, c.hit_rate), (1000.0, 750.0, Some(0.75)));
+        let c = PrefixCache::within(&m(old, [0.0, 400.0, 400.0], [0.0, 100.0, 100.0]), 0.0, 5.0).unwrap();
+        assert_eq!((c.queries, c.hits, c.hit_rate), (400.0, 100.0, Some(0.25)));
+        let c = PrefixCache::within(&m(new, [0.0, 10.0, 20.0], [0.0, 50.0, 50.0]), 0.0, 5.0).unwrap();
+        assert_eq!(c.hit_rate, None, "more hits than queries");
+        let c = PrefixCache::within(&m(new, [7.0, 7.0, 7.0], [0.0, 0.0, 0.0]), 0.0, 10.0).unwrap();
+        assert_eq!((c.queries, c.hit_rate), (0.0, None), "nothing looked up");
+        assert_eq!(PrefixCache::within(&Metrics::new(), 0.0, 10.0), None);
+        let only_queries = BTreeMap::from([(new[0].to_string(), vec![(0.0, 1.0)])]);
+        assert_eq!(PrefixCache::within(&only_queries, 0.0, 10.0), None);
+        // Goodput's SLOs as people read them.
+        let slo = Slo { ttft: Some(Secs(0.2)), tpot: None, e2el: Some(Secs(1.5e-4)) };
+        assert_eq!(slo_said(&slo), "TTFT ≤ 200 ms, E2EL ≤ 0.15 ms");
     }
 
     use serde_json::Value;

@@ -49,6 +49,10 @@ pub(crate) struct StatsDoc {
     pub model: Option<String>,
     /// The run was interrupted: its last stage may be partial.
     pub interrupted: bool,
+    /// The SLOs goodput (`request_goodput`) counted against, in ms by metric (`ttft`, `tpot`,
+    /// `e2el`); absent without SLOs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub goodput_slo_ms: BTreeMap<String, f64>,
     pub stages: Vec<StageDoc>,
     /// What each engine behind a router served (from its `/metrics`); absent for one engine.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -86,6 +90,10 @@ pub(crate) struct StageDoc {
     /// GPU telemetry in the stage's window (absent without samples).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<super::gpu::GpuStats>,
+    /// The prefix cache in the stage's window, in prompt tokens, from the engines' counters
+    /// (summed over the engines behind a router); absent when they export none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_cache: Option<super::PrefixCache>,
     /// Latencies in ms: `{mean,median,std,p25,p50,p75,p90,p95,p99,…}_{ttft,tpot,itl,e2el,client_queue_time}_ms`.
     #[serde(flatten)]
     pub latencies_ms: BTreeMap<String, f64>,
@@ -141,6 +149,7 @@ impl StageDoc {
             max_output_tokens_per_s: s.max_output_tokens_per_s,
             max_concurrent_requests: s.max_concurrent_requests,
             gpu: s.gpu.clone(),
+            prefix_cache: s.prefix_cache.clone(),
             unmeasured,
             latencies_ms,
             send_rate: s.send_rate.clone(),
@@ -166,6 +175,7 @@ impl StatsDoc {
             endpoint: a.info.as_ref().map(|i| i.endpoint.clone()),
             model: a.info.as_ref().map(|i| i.model.clone()),
             interrupted: a.info.as_ref().is_some_and(|i| i.interrupted),
+            goodput_slo_ms: super::slo_ms(&a.slo).into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             stages: a.stages.iter().map(StageDoc::of).collect(),
             replicas: a.replicas.clone(),
             inputs: a.info.as_ref().and_then(|i| i.inputs.clone()),
@@ -273,12 +283,26 @@ pub(crate) fn render_text(a: &Analysis) -> String {
         row(&mut t, "Total generated tokens:", s.total_output_tokens.to_string());
         row(&mut t, "Request throughput (req/s):", format!("{:.2}", s.request_throughput));
         if let Some(g) = s.request_goodput {
-            row(&mut t, "Request goodput (req/s):", format!("{g:.2}"));
+            let _ = writeln!(
+                t,
+                "{:<36}{:>14}  ({})",
+                "Request goodput (req/s):",
+                format!("{g:.2}"),
+                super::slo_said(&a.slo)
+            );
         }
         row(&mut t, "Output token throughput (tok/s):", format!("{:.2}", s.output_throughput));
         row(&mut t, "Total token throughput (tok/s):", format!("{:.2}", s.total_token_throughput));
         row(&mut t, "Peak output tokens in 1 s:", format!("{:.0}", s.max_output_tokens_per_s));
         row(&mut t, "Max concurrent requests:", s.max_concurrent_requests.to_string());
+        if let Some(c) = &s.prefix_cache {
+            let rate = c.hit_rate.map_or("-".to_string(), |r| format!("{:.1} %", r * 100.0));
+            let _ = writeln!(
+                t,
+                "{:<36}{rate:>14}  ({:.0} of {:.0} prompt tokens)",
+                "Prefix-cache hit rate:", c.hits, c.queries
+            );
+        }
         if let Some(w) = s.send_rate.as_ref().and_then(|r| r.warning(s.stage)) {
             let _ = writeln!(t, "WARNING: {w}");
         }

@@ -49,6 +49,8 @@ pub(crate) struct LineChart {
     pub series: Vec<(String, Vec<(f64, f64)>)>,
     /// Dashed vertical lines (stage boundaries, an answer), x values.
     pub marks: Vec<f64>,
+    /// Stage starts on a time axis: a vertical line at each, the stage's label beside it.
+    pub stages: Vec<(f64, String)>,
     /// Text at points (a search's trial numbers).
     pub labels: Vec<(f64, f64, String)>,
     /// A dashed y = x line (achieved against offered).
@@ -59,7 +61,8 @@ pub(crate) struct LineChart {
     /// Upper x limit (e.g. a CDF clipped at p99.9); None = the data's maximum.
     pub x_max: Option<f64>,
     pub y_max: Option<f64>,
-    /// CDFs rise to the right, so their legend goes lower right; time series' upper left.
+    /// CDFs rise to the right, so their legend goes lower right; time series' upper left (upper
+    /// right with stages labelled: the first one's label is at the upper left).
     pub legend_lower_right: bool,
 }
 
@@ -77,6 +80,7 @@ impl LineChart {
             y_desc: y_desc.into(),
             series: Vec::new(),
             marks: Vec::new(),
+            stages: Vec::new(),
             labels: Vec::new(),
             diagonal: false,
             points: false,
@@ -153,6 +157,22 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) -> Res
             ))
             .map_err(e)?;
     }
+    // Each stage's start: a line, and its label at the top (on three staggered rows, so that the
+    // labels of short stages do not overwrite each other).
+    for (i, (x, label)) in c.stages.iter().enumerate().filter(|(_, (x, _))| (0.0..=x_max).contains(x)) {
+        let ink = RGBColor(90, 90, 90);
+        chart
+            .draw_series(DashedLineSeries::new(vec![(*x, 0.0), (*x, y_max)], 8, 3, ink.stroke_width(1)))
+            .map_err(e)?;
+        let at = (*x + x_max * 0.004, y_max * (0.99 - 0.055 * (i % 3) as f64));
+        chart
+            .draw_series(std::iter::once(Text::new(
+                label.clone(),
+                at,
+                ("sans-serif", 12).into_font().color(&ink),
+            )))
+            .map_err(e)?;
+    }
     for (i, (label, pts)) in c.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         // Off-chart y values are pulled to just outside the plot (plotters draws them clipped;
@@ -196,6 +216,9 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) -> Res
             .configure_series_labels()
             .position(if c.legend_lower_right {
                 SeriesLabelPosition::LowerRight
+            } else if !c.stages.is_empty() {
+                // The first stage's label is at the upper left.
+                SeriesLabelPosition::UpperRight
             } else {
                 SeriesLabelPosition::UpperLeft
             })
@@ -365,6 +388,15 @@ fn cdf_chart(a: &Analysis, name: &str, what: &str, pick: fn(&super::StageSeries)
     c
 }
 
+/// A stage's label on a time chart: `2: rate=4/s`, cut at 32 characters.
+fn stage_tag(stage: u32, label: &str) -> String {
+    let text = format!("{stage}: {label}");
+    match text.char_indices().nth(32) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text,
+    }
+}
+
 /// Builds every chart the analysis supports.
 pub(crate) fn charts(a: &Analysis) -> Vec<LineChart> {
     let mut out = vec![
@@ -375,11 +407,21 @@ pub(crate) fn charts(a: &Analysis) -> Vec<LineChart> {
     if let Some(c) = out.get_mut(2) {
         c.y_desc = "fraction of chunk gaps".into();
     }
-    let marks: Vec<f64> = a.series.windows.iter().flat_map(|(s, e, _)| [*s, *e]).collect();
+    // Stage starts labelled; an end marked where the next stage does not start.
+    let starts: Vec<(f64, String)> =
+        a.stages.iter().map(|s| (s.window.0, stage_tag(s.stage, &s.label))).collect();
+    let marks: Vec<f64> = a
+        .series
+        .windows
+        .iter()
+        .map(|(_, e, _)| *e)
+        .filter(|e| !starts.iter().any(|(s, _)| (s - e).abs() < 1e-3))
+        .collect();
     let per_s = |v: &[f64]| v.iter().enumerate().map(|(i, y)| (i as f64 + 0.5, *y)).collect::<Vec<_>>();
     let mut t = LineChart::new("throughput", "Throughput over time", "run time (s)", "per second");
     t.series.push(("output tokens/s".into(), per_s(&a.series.tokens_per_s)));
     t.marks = marks.clone();
+    t.stages = starts.clone();
     out.push(t);
     let mut r =
         LineChart::new("requests", "Completed requests and requests in flight", "run time (s)", "requests");
@@ -389,6 +431,7 @@ pub(crate) fn charts(a: &Analysis) -> Vec<LineChart> {
         a.series.in_flight.iter().enumerate().map(|(i, y)| (i as f64 / 10.0, *y)).collect(),
     ));
     r.marks = marks.clone();
+    r.stages = starts.clone();
     out.push(r);
     let server = &a.series.server;
     if let Some(kv) =
@@ -403,6 +446,7 @@ pub(crate) fn charts(a: &Analysis) -> Vec<LineChart> {
         c.series.push(("KV cache usage".into(), kv.iter().map(|(t, v)| (*t, v * 100.0)).collect()));
         c.y_max = Some(100.0);
         c.marks = marks.clone();
+        c.stages = starts.clone();
         out.push(c);
     }
     let mut q =
@@ -414,9 +458,11 @@ pub(crate) fn charts(a: &Analysis) -> Vec<LineChart> {
         }
     }
     q.marks = marks.clone();
+    q.stages = starts.clone();
     out.push(q);
-    out.extend(replica_charts(&a.series.replicas, &marks));
-    out.extend(gpu_charts(&a.series.gpu, &marks));
+    for c in replica_charts(&a.series.replicas).into_iter().chain(gpu_charts(&a.series.gpu)) {
+        out.push(LineChart { marks: marks.clone(), stages: starts.clone(), ..c });
+    }
     if a.stages.len() > 1 {
         let mut c = LineChart::new(
             "latency_vs_throughput",
@@ -439,7 +485,7 @@ pub(crate) fn charts(a: &Analysis) -> Vec<LineChart> {
 
 /// Behind a router: requests finished and the prefix-cache hit rate of each engine over the run
 /// (counters since the first scrape).
-fn replica_charts(replicas: &BTreeMap<String, super::Metrics>, marks: &[f64]) -> Vec<LineChart> {
+fn replica_charts(replicas: &BTreeMap<String, super::Metrics>) -> Vec<LineChart> {
     if replicas.is_empty() {
         return Vec::new();
     }
@@ -473,14 +519,12 @@ fn replica_charts(replicas: &BTreeMap<String, super::Metrics>, marks: &[f64]) ->
         hits.series.push((name.clone(), rate));
     }
     hits.y_max = Some(100.0);
-    requests.marks = marks.to_vec();
-    hits.marks = marks.to_vec();
     vec![requests, hits]
 }
 
 /// GPU telemetry: utilisation and memory in use of each GPU over the run, stage boundaries
 /// marked.
-fn gpu_charts(gpus: &super::gpu::GpuSeries, marks: &[f64]) -> Vec<LineChart> {
+fn gpu_charts(gpus: &super::gpu::GpuSeries) -> Vec<LineChart> {
     if gpus.is_empty() {
         return Vec::new();
     }
@@ -496,8 +540,6 @@ fn gpu_charts(gpus: &super::gpu::GpuSeries, marks: &[f64]) -> Vec<LineChart> {
         }
     }
     util.y_max = Some(100.0);
-    util.marks = marks.to_vec();
-    mem.marks = marks.to_vec();
     vec![util, mem]
 }
 

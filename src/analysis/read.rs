@@ -166,8 +166,13 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
         .as_ref()
         .map(|i| i.stages.iter().map(|s| (s.stage, (s.label.clone(), s.start_s, s.end_s, s.rate))).collect())
         .unwrap_or_default();
-    let mut series =
-        Series { completions_per_s: done_s, gpu: super::gpu::read(results), ..Series::default() };
+    let by_target = read_server_metrics(results);
+    let mut series = Series {
+        completions_per_s: done_s,
+        gpu: super::gpu::read(results),
+        server: combine(&by_target),
+        ..Series::default()
+    };
     let mut stats = Vec::new();
     let mut info = info;
     for (n, mut acc) in stages {
@@ -197,6 +202,7 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
         });
         let mut st = finish(n, acc, convention, slo);
         st.gpu = super::gpu::stats(&series.gpu, st.window, st.total_output_tokens);
+        st.prefix_cache = super::PrefixCache::within(&series.server, st.window.0, st.window.1);
         series.windows.push((st.window.0, st.window.1, n));
         stats.push(st);
     }
@@ -208,14 +214,12 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
             cur as f64
         })
         .collect();
-    let by_target = read_server_metrics(results);
-    series.server = combine(&by_target);
     let mut replicas = Vec::new();
     if by_target.len() > 1 {
         replicas = by_target.iter().map(|(name, s)| super::ReplicaStats::of(name, s)).collect();
         series.replicas = by_target;
     }
-    Ok(Analysis { convention, info, stages: stats, series, replicas })
+    Ok(Analysis { convention, info, stages: stats, series, replicas, slo: slo.clone() })
 }
 
 #[cfg(test)]

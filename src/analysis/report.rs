@@ -25,11 +25,61 @@ struct RunView {
     definitions: &'static str,
     /// One row per stage with GPU telemetry (empty: no GPU table).
     gpus: Vec<Vec<String>>,
+    /// The SLOs goodput counted against (`TTFT ≤ 200 ms, …`; none: no goodput).
+    goodput_slo: Option<String>,
+    /// One row per stage whose engines export prefix-cache counters (empty: no table).
+    prefix_cache: Vec<Vec<String>>,
     /// One row per engine behind a router (empty: no table).
     replicas: Vec<Vec<String>>,
     charts: Vec<Chart>,
     /// The workload file as written, when the work directory has it.
     workload: Option<String>,
+    /// The run's analyses under other conventions (filled in by [`relink`]).
+    others: Vec<Other>,
+}
+
+/// Another analysis of the same run, under another convention.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Other {
+    /// The convention's name.
+    name: String,
+    /// Its report, relative to this one.
+    href: String,
+    /// The run's own analysis (the others are beside it).
+    own: bool,
+}
+
+impl Other {
+    pub(crate) fn own(name: &str, href: String) -> Other {
+        Other { name: name.to_string(), href, own: true }
+    }
+
+    pub(crate) fn beside(name: &str, href: String) -> Other {
+        Other { name: name.to_string(), href, own: false }
+    }
+}
+
+/// What `conventions.html` renders: the links to the run's other analyses.
+#[derive(Debug, Serialize)]
+struct Links<'a> {
+    others: &'a [Other],
+}
+
+const LINKS_START: &str = "<!-- conventions -->";
+const LINKS_END: &str = "<!-- /conventions -->";
+
+/// Rewrites the links to the run's other analyses in `report` (between the markers
+/// `conventions.html` writes); a report without them (an older benchflow's) is left as it is.
+pub(crate) fn relink(report: &std::path::Path, others: &[Other]) -> Result<(), super::AnalysisError> {
+    let Ok(page) = std::fs::read_to_string(report) else { return Ok(()) };
+    let block = html::render("conventions.html", "r", &Links { others })?;
+    let (Some(a), Some(b)) = (page.find(LINKS_START), page.find(LINKS_END)) else { return Ok(()) };
+    let (Some(na), Some(nb)) = (block.find(LINKS_START), block.find(LINKS_END)) else { return Ok(()) };
+    if b < a {
+        return Ok(());
+    }
+    let page = format!("{}{}{}", &page[..a], &block[na..nb], &page[b..]);
+    super::outputs::write(report.to_path_buf(), page.as_bytes())
 }
 
 #[derive(Debug, Serialize)]
@@ -92,6 +142,8 @@ fn view(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> RunView {
             }
         },
         gpus: gpus(a),
+        goodput_slo: a.slo.is_set().then(|| super::slo_said(&a.slo)),
+        prefix_cache: prefix_cache(a),
         replicas: replicas(a),
         charts: charts
             .iter()
@@ -102,6 +154,7 @@ fn view(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> RunView {
             })
             .collect(),
         workload: std::fs::read_to_string(dirs.workdir.join(layout::WORKLOAD)).ok(),
+        others: Vec::new(),
     }
 }
 
@@ -202,6 +255,23 @@ fn gpus(a: &Analysis) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The prefix cache of each stage (when the engines export its counters): prompt tokens looked
+/// up, found, the hit rate.
+fn prefix_cache(a: &Analysis) -> Vec<Vec<String>> {
+    a.stages
+        .iter()
+        .filter_map(|s| {
+            let c = s.prefix_cache.as_ref()?;
+            Some(vec![
+                format!("{} {}", s.stage, s.label),
+                format!("{:.0}", c.queries),
+                format!("{:.0}", c.hits),
+                c.hit_rate.map_or("-".to_string(), |x| format!("{:.1} %", x * 100.0)),
+            ])
+        })
+        .collect()
+}
+
 /// Each engine behind a router (when there are several): its requests and prefix-cache hits.
 fn replicas(a: &Analysis) -> Vec<Vec<String>> {
     a.replicas
@@ -223,7 +293,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::analysis::{Convention, ReplicaStats, Series, StageStats, gpu::GpuStats, stats};
+    use crate::analysis::{Convention, PrefixCache, ReplicaStats, Series, StageStats, gpu::GpuStats, stats};
+    use crate::{spec::workload::Slo, units::Secs};
 
     const HOSTILE: &str = "<script>alert(\"x\")</script> & 'q'";
 
@@ -264,6 +335,7 @@ mod tests {
             output_len: s.clone(),
             client_queue: s,
             send_rate: None,
+            prefix_cache: Some(PrefixCache { queries: 2000.0, hits: 840.0, hit_rate: Some(0.42) }),
             gpu: Some(GpuStats {
                 gpus: 2,
                 samples: 10,
@@ -277,6 +349,46 @@ mod tests {
                 throttle_reasons: Some(4),
             }),
         }
+    }
+
+    /// The links between a run's analyses are rewritten in place, as often as one is added,
+    /// and nothing else of the page changes; a page without the markers is left as it is.
+    #[test]
+    fn the_links_to_the_other_analyses_are_rewritten_between_their_markers_only() {
+        let dir = std::env::temp_dir().join(format!("bf-relink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let page = dir.join("report.html");
+        let a = Analysis {
+            convention: Convention::Vllm,
+            info: None,
+            stages: vec![stage(1, 1.0)],
+            series: Series::default(),
+            replicas: Vec::new(),
+            slo: Slo::default(),
+        };
+        let h = render(&super::super::Dirs::single(&dir), &a, &[]).unwrap();
+        assert!(h.contains(LINKS_START) && h.contains(LINKS_END) && !h.contains("also analysed"));
+        std::fs::write(&page, &h).unwrap();
+        let hostile = Other::beside(HOSTILE, "conventions/x/report.html".into());
+        for others in
+            [vec![Other::beside("guidellm", "conventions/guidellm/report.html".into())], vec![hostile]]
+        {
+            relink(&page, &others).unwrap();
+        }
+        let after = std::fs::read_to_string(&page).unwrap();
+        assert_eq!(after.matches("also analysed").count(), 1, "the last list only");
+        assert!(!after.contains("guidellm conventions") && !after.contains("<script>"), "{after}");
+        assert!(unescaped(&after).contains(&format!(">{HOSTILE} conventions</a>")));
+        let outside = |p: &str| {
+            let (a, b) = (p.find(LINKS_START).unwrap(), p.find(LINKS_END).unwrap());
+            format!("{}{}", &p[..a], &p[b..])
+        };
+        assert_eq!(outside(&after), outside(&h));
+        // An older benchflow's page: no markers, nothing rewritten.
+        std::fs::write(&page, "<p>old</p>").unwrap();
+        relink(&page, &[Other::own("vllm", "../../report.html".into())]).unwrap();
+        assert_eq!(std::fs::read_to_string(&page).unwrap(), "<p>old</p>");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -300,6 +412,7 @@ mod tests {
                 prefix_cache_hits: 1024.0,
                 prefix_cache_hit_rate: Some(0.25),
             }],
+            slo: Slo { ttft: Some(Secs(0.2)), tpot: Some(Secs(0.0125)), e2el: None },
         };
         let h = render(&dirs, &a, &[]).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -307,7 +420,7 @@ mod tests {
         // Nothing a user named reaches the page as markup; all of it reaches it as text.
         assert!(!h.contains("<script>") && !h.contains("\"x\"") && !h.contains("& 'q'"), "{h}");
         let seen = unescaped(&h);
-        assert_eq!(seen.matches(HOSTILE).count(), 8, "model, error, 2×2 stage labels, replica, workload");
+        assert_eq!(seen.matches(HOSTILE).count(), 10, "model, error, 2×3 stage labels, replica, workload");
         // Every figure of every stage, as stats.txt writes it.
         for s in &a.stages {
             for fig in [
@@ -327,6 +440,9 @@ mod tests {
             assert!(seen.contains(&format!("<td>{fig}</td>")), "{fig}");
         }
         assert!(seen.contains("Token counts of 6 requests are client estimates"));
+        // Goodput with the SLOs it counted against; each stage's prefix cache.
+        assert!(seen.contains("<th>goodput req/s (TTFT ≤ 200 ms, TPOT ≤ 12.5 ms)</th>"), "{seen}");
+        assert_eq!(seen.matches("<td>2000</td><td>840</td><td>42.0 %</td>").count(), 2);
         assert!(h.contains("<h2>GPUs</h2>") && h.contains("<h2>Replicas</h2>"));
     }
 }

@@ -123,7 +123,8 @@ pub(crate) enum ToolsAction {
 pub(crate) struct AnalyzeArgs {
     /// The work directory of a run.
     pub dir: PathBuf,
-    /// Metric definitions for the statistics (default: the harness's).
+    /// Metric definitions for the statistics (default: the harness's, the run's own). Under
+    /// another, the analysis goes beside the run's own, in analysis/<run>/conventions/<name>/.
     #[arg(long, value_enum)]
     pub convention: Option<Convention>,
 }

@@ -207,7 +207,16 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Compare(args) => experiment::compare(args),
         Command::Plan(args) => engine::show_plan(args),
         Command::Analyze(args) if crate::experiment::state::ExpState::is_experiment(&args.dir) => {
-            experiment::analyze(&args.dir)
+            match args.convention {
+                // Each point is analysed under its own convention; another goes beside it.
+                Some(c) => Err(CliError::Usage(format!(
+                    "--convention applies to one run's work directory, not an experiment's: \
+                     analyse a point under it with `benchflow analyze {}/points/<point> --convention {}`",
+                    args.dir.display(),
+                    c.as_str()
+                ))),
+                None => experiment::analyze(&args.dir),
+            }
         }
         Command::Analyze(args) => analyze(args),
         Command::Status(args) => runtime.block_on(inspect::status(args)),
@@ -287,22 +296,21 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_r
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
+/// `benchflow analyze DIR [--convention C]`: the newest run's analysis again. Under the run's
+/// own convention (the harness's) it rewrites `analysis/<run>/`; under another it goes beside
+/// it, into `analysis/<run>/conventions/<name>/`, and the reports link each other.
 fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
-    let resolved = Resolved::from_file(&args.dir.join(layout::RESOLVED)).ok();
+    let run = crate::workdir::runs::RunDirs::latest(&args.dir);
+    // The run's own inputs (results/<run>/inputs/), else the work directory's.
+    let resolved = run
+        .as_ref()
+        .and_then(|r| Resolved::from_file(&crate::workdir::inputs::resolved_of(&r.results)).ok())
+        .or_else(|| Resolved::from_file(&args.dir.join(layout::RESOLVED)).ok());
     let slo = resolved
         .as_ref()
         .and_then(|r| r.get("workload.slo").cloned())
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
-    let convention = args
-        .convention
-        .or_else(|| {
-            resolved
-                .as_ref()
-                .and_then(|r| r.get("harness.convention").cloned())
-                .and_then(|v| serde_json::from_value(v).ok())
-        })
-        .unwrap_or(Convention::Vllm);
     // Not while a run writes into it (a plain results folder has no lock to take).
     let _lock = if args.dir.join(layout::RESOLVED).is_file() {
         Some(crate::workdir::WorkDir::open(&args.dir)?)
@@ -312,8 +320,29 @@ fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
     let run = crate::workdir::runs::RunDirs::latest_for_analysis(&args.dir).ok_or_else(|| {
         CliError::Usage(format!("{} holds no results (results/latest/requests.csv)", args.dir.display()))
     })?;
+    // The run's own convention: the harness's (what its analyze step applies), else that of
+    // the analysis already there (records without their inputs), else vllm's.
+    let own = resolved
+        .as_ref()
+        .and_then(|r| r.get("harness.convention").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .or_else(|| analysis::convention_of(&run.analysis))
+        .unwrap_or(Convention::Vllm);
+    let convention = args.convention.unwrap_or(own);
     let dirs = analysis::Dirs { workdir: args.dir.clone(), results: run.results, out: run.analysis };
-    let analysis = analysis::analyze(&dirs, convention, &slo)?;
+    let analysis = if convention == own {
+        analysis::analyze(&dirs, convention, &slo)?
+    } else {
+        let (analysis, out) = analysis::analyze_beside(&dirs, convention, &slo)?;
+        errln!(
+            "analysis under {} conventions in {}, beside the run's own ({} conventions, {})",
+            convention.as_str(),
+            out.display(),
+            own.as_str(),
+            dirs.out.display()
+        );
+        analysis
+    };
     out!("{}", analysis::render_text(&analysis));
     Ok(())
 }

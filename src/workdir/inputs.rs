@@ -131,6 +131,11 @@ pub(crate) fn snapshot(root: &Path, run: &RunDirs) -> Result<Option<RunInputs>, 
     Ok(Some(inputs))
 }
 
+/// The run's own copy of `resolved.yaml` (`results/<run>/inputs/resolved.yaml`).
+pub(crate) fn resolved_of(results: &Path) -> std::path::PathBuf {
+    results.join(DIR).join("resolved.yaml")
+}
+
 /// What `results/<run>/inputs/inputs.json` says, if it can be read.
 pub(crate) fn read(results: &Path) -> Option<RunInputs> {
     let text = std::fs::read(results.join(RECORD)).ok()?;

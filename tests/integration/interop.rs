@@ -68,8 +68,12 @@ pub fn upstream_loads(files: &[PathBuf]) {
 
 /// The reports of a work directory's latest analysis, as llm-d's globs find them.
 pub fn reports_in(wd: &Path) -> Vec<PathBuf> {
-    let dir = wd.join("analysis/latest");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+    reports_in_dir(&wd.join("analysis/latest"))
+}
+
+/// The Benchmark Reports (YAML) of an analysis directory, by stage.
+pub fn reports_in_dir(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .flatten()
         .map(|e| e.path())
@@ -331,12 +335,19 @@ fn every_generated_run_gives_reports_llm_ds_package_loads() {
         let wd_arg = wd.to_string_lossy().into_owned();
         let out = p.run(&["analyze", &wd_arg, "--convention", convention]);
         assert!(out.status.success(), "variant {i}: {}", text(&out.stderr));
-        let reports = reports_in(&wd);
+        // Under the run's own convention (the base run's harness's: vllm) the run's own analysis
+        // is rewritten; under another, one goes beside it.
+        let at = match convention {
+            "vllm" => wd.join("analysis/latest"),
+            other => wd.join(format!("analysis/latest/conventions/{other}")),
+        };
+        let reports = reports_in_dir(&at);
         assert_eq!(reports.len(), 2, "variant {i}: one report per stage");
-        let stats = json_of(&wd.join("analysis/latest/stats.json"));
+        let stats = json_of(&at.join("stats.json"));
+        assert_eq!(stats["convention"], convention, "variant {i}");
         for (n, yaml) in reports.iter().enumerate() {
             // The JSON copy is the same report.
-            let r = json_of(&wd.join(format!("analysis/latest/benchmark_report_v0.2_stage_{}.json", n + 1)));
+            let r = json_of(&at.join(format!("benchmark_report_v0.2_stage_{}.json", n + 1)));
             let y: Value = serde_saphyr::from_str(&std::fs::read_to_string(yaml).unwrap()).unwrap();
             assert_eq!(r["run"]["uid"], y["run"]["uid"], "variant {i}");
             // Every report its own uid (the copies share their run id and directory name).

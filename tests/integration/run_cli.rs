@@ -104,9 +104,12 @@ fn run_writes_results_and_analysis_and_analyze_recomputes_them() {
         benchflow().args(["analyze", wd.to_str().unwrap(), "--convention", "guidellm"]).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("guidellm conventions"));
+    // The run's own analysis stays; GuideLLM's goes beside it.
+    assert_eq!(std::fs::read(&vllm_file).unwrap(), vllm);
+    let guidellm_file = wd.join("analysis/latest/conventions/guidellm/vllm_bench_stage_1.json");
     // The vLLM keys keep vLLM's values under GuideLLM's convention; GuideLLM's figures are beside them.
     let json = |b: &[u8]| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(b).unwrap();
-    let (v, g) = (json(&vllm), json(&std::fs::read(&vllm_file).unwrap()));
+    let (v, g) = (json(&vllm), json(&std::fs::read(&guidellm_file).unwrap()));
     for (k, x) in v.iter().filter(|(k, _)| *k != "benchflow_convention") {
         assert_eq!(&g[k], x, "{k}");
     }
@@ -188,6 +191,154 @@ fn a_ramp_stage_sends_at_its_instantaneous_rate() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// `analyze --convention` under another convention than the run's own writes a whole analysis
+/// beside it (`analysis/<run>/conventions/<name>/`) and leaves the run's own as it was; the
+/// reports link each other; under the run's own convention it rewrites the run's own. What
+/// reads a run's statistics (`status`, experiments, `-o json`) reads the run's own.
+#[test]
+fn analyses_under_other_conventions_sit_beside_the_run_s_own_and_link_each_other() {
+    let sim = Sim::start(&["--profile", "tiny/cpu", "--set", "time_scale=0"]);
+    let dir = TempDir::new("cli-beside");
+    let w = workload(
+        &dir,
+        "dataset: { random: { input_len: 16, output_len: 8 } }\nstages: [ { concurrency: 2, requests: 20 } ]\n",
+    );
+    let wd = dir.0.join("wd");
+    let wd_s = wd.to_str().unwrap();
+    let out = benchflow().args(["run", "--endpoint", &sim.1, "-w", &w, "--workdir", wd_s]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let own = wd.join("analysis/001");
+    let read =
+        |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let stats = read(&own.join("stats.json"));
+    let convention =
+        |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap()["convention"].clone();
+    assert_eq!(convention(&stats), "vllm");
+    assert!(!read(&own.join("report.html")).contains("also analysed under"), "nothing beside it yet");
+
+    let out = benchflow().args(["analyze", wd_s, "--convention", "guidellm"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let beside = own.join("conventions/guidellm");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("{}", beside.display())),
+        "says where it went: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The run's own statistics are untouched; the other analysis is whole.
+    assert_eq!(read(&own.join("stats.json")), stats);
+    assert_eq!(convention(&read(&beside.join("stats.json"))), "guidellm");
+    assert!(read(&beside.join("stats.txt")).starts_with("benchflow results (guidellm conventions)"));
+    for f in ["summary.csv", "plots/throughput.svg", "plots/ttft_cdf.png"] {
+        assert!(beside.join(f).is_file(), "{f}");
+    }
+    // Each report links the other.
+    let own_report = read(&own.join("report.html"));
+    assert!(
+        own_report.contains("<a href=\"conventions/guidellm/report.html\">guidellm conventions</a>"),
+        "{own_report}"
+    );
+    let beside_report = read(&beside.join("report.html"));
+    assert!(
+        beside_report.contains("<a href=\"../../report.html\">vllm conventions (the run's own analysis)</a>"),
+        "{beside_report}"
+    );
+
+    // Under the run's own convention (given or not), the run's own is rewritten, the other kept,
+    // and the links stay.
+    std::fs::remove_file(own.join("stats.json")).unwrap();
+    for args in [vec!["analyze", wd_s, "--convention", "vllm"], vec!["analyze", wd_s]] {
+        let out = benchflow().args(&args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(read(&own.join("stats.json")), stats, "{args:?}");
+        assert!(!own.join("conventions/vllm").exists(), "{args:?}");
+        assert!(read(&own.join("report.html")).contains("conventions/guidellm/report.html"), "{args:?}");
+        assert_eq!(convention(&read(&beside.join("stats.json"))), "guidellm");
+    }
+    // An experiment directory's points are analysed under their own conventions: `--convention`
+    // there is refused (exit 2), saying what to do, and nothing is written.
+    let exp = dir.0.join("exp");
+    std::fs::create_dir_all(&exp).unwrap();
+    std::fs::write(exp.join("experiment.yaml"), "base: { workload: sanity }\n").unwrap();
+    let out =
+        benchflow().args(["analyze", exp.to_str().unwrap(), "--convention", "guidellm"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/points/<point> --convention guidellm"));
+    assert_eq!(std::fs::read_dir(&exp).unwrap().count(), 1);
+    // `status` lists the one run (an analysis beside it is no run of its own).
+    let out = benchflow().args(["status", wd_s, "-o", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs: Vec<&str> =
+        status["harness_runs"].as_array().unwrap().iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(runs, ["001"], "{status}");
+}
+
+/// What a run is about, in its statistics and report: the engine's prefix-cache hit rate per
+/// stage (the simulator exports vLLM's counters), goodput with the SLOs it counted against, and
+/// each stage's start labelled in the time charts.
+#[test]
+fn a_run_s_report_says_its_prefix_cache_hits_its_goodput_slos_and_where_stages_start() {
+    let sim = Sim::start(&["--profile", "tiny/cpu", "--set", "time_scale=0"]);
+    let dir = TempDir::new("cli-about");
+    // Every prompt starts with the same 64 words: the cache finds them from the second on.
+    let w = workload(
+        &dir,
+        "dataset: { random: { input_len: 16, output_len: 8, prefix_len: 64 } }\n\
+         slo: { ttft: 200ms, tpot: 12.5ms }\n\
+         stages: [ { concurrency: 2, requests: 30 } ]\n",
+    );
+    let wd = dir.0.join("wd");
+    let out = benchflow()
+        .args(["run", "--endpoint", &sim.1, "-w", &w, "--workdir", wd.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |f: &str| std::fs::read_to_string(wd.join("analysis/latest").join(f)).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&read("stats.json")).unwrap();
+    let stage = &stats["stages"][0];
+    let cache = &stage["prefix_cache"];
+    let (queries, hits) = (cache["queries"].as_f64().unwrap(), cache["hits"].as_f64().unwrap());
+    // One stage, no warm-up: the engine looked up every prompt token of the stage (the smoke
+    // test came before the first scrape), and found the shared prefix of most.
+    assert_eq!(queries, stage["total_input_tokens"].as_f64().unwrap(), "{stage}");
+    assert!(hits >= 20.0 * 48.0 && hits < queries, "{cache}");
+    assert_eq!(cache["hit_rate"].as_f64(), Some(hits / queries));
+    let text = read("stats.txt");
+    let line = format!(
+        "{:<36}{:>14}  ({hits:.0} of {queries:.0} prompt tokens)",
+        "Prefix-cache hit rate:",
+        format!("{:.1} %", 100.0 * hits / queries)
+    );
+    assert!(text.contains(&line), "{line}\n{text}");
+    let report = read("report.html");
+    assert!(report.contains("<h2>Prefix cache</h2>"), "{report}");
+    assert!(report.contains(&format!(
+        "<td>{queries:.0}</td><td>{hits:.0}</td><td>{:.1} %</td>",
+        100.0 * hits / queries
+    )));
+
+    // Goodput, with the SLOs it counted against.
+    assert_eq!(stats["goodput_slo_ms"], serde_json::json!({ "ttft": 200.0, "tpot": 12.5 }));
+    let goodput = stage["request_goodput"].as_f64().unwrap();
+    let line = format!(
+        "{:<36}{:>14}  (TTFT ≤ 200 ms, TPOT ≤ 12.5 ms)",
+        "Request goodput (req/s):",
+        format!("{goodput:.2}")
+    );
+    assert!(text.contains(&line), "{line}\n{text}");
+    assert!(report.contains("<th>goodput req/s (TTFT ≤ 200 ms, TPOT ≤ 12.5 ms)</th>"));
+
+    // The stage's start, labelled, in every time chart (and in no distribution's, whose legend
+    // names the stage in its own words). The SVG holds each text on a line of its own.
+    let tags = |chart: &str| {
+        read(&format!("plots/{chart}.svg")).lines().filter(|l| l.trim() == "1: concurrency=2").count()
+    };
+    for chart in ["throughput", "requests", "server_queue", "server_kv_cache"] {
+        assert_eq!(tags(chart), 1, "{chart}");
+    }
+    assert_eq!(tags("ttft_cdf"), 0);
 }
 
 #[test]

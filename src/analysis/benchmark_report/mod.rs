@@ -430,13 +430,9 @@ fn observed(
         within(m, RUNNING, window, count.clone()),
         within(m, WAITING, window, count),
     );
-    let hit_rate = match (
-        growth(m, "vllm:prefix_cache_queries_total", window),
-        growth(m, "vllm:prefix_cache_hits_total", window),
-    ) {
-        (Some(q), Some(h)) if q > 0.0 && h <= q => Some(Statistics::mean(Units::Percent, 100.0 * h / q)),
-        _ => None,
-    };
+    let hit_rate = super::PrefixCache::within(m, window.0, window.1)
+        .and_then(|c| c.hit_rate)
+        .map(|r| Statistics::mean(Units::Percent, 100.0 * r));
     let aggregate = ResourceMetrics {
         kv_cache_usage: gauge(&kv, Units::Fraction, 1.0),
         cache_hit_rate: hit_rate,
