@@ -99,7 +99,11 @@ impl<'a> Record<'a> {
             status: Status::Running,
             hash: s.hash.clone(),
             started_at: Some(utc_now()),
-            undo: entry.undo.take(),
+            // A process an earlier run of the step started is stopped before this one starts
+            // (Driver::left_running holds its record); from now on the step's record on disk
+            // (setup/undo/, written before the new process starts) names what is up, so a
+            // benchflow killed while it replaces an engine leaves teardown the new one.
+            undo: entry.undo.take().filter(|u| !matches!(u, UndoRecord::Spawn(_))),
             ..Default::default()
         };
         self.emit(Event::StepStarted {

@@ -337,7 +337,10 @@ async fn open_loop(
     let mut watch = cancel.clone();
     let mut dispatched = 0;
     for (index, off) in offsets.enumerate() {
-        let due = start + Duration::from_secs_f64(off);
+        // Offsets are bounded by the workload's limits; one beyond any clock ends the sending.
+        let Some(due) = Duration::try_from_secs_f64(off).ok().and_then(|d| start.checked_add(d)) else {
+            break;
+        };
         tokio::select! {
             _ = crate::timer::sleep_until(due) => {}
             _ = cancelled(&mut watch) => break,

@@ -440,6 +440,18 @@ impl Workload {
             if let Some(d) = s.duration.filter(|d| d.0 > MAX_DURATION_S) {
                 return too(&format!("stage {n}: duration"), d.0, MAX_DURATION_S, "seconds: one week");
             }
+            // A count at a rate, with no duration to stop it, lasts requests / rate.
+            if let (Some(r), Some(count), None) = (s.rate, s.requests, s.duration)
+                && r > 0.0
+                && count as f64 / r > MAX_DURATION_S
+            {
+                return too(
+                    &format!("stage {n}: requests / rate"),
+                    count as f64 / r,
+                    MAX_DURATION_S,
+                    "seconds: one week; give a higher rate, fewer requests, or a duration",
+                );
+            }
         }
         Ok(())
     }
@@ -478,9 +490,13 @@ impl Workload {
                         "stage {n}: give `rate` (requests/s) or `concurrency` (requests in flight)"
                     ));
                 }
-                (Some(r), None) if !(r.is_finite() && r > 0.0) => {
+                // A ramp may start from nothing (it rises from 0 to `ramp_to`).
+                (Some(r), None)
+                    if !(r.is_finite() && (r > 0.0 || r == 0.0 && s.ramp_to.is_some_and(|e| e > 0.0))) =>
+                {
                     return bad(format!(
-                        "stage {n}: rate {r} must be a positive number of requests per second"
+                        "stage {n}: rate {r} must be a positive number of requests per second (0 only \
+                         at the start of a ramp to a positive `ramp_to`)"
                     ));
                 }
                 (None, Some(0)) => return bad(format!("stage {n}: concurrency must be at least 1")),

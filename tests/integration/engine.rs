@@ -639,16 +639,24 @@ fn e2e_keep_leaves_the_stack_up_for_more_runs_and_teardown() {
     assert!(!alive(pid));
 }
 
+/// A project with the quick workload stood up on the instant simulator in `wd`.
+fn stood_up(tag: &str) -> Project {
+    let p = project(tag);
+    p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
+    let out = p.run(STAND_UP);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    p
+}
+
+const STAND_UP: &[&str] =
+    &["standup", "-c", "sim", "-w", "quick", "--set", "engine.profile=fixed/zero", "--workdir", "wd", "-q"];
+
 /// Every `run` measures: the same workload twice against a stood-up stack gives two runs, each
 /// analysed; a `run` whose engine died, or after `teardown`, is refused before anything is
 /// written (exit 3, exit 2), saying why; `standup` brings it back.
 #[test]
 fn every_run_measures_and_a_run_without_the_stack_up_is_refused() {
-    let p = project("again");
-    p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
-    let up = ["standup", "-c", "sim", "-w", "quick", "--set", "engine.profile=fixed/zero", "--workdir", "wd"];
-    let out = p.run(&up);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let p = stood_up("again");
     let wd = p.path("wd");
     let rows = |run: &str| {
         std::fs::read_to_string(wd.join("results").join(run).join("requests.csv"))
@@ -692,7 +700,7 @@ fn every_run_measures_and_a_run_without_the_stack_up_is_refused() {
         "nothing rewritten"
     );
     // `standup` starts what is gone (its record no longer holds) and the run goes on.
-    let out = p.run(&up);
+    let out = p.run(STAND_UP);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let pid = state(&wd)["steps"]["01_start_engine"]["undo"]["pid"].as_i64().unwrap();
     assert!(alive(pid));
@@ -719,20 +727,7 @@ fn every_run_measures_and_a_run_without_the_stack_up_is_refused() {
 /// stopped first, the new one answers, `status` says so, a run measures it, teardown removes it.
 #[test]
 fn a_forced_standup_step_on_a_live_stack_replaces_it() {
-    let p = project("force");
-    p.file("scenarios/sim.yaml", SCENARIO).file("workloads/quick.yaml", QUICK);
-    let out = p.run(&[
-        "standup",
-        "-c",
-        "sim",
-        "-w",
-        "quick",
-        "--set",
-        "engine.profile=fixed/zero",
-        "--workdir",
-        "wd",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let p = stood_up("force");
     let wd = p.path("wd");
     let mut old = state(&wd)["steps"]["01_start_engine"]["undo"]["pid"].as_i64().unwrap();
     for forced in ["1-2", "start_engine", "1"] {
@@ -791,18 +786,7 @@ fn each_run_keeps_its_inputs_and_status_and_reproduce_name_the_run() {
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         out
     };
-    ok(&[
-        "standup",
-        "-c",
-        "sim",
-        "-w",
-        "quick",
-        "--set",
-        "engine.profile=fixed/zero",
-        "--workdir",
-        "wd",
-        "-q",
-    ]);
+    ok(STAND_UP);
     ok(&["run", "--workdir", "wd", "-q"]);
     ok(&["run", "--workdir", "wd", "-w", "other", "-q"]);
     ok(&["run", "--workdir", "wd", "-w", "quick", "--set", "workload.seed=5", "-q"]);
@@ -976,6 +960,59 @@ fn sigkill_while_the_engine_starts_leaves_a_record_that_teardown_uses() {
 
 /// The simulator taking 3 s to load, as vLLM takes to load a model.
 const SLOW_SIM: &str = "platform: local\nengine:\n  kind: sim\n  profile: tiny/cpu\n  args: [--set, startup_delay=3s]\ntimeouts: { ready: 60s }\n";
+
+/// benchflow killed while a forced engine step replaces the engine (the new one loading): the
+/// new engine is on record (status lists it up), the same command stops it before starting
+/// another, and teardown leaves nothing.
+#[test]
+fn sigkill_while_a_forced_step_replaces_the_engine_leaves_the_new_one_on_record() {
+    let p = project("replace-kill");
+    p.file("scenarios/slow.yaml", SLOW_SIM).file("workloads/quick.yaml", QUICK);
+    let out = p.run(&["standup", "-c", "slow", "-w", "quick", "--workdir", "wd", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wd = p.path("wd");
+    let record = wd.join("setup/undo/01_start_engine.json");
+    let pid_on_disk = || -> i64 {
+        serde_json::from_slice::<Value>(&std::fs::read(&record).unwrap_or_default())
+            .ok()
+            .and_then(|r| r["pid"].as_i64())
+            .unwrap_or(0)
+    };
+    let old = pid_on_disk();
+    assert!(alive(old));
+    let mut child = p
+        .cmd(&["standup", "--workdir", "wd", "-s", "1", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The new engine past its gate (it is benchflow's simulator, loading for 3 s).
+    wait_for("the new engine started", Duration::from_secs(30), || {
+        let new = pid_on_disk();
+        new != old
+            && new != 0
+            && std::fs::read_to_string(format!("/proc/{new}/comm")).is_ok_and(|c| c.trim() == "benchflow")
+    });
+    let new = pid_on_disk();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!alive(old), "the old engine was stopped first");
+    assert!(alive(new), "the new engine outlives the killed benchflow");
+    let doc: Value = serde_json::from_slice(&p.run(&["status", "wd", "-o", "json"]).stdout).unwrap();
+    let listed = doc["up"].to_string();
+    assert!(listed.contains(&format!("process group {new} ")), "status names the new engine: {doc}");
+    // The same command again stops it before starting anew.
+    let out = p.run(&["standup", "--workdir", "wd", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!alive(new), "the orphan was stopped");
+    let log = std::fs::read_to_string(wd.join("setup/commands/01_start_engine.log")).unwrap();
+    assert!(log.contains(&format!("left process group {new}")), "{log}");
+    let last = pid_on_disk();
+    assert!(alive(last) && last != new);
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!alive(last));
+}
 
 #[test]
 fn sigkill_while_the_engine_loads_then_the_same_command_stops_the_orphan_before_starting_anew() {

@@ -178,6 +178,10 @@ fn a_ramp_stage_sends_at_its_instantaneous_rate() {
         ("{ rate: 2, ramp_to: 9, requests: 20 }", "stage 1: a ramp (`ramp_to`) runs for a `duration`"),
         ("{ rate: 2, ramp_to: -1, duration: 2s }", "stage 1: ramp_to -1 must be"),
         ("{ rate: 2, ramp_to: 1e9, duration: 2s }", "stage 1: ramp_to 1000000000: at most 100000"),
+        ("{ rate: 0, ramp_to: 0, duration: 2s }", "stage 1: rate 0 must be a positive number"),
+        // Not a ramp, but the same class: a count at a rate that would outlast any run.
+        ("{ rate: 1e-300, requests: 3 }", "stage 1: requests / rate"),
+        ("{ rate: 1, requests: 1000000000 }", "stage 1: requests / rate 1000000000: at most 604800"),
     ] {
         let w = workload(
             &dir,
