@@ -162,9 +162,15 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
             done_s[i] += 1.0;
         }
     }
-    let windows: BTreeMap<u32, (String, f64, f64, Option<f64>)> = info
+    type Window = (String, f64, f64, Option<f64>, Option<crate::results::Ramp>);
+    let windows: BTreeMap<u32, Window> = info
         .as_ref()
-        .map(|i| i.stages.iter().map(|s| (s.stage, (s.label.clone(), s.start_s, s.end_s, s.rate))).collect())
+        .map(|i| {
+            i.stages
+                .iter()
+                .map(|s| (s.stage, (s.label.clone(), s.start_s, s.end_s, s.rate, s.ramp)))
+                .collect()
+        })
         .unwrap_or_default();
     let by_target = read_server_metrics(results);
     let mut series = Series {
@@ -176,10 +182,14 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
     let mut stats = Vec::new();
     let mut info = info;
     for (n, mut acc) in stages {
-        if let Some((label, a, b, rate)) = windows.get(&n) {
+        if let Some((label, a, b, rate, ramp)) = windows.get(&n) {
             acc.label = label.clone();
             acc.window = Some((*a, *b));
-            acc.asked_rate = *rate;
+            // A ramp's rate asked over the span its sends cover (a count cap may end it early).
+            acc.asked_rate = match ramp {
+                Some(r) if acc.sent > 0 => Some(r.mean_between(acc.first_sent - a, acc.last_sent - a)),
+                _ => *rate,
+            };
         } else if let Some(i) = info.as_mut() {
             // Records of a stage whose end run.json never got: the run was killed during it
             // (SIGKILL, a crash). Its figures cover part of it, and the run says so.

@@ -205,13 +205,15 @@ struct Config {
 /// number, or `"inf"`; null when the workload is not known).
 fn traffic(w: Option<&Workload>, stage: u32) -> (Value, Value, Value) {
     let number_or_inf = |x: f64| if x.is_finite() { json!(x) } else { json!("inf") };
-    match w.and_then(|w| w.stages.get(stage.checked_sub(1)? as usize)).map(|s| s.load()) {
-        Some(Load::Rate { rate, burstiness, max_concurrency, .. }) => {
-            (number_or_inf(rate), number_or_inf(burstiness), json!(max_concurrency))
+    let stage = w.and_then(|w| w.stages.get(stage.checked_sub(1)? as usize));
+    match stage.map(|s| (s, s.load())) {
+        // A ramp's rate is its mean (its ends are in ramp_up_*, as vLLM's own ramp-up writes).
+        Some((s, Load::Rate { rate, burstiness, max_concurrency, .. })) => {
+            (number_or_inf(s.asked_rate().unwrap_or(rate)), number_or_inf(burstiness), json!(max_concurrency))
         }
         // vLLM's closed loop: every request at once, behind its concurrency gate; the
         // burstiness is its default (it has no effect at an infinite rate).
-        Some(Load::Concurrency(c)) => (json!("inf"), json!(1.0), json!(c)),
+        Some((_, Load::Concurrency(c))) => (json!("inf"), json!(1.0), json!(c)),
         None => (Value::Null, Value::Null, Value::Null),
     }
 }
@@ -258,6 +260,11 @@ fn build<'a>(stage: &StageStats, req: &'a Requests, cfg: &Config, convention: Co
     }
     let duration = stage.duration;
     let (request_rate, burstiness, max_concurrency) = traffic(cfg.workload.as_ref(), stage.stage);
+    let ramp = cfg
+        .workload
+        .as_ref()
+        .and_then(|w| w.stages.get(stage.stage.checked_sub(1)? as usize))
+        .and_then(|s| s.ramp());
     let chat = cfg.workload.as_ref().is_some_and(|w| w.api.endpoint == Endpoint::Chat);
     let backend = if chat { "openai-chat" } else { "openai" };
     let end = cfg.started.map(|s| s + stage.window.1);
@@ -272,6 +279,9 @@ fn build<'a>(stage: &StageStats, req: &'a Requests, cfg: &Config, convention: Co
         request_rate,
         burstiness,
         max_concurrency,
+        ramp_up_strategy: ramp.map(|_| "linear"),
+        ramp_up_start_rps: ramp.map(|r| r.from),
+        ramp_up_end_rps: ramp.map(|r| r.to),
         duration,
         completed,
         failed: n as u64 - completed,
@@ -380,6 +390,13 @@ struct Document<'a> {
     request_rate: Value,
     burstiness: Value,
     max_concurrency: Value,
+    /// A ramp stage (benchflow's `ramp_to`): vLLM's ramp-up keys, present only then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ramp_up_strategy: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ramp_up_start_rps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ramp_up_end_rps: Option<f64>,
     duration: f64,
     completed: u64,
     failed: u64,

@@ -126,9 +126,9 @@ pub(crate) enum ExecError {
     #[error(transparent)]
     State(#[from] state::StateError),
     #[error(
-        "step {step} ({phase}) is not done in {dir}; run `benchflow standup --workdir {dir}` first, or select steps with -s"
+        "step {step} ({phase}) {how} in {dir}: nothing is up to run against; run `benchflow standup --workdir {dir}` first"
     )]
-    NotStoodUp { step: String, phase: &'static str, dir: String },
+    NotStoodUp { step: String, phase: &'static str, how: &'static str, dir: String },
     #[error(
         "the stack is not up in {dir}: what step {step} started is gone ({what}; stopped outside \
          benchflow, or it died); nothing was run: stand up again with `benchflow standup --workdir \
@@ -271,12 +271,13 @@ pub(crate) fn stood_up(plan: &Plan, dir: &Path, phases: &[Phase]) -> Result<(), 
     let main: Vec<usize> = (0..plan.steps.len())
         .filter(|&i| plan.steps[i].phase != Phase::Teardown && phases.contains(&plan.steps[i].phase))
         .collect();
-    stood_up_in(plan, &state, &main, &plan.dependencies(), None, dir)
+    stood_up_in(plan, &state, &main, &plan.dependencies(), None, dir, &main)
 }
 
-/// Every step outside `main` that a step of `main` depends on, directly or through others, is
-/// done (here, or in the experiment's stack `upstream`), and what it set up still holds: a `run`
-/// after `teardown`, or after the engine died, is refused before anything starts.
+/// Every step not `running` in this command that a step of `main` depends on, directly or
+/// through others, is done (here, or in the experiment's stack `upstream`), and what it set up
+/// still holds: a `run` after `teardown`, or after the engine died, is refused before anything
+/// starts.
 fn stood_up_in(
     plan: &Plan,
     state: &State,
@@ -284,6 +285,7 @@ fn stood_up_in(
     deps: &[Vec<usize>],
     upstream: Option<&State>,
     dir: &Path,
+    running: &[usize],
 ) -> Result<(), ExecError> {
     let upstream_done = |id: &str| {
         upstream
@@ -294,7 +296,8 @@ fn stood_up_in(
     let mut seen = vec![false; plan.steps.len()];
     let mut todo: Vec<usize> = main.iter().flat_map(|&i| deps[i].iter().copied()).collect();
     while let Some(j) = todo.pop() {
-        if std::mem::replace(&mut seen[j], true) || main.contains(&j) {
+        // A step this command runs is not asked to be done already.
+        if std::mem::replace(&mut seen[j], true) || running.contains(&j) {
             continue;
         }
         let s = &plan.steps[j];
@@ -304,7 +307,17 @@ fn stood_up_in(
         }
         let st = state.steps.get(&s.id).filter(|st| matches!(st.status, Status::Done | Status::Skipped));
         let Some(st) = st else {
-            return Err(ExecError::NotStoodUp { step: s.id.clone(), phase: s.phase.as_str(), dir: dir() });
+            let how = match state.steps.get(&s.id).map(|st| st.status) {
+                Some(Status::Undone) => "was torn down",
+                Some(Status::Failed) => "failed",
+                _ => "is not done",
+            };
+            return Err(ExecError::NotStoodUp {
+                step: s.id.clone(),
+                phase: s.phase.as_str(),
+                how,
+                dir: dir(),
+            });
         };
         if let Some(record) = st.undo.as_ref().filter(|r| !r.holds()) {
             return Err(ExecError::StackDown { step: s.id.clone(), what: record.describe(), dir: dir() });
@@ -395,10 +408,16 @@ impl Driver<'_> {
         deps: &[Vec<usize>],
         upstream: Option<&State>,
     ) -> Result<(), ExecError> {
-        if self.opts.selection.is_some() {
-            return Ok(());
+        match &self.opts.selection {
+            // What the selected run steps stand on must be up (analysis and standup steps
+            // are the user's to force).
+            Some(_) => {
+                let runs: Vec<usize> =
+                    main.iter().copied().filter(|&i| self.plan.steps[i].phase == Phase::Run).collect();
+                stood_up_in(self.plan, &self.rec.state, &runs, deps, upstream, self.dir, main)
+            }
+            None => stood_up_in(self.plan, &self.rec.state, main, deps, upstream, self.dir, main),
         }
-        stood_up_in(self.plan, &self.rec.state, main, deps, upstream, self.dir)
     }
 
     /// Steps whose condition is false are skipped: (index, skipped) for the walk.

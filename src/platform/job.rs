@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    results::{RunInfo, StageWindow},
+    results::{Ramp, RunInfo, StageWindow},
     spec::workload::Workload,
     workdir::{
         archive::{extract, sha256_hex},
@@ -140,7 +140,8 @@ pub(crate) fn merge(results: &Path, shards: &[PathBuf]) -> Result<RunInfo, Strin
                     s.dispatched += w.dispatched;
                     // Each pod was asked its share of the stage's rate.
                     s.rate = s.rate.zip(w.rate).map(|(a, b)| a + b);
-                    s.ramp = s.ramp.zip(w.ramp).map(|(a, b)| [a[0] + b[0], a[1] + b[1]]);
+                    s.ramp =
+                        s.ramp.zip(w.ramp).map(|(a, b)| Ramp { from: a.from + b.from, to: a.to + b.to, ..a });
                 }
                 None => stages.push(StageWindow {
                     start_s: w.start_s + offset,

@@ -301,8 +301,8 @@ impl Stage {
     }
 
     /// A ramp's start and end rates (requests/s).
-    pub fn ramp(&self) -> Option<[f64; 2]> {
-        Some([self.rate?, self.ramp_to?])
+    pub fn ramp(&self) -> Option<crate::results::Ramp> {
+        Some(crate::results::Ramp { from: self.rate?, to: self.ramp_to?, duration_s: self.duration?.0 })
     }
 
     /// A short label for tables: `rate=10/s poisson`, `rate=5→50/s poisson` or `concurrency=8`.

@@ -27,11 +27,17 @@ impl RunDirs {
         };
         let results_root = root.join(layout::RESULTS);
         std::fs::create_dir_all(&results_root).map_err(io(&results_root))?;
-        let last = std::fs::read_dir(&results_root)
-            .map_err(io(&results_root))?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .max()
-            .unwrap_or(0);
+        // Past both folders: an id whose records were moved away still has its analysis, which
+        // a new run must not overwrite.
+        let ids = |dir: &Path| -> Vec<u32> {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .collect()
+        };
+        let analysis_root = root.join(layout::ANALYSIS);
+        let last = ids(&results_root).into_iter().chain(ids(&analysis_root)).max().unwrap_or(0);
         let id = format!("{:03}", last + 1);
         let dirs = RunDirs::of(root, &id);
         for d in [&dirs.results, &dirs.analysis] {
@@ -103,6 +109,9 @@ mod tests {
         assert!(root.join("results/latest").is_dir() && root.join("analysis/latest").is_dir());
         // The first run's records are where they were.
         assert_eq!(std::fs::read_to_string(root.join("results/001/requests.csv")).unwrap(), "x");
+        // The latest run's records moved away: its analysis still holds the id.
+        std::fs::rename(root.join("results/002"), root.join("moved-002")).unwrap();
+        assert_eq!(RunDirs::create(&root).unwrap().id, "003");
         std::fs::remove_dir_all(&root).unwrap();
         // The older layout reads as one run.
         std::fs::create_dir_all(root.join("results")).unwrap();

@@ -693,6 +693,8 @@ fn every_run_measures_and_a_run_without_the_stack_up_is_refused() {
         err.contains("the stack is not up") && err.contains("01_start_engine") && err.contains("standup"),
         "{err}"
     );
+    let out = p.run(&["run", "--workdir", "wd", "-s", "load", "-q"]);
+    assert_eq!(out.status.code(), Some(3), "-s too: {}", text(&out.stderr));
     assert!(!wd.join("results/003").exists(), "nothing measured");
     assert_eq!(
         std::fs::read_to_string(wd.join("inputs/resolved.yaml")).unwrap(),
@@ -714,10 +716,14 @@ fn every_run_measures_and_a_run_without_the_stack_up_is_refused() {
     let out = p.run(&["run", "--workdir", "wd", "-q"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("is not done") && text(&out.stderr).contains("standup"),
+        text(&out.stderr).contains("01_start_engine (standup) was torn down")
+            && text(&out.stderr).contains("benchflow standup --workdir"),
         "{}",
         text(&out.stderr)
     );
+    // Selecting the load step (-s) does not get around it.
+    let out = p.run(&["run", "--workdir", "wd", "-s", "3", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(!wd.join("results/004").exists(), "nothing measured");
     // What earlier runs measured is where it was.
     assert_eq!((rows("001"), rows("002"), rows("003")), (53, 53, 53));

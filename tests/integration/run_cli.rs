@@ -160,9 +160,30 @@ fn a_ramp_stage_sends_at_its_instantaneous_rate() {
     let info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(wd.join("results/latest/run.json")).unwrap()).unwrap();
     let stage = &info["stages"][0];
-    assert_eq!(stage["ramp"], serde_json::json!([20.0, 180.0]), "{stage}");
+    assert_eq!(stage["ramp"], serde_json::json!({ "from": 20.0, "to": 180.0, "duration_s": 4.0 }), "{stage}");
     assert_eq!(stage["rate"], 100.0, "the mean rate: {stage}");
     assert_eq!(stage["label"], "rate=20→180/s poisson", "{stage}");
+    // The result files other tools read say the same: the mean, and vLLM's ramp-up keys.
+    let analysis = wd.join("analysis/latest");
+    let vllm: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(analysis.join("vllm_bench_stage_1.json")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            &vllm["request_rate"],
+            &vllm["ramp_up_strategy"],
+            &vllm["ramp_up_start_rps"],
+            &vllm["ramp_up_end_rps"]
+        ),
+        (
+            &serde_json::json!(100.0),
+            &serde_json::json!("linear"),
+            &serde_json::json!(20.0),
+            &serde_json::json!(180.0)
+        )
+    );
+    let report = std::fs::read_to_string(analysis.join("benchmark_report_v0.2_stage_1.json")).unwrap();
+    assert!(report.contains("\"rate_qps\": 100.0") || report.contains("\"rate_qps\":100.0"), "{report}");
+    assert!(!report.contains("\"rate_qps\": 20.0") && !report.contains("\"rate_qps\":20.0"), "{report}");
     let csv = std::fs::read_to_string(wd.join("results/latest/requests.csv")).unwrap();
     let col = benchflow::HEADER.iter().position(|c| *c == "scheduled_us").unwrap();
     let scheduled: Vec<f64> =
@@ -173,6 +194,22 @@ fn a_ramp_stage_sends_at_its_instantaneous_rate() {
     // Four standard deviations of a Poisson count.
     assert!((first - 120.0_f64).abs() <= 4.0 * 120f64.sqrt(), "first half: {first}");
     assert!((second - 280.0_f64).abs() <= 4.0 * 280f64.sqrt(), "second half: {second}");
+    // A falling ramp cut short by its count sent what the ramp asked over the time it ran: not
+    // flagged as over-sending (its mean over the whole stage is lower).
+    let capped = workload(
+        &dir,
+        "dataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { rate: 50, ramp_to: 5, duration: 6s, requests: 60, arrival: constant } ]\n",
+    );
+    let out = benchflow()
+        .args(["run", "--endpoint", &sim.1, "-w", &capped, "--workdir", wd.to_str().unwrap(), "-q"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(wd.join("analysis/latest/stats.json")).unwrap()).unwrap();
+    let send = &stats["stages"][0]["send_rate"];
+    assert_eq!(send["over_sent"], false, "{send}");
+    assert!(send["asked"].as_f64().unwrap() > 40.0, "the ramp's rate over its first seconds: {send}");
     for (bad, says) in [
         ("{ concurrency: 2, ramp_to: 9, duration: 2s }", "stage 1: `ramp_to` ramps a rate"),
         ("{ rate: 2, ramp_to: 9, requests: 20 }", "stage 1: a ramp (`ramp_to`) runs for a `duration`"),

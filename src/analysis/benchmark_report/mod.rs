@@ -353,9 +353,11 @@ fn load(values: &Value, s: &StageStats, results: &Path) -> Load {
     };
     let stage = w.as_ref().and_then(|w| w.stages.get(s.stage.saturating_sub(1) as usize));
     let (rate_qps, concurrency) = match stage.map(|st| st.load()) {
-        Some(StageLoad::Rate { rate, max_concurrency, .. }) => {
-            (Some(rate).filter(|r| r.is_finite() && *r > 0.0), max_concurrency.map(|c| u64::from(c).max(1)))
-        }
+        // A ramp's rate is its mean over the stage.
+        Some(StageLoad::Rate { rate, max_concurrency, .. }) => (
+            stage.and_then(|st| st.asked_rate()).or(Some(rate)).filter(|r| r.is_finite() && *r > 0.0),
+            max_concurrency.map(|c| u64::from(c).max(1)),
+        ),
         Some(StageLoad::Concurrency(c)) => (None, Some(u64::from(c).max(1))),
         None => (None, None),
     };
