@@ -68,10 +68,12 @@ pub(crate) enum Event {
         step: String,
         what: String,
     },
-    /// A Ctrl-C / SIGTERM: the how-many-th, and whether teardown was running.
+    /// A Ctrl-C / SIGTERM: the how-many-th, whether teardown was running, and whether this
+    /// command tears down after the stop (not `run`, `standup --keep`, `e2e --keep`).
     Signal {
         count: u32,
         during_teardown: bool,
+        teardown_follows: bool,
     },
     RunFinished {
         outcome: String,
@@ -173,11 +175,13 @@ impl Console {
     /// The line a person sees for an event, if any.
     fn line(&self, event: &Event) -> Option<String> {
         // Signals are always said: the user pressed a key and must know what it does.
-        if let Event::Signal { count, during_teardown } = event {
-            return Some(match (count, during_teardown) {
-                (1, false) => "interrupt: stopping the running steps; teardown follows (interrupt again to skip teardown)".into(),
-                (_, false) => "interrupt: still stopping the running steps; teardown will be skipped".into(),
-                (_, true) => "interrupt: skipping the rest of teardown".into(),
+        if let Event::Signal { count, during_teardown, teardown_follows } = event {
+            return Some(match (count, during_teardown, teardown_follows) {
+                (1, false, true) => "interrupt: stopping the running steps; teardown follows (interrupt again to skip teardown)".into(),
+                (1, false, false) => "interrupt: stopping the running steps; what was measured is analysed; the stack stays up".into(),
+                (_, false, true) => "interrupt: still stopping the running steps; teardown will be skipped".into(),
+                (_, false, false) => "interrupt: still stopping the running steps".into(),
+                (_, true, _) => "interrupt: skipping the rest of teardown".into(),
             });
         }
         match event {

@@ -553,7 +553,8 @@ impl Driver<'_> {
                 }
                 Some(()) = signals.recv() => {
                     self.interrupts += 1;
-                    self.rec.signal(self.interrupts, mode == Mode::Teardown);
+                    let follows = self.opts.phases.contains(&Phase::Teardown) || self.opts.teardown_on_failure;
+                    self.rec.signal(self.interrupts, mode == Mode::Teardown, follows);
                     match mode {
                         Mode::Main if self.interrupts == 1 => { let _ = cancel_tx.send(true); }
                         Mode::Teardown if self.interrupts >= 2 => {

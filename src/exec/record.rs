@@ -163,9 +163,9 @@ impl<'a> Record<'a> {
         (status, error)
     }
 
-    pub(super) fn signal(&mut self, count: u32, during_teardown: bool) {
+    pub(super) fn signal(&mut self, count: u32, during_teardown: bool, teardown_follows: bool) {
         self.state.interrupts.push(utc_now());
-        self.emit(Event::Signal { count, during_teardown });
+        self.emit(Event::Signal { count, during_teardown, teardown_follows });
         self.keep();
     }
 }

@@ -406,8 +406,11 @@ fn sigint_keeps_and_analyses_what_was_measured() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(5));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    // `run` tears nothing down: the interrupt says so, not that teardown follows.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("the stack stays up") && !said.contains("teardown follows"), "{said}");
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(text.lines().any(|l| l.contains(",cancelled,")), "in-flight requests are recorded as cancelled");
     let info: serde_json::Value =
