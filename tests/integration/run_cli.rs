@@ -391,7 +391,7 @@ fn sigint_keeps_and_analyses_what_was_measured() {
         "dataset: { random: { input_len: 16, output_len: 400 } }\nstages: [ { concurrency: 4, duration: 60s } ]\n",
     );
     let wd = dir.0.join("wd");
-    let mut child = benchflow()
+    let child = benchflow()
         .args(["run", "--endpoint", &sim.1, "-w", &w, "--workdir", wd.to_str().unwrap(), "--quiet"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
