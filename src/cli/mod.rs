@@ -145,6 +145,16 @@ impl CliError {
             // A records file with a bad row is a bad file (named with its line), not a failed run.
             CliError::Analysis(AnalysisError::Row { .. }) => EXIT_CONFIG,
             CliError::Exec(ExecError::NotStoodUp { .. } | ExecError::State(_)) => EXIT_CONFIG,
+            // An archive that does not verify, or an -o that would replace what is not one:
+            // bad input, nothing written.
+            CliError::Archive(
+                ArchiveError::Output { .. }
+                | ArchiveError::Checksum { .. }
+                | ArchiveError::NoManifest(_)
+                | ArchiveError::EmptyManifest(_)
+                | ArchiveError::BadManifest { .. }
+                | ArchiveError::Unlisted { .. },
+            ) => EXIT_CONFIG,
             // What a `run` stands on went away since standup: stand up again.
             CliError::Exec(ExecError::StackDown { .. }) => EXIT_STANDUP,
             CliError::Sim(sim::SimError::Bind { .. }) => EXIT_CONFIG,

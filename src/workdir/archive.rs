@@ -29,6 +29,8 @@ pub(crate) enum ArchiveError {
     BadManifest { archive: PathBuf, line: usize, why: String },
     #[error("{archive}: {file} is in the archive but not in MANIFEST.sha256: it cannot be verified")]
     Unlisted { archive: PathBuf, file: String },
+    #[error("{out}: {why}; choose another -o")]
+    Output { out: PathBuf, why: &'static str },
 }
 
 fn files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -60,12 +62,52 @@ pub(crate) fn pack(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, usize), A
         let path = path.to_path_buf();
         move |source| ArchiveError::Io { path, source }
     };
+    // Never over a file that is not an archive (a workload given as -o by mistake), nor inside
+    // the directory packed.
+    let refuse = |why| Err(ArchiveError::Output { out: out.clone(), why });
+    if out.is_dir() {
+        return refuse("is a directory: give the archive's file name");
+    }
+    if out.is_file() {
+        let mut magic = [0u8; 2];
+        let read = std::fs::File::open(&out).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
+        if read.is_err() || magic != [0x1f, 0x8b] {
+            return refuse("exists and is not a .tar.gz archive: it would be replaced");
+        }
+    }
+    let inside = |p: &Path| std::path::absolute(p).ok().map(|p| super::canonical(&p));
+    if let (Some(o), Some(d)) = (inside(&out), inside(dir))
+        && o.starts_with(&d)
+    {
+        return refuse("is inside the directory being archived");
+    }
     let mut list = Vec::new();
     files(dir, Path::new(""), &mut list).map_err(io(dir))?;
+    // Written beside, then renamed: an archive that fails half-way replaces nothing.
+    let partial = out.with_file_name(format!(
+        ".{}.partial",
+        out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+    ));
+    let written = write_archive(dir, &name, &list, &partial);
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written?;
+    std::fs::rename(&partial, &out).map_err(io(&out))?;
+    Ok((out, list.len()))
+}
+
+/// The tar.gz of `list` (paths under `dir`) at `out`, each under `name/`, with its manifest.
+fn write_archive(dir: &Path, name: &str, list: &[PathBuf], out: &Path) -> Result<(), ArchiveError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ArchiveError::Io { path, source }
+    };
+    let out = out.to_path_buf();
     let file = std::fs::File::create(&out).map_err(io(&out))?;
     let mut tar = tar::Builder::new(GzEncoder::new(file, Compression::default()));
     let mut manifest = String::new();
-    for rel in &list {
+    for rel in list {
         let bytes = std::fs::read(dir.join(rel)).map_err(io(&dir.join(rel)))?;
         manifest.push_str(&format!("{}  {}\n", sha256_hex(&bytes), rel.display()));
         let mut header = tar::Header::new_gnu();
@@ -81,8 +123,8 @@ pub(crate) fn pack(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, usize), A
     header.set_cksum();
     tar.append_data(&mut header, Path::new(&name).join("MANIFEST.sha256"), manifest.as_bytes())
         .map_err(io(&out))?;
-    tar.into_inner().and_then(|gz| gz.finish()).map_err(io(&out))?;
-    Ok((out, list.len()))
+    tar.into_inner().and_then(|gz| gz.finish()).and_then(|f| f.sync_all()).map_err(io(&out))?;
+    Ok(())
 }
 
 /// Unpacks an archive into `dest`, verifying every checksum; returns the run directory inside.

@@ -1399,11 +1399,42 @@ fn reproduce_of_a_failing_archive_leaves_no_temporary_directory_and_an_empty_man
             .output()
             .unwrap();
         let err = text(&out.stderr);
-        assert!(!out.status.success(), "{tag}: {err}");
+        // An archive that does not verify, or verifies but holds no readable record, is bad
+        // input (exit 2).
+        assert_eq!(out.status.code(), Some(2), "{tag}: {err}");
         assert!(err.contains(said), "{tag}: {err}");
         let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().map(|e| e.path()).collect();
         assert!(left.is_empty(), "{tag}: left behind {left:?}");
     }
+}
+
+/// `archive -o` never replaces a file that is not an archive, nor writes inside the directory
+/// it packs (exit 2, the file as it was); archiving again replaces the earlier archive whole.
+#[test]
+fn archive_replaces_only_an_archive_and_never_packs_into_itself() {
+    let p = stood_up("archive-out");
+    let out = p.run(&["run", "--workdir", "wd", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let workload = p.path("workloads/quick.yaml");
+    for (to, says) in [
+        (workload.to_str().unwrap().to_string(), "is not a .tar.gz archive"),
+        ("wd/results/inside.tar.gz".to_string(), "inside the directory being archived"),
+        ("workloads".to_string(), "is a directory"),
+    ] {
+        let out = p.run(&["archive", "wd", "-o", &to]);
+        assert_eq!(out.status.code(), Some(2), "{to}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(says), "{to}: {}", text(&out.stderr));
+    }
+    assert_eq!(std::fs::read_to_string(&workload).unwrap(), QUICK, "the workload is as it was");
+    assert!(!p.path("wd/results/inside.tar.gz").exists());
+    for _ in 0..2 {
+        let out = p.run(&["archive", "wd", "-o", "a.tar.gz"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = p.run(&["reproduce", "a.tar.gz", "--dry-run", "--workdir", "again", "-q"]);
+    assert!(out.status.success(), "the second archive is whole: {}", text(&out.stderr));
+    let out = p.run(&["teardown", "wd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 #[test]
