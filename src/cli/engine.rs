@@ -31,6 +31,7 @@ fn prepare(
     on_standup: bool,
 ) -> Result<Session, CliError> {
     let setup = setup(args, scenario, extra_sets);
+    not_an_experiments(&setup.root)?;
     let (resolved, plan) = setup.compile()?;
     cluster_flags_apply(args, &resolved)?;
     if let Some(sel) = &args.steps {
@@ -47,6 +48,32 @@ fn prepare(
         return Ok(Session::dry_run(&setup.root, resolved, plan)?);
     }
     Ok(Session::from_parts(&setup.root, resolved, plan)?)
+}
+
+/// An experiment's directory, or one of its points, is the experiment's: a run written into it
+/// would change what the experiment reports. Refused before anything is written.
+fn not_an_experiments(root: &Path) -> Result<(), CliError> {
+    use crate::experiment::state::ExpState;
+    if ExpState::is_experiment(root) {
+        return Err(CliError::Usage(format!(
+            "{0} is an experiment's directory: resume it with `benchflow experiment --workdir {0}`, \
+             or give a new --workdir",
+            root.display()
+        )));
+    }
+    let point = root.parent().filter(|p| p.file_name().is_some_and(|n| n == "points")).and_then(Path::parent);
+    if let (Some(exp), Some(id)) = (point.filter(|e| ExpState::is_experiment(e)), root.file_name()) {
+        return Err(CliError::Usage(format!(
+            "{} is point {} of the experiment in {}: its measurements are the experiment's; measure it \
+             again in a new directory with `benchflow reproduce {} --point {}`",
+            root.display(),
+            id.to_string_lossy(),
+            exp.display(),
+            exp.display(),
+            id.to_string_lossy()
+        )));
+    }
+    Ok(())
 }
 
 /// `--context`, `--kubeconfig` and `-n` name a cluster: on another platform they would be

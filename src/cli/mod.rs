@@ -310,6 +310,17 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_r
 /// own convention (the harness's) it rewrites `analysis/<run>/`; under another it goes beside
 /// it, into `analysis/<run>/conventions/<name>/`, and the reports link each other.
 fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
+    // One run's records folder (results/<run>/, which holds a copy of its inputs) is not a
+    // work directory: nothing is written into it.
+    if args.dir.join("requests.csv").is_file() && args.dir.join(crate::workdir::inputs::RECORD).is_file() {
+        let root = args.dir.parent().and_then(std::path::Path::parent).unwrap_or(std::path::Path::new("."));
+        return Err(CliError::Usage(format!(
+            "{} is one run's records: analyze its work directory (`benchflow analyze {}`), which \
+             analyses its latest run",
+            args.dir.display(),
+            root.display()
+        )));
+    }
     let run = crate::workdir::runs::RunDirs::latest(&args.dir);
     // The run's own inputs (results/<run>/inputs/), else the work directory's.
     let resolved = run

@@ -133,6 +133,24 @@ fn an_experiment_is_archived_and_reproduce_reruns_one_point_or_says_how() {
     );
     let out = p.run(&["experiment", "-e", "two", "--workdir", "exp", "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The experiment's directory and its points are the experiment's: a run, an e2e or an
+    // analyze of one run's records is refused with what to do, and writes nothing there.
+    let before: Vec<_> = std::fs::read_dir(p.path("exp")).unwrap().flatten().map(|e| e.file_name()).collect();
+    for (args, says) in [
+        (&["run", "--workdir", "exp", "-q"][..], "is an experiment's directory"),
+        (&["e2e", "--workdir", "exp/points/p002", "-q"][..], "`benchflow reproduce exp --point p002`"),
+        (&["analyze", "exp/points/p002/results/001"][..], "is one run's records: analyze its work directory"),
+    ] {
+        let out = p.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(says), "{args:?}: {}", text(&out.stderr));
+    }
+    let after: Vec<_> = std::fs::read_dir(p.path("exp")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(before, after, "nothing written into the experiment's directory");
+    assert!(
+        !p.path("exp/points/p002/results/002").exists()
+            && !p.path("exp/points/p002/results/001/.lock").exists()
+    );
     let out = p.run(&["archive", "exp", "-o", "exp.tar.gz"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("--point <id>"), "{}", text(&out.stderr));
