@@ -325,9 +325,10 @@ impl PlanArgs {
         let mut sets: Vec<String> = prev.map(|r| r.sets.clone()).unwrap_or_default();
         sets.extend(extra.iter().cloned());
         sets.extend(self.all_sets());
-        // A later identical --set makes an earlier one redundant.
+        // A later --set of the same key replaces an earlier one (it would win anyway).
+        let key = |s: &str| s.split_once('=').map_or(s, |(k, _)| k).trim().to_string();
         let mut seen = std::collections::BTreeSet::new();
-        let mut deduped: Vec<String> = sets.into_iter().rev().filter(|s| seen.insert(s.clone())).collect();
+        let mut deduped: Vec<String> = sets.into_iter().rev().filter(|s| seen.insert(key(s))).collect();
         deduped.reverse();
         Request {
             scenario: scenario

@@ -664,7 +664,7 @@ fn every_run_measures_and_a_run_without_the_stack_up_is_refused() {
             .unwrap_or(0)
     };
     for (n, run) in ["001", "002"].iter().enumerate() {
-        let out = p.run(&["run", "--workdir", "wd"]);
+        let out = p.run(&["run", "--workdir", "wd", "--set", &format!("workload.seed={}", n + 1)]);
         let err = text(&out.stderr);
         assert!(out.status.success(), "run {n}: {err}");
         assert!(!err.contains("already done"), "nothing of the run is skipped: {err}");
@@ -673,6 +673,10 @@ fn every_run_measures_and_a_run_without_the_stack_up_is_refused() {
         assert!(text(&out.stdout).contains("stage"), "the new run's statistics are printed");
     }
     assert_eq!(status_of(&wd, "03_load"), "done");
+    // A later --set of the same key replaces the earlier one in the record.
+    let overrides: Value =
+        serde_json::from_slice(&std::fs::read(wd.join("results/002/inputs/inputs.json")).unwrap()).unwrap();
+    assert_eq!(overrides["overrides"], serde_json::json!(["engine.profile=fixed/zero", "workload.seed=2"]));
     // The engine dies outside benchflow: the next run is refused, nothing written.
     let pid = state(&wd)["steps"]["01_start_engine"]["undo"]["pid"].as_i64().unwrap();
     Command::new("kill").args(["-9", "--", &format!("-{pid}")]).status().unwrap();
