@@ -180,6 +180,24 @@ pub(crate) fn of_run(root: &Path, run: &str) -> Result<(String, PathBuf), RunNot
             )),
         });
     }
+    // The copies must be what was recorded: an edited copy would reproduce another run.
+    if let Some(record) = read(&root.join(layout::RESULTS).join(&run)) {
+        for (name, sum) in &record.sha256 {
+            let now = std::fs::read(dir.join(name)).map(|b| sha256_hex(&b)).unwrap_or_default();
+            if &now != sum {
+                return Err(RunNotFound {
+                    root: root.to_path_buf(),
+                    run: run.to_string(),
+                    runs,
+                    why: Some(format!(
+                        "results/{run}/inputs/{name} is not the file the run recorded (its sha256 in \
+                         inputs.json is {sum}): it was changed or removed since, so it would not reproduce \
+                         that run"
+                    )),
+                });
+            }
+        }
+    }
     Ok((run, dir))
 }
 

@@ -925,6 +925,17 @@ fn each_run_keeps_its_inputs_and_status_and_reproduce_name_the_run() {
     // A run by its number: `2` is `002`.
     ok(&["reproduce", "wd", "--run", "2", "--dry-run", "--workdir", "r2b", "-q"]);
     assert_eq!(read_json(&p.path("r2b/inputs/origin.json"))["run"], "002");
+    // A copy changed since the run recorded it would reproduce another run: refused, naming it.
+    let copy = wd.join("results/002/inputs/workload.yaml");
+    std::fs::write(&copy, OTHER.replace("requests: 6", "requests: 600")).unwrap();
+    let out = p.run(&["reproduce", "wd", "--run", "002", "--dry-run", "--workdir", "r2c", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("results/002/inputs/workload.yaml is not the file the run recorded"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!p.path("r2c").exists(), "nothing created");
 }
 
 // Hardening: never lose track of an engine, never measure the wrong server.
