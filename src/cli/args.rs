@@ -127,6 +127,9 @@ pub(crate) struct AnalyzeArgs {
     /// another, the analysis goes beside the run's own, in analysis/<run>/conventions/<name>/.
     #[arg(long, value_enum)]
     pub convention: Option<Convention>,
+    /// Which harness run: `002` (or `2`) [default: the latest].
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
 }
 
 #[derive(Debug, Args)]

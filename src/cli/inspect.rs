@@ -112,7 +112,7 @@ fn harness_runs(dir: &Path) -> Vec<HarnessRun> {
                 requests: rows,
                 failed: info.as_ref().filter(|i| i.ended()).map(|i| i.failed),
                 outcome: outcome.to_string(),
-                analysed: dir.join(layout::ANALYSIS).join(&id).join("stats.json").is_file(),
+                analysed: analysed(&dir.join(layout::ANALYSIS).join(&id)),
                 id,
             }
         })
@@ -394,4 +394,11 @@ pub(crate) async fn gc(args: GcArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// An analysis that finished: its report (written last) no older than its statistics (an
+/// analysis that failed half-way, on a full disk, rewrote stats.json and not the report).
+fn analysed(out: &Path) -> bool {
+    let modified = |f: &str| std::fs::metadata(out.join(f)).and_then(|m| m.modified()).ok();
+    matches!((modified("stats.json"), modified("report.html")), (Some(s), Some(r)) if r >= s)
 }

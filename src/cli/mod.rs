@@ -306,7 +306,8 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_r
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
-/// `benchflow analyze DIR [--convention C]`: the newest run's analysis again. Under the run's
+/// `benchflow analyze DIR [--convention C] [--run ID]`: the newest run's (or run ID's) analysis
+/// again. Under the run's
 /// own convention (the harness's) it rewrites `analysis/<run>/`; under another it goes beside
 /// it, into `analysis/<run>/conventions/<name>/`, and the reports link each other.
 fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
@@ -321,7 +322,24 @@ fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
             root.display()
         )));
     }
-    let run = crate::workdir::runs::RunDirs::latest(&args.dir);
+    use crate::workdir::runs::RunDirs;
+    let named = |id: &str| {
+        RunDirs::named_for_analysis(&args.dir, id).map_err(|runs| {
+            CliError::Usage(format!(
+                "{}: no harness run `{id}` with records (results/{id}/requests.csv); {}",
+                args.dir.display(),
+                if runs.is_empty() {
+                    "it holds none".to_string()
+                } else {
+                    format!("its runs: {}", runs.join(", "))
+                }
+            ))
+        })
+    };
+    let run = match &args.run {
+        Some(id) => Some(named(id)?),
+        None => RunDirs::latest(&args.dir),
+    };
     // The run's own inputs (results/<run>/inputs/), else the work directory's.
     let resolved = run
         .as_ref()
@@ -338,9 +356,12 @@ fn analyze(args: AnalyzeArgs) -> Result<(), CliError> {
     } else {
         None
     };
-    let run = crate::workdir::runs::RunDirs::latest_for_analysis(&args.dir).ok_or_else(|| {
-        CliError::Usage(format!("{} holds no results (results/latest/requests.csv)", args.dir.display()))
-    })?;
+    let run = match &args.run {
+        Some(id) => named(id)?,
+        None => RunDirs::latest_for_analysis(&args.dir).ok_or_else(|| {
+            CliError::Usage(format!("{} holds no results (results/latest/requests.csv)", args.dir.display()))
+        })?,
+    };
     // The run's own convention: the harness's (what its analyze step applies), else that of
     // the analysis already there (records without their inputs), else vllm's.
     let own = resolved

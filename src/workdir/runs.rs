@@ -73,6 +73,29 @@ impl RunDirs {
         Some(dirs)
     }
 
+    /// Run `id` (`002`, or `2`) if its records are there, its analysis folder created; else the
+    /// runs there, to say so.
+    pub fn named_for_analysis(root: &Path, id: &str) -> Result<RunDirs, Vec<String>> {
+        let mut ids: Vec<String> = std::fs::read_dir(root.join(layout::RESULTS))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_string))
+            .filter(|n| {
+                n.parse::<u32>().is_ok() && root.join(layout::RESULTS).join(n).join("requests.csv").is_file()
+            })
+            .collect();
+        ids.sort();
+        let number = id.parse::<u32>().ok();
+        let Some(found) =
+            ids.iter().find(|r| *r == id || number.is_some() && r.parse::<u32>().ok() == number)
+        else {
+            return Err(ids);
+        };
+        let dirs = RunDirs::of(root, found);
+        let _ = std::fs::create_dir_all(&dirs.analysis);
+        Ok(dirs)
+    }
+
     fn of(root: &Path, id: &str) -> RunDirs {
         RunDirs {
             id: id.to_string(),

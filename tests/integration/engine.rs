@@ -936,6 +936,28 @@ fn each_run_keeps_its_inputs_and_status_and_reproduce_name_the_run() {
         text(&out.stderr)
     );
     assert!(!p.path("r2c").exists(), "nothing created");
+    // An analysis that did not finish (its report older than its statistics, as after a full
+    // disk) is not called analysed; `analyze --run` analyses that run again, not the latest.
+    let stats = wd.join("analysis/001/stats.json");
+    std::fs::remove_file(wd.join("analysis/001/report.html")).unwrap();
+    let analysed = |p: &Project| {
+        let doc: Value = serde_json::from_slice(&p.run(&["status", "wd", "-o", "json"]).stdout).unwrap();
+        doc["harness_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["analysed"].as_bool().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(analysed(&p), [false, true, true]);
+    let latest = std::fs::read_link(wd.join("analysis/latest")).unwrap();
+    ok(&["analyze", "wd", "--run", "1"]);
+    assert_eq!(analysed(&p), [true, true, true]);
+    assert!(stats.is_file());
+    assert_eq!(std::fs::read_link(wd.join("analysis/latest")).unwrap(), latest, "latest stays");
+    let out = p.run(&["analyze", "wd", "--run", "9"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("its runs: 001, 002, 003"), "{}", text(&out.stderr));
 }
 
 // Hardening: never lose track of an engine, never measure the wrong server.
