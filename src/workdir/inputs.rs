@@ -44,6 +44,10 @@ pub struct RunInputs {
     /// factor values: `experiments/sweep.yaml point p003`); empty outside an experiment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<InputLayer>,
+    /// The dataset file the prompts came from (ShareGPT or JSONL; not copied): where it was
+    /// and its sha256, so that a reproduction can tell it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<InputFile>,
     /// The sha256 of each file copied into `results/<run>/inputs/`, by name.
     pub sha256: BTreeMap<String, String>,
     /// When the copy was made (the run's start).
@@ -116,7 +120,9 @@ pub(crate) fn snapshot(root: &Path, run: &RunDirs) -> Result<Option<RunInputs>, 
         file: named.files.get(kind).cloned().unwrap_or_default(),
         sha256: sha256.get(&format!("{kind}.yaml")).cloned().unwrap_or_default(),
     };
+    let dataset = dataset_file(&resolved_path, named.files.get("workload").map(String::as_str));
     let inputs = RunInputs {
+        dataset,
         run: run.id.clone(),
         workload: file("workload", &named.request.workload),
         harness: file("harness", &named.request.harness),
@@ -134,6 +140,39 @@ pub(crate) fn snapshot(root: &Path, run: &RunDirs) -> Result<Option<RunInputs>, 
 /// The run's own copy of `resolved.yaml` (`results/<run>/inputs/resolved.yaml`).
 pub(crate) fn resolved_of(results: &Path) -> std::path::PathBuf {
     results.join(DIR).join("resolved.yaml")
+}
+
+/// The dataset file a workload reads (its path as resolved, relative to the workload file), with
+/// its sha256; None for generated prompts or a file that cannot be read.
+fn dataset_file(resolved: &Path, workload_file: Option<&str>) -> Option<InputFile> {
+    let tree = crate::resolve::Resolved::from_file(resolved).ok()?;
+    let given = ["workload.dataset.jsonl.path", "workload.dataset.sharegpt.path"]
+        .iter()
+        .find_map(|k| tree.get(k).and_then(|v| v.as_str()).map(str::to_string))?;
+    let base = workload_file.filter(|f| !f.starts_with("builtin:")).and_then(|f| Path::new(f).parent());
+    let path = match base {
+        Some(b) if Path::new(&given).is_relative() => b.join(&given),
+        _ => PathBuf::from(&given),
+    };
+    let sha256 = file_sha256(&path)?;
+    Some(InputFile { name: given, file: path.display().to_string(), sha256 })
+}
+
+/// A file's sha256, read in pieces (a dataset may be large).
+fn file_sha256(path: &Path) -> Option<String> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Some(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// What `results/<run>/inputs/inputs.json` says, if it can be read.
@@ -180,8 +219,23 @@ pub(crate) fn of_run(root: &Path, run: &str) -> Result<(String, PathBuf), RunNot
             )),
         });
     }
-    // The copies must be what was recorded: an edited copy would reproduce another run.
+    // The copies must be what was recorded: an edited copy would reproduce another run; so
+    // must the dataset file the prompts came from.
     if let Some(record) = read(&root.join(layout::RESULTS).join(&run)) {
+        if let Some(d) = &record.dataset
+            && file_sha256(Path::new(&d.file)).as_ref() != Some(&d.sha256)
+        {
+            return Err(RunNotFound {
+                root: root.to_path_buf(),
+                run: run.to_string(),
+                runs,
+                why: Some(format!(
+                    "its dataset {} is not the file the run read (sha256 {} in inputs.json): it was \
+                     changed, moved or removed since, so the prompts would not be the same; restore it",
+                    d.file, d.sha256
+                )),
+            });
+        }
         for (name, sum) in &record.sha256 {
             let now = std::fs::read(dir.join(name)).map(|b| sha256_hex(&b)).unwrap_or_default();
             if &now != sum {

@@ -960,6 +960,43 @@ fn each_run_keeps_its_inputs_and_status_and_reproduce_name_the_run() {
     assert!(text(&out.stderr).contains("its runs: 001, 002, 003"), "{}", text(&out.stderr));
 }
 
+/// A run records the dataset file its prompts came from (not copied: its path and sha256);
+/// reproducing the run after the file changed is refused, naming it.
+#[test]
+fn reproduce_refuses_a_run_whose_dataset_file_changed() {
+    let p = project("dataset-hash");
+    p.file(
+        "workloads/p.jsonl",
+        "{\"prompt\": \"the of and\", \"max_tokens\": 4}\n{\"prompt\": \"to in\", \"max_tokens\": 4}\n",
+    )
+    .file(
+        "workloads/js.yaml",
+        "dataset: { jsonl: { path: p.jsonl } }\nstages: [ { concurrency: 1, requests: 4 } ]\n",
+    );
+    let (mut sim, url) = spawn_sim(&["--profile", "fixed/zero"]);
+    let out = p.run(&["run", "--endpoint", &url, "-w", "js", "--workdir", "wd", "-q"]);
+    let _ = sim.kill();
+    let _ = sim.wait();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(p.path("wd/results/001/inputs/inputs.json")).unwrap()).unwrap();
+    let dataset = &record["dataset"];
+    assert_eq!(dataset["name"], "p.jsonl", "{record}");
+    assert!(dataset["file"].as_str().unwrap().ends_with("workloads/p.jsonl"), "{record}");
+    assert_eq!(dataset["sha256"].as_str().map(str::len), Some(64), "{record}");
+    let out = p.run(&["reproduce", "wd", "--run", "1", "--dry-run", "--workdir", "r1", "-q"]);
+    assert!(out.status.success(), "unchanged: {}", text(&out.stderr));
+    p.file("workloads/p.jsonl", "{\"prompt\": \"something else entirely\", \"max_tokens\": 4}\n");
+    let out = p.run(&["reproduce", "wd", "--run", "1", "--dry-run", "--workdir", "r2", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("workloads/p.jsonl is not the file the run read"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!p.path("r2").exists(), "nothing created");
+}
+
 // Hardening: never lose track of an engine, never measure the wrong server.
 
 /// A spawn step whose engine never becomes ready (nothing answers on port 9).
