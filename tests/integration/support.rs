@@ -350,6 +350,28 @@ pub struct Project {
     env: Vec<(String, String)>,
 }
 
+/// A test that failed half-way leaves no engine behind: every work directory of the project
+/// that still records something up is torn down (before the folder itself is removed).
+impl Drop for Project {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut dirs = vec![self.dir.0.clone()];
+        let mut up = Vec::new();
+        while let Some(d) = dirs.pop() {
+            if std::fs::read_dir(d.join("setup/undo")).is_ok_and(|mut e| e.next().is_some()) {
+                up.push(d.clone());
+            }
+            let children = std::fs::read_dir(&d).into_iter().flatten().flatten();
+            dirs.extend(children.filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+        }
+        for d in up {
+            let _ = self.cmd(&["teardown", &d.display().to_string(), "-q"]).output();
+        }
+    }
+}
+
 impl Project {
     pub fn new(tag: &str) -> Self {
         Project { dir: crate::loadgen::TempDir::new(tag), env: Vec::new() }
