@@ -401,7 +401,8 @@ struct Driver<'a> {
 }
 
 impl Driver<'_> {
-    /// See [`stood_up_in`]; `-s` takes the user's word for what is done.
+    /// See [`stood_up_in`]. With `-s`, only what its selected run steps stand on must be up
+    /// (a forced standup or analyze step is the user's call).
     fn check_stood_up(
         &self,
         main: &[usize],
