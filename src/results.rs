@@ -536,32 +536,7 @@ pub struct StageWindow {
     pub rate: Option<f64>,
     /// A ramp: the rate at the stage's start and end, linear in between.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ramp: Option<Ramp>,
-}
-
-/// A stage whose rate changes linearly from `from` to `to` (requests/s) over `duration_s`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct Ramp {
-    pub from: f64,
-    pub to: f64,
-    pub duration_s: f64,
-}
-
-impl Ramp {
-    /// Requests expected from the stage's start to `t` seconds into it: Λ(t).
-    pub fn expected(&self, t: f64) -> f64 {
-        let t = t.clamp(0.0, self.duration_s);
-        self.from * t + (self.to - self.from) * t * t / (2.0 * self.duration_s)
-    }
-
-    /// The rate asked on average between `t1` and `t2` seconds into the stage.
-    pub fn mean_between(&self, t1: f64, t2: f64) -> f64 {
-        if t2 > t1 {
-            (self.expected(t2) - self.expected(t1)) / (t2 - t1)
-        } else {
-            (self.from + self.to) / 2.0
-        }
-    }
+    pub ramp: Option<crate::spec::workload::Ramp>,
 }
 
 /// What `results/run.json` records about the run.

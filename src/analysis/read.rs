@@ -162,7 +162,7 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
             done_s[i] += 1.0;
         }
     }
-    type Window = (String, f64, f64, Option<f64>, Option<crate::results::Ramp>);
+    type Window = (String, f64, f64, Option<f64>, Option<crate::spec::workload::Ramp>);
     let windows: BTreeMap<u32, Window> = info
         .as_ref()
         .map(|i| {

@@ -271,22 +271,33 @@ pub(crate) fn stood_up(plan: &Plan, dir: &Path, phases: &[Phase]) -> Result<(), 
     let main: Vec<usize> = (0..plan.steps.len())
         .filter(|&i| plan.steps[i].phase != Phase::Teardown && phases.contains(&plan.steps[i].phase))
         .collect();
-    stood_up_in(plan, &state, &main, &plan.dependencies(), None, dir, &main)
+    let need = Need { steps: &main, running: &main, never_run_is_fine: false };
+    stood_up_in(plan, &state, need, &plan.dependencies(), None, dir)
 }
 
-/// Every step not `running` in this command that a step of `main` depends on, directly or
+/// What [`stood_up_in`] checks: what `steps` stand on, leaving out the steps `running` in this
+/// command. `never_run_is_fine`: with `-s`, a step never run is the user's call (a harness pod
+/// runs `run --endpoint -s load`, skipping the smoke test); one torn down, failed, or whose
+/// effect is gone is not.
+struct Need<'a> {
+    steps: &'a [usize],
+    running: &'a [usize],
+    never_run_is_fine: bool,
+}
+
+/// Every step not `running` in this command that a step of `need.steps` depends on, directly or
 /// through others, is done (here, or in the experiment's stack `upstream`), and what it set up
 /// still holds: a `run` after `teardown`, or after the engine died, is refused before anything
 /// starts.
 fn stood_up_in(
     plan: &Plan,
     state: &State,
-    main: &[usize],
+    need: Need<'_>,
     deps: &[Vec<usize>],
     upstream: Option<&State>,
     dir: &Path,
-    running: &[usize],
 ) -> Result<(), ExecError> {
+    let Need { steps: main, running, never_run_is_fine } = need;
     let upstream_done = |id: &str| {
         upstream
             .and_then(|u| u.steps.get(id))
@@ -310,6 +321,7 @@ fn stood_up_in(
             let how = match state.steps.get(&s.id).map(|st| st.status) {
                 Some(Status::Undone) => "was torn down",
                 Some(Status::Failed) => "failed",
+                None | Some(Status::Pending) if never_run_is_fine => continue,
                 _ => "is not done",
             };
             return Err(ExecError::NotStoodUp {
@@ -415,9 +427,13 @@ impl Driver<'_> {
             Some(_) => {
                 let runs: Vec<usize> =
                     main.iter().copied().filter(|&i| self.plan.steps[i].phase == Phase::Run).collect();
-                stood_up_in(self.plan, &self.rec.state, &runs, deps, upstream, self.dir, main)
+                let need = Need { steps: &runs, running: main, never_run_is_fine: true };
+                stood_up_in(self.plan, &self.rec.state, need, deps, upstream, self.dir)
             }
-            None => stood_up_in(self.plan, &self.rec.state, main, deps, upstream, self.dir, main),
+            None => {
+                let need = Need { steps: main, running: main, never_run_is_fine: false };
+                stood_up_in(self.plan, &self.rec.state, need, deps, upstream, self.dir)
+            }
         }
     }
 

@@ -15,8 +15,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    results::{Ramp, RunInfo, StageWindow},
-    spec::workload::Workload,
+    results::{RunInfo, StageWindow},
+    spec::workload::{Ramp, Workload},
     workdir::{
         archive::{extract, sha256_hex},
         parse_time,

@@ -73,12 +73,15 @@ pub struct InputLayer {
     pub sets: Vec<String>,
 }
 
-/// What of `resolved.yaml` names the files: `request` and `files`.
+/// What of `resolved.yaml` names the files: `request`, `files`, and the variables (`values`,
+/// for the dataset's path).
 #[derive(Deserialize)]
 struct Named {
     request: Request,
     #[serde(default)]
     files: BTreeMap<String, String>,
+    #[serde(default)]
+    values: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -120,7 +123,7 @@ pub(crate) fn snapshot(root: &Path, run: &RunDirs) -> Result<Option<RunInputs>, 
         file: named.files.get(kind).cloned().unwrap_or_default(),
         sha256: sha256.get(&format!("{kind}.yaml")).cloned().unwrap_or_default(),
     };
-    let dataset = dataset_file(&resolved_path, named.files.get("workload").map(String::as_str));
+    let dataset = dataset_file(&named.values, named.files.get("workload").map(String::as_str));
     let inputs = RunInputs {
         dataset,
         run: run.id.clone(),
@@ -144,11 +147,10 @@ pub(crate) fn resolved_of(results: &Path) -> std::path::PathBuf {
 
 /// The dataset file a workload reads (its path as resolved, relative to the workload file), with
 /// its sha256; None for generated prompts or a file that cannot be read.
-fn dataset_file(resolved: &Path, workload_file: Option<&str>) -> Option<InputFile> {
-    let tree = crate::resolve::Resolved::from_file(resolved).ok()?;
-    let given = ["workload.dataset.jsonl.path", "workload.dataset.sharegpt.path"]
+fn dataset_file(values: &serde_json::Value, workload_file: Option<&str>) -> Option<InputFile> {
+    let given = ["jsonl", "sharegpt"]
         .iter()
-        .find_map(|k| tree.get(k).and_then(|v| v.as_str()).map(str::to_string))?;
+        .find_map(|kind| values["workload"]["dataset"][kind]["path"].as_str().map(str::to_string))?;
     let base = workload_file.filter(|f| !f.starts_with("builtin:")).and_then(|f| Path::new(f).parent());
     let path = match base {
         Some(b) if Path::new(&given).is_relative() => b.join(&given),
