@@ -3,7 +3,14 @@
 //! for both, shared by the load generator's keep-alive connections, the smoke test and the
 //! `/metrics` scrapes; the choice is made once per connection, never per request.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::Path,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -15,7 +22,10 @@ use rustls::{
     pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
 };
 use serde_json::Value;
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
 use tokio_rustls::TlsConnector;
 
 use crate::spec::workload::TlsSettings;
@@ -122,27 +132,65 @@ impl Tls {
     }
 }
 
-/// Opens an HTTP/1.1 connection to `addr`, through TLS when `tls` is given.
-pub(crate) async fn open(addr: SocketAddr, tls: Option<&Tls>) -> std::io::Result<SendRequest<Full<Bytes>>> {
+/// A connected byte stream: plain TCP, or TLS over it.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connects to `addr` (no Nagle delay), through TLS when `tls` is given.
+pub(crate) async fn connect(addr: SocketAddr, tls: Option<&Tls>) -> std::io::Result<Stream> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     match tls {
-        None => {
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(std::io::Error::other)?;
-            tokio::spawn(conn);
-            Ok(sender)
-        }
-        Some(tls) => {
-            let stream = tls.connector.connect(tls.name.clone(), stream).await?;
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(std::io::Error::other)?;
-            tokio::spawn(conn);
-            Ok(sender)
-        }
+        None => Ok(Stream::Plain(stream)),
+        Some(tls) => Ok(Stream::Tls(Box::new(tls.connector.connect(tls.name.clone(), stream).await?))),
     }
+}
+
+/// Opens an HTTP/1.1 connection (hyper's) to `addr`, through TLS when `tls` is given.
+pub(crate) async fn open(addr: SocketAddr, tls: Option<&Tls>) -> std::io::Result<SendRequest<Full<Bytes>>> {
+    let stream = connect(addr, tls).await?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 /// `insecure_skip_verify`: accepts any certificate, still checks the handshake's signatures.

@@ -1,5 +1,5 @@
-//! The hot path: one HTTP/1.1 keep-alive connection per in-flight request slot, and a scanner
-//! that reads the SSE stream without parsing JSON or copying bytes.
+//! The hot path: one HTTP/1.1 keep-alive connection per in-flight request slot (see [`super::h1`]),
+//! and a scanner that reads the SSE stream without parsing JSON or copying bytes.
 //!
 //! Per request: the pre-rendered body is a reference-counted clone, timestamps come from one
 //! monotonic clock (nanoseconds since the run's start), chunk gaps go into a vector sized for
@@ -8,10 +8,12 @@
 use std::{net::SocketAddr, time::Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{HeaderMap, Request, client::conn::http1::SendRequest, header::HeaderValue};
+use hyper::{HeaderMap, header::HeaderValue};
 
-use super::record::{ErrorKind, Record};
+use super::{
+    h1::ReadError,
+    record::{ErrorKind, Record},
+};
 
 /// Where requests go.
 #[derive(Debug, Clone)]
@@ -27,24 +29,16 @@ pub struct Target {
     pub sessions: Option<(hyper::header::HeaderName, Vec<HeaderValue>)>,
 }
 
-/// A kept-alive connection.
-pub(crate) struct Conn(SendRequest<Full<Bytes>>);
-
-impl Conn {
-    /// Sends one request and returns the response head (body still streaming).
-    pub(crate) async fn send(
-        &mut self,
-        req: Request<Full<Bytes>>,
-    ) -> hyper::Result<hyper::Response<hyper::body::Incoming>> {
-        self.0.ready().await?;
-        self.0.send_request(req).await
-    }
-}
+pub(crate) use super::h1::Conn;
 
 /// Opens a connection to the target (TLS for `https://`).
 pub(crate) async fn connect(target: &Target) -> std::io::Result<Conn> {
-    crate::net::open(target.addr, target.tls.as_ref()).await.map(Conn)
+    Conn::open(target.addr, target.tls.as_ref()).await
 }
+
+/// Largest body kept of a response that is not an SSE stream (a non-streamed completion, an
+/// error): beyond it the body is read and dropped, and the request fails as malformed.
+const MAX_WHOLE: usize = 64 * 1024 * 1024;
 
 /// Sends one request on `conn` (opening one if needed) and fills in `rec`. The connection is
 /// kept for the next request when it is still usable.
@@ -57,79 +51,82 @@ pub(crate) async fn send(
     rec: &mut Record,
 ) {
     let ns = |t: Instant| t.saturating_duration_since(t0).as_nanos() as u64;
-    if conn.as_ref().is_none_or(|c| c.0.is_closed()) {
-        match connect(target).await {
-            Ok(c) => *conn = Some(c),
-            Err(e) => {
-                rec.sent_ns = ns(Instant::now());
-                rec.end_ns = rec.sent_ns;
-                rec.fail(ErrorKind::Connect, e.to_string());
-                return;
-            }
-        }
-    }
-    let Some(c) = conn.as_mut() else { return };
-    if c.0.ready().await.is_err() {
+    // A kept connection the server closed while it was idle is replaced before sending; one it
+    // closed as the request went out is found below, and the request goes once more on a new one.
+    if conn.as_mut().is_some_and(Conn::closed_while_idle) {
         *conn = None;
-        return Box::pin(send(conn, target, body, session, t0, rec)).await;
     }
-    let mut req =
-        Request::post(target.path.as_str()).body(Full::new(body)).expect("static request parts are valid");
-    let h = req.headers_mut();
-    h.insert(hyper::header::HOST, target.authority.clone());
-    h.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    for (k, v) in &target.headers {
-        h.insert(k, v.clone());
-    }
-    if let (Some(n), Some((name, values))) = (session, &target.sessions)
-        && let Some(v) = values.get(n as usize)
-    {
-        h.insert(name, v.clone());
-    }
-    let sent = Instant::now();
-    rec.sent_ns = ns(sent);
-    let resp = match c.0.send_request(req).await {
-        Ok(r) => r,
-        Err(e) => {
-            rec.end_ns = ns(Instant::now());
-            rec.fail(ErrorKind::Connect, e.to_string());
-            *conn = None;
-            return;
-        }
-    };
-    rec.status = resp.status().as_u16();
-    if rec.status != 200 {
-        rec.retry_after_s = resp
-            .headers()
-            .get(hyper::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok());
-    }
-    let mut body = resp.into_body();
-    let mut scan = SseScan::default();
-    let mut whole = Vec::new();
-    loop {
-        match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => {
-                let now = ns(Instant::now());
-                if let Ok(data) = frame.into_data() {
-                    if target.stream && rec.status == 200 {
-                        scan.feed(&data, now, rec);
-                    } else {
-                        whole.extend_from_slice(&data);
-                    }
+    let mut reused = conn.is_some();
+    let head = loop {
+        if conn.is_none() {
+            match connect(target).await {
+                Ok(c) => *conn = Some(c),
+                Err(e) => {
+                    rec.sent_ns = ns(Instant::now());
+                    rec.end_ns = rec.sent_ns;
+                    rec.fail(ErrorKind::Connect, e.to_string());
+                    return;
                 }
             }
-            Some(Err(e)) => {
+        }
+        let Some(c) = conn.as_mut() else { return };
+        rec.sent_ns = ns(Instant::now());
+        let answer = match c.write_request(|w| request_head(w, target, session), &body).await {
+            Ok(()) => c.read_head().await,
+            Err(e) => Err(e.into()),
+        };
+        match answer {
+            Ok(head) => break head,
+            Err(e) if reused && e.nothing_received() => {
+                *conn = None;
+                reused = false;
+            }
+            Err(e) => {
                 rec.end_ns = ns(Instant::now());
-                rec.fail(ErrorKind::Aborted, format!("the response was cut off: {e}"));
+                let kind = if matches!(e, ReadError::Malformed(_)) {
+                    ErrorKind::Malformed
+                } else {
+                    ErrorKind::Connect
+                };
+                rec.fail(kind, e.to_string());
                 *conn = None;
                 return;
             }
         }
+    };
+    let Some(c) = conn.as_mut() else { return };
+    rec.status = head.status;
+    if rec.status != 200 {
+        rec.retry_after_s = head.retry_after_s;
     }
+    let streamed = target.stream && rec.status == 200;
+    let mut scan = SseScan::default();
+    let mut whole = Vec::new();
+    let mut too_long = false;
+    let read = c
+        .read_body(head.body, |data, at| {
+            if streamed {
+                scan.feed(data, ns(at), rec);
+            } else if whole.len() + data.len() <= MAX_WHOLE {
+                whole.extend_from_slice(data);
+            } else {
+                too_long = true;
+            }
+        })
+        .await;
     rec.end_ns = ns(Instant::now());
+    if let Err(e) = read {
+        rec.fail(ErrorKind::Aborted, format!("the response was cut off: {e}"));
+        *conn = None;
+        return;
+    }
+    if !head.keep_alive {
+        *conn = None;
+    }
+    if too_long {
+        rec.fail(ErrorKind::Malformed, format!("the response body is larger than {} MiB", MAX_WHOLE >> 20));
+        return;
+    }
     if rec.status != 200 {
         let text = String::from_utf8_lossy(&whole);
         let msg = serde_json::from_slice::<serde_json::Value>(&whole)
@@ -148,6 +145,39 @@ pub(crate) async fn send(
         scan.finish(rec);
     } else {
         finish_whole(&whole, rec);
+    }
+}
+
+/// The request line and headers of a completion request (without `Content-Length`).
+fn request_head(w: &mut Vec<u8>, target: &Target, session: Option<u32>) {
+    let line = |w: &mut Vec<u8>, name: &[u8], value: &[u8]| {
+        w.extend_from_slice(name);
+        w.extend_from_slice(b": ");
+        w.extend_from_slice(value);
+        w.extend_from_slice(b"\r\n");
+    };
+    w.extend_from_slice(b"POST ");
+    w.extend_from_slice(target.path.as_bytes());
+    w.extend_from_slice(b" HTTP/1.1\r\n");
+    // The workload's headers may replace Host and Content-Type; the session header replaces a
+    // workload header of its name; Content-Length is always the body's.
+    let session = match (session, &target.sessions) {
+        (Some(n), Some((name, values))) => values.get(n as usize).map(|v| (name, v)),
+        _ => None,
+    };
+    if !target.headers.contains_key(hyper::header::HOST) {
+        line(w, b"host", target.authority.as_bytes());
+    }
+    if !target.headers.contains_key(hyper::header::CONTENT_TYPE) {
+        line(w, b"content-type", b"application/json");
+    }
+    for (k, v) in &target.headers {
+        if k != hyper::header::CONTENT_LENGTH && session.is_none_or(|(name, _)| name != k) {
+            line(w, k.as_str().as_bytes(), v.as_bytes());
+        }
+    }
+    if let Some((name, v)) = session {
+        line(w, name.as_str().as_bytes(), v.as_bytes());
     }
 }
 
@@ -204,7 +234,18 @@ impl SseScan {
     }
 
     fn event(&mut self, ev: &[u8], now: u64, rec: &mut Record) {
-        for line in ev.split(|b| *b == b'\n') {
+        let mut rest = Some(ev);
+        while let Some(text) = rest {
+            let line = match memchr::memchr(b'\n', text) {
+                Some(i) => {
+                    rest = Some(&text[i + 1..]);
+                    &text[..i]
+                }
+                None => {
+                    rest = None;
+                    text
+                }
+            };
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let Some(payload) = line.strip_prefix(b"data:") else { continue };
             let payload = payload.strip_prefix(b" ").unwrap_or(payload);
@@ -212,17 +253,22 @@ impl SseScan {
                 self.done = true;
                 continue;
             }
-            if payload.starts_with(b"{\"error\"") || find(payload, b"\"object\":\"error\"").is_some() {
+            let keys = &*KEYS;
+            let choices = keys.choices.find(payload);
+            // An error object has no `choices`; only then is it looked for.
+            if choices.is_none()
+                && (payload.starts_with(b"{\"error\"") || keys.object_error.find(payload).is_some())
+            {
                 self.error = Some(String::from_utf8_lossy(payload).chars().take(300).collect());
                 continue;
             }
-            if let Some(i) = find(payload, b"\"choices\"") {
+            if let Some(i) = choices {
                 let rest = skip_ws_colon(&payload[i + 9..]);
                 if rest.first() == Some(&b'[') && skip_ws(&rest[1..]).first().is_some_and(|b| *b != b']') {
                     rec.chunk(now);
                 }
             }
-            if let Some(i) = find(payload, b"\"usage\"") {
+            if let Some(i) = keys.usage.find(payload) {
                 let rest = skip_ws_colon(&payload[i + 7..]);
                 if rest.first() == Some(&b'{') {
                     if let Some(n) = number_after(rest, b"\"prompt_tokens\"") {
@@ -250,29 +296,31 @@ impl SseScan {
 
 /// Position and separator length of the first blank line (`\n\n` or `\r\n\r\n`).
 fn find_blank_line(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while let Some(p) = buf[i..].iter().position(|b| *b == b'\n') {
-        let at = i + p;
+    for at in memchr::memchr_iter(b'\n', buf) {
         match buf.get(at + 1) {
             Some(b'\n') => return Some((at, 2)),
             Some(b'\r') if buf.get(at + 2) == Some(&b'\n') => return Some((at, 3)),
-            _ => i = at + 1,
+            _ => {}
         }
     }
     None
 }
 
+/// The keys the scanner looks for, each searched with a prebuilt (vectorised) finder.
+struct Keys {
+    choices: memchr::memmem::Finder<'static>,
+    usage: memchr::memmem::Finder<'static>,
+    object_error: memchr::memmem::Finder<'static>,
+}
+
+static KEYS: std::sync::LazyLock<Keys> = std::sync::LazyLock::new(|| Keys {
+    choices: memchr::memmem::Finder::new(b"\"choices\""),
+    usage: memchr::memmem::Finder::new(b"\"usage\""),
+    object_error: memchr::memmem::Finder::new(b"\"object\":\"error\""),
+});
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let first = needle[0];
-    let mut i = 0;
-    while let Some(p) = hay[i..].iter().position(|b| *b == first) {
-        let at = i + p;
-        if hay[at..].starts_with(needle) {
-            return Some(at);
-        }
-        i = at + 1;
-    }
-    None
+    memchr::memmem::find(hay, needle)
 }
 
 fn skip_ws(s: &[u8]) -> &[u8] {
@@ -294,6 +342,11 @@ fn number_after(s: &[u8], key: &[u8]) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    };
+
     use super::*;
 
     fn scan(frames: &[&str]) -> Record {
@@ -325,6 +378,62 @@ mod tests {
         let r =
             scan(&[": keep-alive\r\n\r\ndata: {\"choices\":[{\"delta\":{}}]}\r\n\r\ndata: [DONE]\r\n\r\n"]);
         assert_eq!((r.chunks, r.error_kind), (1, None));
+    }
+
+    /// A server that answers one streamed request per connection, then either closes at once
+    /// (`close_after_answer`) or waits for the next request and closes without answering it.
+    async fn one_answer_per_connection(close_after_answer: bool) -> (std::net::SocketAddr, Arc<AtomicU32>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicU32::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let _ = s.read(&mut buf).await;
+                    let event = "data: {\"choices\":[{\"text\":\"a\"}]}\n\n";
+                    let done = "data: [DONE]\n\n";
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n{:x}\r\n{done}\r\n0\r\n\r\n",
+                        event.len(),
+                        done.len()
+                    );
+                    s.write_all(answer.as_bytes()).await.unwrap();
+                    if !close_after_answer {
+                        let _ = s.read(&mut buf).await;
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_the_server_closed_is_replaced_and_no_request_fails() {
+        for close_after_answer in [true, false] {
+            let (addr, accepted) = one_answer_per_connection(close_after_answer).await;
+            let target = Target {
+                addr,
+                authority: HeaderValue::from_static("localhost"),
+                path: "/v1/completions".into(),
+                headers: HeaderMap::new(),
+                stream: true,
+                tls: None,
+                sessions: None,
+            };
+            let mut conn = None;
+            for i in 0..3 {
+                let mut rec = Record::new(1, i, false, 0, 4, 8);
+                let body = Bytes::from_static(b"{}");
+                send(&mut conn, &target, body, None, Instant::now(), &mut rec).await;
+                assert_eq!((rec.error_kind, rec.chunks), (None, 1), "request {i}: {:?}", rec.error);
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        }
     }
 
     #[test]

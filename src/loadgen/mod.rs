@@ -3,6 +3,7 @@
 //!
 //! * [`schedule`]: arrival times, precomputed from the seed.
 //! * [`client`]: the send/receive hot path and the SSE scanner.
+//! * [`h1`]: the HTTP/1.1 connection the hot path reads and writes itself.
 //! * [`record`]: per-request records and the CSV writer task.
 //! * [`scrape`]: the `/metrics` scraper.
 //!
@@ -15,6 +16,7 @@
 pub(crate) mod client;
 pub(crate) mod exposition;
 pub(crate) mod gpu;
+pub(crate) mod h1;
 pub(crate) mod record;
 pub(crate) mod schedule;
 pub(crate) mod scrape;
@@ -130,6 +132,9 @@ pub(crate) async fn target(
         if prefix.is_empty() { String::new() } else { format!("/{prefix}") }
     );
     let full_path = if prefix.is_empty() { path.to_string() } else { format!("/{prefix}{path}") };
+    if hyper::Uri::try_from(full_path.as_str()).is_err() {
+        return Err(bad(&format!("`{full_path}` is not a valid request path")));
+    }
     Ok((Target { addr, authority, path: full_path, headers, stream, tls, sessions: None }, base))
 }
 
@@ -182,17 +187,21 @@ async fn get(
 ) -> Result<(hyper::StatusCode, bytes::Bytes), LoadError> {
     use http_body_util::{BodyExt, Full};
     let unreachable = |why: String| LoadError::Unreachable { url: base.to_string(), why };
-    let mut conn = client::connect(target).await.map_err(|e| unreachable(e.to_string()))?;
+    let mut conn =
+        crate::net::open(target.addr, target.tls.as_ref()).await.map_err(|e| unreachable(e.to_string()))?;
     let full = target.path.rsplit_once("/v1/").map_or(path.to_string(), |(p, _)| format!("{p}{path}"));
     let mut req = hyper::Request::get(full.as_str()).body(Full::default()).expect("valid request");
     req.headers_mut().insert(hyper::header::HOST, target.authority.clone());
     for (k, v) in &target.headers {
         req.headers_mut().insert(k, v.clone());
     }
-    let resp = tokio::time::timeout(wait, conn.send(req))
-        .await
-        .map_err(|_| unreachable(format!("no answer within {} s", wait.as_secs())))?
-        .map_err(|e| unreachable(e.to_string()))?;
+    let resp = tokio::time::timeout(wait, async {
+        conn.ready().await?;
+        conn.send_request(req).await
+    })
+    .await
+    .map_err(|_| unreachable(format!("no answer within {} s", wait.as_secs())))?
+    .map_err(|e| unreachable(e.to_string()))?;
     let status = resp.status();
     let body = resp.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
     Ok((status, body))

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use tokio::sync::watch;
 
-use super::client::{Target, connect};
+use super::client::Target;
 
 /// A server whose `/metrics` to scrape, by the name its rows carry (`replica-0`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -95,7 +95,7 @@ pub(crate) async fn run(
 
 /// `GET /metrics` of `target`, as text.
 pub(super) async fn fetch(target: &Target) -> Result<String, String> {
-    let mut conn = connect(target).await.map_err(|e| e.to_string())?;
+    let mut conn = crate::net::open(target.addr, target.tls.as_ref()).await.map_err(|e| e.to_string())?;
     let mut req = Request::get("/metrics")
         .header(hyper::header::HOST, target.authority.clone())
         .body(Full::default())
@@ -103,7 +103,8 @@ pub(super) async fn fetch(target: &Target) -> Result<String, String> {
     for (k, v) in &target.headers {
         req.headers_mut().insert(k, v.clone());
     }
-    let resp = conn.send(req).await.map_err(|e| e.to_string())?;
+    conn.ready().await.map_err(|e| e.to_string())?;
+    let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
         return Err(format!("/metrics answered {}", resp.status()));
     }

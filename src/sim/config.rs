@@ -213,6 +213,10 @@ pub struct SimConfig {
     pub content: Content,
     /// Always send the usage chunk, as vLLM's `--enable-force-include-usage`.
     pub force_include_usage: bool,
+    /// Stream each token's SSE event as its own HTTP chunk (`false`, the default, coalesces the
+    /// events that are ready together into one chunk). `true` is the shape of a server that
+    /// writes one event per token, which is what a client pays for per token.
+    pub event_per_chunk: bool,
     /// Errors as the flat pre-2024 shape `{"object":"error",...}`.
     pub legacy_error_shape: bool,
     /// Also expose the removed metric names (gpu_cache_usage_perc, ...).
@@ -288,6 +292,7 @@ impl Default for SimConfig {
             default_max_tokens: 256,
             content: Content::Random,
             force_include_usage: false,
+            event_per_chunk: false,
             legacy_error_shape: false,
             legacy_metric_names: false,
             startup_delay: Secs(0.0),

@@ -323,8 +323,14 @@ impl App {
         let resp_id = format!("{prefix}-{:016x}{:016x}", rng.next_u64(), rng.next_u64());
         let mut words = Words::new(shared.seed, id, std::mem::take(&mut parsed.echo));
         let hashes = std::mem::take(&mut parsed.hashes);
-        let reply =
-            Reply { api, id: resp_id, parsed: &parsed, faults, legacy_errors: cfg.legacy_error_shape };
+        let reply = Reply {
+            api,
+            id: resp_id,
+            parsed: &parsed,
+            faults,
+            legacy_errors: cfg.legacy_error_shape,
+            event_per_chunk: cfg.event_per_chunk,
+        };
         if parsed.stream && cfg.fidelity == Fidelity::Analytic {
             let sizes = (parsed.prompt_tokens, parsed.max_tokens, output_len);
             let pacer = analytic::Pacer::new(Arc::clone(shared), Arc::clone(&self.pool), sizes, arrived, id);
@@ -467,6 +473,7 @@ struct Reply<'a> {
     parsed: &'a Parsed,
     faults: StreamFaults,
     legacy_errors: bool,
+    event_per_chunk: bool,
 }
 
 impl Reply<'_> {
@@ -482,6 +489,7 @@ impl Reply<'_> {
             p.include_usage,
             p.continuous_usage,
             self.legacy_errors,
+            self.event_per_chunk,
             in_flight,
         );
         let mut r = Response::new(SimBody::Sse(Box::new(body)));

@@ -211,3 +211,24 @@ async fn metrics_use_vllm_names_and_count_what_was_served() {
         assert!(text.contains(name), "{name}");
     }
 }
+
+#[tokio::test]
+async fn event_per_chunk_writes_each_token_as_its_own_http_chunk() {
+    let body = json!({
+        "model": "tiny-sim", "prompt": "tell me a story", "max_tokens": 32, "ignore_eos": true, "stream": true,
+    });
+    let most_events_in_a_chunk = |frames: &[(std::time::Instant, bytes::Bytes)]| {
+        frames.iter().map(|(_, f)| f.windows(6).filter(|w| w == b"data: ").count()).max().unwrap_or(0)
+    };
+    // Without model time the 32 tokens are ready together: coalesced by default, one event per
+    // HTTP chunk when asked (the last chunk also carries `[DONE]`).
+    let sim = TestSim::start("tiny/cpu", &["time_scale=0"]).await;
+    let r = sim.post_with("/v1/completions", &[], &body).await;
+    assert_eq!(json_events(&r.sse().unwrap()).len(), 32);
+    assert!(most_events_in_a_chunk(&r.frames) > 2, "the default coalesces ready events");
+    let sim = TestSim::start("tiny/cpu", &["time_scale=0", "event_per_chunk=true"]).await;
+    let r = sim.post_with("/v1/completions", &[], &body).await;
+    assert_eq!(json_events(&r.sse().unwrap()).len(), 32);
+    assert!(r.frames.len() >= 32, "{} frames", r.frames.len());
+    assert!(most_events_in_a_chunk(&r.frames) <= 2, "one token event per chunk (the last with [DONE])");
+}

@@ -58,6 +58,8 @@ pub(crate) struct SseBody {
     include_usage: bool,
     continuous_usage: bool,
     legacy_errors: bool,
+    /// One token event per body frame (HTTP chunk) instead of coalescing the ready ones.
+    event_per_chunk: bool,
     sent: u32,
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     stalled: bool,
@@ -107,6 +109,7 @@ impl SseBody {
         include_usage: bool,
         continuous_usage: bool,
         legacy_errors: bool,
+        event_per_chunk: bool,
         in_flight: InFlight,
     ) -> Self {
         SseBody {
@@ -117,6 +120,7 @@ impl SseBody {
             include_usage,
             continuous_usage,
             legacy_errors,
+            event_per_chunk,
             sent: 0,
             stall: None,
             stalled: false,
@@ -219,7 +223,7 @@ impl Body for SseBody {
         while out.len() < MAX_FRAME {
             match this.source.poll_next(cx) {
                 Poll::Ready(Some(ev)) => {
-                    if !this.on_event(ev, &mut out) {
+                    if !this.on_event(ev, &mut out) || this.event_per_chunk {
                         break;
                     }
                 }
