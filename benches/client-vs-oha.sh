@@ -36,7 +36,7 @@ print(d['request_throughput'], len(rows), sum(int(x['chunks']) for x in rows) / 
 
   start_sim --profile fixed/zero --set event_per_chunk=true
   /usr/bin/time -f '%U %S' -o "$tmp/oha.time" "$oha" -c 64 -z "${secs}s" -m POST -D "$tmp/body.json" \
-    -H 'content-type: application/json' --no-tui --output-format json > "$tmp/oha$r.json" 2>/dev/null
+    -H 'content-type: application/json' --no-tui --output-format json "$url/v1/completions" > "$tmp/oha$r.json" 2>/dev/null
   read -r rps n <<< "$(python3 -c "
 import json; d = json.load(open('$tmp/oha$r.json'))
 print(d['summary']['requestsPerSec'], sum(d['statusCodeDistribution'].values()))")"

@@ -20,8 +20,10 @@ use crate::net::{Stream, Tls};
 const MAX_HEAD: usize = 64 * 1024;
 /// Largest chunk-size line (with extensions) or trailer line accepted.
 const MAX_LINE: usize = 4096;
-/// Bytes asked of each read.
-const READ: usize = 32 * 1024;
+/// The read buffer's first size, and the most it grows to: a stream of one small event per
+/// read needs little, a whole answer at once more (the buffer doubles when a read fills it).
+const READ_FIRST: usize = 4 * 1024;
+const READ_MOST: usize = 64 * 1024;
 
 /// Why a response could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,8 @@ pub(crate) struct Conn {
     wbuf: Vec<u8>,
     /// When the last read returned.
     read_at: Instant,
+    /// Spare room asked for before each read.
+    read_size: usize,
     /// Bytes of the current response seen so far (to tell a stale connection from a cut one).
     answered: bool,
 }
@@ -89,9 +93,10 @@ impl Conn {
     fn over(io: Stream) -> Conn {
         Conn {
             io,
-            rbuf: BytesMut::with_capacity(READ),
+            rbuf: BytesMut::with_capacity(READ_FIRST),
             wbuf: Vec::with_capacity(1024),
             read_at: Instant::now(),
+            read_size: READ_FIRST,
             answered: false,
         }
     }
@@ -102,7 +107,7 @@ impl Conn {
         if !self.rbuf.is_empty() {
             return true;
         }
-        self.rbuf.reserve(READ);
+        self.rbuf.reserve(self.read_size);
         // Pending: nothing to read, the connection is open. A TLS stream that only received
         // session tickets also stays pending.
         self.io.read_buf(&mut self.rbuf).now_or_never().is_some()
@@ -127,9 +132,13 @@ impl Conn {
     }
 
     async fn read_more(&mut self) -> Result<(), ReadError> {
-        self.rbuf.reserve(READ);
+        self.rbuf.reserve(self.read_size);
+        let room = self.rbuf.capacity() - self.rbuf.len();
         let n = self.io.read_buf(&mut self.rbuf).await?;
         self.read_at = Instant::now();
+        if n == room {
+            self.read_size = (self.read_size * 2).min(READ_MOST);
+        }
         if n == 0 {
             return Err(ReadError::Closed { answered: self.answered });
         }
