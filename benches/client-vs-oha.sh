@@ -7,6 +7,7 @@
 # stamps its time and writes every record. CPU is each client process's user + system time
 # (for benchflow the whole `run`, analysis and charts included).
 # oha 1.16.0 is installed into target/bench-tools (not a dependency of benchflow).
+# BASE=/path/to/an/older/benchflow adds that binary's `run` as a third client (same simulator).
 # Usage: benches/client-vs-oha.sh [SECONDS] [RUNS]   (default 20 s, 3 runs each)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -24,15 +25,19 @@ printf 'dataset: { random: { input_len: 128, output_len: 64 } }\nstages: [ { con
 
 cpu() { awk '{print $1 + $2}' "$1"; }
 printf '%-10s %4s %10s %18s %16s\n' client run 'req/s' 'CPU ms / request' 'chunks / request'
-for r in $(seq "$runs"); do
+benchflow_run() { # name binary run
   start_sim --profile fixed/zero --set event_per_chunk=true
-  /usr/bin/time -f '%U %S' -o "$tmp/bf.time" "$bf" run --endpoint "$url" -w "$tmp/w.yaml" --workdir "$tmp/bf$r" -q > /dev/null 2>&1
+  /usr/bin/time -f '%U %S' -o "$tmp/bf.time" "$2" run --endpoint "$url" -w "$tmp/w.yaml" --workdir "$tmp/$1$3" -q > /dev/null 2>&1
   read -r rps n chunks <<< "$(python3 -c "
-import csv, json; d = json.load(open('$tmp/bf$r/analysis/latest/stats.json'))['stages'][0]
-rows = list(csv.DictReader(open('$tmp/bf$r/results/latest/requests.csv')))
+import csv, json; d = json.load(open('$tmp/$1$3/analysis/latest/stats.json'))['stages'][0]
+rows = list(csv.DictReader(open('$tmp/$1$3/results/latest/requests.csv')))
 print(d['request_throughput'], len(rows), sum(int(x['chunks']) for x in rows) / max(1, len(rows)))")"
-  printf '%-10s %4s %10.0f %18.4f %16.1f\n' benchflow "$r" "$rps" "$(python3 -c "print($(cpu "$tmp/bf.time") * 1000 / $n)")" "$chunks"
+  printf '%-10s %4s %10.0f %18.4f %16.1f\n' "$1" "$3" "$rps" "$(python3 -c "print($(cpu "$tmp/bf.time") * 1000 / $n)")" "$chunks"
   stop_sim
+}
+for r in $(seq "$runs"); do
+  benchflow_run benchflow "$bf" "$r"
+  if [ -n "${BASE:-}" ]; then benchflow_run base "$BASE" "$r"; fi
 
   start_sim --profile fixed/zero --set event_per_chunk=true
   /usr/bin/time -f '%U %S' -o "$tmp/oha.time" "$oha" -c 64 -z "${secs}s" -m POST -D "$tmp/body.json" \

@@ -426,6 +426,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
         target.sessions = Some((name, values));
     }
 
+    crate::net::raise_open_files_limit();
     let t0 = Instant::now();
     let beside = Beside::start(&opts, &target, t0, secrets(&target.headers)).await?;
     let ctx = Arc::new(Ctx {

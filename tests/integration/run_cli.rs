@@ -555,3 +555,48 @@ fn compare_of_a_run_whose_client_fell_behind_is_inconclusive_and_says_why_exit_0
     );
     assert!(table.contains("kept up (limit 10.0 ms)"), "{table}");
 }
+
+#[test]
+fn more_streams_than_the_soft_open_files_limit_all_run() {
+    let hard: u64 =
+        String::from_utf8_lossy(&Command::new("sh").args(["-c", "ulimit -Hn"]).output().unwrap().stdout)
+            .trim()
+            .parse()
+            .unwrap_or(u64::MAX);
+    assert!(hard >= 1024, "this test needs a hard limit on open files of at least 1024, not {hard}");
+    // Each request waits 300 ms for its first token: all 400 streams are in flight at once.
+    let sim = Sim::start(&[
+        "--profile",
+        "tiny/cpu",
+        "--set",
+        "fidelity=analytic",
+        "--set",
+        "ttft=300ms",
+        "--set",
+        "itl=1ms",
+        "--set",
+        "max_num_seqs=100000",
+    ]);
+    let dir = TempDir::new("cli-nofile");
+    let w = workload(
+        &dir,
+        "dataset: { random: { input_len: 8, output_len: 4 } }\nstages: [ { concurrency: 400, requests: 800 } ]\n",
+    );
+    let wd = dir.0.join("wd");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn 256 && exec '{}' run --endpoint {} -w '{w}' --workdir '{}' -q",
+            env!("CARGO_BIN_EXE_benchflow"),
+            sim.1,
+            wd.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(wd.join("analysis/latest/stats.json")).unwrap()).unwrap();
+    let s = &stats["stages"][0];
+    assert_eq!((s["completed"].as_u64(), s["failed"].as_u64()), (Some(800), Some(0)), "{s}");
+    assert!(s["max_concurrent_requests"].as_u64().unwrap() > 256, "{s}");
+}
