@@ -390,6 +390,10 @@ pub(crate) async fn run(
         let own = root.join(layout::POINTS).join(&plan.points[*i].point.id);
         if *from != own {
             store::copy_point(&root, from, &own, &plan.points[*i].hash)?;
+            // A copy of a point killed before its chart PNGs were drawn lacks them.
+            if let Some(s) = state.points.get_mut(&plan.points[*i].point.id) {
+                s.charts_pending = true;
+            }
         }
     }
     let searching = plan.file.spec.search.clone();
