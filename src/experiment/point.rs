@@ -122,7 +122,7 @@ async fn attempts(
         match report.outcome {
             Outcome::Success => {
                 let secs = t0.elapsed().as_secs_f64();
-                // Everything the point wrote is on disk before its record says done.
+                // What the point wrote atomically is on disk before its record says done.
                 durable.sync()?;
                 shared.point(id, |s| {
                     s.status = PointStatus::Done;
