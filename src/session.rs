@@ -99,12 +99,17 @@ impl Setup {
 /// This executable (it serves `benchflow sim` for local engines).
 /// (Linux names a binary replaced on disk while it runs `PATH (deleted)`: the path is kept, so
 /// plans stay the same across a rebuild during a long experiment.)
+/// (Read once: an experiment plans every point with it.)
 pub(crate) fn this_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("benchflow"));
-    match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
-        Some(kept) => PathBuf::from(kept),
-        None => exe,
-    }
+    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("benchflow"));
+        match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+            Some(kept) => PathBuf::from(kept),
+            None => exe,
+        }
+    })
+    .clone()
 }
 
 /// What a work directory recorded (`inputs/resolved.yaml`), if it is one.

@@ -369,6 +369,41 @@ fn write_analysis(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Anal
     Ok(analysis)
 }
 
+/// Draws the chart PNGs left for later ([`plots::PngsLater`]: an experiment's points) in each
+/// analysis of a work directory (`analysis/<run>/`, and the conventions beside it), from the
+/// run's records; returns how many it drew.
+pub(crate) fn draw_missing_pngs(workdir: &Path) -> Result<usize, AnalysisError> {
+    let Ok(entries) = std::fs::read_dir(workdir.join(layout::ANALYSIS)) else { return Ok(0) };
+    // Each run's own directory (`latest` is a link, not followed).
+    let mut runs: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| (e.file_name().to_string_lossy().to_string(), e.path()))
+        .collect();
+    runs.sort();
+    let mut drawn = 0;
+    for (run, out) in runs {
+        let mut outs = vec![out.clone()];
+        if let Ok(beside) = std::fs::read_dir(out.join(CONVENTIONS)) {
+            let mut more: Vec<PathBuf> = beside.filter_map(Result::ok).map(|e| e.path()).collect();
+            more.sort();
+            outs.extend(more);
+        }
+        for out in outs {
+            let plots = out.join("plots");
+            if !plots::lacks_pngs(&plots) {
+                continue;
+            }
+            let convention = convention_of(&out).unwrap_or(Convention::Vllm);
+            let a = compute(&workdir.join(layout::RESULTS).join(&run), convention, &Slo::default())?;
+            let charts = plots::missing_pngs(&plots, &a);
+            plots::draw_pngs(&plots, &charts)?;
+            drawn += charts.len();
+        }
+    }
+    Ok(drawn)
+}
+
 /// The convention of the analysis in `out` (its `stats.json`), if there is one.
 pub(crate) fn convention_of(out: &Path) -> Option<Convention> {
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("stats.json")).ok()?).ok()?;

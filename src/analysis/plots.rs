@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::{
     path::{Path, PathBuf},
-    sync::Once,
+    sync::{Mutex, Once, PoisonError},
 };
 
 use plotters::{coord::Shift, prelude::*, style::FontStyle};
@@ -333,12 +333,23 @@ fn save_with(
 ) -> Result<Vec<PathBuf>, PlotError> {
     register_font();
     let err = |why: String| PlotError { name: name.to_string(), why };
-    let (w, h) = SIZE;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         svg_draw(&root).map_err(err)?;
     }
+    let mut written = vec![put(dir, name, "svg", svg.as_bytes())?];
+    if !pngs_later(dir) {
+        written.push(put(dir, name, "png", &png(name, png_draw)?)?);
+    }
+    Ok(written)
+}
+
+/// A chart drawn as a PNG.
+fn png(name: &str, png_draw: impl Fn(&Bitmap) -> Result<(), String>) -> Result<Vec<u8>, PlotError> {
+    register_font();
+    let err = |why: String| PlotError { name: name.to_string(), why };
+    let (w, h) = SIZE;
     let mut rgb = vec![0u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
@@ -356,17 +367,78 @@ fn save_with(
         let mut writer = enc.write_header().map_err(|e| err(e.to_string()))?;
         writer.write_image_data(&rgb).map_err(|e| err(e.to_string()))?;
     }
-    let mut written = Vec::new();
-    for (ext, bytes) in [("svg", svg.into_bytes()), ("png", png_bytes)] {
-        let path = dir.join(format!("{name}.{ext}"));
-        // Written under a temporary name first: a failed chart never leaves a partial file.
-        let tmp = dir.join(format!(".{name}.{ext}.tmp"));
-        std::fs::write(&tmp, &bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| err(e.to_string()))?;
-        written.push(path);
+    Ok(png_bytes)
+}
+
+/// Writes `dir/NAME.EXT` under a temporary name first: a failed chart never leaves a partial
+/// file.
+fn put(dir: &Path, name: &str, ext: &str, bytes: &[u8]) -> Result<PathBuf, PlotError> {
+    let path = dir.join(format!("{name}.{ext}"));
+    let tmp = dir.join(format!(".{name}.{ext}.tmp"));
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| PlotError { name: name.to_string(), why: e.to_string() })?;
+    Ok(path)
+}
+
+/// Directories (and what is under them) whose charts' PNGs are drawn later: an experiment's
+/// points, whose charts' SVGs (inlined in their reports) are drawn with their analysis, and
+/// whose PNGs the experiment draws when its points are done ([`missing_pngs`]), off the time
+/// between two points' load.
+static PNGS_LATER: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn pngs_later(dir: &Path) -> bool {
+    PNGS_LATER.lock().unwrap_or_else(PoisonError::into_inner).iter().any(|r| dir.starts_with(r))
+}
+
+/// While it lives, the charts drawn under its directory are drawn as SVG only; their PNGs are
+/// left to [`draw_missing_pngs`].
+#[derive(Debug)]
+pub(crate) struct PngsLater {
+    root: PathBuf,
+}
+
+impl PngsLater {
+    pub(crate) fn begin(root: &Path) -> PngsLater {
+        PNGS_LATER.lock().unwrap_or_else(PoisonError::into_inner).push(root.to_path_buf());
+        PngsLater { root: root.to_path_buf() }
     }
-    Ok(written)
+}
+
+impl Drop for PngsLater {
+    fn drop(&mut self) {
+        let mut all = PNGS_LATER.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = all.iter().position(|r| *r == self.root) {
+            all.remove(i);
+        }
+    }
+}
+
+/// The charts of `a` whose SVG is in `dir` and whose PNG is not.
+pub(crate) fn missing_pngs(dir: &Path, a: &Analysis) -> Vec<LineChart> {
+    let mut out = charts(a);
+    out.retain(|c| {
+        dir.join(format!("{}.svg", c.name)).is_file() && !dir.join(format!("{}.png", c.name)).exists()
+    });
+    out
+}
+
+/// Draws the PNG of each chart in `charts` into `dir`.
+pub(crate) fn draw_pngs(dir: &Path, charts: &[LineChart]) -> Result<(), PlotError> {
+    for c in charts {
+        put(dir, &c.name, "png", &png(&c.name, |root| draw(root, c))?)?;
+    }
+    Ok(())
+}
+
+/// Whether some chart in `dir` has its SVG and not its PNG.
+pub(crate) fn lacks_pngs(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            let p = e.path();
+            p.extension().is_some_and(|x| x == "svg") && !p.with_extension("png").exists()
+        })
+    })
 }
 
 /// The p99.9 of the CDFs (in ms), to clip long tails off the x axis.

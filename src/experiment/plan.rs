@@ -52,6 +52,9 @@ impl ExperimentFile {
     }
 }
 
+/// A point with its request, stack hash and plan hash.
+type Compiled = (Point, Request, String, String);
+
 /// One point, compiled.
 #[derive(Debug, Clone)]
 pub(crate) struct PlannedPoint {
@@ -275,8 +278,9 @@ pub(crate) fn plan(
         root: root.to_path_buf(),
         sets: sets.to_vec(),
     };
-    for point in points {
-        out.place(point)?;
+    for compiled in out.compile_all(points) {
+        let (point, request, stack, hash) = compiled?;
+        out.put(point, request, stack, hash);
     }
     check_distinct(&out)?;
     out.factors = out.classify_factors(&ctx)?;
@@ -444,15 +448,62 @@ impl ExperimentPlan {
     /// Compiles one more point and puts it on its stack (a new one if no stack has its standup);
     /// returns its index.
     pub(crate) fn place(&mut self, point: Point) -> Result<usize, ExperimentError> {
+        let (point, req, sh, hash) = self.compile_point(point, &planning_context())?;
+        Ok(self.put(point, req, sh, hash))
+    }
+
+    /// A point's request, stack hash and plan hash.
+    fn compile_point(&self, point: Point, ctx: &RunContext) -> Result<Compiled, ExperimentError> {
         let req = request(&self.file, &point, &self.sets);
-        let (_, p) =
-            compile(&self.loaded, &req, &planning_context()).map_err(|message| ExperimentError::Point {
-                at: self.file.origin.clone(),
-                point: point.id.clone(),
-                label: point.label(),
-                message,
-            })?;
-        let sh = stack_hash(&p);
+        let (_, p) = compile(&self.loaded, &req, ctx).map_err(|message| ExperimentError::Point {
+            at: self.file.origin.clone(),
+            point: point.id.clone(),
+            label: point.label(),
+            message,
+        })?;
+        let (sh, hash) = (stack_hash(&p), plan_hash(&p));
+        Ok((point, req, sh, hash))
+    }
+
+    /// [`ExperimentPlan::compile_point`] of every point, on a few threads (each point compiles
+    /// on its own), in the points' order.
+    fn compile_all(&self, points: Vec<Point>) -> Vec<Result<Compiled, ExperimentError>> {
+        let ctx = planning_context();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        if threads == 1 || points.len() < 16 {
+            return points.into_iter().map(|p| self.compile_point(p, &ctx)).collect();
+        }
+        let size = points.len().div_ceil(threads);
+        let mut chunks: Vec<Vec<Point>> = Vec::new();
+        let mut points = points.into_iter().peekable();
+        while points.peek().is_some() {
+            chunks.push(points.by_ref().take(size).collect());
+        }
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| {
+                    let ctx = &ctx;
+                    s.spawn(move || chunk.into_iter().map(|p| self.compile_point(p, ctx)).collect::<Vec<_>>())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![Err(ExperimentError::Invalid {
+                            at: self.file.origin.clone(),
+                            message: "planning a point panicked".into(),
+                        })]
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Puts a compiled point on its stack (a new one if no stack has its standup); returns its
+    /// index.
+    fn put(&mut self, point: Point, req: Request, sh: String, hash: String) -> usize {
         let stack = match self.stacks.iter().position(|s| s.hash == sh) {
             Some(i) => i,
             None => {
@@ -472,8 +523,8 @@ impl ExperimentPlan {
             }
         };
         self.stacks[stack].points.push(self.points.len());
-        self.points.push(PlannedPoint { point, request: req, stack, hash: plan_hash(&p) });
-        Ok(self.points.len() - 1)
+        self.points.push(PlannedPoint { point, request: req, stack, hash });
+        self.points.len() - 1
     }
 
     /// Each factor column with whether it is a setup factor: whether changing it alone (from
@@ -593,5 +644,39 @@ impl ExperimentPlan {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Points compiled on several threads are exactly those compiled one by one: same order,
+    /// same hashes, same stacks (first seen, first served).
+    #[test]
+    fn points_compiled_on_threads_are_those_placed_one_by_one_in_order() {
+        let text = "base: { workload: sanity }\nfactors:\n  engine.profile: [tiny/cpu, llama-3.1-8b/h100]\n  \
+                    workload.stages.0.rate: { from: 1, to: 30, step: 1 }\n";
+        let file = ExperimentFile::parse("e.yaml".into(), text.into()).unwrap();
+        let planned = plan(file, Path::new("/nonexistent/bf-plan"), &[], true).unwrap();
+        assert_eq!((planned.points.len(), planned.stacks.len()), (60, 2));
+        let mut one_by_one = ExperimentPlan { points: Vec::new(), stacks: Vec::new(), ..planned.clone() };
+        for p in &planned.points {
+            one_by_one.place(p.point.clone()).unwrap();
+        }
+        let view = |plan: &ExperimentPlan| {
+            let points: Vec<_> =
+                plan.points.iter().map(|p| (p.point.id.clone(), p.hash.clone(), p.stack)).collect();
+            let stacks: Vec<_> =
+                plan.stacks.iter().map(|s| (s.id.clone(), s.hash.clone(), s.points.clone())).collect();
+            (points, stacks)
+        };
+        assert_eq!(view(&planned), view(&one_by_one));
+        let ids: Vec<&str> = planned.points.iter().map(|p| p.point.id.as_str()).collect();
+        assert_eq!(ids[..3], ["p001", "p002", "p003"]);
+        assert_eq!(
+            planned.factors,
+            [("engine.profile".to_string(), true), ("workload.stages.0.rate".to_string(), false)]
+        );
     }
 }

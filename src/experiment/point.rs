@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use super::{ExperimentError, plan::PlannedPoint, run::Shared, stack::Up, state::PointStatus};
 use crate::{
+    analysis::plots::PngsLater,
     exec::Outcome,
     session::{Session, Setup},
     spec::pipeline::Phase,
-    workdir::{layout, utc_now},
+    workdir::{durable::Deferred, layout, utc_now},
 };
 
 /// How a point ended.
@@ -22,15 +23,34 @@ pub(super) enum PointEnd {
 
 /// One point with its retries, in `points/<id>/`, against a stack that is up (each attempt
 /// after the stack's `between_points` actions when the stack was used, see [`Up::used`]).
+///
+/// What the point writes (in its directory, the stack's between-points records, the
+/// experiment's record) is synced once, before the point is recorded done (and once more at
+/// its end), not file by file; its charts' PNGs are drawn when the experiment's points are
+/// done ([`super::run`]), off the time between two points' load.
 pub(super) async fn run_point(
     shared: &Shared<'_>,
     p: &PlannedPoint,
     up: &mut Up,
 ) -> Result<PointEnd, ExperimentError> {
+    let dir = shared.root.join(layout::POINTS).join(&p.point.id);
+    let durable = Deferred::begin(&[&dir, &up.dir, &shared.root.join(layout::STATE)]);
+    let _pngs = PngsLater::begin(&dir);
+    let end = attempts(shared, p, up, &dir, &durable).await;
+    durable.sync()?;
+    end
+}
+
+async fn attempts(
+    shared: &Shared<'_>,
+    p: &PlannedPoint,
+    up: &mut Up,
+    dir: &std::path::Path,
+    durable: &Deferred,
+) -> Result<PointEnd, ExperimentError> {
     let plan = shared.plan;
     let id = &p.point.id;
     let label = p.point.label();
-    let dir = shared.root.join(layout::POINTS).join(id);
     let tries = plan.file.spec.retries + 1;
     let mut last_error = String::new();
     let t0 = Instant::now();
@@ -62,13 +82,16 @@ pub(super) async fn run_point(
             s.status = PointStatus::Running;
             s.attempts += 1;
             s.started_at = Some(utc_now());
+            // Until the experiment has drawn them (its charts' PNGs are drawn later).
+            s.charts_pending = true;
         })?;
         shared.say(&format!(
             "{id} [{label}] on {}: running{}",
             up.id,
             if attempt > 1 { format!(" (attempt {attempt} of {tries})") } else { String::new() }
         ));
-        let setup = Setup::new(dir.clone(), p.request.clone()).with_run(up.run_id.clone(), up.ports.clone());
+        let setup =
+            Setup::new(dir.to_path_buf(), p.request.clone()).with_run(up.run_id.clone(), up.ports.clone());
         let session = match Session::from_loaded(setup, &plan.loaded) {
             Ok(s) => s,
             Err(e) => {
@@ -99,6 +122,8 @@ pub(super) async fn run_point(
         match report.outcome {
             Outcome::Success => {
                 let secs = t0.elapsed().as_secs_f64();
+                // What the point wrote atomically is on disk before its record says done.
+                durable.sync()?;
                 shared.point(id, |s| {
                     s.status = PointStatus::Done;
                     s.remeasure = false;
@@ -107,7 +132,6 @@ pub(super) async fn run_point(
                     s.duration_s = Some(secs);
                 })?;
                 shared.finished_point(id, &label, secs, None);
-                shared.keep_in_store(p, &dir);
                 return Ok(PointEnd::Done);
             }
             Outcome::Interrupted => {

@@ -117,10 +117,50 @@ impl Shared<'_> {
     /// Adds a measured point to the store (when there is one and it lacks it). The store is a
     /// cache: a failure (a full disk) is said, and the experiment goes on.
     pub(super) fn keep_in_store(&self, p: &super::plan::PlannedPoint, dir: &Path) {
+        self.store_point(&p.point.id, &p.hash, &p.point.label(), dir);
+    }
+
+    fn store_point(&self, id: &str, hash: &str, label: &str, dir: &Path) {
         let Some(store) = &self.store else { return };
-        if let Err(e) = store.record(&p.hash, dir, &p.point.label()) {
-            self.say(&format!("{}: not kept in the store {}: {e}", p.point.id, store.dir.display()));
+        if let Err(e) = store.record(hash, dir, label) {
+            self.say(&format!("{id}: not kept in the store {}: {e}", store.dir.display()));
         }
+    }
+
+    /// What the points that ran left for later (see [`super::point::run_point`]): their
+    /// charts' PNGs, drawn from their records; then each done one goes to the store. Before
+    /// the experiment returns, and when it resumes after a kill.
+    fn finish_points(&self) -> Result<(), ExperimentError> {
+        let pending: Vec<(String, PointState)> = self.state(|st| {
+            st.points
+                .iter()
+                .filter(|(_, s)| s.charts_pending)
+                .map(|(id, s)| (id.clone(), s.clone()))
+                .collect()
+        });
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut drawn = Vec::new();
+        for (id, s) in &pending {
+            let dir = self.root.join(layout::POINTS).join(id);
+            match crate::analysis::draw_missing_pngs(&dir) {
+                Ok(_) => drawn.push(id.clone()),
+                // Left pending: the next invocation tries again.
+                Err(e) => self.say(&format!("{id}: its charts' PNGs could not be drawn: {e}")),
+            }
+            if s.status == PointStatus::Done && self.store.as_ref().is_some_and(|st| !st.has(&s.hash)) {
+                self.store_point(id, &s.hash, &s.label, &dir);
+            }
+        }
+        self.try_state(|st| {
+            for id in &drawn {
+                if let Some(p) = st.points.get_mut(id) {
+                    p.charts_pending = false;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Changes the record (with what may fail on the way) and saves it.
@@ -350,6 +390,10 @@ pub(crate) async fn run(
         let own = root.join(layout::POINTS).join(&plan.points[*i].point.id);
         if *from != own {
             store::copy_point(&root, from, &own, &plan.points[*i].hash)?;
+            // A copy of a point killed before its chart PNGs were drawn lacks them.
+            if let Some(s) = state.points.get_mut(&plan.points[*i].point.id) {
+                s.charts_pending = true;
+            }
         }
     }
     let searching = plan.file.spec.search.clone();
@@ -373,6 +417,8 @@ pub(crate) async fn run(
         sink: Mutex::new(sink),
     };
     shared.save()?;
+    // What a killed invocation left for later.
+    shared.finish_points()?;
     // A point measured here that a killed invocation did not get to store yet.
     for (i, from) in &todo.found {
         if from.starts_with(&root) && shared.store.as_ref().is_some_and(|s| !s.has(&plan.points[*i].hash)) {
@@ -418,6 +464,8 @@ pub(crate) async fn run(
             }
         }
     };
+    // Before returning: what the points left for later.
+    shared.finish_points()?;
     let mut summary = shared.progress.into_inner().unwrap_or_else(PoisonError::into_inner).summary;
     summary.interrupted = shared.interrupts.count() > 0;
     summary.search = outcome;

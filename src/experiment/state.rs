@@ -54,6 +54,10 @@ pub(crate) struct PointState {
     /// its inputs (the stack's among them) changed since it last ran.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub remeasure: bool,
+    /// It ran since the experiment last drew its points' chart PNGs (drawn once its points
+    /// are done, and on the next invocation when one was killed before).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub charts_pending: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

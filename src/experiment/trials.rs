@@ -73,6 +73,8 @@ pub(super) async fn search(
                         if st.status != PointStatus::Done || st.hash != p.hash {
                             *st = PointState { error: None, ..todo::found_state(&p, &stack, &from) };
                         }
+                        // A copy of a point killed before its chart PNGs were drawn lacks them.
+                        st.charts_pending |= from != dir;
                     })?;
                     shared.progress.lock().unwrap_or_else(PoisonError::into_inner).summary.reused += 1;
                 }

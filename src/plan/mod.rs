@@ -212,12 +212,30 @@ fn hash(v: &Value) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// [`spec::pipeline::step_lines`], parsed once per pipeline text (an experiment compiles every
+/// point's plan from the same pipeline).
+fn step_lines(text: &str) -> Vec<Option<u64>> {
+    type Seen = Vec<(String, Vec<Option<u64>>)>;
+    static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(Vec::new());
+    let seen = || SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, lines)) = seen().iter().find(|(t, _)| t == text) {
+        return lines.clone();
+    }
+    let lines = spec::pipeline::step_lines(text);
+    let mut all = seen();
+    if all.len() >= 8 {
+        all.remove(0);
+    }
+    all.push((text.to_string(), lines.clone()));
+    lines
+}
+
 /// Compiles the resolved inputs into a plan (the pipeline's text, when known, gives line
 /// numbers in errors).
 pub fn compile(resolved: &Resolved) -> Result<Plan, PlanError> {
     let pipeline_text = resolved.texts.get("pipeline").map(String::as_str);
     let origin = resolved.files.get("pipeline").cloned().unwrap_or_else(|| "pipeline".into());
-    let lines = pipeline_text.map(spec::pipeline::step_lines).unwrap_or_default();
+    let lines = pipeline_text.map(step_lines).unwrap_or_default();
     // Where step `i` is written: `file:line` of its `name`.
     let at = |i: usize| match lines.get(i).copied().flatten() {
         Some(l) => format!("{origin}:{l}"),

@@ -26,7 +26,7 @@ pub(crate) fn derive(s: &Scenario, run: &RunContext, workload_dir: &Path) -> Res
     let e = &s.engine;
     if e.kind == EngineKind::Sim {
         // An unknown profile is found now, not by the engine after the standup began.
-        crate::sim::SimConfig::profile(&e.profile).map_err(|e| e.to_string())?;
+        crate::sim::SimConfig::check_profile(&e.profile).map_err(|e| e.to_string())?;
     }
     let run_values = |ports: &[u16], command: Vec<String>| {
         json!({

@@ -137,6 +137,25 @@ fn secret_words(key: &str) -> Vec<&'static str> {
 /// secret, or a request header that is not known to be harmless (its position, and the
 /// word that makes it secret, or `None` for a header). `None`: not a secret.
 fn secret_key(path: &str) -> Option<(usize, Option<&'static str>)> {
+    // Remembered per thread: an experiment checks the same paths for every point.
+    type Seen = std::collections::HashMap<String, Option<(usize, Option<&'static str>)>>;
+    thread_local! {
+        static SEEN: std::cell::RefCell<Seen> = std::cell::RefCell::new(Seen::new());
+    }
+    if let Some(known) = SEEN.with(|s| s.borrow().get(path).copied()) {
+        return known;
+    }
+    let found = secret_key_of(path);
+    SEEN.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < 100_000 {
+            s.insert(path.to_string(), found);
+        }
+    });
+    found
+}
+
+fn secret_key_of(path: &str) -> Option<(usize, Option<&'static str>)> {
     let parts: Vec<&str> = path.split('.').collect();
     let harmless = |upto: usize| {
         HARMLESS_PATHS.iter().any(|h| {
@@ -340,8 +359,22 @@ impl Tree {
         leaves("", &v, &mut ls);
         // A leaf replaced by a subtree (or the reverse) drops the old paths below/above it.
         for l in &ls {
+            // The paths below it (a contiguous range of the sorted keys) and those above it.
             let below = format!("{l}.");
-            self.sources.retain(|k, _| !k.starts_with(&below) && !l.starts_with(&format!("{k}.")));
+            let under: Vec<String> = self
+                .sources
+                .range(below.clone()..)
+                .take_while(|(k, _)| k.starts_with(&below))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in under {
+                self.sources.remove(&k);
+            }
+            let mut at = l.as_str();
+            while let Some((up, _)) = at.rsplit_once('.') {
+                self.sources.remove(up);
+                at = up;
+            }
             self.sources.insert(l.clone(), origin.to_string());
         }
         merge(&mut self.values, v);

@@ -324,6 +324,19 @@ impl SimConfig {
         Self::from_yaml(text, &format!("profile {name}"))
     }
 
+    /// Whether a built-in profile exists and reads (each name parsed once per process: an
+    /// experiment's planning checks it for every point).
+    pub(crate) fn check_profile(name: &str) -> Result<(), ConfigError> {
+        static GOOD: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let good = || GOOD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if good().iter().any(|n| n == name) {
+            return Ok(());
+        }
+        Self::profile(name)?;
+        good().push(name.to_string());
+        Ok(())
+    }
+
     /// A configuration file (YAML, same keys as a profile).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)

@@ -14,6 +14,7 @@
 
 pub(crate) mod archive;
 pub(crate) mod crash;
+pub(crate) mod durable;
 pub(crate) mod inputs;
 pub(crate) mod layout;
 pub(crate) mod runs;
@@ -128,9 +129,6 @@ impl WorkDir {
     }
 }
 
-/// Writes `path` atomically and durably: a reader sees the old or the new contents, never a
-/// mix, and a crash of the machine right after cannot leave an empty file (the contents are
-/// synced before the rename, the directory after it).
 /// One spelling of a path, whether or not it exists yet: the longest part that exists is
 /// resolved (symlinks, `..`), the rest appended; so that two spellings of a directory compare
 /// equal.
@@ -166,6 +164,10 @@ pub(crate) fn canonical(path: &Path) -> PathBuf {
     }
 }
 
+/// Writes `path` atomically and durably: a reader sees the old or the new contents, never a
+/// mix, and a crash of the machine right after cannot leave an empty file (the contents are
+/// synced before the rename, the directory after it; under a [`durable::Deferred`] scope, both
+/// at the scope's sync).
 pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WorkdirError> {
     let io = |source| WorkdirError::Io { path: path.to_path_buf(), source };
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
@@ -176,9 +178,17 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), WorkdirEr
     let mut f = File::create(&tmp).map_err(io)?;
     // No secret benchflow sends is written (an error text in a state may quote a server).
     let contents = crate::redact::bytes(contents);
-    f.write_all(&contents).and_then(|()| f.sync_all()).map_err(io)?;
+    f.write_all(&contents).map_err(io)?;
+    // Under a scope of deferred durability (an experiment's point) the file is synced with the
+    // others at the scope's sync; it is in place whole either way.
+    let defer = durable::defers(path);
+    if !defer {
+        f.sync_all().map_err(io)?;
+    }
     std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = parent.and_then(|p| File::open(p).ok()) {
+    if defer {
+        durable::pending(path);
+    } else if let Some(dir) = parent.and_then(|p| File::open(p).ok()) {
         let _ = dir.sync_all();
     }
     crash::boundary();

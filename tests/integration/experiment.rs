@@ -373,6 +373,64 @@ fn sigkill_mid_point_then_the_same_command_reuses_the_stack_and_ends_with_every_
     assert!(!alive(pids[0]), "and torn down at the end");
 }
 
+/// The names of the charts in a point's latest analysis with the extension `ext`.
+fn charts(exp: &Path, id: &str, ext: &str) -> Vec<String> {
+    let dir = exp.join("points").join(id).join("analysis/latest/plots");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A point's chart PNGs are drawn once the experiment's points are done, not between two
+/// points' load: the command returns with every PNG beside its SVG and nothing left pending.
+/// Killed after a point was recorded done and before its PNGs were drawn (what the record then
+/// says: `charts_pending`), the same command draws them, measuring nothing again.
+#[test]
+fn chart_pngs_are_there_when_the_experiment_returns_and_drawn_on_resume_after_a_kill() {
+    let p = Project::new("exp-pngs");
+    p.file("workloads/short.yaml", SHORT)
+        .file("experiments/e.yaml", "base: { workload: short }\nfactors:\n  workload.seed: [1, 2]\n");
+    let exp = p.path("exp");
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let st = json(&exp.join("state.json"));
+    for id in ["p001", "p002"] {
+        let svgs = charts(&exp, id, "svg");
+        assert!(svgs.len() >= 5, "{id}: {svgs:?}");
+        assert_eq!(charts(&exp, id, "png"), svgs, "{id}: a PNG beside every SVG");
+        assert!(st["points"][id].get("charts_pending").is_none(), "{id}: {}", st["points"][id]);
+    }
+
+    // As a kill right after p002 was recorded done leaves it.
+    let plots = exp.join("points/p002/analysis/latest/plots");
+    for name in charts(&exp, "p002", "png") {
+        std::fs::remove_file(plots.join(format!("{name}.png"))).unwrap();
+    }
+    let mut st = st;
+    st["points"]["p002"]["charts_pending"] = Value::Bool(true);
+    std::fs::write(exp.join("state.json"), serde_json::to_vec_pretty(&st).unwrap()).unwrap();
+    let results = crate::support::digests(&exp.join("points/p002/results"), &["latest"]);
+    let pngs_of_p001 = crate::support::digests(&exp.join("points/p001/analysis"), &["latest"]);
+
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after = json(&exp.join("state.json"));
+    assert_eq!(charts(&exp, "p002", "png"), charts(&exp, "p002", "svg"), "drawn on resume");
+    assert!(after["points"]["p002"].get("charts_pending").is_none(), "{}", after["points"]["p002"]);
+    assert_eq!(after["points"]["p002"]["attempts"], 1, "not measured again");
+    assert_eq!(crate::support::digests(&exp.join("points/p002/results"), &["latest"]), results);
+    assert_eq!(
+        crate::support::digests(&exp.join("points/p001/analysis"), &["latest"]),
+        pngs_of_p001,
+        "a point with nothing pending is left as it was"
+    );
+}
+
 /// A two-point experiment killed (SIGKILL) while its first point runs: the project, the
 /// experiment directory, and the engine pids it left running.
 fn killed_during_the_first_point(tag: &str) -> (Project, std::path::PathBuf, Vec<i32>) {
