@@ -336,3 +336,41 @@ pub(super) fn finish(stage: u32, mut acc: Acc, convention: Convention, slo: &Slo
             .and_then(|asked| super::pace::SendRate::of(asked, acc.sent, acc.first_sent, acc.last_sent)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sweep over sorted starts and ends gives what sorting the events together gave
+    /// (departures before arrivals at ties), on intervals with ties, empty ones and ones ending
+    /// (within clock rounding) before they start.
+    #[test]
+    fn the_overlap_sweep_equals_the_sort_of_all_events() {
+        fn by_events(intervals: &[(f64, f64)]) -> u64 {
+            let mut events: Vec<(f64, i8)> =
+                intervals.iter().flat_map(|(a, b)| [(*a, 1), (*b, -1)]).collect();
+            events.sort_unstable_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+            let (mut cur, mut best) = (0i64, 0i64);
+            for (_, d) in events {
+                cur += i64::from(d);
+                best = best.max(cur);
+            }
+            best as u64
+        }
+        let mut rng = crate::rng::Rng::new(32);
+        for case in 0..500 {
+            let n = rng.below(60) as usize;
+            let intervals: Vec<(f64, f64)> = (0..n)
+                .map(|_| {
+                    // Whole times in a small range: many ties.
+                    let a = rng.below(20) as f64 * if case % 3 == 0 { 0.5 } else { 1.0 };
+                    let len = rng.below(6) as f64 - if rng.chance(0.1) { 1.0 } else { 0.0 };
+                    (a, a + len)
+                })
+                .collect();
+            let (starts, ends): (Vec<f64>, Vec<f64>) = intervals.iter().copied().unzip();
+            assert_eq!(max_overlap(starts, ends), by_events(&intervals), "{intervals:?}");
+        }
+        assert_eq!(max_overlap(vec![-0.0], vec![0.0]), by_events(&[(-0.0, 0.0)]));
+    }
+}

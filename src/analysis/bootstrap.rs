@@ -102,20 +102,40 @@ pub(crate) fn difference_in_blocks(
     level: f64,
     resamples: usize,
     seed: u64,
-    (block_a, block_b): (usize, usize),
+    blocks: (usize, usize),
 ) -> Interval {
-    let (whole_a, whole_b) = (statistic(which, &mut a.to_vec()), statistic(which, &mut b.to_vec()));
-    let point = whole_b - whole_a;
+    let mut one = differences_in_blocks(a, b, &[which], level, resamples, seed, blocks);
+    one.remove(0)
+}
+
+/// [`difference_in_blocks`] of several statistics from the same resamples (each resample's
+/// statistics all taken): for one statistic, [`difference_in_blocks`] itself. `compare` takes
+/// a metric's statistics so when a sample is resampled m out of n (the cost is in drawing the
+/// values, scattered over a large sample).
+pub(crate) fn differences_in_blocks(
+    a: &[f64],
+    b: &[f64],
+    which: &[&str],
+    level: f64,
+    resamples: usize,
+    seed: u64,
+    (block_a, block_b): (usize, usize),
+) -> Vec<Interval> {
+    let whole: Vec<(f64, f64)> =
+        which.iter().map(|w| (statistic(w, &mut a.to_vec()), statistic(w, &mut b.to_vec()))).collect();
     let nan = f64::NAN;
-    let mut out = Interval {
-        difference: point,
-        low: nan,
-        high: nan,
-        ratio_low: nan,
-        ratio_high: nan,
-        block_a,
-        block_b,
-    };
+    let mut out: Vec<Interval> = whole
+        .iter()
+        .map(|(wa, wb)| Interval {
+            difference: wb - wa,
+            low: nan,
+            high: nan,
+            ratio_low: nan,
+            ratio_high: nan,
+            block_a,
+            block_b,
+        })
+        .collect();
     if a.len() < 2 || b.len() < 2 {
         return out;
     }
@@ -126,26 +146,30 @@ pub(crate) fn difference_in_blocks(
     let scaled = |s: f64, whole: f64, m: usize, n: usize| {
         if m == n { s } else { whole + (s - whole) * (m as f64 / n as f64).sqrt() }
     };
-    let mut diffs = Vec::with_capacity(resamples);
-    let mut ratios = Vec::with_capacity(resamples);
+    let mut diffs = vec![Vec::with_capacity(resamples); which.len()];
+    let mut ratios = vec![Vec::with_capacity(resamples); which.len()];
     for _ in 0..resamples {
         resample(a, block_a.min(ma), &mut ra, &mut rng);
         resample(b, block_b.min(mb), &mut rb, &mut rng);
-        let sa = scaled(statistic(which, &mut ra), whole_a, ma, a.len());
-        let sb = scaled(statistic(which, &mut rb), whole_b, mb, b.len());
-        diffs.push(sb - sa);
-        if sa > 0.0 && (sb / sa).is_finite() {
-            ratios.push(sb / sa);
+        for (k, w) in which.iter().enumerate() {
+            let sa = scaled(statistic(w, &mut ra), whole[k].0, ma, a.len());
+            let sb = scaled(statistic(w, &mut rb), whole[k].1, mb, b.len());
+            diffs[k].push(sb - sa);
+            if sa > 0.0 && (sb / sa).is_finite() {
+                ratios[k].push(sb / sa);
+            }
         }
     }
     let alpha = (1.0 - level) / 2.0;
-    out.low = percentile::linear(&mut diffs, alpha);
-    out.high = percentile::linear(&mut diffs, 1.0 - alpha);
-    // Only when (nearly) every resample gave a ratio: otherwise its interval would describe
-    // another set of resamples than the difference's.
-    if ratios.len() * 100 >= resamples * 99 && !ratios.is_empty() {
-        out.ratio_low = percentile::linear(&mut ratios, alpha);
-        out.ratio_high = percentile::linear(&mut ratios, 1.0 - alpha);
+    for ((out, diffs), ratios) in out.iter_mut().zip(&mut diffs).zip(&mut ratios) {
+        out.low = percentile::linear(diffs, alpha);
+        out.high = percentile::linear(diffs, 1.0 - alpha);
+        // Only when (nearly) every resample gave a ratio: otherwise its interval would describe
+        // another set of resamples than the difference's.
+        if ratios.len() * 100 >= resamples * 99 && !ratios.is_empty() {
+            out.ratio_low = percentile::linear(ratios, alpha);
+            out.ratio_high = percentile::linear(ratios, 1.0 - alpha);
+        }
     }
     out
 }
@@ -177,11 +201,28 @@ pub(crate) fn block_length(x: &[f64]) -> usize {
         return 1;
     }
     let nf = n as f64;
+    let b_max = (3.0 * nf.sqrt()).min(nf / 3.0).ceil();
+    // A long series: the dependence read from its first BLOCK_WINDOW values (autocorrelations
+    // as well estimated from them; the rule reads O(n · lags)), the length for the whole
+    // series by the rule's n^(1/3).
+    let factor = if n > BLOCK_WINDOW { block_factor(&x[..BLOCK_WINDOW]) } else { block_factor(x) };
+    let Some(factor) = factor else { return 1 };
+    let b = factor * nf.cbrt();
+    if b.is_finite() { b.ceil().clamp(1.0, b_max.max(1.0)) as usize } else { 1 }
+}
+
+/// The values [`block_length`] reads the dependence from.
+const BLOCK_WINDOW: usize = 1 << 16;
+
+/// [`block_length`]'s `(2G² / D)^(1/3)` (none where the rule gives 1 whatever the length).
+fn block_factor(x: &[f64]) -> Option<f64> {
+    let n = x.len();
+    let nf = n as f64;
     let mean = x.iter().sum::<f64>() / nf;
     let acov = |k: usize| -> f64 { (0..n - k).map(|i| (x[i] - mean) * (x[i + k] - mean)).sum::<f64>() / nf };
     let r0 = acov(0);
     if r0 <= 0.0 || !r0.is_finite() {
-        return 1;
+        return None;
     }
     let k_n = (nf.log10().sqrt().ceil() as usize).max(5);
     // (At most 200 lags: the rule is O(n·lags); dependence beyond that is not a queue's.)
@@ -211,12 +252,10 @@ pub(crate) fn block_length(x: &[f64]) -> usize {
         g0 += 2.0 * w * r;
     }
     let d = 4.0 / 3.0 * g0 * g0;
-    let b_max = (3.0 * nf.sqrt()).min(nf / 3.0).ceil();
     if d <= 0.0 || !d.is_finite() {
-        return 1;
+        return None;
     }
-    let b = (2.0 * g * g / d).cbrt() * nf.cbrt();
-    if b.is_finite() { b.ceil().clamp(1.0, b_max.max(1.0)) as usize } else { 1 }
+    Some((2.0 * g * g / d).cbrt())
 }
 
 /// The standard normal quantile at `p` in (0, 1) (Acklam's rational approximation, relative

@@ -1199,3 +1199,37 @@ mod tests {
         assert!(seen.0 > 5 && seen.1 > 5 && seen.2 > 5, "the classes were not all drawn: {seen:?}");
     }
 }
+
+#[cfg(test)]
+mod busiest_tests {
+    use super::busiest_second;
+
+    /// The per-second sums give the peak the sort of every +1/−1 event gave.
+    #[test]
+    fn the_per_second_peak_equals_the_sort_of_all_events() {
+        fn by_events(ok: &[(f64, f64)]) -> u64 {
+            let Some(t0) = ok.iter().map(|r| r.0).min_by(f64::total_cmp) else { return 0 };
+            let mut events: Vec<(u64, i64)> = ok
+                .iter()
+                .flat_map(|(s, l)| {
+                    let (a, b) = (s - t0, s + l - t0);
+                    [(a as u64, 1), (b as u64 + 1, -1)]
+                })
+                .collect();
+            events.sort_unstable_by_key(|e| (e.0, e.1));
+            let (mut now, mut most) = (0i64, 0i64);
+            for (_, d) in events {
+                now += d;
+                most = most.max(now);
+            }
+            most as u64
+        }
+        let mut rng = crate::rng::Rng::new(33);
+        for _ in 0..300 {
+            let ok: Vec<(f64, f64)> = (0..rng.below(50))
+                .map(|_| (rng.f64() * 20.0 + 3.0, if rng.chance(0.1) { 0.0 } else { rng.exponential(1.5) }))
+                .collect();
+            assert_eq!(busiest_second(&ok), by_events(&ok), "{ok:?}");
+        }
+    }
+}
