@@ -336,6 +336,26 @@ mod tests {
         assert!(normal_quantile(1.0).is_nan() && normal_quantile(0.0).is_nan());
     }
 
+    /// Beyond [`MAX_RESAMPLE`] values the interval (m out of n, rescaled) is as wide as the
+    /// statistic's spread over the whole samples: for the mean of independent values,
+    /// ±1.96·σ·√(2/n); and a metric's statistics from shared resamples equal each one alone
+    /// when there is one.
+    #[test]
+    fn m_out_of_n_intervals_have_the_whole_sample_s_width() {
+        let n = 40_000;
+        let (a, b) = (normal(n, 10.0, 1.0, 41), normal(n, 10.1, 1.0, 42));
+        let want = 2.0 * 1.96 * (2.0 / n as f64).sqrt();
+        for how in [Resampling::Independent, Resampling::Blocks] {
+            let i = difference(&a, &b, "mean", 0.95, 400, 5, how);
+            let width = i.high - i.low;
+            assert!((width / want - 1.0).abs() < 0.25, "{how:?}: width {width}, want {want}");
+            assert!(i.low < i.difference && i.difference < i.high && i.low > 0.0, "{i:?}");
+            assert!(i.ratio_low > 1.0 && i.ratio_high < 1.03, "{i:?}");
+        }
+        let shared = differences_in_blocks(&a, &b, &["mean"], 0.95, 50, 9, (1, 1));
+        assert_eq!(shared[0], difference_in_blocks(&a, &b, "mean", 0.95, 50, 9, (1, 1)));
+    }
+
     #[test]
     fn a_known_shift_is_found_and_bracketed() {
         let a = normal(400, 100.0, 10.0, 1);
