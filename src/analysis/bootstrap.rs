@@ -91,7 +91,7 @@ pub(crate) fn blocks(how: Resampling, a: &[f64], b: &[f64]) -> (usize, usize) {
 /// that over m for the √n-consistent statistics compared (mean, median, p99). Bounds the cost
 /// of `compare` on runs of millions of requests; a sample of at most this many is resampled
 /// whole, as it always was.
-pub(crate) const MAX_RESAMPLE: usize = 4096;
+pub(crate) const MAX_RESAMPLE: usize = 2048;
 
 /// [`difference`] with the block lengths given (`(1, 1)`: value by value), as [`blocks`]
 /// gives them.
