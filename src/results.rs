@@ -464,15 +464,24 @@ impl Row<'_> {
 
     /// The gaps between consecutive content chunks, in seconds (none when the harness did not
     /// record them).
+    #[cfg(test)]
     pub(crate) fn gaps(&self) -> impl Iterator<Item = Result<f64, BadField>> + '_ {
-        self.get(Col::ItlUs).split(|b| *b == b' ').filter(|g| !g.is_empty()).map(|g| {
-            digits(g)
-                .map(|us| us as f64)
-                .filter(|us| *us <= MAX_TIME_US)
-                .map(|us| us / 1e6)
-                .ok_or(BadField(Col::ItlUs))
-        })
+        self.gaps_us().map(|g| g.map(gap_secs))
     }
+
+    /// The gaps in the whole microseconds written (each at most a week); [`gap_secs`] of one
+    /// is what [`Row::gaps`] gives.
+    pub(crate) fn gaps_us(&self) -> impl Iterator<Item = Result<u64, BadField>> + '_ {
+        self.get(Col::ItlUs)
+            .split(|b| *b == b' ')
+            .filter(|g| !g.is_empty())
+            .map(|g| digits(g).filter(|us| *us as f64 <= MAX_TIME_US).ok_or(BadField(Col::ItlUs)))
+    }
+}
+
+/// A gap of [`Row::gaps_us`] in seconds.
+pub(crate) fn gap_secs(us: u64) -> f64 {
+    us as f64 / 1e6
 }
 
 /// A decimal integer (digits only), without UTF-8 validation: the hot loop of reading

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{
     Convention, StageStats,
+    dist::Dist,
     stats::{self, Summary},
 };
 use crate::spec::workload::Slo;
@@ -44,30 +45,45 @@ pub(super) struct Acc {
     pub(super) estimated: u64,
     pub(super) input_tokens: u64,
     pub(super) output_tokens: u64,
+    /// GuideLLM's statistics are wanted (else vllm bench serve's): only what the convention
+    /// needs is kept.
+    pub(super) guidellm: bool,
     /// Prompt and output tokens of each completed request.
-    pub(super) input_lens: Vec<f64>,
-    pub(super) output_lens: Vec<f64>,
+    pub(super) input_lens: Dist,
+    pub(super) output_lens: Dist,
     pub(super) ttft: Vec<f64>,
+    /// vllm bench serve's TPOT (its convention only).
     pub(super) tpot: Vec<f64>,
     pub(super) e2el: Vec<f64>,
-    pub(super) itl: Vec<f64>,
+    /// Chunk gaps in microseconds, counted.
+    pub(super) itl: Dist,
     pub(super) queue: Vec<f64>,
-    pub(super) intervals: Vec<(f64, f64)>,
+    /// Each completed request's send (its interval ends at send + E2EL).
+    pub(super) starts: Vec<f64>,
     pub(super) good: u64,
     /// Content chunks per millisecond of run time (for the peak 1-s output rate).
     pub(super) chunk_ms: MsGrid,
     pub(super) first_success_sent: f64,
-    // GuideLLM pairs
-    pub(super) g_latency: Vec<(f64, f64)>,
-    pub(super) g_ttft: Vec<(f64, f64)>,
-    pub(super) g_tpot: Vec<(f64, f64)>,
-    pub(super) g_itl: Vec<(f64, f64)>,
+    // GuideLLM's (its convention only): latency to the stream's end (weight 1), TPOT and ITL
+    // with their weights (output tokens, output tokens − 1; at most 2^24). Its TTFT is `ttft`
+    // (weight 1).
+    pub(super) g_latency: Vec<f64>,
+    pub(super) g_tpot: (Vec<f64>, Vec<u32>),
+    pub(super) g_itl: (Vec<f64>, Vec<u32>),
     pub(super) g_first_token: f64,
     pub(super) g_last_token: f64,
     pub(super) cancelled: u64,
 }
 
-pub(super) fn accumulate(acc: &mut Acc, r: &Request, gaps: &[f64], slo: &Slo) {
+impl Acc {
+    /// An empty stage whose statistics follow `convention`.
+    pub(super) fn new(convention: Convention) -> Acc {
+        Acc { guidellm: convention == Convention::Guidellm, itl: Dist::new(1e6), ..Acc::default() }
+    }
+}
+
+/// Adds one request, its chunk gaps in seconds and in the microseconds they were read from.
+pub(super) fn accumulate(acc: &mut Acc, r: &Request, gaps: &[f64], gaps_us: &[u64], slo: &Slo) {
     if acc.completed == 0 && acc.failed.is_empty() {
         acc.first_sent = r.sent;
         acc.first_success_sent = f64::INFINITY;
@@ -94,18 +110,22 @@ pub(super) fn accumulate(acc: &mut Acc, r: &Request, gaps: &[f64], slo: &Slo) {
     acc.estimated += u64::from(r.estimated);
     acc.input_tokens += r.prompt_tokens;
     acc.output_tokens += r.output_tokens;
-    acc.input_lens.push(r.prompt_tokens as f64);
-    acc.output_lens.push(r.output_tokens as f64);
+    acc.input_lens.push(r.prompt_tokens);
+    acc.output_lens.push(r.output_tokens);
     let ttft = first - r.sent;
     let e2el = last - r.sent;
     let n = r.output_tokens;
     let tpot = if n > 1 { Some((e2el - ttft) / (n - 1) as f64) } else { None };
     acc.ttft.push(ttft);
     acc.e2el.push(e2el);
-    acc.tpot.extend(tpot);
-    acc.itl.extend_from_slice(gaps);
+    if !acc.guidellm {
+        acc.tpot.extend(tpot);
+    }
+    for g in gaps_us {
+        acc.itl.push(*g);
+    }
     acc.queue.push(r.sent - r.scheduled);
-    acc.intervals.push((r.sent, r.sent + e2el));
+    acc.starts.push(r.sent);
     acc.first_success_sent = acc.first_success_sent.min(r.sent);
     let good = slo.ttft.is_none_or(|s| ttft <= s.0)
         && slo.tpot.is_none_or(|s| tpot.unwrap_or(0.0) <= s.0)
@@ -129,14 +149,19 @@ pub(super) fn accumulate(acc: &mut Acc, r: &Request, gaps: &[f64], slo: &Slo) {
             acc.chunk_ms.add(first + (last - first) * k as f64 / points as f64, weight);
         }
     }
-    // GuideLLM: latency to the stream's end; TPOT over all tokens incl. the first; ITL over the rest.
-    acc.g_latency.push((r.end - r.sent, 1.0));
-    acc.g_ttft.push((ttft, 1.0));
-    if n > 0 {
-        acc.g_tpot.push(((last - r.sent) / n as f64, n as f64));
-    }
-    if n > 1 {
-        acc.g_itl.push(((last - first) / (n - 1) as f64, (n - 1) as f64));
+    // GuideLLM: latency to the stream's end; TPOT over all tokens incl. the first; ITL over the
+    // rest (the weights are counts, at most MAX_COUNT = 2^24: a u32 holds them).
+    if acc.guidellm {
+        acc.g_latency.push(r.end - r.sent);
+        let w = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
+        if n > 0 {
+            acc.g_tpot.0.push((last - r.sent) / n as f64);
+            acc.g_tpot.1.push(w(n));
+        }
+        if n > 1 {
+            acc.g_itl.0.push((last - first) / (n - 1) as f64);
+            acc.g_itl.1.push(w(n - 1));
+        }
     }
     acc.g_first_token = acc.g_first_token.min(first);
     acc.g_last_token = acc.g_last_token.max(last);
@@ -207,16 +232,32 @@ fn ms(mut s: Summary) -> Summary {
     s
 }
 
-/// Exact peak overlap of half-open intervals (departures before arrivals at ties).
-fn max_overlap(intervals: &[(f64, f64)]) -> u64 {
-    let mut events: Vec<(f64, i8)> = intervals.iter().flat_map(|(a, b)| [(*a, 1), (*b, -1)]).collect();
-    events.sort_unstable_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+/// Exact peak overlap of half-open intervals (departures before arrivals at ties), from their
+/// starts and their ends (sorted here): the sweep over both sorted, an end taken first at a tie.
+fn max_overlap(mut starts: Vec<f64>, mut ends: Vec<f64>) -> u64 {
+    starts.sort_unstable_by(f64::total_cmp);
+    ends.sort_unstable_by(f64::total_cmp);
     let (mut cur, mut best) = (0i64, 0i64);
-    for (_, d) in events {
-        cur += i64::from(d);
+    let mut j = 0;
+    for s in &starts {
+        while j < ends.len() && ends[j].total_cmp(s).is_le() {
+            cur -= 1;
+            j += 1;
+        }
+        cur += 1;
         best = best.max(cur);
     }
     best as u64
+}
+
+/// Unit weights.
+fn unit(v: Vec<f64>) -> Vec<(f64, f64)> {
+    v.into_iter().map(|x| (x, 1.0)).collect()
+}
+
+/// Values with their weights.
+fn weighted((v, w): (Vec<f64>, Vec<u32>)) -> Vec<(f64, f64)> {
+    v.into_iter().zip(w).map(|(x, w)| (x, f64::from(w))).collect()
 }
 
 pub(super) fn finish(stage: u32, mut acc: Acc, convention: Convention, slo: &Slo) -> StageStats {
@@ -240,11 +281,14 @@ pub(super) fn finish(stage: u32, mut acc: Acc, convention: Convention, slo: &Slo
         0.0
     };
     let has_slo = slo.is_set();
+    // The ends before E2EL is reordered by its summary.
+    let ends: Vec<f64> = acc.starts.iter().zip(&acc.e2el).map(|(s, e)| s + e).collect();
+    let max_concurrent_requests = max_overlap(std::mem::take(&mut acc.starts), ends);
     let (ttft, tpot, itl, e2el, request_throughput, output_throughput) = match convention {
         Convention::Vllm => (
             ms(stats::vllm(&mut acc.ttft)),
             ms(stats::vllm(&mut acc.tpot)),
-            ms(stats::vllm(&mut acc.itl)),
+            ms(acc.itl.summary()),
             ms(stats::vllm(&mut acc.e2el)),
             acc.completed as f64 / duration,
             acc.output_tokens as f64 / duration,
@@ -252,10 +296,10 @@ pub(super) fn finish(stage: u32, mut acc: Acc, convention: Convention, slo: &Slo
         Convention::Guidellm => {
             let token_span = (acc.g_last_token - acc.g_first_token).max(1e-9);
             (
-                ms(stats::guidellm(&mut acc.g_ttft)),
-                ms(stats::guidellm(&mut acc.g_tpot)),
-                ms(stats::guidellm(&mut acc.g_itl)),
-                ms(stats::guidellm(&mut acc.g_latency)),
+                ms(stats::guidellm(&mut unit(std::mem::take(&mut acc.ttft)))),
+                ms(stats::guidellm(&mut weighted(std::mem::take(&mut acc.g_tpot)))),
+                ms(stats::guidellm(&mut weighted(std::mem::take(&mut acc.g_itl)))),
+                ms(stats::guidellm(&mut unit(std::mem::take(&mut acc.g_latency)))),
                 acc.completed as f64 / duration,
                 if acc.completed > 0 { acc.output_tokens as f64 / token_span } else { 0.0 },
             )
@@ -276,19 +320,57 @@ pub(super) fn finish(stage: u32, mut acc: Acc, convention: Convention, slo: &Slo
         output_throughput,
         total_token_throughput: (acc.input_tokens + acc.output_tokens) as f64 / duration,
         request_goodput: has_slo.then(|| acc.good as f64 / duration),
-        max_concurrent_requests: max_overlap(&acc.intervals),
+        max_concurrent_requests,
         max_output_tokens_per_s: max_tok_s,
         ttft,
         tpot,
         itl,
         e2el,
         client_queue: ms(stats::vllm(&mut acc.queue)),
-        input_len: stats::vllm(&mut acc.input_lens),
-        output_len: stats::vllm(&mut acc.output_lens),
+        input_len: acc.input_lens.summary(),
+        output_len: acc.output_lens.summary(),
         gpu: None,
         prefix_cache: None,
         send_rate: acc
             .asked_rate
             .and_then(|asked| super::pace::SendRate::of(asked, acc.sent, acc.first_sent, acc.last_sent)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sweep over sorted starts and ends gives what sorting the events together gave
+    /// (departures before arrivals at ties), on intervals with ties, empty ones and ones ending
+    /// (within clock rounding) before they start.
+    #[test]
+    fn the_overlap_sweep_equals_the_sort_of_all_events() {
+        fn by_events(intervals: &[(f64, f64)]) -> u64 {
+            let mut events: Vec<(f64, i8)> =
+                intervals.iter().flat_map(|(a, b)| [(*a, 1), (*b, -1)]).collect();
+            events.sort_unstable_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+            let (mut cur, mut best) = (0i64, 0i64);
+            for (_, d) in events {
+                cur += i64::from(d);
+                best = best.max(cur);
+            }
+            best as u64
+        }
+        let mut rng = crate::rng::Rng::new(32);
+        for case in 0..500 {
+            let n = rng.below(60) as usize;
+            let intervals: Vec<(f64, f64)> = (0..n)
+                .map(|_| {
+                    // Whole times in a small range: many ties.
+                    let a = rng.below(20) as f64 * if case % 3 == 0 { 0.5 } else { 1.0 };
+                    let len = rng.below(6) as f64 - if rng.chance(0.1) { 1.0 } else { 0.0 };
+                    (a, a + len)
+                })
+                .collect();
+            let (starts, ends): (Vec<f64>, Vec<f64>) = intervals.iter().copied().unzip();
+            assert_eq!(max_overlap(starts, ends), by_events(&intervals), "{intervals:?}");
+        }
+        assert_eq!(max_overlap(vec![-0.0], vec![0.0]), by_events(&[(-0.0, 0.0)]));
     }
 }

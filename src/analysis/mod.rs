@@ -26,6 +26,7 @@ pub(crate) mod report;
 pub(crate) mod stats;
 
 mod accumulate;
+mod dist;
 mod outputs;
 mod read;
 mod vllm_result;

@@ -95,6 +95,7 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
     let mut inflight_diff: Vec<i64> = Vec::new();
     let mut done_s: Vec<f64> = Vec::new();
     let mut gaps: Vec<f64> = Vec::new();
+    let mut gaps_us: Vec<u64> = Vec::new();
     // A run killed mid-write leaves a partial last line: the reader stops before it.
     while let Some(record) = reader.next_row().map_err(records_error)? {
         let line = record.line();
@@ -126,11 +127,14 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
             error_kind: record.error_kind().map(Cow::into_owned).unwrap_or_default(),
         };
         gaps.clear();
+        gaps_us.clear();
         let mut t = row.first.unwrap_or(row.sent);
-        for g in record.gaps() {
-            let g = g.map_err(field)?;
+        for us in record.gaps_us() {
+            let us = us.map_err(field)?;
+            let g = crate::results::gap_secs(us);
             t += g;
             gaps.push(g);
+            gaps_us.push(us);
         }
         // The chunks the gaps place must fall within the request (a second of slack for
         // harnesses that time the end on another clock).
@@ -144,8 +148,8 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
         if row.warmup {
             continue;
         }
-        let acc = stages.entry(row.stage).or_default();
-        accumulate(acc, &row, &gaps, slo);
+        let acc = stages.entry(row.stage).or_insert_with(|| Acc::new(convention));
+        accumulate(acc, &row, &gaps, &gaps_us, slo);
         // Timeline: in flight from sent to end (100 ms grid), completions per second. The times
         // are at most a week (checked above): at most 6,048,000 cells.
         let (a, b) = ((row.sent * 10.0) as usize, (row.end * 10.0) as usize);
@@ -207,7 +211,7 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
             stage: n,
             label: acc.label.clone(),
             ttft: cdf(&acc.ttft),
-            itl: cdf(&acc.itl),
+            itl: acc.itl.cdf(),
             e2el: cdf(&acc.e2el),
         });
         let mut st = finish(n, acc, convention, slo);

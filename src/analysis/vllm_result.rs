@@ -29,13 +29,17 @@
 //! GuideLLM's own names, definitions and nearest-rank percentiles. The vLLM keys never change
 //! meaning with the convention.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use serde::{Serialize, Serializer, ser::SerializeMap, ser::SerializeSeq};
 use serde_json::{Value, json};
 
 use super::{
     Analysis, AnalysisError, Convention, StageStats,
+    dist::Dist,
     stats::{self, Summary},
 };
 use crate::{
@@ -51,26 +55,57 @@ pub(crate) fn file_name(stage: u32) -> String {
 /// The metrics whose summaries are written, in vLLM's order.
 const METRICS: [&str; 4] = ["ttft", "tpot", "itl", "e2el"];
 
-/// One stage's requests as vLLM's arrays hold them, in the order of the rows (written in
-/// arrival order through `perm`).
-#[derive(Debug, Clone, Default)]
+/// The arrays spilled, one file each, in the order of the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Array {
+    InputLens,
+    OutputLens,
+    Ttfts,
+    Latencies,
+    StartTimes,
+    QueueTimes,
+    Errors,
+    Itls,
+    Success,
+}
+
+impl Array {
+    const ALL: [Array; 9] = [
+        Array::InputLens,
+        Array::OutputLens,
+        Array::Ttfts,
+        Array::Latencies,
+        Array::StartTimes,
+        Array::QueueTimes,
+        Array::Errors,
+        Array::Itls,
+        Array::Success,
+    ];
+}
+
+/// One stage's requests as vLLM's arrays hold them: the arrays spilled to files of `dir` in the
+/// order of the rows (a long run's file holds every gap: they would not fit in memory), written
+/// in arrival order through `perm`; in memory only what the order and the summaries need.
+#[derive(Debug)]
 struct Requests {
-    /// Each request's scheduled time (its arrival: vLLM's arrays are in arrival order) and
-    /// index, for [`Requests::sort`].
-    order: Vec<(f64, u64)>,
-    input_lens: Vec<u64>,
-    output_lens: Vec<u64>,
-    ttfts: Vec<f64>,
-    latencies: Vec<f64>,
-    start_times: Vec<f64>,
-    queue_times: Vec<f64>,
-    errors: Vec<String>,
-    /// Each request's gaps are `itl[itl_at[i]..itl_at[i + 1]]`.
-    itl_at: Vec<usize>,
-    itl: Vec<f64>,
-    success: Vec<bool>,
+    dir: PathBuf,
+    /// The spill files' writers while reading, in [`Array::ALL`]'s order.
+    files: Vec<std::io::BufWriter<std::fs::File>>,
+    /// Each request's scheduled time (its arrival: vLLM's arrays are in arrival order), index
+    /// and send, for [`Requests::sort`] (dropped by it).
+    order: Vec<(f64, u64, f64)>,
     /// Set by [`Requests::sort`].
-    perm: Vec<usize>,
+    perm: Vec<u32>,
+    completed: u64,
+    total_input: u64,
+    total_output: u64,
+    /// The summaries' samples (successful requests).
+    ttft: Vec<f64>,
+    tpot: Vec<f64>,
+    e2el: Vec<f64>,
+    itl: Dist,
+    /// The earliest successful send (infinite without one).
+    first_ok: f64,
 }
 
 /// One request as read (seconds on the run's clock).
@@ -89,52 +124,200 @@ struct Request {
 }
 
 impl Requests {
-    fn push(&mut self, r: &Request, gaps: &[f64]) {
-        if self.itl_at.is_empty() {
-            self.itl_at.push(0);
-        }
-        self.order.push((r.scheduled, r.index));
-        self.input_lens.push(r.prompt_tokens);
-        self.output_lens.push(if r.success { r.output_tokens } else { 0 });
-        self.ttfts.push(r.first.map_or(0.0, |f| f - r.sent));
-        self.latencies.push(match (r.success, r.last) {
+    /// An empty stage spilling into `dir` (created).
+    fn new(dir: PathBuf) -> std::io::Result<Requests> {
+        std::fs::create_dir_all(&dir)?;
+        let files = Array::ALL
+            .iter()
+            .map(|a| Ok(std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(spill(&dir, *a))?)))
+            .collect::<std::io::Result<_>>()?;
+        Ok(Requests {
+            dir,
+            files,
+            order: Vec::new(),
+            perm: Vec::new(),
+            completed: 0,
+            total_input: 0,
+            total_output: 0,
+            ttft: Vec::new(),
+            tpot: Vec::new(),
+            e2el: Vec::new(),
+            itl: Dist::new(1e6),
+            first_ok: f64::INFINITY,
+        })
+    }
+
+    fn push(&mut self, r: &Request, gaps_us: &[u64]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.order.push((r.scheduled, r.index, r.sent));
+        let output_len = if r.success { r.output_tokens } else { 0 };
+        let ttft = r.first.map_or(0.0, |f| f - r.sent);
+        let latency = match (r.success, r.last) {
             (true, Some(last)) => last - r.sent,
             _ => 0.0,
-        });
-        self.start_times.push(r.sent);
-        self.queue_times.push((r.sent - r.scheduled).max(0.0));
-        self.errors.push(r.error.clone());
-        self.itl.extend_from_slice(gaps);
-        self.itl_at.push(self.itl.len());
-        self.success.push(r.success);
+        };
+        let f = &mut self.files;
+        f[Array::InputLens as usize].write_all(&r.prompt_tokens.to_le_bytes())?;
+        f[Array::OutputLens as usize].write_all(&output_len.to_le_bytes())?;
+        f[Array::Ttfts as usize].write_all(&ttft.to_le_bytes())?;
+        f[Array::Latencies as usize].write_all(&latency.to_le_bytes())?;
+        f[Array::StartTimes as usize].write_all(&r.sent.to_le_bytes())?;
+        f[Array::QueueTimes as usize].write_all(&(r.sent - r.scheduled).max(0.0).to_le_bytes())?;
+        let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+        let error = &r.error.as_bytes()[..r.error.len().min(u32::MAX as usize)];
+        f[Array::Errors as usize].write_all(&len(error.len()))?;
+        f[Array::Errors as usize].write_all(error)?;
+        let gaps = &gaps_us[..gaps_us.len().min(u32::MAX as usize)];
+        f[Array::Itls as usize].write_all(&len(gaps.len()))?;
+        for g in gaps {
+            f[Array::Itls as usize].write_all(&g.to_le_bytes())?;
+        }
+        f[Array::Success as usize].write_all(&[u8::from(r.success)])?;
+        if r.success {
+            self.completed += 1;
+            self.total_input += r.prompt_tokens;
+            self.total_output += output_len;
+            self.ttft.push(ttft);
+            self.e2el.push(latency);
+            if output_len > 1 {
+                self.tpot.push((latency - ttft) / (output_len - 1) as f64);
+            }
+            for g in gaps {
+                self.itl.push(*g);
+            }
+            self.first_ok = self.first_ok.min(r.sent);
+        }
+        Ok(())
     }
 
     fn len(&self) -> usize {
-        self.order.len()
+        self.perm.len()
     }
 
     /// The request order, vLLM's: by arrival (the scheduled time; the records are written as
     /// requests end), then index (shards merged from several pods share the time axis, not the
     /// indices), then send. `perm[k]` is the row of the k-th request; the arrays stay in row order
-    /// and are written through it (no copy).
-    fn sort(&mut self) {
-        let mut perm: Vec<usize> = (0..self.len()).collect();
+    /// and are written through it. Closes the spill files.
+    fn sort(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        for f in &mut self.files {
+            f.flush()?;
+        }
+        self.files.clear();
+        let order = std::mem::take(&mut self.order);
+        let mut perm: Vec<u32> = (0..order.len() as u32).collect();
         perm.sort_by(|a, b| {
-            let ((ta, ia), (tb, ib)) = (self.order[*a], self.order[*b]);
-            ta.total_cmp(&tb).then(ia.cmp(&ib)).then(self.start_times[*a].total_cmp(&self.start_times[*b]))
+            let ((ta, ia, sa), (tb, ib, sb)) = (order[*a as usize], order[*b as usize]);
+            ta.total_cmp(&tb).then(ia.cmp(&ib)).then(sa.total_cmp(&sb))
         });
         self.perm = perm;
+        Ok(())
     }
 
-    fn gaps(&self, i: usize) -> &[f64] {
-        &self.itl[self.itl_at[i]..self.itl_at[i + 1]]
+    /// vLLM 0.33's `max_concurrent_requests` ([`busiest_second`]), from the spill files.
+    fn busiest(&self) -> std::io::Result<u64> {
+        let mut start = Reorder::open(&spill(&self.dir, Array::StartTimes), read_f64)?;
+        let mut latency = Reorder::open(&spill(&self.dir, Array::Latencies), read_f64)?;
+        let mut success = Reorder::open(&spill(&self.dir, Array::Success), read_bool)?;
+        let mut b = Busiest::from(self.first_ok);
+        for row in 0..self.perm.len() as u32 {
+            let (s, l) = (start.get(row)?, latency.get(row)?);
+            if success.get(row)? {
+                b.add(s, l);
+            }
+        }
+        Ok(b.most())
     }
 }
 
-/// Reads every measured stage's requests from `requests.csv` (warm-up rows skipped).
-fn read(results: &Path) -> Result<BTreeMap<u32, Requests>, AnalysisError> {
+/// The spill file of `array` in `dir`.
+fn spill(dir: &Path, array: Array) -> PathBuf {
+    dir.join(format!("{array:?}"))
+}
+
+fn read_u64(r: &mut impl std::io::Read) -> std::io::Result<u64> {
+    let mut b = [0; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn read_f64(r: &mut impl std::io::Read) -> std::io::Result<f64> {
+    read_u64(r).map(f64::from_bits)
+}
+
+fn read_bool(r: &mut impl std::io::Read) -> std::io::Result<bool> {
+    let mut b = [0; 1];
+    r.read_exact(&mut b)?;
+    Ok(b[0] != 0)
+}
+
+fn read_len(r: &mut impl std::io::Read) -> std::io::Result<usize> {
+    let mut b = [0; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b) as usize)
+}
+
+fn read_text(r: &mut impl std::io::Read) -> std::io::Result<String> {
+    let mut b = vec![0; read_len(r)?];
+    r.read_exact(&mut b)?;
+    Ok(String::from_utf8_lossy(&b).into_owned())
+}
+
+/// A request's gaps in seconds.
+fn read_gaps(r: &mut impl std::io::Read) -> std::io::Result<Vec<f64>> {
+    (0..read_len(r)?).map(|_| read_u64(r).map(crate::results::gap_secs)).collect()
+}
+
+type Decode<T> = fn(&mut std::io::BufReader<std::fs::File>) -> std::io::Result<T>;
+
+/// A spill file read in any order of its rows, sequentially: a row asked before it is read is
+/// read up to, the rows passed on the way held until asked. The arrival order strays from the
+/// order of the rows (written as requests end) by the requests in flight: that many are held.
+struct Reorder<T> {
+    file: std::io::BufReader<std::fs::File>,
+    read: u32,
+    held: std::collections::HashMap<u32, T>,
+    decode: Decode<T>,
+}
+
+impl<T> Reorder<T> {
+    fn open(path: &Path, decode: Decode<T>) -> std::io::Result<Reorder<T>> {
+        let file = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
+        Ok(Reorder { file, read: 0, held: std::collections::HashMap::new(), decode })
+    }
+
+    /// The value of row `row` (each row asked once).
+    fn get(&mut self, row: u32) -> std::io::Result<T> {
+        if let Some(v) = self.held.remove(&row) {
+            return Ok(v);
+        }
+        loop {
+            let v = (self.decode)(&mut self.file)?;
+            let at = self.read;
+            self.read += 1;
+            if at == row {
+                return Ok(v);
+            }
+            self.held.insert(at, v);
+        }
+    }
+}
+
+/// Removes a directory when dropped (the spill files, whatever happens).
+struct Spills(PathBuf);
+
+impl Drop for Spills {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Reads every measured stage's requests from `requests.csv` (warm-up rows skipped), spilling
+/// their arrays under `spills`.
+fn read(results: &Path, spills: &Path) -> Result<BTreeMap<u32, Requests>, AnalysisError> {
     let path = results.join("requests.csv");
     let records_error = |e: RecordsError| AnalysisError::Read { path: path.clone(), why: e.to_string() };
+    let spill_error = |source| AnalysisError::Write { path: spills.to_path_buf(), source };
     let mut reader = Reader::open(&path).map_err(|e| match e {
         RecordsError::Read { path, why } => AnalysisError::Read { path, why },
         e => records_error(e),
@@ -169,7 +352,7 @@ fn read(results: &Path) -> Result<BTreeMap<u32, Requests>, AnalysisError> {
             }
         };
         gaps.clear();
-        for g in row.gaps() {
+        for g in row.gaps_us() {
             gaps.push(g.map_err(field)?);
         }
         let r = Request {
@@ -183,10 +366,17 @@ fn read(results: &Path) -> Result<BTreeMap<u32, Requests>, AnalysisError> {
             error,
             success,
         };
-        stages.entry(row.stage().map_err(field)?).or_default().push(&r, &gaps);
+        let stage = row.stage().map_err(field)?;
+        let req = match stages.entry(stage) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(Requests::new(spills.join(stage.to_string())).map_err(spill_error)?)
+            }
+        };
+        req.push(&r, &gaps).map_err(spill_error)?;
     }
     for s in stages.values_mut() {
-        s.sort();
+        s.sort().map_err(spill_error)?;
     }
     Ok(stages)
 }
@@ -227,27 +417,22 @@ fn date(epoch_s: f64) -> String {
 }
 
 /// The file of one stage's requests (an empty stage too).
-fn build<'a>(stage: &StageStats, req: &'a Requests, cfg: &Config, convention: Convention) -> Document<'a> {
+fn build<'a>(
+    stage: &StageStats,
+    req: &'a mut Requests,
+    cfg: &Config,
+    convention: Convention,
+) -> Result<Document<'a>, AnalysisError> {
     let n = req.len();
-    let (mut ttft, mut tpot, mut itl, mut e2el) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut completed, mut total_input, mut total_output) = (0u64, 0u64, 0u64);
-    for i in 0..n {
-        if !req.success[i] {
-            continue;
-        }
-        completed += 1;
-        total_input += req.input_lens[i];
-        total_output += req.output_lens[i];
-        ttft.push(req.ttfts[i]);
-        e2el.push(req.latencies[i]);
-        if req.output_lens[i] > 1 {
-            tpot.push((req.latencies[i] - req.ttfts[i]) / (req.output_lens[i] - 1) as f64);
-        }
-        itl.extend_from_slice(req.gaps(i));
-    }
+    let spill_error = |source| AnalysisError::Write { path: req.dir.clone(), source };
+    let max_concurrent_requests = req.busiest().map_err(spill_error)?;
+    let (completed, total_input, total_output) = (req.completed, req.total_input, req.total_output);
+    let ttft = stats::vllm(&mut std::mem::take(&mut req.ttft));
+    let tpot = stats::vllm(&mut std::mem::take(&mut req.tpot));
+    let itl = req.itl.summary();
+    let e2el = stats::vllm(&mut std::mem::take(&mut req.e2el));
     let (mut summaries, mut unmeasured) = (Vec::new(), Vec::new());
-    for (name, values) in METRICS.iter().zip([&mut ttft, &mut tpot, &mut itl, &mut e2el]) {
-        let s = stats::vllm(values);
+    for (name, s) in METRICS.iter().zip([ttft, tpot, itl, e2el]) {
         if s.count == 0 && completed > 0 {
             unmeasured.push(*name);
         }
@@ -268,7 +453,7 @@ fn build<'a>(stage: &StageStats, req: &'a Requests, cfg: &Config, convention: Co
     let chat = cfg.workload.as_ref().is_some_and(|w| w.api.endpoint == Endpoint::Chat);
     let backend = if chat { "openai-chat" } else { "openai" };
     let end = cfg.started.map(|s| s + stage.window.1);
-    Document {
+    Ok(Document {
         date: date(end.unwrap_or_else(now)),
         endpoint_type: backend,
         backend,
@@ -291,46 +476,73 @@ fn build<'a>(stage: &StageStats, req: &'a Requests, cfg: &Config, convention: Co
         request_goodput: stage.request_goodput,
         output_throughput: total_output as f64 / duration,
         total_token_throughput: (total_input + total_output) as f64 / duration,
-        input_lens: InOrder(&req.input_lens, &req.perm),
-        output_lens: InOrder(&req.output_lens, &req.perm),
-        ttfts: InOrder(&req.ttfts, &req.perm),
-        itls: Itls(req),
-        latencies: InOrder(&req.latencies, &req.perm),
-        start_times: InOrder(&req.start_times, &req.perm),
-        queue_times: InOrder(&req.queue_times, &req.perm),
+        input_lens: Spilled::of(req, Array::InputLens),
+        output_lens: Spilled::of(req, Array::OutputLens),
+        ttfts: Spilled::of(req, Array::Ttfts),
+        itls: Spilled::of(req, Array::Itls),
+        latencies: Spilled::of(req, Array::Latencies),
+        start_times: Spilled::of(req, Array::StartTimes),
+        queue_times: Spilled::of(req, Array::QueueTimes),
         generated_texts: Blank(n),
-        errors: InOrder(&req.errors, &req.perm),
+        errors: Spilled::of(req, Array::Errors),
         max_output_tokens_per_s: stage.max_output_tokens_per_s,
-        max_concurrent_requests: busiest_second(req),
+        max_concurrent_requests,
         rtfx: 0.0,
         summaries: Ordered(summaries),
         benchflow_convention: convention.as_str(),
         benchflow_unmeasured: unmeasured,
         guidellm_metrics: (convention == Convention::Guidellm).then(|| guidellm(stage)),
-    }
+    })
 }
 
 /// vLLM 0.33's `max_concurrent_requests`: the most successful requests active within one
 /// second, the seconds counted from the earliest successful send, a request active in every
 /// second from its send's to its end's, both included. Not `stats.json`'s exact peak overlap
 /// (which vLLM adopted later): a request that ended early in a second counts in it.
-fn busiest_second(req: &Requests) -> u64 {
-    let ok = || (0..req.len()).filter(|i| req.success[*i]);
-    let Some(t0) = ok().map(|i| req.start_times[i]).min_by(f64::total_cmp) else { return 0 };
-    // +1 in the second of the send, −1 after the second of the end; swept in order.
-    let mut events: Vec<(u64, i64)> = ok()
-        .flat_map(|i| {
-            let (a, b) = (req.start_times[i] - t0, req.start_times[i] + req.latencies[i] - t0);
-            [(a as u64, 1), (b as u64 + 1, -1)]
-        })
-        .collect();
-    events.sort_unstable_by_key(|e| (e.0, e.1));
-    let (mut now, mut most) = (0i64, 0i64);
-    for (_, d) in events {
-        now += d;
-        most = most.max(now);
+#[cfg(test)]
+fn busiest_second(ok: &[(f64, f64)]) -> u64 {
+    let mut b = Busiest::from(ok.iter().map(|r| r.0).min_by(f64::total_cmp).unwrap_or(f64::INFINITY));
+    for (sent, latency) in ok {
+        b.add(*sent, *latency);
     }
-    most as u64
+    b.most()
+}
+
+/// [`busiest_second`]'s count: +1 in the second of a send, −1 after the second of its end,
+/// summed by second (the seconds bounded by the records' times, at most a week); the peak is
+/// the largest running sum at the end of a second.
+#[derive(Debug)]
+struct Busiest {
+    t0: f64,
+    diff: Vec<i64>,
+}
+
+impl From<f64> for Busiest {
+    /// Seconds counted from `t0` (the earliest successful send).
+    fn from(t0: f64) -> Busiest {
+        Busiest { t0, diff: Vec::new() }
+    }
+}
+
+impl Busiest {
+    fn add(&mut self, sent: f64, latency: f64) {
+        let (a, b) = (sent - self.t0, sent + latency - self.t0);
+        let (a, b) = (a as u64 as usize, b as u64 as usize + 1);
+        if self.diff.len() <= a.max(b) {
+            self.diff.resize(a.max(b) + 1, 0);
+        }
+        self.diff[a] += 1;
+        self.diff[b] -= 1;
+    }
+
+    fn most(&self) -> u64 {
+        let (mut now, mut most) = (0i64, 0i64);
+        for d in &self.diff {
+            now += d;
+            most = most.max(now);
+        }
+        most as u64
+    }
 }
 
 fn now() -> f64 {
@@ -406,15 +618,15 @@ struct Document<'a> {
     request_goodput: Option<f64>,
     output_throughput: f64,
     total_token_throughput: f64,
-    input_lens: InOrder<'a, u64>,
-    output_lens: InOrder<'a, u64>,
-    ttfts: InOrder<'a, f64>,
-    itls: Itls<'a>,
-    latencies: InOrder<'a, f64>,
-    start_times: InOrder<'a, f64>,
-    queue_times: InOrder<'a, f64>,
+    input_lens: Spilled<'a>,
+    output_lens: Spilled<'a>,
+    ttfts: Spilled<'a>,
+    itls: Spilled<'a>,
+    latencies: Spilled<'a>,
+    start_times: Spilled<'a>,
+    queue_times: Spilled<'a>,
     generated_texts: Blank,
-    errors: InOrder<'a, String>,
+    errors: Spilled<'a>,
     max_output_tokens_per_s: f64,
     max_concurrent_requests: u64,
     rtfx: f64,
@@ -430,29 +642,40 @@ struct Document<'a> {
     guidellm_metrics: Option<Value>,
 }
 
-/// A column of the requests in request order.
+/// A spilled array of the requests, written in request order.
 #[derive(Debug)]
-struct InOrder<'a, T>(&'a [T], &'a [usize]);
+struct Spilled<'a> {
+    path: PathBuf,
+    array: Array,
+    perm: &'a [u32],
+}
 
-impl<T: Serialize> Serialize for InOrder<'_, T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.1.len()))?;
-        for &i in self.1 {
-            seq.serialize_element(&self.0[i])?;
+impl Spilled<'_> {
+    fn of(req: &Requests, array: Array) -> Spilled<'_> {
+        Spilled { path: spill(&req.dir, array), array, perm: &req.perm }
+    }
+
+    fn write<T: Serialize, S: SerializeSeq>(&self, seq: &mut S, decode: Decode<T>) -> Result<(), S::Error> {
+        use serde::ser::Error;
+        let mut r = Reorder::open(&self.path, decode).map_err(S::Error::custom)?;
+        for &row in self.perm {
+            seq.serialize_element(&r.get(row).map_err(S::Error::custom)?)?;
         }
-        seq.end()
+        Ok(())
     }
 }
 
-/// Each request's gaps, a list per request, in request order.
-#[derive(Debug)]
-struct Itls<'a>(&'a Requests);
-
-impl Serialize for Itls<'_> {
+impl Serialize for Spilled<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.perm.len()))?;
-        for &i in &self.0.perm {
-            seq.serialize_element(self.0.gaps(i))?;
+        let mut seq = s.serialize_seq(Some(self.perm.len()))?;
+        match self.array {
+            Array::InputLens | Array::OutputLens => self.write(&mut seq, read_u64)?,
+            Array::Errors => self.write(&mut seq, read_text)?,
+            Array::Itls => self.write(&mut seq, read_gaps)?,
+            Array::Success => self.write(&mut seq, read_bool)?,
+            Array::Ttfts | Array::Latencies | Array::StartTimes | Array::QueueTimes => {
+                self.write(&mut seq, read_f64)?
+            }
         }
         seq.end()
     }
@@ -531,10 +754,20 @@ pub(crate) fn write_all(
     a: &Analysis,
 ) -> Result<(), AnalysisError> {
     let cfg = config(a, workdir, results);
-    let stages = read(results)?;
-    let empty = Requests::default();
+    // The arrays wait in files beside the documents until written (removed in any case).
+    let spills = Spills(out.join(".vllm_bench_arrays"));
+    let mut stages = read(results, &spills.0)?;
     for s in &a.stages {
-        let doc = build(s, stages.get(&s.stage).unwrap_or(&empty), &cfg, a.convention);
+        let req = match stages.get_mut(&s.stage) {
+            Some(req) => req,
+            None => {
+                let mut empty = Requests::new(spills.0.join(format!("empty-{}", s.stage)))
+                    .map_err(|source| AnalysisError::Write { path: spills.0.clone(), source })?;
+                empty.sort().map_err(|source| AnalysisError::Write { path: spills.0.clone(), source })?;
+                stages.entry(s.stage).or_insert(empty)
+            }
+        };
+        let doc = build(s, req, &cfg, a.convention)?;
         write_streamed(&out.join(file_name(s.stage)), &doc)?;
     }
     Ok(())
@@ -812,35 +1045,20 @@ mod tests {
     /// vLLM 0.33's peak: requests counted in every 1-s bucket they touch, not by exact overlap.
     #[test]
     fn max_concurrent_requests_counts_requests_per_second_bucket_as_vllm_0_33() {
-        let mut req = Requests::default();
         // (sent, last token, succeeded), seconds.
-        for (i, (sent, last, ok)) in
-            [(0.1, 0.9, true), (0.95, 1.2, true), (1.5, 1.6, true), (1.0, 1.1, false), (5.0, 8.5, true)]
-                .into_iter()
-                .enumerate()
-        {
-            let r = Request {
-                index: i as u64,
-                scheduled: sent,
-                sent,
-                first: Some(sent + 0.01),
-                last: Some(last),
-                output_tokens: 2,
-                success: ok,
-                error: if ok { String::new() } else { "cut short".into() },
-                ..Request::default()
-            };
-            req.push(&r, &[last - sent - 0.01]);
-        }
-        req.sort();
+        let rows =
+            [(0.1, 0.9, true), (0.95, 1.2, true), (1.5, 1.6, true), (1.0, 1.1, false), (5.0, 8.5, true)];
+        let ok = |rows: &[(f64, f64, bool)]| -> Vec<(f64, f64)> {
+            rows.iter().filter(|r| r.2).map(|(sent, last, _)| (*sent, last - sent)).collect()
+        };
         // Second 0 (from the first send, 0.1 s): the first two; second 1: the second and the
         // third; the failure does not count; the last alone in seconds 4 to 8. No two of them
         // overlap for more than an instant, yet vLLM 0.33 writes 2.
-        assert_eq!(busiest_second(&req), 2);
-        let mut a = req.clone();
-        a.success[1] = false;
-        assert_eq!(busiest_second(&a), 1);
-        assert_eq!(busiest_second(&Requests::default()), 0, "no success");
+        assert_eq!(busiest_second(&ok(&rows)), 2);
+        let mut a = rows;
+        a[1].2 = false;
+        assert_eq!(busiest_second(&ok(&a)), 1);
+        assert_eq!(busiest_second(&[]), 0, "no success");
     }
 
     /// One generated request: (gaps in µs, a first token, output tokens, failed).
@@ -979,5 +1197,39 @@ mod tests {
             }
         }
         assert!(seen.0 > 5 && seen.1 > 5 && seen.2 > 5, "the classes were not all drawn: {seen:?}");
+    }
+}
+
+#[cfg(test)]
+mod busiest_tests {
+    use super::busiest_second;
+
+    /// The per-second sums give the peak the sort of every +1/−1 event gave.
+    #[test]
+    fn the_per_second_peak_equals_the_sort_of_all_events() {
+        fn by_events(ok: &[(f64, f64)]) -> u64 {
+            let Some(t0) = ok.iter().map(|r| r.0).min_by(f64::total_cmp) else { return 0 };
+            let mut events: Vec<(u64, i64)> = ok
+                .iter()
+                .flat_map(|(s, l)| {
+                    let (a, b) = (s - t0, s + l - t0);
+                    [(a as u64, 1), (b as u64 + 1, -1)]
+                })
+                .collect();
+            events.sort_unstable_by_key(|e| (e.0, e.1));
+            let (mut now, mut most) = (0i64, 0i64);
+            for (_, d) in events {
+                now += d;
+                most = most.max(now);
+            }
+            most as u64
+        }
+        let mut rng = crate::rng::Rng::new(33);
+        for _ in 0..300 {
+            let ok: Vec<(f64, f64)> = (0..rng.below(50))
+                .map(|_| (rng.f64() * 20.0 + 3.0, if rng.chance(0.1) { 0.0 } else { rng.exponential(1.5) }))
+                .collect();
+            assert_eq!(busiest_second(&ok), by_events(&ok), "{ok:?}");
+        }
     }
 }

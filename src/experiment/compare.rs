@@ -298,12 +298,26 @@ pub(crate) fn compare_samples(
             ("request_throughput", &a.per_second, &b.per_second, &["mean"], true),
         ];
         for (k, (metric, xa, xb, stats, higher_better)) in metrics.into_iter().enumerate() {
-            for (j, which) in stats.iter().enumerate() {
-                if xa.is_empty() || xb.is_empty() {
-                    continue;
-                }
-                let seed = 0xb0075 ^ (u64::from(*stage) << 16) ^ ((k as u64) << 8) ^ j as u64;
-                let i = bootstrap::difference(xa, xb, which, level, resamples, seed, how);
+            // Once per metric (the rule reads the whole series).
+            if xa.is_empty() || xb.is_empty() {
+                continue;
+            }
+            let blocks = bootstrap::blocks(how, xa, xb);
+            let seed = |j: usize| 0xb0075 ^ (u64::from(*stage) << 16) ^ ((k as u64) << 8) ^ j as u64;
+            // A sample resampled m out of n: the metric's statistics from the same resamples
+            // (the cost is in drawing them); else each from its own, as always.
+            let intervals: Vec<bootstrap::Interval> = if xa.len().max(xb.len()) > bootstrap::MAX_RESAMPLE {
+                bootstrap::differences_in_blocks(xa, xb, stats, level, resamples, seed(0), blocks)
+            } else {
+                stats
+                    .iter()
+                    .enumerate()
+                    .map(|(j, w)| {
+                        bootstrap::difference_in_blocks(xa, xb, w, level, resamples, seed(j), blocks)
+                    })
+                    .collect()
+            };
+            for (which, i) in stats.iter().zip(intervals) {
                 let (d, mut lo, mut hi) = (i.difference, i.low, i.high);
                 let (mut ratio_lo, mut ratio_hi) = (i.ratio_low, i.ratio_high);
                 let base = bootstrap::statistic(which, &mut xa.clone());
