@@ -199,22 +199,7 @@ impl Dist {
         });
         let lo = self.value(first).max(1e-7);
         let hi = self.value(last).max(0.0).max(lo * 1.0001);
-        const BINS: usize = 1000;
-        let (llo, lhi) = (lo.ln(), hi.ln());
-        let mut bins = vec![0u64; BINS];
-        for (k, c) in counts {
-            let i = (((self.value(k).max(lo).ln() - llo) / (lhi - llo)) * BINS as f64) as usize;
-            bins[i.min(BINS - 1)] += c;
-        }
-        let mut cum = 0;
-        bins.iter()
-            .enumerate()
-            .filter(|(_, c)| **c > 0)
-            .map(|(i, c)| {
-                cum += c;
-                ((llo + (i + 1) as f64 / BINS as f64 * (lhi - llo)).exp() * 1000.0, cum as f64 / n as f64)
-            })
-            .collect()
+        super::log_binned_cdf(lo, hi, n, counts.map(|(k, c)| (self.value(k), c)))
     }
 }
 

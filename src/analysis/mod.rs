@@ -280,12 +280,23 @@ pub(crate) fn cdf(values: &[f64]) -> Cdf {
     let n = values.len();
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min).max(1e-7);
     let hi = values.iter().copied().fold(0.0, f64::max).max(lo * 1.0001);
+    log_binned_cdf(lo, hi, n as u64, values.iter().map(|x| (*x, 1)))
+}
+
+/// A CDF over 1,000 log-spaced bins between `lo` and `hi` (seconds) of `n` values given as
+/// (value, count): points (bin's upper edge in ms, share at or below it), empty bins left out.
+pub(crate) fn log_binned_cdf(
+    lo: f64,
+    hi: f64,
+    n: u64,
+    values: impl Iterator<Item = (f64, u64)>,
+) -> Vec<(f64, f64)> {
     const BINS: usize = 1000;
     let (llo, lhi) = (lo.ln(), hi.ln());
     let mut counts = vec![0u64; BINS];
-    for x in &values {
+    for (x, c) in values {
         let i = (((x.max(lo).ln() - llo) / (lhi - llo)) * BINS as f64) as usize;
-        counts[i.min(BINS - 1)] += 1;
+        counts[i.min(BINS - 1)] += c;
     }
     let mut cum = 0;
     counts
