@@ -195,14 +195,15 @@ pub(crate) async fn open(addr: SocketAddr, tls: Option<&Tls>) -> std::io::Result
 
 /// Raises this process's limit on open files to the most it may have (as Go's runtime does):
 /// every stream in flight holds a connection at each end, and a soft limit of 1,024 would otherwise fail
-/// the streams beyond it. Best effort: a limit that cannot be raised stays.
-pub(crate) fn raise_open_files_limit() {
+/// the streams beyond it. Best effort: a limit that cannot be raised stays. Returns the limit
+/// now in force (none when it cannot be read).
+pub(crate) fn raise_open_files_limit() -> Option<u64> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(hard);
     }
+    Some(soft)
 }
 
 /// `insecure_skip_verify`: accepts any certificate, still checks the handshake's signatures.

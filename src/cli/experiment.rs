@@ -336,6 +336,12 @@ pub(crate) fn status(root: &Path, format: Format) -> Result<(), CliError> {
         dir: root.display().to_string(),
         counts,
         points,
+        charts_pending: state
+            .points
+            .iter()
+            .filter(|(_, p)| p.charts_pending)
+            .map(|(id, _)| id.clone())
+            .collect(),
         stacks: state
             .stacks
             .iter()
@@ -359,6 +365,14 @@ pub(crate) fn status(root: &Path, format: Format) -> Result<(), CliError> {
     }
     for p in doc.points.iter().filter(|p| p.error.is_some()) {
         outln!("  {} [{}]: {}", p.id, p.label, p.error.as_deref().unwrap_or("").lines().next().unwrap_or(""));
+    }
+    if !doc.charts_pending.is_empty() {
+        outln!(
+            "  charts still to draw: {} ({}); run the same `benchflow experiment` command again to draw them \
+             and the experiment's analysis",
+            doc.charts_pending.len(),
+            doc.charts_pending.join(" ")
+        );
     }
     for (id, s) in &state.stacks {
         outln!("  stack {id}: {:?}, stood up {} time(s)", s.status, s.standups);

@@ -83,10 +83,11 @@ pub(crate) async fn send(
             }
             Err(e) => {
                 rec.end_ns = ns(Instant::now());
-                let kind = if matches!(e, ReadError::Malformed(_)) {
-                    ErrorKind::Malformed
-                } else {
-                    ErrorKind::Connect
+                let kind = match e {
+                    ReadError::Malformed(_) => ErrorKind::Malformed,
+                    // The server took the request and began its answer: not a failure to connect.
+                    ReadError::Closed { answered: true } => ErrorKind::Aborted,
+                    _ => ErrorKind::Connect,
                 };
                 rec.fail(kind, e.to_string());
                 *conn = None;
@@ -116,7 +117,10 @@ pub(crate) async fn send(
         .await;
     rec.end_ns = ns(Instant::now());
     if let Err(e) = read {
-        rec.fail(ErrorKind::Aborted, format!("the response was cut off: {e}"));
+        match e {
+            ReadError::Malformed(_) => rec.fail(ErrorKind::Malformed, e.to_string()),
+            _ => rec.fail(ErrorKind::Aborted, format!("the response was cut off: {e}")),
+        }
         *conn = None;
         return;
     }

@@ -150,7 +150,7 @@ impl Conn {
     pub(crate) async fn read_head(&mut self) -> Result<Head, ReadError> {
         loop {
             if !self.rbuf.is_empty() {
-                let mut headers = [httparse::EMPTY_HEADER; 64];
+                let mut headers = [httparse::EMPTY_HEADER; 100];
                 let mut resp = httparse::Response::new(&mut headers);
                 match resp.parse(&self.rbuf) {
                     Ok(httparse::Status::Complete(n)) => {
@@ -255,22 +255,30 @@ impl Conn {
 fn head_of(resp: &httparse::Response<'_, '_>) -> Result<Head, ReadError> {
     let status = resp.code.unwrap_or(0);
     let mut length: Option<u64> = None;
-    let (mut chunked, mut other_coding, mut close, mut keep) = (false, false, false, false);
+    let (mut chunked, mut close, mut keep) = (false, false, false);
     let mut retry_after_s = None;
     for h in resp.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n: u64 =
-                value.parse().map_err(|_| ReadError::Malformed(format!("content-length `{value}`")))?;
+            let bad = || ReadError::Malformed(format!("content-length `{value}`"));
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            let n: u64 = value.parse().map_err(|_| bad())?;
             if length.is_some_and(|l| l != n) {
                 return Err(ReadError::Malformed("two different content-lengths".into()));
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // The last coding decides: chunked, or read to the end.
-            let last = value.rsplit(',').next().unwrap_or("").trim();
-            chunked = last.eq_ignore_ascii_case("chunked");
-            other_coding = !chunked;
+            // Chunked framing is read; `identity` is no coding; any other (gzip, ...) is not
+            // decoded here, so the response is refused rather than scanned as garbled text.
+            for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                if coding.eq_ignore_ascii_case("chunked") {
+                    chunked = true;
+                } else if !coding.eq_ignore_ascii_case("identity") {
+                    return Err(ReadError::Malformed(format!("transfer-coding `{coding}` is not supported")));
+                }
+            }
         } else if h.name.eq_ignore_ascii_case("connection") {
             for token in value.split(',').map(str::trim) {
                 close |= token.eq_ignore_ascii_case("close");
@@ -284,8 +292,6 @@ fn head_of(resp: &httparse::Response<'_, '_>) -> Result<Head, ReadError> {
         BodyKind::Empty
     } else if chunked {
         BodyKind::Chunked
-    } else if other_coding {
-        BodyKind::ToEof
     } else if let Some(n) = length {
         if n == 0 { BodyKind::Empty } else { BodyKind::Length(n) }
     } else {
@@ -397,6 +403,13 @@ mod tests {
         assert_eq!((head.body, body.as_slice()), (BodyKind::ToEof, &b"until the end"[..]));
         assert!(!head.keep_alive);
 
+        // `identity` is no coding: the length frames the body.
+        let mut c = conn_reading(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            vec![],
+        )
+        .await;
+        assert_eq!(read_all(&mut c).await.unwrap().0.body, BodyKind::Length(2));
         let mut c = conn_reading(
             b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok".to_vec(),
             vec![],
@@ -422,6 +435,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nab",
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\na",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
             b"SMTP ready\r\n\r\n",
         ] {
             let mut c = conn_reading(wire.to_vec(), vec![]).await;

@@ -63,6 +63,12 @@ pub enum LoadError {
     Header { name: String, why: String },
     #[error(transparent)]
     Dataset(#[from] DatasetError),
+    #[error(
+        "{streams} requests in flight need as many connections, and this process may open only {limit} files \
+         (ulimit -n, with its hard limit raised to where it can): raise the hard limit (e.g. `ulimit -Hn 65536` as \
+         root, or LimitNOFILE in a systemd unit) or lower the concurrency"
+    )]
+    OpenFiles { streams: u64, limit: u64 },
     #[error("failed to write results in {dir}: {source}")]
     Write { dir: PathBuf, source: std::io::Error },
 }
@@ -397,6 +403,18 @@ pub(crate) fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Res
     write().map_err(|source| LoadError::Write { dir: dir.to_path_buf(), source })
 }
 
+/// The most requests the workload holds in flight at once, each on a connection of its own:
+/// the largest concurrency of its warm-up and closed-loop stages and the `max_concurrency`
+/// of its rate stages (an uncapped rate stage is bounded by its rate and latency only).
+fn most_streams(w: &Workload) -> u64 {
+    let stages = w.stages.iter().map(|s| match s.load() {
+        Load::Concurrency(c) => u64::from(c),
+        Load::Rate { max_concurrency, .. } => max_concurrency.map_or(0, u64::from),
+    });
+    let warmup = if w.warmup.requests > 0 { u64::from(w.warmup.concurrency.unwrap_or(1)) } else { 0 };
+    stages.chain([warmup]).max().unwrap_or(0)
+}
+
 /// Runs the workload against the endpoint. Resolves when every stage is done, or early when
 /// `shutdown` resolves (in-flight requests are then recorded as cancelled).
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<RunInfo, LoadError> {
@@ -426,7 +444,13 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<Ru
         target.sessions = Some((name, values));
     }
 
-    crate::net::raise_open_files_limit();
+    if let Some(limit) = crate::net::raise_open_files_limit() {
+        let streams = most_streams(w);
+        // Beside the streams: the scrapes, the records, the dataset, the runtime's own.
+        if streams + 64 > limit {
+            return Err(LoadError::OpenFiles { streams, limit });
+        }
+    }
     let t0 = Instant::now();
     let beside = Beside::start(&opts, &target, t0, secrets(&target.headers)).await?;
     let ctx = Arc::new(Ctx {

@@ -416,6 +416,12 @@ fn chart_pngs_are_there_when_the_experiment_returns_and_drawn_on_resume_after_a_
     std::fs::write(exp.join("state.json"), serde_json::to_vec_pretty(&st).unwrap()).unwrap();
     let results = crate::support::digests(&exp.join("points/p002/results"), &["latest"]);
     let pngs_of_p001 = crate::support::digests(&exp.join("points/p001/analysis"), &["latest"]);
+    // `status` says what is still to draw and how, not merely that every point is done.
+    let out = p.run(&["status", "exp", "-o", "json"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["charts_pending"], serde_json::json!(["p002"]), "{doc}");
+    let out = p.run(&["status", "exp"]);
+    assert!(text(&out.stdout).contains("charts still to draw: 1 (p002)"), "{}", text(&out.stdout));
 
     let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -599,4 +599,28 @@ fn more_streams_than_the_soft_open_files_limit_all_run() {
     let s = &stats["stages"][0];
     assert_eq!((s["completed"].as_u64(), s["failed"].as_u64()), (Some(800), Some(0)), "{s}");
     assert!(s["max_concurrent_requests"].as_u64().unwrap() > 256, "{s}");
+    // A hard limit below the streams asked: refused before any request, saying what to do
+    // (not run with a part of the streams failing as the server's connect errors).
+    let wd = dir.0.join("wd2");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn 300 && ulimit -Hn 300 && exec '{}' run --endpoint {} -w '{w}' --workdir '{}' -q",
+            env!("CARGO_BIN_EXE_benchflow"),
+            sim.1,
+            wd.display()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("400 requests in flight") && err.contains("ulimit"),
+        "{err}"
+    );
+    assert!(
+        !wd.join("results/latest/requests.csv").exists() || {
+            let csv = std::fs::read_to_string(wd.join("results/latest/requests.csv")).unwrap();
+            csv.lines().count() <= 1
+        }
+    );
 }
