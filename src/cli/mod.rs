@@ -287,6 +287,8 @@ async fn run_sim(args: SimArgs) -> Result<(), CliError> {
         cfg.kv_cache_tokens_total(),
         cfg.time_scale
     );
+    // Each stream served holds a connection (see net::raise_open_files_limit).
+    let _ = crate::net::raise_open_files_limit();
     sim::serve_with(cfg, listener, shutdown, tls).await?;
     Ok(())
 }

@@ -149,7 +149,9 @@ impl Shared<'_> {
                 // Left pending: the next invocation tries again.
                 Err(e) => self.say(&format!("{id}: its charts' PNGs could not be drawn: {e}")),
             }
-            if s.status == PointStatus::Done && self.store.as_ref().is_some_and(|st| !st.has(&s.hash)) {
+            // The store checks its own entry (an intact one stays; a swapped or edited one is
+            // set aside for this measurement).
+            if s.status == PointStatus::Done {
                 self.store_point(id, &s.hash, &s.label, &dir);
             }
         }

@@ -569,7 +569,6 @@ pub(crate) async fn serve_with(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> Result<(), SimError> {
     let addr = listener.local_addr().map_err(SimError::Io)?;
-    let _ = crate::net::raise_open_files_limit();
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared::new(cfg.clone(), tx));
     let app = Arc::new(App {
