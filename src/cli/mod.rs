@@ -264,10 +264,14 @@ async fn run_sim(args: SimArgs) -> Result<(), CliError> {
     }
     let cfg = sim_config(&args)?;
     let addr = format!("{}:{}", args.host, args.port);
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| sim::SimError::Bind {
+    let bind_error = |source| sim::SimError::Bind {
         addr: addr.parse().unwrap_or_else(|_| ([0, 0, 0, 0], args.port).into()),
         source,
+    };
+    let resolved = tokio::net::lookup_host(&addr).await.map_err(bind_error)?.next().ok_or_else(|| {
+        bind_error(std::io::Error::new(std::io::ErrorKind::NotFound, "the host resolves to no address"))
     })?;
+    let listener = sim::listen(resolved)?;
     let local = listener.local_addr().map_err(sim::SimError::Io)?;
     let shutdown = shutdown_signal();
     let tls = match (&args.tls_cert, &args.tls_key) {

@@ -30,7 +30,7 @@ pub(crate) mod wire;
 
 pub use config::SimConfig;
 pub use server::serve;
-pub(crate) use server::serve_with;
+pub(crate) use server::{listen, serve_with};
 
 /// Why the simulator stopped serving.
 #[derive(Debug, thiserror::Error)]

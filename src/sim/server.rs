@@ -538,7 +538,10 @@ fn header_value(s: Option<String>) -> Option<HeaderValue> {
     s.and_then(|s| HeaderValue::from_str(&s).ok())
 }
 
-async fn rebind(addr: SocketAddr) -> Result<TcpListener, SimError> {
+/// A listener on `addr` whose accept queue holds 4,096 connections (as many as the kernel's
+/// `somaxconn` allows): a client opening thousands of streams at once is not made to wait
+/// for SYN retransmissions (1 s each) while the simulator accepts.
+pub(crate) fn listen(addr: SocketAddr) -> Result<TcpListener, SimError> {
     let socket =
         if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
             .map_err(|source| SimError::Bind { addr, source })?;
@@ -590,7 +593,7 @@ pub(crate) async fn serve_with(
             _ = &mut shutdown => return Ok(()),
             _ = tokio::time::sleep_until(shared.loaded_at.into()) => {}
         }
-        listener = Some(rebind(addr).await?);
+        listener = Some(listen(addr)?);
     }
     let listener = listener.expect("listener present");
 

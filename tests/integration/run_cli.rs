@@ -564,14 +564,15 @@ fn more_streams_than_the_soft_open_files_limit_all_run() {
             .parse()
             .unwrap_or(u64::MAX);
     assert!(hard >= 1024, "this test needs a hard limit on open files of at least 1024, not {hard}");
-    // Each request waits 300 ms for its first token: all 400 streams are in flight at once.
+    // Each request waits 2 s for its first token: all 400 streams are in flight at once, even
+    // where a kernel with a short accept queue drops SYNs and a connect waits 1 s to retry.
     let sim = Sim::start(&[
         "--profile",
         "tiny/cpu",
         "--set",
         "fidelity=analytic",
         "--set",
-        "ttft=300ms",
+        "ttft=2s",
         "--set",
         "itl=1ms",
         "--set",
