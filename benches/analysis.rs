@@ -8,7 +8,8 @@
 //! memory from `/usr/bin/time` when there is one.
 //!
 //! `cargo bench --bench analysis` (1,000,000 records); `-- quick` (200,000);
-//! `-- records=10000000` (any number); `-- no-compare` skips `compare`.
+//! `-- records=10000000` (any number); `-- no-compare` skips `compare`; `-- write=DIR` only
+//! writes the records into the work directory `DIR` (for `perf record benchflow analyze`).
 
 use std::{
     fmt::Write as _,
@@ -133,6 +134,11 @@ fn main() {
         .iter()
         .find_map(|a| a.strip_prefix("records=").and_then(|v| v.replace('_', "").parse().ok()))
         .unwrap_or(if quick { 200_000 } else { 1_000_000 });
+    if let Some(dir) = args.iter().find_map(|a| a.strip_prefix("write=")) {
+        let bytes = write_records(Path::new(dir), n, 1);
+        println!("{n} records ({:.0} MB of CSV) in {dir}/results/requests.csv", bytes as f64 / 1e6);
+        return;
+    }
     let base = std::env::temp_dir().join(format!("benchflow-bench-analysis-{}", std::process::id()));
     let dir = base.join("a");
     let t = Instant::now();

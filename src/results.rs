@@ -263,23 +263,47 @@ pub(crate) enum RecordsError {
 /// run killed mid-write) ends the file.
 pub(crate) struct Reader {
     path: PathBuf,
-    csv: csv::Reader<std::fs::File>,
+    csv: csv::Reader<std::io::Take<std::fs::File>>,
     row: csv::ByteRecord,
+    /// Reads to the file's end (where a short last line is a write cut off); a part ending
+    /// before it ([`Reader::part`]) has no such excuse.
+    to_end: bool,
 }
 
 impl Reader {
     pub(crate) fn open(path: &Path) -> Result<Reader, RecordsError> {
+        Reader::head(path, u64::MAX)
+    }
+
+    /// [`Reader::open`] of the bytes before `end` (the start of a line, or the file's end).
+    pub(crate) fn head(path: &Path, end: u64) -> Result<Reader, RecordsError> {
         let read = |why: String| RecordsError::Read { path: path.to_path_buf(), why };
-        let mut csv = csv::ReaderBuilder::new()
-            .from_path(path)
+        let file = std::fs::File::open(path)
             .map_err(|e| read(format!("{e} (is this a benchflow work directory?)")))?;
+        let len = file.metadata().map_err(|e| read(e.to_string()))?.len();
+        let mut csv = csv::ReaderBuilder::new().from_reader(std::io::Read::take(file, end));
         let headers = csv.byte_headers().map_err(|e| read(e.to_string()))?;
         if !headers.iter().eq(HEADER.iter().map(|h| h.as_bytes())) {
             return Err(read(
                 "unexpected columns: not a requests.csv written by this benchflow version".into(),
             ));
         }
-        Ok(Reader { path: path.to_path_buf(), csv, row: csv::ByteRecord::new() })
+        Ok(Reader { path: path.to_path_buf(), csv, row: csv::ByteRecord::new(), to_end: end >= len })
+    }
+
+    /// The rows of the bytes `[start, end)` of a file [`Reader::open`] accepted, `start` at the
+    /// beginning of a line after the header, `end` at one (or the file's end). Its rows' line
+    /// numbers count from the part's start: a reader of parts that meets a bad row reads the
+    /// file whole again to say where it is.
+    pub(crate) fn part(path: &Path, start: u64, end: u64) -> Result<Reader, RecordsError> {
+        use std::io::{Read, Seek};
+        let read = |e: std::io::Error| RecordsError::Read { path: path.to_path_buf(), why: e.to_string() };
+        let mut file = std::fs::File::open(path).map_err(read)?;
+        let len = file.metadata().map_err(read)?.len();
+        file.seek(std::io::SeekFrom::Start(start)).map_err(read)?;
+        let csv =
+            csv::ReaderBuilder::new().has_headers(false).from_reader(file.take(end.saturating_sub(start)));
+        Ok(Reader { path: path.to_path_buf(), csv, row: csv::ByteRecord::new(), to_end: end >= len })
     }
 
     /// The next row, or `None` at the end.
@@ -289,7 +313,7 @@ impl Reader {
             Ok(true) => Ok(Some(Row(&self.row))),
             // A short last line is a write cut off (a crash, a full disk): the end of the
             // records. Anywhere else a row with the wrong number of fields is a bad row.
-            Err(e) if matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) => {
+            Err(e) if self.to_end && matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) => {
                 let line = e.position().map_or(0, |p| p.line());
                 let mut next = csv::ByteRecord::new();
                 match self.csv.read_byte_record(&mut next) {

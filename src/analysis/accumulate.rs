@@ -82,6 +82,77 @@ impl Acc {
     }
 }
 
+impl Acc {
+    /// Adds the requests of `later` (the rows that follow this one's in the file, read apart):
+    /// the same as accumulating them here in that order, but for the last bits of a counted
+    /// distribution's mean ([`Dist::append`]).
+    pub(super) fn append(&mut self, later: Acc) {
+        // Every field named: one added to `Acc` is merged here or said not to need it.
+        let Acc {
+            label: _,
+            window: _,
+            asked_rate: _,
+            guidellm: _,
+            first_sent,
+            last_sent,
+            sent,
+            last_end,
+            completed,
+            failed,
+            estimated,
+            input_tokens,
+            output_tokens,
+            input_lens,
+            output_lens,
+            ttft,
+            tpot,
+            e2el,
+            itl,
+            queue,
+            starts,
+            good,
+            chunk_ms,
+            first_success_sent,
+            g_latency,
+            g_tpot,
+            g_itl,
+            g_first_token,
+            g_last_token,
+            cancelled,
+        } = later;
+        self.first_sent = self.first_sent.min(first_sent);
+        self.last_sent = self.last_sent.max(last_sent);
+        self.sent += sent;
+        self.last_end = self.last_end.max(last_end);
+        self.completed += completed;
+        for (kind, n) in failed {
+            *self.failed.entry(kind).or_default() += n;
+        }
+        self.estimated += estimated;
+        self.input_tokens += input_tokens;
+        self.output_tokens += output_tokens;
+        self.input_lens.append(input_lens);
+        self.output_lens.append(output_lens);
+        self.ttft.extend(ttft);
+        self.tpot.extend(tpot);
+        self.e2el.extend(e2el);
+        self.itl.append(itl);
+        self.queue.extend(queue);
+        self.starts.extend(starts);
+        self.good += good;
+        self.chunk_ms.append(chunk_ms);
+        self.first_success_sent = self.first_success_sent.min(first_success_sent);
+        self.g_latency.extend(g_latency);
+        self.g_tpot.0.extend(g_tpot.0);
+        self.g_tpot.1.extend(g_tpot.1);
+        self.g_itl.0.extend(g_itl.0);
+        self.g_itl.1.extend(g_itl.1);
+        self.g_first_token = self.g_first_token.min(g_first_token);
+        self.g_last_token = self.g_last_token.max(g_last_token);
+        self.cancelled += cancelled;
+    }
+}
+
 /// Adds one request, its chunk gaps in seconds and in the microseconds they were read from.
 pub(super) fn accumulate(acc: &mut Acc, r: &Request, gaps: &[f64], gaps_us: &[u64], slo: &Slo) {
     if acc.completed == 0 && acc.failed.is_empty() {
@@ -186,6 +257,21 @@ pub(super) struct MsGrid {
 }
 
 impl MsGrid {
+    /// Adds every count of `later`.
+    pub(super) fn append(&mut self, later: MsGrid) {
+        for (page, cells) in later.pages {
+            let next = self.pages.len();
+            let slot = *self.index.entry(page).or_insert(next);
+            if slot == next {
+                self.pages.push((page, cells));
+            } else {
+                for (m, t) in self.pages[slot].1.iter_mut().zip(cells.iter()) {
+                    *m = m.saturating_add(*t);
+                }
+            }
+        }
+    }
+
     /// Adds `n` at time `t` (seconds; a time that is not finite or is negative is not counted,
     /// the readers having refused such rows).
     pub(super) fn add(&mut self, t: f64, n: u64) {

@@ -81,6 +81,35 @@ impl Dist {
         }
     }
 
+    /// Counts every value of `later` after this one's (the values as counted are kept while
+    /// both kept theirs and the two together are at most [`RAW_CAP`]: the same as counting
+    /// them all in that order; above it the mean's sum adds the two sums, equal to the running
+    /// one up to the rounding of the last bits).
+    pub(crate) fn append(&mut self, later: Dist) {
+        self.n += later.n;
+        self.sum += later.sum;
+        self.raw = match (self.raw.take(), later.raw) {
+            (Some(mut a), Some(b)) if a.len() + b.len() <= RAW_CAP => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+        if self.pages.len() < later.pages.len() {
+            self.pages.resize_with(later.pages.len(), || None);
+        }
+        for (mine, theirs) in self.pages.iter_mut().zip(later.pages) {
+            match (mine.as_mut(), theirs) {
+                (Some(m), Some(t)) => m.iter_mut().zip(t.iter()).for_each(|(m, t)| *m += t),
+                (None, Some(t)) => *mine = Some(t),
+                (_, None) => {}
+            }
+        }
+        for (k, c) in later.sparse {
+            *self.sparse.entry(k).or_default() += c;
+        }
+    }
+
     #[cfg(test)]
     /// Bytes held (the histogram's pages and map, and the values kept as counted).
     pub(crate) fn bytes(&self) -> usize {

@@ -371,10 +371,12 @@ pub(crate) fn analyze_beside(
 }
 
 fn write_analysis(dirs: &Dirs, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
-    let analysis = compute(&dirs.results, convention, slo)?;
+    // One pass over the records: the statistics, and the vLLM result files' arrays set aside.
+    let mut arrays = vllm_result::Arrays::new(&dirs.out);
+    let analysis = read::compute_into(&dirs.results, convention, slo, &mut arrays)?;
     write_outputs(&dirs.out, &analysis)?;
     benchmark_report::write_all(&dirs.out, &dirs.workdir, &dirs.results, &analysis)?;
-    vllm_result::write_all(&dirs.out, &dirs.workdir, &dirs.results, &analysis)?;
+    vllm_result::write_all(&dirs.out, &dirs.workdir, &dirs.results, &analysis, arrays)?;
     let charts = plots::render(&dirs.out.join("plots"), &analysis)?;
     let html = report::render(dirs, &analysis, &charts)?;
     write(dirs.out.join("report.html"), html.as_bytes())?;

@@ -9,7 +9,7 @@ use super::{
     cdf,
 };
 use crate::{
-    results::{BadField, BadTimes, Col, Reader, RunInfo},
+    results::{BadField, BadTimes, Col, Reader, Row, RunInfo},
     spec::workload::Slo,
 };
 
@@ -83,14 +83,153 @@ pub(crate) fn read_info(results: &Path) -> Option<RunInfo> {
 
 /// Computes the statistics of a results directory without writing anything.
 pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Result<Analysis, AnalysisError> {
+    compute_into(results, convention, slo, &mut ())
+}
+
+/// What else the one pass over `requests.csv` feeds: each measured row (warm-up rows skipped)
+/// once it is checked, with its gaps in microseconds (the vLLM result files' arrays).
+pub(super) trait RowSink: Send + Sized {
+    fn row(&mut self, request: &Request, record: &Row<'_>, gaps_us: &[u64]) -> Result<(), AnalysisError>;
+    /// A sink for part `k` of the rows, read apart (then [`RowSink::append`]ed in order).
+    fn part(&self, k: usize) -> Self;
+    /// Takes the rows fed to `later` after this one's.
+    fn append(&mut self, later: Self) -> Result<(), AnalysisError>;
+}
+
+impl RowSink for () {
+    fn row(&mut self, _: &Request, _: &Row<'_>, _: &[u64]) -> Result<(), AnalysisError> {
+        Ok(())
+    }
+    fn part(&self, _: usize) {}
+    fn append(&mut self, (): ()) -> Result<(), AnalysisError> {
+        Ok(())
+    }
+}
+
+/// Records files at least this large are read in two halves at once (two threads).
+const HALVES_FROM: u64 = 8 << 20;
+
+/// What one pass over (part of) the records gathered.
+#[derive(Debug, Default)]
+struct Pass {
+    stages: BTreeMap<u32, Acc>,
+    /// Requests in flight on a 100 ms grid, as differences.
+    inflight_diff: Vec<i64>,
+    /// Successful requests ended in each second.
+    done_s: Vec<f64>,
+}
+
+impl Pass {
+    /// Takes what `later` gathered from the rows after this one's.
+    fn append(&mut self, later: Pass) {
+        for (n, acc) in later.stages {
+            match self.stages.entry(n) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut().append(acc),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(acc);
+                }
+            }
+        }
+        fn add<T: Copy + Default + std::ops::AddAssign>(mine: &mut Vec<T>, theirs: Vec<T>) {
+            if mine.len() < theirs.len() {
+                mine.resize(theirs.len(), T::default());
+            }
+            (mine.iter_mut().zip(theirs)).for_each(|(m, t)| *m += t);
+        }
+        add(&mut self.inflight_diff, later.inflight_diff);
+        add(&mut self.done_s, later.done_s);
+    }
+}
+
+/// Where to cut `path` in two for [`HALVES_FROM`]: the start of the first line after its
+/// middle (None for a small file, or one without such a line, or on more than one core).
+fn halves(path: &Path) -> Option<u64> {
+    use std::io::{Read, Seek};
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        return None;
+    }
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    if len < HALVES_FROM {
+        return None;
+    }
+    f.seek(std::io::SeekFrom::Start(len / 2)).ok()?;
+    let mut buf = vec![0; 1 << 16];
+    let mut at = len / 2;
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+            let cut = at + i as u64 + 1;
+            return (cut < len).then_some(cut);
+        }
+        at += n as u64;
+    }
+}
+
+/// The pass over the records in two halves at once, each with a part of `sink`; `None` when a
+/// half met anything but good rows (a bad row, a cut that fell inside a quoted field: the
+/// caller reads the file whole, which says what and where).
+fn two_halves<S: RowSink>(
+    path: &Path,
+    cut: u64,
+    convention: Convention,
+    slo: &Slo,
+    sink: &mut S,
+) -> Option<Result<Pass, AnalysisError>> {
+    let (mut first_sink, mut second_sink) = (sink.part(0), sink.part(1));
+    let (first, second) = std::thread::scope(|scope| {
+        let second = scope.spawn(|| {
+            let reader = Reader::part(path, cut, u64::MAX).ok()?;
+            pass(path, reader, convention, slo, &mut second_sink).ok()
+        });
+        let first =
+            Reader::head(path, cut).ok().and_then(|r| pass(path, r, convention, slo, &mut first_sink).ok());
+        (first, second.join().ok().flatten())
+    });
+    let (mut first, second) = (first?, second?);
+    first.append(second);
+    let joined = sink.append(first_sink).and_then(|()| sink.append(second_sink));
+    Some(joined.map(|()| first))
+}
+
+/// [`compute`], feeding each measured row to `sink` on the way.
+pub(super) fn compute_into<S: RowSink>(
+    results: &Path,
+    convention: Convention,
+    slo: &Slo,
+    sink: &mut S,
+) -> Result<Analysis, AnalysisError> {
     let path = results.join("requests.csv");
     let info = read_info(results);
-    let records_error =
-        |e: crate::results::RecordsError| AnalysisError::Read { path: path.clone(), why: e.to_string() };
-    let mut reader = Reader::open(&path).map_err(|e| match e {
-        crate::results::RecordsError::Read { path, why } => AnalysisError::Read { path, why },
-        e => records_error(e),
-    })?;
+    let halved = halves(&path).and_then(|cut| two_halves(&path, cut, convention, slo, sink));
+    let Pass { stages, inflight_diff, done_s } = match halved {
+        Some(pass) => pass?,
+        None => {
+            let reader = Reader::open(&path).map_err(|e| match e {
+                crate::results::RecordsError::Read { path, why } => AnalysisError::Read { path, why },
+                e => AnalysisError::Read { path: path.clone(), why: e.to_string() },
+            })?;
+            pass(&path, reader, convention, slo, sink)?
+        }
+    };
+    finish_analysis(results, info, convention, slo, stages, inflight_diff, done_s)
+}
+
+/// One pass over the rows of `reader` (of the records file `path`).
+fn pass(
+    path: &Path,
+    mut reader: Reader,
+    convention: Convention,
+    slo: &Slo,
+    sink: &mut impl RowSink,
+) -> Result<Pass, AnalysisError> {
+    let records_error = |e: crate::results::RecordsError| AnalysisError::Read {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    };
     let mut stages: BTreeMap<u32, Acc> = BTreeMap::new();
     let mut inflight_diff: Vec<i64> = Vec::new();
     let mut done_s: Vec<f64> = Vec::new();
@@ -102,7 +241,7 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
         // A row whose stage, times, counts or gaps are not what their columns promise (also
         // `inf`, a time beyond a week, a request ending before it was sent) stops the analysis,
         // warm-up rows too: the file is not what a run wrote.
-        let bad = |why: String| AnalysisError::Row { path: path.clone(), line, why };
+        let bad = |why: String| AnalysisError::Row { path: path.to_path_buf(), line, why };
         let field = |e: BadField| bad(format!("{e} (found `{}`)", shown(record.get(e.0))));
         let times = record.times().map_err(|e| match e {
             BadTimes::Field(f) => field(f),
@@ -148,6 +287,7 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
         if row.warmup {
             continue;
         }
+        sink.row(&row, &record, &gaps_us)?;
         let acc = stages.entry(row.stage).or_insert_with(|| Acc::new(convention));
         accumulate(acc, &row, &gaps, &gaps_us, slo);
         // Timeline: in flight from sent to end (100 ms grid), completions per second. The times
@@ -166,6 +306,19 @@ pub(crate) fn compute(results: &Path, convention: Convention, slo: &Slo) -> Resu
             done_s[i] += 1.0;
         }
     }
+    Ok(Pass { stages, inflight_diff, done_s })
+}
+
+/// The analysis from what the pass gathered.
+fn finish_analysis(
+    results: &Path,
+    info: Option<RunInfo>,
+    convention: Convention,
+    slo: &Slo,
+    stages: BTreeMap<u32, Acc>,
+    inflight_diff: Vec<i64>,
+    done_s: Vec<f64>,
+) -> Result<Analysis, AnalysisError> {
     type Window = (String, f64, f64, Option<f64>, Option<crate::spec::workload::Ramp>);
     let windows: BTreeMap<u32, Window> = info
         .as_ref()
@@ -278,6 +431,139 @@ mod tests {
         std::fs::write(d.join("requests.csv"), format!("{}\n{rows}", crate::results::HEADER.join(",")))
             .unwrap();
         d
+    }
+
+    /// Rows of two stages with warm-ups, failures whose messages hold commas, quotes and line
+    /// breaks (quoted fields over two lines), and successes of 0–4 gaps.
+    fn generated_rows(n: u64, seed: u64) -> String {
+        let mut rng = crate::rng::Rng::new(seed);
+        let messages = ["plain", "a, b", "said \"\"no\"\"", "line\nbreak", "two\n\nbreaks, \"\"q\"\""];
+        let mut out = String::new();
+        for i in 0..n {
+            let stage = if i < n / 2 { 1 } else { 2 };
+            let warmup = u8::from(i % 17 == 0);
+            let scheduled = i * 1000;
+            let sent = scheduled + (rng.f64() * 500.0) as u64;
+            if rng.chance(0.2) {
+                let m = messages[(rng.f64() * messages.len() as f64) as usize % messages.len()];
+                out += &format!(
+                    "{stage},{i},{warmup},{scheduled},{sent},,,{},0,10,0,usage,500,http,\"{m}\",\n",
+                    sent + 700
+                );
+                continue;
+            }
+            let first = sent + 1000 + (rng.f64() * 3000.0) as u64;
+            let k = (rng.f64() * 5.0) as u64;
+            let gaps: Vec<u64> = (0..k).map(|_| 100 + (rng.f64() * 800.0) as u64).collect();
+            let last = first + gaps.iter().sum::<u64>();
+            let itl = gaps.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
+            out += &format!(
+                "{stage},{i},{warmup},{scheduled}.5,{sent}.25,{first},{last},{},{},12,{},usage,200,,,{itl}\n",
+                last + 50,
+                k + 1,
+                k + 1
+            );
+        }
+        out
+    }
+
+    /// Read in two halves, cut at any line, the records give the analysis of the file read
+    /// whole (the same Debug text: every number to the last bit), or the cut is declined: only
+    /// a cut inside a quoted field (a message's line break) is, and the whole file is read.
+    #[test]
+    fn two_halves_cut_at_any_line_give_the_whole_s_analysis_or_decline() {
+        let d = records("halves", &generated_rows(240, 3));
+        let path = d.join("requests.csv");
+        let bytes = std::fs::read(&path).unwrap();
+        let header = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+        let slo = Slo::default();
+        for convention in [Convention::Vllm, Convention::Guidellm] {
+            let whole = pass(&path, Reader::open(&path).unwrap(), convention, &slo, &mut ()).unwrap();
+            let whole = format!(
+                "{:?}",
+                finish_analysis(&d, None, convention, &slo, whole.stages, whole.inflight_diff, whole.done_s)
+                    .unwrap()
+            );
+            let (mut quoted, mut taken, mut declined) = (false, 0, 0);
+            for (i, b) in bytes.iter().enumerate().skip(header) {
+                if *b == b'"' {
+                    quoted = !quoted;
+                }
+                if *b != b'\n' || i + 1 >= bytes.len() {
+                    continue;
+                }
+                match two_halves(&path, i as u64 + 1, convention, &slo, &mut ()) {
+                    Some(halves) => {
+                        assert!(!quoted, "a cut inside a quoted field at byte {} was taken", i + 1);
+                        let p = halves.unwrap();
+                        let a =
+                            finish_analysis(&d, None, convention, &slo, p.stages, p.inflight_diff, p.done_s)
+                                .unwrap();
+                        assert_eq!(format!("{a:?}"), whole, "cut at byte {}", i + 1);
+                        taken += 1;
+                    }
+                    None => {
+                        assert!(quoted, "a cut at a row's start (byte {}) was declined", i + 1);
+                        declined += 1;
+                    }
+                }
+            }
+            assert!(taken >= 239 && declined > 0, "{taken} cuts taken, {declined} declined");
+        }
+        // The vLLM result files' arrays, gathered in two halves, are written as read whole.
+        let vllm_files = |cut: Option<u64>| {
+            let out = d.join(format!("out-{cut:?}"));
+            let mut arrays = super::super::vllm_result::Arrays::new(&out);
+            let p = match cut {
+                Some(cut) => two_halves(&path, cut, Convention::Vllm, &slo, &mut arrays).unwrap().unwrap(),
+                None => {
+                    pass(&path, Reader::open(&path).unwrap(), Convention::Vllm, &slo, &mut arrays).unwrap()
+                }
+            };
+            let a = finish_analysis(&d, None, Convention::Vllm, &slo, p.stages, p.inflight_diff, p.done_s)
+                .unwrap();
+            super::super::vllm_result::write_all(&out, &d, &d, &a, arrays).unwrap();
+            assert!(!out.join(".vllm_bench_arrays").exists(), "spill files left behind");
+            (1..=2)
+                .map(|n| {
+                    let text =
+                        std::fs::read_to_string(out.join(super::super::vllm_result::file_name(n))).unwrap();
+                    let mut doc: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(&text).unwrap();
+                    doc.remove("date");
+                    assert_eq!(doc["num_prompts"].as_u64().map(|n| n > 100), Some(true));
+                    serde_json::Value::Object(doc).to_string()
+                })
+                .collect::<Vec<_>>()
+        };
+        let whole = vllm_files(None);
+        let starts: Vec<u64> = (header..bytes.len() - 1)
+            // Line starts outside a quoted field (an even number of quotes before them).
+            .filter(|i| {
+                bytes[*i] == b'\n' && bytes[..*i].iter().filter(|b| **b == b'"').count().is_multiple_of(2)
+            })
+            .map(|i| i as u64 + 1)
+            .collect();
+        for cut in [starts[0], starts[starts.len() / 3], starts[starts.len() / 2], starts[starts.len() - 1]] {
+            assert_eq!(vllm_files(Some(cut)), whole, "cut at byte {cut}");
+        }
+        // A bad row in either half: declined, and read whole it names its line.
+        let rows = generated_rows(240, 4);
+        let lines: Vec<&str> = rows.split_inclusive('\n').collect();
+        for at in [5, 200] {
+            let mut bad = lines.clone();
+            bad.insert(at, "1,1,0,0,1000,2000,2500,inf,3,10,3,usage,200,,,250 250\n");
+            let d = records("halves-bad", &bad.concat());
+            let path = d.join("requests.csv");
+            let cut = std::fs::metadata(&path).unwrap().len() / 2;
+            let cut = cut
+                + std::fs::read(&path).unwrap()[cut as usize..].iter().position(|b| *b == b'\n').unwrap()
+                    as u64
+                + 1;
+            assert!(two_halves(&path, cut, Convention::Vllm, &slo, &mut ()).is_none(), "bad row at {at}");
+            assert!(compute(&d, Convention::Vllm, &slo).is_err());
+        }
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     const GOOD: &str = "1,0,0,0.000,1000.000,2000.000,2500.000,3000.000,3,10,3,usage,200,,,250 250\n";

@@ -2,7 +2,7 @@
 //! document `vllm bench serve --save-result --save-detailed` writes (vLLM 0.33's
 //! `benchmarks/serve.py`), so that whatever reads those files reads benchflow's runs, any harness.
 //!
-//! Built from the same records as `stats.json` (a second pass over `requests.csv`; the arrays
+//! Built from the same records as `stats.json` (the same pass over `requests.csv`; the arrays
 //! in arrival order, as vLLM's), the stage's configuration from `inputs/resolved.yaml` and the run from `run.json`:
 //!
 //! * the configuration: `date` (the stage's end, UTC, `%Y%m%d-%H%M%S`), `endpoint_type` and
@@ -38,12 +38,13 @@ use serde::{Serialize, Serializer, ser::SerializeMap, ser::SerializeSeq};
 use serde_json::{Value, json};
 
 use super::{
-    Analysis, AnalysisError, Convention, StageStats,
+    Analysis, AnalysisError, Convention, StageStats, accumulate,
     dist::Dist,
+    read::RowSink,
     stats::{self, Summary},
 };
 use crate::{
-    results::{BadField, BadTimes, Col, Reader, RecordsError},
+    results::{Col, Row},
     spec::workload::{Endpoint, Load, Workload},
 };
 
@@ -88,7 +89,9 @@ impl Array {
 /// in arrival order through `perm`; in memory only what the order and the summaries need.
 #[derive(Debug)]
 struct Requests {
-    dir: PathBuf,
+    /// The directories of its spill files: one, or one per part of the records read apart
+    /// (appended in the order of the rows).
+    dirs: Vec<PathBuf>,
     /// The spill files' writers while reading, in [`Array::ALL`]'s order.
     files: Vec<std::io::BufWriter<std::fs::File>>,
     /// Each request's scheduled time (its arrival: vLLM's arrays are in arrival order), index
@@ -99,10 +102,8 @@ struct Requests {
     completed: u64,
     total_input: u64,
     total_output: u64,
-    /// The summaries' samples (successful requests).
-    ttft: Vec<f64>,
-    tpot: Vec<f64>,
-    e2el: Vec<f64>,
+    /// The ITL summary's samples (successful requests'; TTFT, TPOT and E2EL are read back
+    /// from the spill files when the file is built, after the analysis let go of its own).
     itl: Dist,
     /// The earliest successful send (infinite without one).
     first_ok: f64,
@@ -132,16 +133,13 @@ impl Requests {
             .map(|a| Ok(std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(spill(&dir, *a))?)))
             .collect::<std::io::Result<_>>()?;
         Ok(Requests {
-            dir,
+            dirs: vec![dir],
             files,
             order: Vec::new(),
             perm: Vec::new(),
             completed: 0,
             total_input: 0,
             total_output: 0,
-            ttft: Vec::new(),
-            tpot: Vec::new(),
-            e2el: Vec::new(),
             itl: Dist::new(1e6),
             first_ok: f64::INFINITY,
         })
@@ -177,11 +175,6 @@ impl Requests {
             self.completed += 1;
             self.total_input += r.prompt_tokens;
             self.total_output += output_len;
-            self.ttft.push(ttft);
-            self.e2el.push(latency);
-            if output_len > 1 {
-                self.tpot.push((latency - ttft) / (output_len - 1) as f64);
-            }
             for g in gaps {
                 self.itl.push(*g);
             }
@@ -192,6 +185,22 @@ impl Requests {
 
     fn len(&self) -> usize {
         self.perm.len()
+    }
+
+    /// Takes the requests of `later` (the rows after this one's, read apart) after its own.
+    fn append(&mut self, mut later: Requests) -> std::io::Result<()> {
+        use std::io::Write;
+        for f in &mut later.files {
+            f.flush()?;
+        }
+        self.dirs.append(&mut later.dirs);
+        self.order.append(&mut later.order);
+        self.completed += later.completed;
+        self.total_input += later.total_input;
+        self.total_output += later.total_output;
+        self.itl.append(later.itl);
+        self.first_ok = self.first_ok.min(later.first_ok);
+        Ok(())
     }
 
     /// The request order, vLLM's: by arrival (the scheduled time; the records are written as
@@ -214,11 +223,38 @@ impl Requests {
         Ok(())
     }
 
+    /// The successful requests' TTFT, TPOT (those of more than one token) and E2EL, in seconds,
+    /// from the spill files (closed by [`Requests::sort`]).
+    fn samples(&self) -> std::io::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+        let open = |a| Segments::open(&self.dirs, a);
+        let (mut ttfts, mut latencies) = (open(Array::Ttfts)?, open(Array::Latencies)?);
+        let (mut lens, mut success) = (open(Array::OutputLens)?, open(Array::Success)?);
+        let n = self.completed as usize;
+        let (mut ttft, mut tpot, mut e2el) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for _ in 0..self.perm.len() {
+            let (t, l, len, ok) = (
+                read_f64(&mut ttfts)?,
+                read_f64(&mut latencies)?,
+                read_u64(&mut lens)?,
+                read_bool(&mut success)?,
+            );
+            if ok {
+                ttft.push(t);
+                e2el.push(l);
+                if len > 1 {
+                    tpot.push((l - t) / (len - 1) as f64);
+                }
+            }
+        }
+        Ok((ttft, tpot, e2el))
+    }
+
     /// vLLM 0.33's `max_concurrent_requests` ([`busiest_second`]), from the spill files.
     fn busiest(&self) -> std::io::Result<u64> {
-        let mut start = Reorder::open(&spill(&self.dir, Array::StartTimes), read_f64)?;
-        let mut latency = Reorder::open(&spill(&self.dir, Array::Latencies), read_f64)?;
-        let mut success = Reorder::open(&spill(&self.dir, Array::Success), read_bool)?;
+        let mut start = Reorder::open(&self.dirs, Array::StartTimes, read_f64)?;
+        let mut latency = Reorder::open(&self.dirs, Array::Latencies, read_f64)?;
+        let mut success = Reorder::open(&self.dirs, Array::Success, read_bool)?;
         let mut b = Busiest::from(self.first_ok);
         for row in 0..self.perm.len() as u32 {
             let (s, l) = (start.get(row)?, latency.get(row)?);
@@ -268,38 +304,74 @@ fn read_gaps(r: &mut impl std::io::Read) -> std::io::Result<Vec<f64>> {
     (0..read_len(r)?).map(|_| read_u64(r).map(crate::results::gap_secs)).collect()
 }
 
-type Decode<T> = fn(&mut std::io::BufReader<std::fs::File>) -> std::io::Result<T>;
+/// An array's spill files, one per directory, read one after the other.
+struct Segments {
+    files: std::vec::IntoIter<std::fs::File>,
+    current: Option<std::fs::File>,
+}
+
+impl Segments {
+    fn open(dirs: &[PathBuf], array: Array) -> std::io::Result<std::io::BufReader<Segments>> {
+        let files =
+            dirs.iter().map(|d| std::fs::File::open(spill(d, array))).collect::<std::io::Result<Vec<_>>>()?;
+        Ok(std::io::BufReader::with_capacity(1 << 16, Segments { files: files.into_iter(), current: None }))
+    }
+}
+
+impl std::io::Read for Segments {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.current.is_none() {
+                self.current = self.files.next();
+            }
+            let Some(file) = self.current.as_mut() else { return Ok(0) };
+            match file.read(buf)? {
+                0 if !buf.is_empty() => self.current = None,
+                n => return Ok(n),
+            }
+        }
+    }
+}
+
+type Decode<T> = fn(&mut std::io::BufReader<Segments>) -> std::io::Result<T>;
 
 /// A spill file read in any order of its rows, sequentially: a row asked before it is read is
 /// read up to, the rows passed on the way held until asked. The arrival order strays from the
 /// order of the rows (written as requests end) by the requests in flight: that many are held.
 struct Reorder<T> {
-    file: std::io::BufReader<std::fs::File>,
-    read: u32,
-    held: std::collections::HashMap<u32, T>,
+    file: std::io::BufReader<Segments>,
+    /// The rows from `base` on that were read: `None` once asked (a ring, not a map: the rows
+    /// held are a window behind the reading, as wide as the requests that overtook others).
+    held: std::collections::VecDeque<Option<T>>,
+    base: u32,
     decode: Decode<T>,
 }
 
 impl<T> Reorder<T> {
-    fn open(path: &Path, decode: Decode<T>) -> std::io::Result<Reorder<T>> {
-        let file = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
-        Ok(Reorder { file, read: 0, held: std::collections::HashMap::new(), decode })
+    fn open(dirs: &[PathBuf], array: Array, decode: Decode<T>) -> std::io::Result<Reorder<T>> {
+        let file = Segments::open(dirs, array)?;
+        Ok(Reorder { file, held: std::collections::VecDeque::new(), base: 0, decode })
     }
 
     /// The value of row `row` (each row asked once).
     fn get(&mut self, row: u32) -> std::io::Result<T> {
-        if let Some(v) = self.held.remove(&row) {
-            return Ok(v);
+        let at = row.checked_sub(self.base).map(|i| i as usize);
+        let value = match at.and_then(|i| self.held.get_mut(i)) {
+            Some(slot) => slot.take(),
+            None => loop {
+                let v = (self.decode)(&mut self.file)?;
+                if self.base as usize + self.held.len() == row as usize {
+                    self.held.push_back(None);
+                    break Some(v);
+                }
+                self.held.push_back(Some(v));
+            },
+        };
+        while let Some(None) = self.held.front() {
+            self.held.pop_front();
+            self.base += 1;
         }
-        loop {
-            let v = (self.decode)(&mut self.file)?;
-            let at = self.read;
-            self.read += 1;
-            if at == row {
-                return Ok(v);
-            }
-            self.held.insert(at, v);
-        }
+        value.ok_or_else(|| std::io::Error::other(format!("row {row} of a spill file asked twice")))
     }
 }
 
@@ -312,73 +384,84 @@ impl Drop for Spills {
     }
 }
 
-/// Reads every measured stage's requests from `requests.csv` (warm-up rows skipped), spilling
-/// their arrays under `spills`.
-fn read(results: &Path, spills: &Path) -> Result<BTreeMap<u32, Requests>, AnalysisError> {
-    let path = results.join("requests.csv");
-    let records_error = |e: RecordsError| AnalysisError::Read { path: path.clone(), why: e.to_string() };
-    let spill_error = |source| AnalysisError::Write { path: spills.to_path_buf(), source };
-    let mut reader = Reader::open(&path).map_err(|e| match e {
-        RecordsError::Read { path, why } => AnalysisError::Read { path, why },
-        e => records_error(e),
-    })?;
-    let mut stages: BTreeMap<u32, Requests> = BTreeMap::new();
-    let mut gaps = Vec::new();
-    while let Some(row) = reader.next_row().map_err(records_error)? {
-        let bad = |why: String| AnalysisError::Row { path: path.clone(), line: row.line(), why };
-        let field = |e: BadField| bad(e.to_string());
-        if row.warmup() {
-            continue;
-        }
-        let times = row.times().map_err(|e| match e {
-            BadTimes::Field(f) => field(f),
-            e => bad(e.to_string()),
-        })?;
-        let count = |col: Col| match row.get(col) {
-            b"" => Ok(0),
-            _ => row.count(col).map_err(field),
-        };
+/// Every measured stage's requests as the one pass over `requests.csv` hands them over
+/// ([`RowSink`]), their arrays spilled under `out/.vllm_bench_arrays` (removed when dropped).
+pub(crate) struct Arrays {
+    /// Where its stages spill (`.vllm_bench_arrays`, or a part's directory in it).
+    dir: PathBuf,
+    /// Removes the spill files when the arrays are dropped (the whole's, not a part's).
+    _spills: Option<Spills>,
+    stages: BTreeMap<u32, Requests>,
+}
+
+impl Arrays {
+    /// Arrays of the analysis written into `out`.
+    pub(crate) fn new(out: &Path) -> Arrays {
+        let dir = out.join(".vllm_bench_arrays");
+        Arrays { _spills: Some(Spills(dir.clone())), dir, stages: BTreeMap::new() }
+    }
+
+    fn spill_error(&self, source: std::io::Error) -> AnalysisError {
+        AnalysisError::Write { path: self.dir.clone(), source }
+    }
+}
+
+impl RowSink for Arrays {
+    fn row(&mut self, r: &accumulate::Request, row: &Row<'_>, gaps_us: &[u64]) -> Result<(), AnalysisError> {
         let index = std::str::from_utf8(row.get(Col::Index)).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-        let kind = row.error_kind().map(std::borrow::Cow::into_owned).unwrap_or_default();
-        let success = kind.is_empty() && times.first.is_some();
+        let success = r.error_kind.is_empty() && r.first.is_some();
         let error = if success {
             String::new()
         } else {
             let text = String::from_utf8_lossy(row.get(Col::Error)).into_owned();
-            match (text.is_empty(), kind.is_empty()) {
+            match (text.is_empty(), r.error_kind.is_empty()) {
                 (false, _) => text,
-                (true, false) => kind,
+                (true, false) => r.error_kind.clone(),
                 (true, true) => "no token received".to_string(),
             }
         };
-        gaps.clear();
-        for g in row.gaps_us() {
-            gaps.push(g.map_err(field)?);
-        }
-        let r = Request {
+        let request = Request {
             index,
-            scheduled: times.scheduled,
-            sent: times.sent,
-            first: times.first,
-            last: times.last,
-            prompt_tokens: count(Col::PromptTokens)?,
-            output_tokens: count(Col::OutputTokens)?,
+            scheduled: r.scheduled,
+            sent: r.sent,
+            first: r.first,
+            last: r.last,
+            prompt_tokens: r.prompt_tokens,
+            output_tokens: r.output_tokens,
             error,
             success,
         };
-        let stage = row.stage().map_err(field)?;
-        let req = match stages.entry(stage) {
+        let req = match self.stages.entry(r.stage) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(Requests::new(spills.join(stage.to_string())).map_err(spill_error)?)
+                let dir = self.dir.join(r.stage.to_string());
+                match Requests::new(dir) {
+                    Ok(req) => e.insert(req),
+                    Err(source) => return Err(AnalysisError::Write { path: self.dir.clone(), source }),
+                }
             }
         };
-        req.push(&r, &gaps).map_err(spill_error)?;
+        req.push(&request, gaps_us).map_err(|source| AnalysisError::Write { path: self.dir.clone(), source })
     }
-    for s in stages.values_mut() {
-        s.sort().map_err(spill_error)?;
+
+    fn part(&self, k: usize) -> Self {
+        Arrays { dir: self.dir.join(format!("part-{k}")), _spills: None, stages: BTreeMap::new() }
     }
-    Ok(stages)
+
+    fn append(&mut self, later: Self) -> Result<(), AnalysisError> {
+        for (stage, req) in later.stages {
+            match self.stages.entry(stage) {
+                std::collections::btree_map::Entry::Occupied(e) => e
+                    .into_mut()
+                    .append(req)
+                    .map_err(|source| AnalysisError::Write { path: later.dir.clone(), source })?,
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(req);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What the file says of the stage's configuration, from the run's resolved inputs.
@@ -424,13 +507,12 @@ fn build<'a>(
     convention: Convention,
 ) -> Result<Document<'a>, AnalysisError> {
     let n = req.len();
-    let spill_error = |source| AnalysisError::Write { path: req.dir.clone(), source };
+    let spill_error = |source| AnalysisError::Write { path: req.dirs[0].clone(), source };
     let max_concurrent_requests = req.busiest().map_err(spill_error)?;
     let (completed, total_input, total_output) = (req.completed, req.total_input, req.total_output);
-    let ttft = stats::vllm(&mut std::mem::take(&mut req.ttft));
-    let tpot = stats::vllm(&mut std::mem::take(&mut req.tpot));
+    let (mut ttft, mut tpot, mut e2el) = req.samples().map_err(spill_error)?;
+    let (ttft, tpot, e2el) = (stats::vllm(&mut ttft), stats::vllm(&mut tpot), stats::vllm(&mut e2el));
     let itl = req.itl.summary();
-    let e2el = stats::vllm(&mut std::mem::take(&mut req.e2el));
     let (mut summaries, mut unmeasured) = (Vec::new(), Vec::new());
     for (name, s) in METRICS.iter().zip([ttft, tpot, itl, e2el]) {
         if s.count == 0 && completed > 0 {
@@ -645,19 +727,19 @@ struct Document<'a> {
 /// A spilled array of the requests, written in request order.
 #[derive(Debug)]
 struct Spilled<'a> {
-    path: PathBuf,
+    dirs: &'a [PathBuf],
     array: Array,
     perm: &'a [u32],
 }
 
 impl Spilled<'_> {
     fn of(req: &Requests, array: Array) -> Spilled<'_> {
-        Spilled { path: spill(&req.dir, array), array, perm: &req.perm }
+        Spilled { dirs: &req.dirs, array, perm: &req.perm }
     }
 
     fn write<T: Serialize, S: SerializeSeq>(&self, seq: &mut S, decode: Decode<T>) -> Result<(), S::Error> {
         use serde::ser::Error;
-        let mut r = Reorder::open(&self.path, decode).map_err(S::Error::custom)?;
+        let mut r = Reorder::open(self.dirs, self.array, decode).map_err(S::Error::custom)?;
         for &row in self.perm {
             seq.serialize_element(&r.get(row).map_err(S::Error::custom)?)?;
         }
@@ -735,8 +817,9 @@ fn write_streamed(path: &Path, doc: &Document) -> Result<(), AnalysisError> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let written = std::fs::File::create(&tmp).and_then(|f| {
-        let mut w = std::io::BufWriter::new(f);
-        serde_json::to_writer(&mut w, doc).map_err(std::io::Error::other)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+        let mut json = serde_json::Serializer::with_formatter(&mut w, Micros);
+        doc.serialize(&mut json).map_err(std::io::Error::other)?;
         w.flush()
     });
     written.and_then(|()| std::fs::rename(&tmp, path)).map_err(|source| {
@@ -746,27 +829,69 @@ fn write_streamed(path: &Path, doc: &Document) -> Result<(), AnalysisError> {
     })
 }
 
-/// Writes every stage's file into `out`.
+/// serde_json's compact output, with a fast path for the values that are whole microseconds
+/// in seconds (every ITL gap: most of a long run's file): written from the integer, the same
+/// number its shortest round-trip form gives (no other decimal of at most 6 places is nearer).
+struct Micros;
+
+impl serde_json::ser::Formatter for Micros {
+    fn write_f64<W: ?Sized + std::io::Write>(&mut self, w: &mut W, value: f64) -> std::io::Result<()> {
+        let us = (value * 1e6).round();
+        if !(0.0..9e15).contains(&us) || us / 1e6 != value {
+            return serde_json::ser::CompactFormatter.write_f64(w, value);
+        }
+        let us = us as u64;
+        let (whole, mut frac) = (us / 1_000_000, us % 1_000_000);
+        let mut buf = [0u8; 32];
+        let mut end = buf.len();
+        // The fraction's digits, trailing zeros dropped (at least one digit: `1.0`).
+        let mut digits = 6;
+        while digits > 1 && frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        for _ in 0..digits {
+            end -= 1;
+            buf[end] = b'0' + (frac % 10) as u8;
+            frac /= 10;
+        }
+        end -= 1;
+        buf[end] = b'.';
+        let mut whole = whole;
+        loop {
+            end -= 1;
+            buf[end] = b'0' + (whole % 10) as u8;
+            whole /= 10;
+            if whole == 0 {
+                break;
+            }
+        }
+        w.write_all(&buf[end..])
+    }
+}
+
+/// Writes every stage's file into `out`, from the arrays the analysis's pass gathered.
 pub(crate) fn write_all(
     out: &Path,
     workdir: &Path,
     results: &Path,
     a: &Analysis,
+    mut arrays: Arrays,
 ) -> Result<(), AnalysisError> {
     let cfg = config(a, workdir, results);
-    // The arrays wait in files beside the documents until written (removed in any case).
-    let spills = Spills(out.join(".vllm_bench_arrays"));
-    let mut stages = read(results, &spills.0)?;
+    for s in arrays.stages.values_mut() {
+        if let Err(source) = s.sort() {
+            return Err(AnalysisError::Write { path: arrays.dir.clone(), source });
+        }
+    }
     for s in &a.stages {
-        let req = match stages.get_mut(&s.stage) {
-            Some(req) => req,
-            None => {
-                let mut empty = Requests::new(spills.0.join(format!("empty-{}", s.stage)))
-                    .map_err(|source| AnalysisError::Write { path: spills.0.clone(), source })?;
-                empty.sort().map_err(|source| AnalysisError::Write { path: spills.0.clone(), source })?;
-                stages.entry(s.stage).or_insert(empty)
-            }
-        };
+        if !arrays.stages.contains_key(&s.stage) {
+            let mut empty = Requests::new(arrays.dir.join(format!("empty-{}", s.stage)))
+                .map_err(|e| arrays.spill_error(e))?;
+            empty.sort().map_err(|e| arrays.spill_error(e))?;
+            arrays.stages.insert(s.stage, empty);
+        }
+        let Some(req) = arrays.stages.get_mut(&s.stage) else { continue };
         let doc = build(s, req, &cfg, a.convention)?;
         write_streamed(&out.join(file_name(s.stage)), &doc)?;
     }
@@ -863,8 +988,11 @@ mod tests {
 
     /// Analyses the run under `convention` and reads back stage 1's file.
     fn written(dir: &Dir, convention: Convention) -> (Map<String, Value>, Analysis) {
-        let a = super::super::compute(&dir.results(), convention, &Slo::default()).unwrap();
-        write_all(&dir.0.join("analysis"), &dir.0, &dir.results(), &a).unwrap();
+        let out = dir.0.join("analysis");
+        let mut arrays = Arrays::new(&out);
+        let a = super::super::read::compute_into(&dir.results(), convention, &Slo::default(), &mut arrays)
+            .unwrap();
+        write_all(&out, &dir.0, &dir.results(), &a, arrays).unwrap();
         let text = std::fs::read_to_string(dir.0.join("analysis").join(file_name(1))).unwrap();
         (serde_json::from_str(&text).unwrap(), a)
     }
@@ -903,6 +1031,72 @@ mod tests {
     /// Native file → the adapter's records → this writer → the native file again: the same keys
     /// (plus the E2EL and percentile summaries the adapter asks for, and the convention), the
     /// same JSON types, units and values within the records' nanosecond rounding.
+    /// Any order of the rows reads back each row's own value, once: in order, reversed (the
+    /// widest window), and shuffled within windows of every width.
+    /// Whole microseconds are written from the integer, the same number serde_json writes;
+    /// every other value as serde_json writes it.
+    #[test]
+    fn micros_are_written_as_the_numbers_they_are() {
+        let write = |v: f64| {
+            let mut out = Vec::new();
+            let mut json = serde_json::Serializer::with_formatter(&mut out, Micros);
+            v.serialize(&mut json).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let mut rng = crate::rng::Rng::new(9);
+        let mut values: Vec<f64> =
+            [0u64, 1, 9, 10, 100_000, 999_999, 1_000_000, 1_000_001, 8_123, 123_456_789_012]
+                .iter()
+                .map(|us| crate::results::gap_secs(*us))
+                .collect();
+        values.extend((0..20_000).map(|_| crate::results::gap_secs((rng.exponential(5_000.0)) as u64)));
+        values.extend((0..2_000).map(|_| crate::results::gap_secs((rng.f64() * 1e15) as u64)));
+        values.extend([0.1234567, 1e-9, -0.5, -0.000001, 1e300, 0.05012345678, f64::MIN_POSITIVE]);
+        for v in values {
+            let ours = write(v);
+            let theirs = serde_json::to_string(&v).unwrap();
+            assert_eq!(ours.parse::<f64>().unwrap(), v, "{ours} for {v} ({theirs})");
+            if !theirs.contains('e') {
+                assert_eq!(ours, theirs, "{v}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_spill_file_reads_back_in_any_order() {
+        use std::io::Write;
+        let dir = Dir::new("reorder");
+        let n = 500u32;
+        // The rows in two segments (two parts of the records read apart), split unevenly.
+        let dirs = [dir.0.join("part-0"), dir.0.join("part-1")];
+        for (d, rows) in dirs.iter().zip([0..137, 137..n]) {
+            std::fs::create_dir_all(d).unwrap();
+            let mut f = std::fs::File::create(spill(d, Array::InputLens)).unwrap();
+            for row in rows {
+                f.write_all(&(u64::from(row) * 7 + 1).to_le_bytes()).unwrap();
+            }
+        }
+        let mut rng = crate::rng::Rng::new(5);
+        let mut orders: Vec<Vec<u32>> = vec![(0..n).collect(), (0..n).rev().collect()];
+        for width in [2, 3, 17, 100, 499] {
+            let mut o: Vec<u32> = (0..n).collect();
+            for chunk in o.chunks_mut(width) {
+                for i in (1..chunk.len()).rev() {
+                    chunk.swap(i, (rng.f64() * (i + 1) as f64) as usize % (i + 1));
+                }
+            }
+            orders.push(o);
+        }
+        for order in orders {
+            let mut r = Reorder::open(&dirs, Array::InputLens, read_u64).unwrap();
+            for &row in &order {
+                assert_eq!(r.get(row).unwrap(), u64::from(row) * 7 + 1, "{order:?}");
+            }
+            assert!(r.held.is_empty(), "every row asked, none held");
+            assert!(r.get(order[0]).is_err(), "a row asked twice is an error, not another row's value");
+        }
+    }
+
     #[test]
     fn the_native_file_round_trips_through_the_records() {
         let dir = fixture_run();
@@ -1147,9 +1341,16 @@ mod tests {
             rows.reverse();
             let csv = format!("{}\n{}\n", crate::results::HEADER.join(","), rows.join("\n"));
             std::fs::write(dir.results().join("requests.csv"), &csv).unwrap();
-            let a = super::super::compute(&dir.results(), Convention::Vllm, &Slo::default())
-                .unwrap_or_else(|e| panic!("case {case}: {e}\n{csv}"));
-            write_all(&dir.0.join("analysis"), &dir.0, &dir.results(), &a).unwrap();
+            let out = dir.0.join("analysis");
+            let mut sink = Arrays::new(&out);
+            let a = super::super::read::compute_into(
+                &dir.results(),
+                Convention::Vllm,
+                &Slo::default(),
+                &mut sink,
+            )
+            .unwrap_or_else(|e| panic!("case {case}: {e}\n{csv}"));
+            write_all(&out, &dir.0, &dir.results(), &a, sink).unwrap();
             for (stage, made) in &stages {
                 let text = std::fs::read_to_string(dir.0.join("analysis").join(file_name(*stage))).unwrap();
                 assert!(!text.contains("NaN") && !text.contains("Infinity"), "case {case}");
