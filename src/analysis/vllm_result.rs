@@ -836,38 +836,38 @@ struct Micros;
 
 impl serde_json::ser::Formatter for Micros {
     fn write_f64<W: ?Sized + std::io::Write>(&mut self, w: &mut W, value: f64) -> std::io::Result<()> {
-        let us = (value * 1e6).round();
-        if !(0.0..9e15).contains(&us) || us / 1e6 != value {
-            return serde_json::ser::CompactFormatter.write_f64(w, value);
-        }
-        let us = us as u64;
-        let (whole, mut frac) = (us / 1_000_000, us % 1_000_000);
-        let mut buf = [0u8; 32];
-        let mut end = buf.len();
-        // The fraction's digits, trailing zeros dropped (at least one digit: `1.0`).
-        let mut digits = 6;
-        while digits > 1 && frac % 10 == 0 {
-            frac /= 10;
-            digits -= 1;
-        }
-        for _ in 0..digits {
-            end -= 1;
-            buf[end] = b'0' + (frac % 10) as u8;
-            frac /= 10;
-        }
-        end -= 1;
-        buf[end] = b'.';
-        let mut whole = whole;
-        loop {
-            end -= 1;
-            buf[end] = b'0' + (whole % 10) as u8;
-            whole /= 10;
-            if whole == 0 {
-                break;
+        if (0.0..9e9).contains(&value) {
+            // Truncating v·10⁶ + ½ rounds it (v ≥ 0); the division tells whether v is that.
+            let us = (value * 1e6 + 0.5) as u64;
+            if us as f64 / 1e6 == value {
+                return w.write_all(micros_text(us, &mut [0; 24]));
             }
         }
-        w.write_all(&buf[end..])
+        serde_json::ser::CompactFormatter.write_f64(w, value)
     }
+}
+
+/// `us` microseconds as seconds in decimal (`12.0`, `0.0081`), written into the end of `buf`.
+fn micros_text(us: u64, buf: &mut [u8; 24]) -> &[u8] {
+    let (mut whole, frac) = (us / 1_000_000, (us % 1_000_000) as u32);
+    let digits = [frac / 100_000, frac / 10_000 % 10, frac / 1_000 % 10, frac / 100 % 10, frac / 10 % 10, frac % 10];
+    // The fraction's digits, trailing zeros dropped (at least one: `1.0`).
+    let kept = digits.iter().rposition(|d| *d != 0).map_or(1, |i| i + 1);
+    let mut start = buf.len() - kept;
+    for (b, d) in buf[start..].iter_mut().zip(digits) {
+        *b = b'0' + d as u8;
+    }
+    start -= 1;
+    buf[start] = b'.';
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (whole % 10) as u8;
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
+    }
+    &buf[start..]
 }
 
 /// Writes every stage's file into `out`, from the arrays the analysis's pass gathered.
@@ -891,11 +891,32 @@ pub(crate) fn write_all(
             empty.sort().map_err(|e| arrays.spill_error(e))?;
             arrays.stages.insert(s.stage, empty);
         }
-        let Some(req) = arrays.stages.get_mut(&s.stage) else { continue };
-        let doc = build(s, req, &cfg, a.convention)?;
-        write_streamed(&out.join(file_name(s.stage)), &doc)?;
     }
-    Ok(())
+    // The stages' files are written on as many threads as there are cores (a long run's file
+    // is mostly its numbers' text), each taking the next stage left.
+    let stats: BTreeMap<u32, &StageStats> = a.stages.iter().map(|s| (s.stage, s)).collect();
+    let jobs: Vec<(&StageStats, &mut Requests)> =
+        arrays.stages.iter_mut().filter_map(|(n, req)| stats.get(n).map(|s| (*s, req))).collect();
+    let workers = std::thread::available_parallelism().map_or(1, usize::from).min(jobs.len()).max(1);
+    let jobs = std::sync::Mutex::new(jobs.into_iter());
+    let write = |(s, req): (&StageStats, &mut Requests)| {
+        let doc = build(s, req, &cfg, a.convention)?;
+        write_streamed(&out.join(file_name(s.stage)), &doc)
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| loop {
+                    let next = jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
+                    match next {
+                        Some(job) => write(job)?,
+                        None => return Ok(()),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+    })
 }
 
 #[cfg(test)]
