@@ -68,10 +68,14 @@ enum Array {
     Errors,
     Itls,
     Success,
+    /// Each request's scheduled time (its arrival: vLLM's arrays are in arrival order), index
+    /// and send, read back by [`Requests::sort`] (on disk meanwhile: the analysis's own samples
+    /// are in memory while the records are read).
+    Order,
 }
 
 impl Array {
-    const ALL: [Array; 9] = [
+    const ALL: [Array; 10] = [
         Array::InputLens,
         Array::OutputLens,
         Array::Ttfts,
@@ -81,6 +85,7 @@ impl Array {
         Array::Errors,
         Array::Itls,
         Array::Success,
+        Array::Order,
     ];
 }
 
@@ -94,9 +99,8 @@ struct Requests {
     dirs: Vec<PathBuf>,
     /// The spill files' writers while reading, in [`Array::ALL`]'s order.
     files: Vec<std::io::BufWriter<std::fs::File>>,
-    /// Each request's scheduled time (its arrival: vLLM's arrays are in arrival order), index
-    /// and send, for [`Requests::sort`] (dropped by it).
-    order: Vec<(f64, u64, f64)>,
+    /// Requests read.
+    rows: u64,
     /// Set by [`Requests::sort`].
     perm: Vec<u32>,
     completed: u64,
@@ -135,7 +139,7 @@ impl Requests {
         Ok(Requests {
             dirs: vec![dir],
             files,
-            order: Vec::new(),
+            rows: 0,
             perm: Vec::new(),
             completed: 0,
             total_input: 0,
@@ -147,7 +151,7 @@ impl Requests {
 
     fn push(&mut self, r: &Request, gaps_us: &[u64]) -> std::io::Result<()> {
         use std::io::Write;
-        self.order.push((r.scheduled, r.index, r.sent));
+        self.rows += 1;
         let output_len = if r.success { r.output_tokens } else { 0 };
         let ttft = r.first.map_or(0.0, |f| f - r.sent);
         let latency = match (r.success, r.last) {
@@ -171,6 +175,10 @@ impl Requests {
             f[Array::Itls as usize].write_all(&g.to_le_bytes())?;
         }
         f[Array::Success as usize].write_all(&[u8::from(r.success)])?;
+        let order = &mut f[Array::Order as usize];
+        order.write_all(&r.scheduled.to_le_bytes())?;
+        order.write_all(&r.index.to_le_bytes())?;
+        order.write_all(&r.sent.to_le_bytes())?;
         if r.success {
             self.completed += 1;
             self.total_input += r.prompt_tokens;
@@ -194,7 +202,7 @@ impl Requests {
             f.flush()?;
         }
         self.dirs.append(&mut later.dirs);
-        self.order.append(&mut later.order);
+        self.rows += later.rows;
         self.completed += later.completed;
         self.total_input += later.total_input;
         self.total_output += later.total_output;
@@ -213,7 +221,10 @@ impl Requests {
             f.flush()?;
         }
         self.files.clear();
-        let order = std::mem::take(&mut self.order);
+        let mut file = Segments::open(&self.dirs, Array::Order)?;
+        let order = (0..self.rows)
+            .map(|_| Ok((read_f64(&mut file)?, read_u64(&mut file)?, read_f64(&mut file)?)))
+            .collect::<std::io::Result<Vec<(f64, u64, f64)>>>()?;
         let mut perm: Vec<u32> = (0..order.len() as u32).collect();
         perm.sort_by(|a, b| {
             let ((ta, ia, sa), (tb, ib, sb)) = (order[*a as usize], order[*b as usize]);
@@ -758,6 +769,9 @@ impl Serialize for Spilled<'_> {
             Array::Ttfts | Array::Latencies | Array::StartTimes | Array::QueueTimes => {
                 self.write(&mut seq, read_f64)?
             }
+            Array::Order => {
+                return Err(serde::ser::Error::custom("the request order is no array of the file"));
+            }
         }
         seq.end()
     }
@@ -850,7 +864,8 @@ impl serde_json::ser::Formatter for Micros {
 /// `us` microseconds as seconds in decimal (`12.0`, `0.0081`), written into the end of `buf`.
 fn micros_text(us: u64, buf: &mut [u8; 24]) -> &[u8] {
     let (mut whole, frac) = (us / 1_000_000, (us % 1_000_000) as u32);
-    let digits = [frac / 100_000, frac / 10_000 % 10, frac / 1_000 % 10, frac / 100 % 10, frac / 10 % 10, frac % 10];
+    let digits =
+        [frac / 100_000, frac / 10_000 % 10, frac / 1_000 % 10, frac / 100 % 10, frac / 10 % 10, frac % 10];
     // The fraction's digits, trailing zeros dropped (at least one: `1.0`).
     let kept = digits.iter().rposition(|d| *d != 0).map_or(1, |i| i + 1);
     let mut start = buf.len() - kept;
@@ -906,11 +921,13 @@ pub(crate) fn write_all(
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                scope.spawn(|| loop {
-                    let next = jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
-                    match next {
-                        Some(job) => write(job)?,
-                        None => return Ok(()),
+                scope.spawn(|| {
+                    loop {
+                        let next = jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
+                        match next {
+                            Some(job) => write(job)?,
+                            None => return Ok(()),
+                        }
                     }
                 })
             })
