@@ -172,7 +172,14 @@ impl Requests {
         let gaps = &gaps_us[..gaps_us.len().min(u32::MAX as usize)];
         f[Array::Itls as usize].write_all(&len(gaps.len()))?;
         for g in gaps {
-            f[Array::Itls as usize].write_all(&g.to_le_bytes())?;
+            // 4 bytes a gap below 71 minutes (most of a long run's spill), else 4 + 8.
+            match u32::try_from(*g) {
+                Ok(small) if small != u32::MAX => f[Array::Itls as usize].write_all(&small.to_le_bytes())?,
+                _ => {
+                    f[Array::Itls as usize].write_all(&u32::MAX.to_le_bytes())?;
+                    f[Array::Itls as usize].write_all(&g.to_le_bytes())?;
+                }
+            }
         }
         f[Array::Success as usize].write_all(&[u8::from(r.success)])?;
         let order = &mut f[Array::Order as usize];
@@ -312,7 +319,11 @@ fn read_text(r: &mut impl std::io::Read) -> std::io::Result<String> {
 
 /// A request's gaps in seconds.
 fn read_gaps(r: &mut impl std::io::Read) -> std::io::Result<Vec<f64>> {
-    (0..read_len(r)?).map(|_| read_u64(r).map(crate::results::gap_secs)).collect()
+    let gap = |r: &mut _| match read_len(r)? as u32 {
+        u32::MAX => read_u64(r),
+        small => Ok(u64::from(small)),
+    };
+    (0..read_len(r)?).map(|_| gap(r).map(crate::results::gap_secs)).collect()
 }
 
 /// An array's spill files, one per directory, read one after the other.
@@ -1073,6 +1084,23 @@ mod tests {
     /// widest window), and shuffled within windows of every width.
     /// Whole microseconds are written from the integer, the same number serde_json writes;
     /// every other value as serde_json writes it.
+    /// Gaps of any size read back as written (4 bytes below `u32::MAX` µs, 12 above).
+    #[test]
+    fn spilled_gaps_of_any_size_read_back() {
+        let dir = Dir::new("gaps");
+        let mut req = Requests::new(dir.0.join("1")).unwrap();
+        let gaps =
+            [0, 5, u64::from(u32::MAX) - 1, u64::from(u32::MAX), u64::from(u32::MAX) + 7, 604_800_000_000];
+        let r = Request { success: true, first: Some(1.0), last: Some(2.0), ..Request::default() };
+        req.push(&r, &gaps).unwrap();
+        req.push(&r, &gaps[1..3]).unwrap();
+        req.sort().unwrap();
+        let mut file = Segments::open(&req.dirs, Array::Itls).unwrap();
+        let secs = |g: &[u64]| g.iter().map(|us| crate::results::gap_secs(*us)).collect::<Vec<_>>();
+        assert_eq!(read_gaps(&mut file).unwrap(), secs(&gaps));
+        assert_eq!(read_gaps(&mut file).unwrap(), secs(&gaps[1..3]));
+    }
+
     #[test]
     fn micros_are_written_as_the_numbers_they_are() {
         let write = |v: f64| {
