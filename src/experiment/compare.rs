@@ -396,11 +396,22 @@ pub(crate) fn compare_dirs(
     resamples: usize,
     how: Resampling,
 ) -> Result<Comparison, ExperimentError> {
-    let base = samples(dirs[0])?;
+    // The directories' records read at once when there are cores for each (two runs of a
+    // million records: each read is most of the time), else each when its turn comes.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut read: std::collections::VecDeque<_> = if dirs.len() > 1 && dirs.len() <= cores {
+        std::thread::scope(|scope| {
+            let reads: Vec<_> = dirs.iter().map(|d| scope.spawn(move || samples(d))).collect();
+            reads.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        })
+    } else {
+        std::collections::VecDeque::new()
+    };
+    let base = read.pop_front().unwrap_or_else(|| samples(dirs[0]))?;
     let name = dirs[0].display().to_string();
     let mut pairs = Vec::new();
     for d in &dirs[1..] {
-        let other = samples(d)?;
+        let other = read.pop_front().unwrap_or_else(|| samples(d))?;
         let pair = Pair::of((&name, &base), (&d.display().to_string(), &other), level, resamples, how);
         if pair.diffs.is_empty() {
             return Err(ExperimentError::State {
