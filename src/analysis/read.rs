@@ -511,9 +511,11 @@ mod tests {
             assert!(taken >= 239 && declined > 0, "{taken} cuts taken, {declined} declined");
         }
         // The vLLM result files' arrays, gathered in two halves, are written as read whole.
-        let vllm_files = |cut: Option<u64>| {
-            let out = d.join(format!("out-{cut:?}"));
-            let mut arrays = super::super::vllm_result::Arrays::new(&out);
+        // Held in memory (the default for so few), spilled from the start, or spilled midway.
+        let vllm_files = |cut: Option<u64>, held: usize| {
+            let out = d.join(format!("out-{cut:?}-{held}"));
+            std::fs::create_dir_all(&out).unwrap();
+            let mut arrays = super::super::vllm_result::Arrays::holding(&out, held);
             let p = match cut {
                 Some(cut) => two_halves(&path, cut, Convention::Vllm, &slo, &mut arrays).unwrap().unwrap(),
                 None => {
@@ -536,7 +538,7 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        let whole = vllm_files(None);
+        let whole = vllm_files(None, usize::MAX);
         let starts: Vec<u64> = (header..bytes.len() - 1)
             // Line starts outside a quoted field (an even number of quotes before them).
             .filter(|i| {
@@ -544,8 +546,12 @@ mod tests {
             })
             .map(|i| i as u64 + 1)
             .collect();
+        assert_eq!(vllm_files(None, 0), whole, "spilled");
+        assert_eq!(vllm_files(None, 9_000), whole, "spilled midway");
         for cut in [starts[0], starts[starts.len() / 3], starts[starts.len() / 2], starts[starts.len() - 1]] {
-            assert_eq!(vllm_files(Some(cut)), whole, "cut at byte {cut}");
+            for held in [usize::MAX, 0, 9_000] {
+                assert_eq!(vllm_files(Some(cut), held), whole, "cut at byte {cut}, {held} bytes in memory");
+            }
         }
         // A bad row in either half: declined, and read whole it names its line.
         let rows = generated_rows(240, 4);

@@ -89,16 +89,61 @@ impl Array {
     ];
 }
 
-/// One stage's requests as vLLM's arrays hold them: the arrays spilled to files of `dir` in the
-/// order of the rows (a long run's file holds every gap: they would not fit in memory), written
-/// in arrival order through `perm`; in memory only what the order and the summaries need.
+/// The bytes of arrays all stages together hold in memory while the records are read (a part
+/// of them read apart, its share): beyond, the stage being read moves its arrays to files. A
+/// short run (an experiment's point: some tens of KB) creates no file.
+const HELD_IN_MEMORY: usize = 8 << 20;
+
+/// Where one array goes while the records are read.
+#[derive(Debug)]
+enum Sink {
+    Memory(Vec<u8>),
+    File(std::io::BufWriter<std::fs::File>),
+}
+
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.write_all(b).map(|()| b.len())
+    }
+
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Memory(v) => {
+                v.extend_from_slice(b);
+                Ok(())
+            }
+            Sink::File(f) => f.write_all(b),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Memory(_) => Ok(()),
+            Sink::File(f) => f.flush(),
+        }
+    }
+}
+
+/// The arrays of the rows read by one reader (the whole file, or a part read apart), once read:
+/// in memory (one buffer per array, in [`Array::ALL`]'s order) or in the files of a directory.
+#[derive(Debug, Clone)]
+enum Segment {
+    Memory(Vec<std::sync::Arc<[u8]>>),
+    Dir(PathBuf),
+}
+
+/// One stage's requests as vLLM's arrays hold them: the arrays in the order of the rows, in
+/// memory or spilled to files (a long run's file holds every gap: they would not fit in memory),
+/// written in arrival order through `perm`; otherwise in memory only what the summaries need.
 #[derive(Debug)]
 struct Requests {
-    /// The directories of its spill files: one, or one per part of the records read apart
-    /// (appended in the order of the rows).
-    dirs: Vec<PathBuf>,
-    /// The spill files' writers while reading, in [`Array::ALL`]'s order.
-    files: Vec<std::io::BufWriter<std::fs::File>>,
+    /// Where its arrays spill when asked to.
+    dir: PathBuf,
+    /// Its arrays once read: one segment, or one per part of the records read apart (appended
+    /// in the order of the rows).
+    segments: Vec<Segment>,
+    /// The arrays while reading, in [`Array::ALL`]'s order (empty once read).
+    files: Vec<Sink>,
     /// Requests read.
     rows: u64,
     /// Set by [`Requests::sort`].
@@ -129,16 +174,12 @@ struct Request {
 }
 
 impl Requests {
-    /// An empty stage spilling into `dir` (created).
-    fn new(dir: PathBuf) -> std::io::Result<Requests> {
-        std::fs::create_dir_all(&dir)?;
-        let files = Array::ALL
-            .iter()
-            .map(|a| Ok(std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(spill(&dir, *a))?)))
-            .collect::<std::io::Result<_>>()?;
-        Ok(Requests {
-            dirs: vec![dir],
-            files,
+    /// An empty stage held in memory (spilling into `dir`, created then, when asked to).
+    fn new(dir: PathBuf) -> Requests {
+        Requests {
+            dir,
+            segments: Vec::new(),
+            files: Array::ALL.iter().map(|_| Sink::Memory(Vec::new())).collect(),
             rows: 0,
             perm: Vec::new(),
             completed: 0,
@@ -146,7 +187,53 @@ impl Requests {
             total_output: 0,
             itl: Dist::new(1e6),
             first_ok: f64::INFINITY,
-        })
+        }
+    }
+
+    /// The bytes of its arrays in memory.
+    fn held(&self) -> usize {
+        self.files.iter().map(|f| if let Sink::Memory(v) = f { v.len() } else { 0 }).sum()
+    }
+
+    /// Moves its arrays from memory to files in its directory (created), where the next rows go.
+    fn spill(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.files.iter().all(|f| matches!(f, Sink::File(_))) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        for (sink, array) in self.files.iter_mut().zip(Array::ALL) {
+            let mut file =
+                std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(spill(&self.dir, array))?);
+            if let Sink::Memory(v) = sink {
+                file.write_all(v)?;
+            }
+            *sink = Sink::File(file);
+        }
+        Ok(())
+    }
+
+    /// Ends the reading: its arrays become its segment.
+    fn close(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.files.is_empty() {
+            return Ok(());
+        }
+        let mut memory = Vec::new();
+        for f in &mut self.files {
+            f.flush()?;
+            if let Sink::Memory(v) = f {
+                memory.push(std::sync::Arc::from(std::mem::take(v)));
+            }
+        }
+        let all_in_memory = memory.len() == self.files.len();
+        self.files.clear();
+        self.segments.push(if all_in_memory {
+            Segment::Memory(memory)
+        } else {
+            Segment::Dir(self.dir.clone())
+        });
+        Ok(())
     }
 
     fn push(&mut self, r: &Request, gaps_us: &[u64]) -> std::io::Result<()> {
@@ -204,11 +291,9 @@ impl Requests {
 
     /// Takes the requests of `later` (the rows after this one's, read apart) after its own.
     fn append(&mut self, mut later: Requests) -> std::io::Result<()> {
-        use std::io::Write;
-        for f in &mut later.files {
-            f.flush()?;
-        }
-        self.dirs.append(&mut later.dirs);
+        self.close()?;
+        later.close()?;
+        self.segments.append(&mut later.segments);
         self.rows += later.rows;
         self.completed += later.completed;
         self.total_input += later.total_input;
@@ -221,14 +306,10 @@ impl Requests {
     /// The request order, vLLM's: by arrival (the scheduled time; the records are written as
     /// requests end), then index (shards merged from several pods share the time axis, not the
     /// indices), then send. `perm[k]` is the row of the k-th request; the arrays stay in row order
-    /// and are written through it. Closes the spill files.
+    /// and are written through it. Ends the reading ([`Requests::close`]).
     fn sort(&mut self) -> std::io::Result<()> {
-        use std::io::Write;
-        for f in &mut self.files {
-            f.flush()?;
-        }
-        self.files.clear();
-        let mut file = Segments::open(&self.dirs, Array::Order)?;
+        self.close()?;
+        let mut file = Segments::open(&self.segments, Array::Order)?;
         let order = (0..self.rows)
             .map(|_| Ok((read_f64(&mut file)?, read_u64(&mut file)?, read_f64(&mut file)?)))
             .collect::<std::io::Result<Vec<(f64, u64, f64)>>>()?;
@@ -244,7 +325,7 @@ impl Requests {
     /// The successful requests' TTFT, TPOT (those of more than one token) and E2EL, in seconds,
     /// from the spill files (closed by [`Requests::sort`]).
     fn samples(&self) -> std::io::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
-        let open = |a| Segments::open(&self.dirs, a);
+        let open = |a| Segments::open(&self.segments, a);
         let (mut ttfts, mut latencies) = (open(Array::Ttfts)?, open(Array::Latencies)?);
         let (mut lens, mut success) = (open(Array::OutputLens)?, open(Array::Success)?);
         let n = self.completed as usize;
@@ -270,9 +351,9 @@ impl Requests {
 
     /// vLLM 0.33's `max_concurrent_requests` ([`busiest_second`]), from the spill files.
     fn busiest(&self) -> std::io::Result<u64> {
-        let mut start = Reorder::open(&self.dirs, Array::StartTimes, read_f64)?;
-        let mut latency = Reorder::open(&self.dirs, Array::Latencies, read_f64)?;
-        let mut success = Reorder::open(&self.dirs, Array::Success, read_bool)?;
+        let mut start = Reorder::open(&self.segments, Array::StartTimes, read_f64)?;
+        let mut latency = Reorder::open(&self.segments, Array::Latencies, read_f64)?;
+        let mut success = Reorder::open(&self.segments, Array::Success, read_bool)?;
         let mut b = Busiest::from(self.first_ok);
         for row in 0..self.perm.len() as u32 {
             let (s, l) = (start.get(row)?, latency.get(row)?);
@@ -326,17 +407,33 @@ fn read_gaps(r: &mut impl std::io::Read) -> std::io::Result<Vec<f64>> {
     (0..read_len(r)?).map(|_| gap(r).map(crate::results::gap_secs)).collect()
 }
 
-/// An array's spill files, one per directory, read one after the other.
+/// One array read from a segment.
+enum Source {
+    Memory(std::io::Cursor<std::sync::Arc<[u8]>>),
+    File(std::fs::File),
+}
+
+/// An array of every segment, read one after the other.
 struct Segments {
-    files: std::vec::IntoIter<std::fs::File>,
-    current: Option<std::fs::File>,
+    sources: std::vec::IntoIter<Source>,
+    current: Option<Source>,
 }
 
 impl Segments {
-    fn open(dirs: &[PathBuf], array: Array) -> std::io::Result<std::io::BufReader<Segments>> {
-        let files =
-            dirs.iter().map(|d| std::fs::File::open(spill(d, array))).collect::<std::io::Result<Vec<_>>>()?;
-        Ok(std::io::BufReader::with_capacity(1 << 16, Segments { files: files.into_iter(), current: None }))
+    fn open(segments: &[Segment], array: Array) -> std::io::Result<std::io::BufReader<Segments>> {
+        let sources = segments
+            .iter()
+            .map(|s| match s {
+                Segment::Memory(arrays) => {
+                    Ok(Source::Memory(std::io::Cursor::new(arrays[array as usize].clone())))
+                }
+                Segment::Dir(d) => std::fs::File::open(spill(d, array)).map(Source::File),
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(std::io::BufReader::with_capacity(
+            1 << 16,
+            Segments { sources: sources.into_iter(), current: None },
+        ))
     }
 }
 
@@ -344,10 +441,14 @@ impl std::io::Read for Segments {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
             if self.current.is_none() {
-                self.current = self.files.next();
+                self.current = self.sources.next();
             }
-            let Some(file) = self.current.as_mut() else { return Ok(0) };
-            match file.read(buf)? {
+            let read = match self.current.as_mut() {
+                None => return Ok(0),
+                Some(Source::Memory(c)) => c.read(buf)?,
+                Some(Source::File(f)) => f.read(buf)?,
+            };
+            match read {
                 0 if !buf.is_empty() => self.current = None,
                 n => return Ok(n),
             }
@@ -370,8 +471,8 @@ struct Reorder<T> {
 }
 
 impl<T> Reorder<T> {
-    fn open(dirs: &[PathBuf], array: Array, decode: Decode<T>) -> std::io::Result<Reorder<T>> {
-        let file = Segments::open(dirs, array)?;
+    fn open(segments: &[Segment], array: Array, decode: Decode<T>) -> std::io::Result<Reorder<T>> {
+        let file = Segments::open(segments, array)?;
         Ok(Reorder { file, held: std::collections::VecDeque::new(), base: 0, decode })
     }
 
@@ -411,6 +512,10 @@ impl Drop for Spills {
 pub(crate) struct Arrays {
     /// Where its stages spill (`.vllm_bench_arrays`, or a part's directory in it).
     dir: PathBuf,
+    /// The bytes its stages may hold in memory ([`HELD_IN_MEMORY`], a part its share).
+    budget: usize,
+    /// The bytes they hold, as of the last check.
+    held: usize,
     /// Removes the spill files when the arrays are dropped (the whole's, not a part's).
     _spills: Option<Spills>,
     stages: BTreeMap<u32, Requests>,
@@ -420,7 +525,19 @@ impl Arrays {
     /// Arrays of the analysis written into `out`.
     pub(crate) fn new(out: &Path) -> Arrays {
         let dir = out.join(".vllm_bench_arrays");
-        Arrays { _spills: Some(Spills(dir.clone())), dir, stages: BTreeMap::new() }
+        Arrays {
+            _spills: Some(Spills(dir.clone())),
+            dir,
+            budget: HELD_IN_MEMORY,
+            held: 0,
+            stages: BTreeMap::new(),
+        }
+    }
+
+    /// [`Arrays::new`] holding at most `bytes` in memory (0: every stage spilled).
+    #[cfg(test)]
+    pub(crate) fn holding(out: &Path, bytes: usize) -> Arrays {
+        Arrays { budget: bytes, ..Arrays::new(out) }
     }
 
     fn spill_error(&self, source: std::io::Error) -> AnalysisError {
@@ -456,18 +573,30 @@ impl RowSink for Arrays {
         let req = match self.stages.entry(r.stage) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                let dir = self.dir.join(r.stage.to_string());
-                match Requests::new(dir) {
-                    Ok(req) => e.insert(req),
-                    Err(source) => return Err(AnalysisError::Write { path: self.dir.clone(), source }),
-                }
+                e.insert(Requests::new(self.dir.join(r.stage.to_string())))
             }
         };
-        req.push(&request, gaps_us).map_err(|source| AnalysisError::Write { path: self.dir.clone(), source })
+        let before = req.held();
+        let write_error = |source| AnalysisError::Write { path: self.dir.clone(), source };
+        req.push(&request, gaps_us).map_err(write_error)?;
+        let after = req.held();
+        self.held = (self.held + after).saturating_sub(before);
+        if self.held > self.budget {
+            // The stage being read goes to files (the others stay as they are).
+            req.spill().map_err(write_error)?;
+            self.held -= after;
+        }
+        Ok(())
     }
 
     fn part(&self, k: usize) -> Self {
-        Arrays { dir: self.dir.join(format!("part-{k}")), _spills: None, stages: BTreeMap::new() }
+        Arrays {
+            dir: self.dir.join(format!("part-{k}")),
+            _spills: None,
+            budget: self.budget / 2,
+            held: 0,
+            stages: BTreeMap::new(),
+        }
     }
 
     fn append(&mut self, later: Self) -> Result<(), AnalysisError> {
@@ -529,7 +658,7 @@ fn build<'a>(
     convention: Convention,
 ) -> Result<Document<'a>, AnalysisError> {
     let n = req.len();
-    let spill_error = |source| AnalysisError::Write { path: req.dirs[0].clone(), source };
+    let spill_error = |source| AnalysisError::Write { path: req.dir.clone(), source };
     let max_concurrent_requests = req.busiest().map_err(spill_error)?;
     let (completed, total_input, total_output) = (req.completed, req.total_input, req.total_output);
     let (mut ttft, mut tpot, mut e2el) = req.samples().map_err(spill_error)?;
@@ -749,19 +878,19 @@ struct Document<'a> {
 /// A spilled array of the requests, written in request order.
 #[derive(Debug)]
 struct Spilled<'a> {
-    dirs: &'a [PathBuf],
+    segments: &'a [Segment],
     array: Array,
     perm: &'a [u32],
 }
 
 impl Spilled<'_> {
     fn of(req: &Requests, array: Array) -> Spilled<'_> {
-        Spilled { dirs: &req.dirs, array, perm: &req.perm }
+        Spilled { segments: &req.segments, array, perm: &req.perm }
     }
 
     fn write<T: Serialize, S: SerializeSeq>(&self, seq: &mut S, decode: Decode<T>) -> Result<(), S::Error> {
         use serde::ser::Error;
-        let mut r = Reorder::open(self.dirs, self.array, decode).map_err(S::Error::custom)?;
+        let mut r = Reorder::open(self.segments, self.array, decode).map_err(S::Error::custom)?;
         for &row in self.perm {
             seq.serialize_element(&r.get(row).map_err(S::Error::custom)?)?;
         }
@@ -912,8 +1041,7 @@ pub(crate) fn write_all(
     }
     for s in &a.stages {
         if !arrays.stages.contains_key(&s.stage) {
-            let mut empty = Requests::new(arrays.dir.join(format!("empty-{}", s.stage)))
-                .map_err(|e| arrays.spill_error(e))?;
+            let mut empty = Requests::new(arrays.dir.join(format!("empty-{}", s.stage)));
             empty.sort().map_err(|e| arrays.spill_error(e))?;
             arrays.stages.insert(s.stage, empty);
         }
@@ -1088,14 +1216,19 @@ mod tests {
     #[test]
     fn spilled_gaps_of_any_size_read_back() {
         let dir = Dir::new("gaps");
-        let mut req = Requests::new(dir.0.join("1")).unwrap();
+        let mut req = Requests::new(dir.0.join("1"));
         let gaps =
             [0, 5, u64::from(u32::MAX) - 1, u64::from(u32::MAX), u64::from(u32::MAX) + 7, 604_800_000_000];
         let r = Request { success: true, first: Some(1.0), last: Some(2.0), ..Request::default() };
         req.push(&r, &gaps).unwrap();
+        assert!(!dir.0.join("1").exists(), "held in memory: no file yet");
+        // Spilled after the first row: the second goes to the file after it.
+        req.spill().unwrap();
+        assert!(spill(&dir.0.join("1"), Array::Itls).exists());
         req.push(&r, &gaps[1..3]).unwrap();
         req.sort().unwrap();
-        let mut file = Segments::open(&req.dirs, Array::Itls).unwrap();
+        assert!(matches!(req.segments[..], [Segment::Dir(_)]), "{:?}", req.segments);
+        let mut file = Segments::open(&req.segments, Array::Itls).unwrap();
         let secs = |g: &[u64]| g.iter().map(|us| crate::results::gap_secs(*us)).collect::<Vec<_>>();
         assert_eq!(read_gaps(&mut file).unwrap(), secs(&gaps));
         assert_eq!(read_gaps(&mut file).unwrap(), secs(&gaps[1..3]));
@@ -1133,14 +1266,25 @@ mod tests {
         use std::io::Write;
         let dir = Dir::new("reorder");
         let n = 500u32;
-        // The rows in two segments (two parts of the records read apart), split unevenly.
-        let dirs = [dir.0.join("part-0"), dir.0.join("part-1")];
-        for (d, rows) in dirs.iter().zip([0..137, 137..n]) {
-            std::fs::create_dir_all(d).unwrap();
-            let mut f = std::fs::File::create(spill(d, Array::InputLens)).unwrap();
-            for row in rows {
-                f.write_all(&(u64::from(row) * 7 + 1).to_le_bytes()).unwrap();
+        // The rows in three segments (parts of the records read apart), split unevenly: in a
+        // spill file, in memory, in a spill file.
+        let value = |row: u32| (u64::from(row) * 7 + 1).to_le_bytes();
+        let mut segments = Vec::new();
+        for (k, rows) in [0..137, 137..300, 300..n].into_iter().enumerate() {
+            if k == 1 {
+                let mut arrays: Vec<std::sync::Arc<[u8]>> =
+                    vec![std::sync::Arc::from(Vec::new()); Array::ALL.len()];
+                arrays[Array::InputLens as usize] = rows.flat_map(value).collect::<Vec<u8>>().into();
+                segments.push(Segment::Memory(arrays));
+                continue;
             }
+            let d = dir.0.join(format!("part-{k}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let mut f = std::fs::File::create(spill(&d, Array::InputLens)).unwrap();
+            for row in rows {
+                f.write_all(&value(row)).unwrap();
+            }
+            segments.push(Segment::Dir(d));
         }
         let mut rng = crate::rng::Rng::new(5);
         let mut orders: Vec<Vec<u32>> = vec![(0..n).collect(), (0..n).rev().collect()];
@@ -1154,7 +1298,7 @@ mod tests {
             orders.push(o);
         }
         for order in orders {
-            let mut r = Reorder::open(&dirs, Array::InputLens, read_u64).unwrap();
+            let mut r = Reorder::open(&segments, Array::InputLens, read_u64).unwrap();
             for &row in &order {
                 assert_eq!(r.get(row).unwrap(), u64::from(row) * 7 + 1, "{order:?}");
             }
