@@ -499,7 +499,7 @@ mod tests {
                         let a =
                             finish_analysis(&d, None, convention, &slo, p.stages, p.inflight_diff, p.done_s)
                                 .unwrap();
-                        assert_eq!(format!("{a:?}"), whole, "cut at byte {}", i + 1);
+                        assert!(format!("{a:?}") == whole, "cut at byte {}: not the whole's analysis", i + 1);
                         taken += 1;
                     }
                     None => {
@@ -553,6 +553,34 @@ mod tests {
                 assert_eq!(vllm_files(Some(cut), held), whole, "cut at byte {cut}, {held} bytes in memory");
             }
         }
+        // A last line cut short (a run killed mid-write) ends the second half as it ends the file.
+        let cut_short = records("halves-short", &generated_rows(240, 5));
+        let short = cut_short.join("requests.csv");
+        let len = std::fs::metadata(&short).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&short).unwrap().set_len(len - 9).unwrap();
+        let whole = pass(&short, Reader::open(&short).unwrap(), Convention::Vllm, &slo, &mut ()).unwrap();
+        let text = std::fs::read(&short).unwrap();
+        let cut = (text.len() / 2..text.len())
+            .find(|i| {
+                text[*i] == b'\n' && text[..*i].iter().filter(|b| **b == b'"').count().is_multiple_of(2)
+            })
+            .unwrap() as u64
+            + 1;
+        let halves = two_halves(&short, cut, Convention::Vllm, &slo, &mut ()).unwrap().unwrap();
+        let analysed = |p: Pass| {
+            let a = finish_analysis(
+                &cut_short,
+                None,
+                Convention::Vllm,
+                &slo,
+                p.stages,
+                p.inflight_diff,
+                p.done_s,
+            );
+            format!("{:?}", a.unwrap())
+        };
+        assert!(analysed(halves) == analysed(whole), "a short last line read in halves differs");
+        let _ = std::fs::remove_dir_all(&cut_short);
         // A bad row in either half: declined, and read whole it names its line.
         let rows = generated_rows(240, 4);
         let lines: Vec<&str> = rows.split_inclusive('\n').collect();
