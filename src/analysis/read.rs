@@ -336,8 +336,8 @@ fn finish_analysis(
         server: combine(&by_target),
         ..Series::default()
     };
-    let mut stats = Vec::new();
     let mut info = info;
+    let mut labelled = Vec::with_capacity(stages.len());
     for (n, mut acc) in stages {
         if let Some((label, a, b, rate, ramp)) = windows.get(&n) {
             acc.label = label.clone();
@@ -360,17 +360,43 @@ fn finish_analysis(
             }
             series.tokens_per_s[i] += f64::from(n);
         }
-        series.stages.push(StageSeries {
+        labelled.push((n, acc));
+    }
+    // Each stage's distributions and statistics (sorting its samples: most of this part's time
+    // for a long run) on as many threads as there are cores, a batch of stages at a time.
+    let finished = |(n, acc): (u32, Acc)| {
+        let curves = StageSeries {
             stage: n,
             label: acc.label.clone(),
             ttft: cdf(&acc.ttft),
             itl: acc.itl.cdf(),
             e2el: cdf(&acc.e2el),
+        };
+        (curves, finish(n, acc, convention, slo))
+    };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut done = Vec::with_capacity(labelled.len());
+    let mut labelled = labelled.into_iter().peekable();
+    while labelled.peek().is_some() {
+        let batch: Vec<(u32, Acc)> = labelled.by_ref().take(cores).collect();
+        if batch.len() == 1 {
+            done.extend(batch.into_iter().map(finished));
+            continue;
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                batch.into_iter().map(|stage| scope.spawn(move || finished(stage))).collect();
+            done.extend(
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+            );
         });
-        let mut st = finish(n, acc, convention, slo);
+    }
+    let mut stats = Vec::with_capacity(done.len());
+    for (curves, mut st) in done {
         st.gpu = super::gpu::stats(&series.gpu, st.window, st.total_output_tokens);
         st.prefix_cache = super::PrefixCache::within(&series.server, st.window.0, st.window.1);
-        series.windows.push((st.window.0, st.window.1, n));
+        series.windows.push((st.window.0, st.window.1, curves.stage));
+        series.stages.push(curves);
         stats.push(st);
     }
     let mut cur = 0i64;
