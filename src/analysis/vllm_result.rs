@@ -83,14 +83,96 @@ impl Array {
     ];
 }
 
-/// One stage's requests as vLLM's arrays hold them: the arrays spilled to files of `dir` in the
-/// order of the rows (a long run's file holds every gap: they would not fit in memory), written
-/// in arrival order through `perm`; in memory only what the order and the summaries need.
+/// How many bytes of the arrays (all stages together) are held in memory while reading; beyond
+/// it a stage's arrays go to files. A short run (an experiment's point of a few hundred
+/// requests: some tens of KB) then creates no file at all, a long one spills as before.
+const HELD_IN_MEMORY: usize = 8 << 20;
+
+/// Where one array goes while the records are read: memory, until the stage spills it to its
+/// file.
+#[derive(Debug)]
+enum Sink {
+    Memory(Vec<u8>),
+    File(std::io::BufWriter<std::fs::File>),
+}
+
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Memory(v) => v.write(b),
+            Sink::File(f) => f.write(b),
+        }
+    }
+
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Memory(v) => {
+                v.extend_from_slice(b);
+                Ok(())
+            }
+            Sink::File(f) => f.write_all(b),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Memory(_) => Ok(()),
+            Sink::File(f) => f.flush(),
+        }
+    }
+}
+
+/// An array once read: in memory, or in its spill file.
+#[derive(Debug)]
+enum Stored {
+    Memory(bytes::Bytes),
+    File(PathBuf),
+}
+
+/// An array read back (sequentially).
+enum Source {
+    Memory(std::io::Cursor<bytes::Bytes>),
+    File(std::io::BufReader<std::fs::File>),
+}
+
+impl std::io::Read for Source {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Source::Memory(c) => c.read(b),
+            Source::File(f) => f.read(b),
+        }
+    }
+
+    fn read_exact(&mut self, b: &mut [u8]) -> std::io::Result<()> {
+        match self {
+            Source::Memory(c) => c.read_exact(b),
+            Source::File(f) => f.read_exact(b),
+        }
+    }
+}
+
+impl Stored {
+    fn open(&self) -> std::io::Result<Source> {
+        Ok(match self {
+            Stored::Memory(b) => Source::Memory(std::io::Cursor::new(b.clone())),
+            Stored::File(path) => {
+                Source::File(std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?))
+            }
+        })
+    }
+}
+
+/// One stage's requests as vLLM's arrays hold them: the arrays in the order of the rows, in
+/// memory while the analysis' budget lasts ([`HELD_IN_MEMORY`]), else spilled to files of `dir`
+/// (a long run's file holds every gap: they would not fit in memory), written in arrival order
+/// through `perm`; otherwise in memory only what the order and the summaries need.
 #[derive(Debug)]
 struct Requests {
     dir: PathBuf,
-    /// The spill files' writers while reading, in [`Array::ALL`]'s order.
-    files: Vec<std::io::BufWriter<std::fs::File>>,
+    /// The arrays while reading, in [`Array::ALL`]'s order.
+    files: Vec<Sink>,
+    /// The arrays once read ([`Requests::sort`]), in [`Array::ALL`]'s order.
+    stored: Vec<Stored>,
     /// Each request's scheduled time (its arrival: vLLM's arrays are in arrival order), index
     /// and send, for [`Requests::sort`] (dropped by it).
     order: Vec<(f64, u64, f64)>,
@@ -124,16 +206,12 @@ struct Request {
 }
 
 impl Requests {
-    /// An empty stage spilling into `dir` (created).
-    fn new(dir: PathBuf) -> std::io::Result<Requests> {
-        std::fs::create_dir_all(&dir)?;
-        let files = Array::ALL
-            .iter()
-            .map(|a| Ok(std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(spill(&dir, *a))?)))
-            .collect::<std::io::Result<_>>()?;
-        Ok(Requests {
+    /// An empty stage, held in memory (spilling into `dir`, created then, when asked to).
+    fn new(dir: PathBuf) -> Requests {
+        Requests {
             dir,
-            files,
+            files: Array::ALL.iter().map(|_| Sink::Memory(Vec::new())).collect(),
+            stored: Vec::new(),
             order: Vec::new(),
             perm: Vec::new(),
             completed: 0,
@@ -144,7 +222,27 @@ impl Requests {
             e2el: Vec::new(),
             itl: Dist::new(1e6),
             first_ok: f64::INFINITY,
-        })
+        }
+    }
+
+    /// The bytes of its arrays held in memory.
+    fn held(&self) -> usize {
+        self.files.iter().map(|f| if let Sink::Memory(v) = f { v.len() } else { 0 }).sum()
+    }
+
+    /// Moves its arrays from memory to files of its `dir` (created), where the next rows go too.
+    fn spill(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(&self.dir)?;
+        for (sink, a) in self.files.iter_mut().zip(Array::ALL) {
+            if let Sink::Memory(v) = sink {
+                let mut f =
+                    std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(spill(&self.dir, a))?);
+                f.write_all(v)?;
+                *sink = Sink::File(f);
+            }
+        }
+        Ok(())
     }
 
     fn push(&mut self, r: &Request, gaps_us: &[u64]) -> std::io::Result<()> {
@@ -200,10 +298,16 @@ impl Requests {
     /// and are written through it. Closes the spill files.
     fn sort(&mut self) -> std::io::Result<()> {
         use std::io::Write;
-        for f in &mut self.files {
-            f.flush()?;
+        self.stored = Vec::with_capacity(Array::ALL.len());
+        for (f, a) in std::mem::take(&mut self.files).into_iter().zip(Array::ALL) {
+            self.stored.push(match f {
+                Sink::Memory(v) => Stored::Memory(v.into()),
+                Sink::File(mut f) => {
+                    f.flush()?;
+                    Stored::File(spill(&self.dir, a))
+                }
+            });
         }
-        self.files.clear();
         let order = std::mem::take(&mut self.order);
         let mut perm: Vec<u32> = (0..order.len() as u32).collect();
         perm.sort_by(|a, b| {
@@ -214,11 +318,11 @@ impl Requests {
         Ok(())
     }
 
-    /// vLLM 0.33's `max_concurrent_requests` ([`busiest_second`]), from the spill files.
+    /// vLLM 0.33's `max_concurrent_requests` ([`busiest_second`]), from the arrays.
     fn busiest(&self) -> std::io::Result<u64> {
-        let mut start = Reorder::open(&spill(&self.dir, Array::StartTimes), read_f64)?;
-        let mut latency = Reorder::open(&spill(&self.dir, Array::Latencies), read_f64)?;
-        let mut success = Reorder::open(&spill(&self.dir, Array::Success), read_bool)?;
+        let mut start = Reorder::open(self.array(Array::StartTimes), read_f64)?;
+        let mut latency = Reorder::open(self.array(Array::Latencies), read_f64)?;
+        let mut success = Reorder::open(self.array(Array::Success), read_bool)?;
         let mut b = Busiest::from(self.first_ok);
         for row in 0..self.perm.len() as u32 {
             let (s, l) = (start.get(row)?, latency.get(row)?);
@@ -227,6 +331,11 @@ impl Requests {
             }
         }
         Ok(b.most())
+    }
+
+    /// An array once read ([`Requests::sort`]).
+    fn array(&self, a: Array) -> &Stored {
+        &self.stored[a as usize]
     }
 }
 
@@ -268,22 +377,21 @@ fn read_gaps(r: &mut impl std::io::Read) -> std::io::Result<Vec<f64>> {
     (0..read_len(r)?).map(|_| read_u64(r).map(crate::results::gap_secs)).collect()
 }
 
-type Decode<T> = fn(&mut std::io::BufReader<std::fs::File>) -> std::io::Result<T>;
+type Decode<T> = fn(&mut Source) -> std::io::Result<T>;
 
-/// A spill file read in any order of its rows, sequentially: a row asked before it is read is
+/// An array read in any order of its rows, sequentially: a row asked before it is read is
 /// read up to, the rows passed on the way held until asked. The arrival order strays from the
 /// order of the rows (written as requests end) by the requests in flight: that many are held.
 struct Reorder<T> {
-    file: std::io::BufReader<std::fs::File>,
+    file: Source,
     read: u32,
     held: std::collections::HashMap<u32, T>,
     decode: Decode<T>,
 }
 
 impl<T> Reorder<T> {
-    fn open(path: &Path, decode: Decode<T>) -> std::io::Result<Reorder<T>> {
-        let file = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
-        Ok(Reorder { file, read: 0, held: std::collections::HashMap::new(), decode })
+    fn open(array: &Stored, decode: Decode<T>) -> std::io::Result<Reorder<T>> {
+        Ok(Reorder { file: array.open()?, read: 0, held: std::collections::HashMap::new(), decode })
     }
 
     /// The value of row `row` (each row asked once).
@@ -312,9 +420,9 @@ impl Drop for Spills {
     }
 }
 
-/// Reads every measured stage's requests from `requests.csv` (warm-up rows skipped), spilling
-/// their arrays under `spills`.
-fn read(results: &Path, spills: &Path) -> Result<BTreeMap<u32, Requests>, AnalysisError> {
+/// Reads every measured stage's requests from `requests.csv` (warm-up rows skipped), their
+/// arrays in memory up to [`HELD_IN_MEMORY`] in all, then spilled under `spills`.
+fn read(results: &Path, spills: &Path, budget: usize) -> Result<BTreeMap<u32, Requests>, AnalysisError> {
     let path = results.join("requests.csv");
     let records_error = |e: RecordsError| AnalysisError::Read { path: path.clone(), why: e.to_string() };
     let spill_error = |source| AnalysisError::Write { path: spills.to_path_buf(), source };
@@ -324,6 +432,7 @@ fn read(results: &Path, spills: &Path) -> Result<BTreeMap<u32, Requests>, Analys
     })?;
     let mut stages: BTreeMap<u32, Requests> = BTreeMap::new();
     let mut gaps = Vec::new();
+    let mut held = 0usize;
     while let Some(row) = reader.next_row().map_err(records_error)? {
         let bad = |why: String| AnalysisError::Row { path: path.clone(), line: row.line(), why };
         let field = |e: BadField| bad(e.to_string());
@@ -370,10 +479,17 @@ fn read(results: &Path, spills: &Path) -> Result<BTreeMap<u32, Requests>, Analys
         let req = match stages.entry(stage) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(Requests::new(spills.join(stage.to_string())).map_err(spill_error)?)
+                e.insert(Requests::new(spills.join(stage.to_string())))
             }
         };
+        let before = req.held();
         req.push(&r, &gaps).map_err(spill_error)?;
+        let now = req.held();
+        held = held + now - before;
+        if held > budget && now > 0 {
+            req.spill().map_err(spill_error)?;
+            held -= now;
+        }
     }
     for s in stages.values_mut() {
         s.sort().map_err(spill_error)?;
@@ -642,22 +758,22 @@ struct Document<'a> {
     guidellm_metrics: Option<Value>,
 }
 
-/// A spilled array of the requests, written in request order.
+/// An array of the requests (in memory or spilled), written in request order.
 #[derive(Debug)]
 struct Spilled<'a> {
-    path: PathBuf,
+    stored: &'a Stored,
     array: Array,
     perm: &'a [u32],
 }
 
 impl Spilled<'_> {
     fn of(req: &Requests, array: Array) -> Spilled<'_> {
-        Spilled { path: spill(&req.dir, array), array, perm: &req.perm }
+        Spilled { stored: req.array(array), array, perm: &req.perm }
     }
 
     fn write<T: Serialize, S: SerializeSeq>(&self, seq: &mut S, decode: Decode<T>) -> Result<(), S::Error> {
         use serde::ser::Error;
-        let mut r = Reorder::open(&self.path, decode).map_err(S::Error::custom)?;
+        let mut r = Reorder::open(self.stored, decode).map_err(S::Error::custom)?;
         for &row in self.perm {
             seq.serialize_element(&r.get(row).map_err(S::Error::custom)?)?;
         }
@@ -753,16 +869,26 @@ pub(crate) fn write_all(
     results: &Path,
     a: &Analysis,
 ) -> Result<(), AnalysisError> {
+    write_all_within(out, workdir, results, a, HELD_IN_MEMORY)
+}
+
+/// [`write_all`], holding at most `budget` bytes of the arrays in memory.
+fn write_all_within(
+    out: &Path,
+    workdir: &Path,
+    results: &Path,
+    a: &Analysis,
+    budget: usize,
+) -> Result<(), AnalysisError> {
     let cfg = config(a, workdir, results);
     // The arrays wait in files beside the documents until written (removed in any case).
     let spills = Spills(out.join(".vllm_bench_arrays"));
-    let mut stages = read(results, &spills.0)?;
+    let mut stages = read(results, &spills.0, budget)?;
     for s in &a.stages {
         let req = match stages.get_mut(&s.stage) {
             Some(req) => req,
             None => {
-                let mut empty = Requests::new(spills.0.join(format!("empty-{}", s.stage)))
-                    .map_err(|source| AnalysisError::Write { path: spills.0.clone(), source })?;
+                let mut empty = Requests::new(spills.0.join(format!("empty-{}", s.stage)));
                 empty.sort().map_err(|source| AnalysisError::Write { path: spills.0.clone(), source })?;
                 stages.entry(s.stage).or_insert(empty)
             }
@@ -998,6 +1124,30 @@ mod tests {
     /// Under `convention: guidellm` the vLLM keys hold what they hold under `vllm` (vLLM's
     /// definitions), and GuideLLM's statistics are beside them under GuideLLM's names: a reader
     /// of `mean_tpot_ms` gets vLLM's TPOT whatever the convention.
+    #[test]
+    fn arrays_held_in_memory_or_spilled_to_files_give_the_same_file() {
+        let dir = fixture_run();
+        let a = super::super::compute(&dir.results(), Convention::Vllm, &Slo::default()).unwrap();
+        let (mem, disk) = (dir.0.join("mem"), dir.0.join("disk"));
+        for (out, budget) in [(&mem, HELD_IN_MEMORY), (&disk, 0)] {
+            std::fs::create_dir_all(out).unwrap();
+            write_all_within(out, &dir.0, &dir.results(), &a, budget).unwrap();
+            assert!(!out.join(".vllm_bench_arrays").exists(), "spill files removed");
+        }
+        let held = std::fs::read(mem.join(file_name(1))).unwrap();
+        let doc: Value = serde_json::from_slice(&held).unwrap();
+        assert_eq!(doc["ttfts"].as_array().map(Vec::len), Some(8), "{doc}");
+        assert_eq!(held, std::fs::read(disk.join(file_name(1))).unwrap());
+        // Where the arrays were while written.
+        let spills = dir.0.join("spills");
+        let stages = read(&dir.results(), &spills, HELD_IN_MEMORY).unwrap();
+        assert!(stages[&1].stored.iter().all(|s| matches!(s, Stored::Memory(_))), "{:?}", stages[&1].stored);
+        assert!(!spills.exists(), "a short run creates no file");
+        let stages = read(&dir.results(), &spills, 0).unwrap();
+        assert_eq!(stages[&1].stored.len(), Array::ALL.len());
+        assert!(stages[&1].stored.iter().all(|s| matches!(s, Stored::File(p) if p.is_file())));
+    }
+
     #[test]
     fn under_guidellm_the_vllm_keys_keep_their_meaning_and_guidellm_s_have_their_names() {
         let dir = fixture_run();
