@@ -94,6 +94,8 @@ struct Chart {
     name: String,
     /// benchflow's own SVG, inlined unescaped.
     svg: String,
+    /// Its PNG is (or will be) beside it: linked.
+    png: bool,
 }
 
 /// `(time, step, what)` of each `effect_lost` event at or after `since` (UTC text).
@@ -148,6 +150,7 @@ fn view(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> RunView {
         charts: charts
             .iter()
             .map(|c| Chart {
+                png: super::plots::pngs_drawn(&dirs.out.join("plots")),
                 name: c.name.clone(),
                 svg: std::fs::read_to_string(dirs.out.join("plots").join(format!("{}.svg", c.name)))
                     .unwrap_or_default(),

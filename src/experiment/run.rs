@@ -392,9 +392,10 @@ pub(crate) async fn run(
         let own = root.join(layout::POINTS).join(&plan.points[*i].point.id);
         if *from != own {
             store::copy_point(&root, from, &own, &plan.points[*i].hash)?;
-            // A copy of a point killed before its chart PNGs were drawn lacks them.
+            // A copy of a point killed before its chart PNGs were drawn lacks them (or of one
+            // measured without them).
             if let Some(s) = state.points.get_mut(&plan.points[*i].point.id) {
-                s.charts_pending = true;
+                s.charts_pending |= plan.file.spec.analysis.point_pngs;
             }
         }
     }
