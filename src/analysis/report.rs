@@ -78,8 +78,12 @@ pub(crate) fn relink(report: &std::path::Path, others: &[Other]) -> Result<(), s
     if b < a {
         return Ok(());
     }
-    let page = format!("{}{}{}", &page[..a], &block[na..nb], &page[b..]);
-    super::outputs::write(report.to_path_buf(), page.as_bytes())
+    let relinked = format!("{}{}{}", &page[..a], &block[na..nb], &page[b..]);
+    if relinked == page {
+        // Nothing to change (one analysis alone, or relinked already): not written again.
+        return Ok(());
+    }
+    super::outputs::write(report.to_path_buf(), relinked.as_bytes())
 }
 
 #[derive(Debug, Serialize)]
