@@ -86,6 +86,8 @@ async fn attempts(
             s.started_at = Some(utc_now());
             // Until the experiment has drawn them (its charts' PNGs, when asked, are drawn later).
             s.charts_pending = pngs;
+            // Until the experiment has added it to the store (when there is one).
+            s.store_pending = true;
         })?;
         shared.say(&format!(
             "{id} [{label}] on {}: running{}",

@@ -77,6 +77,7 @@ pub(super) async fn search(
                         // A copy of a point killed before its chart PNGs were drawn lacks them
                         // (or of one measured without them).
                         st.charts_pending |= from != dir && pngs;
+                        st.store_pending |= from != dir;
                     })?;
                     shared.progress.lock().unwrap_or_else(PoisonError::into_inner).summary.reused += 1;
                 }

@@ -395,10 +395,15 @@ fn a_point_draws_no_chart_png_unless_the_file_asks() {
     p.file("workloads/short.yaml", SHORT)
         .file("experiments/e.yaml", "base: { workload: short }\nfactors:\n  workload.seed: [1, 2]\n");
     let exp = p.path("exp");
-    let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "-q"]);
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "--store", "store", "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let st = json(&exp.join("state.json"));
+    // Every point measured still goes to the store (added with what the points left for later).
+    let stored =
+        std::fs::read_dir(p.path("store")).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count();
+    assert_eq!(stored, 2, "both points in the store");
     for id in ["p001", "p002"] {
+        assert!(st["points"][id].get("store_pending").is_none(), "{id}: {}", st["points"][id]);
         let svgs = charts(&exp, id, "svg");
         assert!(svgs.len() >= 5, "{id}: {svgs:?}");
         assert_eq!(charts(&exp, id, "png"), Vec::<String>::new(), "{id}: no PNG");
