@@ -335,12 +335,27 @@ impl Dirs {
 /// The values of a work directory's resolved inputs (`inputs/resolved.yaml`: the stack, the
 /// harness, the workload; references only, never a secret); null for records analysed without
 /// their work directory.
+///
+/// The last text parsed is remembered with its values: an analysis asks for them once per
+/// file it writes (the Benchmark Reports, vLLM's result files), and parsing the YAML each time
+/// cost more than the rest of those files for a short run.
 pub(crate) fn resolved_values(workdir: &Path) -> serde_json::Value {
-    std::fs::read_to_string(workdir.join(layout::RESOLVED))
+    static LAST: std::sync::Mutex<Option<(String, serde_json::Value)>> = std::sync::Mutex::new(None);
+    let Ok(text) = std::fs::read_to_string(workdir.join(layout::RESOLVED)) else {
+        return serde_json::Value::Null;
+    };
+    let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((seen, values)) = last.as_ref()
+        && *seen == text
+    {
+        return values.clone();
+    }
+    let values = serde_saphyr::from_str::<serde_json::Value>(&text)
         .ok()
-        .and_then(|t| serde_saphyr::from_str::<serde_json::Value>(&t).ok())
         .map(|v| v["values"].clone())
-        .unwrap_or(serde_json::Value::Null)
+        .unwrap_or(serde_json::Value::Null);
+    *last = Some((text, values.clone()));
+    values
 }
 
 /// Where a run's analyses under conventions other than its own go: `conventions/<name>/` of
@@ -458,6 +473,23 @@ fn relink(main: &Path) -> Result<(), AnalysisError> {
 
 #[cfg(test)]
 mod tests {
+    /// The values remembered are those of the text read now: a changed or removed file is read
+    /// again, never answered from the last one.
+    #[test]
+    fn resolved_values_follow_the_file_as_it_changes() {
+        let dir = std::env::temp_dir().join(format!("bf-resolved-{}", std::process::id()));
+        let file = dir.join(super::layout::RESOLVED);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "values: { model: a, n: 1 }\n").unwrap();
+        assert_eq!(super::resolved_values(&dir)["model"], "a");
+        assert_eq!(super::resolved_values(&dir)["n"], 1, "the same text: the same values");
+        std::fs::write(&file, "values: { model: b, n: 1 }\n").unwrap();
+        assert_eq!(super::resolved_values(&dir)["model"], "b");
+        std::fs::remove_file(&file).unwrap();
+        assert!(super::resolved_values(&dir).is_null());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A stage's preemptions are those of its own interval, not the run's (a warm-up or an
     /// earlier stage that preempted is not charged to it), covering the interval whole.
     #[test]

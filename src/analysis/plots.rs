@@ -381,26 +381,32 @@ fn put(dir: &Path, name: &str, ext: &str, bytes: &[u8]) -> Result<PathBuf, PlotE
     Ok(path)
 }
 
-/// Directories (and what is under them) whose charts' PNGs are drawn later: an experiment's
-/// points, whose charts' SVGs (inlined in their reports) are drawn with their analysis, and
-/// whose PNGs the experiment draws when its points are done ([`missing_pngs`]), off the time
-/// between two points' load.
-static PNGS_LATER: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Directories (and what is under them) whose charts are drawn as SVG only (inlined in their
+/// reports): an experiment's points. With `true`, their PNGs are drawn later: the experiment
+/// draws them when its points are done ([`missing_pngs`]), off the time between two points'
+/// load; with `false`, not at all (the file did not ask for them).
+static PNGS_LATER: Mutex<Vec<(PathBuf, bool)>> = Mutex::new(Vec::new());
 
 fn pngs_later(dir: &Path) -> bool {
-    PNGS_LATER.lock().unwrap_or_else(PoisonError::into_inner).iter().any(|r| dir.starts_with(r))
+    PNGS_LATER.lock().unwrap_or_else(PoisonError::into_inner).iter().any(|(r, _)| dir.starts_with(r))
+}
+
+/// Whether the charts drawn in `dir` have (or will have) their PNG beside their SVG.
+pub(crate) fn pngs_drawn(dir: &Path) -> bool {
+    let all = PNGS_LATER.lock().unwrap_or_else(PoisonError::into_inner);
+    all.iter().filter(|(r, _)| dir.starts_with(r)).all(|(_, later)| *later)
 }
 
 /// While it lives, the charts drawn under its directory are drawn as SVG only; their PNGs are
-/// left to [`draw_missing_pngs`].
+/// left to [`draw_missing_pngs`] when `later`, else never drawn.
 #[derive(Debug)]
 pub(crate) struct PngsLater {
     root: PathBuf,
 }
 
 impl PngsLater {
-    pub(crate) fn begin(root: &Path) -> PngsLater {
-        PNGS_LATER.lock().unwrap_or_else(PoisonError::into_inner).push(root.to_path_buf());
+    pub(crate) fn begin(root: &Path, later: bool) -> PngsLater {
+        PNGS_LATER.lock().unwrap_or_else(PoisonError::into_inner).push((root.to_path_buf(), later));
         PngsLater { root: root.to_path_buf() }
     }
 }
@@ -408,7 +414,7 @@ impl PngsLater {
 impl Drop for PngsLater {
     fn drop(&mut self) {
         let mut all = PNGS_LATER.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(i) = all.iter().position(|r| *r == self.root) {
+        if let Some(i) = all.iter().position(|(r, _)| *r == self.root) {
             all.remove(i);
         }
     }

@@ -78,8 +78,12 @@ pub(crate) fn relink(report: &std::path::Path, others: &[Other]) -> Result<(), s
     if b < a {
         return Ok(());
     }
-    let page = format!("{}{}{}", &page[..a], &block[na..nb], &page[b..]);
-    super::outputs::write(report.to_path_buf(), page.as_bytes())
+    let relinked = format!("{}{}{}", &page[..a], &block[na..nb], &page[b..]);
+    if relinked == page {
+        // Nothing to change (one analysis alone, or relinked already): not written again.
+        return Ok(());
+    }
+    super::outputs::write(report.to_path_buf(), relinked.as_bytes())
 }
 
 #[derive(Debug, Serialize)]
@@ -94,6 +98,8 @@ struct Chart {
     name: String,
     /// benchflow's own SVG, inlined unescaped.
     svg: String,
+    /// Its PNG is (or will be) beside it: linked.
+    png: bool,
 }
 
 /// `(time, step, what)` of each `effect_lost` event at or after `since` (UTC text).
@@ -148,6 +154,7 @@ fn view(dirs: &super::Dirs, a: &Analysis, charts: &[LineChart]) -> RunView {
         charts: charts
             .iter()
             .map(|c| Chart {
+                png: super::plots::pngs_drawn(&dirs.out.join("plots")),
                 name: c.name.clone(),
                 svg: std::fs::read_to_string(dirs.out.join("plots").join(format!("{}.svg", c.name)))
                     .unwrap_or_default(),

@@ -136,8 +136,9 @@ pub(crate) struct ExperimentStatus {
     /// Point ids by status (`pending`, `running`, `done`, `failed`).
     pub counts: BTreeMap<String, usize>,
     pub points: Vec<ExperimentPointStatus>,
-    /// Done points whose chart PNGs are still to be drawn (an experiment stopped before its
-    /// end): running the same `benchflow experiment` command again draws them.
+    /// Done points whose chart PNGs are still to be drawn (an experiment whose file asks for
+    /// them, `analysis.point_pngs`, stopped before its end): running the same `benchflow
+    /// experiment` command again draws them.
     pub charts_pending: Vec<String>,
     pub stacks: Vec<ExperimentStackStatus>,
     /// Who holds the directory now (`null`: no benchflow does).

@@ -26,8 +26,9 @@ pub(super) enum PointEnd {
 ///
 /// What the point writes (in its directory, the stack's between-points records, the
 /// experiment's record) is synced once, before the point is recorded done (and once more at
-/// its end), not file by file; its charts' PNGs are drawn when the experiment's points are
-/// done ([`super::run`]), off the time between two points' load.
+/// its end), not file by file; its charts are drawn as SVG only (inlined in its report): their
+/// PNGs only when the file asks (`analysis.point_pngs`), and then when the experiment's points
+/// are done ([`super::run`]), off the time between two points' load.
 pub(super) async fn run_point(
     shared: &Shared<'_>,
     p: &PlannedPoint,
@@ -35,7 +36,7 @@ pub(super) async fn run_point(
 ) -> Result<PointEnd, ExperimentError> {
     let dir = shared.root.join(layout::POINTS).join(&p.point.id);
     let durable = Deferred::begin(&[&dir, &up.dir, &shared.root.join(layout::STATE)]);
-    let _pngs = PngsLater::begin(&dir);
+    let _pngs = PngsLater::begin(&dir, shared.plan.file.spec.analysis.point_pngs);
     let end = attempts(shared, p, up, &dir, &durable).await;
     durable.sync()?;
     end
@@ -52,6 +53,7 @@ async fn attempts(
     let id = &p.point.id;
     let label = p.point.label();
     let tries = plan.file.spec.retries + 1;
+    let pngs = plan.file.spec.analysis.point_pngs;
     let mut last_error = String::new();
     let t0 = Instant::now();
     for attempt in 1..=tries {
@@ -82,8 +84,10 @@ async fn attempts(
             s.status = PointStatus::Running;
             s.attempts += 1;
             s.started_at = Some(utc_now());
-            // Until the experiment has drawn them (its charts' PNGs are drawn later).
-            s.charts_pending = true;
+            // Until the experiment has drawn them (its charts' PNGs, when asked, are drawn later).
+            s.charts_pending = pngs;
+            // Until the experiment has added it to the store (when there is one).
+            s.store_pending = true;
         })?;
         shared.say(&format!(
             "{id} [{label}] on {}: running{}",

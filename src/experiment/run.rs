@@ -128,13 +128,13 @@ impl Shared<'_> {
     }
 
     /// What the points that ran left for later (see [`super::point::run_point`]): their
-    /// charts' PNGs, drawn from their records; then each done one goes to the store. Before
-    /// the experiment returns, and when it resumes after a kill.
+    /// charts' PNGs (when the file asks for them), drawn from their records; then each done
+    /// one goes to the store. Before the experiment returns, and when it resumes after a kill.
     fn finish_points(&self) -> Result<(), ExperimentError> {
         let pending: Vec<(String, PointState)> = self.state(|st| {
             st.points
                 .iter()
-                .filter(|(_, s)| s.charts_pending)
+                .filter(|(_, s)| s.charts_pending || s.store_pending)
                 .map(|(id, s)| (id.clone(), s.clone()))
                 .collect()
         });
@@ -144,10 +144,12 @@ impl Shared<'_> {
         let mut drawn = Vec::new();
         for (id, s) in &pending {
             let dir = self.root.join(layout::POINTS).join(id);
-            match crate::analysis::draw_missing_pngs(&dir) {
-                Ok(_) => drawn.push(id.clone()),
-                // Left pending: the next invocation tries again.
-                Err(e) => self.say(&format!("{id}: its charts' PNGs could not be drawn: {e}")),
+            if s.charts_pending {
+                match crate::analysis::draw_missing_pngs(&dir) {
+                    Ok(_) => drawn.push(id.clone()),
+                    // Left pending: the next invocation tries again.
+                    Err(e) => self.say(&format!("{id}: its charts' PNGs could not be drawn: {e}")),
+                }
             }
             // The store checks its own entry (an intact one stays; a swapped or edited one is
             // set aside for this measurement).
@@ -156,6 +158,11 @@ impl Shared<'_> {
             }
         }
         self.try_state(|st| {
+            for (id, _) in &pending {
+                if let Some(p) = st.points.get_mut(id) {
+                    p.store_pending = false;
+                }
+            }
             for id in &drawn {
                 if let Some(p) = st.points.get_mut(id) {
                     p.charts_pending = false;
@@ -392,9 +399,11 @@ pub(crate) async fn run(
         let own = root.join(layout::POINTS).join(&plan.points[*i].point.id);
         if *from != own {
             store::copy_point(&root, from, &own, &plan.points[*i].hash)?;
-            // A copy of a point killed before its chart PNGs were drawn lacks them.
+            // A copy of a point killed before its chart PNGs were drawn lacks them (or of one
+            // measured without them).
             if let Some(s) = state.points.get_mut(&plan.points[*i].point.id) {
-                s.charts_pending = true;
+                s.charts_pending |= plan.file.spec.analysis.point_pngs;
+                s.store_pending = true;
             }
         }
     }

@@ -54,10 +54,16 @@ pub(crate) struct PointState {
     /// its inputs (the stack's among them) changed since it last ran.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub remeasure: bool,
-    /// It ran since the experiment last drew its points' chart PNGs (drawn once its points
-    /// are done, and on the next invocation when one was killed before).
+    /// It ran since the experiment last drew its points' chart PNGs (with
+    /// `analysis.point_pngs`; drawn once its points are done, and on the next invocation when
+    /// one was killed before).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub charts_pending: bool,
+    /// It ran (or was copied in) since the experiment last added its points to the store
+    /// (`--store`): done once its points are done (after their PNGs), and on the next
+    /// invocation when one was killed before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub store_pending: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -34,6 +34,7 @@ pub(super) async fn search(
         let i = search::measured_stage(s, stages.len())?;
         search::stretch(s, i, stages.get(i)?)
     });
+    let pngs = shared.plan.file.spec.analysis.point_pngs;
     let mut ended = false;
     // Whatever ends the trials (an error included: a full disk), the stack comes down after.
     let result: Result<(), ExperimentError> = async {
@@ -73,8 +74,10 @@ pub(super) async fn search(
                         if st.status != PointStatus::Done || st.hash != p.hash {
                             *st = PointState { error: None, ..todo::found_state(&p, &stack, &from) };
                         }
-                        // A copy of a point killed before its chart PNGs were drawn lacks them.
-                        st.charts_pending |= from != dir;
+                        // A copy of a point killed before its chart PNGs were drawn lacks them
+                        // (or of one measured without them).
+                        st.charts_pending |= from != dir && pngs;
+                        st.store_pending |= from != dir;
                     })?;
                     shared.progress.lock().unwrap_or_else(PoisonError::into_inner).summary.reused += 1;
                 }

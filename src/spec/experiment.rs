@@ -324,6 +324,11 @@ pub(crate) struct ExperimentAnalysis {
     /// workload (goodput ÷ throughput).
     #[serde(default = "default_slo_share")]
     pub slo_share: f64,
+    /// Also draw each point's charts as PNG (its `report.html` inlines the SVGs, which are
+    /// always drawn). The PNGs are drawn when the experiment's points are done, not between
+    /// two points' load (`charts_pending` in `state.json` until then).
+    #[serde(default)]
+    pub point_pngs: bool,
 }
 
 impl Default for ExperimentAnalysis {
@@ -333,6 +338,7 @@ impl Default for ExperimentAnalysis {
             throughput: default_throughput(),
             level: default_level(),
             slo_share: default_slo_share(),
+            point_pngs: false,
         }
     }
 }

@@ -117,25 +117,50 @@ fn sync_all(mut files: Vec<PathBuf>) -> Result<(), WorkdirError> {
 }
 
 fn fsync_parallel(paths: &[PathBuf]) -> Result<(), WorkdirError> {
-    const THREADS: usize = 8;
-    if paths.is_empty() {
-        return Ok(());
-    }
     // A file removed since it was written needs nothing.
-    let one = |p: &PathBuf| match File::open(p).and_then(|f| f.sync_all()) {
+    in_parallel(paths, |p| match File::open(p).and_then(|f| f.sync_all()) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(WorkdirError::Io { path: p.clone(), source: e })
         }
         _ => Ok(()),
-    };
+    })
+}
+
+/// Runs `one` over `paths` on a few threads; the first failure is returned. A thread that
+/// panicked is a failure too (naming the first path of its share, which is then not known
+/// to be synced), never taken for success.
+fn in_parallel(
+    paths: &[PathBuf],
+    one: impl Fn(&PathBuf) -> Result<(), WorkdirError> + Sync,
+) -> Result<(), WorkdirError> {
+    const THREADS: usize = 8;
+    if paths.is_empty() {
+        return Ok(());
+    }
     if paths.len() == 1 {
         return one(&paths[0]);
     }
     let chunk = paths.len().div_ceil(THREADS);
+    let one = &one;
     std::thread::scope(|s| {
-        let handles: Vec<_> =
-            paths.chunks(chunk).map(|part| s.spawn(move || part.iter().try_for_each(one))).collect();
-        handles.into_iter().try_for_each(|h| h.join().unwrap_or(Ok(())))
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| (&part[0], s.spawn(move || part.iter().try_for_each(one))))
+            .collect();
+        let mut first = Ok(());
+        // Every thread is joined (none left running) before the first failure is returned.
+        for (path, h) in handles {
+            let done = h.join().unwrap_or_else(|_| {
+                Err(WorkdirError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::other("the thread syncing it (and the files after it) panicked"),
+                })
+            });
+            if first.is_ok() {
+                first = done;
+            }
+        }
+        first
     })
 }
 
@@ -168,5 +193,35 @@ mod tests {
         assert_eq!(pending(id), None, "a dropped scope ends");
         assert!(!defers(&inside.join("state.json")));
         let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn a_sync_thread_that_panics_is_an_error_not_a_success() {
+        let paths: Vec<PathBuf> = (0..16).map(|i| PathBuf::from(format!("/nowhere/f{i:02}"))).collect();
+        let seen = AtomicU64::new(0);
+        let all_ok = in_parallel(&paths, |_| {
+            seen.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        });
+        assert!(all_ok.is_ok());
+        assert_eq!(seen.load(Ordering::Relaxed), 16, "every path is visited");
+        let err = in_parallel(&paths, |p| {
+            if p.ends_with("f09") {
+                panic!("injected");
+            }
+            Ok(())
+        })
+        .expect_err("a panicked thread is a failure");
+        let WorkdirError::Io { path, source } = err else { panic!("not an Io error: {err:?}") };
+        // Two paths a thread: f09 is in the share that starts at f08.
+        assert_eq!(path, PathBuf::from("/nowhere/f08"));
+        assert!(source.to_string().contains("panicked"), "{source}");
+        // A failure of one path is returned as it is.
+        let err = in_parallel(&paths, |p| match p.ends_with("f03") {
+            true => Err(WorkdirError::Record { path: p.clone(), why: "bad".into() }),
+            false => Ok(()),
+        })
+        .expect_err("the failure is returned");
+        assert!(matches!(err, WorkdirError::Record { ref path, .. } if path.ends_with("f03")), "{err:?}");
     }
 }

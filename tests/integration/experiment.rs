@@ -386,15 +386,54 @@ fn charts(exp: &Path, id: &str, ext: &str) -> Vec<String> {
     names
 }
 
-/// A point's chart PNGs are drawn once the experiment's points are done, not between two
-/// points' load: the command returns with every PNG beside its SVG and nothing left pending.
-/// Killed after a point was recorded done and before its PNGs were drawn (what the record then
-/// says: `charts_pending`), the same command draws them, measuring nothing again.
+/// By default a point's charts are SVG only (its report inlines them): no PNG is drawn for a
+/// point, none is left pending, and `status` has nothing to draw; the experiment's own charts
+/// still come as both.
+#[test]
+fn a_point_draws_no_chart_png_unless_the_file_asks() {
+    let p = Project::new("exp-no-pngs");
+    p.file("workloads/short.yaml", SHORT)
+        .file("experiments/e.yaml", "base: { workload: short }\nfactors:\n  workload.seed: [1, 2]\n");
+    let exp = p.path("exp");
+    let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "--store", "store", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let st = json(&exp.join("state.json"));
+    // Every point measured still goes to the store (added with what the points left for later).
+    let stored =
+        std::fs::read_dir(p.path("store")).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count();
+    assert_eq!(stored, 2, "both points in the store");
+    for id in ["p001", "p002"] {
+        assert!(st["points"][id].get("store_pending").is_none(), "{id}: {}", st["points"][id]);
+        let svgs = charts(&exp, id, "svg");
+        assert!(svgs.len() >= 5, "{id}: {svgs:?}");
+        assert_eq!(charts(&exp, id, "png"), Vec::<String>::new(), "{id}: no PNG");
+        let report =
+            std::fs::read_to_string(exp.join("points").join(id).join("analysis/latest/report.html")).unwrap();
+        assert!(report.contains("<svg"), "{id}: the report inlines its charts");
+        assert!(!report.contains(".png"), "{id}: the report refers to no PNG");
+        assert!(st["points"][id].get("charts_pending").is_none(), "{id}: {}", st["points"][id]);
+    }
+    let doc: Value = serde_json::from_slice(&p.run(&["status", "exp", "-o", "json"]).stdout).unwrap();
+    assert_eq!(doc["charts_pending"], serde_json::json!([]), "{doc}");
+    let own = exp.join("analysis/plots");
+    let pngs = std::fs::read_dir(&own)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png"));
+    assert!(pngs.count() > 0, "the experiment's own charts have their PNGs");
+}
+
+/// Asked (`analysis.point_pngs: true`), a point's chart PNGs are drawn once the experiment's
+/// points are done, not between two points' load: the command returns with every PNG beside
+/// its SVG and nothing left pending. Killed after a point was recorded done and before its
+/// PNGs were drawn (what the record then says: `charts_pending`), the same command draws them,
+/// measuring nothing again.
 #[test]
 fn chart_pngs_are_there_when_the_experiment_returns_and_drawn_on_resume_after_a_kill() {
     let p = Project::new("exp-pngs");
-    p.file("workloads/short.yaml", SHORT)
-        .file("experiments/e.yaml", "base: { workload: short }\nfactors:\n  workload.seed: [1, 2]\n");
+    p.file("workloads/short.yaml", SHORT).file(
+        "experiments/e.yaml",
+        "base: { workload: short }\nanalysis: { point_pngs: true }\nfactors:\n  workload.seed: [1, 2]\n",
+    );
     let exp = p.path("exp");
     let out = p.run(&["experiment", "-e", "e", "--workdir", "exp", "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -403,6 +442,9 @@ fn chart_pngs_are_there_when_the_experiment_returns_and_drawn_on_resume_after_a_
         let svgs = charts(&exp, id, "svg");
         assert!(svgs.len() >= 5, "{id}: {svgs:?}");
         assert_eq!(charts(&exp, id, "png"), svgs, "{id}: a PNG beside every SVG");
+        let report =
+            std::fs::read_to_string(exp.join("points").join(id).join("analysis/latest/report.html")).unwrap();
+        assert!(report.contains(&format!("plots/{}.png", svgs[0])), "{id}: the report links its PNGs");
         assert!(st["points"][id].get("charts_pending").is_none(), "{id}: {}", st["points"][id]);
     }
 
