@@ -626,6 +626,44 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
+    /// Arrays that cannot be spilled (their directory's parent is a file: as a full disk) do not
+    /// stop the pass: the statistics are computed, a bad row further on is the error given, and
+    /// the vLLM files' writing says why they are missing. Whole or in halves.
+    #[test]
+    fn arrays_that_cannot_be_spilled_leave_the_statistics_and_a_bad_row_s_error() {
+        let rows = generated_rows(240, 6);
+        let d = records("unspillable", &rows);
+        let path = d.join("requests.csv");
+        let not_a_dir = d.join("out");
+        std::fs::write(&not_a_dir, "a file").unwrap();
+        let slo = Slo::default();
+        let cut = (rows.len() / 2..rows.len())
+            .find(|i| rows.as_bytes()[*i] == b'\n' && rows[..*i].matches('"').count().is_multiple_of(2))
+            .map(|i| (i + 1 + crate::results::HEADER.join(",").len() + 1) as u64);
+        for halves in [false, true] {
+            let mut arrays = super::super::vllm_result::Arrays::holding(&not_a_dir, 0);
+            let p = match (halves, cut) {
+                (true, Some(cut)) => {
+                    two_halves(&path, cut, Convention::Vllm, &slo, &mut arrays).unwrap().unwrap()
+                }
+                _ => pass(&path, Reader::open(&path).unwrap(), Convention::Vllm, &slo, &mut arrays).unwrap(),
+            };
+            let a = finish_analysis(&d, None, Convention::Vllm, &slo, p.stages, p.inflight_diff, p.done_s)
+                .unwrap();
+            assert!(a.stages.iter().map(|s| s.completed).sum::<u64>() > 100);
+            let e = super::super::vllm_result::write_all(&d, &d, &d, &a, arrays).unwrap_err();
+            assert!(matches!(e, AnalysisError::Write { .. }), "{e}");
+        }
+        let bad = format!("{rows}1,1,0,0,1000,2000,2500,inf,3,10,3,usage,200,,,250 250\n");
+        let d2 = records("unspillable-bad", &bad);
+        std::fs::write(d2.join("out"), "a file").unwrap();
+        let mut arrays = super::super::vllm_result::Arrays::holding(&d2.join("out"), 0);
+        let e = compute_into(&d2, Convention::Vllm, &slo, &mut arrays).unwrap_err();
+        assert!(matches!(e, AnalysisError::Row { .. }), "the bad row's error, not the spill's: {e}");
+        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::remove_dir_all(&d2);
+    }
+
     const GOOD: &str = "1,0,0,0.000,1000.000,2000.000,2500.000,3000.000,3,10,3,usage,200,,,250 250\n";
 
     #[test]

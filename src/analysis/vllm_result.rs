@@ -510,15 +510,20 @@ impl Drop for Spills {
 /// Every measured stage's requests as the one pass over `requests.csv` hands them over
 /// ([`RowSink`]), their arrays spilled under `out/.vllm_bench_arrays` (removed when dropped).
 pub(crate) struct Arrays {
+    /// Declared first: dropped (its spill files closed) before `_spills` removes them.
+    stages: BTreeMap<u32, Requests>,
     /// Where its stages spill (`.vllm_bench_arrays`, or a part's directory in it).
     dir: PathBuf,
     /// The bytes its stages may hold in memory ([`HELD_IN_MEMORY`], a part its share).
     budget: usize,
     /// The bytes they hold, as of the last check.
     held: usize,
-    /// Removes the spill files when the arrays are dropped (the whole's, not a part's).
-    _spills: Option<Spills>,
-    stages: BTreeMap<u32, Requests>,
+    /// Why its arrays could not be kept (a full disk): the pass goes on (a bad row further on
+    /// is the error to give; the statistics are written), and the vLLM files are not.
+    failed: Option<std::io::Error>,
+    /// Remove the spill directories when the arrays are dropped: its own, and those of the
+    /// parts appended to it (a part dropped unappended removes its own).
+    _spills: Vec<Spills>,
 }
 
 impl Arrays {
@@ -526,11 +531,12 @@ impl Arrays {
     pub(crate) fn new(out: &Path) -> Arrays {
         let dir = out.join(".vllm_bench_arrays");
         Arrays {
-            _spills: Some(Spills(dir.clone())),
+            stages: BTreeMap::new(),
+            _spills: vec![Spills(dir.clone())],
             dir,
             budget: HELD_IN_MEMORY,
             held: 0,
-            stages: BTreeMap::new(),
+            failed: None,
         }
     }
 
@@ -543,10 +549,20 @@ impl Arrays {
     fn spill_error(&self, source: std::io::Error) -> AnalysisError {
         AnalysisError::Write { path: self.dir.clone(), source }
     }
+
+    /// Gives up keeping the arrays: frees their memory and disk now, keeps why.
+    fn fail(&mut self, why: std::io::Error) {
+        self.stages.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.failed.get_or_insert(why);
+    }
 }
 
 impl RowSink for Arrays {
     fn row(&mut self, r: &accumulate::Request, row: &Row<'_>, gaps_us: &[u64]) -> Result<(), AnalysisError> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
         let index = std::str::from_utf8(row.get(Col::Index)).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
         let success = r.error_kind.is_empty() && r.first.is_some();
         let error = if success {
@@ -577,38 +593,54 @@ impl RowSink for Arrays {
             }
         };
         let before = req.held();
-        let write_error = |source| AnalysisError::Write { path: self.dir.clone(), source };
-        req.push(&request, gaps_us).map_err(write_error)?;
+        if let Err(why) = req.push(&request, gaps_us) {
+            self.fail(why);
+            return Ok(());
+        }
         let after = req.held();
         self.held = (self.held + after).saturating_sub(before);
         if self.held > self.budget {
             // The stage being read goes to files (the others stay as they are).
-            req.spill().map_err(write_error)?;
+            if let Err(why) = req.spill() {
+                self.fail(why);
+                return Ok(());
+            }
             self.held -= after;
         }
         Ok(())
     }
 
     fn part(&self, k: usize) -> Self {
+        let dir = self.dir.join(format!("part-{k}"));
         Arrays {
-            dir: self.dir.join(format!("part-{k}")),
-            _spills: None,
+            stages: BTreeMap::new(),
+            _spills: vec![Spills(dir.clone())],
+            dir,
             budget: self.budget / 2,
             held: 0,
-            stages: BTreeMap::new(),
+            failed: None,
         }
     }
 
-    fn append(&mut self, later: Self) -> Result<(), AnalysisError> {
-        for (stage, req) in later.stages {
-            match self.stages.entry(stage) {
-                std::collections::btree_map::Entry::Occupied(e) => e
-                    .into_mut()
-                    .append(req)
-                    .map_err(|source| AnalysisError::Write { path: later.dir.clone(), source })?,
+    fn append(&mut self, mut later: Self) -> Result<(), AnalysisError> {
+        self._spills.append(&mut later._spills);
+        if let Some(why) = later.failed.take() {
+            self.fail(why);
+        }
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        for (stage, req) in std::mem::take(&mut later.stages) {
+            let appended = match self.stages.entry(stage) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut().append(req),
                 std::collections::btree_map::Entry::Vacant(e) => {
                     e.insert(req);
+                    Ok(())
                 }
+            };
+            if let Err(why) = appended {
+                self.fail(why);
+                break;
             }
         }
         Ok(())
@@ -1033,6 +1065,9 @@ pub(crate) fn write_all(
     a: &Analysis,
     mut arrays: Arrays,
 ) -> Result<(), AnalysisError> {
+    if let Some(source) = arrays.failed.take() {
+        return Err(AnalysisError::Write { path: arrays.dir.clone(), source });
+    }
     let cfg = config(a, workdir, results);
     for s in arrays.stages.values_mut() {
         if let Err(source) = s.sort() {
