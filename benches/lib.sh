@@ -2,7 +2,7 @@
 # temporary directory, and starts / stops a `benchflow sim` whose address lands in $url.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --quiet
-bf=$PWD/target/release/benchflow
+bf=${BF:-$PWD/target/release/benchflow}
 tmp=$(mktemp -d)
 sim_pid=
 cleanup() { [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$tmp"; }
