@@ -195,9 +195,18 @@ fn sweep(p: &Project, case: &Case) -> usize {
 /// After a kill in `wd`: what was finished there, the same command again (it must succeed and
 /// leave no process), then the finished records unchanged and the counts as `want`.
 fn again_and_check(p: &Project, case: &Case, wd: &str, when: &str, want: &Value) {
+    // An atomic write's temporary (`.<name>.tmp`) a kill left behind is not a record: the run
+    // again replaces it (its write redone) or leaves it.
+    let temporary = |f: &PathBuf| {
+        f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"))
+    };
     let finished: Vec<(PathBuf, BTreeMap<PathBuf, u64>)> = (case.finished)(&p.path(wd))
         .into_iter()
-        .map(|d| (d.clone(), digests(&d, &[".lock", "latest"])))
+        .map(|d| {
+            let mut files = digests(&d, &[".lock", "latest"]);
+            files.retain(|f, _| !temporary(f));
+            (d.clone(), files)
+        })
         .collect();
     let (mut again, tag) = command(p, case, wd);
     let out = again.output().unwrap();
@@ -211,7 +220,8 @@ fn again_and_check(p: &Project, case: &Case, wd: &str, when: &str, want: &Value)
         tagged(TAG, &tag).is_empty()
     });
     for (dir, before) in &finished {
-        let after = digests(dir, &[".lock", "latest"]);
+        let mut after = digests(dir, &[".lock", "latest"]);
+        after.retain(|f, _| !temporary(f));
         // A chart's PNG is drawn when the experiment's points are done (off the time between
         // two points' load): one killed before that draws it on resume, beside its SVG. That
         // is the one file a done point may gain.
